@@ -1,0 +1,116 @@
+//! idalloc's configuration, read from the environment contract.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tinyurl_runtime::config::{COMMON_ENV_VARS, render_env_help};
+use tinyurl_runtime::{CommonConfig, ConfigError, Env, EnvVarDoc};
+
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50051);
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9091);
+
+/// Variables specific to idalloc.
+pub const IDALLOC_ENV_VARS: &[EnvVarDoc] = &[
+    EnvVarDoc {
+        name: "TINYURL_DATABASE_URL",
+        default: "(required)",
+        meaning: "Postgres primary, e.g. postgres://user:pass@host:5432/tinyurl",
+    },
+    EnvVarDoc {
+        name: "TINYURL_DB_TIMEOUT_MS",
+        default: "2000",
+        meaning: "bound on connecting to and querying Postgres; past it a lease fails UNAVAILABLE",
+    },
+    EnvVarDoc {
+        name: "TINYURL_DB_POOL_SIZE",
+        default: "16",
+        meaning: "Postgres connections per process",
+    },
+    EnvVarDoc {
+        name: "TINYURL_IDALLOC_MAX_LEASE",
+        default: "10000000",
+        meaning: "largest count one lease may ask for",
+    },
+    EnvVarDoc {
+        name: "TINYURL_IDALLOC_LEASE_RETENTION_SECS",
+        default: "86400",
+        meaning: "how long request ids are remembered for retries",
+    },
+];
+
+pub fn env_help() -> String {
+    render_env_help(&[COMMON_ENV_VARS, IDALLOC_ENV_VARS])
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub database_url: SecretString,
+    pub db_timeout: Duration,
+    pub pool_size: usize,
+    pub max_lease: u64,
+    pub lease_retention: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let common =
+            CommonConfig::from_env(env, "tinyurl-idalloc", DEFAULT_LISTEN, DEFAULT_ADMIN_LISTEN)?;
+        let max_lease: u64 = env.parse_or("TINYURL_IDALLOC_MAX_LEASE", 10_000_000)?;
+        if max_lease == 0 || i64::try_from(max_lease).is_err() {
+            return Err(ConfigError {
+                variable: "TINYURL_IDALLOC_MAX_LEASE",
+                reason: format!("must be between 1 and {}", i64::MAX),
+            });
+        }
+        let pool_size: usize = env.parse_or("TINYURL_DB_POOL_SIZE", 16)?;
+        if pool_size == 0 {
+            return Err(ConfigError {
+                variable: "TINYURL_DB_POOL_SIZE",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(Self {
+            common,
+            database_url: env.required_secret("TINYURL_DATABASE_URL")?,
+            db_timeout: env.millis_or("TINYURL_DB_TIMEOUT_MS", Duration::from_secs(2))?,
+            pool_size,
+            max_lease,
+            lease_retention: Duration::from_secs(
+                env.parse_or("TINYURL_IDALLOC_LEASE_RETENTION_SECS", 86_400)?,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_is_required() {
+        let error = Config::from_env(&Env::default()).expect_err("must fail");
+        assert_eq!(error.variable, "TINYURL_DATABASE_URL");
+    }
+
+    #[test]
+    fn zero_max_lease_is_refused() {
+        let env = Env::from_pairs([
+            ("TINYURL_DATABASE_URL", "postgres://localhost/x"),
+            ("TINYURL_IDALLOC_MAX_LEASE", "0"),
+        ]);
+        let error = Config::from_env(&env).expect_err("must fail");
+        assert_eq!(error.variable, "TINYURL_IDALLOC_MAX_LEASE");
+    }
+
+    #[test]
+    fn help_names_every_variable() {
+        let help = env_help();
+        for doc in IDALLOC_ENV_VARS {
+            assert!(help.contains(doc.name));
+        }
+    }
+}

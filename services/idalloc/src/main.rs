@@ -1,0 +1,49 @@
+//! `tinyurl-idalloc`: configuration → telemetry → App → serve until SIGTERM.
+
+use anyhow::Context as _;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use tinyurl_idalloc::{App, Config};
+use tinyurl_runtime::Env;
+
+/// Leases disjoint, durable ID ranges to writers over gRPC (tinyurl.v1.IdAllocator).
+#[derive(Parser)]
+#[command(name = "tinyurl-idalloc", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations and serve (the default).
+    Serve,
+    /// Apply pending schema migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let matches = Cli::command()
+        .after_long_help(tinyurl_idalloc::config::env_help())
+        .after_help("Run with --help for the environment variables.")
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let config = Config::from_env(&Env::from_process())?;
+    let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
+
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            tinyurl_idalloc::store::LeaseStore::connect(&config.database_url, 1, config.db_timeout)?
+                .migrate()
+                .await
+        }
+        Command::Serve => {
+            let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
+            let app = App::build(config, Some(metrics))
+                .await
+                .context("cannot start idalloc")?;
+            tracing::info!(grpc = %app.grpc_addr()?, admin = %app.admin_addr()?, "listening");
+            app.run(tinyurl_runtime::shutdown_signal()).await
+        }
+    }
+}

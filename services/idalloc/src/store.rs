@@ -1,0 +1,244 @@
+//! The Postgres side of leasing: the pool, migrations, and the one statement
+//! that bumps a namespace's counter.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::error::LeaseError;
+use crate::lease::{Lease, LeaseRequest};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Arbitrary constant that serialises concurrent migration runs of idalloc
+/// replicas starting together (`pg_advisory_lock` key).
+const MIGRATION_LOCK_KEY: i64 = 0x7469_6e79_6964_6131;
+
+/// Bumps the namespace counter by `$2`, creating it on first use, and records
+/// the lease under its request id (when given) in the same statement, so a
+/// lease and its idempotency record commit or fail together.
+const LEASE_SQL: &str = "
+WITH bumped AS (
+    INSERT INTO idalloc_namespaces AS ns (namespace, next_id) VALUES ($1, $2)
+    ON CONFLICT (namespace) DO UPDATE
+        SET next_id = ns.next_id + EXCLUDED.next_id, updated_at = now()
+    RETURNING next_id - $2 AS start_id, next_id AS end_id
+), recorded AS (
+    INSERT INTO idalloc_leases (request_id, namespace, start_id, end_id)
+    SELECT $3, $1, start_id, end_id FROM bumped WHERE $3::text IS NOT NULL
+)
+SELECT start_id, end_id FROM bumped";
+
+const FIND_LEASE_SQL: &str =
+    "SELECT namespace, start_id, end_id FROM idalloc_leases WHERE request_id = $1";
+
+/// A handle to the lease store; cheap to clone.
+#[derive(Clone)]
+pub struct LeaseStore {
+    pool: Pool,
+    timeout: Duration,
+}
+
+impl LeaseStore {
+    /// Builds the pool. Connections are made lazily; nothing is contacted here.
+    pub fn connect(
+        database_url: &SecretString,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut pg_config = tokio_postgres::Config::from_str(database_url.expose_secret())
+            .context("TINYURL_DATABASE_URL is not a valid Postgres URL")?;
+        pg_config
+            .connect_timeout(timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .application_name("tinyurl-idalloc")
+            // A lease must be durable (and, with a synchronous standby
+            // configured, replicated) before it is returned; never inherit a
+            // weaker database default.
+            .options("-c synchronous_commit=on");
+        let manager = Manager::from_config(
+            pg_config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(timeout),
+                create: Some(timeout),
+                recycle: Some(timeout),
+            })
+            .build()
+            .context("cannot build the Postgres pool")?;
+        Ok(Self { pool, timeout })
+    }
+
+    /// Applies pending migrations, one replica at a time.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .context("cannot connect to Postgres to migrate")?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .context("cannot take the migration lock")?;
+        let client_ref: &mut tokio_postgres::Client = &mut client;
+        let report = embedded::migrations::runner()
+            .set_migration_table_name("idalloc_schema_history")
+            .run_async(client_ref)
+            .await;
+        // Unlock on the same session whatever happened; if this fails the lock
+        // goes with the connection.
+        let unlock = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+            .await;
+        let report = report.context("migration failed")?;
+        unlock.context("cannot release the migration lock")?;
+        for migration in report.applied_migrations() {
+            tracing::info!(migration = %migration, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// Whether Postgres answers a trivial query within the timeout.
+    pub async fn ping(&self) -> Result<(), LeaseError> {
+        self.bounded(async {
+            let client = self.pool.get().await.map_err(LeaseError::from_pool)?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(LeaseError::from_postgres)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Leases a range, or replays the range of an earlier call with the same
+    /// request id.
+    #[tracing::instrument(skip(self, request), fields(namespace = request.namespace.as_str(), count = request.count))]
+    pub async fn lease(&self, request: &LeaseRequest) -> Result<Lease, LeaseError> {
+        self.bounded(self.lease_unbounded(request)).await
+    }
+
+    async fn lease_unbounded(&self, request: &LeaseRequest) -> Result<Lease, LeaseError> {
+        let client = self.pool.get().await.map_err(LeaseError::from_pool)?;
+        let request_id = request.request_id.as_ref().map(|id| id.as_str());
+
+        if let Some(request_id) = request_id
+            && let Some(lease) = find_replay(&client, request_id, request).await?
+        {
+            return Ok(lease);
+        }
+
+        let statement = client
+            .prepare_cached(LEASE_SQL)
+            .await
+            .map_err(LeaseError::from_postgres)?;
+        match client
+            .query_one(
+                &statement,
+                &[&request.namespace.as_str(), &request.count, &request_id],
+            )
+            .await
+        {
+            Ok(row) => Ok(Lease {
+                start: row.try_get(0).map_err(LeaseError::from_postgres)?,
+                end: row.try_get(1).map_err(LeaseError::from_postgres)?,
+                replayed: false,
+            }),
+            // A concurrent call with the same request id committed first; our
+            // statement rolled back whole, so no IDs were burned.
+            Err(error) if is_unique_violation(&error) => {
+                match request_id {
+                    Some(request_id) => find_replay(&client, request_id, request)
+                        .await?
+                        .ok_or_else(|| {
+                            LeaseError::Unexpected(anyhow::anyhow!(
+                                "request id conflicted but its lease is missing"
+                            ))
+                        }),
+                    None => Err(LeaseError::from_postgres(error)),
+                }
+            }
+            Err(error) => Err(LeaseError::from_postgres(error)),
+        }
+    }
+
+    /// Forgets request ids older than `retention`; returns how many.
+    pub async fn purge_leases_older_than(&self, retention: Duration) -> Result<u64, LeaseError> {
+        self.bounded(async {
+            let client = self.pool.get().await.map_err(LeaseError::from_pool)?;
+            let seconds = retention.as_secs_f64();
+            client
+                .execute(
+                    "DELETE FROM idalloc_leases WHERE created_at < now() - make_interval(secs => $1)",
+                    &[&seconds],
+                )
+                .await
+                .map_err(LeaseError::from_postgres)
+        })
+        .await
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, LeaseError>>,
+    ) -> Result<T, LeaseError> {
+        // Dropping a tokio-postgres future mid-query is safe: the connection
+        // task discards the late response and the client stays usable.
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| LeaseError::Timeout(self.timeout))?
+    }
+}
+
+async fn find_replay(
+    client: &deadpool_postgres::Object,
+    request_id: &str,
+    request: &LeaseRequest,
+) -> Result<Option<Lease>, LeaseError> {
+    let statement = client
+        .prepare_cached(FIND_LEASE_SQL)
+        .await
+        .map_err(LeaseError::from_postgres)?;
+    let Some(row) = client
+        .query_opt(&statement, &[&request_id])
+        .await
+        .map_err(LeaseError::from_postgres)?
+    else {
+        return Ok(None);
+    };
+    let namespace: String = row.try_get(0).map_err(LeaseError::from_postgres)?;
+    let start: i64 = row.try_get(1).map_err(LeaseError::from_postgres)?;
+    let end: i64 = row.try_get(2).map_err(LeaseError::from_postgres)?;
+    if namespace != request.namespace.as_str() || end - start != request.count {
+        return Err(LeaseError::invalid(
+            "request_id",
+            format!(
+                "request_id was already used for a lease of {} IDs in namespace {namespace:?}; \
+                 a retry must repeat the same namespace and count",
+                end - start
+            ),
+        ));
+    }
+    Ok(Some(Lease {
+        start,
+        end,
+        replayed: true,
+    }))
+}
+
+fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}

@@ -1,0 +1,94 @@
+//! gRPC plumbing shared by servers and clients: W3C trace context carried in
+//! request metadata in both directions, and the per-request server span.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let Ok(key) = tonic::metadata::MetadataKey::from_bytes(key.as_bytes()) else {
+            return;
+        };
+        if let Ok(value) = tonic::metadata::MetadataValue::try_from(value) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// The span of one incoming gRPC call, parented on the caller's trace when the
+/// request carries a `traceparent`. Use as `Server::builder().trace_fn(server_span)`.
+pub fn server_span(request: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc_request",
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = %request.uri().path(),
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    // Fails only when no OpenTelemetry layer is installed; then there is no
+    // trace to join and the span is still useful for logs.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Client interceptor that writes the current span's trace context into the
+/// outgoing request, so the callee's spans join the caller's trace.
+#[allow(clippy::result_large_err)] // tonic's Interceptor signature is fixed
+pub fn inject_trace_context(
+    mut request: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
+    });
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    #[test]
+    fn traceparent_round_trips_through_metadata() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", http::HeaderValue::from_static(traceparent));
+        let context = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(&headers))
+        });
+        assert_eq!(
+            context.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut MetadataInjector(&mut metadata));
+        });
+        assert_eq!(
+            metadata
+                .get("traceparent")
+                .and_then(|value| value.to_str().ok()),
+            Some(traceparent)
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! What every tinyurl service shares: typed configuration from the environment
+//! contract, logging and OpenTelemetry export, the admin listener (`/metrics`,
+//! `/healthz`, `/readyz`), the one shutdown signal, and the table that maps
+//! error kinds to gRPC codes and HTTP statuses.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use admin::{AdminServer, Readiness};
+pub use config::{CommonConfig, ConfigError, Env, EnvVarDoc};
+pub use error::ErrorKind;
+pub use shutdown::shutdown_signal;
+pub use telemetry::TelemetryGuard;

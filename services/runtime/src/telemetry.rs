@@ -1,0 +1,86 @@
+//! Logging and tracing. Logs go to stdout as JSON or pretty text; spans are
+//! exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. The W3C
+//! trace-context propagator is always installed so that trace ids flow through
+//! a service even when that service itself does not export.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::config::{CommonConfig, LogFormat};
+
+/// Flushes and shuts down the span exporter when dropped; keep it alive in `main`.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("cannot flush traces on shutdown: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber. Must be called inside a Tokio runtime when
+/// OTLP export is configured (the exporter's gRPC client needs one).
+pub fn init(config: &CommonConfig) -> anyhow::Result<TelemetryGuard> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .with_context(|| format!("invalid RUST_LOG {:?}", config.log_filter))?;
+    let log_layer = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+
+    let (otel_layer, tracer_provider) = match &config.otlp_endpoint {
+        None => (None, None),
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(Duration::from_secs(5))
+                .build()
+                .with_context(|| format!("cannot build the OTLP exporter for {endpoint}"))?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    Resource::builder()
+                        .with_service_name(config.service_name.clone())
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer(config.service_name.clone());
+            opentelemetry::global::set_tracer_provider(provider.clone());
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
+        }
+    };
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(log_layer)
+        .with(otel_layer)
+        .try_init()
+        .context("a global tracing subscriber is already installed")?;
+
+    Ok(TelemetryGuard { tracer_provider })
+}
