@@ -1,0 +1,145 @@
+//! Real Redis for tests, on a free loopback port, with stop, kill and restart.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::process::{
+    ScratchDir, find_binary, free_port, log_tail, signal, wait_or_kill, wait_until,
+};
+
+#[derive(Debug)]
+pub struct RedisServer {
+    binary: PathBuf,
+    port: u16,
+    log_path: PathBuf,
+    child: Option<Child>,
+    scratch: ScratchDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        let binary = find_binary("redis-server", &[], "redis-server")?;
+        let scratch = ScratchDir::new("redis", None)?;
+        let mut server = Self {
+            binary,
+            port: free_port()?,
+            log_path: scratch.path().join("redis.log"),
+            child: None,
+            scratch,
+        };
+        let mut last_error = None;
+        for _ in 0..3 {
+            match server.spawn_and_wait().await {
+                Ok(()) => return Ok(server),
+                Err(error) => {
+                    server.kill()?;
+                    last_error = Some(error);
+                    server.port = free_port()?;
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis did not start")))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(&self.binary)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--dir")
+            .arg(self.scratch.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start redis-server")?;
+        self.child = Some(child);
+        let port = self.port;
+        let waited = wait_until(
+            "redis to answer PING",
+            Duration::from_secs(30),
+            || async move { Ok(ping(port).await.is_ok()) },
+        )
+        .await;
+        if let Err(error) = waited {
+            bail!(
+                "{error:#}\n--- redis log ---\n{}",
+                log_tail(&self.log_path, 20)
+            );
+        }
+        Ok(())
+    }
+
+    /// Restarts a stopped or killed server on the same port. Data is not kept.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn_and_wait().await
+    }
+
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, Signal::SIGTERM)?;
+            wait_or_kill(&mut child, Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// Sends PING over RESP and expects +PONG.
+pub async fn ping(port: u16) -> anyhow::Result<()> {
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await??;
+    stream.write_all(b"PING\r\n").await?;
+    let mut reply = [0_u8; 7];
+    tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await??;
+    if &reply != b"+PONG\r\n" {
+        bail!("unexpected reply {:?}", String::from_utf8_lossy(&reply));
+    }
+    Ok(())
+}
