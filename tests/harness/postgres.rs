@@ -287,6 +287,25 @@ impl PgServer {
         self.start().await
     }
 
+    /// Promotes a replica to primary (`pg_promote`), ending recovery on a new
+    /// timeline, and waits until it accepts writes.
+    pub async fn promote(&mut self) -> anyhow::Result<()> {
+        if self.role != Role::Replica {
+            bail!("only a replica can be promoted");
+        }
+        let client = self.connect("postgres").await?;
+        let promoted: bool = client
+            .query_one("SELECT pg_promote(true, 60)", &[])
+            .await
+            .context("pg_promote failed")?
+            .get(0);
+        if !promoted {
+            bail!("pg_promote did not finish within 60 s");
+        }
+        self.role = Role::Primary;
+        Ok(())
+    }
+
     /// A connected client on database `dbname`.
     pub async fn connect(&self, dbname: &str) -> anyhow::Result<tokio_postgres::Client> {
         connect(&self.url(dbname)).await

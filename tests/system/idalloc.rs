@@ -492,3 +492,93 @@ async fn health_reflection_metrics_help_and_graceful_shutdown() -> anyhow::Resul
     assert!(stderr.contains("TINYURL_DATABASE_URL"), "{stderr}");
     Ok(())
 }
+
+/// Asynchronous replication can lose the newest leases in a failover: the
+/// promoted replica's counters are behind what the old primary handed out.
+/// The failover guard must skip past them before the first lease on the new
+/// timeline.
+#[tokio::test]
+async fn after_a_failover_that_lost_leases_new_ranges_do_not_overlap() -> anyhow::Result<()> {
+    let skip: u64 = 1_000_000;
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let settings = [
+        ("TINYURL_IDALLOC_MAX_LEASE", "1000"),
+        ("TINYURL_IDALLOC_FAILOVER_SKIP", "1000000"),
+    ];
+    let mut old_idalloc = start_idalloc(&database.primary_url, &settings).await?;
+    let mut old_client = client(&old_idalloc).await?;
+
+    let mut handed_out = Vec::new();
+    for _ in 0..5 {
+        let (lease, _) = lease_with_retry(&mut old_client, "links", 1000, "").await?;
+        handed_out.push(lease);
+    }
+    let replicated_end = handed_out.iter().map(|lease| lease.end).max().unwrap_or(0);
+    let replica = cluster.replica().connect(&database.name).await?;
+    tinyurl_harness::wait_until("the replica to catch up", Duration::from_secs(30), || {
+        let replica = &replica;
+        async move {
+            let row = replica
+                .query_opt(
+                    "SELECT next_id FROM idalloc_namespaces WHERE namespace = 'links'",
+                    &[],
+                )
+                .await?;
+            Ok(row.is_some_and(|row| {
+                row.get::<_, i64>(0) == i64::try_from(replicated_end).unwrap_or(-1)
+            }))
+        }
+    })
+    .await?;
+    drop(replica);
+
+    // An idalloc must refuse to lease from a standby at all.
+    let on_standby = start_idalloc(&database.replica_urls[0], &settings).await;
+    assert!(
+        on_standby.is_err(),
+        "idalloc must not start against a standby"
+    );
+
+    // The replica falls behind; the primary keeps leasing, then dies.
+    cluster.replica_mut().stop()?;
+    for _ in 0..5 {
+        let (lease, _) = lease_with_retry(&mut old_client, "links", 1000, "").await?;
+        handed_out.push(lease);
+    }
+    let lost_end = handed_out.iter().map(|lease| lease.end).max().unwrap_or(0);
+    old_idalloc.kill()?;
+    cluster.primary.kill()?;
+
+    cluster.replica_mut().start().await?;
+    cluster.replica_mut().promote().await?;
+    let promoted = cluster.replica().connect(&database.name).await?;
+    let stale_next: i64 = promoted
+        .query_one(
+            "SELECT next_id FROM idalloc_namespaces WHERE namespace = 'links'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(
+        u64::try_from(stale_next)? < lost_end,
+        "the scenario must really lose leases (stored {stale_next}, handed out up to {lost_end})"
+    );
+
+    let new_idalloc = start_idalloc(&database.replica_urls[0], &settings).await?;
+    let mut new_client = client(&new_idalloc).await?;
+    let (first_after, _) = lease_with_retry(&mut new_client, "links", 1000, "").await?;
+    assert!(
+        first_after.start >= lost_end,
+        "lease {first_after:?} after failover overlaps IDs handed out before it (up to {lost_end})"
+    );
+    assert_eq!(first_after.start, u64::try_from(stale_next)? + skip);
+    handed_out.push(first_after);
+    assert_disjoint(handed_out);
+    let (_, metrics) = http_get(new_idalloc.admin_addr(), "/metrics").await?;
+    assert!(
+        metrics.contains("idalloc_failover_skips_total 1"),
+        "{metrics}"
+    );
+    Ok(())
+}

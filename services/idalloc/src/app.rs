@@ -31,8 +31,18 @@ impl App {
     /// Binds both listeners and applies migrations. Fails if Postgres cannot
     /// be reached: a replica that cannot lease should not report healthy.
     pub async fn build(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Self> {
-        let store = LeaseStore::connect(&config.database_url, config.pool_size, config.db_timeout)?;
+        let store = LeaseStore::connect(
+            &config.database_url,
+            config.pool_size,
+            config.db_timeout,
+            config.failover_skip,
+        )?;
         store.migrate().await?;
+        // The first pooled connection runs the failover guard before serving.
+        store
+            .ping()
+            .await
+            .map_err(|error| anyhow::anyhow!("postgres is not usable: {error}"))?;
 
         let grpc_listener = TcpListener::bind(config.common.listen)
             .await

@@ -35,6 +35,11 @@ pub const IDALLOC_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "largest count one lease may ask for",
     },
     EnvVarDoc {
+        name: "TINYURL_IDALLOC_FAILOVER_SKIP",
+        default: "10000000000",
+        meaning: "IDs every namespace skips when Postgres is found on a new timeline (failover)",
+    },
+    EnvVarDoc {
         name: "TINYURL_IDALLOC_LEASE_RETENTION_SECS",
         default: "86400",
         meaning: "how long request ids are remembered for retries",
@@ -52,6 +57,9 @@ pub struct Config {
     pub db_timeout: Duration,
     pub pool_size: usize,
     pub max_lease: u64,
+    /// IDs skipped per namespace after a failover; must exceed what can be
+    /// leased on the old primary without reaching the promoted replica.
+    pub failover_skip: i64,
     pub lease_retention: Duration,
 }
 
@@ -73,8 +81,16 @@ impl Config {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        let failover_skip: i64 = env.parse_or("TINYURL_IDALLOC_FAILOVER_SKIP", 10_000_000_000)?;
+        if u64::try_from(failover_skip).map_or(true, |skip| skip < max_lease) {
+            return Err(ConfigError {
+                variable: "TINYURL_IDALLOC_FAILOVER_SKIP",
+                reason: format!("must be at least TINYURL_IDALLOC_MAX_LEASE ({max_lease})"),
+            });
+        }
         Ok(Self {
             common,
+            failover_skip,
             database_url: env.required_secret("TINYURL_DATABASE_URL")?,
             db_timeout: env.millis_or("TINYURL_DB_TIMEOUT_MS", Duration::from_secs(2))?,
             pool_size,

@@ -33,9 +33,14 @@ async fn main() -> anyhow::Result<()> {
 
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            tinyurl_idalloc::store::LeaseStore::connect(&config.database_url, 1, config.db_timeout)?
-                .migrate()
-                .await
+            tinyurl_idalloc::store::LeaseStore::connect(
+                &config.database_url,
+                1,
+                config.db_timeout,
+                config.failover_skip,
+            )?
+            .migrate()
+            .await
         }
         Command::Serve => {
             let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;

@@ -5,7 +5,9 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
+};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::error::LeaseError;
@@ -22,7 +24,7 @@ const MIGRATION_LOCK_KEY: i64 = 0x7469_6e79_6964_6131;
 /// Bumps the namespace counter by `$2`, creating it on first use, and records
 /// the lease under its request id (when given) in the same statement, so a
 /// lease and its idempotency record commit or fail together.
-const LEASE_SQL: &str = "
+pub const LEASE_SQL: &str = "
 WITH bumped AS (
     INSERT INTO idalloc_namespaces AS ns (namespace, next_id) VALUES ($1, $2)
     ON CONFLICT (namespace) DO UPDATE
@@ -41,15 +43,22 @@ const FIND_LEASE_SQL: &str =
 #[derive(Clone)]
 pub struct LeaseStore {
     pool: Pool,
+    pg_config: tokio_postgres::Config,
     timeout: Duration,
 }
 
 impl LeaseStore {
     /// Builds the pool. Connections are made lazily; nothing is contacted here.
+    ///
+    /// Every new connection first runs the failover guard (see
+    /// `migrations/V2__failover_guard.sql`) with `failover_skip`, so no lease is
+    /// served on a newly promoted primary before namespaces have skipped past
+    /// whatever the old primary may have handed out unreplicated.
     pub fn connect(
         database_url: &SecretString,
         pool_size: usize,
         timeout: Duration,
+        failover_skip: i64,
     ) -> anyhow::Result<Self> {
         let mut pg_config = tokio_postgres::Config::from_str(database_url.expose_secret())
             .context("TINYURL_DATABASE_URL is not a valid Postgres URL")?;
@@ -63,7 +72,7 @@ impl LeaseStore {
             // weaker database default.
             .options("-c synchronous_commit=on");
         let manager = Manager::from_config(
-            pg_config,
+            pg_config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -77,26 +86,44 @@ impl LeaseStore {
                 create: Some(timeout),
                 recycle: Some(timeout),
             })
+            .post_create(Hook::async_fn(move |client, _| {
+                Box::pin(async move {
+                    guard_timeline(client, failover_skip)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
             .build()
             .context("cannot build the Postgres pool")?;
-        Ok(Self { pool, timeout })
+        Ok(Self {
+            pool,
+            pg_config,
+            timeout,
+        })
     }
 
-    /// Applies pending migrations, one replica at a time.
+    /// Applies pending migrations, one replica at a time, on a connection of
+    /// its own (pooled connections need the schema to exist already).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .context("cannot connect to Postgres to migrate")?;
+        let (mut client, connection) =
+            tokio::time::timeout(self.timeout, self.pg_config.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("connecting to Postgres timed out after {:?}", self.timeout)
+                })?
+                .context("cannot connect to Postgres to migrate")?;
+        let connection = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "migration connection failed");
+            }
+        });
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
             .await
             .context("cannot take the migration lock")?;
-        let client_ref: &mut tokio_postgres::Client = &mut client;
         let report = embedded::migrations::runner()
             .set_migration_table_name("idalloc_schema_history")
-            .run_async(client_ref)
+            .run_async(&mut client)
             .await;
         // Unlock on the same session whatever happened; if this fails the lock
         // goes with the connection.
@@ -108,6 +135,8 @@ impl LeaseStore {
         for migration in report.applied_migrations() {
             tracing::info!(migration = %migration, "applied migration");
         }
+        drop(client);
+        let _ = connection.await;
         Ok(())
     }
 
@@ -237,6 +266,25 @@ async fn find_replay(
         end,
         replayed: true,
     }))
+}
+
+/// Runs the failover guard on a fresh connection; logs when it skipped ahead.
+async fn guard_timeline(
+    client: &tokio_postgres::Client,
+    failover_skip: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let skipped: bool = client
+        .query_one("SELECT idalloc_guard_timeline($1)", &[&failover_skip])
+        .await?
+        .get(0);
+    if skipped {
+        tracing::warn!(
+            skip = failover_skip,
+            "postgres is on a new timeline (failover): every namespace skipped ahead"
+        );
+        metrics::counter!("idalloc_failover_skips_total").increment(1);
+    }
+    Ok(())
 }
 
 fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
