@@ -1,0 +1,64 @@
+//! `dev-stack`: the system on one machine for development, with nothing set
+//! up beforehand. Starts a Postgres primary, a streaming replica and Redis on
+//! free loopback ports (as the tests do), runs the services in this process,
+//! prints every endpoint and runs until Ctrl-C or SIGTERM.
+//!
+//! Run: `cargo run --release -p tinyurl-system-tests --bin dev-stack`
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tinyurl_harness::{PgCluster, RedisServer};
+use tinyurl_runtime::Env;
+
+#[derive(Parser)]
+#[command(
+    name = "dev-stack",
+    about = "Runs tinyurl with throwaway Postgres (primary + replica) and Redis on this machine"
+)]
+struct Args {
+    /// idalloc gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    idalloc_listen: SocketAddr,
+    /// idalloc admin listen address (/metrics, /healthz, /readyz).
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    idalloc_admin_listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let common_env = Env::from_process();
+    let log_filter = common_env.string_or("RUST_LOG", "info");
+
+    eprintln!("starting postgres (primary + streaming replica) and redis …");
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let redis = RedisServer::start().await?;
+
+    let idalloc_env = Env::from_pairs([
+        ("TINYURL_DATABASE_URL", database.primary_url.clone()),
+        ("TINYURL_LISTEN", args.idalloc_listen.to_string()),
+        ("TINYURL_ADMIN_LISTEN", args.idalloc_admin_listen.to_string()),
+        ("RUST_LOG", log_filter),
+    ]);
+    let idalloc_config = tinyurl_idalloc::Config::from_env(&idalloc_env)?;
+    let _telemetry = tinyurl_runtime::telemetry::init(&idalloc_config.common)?;
+    let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
+    let idalloc = tinyurl_idalloc::App::build(idalloc_config, Some(metrics))
+        .await
+        .context("cannot start idalloc")?;
+
+    println!("postgres primary  {}", database.primary_url);
+    println!("postgres replica  {}", database.replica_urls.join(", "));
+    println!("redis             {}", redis.url());
+    println!("idalloc gRPC      http://{}", idalloc.grpc_addr()?);
+    println!("idalloc admin     http://{}/metrics", idalloc.admin_addr()?);
+    println!("press Ctrl-C to stop; every server and its data go away with it");
+
+    idalloc.run(tinyurl_runtime::shutdown_signal()).await?;
+    drop(redis);
+    drop(cluster);
+    Ok(())
+}
