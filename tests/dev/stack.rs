@@ -40,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
     let idalloc_env = Env::from_pairs([
         ("TINYURL_DATABASE_URL", database.primary_url.clone()),
         ("TINYURL_LISTEN", args.idalloc_listen.to_string()),
-        ("TINYURL_ADMIN_LISTEN", args.idalloc_admin_listen.to_string()),
+        (
+            "TINYURL_ADMIN_LISTEN",
+            args.idalloc_admin_listen.to_string(),
+        ),
         ("RUST_LOG", log_filter),
     ]);
     let idalloc_config = tinyurl_idalloc::Config::from_env(&idalloc_env)?;

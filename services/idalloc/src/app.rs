@@ -104,9 +104,10 @@ impl App {
         ));
         let admin = tokio::spawn(self.admin.run(wait_for_stop(stop_rx.clone())));
 
+        let bound = self.grpc_listener.local_addr()?;
         let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
         self.readiness.set_ready(true);
-        tracing::info!(addr = ?incoming_addr(&self.config), "idalloc serving");
+        tracing::info!(addr = %bound, "idalloc serving");
         let serve = tonic::transport::Server::builder()
             .trace_fn(tinyurl_runtime::grpc::server_span)
             .add_service(health_service)
@@ -130,10 +131,6 @@ impl App {
         tracing::info!("idalloc stopped");
         Ok(())
     }
-}
-
-fn incoming_addr(config: &Config) -> SocketAddr {
-    config.common.listen
 }
 
 async fn wait_for_stop(mut stop: tokio::sync::watch::Receiver<bool>) {
