@@ -1,0 +1,10 @@
+//! Pure domain logic shared by the services: codes, aliases and target URLs.
+//! No I/O, no async; everything here is a function of its inputs.
+
+pub mod alias;
+pub mod codec;
+pub mod target;
+
+pub use alias::{Alias, AliasError};
+pub use codec::{Code, CodeCodec, CodecError};
+pub use target::{TargetPolicy, TargetUrl, TargetUrlError};
