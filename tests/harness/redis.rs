@@ -143,3 +143,49 @@ pub async fn ping(port: u16) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A reply to [`command`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Status(String),
+    Integer(i64),
+    Bulk(Option<String>),
+    Error(String),
+}
+
+/// Sends one command over RESP and reads a simple reply (no arrays), so tests
+/// can inspect what services wrote without a client library of their own.
+pub async fn command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut stream = tokio::io::BufStream::new(stream);
+        stream.write_all(request.as_bytes()).await?;
+        stream.flush().await?;
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line).await?;
+        let line = line.trim_end().to_owned();
+        let (kind, rest) = line.split_at(1.min(line.len()));
+        Ok::<_, anyhow::Error>(match kind {
+            "+" => Reply::Status(rest.to_owned()),
+            "-" => Reply::Error(rest.to_owned()),
+            ":" => Reply::Integer(rest.parse()?),
+            "$" => {
+                let length: i64 = rest.parse()?;
+                if length < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let mut body = vec![0_u8; usize::try_from(length)? + 2];
+                    stream.read_exact(&mut body).await?;
+                    body.truncate(body.len() - 2);
+                    Reply::Bulk(Some(String::from_utf8(body)?))
+                }
+            }
+            other => bail!("unsupported RESP reply type {other:?}"),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange).await?
+}

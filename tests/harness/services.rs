@@ -240,3 +240,70 @@ pub async fn start_idalloc(
     );
     ServiceProcess::start(&binary, env).await
 }
+
+/// Everything a writer process needs to know.
+#[derive(Debug, Clone)]
+pub struct WriterSetup {
+    pub database_url: String,
+    pub idalloc_urls: Vec<String>,
+    pub redis_url: Option<String>,
+}
+
+/// The code secret every test writer shares.
+pub const TEST_CODE_SECRET: &str = "system-test-code-secret-0123456789";
+
+impl WriterSetup {
+    fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("TINYURL_DATABASE_URL".to_owned(), self.database_url.clone()),
+            (
+                "TINYURL_IDALLOC_URL".to_owned(),
+                self.idalloc_urls.join(","),
+            ),
+            (
+                "TINYURL_CODE_SECRET".to_owned(),
+                TEST_CODE_SECRET.to_owned(),
+            ),
+            (
+                "TINYURL_PUBLIC_BASE_URL".to_owned(),
+                "https://sho.rt".to_owned(),
+            ),
+        ];
+        if let Some(redis_url) = &self.redis_url {
+            env.push(("TINYURL_REDIS_URL".to_owned(), redis_url.clone()));
+        }
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+        );
+        env
+    }
+
+    pub async fn start(&self, extra: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
+        let binary = ServiceBinary::locate("tinyurl-writer")?;
+        ServiceProcess::start(&binary, self.env(extra)).await
+    }
+
+    /// Creates an API key with the writer's own `api-key create` command.
+    pub fn create_api_key(&self, name: &str) -> anyhow::Result<String> {
+        let binary = ServiceBinary::locate("tinyurl-writer")?;
+        let output = Command::new(binary.path())
+            .args(["api-key", "create", "--name", name])
+            .env_clear()
+            .envs(self.env(&[("RUST_LOG", "warn")]))
+            .output()
+            .context("cannot run tinyurl-writer api-key create")?;
+        if !output.status.success() {
+            bail!(
+                "api-key create failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let key = String::from_utf8(output.stdout)?.trim().to_owned();
+        if !key.starts_with("tu_") {
+            bail!("api-key create printed {key:?}");
+        }
+        Ok(key)
+    }
+}

@@ -2,9 +2,11 @@
 //! No I/O, no async; everything here is a function of its inputs.
 
 pub mod alias;
+pub mod cached;
 pub mod codec;
 pub mod target;
 
 pub use alias::{Alias, AliasError};
+pub use cached::CachedLink;
 pub use codec::{Code, CodeCodec, CodecError};
 pub use target::{TargetPolicy, TargetUrl, TargetUrlError};

@@ -1,0 +1,116 @@
+//! The link record shared through Redis between writer (which writes it
+//! through after every commit) and redirect (which reads it). A compact,
+//! versioned text form, so that an operator can read it with `redis-cli`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Redis key of a link.
+pub fn link_key(code: &str) -> String {
+    format!("link:{code}")
+}
+
+/// Redis pub/sub channel on which changed codes are announced.
+pub const INVALIDATION_CHANNEL: &str = "tinyurl:invalidate";
+
+/// What redirect needs to answer for a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedLink {
+    pub target_url: String,
+    /// 301, 302, 307 or 308.
+    pub redirect_status: u16,
+    pub forward_query: bool,
+    pub expires_at: Option<SystemTime>,
+    pub enabled: bool,
+}
+
+impl CachedLink {
+    /// `v1 <status> <forward 0|1> <enabled 0|1> <expires unix seconds or -> <target>`,
+    /// space-separated; the target comes last and never contains a space.
+    pub fn encode(&self) -> String {
+        let expires = self
+            .expires_at
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or_else(|| "-".to_owned(), |since| since.as_secs().to_string());
+        format!(
+            "v1 {} {} {} {} {}",
+            self.redirect_status,
+            u8::from(self.forward_query),
+            u8::from(self.enabled),
+            expires,
+            self.target_url
+        )
+    }
+
+    /// `None` for anything that is not a well-formed v1 record.
+    pub fn decode(raw: &str) -> Option<Self> {
+        let mut parts = raw.splitn(6, ' ');
+        if parts.next()? != "v1" {
+            return None;
+        }
+        let redirect_status: u16 = parts.next()?.parse().ok()?;
+        if !matches!(redirect_status, 301 | 302 | 307 | 308) {
+            return None;
+        }
+        let forward_query = parse_flag(parts.next()?)?;
+        let enabled = parse_flag(parts.next()?)?;
+        let expires_at = match parts.next()? {
+            "-" => None,
+            seconds => Some(UNIX_EPOCH + Duration::from_secs(seconds.parse().ok()?)),
+        };
+        let target_url = parts.next()?.to_owned();
+        if target_url.is_empty() {
+            return None;
+        }
+        Some(Self {
+            target_url,
+            redirect_status,
+            forward_query,
+            expires_at,
+            enabled,
+        })
+    }
+}
+
+fn parse_flag(raw: &str) -> Option<bool> {
+    match raw {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let link = CachedLink {
+            target_url: "https://example.com/a?b=c#d".to_owned(),
+            redirect_status: 308,
+            forward_query: true,
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
+            enabled: false,
+        };
+        assert_eq!(CachedLink::decode(&link.encode()), Some(link.clone()));
+        let forever = CachedLink {
+            expires_at: None,
+            ..link
+        };
+        assert_eq!(CachedLink::decode(&forever.encode()), Some(forever));
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        for raw in [
+            "",
+            "v2 301 0 1 - https://x",
+            "v1 200 0 1 - https://x",
+            "v1 301 2 1 - https://x",
+            "v1 301 0 1 soon https://x",
+            "v1 301 0 1 -",
+        ] {
+            assert_eq!(CachedLink::decode(raw), None, "{raw:?}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Wiring: listeners (port 0 works, for tests), migrations, the ID buffer,
+//! and serving until the injected shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret as _;
+use tinyurl_domain::CodeCodec;
+use tinyurl_proto::v1::links_server::LinksServer;
+use tinyurl_runtime::{AdminServer, Readiness};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+use crate::auth::KeyCache;
+use crate::cache::LinkCache;
+use crate::config::Config;
+use crate::leaser::IdLeaser;
+use crate::service::{LinksService, State};
+use crate::store::LinkStore;
+
+pub struct App {
+    config: Config,
+    state: Arc<State>,
+    grpc_listener: TcpListener,
+    admin: AdminServer,
+    readiness: Readiness,
+}
+
+/// The Postgres store and migrations, for the `api-key` and `migrate` commands.
+pub async fn open_store(config: &Config) -> anyhow::Result<LinkStore> {
+    let store = LinkStore::connect(&config.database_url, config.pool_size, config.db_timeout)?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+impl App {
+    /// Migrates, fills the ID buffer and binds both listeners. Fails when
+    /// Postgres or idalloc cannot be reached: a writer that cannot create
+    /// should not report ready.
+    pub async fn build(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Self> {
+        let codec = CodeCodec::new(
+            config.code_secret.expose_secret().as_bytes(),
+            config.code_min_length,
+        )
+        .context("invalid TINYURL_CODE_SECRET or TINYURL_CODE_MIN_LENGTH")?;
+        let store = open_store(&config).await?;
+        let cache = match &config.redis_url {
+            Some(url) => LinkCache::connect(url, config.redis_timeout, config.cache_ttl)
+                .context("invalid TINYURL_REDIS_URL")?,
+            None => LinkCache::disabled(),
+        };
+        let channel = idalloc_channel(&config)?;
+        let leaser = IdLeaser::new(channel, config.idalloc_timeout, config.lease_horizon);
+        metrics::gauge!("writer_info", "instance" => leaser.instance().to_owned()).set(1.0);
+        leaser
+            .prime()
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot lease the first ID ranges: {error}"))?;
+
+        let grpc_listener = TcpListener::bind(config.common.listen)
+            .await
+            .with_context(|| {
+                format!("cannot bind the gRPC listener on {}", config.common.listen)
+            })?;
+        let readiness = Readiness::default();
+        let admin =
+            AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
+        let state = Arc::new(State {
+            store,
+            cache,
+            leaser,
+            codec,
+            policy: config.target_policy.clone(),
+            public_base_url: config.public_base_url.clone(),
+            keys: KeyCache::default(),
+        });
+        Ok(Self {
+            config,
+            state,
+            grpc_listener,
+            admin,
+            readiness,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc_listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves; then not-ready, drain, exit.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<LinksServer<LinksService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tinyurl_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("cannot build the reflection service")?;
+        let links = tonic::service::interceptor::InterceptedService::new(
+            LinksServer::new(LinksService::new(Arc::clone(&self.state))),
+            crate::auth::authenticate,
+        );
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let readiness = self.readiness.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            readiness.set_ready(false);
+            let _ = stop_tx.send(true);
+        });
+        let admin = tokio::spawn(self.admin.run(wait_for_stop(stop_rx.clone())));
+        let gauges = tokio::spawn(report_gauges(Arc::clone(&self.state), stop_rx.clone()));
+
+        let bound = self.grpc_listener.local_addr()?;
+        let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
+        self.readiness.set_ready(true);
+        tracing::info!(addr = %bound, "writer serving");
+        let serve = tonic::transport::Server::builder()
+            .trace_fn(tinyurl_runtime::grpc::server_span)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(links)
+            .serve_with_incoming_shutdown(incoming, wait_for_stop(stop_rx.clone()));
+        let drain_timeout = self.config.common.drain_timeout;
+        let mut stop_for_deadline = stop_rx;
+        let deadline = async move {
+            let _ = stop_for_deadline.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(drain_timeout).await;
+        };
+        tokio::select! {
+            result = serve => result.context("gRPC server failed")?,
+            () = deadline => tracing::warn!(?drain_timeout, "drain timeout passed, abandoning in-flight calls"),
+        }
+        gauges.abort();
+        if let Ok(Err(error)) = admin.await {
+            tracing::warn!(%error, "admin server failed");
+        }
+        tracing::info!("writer stopped");
+        Ok(())
+    }
+}
+
+/// One channel over every idalloc endpoint in `TINYURL_IDALLOC_URL`
+/// (comma-separated); calls are balanced across the endpoints that are up.
+fn idalloc_channel(config: &Config) -> anyhow::Result<tonic::transport::Channel> {
+    let mut endpoints = Vec::new();
+    for url in config
+        .idalloc_url
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+    {
+        endpoints.push(
+            tonic::transport::Endpoint::from_shared(url.to_owned())
+                .with_context(|| format!("invalid TINYURL_IDALLOC_URL entry {url:?}"))?
+                .connect_timeout(config.idalloc_timeout)
+                .timeout(config.idalloc_timeout)
+                .tcp_nodelay(true),
+        );
+    }
+    match endpoints.len() {
+        0 => anyhow::bail!("TINYURL_IDALLOC_URL holds no endpoint"),
+        1 => Ok(endpoints.remove(0).connect_lazy()),
+        _ => Ok(tonic::transport::Channel::balance_list(
+            endpoints.into_iter(),
+        )),
+    }
+}
+
+async fn wait_for_stop(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn report_gauges(state: Arc<State>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        metrics::gauge!("writer_ids_buffered").set(state.leaser.buffered() as f64);
+    }
+}

@@ -1,0 +1,175 @@
+//! Keeps Redis coherent with Postgres: after each commit the link is written
+//! through (so a fresh link redirects while replicas lag); updates overwrite
+//! the entry and deletes remove it, and both announce the code on the
+//! invalidation channel that redirect replicas subscribe to. Redis being down
+//! never fails a write: the error is logged and counted, and redirect falls
+//! back to Postgres.
+
+use std::time::{Duration, SystemTime};
+
+use fred::prelude::*;
+use fred::types::Expiration;
+use secrecy::{ExposeSecret as _, SecretString};
+use tinyurl_domain::CachedLink;
+use tinyurl_domain::cached::{INVALIDATION_CHANNEL, link_key};
+
+use crate::store::StoredLink;
+
+#[derive(Clone)]
+pub struct LinkCache {
+    client: Option<Client>,
+    ttl: Duration,
+    options: Options,
+}
+
+impl LinkCache {
+    /// A cache that does nothing, when no Redis is configured.
+    pub fn disabled() -> Self {
+        Self {
+            client: None,
+            ttl: Duration::ZERO,
+            options: Options::default(),
+        }
+    }
+
+    /// Connects in the background; commands before the connection is up fail
+    /// fast instead of queueing.
+    pub fn connect(url: &SecretString, timeout: Duration, ttl: Duration) -> anyhow::Result<Self> {
+        let config = Config::from_url(url.expose_secret())?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|connection| {
+                connection.connection_timeout = timeout.max(Duration::from_millis(500));
+                connection.internal_command_timeout = timeout.max(Duration::from_millis(500));
+                connection.max_command_attempts = 1;
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()?;
+        client.connect();
+        let options = Options {
+            timeout: Some(timeout),
+            fail_fast: true,
+            max_attempts: Some(1),
+            ..Options::default()
+        };
+        Ok(Self {
+            client: Some(client),
+            ttl,
+            options,
+        })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// Writes new links through; never fails the caller.
+    pub async fn write_through(&self, links: &[StoredLink]) {
+        let Some(client) = &self.client else { return };
+        if links.is_empty() {
+            return;
+        }
+        let pipeline = client.with_options(&self.options).pipeline();
+        for link in links {
+            let Some(expiry) = self.expiry_for(link) else {
+                continue;
+            };
+            let queued: Result<(), Error> = pipeline
+                .set(
+                    link_key(&link.code),
+                    cached(link).encode(),
+                    Some(expiry),
+                    None,
+                    false,
+                )
+                .await;
+            if let Err(error) = queued {
+                record_failure("write_through", &error);
+                return;
+            }
+        }
+        match pipeline.all::<Vec<Value>>().await {
+            Ok(_) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
+                .increment(links.len() as u64),
+            Err(error) => record_failure("write_through", &error),
+        }
+    }
+
+    /// Overwrites the entry of an updated link and announces the change.
+    pub async fn replace(&self, link: &StoredLink) {
+        let Some(client) = &self.client else { return };
+        let client = client.with_options(&self.options);
+        let write: Result<(), Error> = match self.expiry_for(link) {
+            Some(expiry) => {
+                client
+                    .set(
+                        link_key(&link.code),
+                        cached(link).encode(),
+                        Some(expiry),
+                        None,
+                        false,
+                    )
+                    .await
+            }
+            None => client.del(link_key(&link.code)).await,
+        };
+        if let Err(error) = write {
+            record_failure("replace", &error);
+        }
+        self.announce(&link.code).await;
+    }
+
+    /// Removes the entry of a deleted link and announces the change.
+    pub async fn remove(&self, code: &str) {
+        let Some(client) = &self.client else { return };
+        let removed: Result<i64, Error> =
+            client.with_options(&self.options).del(link_key(code)).await;
+        if let Err(error) = removed {
+            record_failure("remove", &error);
+        }
+        self.announce(code).await;
+    }
+
+    async fn announce(&self, code: &str) {
+        let Some(client) = &self.client else { return };
+        let published: Result<i64, Error> = client
+            .with_options(&self.options)
+            .publish(INVALIDATION_CHANNEL, code)
+            .await;
+        match published {
+            Ok(_) => {
+                metrics::counter!("writer_cache_writes_total", "op" => "invalidate").increment(1)
+            }
+            Err(error) => record_failure("invalidate", &error),
+        }
+    }
+
+    /// The entry's TTL: the configured one, never past the link's own expiry.
+    /// `None` when the link has already expired (nothing worth caching).
+    fn expiry_for(&self, link: &StoredLink) -> Option<Expiration> {
+        let mut ttl = self.ttl;
+        if let Some(expires_at) = link.expires_at {
+            let left = expires_at.duration_since(SystemTime::now()).ok()?;
+            ttl = ttl.min(left);
+        }
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        (millis > 0).then_some(Expiration::PX(millis))
+    }
+}
+
+fn cached(link: &StoredLink) -> CachedLink {
+    CachedLink {
+        target_url: link.target_url.clone(),
+        redirect_status: u16::try_from(link.redirect_status).unwrap_or(302),
+        forward_query: link.forward_query,
+        expires_at: link.expires_at,
+        enabled: link.enabled,
+    }
+}
+
+fn record_failure(operation: &'static str, error: &Error) {
+    tracing::warn!(operation, error = %error, "redis write failed; continuing without cache");
+    metrics::counter!("writer_cache_errors_total", "op" => operation).increment(1);
+}

@@ -1,0 +1,213 @@
+//! The writer's configuration, read from the environment contract.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use tinyurl_domain::TargetPolicy;
+use tinyurl_runtime::config::{COMMON_ENV_VARS, render_env_help};
+use tinyurl_runtime::{CommonConfig, ConfigError, Env, EnvVarDoc};
+
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 50052);
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9092);
+
+pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
+    EnvVarDoc {
+        name: "TINYURL_DATABASE_URL",
+        default: "(required)",
+        meaning: "Postgres primary",
+    },
+    EnvVarDoc {
+        name: "TINYURL_IDALLOC_URL",
+        default: "(required)",
+        meaning: "idalloc gRPC endpoint, e.g. http://idalloc:50051",
+    },
+    EnvVarDoc {
+        name: "TINYURL_REDIS_URL",
+        default: "(unset: no cache writes)",
+        meaning: "Redis for write-through and invalidations",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CODE_SECRET",
+        default: "(required)",
+        meaning: "key of the code permutation, at least 16 bytes, the same on every writer",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CODE_MIN_LENGTH",
+        default: "7",
+        meaning: "shortest generated code",
+    },
+    EnvVarDoc {
+        name: "TINYURL_PUBLIC_BASE_URL",
+        default: "http://localhost:8080",
+        meaning: "base of short URLs; its host is refused as a target",
+    },
+    EnvVarDoc {
+        name: "TINYURL_BLOCKED_HOSTS",
+        default: "(none)",
+        meaning: "comma-separated hosts refused as targets, with their subdomains",
+    },
+    EnvVarDoc {
+        name: "TINYURL_ALLOW_PRIVATE_TARGETS",
+        default: "false",
+        meaning: "accept private, loopback and link-local targets",
+    },
+    EnvVarDoc {
+        name: "TINYURL_DB_TIMEOUT_MS",
+        default: "2000",
+        meaning: "bound on every Postgres connect and query",
+    },
+    EnvVarDoc {
+        name: "TINYURL_DB_POOL_SIZE",
+        default: "32",
+        meaning: "Postgres connections per process",
+    },
+    EnvVarDoc {
+        name: "TINYURL_REDIS_TIMEOUT_MS",
+        default: "250",
+        meaning: "bound on every Redis command",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CACHE_TTL_SECS",
+        default: "86400",
+        meaning: "TTL of write-through cache entries",
+    },
+    EnvVarDoc {
+        name: "TINYURL_IDALLOC_TIMEOUT_MS",
+        default: "2000",
+        meaning: "bound on one LeaseRange call",
+    },
+    EnvVarDoc {
+        name: "TINYURL_LEASE_HORIZON_SECS",
+        default: "30",
+        meaning: "the next ID range is fetched when the buffer would last less than this",
+    },
+];
+
+pub fn env_help() -> String {
+    render_env_help(&[COMMON_ENV_VARS, WRITER_ENV_VARS])
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub database_url: SecretString,
+    pub idalloc_url: String,
+    pub redis_url: Option<SecretString>,
+    pub code_secret: SecretString,
+    pub code_min_length: usize,
+    pub public_base_url: String,
+    pub target_policy: TargetPolicy,
+    pub db_timeout: Duration,
+    pub pool_size: usize,
+    pub redis_timeout: Duration,
+    pub cache_ttl: Duration,
+    pub idalloc_timeout: Duration,
+    pub lease_horizon: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let common =
+            CommonConfig::from_env(env, "tinyurl-writer", DEFAULT_LISTEN, DEFAULT_ADMIN_LISTEN)?;
+        let public_base_url = env
+            .string_or("TINYURL_PUBLIC_BASE_URL", "http://localhost:8080")
+            .trim_end_matches('/')
+            .to_owned();
+        let own_host = url_host(&public_base_url).ok_or(ConfigError {
+            variable: "TINYURL_PUBLIC_BASE_URL",
+            reason: format!("{public_base_url:?} is not an http(s) URL with a host"),
+        })?;
+        let code_secret = env.required_secret("TINYURL_CODE_SECRET")?;
+        if code_secret.expose_secret().len() < 16 {
+            return Err(ConfigError {
+                variable: "TINYURL_CODE_SECRET",
+                reason: "must be at least 16 bytes".to_owned(),
+            });
+        }
+        let blocked_hosts = env
+            .get("TINYURL_BLOCKED_HOSTS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|host| host.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|host| !host.is_empty())
+            .collect();
+        Ok(Self {
+            common,
+            database_url: env.required_secret("TINYURL_DATABASE_URL")?,
+            idalloc_url: env.required("TINYURL_IDALLOC_URL")?.to_owned(),
+            redis_url: env.secret("TINYURL_REDIS_URL"),
+            code_secret,
+            code_min_length: env.parse_or(
+                "TINYURL_CODE_MIN_LENGTH",
+                tinyurl_domain::codec::DEFAULT_MIN_LENGTH,
+            )?,
+            public_base_url,
+            target_policy: TargetPolicy {
+                own_host: Some(own_host),
+                blocked_hosts,
+                allow_private_addresses: env.parse_or("TINYURL_ALLOW_PRIVATE_TARGETS", false)?,
+            },
+            db_timeout: env.millis_or("TINYURL_DB_TIMEOUT_MS", Duration::from_secs(2))?,
+            pool_size: env.parse_or("TINYURL_DB_POOL_SIZE", 32)?,
+            redis_timeout: env.millis_or("TINYURL_REDIS_TIMEOUT_MS", Duration::from_millis(250))?,
+            cache_ttl: Duration::from_secs(env.parse_or("TINYURL_CACHE_TTL_SECS", 86_400)?),
+            idalloc_timeout: env.millis_or("TINYURL_IDALLOC_TIMEOUT_MS", Duration::from_secs(2))?,
+            lease_horizon: Duration::from_secs(env.parse_or("TINYURL_LEASE_HORIZON_SECS", 30)?),
+        })
+    }
+}
+
+/// Lowercase host of an http(s) URL, without parsing dependencies.
+fn url_host(raw: &str) -> Option<String> {
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, port)| {
+            if port.bytes().all(|byte| byte.is_ascii_digit()) {
+                host
+            } else {
+                authority
+            }
+        });
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("TINYURL_DATABASE_URL", "postgres://localhost/x"),
+            ("TINYURL_IDALLOC_URL", "http://127.0.0.1:50051"),
+            ("TINYURL_CODE_SECRET", "0123456789abcdef0123"),
+            ("TINYURL_PUBLIC_BASE_URL", "https://Sho.rt:8443/"),
+            ("TINYURL_BLOCKED_HOSTS", " evil.example , Bad.Example. "),
+        ]
+    }
+
+    #[test]
+    fn parses_the_contract() {
+        let config = Config::from_env(&Env::from_pairs(base())).expect("valid");
+        assert_eq!(config.public_base_url, "https://Sho.rt:8443");
+        assert_eq!(config.target_policy.own_host.as_deref(), Some("sho.rt"));
+        assert_eq!(
+            config.target_policy.blocked_hosts,
+            ["evil.example", "bad.example"]
+        );
+        assert!(!format!("{config:?}").contains("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn refuses_a_short_secret() {
+        let mut env = base();
+        env.push(("TINYURL_CODE_SECRET", "short"));
+        let error = Config::from_env(&Env::from_pairs(env)).expect_err("must fail");
+        assert_eq!(error.variable, "TINYURL_CODE_SECRET");
+    }
+}

@@ -1,0 +1,103 @@
+//! The writer's errors and how each reaches a client.
+
+use tinyurl_runtime::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// A request field is wrong; the message is safe to show.
+    #[error("{field}: {message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
+    #[error("missing or malformed API key: {0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("no link {0} for this API key")]
+    NotFound(String),
+    /// A dependency is down; the message is safe to show.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl WriterError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidField { .. } => ErrorKind::InvalidArgument,
+            Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Unexpected(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The field at fault, for `google.rpc.BadRequest` and batch item errors.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidField { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The message a client sees; internals are logged here, once.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::InvalidField { message, .. } => message.clone(),
+            Self::Unexpected(error) => {
+                tracing::error!(error = format!("{error:#}"), "request failed unexpectedly");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    pub fn into_status(self) -> tonic::Status {
+        let kind = self.kind();
+        let message = self.public_message();
+        match self.field() {
+            Some(field) => kind.field_status(field, message),
+            None => kind.status(message),
+        }
+    }
+
+    /// Postgres errors: connection-level and transient ones are UNAVAILABLE.
+    pub fn from_postgres(error: tokio_postgres::Error) -> Self {
+        let transient = match error.code() {
+            None => true,
+            Some(state) => {
+                let code = state.code();
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == "25006"
+                    || code == "53300"
+            }
+        };
+        if transient {
+            tracing::warn!(%error, "postgres unavailable");
+            Self::Unavailable("the link store is unavailable; retry later".to_owned())
+        } else {
+            Self::Unexpected(anyhow::Error::new(error).context("postgres query failed"))
+        }
+    }
+
+    pub fn from_pool(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => Self::from_postgres(error),
+            other => {
+                tracing::warn!(error = %other, "postgres pool unavailable");
+                Self::Unavailable("the link store is unavailable; retry later".to_owned())
+            }
+        }
+    }
+}

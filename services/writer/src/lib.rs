@@ -1,0 +1,15 @@
+//! writer: the only service that writes links. It validates input, mints codes
+//! from ID ranges leased from idalloc (no round trip per link), stores links on
+//! the Postgres primary, and keeps Redis coherent for the redirect replicas.
+
+pub mod app;
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod leaser;
+pub mod service;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;

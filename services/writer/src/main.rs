@@ -1,0 +1,77 @@
+//! `tinyurl-writer`: configuration → telemetry → App → serve until SIGTERM.
+
+use anyhow::Context as _;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use tinyurl_runtime::Env;
+use tinyurl_writer::{App, Config};
+
+/// The internal create API of tinyurl (gRPC tinyurl.v1.Links).
+#[derive(Parser)]
+#[command(name = "tinyurl-writer", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply migrations and serve (the default).
+    Serve,
+    /// Apply pending schema migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key and print it once; only its hash is stored.
+    Create {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let matches = Cli::command()
+        .after_long_help(tinyurl_writer::config::env_help())
+        .after_help("Run with --help for the environment variables.")
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let config = Config::from_env(&Env::from_process())?;
+    let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
+
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            tinyurl_writer::app::open_store(&config).await?;
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Create { name }) => {
+            let name = name.trim();
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= 200,
+                "--name must be 1 to 200 characters"
+            );
+            let store = tinyurl_writer::app::open_store(&config).await?;
+            let (key, hash) = tinyurl_writer::auth::generate_key();
+            let id = store
+                .create_api_key(name, &hash)
+                .await
+                .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
+            eprintln!("created API key {id} ({name}); it is shown only once:");
+            println!("{key}");
+            Ok(())
+        }
+        Command::Serve => {
+            let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
+            let app = App::build(config, Some(metrics))
+                .await
+                .context("cannot start the writer")?;
+            tracing::info!(grpc = %app.grpc_addr()?, admin = %app.admin_addr()?, "listening");
+            app.run(tinyurl_runtime::shutdown_signal()).await
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! Postgres: the links table, API keys and migrations. Every call is bounded
+//! by the configured timeout; connection-level failures become UNAVAILABLE.
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use secrecy::{ExposeSecret as _, SecretString};
+use tokio_postgres::Row;
+
+use crate::auth::{KeyHash, OwnerId};
+use crate::error::WriterError;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+const MIGRATION_LOCK_KEY: i64 = 0x7469_6e79_7772_6974;
+
+/// A link as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLink {
+    pub code: String,
+    pub target_url: String,
+    pub redirect_status: i16,
+    pub forward_query: bool,
+    pub expires_at: Option<SystemTime>,
+    pub enabled: bool,
+    pub is_alias: bool,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, updated_at";
+
+impl StoredLink {
+    fn from_row(row: &Row) -> Result<Self, WriterError> {
+        Self::from_row_at(row, 0)
+    }
+
+    /// Reads [`LINK_COLUMNS`] starting at column `offset`.
+    fn from_row_at(row: &Row, offset: usize) -> Result<Self, WriterError> {
+        let read = || -> Result<Self, tokio_postgres::Error> {
+            Ok(Self {
+                code: row.try_get(offset)?,
+                target_url: row.try_get(offset + 1)?,
+                redirect_status: row.try_get(offset + 2)?,
+                forward_query: row.try_get(offset + 3)?,
+                expires_at: row.try_get(offset + 4)?,
+                enabled: row.try_get(offset + 5)?,
+                is_alias: row.try_get(offset + 6)?,
+                created_at: row.try_get(offset + 7)?,
+                updated_at: row.try_get(offset + 8)?,
+            })
+        };
+        read().map_err(WriterError::from_postgres)
+    }
+}
+
+/// A link to insert; its code is final (minted or an alias).
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    pub code: String,
+    /// The leased ID behind a generated code; `None` for aliases.
+    pub id: Option<i64>,
+    pub target_url: String,
+    pub redirect_status: i16,
+    pub forward_query: bool,
+    pub expires_at: Option<SystemTime>,
+    pub is_alias: bool,
+    pub idempotency_key: Option<String>,
+}
+
+/// What changes in an update; `None` leaves a column alone.
+#[derive(Debug, Clone, Default)]
+pub struct LinkChanges {
+    pub target_url: Option<String>,
+    pub expires_at: Option<SystemTime>,
+    pub clear_expiry: bool,
+    pub redirect_status: Option<i16>,
+    pub enabled: Option<bool>,
+    pub forward_query: Option<bool>,
+}
+
+/// Inserts a whole batch in one statement; conflicting rows (a taken code or
+/// alias, a repeated idempotency key) are skipped, not errors.
+const INSERT_SQL: &str = "
+INSERT INTO links (code, id, owner_key_id, target_url, redirect_status, forward_query,
+                   expires_at, is_alias, idempotency_key)
+SELECT code, id, $1, target_url, redirect_status, forward_query, expires_at, is_alias, idempotency_key
+FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::int2[], $6::bool[], $7::timestamptz[],
+            $8::bool[], $9::text[])
+     AS new (code, id, target_url, redirect_status, forward_query, expires_at, is_alias, idempotency_key)
+ON CONFLICT DO NOTHING
+RETURNING code, created_at, updated_at";
+
+#[derive(Clone)]
+pub struct LinkStore {
+    pool: Pool,
+    pg_config: tokio_postgres::Config,
+    timeout: Duration,
+}
+
+impl LinkStore {
+    pub fn connect(
+        database_url: &SecretString,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut pg_config = tokio_postgres::Config::from_str(database_url.expose_secret())
+            .context("TINYURL_DATABASE_URL is not a valid Postgres URL")?;
+        pg_config
+            .connect_timeout(timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .application_name("tinyurl-writer")
+            // A create is reported only once it is durable on the primary.
+            .options("-c synchronous_commit=on");
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(timeout),
+                create: Some(timeout),
+                recycle: Some(timeout),
+            })
+            .build()
+            .context("cannot build the Postgres pool")?;
+        Ok(Self {
+            pool,
+            pg_config,
+            timeout,
+        })
+    }
+
+    /// Applies pending migrations, one writer at a time.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let (mut client, connection) =
+            tokio::time::timeout(self.timeout, self.pg_config.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("connecting to Postgres timed out after {:?}", self.timeout)
+                })?
+                .context("cannot connect to Postgres to migrate")?;
+        let connection = tokio::spawn(connection);
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .context("cannot take the migration lock")?;
+        let report = embedded::migrations::runner()
+            .set_migration_table_name("writer_schema_history")
+            .run_async(&mut client)
+            .await;
+        let unlock = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+            .await;
+        let report = report.context("migration failed")?;
+        unlock.context("cannot release the migration lock")?;
+        for migration in report.applied_migrations() {
+            tracing::info!(migration = %migration, "applied migration");
+        }
+        drop(client);
+        let _ = connection.await;
+        Ok(())
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, WriterError>>,
+    ) -> Result<T, WriterError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| {
+                WriterError::Unavailable(format!(
+                    "the link store did not answer within {} ms; retry later",
+                    self.timeout.as_millis()
+                ))
+            })?
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, WriterError> {
+        self.pool.get().await.map_err(WriterError::from_pool)
+    }
+
+    pub async fn ping(&self) -> Result<(), WriterError> {
+        self.bounded(async {
+            self.client()
+                .await?
+                .simple_query("SELECT 1")
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError> {
+        self.bounded(async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "INSERT INTO api_keys (name, key_hash) VALUES ($1, $2) RETURNING id",
+                    &[&name, &hash.0.as_slice()],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            row.try_get(0).map_err(WriterError::from_postgres)
+        })
+        .await
+    }
+
+    pub async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<OwnerId>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let row = client
+                .query_opt(&statement, &[&hash.0.as_slice()])
+                .await
+                .map_err(WriterError::from_postgres)?;
+            row.map(|row| row.try_get(0).map(OwnerId))
+                .transpose()
+                .map_err(WriterError::from_postgres)
+        })
+        .await
+    }
+
+    /// Inserts `links` in one statement; returns the codes that were inserted
+    /// with their timestamps.
+    #[tracing::instrument(skip_all, fields(count = links.len()))]
+    pub async fn insert(
+        &self,
+        owner: OwnerId,
+        links: &[NewLink],
+    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
+        let codes: Vec<&str> = links.iter().map(|link| link.code.as_str()).collect();
+        let ids: Vec<Option<i64>> = links.iter().map(|link| link.id).collect();
+        let targets: Vec<&str> = links.iter().map(|link| link.target_url.as_str()).collect();
+        let statuses: Vec<i16> = links.iter().map(|link| link.redirect_status).collect();
+        let forwards: Vec<bool> = links.iter().map(|link| link.forward_query).collect();
+        let expiries: Vec<Option<SystemTime>> = links.iter().map(|link| link.expires_at).collect();
+        let aliases: Vec<bool> = links.iter().map(|link| link.is_alias).collect();
+        let keys: Vec<Option<&str>> = links
+            .iter()
+            .map(|link| link.idempotency_key.as_deref())
+            .collect();
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(INSERT_SQL)
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let rows = client
+                .query(
+                    &statement,
+                    &[
+                        &owner.0, &codes, &ids, &targets, &statuses, &forwards, &expiries,
+                        &aliases, &keys,
+                    ],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
+                .collect::<Result<HashMap<_, _>, tokio_postgres::Error>>()
+                .map_err(WriterError::from_postgres)
+        })
+        .await
+    }
+
+    /// Links of `owner` created with any of `keys`, by idempotency key.
+    pub async fn find_by_idempotency_keys(
+        &self,
+        owner: OwnerId,
+        keys: &[&str],
+    ) -> Result<HashMap<String, StoredLink>, WriterError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &format!("SELECT idempotency_key, {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND idempotency_key = ANY($2)"),
+                    &[&owner.0, &keys],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let mut found = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let key: String = row.try_get(0).map_err(WriterError::from_postgres)?;
+                let link = StoredLink::from_row_at(&row, 1)?;
+                found.insert(key, link);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &format!(
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND code = $2"
+                    ),
+                    &[&owner.0, &code],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            row.as_ref().map(StoredLink::from_row).transpose()
+        })
+        .await
+    }
+
+    pub async fn update(
+        &self,
+        owner: OwnerId,
+        code: &str,
+        changes: &LinkChanges,
+    ) -> Result<Option<StoredLink>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &format!(
+                        "UPDATE links SET
+                             target_url = COALESCE($3, target_url),
+                             expires_at = CASE WHEN $4 THEN NULL ELSE COALESCE($5, expires_at) END,
+                             redirect_status = COALESCE($6, redirect_status),
+                             enabled = COALESCE($7, enabled),
+                             forward_query = COALESCE($8, forward_query),
+                             updated_at = now()
+                         WHERE owner_key_id = $1 AND code = $2
+                         RETURNING {LINK_COLUMNS}"
+                    ),
+                    &[
+                        &owner.0,
+                        &code,
+                        &changes.target_url,
+                        &changes.clear_expiry,
+                        &changes.expires_at,
+                        &changes.redirect_status,
+                        &changes.enabled,
+                        &changes.forward_query,
+                    ],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            row.as_ref().map(StoredLink::from_row).transpose()
+        })
+        .await
+    }
+
+    pub async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError> {
+        self.bounded(async {
+            let deleted = self
+                .client()
+                .await?
+                .execute(
+                    "DELETE FROM links WHERE owner_key_id = $1 AND code = $2",
+                    &[&owner.0, &code],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    /// Newest first; `after` is the (created_at, code) of the last link of the
+    /// previous page.
+    pub async fn list(
+        &self,
+        owner: OwnerId,
+        limit: i64,
+        after: Option<(SystemTime, String)>,
+    ) -> Result<Vec<StoredLink>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = match after {
+                None => client
+                    .query(
+                        &format!("SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 ORDER BY created_at DESC, code DESC LIMIT $2"),
+                        &[&owner.0, &limit],
+                    )
+                    .await,
+                Some((created_at, code)) => client
+                    .query(
+                        &format!(
+                            "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND (created_at, code) < ($3, $4)
+                             ORDER BY created_at DESC, code DESC LIMIT $2"
+                        ),
+                        &[&owner.0, &limit, &created_at, &code],
+                    )
+                    .await,
+            }
+            .map_err(WriterError::from_postgres)?;
+            rows.iter().map(StoredLink::from_row).collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,801 @@
+//! writer against real Postgres, Redis and idalloc processes: validation,
+//! idempotency, auth, no duplicate codes across SIGKILLs, surviving an idalloc
+//! outage on buffered IDs, and creating through a Redis outage.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tinyurl_harness::redis::{Reply, command};
+use tinyurl_harness::services::{WriterSetup, http_get, start_idalloc};
+use tinyurl_harness::{PgCluster, RedisServer, ServiceProcess, wait_until};
+use tinyurl_proto::v1::links_client::LinksClient;
+use tinyurl_proto::v1::{
+    BatchCreateLinksRequest, CreateLinkRequest, DeleteLinkRequest, GetLinkRequest,
+    ListLinksRequest, RedirectType, UpdateLinkRequest, batch_create_links_result,
+};
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+type Client = LinksClient<Channel>;
+
+fn client(process: &ServiceProcess) -> anyhow::Result<Client> {
+    let channel = Channel::from_shared(process.endpoint())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    Ok(LinksClient::new(channel))
+}
+
+fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {key}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+fn create(target: &str) -> CreateLinkRequest {
+    CreateLinkRequest {
+        target_url: target.to_owned(),
+        ..CreateLinkRequest::default()
+    }
+}
+
+fn bad_field(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .bad_request()
+        .and_then(|bad_request| {
+            bad_request
+                .field_violations
+                .first()
+                .map(|violation| violation.field.clone())
+        })
+        .unwrap_or_default()
+}
+
+struct Stack {
+    cluster: PgCluster,
+    database: tinyurl_harness::TestDatabase,
+    idallocs: Vec<ServiceProcess>,
+    redis: Option<RedisServer>,
+    setup: WriterSetup,
+}
+
+async fn stack(idalloc_count: usize, with_redis: bool) -> anyhow::Result<Stack> {
+    let mut cluster = PgCluster::start_with_replicas(0).await?;
+    let database = cluster.create_database().await?;
+    let mut idallocs = Vec::new();
+    for _ in 0..idalloc_count {
+        idallocs.push(start_idalloc(&database.primary_url, &[]).await?);
+    }
+    let redis = if with_redis {
+        Some(RedisServer::start().await?)
+    } else {
+        None
+    };
+    let setup = WriterSetup {
+        database_url: database.primary_url.clone(),
+        idalloc_urls: idallocs.iter().map(ServiceProcess::endpoint).collect(),
+        redis_url: redis.as_ref().map(RedisServer::url),
+    };
+    Ok(Stack {
+        cluster,
+        database,
+        idallocs,
+        redis,
+        setup,
+    })
+}
+
+async fn count_links(stack: &Stack) -> anyhow::Result<i64> {
+    let db = stack.cluster.primary.connect(&stack.database.name).await?;
+    Ok(db
+        .query_one("SELECT count(*) FROM links", &[])
+        .await?
+        .get(0))
+}
+
+#[tokio::test]
+async fn each_bad_input_gets_its_specific_error_and_leaves_no_row() -> anyhow::Result<()> {
+    let stack = stack(1, false).await?;
+    let writer = stack
+        .setup
+        .start(&[("TINYURL_BLOCKED_HOSTS", "evil.example")])
+        .await?;
+    let key = stack.setup.create_api_key("validation")?;
+    let mut links = client(&writer)?;
+
+    let too_long = format!("https://example.com/{}", "a".repeat(2048));
+    let past = prost_types::Timestamp::from(SystemTime::now() - Duration::from_secs(60));
+    let far = prost_types::Timestamp {
+        seconds: 253_402_300_799,
+        nanos: 0,
+    };
+    let invalid_timestamp = prost_types::Timestamp {
+        seconds: 1,
+        nanos: -5,
+    };
+    let mut cases: Vec<(CreateLinkRequest, &str, &str)> = Vec::new();
+    for (target, reason) in [
+        ("", "must not be empty"),
+        (too_long.as_str(), "the limit is 2048"),
+        ("https://exa mple.com/", "whitespace or a control character"),
+        (
+            "https://example.com/\u{0}",
+            "whitespace or a control character",
+        ),
+        (
+            "https://example.com/\t",
+            "whitespace or a control character",
+        ),
+        ("example.com/no-scheme", "not a valid absolute URL"),
+        ("https://", "not a valid absolute URL"),
+        ("https://example.com:99999/", "not a valid absolute URL"),
+        (
+            "javascript:alert(1)",
+            "scheme \"javascript\" is not allowed",
+        ),
+        ("ftp://example.com/file", "scheme \"ftp\" is not allowed"),
+        ("data:text/html,<h1>hi", "scheme \"data\" is not allowed"),
+        (
+            "mailto:someone@example.com",
+            "scheme \"mailto\" is not allowed",
+        ),
+        ("https://bank.com@evil.example/", "user name or password"),
+        ("https://user:secret@example.com/", "user name or password"),
+        ("https://sho.rt/loop", "points at this service"),
+        ("https://www.sho.rt/loop", "points at this service"),
+        ("http://127.0.0.1/admin", "private, loopback or link-local"),
+        ("http://10.0.0.8/", "private, loopback or link-local"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "private, loopback or link-local",
+        ),
+        ("http://[::1]:8080/", "private, loopback or link-local"),
+        ("http://localhost/", "private, loopback or link-local"),
+        ("https://evil.example/phish", "is blocked"),
+        ("https://login.evil.example/phish", "is blocked"),
+    ] {
+        cases.push((create(target), "target_url", reason));
+    }
+    for (alias, reason) in [
+        ("ab", "3 to 64"),
+        ("has space", "only letters, digits"),
+        ("a/b", "only letters, digits"),
+        ("emoji😀", "only letters, digits"),
+        ("-lead", "must start with a letter or digit"),
+        ("api", "is reserved"),
+        ("Metrics", "is reserved"),
+    ] {
+        cases.push((
+            CreateLinkRequest {
+                alias: alias.to_owned(),
+                ..create("https://example.com/")
+            },
+            "alias",
+            reason,
+        ));
+    }
+    cases.push((
+        CreateLinkRequest {
+            expires_at: Some(past),
+            ..create("https://example.com/")
+        },
+        "expires_at",
+        "must be in the future",
+    ));
+    cases.push((
+        CreateLinkRequest {
+            expires_at: Some(far),
+            ..create("https://example.com/")
+        },
+        "expires_at",
+        "within 100 years",
+    ));
+    cases.push((
+        CreateLinkRequest {
+            expires_at: Some(invalid_timestamp),
+            ..create("https://example.com/")
+        },
+        "expires_at",
+        "not a valid timestamp",
+    ));
+    cases.push((
+        CreateLinkRequest {
+            redirect_type: 200,
+            ..create("https://example.com/")
+        },
+        "redirect_type",
+        "not one of 301, 302, 307, 308",
+    ));
+    cases.push((
+        CreateLinkRequest {
+            idempotency_key: "has space".to_owned(),
+            ..create("https://example.com/")
+        },
+        "idempotency_key",
+        "printable ASCII",
+    ));
+    cases.push((
+        CreateLinkRequest {
+            idempotency_key: "k".repeat(129),
+            ..create("https://example.com/")
+        },
+        "idempotency_key",
+        "at most 128",
+    ));
+    assert!(cases.len() >= 30, "the table holds {} cases", cases.len());
+
+    for (request, field, reason) in cases {
+        let target = request.target_url.clone();
+        let status = links
+            .create_link(authed(request, &key))
+            .await
+            .expect_err("must be refused");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{target:?}: {status:?}"
+        );
+        assert_eq!(bad_field(&status), field, "{target:?}");
+        assert!(
+            status.message().contains(reason),
+            "{target:?}: {:?} lacks {reason:?}",
+            status.message()
+        );
+    }
+
+    let empty_batch = links
+        .batch_create_links(authed(BatchCreateLinksRequest { links: vec![] }, &key))
+        .await
+        .expect_err("empty batch");
+    assert_eq!(empty_batch.code(), tonic::Code::InvalidArgument);
+    let huge_batch = BatchCreateLinksRequest {
+        links: vec![create("https://example.com/"); 1001],
+    };
+    let huge = links
+        .batch_create_links(authed(huge_batch, &key))
+        .await
+        .expect_err("oversized batch");
+    assert_eq!(bad_field(&huge), "links");
+
+    assert_eq!(
+        count_links(&stack).await?,
+        0,
+        "bad input must never reach storage"
+    );
+
+    // A taken alias is ALREADY_EXISTS, and the first link is untouched.
+    let first = links
+        .create_link(authed(
+            CreateLinkRequest {
+                alias: "spring-sale".to_owned(),
+                ..create("https://example.com/a")
+            },
+            &key,
+        ))
+        .await?;
+    assert_eq!(first.get_ref().code, "spring-sale");
+    let taken = links
+        .create_link(authed(
+            CreateLinkRequest {
+                alias: "spring-sale".to_owned(),
+                ..create("https://example.com/b")
+            },
+            &key,
+        ))
+        .await
+        .expect_err("alias taken");
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists);
+    assert!(taken.message().contains("already taken"));
+    assert_eq!(count_links(&stack).await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> {
+    let stack = stack(1, true).await?;
+    let writer = stack.setup.start(&[]).await?;
+    let key = stack.setup.create_api_key("alice")?;
+    let other_key = stack.setup.create_api_key("bob")?;
+    let mut links = client(&writer)?;
+
+    let request = CreateLinkRequest {
+        target_url: "https://bücher.example/straße?q=1".to_owned(),
+        redirect_type: RedirectType::RedirectType301 as i32,
+        forward_query: true,
+        idempotency_key: "order-42".to_owned(),
+        ..CreateLinkRequest::default()
+    };
+    let link = links
+        .create_link(authed(request.clone(), &key))
+        .await?
+        .into_inner();
+    assert_eq!(link.code.len(), 7);
+    assert_eq!(link.short_url, format!("https://sho.rt/{}", link.code));
+    assert_eq!(
+        link.target_url,
+        "https://xn--bcher-kva.example/stra%C3%9Fe?q=1"
+    );
+    assert_eq!(link.redirect_type, 301);
+    let again = links.create_link(authed(request, &key)).await?.into_inner();
+    assert_eq!(again.code, link.code, "same idempotency key, same link");
+    assert_eq!(count_links(&stack).await?, 1);
+
+    // Written through to Redis for the redirect tier.
+    let redis_port = stack
+        .redis
+        .as_ref()
+        .map(RedisServer::port)
+        .unwrap_or_default();
+    let cached = command(redis_port, &["GET", &format!("link:{}", link.code)]).await?;
+    assert_eq!(
+        cached,
+        Reply::Bulk(Some(format!("v1 301 1 1 - {}", link.target_url)))
+    );
+
+    // Auth: no key, a well-formed unknown key, another key's link.
+    let no_key = links
+        .get_link(GetLinkRequest {
+            code: link.code.clone(),
+        })
+        .await
+        .expect_err("no key");
+    assert_eq!(no_key.code(), tonic::Code::Unauthenticated);
+    let unknown = format!("tu_{}", "A".repeat(43));
+    let wrong = links
+        .get_link(authed(
+            GetLinkRequest {
+                code: link.code.clone(),
+            },
+            &unknown,
+        ))
+        .await
+        .expect_err("unknown key");
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    assert!(wrong.message().contains("unknown or revoked"));
+    let foreign = links
+        .get_link(authed(
+            GetLinkRequest {
+                code: link.code.clone(),
+            },
+            &other_key,
+        ))
+        .await
+        .expect_err("not yours");
+    assert_eq!(foreign.code(), tonic::Code::NotFound);
+    let foreign_update = UpdateLinkRequest {
+        code: link.code.clone(),
+        enabled: Some(false),
+        ..UpdateLinkRequest::default()
+    };
+    assert_eq!(
+        links
+            .update_link(authed(foreign_update, &other_key))
+            .await
+            .expect_err("not yours")
+            .code(),
+        tonic::Code::NotFound
+    );
+    let foreign_delete = DeleteLinkRequest {
+        code: link.code.clone(),
+    };
+    assert_eq!(
+        links
+            .delete_link(authed(foreign_delete, &other_key))
+            .await
+            .expect_err("not yours")
+            .code(),
+        tonic::Code::NotFound
+    );
+    let their_list = links
+        .list_links(authed(ListLinksRequest::default(), &other_key))
+        .await?
+        .into_inner();
+    assert!(
+        their_list.links.is_empty(),
+        "bob sees none of alice's links"
+    );
+
+    // Disable: the cache entry is overwritten.
+    let disable = UpdateLinkRequest {
+        code: link.code.clone(),
+        enabled: Some(false),
+        ..UpdateLinkRequest::default()
+    };
+    let disabled = links.update_link(authed(disable, &key)).await?.into_inner();
+    assert!(!disabled.enabled);
+    let cached = command(redis_port, &["GET", &format!("link:{}", link.code)]).await?;
+    assert_eq!(
+        cached,
+        Reply::Bulk(Some(format!("v1 301 1 0 - {}", link.target_url)))
+    );
+
+    // Batch: one bad item fails alone, in its place.
+    let batch = BatchCreateLinksRequest {
+        links: vec![
+            create("https://example.com/1"),
+            create("ftp://example.com/2"),
+            CreateLinkRequest {
+                alias: "batch-alias".to_owned(),
+                ..create("https://example.com/3")
+            },
+            CreateLinkRequest {
+                alias: "batch-alias".to_owned(),
+                ..create("https://example.com/4")
+            },
+            create("https://example.com/5"),
+        ],
+    };
+    let results = links
+        .batch_create_links(authed(batch, &key))
+        .await?
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 5);
+    let outcome = |index: usize| {
+        results[index]
+            .result
+            .clone()
+            .expect("every item has a result")
+    };
+    assert!(matches!(
+        outcome(0),
+        batch_create_links_result::Result::Link(_)
+    ));
+    match outcome(1) {
+        batch_create_links_result::Result::Error(error) => {
+            assert_eq!(error.code, tonic::Code::InvalidArgument as i32);
+            assert_eq!(error.field, "target_url");
+        }
+        other => panic!("item 1 should fail: {other:?}"),
+    }
+    assert!(
+        matches!(outcome(2), batch_create_links_result::Result::Link(link) if link.code == "batch-alias")
+    );
+    assert!(
+        matches!(outcome(3), batch_create_links_result::Result::Error(error) if error.code == tonic::Code::AlreadyExists as i32)
+    );
+    assert!(matches!(
+        outcome(4),
+        batch_create_links_result::Result::Link(_)
+    ));
+    assert_eq!(count_links(&stack).await?, 4);
+
+    // Keyset pagination returns every link once.
+    let mut seen = HashSet::new();
+    let mut token = String::new();
+    loop {
+        let page = links
+            .list_links(authed(
+                ListLinksRequest {
+                    page_size: 3,
+                    page_token: token.clone(),
+                },
+                &key,
+            ))
+            .await?
+            .into_inner();
+        for link in &page.links {
+            assert!(seen.insert(link.code.clone()), "{} listed twice", link.code);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 4);
+    let bad_token = links
+        .list_links(authed(
+            ListLinksRequest {
+                page_size: 3,
+                page_token: "garbage".to_owned(),
+            },
+            &key,
+        ))
+        .await;
+    assert_eq!(
+        bad_token.expect_err("bad token").code(),
+        tonic::Code::InvalidArgument
+    );
+
+    // Delete: gone from Postgres and Redis.
+    links
+        .delete_link(authed(
+            DeleteLinkRequest {
+                code: link.code.clone(),
+            },
+            &key,
+        ))
+        .await?;
+    assert_eq!(
+        links
+            .get_link(authed(
+                GetLinkRequest {
+                    code: link.code.clone()
+                },
+                &key
+            ))
+            .await
+            .expect_err("deleted")
+            .code(),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        command(redis_port, &["GET", &format!("link:{}", link.code)]).await?,
+        Reply::Bulk(None)
+    );
+    Ok(())
+}
+
+/// 3 writers and 2 idallocs, 64 clients creating 60,000 links; one writer and
+/// one idalloc SIGKILLed mid-run and restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_duplicate_codes_when_a_writer_and_an_idalloc_are_sigkilled() -> anyhow::Result<()> {
+    const CLIENTS: usize = 64;
+    const LINKS: usize = 60_000;
+    const PER_CLIENT: usize = LINKS / CLIENTS + 1;
+
+    let mut stack = stack(2, false).await?;
+    let mut writers = Vec::new();
+    for _ in 0..3 {
+        writers.push(stack.setup.start(&[]).await?);
+    }
+    let key = Arc::new(stack.setup.create_api_key("load")?);
+    let (_, metrics) = http_get(writers[0].admin_addr(), "/metrics").await?;
+    let killed_instance = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("writer_info{instance=\"")?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| anyhow::anyhow!("writer_info missing from /metrics"))?;
+    let clients: Vec<Client> = writers.iter().map(client).collect::<anyhow::Result<_>>()?;
+
+    let created = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..CLIENTS {
+        let clients = clients.clone();
+        let key = Arc::clone(&key);
+        let created = Arc::clone(&created);
+        tasks.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            let mut retries = 0_usize;
+            for index in 0..PER_CLIENT {
+                let number = worker * PER_CLIENT + index;
+                if number >= LINKS {
+                    break;
+                }
+                let target = format!("https://example.com/{number}");
+                let mut attempt = 0;
+                loop {
+                    // Spread over writers; move to the next one on failure.
+                    let mut client = clients[(worker + attempt) % clients.len()].clone();
+                    let request = CreateLinkRequest {
+                        idempotency_key: format!("load-{number}"),
+                        ..create(&target)
+                    };
+                    match client.create_link(authed(request, &key)).await {
+                        Ok(response) => {
+                            results.push((number, response.into_inner().code));
+                            created.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(status)
+                            if matches!(
+                                status.code(),
+                                tonic::Code::Unavailable
+                                    | tonic::Code::Unknown
+                                    | tonic::Code::Cancelled
+                            ) =>
+                        {
+                            attempt += 1;
+                            retries += 1;
+                            anyhow::ensure!(
+                                attempt < 200,
+                                "create {number} kept failing: {status:?}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(status) => anyhow::bail!("create {number} failed: {status:?}"),
+                    }
+                }
+            }
+            anyhow::Ok((results, retries))
+        }));
+    }
+
+    wait_until("a third of the creates", Duration::from_secs(300), || {
+        let created = Arc::clone(&created);
+        async move { Ok(created.load(Ordering::Relaxed) >= LINKS / 3) }
+    })
+    .await?;
+    writers[0].kill()?;
+    stack.idallocs[0].kill()?;
+    let at_kill = created.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.idallocs[0].start_again().await?;
+    writers[0].start_again().await?;
+    assert!(at_kill < LINKS, "the kills must land mid-run");
+
+    let mut returned: HashMap<usize, String> = HashMap::new();
+    let mut retries = 0;
+    for task in tasks {
+        let (results, task_retries) = task.await??;
+        retries += task_retries;
+        returned.extend(results);
+    }
+    eprintln!(
+        "{} creates, {retries} retries across the kills",
+        returned.len()
+    );
+    assert_eq!(returned.len(), LINKS);
+    let distinct: HashSet<&String> = returned.values().collect();
+    assert_eq!(distinct.len(), LINKS, "two creates got the same code");
+
+    let db = stack.cluster.primary.connect(&stack.database.name).await?;
+    let rows = db
+        .query("SELECT code, target_url, id FROM links", &[])
+        .await?;
+    assert_eq!(
+        rows.len(),
+        LINKS,
+        "exactly one link per create (idempotent retries)"
+    );
+    let stored: HashMap<String, String> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    for (number, code) in &returned {
+        assert_eq!(
+            stored.get(code).map(String::as_str),
+            Some(format!("https://example.com/{number}").as_str()),
+            "code {code}"
+        );
+    }
+
+    // Ranges the killed writer leased but did not use to the end: at most its
+    // two buffered ranges.
+    let ids: Vec<i64> = rows.iter().map(|row| row.get(2)).collect();
+    let ranges = db
+        .query(
+            "SELECT start_id, end_id FROM idalloc_leases WHERE request_id LIKE $1 || ':%'",
+            &[&killed_instance],
+        )
+        .await?;
+    anyhow::ensure!(!ranges.is_empty(), "the killed writer leased nothing");
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort_unstable();
+    let used_in = |start: i64, end: i64| {
+        let from = sorted_ids.partition_point(|id| *id < start);
+        let to = sorted_ids.partition_point(|id| *id < end);
+        i64::try_from(to - from).unwrap_or(0)
+    };
+    let not_fully_used = ranges
+        .iter()
+        .filter(|row| {
+            let (start, end): (i64, i64) = (row.get(0), row.get(1));
+            used_in(start, end) < end - start
+        })
+        .count();
+    eprintln!(
+        "killed writer leased {} ranges, {not_fully_used} not fully used",
+        ranges.len()
+    );
+    assert!(
+        not_fully_used <= 2,
+        "the killed writer lost {not_fully_used} ranges"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn creates_keep_working_while_idalloc_is_down_for_ten_seconds() -> anyhow::Result<()> {
+    let mut stack = stack(1, false).await?;
+    let writer = stack.setup.start(&[]).await?;
+    let key = stack.setup.create_api_key("steady")?;
+    let mut links = client(&writer)?;
+
+    let mut created = 0;
+    let mut failures = Vec::new();
+    let create_for = async |links: &mut Client, duration: Duration, failures: &mut Vec<String>| {
+        let until = Instant::now() + duration;
+        let mut count = 0;
+        while Instant::now() < until {
+            match links
+                .create_link(authed(create("https://example.com/steady"), &key))
+                .await
+            {
+                Ok(_) => count += 1,
+                Err(status) => failures.push(format!("{:?}: {}", status.code(), status.message())),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        count
+    };
+    created += create_for(&mut links, Duration::from_secs(2), &mut failures).await;
+    stack.idallocs[0].kill()?;
+    created += create_for(&mut links, Duration::from_secs(10), &mut failures).await;
+    stack.idallocs[0].start_again().await?;
+    created += create_for(&mut links, Duration::from_secs(1), &mut failures).await;
+    eprintln!("{created} creates across a 10 s idalloc outage");
+    assert!(
+        failures.is_empty(),
+        "creates failed during the outage: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(count_links(&stack).await?, created);
+    Ok(())
+}
+
+#[tokio::test]
+async fn creates_succeed_while_redis_is_down_and_caching_resumes_after() -> anyhow::Result<()> {
+    let mut stack = stack(1, true).await?;
+    let writer = stack.setup.start(&[]).await?;
+    let key = stack.setup.create_api_key("cache")?;
+    let mut links = client(&writer)?;
+    let redis_port = stack
+        .redis
+        .as_ref()
+        .map(RedisServer::port)
+        .unwrap_or_default();
+
+    let before = links
+        .create_link(authed(create("https://example.com/before"), &key))
+        .await?
+        .into_inner();
+    assert!(matches!(
+        command(redis_port, &["GET", &format!("link:{}", before.code)]).await?,
+        Reply::Bulk(Some(_))
+    ));
+
+    if let Some(redis) = stack.redis.as_mut() {
+        redis.kill()?;
+    }
+    for index in 0..20 {
+        links
+            .create_link(authed(
+                create(&format!("https://example.com/during/{index}")),
+                &key,
+            ))
+            .await
+            .map_err(|status| anyhow::anyhow!("create failed while Redis was down: {status:?}"))?;
+    }
+    let (_, metrics) = http_get(writer.admin_addr(), "/metrics").await?;
+    assert!(
+        metrics.contains("writer_cache_errors_total"),
+        "cache failures must be counted"
+    );
+
+    if let Some(redis) = stack.redis.as_mut() {
+        redis.start_again().await?;
+    }
+    let mut links_for_wait = links.clone();
+    let key_for_wait = key.clone();
+    wait_until(
+        "new links to be cached again",
+        Duration::from_secs(30),
+        || {
+            let mut links = links_for_wait.clone();
+            let key = key_for_wait.clone();
+            async move {
+                let link = links
+                    .create_link(authed(create("https://example.com/after"), &key))
+                    .await?
+                    .into_inner();
+                Ok(matches!(
+                    command(redis_port, &["GET", &format!("link:{}", link.code)]).await?,
+                    Reply::Bulk(Some(_))
+                ))
+            }
+        },
+    )
+    .await?;
+    links_for_wait
+        .get_link(authed(GetLinkRequest { code: before.code }, &key))
+        .await?;
+    assert!(count_links(&stack).await? >= 22);
+    Ok(())
+}
