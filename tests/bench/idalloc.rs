@@ -5,11 +5,13 @@
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-idalloc`
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use clap::Parser;
+use common::{Sample, collect, micros};
 use tinyurl_harness::PgCluster;
 use tinyurl_harness::services::start_idalloc;
 use tinyurl_proto::v1::LeaseRangeRequest;
@@ -53,36 +55,6 @@ impl Variant {
             Self::Grpc => "idalloc gRPC",
             Self::GrpcIdempotent => "idalloc gRPC + request_id",
         }
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct Sample {
-    operations: u64,
-    elapsed: Duration,
-    latencies_micros: Vec<u32>,
-    errors: u64,
-}
-
-impl Sample {
-    fn merge(&mut self, other: Self) {
-        self.operations += other.operations;
-        self.errors += other.errors;
-        self.latencies_micros.extend(other.latencies_micros);
-        self.elapsed = self.elapsed.max(other.elapsed);
-    }
-
-    fn rate(&self) -> f64 {
-        self.operations as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
-    }
-
-    fn percentile_ms(&mut self, percentile: f64) -> f64 {
-        if self.latencies_micros.is_empty() {
-            return f64::NAN;
-        }
-        self.latencies_micros.sort_unstable();
-        let index = ((self.latencies_micros.len() - 1) as f64 * percentile).round() as usize;
-        f64::from(self.latencies_micros[index]) / 1000.0
     }
 }
 
@@ -148,11 +120,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 };
                 match totals.iter_mut().find(|(existing, _)| *existing == variant) {
-                    Some((_, total)) => {
-                        let elapsed = total.elapsed + sample.elapsed;
-                        total.merge(sample);
-                        total.elapsed = elapsed;
-                    }
+                    Some((_, total)) => total.append_run(sample),
                     None => totals.push((variant, sample)),
                 }
             }
@@ -271,18 +239,4 @@ async fn run_grpc(
         }));
     }
     collect(tasks).await
-}
-
-async fn collect(
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Sample>>>,
-) -> anyhow::Result<Sample> {
-    let mut total = Sample::default();
-    for task in tasks {
-        total.merge(task.await.context("benchmark task panicked")??);
-    }
-    Ok(total)
-}
-
-fn micros(duration: Duration) -> u32 {
-    u32::try_from(duration.as_micros()).unwrap_or(u32::MAX)
 }

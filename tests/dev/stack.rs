@@ -1,7 +1,7 @@
 //! `dev-stack`: the system on one machine for development, with nothing set
 //! up beforehand. Starts a Postgres primary, a streaming replica and Redis on
 //! free loopback ports (as the tests do), runs the services in this process,
-//! prints every endpoint and runs until Ctrl-C or SIGTERM.
+//! prints every endpoint and a first API key, and runs until Ctrl-C or SIGTERM.
 //!
 //! Run: `cargo run --release -p tinyurl-system-tests --bin dev-stack`
 
@@ -24,6 +24,12 @@ struct Args {
     /// idalloc admin listen address (/metrics, /healthz, /readyz).
     #[arg(long, default_value = "127.0.0.1:9091")]
     idalloc_admin_listen: SocketAddr,
+    /// writer gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    writer_listen: SocketAddr,
+    /// writer admin listen address.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    writer_admin_listen: SocketAddr,
 }
 
 #[tokio::main]
@@ -44,23 +50,58 @@ async fn main() -> anyhow::Result<()> {
             "TINYURL_ADMIN_LISTEN",
             args.idalloc_admin_listen.to_string(),
         ),
-        ("RUST_LOG", log_filter),
+        ("RUST_LOG", log_filter.clone()),
     ]);
     let idalloc_config = tinyurl_idalloc::Config::from_env(&idalloc_env)?;
     let _telemetry = tinyurl_runtime::telemetry::init(&idalloc_config.common)?;
     let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
-    let idalloc = tinyurl_idalloc::App::build(idalloc_config, Some(metrics))
+    let idalloc = tinyurl_idalloc::App::build(idalloc_config, Some(metrics.clone()))
         .await
         .context("cannot start idalloc")?;
+
+    let writer_env = Env::from_pairs([
+        ("TINYURL_DATABASE_URL", database.primary_url.clone()),
+        (
+            "TINYURL_IDALLOC_URL",
+            format!("http://{}", idalloc.grpc_addr()?),
+        ),
+        ("TINYURL_REDIS_URL", redis.url()),
+        // A throwaway secret for a throwaway system; real deployments set their own.
+        (
+            "TINYURL_CODE_SECRET",
+            uuid::Uuid::new_v4().simple().to_string(),
+        ),
+        ("TINYURL_LISTEN", args.writer_listen.to_string()),
+        ("TINYURL_ADMIN_LISTEN", args.writer_admin_listen.to_string()),
+        ("RUST_LOG", log_filter),
+    ]);
+    let writer_config = tinyurl_writer::Config::from_env(&writer_env)?;
+    let store = tinyurl_writer::app::open_store(&writer_config).await?;
+    let (api_key, key_hash) = tinyurl_writer::auth::generate_key();
+    store
+        .create_api_key("dev-stack", &key_hash)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot create an API key: {}", error.public_message()))?;
+    let idalloc_grpc = idalloc.grpc_addr()?;
+    let idalloc_admin = idalloc.admin_addr()?;
+    // idalloc must be serving before the writer leases its first ranges.
+    let idalloc_task = tokio::spawn(idalloc.run(tinyurl_runtime::shutdown_signal()));
+    let writer = tinyurl_writer::App::build(writer_config, Some(metrics))
+        .await
+        .context("cannot start the writer")?;
 
     println!("postgres primary  {}", database.primary_url);
     println!("postgres replica  {}", database.replica_urls.join(", "));
     println!("redis             {}", redis.url());
-    println!("idalloc gRPC      http://{}", idalloc.grpc_addr()?);
-    println!("idalloc admin     http://{}/metrics", idalloc.admin_addr()?);
+    println!("idalloc gRPC      http://{idalloc_grpc}");
+    println!("idalloc admin     http://{idalloc_admin}/metrics");
+    println!("writer gRPC       http://{}", writer.grpc_addr()?);
+    println!("writer admin      http://{}/metrics", writer.admin_addr()?);
+    println!("API key           {api_key}");
     println!("press Ctrl-C to stop; every server and its data go away with it");
 
-    idalloc.run(tinyurl_runtime::shutdown_signal()).await?;
+    writer.run(tinyurl_runtime::shutdown_signal()).await?;
+    idalloc_task.await.context("idalloc task failed")??;
     drop(redis);
     drop(cluster);
     Ok(())

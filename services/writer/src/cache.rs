@@ -68,6 +68,28 @@ impl LinkCache {
     /// Writes new links through; never fails the caller.
     pub async fn write_through(&self, links: &[StoredLink]) {
         let Some(client) = &self.client else { return };
+        if let [link] = links {
+            // One link (the common create): a plain SET, no pipeline overhead.
+            let Some(expiry) = self.expiry_for(link) else {
+                return;
+            };
+            let written: Result<(), Error> = client
+                .with_options(&self.options)
+                .set(
+                    link_key(&link.code),
+                    cached(link).encode(),
+                    Some(expiry),
+                    None,
+                    false,
+                )
+                .await;
+            match written {
+                Ok(()) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
+                    .increment(1),
+                Err(error) => record_failure("write_through", &error),
+            }
+            return;
+        }
         if links.is_empty() {
             return;
         }

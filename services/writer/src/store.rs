@@ -96,6 +96,15 @@ FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::int2[], $6::bool[], $7::time
 ON CONFLICT DO NOTHING
 RETURNING code, created_at, updated_at";
 
+/// The single-row form of [`INSERT_SQL`]: cheaper to bind and plan than
+/// one-element arrays, and single creates are the hot path.
+const INSERT_ONE_SQL: &str = "
+INSERT INTO links (code, id, owner_key_id, target_url, redirect_status, forward_query,
+                   expires_at, is_alias, idempotency_key)
+VALUES ($2, $3, $1, $4, $5, $6, $7, $8, $9)
+ON CONFLICT DO NOTHING
+RETURNING code, created_at, updated_at";
+
 #[derive(Clone)]
 pub struct LinkStore {
     pool: Pool,
@@ -260,20 +269,43 @@ impl LinkStore {
             .collect();
         self.bounded(async {
             let client = self.client().await?;
-            let statement = client
-                .prepare_cached(INSERT_SQL)
-                .await
-                .map_err(WriterError::from_postgres)?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[
-                        &owner.0, &codes, &ids, &targets, &statuses, &forwards, &expiries,
-                        &aliases, &keys,
-                    ],
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
+            let rows = if let [link] = links {
+                let statement = client
+                    .prepare_cached(INSERT_ONE_SQL)
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                client
+                    .query(
+                        &statement,
+                        &[
+                            &owner.0,
+                            &link.code,
+                            &link.id,
+                            &link.target_url,
+                            &link.redirect_status,
+                            &link.forward_query,
+                            &link.expires_at,
+                            &link.is_alias,
+                            &link.idempotency_key,
+                        ],
+                    )
+                    .await
+            } else {
+                let statement = client
+                    .prepare_cached(INSERT_SQL)
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                client
+                    .query(
+                        &statement,
+                        &[
+                            &owner.0, &codes, &ids, &targets, &statuses, &forwards, &expiries,
+                            &aliases, &keys,
+                        ],
+                    )
+                    .await
+            }
+            .map_err(WriterError::from_postgres)?;
             rows.iter()
                 .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
                 .collect::<Result<HashMap<_, _>, tokio_postgres::Error>>()

@@ -1,0 +1,56 @@
+//! What the benchmarks share: latency samples and their summary.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+#[derive(Debug, Default, Clone)]
+pub struct Sample {
+    pub operations: u64,
+    pub elapsed: Duration,
+    pub latencies_micros: Vec<u32>,
+    pub errors: u64,
+}
+
+impl Sample {
+    pub fn merge(&mut self, other: Self) {
+        self.operations += other.operations;
+        self.errors += other.errors;
+        self.latencies_micros.extend(other.latencies_micros);
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
+    /// Adds a later, sequential run of the same variant: times add up.
+    pub fn append_run(&mut self, run: Self) {
+        let elapsed = self.elapsed + run.elapsed;
+        self.merge(run);
+        self.elapsed = elapsed;
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.operations as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    pub fn percentile_ms(&mut self, percentile: f64) -> f64 {
+        if self.latencies_micros.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_micros.sort_unstable();
+        let index = ((self.latencies_micros.len() - 1) as f64 * percentile).round() as usize;
+        f64::from(self.latencies_micros[index]) / 1000.0
+    }
+}
+
+pub async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Sample>>>,
+) -> anyhow::Result<Sample> {
+    let mut total = Sample::default();
+    for task in tasks {
+        total.merge(task.await.context("benchmark task panicked")??);
+    }
+    Ok(total)
+}
+
+pub fn micros(duration: Duration) -> u32 {
+    u32::try_from(duration.as_micros()).unwrap_or(u32::MAX)
+}

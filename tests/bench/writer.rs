@@ -1,0 +1,356 @@
+//! Benchmark: writer creates/s and p50/p99 at 1, 16 and 64 concurrent clients,
+//! for `CreateLink` and for `BatchCreateLinks` of 100, against `pgbench`
+//! running a raw single-row INSERT (and a raw 100-row multi-VALUES INSERT)
+//! into the same table on the same Postgres, interleaved in the same run.
+//!
+//! The writer runs as in production: its own process, leased ID ranges from an
+//! idalloc process, and write-through to Redis.
+//!
+//! Run: `cargo build --release --workspace --bins && target/release/bench-writer`
+
+mod common;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::{Sample, collect, micros};
+use tinyurl_harness::services::{WriterSetup, start_idalloc};
+use tinyurl_harness::{PgCluster, RedisServer};
+use tinyurl_proto::v1::links_client::LinksClient;
+use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(
+    name = "bench-writer",
+    about = "writer create throughput against raw pgbench INSERTs"
+)]
+struct Args {
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Interleaved rounds per concurrency level.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
+    concurrency: Vec<usize>,
+}
+
+const BATCH: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    PgbenchSingle,
+    CreateLink,
+    PgbenchBatch,
+    BatchCreateLinks,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Self::PgbenchSingle => "pgbench 1-row INSERT (reference)",
+            Self::CreateLink => "writer CreateLink",
+            Self::PgbenchBatch => "pgbench 100-row INSERT (reference)",
+            Self::BatchCreateLinks => "writer BatchCreateLinks ×100",
+        }
+    }
+
+    fn reference(self) -> Self {
+        match self {
+            Self::PgbenchSingle | Self::CreateLink => Self::PgbenchSingle,
+            Self::PgbenchBatch | Self::BatchCreateLinks => Self::PgbenchBatch,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut cluster = PgCluster::start_with_replicas(0).await?;
+    let database = cluster.create_database().await?;
+    let redis = RedisServer::start().await?;
+    let idalloc = start_idalloc(&database.primary_url, &[("RUST_LOG", "warn")]).await?;
+    let setup = WriterSetup {
+        database_url: database.primary_url.clone(),
+        idalloc_urls: vec![idalloc.endpoint()],
+        redis_url: Some(redis.url()),
+    };
+    let pool_size = args
+        .concurrency
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .to_string();
+    let writer = setup
+        .start(&[("RUST_LOG", "warn"), ("TINYURL_DB_POOL_SIZE", &pool_size)])
+        .await?;
+    let key = Arc::new(setup.create_api_key("bench")?);
+    let scripts = tempdir()?;
+    let single_script = scripts.join("single.sql");
+    let batch_script = scripts.join("batch.sql");
+    std::fs::write(&single_script, pgbench_script(1))?;
+    std::fs::write(&batch_script, pgbench_script(BATCH))?;
+    let pgbench = pgbench_binary()?;
+
+    println!(
+        "writer benchmark: {} s per run, {} interleaved rounds, {} cores; writer with Redis write-through",
+        args.seconds,
+        args.rounds,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!();
+    println!("| clients | variant | rows/s | p50 ms | p99 ms | ratio to reference |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let duration = Duration::from_secs(args.seconds);
+    for &concurrency in &args.concurrency {
+        let mut totals: Vec<(Variant, Sample)> = Vec::new();
+        for _ in 0..args.rounds {
+            for variant in [
+                Variant::PgbenchSingle,
+                Variant::CreateLink,
+                Variant::PgbenchBatch,
+                Variant::BatchCreateLinks,
+            ] {
+                let sample = match variant {
+                    Variant::PgbenchSingle => run_pgbench(
+                        &pgbench,
+                        &single_script,
+                        cluster.primary.port(),
+                        &database.name,
+                        concurrency,
+                        args.seconds,
+                        1,
+                    )?,
+                    Variant::PgbenchBatch => run_pgbench(
+                        &pgbench,
+                        &batch_script,
+                        cluster.primary.port(),
+                        &database.name,
+                        concurrency,
+                        args.seconds,
+                        BATCH,
+                    )?,
+                    Variant::CreateLink => {
+                        run_writer(&writer.endpoint(), &key, concurrency, duration, 1).await?
+                    }
+                    Variant::BatchCreateLinks => {
+                        run_writer(&writer.endpoint(), &key, concurrency, duration, BATCH).await?
+                    }
+                };
+                match totals.iter_mut().find(|(existing, _)| *existing == variant) {
+                    Some((_, total)) => total.append_run(sample),
+                    None => totals.push((variant, sample)),
+                }
+            }
+        }
+        let rates: Vec<(Variant, f64)> = totals
+            .iter()
+            .map(|(variant, sample)| (*variant, sample.rate()))
+            .collect();
+        for (variant, mut sample) in totals.clone() {
+            anyhow::ensure!(
+                sample.errors == 0,
+                "{} had {} errors",
+                variant.name(),
+                sample.errors
+            );
+            let reference = rates
+                .iter()
+                .find(|(candidate, _)| *candidate == variant.reference())
+                .map_or(f64::NAN, |(_, rate)| *rate);
+            println!(
+                "| {concurrency} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                variant.name(),
+                sample.rate(),
+                sample.percentile_ms(0.50),
+                sample.percentile_ms(0.99),
+                sample.rate() / reference
+            );
+        }
+    }
+    drop(writer);
+    let _ = std::fs::remove_dir_all(&scripts);
+    Ok(())
+}
+
+/// A pgbench script inserting `rows` rows with random unique-enough codes
+/// into the same table, owned by the benchmark's API key (id 1).
+fn pgbench_script(rows: usize) -> String {
+    let mut script = String::from(
+        "\\set n random(1, 1000000000000000)\nINSERT INTO links (code, owner_key_id, target_url, redirect_status, is_alias) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            script.push_str(", ");
+        }
+        let _ = write!(
+            script,
+            "('pgb' || :client_id || '-' || (CAST(:n AS bigint) + {row}), 1, 'https://example.com/pgbench', 302, false)"
+        );
+    }
+    script.push_str(";\n");
+    script
+}
+
+fn pgbench_binary() -> anyhow::Result<std::path::PathBuf> {
+    tinyurl_harness::process::find_binary(
+        "pgbench",
+        &[std::path::PathBuf::from("/usr/lib/postgresql/15/bin")],
+        "postgresql-client",
+    )
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tinyurl-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs pgbench and reads rows/s and latency from its per-transaction log.
+fn run_pgbench(
+    pgbench: &std::path::Path,
+    script: &std::path::Path,
+    port: u16,
+    database: &str,
+    clients: usize,
+    seconds: u64,
+    rows_per_transaction: usize,
+) -> anyhow::Result<Sample> {
+    let log_dir = tempdir()?.join(format!("log-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&log_dir)?;
+    let started = Instant::now();
+    let output = std::process::Command::new(pgbench)
+        .current_dir(&log_dir)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-n",
+            "-M",
+            "prepared",
+            "-l",
+        ])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-c")
+        .arg(clients.to_string())
+        .arg("-j")
+        .arg(clients.min(2).to_string())
+        .arg("-T")
+        .arg(seconds.to_string())
+        .arg("-f")
+        .arg(script)
+        .arg(database)
+        .output()?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut sample = Sample {
+        elapsed: Duration::from_secs(seconds).min(elapsed),
+        ..Sample::default()
+    };
+    for entry in std::fs::read_dir(&log_dir)? {
+        let text = std::fs::read_to_string(entry?.path())?;
+        for line in text.lines() {
+            // client_id transaction_no time script_no time_epoch time_us
+            let latency: Option<u32> = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|field| field.parse().ok());
+            if let Some(latency) = latency {
+                sample.operations += rows_per_transaction as u64;
+                sample.latencies_micros.push(latency);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+    Ok(sample)
+}
+
+async fn run_writer(
+    endpoint: &str,
+    key: &Arc<String>,
+    concurrency: usize,
+    duration: Duration,
+    batch: usize,
+) -> anyhow::Result<Sample> {
+    let mut channels = Vec::new();
+    for _ in 0..concurrency.clamp(1, 4) {
+        channels.push(Channel::from_shared(endpoint.to_owned())?.connect().await?);
+    }
+    let start_line = Arc::new(tokio::sync::Barrier::new(concurrency));
+    let authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {key}").parse()?;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let mut client = LinksClient::new(channels[worker % channels.len()].clone());
+        let start_line = Arc::clone(&start_line);
+        let authorization = authorization.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sample = Sample::default();
+            start_line.wait().await;
+            let started = Instant::now();
+            let mut sequence = 0_u64;
+            while started.elapsed() < duration {
+                let call = Instant::now();
+                let outcome = if batch == 1 {
+                    sequence += 1;
+                    let mut request = tonic::Request::new(CreateLinkRequest {
+                        target_url: format!("https://example.com/{worker}/{sequence}"),
+                        ..CreateLinkRequest::default()
+                    });
+                    request
+                        .metadata_mut()
+                        .insert("authorization", authorization.clone());
+                    client.create_link(request).await.map(|_| 1)
+                } else {
+                    let links = (0..batch)
+                        .map(|_| {
+                            sequence += 1;
+                            CreateLinkRequest {
+                                target_url: format!("https://example.com/{worker}/{sequence}"),
+                                ..CreateLinkRequest::default()
+                            }
+                        })
+                        .collect();
+                    let mut request = tonic::Request::new(BatchCreateLinksRequest { links });
+                    request
+                        .metadata_mut()
+                        .insert("authorization", authorization.clone());
+                    client.batch_create_links(request).await.map(|response| {
+                        response
+                            .into_inner()
+                            .results
+                            .iter()
+                            .filter(|result| {
+                                matches!(
+                                    result.result,
+                                    Some(batch_create_links_result::Result::Link(_))
+                                )
+                            })
+                            .count()
+                    })
+                };
+                match outcome {
+                    Ok(created) if created == batch => {
+                        sample.operations += created as u64;
+                        sample.latencies_micros.push(micros(call.elapsed()));
+                    }
+                    _ => sample.errors += 1,
+                }
+            }
+            sample.elapsed = started.elapsed();
+            anyhow::Ok(sample)
+        }));
+    }
+    collect(tasks).await
+}
