@@ -799,3 +799,49 @@ async fn creates_succeed_while_redis_is_down_and_caching_resumes_after() -> anyh
     assert!(count_links(&stack).await? >= 22);
     Ok(())
 }
+
+/// Aliases and generated codes share one keyspace: a generated code that
+/// meets an existing alias is skipped, never overwritten.
+#[tokio::test]
+async fn a_generated_code_that_meets_an_alias_is_skipped() -> anyhow::Result<()> {
+    let stack = stack(1, false).await?;
+    let writer = stack.setup.start(&[]).await?;
+    let key = stack.setup.create_api_key("collide")?;
+    let mut links = client(&writer)?;
+    let codec =
+        tinyurl_domain::CodeCodec::new(tinyurl_harness::services::TEST_CODE_SECRET.as_bytes(), 7)?;
+
+    // A fresh database: the writer's first leased range starts at ID 0, so
+    // the first generated code is the code of ID 0. Take it as an alias first.
+    let squatted = codec.encode(0).into_string();
+    let alias = CreateLinkRequest {
+        alias: squatted.clone(),
+        ..create("https://example.com/alias")
+    };
+    links.create_link(authed(alias, &key)).await?;
+
+    let generated = links
+        .create_link(authed(create("https://example.com/generated"), &key))
+        .await?
+        .into_inner();
+    assert_ne!(
+        generated.code, squatted,
+        "the alias must not be overwritten"
+    );
+    assert_eq!(
+        generated.code,
+        codec.encode(1).into_string(),
+        "ID 0 is skipped, ID 1 used"
+    );
+    let kept = links
+        .get_link(authed(GetLinkRequest { code: squatted }, &key))
+        .await?
+        .into_inner();
+    assert_eq!(kept.target_url, "https://example.com/alias");
+    let (_, metrics) = http_get(writer.admin_addr(), "/metrics").await?;
+    assert!(
+        metrics.contains("writer_codes_skipped_total 1"),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tinyurl_proto::v1::id_allocator_server::IdAllocatorServer;
-use tinyurl_runtime::{AdminServer, Readiness};
+use tinyurl_runtime::lifecycle;
+use tinyurl_runtime::{AdminServer, Readiness, Stopping};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::service::IdAllocatorService;
@@ -75,66 +75,39 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let (health_reporter, health, reflection) = lifecycle::grpc_support()?;
         health_reporter
             .set_serving::<IdAllocatorServer<IdAllocatorService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tinyurl_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("cannot build the reflection service")?;
         let service = IdAllocatorService::new(self.store.clone(), self.config.max_lease);
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let readiness = self.readiness.clone();
-        let drain_timeout = self.config.common.drain_timeout;
-        tokio::spawn(async move {
-            shutdown.await;
-            // Not ready first, so load balancers stop routing before we drain.
-            readiness.set_ready(false);
-            let _ = stop_tx.send(true);
-        });
-
+        let stopping = Stopping::watch(shutdown, self.readiness.clone());
         let maintenance = tokio::spawn(maintain(
             self.store.clone(),
             self.readiness.clone(),
             self.config.lease_retention,
-            stop_rx.clone(),
+            stopping.clone(),
         ));
-        let admin = tokio::spawn(self.admin.run(wait_for_stop(stop_rx.clone())));
-
-        let bound = self.grpc_listener.local_addr()?;
-        let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
-        self.readiness.set_ready(true);
-        tracing::info!(addr = %bound, "idalloc serving");
-        let serve = tonic::transport::Server::builder()
-            .trace_fn(tinyurl_runtime::grpc::server_span)
-            .add_service(health_service)
+        let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
+        let router = lifecycle::grpc_server()
+            .add_service(health)
             .add_service(reflection)
-            .add_service(IdAllocatorServer::new(service))
-            .serve_with_incoming_shutdown(incoming, wait_for_stop(stop_rx.clone()));
-
-        let mut stop_for_deadline = stop_rx;
-        let deadline = async move {
-            let _ = stop_for_deadline.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(drain_timeout).await;
-        };
-        tokio::select! {
-            result = serve => result.context("gRPC server failed")?,
-            () = deadline => tracing::warn!(?drain_timeout, "drain timeout passed, abandoning in-flight calls"),
-        }
+            .add_service(IdAllocatorServer::new(service));
+        self.readiness.set_ready(true);
+        let served = lifecycle::serve_grpc(
+            router,
+            self.grpc_listener,
+            stopping,
+            self.config.common.drain_timeout,
+            "idalloc",
+        )
+        .await;
         maintenance.abort();
         if let Ok(Err(error)) = admin.await {
             tracing::warn!(%error, "admin server failed");
         }
-        tracing::info!("idalloc stopped");
-        Ok(())
+        served
     }
-}
-
-async fn wait_for_stop(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Purges expired request ids and keeps readiness honest: an idalloc that
@@ -143,14 +116,16 @@ async fn maintain(
     store: LeaseStore,
     readiness: Readiness,
     retention: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stopping: Stopping,
 ) {
+    let stopped = stopping.wait();
+    tokio::pin!(stopped);
     let mut interval = tokio::time::interval(MAINTENANCE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = &mut stopped => return,
         }
         match store.ping().await {
             Ok(()) => readiness.set_ready(true),

@@ -1,14 +1,11 @@
 //! The Postgres side of leasing: the pool, migrations, and the one statement
 //! that bumps a namespace's counter.
 
-use std::str::FromStr as _;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
-};
-use secrecy::{ExposeSecret as _, SecretString};
+use deadpool_postgres::{Hook, HookError, Pool};
+use secrecy::SecretString;
+use tinyurl_runtime::postgres;
 
 use crate::error::LeaseError;
 use crate::lease::{Lease, LeaseRequest};
@@ -60,41 +57,15 @@ impl LeaseStore {
         timeout: Duration,
         failover_skip: i64,
     ) -> anyhow::Result<Self> {
-        let mut pg_config = tokio_postgres::Config::from_str(database_url.expose_secret())
-            .context("TINYURL_DATABASE_URL is not a valid Postgres URL")?;
-        pg_config
-            .connect_timeout(timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .application_name("tinyurl-idalloc")
-            // A lease must be durable (and, with a synchronous standby
-            // configured, replicated) before it is returned; never inherit a
-            // weaker database default.
-            .options("-c synchronous_commit=on");
-        let manager = Manager::from_config(
-            pg_config.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
+        let pg_config = postgres::connection_config(database_url, "tinyurl-idalloc", timeout)?;
+        let guard = Hook::async_fn(move |client, _| {
+            Box::pin(async move {
+                guard_timeline(client, failover_skip)
+                    .await
+                    .map_err(HookError::Backend)
             })
-            .post_create(Hook::async_fn(move |client, _| {
-                Box::pin(async move {
-                    guard_timeline(client, failover_skip)
-                        .await
-                        .map_err(HookError::Backend)
-                })
-            }))
-            .build()
-            .context("cannot build the Postgres pool")?;
+        });
+        let pool = postgres::pool(pg_config.clone(), pool_size, timeout, Some(guard))?;
         Ok(Self {
             pool,
             pg_config,
@@ -105,39 +76,14 @@ impl LeaseStore {
     /// Applies pending migrations, one replica at a time, on a connection of
     /// its own (pooled connections need the schema to exist already).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let (mut client, connection) =
-            tokio::time::timeout(self.timeout, self.pg_config.connect(tokio_postgres::NoTls))
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!("connecting to Postgres timed out after {:?}", self.timeout)
-                })?
-                .context("cannot connect to Postgres to migrate")?;
-        let connection = tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "migration connection failed");
-            }
-        });
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-            .await
-            .context("cannot take the migration lock")?;
-        let report = embedded::migrations::runner()
-            .set_migration_table_name("idalloc_schema_history")
-            .run_async(&mut client)
-            .await;
-        // Unlock on the same session whatever happened; if this fails the lock
-        // goes with the connection.
-        let unlock = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-            .await;
-        let report = report.context("migration failed")?;
-        unlock.context("cannot release the migration lock")?;
-        for migration in report.applied_migrations() {
-            tracing::info!(migration = %migration, "applied migration");
-        }
-        drop(client);
-        let _ = connection.await;
-        Ok(())
+        postgres::migrate(
+            &self.pg_config,
+            self.timeout,
+            MIGRATION_LOCK_KEY,
+            "idalloc_schema_history",
+            embedded::migrations::runner(),
+        )
+        .await
     }
 
     /// Whether Postgres answers a trivial query within the timeout.

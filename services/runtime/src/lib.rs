@@ -7,11 +7,14 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod lifecycle;
+pub mod postgres;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use admin::{AdminServer, Readiness};
 pub use config::{CommonConfig, ConfigError, Env, EnvVarDoc};
 pub use error::ErrorKind;
+pub use lifecycle::Stopping;
 pub use shutdown::shutdown_signal;
 pub use telemetry::TelemetryGuard;

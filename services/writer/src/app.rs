@@ -11,9 +11,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret as _;
 use tinyurl_domain::CodeCodec;
 use tinyurl_proto::v1::links_server::LinksServer;
-use tinyurl_runtime::{AdminServer, Readiness};
+use tinyurl_runtime::lifecycle;
+use tinyurl_runtime::{AdminServer, Readiness, Stopping};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::auth::KeyCache;
 use crate::cache::LinkCache;
@@ -100,56 +100,36 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let (health_reporter, health, reflection) = lifecycle::grpc_support()?;
         health_reporter
             .set_serving::<LinksServer<LinksService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tinyurl_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .context("cannot build the reflection service")?;
         let links = tonic::service::interceptor::InterceptedService::new(
             LinksServer::new(LinksService::new(Arc::clone(&self.state))),
             crate::auth::authenticate,
         );
 
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let readiness = self.readiness.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            readiness.set_ready(false);
-            let _ = stop_tx.send(true);
-        });
-        let admin = tokio::spawn(self.admin.run(wait_for_stop(stop_rx.clone())));
-        let gauges = tokio::spawn(report_gauges(Arc::clone(&self.state), stop_rx.clone()));
-
-        let bound = self.grpc_listener.local_addr()?;
-        let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
-        self.readiness.set_ready(true);
-        tracing::info!(addr = %bound, "writer serving");
-        let serve = tonic::transport::Server::builder()
-            .trace_fn(tinyurl_runtime::grpc::server_span)
-            .add_service(health_service)
+        let stopping = Stopping::watch(shutdown, self.readiness.clone());
+        let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
+        let gauges = tokio::spawn(report_gauges(Arc::clone(&self.state), stopping.clone()));
+        let router = lifecycle::grpc_server()
+            .add_service(health)
             .add_service(reflection)
-            .add_service(links)
-            .serve_with_incoming_shutdown(incoming, wait_for_stop(stop_rx.clone()));
-        let drain_timeout = self.config.common.drain_timeout;
-        let mut stop_for_deadline = stop_rx;
-        let deadline = async move {
-            let _ = stop_for_deadline.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(drain_timeout).await;
-        };
-        tokio::select! {
-            result = serve => result.context("gRPC server failed")?,
-            () = deadline => tracing::warn!(?drain_timeout, "drain timeout passed, abandoning in-flight calls"),
-        }
+            .add_service(links);
+        self.readiness.set_ready(true);
+        let served = lifecycle::serve_grpc(
+            router,
+            self.grpc_listener,
+            stopping,
+            self.config.common.drain_timeout,
+            "writer",
+        )
+        .await;
         gauges.abort();
         if let Ok(Err(error)) = admin.await {
             tracing::warn!(%error, "admin server failed");
         }
-        tracing::info!("writer stopped");
-        Ok(())
+        served
     }
 }
 
@@ -180,16 +160,14 @@ fn idalloc_channel(config: &Config) -> anyhow::Result<tonic::transport::Channel>
     }
 }
 
-async fn wait_for_stop(mut stop: tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopped| *stopped).await;
-}
-
-async fn report_gauges(state: Arc<State>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn report_gauges(state: Arc<State>, stopping: Stopping) {
     let mut interval = tokio::time::interval(Duration::from_secs(1));
+    let stopped = stopping.wait();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = &mut stopped => return,
         }
         metrics::gauge!("writer_ids_buffered").set(state.leaser.buffered() as f64);
     }

@@ -23,7 +23,7 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 pub struct KeyHash(pub [u8; 32]);
 
 /// The id of the API key a request was made with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OwnerId(pub i64);
 
 /// A new random key and its hash.

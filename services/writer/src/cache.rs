@@ -66,6 +66,7 @@ impl LinkCache {
     }
 
     /// Writes new links through; never fails the caller.
+    #[tracing::instrument(name = "cache_write_through", skip_all, fields(count = links.len()))]
     pub async fn write_through(&self, links: &[StoredLink]) {
         let Some(client) = &self.client else { return };
         if let [link] = links {

@@ -139,6 +139,7 @@ impl IdLeaser {
 
     /// `count` fresh IDs. Waits for a refill only when the buffer is empty;
     /// fails UNAVAILABLE when idalloc cannot refill it in time.
+    #[tracing::instrument(name = "lease_ids", skip(self))]
     pub async fn take(&self, count: usize) -> Result<Vec<u64>, WriterError> {
         let mut ids = Vec::with_capacity(count);
         let deadline = Instant::now() + self.inner.call_timeout * 2;

@@ -14,6 +14,7 @@ use tinyurl_proto::v1::{
 };
 
 use crate::auth::{KeyCache, KeyHash, OwnerId};
+use crate::batcher::CreateBatcher;
 use crate::cache::LinkCache;
 use crate::error::WriterError;
 use crate::leaser::IdLeaser;
@@ -30,6 +31,7 @@ const MINT_ROUNDS: usize = 5;
 
 pub struct LinksService {
     state: Arc<State>,
+    batcher: CreateBatcher,
 }
 
 pub struct State {
@@ -42,15 +44,22 @@ pub struct State {
     pub keys: KeyCache,
 }
 
+/// Workers committing single creates; a few keep Postgres busy while one
+/// batch is in flight.
+const CREATE_WORKERS: usize = 4;
+/// Most single creates committed together.
+const GROUP_COMMIT_MAX: usize = 256;
+
 impl LinksService {
     pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+        let batcher = CreateBatcher::start(Arc::clone(&state), CREATE_WORKERS, GROUP_COMMIT_MAX);
+        Self { state, batcher }
     }
 }
 
 /// A create request that passed validation.
 #[derive(Debug, Clone)]
-struct ValidCreate {
+pub struct ValidCreate {
     target: TargetUrl,
     alias: Option<Alias>,
     expires_at: Option<SystemTime>,
@@ -59,6 +68,7 @@ struct ValidCreate {
     idempotency_key: Option<String>,
 }
 
+#[tracing::instrument(name = "validate", skip_all)]
 fn validate_create(
     request: &CreateLinkRequest,
     policy: &TargetPolicy,
@@ -192,7 +202,7 @@ impl State {
 
     /// Creates every valid item in one insert (plus rare follow-ups for
     /// idempotent replays and codes that met an alias). One result per item.
-    async fn create_many(
+    pub(crate) async fn create_many(
         &self,
         owner: OwnerId,
         items: Vec<Result<ValidCreate, WriterError>>,
@@ -397,11 +407,8 @@ impl Links for LinksService {
         let started = Instant::now();
         let result = async {
             let owner = self.state.owner(&request).await?;
-            let valid = validate_create(request.get_ref(), &self.state.policy);
-            let mut results = self.state.create_many(owner, vec![valid]).await;
-            results
-                .pop()
-                .unwrap_or_else(|| Err(WriterError::Unexpected(anyhow::anyhow!("no result"))))
+            let valid = validate_create(request.get_ref(), &self.state.policy)?;
+            self.batcher.create(owner, valid).await
         }
         .await;
         record_outcome("create", outcome_of(&result), started);

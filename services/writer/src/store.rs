@@ -2,12 +2,11 @@
 //! by the configured timeout; connection-level failures become UNAVAILABLE.
 
 use std::collections::HashMap;
-use std::str::FromStr as _;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use secrecy::{ExposeSecret as _, SecretString};
+use deadpool_postgres::Pool;
+use secrecy::SecretString;
+use tinyurl_runtime::postgres;
 use tokio_postgres::Row;
 
 use crate::auth::{KeyHash, OwnerId};
@@ -118,32 +117,8 @@ impl LinkStore {
         pool_size: usize,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let mut pg_config = tokio_postgres::Config::from_str(database_url.expose_secret())
-            .context("TINYURL_DATABASE_URL is not a valid Postgres URL")?;
-        pg_config
-            .connect_timeout(timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .application_name("tinyurl-writer")
-            // A create is reported only once it is durable on the primary.
-            .options("-c synchronous_commit=on");
-        let manager = Manager::from_config(
-            pg_config.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            })
-            .build()
-            .context("cannot build the Postgres pool")?;
+        let pg_config = postgres::connection_config(database_url, "tinyurl-writer", timeout)?;
+        let pool = postgres::pool(pg_config.clone(), pool_size, timeout, None)?;
         Ok(Self {
             pool,
             pg_config,
@@ -153,33 +128,14 @@ impl LinkStore {
 
     /// Applies pending migrations, one writer at a time.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let (mut client, connection) =
-            tokio::time::timeout(self.timeout, self.pg_config.connect(tokio_postgres::NoTls))
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!("connecting to Postgres timed out after {:?}", self.timeout)
-                })?
-                .context("cannot connect to Postgres to migrate")?;
-        let connection = tokio::spawn(connection);
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-            .await
-            .context("cannot take the migration lock")?;
-        let report = embedded::migrations::runner()
-            .set_migration_table_name("writer_schema_history")
-            .run_async(&mut client)
-            .await;
-        let unlock = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-            .await;
-        let report = report.context("migration failed")?;
-        unlock.context("cannot release the migration lock")?;
-        for migration in report.applied_migrations() {
-            tracing::info!(migration = %migration, "applied migration");
-        }
-        drop(client);
-        let _ = connection.await;
-        Ok(())
+        postgres::migrate(
+            &self.pg_config,
+            self.timeout,
+            MIGRATION_LOCK_KEY,
+            "writer_schema_history",
+            embedded::migrations::runner(),
+        )
+        .await
     }
 
     async fn bounded<T>(

@@ -1,0 +1,95 @@
+//! One shutdown path for every service: the shutdown future flips readiness
+//! to not-ready first (so load balancers stop routing), then tells every part
+//! (gRPC or HTTP server, admin listener, background tasks) to stop; in-flight
+//! work drains for at most the drain timeout.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Readiness;
+
+/// A cheap handle that resolves when the service starts stopping.
+#[derive(Debug, Clone)]
+pub struct Stopping {
+    receiver: watch::Receiver<bool>,
+}
+
+impl Stopping {
+    /// Spawns the task that waits for `shutdown`, marks the service not ready
+    /// and then signals every [`Stopping`] handle.
+    pub fn watch(
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        readiness: Readiness,
+    ) -> Self {
+        let (sender, receiver) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            readiness.set_ready(false);
+            let _ = sender.send(true);
+        });
+        Self { receiver }
+    }
+
+    /// Resolves once stopping has begun (or the signal task is gone).
+    pub async fn wait(mut self) {
+        let _ = self.receiver.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Resolves `drain` after stopping began: the bound on draining.
+    pub async fn drain_deadline(self, drain: Duration) {
+        self.wait().await;
+        tokio::time::sleep(drain).await;
+    }
+}
+
+/// Health (every `tinyurl.v1` service reported serving by the caller) and
+/// reflection over the `tinyurl.v1` and health descriptors.
+pub fn grpc_support() -> anyhow::Result<(
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+)> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tinyurl_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    Ok((reporter, health, reflection))
+}
+
+/// The server builder every gRPC service starts from: a span per call,
+/// parented on the caller's trace.
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder().trace_fn(crate::grpc::server_span)
+}
+
+/// Serves `router` on `listener` until `stopping`, then drains in-flight
+/// calls for at most `drain`.
+pub async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    stopping: Stopping,
+    drain: Duration,
+    service: &'static str,
+) -> anyhow::Result<()> {
+    let bound: SocketAddr = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(service, addr = %bound, "serving");
+    let serve = router.serve_with_incoming_shutdown(incoming, stopping.clone().wait());
+    tokio::select! {
+        result = serve => result.context("gRPC server failed")?,
+        () = stopping.drain_deadline(drain) => {
+            tracing::warn!(service, ?drain, "drain timeout passed, abandoning in-flight calls");
+        }
+    }
+    tracing::info!(service, "stopped");
+    Ok(())
+}

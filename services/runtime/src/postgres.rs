@@ -1,0 +1,95 @@
+//! Postgres plumbing shared by the services that use it: a bounded pool and
+//! migrations serialised across replicas.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use secrecy::{ExposeSecret as _, SecretString};
+
+/// Connection settings from a URL, with the timeout on connecting, TCP
+/// keepalives, the application name, and `synchronous_commit = on` so that a
+/// reported write is durable whatever the database default.
+pub fn connection_config(
+    url: &SecretString,
+    application_name: &str,
+    timeout: Duration,
+) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::from_str(url.expose_secret())
+        .context("TINYURL_DATABASE_URL is not a valid Postgres URL")?;
+    config
+        .connect_timeout(timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .application_name(application_name)
+        .options("-c synchronous_commit=on");
+    Ok(config)
+}
+
+/// A pool whose every wait, connect and recycle is bounded by `timeout`;
+/// `post_create` runs on each new connection before it is used.
+pub fn pool(
+    config: tokio_postgres::Config,
+    size: usize,
+    timeout: Duration,
+    post_create: Option<Hook>,
+) -> anyhow::Result<Pool> {
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let mut builder = Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(timeout),
+            create: Some(timeout),
+            recycle: Some(timeout),
+        });
+    if let Some(hook) = post_create {
+        builder = builder.post_create(hook);
+    }
+    builder.build().context("cannot build the Postgres pool")
+}
+
+/// Runs `migrations` on a connection of its own while holding the advisory
+/// lock `lock_key`, so replicas starting together apply them once.
+pub async fn migrate(
+    config: &tokio_postgres::Config,
+    timeout: Duration,
+    lock_key: i64,
+    history_table: &str,
+    mut migrations: refinery::Runner,
+) -> anyhow::Result<()> {
+    let (mut client, connection) =
+        tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to Postgres timed out after {timeout:?}"))?
+            .context("cannot connect to Postgres to migrate")?;
+    let connection = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&lock_key])
+        .await
+        .context("cannot take the migration lock")?;
+    let report = migrations
+        .set_migration_table_name(history_table)
+        .run_async(&mut client)
+        .await;
+    // Unlock on the same session whatever happened; if this fails the lock
+    // goes with the connection.
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&lock_key])
+        .await;
+    let report = report.context("migration failed")?;
+    unlock.context("cannot release the migration lock")?;
+    for migration in report.applied_migrations() {
+        tracing::info!(migration = %migration, "applied migration");
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
