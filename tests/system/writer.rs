@@ -502,6 +502,21 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         tonic::Code::InvalidArgument
     );
 
+    // Health and reflection, like every gRPC service.
+    let channel = Channel::from_shared(writer.endpoint())?.connect().await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "tinyurl.v1.Links".to_owned(),
+        })
+        .await?
+        .into_inner()
+        .status;
+    assert_eq!(
+        serving,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
     // Delete: gone from Postgres and Redis.
     links
         .delete_link(authed(
@@ -527,6 +542,13 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
     assert_eq!(
         command(redis_port, &["GET", &format!("link:{}", link.code)]).await?,
         Reply::Bulk(None)
+    );
+
+    let mut writer = writer;
+    let exit = writer.terminate(Duration::from_secs(20)).await?;
+    assert!(
+        exit.success(),
+        "SIGTERM must end in a clean exit, got {exit:?}"
     );
     Ok(())
 }

@@ -118,7 +118,7 @@ async fn maintain(
     retention: Duration,
     stopping: Stopping,
 ) {
-    let stopped = stopping.wait();
+    let stopped = stopping.clone().wait();
     tokio::pin!(stopped);
     let mut interval = tokio::time::interval(MAINTENANCE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -128,7 +128,8 @@ async fn maintain(
             () = &mut stopped => return,
         }
         match store.ping().await {
-            Ok(()) => readiness.set_ready(true),
+            // Never turn ready again once shutdown has begun.
+            Ok(()) => readiness.set_ready(!stopping.is_stopping()),
             Err(error) => {
                 tracing::warn!(error = %error, "postgres unreachable, reporting not ready");
                 readiness.set_ready(false);

@@ -35,6 +35,11 @@ impl Stopping {
         Self { receiver }
     }
 
+    /// Whether stopping has begun.
+    pub fn is_stopping(&self) -> bool {
+        *self.receiver.borrow()
+    }
+
     /// Resolves once stopping has begun (or the signal task is gone).
     pub async fn wait(mut self) {
         let _ = self.receiver.wait_for(|stopping| *stopping).await;
