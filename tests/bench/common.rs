@@ -1,6 +1,7 @@
 //! What the benchmarks share: latency samples and their summary.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -53,4 +54,30 @@ pub async fn collect(
 
 pub fn micros(duration: Duration) -> u32 {
     u32::try_from(duration.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// Calls `operation` back to back for `duration`, timing each call. The
+/// argument is the call's sequence number (from 1); the result is how many
+/// rows or leases the call produced, or `None` when it failed.
+pub async fn timed_loop<F, Fut>(duration: Duration, mut operation: F) -> Sample
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Option<u64>>,
+{
+    let mut sample = Sample::default();
+    let started = Instant::now();
+    let mut sequence = 0_u64;
+    while started.elapsed() < duration {
+        sequence += 1;
+        let call = Instant::now();
+        match operation(sequence).await {
+            Some(done) => {
+                sample.operations += done;
+                sample.latencies_micros.push(micros(call.elapsed()));
+            }
+            None => sample.errors += 1,
+        }
+    }
+    sample.elapsed = started.elapsed();
+    sample
 }

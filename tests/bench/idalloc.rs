@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{Sample, collect, micros};
+use common::{Sample, collect, timed_loop};
 use tinyurl_harness::PgCluster;
 use tinyurl_harness::services::start_idalloc;
 use tinyurl_proto::v1::LeaseRangeRequest;
@@ -164,24 +164,17 @@ async fn run_raw(
         let start_line = Arc::clone(&start_line);
         tasks.push(tokio::spawn(async move {
             let statement = client.prepare(tinyurl_idalloc::store::LEASE_SQL).await?;
-            let mut sample = Sample::default();
             start_line.wait().await;
-            let started = Instant::now();
-            while started.elapsed() < duration {
-                let call = Instant::now();
-                let no_request_id: Option<&str> = None;
-                match client
-                    .query_one(&statement, &[&"bench-raw", &count, &no_request_id])
+            let no_request_id: Option<&str> = None;
+            let (client, statement) = (&client, &statement);
+            let sample = timed_loop(duration, |_| async move {
+                client
+                    .query_one(statement, &[&"bench-raw", &count, &no_request_id])
                     .await
-                {
-                    Ok(_) => {
-                        sample.operations += 1;
-                        sample.latencies_micros.push(micros(call.elapsed()));
-                    }
-                    Err(_) => sample.errors += 1,
-                }
-            }
-            sample.elapsed = started.elapsed();
+                    .ok()
+                    .map(|_| 1)
+            })
+            .await;
             anyhow::Ok(sample)
         }));
     }
@@ -206,35 +199,28 @@ async fn run_grpc(
     let start_line = Arc::new(tokio::sync::Barrier::new(concurrency));
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let mut client = IdAllocatorClient::new(channels[worker % channels.len()].clone());
+        let client = IdAllocatorClient::new(channels[worker % channels.len()].clone());
         let start_line = Arc::clone(&start_line);
         tasks.push(tokio::spawn(async move {
-            let mut sample = Sample::default();
             start_line.wait().await;
-            let started = Instant::now();
-            let mut sequence = 0_u64;
-            while started.elapsed() < duration {
-                sequence += 1;
+            let run = Instant::now();
+            let sample = timed_loop(duration, |sequence| {
+                let mut client = client.clone();
                 let request_id = if with_request_id {
-                    format!("bench-{worker}-{sequence}-{}", started.elapsed().as_nanos())
+                    format!("bench-{worker}-{sequence}-{}", run.elapsed().as_nanos())
                 } else {
                     String::new()
                 };
-                let call = Instant::now();
-                let request = LeaseRangeRequest {
-                    namespace: "bench-grpc".to_owned(),
-                    count,
-                    request_id,
-                };
-                match client.lease_range(request).await {
-                    Ok(_) => {
-                        sample.operations += 1;
-                        sample.latencies_micros.push(micros(call.elapsed()));
-                    }
-                    Err(_) => sample.errors += 1,
+                async move {
+                    let request = LeaseRangeRequest {
+                        namespace: "bench-grpc".to_owned(),
+                        count,
+                        request_id,
+                    };
+                    client.lease_range(request).await.ok().map(|_| 1)
                 }
-            }
-            sample.elapsed = started.elapsed();
+            })
+            .await;
             anyhow::Ok(sample)
         }));
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::{Sample, collect, micros};
+use common::{Sample, collect, timed_loop};
 use tinyurl_harness::services::{WriterSetup, start_idalloc};
 use tinyurl_harness::{PgCluster, RedisServer};
 use tinyurl_proto::v1::links_client::LinksClient;
@@ -292,63 +292,58 @@ async fn run_writer(
         format!("Bearer {key}").parse()?;
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let mut client = LinksClient::new(channels[worker % channels.len()].clone());
+        let client = LinksClient::new(channels[worker % channels.len()].clone());
         let start_line = Arc::clone(&start_line);
         let authorization = authorization.clone();
         tasks.push(tokio::spawn(async move {
-            let mut sample = Sample::default();
             start_line.wait().await;
-            let started = Instant::now();
-            let mut sequence = 0_u64;
-            while started.elapsed() < duration {
-                let call = Instant::now();
-                let outcome = if batch == 1 {
-                    sequence += 1;
-                    let mut request = tonic::Request::new(CreateLinkRequest {
+            let sample = timed_loop(duration, |call| {
+                let mut client = client.clone();
+                let authorization = authorization.clone();
+                let first = (call - 1) * batch as u64;
+                let links: Vec<CreateLinkRequest> = (first..first + batch as u64)
+                    .map(|sequence| CreateLinkRequest {
                         target_url: format!("https://example.com/{worker}/{sequence}"),
                         ..CreateLinkRequest::default()
-                    });
-                    request
-                        .metadata_mut()
-                        .insert("authorization", authorization.clone());
-                    client.create_link(request).await.map(|_| 1)
-                } else {
-                    let links = (0..batch)
-                        .map(|_| {
-                            sequence += 1;
-                            CreateLinkRequest {
-                                target_url: format!("https://example.com/{worker}/{sequence}"),
-                                ..CreateLinkRequest::default()
-                            }
-                        })
-                        .collect();
-                    let mut request = tonic::Request::new(BatchCreateLinksRequest { links });
-                    request
-                        .metadata_mut()
-                        .insert("authorization", authorization.clone());
-                    client.batch_create_links(request).await.map(|response| {
-                        response
-                            .into_inner()
-                            .results
-                            .iter()
-                            .filter(|result| {
-                                matches!(
-                                    result.result,
-                                    Some(batch_create_links_result::Result::Link(_))
-                                )
-                            })
-                            .count()
                     })
-                };
-                match outcome {
-                    Ok(created) if created == batch => {
-                        sample.operations += created as u64;
-                        sample.latencies_micros.push(micros(call.elapsed()));
-                    }
-                    _ => sample.errors += 1,
+                    .collect();
+                async move {
+                    let created = if let [single] = links.as_slice() {
+                        let mut request = tonic::Request::new(single.clone());
+                        request
+                            .metadata_mut()
+                            .insert("authorization", authorization);
+                        client.create_link(request).await.ok().map(|_| 1)
+                    } else {
+                        let mut request = tonic::Request::new(BatchCreateLinksRequest { links });
+                        request
+                            .metadata_mut()
+                            .insert("authorization", authorization);
+                        client
+                            .batch_create_links(request)
+                            .await
+                            .ok()
+                            .map(|response| {
+                                response
+                                    .into_inner()
+                                    .results
+                                    .iter()
+                                    .filter(|result| {
+                                        matches!(
+                                            result.result,
+                                            Some(batch_create_links_result::Result::Link(_))
+                                        )
+                                    })
+                                    .count()
+                            })
+                    };
+                    // A batch with a failed item counts as an error.
+                    created
+                        .filter(|created| *created == batch)
+                        .map(|created| created as u64)
                 }
-            }
-            sample.elapsed = started.elapsed();
+            })
+            .await;
             anyhow::Ok(sample)
         }));
     }

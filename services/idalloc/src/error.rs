@@ -33,22 +33,11 @@ impl LeaseError {
         }
     }
 
-    /// Classifies a Postgres error: anything about the connection or a server
-    /// that is shutting down, starting or read-only (a replica) is transient.
+    /// Transient Postgres failures (see `tinyurl_runtime::postgres::is_transient`)
+    /// are retryable; anything else is a bug or an unexpected state.
     pub fn from_postgres(error: tokio_postgres::Error) -> Self {
-        let Some(state) = error.code() else {
-            // No SQLSTATE: the connection broke or could not be made.
-            return Self::Unavailable(error.to_string());
-        };
-        let code = state.code();
-        let transient = code.starts_with("08") // connection exception
-            || code.starts_with("57P") // operator intervention: shutdown, cannot connect now
-            || code == "25006" // read-only transaction: we reached a standby
-            || code == "40001" // serialization failure
-            || code == "40P01" // deadlock detected
-            || code == "53300"; // too many connections
-        if transient {
-            Self::Unavailable(format!("{code}: {error}"))
+        if tinyurl_runtime::postgres::is_transient(&error) {
+            Self::Unavailable(error.to_string())
         } else {
             Self::Unexpected(anyhow::Error::new(error).context("lease query failed"))
         }

@@ -93,3 +93,20 @@ pub async fn migrate(
     let _ = connection.await;
     Ok(())
 }
+
+/// Whether a Postgres error is worth retrying: no SQLSTATE (the connection
+/// broke or could not be made), a connection exception, a server shutting
+/// down or starting, a read-only standby, a serialization failure or deadlock,
+/// or too many connections. Services answer these with `UNAVAILABLE`.
+pub fn is_transient(error: &tokio_postgres::Error) -> bool {
+    let Some(state) = error.code() else {
+        return true;
+    };
+    let code = state.code();
+    code.starts_with("08") // connection exception
+        || code.starts_with("57P") // operator intervention: shutdown, cannot connect now
+        || code == "25006" // read-only transaction: we reached a standby
+        || code == "40001" // serialization failure
+        || code == "40P01" // deadlock detected
+        || code == "53300" // too many connections
+}

@@ -69,52 +69,33 @@ impl LinkCache {
     #[tracing::instrument(name = "cache_write_through", skip_all, fields(count = links.len()))]
     pub async fn write_through(&self, links: &[StoredLink]) {
         let Some(client) = &self.client else { return };
-        if let [link] = links {
+        let outcome = match links {
+            [] => return,
             // One link (the common create): a plain SET, no pipeline overhead.
-            let Some(expiry) = self.expiry_for(link) else {
-                return;
-            };
-            let written: Result<(), Error> = client
-                .with_options(&self.options)
-                .set(
-                    link_key(&link.code),
-                    cached(link).encode(),
-                    Some(expiry),
-                    None,
-                    false,
-                )
-                .await;
-            match written {
-                Ok(()) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
-                    .increment(1),
-                Err(error) => record_failure("write_through", &error),
+            [link] => match self
+                .set_entry(&client.with_options(&self.options), link)
+                .await
+            {
+                None => return,
+                Some(written) => written,
+            },
+            _ => {
+                let pipeline = client.with_options(&self.options).pipeline();
+                let mut queued = Ok(());
+                for link in links {
+                    if let Some(Err(error)) = self.set_entry(&pipeline, link).await {
+                        queued = Err(error);
+                        break;
+                    }
+                }
+                match queued {
+                    Ok(()) => pipeline.all::<Vec<Value>>().await.map(drop),
+                    Err(error) => Err(error),
+                }
             }
-            return;
-        }
-        if links.is_empty() {
-            return;
-        }
-        let pipeline = client.with_options(&self.options).pipeline();
-        for link in links {
-            let Some(expiry) = self.expiry_for(link) else {
-                continue;
-            };
-            let queued: Result<(), Error> = pipeline
-                .set(
-                    link_key(&link.code),
-                    cached(link).encode(),
-                    Some(expiry),
-                    None,
-                    false,
-                )
-                .await;
-            if let Err(error) = queued {
-                record_failure("write_through", &error);
-                return;
-            }
-        }
-        match pipeline.all::<Vec<Value>>().await {
-            Ok(_) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
+        };
+        match outcome {
+            Ok(()) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
                 .increment(links.len() as u64),
             Err(error) => record_failure("write_through", &error),
         }
@@ -124,21 +105,12 @@ impl LinkCache {
     pub async fn replace(&self, link: &StoredLink) {
         let Some(client) = &self.client else { return };
         let client = client.with_options(&self.options);
-        let write: Result<(), Error> = match self.expiry_for(link) {
-            Some(expiry) => {
-                client
-                    .set(
-                        link_key(&link.code),
-                        cached(link).encode(),
-                        Some(expiry),
-                        None,
-                        false,
-                    )
-                    .await
-            }
-            None => client.del(link_key(&link.code)).await,
+        let written = match self.set_entry(&client, link).await {
+            Some(written) => written,
+            // Expired already: nothing worth caching, drop the stale entry.
+            None => client.del::<i64, _>(link_key(&link.code)).await.map(drop),
         };
-        if let Err(error) = write {
+        if let Err(error) = written {
             record_failure("replace", &error);
         }
         self.announce(&link.code).await;
@@ -153,6 +125,27 @@ impl LinkCache {
             record_failure("remove", &error);
         }
         self.announce(code).await;
+    }
+
+    /// SETs the entry of `link` with its TTL on `target` (a client or a
+    /// pipeline); `None` when the link has already expired.
+    async fn set_entry<C: KeysInterface + Sync>(
+        &self,
+        target: &C,
+        link: &StoredLink,
+    ) -> Option<Result<(), Error>> {
+        let expiry = self.expiry_for(link)?;
+        Some(
+            target
+                .set(
+                    link_key(&link.code),
+                    cached(link).encode(),
+                    Some(expiry),
+                    None,
+                    false,
+                )
+                .await,
+        )
     }
 
     async fn announce(&self, code: &str) {

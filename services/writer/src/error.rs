@@ -71,19 +71,10 @@ impl WriterError {
         }
     }
 
-    /// Postgres errors: connection-level and transient ones are UNAVAILABLE.
+    /// Transient Postgres failures (see `tinyurl_runtime::postgres::is_transient`)
+    /// are UNAVAILABLE; anything else is a bug or an unexpected state.
     pub fn from_postgres(error: tokio_postgres::Error) -> Self {
-        let transient = match error.code() {
-            None => true,
-            Some(state) => {
-                let code = state.code();
-                code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code == "25006"
-                    || code == "53300"
-            }
-        };
-        if transient {
+        if tinyurl_runtime::postgres::is_transient(&error) {
             tracing::warn!(%error, "postgres unavailable");
             Self::Unavailable("the link store is unavailable; retry later".to_owned())
         } else {
