@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod services;
+pub mod system;
 
 pub use postgres::{PgCluster, PgServer, TestDatabase};
 pub use process::{free_port, wait_until};

@@ -196,33 +196,105 @@ impl Drop for ServiceProcess {
 
 /// Status code of a plain HTTP/1.0 GET, without pulling an HTTP client in.
 pub async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
-    let (status, _) = http_get(addr, path).await?;
-    Ok(status)
+    Ok(http_request(addr, "GET", path).await?.status)
 }
 
-/// Status code and body of a plain HTTP/1.0 GET.
+/// Status code and body (as text) of a plain HTTP/1.0 GET.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let response = http_request(addr, "GET", path).await?;
+    let body = String::from_utf8_lossy(&response.body).into_owned();
+    Ok((response.status, body))
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.0 request on a fresh connection, bounded by 5 s.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<HttpResponse> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .write_all(format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
             .await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
         anyhow::Ok(response)
     };
-    let response = tokio::time::timeout(Duration::from_secs(5), exchange).await??;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
+    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .with_context(|| format!("{method} {path} on {addr} took longer than 5 s"))??;
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .context("HTTP response without a header end")?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|code| code.parse().ok())
-        .context("malformed HTTP response")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+        .context("malformed HTTP status line")?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: response[split + 4..].to_vec(),
+    })
+}
+
+/// Sum of every sample of `metric` whose labels contain all of `labels`
+/// (`key="value"` strings), read from a service's `/metrics`.
+pub async fn metric(admin: SocketAddr, metric: &str, labels: &[&str]) -> anyhow::Result<f64> {
+    let (status, text) = http_get(admin, "/metrics").await?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}");
+    let mut total = 0.0;
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        if name == metric && labels.iter().all(|label| series_labels.contains(label)) {
+            total += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}
+
+/// Starts a `tinyurl-redirect` process with `env`.
+pub async fn start_redirect(env: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
+    let binary = ServiceBinary::locate("tinyurl-redirect")?;
+    ServiceProcess::start(
+        &binary,
+        env.iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    )
+    .await
 }
 
 /// Starts a `tinyurl-idalloc` process on `database_url`, with `extra`

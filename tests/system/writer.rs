@@ -539,9 +539,11 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
             .code(),
         tonic::Code::NotFound
     );
+    // A tombstone, not a DEL: a redirect replica filling the cache from a
+    // lagging Postgres replica cannot put the deleted link back.
     assert_eq!(
         command(redis_port, &["GET", &format!("link:{}", link.code)]).await?,
-        Reply::Bulk(None)
+        Reply::Bulk(Some(tinyurl_domain::cached::NEGATIVE_ENTRY.to_owned()))
     );
 
     let mut writer = writer;

@@ -43,6 +43,19 @@ pub const RESERVED_ALIASES: &[&str] = &[
     "www",
 ];
 
+/// Whether `candidate` has the shape of a link key: a generated code or an
+/// alias (`A-Z a-z 0-9 _ -`, 3 to 64 characters, starting with a letter or
+/// digit). Reserved words pass: a generated code may spell one. Allocation
+/// free, so a request path can be screened before any I/O.
+pub fn is_link_shaped(candidate: &str) -> bool {
+    let bytes = candidate.as_bytes();
+    (MIN_ALIAS_LEN..=MAX_ALIAS_LEN).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-'))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AliasError {
     #[error("alias is {length} characters; it must be {MIN_ALIAS_LEN} to {MAX_ALIAS_LEN}")]
@@ -94,6 +107,26 @@ impl Alias {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_shape_matches_alias_and_code_rules() {
+        for shaped in ["abc", "Summer-Sale_2026", "0aZ", "metrics", &"x".repeat(64)] {
+            assert!(is_link_shaped(shaped), "{shaped:?}");
+        }
+        for unshaped in [
+            "",
+            "ab",
+            "-abc",
+            "_abc",
+            "a.b",
+            "a/b",
+            "abc+",
+            "ä12",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_link_shaped(unshaped), "{unshaped:?}");
+        }
+    }
 
     #[test]
     fn accepts_documented_aliases() {

@@ -9,8 +9,19 @@ pub fn link_key(code: &str) -> String {
     format!("link:{code}")
 }
 
-/// Redis pub/sub channel on which changed codes are announced.
+/// Redis pub/sub channel on which created, changed and deleted codes are
+/// announced; a message holds one or more codes separated by spaces.
 pub const INVALIDATION_CHANNEL: &str = "tinyurl:invalidate";
+
+/// The value of a negative entry: "no link has this code". Redirect writes it
+/// with `NX` (so it never replaces a link), the writer overwrites it when the
+/// code is created and writes it as a tombstone when a link is deleted (so a
+/// lagging replica cannot put the deleted link back).
+pub const NEGATIVE_ENTRY: &str = "none";
+
+/// Redis stream the redirect services append click counts to, for the
+/// analytics consumer: one entry per flush, fields `code` → clicks.
+pub const CLICKS_STREAM: &str = "tinyurl:clicks";
 
 /// What redirect needs to answer for a code.
 #[derive(Debug, Clone, PartialEq, Eq)]

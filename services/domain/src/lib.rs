@@ -6,7 +6,7 @@ pub mod cached;
 pub mod codec;
 pub mod target;
 
-pub use alias::{Alias, AliasError};
+pub use alias::{Alias, AliasError, is_link_shaped};
 pub use cached::CachedLink;
 pub use codec::{Code, CodeCodec, CodecError};
 pub use target::{TargetPolicy, TargetUrl, TargetUrlError};

@@ -11,9 +11,13 @@ use fred::prelude::*;
 use fred::types::Expiration;
 use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_domain::CachedLink;
-use tinyurl_domain::cached::{INVALIDATION_CHANNEL, link_key};
+use tinyurl_domain::cached::{INVALIDATION_CHANNEL, NEGATIVE_ENTRY, link_key};
 
 use crate::store::StoredLink;
+
+/// How long a deleted link's tombstone lives: far longer than any replica
+/// lag the redirect service tolerates.
+const TOMBSTONE_TTL_MILLIS: i64 = 10 * 60 * 1000;
 
 #[derive(Clone)]
 pub struct LinkCache {
@@ -65,34 +69,38 @@ impl LinkCache {
         self.client.is_some()
     }
 
-    /// Writes new links through; never fails the caller.
+    /// Writes new links through and announces their codes, in one round
+    /// trip; never fails the caller. The announcement evicts any short-lived
+    /// "not found" a redirect replica may hold for a code that was probed
+    /// before it existed (typically a custom alias).
     #[tracing::instrument(name = "cache_write_through", skip_all, fields(count = links.len()))]
     pub async fn write_through(&self, links: &[StoredLink]) {
         let Some(client) = &self.client else { return };
-        let outcome = match links {
-            [] => return,
-            // One link (the common create): a plain SET, no pipeline overhead.
-            [link] => match self
-                .set_entry(&client.with_options(&self.options), link)
+        if links.is_empty() {
+            return;
+        }
+        let pipeline = client.with_options(&self.options).pipeline();
+        let mut queued = Ok(());
+        for link in links {
+            if let Some(Err(error)) = self.set_entry(&pipeline, link).await {
+                queued = Err(error);
+                break;
+            }
+        }
+        let codes = links
+            .iter()
+            .map(|link| link.code.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let outcome = match queued {
+            Ok(()) => match pipeline
+                .publish::<Value, _, _>(INVALIDATION_CHANNEL, codes)
                 .await
             {
-                None => return,
-                Some(written) => written,
+                Ok(_) => pipeline.all::<Vec<Value>>().await.map(drop),
+                Err(error) => Err(error),
             },
-            _ => {
-                let pipeline = client.with_options(&self.options).pipeline();
-                let mut queued = Ok(());
-                for link in links {
-                    if let Some(Err(error)) = self.set_entry(&pipeline, link).await {
-                        queued = Err(error);
-                        break;
-                    }
-                }
-                match queued {
-                    Ok(()) => pipeline.all::<Vec<Value>>().await.map(drop),
-                    Err(error) => Err(error),
-                }
-            }
+            Err(error) => Err(error),
         };
         match outcome {
             Ok(()) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
@@ -116,11 +124,22 @@ impl LinkCache {
         self.announce(&link.code).await;
     }
 
-    /// Removes the entry of a deleted link and announces the change.
+    /// Replaces the entry of a deleted link with a tombstone and announces
+    /// the change. A tombstone rather than a DEL: a redirect replica filling
+    /// the cache from a lagging Postgres replica writes with `NX`, so it
+    /// cannot put the deleted link back while the tombstone lives.
     pub async fn remove(&self, code: &str) {
         let Some(client) = &self.client else { return };
-        let removed: Result<i64, Error> =
-            client.with_options(&self.options).del(link_key(code)).await;
+        let removed: Result<(), Error> = client
+            .with_options(&self.options)
+            .set(
+                link_key(code),
+                NEGATIVE_ENTRY,
+                Some(Expiration::PX(TOMBSTONE_TTL_MILLIS)),
+                None,
+                false,
+            )
+            .await;
         if let Err(error) = removed {
             record_failure("remove", &error);
         }

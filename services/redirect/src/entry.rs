@@ -1,0 +1,228 @@
+//! What a code resolves to, prepared once when it enters the in-process cache
+//! so that answering a hit copies ready-made header values and allocates
+//! nothing.
+
+use std::time::{Duration, SystemTime};
+
+use axum::http::{HeaderValue, StatusCode};
+use tinyurl_domain::CachedLink;
+
+/// The answer for one code.
+#[derive(Debug)]
+pub enum Entry {
+    /// A live link.
+    Link(Link),
+    /// Disabled, or past its expiry: 410.
+    Gone,
+    /// No link has this code: 404.
+    Missing,
+}
+
+#[derive(Debug)]
+pub struct Link {
+    pub status: StatusCode,
+    /// The destination, for query forwarding and the preview page.
+    pub target: Box<str>,
+    pub location: HeaderValue,
+    pub cache_control: HeaderValue,
+    pub forward_query: bool,
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Per-status browser caching.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    /// `max-age` of 301/308: bounded so that a disabled or changed link does
+    /// not stay pinned in browsers.
+    pub permanent_max_age: Duration,
+}
+
+impl Entry {
+    /// Prepares the entry for a stored record as of `now`.
+    pub fn from_record(record: CachedLink, now: SystemTime, policy: CachePolicy) -> Self {
+        if !record.enabled || record.expires_at.is_some_and(|at| at <= now) {
+            return Self::Gone;
+        }
+        let Ok(location) = HeaderValue::try_from(record.target_url.as_str()) else {
+            // The writer validates targets; a record that is not a valid header
+            // value is corrupt, and redirecting to it is not an option.
+            tracing::error!(target = %record.target_url, "stored target is not a valid Location");
+            return Self::Gone;
+        };
+        let status = match record.redirect_status {
+            301 => StatusCode::MOVED_PERMANENTLY,
+            307 => StatusCode::TEMPORARY_REDIRECT,
+            308 => StatusCode::PERMANENT_REDIRECT,
+            _ => StatusCode::FOUND,
+        };
+        let cache_control = if matches!(record.redirect_status, 301 | 308) {
+            let mut max_age = policy.permanent_max_age;
+            if let Some(left) = record.expires_at.and_then(|at| at.duration_since(now).ok()) {
+                max_age = max_age.min(left);
+            }
+            HeaderValue::try_from(format!("public, max-age={}", max_age.as_secs()))
+                .unwrap_or(HeaderValue::from_static("no-cache"))
+        } else {
+            // A temporary redirect is re-asked every time: that is its point.
+            HeaderValue::from_static("private, no-cache")
+        };
+        Self::Link(Link {
+            status,
+            target: record.target_url.into_boxed_str(),
+            location,
+            cache_control,
+            forward_query: record.forward_query,
+            expires_at: record.expires_at,
+        })
+    }
+
+    /// How long the in-process cache may keep this entry.
+    pub fn l1_lifetime(&self, ttl: Duration, negative_ttl: Duration, now: SystemTime) -> Duration {
+        match self {
+            Self::Link(link) => link.expires_at.map_or(ttl, |at| {
+                ttl.min(at.duration_since(now).unwrap_or_default())
+            }),
+            Self::Gone => ttl,
+            Self::Missing => negative_ttl,
+        }
+    }
+}
+
+/// The Location for a request carrying `query`: the request's query string is
+/// appended to the target's (before any fragment).
+pub fn location_with_query(target: &str, query: &str) -> String {
+    let (base, fragment) = match target.find('#') {
+        Some(at) => target.split_at(at),
+        None => (target, ""),
+    };
+    let separator = if !base.contains('?') {
+        "?"
+    } else if base.ends_with(['?', '&']) {
+        ""
+    } else {
+        "&"
+    };
+    let mut location = String::with_capacity(target.len() + query.len() + 1);
+    location.push_str(base);
+    location.push_str(separator);
+    location.push_str(query);
+    location.push_str(fragment);
+    location
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: CachePolicy = CachePolicy {
+        permanent_max_age: Duration::from_secs(300),
+    };
+
+    fn record(status: u16) -> CachedLink {
+        CachedLink {
+            target_url: "https://example.com/a".to_owned(),
+            redirect_status: status,
+            forward_query: false,
+            expires_at: None,
+            enabled: true,
+        }
+    }
+
+    fn link(entry: Entry) -> Link {
+        match entry {
+            Entry::Link(link) => link,
+            other => panic!("expected a link, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn permanent_redirects_are_cached_for_a_bounded_time() {
+        let now = SystemTime::now();
+        for status in [301, 308] {
+            let prepared = link(Entry::from_record(record(status), now, POLICY));
+            assert_eq!(prepared.status.as_u16(), status);
+            assert_eq!(prepared.cache_control, "public, max-age=300");
+        }
+        for status in [302, 307] {
+            let prepared = link(Entry::from_record(record(status), now, POLICY));
+            assert_eq!(prepared.status.as_u16(), status);
+            assert_eq!(prepared.cache_control, "private, no-cache");
+        }
+        let soon = CachedLink {
+            expires_at: Some(now + Duration::from_secs(42)),
+            ..record(301)
+        };
+        let prepared = link(Entry::from_record(soon, now, POLICY));
+        assert!(
+            prepared.cache_control.to_str().is_ok_and(|value| {
+                value == "public, max-age=42" || value == "public, max-age=41"
+            })
+        );
+    }
+
+    #[test]
+    fn disabled_and_expired_links_are_gone() {
+        let now = SystemTime::now();
+        let disabled = CachedLink {
+            enabled: false,
+            ..record(302)
+        };
+        assert!(matches!(
+            Entry::from_record(disabled, now, POLICY),
+            Entry::Gone
+        ));
+        let expired = CachedLink {
+            expires_at: Some(now - Duration::from_secs(1)),
+            ..record(302)
+        };
+        assert!(matches!(
+            Entry::from_record(expired, now, POLICY),
+            Entry::Gone
+        ));
+    }
+
+    #[test]
+    fn cache_lifetime_never_outlives_the_link() {
+        let now = SystemTime::now();
+        let ttl = Duration::from_secs(60);
+        let negative = Duration::from_secs(2);
+        let forever = Entry::from_record(record(302), now, POLICY);
+        assert_eq!(forever.l1_lifetime(ttl, negative, now), ttl);
+        let soon = Entry::from_record(
+            CachedLink {
+                expires_at: Some(now + Duration::from_secs(5)),
+                ..record(302)
+            },
+            now,
+            POLICY,
+        );
+        assert_eq!(soon.l1_lifetime(ttl, negative, now), Duration::from_secs(5));
+        assert_eq!(Entry::Missing.l1_lifetime(ttl, negative, now), negative);
+    }
+
+    #[test]
+    fn query_is_forwarded_before_the_fragment() {
+        let cases = [
+            ("https://x.example/p", "a=1", "https://x.example/p?a=1"),
+            (
+                "https://x.example/p?b=2",
+                "a=1",
+                "https://x.example/p?b=2&a=1",
+            ),
+            ("https://x.example/p?", "a=1", "https://x.example/p?a=1"),
+            (
+                "https://x.example/p#top",
+                "a=1",
+                "https://x.example/p?a=1#top",
+            ),
+            (
+                "https://x.example/p?b=2#top",
+                "a=1",
+                "https://x.example/p?b=2&a=1#top",
+            ),
+        ];
+        for (target, query, expected) in cases {
+            assert_eq!(location_with_query(target, query), expected, "{target}");
+        }
+    }
+}

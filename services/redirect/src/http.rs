@@ -1,0 +1,305 @@
+//! The public HTTP interface.
+//!
+//! - `GET|HEAD /{code}`: the link's redirect; `/{code}/` is the same link (one
+//!   trailing slash is ignored). Codes and aliases are case-sensitive.
+//! - `GET|HEAD /{code}+`: an HTML preview of the destination, no redirect.
+//! - `GET|HEAD /{code}/qr`: a PNG QR code of the short URL (`?format=svg` for SVG).
+//!
+//! A path that cannot be a code or alias is answered 404 before any I/O.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+    X_CONTENT_TYPE_OPTIONS,
+};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::Response;
+
+use crate::clicks::Clicks;
+use crate::entry::{Entry, Link, location_with_query};
+use crate::pages;
+use crate::resolve::{Resolution, Resolver};
+
+pub struct Shared {
+    pub resolver: Arc<Resolver>,
+    pub clicks: Arc<Clicks>,
+    pub public_base_url: String,
+    pub metrics: HttpMetrics,
+}
+
+/// Counter handles registered once: the hot path does no label lookups.
+pub struct HttpMetrics {
+    redirects: metrics::Counter,
+    not_found: metrics::Counter,
+    gone: metrics::Counter,
+    malformed: metrics::Counter,
+    unavailable: metrics::Counter,
+    previews: metrics::Counter,
+    qr_codes: metrics::Counter,
+    slow_path_seconds: metrics::Histogram,
+}
+
+impl HttpMetrics {
+    pub fn new() -> Self {
+        let outcome = |outcome: &'static str| metrics::counter!("redirect_requests_total", "outcome" => outcome);
+        Self {
+            redirects: outcome("redirect"),
+            not_found: outcome("not_found"),
+            gone: outcome("gone"),
+            malformed: outcome("malformed"),
+            unavailable: outcome("unavailable"),
+            previews: outcome("preview"),
+            qr_codes: outcome("qr"),
+            slow_path_seconds: metrics::histogram!("redirect_uncached_request_duration_seconds"),
+        }
+    }
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(shared)
+}
+
+enum Page<'a> {
+    Redirect(&'a str),
+    Preview(&'a str),
+    Qr(&'a str),
+}
+
+fn route(path: &str) -> Option<Page<'_>> {
+    let rest = path.strip_prefix('/')?;
+    let page = if let Some(code) = rest.strip_suffix("/qr") {
+        Page::Qr(code)
+    } else if let Some(code) = rest.strip_suffix('+') {
+        Page::Preview(code)
+    } else {
+        Page::Redirect(rest.strip_suffix('/').unwrap_or(rest))
+    };
+    let (Page::Redirect(code) | Page::Preview(code) | Page::Qr(code)) = page;
+    tinyurl_domain::is_link_shaped(code).then_some(page)
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let head = match *request.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => return method_not_allowed(),
+    };
+    let Some(page) = route(request.uri().path()) else {
+        shared.metrics.malformed.increment(1);
+        return not_found(false);
+    };
+    let code = match page {
+        Page::Redirect(code) | Page::Preview(code) | Page::Qr(code) => code,
+    };
+    let started = Instant::now();
+    let resolution = shared.resolver.resolve(code).await;
+    let response = answer(
+        &shared,
+        &page,
+        code,
+        head,
+        resolution,
+        request.uri().query(),
+    );
+    // L1 hits are sub-microsecond and counted, not timed; everything that
+    // went past L1 is timed.
+    let elapsed = started.elapsed();
+    if elapsed.as_micros() > 50 {
+        shared
+            .metrics
+            .slow_path_seconds
+            .record(elapsed.as_secs_f64());
+    }
+    response
+}
+
+fn answer(
+    shared: &Shared,
+    page: &Page<'_>,
+    code: &str,
+    head: bool,
+    resolution: Resolution,
+    query: Option<&str>,
+) -> Response {
+    let entry = match resolution {
+        Resolution::Entry(entry) => entry,
+        Resolution::Unconfirmed => {
+            shared.metrics.not_found.increment(1);
+            return not_found(true);
+        }
+        Resolution::Unavailable => {
+            shared.metrics.unavailable.increment(1);
+            return unavailable();
+        }
+    };
+    let link = match &*entry {
+        Entry::Link(link) if link.expires_at.is_none_or(|at| at > SystemTime::now()) => link,
+        Entry::Link(_) | Entry::Gone => {
+            shared.metrics.gone.increment(1);
+            return gone();
+        }
+        Entry::Missing => {
+            shared.metrics.not_found.increment(1);
+            return not_found(false);
+        }
+    };
+    match page {
+        Page::Redirect(_) => {
+            shared.metrics.redirects.increment(1);
+            if !head {
+                shared.clicks.record(code);
+            }
+            redirect(link, query)
+        }
+        Page::Preview(_) => {
+            shared.metrics.previews.increment(1);
+            let short_url = format!("{}/{code}", shared.public_base_url);
+            html(pages::preview(&short_url, link))
+        }
+        Page::Qr(_) => {
+            shared.metrics.qr_codes.increment(1);
+            let short_url = format!("{}/{code}", shared.public_base_url);
+            let svg = query.is_some_and(|query| query.split('&').any(|pair| pair == "format=svg"));
+            pages::qr(&short_url, svg)
+        }
+    }
+}
+
+fn redirect(link: &Link, query: Option<&str>) -> Response {
+    let location = match query {
+        Some(query) if link.forward_query && !query.is_empty() => {
+            HeaderValue::try_from(location_with_query(&link.target, query))
+                .unwrap_or_else(|_| link.location.clone())
+        }
+        _ => link.location.clone(),
+    };
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = link.status;
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, location);
+    headers.insert(CACHE_CONTROL, link.cache_control.clone());
+    response
+}
+
+fn plain(status: StatusCode, body: &'static str, cache_control: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    response
+}
+
+/// `unconfirmed`: the answer could not be checked against the primary, so no
+/// cache (ours or a browser's) may keep it.
+fn not_found(unconfirmed: bool) -> Response {
+    plain(
+        StatusCode::NOT_FOUND,
+        "404 Not Found: no link has this address.\n",
+        if unconfirmed { "no-store" } else { "no-cache" },
+    )
+}
+
+fn gone() -> Response {
+    plain(
+        StatusCode::GONE,
+        "410 Gone: this link has expired or was disabled.\n",
+        "no-cache",
+    )
+}
+
+fn unavailable() -> Response {
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: links cannot be read right now; try again shortly.\n",
+        "no-store",
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn method_not_allowed() -> Response {
+    let mut response = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "405 Method Not Allowed: only GET and HEAD.\n",
+        "no-store",
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+fn html(body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // The page embeds a user-supplied URL: no scripts, no remote content.
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(path: &str) -> Option<(&'static str, String)> {
+        route(path).map(|page| match page {
+            Page::Redirect(code) => ("redirect", code.to_owned()),
+            Page::Preview(code) => ("preview", code.to_owned()),
+            Page::Qr(code) => ("qr", code.to_owned()),
+        })
+    }
+
+    #[test]
+    fn routes_documented_paths() {
+        let routed = |kind: &'static str, code: &str| Some((kind, code.to_owned()));
+        assert_eq!(code_of("/abc123X"), routed("redirect", "abc123X"));
+        assert_eq!(code_of("/abc123X/"), routed("redirect", "abc123X"));
+        assert_eq!(code_of("/Sale-2026"), routed("redirect", "Sale-2026"));
+        assert_eq!(code_of("/abc123X+"), routed("preview", "abc123X"));
+        assert_eq!(code_of("/abc123X/qr"), routed("qr", "abc123X"));
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_a_code() {
+        for path in [
+            "/",
+            "//",
+            "/ab",
+            "/favicon.ico",
+            "/abc123X//",
+            "/a/b/c",
+            "/%61bc",
+            "/-abc",
+            "/abc123X+/qr",
+            "/abc123X/qr/",
+            &format!("/{}", "x".repeat(65)),
+        ] {
+            assert!(code_of(path).is_none(), "{path}");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Follows the writer's invalidation channel: each announced code is evicted
+//! from L1. Whenever the subscription may have missed messages (connection
+//! error, reconnect, a lagging receiver) L1 is flushed; the L1 TTL bounds
+//! staleness if a message is lost some other way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use secrecy::{ExposeSecret as _, SecretString};
+use tinyurl_domain::cached::INVALIDATION_CHANNEL;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::resolve::Resolver;
+
+pub fn subscriber(url: &SecretString, timeout: Duration) -> anyhow::Result<SubscriberClient> {
+    let client = Builder::from_config(Config::from_url(url.expose_secret())?)
+        .with_connection_config(|connection| {
+            connection.connection_timeout = timeout.max(Duration::from_millis(500));
+            connection.internal_command_timeout = timeout.max(Duration::from_millis(500));
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build_subscriber_client()?;
+    Ok(client)
+}
+
+/// Runs until `stopped` resolves.
+pub async fn follow(
+    client: SubscriberClient,
+    resolver: Arc<Resolver>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let mut messages = client.message_rx();
+    let mut reconnects = client.reconnect_rx();
+    let mut errors = client.error_rx();
+    let _resubscriber = client.manage_subscriptions();
+    let connection = client.connect();
+    let subscribing = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            // Queued until the first connection is up; resubscribed on every
+            // reconnect by manage_subscriptions.
+            while let Err(error) = client.subscribe(INVALIDATION_CHANNEL).await {
+                tracing::warn!(%error, "cannot subscribe to invalidations; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let received = metrics::counter!("redirect_invalidations_total");
+    let flushes = metrics::counter!("redirect_l1_flushes_total");
+    // Flush on the way down and on the way back up, not on every failed
+    // reconnect attempt: while Redis is down nothing can be announced, and
+    // the L1 TTL bounds what is served meanwhile.
+    let mut connected = false;
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Ok(message) => {
+                    let Some(codes) = message.value.as_str() else { continue };
+                    for code in codes.split(' ').filter(|code| !code.is_empty()) {
+                        resolver.invalidate(code).await;
+                        received.increment(1);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "invalidations lagged; flushing L1");
+                    resolver.flush();
+                    flushes.increment(1);
+                }
+                Err(RecvError::Closed) => return,
+            },
+            reconnect = reconnects.recv() => {
+                if !matches!(reconnect, Err(RecvError::Closed)) {
+                    connected = true;
+                    // Messages published while disconnected are gone.
+                    tracing::info!("invalidation subscription (re)connected; flushing L1");
+                    resolver.flush();
+                    flushes.increment(1);
+                }
+            }
+            error = errors.recv() => {
+                if let Ok((error, _)) = error
+                    && std::mem::replace(&mut connected, false)
+                {
+                    tracing::warn!(%error, "invalidation connection lost; flushing L1");
+                    resolver.flush();
+                    flushes.increment(1);
+                }
+            }
+            () = &mut stopped => break,
+        }
+    }
+    subscribing.abort();
+    let _ = client.quit().await;
+    connection.abort();
+}

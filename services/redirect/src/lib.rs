@@ -1,0 +1,15 @@
+//! `tinyurl-redirect`: the public, read-only redirect service.
+
+pub mod app;
+pub mod clicks;
+pub mod config;
+pub mod entry;
+pub mod http;
+pub mod invalidation;
+pub mod l2;
+pub mod pages;
+pub mod resolve;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;

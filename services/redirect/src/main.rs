@@ -1,0 +1,39 @@
+//! `tinyurl-redirect`: configuration → telemetry → App → serve until SIGTERM.
+
+use anyhow::Context as _;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+use tinyurl_redirect::{App, Config};
+use tinyurl_runtime::Env;
+
+/// The public redirect endpoint of tinyurl (GET /{code}).
+#[derive(Parser)]
+#[command(name = "tinyurl-redirect", version)]
+struct Cli {}
+
+fn main() -> anyhow::Result<()> {
+    let matches = Cli::command()
+        .after_long_help(tinyurl_redirect::config::env_help())
+        .after_help("Run with --help for the environment variables.")
+        .get_matches();
+    let _cli = Cli::from_arg_matches(&matches)?;
+    let config = Config::from_env(&Env::from_process())?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    runtime
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
+    let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
+    let app = App::build(config, Some(metrics))
+        .await
+        .context("cannot start the redirect service")?;
+    tracing::info!(http = %app.http_addr()?, admin = %app.admin_addr()?, "listening");
+    app.run(tinyurl_runtime::shutdown_signal()).await
+}

@@ -1,0 +1,124 @@
+//! The two non-redirect pages: the anti-phishing preview and the QR code.
+
+use axum::body::Body;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use qrcode::{Color, QrCode};
+
+use crate::entry::Link;
+
+/// Pixels per QR module, and the quiet zone in modules (the spec's 4).
+const MODULE_PIXELS: usize = 8;
+const QUIET_ZONE: usize = 4;
+
+/// An HTML page that shows where a short URL leads, without going there.
+pub fn preview(short_url: &str, link: &Link) -> String {
+    let target = escape(&link.target);
+    let short_url = escape(short_url);
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\">\
+         <title>Preview of {short_url}</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em}}\
+         code{{word-break:break-all;background:#f3f3f3;padding:.2em .4em}}</style></head>\
+         <body><h1>Where this link goes</h1>\
+         <p><code>{short_url}</code> redirects ({status}) to:</p>\
+         <p><code>{target}</code></p>\
+         <p>Check the address before you continue. \
+         <a href=\"{target}\" rel=\"noopener noreferrer nofollow\">Continue to the destination</a></p>\
+         </body></html>\n",
+        status = link.status.as_u16(),
+    )
+}
+
+/// A QR code of `short_url`, as PNG or SVG.
+pub fn qr(short_url: &str, svg: bool) -> Response {
+    let Ok(code) = QrCode::new(short_url.as_bytes()) else {
+        // Only a short URL longer than a QR code can hold gets here.
+        let mut response = Response::new(Body::from("the short URL does not fit a QR code\n"));
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        return response;
+    };
+    let (body, content_type) = if svg {
+        let image = code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .quiet_zone(true)
+            .module_dimensions(MODULE_PIXELS as u32, MODULE_PIXELS as u32)
+            .build();
+        (image.into_bytes(), "image/svg+xml")
+    } else {
+        match png(&code) {
+            Ok(image) => (image, "image/png"),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a QR PNG");
+                let mut response = Response::new(Body::from("cannot encode the QR code\n"));
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                return response;
+            }
+        }
+    };
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
+}
+
+/// Greyscale PNG, black modules on white with the quiet zone.
+fn png(code: &QrCode) -> Result<Vec<u8>, png::EncodingError> {
+    let modules = code.width();
+    let colors = code.to_colors();
+    let side = (modules + 2 * QUIET_ZONE) * MODULE_PIXELS;
+    let mut pixels = vec![255u8; side * side];
+    for (index, color) in colors.iter().enumerate() {
+        if *color != Color::Dark {
+            continue;
+        }
+        let (row, column) = (index / modules + QUIET_ZONE, index % modules + QUIET_ZONE);
+        for y in row * MODULE_PIXELS..(row + 1) * MODULE_PIXELS {
+            let start = y * side + column * MODULE_PIXELS;
+            pixels[start..start + MODULE_PIXELS].fill(0);
+        }
+    }
+    let mut out = Vec::new();
+    let side = u32::try_from(side).unwrap_or(u32::MAX);
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header()?.write_image_data(&pixels)?;
+    Ok(out)
+}
+
+/// HTML-escapes text for element content and double-quoted attributes.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape(r#"https://x.example/?a=<b>&c="d"'"#),
+            "https://x.example/?a=&lt;b&gt;&amp;c=&quot;d&quot;&#39;"
+        );
+    }
+}

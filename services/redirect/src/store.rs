@@ -1,0 +1,219 @@
+//! Reading links from Postgres: read replicas round-robin, skipping the ones
+//! a background probe has found unhealthy, and the primary when no replica is
+//! usable. Redirect never writes Postgres.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::Pool;
+use secrecy::SecretString;
+use tinyurl_domain::CachedLink;
+
+const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, enabled \
+                        FROM links WHERE code = $1";
+
+/// How often an unhealthy database is probed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Which kind of database answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Replica,
+    Primary,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Replica => "replica",
+            Self::Primary => "primary",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no database is reachable")]
+    Unavailable,
+}
+
+struct Database {
+    name: String,
+    source: Source,
+    pool: Pool,
+    healthy: AtomicBool,
+}
+
+pub struct LinkStore {
+    replicas: Vec<Arc<Database>>,
+    primary: Option<Arc<Database>>,
+    next_replica: AtomicUsize,
+    timeout: Duration,
+    queries: [metrics::Counter; 2],
+    errors: [metrics::Counter; 2],
+}
+
+impl LinkStore {
+    pub fn connect(
+        replica_urls: &[SecretString],
+        primary_url: Option<&SecretString>,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let open = |url: &SecretString, name: String, source: Source| -> anyhow::Result<_> {
+            let config =
+                tinyurl_runtime::postgres::connection_config(url, "tinyurl-redirect", timeout)?;
+            let pool = tinyurl_runtime::postgres::pool(config, pool_size, timeout, None)?;
+            Ok(Arc::new(Database {
+                name,
+                source,
+                pool,
+                healthy: AtomicBool::new(true),
+            }))
+        };
+        let replicas = replica_urls
+            .iter()
+            .enumerate()
+            .map(|(index, url)| open(url, format!("replica-{index}"), Source::Replica))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let primary = primary_url
+            .map(|url| open(url, "primary".to_owned(), Source::Primary))
+            .transpose()?;
+        let counter =
+            |name: &'static str, source: Source| metrics::counter!(name, "db" => source.label());
+        Ok(Self {
+            replicas,
+            primary,
+            next_replica: AtomicUsize::new(0),
+            timeout,
+            queries: [
+                counter("redirect_db_queries_total", Source::Replica),
+                counter("redirect_db_queries_total", Source::Primary),
+            ],
+            errors: [
+                counter("redirect_db_errors_total", Source::Replica),
+                counter("redirect_db_errors_total", Source::Primary),
+            ],
+        })
+    }
+
+    pub fn has_primary(&self) -> bool {
+        self.primary.is_some()
+    }
+
+    /// Looks `code` up on a healthy replica (the next one in turn, falling
+    /// over to the others), then on the primary if no replica answered.
+    pub async fn find(&self, code: &str) -> Result<(Option<CachedLink>, Source), StoreError> {
+        let count = self.replicas.len();
+        if count > 0 {
+            let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
+            for offset in 0..count {
+                let replica = &self.replicas[(start + offset) % count];
+                if !replica.healthy.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Ok(found) = self.find_on(replica, code).await {
+                    return Ok((found, Source::Replica));
+                }
+            }
+        }
+        self.find_on_primary(code)
+            .await
+            .map(|found| (found, Source::Primary))
+    }
+
+    /// Looks `code` up on the primary, unless it is known to be down.
+    pub async fn find_on_primary(&self, code: &str) -> Result<Option<CachedLink>, StoreError> {
+        match &self.primary {
+            Some(primary) if primary.healthy.load(Ordering::Relaxed) => {
+                self.find_on(primary, code).await
+            }
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+
+    async fn find_on(&self, db: &Database, code: &str) -> Result<Option<CachedLink>, StoreError> {
+        let slot = usize::from(db.source == Source::Primary);
+        self.queries[slot].increment(1);
+        let query = async {
+            let client = db.pool.get().await.map_err(|error| error.to_string())?;
+            let statement = client
+                .prepare_cached(FIND_SQL)
+                .await
+                .map_err(|error| error.to_string())?;
+            client
+                .query_opt(&statement, &[&code])
+                .await
+                .map_err(|error| error.to_string())
+        };
+        let row = match tokio::time::timeout(self.timeout, query).await {
+            Ok(Ok(row)) => row,
+            Ok(Err(error)) => return Err(self.mark_down(db, slot, &error)),
+            Err(_) => return Err(self.mark_down(db, slot, "query timed out")),
+        };
+        let Some(row) = row else { return Ok(None) };
+        let record = (|| -> Result<CachedLink, tokio_postgres::Error> {
+            let status: i16 = row.try_get(1)?;
+            Ok(CachedLink {
+                target_url: row.try_get(0)?,
+                redirect_status: u16::try_from(status).unwrap_or(302),
+                forward_query: row.try_get(2)?,
+                expires_at: row.try_get::<_, Option<SystemTime>>(3)?,
+                enabled: row.try_get(4)?,
+            })
+        })();
+        record.map(Some).map_err(|error| {
+            tracing::error!(db = %db.name, %error, "unexpected links row");
+            self.errors[slot].increment(1);
+            StoreError::Unavailable
+        })
+    }
+
+    fn mark_down(&self, db: &Database, slot: usize, error: &str) -> StoreError {
+        self.errors[slot].increment(1);
+        if db.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(db = %db.name, %error, "database unusable; probing it in the background");
+        }
+        StoreError::Unavailable
+    }
+
+    /// Whether some database can answer: the readiness of this process.
+    pub fn any_healthy(&self) -> bool {
+        self.replicas
+            .iter()
+            .chain(self.primary.iter())
+            .any(|db| db.healthy.load(Ordering::Relaxed))
+    }
+
+    /// Probes unhealthy databases until `stopped` resolves, and puts each
+    /// back in rotation once a `SELECT 1` succeeds; live traffic never pays
+    /// for a probe.
+    pub async fn probe_unhealthy(self: Arc<Self>, stopped: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stopped);
+        let mut interval = tokio::time::interval(PROBE_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = &mut stopped => return,
+            }
+            for db in self.replicas.iter().chain(self.primary.iter()) {
+                let healthy = db.healthy.load(Ordering::Relaxed);
+                metrics::gauge!("redirect_db_healthy", "db" => db.name.clone())
+                    .set(f64::from(u8::from(healthy)));
+                if healthy {
+                    continue;
+                }
+                let probe = async {
+                    let client = db.pool.get().await.ok()?;
+                    client.simple_query("SELECT 1").await.ok()
+                };
+                if let Ok(Some(_)) = tokio::time::timeout(self.timeout, probe).await {
+                    tracing::info!(db = %db.name, "database usable again");
+                    db.healthy.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! redirect against the real system: Postgres primary and streaming replica,
+//! Redis, idalloc and writer processes. Correctness of every answer, reads
+//! that never miss a fresh link while the replica lags, invalidation,
+//! faults of every dependency, and stampede coalescing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tinyurl_harness::redis::{Reply, command};
+use tinyurl_harness::services::{HttpResponse, http_request, metric};
+use tinyurl_harness::system::{PUBLIC_BASE_URL, System};
+use tinyurl_harness::{ServiceProcess, wait_until};
+use tinyurl_proto::v1::{CreateLinkRequest, Link, RedirectType, UpdateLinkRequest};
+
+async fn create(system: &System, request: CreateLinkRequest) -> anyhow::Result<Link> {
+    Ok(system
+        .links()?
+        .create_link(system.authed(request))
+        .await?
+        .into_inner())
+}
+
+fn to(target: &str) -> CreateLinkRequest {
+    CreateLinkRequest {
+        target_url: target.to_owned(),
+        ..CreateLinkRequest::default()
+    }
+}
+
+async fn get(redirect: &ServiceProcess, path: &str) -> anyhow::Result<HttpResponse> {
+    http_request(redirect.listen_addr(), "GET", path).await
+}
+
+async fn set_enabled(system: &System, code: &str, enabled: bool) -> anyhow::Result<()> {
+    system
+        .links()?
+        .update_link(system.authed(UpdateLinkRequest {
+            code: code.to_owned(),
+            enabled: Some(enabled),
+            ..UpdateLinkRequest::default()
+        }))
+        .await?;
+    Ok(())
+}
+
+/// Tier lookups and database queries of one redirect process: what a
+/// request that must do no I/O must leave unchanged.
+async fn io_count(admin: SocketAddr) -> anyhow::Result<f64> {
+    Ok(metric(admin, "redirect_tier_lookups_total", &[]).await?
+        + metric(admin, "redirect_db_queries_total", &[]).await?)
+}
+
+#[tokio::test]
+async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let mut redirect = system.start_redirect(&[]).await?;
+
+    for (kind, status) in [
+        (RedirectType::RedirectType301, 301),
+        (RedirectType::RedirectType302, 302),
+        (RedirectType::RedirectType307, 307),
+        (RedirectType::RedirectType308, 308),
+    ] {
+        let link = create(
+            &system,
+            CreateLinkRequest {
+                redirect_type: kind as i32,
+                ..to(&format!("https://example.com/status/{status}"))
+            },
+        )
+        .await?;
+        let response = get(&redirect, &format!("/{}", link.code)).await?;
+        assert_eq!(response.status, status, "{response:?}");
+        assert_eq!(
+            response.header("location"),
+            Some(format!("https://example.com/status/{status}").as_str())
+        );
+        let cache_control = response.header("cache-control").unwrap_or_default();
+        if matches!(status, 301 | 308) {
+            assert_eq!(cache_control, "public, max-age=300", "bounded max-age");
+        } else {
+            assert_eq!(cache_control, "private, no-cache");
+        }
+        // One trailing slash is the same link.
+        let slashed = get(&redirect, &format!("/{}/", link.code)).await?;
+        assert_eq!(slashed.status, status);
+    }
+
+    // Query forwarding, only when the link asks for it.
+    let forwarding = create(
+        &system,
+        CreateLinkRequest {
+            forward_query: true,
+            ..to("https://example.com/landing?src=short#top")
+        },
+    )
+    .await?;
+    let response = get(&redirect, &format!("/{}?utm=x&b=2", forwarding.code)).await?;
+    assert_eq!(
+        response.header("location"),
+        Some("https://example.com/landing?src=short&utm=x&b=2#top")
+    );
+    let plain = create(&system, to("https://example.com/plain")).await?;
+    let response = get(&redirect, &format!("/{}?utm=x", plain.code)).await?;
+    assert_eq!(
+        response.header("location"),
+        Some("https://example.com/plain")
+    );
+
+    // Case-sensitive: the same letters in another case are another code.
+    let alias = create(
+        &system,
+        CreateLinkRequest {
+            alias: "Spring-Sale".to_owned(),
+            ..to("https://example.com/sale")
+        },
+    )
+    .await?;
+    assert_eq!(get(&redirect, "/Spring-Sale").await?.status, 302);
+    assert_eq!(alias.code, "Spring-Sale");
+    let other_case = get(&redirect, "/spring-sale").await?;
+    assert_eq!(other_case.status, 404);
+
+    // Unknown, disabled and expired links.
+    let unknown = get(&redirect, "/NoSuchCode1").await?;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.text().contains("no link"), "{unknown:?}");
+    let disabled = create(&system, to("https://example.com/disabled")).await?;
+    set_enabled(&system, &disabled.code, false).await?;
+    let response = get(&redirect, &format!("/{}", disabled.code)).await?;
+    assert_eq!(response.status, 410);
+    assert!(response.text().contains("expired or was disabled"));
+    let expiring = create(
+        &system,
+        CreateLinkRequest {
+            expires_at: Some((SystemTime::now() + Duration::from_secs(3)).into()),
+            ..to("https://example.com/soon")
+        },
+    )
+    .await?;
+    assert_eq!(
+        get(&redirect, &format!("/{}", expiring.code)).await?.status,
+        302
+    );
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // The L1 entry lives until the expiry, never past it.
+    assert_eq!(
+        get(&redirect, &format!("/{}", expiring.code)).await?.status,
+        410
+    );
+
+    // Paths that cannot be a code: 404 without touching any tier.
+    let before = io_count(redirect.admin_addr()).await?;
+    for path in [
+        "/",
+        "/ab",
+        "/favicon.ico",
+        "/a/b/c",
+        "/-abc",
+        "/%41bcdef",
+        "/x+/qr",
+    ] {
+        let response = get(&redirect, path).await?;
+        assert_eq!(response.status, 404, "{path}");
+    }
+    assert_eq!(
+        io_count(redirect.admin_addr()).await?,
+        before,
+        "a malformed path must not reach any cache or database"
+    );
+    assert!(
+        metric(
+            redirect.admin_addr(),
+            "redirect_requests_total",
+            &["outcome=\"malformed\""]
+        )
+        .await?
+            >= 7.0
+    );
+
+    // HEAD: the same status and headers, no body.
+    let head = http_request(redirect.listen_addr(), "HEAD", &format!("/{}", plain.code)).await?;
+    assert_eq!(head.status, 302);
+    assert_eq!(head.header("location"), Some("https://example.com/plain"));
+    assert!(head.body.is_empty());
+    let post = http_request(redirect.listen_addr(), "POST", &format!("/{}", plain.code)).await?;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+
+    // Preview: the destination, escaped, and no redirect.
+    let tricky = create(&system, to("https://example.com/a?q=<script>&x=\"y\"")).await?;
+    let preview = get(&redirect, &format!("/{}+", tricky.code)).await?;
+    assert_eq!(preview.status, 200);
+    assert!(preview.header("location").is_none());
+    let html = preview.text();
+    // The writer stores the target percent-encoded; the page escapes the rest.
+    assert!(
+        html.contains("https://example.com/a?q=%3Cscript%3E&amp;x=%22y%22"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"));
+    assert_eq!(
+        get(&redirect, &format!("/{}+", disabled.code))
+            .await?
+            .status,
+        410
+    );
+
+    // QR: a PNG that decodes back to the short URL; SVG on request.
+    let qr = get(&redirect, &format!("/{}/qr", plain.code)).await?;
+    assert_eq!(qr.status, 200);
+    assert_eq!(qr.header("content-type"), Some("image/png"));
+    assert_eq!(
+        decode_qr(&qr.body)?,
+        format!("{PUBLIC_BASE_URL}/{}", plain.code)
+    );
+    let svg = get(&redirect, &format!("/{}/qr?format=svg", plain.code)).await?;
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    assert!(svg.text().contains("<svg"));
+    assert_eq!(get(&redirect, "/NoSuchCode1/qr").await?.status, 404);
+
+    let exit = redirect.terminate(Duration::from_secs(20)).await?;
+    assert!(exit.success(), "SIGTERM must end in a clean exit: {exit:?}");
+    Ok(())
+}
+
+fn decode_qr(png_bytes: &[u8]) -> anyhow::Result<String> {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info()?;
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap_or_default()];
+    let info = reader.next_frame(&mut pixels)?;
+    anyhow::ensure!(
+        info.color_type == png::ColorType::Grayscale && info.bit_depth == png::BitDepth::Eight,
+        "unexpected PNG format {info:?}"
+    );
+    let (width, height) = (info.width as usize, info.height as usize);
+    let mut image =
+        rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| pixels[y * width + x]);
+    let grids = image.detect_grids();
+    anyhow::ensure!(
+        grids.len() == 1,
+        "expected one QR code, found {}",
+        grids.len()
+    );
+    let (_, content) = grids[0].decode()?;
+    Ok(content)
+}
+
+/// With the replica 2 s behind, a link created through the writer redirects
+/// at once from two redirect processes, every time; and when the Redis
+/// write-through is lost too, the replica's miss is confirmed on the primary
+/// instead of being answered (or cached) as "not found".
+#[tokio::test]
+async fn fresh_links_redirect_while_the_replica_lags() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let first = system.start_redirect(&[]).await?;
+    let second = system.start_redirect(&[]).await?;
+    system
+        .cluster
+        .replica()
+        .set_apply_delay(Duration::from_secs(2))
+        .await?;
+
+    let link = create(&system, to("https://example.com/fresh")).await?;
+    let mut redirects = 0;
+    for attempt in 0..200 {
+        let redirect = if attempt % 2 == 0 { &first } else { &second };
+        let response = get(redirect, &format!("/{}", link.code)).await?;
+        assert_eq!(response.status, 302, "attempt {attempt}: {response:?}");
+        redirects += 1;
+    }
+    assert_eq!(redirects, 200);
+
+    // Lose the write-through: the link is only on the primary.
+    let lost = create(&system, to("https://example.com/lost-write-through")).await?;
+    assert_eq!(
+        command(
+            system.redis.port(),
+            &["DEL", &format!("link:{}", lost.code)]
+        )
+        .await?,
+        Reply::Integer(1)
+    );
+    let confirmations = metric(
+        first.admin_addr(),
+        "redirect_primary_confirmations_total",
+        &[],
+    )
+    .await?;
+    let response = get(&first, &format!("/{}", lost.code)).await?;
+    assert_eq!(response.status, 302, "{response:?}");
+    assert_eq!(
+        metric(
+            first.admin_addr(),
+            "redirect_primary_confirmations_total",
+            &[]
+        )
+        .await?,
+        confirmations + 1.0,
+        "the replica missed, so the primary was asked"
+    );
+    // And the fill is the link, not a negative entry.
+    let cached = command(
+        system.redis.port(),
+        &["GET", &format!("link:{}", lost.code)],
+    )
+    .await?;
+    wait_until("the fill to land", Duration::from_secs(5), || {
+        let port = system.redis.port();
+        let key = format!("link:{}", lost.code);
+        async move {
+            Ok(matches!(command(port, &["GET", &key]).await?, Reply::Bulk(Some(value)) if value.starts_with("v1 ")))
+        }
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("{error}; Redis held {cached:?}"))?;
+
+    // A code that exists nowhere gets a negative entry, written with NX...
+    let unknown = get(&first, "/NeverMade1").await?;
+    assert_eq!(unknown.status, 404);
+    wait_until("the negative entry", Duration::from_secs(5), || {
+        let port = system.redis.port();
+        async move {
+            Ok(command(port, &["GET", "link:NeverMade1"]).await?
+                == Reply::Bulk(Some("none".to_owned())))
+        }
+    })
+    .await?;
+    // ...which the writer's create overwrites, and whose L1 copy its
+    // announcement evicts: the alias redirects at once.
+    let made = create(
+        &system,
+        CreateLinkRequest {
+            alias: "NeverMade1".to_owned(),
+            ..to("https://example.com/made-after-all")
+        },
+    )
+    .await?;
+    assert_eq!(made.code, "NeverMade1");
+    wait_until(
+        "the announcement to reach the redirect",
+        Duration::from_secs(5),
+        || {
+            let addr = first.listen_addr();
+            async move { Ok(http_request(addr, "GET", "/NeverMade1").await?.status == 302) }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Disabling a link that both redirect processes hold in L1 makes both
+/// answer 410 well inside the L1 TTL (60 s): by invalidation, not expiry.
+#[tokio::test]
+async fn invalidations_reach_every_redirect_process() -> anyhow::Result<()> {
+    const TRIALS: usize = 100;
+    let system = System::start(&[]).await?;
+    let redirects = [
+        system.start_redirect(&[]).await?,
+        system.start_redirect(&[]).await?,
+    ];
+    let mut latencies = Vec::with_capacity(TRIALS);
+    for trial in 0..TRIALS {
+        let link = create(&system, to(&format!("https://example.com/trial/{trial}"))).await?;
+        let path = format!("/{}", link.code);
+        for redirect in &redirects {
+            // Twice: the second answer comes from L1.
+            for _ in 0..2 {
+                assert_eq!(get(redirect, &path).await?.status, 302);
+            }
+        }
+        let started = Instant::now();
+        set_enabled(&system, &link.code, false).await?;
+        for redirect in &redirects {
+            let addr = redirect.listen_addr();
+            let path = path.clone();
+            wait_until("410 after disabling", Duration::from_secs(30), || {
+                let path = path.clone();
+                async move { Ok(http_request(addr, "GET", &path).await?.status == 410) }
+            })
+            .await?;
+        }
+        latencies.push(started.elapsed());
+    }
+    for redirect in &redirects {
+        assert!(
+            metric(
+                redirect.admin_addr(),
+                "redirect_tier_lookups_total",
+                &["tier=\"l1\"", "outcome=\"hit\""]
+            )
+            .await?
+                >= TRIALS as f64,
+            "the links were served from L1 before being disabled"
+        );
+        assert!(
+            metric(redirect.admin_addr(), "redirect_invalidations_total", &[]).await?
+                >= TRIALS as f64
+        );
+    }
+    latencies.sort();
+    let p50 = latencies[TRIALS / 2];
+    let p99 = latencies[TRIALS * 99 / 100 - 1];
+    let max = latencies[TRIALS - 1];
+    println!(
+        "disable → 410 on both processes: p50 {p50:?}, p99 {p99:?}, max {max:?} over {TRIALS} trials"
+    );
+    Ok(())
+}
+
+/// Redis, the replica and the primary each killed (or frozen) in turn:
+/// cached and replicated links keep redirecting with zero errors, and nothing
+/// hangs longer than the configured timeouts. One redirect process has L1,
+/// the other has none, so every tier below L1 is exercised too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
+    let mut system = System::start(&[]).await?;
+    let timeouts = [
+        ("TINYURL_DB_TIMEOUT_MS", "500"),
+        ("TINYURL_REDIS_TIMEOUT_MS", "100"),
+    ];
+    let cached = system.start_redirect(&timeouts).await?;
+    let mut uncached_env = timeouts.to_vec();
+    uncached_env.push(("TINYURL_L1_CAPACITY", "0"));
+    let uncached = system.start_redirect(&uncached_env).await?;
+    // The bound on one request: a Redis timeout, a replica timeout and a
+    // primary timeout, plus slack for a loaded machine.
+    let bound = Duration::from_millis(100 + 500 + 500) + Duration::from_secs(2);
+    let mut codes = Vec::new();
+    for index in 0..20 {
+        codes.push(
+            create(&system, to(&format!("https://example.com/fault/{index}")))
+                .await?
+                .code,
+        );
+    }
+    wait_until("the replica to catch up", Duration::from_secs(10), || {
+        let replica_url = system.database.replica_urls[0].clone();
+        let last = codes[codes.len() - 1].clone();
+        async move {
+            let db = tinyurl_harness::postgres::connect(&replica_url).await?;
+            Ok(db
+                .query_opt("SELECT 1 FROM links WHERE code = $1", &[&last])
+                .await?
+                .is_some())
+        }
+    })
+    .await?;
+    // Half the links warm in L1, half only in Redis and Postgres.
+    for code in &codes[..10] {
+        assert_eq!(get(&cached, &format!("/{code}")).await?.status, 302);
+    }
+
+    let addrs = [cached.listen_addr(), uncached.listen_addr()];
+    let check_all = |phase: &'static str| {
+        let codes = codes.clone();
+        async move {
+            for round in 0..3 {
+                for addr in addrs {
+                    for code in &codes {
+                        let started = Instant::now();
+                        let response = http_request(addr, "GET", &format!("/{code}")).await?;
+                        let took = started.elapsed();
+                        anyhow::ensure!(
+                            response.status == 302,
+                            "{phase}, round {round}, {addr}: /{code} answered {}: {}",
+                            response.status,
+                            response.text()
+                        );
+                        anyhow::ensure!(
+                            took <= bound,
+                            "{phase}: /{code} on {addr} took {took:?}, over {bound:?}"
+                        );
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    let redis_port = system.redis.port();
+    let flush_redis = || async move { command(redis_port, &["FLUSHALL"]).await.map(drop) };
+    let primary_queries = || {
+        metric(
+            uncached.admin_addr(),
+            "redirect_db_queries_total",
+            &["db=\"primary\""],
+        )
+    };
+
+    let flushes = metric(cached.admin_addr(), "redirect_l1_flushes_total", &[]).await?;
+    system.redis.kill()?;
+    check_all("redis down").await?;
+    // The lost subscription emptied L1: whatever was announced meanwhile is
+    // not served from it.
+    assert!(metric(cached.admin_addr(), "redirect_l1_flushes_total", &[]).await? > flushes);
+    system.redis.start_again().await?;
+
+    system.cluster.replica_mut().kill()?;
+    let before = primary_queries().await?;
+    check_all("replica down").await?;
+    assert!(
+        primary_queries().await? > before,
+        "served from the primary while the replica was down"
+    );
+    system.cluster.replica_mut().start().await?;
+
+    // A frozen replica (a partition, not a refusal) must not hang requests.
+    flush_redis().await?;
+    system.cluster.replica().freeze()?;
+    let frozen = check_all("replica frozen").await;
+    system.cluster.replica().thaw()?;
+    frozen?;
+
+    // Wait until the replica is back in rotation, then lose the primary.
+    wait_until("the replica to be healthy again", Duration::from_secs(15), || {
+        let admin = uncached.admin_addr();
+        async move { Ok(metric(admin, "redirect_db_healthy", &["db=\"replica-0\""]).await? == 1.0) }
+    })
+    .await?;
+    flush_redis().await?;
+    system.cluster.primary.kill()?;
+    check_all("primary down").await?;
+    system.redis.kill()?;
+    check_all("primary and redis down").await?;
+
+    system.cluster.primary.start().await?;
+    system.redis.start_again().await?;
+    // Recovery: once the writer creates again, a new link redirects.
+    wait_until(
+        "the writer to create again",
+        Duration::from_secs(30),
+        || {
+            let links = system.links();
+            let request = system.authed(to("https://example.com/fault/probe"));
+            async move { Ok(links?.create_link(request).await.is_ok()) }
+        },
+    )
+    .await?;
+    let after = create(&system, to("https://example.com/fault/after")).await?;
+    for redirect in [&cached, &uncached] {
+        assert_eq!(
+            get(redirect, &format!("/{}", after.code)).await?.status,
+            302
+        );
+        assert_eq!(
+            metric(
+                redirect.admin_addr(),
+                "redirect_requests_total",
+                &["outcome=\"unavailable\""]
+            )
+            .await?,
+            0.0,
+            "no request failed"
+        );
+    }
+    Ok(())
+}
+
+/// 1,000 concurrent requests for one cold code: one database lookup per
+/// redirect process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_share_one_lookup() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let redirects = [
+        system.start_redirect(&[]).await?,
+        system.start_redirect(&[]).await?,
+    ];
+    let link = create(&system, to("https://example.com/stampede")).await?;
+    // Cold: not in Redis either, so every process must go to Postgres.
+    command(
+        system.redis.port(),
+        &["DEL", &format!("link:{}", link.code)],
+    )
+    .await?;
+    wait_until(
+        "the replica to have the link",
+        Duration::from_secs(10),
+        || {
+            let replica_url = system.database.replica_urls[0].clone();
+            let code = link.code.clone();
+            async move {
+                let db = tinyurl_harness::postgres::connect(&replica_url).await?;
+                Ok(db
+                    .query_opt("SELECT 1 FROM links WHERE code = $1", &[&code])
+                    .await?
+                    .is_some())
+            }
+        },
+    )
+    .await?;
+    let path = Arc::new(format!("/{}", link.code));
+    let mut requests = tokio::task::JoinSet::new();
+    for index in 0..1_000 {
+        let addr = redirects[index % 2].listen_addr();
+        let path = Arc::clone(&path);
+        requests.spawn(async move { http_request(addr, "GET", &path).await });
+    }
+    while let Some(response) = requests.join_next().await {
+        assert_eq!(response??.status, 302);
+    }
+    for redirect in &redirects {
+        let queries = metric(redirect.admin_addr(), "redirect_db_queries_total", &[]).await?;
+        assert_eq!(
+            queries, 1.0,
+            "one database lookup per process, got {queries}"
+        );
+    }
+    Ok(())
+}
+
+/// Clicks are counted off the hot path and appended to the Redis stream.
+#[tokio::test]
+async fn clicks_reach_the_stream() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let redirect = system
+        .start_redirect(&[("TINYURL_CLICKS_FLUSH_MS", "100")])
+        .await?;
+    let link = create(&system, to("https://example.com/clicked")).await?;
+    for _ in 0..25 {
+        assert_eq!(
+            get(&redirect, &format!("/{}", link.code)).await?.status,
+            302
+        );
+    }
+    // HEAD is not a click.
+    http_request(redirect.listen_addr(), "HEAD", &format!("/{}", link.code)).await?;
+    wait_until("the clicks to be flushed", Duration::from_secs(10), || {
+        let admin = redirect.admin_addr();
+        async move { Ok(metric(admin, "redirect_clicks_flushed_total", &[]).await? >= 25.0) }
+    })
+    .await?;
+    assert_eq!(
+        metric(redirect.admin_addr(), "redirect_clicks_flushed_total", &[]).await?,
+        25.0
+    );
+    match command(system.redis.port(), &["XLEN", "tinyurl:clicks"]).await? {
+        Reply::Integer(entries) => assert!(entries >= 1),
+        other => anyhow::bail!("XLEN answered {other:?}"),
+    }
+    Ok(())
+}
