@@ -365,6 +365,18 @@ async fn invalidations_reach_every_redirect_process() -> anyhow::Result<()> {
         let link = create(&system, to(&format!("https://example.com/trial/{trial}"))).await?;
         let path = format!("/{}", link.code);
         for redirect in &redirects {
+            // The create is announced too; let that land before warming L1,
+            // or it would (rightly) evict the warm entry.
+            let admin = redirect.admin_addr();
+            let announced = (2 * trial + 1) as f64;
+            wait_until(
+                "the create's announcement",
+                Duration::from_secs(10),
+                || async move {
+                    Ok(metric(admin, "redirect_invalidations_total", &[]).await? >= announced)
+                },
+            )
+            .await?;
             // Twice: the second answer comes from L1.
             for _ in 0..2 {
                 assert_eq!(get(redirect, &path).await?.status, 302);
@@ -589,6 +601,17 @@ async fn concurrent_misses_share_one_lookup() -> anyhow::Result<()> {
         },
     )
     .await?;
+    // The create's own announcement must not land mid-lookup: that lookup's
+    // result would rightly not be cached, and a second one would follow.
+    for redirect in &redirects {
+        let admin = redirect.admin_addr();
+        wait_until(
+            "the create's announcement",
+            Duration::from_secs(10),
+            || async move { Ok(metric(admin, "redirect_invalidations_total", &[]).await? >= 1.0) },
+        )
+        .await?;
+    }
     let path = Arc::new(format!("/{}", link.code));
     let mut requests = tokio::task::JoinSet::new();
     for index in 0..1_000 {

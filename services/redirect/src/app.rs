@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tinyurl_runtime::{AdminServer, Readiness, Stopping};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::clicks::Clicks;
 use crate::config::Config;
@@ -23,10 +22,10 @@ use crate::store::LinkStore;
 
 pub struct App {
     config: Config,
-    shared: Arc<Shared>,
+    resolver: Arc<Resolver>,
+    clicks: Arc<Clicks>,
     store: Arc<LinkStore>,
-    l2: Option<SharedCache>,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     admin: AdminServer,
     readiness: Readiness,
 }
@@ -42,19 +41,11 @@ impl App {
             config.pool_size,
             config.db_timeout,
         )?);
-        let l2 = config
-            .redis_url
-            .as_ref()
-            .map(|url| {
-                SharedCache::connect(
-                    url,
-                    config.redis_timeout,
-                    config.cache_ttl,
-                    config.negative_ttl,
-                )
-            })
-            .transpose()
-            .context("invalid TINYURL_REDIS_URL")?;
+        if let Some(url) = &config.redis_url {
+            // Validate now rather than in every serving thread.
+            fred::prelude::Config::from_url(secrecy::ExposeSecret::expose_secret(url))
+                .context("invalid TINYURL_REDIS_URL")?;
+        }
         let resolver = Arc::new(Resolver::new(
             &Settings {
                 l1_capacity: config.l1_capacity,
@@ -64,28 +55,19 @@ impl App {
                     permanent_max_age: config.permanent_max_age,
                 },
             },
-            l2.clone(),
             Arc::clone(&store),
         ));
-        let shared = Arc::new(Shared {
-            resolver,
-            clicks: Arc::new(Clicks::new(config.clicks_max_codes)),
-            public_base_url: config.public_base_url.clone(),
-            metrics: HttpMetrics::new(),
-        });
-        let listener = TcpListener::bind(config.common.listen)
-            .await
-            .with_context(|| {
-                format!("cannot bind the HTTP listener on {}", config.common.listen)
-            })?;
+        let listener = reuseport_listener(config.common.listen)
+            .with_context(|| format!("cannot bind the HTTP listener on {}", config.common.listen))?
+            .into_std()?;
         let readiness = Readiness::default();
         let admin =
             AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
         Ok(Self {
+            clicks: Arc::new(Clicks::new(config.clicks_max_codes)),
             config,
-            shared,
+            resolver,
             store,
-            l2,
             listener,
             admin,
             readiness,
@@ -102,6 +84,14 @@ impl App {
 
     /// Serves until `shutdown` resolves; then not-ready, drain in-flight
     /// requests (bounded by the drain timeout), flush clicks, exit.
+    ///
+    /// HTTP is served thread-per-core, like nginx's workers: each serving
+    /// thread runs its own single-threaded runtime with its own
+    /// `SO_REUSEPORT` listener and its own Redis connection, so a request
+    /// never wakes another thread. The L1 cache, the database pools and the
+    /// click counters are shared. Background work (invalidations, click
+    /// flushing, database probes, the admin listener) runs on the caller's
+    /// runtime.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -109,38 +99,69 @@ impl App {
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let probes = tokio::spawn(Arc::clone(&self.store).probe_unhealthy(stopping.clone().wait()));
+        let mut redis_client = None;
         let invalidations = match &self.config.redis_url {
             Some(url) => {
                 let subscriber = crate::invalidation::subscriber(url, self.config.redis_timeout)?;
+                redis_client = connect_l2(&self.config)?;
                 Some(tokio::spawn(crate::invalidation::follow(
                     subscriber,
-                    Arc::clone(&self.shared.resolver),
+                    Arc::clone(&self.resolver),
                     stopping.clone().wait(),
                 )))
             }
             None => None,
         };
         let clicks = tokio::spawn(
-            Arc::clone(&self.shared.clicks).run(
-                self.l2
+            Arc::clone(&self.clicks).run(
+                redis_client
                     .as_ref()
                     .map(|l2| (l2.client().clone(), l2.options().clone())),
                 self.config.clicks_flush,
                 stopping.clone().wait(),
             ),
         );
-        let gauges = tokio::spawn(report_gauges(Arc::clone(&self.shared), stopping.clone()));
+        let gauges = tokio::spawn(report_gauges(Arc::clone(&self.resolver), stopping.clone()));
 
-        let listener = self.listener.tap_io(|stream| {
-            // Redirect responses are tiny: send them now, not after Nagle.
-            let _ = stream.set_nodelay(true);
+        let address = self.listener.local_addr()?;
+        let threads = self.config.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
-        let server = axum::serve(listener, crate::http::router(Arc::clone(&self.shared)))
-            .with_graceful_shutdown(stopping.clone().wait());
+        let mut first_listener = Some(self.listener);
+        let mut finished = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let listener = first_listener.take();
+            let (done, finished_rx) = tokio::sync::oneshot::channel();
+            finished.push(finished_rx);
+            let context = ThreadContext {
+                resolver: Arc::clone(&self.resolver),
+                clicks: Arc::clone(&self.clicks),
+                config: self.config.clone(),
+                stopping: stopping.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("http-{index}"))
+                .spawn(move || {
+                    let _ = done.send(context.serve(listener, address));
+                })
+                .context("cannot start a serving thread")?;
+        }
         self.readiness.set_ready(true);
+
         let drain = self.config.common.drain_timeout;
+        let all_finished = async {
+            let mut outcome = Ok(());
+            for finished in finished {
+                match finished.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => outcome = Err(error),
+                    Err(_) => outcome = Err(anyhow::anyhow!("a serving thread panicked")),
+                }
+            }
+            outcome
+        };
         let served = tokio::select! {
-            served = server => served.context("the HTTP server failed"),
+            served = all_finished => served,
             () = stopping.clone().drain_deadline(drain) => {
                 tracing::warn!(?drain, "drain timeout reached; closing remaining connections");
                 Ok(())
@@ -161,7 +182,74 @@ impl App {
     }
 }
 
-async fn report_gauges(shared: Arc<Shared>, stopping: Stopping) {
+/// A Redis client whose connection is driven by the calling runtime.
+fn connect_l2(config: &Config) -> anyhow::Result<Option<SharedCache>> {
+    config
+        .redis_url
+        .as_ref()
+        .map(|url| {
+            SharedCache::connect(
+                url,
+                config.redis_timeout,
+                config.cache_ttl,
+                config.negative_ttl,
+            )
+        })
+        .transpose()
+}
+
+/// A listener that other serving threads can bind beside.
+fn reuseport_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
+/// What a serving thread is started with.
+struct ThreadContext {
+    resolver: Arc<Resolver>,
+    clicks: Arc<Clicks>,
+    config: Config,
+    stopping: Stopping,
+}
+
+impl ThreadContext {
+    /// Runs one serving thread until stopping; `listener` is the first
+    /// thread's (already bound), the others bind beside it.
+    fn serve(
+        self,
+        listener: Option<std::net::TcpListener>,
+        address: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a serving runtime")?;
+        runtime.block_on(async move {
+            let listener = match listener {
+                Some(listener) => TcpListener::from_std(listener)?,
+                None => reuseport_listener(address)?,
+            };
+            let shared = Arc::new(Shared {
+                resolver: self.resolver,
+                l2: connect_l2(&self.config)?,
+                clicks: self.clicks,
+                public_base_url: self.config.public_base_url.clone(),
+                metrics: HttpMetrics::new(),
+            });
+            crate::server::serve(listener, shared, self.stopping.wait()).await;
+            Ok(())
+        })
+    }
+}
+
+async fn report_gauges(resolver: Arc<Resolver>, stopping: Stopping) {
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     let stopped = stopping.wait();
     tokio::pin!(stopped);
@@ -170,6 +258,6 @@ async fn report_gauges(shared: Arc<Shared>, stopping: Stopping) {
             _ = interval.tick() => {}
             () = &mut stopped => return,
         }
-        metrics::gauge!("redirect_l1_entries").set(shared.resolver.l1_entries() as f64);
+        metrics::gauge!("redirect_l1_entries").set(resolver.l1_entries() as f64);
     }
 }

@@ -5,7 +5,9 @@
 //! the backlog is full) clicks are dropped and the drops are counted.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher as _, RandomState};
+use std::hash::BuildHasher as _;
+
+use foldhash::fast::RandomState;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,7 +22,7 @@ const CODES_PER_ENTRY: usize = 500;
 const STREAM_MAX_ENTRIES: i64 = 1_000_000;
 
 pub struct Clicks {
-    shards: [Mutex<HashMap<Box<str>, u64>>; SHARDS],
+    shards: [Mutex<HashMap<Box<str>, u64, RandomState>>; SHARDS],
     hasher: RandomState,
     /// Distinct codes held across the shards and the unsent backlog.
     held: AtomicUsize,
@@ -31,8 +33,8 @@ pub struct Clicks {
 impl Clicks {
     pub fn new(max_codes: usize) -> Self {
         Self {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-            hasher: RandomState::new(),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
+            hasher: RandomState::default(),
             held: AtomicUsize::new(0),
             max_codes,
             dropped: metrics::counter!("redirect_clicks_dropped_total"),

@@ -9,6 +9,7 @@ pub mod invalidation;
 pub mod l2;
 pub mod pages;
 pub mod resolve;
+pub mod server;
 pub mod store;
 
 pub use app::App;

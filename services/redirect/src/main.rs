@@ -17,12 +17,11 @@ fn main() -> anyhow::Result<()> {
         .get_matches();
     let _cli = Cli::from_arg_matches(&matches)?;
     let config = Config::from_env(&Env::from_process())?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = config.worker_threads {
-        runtime.worker_threads(threads);
-    }
-    runtime
+    // HTTP is served by threads of their own (see `App::run`); this runtime
+    // only carries background work and the admin listener.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
         .build()
         .context("cannot start the async runtime")?
         .block_on(serve(config))

@@ -1,6 +1,9 @@
 //! Resolving a code through the tiers: L1 in-process (moka) → L2 Redis → L3
 //! Postgres replicas → the primary. Concurrent misses for one code share one
-//! lookup. Three rules keep the caches from lying:
+//! database lookup per process (a Redis GET is cheaper than coalescing it:
+//! measured, coalescing every L1 miss cost 7% of throughput under a Zipf
+//! workload, while Redis absorbs a stampede on one key easily). Three rules
+//! keep the caches from lying:
 //!
 //! - A replica's "not found" is never trusted on its own (the replica may not
 //!   have replayed the create yet): the primary confirms it before anything
@@ -11,7 +14,7 @@
 //! - An invalidation that arrives while a lookup is in flight wins: the
 //!   lookup's result is served to its waiters but not kept in L1.
 
-use std::hash::{Hash as _, Hasher as _};
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -35,10 +38,8 @@ pub enum Resolution {
     Unavailable,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum NotCached {
-    /// An invalidation for the code arrived while it was looked up.
-    Raced(Arc<Entry>),
     Unconfirmed,
     Unavailable,
 }
@@ -51,16 +52,16 @@ pub struct Settings {
 }
 
 pub struct Resolver {
-    l1: Option<Cache<String, Arc<Entry>>>,
+    l1: Option<Cache<String, Arc<Entry>, foldhash::fast::RandomState>>,
     epochs: Epochs,
-    l2: Option<SharedCache>,
+    inflight: Inflight,
     store: Arc<LinkStore>,
     policy: CachePolicy,
     metrics: TierMetrics,
 }
 
 impl Resolver {
-    pub fn new(settings: &Settings, l2: Option<SharedCache>, store: Arc<LinkStore>) -> Self {
+    pub fn new(settings: &Settings, store: Arc<LinkStore>) -> Self {
         let l1 = (settings.l1_capacity > 0).then(|| {
             Cache::builder()
                 .max_capacity(settings.l1_capacity)
@@ -68,46 +69,77 @@ impl Resolver {
                     ttl: settings.l1_ttl,
                     negative_ttl: settings.l1_negative_ttl,
                 })
-                .build()
+                // Codes are chosen by clients: a keyed hash, but a fast one.
+                .build_with_hasher(foldhash::fast::RandomState::default())
         });
         Self {
             l1,
             epochs: Epochs::new(),
-            l2,
+            inflight: Inflight::default(),
             store,
             policy: settings.policy,
             metrics: TierMetrics::new(),
         }
     }
 
-    pub async fn resolve(&self, code: &str) -> Resolution {
-        let Some(l1) = &self.l1 else {
-            return self.lookup(code, None).await.into();
-        };
-        if let Some(entry) = l1.get(code).await {
-            self.metrics.l1_hit.increment(1);
-            return Resolution::Entry(entry);
+    /// Resolves `code`; `l2` is the calling thread's Redis client.
+    pub async fn resolve(&self, code: &str, l2: Option<&SharedCache>) -> Resolution {
+        match self.cached(code).await {
+            Some(entry) => Resolution::Entry(entry),
+            None => self.resolve_miss(code, l2).await,
         }
-        self.metrics.l1_miss.increment(1);
+    }
+
+    /// The L1 entry for `code`, if any: the hot path.
+    pub async fn cached(&self, code: &str) -> Option<Arc<Entry>> {
+        let entry = self.l1.as_ref()?.get(code).await;
+        if entry.is_some() {
+            self.metrics.l1_hit.increment(1);
+        }
+        entry
+    }
+
+    /// Resolves a code that [`Self::cached`] did not have: Redis, then
+    /// Postgres with one lookup per code per process at a time; the answer
+    /// goes into L1 unless an invalidation for the code arrived meanwhile.
+    pub async fn resolve_miss(&self, code: &str, l2: Option<&SharedCache>) -> Resolution {
+        if self.l1.is_some() {
+            self.metrics.l1_miss.increment(1);
+        }
         let epoch = self.epochs.current(code);
-        let looked_up = l1
-            .entry_by_ref(code)
-            .or_try_insert_with(self.lookup(code, Some(epoch)))
-            .await;
-        match looked_up {
-            Ok(entry) => {
-                // The invalidation may have landed between the lookup's own
-                // check and the insert.
-                if entry.is_fresh() && self.epochs.current(code) != epoch {
-                    l1.invalidate(code).await;
-                }
-                Resolution::Entry(entry.into_value())
+        let started = Instant::now();
+        let resolved = match self.read_redis(code, l2).await {
+            Some(entry) => {
+                let entry = Arc::new(entry);
+                self.keep(code, &entry, epoch).await;
+                Ok(entry)
             }
-            Err(not_cached) => match &*not_cached {
-                NotCached::Raced(entry) => Resolution::Entry(Arc::clone(entry)),
-                NotCached::Unconfirmed => Resolution::Unconfirmed,
-                NotCached::Unavailable => Resolution::Unavailable,
-            },
+            None => {
+                self.inflight
+                    .run(code, self.read_postgres(code, l2, epoch))
+                    .await
+            }
+        };
+        self.metrics
+            .lookup_seconds
+            .record(started.elapsed().as_secs_f64());
+        match resolved {
+            Ok(entry) => Resolution::Entry(entry),
+            Err(NotCached::Unconfirmed) => Resolution::Unconfirmed,
+            Err(NotCached::Unavailable) => Resolution::Unavailable,
+        }
+    }
+
+    /// Puts `entry` in L1 unless `code` was invalidated since `epoch`; an
+    /// invalidation landing during the insert removes it again.
+    async fn keep(&self, code: &str, entry: &Arc<Entry>, epoch: u64) {
+        let Some(l1) = &self.l1 else { return };
+        if self.epochs.current(code) != epoch {
+            return;
+        }
+        l1.insert(code.to_owned(), Arc::clone(entry)).await;
+        if self.epochs.current(code) != epoch {
+            l1.invalidate(code).await;
         }
     }
 
@@ -132,38 +164,42 @@ impl Resolver {
         self.l1.as_ref().map_or(0, Cache::entry_count)
     }
 
-    /// L2 then L3. `epoch` is the code's invalidation epoch when the lookup
-    /// began, when the result is meant for L1.
-    async fn lookup(&self, code: &str, epoch: Option<u64>) -> Result<Arc<Entry>, NotCached> {
-        let started = Instant::now();
-        let result = self.lookup_tiers(code).await;
-        self.metrics
-            .lookup_seconds
-            .record(started.elapsed().as_secs_f64());
-        let entry = Arc::new(result?);
-        match epoch {
-            Some(epoch) if self.epochs.current(code) != epoch => Err(NotCached::Raced(entry)),
-            _ => Ok(entry),
+    /// What Redis says, when it says something definite.
+    async fn read_redis(&self, code: &str, l2: Option<&SharedCache>) -> Option<Entry> {
+        match l2?.get(code).await {
+            Ok(Cached::Link(link)) => {
+                self.metrics.l2_hit.increment(1);
+                Some(self.prepare(link))
+            }
+            Ok(Cached::Missing) => {
+                self.metrics.l2_negative.increment(1);
+                Some(Entry::Missing)
+            }
+            Ok(Cached::Absent) => {
+                self.metrics.l2_miss.increment(1);
+                None
+            }
+            Err(error) => {
+                self.metrics.l2_error.increment(1);
+                tracing::debug!(%error, "redis read failed; reading Postgres");
+                None
+            }
         }
     }
 
-    async fn lookup_tiers(&self, code: &str) -> Result<Entry, NotCached> {
-        if let Some(l2) = &self.l2 {
-            match l2.get(code).await {
-                Ok(Cached::Link(link)) => {
-                    self.metrics.l2_hit.increment(1);
-                    return Ok(self.prepare(link));
-                }
-                Ok(Cached::Missing) => {
-                    self.metrics.l2_negative.increment(1);
-                    return Ok(Entry::Missing);
-                }
-                Ok(Cached::Absent) => self.metrics.l2_miss.increment(1),
-                Err(error) => {
-                    self.metrics.l2_error.increment(1);
-                    tracing::debug!(%error, "redis read failed; reading Postgres");
-                }
-            }
+    /// The coalesced part of a miss: L1 again (a lookup that just finished
+    /// may have filled it), then the replicas, the primary where needed, and
+    /// the fills of L2 and L1.
+    async fn read_postgres(
+        &self,
+        code: &str,
+        l2: Option<&SharedCache>,
+        epoch: u64,
+    ) -> Result<Arc<Entry>, NotCached> {
+        if let Some(l1) = &self.l1
+            && let Some(entry) = l1.get(code).await
+        {
+            return Ok(entry);
         }
         let (found, source) = self
             .store
@@ -177,7 +213,9 @@ impl Resolver {
                 // Nothing to confirm with: trust the replica for the short L1
                 // negative lifetime only, never in Redis.
                 self.metrics.db_miss.increment(1);
-                return Ok(Entry::Missing);
+                let entry = Arc::new(Entry::Missing);
+                self.keep(code, &entry, epoch).await;
+                return Ok(entry);
             }
             (None, Source::Replica) => {
                 self.metrics.primary_confirm.increment(1);
@@ -192,7 +230,7 @@ impl Resolver {
         } else {
             self.metrics.db_miss.increment(1);
         }
-        if let Some(l2) = &self.l2 {
+        if let Some(l2) = l2 {
             let l2 = l2.clone();
             let code = code.to_owned();
             let record = found.clone();
@@ -205,7 +243,9 @@ impl Resolver {
                 }
             });
         }
-        Ok(found.map_or(Entry::Missing, |link| self.prepare(link)))
+        let entry = Arc::new(found.map_or(Entry::Missing, |link| self.prepare(link)));
+        self.keep(code, &entry, epoch).await;
+        Ok(entry)
     }
 
     fn prepare(&self, link: CachedLink) -> Entry {
@@ -213,13 +253,39 @@ impl Resolver {
     }
 }
 
-impl From<Result<Arc<Entry>, NotCached>> for Resolution {
-    fn from(result: Result<Arc<Entry>, NotCached>) -> Self {
-        match result {
-            Ok(entry) | Err(NotCached::Raced(entry)) => Self::Entry(entry),
-            Err(NotCached::Unconfirmed) => Self::Unconfirmed,
-            Err(NotCached::Unavailable) => Self::Unavailable,
+/// Database lookups in flight, by code: concurrent misses for one code
+/// wait for the first one's answer instead of querying again.
+#[derive(Default)]
+struct Inflight {
+    lookups: std::sync::Mutex<InflightMap>,
+}
+
+type Answer = Result<Arc<Entry>, NotCached>;
+type InflightMap = std::collections::HashMap<
+    Box<str>,
+    Arc<tokio::sync::OnceCell<Answer>>,
+    foldhash::fast::RandomState,
+>;
+
+impl Inflight {
+    async fn run(&self, code: &str, lookup: impl std::future::Future<Output = Answer>) -> Answer {
+        let cell = {
+            let Ok(mut lookups) = self.lookups.lock() else {
+                return lookup.await;
+            };
+            Arc::clone(lookups.entry(code.into()).or_default())
+        };
+        // If the first caller goes away mid-lookup, the next waiter runs its
+        // own lookup: nobody waits on an abandoned one.
+        let answer = cell.get_or_init(|| lookup).await.clone();
+        if let Ok(mut lookups) = self.lookups.lock()
+            && lookups
+                .get(code)
+                .is_some_and(|current| Arc::ptr_eq(current, &cell))
+        {
+            lookups.remove(code);
         }
+        answer
     }
 }
 
@@ -244,6 +310,7 @@ impl Expiry<String, Arc<Entry>> for Lifetime {
 /// Invalidation epochs, striped by code: a lookup remembers its code's epoch
 /// and does not cache its result if the epoch moved meanwhile.
 struct Epochs {
+    hasher: foldhash::fast::RandomState,
     global: AtomicU64,
     stripes: Box<[AtomicU64]>,
 }
@@ -253,15 +320,14 @@ impl Epochs {
 
     fn new() -> Self {
         Self {
+            hasher: foldhash::fast::RandomState::default(),
             global: AtomicU64::new(0),
             stripes: (0..Self::STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
     fn stripe(&self, code: &str) -> &AtomicU64 {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        code.hash(&mut hasher);
-        &self.stripes[(hasher.finish() as usize) % Self::STRIPES]
+        &self.stripes[(self.hasher.hash_one(code) as usize) % Self::STRIPES]
     }
 
     fn current(&self, code: &str) -> u64 {

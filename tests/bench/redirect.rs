@@ -1,0 +1,437 @@
+//! `bench-redirect`: the redirect service against nginx `return 301`, in the
+//! same run on the same machine, with wrk at fixed connections and duration.
+//!
+//! Variants: (a) a hot code served from L1; (b) L1 off, every request a Redis
+//! GET; (c) Zipf(s = 1.0) over `--links` links with L1 sized to 1% of them.
+//! Every variant run is bracketed by nginx runs of the same workload shape
+//! (the same wrk script), and its ratio is taken against the mean of the two,
+//! because this machine drifts by tens of percent over minutes.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use tinyurl_harness::process::{ScratchDir, find_binary, free_port, signal};
+use tinyurl_harness::services::{http_request, metric};
+use tinyurl_harness::system::System;
+use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
+
+#[derive(Parser)]
+#[command(
+    name = "bench-redirect",
+    about = "redirect vs nginx `return 301`, interleaved"
+)]
+struct Args {
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Interleaved rounds per connection count.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// wrk connection counts.
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    connections: Vec<usize>,
+    /// wrk threads (default: one per CPU).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Variants to run: a (L1 hit), b (L1 off), c (Zipf).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+    variants: Vec<char>,
+    /// Links created for the Zipf workload.
+    #[arg(long, default_value_t = 1_000_000)]
+    links: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct WrkRun {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_3xx: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    L1,
+    Redis,
+    Zipf,
+}
+
+impl Variant {
+    fn label(self) -> &'static str {
+        match self {
+            Self::L1 => "(a) L1 hit",
+            Self::Redis => "(b) L1 off, Redis GET",
+            Self::Zipf => "(c) Zipf 1M, L1 1%",
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let nginx_binary = find_binary("nginx", &[PathBuf::from("/usr/sbin")], "nginx-light")?;
+    let wrk_binary = find_binary("wrk", &[PathBuf::from("/usr/bin")], "wrk")?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    let scratch = ScratchDir::new("bench-redirect", None)?;
+
+    eprintln!("starting postgres (primary + replica), redis, idalloc, writer …");
+    let system = System::start(&[]).await?;
+    eprintln!("creating {} links …", args.links);
+    let codes = seed(&system, args.links).await?;
+    let hot = codes.first().context("no links")?.clone();
+    let zipf_l1 = (args.links / 100).max(1).to_string();
+    let l1_redirect = system.start_redirect(&[("RUST_LOG", "warn")]).await?;
+    let redis_redirect = system
+        .start_redirect(&[("RUST_LOG", "warn"), ("TINYURL_L1_CAPACITY", "0")])
+        .await?;
+    let zipf_redirect = system
+        .start_redirect(&[("RUST_LOG", "warn"), ("TINYURL_L1_CAPACITY", &zipf_l1)])
+        .await?;
+
+    let nginx = Nginx::start(&nginx_binary, scratch.path())?;
+    let codes_file = scratch.path().join("codes.txt");
+    fs::write(&codes_file, codes.join("\n") + "\n")?;
+    let zipf_script = scratch.path().join("zipf.lua");
+    fs::write(&zipf_script, zipf_lua(&codes_file))?;
+    let wrk = Wrk {
+        binary: wrk_binary,
+        threads,
+        duration: Duration::from_secs(args.seconds),
+    };
+
+    // Warm: the hot code into L1, and each server's connections up.
+    for addr in [l1_redirect.listen_addr(), redis_redirect.listen_addr()] {
+        let status = http_request(addr, "GET", &format!("/{hot}")).await?.status;
+        anyhow::ensure!(status == 302, "warm-up answered {status}");
+    }
+    wrk.run(nginx.addr, "/warm", None, 64, Duration::from_secs(2))?;
+    if args.variants.contains(&'c') {
+        // Fill the Zipf variant's L1 before it is measured.
+        wrk.run(
+            zipf_redirect.listen_addr(),
+            "/",
+            Some(&zipf_script),
+            64,
+            Duration::from_secs(args.seconds.clamp(5, 10)),
+        )?;
+    }
+
+    let mut table = String::new();
+    writeln!(
+        table,
+        "| conns | variant | req/s | p50 ms | p99 ms | nginx req/s | ratio | notes |"
+    )?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|")?;
+    for &connections in &args.connections {
+        for variant in [Variant::L1, Variant::Redis, Variant::Zipf] {
+            let letter = match variant {
+                Variant::L1 => 'a',
+                Variant::Redis => 'b',
+                Variant::Zipf => 'c',
+            };
+            if !args.variants.contains(&letter) {
+                continue;
+            }
+            let (target, script) = match variant {
+                Variant::L1 => (l1_redirect.listen_addr(), None),
+                Variant::Redis => (redis_redirect.listen_addr(), None),
+                Variant::Zipf => (zipf_redirect.listen_addr(), Some(zipf_script.as_path())),
+            };
+            let path = format!("/{hot}");
+            let mut runs = Vec::new();
+            let mut references = Vec::new();
+            let admin = zipf_redirect.admin_addr();
+            let hits_before = l1_counts(admin).await?;
+            references.push(wrk.run(nginx.addr, &path, script, connections, wrk.duration)?);
+            for _ in 0..args.rounds {
+                runs.push(wrk.run(target, &path, script, connections, wrk.duration)?);
+                references.push(wrk.run(nginx.addr, &path, script, connections, wrk.duration)?);
+            }
+            let hits_after = l1_counts(admin).await?;
+            let variant_rate = mean(runs.iter().map(|run| run.requests_per_second));
+            let nginx_rate = mean(references.iter().map(|run| run.requests_per_second));
+            let p50 = mean(runs.iter().map(|run| run.p50_ms));
+            let p99 = mean(runs.iter().map(|run| run.p99_ms));
+            let errors: u64 = runs.iter().map(|run| run.non_3xx).sum();
+            let mut notes = String::new();
+            if variant == Variant::Zipf {
+                let hits = hits_after.0 - hits_before.0;
+                let misses = hits_after.1 - hits_before.1;
+                write!(
+                    notes,
+                    "L1 hit ratio {:.1}%",
+                    100.0 * hits / (hits + misses).max(1.0)
+                )?;
+            }
+            if errors > 0 {
+                write!(notes, " {errors} non-3xx answers")?;
+            }
+            let row = format!(
+                "| {connections} | {} | {variant_rate:.0} | {p50:.2} | {p99:.2} | {nginx_rate:.0} | {:.2}× | {notes} |",
+                variant.label(),
+                variant_rate / nginx_rate,
+            );
+            eprintln!("{row}");
+            writeln!(table, "{row}")?;
+        }
+    }
+    println!("\n{table}");
+    println!(
+        "wrk -t{threads}, {} s per run, {} rounds; every server and wrk share this machine's {} CPUs.",
+        args.seconds,
+        args.rounds,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    drop(nginx);
+    Ok(())
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let values: Vec<f64> = values.collect();
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// (L1 hits, L1 misses) of a redirect process.
+async fn l1_counts(admin: SocketAddr) -> anyhow::Result<(f64, f64)> {
+    Ok((
+        metric(
+            admin,
+            "redirect_tier_lookups_total",
+            &["tier=\"l1\"", "outcome=\"hit\""],
+        )
+        .await?,
+        metric(
+            admin,
+            "redirect_tier_lookups_total",
+            &["tier=\"l1\"", "outcome=\"miss\""],
+        )
+        .await?,
+    ))
+}
+
+/// Creates `count` links through the writer, 1,000 per `BatchCreateLinks`,
+/// 4 calls in flight; returns their codes in creation order.
+async fn seed(system: &System, count: usize) -> anyhow::Result<Vec<String>> {
+    const BATCH: usize = 1_000;
+    let started = Instant::now();
+    let mut codes = Vec::with_capacity(count);
+    let batches: Vec<usize> = (0..count.div_ceil(BATCH))
+        .map(|index| BATCH.min(count - index * BATCH))
+        .collect();
+    for group in batches.chunks(4) {
+        let mut calls = Vec::new();
+        for &size in group {
+            let mut links = system.links()?;
+            let request = system.authed(BatchCreateLinksRequest {
+                links: (0..size)
+                    .map(|index| CreateLinkRequest {
+                        target_url: format!("https://example.com/zipf/{}", codes.len() + index),
+                        ..CreateLinkRequest::default()
+                    })
+                    .collect(),
+            });
+            calls.push(tokio::spawn(async move {
+                links.batch_create_links(request).await
+            }));
+        }
+        for call in calls {
+            let response = call.await??.into_inner();
+            for result in response.results {
+                match result.result {
+                    Some(batch_create_links_result::Result::Link(link)) => codes.push(link.code),
+                    other => bail!("seeding failed: {other:?}"),
+                }
+            }
+        }
+    }
+    eprintln!(
+        "created {} links in {:.1} s",
+        codes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(codes)
+}
+
+/// A wrk script that requests codes by Zipf(s = 1.0) rank. Ranks map to codes
+/// in creation order, which the keyed permutation makes unrelated to the
+/// codes' spelling.
+fn zipf_lua(codes_file: &Path) -> String {
+    format!(
+        r#"local codes = {{}}
+for line in io.lines("{file}") do codes[#codes + 1] = "/" .. line end
+local n = #codes
+local cdf = {{}}
+local total = 0
+for k = 1, n do total = total + 1 / k; cdf[k] = total end
+for k = 1, n do cdf[k] = cdf[k] / total end
+math.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16))
+request = function()
+  local u = math.random()
+  local lo, hi = 1, n
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cdf[mid] < u then lo = mid + 1 else hi = mid end
+  end
+  return wrk.format("GET", codes[lo])
+end
+"#,
+        file = codes_file.display()
+    )
+}
+
+struct Wrk {
+    binary: PathBuf,
+    threads: usize,
+    duration: Duration,
+}
+
+impl Wrk {
+    fn run(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        script: Option<&Path>,
+        connections: usize,
+        duration: Duration,
+    ) -> anyhow::Result<WrkRun> {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg(format!("-t{}", self.threads.min(connections)))
+            .arg(format!("-c{connections}"))
+            .arg(format!("-d{}s", duration.as_secs()))
+            .arg("--latency")
+            .arg("--timeout")
+            .arg("5s");
+        if let Some(script) = script {
+            command.arg("-s").arg(script);
+        }
+        let output = command
+            .arg(format!("http://{addr}{path}"))
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run wrk")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "wrk failed: {}{}",
+                text,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        parse_wrk(&text)
+    }
+}
+
+fn parse_wrk(text: &str) -> anyhow::Result<WrkRun> {
+    let mut run = WrkRun::default();
+    for line in text.lines().map(str::trim) {
+        if let Some(rate) = line.strip_prefix("Requests/sec:") {
+            run.requests_per_second = rate.trim().parse()?;
+        } else if let Some(value) = line.strip_prefix("50%") {
+            run.p50_ms = millis(value.trim())?;
+        } else if let Some(value) = line.strip_prefix("99%") {
+            run.p99_ms = millis(value.trim())?;
+        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            run.non_3xx = count.trim().parse()?;
+        }
+    }
+    anyhow::ensure!(
+        run.requests_per_second > 0.0,
+        "no rate in wrk output:\n{text}"
+    );
+    Ok(run)
+}
+
+fn millis(value: &str) -> anyhow::Result<f64> {
+    let split = value
+        .find(|character: char| character.is_ascii_alphabetic())
+        .context("latency without a unit")?;
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse()?;
+    Ok(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        "m" => number * 60_000.0,
+        other => bail!("unknown wrk latency unit {other:?}"),
+    })
+}
+
+/// nginx answering every path with `return 301`, tuned as one would for a
+/// static redirect: one worker per CPU, no access log, long keep-alive.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let prefix = dir.join("nginx");
+        fs::create_dir_all(prefix.join("logs"))?;
+        let config = prefix.join("nginx.conf");
+        fs::write(
+            &config,
+            format!(
+                "worker_processes auto;\n\
+                 pid {pid};\n\
+                 error_log {error_log} warn;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{\n\
+                   access_log off;\n\
+                   keepalive_requests 10000000;\n\
+                   client_body_temp_path {tmp}/body;\n\
+                   proxy_temp_path {tmp}/proxy;\n\
+                   fastcgi_temp_path {tmp}/fastcgi;\n\
+                   uwsgi_temp_path {tmp}/uwsgi;\n\
+                   scgi_temp_path {tmp}/scgi;\n\
+                   server {{\n\
+                     listen {addr} reuseport;\n\
+                     location / {{ return 301 https://example.com/zipf/0; }}\n\
+                   }}\n\
+                 }}\n",
+                pid = prefix.join("nginx.pid").display(),
+                error_log = prefix.join("logs/error.log").display(),
+                tmp = prefix.display(),
+            ),
+        )?;
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&config)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start nginx")?;
+        let nginx = Self { child, addr };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("nginx did not start listening on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master: it takes its workers down with it.
+        if signal(&self.child, nix::sys::signal::Signal::SIGTERM).is_err() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
