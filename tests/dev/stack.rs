@@ -1,4 +1,4 @@
-//! `dev-stack`: the system on one machine for development, with nothing set
+//! `dev-stack`: the split system on one machine for development, with nothing set
 //! up beforehand. Starts a Postgres primary, a streaming replica and Redis on
 //! free loopback ports (as the tests do), runs the services in this process,
 //! prints every endpoint and a first API key, and runs until Ctrl-C or SIGTERM.
@@ -30,6 +30,12 @@ struct Args {
     /// writer admin listen address.
     #[arg(long, default_value = "127.0.0.1:9092")]
     writer_admin_listen: SocketAddr,
+    /// redirect HTTP listen address (the public endpoint).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    redirect_listen: SocketAddr,
+    /// redirect admin listen address.
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    redirect_admin_listen: SocketAddr,
 }
 
 #[tokio::main]
@@ -73,6 +79,25 @@ async fn main() -> anyhow::Result<()> {
         ),
         ("TINYURL_LISTEN", args.writer_listen.to_string()),
         ("TINYURL_ADMIN_LISTEN", args.writer_admin_listen.to_string()),
+        (
+            "TINYURL_PUBLIC_BASE_URL",
+            format!("http://{}", args.redirect_listen),
+        ),
+        ("RUST_LOG", log_filter.clone()),
+    ]);
+    let redirect_env = Env::from_pairs([
+        ("TINYURL_REPLICA_URLS", database.replica_urls.join(",")),
+        ("TINYURL_DATABASE_URL", database.primary_url.clone()),
+        ("TINYURL_REDIS_URL", redis.url()),
+        ("TINYURL_LISTEN", args.redirect_listen.to_string()),
+        (
+            "TINYURL_ADMIN_LISTEN",
+            args.redirect_admin_listen.to_string(),
+        ),
+        (
+            "TINYURL_PUBLIC_BASE_URL",
+            format!("http://{}", args.redirect_listen),
+        ),
         ("RUST_LOG", log_filter),
     ]);
     let writer_config = tinyurl_writer::Config::from_env(&writer_env)?;
@@ -86,9 +111,15 @@ async fn main() -> anyhow::Result<()> {
     let idalloc_admin = idalloc.admin_addr()?;
     // idalloc must be serving before the writer leases its first ranges.
     let idalloc_task = tokio::spawn(idalloc.run(tinyurl_runtime::shutdown_signal()));
-    let writer = tinyurl_writer::App::build(writer_config, Some(metrics))
+    let writer = tinyurl_writer::App::build(writer_config, Some(metrics.clone()))
         .await
         .context("cannot start the writer")?;
+    let redirect = tinyurl_redirect::App::build(
+        tinyurl_redirect::Config::from_env(&redirect_env)?,
+        Some(metrics),
+    )
+    .await
+    .context("cannot start the redirect service")?;
 
     println!("postgres primary  {}", database.primary_url);
     println!("postgres replica  {}", database.replica_urls.join(", "));
@@ -97,10 +128,20 @@ async fn main() -> anyhow::Result<()> {
     println!("idalloc admin     http://{idalloc_admin}/metrics");
     println!("writer gRPC       http://{}", writer.grpc_addr()?);
     println!("writer admin      http://{}/metrics", writer.admin_addr()?);
+    println!(
+        "redirect HTTP     http://{}/{{code}}",
+        redirect.http_addr()?
+    );
+    println!(
+        "redirect admin    http://{}/metrics",
+        redirect.admin_addr()?
+    );
     println!("API key           {api_key}");
     println!("press Ctrl-C to stop; every server and its data go away with it");
 
+    let redirect_task = tokio::spawn(redirect.run(tinyurl_runtime::shutdown_signal()));
     writer.run(tinyurl_runtime::shutdown_signal()).await?;
+    redirect_task.await.context("redirect task failed")??;
     idalloc_task.await.context("idalloc task failed")??;
     drop(redis);
     drop(cluster);
