@@ -127,9 +127,9 @@ async fn main() -> anyhow::Result<()> {
     let mut table = String::new();
     writeln!(
         table,
-        "| conns | variant | req/s | p50 ms | p99 ms | nginx req/s | ratio | notes |"
+        "| conns | variant | req/s | p50 ms | p99 ms | nginx req/s | nginx p50/p99 ms | ratio | notes |"
     )?;
-    writeln!(table, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|")?;
     for &connections in &args.connections {
         for variant in [Variant::L1, Variant::Redis, Variant::Zipf] {
             let letter = match variant {
@@ -160,6 +160,8 @@ async fn main() -> anyhow::Result<()> {
             let nginx_rate = mean(references.iter().map(|run| run.requests_per_second));
             let p50 = mean(runs.iter().map(|run| run.p50_ms));
             let p99 = mean(runs.iter().map(|run| run.p99_ms));
+            let nginx_p50 = mean(references.iter().map(|run| run.p50_ms));
+            let nginx_p99 = mean(references.iter().map(|run| run.p99_ms));
             let errors: u64 = runs.iter().map(|run| run.non_3xx).sum();
             let mut notes = String::new();
             if variant == Variant::Zipf {
@@ -175,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
                 write!(notes, " {errors} non-3xx answers")?;
             }
             let row = format!(
-                "| {connections} | {} | {variant_rate:.0} | {p50:.2} | {p99:.2} | {nginx_rate:.0} | {:.2}× | {notes} |",
+                "| {connections} | {} | {variant_rate:.0} | {p50:.2} | {p99:.2} | {nginx_rate:.0} | {nginx_p50:.2}/{nginx_p99:.2} | {:.2}× | {notes} |",
                 variant.label(),
                 variant_rate / nginx_rate,
             );

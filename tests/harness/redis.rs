@@ -151,10 +151,22 @@ pub enum Reply {
     Integer(i64),
     Bulk(Option<String>),
     Error(String),
+    Array(Vec<Reply>),
 }
 
-/// Sends one command over RESP and reads a simple reply (no arrays), so tests
-/// can inspect what services wrote without a client library of their own.
+impl Reply {
+    /// Every bulk string in the reply, depth first.
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            Self::Bulk(Some(text)) => vec![text.clone()],
+            Self::Array(items) => items.iter().flat_map(Self::strings).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Sends one command over RESP and reads the reply, so tests can inspect
+/// what services wrote without a client library of their own.
 pub async fn command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
     let mut request = format!("*{}\r\n", args.len());
     for arg in args {
@@ -165,11 +177,23 @@ pub async fn command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
         let mut stream = tokio::io::BufStream::new(stream);
         stream.write_all(request.as_bytes()).await?;
         stream.flush().await?;
+        read_reply(&mut stream).await
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange).await?
+}
+
+fn read_reply<'a, S>(
+    stream: &'a mut S,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Reply>> + Send + 'a>>
+where
+    S: tokio::io::AsyncBufRead + Unpin + Send,
+{
+    Box::pin(async move {
         let mut line = String::new();
-        tokio::io::AsyncBufReadExt::read_line(&mut stream, &mut line).await?;
+        tokio::io::AsyncBufReadExt::read_line(stream, &mut line).await?;
         let line = line.trim_end().to_owned();
         let (kind, rest) = line.split_at(1.min(line.len()));
-        Ok::<_, anyhow::Error>(match kind {
+        Ok(match kind {
             "+" => Reply::Status(rest.to_owned()),
             "-" => Reply::Error(rest.to_owned()),
             ":" => Reply::Integer(rest.parse()?),
@@ -184,8 +208,15 @@ pub async fn command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
                     Reply::Bulk(Some(String::from_utf8(body)?))
                 }
             }
+            "*" => {
+                let count: i64 = rest.parse()?;
+                let mut items = Vec::new();
+                for _ in 0..count.max(0) {
+                    items.push(read_reply(stream).await?);
+                }
+                Reply::Array(items)
+            }
             other => bail!("unsupported RESP reply type {other:?}"),
         })
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange).await?
+    })
 }

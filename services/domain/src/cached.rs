@@ -20,7 +20,8 @@ pub const INVALIDATION_CHANNEL: &str = "tinyurl:invalidate";
 pub const NEGATIVE_ENTRY: &str = "none";
 
 /// Redis stream the redirect services append click counts to, for the
-/// analytics consumer: one entry per flush, fields `code` → clicks.
+/// analytics consumer: entries with one field, `counts`, holding
+/// newline-separated `code count` lines.
 pub const CLICKS_STREAM: &str = "tinyurl:clicks";
 
 /// What redirect needs to answer for a code.
