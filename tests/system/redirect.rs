@@ -533,6 +533,13 @@ async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
     flush_redis().await?;
     system.cluster.primary.kill()?;
     check_all("primary down").await?;
+    // A code the replica does not have cannot be confirmed without the
+    // primary: 404, but nothing may keep that answer.
+    for addr in addrs {
+        let unknown = http_request(addr, "GET", "/NotOnReplica9").await?;
+        assert_eq!(unknown.status, 404);
+        assert_eq!(unknown.header("cache-control"), Some("no-store"));
+    }
     system.redis.kill()?;
     check_all("primary and redis down").await?;
 
