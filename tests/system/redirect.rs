@@ -429,16 +429,17 @@ async fn invalidations_reach_every_redirect_process() -> anyhow::Result<()> {
 async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
     let mut system = System::start(&[]).await?;
     let timeouts = [
-        ("TINYURL_DB_TIMEOUT_MS", "500"),
+        ("TINYURL_DB_TIMEOUT_MS", "1000"),
         ("TINYURL_REDIS_TIMEOUT_MS", "100"),
     ];
     let cached = system.start_redirect(&timeouts).await?;
     let mut uncached_env = timeouts.to_vec();
     uncached_env.push(("TINYURL_L1_CAPACITY", "0"));
     let uncached = system.start_redirect(&uncached_env).await?;
-    // The bound on one request: a Redis timeout, a replica timeout and a
-    // primary timeout, plus slack for a loaded machine.
-    let bound = Duration::from_millis(100 + 500 + 500) + Duration::from_secs(2);
+    // The bound on one request: a Redis timeout and at most three database
+    // timeouts (replica, primary, the replica again as a last resort), plus
+    // slack for a loaded machine. A hang detector, not a performance check.
+    let bound = Duration::from_millis(100 + 3 * 1000) + Duration::from_secs(2);
     let mut codes = Vec::new();
     for index in 0..20 {
         codes.push(
@@ -465,8 +466,10 @@ async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
     }
 
     let addrs = [cached.listen_addr(), uncached.listen_addr()];
+    let replica_log = system.cluster.replica().log_path().to_path_buf();
     let check_all = |phase: &'static str| {
         let codes = codes.clone();
+        let replica_log = replica_log.clone();
         async move {
             for round in 0..3 {
                 for addr in addrs {
@@ -476,9 +479,10 @@ async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
                         let took = started.elapsed();
                         anyhow::ensure!(
                             response.status == 302,
-                            "{phase}, round {round}, {addr}: /{code} answered {}: {}",
+                            "{phase}, round {round}, {addr}: /{code} answered {}: {}\n--- replica log ---\n{}",
                             response.status,
-                            response.text()
+                            response.text(),
+                            tinyurl_harness::process::log_tail(&replica_log, 30)
                         );
                         anyhow::ensure!(
                             took <= bound,
@@ -537,7 +541,15 @@ async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
     // primary: 404, but nothing may keep that answer.
     for addr in addrs {
         let unknown = http_request(addr, "GET", "/NotOnReplica9").await?;
-        assert_eq!(unknown.status, 404);
+        assert_eq!(
+            unknown.status,
+            404,
+            "{addr}: {}\n{}\n{}\n--- replica ---\n{}",
+            unknown.text(),
+            cached.log(),
+            uncached.log(),
+            tinyurl_harness::process::log_tail(system.cluster.replica().log_path(), 40)
+        );
         assert_eq!(unknown.header("cache-control"), Some("no-store"));
     }
     system.redis.kill()?;

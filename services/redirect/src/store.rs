@@ -118,9 +118,20 @@ impl LinkStore {
                 }
             }
         }
-        self.find_on_primary(code)
-            .await
-            .map(|found| (found, Source::Primary))
+        if let Ok(found) = self.find_on_primary(code).await {
+            return Ok((found, Source::Primary));
+        }
+        // Last resort before a 503: a replica taken out of rotation may well
+        // be back (the probe runs every 500 ms); one bounded try each.
+        for replica in &self.replicas {
+            if !replica.healthy.load(Ordering::Relaxed)
+                && let Ok(found) = self.find_on(replica, code).await
+            {
+                replica.healthy.store(true, Ordering::Relaxed);
+                return Ok((found, Source::Replica));
+            }
+        }
+        Err(StoreError::Unavailable)
     }
 
     /// Looks `code` up on the primary, unless it is known to be down.
