@@ -8,19 +8,20 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use tinyurl_domain::cached::INVALIDATION_CHANNEL;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::resolve::Resolver;
 
 pub fn subscriber(url: &SecretString, timeout: Duration) -> anyhow::Result<SubscriberClient> {
-    let client = Builder::from_config(Config::from_url(url.expose_secret())?)
-        .with_connection_config(|connection| {
-            connection.connection_timeout = timeout.max(Duration::from_millis(500));
-            connection.internal_command_timeout = timeout.max(Duration::from_millis(500));
+    // The subscription's own commands (SUBSCRIBE) may wait for a connection:
+    // only the reconnect policy and timeouts are shared with data clients.
+    let client = tinyurl_runtime::redis::builder(url, timeout)?
+        .with_connection_config(|connection| connection.max_command_attempts = 3)
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = timeout.max(Duration::from_secs(1));
         })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
         .build_subscriber_client()?;
     Ok(client)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
 use rand::Rng as _;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 use tinyurl_domain::cached::{NEGATIVE_ENTRY, link_key};
 
@@ -36,26 +36,11 @@ impl SharedCache {
         ttl: Duration,
         negative_ttl: Duration,
     ) -> anyhow::Result<Self> {
-        let client = Builder::from_config(Config::from_url(url.expose_secret())?)
-            .with_connection_config(|connection| {
-                connection.connection_timeout = timeout.max(Duration::from_millis(500));
-                connection.internal_command_timeout = timeout.max(Duration::from_millis(500));
-                connection.max_command_attempts = 1;
-            })
-            .with_performance_config(|performance| {
-                performance.default_command_timeout = timeout;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build()?;
+        let client = tinyurl_runtime::redis::builder(url, timeout)?.build()?;
         client.connect();
         Ok(Self {
             client,
-            options: Options {
-                timeout: Some(timeout),
-                fail_fast: true,
-                max_attempts: Some(1),
-                ..Options::default()
-            },
+            options: tinyurl_runtime::redis::command_options(timeout),
             ttl,
             negative_ttl,
         })

@@ -9,6 +9,7 @@ pub mod error;
 pub mod grpc;
 pub mod lifecycle;
 pub mod postgres;
+pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
 

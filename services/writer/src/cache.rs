@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
 use fred::types::Expiration;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 use tinyurl_domain::cached::{INVALIDATION_CHANNEL, NEGATIVE_ENTRY, link_key};
 
@@ -39,25 +39,9 @@ impl LinkCache {
     /// Connects in the background; commands before the connection is up fail
     /// fast instead of queueing.
     pub fn connect(url: &SecretString, timeout: Duration, ttl: Duration) -> anyhow::Result<Self> {
-        let config = Config::from_url(url.expose_secret())?;
-        let client = Builder::from_config(config)
-            .with_connection_config(|connection| {
-                connection.connection_timeout = timeout.max(Duration::from_millis(500));
-                connection.internal_command_timeout = timeout.max(Duration::from_millis(500));
-                connection.max_command_attempts = 1;
-            })
-            .with_performance_config(|performance| {
-                performance.default_command_timeout = timeout;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build()?;
+        let client = tinyurl_runtime::redis::builder(url, timeout)?.build()?;
         client.connect();
-        let options = Options {
-            timeout: Some(timeout),
-            fail_fast: true,
-            max_attempts: Some(1),
-            ..Options::default()
-        };
+        let options = tinyurl_runtime::redis::command_options(timeout);
         Ok(Self {
             client: Some(client),
             ttl,
