@@ -82,14 +82,6 @@ impl Resolver {
         }
     }
 
-    /// Resolves `code`; `l2` is the calling thread's Redis client.
-    pub async fn resolve(&self, code: &str, l2: Option<&SharedCache>) -> Resolution {
-        match self.cached(code).await {
-            Some(entry) => Resolution::Entry(entry),
-            None => self.resolve_miss(code, l2).await,
-        }
-    }
-
     /// The L1 entry for `code`, if any: the hot path.
     pub async fn cached(&self, code: &str) -> Option<Arc<Entry>> {
         let entry = self.l1.as_ref()?.get(code).await;
@@ -99,7 +91,8 @@ impl Resolver {
         entry
     }
 
-    /// Resolves a code that [`Self::cached`] did not have: Redis, then
+    /// Resolves a code that [`Self::cached`] did not have (`l2` is the
+    /// calling thread's Redis client): Redis, then
     /// Postgres with one lookup per code per process at a time; the answer
     /// goes into L1 unless an invalidation for the code arrived meanwhile.
     pub async fn resolve_miss(&self, code: &str, l2: Option<&SharedCache>) -> Resolution {
