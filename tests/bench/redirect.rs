@@ -63,6 +63,15 @@ enum Variant {
 }
 
 impl Variant {
+    /// The letter `--variants` selects it by.
+    fn letter(self) -> char {
+        match self {
+            Self::L1 => 'a',
+            Self::Redis => 'b',
+            Self::Zipf => 'c',
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Self::L1 => "(a) L1 hit",
@@ -132,12 +141,7 @@ async fn main() -> anyhow::Result<()> {
     writeln!(table, "|---|---|---|---|---|---|---|---|---|")?;
     for &connections in &args.connections {
         for variant in [Variant::L1, Variant::Redis, Variant::Zipf] {
-            let letter = match variant {
-                Variant::L1 => 'a',
-                Variant::Redis => 'b',
-                Variant::Zipf => 'c',
-            };
-            if !args.variants.contains(&letter) {
+            if !args.variants.contains(&variant.letter()) {
                 continue;
             }
             let (target, script) = match variant {

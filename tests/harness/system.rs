@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use tinyurl_proto::v1::links_client::LinksClient;
 use tonic::transport::Channel;
 
@@ -81,6 +83,31 @@ impl System {
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
         start_redirect(&pairs).await
+    }
+
+    /// Waits until the replica has replayed the link `code`.
+    pub async fn wait_replicated(&self, code: &str) -> anyhow::Result<()> {
+        let replica_url = self
+            .database
+            .replica_urls
+            .first()
+            .context("the system has no replica")?
+            .clone();
+        crate::wait_until(
+            "the replica to have the link",
+            Duration::from_secs(10),
+            || {
+                let replica_url = replica_url.clone();
+                async move {
+                    let db = crate::postgres::connect(&replica_url).await?;
+                    Ok(db
+                        .query_opt("SELECT 1 FROM links WHERE code = $1", &[&code])
+                        .await?
+                        .is_some())
+                }
+            },
+        )
+        .await
     }
 
     /// A gRPC client of the writer.

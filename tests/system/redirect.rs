@@ -44,6 +44,15 @@ async fn set_enabled(system: &System, code: &str, enabled: bool) -> anyhow::Resu
     Ok(())
 }
 
+/// Waits until `redirect` has applied at least `count` announced codes.
+async fn wait_announced(redirect: &ServiceProcess, count: usize) -> anyhow::Result<()> {
+    let admin = redirect.admin_addr();
+    wait_until("announcements to arrive", Duration::from_secs(10), || async move {
+        Ok(metric(admin, "redirect_invalidations_total", &[]).await? >= count as f64)
+    })
+    .await
+}
+
 /// Tier lookups and database queries of one redirect process: what a
 /// request that must do no I/O must leave unchanged.
 async fn io_count(admin: SocketAddr) -> anyhow::Result<f64> {
@@ -367,16 +376,7 @@ async fn invalidations_reach_every_redirect_process() -> anyhow::Result<()> {
         for redirect in &redirects {
             // The create is announced too; let that land before warming L1,
             // or it would (rightly) evict the warm entry.
-            let admin = redirect.admin_addr();
-            let announced = (2 * trial + 1) as f64;
-            wait_until(
-                "the create's announcement",
-                Duration::from_secs(10),
-                || async move {
-                    Ok(metric(admin, "redirect_invalidations_total", &[]).await? >= announced)
-                },
-            )
-            .await?;
+            wait_announced(redirect, 2 * trial + 1).await?;
             // Twice: the second answer comes from L1.
             for _ in 0..2 {
                 assert_eq!(get(redirect, &path).await?.status, 302);
@@ -455,18 +455,7 @@ async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
                 .code,
         );
     }
-    wait_until("the replica to catch up", Duration::from_secs(10), || {
-        let replica_url = system.database.replica_urls[0].clone();
-        let last = codes[codes.len() - 1].clone();
-        async move {
-            let db = tinyurl_harness::postgres::connect(&replica_url).await?;
-            Ok(db
-                .query_opt("SELECT 1 FROM links WHERE code = $1", &[&last])
-                .await?
-                .is_some())
-        }
-    })
-    .await?;
+    system.wait_replicated(&codes[codes.len() - 1]).await?;
     // Half the links warm in L1, half only in Redis and Postgres.
     for code in &codes[..10] {
         assert_eq!(get(&cached, &format!("/{code}")).await?.status, 302);
@@ -611,32 +600,11 @@ async fn concurrent_misses_share_one_lookup() -> anyhow::Result<()> {
         &["DEL", &format!("link:{}", link.code)],
     )
     .await?;
-    wait_until(
-        "the replica to have the link",
-        Duration::from_secs(10),
-        || {
-            let replica_url = system.database.replica_urls[0].clone();
-            let code = link.code.clone();
-            async move {
-                let db = tinyurl_harness::postgres::connect(&replica_url).await?;
-                Ok(db
-                    .query_opt("SELECT 1 FROM links WHERE code = $1", &[&code])
-                    .await?
-                    .is_some())
-            }
-        },
-    )
-    .await?;
+    system.wait_replicated(&link.code).await?;
     // The create's own announcement must not land mid-lookup: that lookup's
     // result would rightly not be cached, and a second one would follow.
     for redirect in &redirects {
-        let admin = redirect.admin_addr();
-        wait_until(
-            "the create's announcement",
-            Duration::from_secs(10),
-            || async move { Ok(metric(admin, "redirect_invalidations_total", &[]).await? >= 1.0) },
-        )
-        .await?;
+        wait_announced(redirect, 1).await?;
     }
     let path = Arc::new(format!("/{}", link.code));
     let mut requests = tokio::task::JoinSet::new();

@@ -8,7 +8,7 @@
 //! A path that cannot be a code or alias is answered 404 before any I/O.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::http::header::{
@@ -45,7 +45,6 @@ pub struct HttpMetrics {
     unavailable: metrics::Counter,
     previews: metrics::Counter,
     qr_codes: metrics::Counter,
-    miss_seconds: metrics::Histogram,
 }
 
 impl HttpMetrics {
@@ -59,7 +58,6 @@ impl HttpMetrics {
             unavailable: outcome("unavailable"),
             previews: outcome("preview"),
             qr_codes: outcome("qr"),
-            miss_seconds: metrics::histogram!("redirect_l1_miss_request_duration_seconds"),
         }
     }
 }
@@ -114,14 +112,9 @@ pub async fn handle(shared: &Shared, request: &Parts) -> Response {
             request.uri.query(),
         );
     }
-    let started = Instant::now();
+    // Timed inside the resolver (redirect_lookup_duration_seconds).
     let resolution = shared.resolver.resolve_miss(code, shared.l2.as_ref()).await;
-    let response = answer(shared, &page, code, head, resolution, request.uri.query());
-    shared
-        .metrics
-        .miss_seconds
-        .record(started.elapsed().as_secs_f64());
-    response
+    answer(shared, &page, code, head, resolution, request.uri.query())
 }
 
 fn answer(

@@ -38,12 +38,6 @@ pub enum Resolution {
     Unavailable,
 }
 
-#[derive(Debug, Clone)]
-enum NotCached {
-    Unconfirmed,
-    Unavailable,
-}
-
 pub struct Settings {
     pub l1_capacity: u64,
     pub l1_ttl: Duration,
@@ -105,7 +99,7 @@ impl Resolver {
             Some(entry) => {
                 let entry = Arc::new(entry);
                 self.keep(code, &entry, epoch).await;
-                Ok(entry)
+                Resolution::Entry(entry)
             }
             None => {
                 self.inflight
@@ -116,11 +110,7 @@ impl Resolver {
         self.metrics
             .lookup_seconds
             .record(started.elapsed().as_secs_f64());
-        match resolved {
-            Ok(entry) => Resolution::Entry(entry),
-            Err(NotCached::Unconfirmed) => Resolution::Unconfirmed,
-            Err(NotCached::Unavailable) => Resolution::Unavailable,
-        }
+        resolved
     }
 
     /// Puts `entry` in L1 unless `code` was invalidated since `epoch`; an
@@ -183,22 +173,15 @@ impl Resolver {
     /// The coalesced part of a miss: L1 again (a lookup that just finished
     /// may have filled it), then the replicas, the primary where needed, and
     /// the fills of L2 and L1.
-    async fn read_postgres(
-        &self,
-        code: &str,
-        l2: Option<&SharedCache>,
-        epoch: u64,
-    ) -> Result<Arc<Entry>, NotCached> {
+    async fn read_postgres(&self, code: &str, l2: Option<&SharedCache>, epoch: u64) -> Resolution {
         if let Some(l1) = &self.l1
             && let Some(entry) = l1.get(code).await
         {
-            return Ok(entry);
+            return Resolution::Entry(entry);
         }
-        let (found, source) = self
-            .store
-            .find(code)
-            .await
-            .map_err(|_| NotCached::Unavailable)?;
+        let Ok((found, source)) = self.store.find(code).await else {
+            return Resolution::Unavailable;
+        };
         let found = match (found, source) {
             (Some(link), _) => Some(link),
             (None, Source::Primary) => None,
@@ -208,14 +191,14 @@ impl Resolver {
                 self.metrics.db_miss.increment(1);
                 let entry = Arc::new(Entry::Missing);
                 self.keep(code, &entry, epoch).await;
-                return Ok(entry);
+                return Resolution::Entry(entry);
             }
             (None, Source::Replica) => {
                 self.metrics.primary_confirm.increment(1);
-                self.store
-                    .find_on_primary(code)
-                    .await
-                    .map_err(|_| NotCached::Unconfirmed)?
+                match self.store.find_on_primary(code).await {
+                    Ok(found) => found,
+                    Err(_) => return Resolution::Unconfirmed,
+                }
             }
         };
         if found.is_some() {
@@ -238,7 +221,7 @@ impl Resolver {
         }
         let entry = Arc::new(found.map_or(Entry::Missing, |link| self.prepare(link)));
         self.keep(code, &entry, epoch).await;
-        Ok(entry)
+        Resolution::Entry(entry)
     }
 
     fn prepare(&self, link: CachedLink) -> Entry {
@@ -253,15 +236,18 @@ struct Inflight {
     lookups: std::sync::Mutex<InflightMap>,
 }
 
-type Answer = Result<Arc<Entry>, NotCached>;
 type InflightMap = std::collections::HashMap<
     Box<str>,
-    Arc<tokio::sync::OnceCell<Answer>>,
+    Arc<tokio::sync::OnceCell<Resolution>>,
     foldhash::fast::RandomState,
 >;
 
 impl Inflight {
-    async fn run(&self, code: &str, lookup: impl std::future::Future<Output = Answer>) -> Answer {
+    async fn run(
+        &self,
+        code: &str,
+        lookup: impl std::future::Future<Output = Resolution>,
+    ) -> Resolution {
         let cell = {
             let Ok(mut lookups) = self.lookups.lock() else {
                 return lookup.await;
