@@ -564,6 +564,20 @@ async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
         },
     )
     .await?;
+    // "Back" as each redirect process sees it: its probe has put the
+    // primary back in rotation (a fresh link may need the primary to
+    // confirm a lagging replica's miss).
+    for redirect in [&cached, &uncached] {
+        let admin = redirect.admin_addr();
+        wait_until(
+            "the primary back in rotation",
+            Duration::from_secs(15),
+            || async move {
+                Ok(metric(admin, "redirect_db_healthy", &["db=\"primary\""]).await? == 1.0)
+            },
+        )
+        .await?;
+    }
     let after = create(&system, to("https://example.com/fault/after")).await?;
     for redirect in [&cached, &uncached] {
         assert_eq!(

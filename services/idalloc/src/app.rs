@@ -118,28 +118,23 @@ async fn maintain(
     retention: Duration,
     stopping: Stopping,
 ) {
-    let stopped = stopping.clone().wait();
-    tokio::pin!(stopped);
-    let mut interval = tokio::time::interval(MAINTENANCE_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            () = &mut stopped => return,
-        }
-        match store.ping().await {
-            // Never turn ready again once shutdown has begun.
-            Ok(()) => readiness.set_ready(!stopping.is_stopping()),
-            Err(error) => {
-                tracing::warn!(error = %error, "postgres unreachable, reporting not ready");
-                readiness.set_ready(false);
-                continue;
+    let ticks = stopping.clone();
+    ticks
+        .every(MAINTENANCE_INTERVAL, || async {
+            match store.ping().await {
+                // Never turn ready again once shutdown has begun.
+                Ok(()) => readiness.set_ready(!stopping.is_stopping()),
+                Err(error) => {
+                    tracing::warn!(error = %error, "postgres unreachable, reporting not ready");
+                    readiness.set_ready(false);
+                    return;
+                }
             }
-        }
-        match store.purge_leases_older_than(retention).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::debug!(purged, "purged expired request ids"),
-            Err(error) => tracing::warn!(error = %error, "cannot purge expired request ids"),
-        }
-    }
+            match store.purge_leases_older_than(retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "purged expired request ids"),
+                Err(error) => tracing::warn!(error = %error, "cannot purge expired request ids"),
+            }
+        })
+        .await;
 }

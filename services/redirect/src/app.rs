@@ -98,7 +98,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
-        let probes = tokio::spawn(Arc::clone(&self.store).probe_unhealthy(stopping.clone().wait()));
+        let probes = tokio::spawn(Arc::clone(&self.store).probe_unhealthy(stopping.clone()));
         let mut redis_client = None;
         let invalidations = match &self.config.redis_url {
             Some(url) => {
@@ -250,14 +250,9 @@ impl ThreadContext {
 }
 
 async fn report_gauges(resolver: Arc<Resolver>, stopping: Stopping) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    let stopped = stopping.wait();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            () = &mut stopped => return,
-        }
-        metrics::gauge!("redirect_l1_entries").set(resolver.l1_entries() as f64);
-    }
+    stopping
+        .every(Duration::from_secs(1), || async {
+            metrics::gauge!("redirect_l1_entries").set(resolver.l1_entries() as f64);
+        })
+        .await;
 }

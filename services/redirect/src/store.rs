@@ -197,34 +197,29 @@ impl LinkStore {
             .any(|db| db.healthy.load(Ordering::Relaxed))
     }
 
-    /// Probes unhealthy databases until `stopped` resolves, and puts each
+    /// Probes unhealthy databases until stopping begins, and puts each
     /// back in rotation once a `SELECT 1` succeeds; live traffic never pays
     /// for a probe.
-    pub async fn probe_unhealthy(self: Arc<Self>, stopped: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stopped);
-        let mut interval = tokio::time::interval(PROBE_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                () = &mut stopped => return,
-            }
-            for db in self.replicas.iter().chain(self.primary.iter()) {
-                let healthy = db.healthy.load(Ordering::Relaxed);
-                metrics::gauge!("redirect_db_healthy", "db" => db.name.clone())
-                    .set(f64::from(u8::from(healthy)));
-                if healthy {
-                    continue;
+    pub async fn probe_unhealthy(self: Arc<Self>, stopping: tinyurl_runtime::Stopping) {
+        stopping
+            .every(PROBE_INTERVAL, || async {
+                for db in self.replicas.iter().chain(self.primary.iter()) {
+                    let healthy = db.healthy.load(Ordering::Relaxed);
+                    metrics::gauge!("redirect_db_healthy", "db" => db.name.clone())
+                        .set(f64::from(u8::from(healthy)));
+                    if healthy {
+                        continue;
+                    }
+                    let probe = async {
+                        let client = db.pool.get().await.ok()?;
+                        client.simple_query("SELECT 1").await.ok()
+                    };
+                    if let Ok(Some(_)) = tokio::time::timeout(self.timeout, probe).await {
+                        tracing::info!(db = %db.name, "database usable again");
+                        db.healthy.store(true, Ordering::Relaxed);
+                    }
                 }
-                let probe = async {
-                    let client = db.pool.get().await.ok()?;
-                    client.simple_query("SELECT 1").await.ok()
-                };
-                if let Ok(Some(_)) = tokio::time::timeout(self.timeout, probe).await {
-                    tracing::info!(db = %db.name, "database usable again");
-                    db.healthy.store(true, Ordering::Relaxed);
-                }
-            }
-        }
+            })
+            .await;
     }
 }

@@ -45,6 +45,27 @@ impl Stopping {
         let _ = self.receiver.wait_for(|stopping| *stopping).await;
     }
 
+    /// Runs `tick` every `period` (a slow tick delays the next rather than
+    /// bunching them) until stopping begins: the shape of every background
+    /// job (gauges, probes, maintenance).
+    pub async fn every<F, Fut>(self, period: Duration, mut tick: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let stopped = self.wait();
+        tokio::pin!(stopped);
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = &mut stopped => return,
+            }
+            tick().await;
+        }
+    }
+
     /// Resolves `drain` after stopping began: the bound on draining.
     pub async fn drain_deadline(self, drain: Duration) {
         self.wait().await;

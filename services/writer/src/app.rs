@@ -161,14 +161,9 @@ fn idalloc_channel(config: &Config) -> anyhow::Result<tonic::transport::Channel>
 }
 
 async fn report_gauges(state: Arc<State>, stopping: Stopping) {
-    let mut interval = tokio::time::interval(Duration::from_secs(1));
-    let stopped = stopping.wait();
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            () = &mut stopped => return,
-        }
-        metrics::gauge!("writer_ids_buffered").set(state.leaser.buffered() as f64);
-    }
+    stopping
+        .every(Duration::from_secs(1), || async {
+            metrics::gauge!("writer_ids_buffered").set(state.leaser.buffered() as f64);
+        })
+        .await;
 }
