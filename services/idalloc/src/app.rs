@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::service::IdAllocatorService;
+use std::sync::Arc;
+
 use crate::store::LeaseStore;
 
 /// How often expired request ids are purged and readiness re-checked.
@@ -21,7 +23,7 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct App {
     config: Config,
-    store: LeaseStore,
+    store: Arc<dyn LeaseStore>,
     grpc_listener: TcpListener,
     admin: AdminServer,
     readiness: Readiness,
@@ -31,13 +33,13 @@ impl App {
     /// Binds both listeners and applies migrations. Fails if Postgres cannot
     /// be reached: a replica that cannot lease should not report healthy.
     pub async fn build(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Self> {
-        let store = LeaseStore::connect(
+        let store = crate::store::open(
             &config.database_url,
             config.pool_size,
             config.db_timeout,
             config.failover_skip,
-        )?;
-        store.migrate().await?;
+        )
+        .await?;
         // The first pooled connection runs the failover guard before serving.
         store
             .ping()
@@ -79,11 +81,11 @@ impl App {
         health_reporter
             .set_serving::<IdAllocatorServer<IdAllocatorService>>()
             .await;
-        let service = IdAllocatorService::new(self.store.clone(), self.config.max_lease);
+        let service = IdAllocatorService::new(Arc::clone(&self.store), self.config.max_lease);
 
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
         let maintenance = tokio::spawn(maintain(
-            self.store.clone(),
+            Arc::clone(&self.store),
             self.readiness.clone(),
             self.config.lease_retention,
             stopping.clone(),
@@ -113,7 +115,7 @@ impl App {
 /// Purges expired request ids and keeps readiness honest: an idalloc that
 /// cannot reach Postgres should leave the load balancer's rotation.
 async fn maintain(
-    store: LeaseStore,
+    store: Arc<dyn LeaseStore>,
     readiness: Readiness,
     retention: Duration,
     stopping: Stopping,

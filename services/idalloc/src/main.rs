@@ -32,16 +32,14 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
 
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => {
-            tinyurl_idalloc::store::LeaseStore::connect(
-                &config.database_url,
-                1,
-                config.db_timeout,
-                config.failover_skip,
-            )?
-            .migrate()
-            .await
-        }
+        Command::Migrate => tinyurl_idalloc::store::open(
+            &config.database_url,
+            1,
+            config.db_timeout,
+            config.failover_skip,
+        )
+        .await
+        .map(drop),
         Command::Serve => {
             let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
             let app = App::build(config, Some(metrics))

@@ -9,12 +9,12 @@ use crate::lease::LeaseRequest;
 use crate::store::LeaseStore;
 
 pub struct IdAllocatorService {
-    store: LeaseStore,
+    store: std::sync::Arc<dyn LeaseStore>,
     max_lease: u64,
 }
 
 impl IdAllocatorService {
-    pub fn new(store: LeaseStore, max_lease: u64) -> Self {
+    pub fn new(store: std::sync::Arc<dyn LeaseStore>, max_lease: u64) -> Self {
         Self { store, max_lease }
     }
 }

@@ -16,36 +16,92 @@ use crate::clicks::Clicks;
 use crate::config::Config;
 use crate::entry::CachePolicy;
 use crate::http::{HttpMetrics, Shared};
-use crate::l2::SharedCache;
+use crate::l2::{MemorySharedCache, RedisSharedCache, SharedCache};
 use crate::resolve::{Resolver, Settings};
-use crate::store::LinkStore;
+use crate::store::{LinkSource, PostgresLinkSource, SqliteLinkSource};
+use tinyurl_runtime::memory::MemoryCache;
+
+/// Where links are read from and which shared cache sits in front.
+pub struct Backend {
+    pub source: Arc<dyn LinkSource>,
+    pub cache: CacheTier,
+}
+
+/// The shared tier and the invalidation feed that comes with it.
+#[derive(Clone)]
+pub enum CacheTier {
+    /// None: L1 and the database only, no invalidations (L1 TTL bounds
+    /// staleness).
+    None,
+    /// Redis at `TINYURL_REDIS_URL`: one connection per serving thread, a
+    /// subscriber for invalidations, and the click stream.
+    Redis,
+    /// The in-process cache the writer of the same process keeps coherent.
+    Memory(Arc<MemoryCache>),
+}
+
+/// The configured link source: the embedded store for a `sqlite:` database
+/// URL without replicas, Postgres otherwise.
+pub async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn LinkSource>> {
+    let sqlite_path = config.database_url.as_ref().and_then(|url| {
+        tinyurl_runtime::sqlite::path_from_url(secrecy::ExposeSecret::expose_secret(url))
+    });
+    if let Some(path) = sqlite_path {
+        anyhow::ensure!(
+            config.replica_urls.is_empty(),
+            "TINYURL_REPLICA_URLS cannot be combined with an embedded (sqlite:) database"
+        );
+        return Ok(Arc::new(
+            SqliteLinkSource::open(&path, config.pool_size, config.db_timeout).await?,
+        ));
+    }
+    Ok(Arc::new(PostgresLinkSource::connect(
+        &config.replica_urls,
+        config.database_url.as_ref(),
+        config.pool_size,
+        config.db_timeout,
+    )?))
+}
 
 pub struct App {
     config: Config,
     resolver: Arc<Resolver>,
     clicks: Arc<Clicks>,
-    store: Arc<LinkStore>,
+    store: Arc<dyn LinkSource>,
+    cache: CacheTier,
     listener: std::net::TcpListener,
     admin: AdminServer,
     readiness: Readiness,
 }
 
 impl App {
-    /// Builds the tiers and binds both listeners. Nothing here waits on
-    /// Postgres or Redis: redirect serves what it can reach, and connects to
-    /// the rest as it comes up.
+    /// Opens the configured source and cache, then [`Self::build_with`].
     pub async fn build(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Self> {
-        let store = Arc::new(LinkStore::connect(
-            &config.replica_urls,
-            config.database_url.as_ref(),
-            config.pool_size,
-            config.db_timeout,
-        )?);
-        if let Some(url) = &config.redis_url {
-            // Validate now rather than in every serving thread.
-            fred::prelude::Config::from_url(secrecy::ExposeSecret::expose_secret(url))
-                .context("invalid TINYURL_REDIS_URL")?;
-        }
+        let source = open_source(&config).await?;
+        let cache = match &config.redis_url {
+            Some(url) => {
+                // Validate now rather than in every serving thread.
+                fred::prelude::Config::from_url(secrecy::ExposeSecret::expose_secret(url))
+                    .context("invalid TINYURL_REDIS_URL")?;
+                CacheTier::Redis
+            }
+            None => CacheTier::None,
+        };
+        Self::build_with(config, Backend { source, cache }, metrics).await
+    }
+
+    /// Builds the tiers and binds both listeners. Nothing here waits on the
+    /// database or Redis: redirect serves what it can reach, and connects to
+    /// the rest as it comes up.
+    pub async fn build_with(
+        config: Config,
+        backend: Backend,
+        metrics: Option<PrometheusHandle>,
+    ) -> anyhow::Result<Self> {
+        let Backend {
+            source: store,
+            cache,
+        } = backend;
         let resolver = Arc::new(Resolver::new(
             &Settings {
                 l1_capacity: config.l1_capacity,
@@ -68,6 +124,7 @@ impl App {
             config,
             resolver,
             store,
+            cache,
             listener,
             admin,
             readiness,
@@ -100,17 +157,24 @@ impl App {
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let probes = tokio::spawn(Arc::clone(&self.store).probe_unhealthy(stopping.clone()));
         let mut redis_client = None;
-        let invalidations = match &self.config.redis_url {
-            Some(url) => {
+        let invalidations = match (&self.cache, &self.config.redis_url) {
+            (CacheTier::Redis, Some(url)) => {
                 let subscriber = crate::invalidation::subscriber(url, self.config.redis_timeout)?;
-                redis_client = connect_l2(&self.config)?;
+                redis_client = Some(connect_redis(&self.config, url)?);
                 Some(tokio::spawn(crate::invalidation::follow(
                     subscriber,
                     Arc::clone(&self.resolver),
                     stopping.clone().wait(),
                 )))
             }
-            None => None,
+            (CacheTier::Memory(cache), _) => {
+                Some(tokio::spawn(crate::invalidation::follow_memory(
+                    cache.subscribe(),
+                    Arc::clone(&self.resolver),
+                    stopping.clone().wait(),
+                )))
+            }
+            _ => None,
         };
         let clicks = tokio::spawn(
             Arc::clone(&self.clicks).run(
@@ -137,6 +201,7 @@ impl App {
                 resolver: Arc::clone(&self.resolver),
                 clicks: Arc::clone(&self.clicks),
                 config: self.config.clone(),
+                cache: self.cache.clone(),
                 stopping: stopping.clone(),
             };
             std::thread::Builder::new()
@@ -183,19 +248,26 @@ impl App {
 }
 
 /// A Redis client whose connection is driven by the calling runtime.
-fn connect_l2(config: &Config) -> anyhow::Result<Option<SharedCache>> {
-    config
-        .redis_url
-        .as_ref()
-        .map(|url| {
-            SharedCache::connect(
-                url,
-                config.redis_timeout,
-                config.cache_ttl,
-                config.negative_ttl,
-            )
-        })
-        .transpose()
+fn connect_redis(config: &Config, url: &secrecy::SecretString) -> anyhow::Result<RedisSharedCache> {
+    RedisSharedCache::connect(
+        url,
+        config.redis_timeout,
+        config.cache_ttl,
+        config.negative_ttl,
+    )
+}
+
+/// The shared tier as the calling serving thread uses it.
+fn connect_l2(config: &Config, cache: &CacheTier) -> anyhow::Result<Option<Arc<dyn SharedCache>>> {
+    Ok(match (cache, &config.redis_url) {
+        (CacheTier::Redis, Some(url)) => Some(Arc::new(connect_redis(config, url)?)),
+        (CacheTier::Memory(cache), _) => Some(Arc::new(MemorySharedCache::new(
+            Arc::clone(cache),
+            config.cache_ttl,
+            config.negative_ttl,
+        ))),
+        _ => None,
+    })
 }
 
 /// A listener that other serving threads can bind beside.
@@ -216,6 +288,7 @@ struct ThreadContext {
     resolver: Arc<Resolver>,
     clicks: Arc<Clicks>,
     config: Config,
+    cache: CacheTier,
     stopping: Stopping,
 }
 
@@ -238,7 +311,7 @@ impl ThreadContext {
             };
             let shared = Arc::new(Shared {
                 resolver: self.resolver,
-                l2: connect_l2(&self.config)?,
+                l2: connect_l2(&self.config, &self.cache)?,
                 clicks: self.clicks,
                 public_base_url: self.config.public_base_url.clone(),
                 metrics: HttpMetrics::new(),

@@ -30,7 +30,7 @@ pub struct Shared {
     pub resolver: Arc<Resolver>,
     /// This thread's own Redis client: its connection is driven by this
     /// thread, so a Redis read never hops to another thread.
-    pub l2: Option<SharedCache>,
+    pub l2: Option<Arc<dyn SharedCache>>,
     pub clicks: Arc<Clicks>,
     pub public_base_url: String,
     pub metrics: HttpMetrics,

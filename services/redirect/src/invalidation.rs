@@ -26,6 +26,36 @@ pub fn subscriber(url: &SecretString, timeout: Duration) -> anyhow::Result<Subsc
     Ok(client)
 }
 
+/// Follows the in-process announcements of the embedded deployment's writer
+/// until `stopped` resolves.
+pub async fn follow_memory(
+    mut messages: tokio::sync::broadcast::Receiver<Arc<str>>,
+    resolver: Arc<Resolver>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let received = metrics::counter!("redirect_invalidations_total");
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Ok(codes) => {
+                    for code in codes.split(' ').filter(|code| !code.is_empty()) {
+                        resolver.invalidate(code).await;
+                        received.increment(1);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "invalidations lagged; flushing L1");
+                    resolver.flush();
+                    metrics::counter!("redirect_l1_flushes_total").increment(1);
+                }
+                Err(RecvError::Closed) => return,
+            },
+            () = &mut stopped => return,
+        }
+    }
+}
+
 /// Runs until `stopped` resolves.
 pub async fn follow(
     client: SubscriberClient,

@@ -1,7 +1,9 @@
-//! The shared Redis tier: cache-aside reads, `NX` fills (a fill never
-//! replaces what the writer wrote), and the click stream. Every command is
-//! bounded by the Redis timeout and fails fast while Redis is down.
+//! The shared tier: cache-aside reads and fills only where nothing is (a fill
+//! never replaces what the writer wrote). Two implementations: Redis (the
+//! split deployment; every command bounded by the Redis timeout, failing fast
+//! while Redis is down) and the in-process [`MemoryCache`] (the embedded one).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -10,6 +12,7 @@ use rand::Rng as _;
 use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 use tinyurl_domain::cached::{NEGATIVE_ENTRY, link_key};
+use tinyurl_runtime::memory::MemoryCache;
 
 /// What Redis holds for a code.
 #[derive(Debug)]
@@ -21,15 +24,53 @@ pub enum Cached {
     Absent,
 }
 
+/// The shared cache as the redirect service uses it.
+#[async_trait::async_trait]
+pub trait SharedCache: Send + Sync + 'static {
+    async fn get(&self, code: &str) -> anyhow::Result<Cached>;
+
+    /// Caches what the database said, only where the cache holds nothing: a
+    /// link the writer wrote (or a tombstone) always wins over a possibly
+    /// stale read. `None` caches "not found" for the negative TTL.
+    async fn fill(&self, code: &str, found: Option<&CachedLink>) -> anyhow::Result<()>;
+}
+
+/// Reads a cache entry as the writer encodes it.
+fn parse(code: &str, raw: Option<&str>) -> Cached {
+    match raw {
+        None => Cached::Absent,
+        Some(NEGATIVE_ENTRY) => Cached::Missing,
+        Some(raw) => match CachedLink::decode(raw) {
+            Some(link) => Cached::Link(link),
+            None => {
+                tracing::warn!(code, "unreadable cache entry; reading the database");
+                Cached::Absent
+            }
+        },
+    }
+}
+
+/// The entry to fill and its TTL.
+fn fill_entry(
+    found: Option<&CachedLink>,
+    ttl: Duration,
+    negative_ttl: Duration,
+) -> (String, Duration) {
+    match found {
+        Some(link) => (link.encode(), jittered(ttl)),
+        None => (NEGATIVE_ENTRY.to_owned(), negative_ttl),
+    }
+}
+
 #[derive(Clone)]
-pub struct SharedCache {
+pub struct RedisSharedCache {
     client: Client,
     options: Options,
     ttl: Duration,
     negative_ttl: Duration,
 }
 
-impl SharedCache {
+impl RedisSharedCache {
     pub fn connect(
         url: &SecretString,
         timeout: Duration,
@@ -53,33 +94,21 @@ impl SharedCache {
     pub fn options(&self) -> &Options {
         &self.options
     }
+}
 
-    pub async fn get(&self, code: &str) -> Result<Cached, Error> {
+#[async_trait::async_trait]
+impl SharedCache for RedisSharedCache {
+    async fn get(&self, code: &str) -> anyhow::Result<Cached> {
         let raw: Option<String> = self
             .client
             .with_options(&self.options)
             .get(link_key(code))
             .await?;
-        Ok(match raw.as_deref() {
-            None => Cached::Absent,
-            Some(NEGATIVE_ENTRY) => Cached::Missing,
-            Some(raw) => match CachedLink::decode(raw) {
-                Some(link) => Cached::Link(link),
-                None => {
-                    tracing::warn!(code, "unreadable cache entry; reading Postgres");
-                    Cached::Absent
-                }
-            },
-        })
+        Ok(parse(code, raw.as_deref()))
     }
 
-    /// Caches what Postgres said, only where Redis holds nothing: a link the
-    /// writer wrote (or a tombstone) always wins over a possibly stale read.
-    pub async fn fill(&self, code: &str, found: Option<&CachedLink>) -> Result<(), Error> {
-        let (value, ttl) = match found {
-            Some(link) => (link.encode(), jittered(self.ttl)),
-            None => (NEGATIVE_ENTRY.to_owned(), self.negative_ttl),
-        };
+    async fn fill(&self, code: &str, found: Option<&CachedLink>) -> anyhow::Result<()> {
+        let (value, ttl) = fill_entry(found, self.ttl, self.negative_ttl);
         let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         self.client
             .with_options(&self.options)
@@ -90,8 +119,38 @@ impl SharedCache {
                 Some(SetOptions::NX),
                 false,
             )
-            .await
-            .map(drop)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The embedded deployment's shared tier, in process.
+pub struct MemorySharedCache {
+    cache: Arc<MemoryCache>,
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl MemorySharedCache {
+    pub fn new(cache: Arc<MemoryCache>, ttl: Duration, negative_ttl: Duration) -> Self {
+        Self {
+            cache,
+            ttl,
+            negative_ttl,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedCache for MemorySharedCache {
+    async fn get(&self, code: &str) -> anyhow::Result<Cached> {
+        Ok(parse(code, self.cache.get(&link_key(code)).as_deref()))
+    }
+
+    async fn fill(&self, code: &str, found: Option<&CachedLink>) -> anyhow::Result<()> {
+        let (value, ttl) = fill_entry(found, self.ttl, self.negative_ttl);
+        self.cache.set_if_absent(link_key(code), &value, ttl);
+        Ok(())
     }
 }
 

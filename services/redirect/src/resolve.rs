@@ -25,7 +25,7 @@ use tinyurl_domain::CachedLink;
 
 use crate::entry::{CachePolicy, Entry};
 use crate::l2::{Cached, SharedCache};
-use crate::store::{LinkStore, Source};
+use crate::store::{LinkSource, Source};
 
 /// The outcome of resolving a code.
 #[derive(Debug, Clone)]
@@ -49,13 +49,13 @@ pub struct Resolver {
     l1: Option<Cache<String, Arc<Entry>, foldhash::fast::RandomState>>,
     epochs: Epochs,
     inflight: Inflight,
-    store: Arc<LinkStore>,
+    store: Arc<dyn LinkSource>,
     policy: CachePolicy,
     metrics: TierMetrics,
 }
 
 impl Resolver {
-    pub fn new(settings: &Settings, store: Arc<LinkStore>) -> Self {
+    pub fn new(settings: &Settings, store: Arc<dyn LinkSource>) -> Self {
         let l1 = (settings.l1_capacity > 0).then(|| {
             Cache::builder()
                 .max_capacity(settings.l1_capacity)
@@ -89,7 +89,7 @@ impl Resolver {
     /// calling thread's Redis client): Redis, then
     /// Postgres with one lookup per code per process at a time; the answer
     /// goes into L1 unless an invalidation for the code arrived meanwhile.
-    pub async fn resolve_miss(&self, code: &str, l2: Option<&SharedCache>) -> Resolution {
+    pub async fn resolve_miss(&self, code: &str, l2: Option<&Arc<dyn SharedCache>>) -> Resolution {
         if self.l1.is_some() {
             self.metrics.l1_miss.increment(1);
         }
@@ -148,7 +148,7 @@ impl Resolver {
     }
 
     /// What Redis says, when it says something definite.
-    async fn read_redis(&self, code: &str, l2: Option<&SharedCache>) -> Option<Entry> {
+    async fn read_redis(&self, code: &str, l2: Option<&Arc<dyn SharedCache>>) -> Option<Entry> {
         match l2?.get(code).await {
             Ok(Cached::Link(link)) => {
                 self.metrics.l2_hit.increment(1);
@@ -173,7 +173,12 @@ impl Resolver {
     /// The coalesced part of a miss: L1 again (a lookup that just finished
     /// may have filled it), then the replicas, the primary where needed, and
     /// the fills of L2 and L1.
-    async fn read_postgres(&self, code: &str, l2: Option<&SharedCache>, epoch: u64) -> Resolution {
+    async fn read_postgres(
+        &self,
+        code: &str,
+        l2: Option<&Arc<dyn SharedCache>>,
+        epoch: u64,
+    ) -> Resolution {
         if let Some(l1) = &self.l1
             && let Some(entry) = l1.get(code).await
         {
@@ -207,7 +212,7 @@ impl Resolver {
             self.metrics.db_miss.increment(1);
         }
         if let Some(l2) = l2 {
-            let l2 = l2.clone();
+            let l2 = Arc::clone(l2);
             let code = code.to_owned();
             let record = found.clone();
             let fill_errors = self.metrics.l2_fill_error.clone();

@@ -1,6 +1,12 @@
-//! Reading links from Postgres: read replicas round-robin, skipping the ones
-//! a background probe has found unhealthy, and the primary when no replica is
-//! usable. Redirect never writes Postgres.
+//! Reading links from the database: the [`LinkSource`] trait and its two
+//! implementations. Postgres: read replicas round-robin, skipping the ones a
+//! background probe has found unhealthy, and the primary when no replica is
+//! usable. SQLite (the embedded deployment): the one database file, which is
+//! its own primary. Redirect never writes the database.
+
+mod sqlite;
+
+pub use self::sqlite::SqliteLinkSource;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,7 +51,27 @@ struct Database {
     healthy: AtomicBool,
 }
 
-pub struct LinkStore {
+/// Where links are read from. Every call is bounded by the database timeout.
+#[async_trait::async_trait]
+pub trait LinkSource: Send + Sync + 'static {
+    /// Looks `code` up where it is cheapest and says which kind of database
+    /// answered: a replica's "not found" may only mean it is behind.
+    async fn find(&self, code: &str) -> Result<(Option<CachedLink>, Source), StoreError>;
+
+    /// Looks `code` up on the primary, unless it is known to be down.
+    async fn find_on_primary(&self, code: &str) -> Result<Option<CachedLink>, StoreError>;
+
+    fn has_primary(&self) -> bool;
+
+    /// Whether some database can answer: the readiness of this process.
+    fn any_healthy(&self) -> bool;
+
+    /// Watches the databases until stopping begins, putting unhealthy ones
+    /// back in rotation once they answer; live traffic never pays for a probe.
+    async fn probe_unhealthy(self: Arc<Self>, stopping: tinyurl_runtime::Stopping);
+}
+
+pub struct PostgresLinkSource {
     replicas: Vec<Arc<Database>>,
     primary: Option<Arc<Database>>,
     next_replica: AtomicUsize,
@@ -54,7 +80,7 @@ pub struct LinkStore {
     errors: [metrics::Counter; 2],
 }
 
-impl LinkStore {
+impl PostgresLinkSource {
     pub fn connect(
         replica_urls: &[SecretString],
         primary_url: Option<&SecretString>,
@@ -96,52 +122,6 @@ impl LinkStore {
                 counter("redirect_db_errors_total", Source::Primary),
             ],
         })
-    }
-
-    pub fn has_primary(&self) -> bool {
-        self.primary.is_some()
-    }
-
-    /// Looks `code` up on a healthy replica (the next one in turn, falling
-    /// over to the others), then on the primary if no replica answered.
-    pub async fn find(&self, code: &str) -> Result<(Option<CachedLink>, Source), StoreError> {
-        let count = self.replicas.len();
-        if count > 0 {
-            let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
-            for offset in 0..count {
-                let replica = &self.replicas[(start + offset) % count];
-                if !replica.healthy.load(Ordering::Relaxed) {
-                    continue;
-                }
-                if let Ok(found) = self.find_on(replica, code).await {
-                    return Ok((found, Source::Replica));
-                }
-            }
-        }
-        if let Ok(found) = self.find_on_primary(code).await {
-            return Ok((found, Source::Primary));
-        }
-        // Last resort before a 503: a replica taken out of rotation may well
-        // be back (the probe runs every 500 ms); one bounded try each.
-        for replica in &self.replicas {
-            if !replica.healthy.load(Ordering::Relaxed)
-                && let Ok(found) = self.find_on(replica, code).await
-            {
-                replica.healthy.store(true, Ordering::Relaxed);
-                return Ok((found, Source::Replica));
-            }
-        }
-        Err(StoreError::Unavailable)
-    }
-
-    /// Looks `code` up on the primary, unless it is known to be down.
-    pub async fn find_on_primary(&self, code: &str) -> Result<Option<CachedLink>, StoreError> {
-        match &self.primary {
-            Some(primary) if primary.healthy.load(Ordering::Relaxed) => {
-                self.find_on(primary, code).await
-            }
-            _ => Err(StoreError::Unavailable),
-        }
     }
 
     async fn find_on(&self, db: &Database, code: &str) -> Result<Option<CachedLink>, StoreError> {
@@ -188,19 +168,60 @@ impl LinkStore {
         }
         StoreError::Unavailable
     }
+}
 
-    /// Whether some database can answer: the readiness of this process.
-    pub fn any_healthy(&self) -> bool {
+#[async_trait::async_trait]
+impl LinkSource for PostgresLinkSource {
+    fn has_primary(&self) -> bool {
+        self.primary.is_some()
+    }
+
+    async fn find(&self, code: &str) -> Result<(Option<CachedLink>, Source), StoreError> {
+        let count = self.replicas.len();
+        if count > 0 {
+            let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
+            for offset in 0..count {
+                let replica = &self.replicas[(start + offset) % count];
+                if !replica.healthy.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Ok(found) = self.find_on(replica, code).await {
+                    return Ok((found, Source::Replica));
+                }
+            }
+        }
+        if let Ok(found) = self.find_on_primary(code).await {
+            return Ok((found, Source::Primary));
+        }
+        // Last resort before a 503: a replica taken out of rotation may well
+        // be back (the probe runs every 500 ms); one bounded try each.
+        for replica in &self.replicas {
+            if !replica.healthy.load(Ordering::Relaxed)
+                && let Ok(found) = self.find_on(replica, code).await
+            {
+                replica.healthy.store(true, Ordering::Relaxed);
+                return Ok((found, Source::Replica));
+            }
+        }
+        Err(StoreError::Unavailable)
+    }
+
+    async fn find_on_primary(&self, code: &str) -> Result<Option<CachedLink>, StoreError> {
+        match &self.primary {
+            Some(primary) if primary.healthy.load(Ordering::Relaxed) => {
+                self.find_on(primary, code).await
+            }
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+    fn any_healthy(&self) -> bool {
         self.replicas
             .iter()
             .chain(self.primary.iter())
             .any(|db| db.healthy.load(Ordering::Relaxed))
     }
 
-    /// Probes unhealthy databases until stopping begins, and puts each
-    /// back in rotation once a `SELECT 1` succeeds; live traffic never pays
-    /// for a probe.
-    pub async fn probe_unhealthy(self: Arc<Self>, stopping: tinyurl_runtime::Stopping) {
+    async fn probe_unhealthy(self: Arc<Self>, stopping: tinyurl_runtime::Stopping) {
         stopping
             .every(PROBE_INTERVAL, || async {
                 for db in self.replicas.iter().chain(self.primary.iter()) {

@@ -8,9 +8,11 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod lifecycle;
+pub mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod shutdown;
+pub mod sqlite;
 pub mod telemetry;
 
 pub use admin::{AdminServer, Readiness};

@@ -16,11 +16,17 @@ use tinyurl_runtime::{AdminServer, Readiness, Stopping};
 use tokio::net::TcpListener;
 
 use crate::auth::KeyCache;
-use crate::cache::LinkCache;
+use crate::cache::{LinkCache, RedisLinkCache};
 use crate::config::Config;
 use crate::leaser::IdLeaser;
 use crate::service::{LinksService, State};
 use crate::store::LinkStore;
+
+/// Where the writer keeps links and which cache it keeps coherent.
+pub struct Backend {
+    pub store: Arc<dyn LinkStore>,
+    pub cache: Arc<dyn LinkCache>,
+}
 
 pub struct App {
     config: Config,
@@ -30,29 +36,45 @@ pub struct App {
     readiness: Readiness,
 }
 
-/// The Postgres store and migrations, for the `api-key` and `migrate` commands.
-pub async fn open_store(config: &Config) -> anyhow::Result<LinkStore> {
-    let store = LinkStore::connect(&config.database_url, config.pool_size, config.db_timeout)?;
-    store.migrate().await?;
-    Ok(store)
+/// The configured store, migrated: for serving and for the `api-key` and
+/// `migrate` commands.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn LinkStore>> {
+    crate::store::open(&config.database_url, config.pool_size, config.db_timeout).await
 }
 
 impl App {
-    /// Migrates, fills the ID buffer and binds both listeners. Fails when
-    /// Postgres or idalloc cannot be reached: a writer that cannot create
-    /// should not report ready.
+    /// Opens the configured store (migrating it) and cache, then
+    /// [`Self::build_with`].
     pub async fn build(config: Config, metrics: Option<PrometheusHandle>) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let cache: Arc<dyn LinkCache> = match &config.redis_url {
+            Some(url) => Arc::new(
+                RedisLinkCache::connect(url, config.redis_timeout, config.cache_ttl)
+                    .context("invalid TINYURL_REDIS_URL")?,
+            ),
+            None => Arc::new(RedisLinkCache::disabled()),
+        };
+        Self::build_with(config, Backend { store, cache }, metrics).await
+    }
+
+    /// Fills the ID buffer and binds both listeners. Fails when the store or
+    /// idalloc cannot be reached: a writer that cannot create should not
+    /// report ready.
+    pub async fn build_with(
+        config: Config,
+        backend: Backend,
+        metrics: Option<PrometheusHandle>,
+    ) -> anyhow::Result<Self> {
+        let Backend { store, cache } = backend;
+        store
+            .ping()
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot reach the link store: {error}"))?;
         let codec = CodeCodec::new(
             config.code_secret.expose_secret().as_bytes(),
             config.code_min_length,
         )
         .context("invalid TINYURL_CODE_SECRET or TINYURL_CODE_MIN_LENGTH")?;
-        let store = open_store(&config).await?;
-        let cache = match &config.redis_url {
-            Some(url) => LinkCache::connect(url, config.redis_timeout, config.cache_ttl)
-                .context("invalid TINYURL_REDIS_URL")?,
-            None => LinkCache::disabled(),
-        };
         let channel = idalloc_channel(&config)?;
         let leaser = IdLeaser::new(channel, config.idalloc_timeout, config.lease_horizon);
         metrics::gauge!("writer_info", "instance" => leaser.instance().to_owned()).set(1.0);

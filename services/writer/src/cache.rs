@@ -1,10 +1,14 @@
-//! Keeps Redis coherent with Postgres: after each commit the link is written
-//! through (so a fresh link redirects while replicas lag); updates overwrite
-//! the entry and deletes remove it, and both announce the code on the
-//! invalidation channel that redirect replicas subscribe to. Redis being down
-//! never fails a write: the error is logged and counted, and redirect falls
-//! back to Postgres.
+//! Keeps the shared cache coherent with the store: after each commit the link
+//! is written through (so a fresh link redirects while replicas lag); updates
+//! overwrite the entry and deletes leave a tombstone, and every change is
+//! announced on the invalidation channel that redirect replicas subscribe to.
+//! A cache being down never fails a write: the error is logged and counted,
+//! and redirect falls back to the database.
+//!
+//! Two implementations: Redis (the split deployment) and the in-process
+//! [`MemoryCache`] (the embedded one), with the same entries and messages.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
@@ -12,21 +16,42 @@ use fred::types::Expiration;
 use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 use tinyurl_domain::cached::{INVALIDATION_CHANNEL, NEGATIVE_ENTRY, link_key};
+use tinyurl_runtime::memory::MemoryCache;
 
 use crate::store::StoredLink;
 
 /// How long a deleted link's tombstone lives: far longer than any replica
 /// lag the redirect service tolerates.
-const TOMBSTONE_TTL_MILLIS: i64 = 10 * 60 * 1000;
+const TOMBSTONE_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// What the writer does to the shared cache after a commit. Never fails: a
+/// cache problem is logged and counted.
+#[async_trait::async_trait]
+pub trait LinkCache: Send + Sync + 'static {
+    /// Writes new links through and announces their codes. The announcement
+    /// evicts any short-lived "not found" a redirect replica may hold for a
+    /// code that was probed before it existed (typically a custom alias).
+    async fn write_through(&self, links: &[StoredLink]);
+
+    /// Overwrites the entry of an updated link and announces the change.
+    async fn replace(&self, link: &StoredLink);
+
+    /// Replaces the entry of a deleted link with a tombstone and announces
+    /// the change. A tombstone rather than a delete: a redirect replica
+    /// filling the cache from a lagging database replica writes only where
+    /// nothing is, so it cannot put the deleted link back while the tombstone
+    /// lives.
+    async fn remove(&self, code: &str);
+}
 
 #[derive(Clone)]
-pub struct LinkCache {
+pub struct RedisLinkCache {
     client: Option<Client>,
     ttl: Duration,
     options: Options,
 }
 
-impl LinkCache {
+impl RedisLinkCache {
     /// A cache that does nothing, when no Redis is configured.
     pub fn disabled() -> Self {
         Self {
@@ -47,87 +72,6 @@ impl LinkCache {
             ttl,
             options,
         })
-    }
-
-    pub fn is_enabled(&self) -> bool {
-        self.client.is_some()
-    }
-
-    /// Writes new links through and announces their codes, in one round
-    /// trip; never fails the caller. The announcement evicts any short-lived
-    /// "not found" a redirect replica may hold for a code that was probed
-    /// before it existed (typically a custom alias).
-    #[tracing::instrument(name = "cache_write_through", skip_all, fields(count = links.len()))]
-    pub async fn write_through(&self, links: &[StoredLink]) {
-        let Some(client) = &self.client else { return };
-        if links.is_empty() {
-            return;
-        }
-        let pipeline = client.with_options(&self.options).pipeline();
-        let mut queued = Ok(());
-        for link in links {
-            if let Some(Err(error)) = self.set_entry(&pipeline, link).await {
-                queued = Err(error);
-                break;
-            }
-        }
-        let codes = links
-            .iter()
-            .map(|link| link.code.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let outcome = match queued {
-            Ok(()) => match pipeline
-                .publish::<Value, _, _>(INVALIDATION_CHANNEL, codes)
-                .await
-            {
-                Ok(_) => pipeline.all::<Vec<Value>>().await.map(drop),
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(()) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
-                .increment(links.len() as u64),
-            Err(error) => record_failure("write_through", &error),
-        }
-    }
-
-    /// Overwrites the entry of an updated link and announces the change.
-    pub async fn replace(&self, link: &StoredLink) {
-        let Some(client) = &self.client else { return };
-        let client = client.with_options(&self.options);
-        let written = match self.set_entry(&client, link).await {
-            Some(written) => written,
-            // Expired already: nothing worth caching, drop the stale entry.
-            None => client.del::<i64, _>(link_key(&link.code)).await.map(drop),
-        };
-        if let Err(error) = written {
-            record_failure("replace", &error);
-        }
-        self.announce(&link.code).await;
-    }
-
-    /// Replaces the entry of a deleted link with a tombstone and announces
-    /// the change. A tombstone rather than a DEL: a redirect replica filling
-    /// the cache from a lagging Postgres replica writes with `NX`, so it
-    /// cannot put the deleted link back while the tombstone lives.
-    pub async fn remove(&self, code: &str) {
-        let Some(client) = &self.client else { return };
-        let removed: Result<(), Error> = client
-            .with_options(&self.options)
-            .set(
-                link_key(code),
-                NEGATIVE_ENTRY,
-                Some(Expiration::PX(TOMBSTONE_TTL_MILLIS)),
-                None,
-                false,
-            )
-            .await;
-        if let Err(error) = removed {
-            record_failure("remove", &error);
-        }
-        self.announce(code).await;
     }
 
     /// SETs the entry of `link` with its TTL on `target` (a client or a
@@ -165,17 +109,146 @@ impl LinkCache {
         }
     }
 
-    /// The entry's TTL: the configured one, never past the link's own expiry.
-    /// `None` when the link has already expired (nothing worth caching).
     fn expiry_for(&self, link: &StoredLink) -> Option<Expiration> {
-        let mut ttl = self.ttl;
-        if let Some(expires_at) = link.expires_at {
-            let left = expires_at.duration_since(SystemTime::now()).ok()?;
-            ttl = ttl.min(left);
-        }
-        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        (millis > 0).then_some(Expiration::PX(millis))
+        let ttl = entry_ttl(self.ttl, link)?;
+        Some(Expiration::PX(
+            i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        ))
     }
+}
+
+#[async_trait::async_trait]
+impl LinkCache for RedisLinkCache {
+    #[tracing::instrument(name = "cache_write_through", skip_all, fields(count = links.len()))]
+    async fn write_through(&self, links: &[StoredLink]) {
+        let Some(client) = &self.client else { return };
+        if links.is_empty() {
+            return;
+        }
+        let pipeline = client.with_options(&self.options).pipeline();
+        let mut queued = Ok(());
+        for link in links {
+            if let Some(Err(error)) = self.set_entry(&pipeline, link).await {
+                queued = Err(error);
+                break;
+            }
+        }
+        let codes = links
+            .iter()
+            .map(|link| link.code.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let outcome = match queued {
+            Ok(()) => match pipeline
+                .publish::<Value, _, _>(INVALIDATION_CHANNEL, codes)
+                .await
+            {
+                Ok(_) => pipeline.all::<Vec<Value>>().await.map(drop),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(()) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
+                .increment(links.len() as u64),
+            Err(error) => record_failure("write_through", &error),
+        }
+    }
+
+    async fn replace(&self, link: &StoredLink) {
+        let Some(client) = &self.client else { return };
+        let client = client.with_options(&self.options);
+        let written = match self.set_entry(&client, link).await {
+            Some(written) => written,
+            // Expired already: nothing worth caching, drop the stale entry.
+            None => client.del::<i64, _>(link_key(&link.code)).await.map(drop),
+        };
+        if let Err(error) = written {
+            record_failure("replace", &error);
+        }
+        self.announce(&link.code).await;
+    }
+
+    async fn remove(&self, code: &str) {
+        let Some(client) = &self.client else { return };
+        let removed: Result<(), Error> = client
+            .with_options(&self.options)
+            .set(
+                link_key(code),
+                NEGATIVE_ENTRY,
+                Some(Expiration::PX(TOMBSTONE_TTL.as_millis() as i64)),
+                None,
+                false,
+            )
+            .await;
+        if let Err(error) = removed {
+            record_failure("remove", &error);
+        }
+        self.announce(code).await;
+    }
+}
+
+/// The embedded deployment's cache: the same entries and announcements as
+/// [`RedisLinkCache`], in process.
+pub struct MemoryLinkCache {
+    cache: Arc<MemoryCache>,
+    ttl: Duration,
+}
+
+impl MemoryLinkCache {
+    pub fn new(cache: Arc<MemoryCache>, ttl: Duration) -> Self {
+        Self { cache, ttl }
+    }
+
+    fn set_entry(&self, link: &StoredLink) {
+        match entry_ttl(self.ttl, link) {
+            Some(ttl) => self
+                .cache
+                .set(link_key(&link.code), &cached(link).encode(), ttl),
+            None => self.cache.delete(&link_key(&link.code)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LinkCache for MemoryLinkCache {
+    async fn write_through(&self, links: &[StoredLink]) {
+        if links.is_empty() {
+            return;
+        }
+        for link in links {
+            self.set_entry(link);
+        }
+        let codes = links
+            .iter()
+            .map(|link| link.code.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.cache.publish(&codes);
+        metrics::counter!("writer_cache_writes_total", "op" => "write_through")
+            .increment(links.len() as u64);
+    }
+
+    async fn replace(&self, link: &StoredLink) {
+        self.set_entry(link);
+        self.cache.publish(&link.code);
+    }
+
+    async fn remove(&self, code: &str) {
+        self.cache
+            .set(link_key(code), NEGATIVE_ENTRY, TOMBSTONE_TTL);
+        self.cache.publish(code);
+    }
+}
+
+/// An entry's TTL: `ttl`, never past the link's own expiry; `None` when the
+/// link has already expired (nothing worth caching).
+fn entry_ttl(ttl: Duration, link: &StoredLink) -> Option<Duration> {
+    let ttl = match link.expires_at {
+        Some(expires_at) => ttl.min(expires_at.duration_since(SystemTime::now()).ok()?),
+        None => ttl,
+    };
+    (ttl.as_millis() > 0).then_some(ttl)
 }
 
 fn cached(link: &StoredLink) -> CachedLink {

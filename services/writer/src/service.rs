@@ -35,8 +35,8 @@ pub struct LinksService {
 }
 
 pub struct State {
-    pub store: LinkStore,
-    pub cache: LinkCache,
+    pub store: Arc<dyn LinkStore>,
+    pub cache: Arc<dyn LinkCache>,
     pub leaser: IdLeaser,
     pub codec: CodeCodec,
     pub policy: TargetPolicy,

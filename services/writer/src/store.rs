@@ -1,22 +1,21 @@
-//! Postgres: the links table, API keys and migrations. Every call is bounded
-//! by the configured timeout; connection-level failures become UNAVAILABLE.
+//! Where links and API keys live: the [`LinkStore`] trait and its two
+//! implementations, Postgres (the split deployment) and SQLite (the embedded
+//! one), chosen by the scheme of `TINYURL_DATABASE_URL`. Both pass the same
+//! conformance suite (`tests/system/conformance.rs`).
+
+mod postgres;
+mod sqlite;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::Pool;
-use secrecy::SecretString;
-use tinyurl_runtime::postgres;
-use tokio_postgres::Row;
+use secrecy::{ExposeSecret as _, SecretString};
 
+pub use self::postgres::PostgresLinkStore;
+pub use self::sqlite::SqliteLinkStore;
 use crate::auth::{KeyHash, OwnerId};
 use crate::error::WriterError;
-
-mod embedded {
-    refinery::embed_migrations!("migrations");
-}
-
-const MIGRATION_LOCK_KEY: i64 = 0x7469_6e79_7772_6974;
 
 /// A link as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,32 +29,6 @@ pub struct StoredLink {
     pub is_alias: bool,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
-}
-
-const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, updated_at";
-
-impl StoredLink {
-    fn from_row(row: &Row) -> Result<Self, WriterError> {
-        Self::from_row_at(row, 0)
-    }
-
-    /// Reads [`LINK_COLUMNS`] starting at column `offset`.
-    fn from_row_at(row: &Row, offset: usize) -> Result<Self, WriterError> {
-        let read = || -> Result<Self, tokio_postgres::Error> {
-            Ok(Self {
-                code: row.try_get(offset)?,
-                target_url: row.try_get(offset + 1)?,
-                redirect_status: row.try_get(offset + 2)?,
-                forward_query: row.try_get(offset + 3)?,
-                expires_at: row.try_get(offset + 4)?,
-                enabled: row.try_get(offset + 5)?,
-                is_alias: row.try_get(offset + 6)?,
-                created_at: row.try_get(offset + 7)?,
-                updated_at: row.try_get(offset + 8)?,
-            })
-        };
-        read().map_err(WriterError::from_postgres)
-    }
 }
 
 /// A link to insert; its code is final (minted or an alias).
@@ -83,324 +56,73 @@ pub struct LinkChanges {
     pub forward_query: Option<bool>,
 }
 
-/// Inserts a whole batch in one statement; conflicting rows (a taken code or
-/// alias, a repeated idempotency key) are skipped, not errors.
-const INSERT_SQL: &str = "
-INSERT INTO links (code, id, owner_key_id, target_url, redirect_status, forward_query,
-                   expires_at, is_alias, idempotency_key)
-SELECT code, id, $1, target_url, redirect_status, forward_query, expires_at, is_alias, idempotency_key
-FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::int2[], $6::bool[], $7::timestamptz[],
-            $8::bool[], $9::text[])
-     AS new (code, id, target_url, redirect_status, forward_query, expires_at, is_alias, idempotency_key)
-ON CONFLICT DO NOTHING
-RETURNING code, created_at, updated_at";
+/// The storage operations of the writer. Every method is bounded by the
+/// store's timeout; a store that cannot be reached answers
+/// [`WriterError::Unavailable`]. Writes are durable when they return.
+#[async_trait::async_trait]
+pub trait LinkStore: Send + Sync + 'static {
+    async fn ping(&self) -> Result<(), WriterError>;
 
-/// The single-row form of [`INSERT_SQL`]: cheaper to bind and plan than
-/// one-element arrays, and single creates are the hot path.
-const INSERT_ONE_SQL: &str = "
-INSERT INTO links (code, id, owner_key_id, target_url, redirect_status, forward_query,
-                   expires_at, is_alias, idempotency_key)
-VALUES ($2, $3, $1, $4, $5, $6, $7, $8, $9)
-ON CONFLICT DO NOTHING
-RETURNING code, created_at, updated_at";
+    async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError>;
 
-#[derive(Clone)]
-pub struct LinkStore {
-    pool: Pool,
-    pg_config: tokio_postgres::Config,
-    timeout: Duration,
-}
+    /// How many API keys exist (revoked ones included).
+    async fn count_api_keys(&self) -> Result<i64, WriterError>;
 
-impl LinkStore {
-    pub fn connect(
-        database_url: &SecretString,
-        pool_size: usize,
-        timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        let pg_config = postgres::connection_config(database_url, "tinyurl-writer", timeout)?;
-        let pool = postgres::pool(pg_config.clone(), pool_size, timeout, None)?;
-        Ok(Self {
-            pool,
-            pg_config,
-            timeout,
-        })
-    }
+    /// The owner of an unrevoked key.
+    async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<OwnerId>, WriterError>;
 
-    /// Applies pending migrations, one writer at a time.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        postgres::migrate(
-            &self.pg_config,
-            self.timeout,
-            MIGRATION_LOCK_KEY,
-            "writer_schema_history",
-            embedded::migrations::runner(),
-        )
-        .await
-    }
-
-    async fn bounded<T>(
-        &self,
-        work: impl std::future::Future<Output = Result<T, WriterError>>,
-    ) -> Result<T, WriterError> {
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| {
-                WriterError::Unavailable(format!(
-                    "the link store did not answer within {} ms; retry later",
-                    self.timeout.as_millis()
-                ))
-            })?
-    }
-
-    async fn client(&self) -> Result<deadpool_postgres::Object, WriterError> {
-        self.pool.get().await.map_err(WriterError::from_pool)
-    }
-
-    pub async fn ping(&self) -> Result<(), WriterError> {
-        self.bounded(async {
-            self.client()
-                .await?
-                .simple_query("SELECT 1")
-                .await
-                .map_err(WriterError::from_postgres)?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError> {
-        self.bounded(async {
-            let row = self
-                .client()
-                .await?
-                .query_one(
-                    "INSERT INTO api_keys (name, key_hash) VALUES ($1, $2) RETURNING id",
-                    &[&name, &hash.0.as_slice()],
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
-            row.try_get(0).map_err(WriterError::from_postgres)
-        })
-        .await
-    }
-
-    pub async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<OwnerId>, WriterError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached(
-                    "SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
-            let row = client
-                .query_opt(&statement, &[&hash.0.as_slice()])
-                .await
-                .map_err(WriterError::from_postgres)?;
-            row.map(|row| row.try_get(0).map(OwnerId))
-                .transpose()
-                .map_err(WriterError::from_postgres)
-        })
-        .await
-    }
-
-    /// Inserts `links` in one statement; returns the codes that were inserted
-    /// with their timestamps.
-    #[tracing::instrument(skip_all, fields(count = links.len()))]
-    pub async fn insert(
+    /// Inserts `links` atomically, skipping (not failing on) rows whose code
+    /// is taken or whose idempotency key the owner used before; returns the
+    /// codes inserted with their `(created_at, updated_at)`.
+    async fn insert(
         &self,
         owner: OwnerId,
         links: &[NewLink],
-    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
-        let codes: Vec<&str> = links.iter().map(|link| link.code.as_str()).collect();
-        let ids: Vec<Option<i64>> = links.iter().map(|link| link.id).collect();
-        let targets: Vec<&str> = links.iter().map(|link| link.target_url.as_str()).collect();
-        let statuses: Vec<i16> = links.iter().map(|link| link.redirect_status).collect();
-        let forwards: Vec<bool> = links.iter().map(|link| link.forward_query).collect();
-        let expiries: Vec<Option<SystemTime>> = links.iter().map(|link| link.expires_at).collect();
-        let aliases: Vec<bool> = links.iter().map(|link| link.is_alias).collect();
-        let keys: Vec<Option<&str>> = links
-            .iter()
-            .map(|link| link.idempotency_key.as_deref())
-            .collect();
-        self.bounded(async {
-            let client = self.client().await?;
-            let rows = if let [link] = links {
-                let statement = client
-                    .prepare_cached(INSERT_ONE_SQL)
-                    .await
-                    .map_err(WriterError::from_postgres)?;
-                client
-                    .query(
-                        &statement,
-                        &[
-                            &owner.0,
-                            &link.code,
-                            &link.id,
-                            &link.target_url,
-                            &link.redirect_status,
-                            &link.forward_query,
-                            &link.expires_at,
-                            &link.is_alias,
-                            &link.idempotency_key,
-                        ],
-                    )
-                    .await
-            } else {
-                let statement = client
-                    .prepare_cached(INSERT_SQL)
-                    .await
-                    .map_err(WriterError::from_postgres)?;
-                client
-                    .query(
-                        &statement,
-                        &[
-                            &owner.0, &codes, &ids, &targets, &statuses, &forwards, &expiries,
-                            &aliases, &keys,
-                        ],
-                    )
-                    .await
-            }
-            .map_err(WriterError::from_postgres)?;
-            rows.iter()
-                .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
-                .collect::<Result<HashMap<_, _>, tokio_postgres::Error>>()
-                .map_err(WriterError::from_postgres)
-        })
-        .await
-    }
+    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError>;
 
     /// Links of `owner` created with any of `keys`, by idempotency key.
-    pub async fn find_by_idempotency_keys(
+    async fn find_by_idempotency_keys(
         &self,
         owner: OwnerId,
         keys: &[&str],
-    ) -> Result<HashMap<String, StoredLink>, WriterError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
-        self.bounded(async {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    &format!("SELECT idempotency_key, {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND idempotency_key = ANY($2)"),
-                    &[&owner.0, &keys],
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
-            let mut found = HashMap::with_capacity(rows.len());
-            for row in rows {
-                let key: String = row.try_get(0).map_err(WriterError::from_postgres)?;
-                let link = StoredLink::from_row_at(&row, 1)?;
-                found.insert(key, link);
-            }
-            Ok(found)
-        })
-        .await
-    }
+    ) -> Result<HashMap<String, StoredLink>, WriterError>;
 
-    pub async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    &format!(
-                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND code = $2"
-                    ),
-                    &[&owner.0, &code],
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
-            row.as_ref().map(StoredLink::from_row).transpose()
-        })
-        .await
-    }
+    async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError>;
 
-    pub async fn update(
+    /// Applies `changes` and bumps `updated_at`; `None` when `owner` has no
+    /// such link.
+    async fn update(
         &self,
         owner: OwnerId,
         code: &str,
         changes: &LinkChanges,
-    ) -> Result<Option<StoredLink>, WriterError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    &format!(
-                        "UPDATE links SET
-                             target_url = COALESCE($3, target_url),
-                             expires_at = CASE WHEN $4 THEN NULL ELSE COALESCE($5, expires_at) END,
-                             redirect_status = COALESCE($6, redirect_status),
-                             enabled = COALESCE($7, enabled),
-                             forward_query = COALESCE($8, forward_query),
-                             updated_at = now()
-                         WHERE owner_key_id = $1 AND code = $2
-                         RETURNING {LINK_COLUMNS}"
-                    ),
-                    &[
-                        &owner.0,
-                        &code,
-                        &changes.target_url,
-                        &changes.clear_expiry,
-                        &changes.expires_at,
-                        &changes.redirect_status,
-                        &changes.enabled,
-                        &changes.forward_query,
-                    ],
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
-            row.as_ref().map(StoredLink::from_row).transpose()
-        })
-        .await
-    }
+    ) -> Result<Option<StoredLink>, WriterError>;
 
-    pub async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError> {
-        self.bounded(async {
-            let deleted = self
-                .client()
-                .await?
-                .execute(
-                    "DELETE FROM links WHERE owner_key_id = $1 AND code = $2",
-                    &[&owner.0, &code],
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
-            Ok(deleted > 0)
-        })
-        .await
-    }
+    /// Whether a link was deleted.
+    async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError>;
 
-    /// Newest first; `after` is the (created_at, code) of the last link of the
-    /// previous page.
-    pub async fn list(
+    /// Newest first (`created_at`, then `code`, both descending); `after` is
+    /// the `(created_at, code)` of the last link of the previous page.
+    async fn list(
         &self,
         owner: OwnerId,
         limit: i64,
         after: Option<(SystemTime, String)>,
-    ) -> Result<Vec<StoredLink>, WriterError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            let rows = match after {
-                None => client
-                    .query(
-                        &format!("SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 ORDER BY created_at DESC, code DESC LIMIT $2"),
-                        &[&owner.0, &limit],
-                    )
-                    .await,
-                Some((created_at, code)) => client
-                    .query(
-                        &format!(
-                            "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND (created_at, code) < ($3, $4)
-                             ORDER BY created_at DESC, code DESC LIMIT $2"
-                        ),
-                        &[&owner.0, &limit, &created_at, &code],
-                    )
-                    .await,
-            }
-            .map_err(WriterError::from_postgres)?;
-            rows.iter().map(StoredLink::from_row).collect()
-        })
-        .await
+    ) -> Result<Vec<StoredLink>, WriterError>;
+}
+
+/// Opens and migrates the store `database_url` names: `sqlite:PATH` for the
+/// embedded store, a Postgres URL otherwise.
+pub async fn open(
+    database_url: &SecretString,
+    pool_size: usize,
+    timeout: Duration,
+) -> anyhow::Result<Arc<dyn LinkStore>> {
+    if let Some(path) = tinyurl_runtime::sqlite::path_from_url(database_url.expose_secret()) {
+        let store = SqliteLinkStore::open(&path, timeout).await?;
+        return Ok(Arc::new(store));
     }
+    let store = PostgresLinkStore::connect(database_url, pool_size, timeout)?;
+    store.migrate().await?;
+    Ok(Arc::new(store))
 }

@@ -1,0 +1,334 @@
+//! The embedded link store (`tinyurl up`): SQLite in WAL mode. A batch is
+//! one `BEGIN IMMEDIATE` transaction, so it takes the write lock up front
+//! instead of failing half-way on a lock upgrade.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, TransactionBehavior};
+use tinyurl_runtime::sqlite::{Sqlite, SqliteError, from_micros, to_micros};
+
+use super::{LinkChanges, LinkStore, NewLink, StoredLink};
+use crate::auth::{KeyHash, OwnerId};
+use crate::error::WriterError;
+
+mod embedded {
+    refinery::embed_migrations!("migrations-sqlite");
+}
+
+const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, updated_at";
+
+/// Writes serialise on SQLite's lock anyway; a few connections let reads
+/// proceed beside a write.
+const POOL_SIZE: usize = 4;
+
+#[derive(Clone)]
+pub struct SqliteLinkStore {
+    db: Sqlite,
+}
+
+fn link_from_row(row: &Row<'_>) -> rusqlite::Result<StoredLink> {
+    Ok(StoredLink {
+        code: row.get(0)?,
+        target_url: row.get(1)?,
+        redirect_status: row.get(2)?,
+        forward_query: row.get(3)?,
+        expires_at: row.get::<_, Option<i64>>(4)?.map(from_micros),
+        enabled: row.get(5)?,
+        is_alias: row.get(6)?,
+        created_at: from_micros(row.get(7)?),
+        updated_at: from_micros(row.get(8)?),
+    })
+}
+
+impl WriterError {
+    pub fn from_sqlite(error: SqliteError) -> Self {
+        match error {
+            SqliteError::Unavailable(reason) => {
+                tracing::warn!(%reason, "embedded store unavailable");
+                Self::Unavailable("the link store is unavailable; retry later".to_owned())
+            }
+            SqliteError::Query(error) => {
+                Self::Unexpected(anyhow::Error::new(error).context("sqlite query failed"))
+            }
+        }
+    }
+}
+
+impl SqliteLinkStore {
+    /// Opens and migrates the database file at `path`.
+    pub async fn open(path: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        let db = Sqlite::open(path, POOL_SIZE, timeout).await?;
+        db.migrate("writer_schema_history", embedded::migrations::runner())
+            .await?;
+        Ok(Self { db })
+    }
+
+    /// The instance setting `name`, set to `initial()` the first time it is
+    /// asked for.
+    pub async fn setting_or_insert(
+        &self,
+        name: &'static str,
+        initial: impl FnOnce() -> String + Send + 'static,
+    ) -> Result<String, WriterError> {
+        self.db
+            .run(move |connection| {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let existing = transaction
+                    .query_row(
+                        "SELECT value FROM instance_settings WHERE name = ?1",
+                        [name],
+                        |row| row.get::<_, String>(0),
+                    )
+                    .optional()?;
+                let value = match existing {
+                    Some(value) => value,
+                    None => {
+                        let value = initial();
+                        transaction.execute(
+                            "INSERT INTO instance_settings (name, value) VALUES (?1, ?2)",
+                            (name, &value),
+                        )?;
+                        value
+                    }
+                };
+                transaction.commit()?;
+                Ok(value)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+}
+
+#[async_trait::async_trait]
+impl LinkStore for SqliteLinkStore {
+    async fn ping(&self) -> Result<(), WriterError> {
+        self.db
+            .run(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError> {
+        let name = name.to_owned();
+        let hash = hash.0;
+        self.db
+            .run(move |connection| {
+                connection.query_row(
+                    "INSERT INTO api_keys (name, key_hash, created_at) VALUES (?1, ?2, ?3) RETURNING id",
+                    (&name, hash.as_slice(), to_micros(SystemTime::now())),
+                    |row| row.get(0),
+                )
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn count_api_keys(&self) -> Result<i64, WriterError> {
+        self.db
+            .run(|connection| {
+                connection.query_row("SELECT count(*) FROM api_keys", [], |row| row.get(0))
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<OwnerId>, WriterError> {
+        let hash = hash.0;
+        self.db
+            .run(move |connection| {
+                connection
+                    .prepare_cached(
+                        "SELECT id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+                    )?
+                    .query_row([hash.as_slice()], |row| row.get(0).map(OwnerId))
+                    .optional()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    #[tracing::instrument(skip_all, fields(count = links.len()))]
+    async fn insert(
+        &self,
+        owner: OwnerId,
+        links: &[NewLink],
+    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
+        let links = links.to_vec();
+        self.db
+            .run(move |connection| {
+                // One timestamp per batch, like Postgres's now() per
+                // transaction.
+                let now = to_micros(SystemTime::now());
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut inserted = HashMap::with_capacity(links.len());
+                {
+                    let mut statement = transaction.prepare_cached(
+                        "INSERT INTO links (code, id, owner_key_id, target_url, redirect_status,
+                                            forward_query, expires_at, is_alias, idempotency_key,
+                                            created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+                         ON CONFLICT DO NOTHING
+                         RETURNING code",
+                    )?;
+                    for link in &links {
+                        let code: Option<String> = statement
+                            .query_row(
+                                rusqlite::params![
+                                    link.code,
+                                    link.id,
+                                    owner.0,
+                                    link.target_url,
+                                    link.redirect_status,
+                                    link.forward_query,
+                                    link.expires_at.map(to_micros),
+                                    link.is_alias,
+                                    link.idempotency_key,
+                                    now,
+                                ],
+                                |row| row.get(0),
+                            )
+                            .optional()?;
+                        if let Some(code) = code {
+                            inserted.insert(code, (from_micros(now), from_micros(now)));
+                        }
+                    }
+                }
+                transaction.commit()?;
+                Ok(inserted)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn find_by_idempotency_keys(
+        &self,
+        owner: OwnerId,
+        keys: &[&str],
+    ) -> Result<HashMap<String, StoredLink>, WriterError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        self.db
+            .run(move |connection| {
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND idempotency_key = ?2"
+                ))?;
+                let mut found = HashMap::with_capacity(keys.len());
+                for key in keys {
+                    if let Some(link) = statement
+                        .query_row((owner.0, &key), link_from_row)
+                        .optional()?
+                    {
+                        found.insert(key, link);
+                    }
+                }
+                Ok(found)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError> {
+        let code = code.to_owned();
+        self.db
+            .run(move |connection| {
+                connection
+                    .prepare_cached(&format!(
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND code = ?2"
+                    ))?
+                    .query_row((owner.0, &code), link_from_row)
+                    .optional()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn update(
+        &self,
+        owner: OwnerId,
+        code: &str,
+        changes: &LinkChanges,
+    ) -> Result<Option<StoredLink>, WriterError> {
+        let code = code.to_owned();
+        let changes = changes.clone();
+        self.db
+            .run(move |connection| {
+                connection
+                    .prepare_cached(&format!(
+                        "UPDATE links SET
+                             target_url = COALESCE(?3, target_url),
+                             expires_at = CASE WHEN ?4 THEN NULL ELSE COALESCE(?5, expires_at) END,
+                             redirect_status = COALESCE(?6, redirect_status),
+                             enabled = COALESCE(?7, enabled),
+                             forward_query = COALESCE(?8, forward_query),
+                             updated_at = ?9
+                         WHERE owner_key_id = ?1 AND code = ?2
+                         RETURNING {LINK_COLUMNS}"
+                    ))?
+                    .query_row(
+                        rusqlite::params![
+                            owner.0,
+                            code,
+                            changes.target_url,
+                            changes.clear_expiry,
+                            changes.expires_at.map(to_micros),
+                            changes.redirect_status,
+                            changes.enabled,
+                            changes.forward_query,
+                            to_micros(SystemTime::now()),
+                        ],
+                        link_from_row,
+                    )
+                    .optional()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError> {
+        let code = code.to_owned();
+        self.db
+            .run(move |connection| {
+                connection.execute(
+                    "DELETE FROM links WHERE owner_key_id = ?1 AND code = ?2",
+                    (owner.0, &code),
+                )
+            })
+            .await
+            .map(|deleted| deleted > 0)
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn list(
+        &self,
+        owner: OwnerId,
+        limit: i64,
+        after: Option<(SystemTime, String)>,
+    ) -> Result<Vec<StoredLink>, WriterError> {
+        self.db
+            .run(move |connection| match after {
+                None => connection
+                    .prepare_cached(&format!(
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1
+                             ORDER BY created_at DESC, code DESC LIMIT ?2"
+                    ))?
+                    .query_map((owner.0, limit), link_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+                Some((created_at, code)) => connection
+                    .prepare_cached(&format!(
+                        "SELECT {LINK_COLUMNS} FROM links
+                             WHERE owner_key_id = ?1 AND (created_at, code) < (?3, ?4)
+                             ORDER BY created_at DESC, code DESC LIMIT ?2"
+                    ))?
+                    .query_map((owner.0, limit, to_micros(created_at), code), link_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+}
