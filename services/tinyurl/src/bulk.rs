@@ -1,0 +1,367 @@
+//! Bulk import and export as CSV.
+//!
+//! Import columns, by position: `url`, then optional `alias` and `expires`
+//! (RFC 3339 or a duration from now); a first row starting with `url` is a
+//! header. Rows go to the writer in `BatchCreateLinks` calls. Every row
+//! carries an idempotency key derived from its line number and content, so a
+//! re-run after an interruption returns the links the first run created
+//! instead of creating them again. Rejected rows, with the server's reason,
+//! go to an error report (CSV).
+//!
+//! Export writes every link of the API key, newest first, with `url`,
+//! `alias` and `expires` first so that an export can be imported again.
+
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
+use tinyurl_proto::v1::batch_create_links_result::Result as ItemResult;
+use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, ListLinksRequest};
+
+use crate::client::{self, Connection, Failure, LinkView};
+
+/// Rows per `BatchCreateLinks` call (the server accepts up to 1,000).
+pub const DEFAULT_BATCH: u16 = 500;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// The CSV file to import.
+    pub file: PathBuf,
+    /// Where rejected rows and their reasons go [default: FILE.errors.csv].
+    #[arg(long)]
+    pub errors: Option<PathBuf>,
+    /// Rows per call, 1 to 1000.
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
+    /// Redirect status of every imported link.
+    #[arg(long, default_value_t = 302)]
+    pub status: u16,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportSummary {
+    pub rows: u64,
+    /// Created by this run.
+    pub created: u64,
+    /// Created by an earlier run of the same import (idempotent replay).
+    pub already_imported: u64,
+    pub rejected: u64,
+    pub error_report: Option<String>,
+}
+
+struct Row {
+    line: u64,
+    url: String,
+    alias: String,
+    expires: String,
+}
+
+fn idempotency_key(row: &Row) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        row.line.to_string().as_str(),
+        &row.url,
+        &row.alias,
+        &row.expires,
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("import-{hex}")
+}
+
+/// Counts the data lines of `path`, for the progress bar.
+fn count_lines(path: &Path) -> anyhow::Result<u64> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut count = 0;
+    for line in std::io::BufReader::new(file).lines() {
+        if !line?.trim().is_empty() {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+struct ErrorReport {
+    path: PathBuf,
+    writer: Option<csv::Writer<std::fs::File>>,
+}
+
+impl ErrorReport {
+    fn record(&mut self, row: &Row, field: &str, reason: &str) -> anyhow::Result<()> {
+        if self.writer.is_none() {
+            let mut writer = csv::Writer::from_path(&self.path)
+                .with_context(|| format!("cannot create {}", self.path.display()))?;
+            writer.write_record(["line", "url", "alias", "expires", "field", "reason"])?;
+            self.writer = Some(writer);
+        }
+        if let Some(writer) = &mut self.writer {
+            writer.write_record([
+                row.line.to_string().as_str(),
+                &row.url,
+                &row.alias,
+                &row.expires,
+                field,
+                reason,
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<Option<PathBuf>> {
+        match self.writer {
+            Some(mut writer) => {
+                writer.flush()?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+pub async fn import(
+    connection: &Connection,
+    args: &ImportArgs,
+    show_progress: bool,
+) -> Result<ImportSummary, Failure> {
+    let redirect_type = client::redirect_type(args.status).map_err(Failure::usage)?;
+    let mut links = connection.links()?;
+    let total = count_lines(&args.file)?;
+    let progress = if show_progress {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
+        )
+        .map_err(|error| anyhow::anyhow!("{error}"))?,
+    );
+    let error_path = args.errors.clone().unwrap_or_else(|| {
+        let mut name = args.file.clone().into_os_string();
+        name.push(".errors.csv");
+        PathBuf::from(name)
+    });
+    // A previous run's report is about rows this run retries.
+    let _ = std::fs::remove_file(&error_path);
+    let mut report = ErrorReport {
+        path: error_path,
+        writer: None,
+    };
+
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let started = SystemTime::now();
+    let mut summary = ImportSummary::default();
+    let mut batch: Vec<(Row, CreateLinkRequest)> = Vec::with_capacity(usize::from(args.batch));
+    let mut records = reader.records();
+    let mut line = 0u64;
+    loop {
+        let record = records.next();
+        let done = record.is_none();
+        if let Some(record) = record {
+            line += 1;
+            let record = match record {
+                Ok(record) => record,
+                Err(error) => {
+                    let row = Row {
+                        line,
+                        url: String::new(),
+                        alias: String::new(),
+                        expires: String::new(),
+                    };
+                    report.record(&row, "", &format!("unreadable CSV row: {error}"))?;
+                    summary.rows += 1;
+                    summary.rejected += 1;
+                    progress.inc(1);
+                    continue;
+                }
+            };
+            let field = |index: usize| record.get(index).unwrap_or_default().to_owned();
+            let row = Row {
+                line,
+                url: field(0),
+                alias: field(1),
+                expires: field(2),
+            };
+            if line == 1 && row.url.eq_ignore_ascii_case("url") {
+                progress.inc(1);
+                continue;
+            }
+            if row.url.is_empty() && row.alias.is_empty() && row.expires.is_empty() {
+                progress.inc(1);
+                continue;
+            }
+            summary.rows += 1;
+            let expires_at = if row.expires.is_empty() {
+                None
+            } else {
+                match client::parse_expiry(&row.expires) {
+                    Ok(time) => Some(client::timestamp(time)),
+                    Err(reason) => {
+                        report.record(&row, "expires", &reason)?;
+                        summary.rejected += 1;
+                        progress.inc(1);
+                        continue;
+                    }
+                }
+            };
+            let request = CreateLinkRequest {
+                target_url: row.url.clone(),
+                alias: row.alias.clone(),
+                expires_at,
+                redirect_type: redirect_type.into(),
+                forward_query: false,
+                idempotency_key: idempotency_key(&row),
+            };
+            batch.push((row, request));
+        }
+        if batch.len() >= usize::from(args.batch) || (done && !batch.is_empty()) {
+            let sent = std::mem::take(&mut batch);
+            let requests = sent.iter().map(|(_, request)| request.clone()).collect();
+            let response = client::call(
+                connection,
+                links.batch_create_links(BatchCreateLinksRequest { links: requests }),
+            )
+            .await
+            .map_err(|failure| {
+                Failure::new(
+                    failure.exit_code,
+                    format!(
+                        "{} (stopped at line {}; re-run the same import to resume: rows already created are not created again)",
+                        failure.message,
+                        sent.first().map_or(line, |(row, _)| row.line)
+                    ),
+                )
+            })?;
+            for ((row, _), result) in sent.iter().zip(response.results) {
+                match result.result {
+                    Some(ItemResult::Link(link)) => {
+                        let created_before = link
+                            .created_at
+                            .and_then(|at| SystemTime::try_from(at).ok())
+                            .is_some_and(|at| at < started);
+                        if created_before {
+                            summary.already_imported += 1;
+                        } else {
+                            summary.created += 1;
+                        }
+                    }
+                    Some(ItemResult::Error(error)) => {
+                        report.record(row, &error.field, &error.message)?;
+                        summary.rejected += 1;
+                    }
+                    None => {
+                        report.record(row, "", "the server returned no result for this row")?;
+                        summary.rejected += 1;
+                    }
+                }
+            }
+            progress.inc(sent.len() as u64);
+        }
+        if done {
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    summary.error_report = report.finish()?.map(|path| path.display().to_string());
+    Ok(summary)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// Where to write the CSV [default: standard output].
+    pub file: Option<PathBuf>,
+}
+
+/// Writes every link of the API key; returns how many.
+pub async fn export(connection: &Connection, args: &ExportArgs) -> Result<u64, Failure> {
+    let mut links = connection.links()?;
+    let output: Box<dyn std::io::Write> = match &args.file {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut writer = csv::Writer::from_writer(output);
+    writer
+        .write_record([
+            "url",
+            "alias",
+            "expires",
+            "code",
+            "short_url",
+            "status",
+            "forward_query",
+            "enabled",
+            "created_at",
+            "updated_at",
+        ])
+        .context("cannot write the export")?;
+    let mut page_token = String::new();
+    let mut exported = 0;
+    loop {
+        let page = client::call(
+            connection,
+            links.list_links(ListLinksRequest {
+                page_size: 1000,
+                page_token,
+            }),
+        )
+        .await?;
+        for link in &page.links {
+            let view = LinkView::from(link);
+            let alias = if view.is_alias {
+                view.code.as_str()
+            } else {
+                ""
+            };
+            writer
+                .write_record([
+                    view.target_url.as_str(),
+                    alias,
+                    view.expires_at.as_deref().unwrap_or_default(),
+                    &view.code,
+                    &view.short_url,
+                    &view.status.to_string(),
+                    &view.forward_query.to_string(),
+                    &view.enabled.to_string(),
+                    view.created_at.as_deref().unwrap_or_default(),
+                    view.updated_at.as_deref().unwrap_or_default(),
+                ])
+                .context("cannot write the export")?;
+            exported += 1;
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    writer.flush().context("cannot write the export")?;
+    Ok(exported)
+}
+
+/// Whether standard error is a terminal (progress bars only there).
+pub fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal()
+}
+
+/// Flushes standard output, ignoring a closed pipe.
+pub fn flush_stdout() {
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,6 @@
+//! The `tinyurl` binary's library: the embedded system (`up`), the gRPC
+//! client commands, and CSV import/export.
+
+pub mod bulk;
+pub mod client;
+pub mod up;

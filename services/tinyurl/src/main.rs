@@ -1,0 +1,345 @@
+//! `tinyurl`: `tinyurl up` runs the whole system in one process on an
+//! embedded store; every other command is a client of a writer's gRPC API.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tinyurl::bulk::{self, ExportArgs, ImportArgs};
+use tinyurl::client::{self, Connection, Failure, LinkView, exit};
+use tinyurl::up::UpArgs;
+use tinyurl_proto::v1::{
+    CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, ListLinksRequest, UpdateLinkRequest,
+};
+
+// The redirect hot path of `tinyurl up` allocates across threads on every
+// cache miss; mimalloc, as in `tinyurl-redirect`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// tinyurl: run the whole URL shortener with `tinyurl up`, and manage links.
+#[derive(Parser)]
+#[command(name = "tinyurl", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print results as JSON (one object per command) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 unexpected failure, 2 usage error, 3 not found, \
+4 rejected by the server (invalid input, alias taken), 5 server unavailable, 6 missing or invalid API key.";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run idalloc, writer and redirect in this process on an embedded store.
+    Up(UpArgs),
+    /// Create a short link.
+    Shorten {
+        url: String,
+        /// A custom code instead of a generated one.
+        #[arg(long)]
+        alias: Option<String>,
+        /// When the link stops redirecting: RFC 3339 time or a duration from now (30d).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Redirect status: 301, 302, 307 or 308.
+        #[arg(long, default_value_t = 302)]
+        status: u16,
+        /// Append the short URL's query string to the target.
+        #[arg(long)]
+        forward_query: bool,
+        /// Makes a retried command return the link the first attempt created.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Show a link.
+    Get { code: String },
+    /// Change a link.
+    Update {
+        code: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires: Option<String>,
+        /// Remove the expiry.
+        #[arg(long)]
+        no_expiry: bool,
+        #[arg(long)]
+        status: Option<u16>,
+        #[arg(long)]
+        forward_query: Option<bool>,
+    },
+    /// Stop a link from redirecting (410 Gone) without deleting it.
+    Disable { code: String },
+    /// Let a disabled link redirect again.
+    Enable { code: String },
+    /// Delete a link.
+    Delete { code: String },
+    /// List links, newest first.
+    List {
+        /// At most this many links.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Create links from a CSV file (see the README for the columns).
+    Import(ImportArgs),
+    /// Write every link as CSV.
+    Export(ExportArgs),
+    /// Manage API keys (direct access to the store).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create an API key and print it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The store: `sqlite:PATH` (the `tinyurl up` default) or a Postgres URL.
+        #[arg(
+            long,
+            env = "TINYURL_DATABASE_URL",
+            default_value = "sqlite:./tinyurl.db",
+            hide_env_values = true
+        )]
+        database_url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let json = cli.json;
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if json {
+                let error =
+                    serde_json::json!({ "error": failure.message, "exit_code": failure.exit_code });
+                println!("{error}");
+            } else {
+                eprintln!("error: {}", failure.message);
+            }
+            ExitCode::from(failure.exit_code)
+        }
+    }
+}
+
+fn print_link(link: &tinyurl_proto::v1::Link, json: bool) -> Result<(), Failure> {
+    let view = LinkView::from(link);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&view).map_err(anyhow::Error::from)?
+        );
+    } else {
+        println!("{}", view.render());
+    }
+    Ok(())
+}
+
+fn optional_expiry(expires: Option<&str>) -> Result<Option<prost_types::Timestamp>, Failure> {
+    expires
+        .map(|text| client::parse_expiry(text).map(client::timestamp))
+        .transpose()
+        .map_err(|reason| Failure::usage(format!("--expires: {reason}")))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let connection = &cli.connection;
+    let json = cli.json;
+    match cli.command {
+        Command::Up(args) => tinyurl::up::run(args).await.map_err(Failure::from),
+        Command::Shorten {
+            url,
+            alias,
+            expires,
+            status,
+            forward_query,
+            idempotency_key,
+        } => {
+            let request = CreateLinkRequest {
+                target_url: url,
+                alias: alias.unwrap_or_default(),
+                expires_at: optional_expiry(expires.as_deref())?,
+                redirect_type: client::redirect_type(status)
+                    .map_err(Failure::usage)?
+                    .into(),
+                forward_query,
+                idempotency_key: idempotency_key.unwrap_or_default(),
+            };
+            let link = client::call(connection, connection.links()?.create_link(request)).await?;
+            print_link(&link, json)
+        }
+        Command::Get { code } => {
+            let link = client::call(
+                connection,
+                connection.links()?.get_link(GetLinkRequest { code }),
+            )
+            .await?;
+            print_link(&link, json)
+        }
+        Command::Update {
+            code,
+            url,
+            expires,
+            no_expiry,
+            status,
+            forward_query,
+        } => {
+            let redirect_type = status
+                .map(client::redirect_type)
+                .transpose()
+                .map_err(Failure::usage)?;
+            let request = UpdateLinkRequest {
+                code,
+                target_url: url,
+                expires_at: optional_expiry(expires.as_deref())?,
+                clear_expiry: no_expiry,
+                redirect_type: redirect_type.map_or(0, Into::into),
+                enabled: None,
+                forward_query,
+            };
+            let link = client::call(connection, connection.links()?.update_link(request)).await?;
+            print_link(&link, json)
+        }
+        Command::Disable { code } => set_enabled(connection, code, false, json).await,
+        Command::Enable { code } => set_enabled(connection, code, true, json).await,
+        Command::Delete { code } => {
+            client::call(
+                connection,
+                connection
+                    .links()?
+                    .delete_link(DeleteLinkRequest { code: code.clone() }),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::json!({ "deleted": code }));
+            } else {
+                println!("deleted {code}");
+            }
+            Ok(())
+        }
+        Command::List { limit } => {
+            let mut links = connection.links()?;
+            let mut page_token = String::new();
+            let mut listed = Vec::new();
+            while listed.len() < limit as usize {
+                let page_size = (limit as usize - listed.len()).min(1000) as u32;
+                let page = client::call(
+                    connection,
+                    links.list_links(ListLinksRequest {
+                        page_size,
+                        page_token,
+                    }),
+                )
+                .await?;
+                listed.extend(page.links.iter().map(LinkView::from));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&listed).map_err(anyhow::Error::from)?
+                );
+            } else {
+                for view in &listed {
+                    println!("{}", view.render());
+                }
+            }
+            Ok(())
+        }
+        Command::Import(args) => {
+            let summary =
+                bulk::import(connection, &args, !json && bulk::stderr_is_terminal()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&summary).map_err(anyhow::Error::from)?
+                );
+            } else {
+                println!(
+                    "{} rows: {} created, {} already imported by an earlier run, {} rejected",
+                    summary.rows, summary.created, summary.already_imported, summary.rejected
+                );
+                if let Some(report) = &summary.error_report {
+                    println!("rejected rows and their reasons: {report}");
+                }
+            }
+            if summary.rejected > 0 {
+                return Err(Failure::new(
+                    exit::REJECTED,
+                    format!("{} rows were rejected", summary.rejected),
+                ));
+            }
+            Ok(())
+        }
+        Command::Export(args) => {
+            let exported = bulk::export(connection, &args).await?;
+            bulk::flush_stdout();
+            if args.file.is_some() {
+                eprintln!("exported {exported} links");
+            }
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Create { name, database_url }) => {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.len() > 200 {
+                return Err(Failure::usage("--name must be 1 to 200 characters"));
+            }
+            let store = tinyurl_writer::store::open(
+                &secrecy::SecretString::from(database_url),
+                1,
+                std::time::Duration::from_secs(5),
+            )
+            .await?;
+            let (key, hash) = tinyurl_writer::auth::generate_key();
+            let id = store
+                .create_api_key(&name, &hash)
+                .await
+                .map_err(|error| Failure::new(exit::UNAVAILABLE, error.public_message()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id, "name": name, "key": key })
+                );
+            } else {
+                eprintln!("created API key {id} ({name}); it is shown only once:");
+                println!("{key}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn set_enabled(
+    connection: &Connection,
+    code: String,
+    enabled: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let request = UpdateLinkRequest {
+        code,
+        enabled: Some(enabled),
+        ..UpdateLinkRequest::default()
+    };
+    let link = client::call(connection, connection.links()?.update_link(request)).await?;
+    print_link(&link, json)
+}

@@ -1,0 +1,206 @@
+//! `tinyurl up`: idalloc, writer and redirect in one process, with the same
+//! gRPC and HTTP interfaces as the split deployment, on one SQLite file and
+//! an in-process cache that the writer keeps coherent for the redirect
+//! service. Nothing else needs to run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use tinyurl_runtime::Env;
+use tinyurl_runtime::memory::MemoryCache;
+use tinyurl_writer::cache::MemoryLinkCache;
+use tinyurl_writer::store::{LinkStore as _, SqliteLinkStore};
+
+/// Entries of the in-process shared cache (the L2 of the split deployment).
+const SHARED_CACHE_ENTRIES: u64 = 100_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// The SQLite database file (created on first start).
+    #[arg(long, env = "TINYURL_DATA", default_value = "./tinyurl.db")]
+    pub data: PathBuf,
+    /// Public HTTP listener of the redirect service.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// gRPC listener of the writer (the create API).
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub grpc: SocketAddr,
+    /// gRPC listener of idalloc.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub idalloc: SocketAddr,
+    /// Admin listeners (`/metrics`, `/healthz`, `/readyz`) of idalloc, the
+    /// writer and redirect, in that order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9091,127.0.0.1:9092,127.0.0.1:9093"
+    )]
+    pub admin: Vec<SocketAddr>,
+    /// Base of short URLs [default: http://<--http>].
+    #[arg(long, env = "TINYURL_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+}
+
+/// Starts everything and serves until SIGINT or SIGTERM.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let process_env = Env::from_process();
+    let log_filter = process_env.string_or("RUST_LOG", "info");
+    let public_base_url = args
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.http));
+    let [idalloc_admin, writer_admin, redirect_admin] = args.admin[..] else {
+        anyhow::bail!("--admin takes exactly three addresses");
+    };
+    let database_url = format!("sqlite:{}", args.data.display());
+    let timeout = Duration::from_secs(5);
+
+    let store = Arc::new(
+        SqliteLinkStore::open(&args.data, timeout)
+            .await
+            .with_context(|| format!("cannot open {}", args.data.display()))?,
+    );
+    // The code permutation key is generated once and kept with the data: a
+    // new key would mint codes that collide with existing ones.
+    let code_secret = match process_env.secret("TINYURL_CODE_SECRET") {
+        Some(secret) => secret,
+        None => SecretString::from(
+            store
+                .setting_or_insert("code_secret", || {
+                    format!(
+                        "{}{}",
+                        uuid::Uuid::new_v4().simple(),
+                        uuid::Uuid::new_v4().simple()
+                    )
+                })
+                .await
+                .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?,
+        ),
+    };
+    let first_key = if store
+        .count_api_keys()
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?
+        == 0
+    {
+        let (key, hash) = tinyurl_writer::auth::generate_key();
+        store
+            .create_api_key("first key (tinyurl up)", &hash)
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
+        Some(key)
+    } else {
+        None
+    };
+
+    let common = |listen: SocketAddr, admin: SocketAddr| {
+        vec![
+            ("TINYURL_LISTEN".to_owned(), listen.to_string()),
+            ("TINYURL_ADMIN_LISTEN".to_owned(), admin.to_string()),
+            ("TINYURL_DATABASE_URL".to_owned(), database_url.clone()),
+            ("RUST_LOG".to_owned(), log_filter.clone()),
+        ]
+    };
+    let idalloc_config =
+        tinyurl_idalloc::Config::from_env(&Env::from_pairs(common(args.idalloc, idalloc_admin)))?;
+    let _telemetry = tinyurl_runtime::telemetry::init(&idalloc_config.common)?;
+    let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
+    let idalloc = tinyurl_idalloc::App::build(idalloc_config, Some(metrics.clone()))
+        .await
+        .context("cannot start idalloc")?;
+    let idalloc_grpc = idalloc.grpc_addr()?;
+    let idalloc_admin = idalloc.admin_addr()?;
+    // idalloc must be serving before the writer leases its first ranges.
+    let idalloc_task = tokio::spawn(idalloc.run(tinyurl_runtime::shutdown_signal()));
+
+    let shared_cache = MemoryCache::new(SHARED_CACHE_ENTRIES);
+    let mut redirect_env = common(args.http, redirect_admin);
+    redirect_env.push((
+        "TINYURL_PUBLIC_BASE_URL".to_owned(),
+        public_base_url.clone(),
+    ));
+    let redirect_config = tinyurl_redirect::Config::from_env(&Env::from_pairs(redirect_env))?;
+    let redirect = tinyurl_redirect::App::build_with(
+        redirect_config.clone(),
+        tinyurl_redirect::app::Backend {
+            source: tinyurl_redirect::app::open_source(&redirect_config).await?,
+            cache: tinyurl_redirect::app::CacheTier::Memory(Arc::clone(&shared_cache)),
+        },
+        Some(metrics.clone()),
+    )
+    .await
+    .context("cannot start the redirect service")?;
+
+    let mut writer_env = common(args.grpc, writer_admin);
+    writer_env.extend([
+        (
+            "TINYURL_IDALLOC_URL".to_owned(),
+            format!("http://{idalloc_grpc}"),
+        ),
+        (
+            "TINYURL_PUBLIC_BASE_URL".to_owned(),
+            public_base_url.clone(),
+        ),
+        (
+            "TINYURL_CODE_SECRET".to_owned(),
+            code_secret.expose_secret().to_owned(),
+        ),
+    ]);
+    for passed_through in [
+        "TINYURL_BLOCKED_HOSTS",
+        "TINYURL_ALLOW_PRIVATE_TARGETS",
+        "TINYURL_CODE_MIN_LENGTH",
+    ] {
+        if let Some(value) = process_env.get(passed_through) {
+            writer_env.push((passed_through.to_owned(), value.to_owned()));
+        }
+    }
+    let writer_config = tinyurl_writer::Config::from_env(&Env::from_pairs(writer_env))?;
+    let cache_ttl = writer_config.cache_ttl;
+    let writer = tinyurl_writer::App::build_with(
+        writer_config,
+        tinyurl_writer::app::Backend {
+            store,
+            cache: Arc::new(MemoryLinkCache::new(shared_cache, cache_ttl)),
+        },
+        Some(metrics),
+    )
+    .await
+    .context("cannot start the writer")?;
+
+    println!("data              {}", args.data.display());
+    println!(
+        "redirect HTTP     http://{}/{{code}}",
+        redirect.http_addr()?
+    );
+    println!("writer gRPC       http://{}", writer.grpc_addr()?);
+    println!("idalloc gRPC      http://{idalloc_grpc}");
+    println!(
+        "admin             http://{idalloc_admin} (idalloc), http://{} (writer), http://{} (redirect)",
+        writer.admin_addr()?,
+        redirect.admin_addr()?
+    );
+    println!("short URLs        {public_base_url}/{{code}}");
+    match first_key {
+        Some(key) => {
+            println!("API key           {key}");
+            println!(
+                "                  (created now and shown only once: keep it, e.g. export TINYURL_API_KEY=…)"
+            );
+        }
+        None => println!(
+            "API key           (already created on first start; make another with `tinyurl api-key create`)"
+        ),
+    }
+    println!("ready; Ctrl-C stops");
+
+    let redirect_task = tokio::spawn(redirect.run(tinyurl_runtime::shutdown_signal()));
+    let served = writer.run(tinyurl_runtime::shutdown_signal()).await;
+    let redirect_served = redirect_task.await.context("redirect task failed")?;
+    let idalloc_served = idalloc_task.await.context("idalloc task failed")?;
+    served.and(redirect_served).and(idalloc_served)
+}
