@@ -1,0 +1,533 @@
+//! One conformance suite for the two implementations of every storage and
+//! cache trait: Postgres and SQLite for the writer's `LinkStore`, idalloc's
+//! `LeaseStore` and redirect's `LinkSource`; Redis and the in-process cache
+//! for the writer's `LinkCache` with redirect's `SharedCache` and the
+//! invalidation feed. Each contract is one function; each implementation runs
+//! it through the same code, so the two cannot drift.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, ensure};
+use fred::prelude::*;
+use tinyurl_domain::CachedLink;
+use tinyurl_domain::cached::INVALIDATION_CHANNEL;
+use tinyurl_harness::process::ScratchDir;
+use tinyurl_harness::{PgCluster, RedisServer, wait_until};
+use tinyurl_idalloc::lease::LeaseRequest;
+use tinyurl_idalloc::store::{LeaseStore, PostgresLeaseStore, SqliteLeaseStore};
+use tinyurl_redirect::l2::{Cached, MemorySharedCache, RedisSharedCache, SharedCache};
+use tinyurl_redirect::store::{LinkSource, PostgresLinkSource, Source, SqliteLinkSource};
+use tinyurl_runtime::memory::MemoryCache;
+use tinyurl_writer::auth::{OwnerId, generate_key, hash_key};
+use tinyurl_writer::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
+use tinyurl_writer::store::{
+    LinkChanges, LinkStore, NewLink, PostgresLinkStore, SqliteLinkStore, StoredLink,
+};
+use tokio::sync::mpsc;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A time both stores keep exactly (microsecond precision).
+fn micros_ago(seconds: u64) -> SystemTime {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    UNIX_EPOCH + Duration::from_micros(now) - Duration::from_secs(seconds)
+}
+
+fn in_future(seconds: u64) -> SystemTime {
+    micros_ago(0) + Duration::from_secs(seconds)
+}
+
+fn new_link(code: &str, id: Option<i64>, key: Option<&str>) -> NewLink {
+    NewLink {
+        code: code.to_owned(),
+        id,
+        target_url: format!("https://example.com/{code}"),
+        redirect_status: 302,
+        forward_query: false,
+        expires_at: None,
+        is_alias: id.is_none(),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+async fn api_key(store: &dyn LinkStore, name: &str) -> anyhow::Result<OwnerId> {
+    let (key, hash) = generate_key();
+    store
+        .create_api_key(name, &hash)
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    store
+        .resolve_key(&hash_key(&key))
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?
+        .context("a created key must resolve")
+}
+
+macro_rules! ok {
+    ($call:expr) => {
+        $call.await.map_err(|error| anyhow::anyhow!("{error}"))?
+    };
+}
+
+async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    ensure!(ok!(store.count_api_keys()) == 0, "a new store has no keys");
+    let owner = api_key(store, "first").await?;
+    let other = api_key(store, "second").await?;
+    ensure!(owner != other);
+    ensure!(ok!(store.count_api_keys()) == 2);
+    ensure!(ok!(store.resolve_key(&hash_key("tu_not-a-key"))).is_none());
+
+    // A batch commits together, with one timestamp, and reports every code.
+    let expiring = NewLink {
+        expires_at: Some(in_future(3600)),
+        redirect_status: 308,
+        forward_query: true,
+        ..new_link("Exp1ring", Some(7), None)
+    };
+    let batch = vec![
+        new_link("AbCdEf1", Some(1), None),
+        new_link("abcdef1", Some(2), Some("key-1")),
+        new_link("my-alias", None, None),
+        expiring.clone(),
+    ];
+    let inserted = ok!(store.insert(owner, &batch));
+    ensure!(
+        inserted.len() == 4,
+        "every new code is inserted: {inserted:?}"
+    );
+    let stamps: HashSet<_> = inserted.values().collect();
+    ensure!(stamps.len() == 1, "one timestamp per batch");
+
+    // Codes are case-sensitive; taken codes and reused idempotency keys are
+    // skipped, not errors.
+    let again = ok!(store.insert(
+        owner,
+        &[
+            new_link("AbCdEf1", Some(3), None),
+            new_link("Zzzzzz9", Some(4), Some("key-1")),
+        ]
+    ));
+    ensure!(again.is_empty(), "conflicts are skipped: {again:?}");
+    let replays = ok!(store.find_by_idempotency_keys(owner, &["key-1", "key-unknown"]));
+    ensure!(replays.len() == 1 && replays["key-1"].code == "abcdef1");
+    ensure!(ok!(store.find_by_idempotency_keys(other, &["key-1"])).is_empty());
+    // The same idempotency key is free for another owner.
+    ensure!(ok!(store.insert(other, &[new_link("Other01", Some(5), Some("key-1"))])).len() == 1);
+
+    let stored = ok!(store.get(owner, "Exp1ring")).context("inserted link")?;
+    let (created_at, updated_at) = inserted["Exp1ring"];
+    ensure!(
+        stored
+            == StoredLink {
+                code: "Exp1ring".to_owned(),
+                target_url: expiring.target_url.clone(),
+                redirect_status: 308,
+                forward_query: true,
+                expires_at: expiring.expires_at,
+                enabled: true,
+                is_alias: false,
+                created_at,
+                updated_at,
+            },
+        "stored exactly: {stored:?}"
+    );
+    ensure!(ok!(store.get(owner, "my-alias")).is_some_and(|link| link.is_alias));
+    ensure!(
+        ok!(store.get(other, "Exp1ring")).is_none(),
+        "owners are isolated"
+    );
+    ensure!(ok!(store.get(owner, "Missing")).is_none());
+
+    // Updates change only what they name.
+    let changed = ok!(store.update(
+        owner,
+        "AbCdEf1",
+        &LinkChanges {
+            target_url: Some("https://example.org/new".to_owned()),
+            redirect_status: Some(301),
+            enabled: Some(false),
+            expires_at: Some(in_future(60)),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("update of an existing link")?;
+    ensure!(changed.target_url == "https://example.org/new" && changed.redirect_status == 301);
+    ensure!(!changed.enabled && changed.expires_at.is_some() && !changed.forward_query);
+    ensure!(changed.updated_at >= changed.created_at);
+    let cleared = ok!(store.update(
+        owner,
+        "AbCdEf1",
+        &LinkChanges {
+            clear_expiry: true,
+            forward_query: Some(true),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("second update")?;
+    ensure!(cleared.expires_at.is_none() && cleared.forward_query && !cleared.enabled);
+    ensure!(cleared.target_url == "https://example.org/new");
+    ensure!(ok!(store.update(other, "AbCdEf1", &LinkChanges::default())).is_none());
+    ensure!(ok!(store.update(owner, "Missing", &LinkChanges::default())).is_none());
+
+    // Keyset pages: newest first, every link once, only the owner's.
+    for index in 0..5 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let code = format!("Page00{index}");
+        ensure!(ok!(store.insert(owner, &[new_link(&code, Some(100 + index), None)])).len() == 1);
+    }
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ok!(store.list(owner, 2, after.clone()));
+        ensure!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.code.clone()));
+        listed.extend(page);
+    }
+    let codes: Vec<&str> = listed.iter().map(|link| link.code.as_str()).collect();
+    ensure!(listed.len() == 9, "9 links of the owner: {codes:?}");
+    ensure!(
+        codes[..5] == ["Page004", "Page003", "Page002", "Page001", "Page000"],
+        "newest first: {codes:?}"
+    );
+    ensure!(
+        listed.windows(2).all(|pair| {
+            (pair[0].created_at, &pair[0].code) > (pair[1].created_at, &pair[1].code)
+        })
+    );
+    ensure!(ok!(store.list(other, 100, None)).len() == 1);
+
+    ensure!(
+        !ok!(store.delete(other, "Page000")),
+        "no deleting another's link"
+    );
+    ensure!(ok!(store.delete(owner, "Page000")));
+    ensure!(!ok!(store.delete(owner, "Page000")));
+    ensure!(ok!(store.get(owner, "Page000")).is_none());
+    ok!(store.ping());
+    Ok(())
+}
+
+fn lease_request(namespace: &str, count: u64, request_id: &str) -> anyhow::Result<LeaseRequest> {
+    LeaseRequest::parse(namespace, count, request_id, 1_000_000)
+        .map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+async fn lease_store_contract(store: Arc<dyn LeaseStore>) -> anyhow::Result<()> {
+    let first = ok!(store.lease(&lease_request("links", 10, "")?));
+    ensure!(first.end - first.start == 10 && !first.replayed);
+    let second = ok!(store.lease(&lease_request("links", 5, "")?));
+    ensure!(
+        second.start == first.end,
+        "ranges follow each other: {first:?} {second:?}"
+    );
+    let elsewhere = ok!(store.lease(&lease_request("other", 3, "")?));
+    ensure!(
+        elsewhere.start == 0 && elsewhere.end == 3,
+        "namespaces are independent"
+    );
+
+    let keyed = ok!(store.lease(&lease_request("links", 7, "req-1")?));
+    let replay = ok!(store.lease(&lease_request("links", 7, "req-1")?));
+    ensure!(replay.replayed && (replay.start, replay.end) == (keyed.start, keyed.end));
+    let mismatch = store.lease(&lease_request("links", 8, "req-1")?).await;
+    ensure!(
+        mismatch
+            .as_ref()
+            .is_err_and(|error| error.to_string().contains("request_id")),
+        "a reused request id with another count is refused: {mismatch:?}"
+    );
+
+    // Concurrent leases never overlap.
+    let leases = futures::future::join_all((0..20).map(|_| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .lease(&lease_request("links", 100, "")?)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    }))
+    .await
+    .into_iter()
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut ranges: Vec<(i64, i64)> = leases
+        .iter()
+        .map(|lease| (lease.start, lease.end))
+        .collect();
+    ranges.sort_unstable();
+    ensure!(
+        ranges.windows(2).all(|pair| pair[0].1 <= pair[1].0),
+        "disjoint: {ranges:?}"
+    );
+    ensure!(ranges[0].0 >= keyed.end);
+
+    ensure!(ok!(store.purge_leases_older_than(Duration::from_secs(3600))) == 0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    ensure!(ok!(store.purge_leases_older_than(Duration::ZERO)) == 1);
+    let fresh = ok!(store.lease(&lease_request("links", 7, "req-1")?));
+    ensure!(!fresh.replayed && fresh.start >= ranges[ranges.len() - 1].1);
+    ok!(store.ping());
+    Ok(())
+}
+
+/// `writer` stores what `source` must read.
+async fn link_source_contract(
+    writer: Arc<dyn LinkStore>,
+    source: Arc<dyn LinkSource>,
+) -> anyhow::Result<()> {
+    let owner = api_key(writer.as_ref(), "source").await?;
+    let expires_at = in_future(600);
+    let link = NewLink {
+        redirect_status: 307,
+        forward_query: true,
+        expires_at: Some(expires_at),
+        ..new_link("Src0001", Some(1), None)
+    };
+    ok!(writer.insert(owner, &[link.clone()]));
+    ok!(writer.update(
+        owner,
+        "Src0001",
+        &LinkChanges {
+            enabled: Some(false),
+            ..LinkChanges::default()
+        }
+    ));
+    let (found, answered_by) = ok!(source.find("Src0001"));
+    ensure!(answered_by == Source::Primary, "no replicas configured");
+    ensure!(
+        found
+            == Some(CachedLink {
+                target_url: link.target_url.clone(),
+                redirect_status: 307,
+                forward_query: true,
+                expires_at: Some(expires_at),
+                enabled: false,
+            }),
+        "read as written: {found:?}"
+    );
+    ensure!(
+        ok!(source.find("src0001")).0.is_none(),
+        "codes are case-sensitive"
+    );
+    ensure!(ok!(source.find_on_primary("Nothing")).is_none());
+    ensure!(source.has_primary() && source.any_healthy());
+    Ok(())
+}
+
+fn stored(code: &str, expires_at: Option<SystemTime>) -> StoredLink {
+    StoredLink {
+        code: code.to_owned(),
+        target_url: format!("https://example.com/{code}"),
+        redirect_status: 301,
+        forward_query: false,
+        expires_at,
+        enabled: true,
+        is_alias: false,
+        created_at: micros_ago(1),
+        updated_at: micros_ago(1),
+    }
+}
+
+async fn next_announcement(
+    announcements: &mut mpsc::UnboundedReceiver<String>,
+) -> anyhow::Result<String> {
+    tokio::time::timeout(TIMEOUT, announcements.recv())
+        .await
+        .context("no announcement within the timeout")?
+        .context("announcements closed")
+}
+
+/// The writer's side (`cache`) and redirect's side (`shared`) of one cache;
+/// `announcements` yields each invalidation message.
+async fn cache_contract(
+    cache: Arc<dyn LinkCache>,
+    shared: Arc<dyn SharedCache>,
+    mut announcements: mpsc::UnboundedReceiver<String>,
+) -> anyhow::Result<()> {
+    // Write-through: readable at once, announced in one message per batch.
+    cache
+        .write_through(&[
+            stored("Cch0001", None),
+            stored("Cch0002", Some(in_future(600))),
+        ])
+        .await;
+    ensure!(next_announcement(&mut announcements).await? == "Cch0001 Cch0002");
+    let Cached::Link(link) = shared.get("Cch0001").await? else {
+        anyhow::bail!("a written-through link is cached");
+    };
+    ensure!(link.target_url == "https://example.com/Cch0001" && link.redirect_status == 301);
+
+    // Fills never replace what the writer wrote.
+    let stale = CachedLink {
+        target_url: "https://stale.example/".to_owned(),
+        redirect_status: 302,
+        forward_query: false,
+        expires_at: None,
+        enabled: true,
+    };
+    shared.fill("Cch0001", Some(&stale)).await?;
+    shared.fill("Cch0002", None).await?;
+    ensure!(
+        matches!(shared.get("Cch0001").await?, Cached::Link(link) if link.target_url.ends_with("Cch0001"))
+    );
+    ensure!(matches!(shared.get("Cch0002").await?, Cached::Link(_)));
+
+    // An update overwrites and is announced; an expired one is dropped.
+    let mut updated = stored("Cch0001", None);
+    updated.enabled = false;
+    cache.replace(&updated).await;
+    ensure!(next_announcement(&mut announcements).await? == "Cch0001");
+    ensure!(matches!(shared.get("Cch0001").await?, Cached::Link(link) if !link.enabled));
+    cache.replace(&stored("Cch0002", Some(micros_ago(1)))).await;
+    ensure!(next_announcement(&mut announcements).await? == "Cch0002");
+    ensure!(matches!(shared.get("Cch0002").await?, Cached::Absent));
+
+    // A delete leaves a tombstone that a fill cannot overwrite.
+    cache.remove("Cch0001").await;
+    ensure!(next_announcement(&mut announcements).await? == "Cch0001");
+    ensure!(matches!(shared.get("Cch0001").await?, Cached::Missing));
+    shared.fill("Cch0001", Some(&stale)).await?;
+    ensure!(matches!(shared.get("Cch0001").await?, Cached::Missing));
+
+    // Fills land where nothing is, negative ones included.
+    ensure!(matches!(shared.get("Cch0003").await?, Cached::Absent));
+    shared.fill("Cch0003", None).await?;
+    ensure!(matches!(shared.get("Cch0003").await?, Cached::Missing));
+    shared.fill("Cch0004", Some(&stale)).await?;
+    ensure!(matches!(shared.get("Cch0004").await?, Cached::Link(link) if link == stale));
+    Ok(())
+}
+
+fn sqlite_file(dir: &ScratchDir) -> std::path::PathBuf {
+    dir.path().join("tinyurl.db")
+}
+
+#[tokio::test]
+async fn link_store_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
+    store.migrate().await?;
+    link_store_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn link_store_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    link_store_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn lease_store_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store =
+        PostgresLeaseStore::connect(&database.primary_url.clone().into(), 8, TIMEOUT, 1 << 40)?;
+    store.migrate().await?;
+    lease_store_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn lease_store_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLeaseStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    lease_store_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn link_source_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let url: secrecy::SecretString = database.primary_url.clone().into();
+    let writer = PostgresLinkStore::connect(&url, 2, TIMEOUT)?;
+    writer.migrate().await?;
+    let source = PostgresLinkSource::connect(&[], Some(&url), 2, TIMEOUT)?;
+    link_source_contract(Arc::new(writer), Arc::new(source)).await
+}
+
+#[tokio::test]
+async fn link_source_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let path = sqlite_file(&dir);
+    let writer = SqliteLinkStore::open(&path, TIMEOUT).await?;
+    let source = SqliteLinkSource::open(&path, 2, TIMEOUT).await?;
+    link_source_contract(Arc::new(writer), Arc::new(source)).await
+}
+
+#[tokio::test]
+async fn cache_redis() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let url: secrecy::SecretString = redis.url().into();
+    let cache = Arc::new(RedisLinkCache::connect(
+        &url,
+        TIMEOUT,
+        Duration::from_secs(600),
+    )?);
+    let shared = Arc::new(RedisSharedCache::connect(
+        &url,
+        TIMEOUT,
+        Duration::from_secs(600),
+        Duration::from_secs(30),
+    )?);
+    let subscriber = tinyurl_redirect::invalidation::subscriber(&url, TIMEOUT)?;
+    let mut messages = subscriber.message_rx();
+    let _connection = subscriber.connect();
+    subscriber.wait_for_connect().await?;
+    subscriber.subscribe(INVALIDATION_CHANNEL).await?;
+    let (sender, announcements) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(message) = messages.recv().await {
+            if let Some(codes) = message.value.as_str() {
+                let _ = sender.send(codes.into_owned());
+            }
+        }
+    });
+    // The writer's client connects in the background and never blocks a
+    // write on it: wait until a write-through lands before the contract.
+    wait_until("the writer's redis client to connect", TIMEOUT, || {
+        let cache = Arc::clone(&cache);
+        let shared = Arc::clone(&shared);
+        async move {
+            cache.write_through(&[stored("Warmup0", None)]).await;
+            Ok(matches!(shared.get("Warmup0").await?, Cached::Link(_)))
+        }
+    })
+    .await?;
+    let mut announcements = announcements;
+    while let Ok(message) =
+        tokio::time::timeout(Duration::from_millis(200), announcements.recv()).await
+    {
+        ensure!(message.as_deref() == Some("Warmup0"));
+    }
+    cache_contract(cache, shared, announcements).await
+}
+
+#[tokio::test]
+async fn cache_in_process() -> anyhow::Result<()> {
+    let memory = MemoryCache::new(1000);
+    let cache = Arc::new(MemoryLinkCache::new(
+        Arc::clone(&memory),
+        Duration::from_secs(600),
+    ));
+    let shared = Arc::new(MemorySharedCache::new(
+        Arc::clone(&memory),
+        Duration::from_secs(600),
+        Duration::from_secs(30),
+    ));
+    let mut messages = memory.subscribe();
+    let (sender, announcements) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(codes) = messages.recv().await {
+            let _ = sender.send(codes.to_string());
+        }
+    });
+    cache_contract(cache, shared, announcements).await
+}
