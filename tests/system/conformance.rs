@@ -290,7 +290,7 @@ async fn link_source_contract(
         expires_at: Some(expires_at),
         ..new_link("Src0001", Some(1), None)
     };
-    ok!(writer.insert(owner, &[link.clone()]));
+    ok!(writer.insert(owner, std::slice::from_ref(&link)));
     ok!(writer.update(
         owner,
         "Src0001",
