@@ -8,6 +8,7 @@
 //! A missing server binary fails the test with the Debian package to install;
 //! nothing here ever skips.
 
+pub mod embedded;
 pub mod postgres;
 pub mod process;
 pub mod redis;

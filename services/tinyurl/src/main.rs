@@ -127,10 +127,14 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            if json {
+            // Errors go to standard error in both modes: standard output
+            // holds only results.
+            if failure.message.is_empty() {
+                // Already reported with the result (an import's summary).
+            } else if json {
                 let error =
                     serde_json::json!({ "error": failure.message, "exit_code": failure.exit_code });
-                println!("{error}");
+                eprintln!("{error}");
             } else {
                 eprintln!("error: {}", failure.message);
             }
@@ -284,10 +288,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             if summary.rejected > 0 {
-                return Err(Failure::new(
-                    exit::REJECTED,
-                    format!("{} rows were rejected", summary.rejected),
-                ));
+                return Err(Failure::new(exit::REJECTED, ""));
             }
             Ok(())
         }

@@ -1,0 +1,159 @@
+//! The embedded system as a user runs it: the real `tinyurl` binary, `up` in
+//! a directory of its own (the database file lands there), and the same
+//! binary as the client.
+
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::free_port;
+use crate::process::{log_tail, wait_or_kill};
+use crate::services::ServiceBinary;
+
+pub struct Embedded {
+    binary: ServiceBinary,
+    dir: PathBuf,
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    /// The key printed on first start; `None` after a restart on the same data.
+    pub printed_key: Option<String>,
+    stdout: Vec<String>,
+}
+
+impl Embedded {
+    /// Runs `tinyurl up` in `dir` on free ports and waits until it says it
+    /// is ready.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = || -> anyhow::Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+        };
+        let mut embedded = Self {
+            binary: ServiceBinary::locate("tinyurl")?,
+            dir: dir.to_path_buf(),
+            child: None,
+            http: port()?,
+            grpc: port()?,
+            printed_key: None,
+            stdout: Vec::new(),
+        };
+        embedded.start_again().await?;
+        Ok(embedded)
+    }
+
+    /// Starts `up` again on the same ports and data.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let port = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut child = Command::new(self.binary.path())
+            .current_dir(&self.dir)
+            .args([
+                "up",
+                "--http",
+                &self.http.to_string(),
+                "--grpc",
+                &self.grpc.to_string(),
+            ])
+            .args(["--idalloc", &port()?])
+            .args(["--admin", &format!("{},{},{}", port()?, port()?, port()?)])
+            .env("RUST_LOG", "warn")
+            .env_remove("TINYURL_PUBLIC_BASE_URL")
+            .env_remove("TINYURL_DATA")
+            .env_remove("TINYURL_CODE_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("cannot run tinyurl up")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        self.child = Some(child);
+        let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.stdout.clear();
+        self.printed_key = None;
+        let ready = async {
+            while let Some(line) = lines_rx.recv().await {
+                if let Some(key) = line.strip_prefix("API key").map(str::trim)
+                    && key.starts_with("tu_")
+                {
+                    self.printed_key = Some(key.to_owned());
+                }
+                let done = line.starts_with("ready");
+                self.stdout.push(line);
+                if done {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(Duration::from_secs(30), ready).await {
+            Ok(true) => Ok(()),
+            _ => bail!(
+                "tinyurl up did not become ready; stdout:\n{}\nlog:\n{}",
+                self.stdout.join("\n"),
+                log_tail(&self.log_path(), 40)
+            ),
+        }
+    }
+
+    /// What `up` printed before it was ready.
+    pub fn banner(&self) -> String {
+        self.stdout.join("\n")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("up.log")
+    }
+
+    pub fn data_path(&self) -> PathBuf {
+        self.dir.join("tinyurl.db")
+    }
+
+    /// Runs the `tinyurl` client against this system with `api_key`.
+    pub fn cli(&self, api_key: &str, args: &[&str]) -> anyhow::Result<Output> {
+        self.cli_command(api_key, args)
+            .output()
+            .context("cannot run the tinyurl client")
+    }
+
+    /// The client command, for callers that manage the process themselves.
+    pub fn cli_command(&self, api_key: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(self.binary.path());
+        command
+            .current_dir(&self.dir)
+            .args(args)
+            .env("TINYURL_SERVER", format!("http://{}", self.grpc))
+            .env("TINYURL_API_KEY", api_key)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// SIGTERM, then waits for a clean exit (SIGKILL after the grace period).
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        crate::process::signal(&child, nix::sys::signal::Signal::SIGTERM)?;
+        wait_or_kill(&mut child, Duration::from_secs(15))
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The `tinyurl` binary as a user runs it: `tinyurl up` on a fresh
+//! directory, the client against it, redirects over real HTTP, a restart on
+//! the same data, and a bulk import interrupted half-way and resumed.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use tinyurl_harness::embedded::Embedded;
+use tinyurl_harness::process::ScratchDir;
+use tinyurl_harness::services::http_request;
+use tinyurl_harness::wait_until;
+use tinyurl_runtime::sqlite::Sqlite;
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The path of a short URL printed by the client.
+fn path_of(short_url: &str, system: &Embedded) -> anyhow::Result<String> {
+    let prefix = format!("http://{}", system.http);
+    short_url
+        .strip_prefix(&prefix)
+        .map(str::to_owned)
+        .with_context(|| format!("{short_url:?} is not under {prefix}"))
+}
+
+#[tokio::test]
+async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("embedded", None)?;
+    let mut system = Embedded::start(dir.path()).await?;
+    let key = system
+        .printed_key
+        .clone()
+        .with_context(|| format!("a fresh start prints an API key:\n{}", system.banner()))?;
+    ensure!(system.data_path().is_file(), "the database file is created");
+    ensure!(system.banner().contains(&format!("http://{}", system.http)));
+
+    // shorten → a short URL that redirects.
+    let shortened = system.cli(&key, &["shorten", "https://example.com/landing?x=1"])?;
+    ensure!(
+        shortened.status.success(),
+        "shorten failed: {}",
+        stderr(&shortened)
+    );
+    let short_url = stdout(&shortened)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let path = path_of(&short_url, &system)?;
+    let response = http_request(system.http, "GET", &path).await?;
+    ensure!(response.status == 302, "GET {path}: {}", response.status);
+    ensure!(response.header("location") == Some("https://example.com/landing?x=1"));
+
+    // JSON output, aliases, other statuses.
+    let created = system.cli(
+        &key,
+        &[
+            "--json",
+            "shorten",
+            "https://example.org/",
+            "--alias",
+            "guide",
+            "--status",
+            "308",
+        ],
+    )?;
+    ensure!(created.status.success(), "{}", stderr(&created));
+    let link: serde_json::Value = serde_json::from_slice(&created.stdout)?;
+    ensure!(
+        link["code"] == "guide" && link["status"] == 308 && link["is_alias"] == true,
+        "{link}"
+    );
+    let response = http_request(system.http, "GET", "/guide").await?;
+    ensure!(response.status == 308 && response.header("location") == Some("https://example.org/"));
+
+    // The server's reasons and the documented exit codes.
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&["shorten", "ftp://example.com/"], 4, "scheme"),
+        (
+            &["shorten", "https://example.com/", "--alias", "guide"],
+            4,
+            "already taken",
+        ),
+        (&["get", "NoSuch1"], 3, "no link"),
+        (
+            &["shorten", "https://example.com/", "--status", "303"],
+            2,
+            "301, 302, 307 or 308",
+        ),
+    ];
+    for (args, code, reason) in cases {
+        let output = system.cli(&key, args)?;
+        ensure!(
+            output.status.code() == Some(code),
+            "{args:?}: exit {:?}, {}",
+            output.status.code(),
+            stderr(&output)
+        );
+        ensure!(
+            stderr(&output).contains(reason),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let unauthenticated = system.cli("tu_wrong", &["list"])?;
+    ensure!(
+        unauthenticated.status.code() == Some(6),
+        "{}",
+        stderr(&unauthenticated)
+    );
+
+    // disable → 410 at once (the writer invalidates redirect's caches), enable → back.
+    ensure!(system.cli(&key, &["disable", "guide"])?.status.success());
+    ensure!(http_request(system.http, "GET", "/guide").await?.status == 410);
+    ensure!(system.cli(&key, &["enable", "guide"])?.status.success());
+    ensure!(http_request(system.http, "GET", "/guide").await?.status == 308);
+    let updated = system.cli(
+        &key,
+        &[
+            "update",
+            "guide",
+            "--url",
+            "https://example.net/",
+            "--status",
+            "301",
+        ],
+    )?;
+    ensure!(updated.status.success(), "{}", stderr(&updated));
+    let response = http_request(system.http, "GET", "/guide").await?;
+    ensure!(response.status == 301 && response.header("location") == Some("https://example.net/"));
+    let listed = system.cli(&key, &["--json", "list"])?;
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout)?;
+    ensure!(
+        listed.len() == 2 && listed[0]["code"] == "guide",
+        "{listed:?}"
+    );
+    ensure!(system.cli(&key, &["delete", "guide"])?.status.success());
+    ensure!(http_request(system.http, "GET", "/guide").await?.status == 404);
+
+    // A restart on the same data: links survive, no new key is printed, and
+    // new codes never collide with old ones (the code key is kept).
+    let status = system.stop()?;
+    ensure!(status.success(), "up exits cleanly on SIGTERM: {status}");
+    system.start_again().await?;
+    ensure!(
+        system.printed_key.is_none(),
+        "the key is printed only once:\n{}",
+        system.banner()
+    );
+    let response = http_request(system.http, "GET", &path).await?;
+    ensure!(response.status == 302, "a link survives a restart");
+    let again = system.cli(&key, &["shorten", "https://example.com/after-restart"])?;
+    ensure!(again.status.success(), "{}", stderr(&again));
+    let new_path = path_of(
+        stdout(&again).lines().next().unwrap_or_default().trim(),
+        &system,
+    )?;
+    ensure!(new_path != path);
+    ensure!(
+        http_request(system.http, "GET", &new_path)
+            .await?
+            .header("location")
+            == Some("https://example.com/after-restart")
+    );
+
+    // api-key create works against the same data file.
+    let created_key = system.cli("", &["api-key", "create", "--name", "second"])?;
+    ensure!(created_key.status.success(), "{}", stderr(&created_key));
+    let second_key = stdout(&created_key).trim().to_owned();
+    let listed = system.cli(&second_key, &["--json", "list"])?;
+    ensure!(
+        listed.status.success()
+            && serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout)?.is_empty()
+    );
+    Ok(())
+}
+
+const ROWS: usize = 100_000;
+
+/// Row `index` of the import file and whether it is good; every 100th row
+/// is bad, in one of several ways.
+fn import_row(index: usize) -> (String, bool) {
+    if index % 100 == 99 {
+        let bad = match (index / 100) % 5 {
+            0 => format!("ftp://example.com/{index}"),
+            1 => format!("https://user:pass@example.com/{index}"),
+            2 => format!("https://example.com/{index},,next tuesday"),
+            3 => format!("https://example.com/{index},bad alias!,"),
+            _ => "not a url".to_owned(),
+        };
+        return (bad, false);
+    }
+    let row = if index % 50 == 0 {
+        format!("https://example.com/item/{index},imp-{index},30d")
+    } else {
+        format!("https://example.com/item/{index}")
+    };
+    (row, true)
+}
+
+async fn count_links(db: &Sqlite) -> anyhow::Result<i64> {
+    Ok(db
+        .run(|connection| connection.query_row("SELECT count(*) FROM links", [], |row| row.get(0)))
+        .await?)
+}
+
+#[tokio::test]
+async fn import_interrupted_half_way_and_resumed_creates_each_good_row_once() -> anyhow::Result<()>
+{
+    let dir = ScratchDir::new("import", None)?;
+    let system = Embedded::start(dir.path()).await?;
+    let key = system.printed_key.clone().context("first key")?;
+    let file = dir.path().join("links.csv");
+    let mut csv = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    writeln!(csv, "url,alias,expires")?;
+    let mut good = 0;
+    for index in 0..ROWS {
+        let (row, is_good) = import_row(index);
+        good += usize::from(is_good);
+        writeln!(csv, "{row}")?;
+    }
+    csv.into_inner()?.sync_all()?;
+
+    // First run: SIGKILL once about half the good rows are in.
+    let db = Sqlite::open(&system.data_path(), 1, Duration::from_secs(5)).await?;
+    let mut first = system
+        .cli_command(
+            &key,
+            &[
+                "import",
+                file.to_str().context("utf-8 path")?,
+                "--batch",
+                "200",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    wait_until("half of the import", Duration::from_secs(300), || async {
+        Ok(count_links(&db).await? >= (good / 2) as i64)
+    })
+    .await?;
+    first.kill()?;
+    first.wait()?;
+    let after_kill = count_links(&db).await?;
+    ensure!(
+        after_kill < good as i64,
+        "killed before the end ({after_kill} of {good})"
+    );
+
+    // Second run to completion.
+    let second = system.cli(
+        &key,
+        &["--json", "import", file.to_str().context("utf-8 path")?],
+    )?;
+    ensure!(
+        second.status.code() == Some(4),
+        "rejected rows make exit code 4: {}",
+        stderr(&second)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&second.stdout)
+        .with_context(|| format!("summary: {}", stdout(&second)))?;
+    ensure!(summary["rows"] == ROWS as u64, "{summary}");
+    ensure!(summary["rejected"] == (ROWS - good) as u64, "{summary}");
+    let created = summary["created"].as_u64().unwrap_or_default();
+    let replayed = summary["already_imported"].as_u64().unwrap_or_default();
+    ensure!(created + replayed == good as u64, "{summary}");
+    ensure!(
+        replayed as i64 >= after_kill,
+        "what the first run created is replayed: {summary}"
+    );
+
+    // Exactly one link per good row.
+    let targets: Vec<String> = db
+        .run(|connection| {
+            let mut statement = connection.prepare("SELECT target_url FROM links")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+        .await?;
+    ensure!(
+        targets.len() == good,
+        "{} links for {good} good rows",
+        targets.len()
+    );
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for target in &targets {
+        *seen.entry(target.as_str()).or_default() += 1;
+    }
+    ensure!(
+        seen.values().all(|count| *count == 1),
+        "a good row was created twice"
+    );
+    for index in (0..ROWS).filter(|index| import_row(*index).1) {
+        ensure!(
+            seen.contains_key(format!("https://example.com/item/{index}").as_str()),
+            "row {index} missing"
+        );
+    }
+
+    // Every bad row in the report, with a reason.
+    let report_path = summary["error_report"]
+        .as_str()
+        .context("an error report")?;
+    let mut report = csv_reader(report_path)?;
+    let mut reported = 0;
+    for record in report.records() {
+        let record = record?;
+        let line: usize = record.get(0).unwrap_or_default().parse()?;
+        // Line 1 is the header; row `index` is on line `index + 2`.
+        ensure!(
+            !import_row(line - 2).1,
+            "line {line} is a good row but was rejected: {record:?}"
+        );
+        ensure!(
+            !record.get(5).unwrap_or_default().is_empty(),
+            "a reason for line {line}"
+        );
+        reported += 1;
+    }
+    ensure!(reported == ROWS - good, "{reported} rows reported");
+
+    // Export writes every link; it imports back as the same URLs.
+    let exported = dir.path().join("export.csv");
+    let export = system.cli(&key, &["export", exported.to_str().context("utf-8 path")?])?;
+    ensure!(export.status.success(), "{}", stderr(&export));
+    ensure!(
+        csv_reader(exported.to_str().context("utf-8")?)?
+            .records()
+            .count()
+            == good
+    );
+    Ok(())
+}
+
+fn csv_reader(path: &str) -> anyhow::Result<csv::Reader<std::fs::File>> {
+    csv::Reader::from_path(path).with_context(|| format!("cannot read {path}"))
+}
