@@ -198,7 +198,7 @@ fn import_row(index: usize) -> (String, bool) {
         };
         return (bad, false);
     }
-    let row = if index % 50 == 0 {
+    let row = if index.is_multiple_of(50) {
         format!("https://example.com/item/{index},imp-{index},30d")
     } else {
         format!("https://example.com/item/{index}")
