@@ -36,17 +36,38 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber. Must be called inside a Tokio runtime when
 /// OTLP export is configured (the exporter's gRPC client needs one).
 pub fn init(config: &CommonConfig) -> anyhow::Result<TelemetryGuard> {
+    init_with(config, LogOutput::Stdout)
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// The services' default (12-factor: the platform collects stdout).
+    Stdout,
+    /// For interactive commands whose standard output is for the user.
+    Stderr,
+}
+
+/// [`init`] with the log lines sent to `output`.
+pub fn init_with(config: &CommonConfig, output: LogOutput) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let filter = EnvFilter::try_new(&config.log_filter)
         .with_context(|| format!("invalid RUST_LOG {:?}", config.log_filter))?;
+    let writer = move || -> Box<dyn std::io::Write> {
+        match output {
+            LogOutput::Stdout => Box::new(std::io::stdout()),
+            LogOutput::Stderr => Box::new(std::io::stderr()),
+        }
+    };
     let log_layer = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_writer(writer)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
 
     let (otel_layer, tracer_provider) = match &config.otlp_endpoint {

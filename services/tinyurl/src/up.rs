@@ -107,7 +107,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let idalloc_config =
         tinyurl_idalloc::Config::from_env(&Env::from_pairs(common(args.idalloc, idalloc_admin)))?;
-    let _telemetry = tinyurl_runtime::telemetry::init(&idalloc_config.common)?;
+    // Standard output is the banner; logs go to standard error.
+    let _telemetry = tinyurl_runtime::telemetry::init_with(
+        &idalloc_config.common,
+        tinyurl_runtime::telemetry::LogOutput::Stderr,
+    )?;
     let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
     let idalloc = tinyurl_idalloc::App::build(idalloc_config, Some(metrics.clone()))
         .await
