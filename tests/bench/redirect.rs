@@ -2,7 +2,8 @@
 //! same run on the same machine, with wrk at fixed connections and duration.
 //!
 //! Variants: (a) a hot code served from L1; (b) L1 off, every request a Redis
-//! GET; (c) Zipf(s = 1.0) over `--links` links with L1 sized to 1% of them.
+//! GET; (c) Zipf(s = 1.0) over `--links` links with L1 sized to 1% of them;
+//! (u) `tinyurl up`, the embedded system, serving a hot code from L1.
 //! Every variant run is bracketed by nginx runs of the same workload shape
 //! (the same wrk script), and its ratio is taken against the mean of the two,
 //! because this machine drifts by tens of percent over minutes.
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use tinyurl_harness::ServiceProcess;
+use tinyurl_harness::embedded::Embedded;
 use tinyurl_harness::process::{ScratchDir, find_binary, free_port, signal};
 use tinyurl_harness::services::{http_request, metric};
 use tinyurl_harness::system::System;
@@ -39,8 +42,8 @@ struct Args {
     /// wrk threads (default: one per CPU).
     #[arg(long)]
     threads: Option<usize>,
-    /// Variants to run: a (L1 hit), b (L1 off), c (Zipf).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+    /// Variants to run: a (L1 hit), b (L1 off), c (Zipf), u (`tinyurl up`).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,u")]
     variants: Vec<char>,
     /// Links created for the Zipf workload.
     #[arg(long, default_value_t = 1_000_000)]
@@ -60,6 +63,7 @@ enum Variant {
     L1,
     Redis,
     Zipf,
+    Embedded,
 }
 
 impl Variant {
@@ -69,6 +73,7 @@ impl Variant {
             Self::L1 => 'a',
             Self::Redis => 'b',
             Self::Zipf => 'c',
+            Self::Embedded => 'u',
         }
     }
 
@@ -77,6 +82,7 @@ impl Variant {
             Self::L1 => "(a) L1 hit",
             Self::Redis => "(b) L1 off, Redis GET",
             Self::Zipf => "(c) Zipf 1M, L1 1%",
+            Self::Embedded => "(u) tinyurl up, L1 hit",
         }
     }
 }
@@ -91,43 +97,33 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     let scratch = ScratchDir::new("bench-redirect", None)?;
 
-    eprintln!("starting postgres (primary + replica), redis, idalloc, writer …");
-    let system = System::start(&[]).await?;
-    eprintln!("creating {} links …", args.links);
-    let codes = seed(&system, args.links).await?;
-    let hot = codes.first().context("no links")?.clone();
-    let zipf_l1 = (args.links / 100).max(1).to_string();
-    let l1_redirect = system.start_redirect(&[("RUST_LOG", "warn")]).await?;
-    let redis_redirect = system
-        .start_redirect(&[("RUST_LOG", "warn"), ("TINYURL_L1_CAPACITY", "0")])
-        .await?;
-    let zipf_redirect = system
-        .start_redirect(&[("RUST_LOG", "warn"), ("TINYURL_L1_CAPACITY", &zipf_l1)])
-        .await?;
+    let split_variants = args.variants.iter().any(|letter| "abc".contains(*letter));
+    let split = if split_variants {
+        Some(SplitSystem::start(&args, scratch.path()).await?)
+    } else {
+        None
+    };
+    let embedded = if args.variants.contains(&'u') {
+        Some(EmbeddedSystem::start(scratch.path()).await?)
+    } else {
+        None
+    };
 
     let nginx = Nginx::start(&nginx_binary, scratch.path())?;
-    let codes_file = scratch.path().join("codes.txt");
-    fs::write(&codes_file, codes.join("\n") + "\n")?;
-    let zipf_script = scratch.path().join("zipf.lua");
-    fs::write(&zipf_script, zipf_lua(&codes_file))?;
     let wrk = Wrk {
         binary: wrk_binary,
         threads,
         duration: Duration::from_secs(args.seconds),
     };
-
-    // Warm: the hot code into L1, and each server's connections up.
-    for addr in [l1_redirect.listen_addr(), redis_redirect.listen_addr()] {
-        let status = http_request(addr, "GET", &format!("/{hot}")).await?.status;
-        anyhow::ensure!(status == 302, "warm-up answered {status}");
-    }
     wrk.run(nginx.addr, "/warm", None, 64, Duration::from_secs(2))?;
-    if args.variants.contains(&'c') {
+    if let Some(split) = &split
+        && args.variants.contains(&'c')
+    {
         // Fill the Zipf variant's L1 before it is measured.
         wrk.run(
-            zipf_redirect.listen_addr(),
+            split.zipf.listen_addr(),
             "/",
-            Some(&zipf_script),
+            Some(&split.zipf_script),
             64,
             Duration::from_secs(args.seconds.clamp(5, 10)),
         )?;
@@ -140,19 +136,44 @@ async fn main() -> anyhow::Result<()> {
     )?;
     writeln!(table, "|---|---|---|---|---|---|---|---|---|")?;
     for &connections in &args.connections {
-        for variant in [Variant::L1, Variant::Redis, Variant::Zipf] {
+        for variant in [
+            Variant::L1,
+            Variant::Redis,
+            Variant::Zipf,
+            Variant::Embedded,
+        ] {
             if !args.variants.contains(&variant.letter()) {
                 continue;
             }
-            let (target, script) = match variant {
-                Variant::L1 => (l1_redirect.listen_addr(), None),
-                Variant::Redis => (redis_redirect.listen_addr(), None),
-                Variant::Zipf => (zipf_redirect.listen_addr(), Some(zipf_script.as_path())),
+            let (target, script, path, admin) = match (variant, &split, &embedded) {
+                (Variant::L1, Some(split), _) => (
+                    split.l1.listen_addr(),
+                    None,
+                    split.hot_path(),
+                    split.l1.admin_addr(),
+                ),
+                (Variant::Redis, Some(split), _) => (
+                    split.redis.listen_addr(),
+                    None,
+                    split.hot_path(),
+                    split.redis.admin_addr(),
+                ),
+                (Variant::Zipf, Some(split), _) => (
+                    split.zipf.listen_addr(),
+                    Some(split.zipf_script.as_path()),
+                    split.hot_path(),
+                    split.zipf.admin_addr(),
+                ),
+                (Variant::Embedded, _, Some(embedded)) => (
+                    embedded.system.http,
+                    None,
+                    embedded.hot_path.clone(),
+                    embedded.admin,
+                ),
+                _ => bail!("variant {} has no system", variant.letter()),
             };
-            let path = format!("/{hot}");
             let mut runs = Vec::new();
             let mut references = Vec::new();
-            let admin = zipf_redirect.admin_addr();
             let hits_before = l1_counts(admin).await?;
             references.push(wrk.run(nginx.addr, &path, script, connections, wrk.duration)?);
             for _ in 0..args.rounds {
@@ -168,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
             let nginx_p99 = mean(references.iter().map(|run| run.p99_ms));
             let errors: u64 = runs.iter().map(|run| run.non_3xx).sum();
             let mut notes = String::new();
-            if variant == Variant::Zipf {
+            if matches!(variant, Variant::Zipf | Variant::Embedded) {
                 let hits = hits_after.0 - hits_before.0;
                 let misses = hits_after.1 - hits_before.1;
                 write!(
@@ -198,6 +219,97 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(nginx);
     Ok(())
+}
+
+/// The split system with its three redirect processes and the Zipf script.
+struct SplitSystem {
+    _system: System,
+    hot: String,
+    l1: ServiceProcess,
+    redis: ServiceProcess,
+    zipf: ServiceProcess,
+    zipf_script: PathBuf,
+}
+
+impl SplitSystem {
+    async fn start(args: &Args, scratch: &Path) -> anyhow::Result<Self> {
+        eprintln!("starting postgres (primary + replica), redis, idalloc, writer …");
+        let system = System::start(&[]).await?;
+        eprintln!("creating {} links …", args.links);
+        let codes = seed(&system, args.links).await?;
+        let hot = codes.first().context("no links")?.clone();
+        let zipf_l1 = (args.links / 100).max(1).to_string();
+        let l1 = system.start_redirect(&[("RUST_LOG", "warn")]).await?;
+        let redis = system
+            .start_redirect(&[("RUST_LOG", "warn"), ("TINYURL_L1_CAPACITY", "0")])
+            .await?;
+        let zipf = system
+            .start_redirect(&[("RUST_LOG", "warn"), ("TINYURL_L1_CAPACITY", &zipf_l1)])
+            .await?;
+        let codes_file = scratch.join("codes.txt");
+        fs::write(&codes_file, codes.join("\n") + "\n")?;
+        let zipf_script = scratch.join("zipf.lua");
+        fs::write(&zipf_script, zipf_lua(&codes_file))?;
+        // Warm: the hot code into L1, and each server's connections up.
+        for addr in [l1.listen_addr(), redis.listen_addr()] {
+            let status = http_request(addr, "GET", &format!("/{hot}")).await?.status;
+            anyhow::ensure!(status == 302, "warm-up answered {status}");
+        }
+        Ok(Self {
+            _system: system,
+            hot,
+            l1,
+            redis,
+            zipf,
+            zipf_script,
+        })
+    }
+
+    fn hot_path(&self) -> String {
+        format!("/{}", self.hot)
+    }
+}
+
+/// `tinyurl up` (the real binary) on a fresh directory, with one link.
+struct EmbeddedSystem {
+    system: Embedded,
+    hot_path: String,
+    admin: SocketAddr,
+}
+
+impl EmbeddedSystem {
+    async fn start(scratch: &Path) -> anyhow::Result<Self> {
+        eprintln!("starting tinyurl up …");
+        let dir = scratch.join("up");
+        fs::create_dir_all(&dir)?;
+        let system = Embedded::start(&dir).await?;
+        let key = system
+            .printed_key
+            .clone()
+            .context("tinyurl up printed no API key")?;
+        let output = system.cli(&key, &["shorten", "https://example.com/zipf/0"])?;
+        anyhow::ensure!(
+            output.status.success(),
+            "shorten failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let short_url = String::from_utf8_lossy(&output.stdout);
+        let code = short_url
+            .lines()
+            .next()
+            .and_then(|line| line.trim().rsplit('/').next())
+            .context("no short URL printed")?
+            .to_owned();
+        let hot_path = format!("/{code}");
+        let status = http_request(system.http, "GET", &hot_path).await?.status;
+        anyhow::ensure!(status == 302, "warm-up answered {status}");
+        let admin = system.redirect_admin;
+        Ok(Self {
+            system,
+            hot_path,
+            admin,
+        })
+    }
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {

@@ -20,6 +20,8 @@ pub struct Embedded {
     child: Option<Child>,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// The redirect service's admin listener (`/metrics`).
+    pub redirect_admin: SocketAddr,
     /// The key printed on first start; `None` after a restart on the same data.
     pub printed_key: Option<String>,
     stdout: Vec<String>,
@@ -38,6 +40,7 @@ impl Embedded {
             child: None,
             http: port()?,
             grpc: port()?,
+            redirect_admin: port()?,
             printed_key: None,
             stdout: Vec::new(),
         };
@@ -62,7 +65,10 @@ impl Embedded {
                 &self.grpc.to_string(),
             ])
             .args(["--idalloc", &port()?])
-            .args(["--admin", &format!("{},{},{}", port()?, port()?, port()?)])
+            .args([
+                "--admin",
+                &format!("{},{},{}", port()?, port()?, self.redirect_admin),
+            ])
             .env("RUST_LOG", "warn")
             .env_remove("TINYURL_PUBLIC_BASE_URL")
             .env_remove("TINYURL_DATA")
