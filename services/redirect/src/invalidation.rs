@@ -34,21 +34,13 @@ pub async fn follow_memory(
     stopped: impl std::future::Future<Output = ()>,
 ) {
     let received = metrics::counter!("redirect_invalidations_total");
+    let flushes = metrics::counter!("redirect_l1_flushes_total");
     tokio::pin!(stopped);
     loop {
         tokio::select! {
             message = messages.recv() => match message {
-                Ok(codes) => {
-                    for code in codes.split(' ').filter(|code| !code.is_empty()) {
-                        resolver.invalidate(code).await;
-                        received.increment(1);
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "invalidations lagged; flushing L1");
-                    resolver.flush();
-                    metrics::counter!("redirect_l1_flushes_total").increment(1);
-                }
+                Ok(codes) => evict(&resolver, &codes, &received).await,
+                Err(RecvError::Lagged(missed)) => lagged(&resolver, missed, &flushes),
                 Err(RecvError::Closed) => return,
             },
             () = &mut stopped => return,
@@ -90,16 +82,9 @@ pub async fn follow(
             message = messages.recv() => match message {
                 Ok(message) => {
                     let Some(codes) = message.value.as_str() else { continue };
-                    for code in codes.split(' ').filter(|code| !code.is_empty()) {
-                        resolver.invalidate(code).await;
-                        received.increment(1);
-                    }
+                    evict(&resolver, &codes, &received).await;
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "invalidations lagged; flushing L1");
-                    resolver.flush();
-                    flushes.increment(1);
-                }
+                Err(RecvError::Lagged(missed)) => lagged(&resolver, missed, &flushes),
                 Err(RecvError::Closed) => return,
             },
             reconnect = reconnects.recv() => {
@@ -126,4 +111,20 @@ pub async fn follow(
     subscribing.abort();
     let _ = client.quit().await;
     connection.abort();
+}
+
+/// Evicts every code of one announcement (space-separated codes).
+async fn evict(resolver: &Resolver, codes: &str, received: &metrics::Counter) {
+    for code in codes.split(' ').filter(|code| !code.is_empty()) {
+        resolver.invalidate(code).await;
+        received.increment(1);
+    }
+}
+
+/// The receiver fell behind and announcements were lost: nothing in L1 can
+/// be trusted to be current.
+fn lagged(resolver: &Resolver, missed: u64, flushes: &metrics::Counter) {
+    tracing::warn!(missed, "invalidations lagged; flushing L1");
+    resolver.flush();
+    flushes.increment(1);
 }
