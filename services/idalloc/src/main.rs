@@ -19,6 +19,8 @@ enum Command {
     Serve,
     /// Apply pending schema migrations and exit.
     Migrate,
+    /// Exit 0 if idalloc on this host is ready (container health check).
+    Probe,
 }
 
 #[tokio::main]
@@ -28,6 +30,12 @@ async fn main() -> anyhow::Result<()> {
         .after_help("Run with --help for the environment variables.")
         .get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    if let Some(Command::Probe) = cli.command {
+        return tinyurl_runtime::admin::probe_from_env(
+            &Env::from_process(),
+            tinyurl_idalloc::config::DEFAULT_ADMIN_LISTEN,
+        );
+    }
     let config = Config::from_env(&Env::from_process())?;
     let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
 
@@ -40,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await
         .map(drop),
+        Command::Probe => Ok(()),
         Command::Serve => {
             let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
             let app = App::build(config, Some(metrics))

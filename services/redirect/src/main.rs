@@ -1,7 +1,7 @@
 //! `tinyurl-redirect`: configuration → telemetry → App → serve until SIGTERM.
 
 use anyhow::Context as _;
-use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tinyurl_redirect::{App, Config};
 use tinyurl_runtime::Env;
 
@@ -13,14 +13,31 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The public redirect endpoint of tinyurl (GET /{code}).
 #[derive(Parser)]
 #[command(name = "tinyurl-redirect", version)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Exit 0 if redirect on this host is ready (container health check).
+    Probe,
+}
 
 fn main() -> anyhow::Result<()> {
     let matches = Cli::command()
         .after_long_help(tinyurl_redirect::config::env_help())
         .after_help("Run with --help for the environment variables.")
         .get_matches();
-    let _cli = Cli::from_arg_matches(&matches)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    if let Some(Command::Probe) = cli.command {
+        return tinyurl_runtime::admin::probe_from_env(
+            &Env::from_process(),
+            tinyurl_redirect::config::DEFAULT_ADMIN_LISTEN,
+        );
+    }
     let config = Config::from_env(&Env::from_process())?;
     // HTTP is served by threads of their own (see `App::run`); this runtime
     // only carries background work and the admin listener.

@@ -140,6 +140,39 @@ impl AdminServer {
     }
 }
 
+/// Asks this host's admin listener whether the service is ready
+/// (`GET /readyz` answered 200) within `timeout`. The container health check
+/// of images that have no shell or HTTP client: `<binary> probe`.
+pub fn probe_ready(admin_listen: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let mut target = admin_listen;
+    if target.ip().is_unspecified() {
+        // Listening on every interface: loopback reaches it.
+        target.set_ip(match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
+        .with_context(|| format!("cannot connect to the admin listener on {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let read = stream.read(&mut head)?;
+    let status_line = String::from_utf8_lossy(&head[..read]);
+    let status = status_line.split_whitespace().nth(1).unwrap_or_default();
+    anyhow::ensure!(status == "200", "not ready: /readyz answered {status:?}");
+    Ok(())
+}
+
+/// [`probe_ready`] on the admin address the environment configures
+/// (`TINYURL_ADMIN_LISTEN`, else `default_admin`), with a 2 s bound.
+pub fn probe_from_env(env: &crate::Env, default_admin: SocketAddr) -> anyhow::Result<()> {
+    let admin = env.socket_addr_or("TINYURL_ADMIN_LISTEN", default_admin)?;
+    probe_ready(admin, Duration::from_secs(2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +199,23 @@ mod tests {
         assert_eq!(status_of(router.clone(), "/healthz").await, StatusCode::OK);
         readiness.set_ready(true);
         assert_eq!(status_of(router, "/readyz").await, StatusCode::OK);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probe_follows_readiness_over_tcp() -> anyhow::Result<()> {
+        let readiness = Readiness::default();
+        let server = AdminServer::bind("127.0.0.1:0".parse()?, None, readiness.clone()).await?;
+        let address = server.local_addr()?;
+        let serving = tokio::spawn(server.run(std::future::pending()));
+        let probe = move || {
+            tokio::task::spawn_blocking(move || probe_ready(address, Duration::from_secs(2)))
+        };
+        assert!(probe().await?.is_err(), "not ready yet");
+        readiness.set_ready(true);
+        probe().await??;
+        serving.abort();
+        let closed: SocketAddr = "127.0.0.1:1".parse()?;
+        assert!(probe_ready(closed, Duration::from_millis(200)).is_err());
+        Ok(())
     }
 }

@@ -22,6 +22,8 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Exit 0 if the writer on this host is ready (container health check).
+    Probe,
 }
 
 #[derive(Subcommand)]
@@ -41,6 +43,12 @@ async fn main() -> anyhow::Result<()> {
         .after_help("Run with --help for the environment variables.")
         .get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    if let Some(Command::Probe) = cli.command {
+        return tinyurl_runtime::admin::probe_from_env(
+            &Env::from_process(),
+            tinyurl_writer::config::DEFAULT_ADMIN_LISTEN,
+        );
+    }
     let config = Config::from_env(&Env::from_process())?;
     let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
 
@@ -65,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{key}");
             Ok(())
         }
+        Command::Probe => Ok(()),
         Command::Serve => {
             let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
             let app = App::build(config, Some(metrics))
