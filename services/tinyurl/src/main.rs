@@ -91,6 +91,12 @@ enum Command {
     /// Manage API keys (direct access to the store).
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Exit 0 if `tinyurl up` on this host is ready (container health check).
+    Probe {
+        /// The redirect service's admin listener.
+        #[arg(long, default_value = "127.0.0.1:9093")]
+        admin: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +174,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let json = cli.json;
     match cli.command {
         Command::Up(args) => tinyurl::up::run(args).await.map_err(Failure::from),
+        Command::Probe { admin } => {
+            tinyurl_runtime::admin::probe_ready(admin, std::time::Duration::from_secs(2))
+                .map_err(|error| Failure::new(exit::UNAVAILABLE, format!("{error:#}")))
+        }
         Command::Shorten {
             url,
             alias,
