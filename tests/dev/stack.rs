@@ -102,11 +102,11 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let writer_config = tinyurl_writer::Config::from_env(&writer_env)?;
     let store = tinyurl_writer::app::open_store(&writer_config).await?;
-    let (api_key, key_hash) = tinyurl_writer::auth::generate_key();
-    store
-        .create_api_key("dev-stack", &key_hash)
+    let name = tinyurl_writer::auth::KeyName::parse("dev-stack")?;
+    let api_key = tinyurl_writer::auth::issue_key(store.as_ref(), &name)
         .await
-        .map_err(|error| anyhow::anyhow!("cannot create an API key: {}", error.public_message()))?;
+        .context("cannot create an API key")?
+        .key;
     let idalloc_grpc = idalloc.grpc_addr()?;
     let idalloc_admin = idalloc.admin_addr()?;
     // idalloc must be serving before the writer leases its first ranges.

@@ -82,7 +82,7 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
     ensure!(response.status == 308 && response.header("location") == Some("https://example.org/"));
 
     // The server's reasons and the documented exit codes.
-    let cases: [(&[&str], i32, &str); 4] = [
+    let cases: [(&[&str], i32, &str); 5] = [
         (&["shorten", "ftp://example.com/"], 4, "scheme"),
         (
             &["shorten", "https://example.com/", "--alias", "guide"],
@@ -90,6 +90,11 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
             "already taken",
         ),
         (&["get", "NoSuch1"], 3, "no link"),
+        (
+            &["--server", "http://127.0.0.1:1", "list"],
+            5,
+            "cannot reach the writer at http://127.0.0.1:1",
+        ),
         (
             &["shorten", "https://example.com/", "--status", "303"],
             2,

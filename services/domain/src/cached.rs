@@ -13,6 +13,16 @@ pub fn link_key(code: &str) -> String {
 /// announced; a message holds one or more codes separated by spaces.
 pub const INVALIDATION_CHANNEL: &str = "tinyurl:invalidate";
 
+/// One invalidation message announcing `codes`.
+pub fn announcement<'a>(codes: impl IntoIterator<Item = &'a str>) -> String {
+    codes.into_iter().collect::<Vec<_>>().join(" ")
+}
+
+/// The codes an invalidation message announces.
+pub fn announced_codes(message: &str) -> impl Iterator<Item = &str> {
+    message.split(' ').filter(|code| !code.is_empty())
+}
+
 /// The value of a negative entry: "no link has this code". Redirect writes it
 /// with `NX` (so it never replaces a link), the writer overwrites it when the
 /// code is created and writes it as a tombstone when a link is deleted (so a
@@ -94,6 +104,17 @@ fn parse_flag(raw: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announcements_round_trip() {
+        let message = announcement(["Ab3xY9q", "my-alias"]);
+        assert_eq!(message, "Ab3xY9q my-alias");
+        assert_eq!(
+            announced_codes(&message).collect::<Vec<_>>(),
+            ["Ab3xY9q", "my-alias"]
+        );
+        assert_eq!(announced_codes("  a  b ").collect::<Vec<_>>(), ["a", "b"]);
+    }
 
     #[test]
     fn round_trips() {

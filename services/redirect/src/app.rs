@@ -33,9 +33,9 @@ pub enum CacheTier {
     /// None: L1 and the database only, no invalidations (L1 TTL bounds
     /// staleness).
     None,
-    /// Redis at `TINYURL_REDIS_URL`: one connection per serving thread, a
+    /// Redis (`TINYURL_REDIS_URL`): one connection per serving thread, a
     /// subscriber for invalidations, and the click stream.
-    Redis,
+    Redis(secrecy::SecretString),
     /// The in-process cache the writer of the same process keeps coherent.
     Memory(Arc<MemoryCache>),
 }
@@ -83,7 +83,7 @@ impl App {
                 // Validate now rather than in every serving thread.
                 fred::prelude::Config::from_url(secrecy::ExposeSecret::expose_secret(url))
                     .context("invalid TINYURL_REDIS_URL")?;
-                CacheTier::Redis
+                CacheTier::Redis(url.clone())
             }
             None => CacheTier::None,
         };
@@ -157,8 +157,8 @@ impl App {
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let probes = tokio::spawn(Arc::clone(&self.store).probe_unhealthy(stopping.clone()));
         let mut redis_client = None;
-        let invalidations = match (&self.cache, &self.config.redis_url) {
-            (CacheTier::Redis, Some(url)) => {
+        let invalidations = match &self.cache {
+            CacheTier::Redis(url) => {
                 let subscriber = crate::invalidation::subscriber(url, self.config.redis_timeout)?;
                 redis_client = Some(connect_redis(&self.config, url)?);
                 Some(tokio::spawn(crate::invalidation::follow(
@@ -167,14 +167,12 @@ impl App {
                     stopping.clone().wait(),
                 )))
             }
-            (CacheTier::Memory(cache), _) => {
-                Some(tokio::spawn(crate::invalidation::follow_memory(
-                    cache.subscribe(),
-                    Arc::clone(&self.resolver),
-                    stopping.clone().wait(),
-                )))
-            }
-            _ => None,
+            CacheTier::Memory(cache) => Some(tokio::spawn(crate::invalidation::follow_memory(
+                cache.subscribe(),
+                Arc::clone(&self.resolver),
+                stopping.clone().wait(),
+            ))),
+            CacheTier::None => None,
         };
         let clicks = tokio::spawn(
             Arc::clone(&self.clicks).run(
@@ -259,14 +257,14 @@ fn connect_redis(config: &Config, url: &secrecy::SecretString) -> anyhow::Result
 
 /// The shared tier as the calling serving thread uses it.
 fn connect_l2(config: &Config, cache: &CacheTier) -> anyhow::Result<Option<Arc<dyn SharedCache>>> {
-    Ok(match (cache, &config.redis_url) {
-        (CacheTier::Redis, Some(url)) => Some(Arc::new(connect_redis(config, url)?)),
-        (CacheTier::Memory(cache), _) => Some(Arc::new(MemorySharedCache::new(
+    Ok(match cache {
+        CacheTier::Redis(url) => Some(Arc::new(connect_redis(config, url)?)),
+        CacheTier::Memory(cache) => Some(Arc::new(MemorySharedCache::new(
             Arc::clone(cache),
             config.cache_ttl,
             config.negative_ttl,
         ))),
-        _ => None,
+        CacheTier::None => None,
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use secrecy::SecretString;
-use tinyurl_domain::cached::INVALIDATION_CHANNEL;
+use tinyurl_domain::cached::{INVALIDATION_CHANNEL, announced_codes};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::resolve::Resolver;
@@ -115,7 +115,7 @@ pub async fn follow(
 
 /// Evicts every code of one announcement (space-separated codes).
 async fn evict(resolver: &Resolver, codes: &str, received: &metrics::Counter) {
-    for code in codes.split(' ').filter(|code| !code.is_empty()) {
+    for code in announced_codes(codes) {
         resolver.invalidate(code).await;
         received.increment(1);
     }

@@ -124,7 +124,8 @@ impl SharedCache for RedisSharedCache {
     }
 }
 
-/// The embedded deployment's shared tier, in process.
+/// The embedded deployment's shared tier, in process (keyed by bare code,
+/// as the writer's `MemoryLinkCache` writes it).
 pub struct MemorySharedCache {
     cache: Arc<MemoryCache>,
     ttl: Duration,
@@ -144,12 +145,12 @@ impl MemorySharedCache {
 #[async_trait::async_trait]
 impl SharedCache for MemorySharedCache {
     async fn get(&self, code: &str) -> anyhow::Result<Cached> {
-        Ok(parse(code, self.cache.get(&link_key(code)).as_deref()))
+        Ok(parse(code, self.cache.get(code).as_deref()))
     }
 
     async fn fill(&self, code: &str, found: Option<&CachedLink>) -> anyhow::Result<()> {
         let (value, ttl) = fill_entry(found, self.ttl, self.negative_ttl);
-        self.cache.set_if_absent(link_key(code), &value, ttl);
+        self.cache.set_if_absent(code.to_owned(), &value, ttl);
         Ok(())
     }
 }

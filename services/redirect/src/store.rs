@@ -20,7 +20,7 @@ const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expir
                         FROM links WHERE code = $1";
 
 /// How often an unhealthy database is probed.
-const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Which kind of database answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,18 +30,6 @@ pub enum SqliteError {
     Query(#[from] rusqlite::Error),
 }
 
-impl SqliteError {
-    /// A UNIQUE or PRIMARY KEY violation.
-    pub fn is_unique_violation(&self) -> bool {
-        matches!(
-            self,
-            Self::Query(rusqlite::Error::SqliteFailure(failure, _))
-                if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-        )
-    }
-}
-
 #[derive(Clone)]
 pub struct Sqlite {
     pool: deadpool_sqlite::Pool,

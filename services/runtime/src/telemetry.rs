@@ -11,6 +11,7 @@ use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -54,20 +55,20 @@ pub fn init_with(config: &CommonConfig, output: LogOutput) -> anyhow::Result<Tel
 
     let filter = EnvFilter::try_new(&config.log_filter)
         .with_context(|| format!("invalid RUST_LOG {:?}", config.log_filter))?;
-    let writer = move || -> Box<dyn std::io::Write> {
-        match output {
-            LogOutput::Stdout => Box::new(std::io::stdout()),
-            LogOutput::Stderr => Box::new(std::io::stderr()),
-        }
+    let writer = || match output {
+        LogOutput::Stdout => BoxMakeWriter::new(std::io::stdout),
+        LogOutput::Stderr => BoxMakeWriter::new(std::io::stderr),
     };
     let log_layer = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_writer(writer)
+            .with_writer(writer())
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer())
+            .boxed(),
     };
 
     let (otel_layer, tracer_provider) = match &config.otlp_endpoint {

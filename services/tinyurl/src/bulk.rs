@@ -11,7 +11,7 @@
 //! Export writes every link of the API key, newest first, with `url`,
 //! `alias` and `expires` first so that an export can be imported again.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -133,19 +133,18 @@ pub async fn import(
     show_progress: bool,
 ) -> Result<ImportSummary, Failure> {
     let redirect_type = client::redirect_type(args.status).map_err(Failure::usage)?;
-    let mut links = connection.links()?;
-    let total = count_lines(&args.file)?;
     let progress = if show_progress {
-        indicatif::ProgressBar::new(total)
+        let bar = indicatif::ProgressBar::new(count_lines(&args.file)?);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}",
+            )
+            .map_err(|error| anyhow::anyhow!("{error}"))?,
+        );
+        bar
     } else {
         indicatif::ProgressBar::hidden()
     };
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}",
-        )
-        .map_err(|error| anyhow::anyhow!("{error}"))?,
-    );
     let error_path = args.errors.clone().unwrap_or_else(|| {
         let mut name = args.file.clone().into_os_string();
         name.push(".errors.csv");
@@ -153,132 +152,163 @@ pub async fn import(
     });
     // A previous run's report is about rows this run retries.
     let _ = std::fs::remove_file(&error_path);
-    let mut report = ErrorReport {
-        path: error_path,
-        writer: None,
-    };
-
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
         .from_path(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
-    let started = SystemTime::now();
-    let mut summary = ImportSummary::default();
-    let mut batch: Vec<(Row, CreateLinkRequest)> = Vec::with_capacity(usize::from(args.batch));
-    let mut records = reader.records();
-    let mut line = 0u64;
-    loop {
-        let record = records.next();
-        let done = record.is_none();
-        if let Some(record) = record {
-            line += 1;
-            let record = match record {
-                Ok(record) => record,
-                Err(error) => {
-                    let row = Row {
-                        line,
-                        url: String::new(),
-                        alias: String::new(),
-                        expires: String::new(),
-                    };
-                    report.record(&row, "", &format!("unreadable CSV row: {error}"))?;
-                    summary.rows += 1;
-                    summary.rejected += 1;
-                    progress.inc(1);
+
+    let mut import = Import {
+        connection,
+        links: connection.links()?,
+        report: ErrorReport {
+            path: error_path,
+            writer: None,
+        },
+        summary: ImportSummary::default(),
+        progress,
+        started: SystemTime::now(),
+        rows: Vec::new(),
+        requests: Vec::new(),
+    };
+    for (index, record) in reader.records().enumerate() {
+        let line = index as u64 + 1;
+        let row = match record {
+            Ok(record) => {
+                let field = |index: usize| record.get(index).unwrap_or_default().to_owned();
+                Row {
+                    line,
+                    url: field(0),
+                    alias: field(1),
+                    expires: field(2),
+                }
+            }
+            Err(error) => {
+                let row = Row {
+                    line,
+                    url: String::new(),
+                    alias: String::new(),
+                    expires: String::new(),
+                };
+                import.reject(&row, "", &format!("unreadable CSV row: {error}"))?;
+                continue;
+            }
+        };
+        let is_header = line == 1 && row.url.eq_ignore_ascii_case("url");
+        if is_header || (row.url.is_empty() && row.alias.is_empty() && row.expires.is_empty()) {
+            import.progress.inc(1);
+            continue;
+        }
+        let expires_at = match row.expires.as_str() {
+            "" => None,
+            text => match client::parse_expiry(text) {
+                Ok(time) => Some(client::timestamp(time)),
+                Err(reason) => {
+                    import.reject(&row, "expires", &reason)?;
                     continue;
                 }
-            };
-            let field = |index: usize| record.get(index).unwrap_or_default().to_owned();
-            let row = Row {
-                line,
-                url: field(0),
-                alias: field(1),
-                expires: field(2),
-            };
-            if line == 1 && row.url.eq_ignore_ascii_case("url") {
-                progress.inc(1);
-                continue;
-            }
-            if row.url.is_empty() && row.alias.is_empty() && row.expires.is_empty() {
-                progress.inc(1);
-                continue;
-            }
-            summary.rows += 1;
-            let expires_at = if row.expires.is_empty() {
-                None
-            } else {
-                match client::parse_expiry(&row.expires) {
-                    Ok(time) => Some(client::timestamp(time)),
-                    Err(reason) => {
-                        report.record(&row, "expires", &reason)?;
-                        summary.rejected += 1;
-                        progress.inc(1);
-                        continue;
-                    }
-                }
-            };
-            let request = CreateLinkRequest {
-                target_url: row.url.clone(),
-                alias: row.alias.clone(),
-                expires_at,
-                redirect_type: redirect_type.into(),
-                forward_query: false,
-                idempotency_key: idempotency_key(&row),
-            };
-            batch.push((row, request));
-        }
-        if batch.len() >= usize::from(args.batch) || (done && !batch.is_empty()) {
-            let sent = std::mem::take(&mut batch);
-            let requests = sent.iter().map(|(_, request)| request.clone()).collect();
-            let response = client::call(
-                connection,
-                links.batch_create_links(BatchCreateLinksRequest { links: requests }),
-            )
-            .await
-            .map_err(|failure| {
-                Failure::new(
-                    failure.exit_code,
-                    format!(
-                        "{} (stopped at line {}; re-run the same import to resume: rows already created are not created again)",
-                        failure.message,
-                        sent.first().map_or(line, |(row, _)| row.line)
-                    ),
-                )
-            })?;
-            for ((row, _), result) in sent.iter().zip(response.results) {
-                match result.result {
-                    Some(ItemResult::Link(link)) => {
-                        let created_before = link
-                            .created_at
-                            .and_then(|at| SystemTime::try_from(at).ok())
-                            .is_some_and(|at| at < started);
-                        if created_before {
-                            summary.already_imported += 1;
-                        } else {
-                            summary.created += 1;
-                        }
-                    }
-                    Some(ItemResult::Error(error)) => {
-                        report.record(row, &error.field, &error.message)?;
-                        summary.rejected += 1;
-                    }
-                    None => {
-                        report.record(row, "", "the server returned no result for this row")?;
-                        summary.rejected += 1;
-                    }
-                }
-            }
-            progress.inc(sent.len() as u64);
-        }
-        if done {
-            break;
+            },
+        };
+        import.requests.push(CreateLinkRequest {
+            target_url: row.url.clone(),
+            alias: row.alias.clone(),
+            expires_at,
+            redirect_type: redirect_type.into(),
+            forward_query: false,
+            idempotency_key: idempotency_key(&row),
+        });
+        import.rows.push(row);
+        if import.rows.len() >= usize::from(args.batch) {
+            import.send().await?;
         }
     }
-    progress.finish_and_clear();
-    summary.error_report = report.finish()?.map(|path| path.display().to_string());
+    import.send().await?;
+    import.progress.finish_and_clear();
+    let mut summary = import.summary;
+    summary.error_report = import
+        .report
+        .finish()?
+        .map(|path| path.display().to_string());
     Ok(summary)
+}
+
+/// An import in progress: the batch being gathered and what happened so far.
+struct Import<'a> {
+    connection: &'a Connection,
+    links: client::Links,
+    report: ErrorReport,
+    summary: ImportSummary,
+    progress: indicatif::ProgressBar,
+    /// Links created before this are an earlier run's.
+    started: SystemTime,
+    rows: Vec<Row>,
+    requests: Vec<CreateLinkRequest>,
+}
+
+impl Import<'_> {
+    /// A row refused before it was sent.
+    fn reject(&mut self, row: &Row, field: &str, reason: &str) -> anyhow::Result<()> {
+        self.report.record(row, field, reason)?;
+        self.summary.rows += 1;
+        self.summary.rejected += 1;
+        self.progress.inc(1);
+        Ok(())
+    }
+
+    /// Sends the gathered rows in one `BatchCreateLinks` and records each
+    /// result.
+    async fn send(&mut self) -> Result<(), Failure> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let links = std::mem::take(&mut self.requests);
+        let response = client::call(
+            self.connection,
+            self.links
+                .batch_create_links(BatchCreateLinksRequest { links }),
+        )
+        .await
+        .map_err(|failure| {
+            Failure::new(
+                failure.exit_code,
+                format!(
+                    "{} (stopped at line {}; re-run the same import to resume: rows already created are not created again)",
+                    failure.message.unwrap_or_default(),
+                    rows[0].line
+                ),
+            )
+        })?;
+        let mut results = response.results.into_iter();
+        for row in &rows {
+            self.summary.rows += 1;
+            match results.next().and_then(|result| result.result) {
+                Some(ItemResult::Link(link)) => {
+                    let created_before = link
+                        .created_at
+                        .and_then(|at| SystemTime::try_from(at).ok())
+                        .is_some_and(|at| at < self.started);
+                    if created_before {
+                        self.summary.already_imported += 1;
+                    } else {
+                        self.summary.created += 1;
+                    }
+                }
+                Some(ItemResult::Error(error)) => {
+                    self.report.record(row, &error.field, &error.message)?;
+                    self.summary.rejected += 1;
+                }
+                None => {
+                    self.report
+                        .record(row, "", "the server returned no result for this row")?;
+                    self.summary.rejected += 1;
+                }
+            }
+        }
+        self.progress.inc(rows.len() as u64);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -353,15 +383,4 @@ pub async fn export(connection: &Connection, args: &ExportArgs) -> Result<u64, F
     }
     writer.flush().context("cannot write the export")?;
     Ok(exported)
-}
-
-/// Whether standard error is a terminal (progress bars only there).
-pub fn stderr_is_terminal() -> bool {
-    use std::io::IsTerminal as _;
-    std::io::stderr().is_terminal()
-}
-
-/// Flushes standard output, ignoring a closed pipe.
-pub fn flush_stdout() {
-    let _ = std::io::stdout().flush();
 }

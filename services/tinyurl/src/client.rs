@@ -12,14 +12,24 @@ use tonic::transport::Channel;
 #[derive(Debug)]
 pub struct Failure {
     pub exit_code: u8,
-    pub message: String,
+    /// What to print; `None` when the command's output already said it.
+    pub message: Option<String>,
 }
 
 impl Failure {
     pub fn new(exit_code: u8, message: impl Into<String>) -> Self {
         Self {
             exit_code,
-            message: message.into(),
+            message: Some(message.into()),
+        }
+    }
+
+    /// A failure the command's own output already reports (an import's
+    /// summary with rejected rows).
+    pub fn reported(exit_code: u8) -> Self {
+        Self {
+            exit_code,
+            message: None,
         }
     }
 
@@ -129,10 +139,11 @@ impl Connection {
             .max_decoding_message_size(64 * 1024 * 1024))
     }
 
-    /// Maps a transport-level failure to a clear message naming the server.
+    /// The failure of a call; one that never reached the writer (a status
+    /// made on this side, carrying the transport error as its source) names
+    /// the server.
     pub fn call_failure(&self, status: &tonic::Status) -> Failure {
-        let failure = status_failure(status);
-        if failure.exit_code == exit::UNAVAILABLE && status.message().contains("transport") {
+        if std::error::Error::source(status).is_some() {
             return Failure::new(
                 exit::UNAVAILABLE,
                 format!(
@@ -142,7 +153,7 @@ impl Connection {
                 ),
             );
         }
-        failure
+        status_failure(status)
     }
 }
 

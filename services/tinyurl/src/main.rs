@@ -10,6 +10,7 @@ use tinyurl::up::UpArgs;
 use tinyurl_proto::v1::{
     CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, ListLinksRequest, UpdateLinkRequest,
 };
+use tinyurl_writer::auth::KeyName;
 
 // The redirect hot path of `tinyurl up` allocates across threads on every
 // cache miss; mimalloc, as in `tinyurl-redirect`.
@@ -135,14 +136,14 @@ fn main() -> ExitCode {
         Err(failure) => {
             // Errors go to standard error in both modes: standard output
             // holds only results.
-            if failure.message.is_empty() {
-                // Already reported with the result (an import's summary).
-            } else if json {
-                let error =
-                    serde_json::json!({ "error": failure.message, "exit_code": failure.exit_code });
-                eprintln!("{error}");
-            } else {
-                eprintln!("error: {}", failure.message);
+            match failure.message {
+                None => {}
+                Some(message) if json => {
+                    let error =
+                        serde_json::json!({ "error": message, "exit_code": failure.exit_code });
+                    eprintln!("{error}");
+                }
+                Some(message) => eprintln!("error: {message}"),
             }
             ExitCode::from(failure.exit_code)
         }
@@ -281,8 +282,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Import(args) => {
-            let summary =
-                bulk::import(connection, &args, !json && bulk::stderr_is_terminal()).await?;
+            let summary = bulk::import(
+                connection,
+                &args,
+                !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -298,42 +303,41 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             if summary.rejected > 0 {
-                return Err(Failure::new(exit::REJECTED, ""));
+                return Err(Failure::reported(exit::REJECTED));
             }
             Ok(())
         }
         Command::Export(args) => {
             let exported = bulk::export(connection, &args).await?;
-            bulk::flush_stdout();
             if args.file.is_some() {
                 eprintln!("exported {exported} links");
             }
             Ok(())
         }
         Command::ApiKey(ApiKeyCommand::Create { name, database_url }) => {
-            let name = name.trim().to_owned();
-            if name.is_empty() || name.len() > 200 {
-                return Err(Failure::usage("--name must be 1 to 200 characters"));
-            }
+            let name = KeyName::parse(&name)
+                .map_err(|error| Failure::usage(format!("--name: {}", error.public_message())))?;
             let store = tinyurl_writer::store::open(
                 &secrecy::SecretString::from(database_url),
                 1,
                 std::time::Duration::from_secs(5),
             )
             .await?;
-            let (key, hash) = tinyurl_writer::auth::generate_key();
-            let id = store
-                .create_api_key(&name, &hash)
+            let issued = tinyurl_writer::auth::issue_key(store.as_ref(), &name)
                 .await
                 .map_err(|error| Failure::new(exit::UNAVAILABLE, error.public_message()))?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "id": id, "name": name, "key": key })
+                    serde_json::json!({ "id": issued.id, "name": name.as_str(), "key": issued.key })
                 );
             } else {
-                eprintln!("created API key {id} ({name}); it is shown only once:");
-                println!("{key}");
+                eprintln!(
+                    "created API key {} ({}); it is shown only once:",
+                    issued.id,
+                    name.as_str()
+                );
+                println!("{}", issued.key);
             }
             Ok(())
         }

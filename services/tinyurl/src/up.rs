@@ -59,6 +59,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let database_url = format!("sqlite:{}", args.data.display());
     let timeout = Duration::from_secs(5);
 
+    let common = |listen: SocketAddr, admin: SocketAddr| {
+        vec![
+            ("TINYURL_LISTEN".to_owned(), listen.to_string()),
+            ("TINYURL_ADMIN_LISTEN".to_owned(), admin.to_string()),
+            ("TINYURL_DATABASE_URL".to_owned(), database_url.clone()),
+            ("RUST_LOG".to_owned(), log_filter.clone()),
+        ]
+    };
+    let idalloc_config =
+        tinyurl_idalloc::Config::from_env(&Env::from_pairs(common(args.idalloc, idalloc_admin)))?;
+    // Standard output is the banner; logs go to standard error.
+    let _telemetry = tinyurl_runtime::telemetry::init_with(
+        &idalloc_config.common,
+        tinyurl_runtime::telemetry::LogOutput::Stderr,
+    )?;
     let store = Arc::new(
         SqliteLinkStore::open(&args.data, timeout)
             .await
@@ -78,40 +93,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                     )
                 })
                 .await
-                .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?,
+                .context("cannot read the code key")?,
         ),
     };
-    let first_key = if store
-        .count_api_keys()
-        .await
-        .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?
-        == 0
-    {
-        let (key, hash) = tinyurl_writer::auth::generate_key();
-        store
-            .create_api_key("first key (tinyurl up)", &hash)
+    let first_key = if store.count_api_keys().await? == 0 {
+        let name = tinyurl_writer::auth::KeyName::parse("first key (tinyurl up)")?;
+        let issued = tinyurl_writer::auth::issue_key(store.as_ref(), &name)
             .await
-            .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-        Some(key)
+            .context("cannot create the first API key")?;
+        Some(issued.key)
     } else {
         None
     };
 
-    let common = |listen: SocketAddr, admin: SocketAddr| {
-        vec![
-            ("TINYURL_LISTEN".to_owned(), listen.to_string()),
-            ("TINYURL_ADMIN_LISTEN".to_owned(), admin.to_string()),
-            ("TINYURL_DATABASE_URL".to_owned(), database_url.clone()),
-            ("RUST_LOG".to_owned(), log_filter.clone()),
-        ]
-    };
-    let idalloc_config =
-        tinyurl_idalloc::Config::from_env(&Env::from_pairs(common(args.idalloc, idalloc_admin)))?;
-    // Standard output is the banner; logs go to standard error.
-    let _telemetry = tinyurl_runtime::telemetry::init_with(
-        &idalloc_config.common,
-        tinyurl_runtime::telemetry::LogOutput::Stderr,
-    )?;
     let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
     let idalloc = tinyurl_idalloc::App::build(idalloc_config, Some(metrics.clone()))
         .await

@@ -57,19 +57,15 @@ impl App {
         Self::build_with(config, Backend { store, cache }, metrics).await
     }
 
-    /// Fills the ID buffer and binds both listeners. Fails when the store or
-    /// idalloc cannot be reached: a writer that cannot create should not
-    /// report ready.
+    /// Fills the ID buffer and binds both listeners, with a store that is
+    /// already open and migrated. Fails when idalloc cannot be reached: a
+    /// writer that cannot create should not report ready.
     pub async fn build_with(
         config: Config,
         backend: Backend,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
         let Backend { store, cache } = backend;
-        store
-            .ping()
-            .await
-            .map_err(|error| anyhow::anyhow!("cannot reach the link store: {error}"))?;
         let codec = CodeCodec::new(
             config.code_secret.expose_secret().as_bytes(),
             config.code_min_length,

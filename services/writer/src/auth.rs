@@ -37,6 +37,47 @@ pub fn generate_key() -> (String, KeyHash) {
     (key, hash)
 }
 
+/// Longest API key name, in bytes.
+pub const MAX_KEY_NAME_LEN: usize = 200;
+
+/// Who or what a key is for: trimmed, 1 to [`MAX_KEY_NAME_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyName(String);
+
+impl KeyName {
+    pub fn parse(raw: &str) -> Result<Self, WriterError> {
+        let name = raw.trim();
+        if name.is_empty() || name.len() > MAX_KEY_NAME_LEN {
+            return Err(WriterError::invalid(
+                "name",
+                format!("an API key name must be 1 to {MAX_KEY_NAME_LEN} bytes"),
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A key just created: shown to its owner once, never again.
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub id: i64,
+    pub key: String,
+}
+
+/// Creates an API key named `name` in `store`.
+pub async fn issue_key(
+    store: &dyn crate::store::LinkStore,
+    name: &KeyName,
+) -> Result<IssuedKey, WriterError> {
+    let (key, hash) = generate_key();
+    let id = store.create_api_key(name.as_str(), &hash).await?;
+    Ok(IssuedKey { id, key })
+}
+
 pub fn hash_key(key: &str) -> KeyHash {
     KeyHash(Sha256::digest(key.as_bytes()).into())
 }

@@ -15,7 +15,7 @@ use fred::prelude::*;
 use fred::types::Expiration;
 use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
-use tinyurl_domain::cached::{INVALIDATION_CHANNEL, NEGATIVE_ENTRY, link_key};
+use tinyurl_domain::cached::{INVALIDATION_CHANNEL, NEGATIVE_ENTRY, announcement, link_key};
 use tinyurl_runtime::memory::MemoryCache;
 
 use crate::store::StoredLink;
@@ -133,11 +133,7 @@ impl LinkCache for RedisLinkCache {
                 break;
             }
         }
-        let codes = links
-            .iter()
-            .map(|link| link.code.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let codes = announcement(links.iter().map(|link| link.code.as_str()));
         let outcome = match queued {
             Ok(()) => match pipeline
                 .publish::<Value, _, _>(INVALIDATION_CHANNEL, codes)
@@ -189,7 +185,8 @@ impl LinkCache for RedisLinkCache {
 }
 
 /// The embedded deployment's cache: the same entries and announcements as
-/// [`RedisLinkCache`], in process.
+/// [`RedisLinkCache`], in process. Keys are bare codes: nothing else shares
+/// this keyspace, so Redis's `link:` prefix would only cost an allocation.
 pub struct MemoryLinkCache {
     cache: Arc<MemoryCache>,
     ttl: Duration,
@@ -204,9 +201,14 @@ impl MemoryLinkCache {
         match entry_ttl(self.ttl, link) {
             Some(ttl) => self
                 .cache
-                .set(link_key(&link.code), &cached(link).encode(), ttl),
-            None => self.cache.delete(&link_key(&link.code)),
+                .set(link.code.clone(), &cached(link).encode(), ttl),
+            None => self.cache.delete(&link.code),
         }
+    }
+
+    fn announce(&self, code: &str) {
+        self.cache.publish(code);
+        metrics::counter!("writer_cache_writes_total", "op" => "invalidate").increment(1);
     }
 }
 
@@ -219,11 +221,7 @@ impl LinkCache for MemoryLinkCache {
         for link in links {
             self.set_entry(link);
         }
-        let codes = links
-            .iter()
-            .map(|link| link.code.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let codes = announcement(links.iter().map(|link| link.code.as_str()));
         self.cache.publish(&codes);
         metrics::counter!("writer_cache_writes_total", "op" => "write_through")
             .increment(links.len() as u64);
@@ -231,13 +229,13 @@ impl LinkCache for MemoryLinkCache {
 
     async fn replace(&self, link: &StoredLink) {
         self.set_entry(link);
-        self.cache.publish(&link.code);
+        self.announce(&link.code);
     }
 
     async fn remove(&self, code: &str) {
         self.cache
-            .set(link_key(code), NEGATIVE_ENTRY, TOMBSTONE_TTL);
-        self.cache.publish(code);
+            .set(code.to_owned(), NEGATIVE_ENTRY, TOMBSTONE_TTL);
+        self.announce(code);
     }
 }
 

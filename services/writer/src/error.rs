@@ -91,4 +91,17 @@ impl WriterError {
             }
         }
     }
+
+    /// The embedded store's counterpart of [`Self::from_postgres`].
+    pub fn from_sqlite(error: tinyurl_runtime::sqlite::SqliteError) -> Self {
+        match error {
+            tinyurl_runtime::sqlite::SqliteError::Unavailable(reason) => {
+                tracing::warn!(%reason, "embedded store unavailable");
+                Self::Unavailable("the link store is unavailable; retry later".to_owned())
+            }
+            tinyurl_runtime::sqlite::SqliteError::Query(error) => {
+                Self::Unexpected(anyhow::Error::new(error).context("sqlite query failed"))
+            }
+        }
+    }
 }

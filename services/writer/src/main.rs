@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tinyurl_runtime::Env;
+use tinyurl_writer::auth::KeyName;
 use tinyurl_writer::{App, Config};
 
 /// The internal create API of tinyurl (gRPC tinyurl.v1.Links).
@@ -58,19 +59,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::ApiKey(ApiKeyCommand::Create { name }) => {
-            let name = name.trim();
-            anyhow::ensure!(
-                !name.is_empty() && name.len() <= 200,
-                "--name must be 1 to 200 characters"
-            );
+            let name = KeyName::parse(&name)
+                .map_err(|error| anyhow::anyhow!("--name: {}", error.public_message()))?;
             let store = tinyurl_writer::app::open_store(&config).await?;
-            let (key, hash) = tinyurl_writer::auth::generate_key();
-            let id = store
-                .create_api_key(name, &hash)
+            let issued = tinyurl_writer::auth::issue_key(store.as_ref(), &name)
                 .await
                 .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-            eprintln!("created API key {id} ({name}); it is shown only once:");
-            println!("{key}");
+            eprintln!(
+                "created API key {} ({}); it is shown only once:",
+                issued.id,
+                name.as_str()
+            );
+            println!("{}", issued.key);
             Ok(())
         }
         Command::Probe => Ok(()),

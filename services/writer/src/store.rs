@@ -61,8 +61,6 @@ pub struct LinkChanges {
 /// [`WriterError::Unavailable`]. Writes are durable when they return.
 #[async_trait::async_trait]
 pub trait LinkStore: Send + Sync + 'static {
-    async fn ping(&self) -> Result<(), WriterError>;
-
     async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError>;
 
     /// How many API keys exist (revoked ones included).

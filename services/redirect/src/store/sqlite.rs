@@ -10,12 +10,10 @@ use tinyurl_domain::CachedLink;
 use tinyurl_runtime::sqlite::rusqlite::OptionalExtension as _;
 use tinyurl_runtime::sqlite::{Sqlite, from_micros};
 
-use super::{LinkSource, Source, StoreError};
+use super::{LinkSource, PROBE_INTERVAL, Source, StoreError};
 
 const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, enabled \
                         FROM links WHERE code = ?1";
-
-const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 pub struct SqliteLinkSource {
     db: Sqlite,

@@ -122,18 +122,6 @@ impl PostgresLinkStore {
 
 #[async_trait::async_trait]
 impl LinkStore for PostgresLinkStore {
-    async fn ping(&self) -> Result<(), WriterError> {
-        self.bounded(async {
-            self.client()
-                .await?
-                .simple_query("SELECT 1")
-                .await
-                .map_err(WriterError::from_postgres)?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError> {
         self.bounded(async {
             let row = self

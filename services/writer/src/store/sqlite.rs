@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, TransactionBehavior};
-use tinyurl_runtime::sqlite::{Sqlite, SqliteError, from_micros, to_micros};
+use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
 
 use super::{LinkChanges, LinkStore, NewLink, StoredLink};
 use crate::auth::{KeyHash, OwnerId};
@@ -40,20 +40,6 @@ fn link_from_row(row: &Row<'_>) -> rusqlite::Result<StoredLink> {
         created_at: from_micros(row.get(7)?),
         updated_at: from_micros(row.get(8)?),
     })
-}
-
-impl WriterError {
-    pub fn from_sqlite(error: SqliteError) -> Self {
-        match error {
-            SqliteError::Unavailable(reason) => {
-                tracing::warn!(%reason, "embedded store unavailable");
-                Self::Unavailable("the link store is unavailable; retry later".to_owned())
-            }
-            SqliteError::Query(error) => {
-                Self::Unexpected(anyhow::Error::new(error).context("sqlite query failed"))
-            }
-        }
-    }
 }
 
 impl SqliteLinkStore {
@@ -104,13 +90,6 @@ impl SqliteLinkStore {
 
 #[async_trait::async_trait]
 impl LinkStore for SqliteLinkStore {
-    async fn ping(&self) -> Result<(), WriterError> {
-        self.db
-            .run(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
-            .await
-            .map_err(WriterError::from_sqlite)
-    }
-
     async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError> {
         let name = name.to_owned();
         let hash = hash.0;
