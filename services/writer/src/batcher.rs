@@ -1,14 +1,21 @@
-//! Group commit for single creates. Concurrent `CreateLink` calls are queued
-//! and a few workers each take whatever is waiting (up to a batch) and create
-//! it with one INSERT and one Redis pipeline, so under load many creates share
-//! a round trip and a commit. Nothing waits for a batch to fill: a worker that
-//! finds one request takes just that one, so an idle writer answers as fast as
-//! without batching.
+//! Group commit for single creates. Each `CreateLink` queues its create; a
+//! caller that finds a commit slot free takes everything queued (up to a
+//! batch) and commits it with one INSERT and one Redis pipeline, while
+//! callers arriving meanwhile queue behind it and are taken together by the
+//! next slot. Nothing waits for a batch to fill, and an idle writer commits a
+//! lone create at once from the caller's own task, so a single client pays no
+//! extra hop; under load many creates share a statement and a commit.
+//!
+//! Batches run in spawned tasks: a caller that goes away (a cancelled RPC)
+//! cannot abandon the other creates it took. A caller that goes away while
+//! its create is still queued takes it back out, so nothing is created for a
+//! request nobody waits for any more.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::auth::OwnerId;
 use crate::error::WriterError;
@@ -18,6 +25,7 @@ use crate::store::StoredLink;
 type Reply = oneshot::Sender<Result<StoredLink, WriterError>>;
 
 struct Job {
+    id: u64,
     owner: OwnerId,
     item: ValidCreate,
     reply: Reply,
@@ -25,27 +33,35 @@ struct Job {
     span: tracing::Span,
 }
 
-/// Handle to the create workers; cheap to clone.
+/// Handle to the group commit; cheap to clone.
 #[derive(Clone)]
 pub struct CreateBatcher {
-    sender: mpsc::Sender<Job>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Arc<State>,
+    queue: Mutex<Vec<Job>>,
+    /// Commits in flight at once. Few: on a busy primary a bigger group per
+    /// statement beats more statements in parallel.
+    slots: Arc<Semaphore>,
+    max_batch: usize,
+    next_id: AtomicU64,
 }
 
 impl CreateBatcher {
-    /// Starts `workers` workers taking up to `max_batch` creates at a time.
-    pub fn start(state: Arc<State>, workers: usize, max_batch: usize) -> Self {
-        let (sender, receiver) = mpsc::channel(workers.max(1) * max_batch.max(1) * 4);
-        // A tokio mutex: a worker holds it while it waits for the next job,
-        // so the queue is drained by one worker at a time.
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..workers.max(1) {
-            tokio::spawn(work(
-                Arc::clone(&state),
-                Arc::clone(&receiver),
-                max_batch.max(1),
-            ));
+    /// At most `slots` group commits in flight, each of at most `max_batch`
+    /// creates.
+    pub fn start(state: Arc<State>, slots: usize, max_batch: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state,
+                queue: Mutex::new(Vec::new()),
+                slots: Arc::new(Semaphore::new(slots.max(1))),
+                max_batch: max_batch.max(1),
+                next_id: AtomicU64::new(0),
+            }),
         }
-        Self { sender }
     }
 
     pub async fn create(
@@ -53,58 +69,115 @@ impl CreateBatcher {
         owner: OwnerId,
         item: ValidCreate,
     ) -> Result<StoredLink, WriterError> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Job {
-                owner,
-                item,
-                reply,
-                span: tracing::Span::current(),
-            })
-            .await
-            .map_err(|_| WriterError::Unavailable("the writer is shutting down".to_owned()))?;
-        answer
-            .await
-            .map_err(|_| WriterError::Unexpected(anyhow::anyhow!("the create worker stopped")))?
-    }
-}
-
-async fn work(state: Arc<State>, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
-    loop {
-        let mut jobs = Vec::new();
-        {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            jobs.push(first);
-            while jobs.len() < max_batch {
-                match receiver.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+        let inner = &self.inner;
+        let (reply, mut answer) = oneshot::channel();
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        inner.lock_queue().push(Job {
+            id,
+            owner,
+            item,
+            reply,
+            span: tracing::Span::current(),
+        });
+        let mut queued = Queued {
+            inner,
+            id,
+            armed: true,
+        };
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut answer => {
+                    queued.armed = false;
+                    return result.map_err(|_| {
+                        WriterError::Unexpected(anyhow::anyhow!("the group commit stopped"))
+                    })?;
+                }
+                permit = Arc::clone(&inner.slots).acquire_owned() => {
+                    let permit = permit.map_err(|_| {
+                        WriterError::Unavailable("the writer is shutting down".to_owned())
+                    })?;
+                    let jobs = inner.take_batch();
+                    let ours = jobs.iter().any(|job| job.id == id);
+                    if !jobs.is_empty() {
+                        let state = Arc::clone(&inner.state);
+                        tokio::spawn(async move {
+                            commit(&state, jobs).await;
+                            drop(permit);
+                        });
+                    }
+                    if ours || !inner.is_queued(id) {
+                        // Our create is in a batch now (this one or another
+                        // caller's); only its answer is left to wait for.
+                        queued.armed = false;
+                        return answer.await.map_err(|_| {
+                            WriterError::Unexpected(anyhow::anyhow!("the group commit stopped"))
+                        })?;
+                    }
                 }
             }
         }
-        metrics::histogram!("writer_group_commit_size").record(jobs.len() as f64);
-        let mut by_owner: HashMap<OwnerId, Vec<Job>> = HashMap::new();
-        for job in jobs {
-            by_owner.entry(job.owner).or_default().push(job);
+    }
+}
+
+impl Inner {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
+        // The queue is a plain Vec; a panic elsewhere cannot leave it torn.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The oldest queued creates, at most a batch.
+    fn take_batch(&self) -> Vec<Job> {
+        let mut queue = self.lock_queue();
+        let rest = if queue.len() > self.max_batch {
+            queue.split_off(self.max_batch)
+        } else {
+            Vec::new()
+        };
+        std::mem::replace(&mut *queue, rest)
+    }
+
+    fn is_queued(&self, id: u64) -> bool {
+        self.lock_queue().iter().any(|job| job.id == id)
+    }
+}
+
+/// Takes a caller's create back out of the queue if the caller goes away
+/// before a batch took it.
+struct Queued<'a> {
+    inner: &'a Inner,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.lock_queue().retain(|job| job.id != self.id);
         }
-        for (owner, jobs) in by_owner {
-            let batch_span = tracing::info_span!("group_commit", size = jobs.len());
-            for job in &jobs {
-                batch_span.follows_from(job.span.id());
-            }
-            let (items, replies): (Vec<_>, Vec<_>) = jobs
-                .into_iter()
-                .map(|job| (Ok(job.item), job.reply))
-                .unzip();
-            let results =
-                tracing::Instrument::instrument(state.create_many(owner, items), batch_span).await;
-            for (result, reply) in results.into_iter().zip(replies) {
-                // The caller may have gone away (cancelled); the link exists anyway.
-                let _ = reply.send(result);
-            }
+    }
+}
+
+async fn commit(state: &State, jobs: Vec<Job>) {
+    metrics::histogram!("writer_group_commit_size").record(jobs.len() as f64);
+    let mut by_owner: HashMap<OwnerId, Vec<Job>> = HashMap::new();
+    for job in jobs {
+        by_owner.entry(job.owner).or_default().push(job);
+    }
+    for (owner, jobs) in by_owner {
+        let batch_span = tracing::info_span!("group_commit", size = jobs.len());
+        for job in &jobs {
+            batch_span.follows_from(job.span.id());
+        }
+        let (items, replies): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|job| (Ok(job.item), job.reply))
+            .unzip();
+        let results =
+            tracing::Instrument::instrument(state.create_many(owner, items), batch_span).await;
+        for (result, reply) in results.into_iter().zip(replies) {
+            // The caller may have gone away (cancelled); the link exists anyway.
+            let _ = reply.send(result);
         }
     }
 }

@@ -6,6 +6,11 @@ use tinyurl_runtime::Env;
 use tinyurl_writer::auth::KeyName;
 use tinyurl_writer::{App, Config};
 
+// Every create allocates its request, row and reply across threads;
+// mimalloc's thread-local free lists beat the system allocator here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The internal create API of tinyurl (gRPC tinyurl.v1.Links).
 #[derive(Parser)]
 #[command(name = "tinyurl-writer", version)]

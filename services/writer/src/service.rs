@@ -44,15 +44,16 @@ pub struct State {
     pub keys: KeyCache,
 }
 
-/// Workers committing single creates; a few keep Postgres busy while one
-/// batch is in flight.
-const CREATE_WORKERS: usize = 4;
+/// Group commits of single creates in flight at once: two, so one group's
+/// cache write overlaps the next group's INSERT. More would split the queue
+/// into smaller groups, and on a busy primary statements cost more than rows.
+const COMMIT_SLOTS: usize = 2;
 /// Most single creates committed together.
 const GROUP_COMMIT_MAX: usize = 256;
 
 impl LinksService {
     pub fn new(state: Arc<State>) -> Self {
-        let batcher = CreateBatcher::start(Arc::clone(&state), CREATE_WORKERS, GROUP_COMMIT_MAX);
+        let batcher = CreateBatcher::start(Arc::clone(&state), COMMIT_SLOTS, GROUP_COMMIT_MAX);
         Self { state, batcher }
     }
 }
@@ -278,16 +279,13 @@ impl State {
             };
 
             let mut created = Vec::with_capacity(inserted.len());
+            let mut claimed = std::collections::HashSet::with_capacity(inserted.len());
             let mut not_inserted = Vec::new();
             for ((index, item), row) in pending.drain(..).zip(rows) {
-                match inserted.get(&row.code) {
+                match inserted.get_key_value(&row.code) {
                     // The returned code is ours only if no other item of this
                     // batch claimed it (a duplicate alias in one batch).
-                    Some((created_at, updated_at))
-                        if !created
-                            .iter()
-                            .any(|(_, link): &(usize, StoredLink)| link.code == row.code) =>
-                    {
+                    Some((code, (created_at, updated_at))) if claimed.insert(code.as_str()) => {
                         let link = StoredLink {
                             code: row.code,
                             target_url: row.target_url,
