@@ -869,3 +869,79 @@ async fn a_generated_code_that_meets_an_alias_is_skipped() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// Every new link is written through to Redis — single creates (group
+/// committed) and batches alike — with the configured TTL, never outliving
+/// the link's own expiry. Each Redis run starts with no scripts loaded, so
+/// the first write-through also covers loading the script on demand.
+#[tokio::test]
+async fn write_through_caches_each_new_link_until_its_own_expiry() -> anyhow::Result<()> {
+    let stack = stack(1, true).await?;
+    let writer = stack.setup.start(&[]).await?;
+    let key = stack.setup.create_api_key("write-through")?;
+    let mut links = client(&writer)?;
+    let redis_port = stack
+        .redis
+        .as_ref()
+        .map(RedisServer::port)
+        .unwrap_or_default();
+    let pttl = |code: String| async move {
+        match command(redis_port, &["PTTL", &format!("link:{code}")]).await? {
+            Reply::Integer(millis) => anyhow::Ok(millis),
+            other => anyhow::bail!("PTTL of {code}: {other:?}"),
+        }
+    };
+
+    let lasting = links
+        .create_link(authed(create("https://example.com/lasting"), &key))
+        .await?
+        .into_inner();
+    let lasting_ttl = pttl(lasting.code.clone()).await?;
+    assert!(
+        (3_600_000..=86_400_000).contains(&lasting_ttl),
+        "a link without expiry is cached for the configured day: {lasting_ttl} ms"
+    );
+
+    let expires_at = SystemTime::now() + Duration::from_secs(600);
+    let expiring = links
+        .create_link(authed(
+            CreateLinkRequest {
+                target_url: "https://example.com/expiring".to_owned(),
+                expires_at: Some(prost_types::Timestamp::from(expires_at)),
+                ..CreateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    let expiring_ttl = pttl(expiring.code.clone()).await?;
+    assert!(
+        (1..=600_000).contains(&expiring_ttl),
+        "an entry never outlives its link: {expiring_ttl} ms for a link expiring in 600 s"
+    );
+
+    let mut batch: Vec<CreateLinkRequest> = (0..50)
+        .map(|index| create(&format!("https://example.com/batch/{index}")))
+        .collect();
+    batch[7].alias = "written-through".to_owned();
+    let results = links
+        .batch_create_links(authed(BatchCreateLinksRequest { links: batch }, &key))
+        .await?
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 50);
+    for (index, result) in results.into_iter().enumerate() {
+        let Some(batch_create_links_result::Result::Link(link)) = result.result else {
+            anyhow::bail!("batch item {index} failed: {result:?}");
+        };
+        match command(redis_port, &["GET", &format!("link:{}", link.code)]).await? {
+            Reply::Bulk(Some(entry)) => assert!(
+                entry.ends_with(&format!(" https://example.com/batch/{index}")),
+                "entry of item {index}: {entry}"
+            ),
+            other => anyhow::bail!("item {index} ({}) not cached: {other:?}", link.code),
+        }
+        assert!(pttl(link.code).await? > 3_600_000);
+    }
+    Ok(())
+}

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
 use fred::types::Expiration;
+use fred::types::scripts::Script;
 use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 use tinyurl_domain::cached::{INVALIDATION_CHANNEL, NEGATIVE_ENTRY, announcement, link_key};
@@ -44,11 +45,26 @@ pub trait LinkCache: Send + Sync + 'static {
     async fn remove(&self, code: &str);
 }
 
+/// Writes a group of new links through and announces them in one command:
+/// a pipeline of one SET per link costs the client far more than the server,
+/// and a group commit writes up to a thousand. `KEYS` are the entries;
+/// `ARGV` is the channel, the announcement, then a value and a TTL in
+/// milliseconds per key. The keys span hash slots, so this needs the single
+/// Redis (or primary/replica pair) the deployments run, not Redis Cluster.
+const WRITE_THROUGH_LUA: &str = r"
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[1 + 2 * i], 'PX', ARGV[2 + 2 * i])
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return #KEYS
+";
+
 #[derive(Clone)]
 pub struct RedisLinkCache {
     client: Option<Client>,
     ttl: Duration,
     options: Options,
+    write_through: Script,
 }
 
 impl RedisLinkCache {
@@ -58,6 +74,7 @@ impl RedisLinkCache {
             client: None,
             ttl: Duration::ZERO,
             options: Options::default(),
+            write_through: Script::from_lua(WRITE_THROUGH_LUA),
         }
     }
 
@@ -71,6 +88,7 @@ impl RedisLinkCache {
             client: Some(client),
             ttl,
             options,
+            write_through: Script::from_lua(WRITE_THROUGH_LUA),
         })
     }
 
@@ -125,27 +143,40 @@ impl LinkCache for RedisLinkCache {
         if links.is_empty() {
             return;
         }
-        let pipeline = client.with_options(&self.options).pipeline();
-        let mut queued = Ok(());
+        let mut keys = Vec::with_capacity(links.len());
+        let mut args = Vec::with_capacity(2 + 2 * links.len());
+        args.push(Value::from(INVALIDATION_CHANNEL));
+        args.push(Value::from(announcement(
+            links.iter().map(|link| link.code.as_str()),
+        )));
         for link in links {
-            if let Some(Err(error)) = self.set_entry(&pipeline, link).await {
-                queued = Err(error);
-                break;
+            // An already expired link is only announced, never cached.
+            if let Some(ttl) = entry_ttl(self.ttl, link) {
+                keys.push(Key::from(link_key(&link.code)));
+                args.push(Value::from(cached(link).encode()));
+                args.push(Value::from(
+                    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+                ));
             }
         }
-        let codes = announcement(links.iter().map(|link| link.code.as_str()));
-        let outcome = match queued {
-            Ok(()) => match pipeline
-                .publish::<Value, _, _>(INVALIDATION_CHANNEL, codes)
-                .await
-            {
-                Ok(_) => pipeline.all::<Vec<Value>>().await.map(drop),
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
+        let client = client.with_options(&self.options);
+        let written: Result<Value, Error> = match client
+            .evalsha(
+                self.write_through.sha1().clone(),
+                keys.clone(),
+                args.clone(),
+            )
+            .await
+        {
+            // First use on this server (or after SCRIPT FLUSH / a restart):
+            // EVAL runs it and loads it for the next EVALSHA.
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                client.eval(WRITE_THROUGH_LUA, keys, args).await
+            }
+            result => result,
         };
-        match outcome {
-            Ok(()) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
+        match written {
+            Ok(_) => metrics::counter!("writer_cache_writes_total", "op" => "write_through")
                 .increment(links.len() as u64),
             Err(error) => record_failure("write_through", &error),
         }
