@@ -37,6 +37,16 @@ struct Args {
     /// Concurrency levels.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
     concurrency: Vec<usize>,
+    /// Which cases to run: `single` (CreateLink and its reference), `batch`
+    /// (BatchCreateLinks and its reference).
+    #[arg(long, value_delimiter = ',', default_values = ["single", "batch"])]
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Case {
+    Single,
+    Batch,
 }
 
 const BATCH: usize = 100;
@@ -56,6 +66,13 @@ impl Variant {
             Self::CreateLink => "writer CreateLink",
             Self::PgbenchBatch => "pgbench 100-row INSERT (reference)",
             Self::BatchCreateLinks => "writer BatchCreateLinks ×100",
+        }
+    }
+
+    fn case(self) -> Case {
+        match self {
+            Self::PgbenchSingle | Self::CreateLink => Case::Single,
+            Self::PgbenchBatch | Self::BatchCreateLinks => Case::Batch,
         }
     }
 
@@ -110,12 +127,16 @@ async fn main() -> anyhow::Result<()> {
     for &concurrency in &args.concurrency {
         let mut totals: Vec<(Variant, Sample)> = Vec::new();
         for _ in 0..args.rounds {
-            for variant in [
+            let variants = [
                 Variant::PgbenchSingle,
                 Variant::CreateLink,
                 Variant::PgbenchBatch,
                 Variant::BatchCreateLinks,
-            ] {
+            ];
+            for variant in variants
+                .into_iter()
+                .filter(|variant| args.cases.contains(&variant.case()))
+            {
                 let sample = match variant {
                     Variant::PgbenchSingle => run_pgbench(
                         &pgbench,
