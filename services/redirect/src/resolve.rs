@@ -38,6 +38,9 @@ pub enum Resolution {
     Unavailable,
 }
 
+/// Most L1 entries whose table space is allocated at start.
+const L1_PREALLOCATED_MAX: u64 = 1 << 20;
+
 pub struct Settings {
     pub l1_capacity: u64,
     pub l1_ttl: Duration,
@@ -59,6 +62,12 @@ impl Resolver {
         let l1 = (settings.l1_capacity > 0).then(|| {
             Cache::builder()
                 .max_capacity(settings.l1_capacity)
+                // Sized up front (to a bound): growing the table rehashes it
+                // while the cache warms, on the request path.
+                .initial_capacity(
+                    usize::try_from(settings.l1_capacity.min(L1_PREALLOCATED_MAX))
+                        .unwrap_or_default(),
+                )
                 .expire_after(Lifetime {
                     ttl: settings.l1_ttl,
                     negative_ttl: settings.l1_negative_ttl,
