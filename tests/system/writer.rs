@@ -90,6 +90,15 @@ async fn stack(idalloc_count: usize, with_redis: bool) -> anyhow::Result<Stack> 
     })
 }
 
+impl Stack {
+    fn redis_port(&self) -> anyhow::Result<u16> {
+        self.redis
+            .as_ref()
+            .map(RedisServer::port)
+            .ok_or_else(|| anyhow::anyhow!("this stack has no Redis"))
+    }
+}
+
 async fn count_links(stack: &Stack) -> anyhow::Result<i64> {
     let db = stack.cluster.primary.connect(&stack.database.name).await?;
     Ok(db
@@ -326,11 +335,7 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
     assert_eq!(count_links(&stack).await?, 1);
 
     // Written through to Redis for the redirect tier.
-    let redis_port = stack
-        .redis
-        .as_ref()
-        .map(RedisServer::port)
-        .unwrap_or_default();
+    let redis_port = stack.redis_port()?;
     let cached = command(redis_port, &["GET", &format!("link:{}", link.code)]).await?;
     assert_eq!(
         cached,
@@ -760,11 +765,7 @@ async fn creates_succeed_while_redis_is_down_and_caching_resumes_after() -> anyh
     let writer = stack.setup.start(&[]).await?;
     let key = stack.setup.create_api_key("cache")?;
     let mut links = client(&writer)?;
-    let redis_port = stack
-        .redis
-        .as_ref()
-        .map(RedisServer::port)
-        .unwrap_or_default();
+    let redis_port = stack.redis_port()?;
 
     let before = links
         .create_link(authed(create("https://example.com/before"), &key))
@@ -880,11 +881,7 @@ async fn write_through_caches_each_new_link_until_its_own_expiry() -> anyhow::Re
     let writer = stack.setup.start(&[]).await?;
     let key = stack.setup.create_api_key("write-through")?;
     let mut links = client(&writer)?;
-    let redis_port = stack
-        .redis
-        .as_ref()
-        .map(RedisServer::port)
-        .unwrap_or_default();
+    let redis_port = stack.redis_port()?;
     let pttl = |code: String| async move {
         match command(redis_port, &["PTTL", &format!("link:{code}")]).await? {
             Reply::Integer(millis) => anyhow::Ok(millis),
