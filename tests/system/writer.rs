@@ -942,3 +942,98 @@ async fn write_through_caches_each_new_link_until_its_own_expiry() -> anyhow::Re
     }
     Ok(())
 }
+
+/// Single creates are group committed; callers that give up (the deadline
+/// passes and the server drops the call) must neither take other callers'
+/// creates down with them nor leave a commit slot or a queued create behind.
+#[tokio::test]
+async fn cancelled_creates_leave_the_group_commit_working() -> anyhow::Result<()> {
+    let stack = stack(1, true).await?;
+    let writer = stack.setup.start(&[]).await?;
+    let key = stack.setup.create_api_key("cancel")?;
+    let links = client(&writer)?;
+
+    let mut calls = tokio::task::JoinSet::new();
+    for index in 0..400 {
+        // Every other call has a deadline too short to make; the server drops
+        // those calls wherever they are. Each on its own connection: h2 closes
+        // a connection on which a client resets many streams.
+        let patient = index % 2 == 0;
+        let mut links = if patient {
+            links.clone()
+        } else {
+            client(&writer)?
+        };
+        let key = key.clone();
+        calls.spawn(async move {
+            let mut request = authed(create(&format!("https://example.com/cancel/{index}")), &key);
+            if !patient {
+                request.set_timeout(Duration::from_micros(50 + 10 * index as u64));
+            }
+            (patient, links.create_link(request).await)
+        });
+    }
+    let mut created = Vec::new();
+    let mut gave_up = 0;
+    while let Some(joined) = calls.join_next().await {
+        let (patient, result) = joined?;
+        match result {
+            Ok(link) => created.push(link.into_inner().code),
+            Err(status) if !patient => {
+                gave_up += 1;
+                assert!(
+                    matches!(
+                        status.code(),
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    ),
+                    "an impatient call failed otherwise: {status:?}"
+                );
+            }
+            Err(status) => anyhow::bail!("a call without a deadline failed: {status:?}"),
+        }
+    }
+    eprintln!("{gave_up} of 200 calls with a deadline gave up");
+    assert!(
+        created.len() >= 200,
+        "every call without a deadline succeeds"
+    );
+
+    let db = stack.cluster.primary.connect(&stack.database.name).await?;
+    let stored: i64 = db
+        .query_one(
+            "SELECT count(*) FROM links WHERE code = ANY($1)",
+            &[&created],
+        )
+        .await?
+        .get(0);
+    assert_eq!(stored, created.len() as i64, "every success is stored");
+
+    // Nothing is stuck: one at a time (a lone create commits at once) and in
+    // a burst (grouped), creates still complete.
+    let mut links = links.clone();
+    for index in 0..20 {
+        links
+            .create_link(authed(
+                create(&format!("https://example.com/after/{index}")),
+                &key,
+            ))
+            .await?;
+    }
+    let mut burst = tokio::task::JoinSet::new();
+    for index in 0..100 {
+        let mut links = links.clone();
+        let key = key.clone();
+        burst.spawn(async move {
+            links
+                .create_link(authed(
+                    create(&format!("https://example.com/burst/{index}")),
+                    &key,
+                ))
+                .await
+        });
+    }
+    while let Some(joined) = burst.join_next().await {
+        joined??;
+    }
+    Ok(())
+}
