@@ -7,9 +7,9 @@
 //! extra hop; under load many creates share a statement and a commit.
 //!
 //! Batches run in spawned tasks: a caller that goes away (a cancelled RPC)
-//! cannot abandon the other creates it took. A caller that goes away while
-//! its create is still queued takes it back out, so nothing is created for a
-//! request nobody waits for any more.
+//! cannot abandon the other creates it took. A create whose caller went away
+//! while it was queued is dropped when a batch takes it, so nothing is
+//! created for a request nobody waits for any more.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,45 +79,38 @@ impl CreateBatcher {
             reply,
             span: tracing::Span::current(),
         });
-        let mut queued = Queued {
-            inner,
-            id,
-            armed: true,
-        };
         loop {
-            tokio::select! {
+            let permit = tokio::select! {
                 biased;
-                result = &mut answer => {
-                    queued.armed = false;
-                    return result.map_err(|_| {
-                        WriterError::Unexpected(anyhow::anyhow!("the group commit stopped"))
-                    })?;
-                }
-                permit = Arc::clone(&inner.slots).acquire_owned() => {
-                    let permit = permit.map_err(|_| {
-                        WriterError::Unavailable("the writer is shutting down".to_owned())
-                    })?;
-                    let jobs = inner.take_batch();
-                    let ours = jobs.iter().any(|job| job.id == id);
-                    if !jobs.is_empty() {
-                        let state = Arc::clone(&inner.state);
-                        tokio::spawn(async move {
-                            commit(&state, jobs).await;
-                            drop(permit);
-                        });
-                    }
-                    if ours || !inner.is_queued(id) {
-                        // Our create is in a batch now (this one or another
-                        // caller's); only its answer is left to wait for.
-                        queued.armed = false;
-                        return answer.await.map_err(|_| {
-                            WriterError::Unexpected(anyhow::anyhow!("the group commit stopped"))
-                        })?;
-                    }
-                }
+                result = &mut answer => return answered(result),
+                permit = Arc::clone(&inner.slots).acquire_owned() => permit.map_err(|_| {
+                    WriterError::Unavailable("the writer is shutting down".to_owned())
+                })?,
+            };
+            let jobs = inner.take_batch();
+            // Batches take the oldest creates first, so an empty queue means
+            // ours is already in one. Otherwise we commit what we took, and
+            // wait for our own answer once ours was among it; until then, the
+            // next free slot is ours to use again.
+            let ours = jobs.is_empty() || jobs.iter().any(|job| job.id == id);
+            if !jobs.is_empty() {
+                let state = Arc::clone(&inner.state);
+                tokio::spawn(async move {
+                    commit(&state, jobs).await;
+                    drop(permit);
+                });
+            }
+            if ours {
+                return answered(answer.await);
             }
         }
     }
+}
+
+fn answered(
+    result: Result<Result<StoredLink, WriterError>, oneshot::error::RecvError>,
+) -> Result<StoredLink, WriterError> {
+    result.map_err(|_| WriterError::Unexpected(anyhow::anyhow!("the group commit stopped")))?
 }
 
 impl Inner {
@@ -136,29 +129,15 @@ impl Inner {
         };
         std::mem::replace(&mut *queue, rest)
     }
+}
 
-    fn is_queued(&self, id: u64) -> bool {
-        self.lock_queue().iter().any(|job| job.id == id)
+async fn commit(state: &State, mut jobs: Vec<Job>) {
+    // Nothing is created for a caller that went away while its create was
+    // queued (a cancelled RPC). Once committing, the creates go through.
+    jobs.retain(|job| !job.reply.is_closed());
+    if jobs.is_empty() {
+        return;
     }
-}
-
-/// Takes a caller's create back out of the queue if the caller goes away
-/// before a batch took it.
-struct Queued<'a> {
-    inner: &'a Inner,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.inner.lock_queue().retain(|job| job.id != self.id);
-        }
-    }
-}
-
-async fn commit(state: &State, jobs: Vec<Job>) {
     metrics::histogram!("writer_group_commit_size").record(jobs.len() as f64);
     let mut by_owner: HashMap<OwnerId, Vec<Job>> = HashMap::new();
     for job in jobs {
