@@ -127,22 +127,8 @@ impl RedisLinkCache {
         }
     }
 
-    fn expiry_for(&self, link: &StoredLink) -> Option<Expiration> {
-        let ttl = entry_ttl(self.ttl, link)?;
-        Some(Expiration::PX(
-            i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
-        ))
-    }
-}
-
-#[async_trait::async_trait]
-impl LinkCache for RedisLinkCache {
-    #[tracing::instrument(name = "cache_write_through", skip_all, fields(count = links.len()))]
-    async fn write_through(&self, links: &[StoredLink]) {
-        let Some(client) = &self.client else { return };
-        if links.is_empty() {
-            return;
-        }
+    /// `KEYS` and `ARGV` of [`WRITE_THROUGH_LUA`] for `links`.
+    fn write_through_args(&self, links: &[StoredLink]) -> (Vec<Key>, Vec<Value>) {
         let mut keys = Vec::with_capacity(links.len());
         let mut args = Vec::with_capacity(2 + 2 * links.len());
         args.push(Value::from(INVALIDATION_CHANNEL));
@@ -154,23 +140,37 @@ impl LinkCache for RedisLinkCache {
             if let Some(ttl) = entry_ttl(self.ttl, link) {
                 keys.push(Key::from(link_key(&link.code)));
                 args.push(Value::from(cached(link).encode()));
-                args.push(Value::from(
-                    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
-                ));
+                args.push(Value::from(millis(ttl)));
             }
         }
+        (keys, args)
+    }
+
+    fn expiry_for(&self, link: &StoredLink) -> Option<Expiration> {
+        entry_ttl(self.ttl, link).map(|ttl| Expiration::PX(millis(ttl)))
+    }
+}
+
+#[async_trait::async_trait]
+impl LinkCache for RedisLinkCache {
+    #[tracing::instrument(name = "cache_write_through", skip_all, fields(count = links.len()))]
+    async fn write_through(&self, links: &[StoredLink]) {
+        let Some(client) = &self.client else { return };
+        if links.is_empty() {
+            return;
+        }
         let client = client.with_options(&self.options);
+        let (keys, args) = self.write_through_args(links);
         let written: Result<Value, Error> = match client
-            .evalsha(
-                self.write_through.sha1().clone(),
-                keys.clone(),
-                args.clone(),
-            )
+            .evalsha(self.write_through.sha1().clone(), keys, args)
             .await
         {
-            // First use on this server (or after SCRIPT FLUSH / a restart):
-            // EVAL runs it and loads it for the next EVALSHA.
+            // First use on this server (or after SCRIPT FLUSH / a
+            // restart): EVAL runs it and loads it for the next EVALSHA.
+            // The arguments are built again rather than kept for this
+            // rare case.
             Err(error) if error.details().starts_with("NOSCRIPT") => {
+                let (keys, args) = self.write_through_args(links);
                 client.eval(WRITE_THROUGH_LUA, keys, args).await
             }
             result => result,
@@ -203,7 +203,7 @@ impl LinkCache for RedisLinkCache {
             .set(
                 link_key(code),
                 NEGATIVE_ENTRY,
-                Some(Expiration::PX(TOMBSTONE_TTL.as_millis() as i64)),
+                Some(Expiration::PX(millis(TOMBSTONE_TTL))),
                 None,
                 false,
             )
@@ -278,6 +278,10 @@ fn entry_ttl(ttl: Duration, link: &StoredLink) -> Option<Duration> {
         None => ttl,
     };
     (ttl.as_millis() > 0).then_some(ttl)
+}
+
+fn millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn cached(link: &StoredLink) -> CachedLink {
