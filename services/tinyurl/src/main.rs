@@ -332,12 +332,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     serde_json::json!({ "id": issued.id, "name": name.as_str(), "key": issued.key })
                 );
             } else {
-                eprintln!(
-                    "created API key {} ({}); it is shown only once:",
-                    issued.id,
-                    name.as_str()
-                );
-                println!("{}", issued.key);
+                issued.print(&name);
             }
             Ok(())
         }

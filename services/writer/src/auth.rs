@@ -68,6 +68,19 @@ pub struct IssuedKey {
     pub key: String,
 }
 
+impl IssuedKey {
+    /// Shows a new key to the operator who created it: the key alone on
+    /// stdout (for scripts), what it is on stderr. It is never shown again.
+    pub fn print(&self, name: &KeyName) {
+        eprintln!(
+            "created API key {} ({}); it is shown only once:",
+            self.id,
+            name.as_str()
+        );
+        println!("{}", self.key);
+    }
+}
+
 /// Creates an API key named `name` in `store`.
 pub async fn issue_key(
     store: &dyn crate::store::LinkStore,

@@ -70,12 +70,7 @@ async fn main() -> anyhow::Result<()> {
             let issued = tinyurl_writer::auth::issue_key(store.as_ref(), &name)
                 .await
                 .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-            eprintln!(
-                "created API key {} ({}); it is shown only once:",
-                issued.id,
-                name.as_str()
-            );
-            println!("{}", issued.key);
+            issued.print(&name);
             Ok(())
         }
         Command::Probe => Ok(()),
