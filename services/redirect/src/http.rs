@@ -101,7 +101,7 @@ pub async fn handle(shared: &Shared, request: &Parts) -> Response {
     let code = match page {
         Page::Redirect(code) | Page::Preview(code) | Page::Qr(code) => code,
     };
-    if let Some(entry) = shared.resolver.cached(code).await {
+    if let Some(entry) = shared.resolver.cached(code) {
         // The hot path: counted, not timed (it is sub-microsecond).
         return answer(
             shared,

@@ -116,7 +116,7 @@ pub async fn follow(
 /// Evicts every code of one announcement (space-separated codes).
 async fn evict(resolver: &Resolver, codes: &str, received: &metrics::Counter) {
     for code in announced_codes(codes) {
-        resolver.invalidate(code).await;
+        resolver.invalidate(code);
         received.increment(1);
     }
 }

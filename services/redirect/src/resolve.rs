@@ -1,4 +1,4 @@
-//! Resolving a code through the tiers: L1 in-process (moka) → L2 Redis → L3
+//! Resolving a code through the tiers: L1 in-process (quick_cache) → L2 Redis → L3
 //! Postgres replicas → the primary. Concurrent misses for one code share one
 //! database lookup per process (a Redis GET is cheaper than coalescing it:
 //! measured, coalescing every L1 miss cost 7% of throughput under a Zipf
@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use moka::Expiry;
-use moka::future::Cache;
+use quick_cache::UnitWeighter;
+use quick_cache::sync::{Cache, DefaultLifecycle};
 use tinyurl_domain::CachedLink;
 
 use crate::entry::{CachePolicy, Entry};
@@ -41,6 +41,26 @@ pub enum Resolution {
 /// Most L1 entries whose table space is allocated at start.
 const L1_PREALLOCATED_MAX: u64 = 1 << 20;
 
+/// An L1 entry and the moment it stops being served: the TTL, never past the
+/// link's own expiry, short for "not found".
+#[derive(Clone)]
+struct Timed {
+    entry: Arc<Entry>,
+    until: Instant,
+}
+
+/// S3-FIFO (quick_cache) rather than W-TinyLFU (moka): on Zipf(1.0) over 10^6
+/// codes with room for 1% of them it kept 67.0% of requests in L1 against
+/// moka's 65.8%, and a hit is a read lock on one shard with no bookkeeping
+/// queue behind it. Entries past their `until` are dropped when next read.
+type L1 = Cache<
+    String,
+    Timed,
+    UnitWeighter,
+    foldhash::fast::RandomState,
+    DefaultLifecycle<String, Timed>,
+>;
+
 pub struct Settings {
     pub l1_capacity: u64,
     pub l1_ttl: Duration,
@@ -49,7 +69,9 @@ pub struct Settings {
 }
 
 pub struct Resolver {
-    l1: Option<Cache<String, Arc<Entry>, foldhash::fast::RandomState>>,
+    l1: Option<L1>,
+    ttl: Duration,
+    negative_ttl: Duration,
     epochs: Epochs,
     inflight: Inflight,
     store: Arc<dyn LinkSource>,
@@ -60,23 +82,22 @@ pub struct Resolver {
 impl Resolver {
     pub fn new(settings: &Settings, store: Arc<dyn LinkSource>) -> Self {
         let l1 = (settings.l1_capacity > 0).then(|| {
-            Cache::builder()
-                .max_capacity(settings.l1_capacity)
-                // Sized up front (to a bound): growing the table rehashes it
-                // while the cache warms, on the request path.
-                .initial_capacity(
-                    usize::try_from(settings.l1_capacity.min(L1_PREALLOCATED_MAX))
-                        .unwrap_or_default(),
-                )
-                .expire_after(Lifetime {
-                    ttl: settings.l1_ttl,
-                    negative_ttl: settings.l1_negative_ttl,
-                })
+            // Sized up front (to a bound): growing the table rehashes it
+            // while the cache warms, on the request path.
+            let preallocated = settings.l1_capacity.min(L1_PREALLOCATED_MAX);
+            Cache::with(
+                usize::try_from(preallocated).unwrap_or_default(),
+                settings.l1_capacity,
+                UnitWeighter,
                 // Codes are chosen by clients: a keyed hash, but a fast one.
-                .build_with_hasher(foldhash::fast::RandomState::default())
+                foldhash::fast::RandomState::default(),
+                DefaultLifecycle::default(),
+            )
         });
         Self {
             l1,
+            ttl: settings.l1_ttl,
+            negative_ttl: settings.l1_negative_ttl,
             epochs: Epochs::new(),
             inflight: Inflight::default(),
             store,
@@ -86,12 +107,23 @@ impl Resolver {
     }
 
     /// The L1 entry for `code`, if any: the hot path.
-    pub async fn cached(&self, code: &str) -> Option<Arc<Entry>> {
-        let entry = self.l1.as_ref()?.get(code).await;
+    pub fn cached(&self, code: &str) -> Option<Arc<Entry>> {
+        let entry = self.l1_get(code);
         if entry.is_some() {
             self.metrics.l1_hit.increment(1);
         }
         entry
+    }
+
+    fn l1_get(&self, code: &str) -> Option<Arc<Entry>> {
+        let l1 = self.l1.as_ref()?;
+        let timed = l1.get(code)?;
+        if timed.until > Instant::now() {
+            return Some(timed.entry);
+        }
+        // Unless a fresher entry took its place meanwhile.
+        l1.remove_if(code, |current| Arc::ptr_eq(&current.entry, &timed.entry));
+        None
     }
 
     /// Resolves a code that [`Self::cached`] did not have (`l2` is the
@@ -107,7 +139,7 @@ impl Resolver {
         let resolved = match self.read_redis(code, l2).await {
             Some(entry) => {
                 let entry = Arc::new(entry);
-                self.keep(code, &entry, epoch).await;
+                self.keep(code, &entry, epoch);
                 Resolution::Entry(entry)
             }
             None => {
@@ -124,22 +156,30 @@ impl Resolver {
 
     /// Puts `entry` in L1 unless `code` was invalidated since `epoch`; an
     /// invalidation landing during the insert removes it again.
-    async fn keep(&self, code: &str, entry: &Arc<Entry>, epoch: u64) {
+    fn keep(&self, code: &str, entry: &Arc<Entry>, epoch: u64) {
         let Some(l1) = &self.l1 else { return };
         if self.epochs.current(code) != epoch {
             return;
         }
-        l1.insert(code.to_owned(), Arc::clone(entry)).await;
+        let lifetime = entry.l1_lifetime(self.ttl, self.negative_ttl, SystemTime::now());
+        let Some(until) = Instant::now().checked_add(lifetime) else {
+            return;
+        };
+        let timed = Timed {
+            entry: Arc::clone(entry),
+            until,
+        };
+        l1.insert(code.to_owned(), timed);
         if self.epochs.current(code) != epoch {
-            l1.invalidate(code).await;
+            l1.remove(code);
         }
     }
 
     /// Evicts `code` from L1 (an invalidation message).
-    pub async fn invalidate(&self, code: &str) {
+    pub fn invalidate(&self, code: &str) {
         self.epochs.bump(code);
         if let Some(l1) = &self.l1 {
-            l1.invalidate(code).await;
+            l1.remove(code);
         }
     }
 
@@ -148,12 +188,12 @@ impl Resolver {
     pub fn flush(&self) {
         self.epochs.bump_all();
         if let Some(l1) = &self.l1 {
-            l1.invalidate_all();
+            l1.clear();
         }
     }
 
     pub fn l1_entries(&self) -> u64 {
-        self.l1.as_ref().map_or(0, Cache::entry_count)
+        self.l1.as_ref().map_or(0, |l1| l1.len() as u64)
     }
 
     /// What Redis says, when it says something definite.
@@ -188,9 +228,7 @@ impl Resolver {
         l2: Option<&Arc<dyn SharedCache>>,
         epoch: u64,
     ) -> Resolution {
-        if let Some(l1) = &self.l1
-            && let Some(entry) = l1.get(code).await
-        {
+        if let Some(entry) = self.l1_get(code) {
             return Resolution::Entry(entry);
         }
         let Ok((found, source)) = self.store.find(code).await else {
@@ -204,7 +242,7 @@ impl Resolver {
                 // negative lifetime only, never in Redis.
                 self.metrics.db_miss.increment(1);
                 let entry = Arc::new(Entry::Missing);
-                self.keep(code, &entry, epoch).await;
+                self.keep(code, &entry, epoch);
                 return Resolution::Entry(entry);
             }
             (None, Source::Replica) => {
@@ -234,7 +272,7 @@ impl Resolver {
             });
         }
         let entry = Arc::new(found.map_or(Entry::Missing, |link| self.prepare(link)));
-        self.keep(code, &entry, epoch).await;
+        self.keep(code, &entry, epoch);
         Resolution::Entry(entry)
     }
 
@@ -279,24 +317,6 @@ impl Inflight {
             lookups.remove(code);
         }
         answer
-    }
-}
-
-/// Per-entry L1 lifetime: the TTL, never past the link's own expiry; short for
-/// "not found".
-struct Lifetime {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
-
-impl Expiry<String, Arc<Entry>> for Lifetime {
-    fn expire_after_create(
-        &self,
-        _code: &String,
-        entry: &Arc<Entry>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(entry.l1_lifetime(self.ttl, self.negative_ttl, SystemTime::now()))
     }
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use tokio::sync::broadcast;
 
 /// Announcements a slow subscriber may fall behind by before it is told it
@@ -17,29 +17,30 @@ const ANNOUNCEMENT_BUFFER: usize = 4096;
 #[derive(Clone)]
 struct Timed {
     value: Arc<str>,
-    ttl: Duration,
+    until: Instant,
 }
 
-struct PerEntry;
-
-impl Expiry<String, Timed> for PerEntry {
-    fn expire_after_create(&self, _key: &String, entry: &Timed, _now: Instant) -> Option<Duration> {
-        Some(entry.ttl)
+impl Timed {
+    fn new(value: &str, ttl: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            value: value.into(),
+            // A TTL too long to represent lasts as long as the process.
+            until: now
+                .checked_add(ttl)
+                .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+                .unwrap_or(now),
+        }
     }
 
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        entry: &Timed,
-        _now: Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(entry.ttl)
+    fn is_live(&self) -> bool {
+        self.until > Instant::now()
     }
 }
 
 pub struct MemoryCache {
-    entries: moka::sync::Cache<String, Timed>,
+    // Expired entries are dropped when next read, as Redis does lazily.
+    entries: Cache<String, Timed>,
     announcements: broadcast::Sender<Arc<str>>,
 }
 
@@ -47,42 +48,47 @@ impl MemoryCache {
     /// A cache of at most `capacity` entries (least valuable evicted first).
     pub fn new(capacity: u64) -> Arc<Self> {
         Arc::new(Self {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(PerEntry)
-                .build(),
+            entries: Cache::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
             announcements: broadcast::channel(ANNOUNCEMENT_BUFFER).0,
         })
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<str>> {
-        self.entries.get(key).map(|entry| entry.value)
+        let timed = self.entries.get(key)?;
+        if timed.is_live() {
+            return Some(timed.value);
+        }
+        self.entries
+            .remove_if(key, |current| Arc::ptr_eq(&current.value, &timed.value));
+        None
     }
 
     /// `SET key value PX ttl`.
     pub fn set(&self, key: String, value: &str, ttl: Duration) {
-        self.entries.insert(
-            key,
-            Timed {
-                value: value.into(),
-                ttl,
-            },
-        );
+        self.entries.insert(key, Timed::new(value, ttl));
     }
 
     /// `SET key value PX ttl NX`: whether the value was stored.
     pub fn set_if_absent(&self, key: String, value: &str, ttl: Duration) -> bool {
-        self.entries
-            .entry(key)
-            .or_insert_with(|| Timed {
-                value: value.into(),
-                ttl,
-            })
-            .is_fresh()
+        let outcome = self.entries.entry(key.as_str(), None, |_, current| {
+            if current.is_live() {
+                EntryAction::Retain(())
+            } else {
+                EntryAction::ReplaceWithGuard
+            }
+        });
+        match outcome {
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
+                // Err only if a plain SET replaced the placeholder meanwhile:
+                // that value wins, as it would in Redis.
+                guard.insert(Timed::new(value, ttl)).is_ok()
+            }
+            EntryResult::Retained(()) | EntryResult::Removed(..) | EntryResult::Timeout => false,
+        }
     }
 
     pub fn delete(&self, key: &str) {
-        self.entries.invalidate(key);
+        self.entries.remove(key);
     }
 
     /// `PUBLISH`: delivered to every current subscriber.
@@ -108,5 +114,24 @@ mod tests {
         assert_eq!(cache.get("k").as_deref(), Some("first"));
         cache.set("k".into(), "third", Duration::from_secs(60));
         assert_eq!(cache.get("k").as_deref(), Some("third"));
+    }
+
+    #[test]
+    fn an_expired_entry_is_gone_and_does_not_block_set_if_absent() {
+        let cache = MemoryCache::new(10);
+        cache.set("k".into(), "old", Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cache.get("k"), None);
+        cache.set("k".into(), "old", Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(cache.set_if_absent("k".into(), "new", Duration::from_secs(60)));
+        assert_eq!(cache.get("k").as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn a_ttl_too_long_to_represent_is_kept() {
+        let cache = MemoryCache::new(10);
+        cache.set("k".into(), "v", Duration::MAX);
+        assert_eq!(cache.get("k").as_deref(), Some("v"));
     }
 }
