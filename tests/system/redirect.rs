@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tinyurl_harness::redis::{Reply, command};
+use tinyurl_harness::redis::{RedisServer, Reply, command};
 use tinyurl_harness::services::{HttpResponse, http_request, metric};
 use tinyurl_harness::system::{PUBLIC_BASE_URL, System};
 use tinyurl_harness::{ServiceProcess, wait_until};
@@ -424,6 +424,75 @@ async fn invalidations_reach_every_redirect_process() -> anyhow::Result<()> {
     let max = latencies[TRIALS - 1];
     println!(
         "disable → 410 on both processes: p50 {p50:?}, p99 {p99:?}, max {max:?} over {TRIALS} trials"
+    );
+    Ok(())
+}
+
+/// An invalidation that never arrives: this redirect process reads and
+/// subscribes to a Redis of its own, which hears nothing from the writer. Its
+/// L1 entries, positive and negative, must still end with their own
+/// lifetimes, so the staleness is bounded by the L1 TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_invalidation_lasts_no_longer_than_the_l1_ttl() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let deaf_redis = RedisServer::start().await?;
+    let redis_url = deaf_redis.url();
+    let redirect = system
+        .start_redirect(&[
+            ("TINYURL_REDIS_URL", &redis_url),
+            ("TINYURL_L1_TTL_SECS", "2"),
+            ("TINYURL_L1_NEGATIVE_TTL_MS", "1000"),
+        ])
+        .await?;
+    let l1_hits = || {
+        metric(
+            redirect.admin_addr(),
+            "redirect_tier_lookups_total",
+            &["tier=\"l1\"", "outcome=\"hit\""],
+        )
+    };
+
+    let link = create(&system, to("https://example.com/lost-invalidation")).await?;
+    system.wait_replicated(&link.code).await?;
+    let path = format!("/{}", link.code);
+    assert_eq!(get(&redirect, &path).await?.status, 302);
+    let hits = l1_hits().await?;
+    assert_eq!(get(&redirect, &path).await?.status, 302);
+    assert_eq!(l1_hits().await?, hits + 1.0, "the link is in L1");
+
+    // A code probed before it exists: "not found" is in L1 (and this
+    // process's Redis) when the link is made under it.
+    let alias_path = "/LostNotice1";
+    assert_eq!(get(&redirect, alias_path).await?.status, 404);
+    create(
+        &system,
+        CreateLinkRequest {
+            alias: "LostNotice1".to_owned(),
+            ..to("https://example.com/lost-notice")
+        },
+    )
+    .await?;
+    set_enabled(&system, &link.code, false).await?;
+    // What the writer does to the shared Redis, done to this process's one;
+    // the announcements are what is lost.
+    command(deaf_redis.port(), &["FLUSHALL"]).await?;
+
+    wait_until(
+        "the disabled link to answer 410",
+        Duration::from_secs(15),
+        || async { Ok(get(&redirect, &path).await?.status == 410) },
+    )
+    .await?;
+    wait_until(
+        "the new alias to redirect",
+        Duration::from_secs(15),
+        || async { Ok(get(&redirect, alias_path).await?.status == 302) },
+    )
+    .await?;
+    assert_eq!(
+        metric(redirect.admin_addr(), "redirect_invalidations_total", &[]).await?,
+        0.0,
+        "no announcement reached this process"
     );
     Ok(())
 }
