@@ -39,9 +39,14 @@ struct Args {
     /// wrk connection counts.
     #[arg(long, value_delimiter = ',', default_value = "64,256")]
     connections: Vec<usize>,
-    /// wrk threads (default: one per CPU).
+    /// wrk threads (default: half the CPUs).
     #[arg(long)]
     threads: Option<usize>,
+    /// nginx worker processes and redirect worker threads, the same for both
+    /// (default: half the CPUs, the other half being wrk's, as if client and
+    /// server were separate hosts). The embedded variant keeps its own.
+    #[arg(long)]
+    server_threads: Option<usize>,
     /// Variants to run: a (L1 hit), b (L1 off), c (Zipf), u (`tinyurl up`).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,u")]
     variants: Vec<char>,
@@ -89,12 +94,12 @@ impl Variant {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     let nginx_binary = find_binary("nginx", &[PathBuf::from("/usr/sbin")], "nginx-light")?;
     let wrk_binary = find_binary("wrk", &[PathBuf::from("/usr/bin")], "wrk")?;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    let half = (std::thread::available_parallelism().map_or(2, usize::from) / 2).max(1);
+    let threads = *args.threads.get_or_insert(half);
+    args.server_threads.get_or_insert(half);
     let scratch = ScratchDir::new("bench-redirect", None)?;
 
     let split_variants = args.variants.iter().any(|letter| "abc".contains(*letter));
@@ -109,25 +114,13 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
-    let nginx = Nginx::start(&nginx_binary, scratch.path())?;
+    let nginx = Nginx::start(&nginx_binary, scratch.path(), args.server_threads)?;
     let wrk = Wrk {
         binary: wrk_binary,
         threads,
         duration: Duration::from_secs(args.seconds),
     };
     wrk.run(nginx.addr, "/warm", None, 64, Duration::from_secs(2))?;
-    if let Some(split) = &split
-        && args.variants.contains(&'c')
-    {
-        // Fill the Zipf variant's L1 before it is measured.
-        wrk.run(
-            split.zipf.listen_addr(),
-            "/",
-            Some(&split.zipf_script),
-            64,
-            Duration::from_secs(args.seconds.clamp(5, 10)),
-        )?;
-    }
 
     let mut table = String::new();
     writeln!(
@@ -172,6 +165,18 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 _ => bail!("variant {} has no system", variant.letter()),
             };
+            if variant == Variant::Zipf {
+                // Fill L1 right before it is measured: entries filled before
+                // the other variants ran would reach their L1 TTL during the
+                // measurement and all miss once.
+                wrk.run(
+                    target,
+                    &path,
+                    script,
+                    connections,
+                    Duration::from_secs(args.seconds.clamp(5, 10)),
+                )?;
+            }
             let mut runs = Vec::new();
             let mut references = Vec::new();
             let hits_before = l1_counts(admin).await?;
@@ -212,7 +217,8 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\n{table}");
     println!(
-        "wrk -t{threads}, {} s per run, {} rounds; every server and wrk share this machine's {} CPUs.",
+        "wrk -t{threads}; nginx and each redirect process {} worker(s); {} s per run, {} rounds; every server and wrk share this machine's {} CPUs.",
+        args.server_threads.unwrap_or(half),
         args.seconds,
         args.rounds,
         std::thread::available_parallelism().map_or(0, usize::from)
@@ -239,13 +245,20 @@ impl SplitSystem {
         let codes = seed(&system, args.links).await?;
         let hot = codes.first().context("no links")?.clone();
         let zipf_l1 = (args.links / 100).max(1).to_string();
-        let l1 = system.start_redirect(&[("RUST_LOG", "warn")]).await?;
+        let threads = args.server_threads.map(|n| n.to_string());
+        let env = |extra: &[(&'static str, &'static str)]| {
+            let mut env = vec![("RUST_LOG", "warn")];
+            env.extend(threads.as_deref().map(|n| ("TINYURL_WORKER_THREADS", n)));
+            env.extend_from_slice(extra);
+            env
+        };
+        let l1 = system.start_redirect(&env(&[])).await?;
         let redis = system
-            .start_redirect(&[("RUST_LOG", "warn"), ("TINYURL_L1_CAPACITY", "0")])
+            .start_redirect(&env(&[("TINYURL_L1_CAPACITY", "0")]))
             .await?;
-        let zipf = system
-            .start_redirect(&[("RUST_LOG", "warn"), ("TINYURL_L1_CAPACITY", &zipf_l1)])
-            .await?;
+        let mut zipf_env = env(&[]);
+        zipf_env.push(("TINYURL_L1_CAPACITY", &zipf_l1));
+        let zipf = system.start_redirect(&zipf_env).await?;
         let codes_file = scratch.join("codes.txt");
         fs::write(&codes_file, codes.join("\n") + "\n")?;
         let zipf_script = scratch.join("zipf.lua");
@@ -491,7 +504,7 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+    fn start(binary: &Path, dir: &Path, workers: Option<usize>) -> anyhow::Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let prefix = dir.join("nginx");
         fs::create_dir_all(prefix.join("logs"))?;
@@ -499,7 +512,7 @@ impl Nginx {
         fs::write(
             &config,
             format!(
-                "worker_processes auto;\n\
+                "worker_processes {workers};\n\
                  pid {pid};\n\
                  error_log {error_log} warn;\n\
                  events {{ worker_connections 4096; }}\n\
@@ -516,6 +529,7 @@ impl Nginx {
                      location / {{ return 301 https://example.com/zipf/0; }}\n\
                    }}\n\
                  }}\n",
+                workers = workers.map_or_else(|| "auto".to_owned(), |n| n.to_string()),
                 pid = prefix.join("nginx.pid").display(),
                 error_log = prefix.join("logs/error.log").display(),
                 tmp = prefix.display(),
