@@ -12,7 +12,11 @@ use anyhow::{Context as _, bail};
 
 use crate::free_port;
 use crate::process::{log_tail, wait_or_kill};
-use crate::services::ServiceBinary;
+use crate::services::{PORT_ATTEMPTS, ServiceBinary, lost_port_race};
+
+/// The database file `up` makes in its directory (SQLite adds `-wal` and
+/// `-shm` beside it).
+const DATA_FILE: &str = "tinyurl.db";
 
 pub struct Embedded {
     binary: ServiceBinary,
@@ -34,18 +38,37 @@ impl Embedded {
         let port = || -> anyhow::Result<SocketAddr> {
             Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
         };
-        let mut embedded = Self {
-            binary: ServiceBinary::locate("tinyurl")?,
-            dir: dir.to_path_buf(),
-            child: None,
-            http: port()?,
-            grpc: port()?,
-            redirect_admin: port()?,
-            printed_key: None,
-            stdout: Vec::new(),
-        };
-        embedded.start_again().await?;
-        Ok(embedded)
+        let binary = ServiceBinary::locate("tinyurl")?;
+        let first_start = !dir.join(DATA_FILE).exists();
+        let mut attempt = 1;
+        loop {
+            let mut embedded = Self {
+                binary: binary.clone(),
+                dir: dir.to_path_buf(),
+                child: None,
+                http: port()?,
+                grpc: port()?,
+                redirect_admin: port()?,
+                printed_key: None,
+                stdout: Vec::new(),
+            };
+            match embedded.start_again().await {
+                Ok(()) => return Ok(embedded),
+                Err(error) if first_start && attempt < PORT_ATTEMPTS && lost_port_race(&error) => {
+                    attempt += 1;
+                    drop(embedded);
+                    // The next try must be a first start again (it prints
+                    // the first API key), so the data this one made goes.
+                    for entry in std::fs::read_dir(dir)? {
+                        let entry = entry?;
+                        if entry.file_name().to_string_lossy().starts_with(DATA_FILE) {
+                            std::fs::remove_file(entry.path())?;
+                        }
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Starts `up` again on the same ports and data.
@@ -125,7 +148,7 @@ impl Embedded {
     }
 
     pub fn data_path(&self) -> PathBuf {
-        self.dir.join("tinyurl.db")
+        self.dir.join(DATA_FILE)
     }
 
     /// Runs the `tinyurl` client against this system with `api_key`.

@@ -15,6 +15,15 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::process::{ScratchDir, free_port, log_tail, signal, wait_until};
 
+/// Starts that may lose the race for a port picked by [`free_port`].
+pub(crate) const PORT_ATTEMPTS: usize = 3;
+
+/// Whether a failed start was a port another process took between
+/// [`free_port`] and the bind (the error carries the server's log).
+pub(crate) fn lost_port_race(error: &anyhow::Error) -> bool {
+    format!("{error:#}").contains("Address already in use")
+}
+
 /// A binary built from this workspace.
 #[derive(Debug, Clone)]
 pub struct ServiceBinary {
@@ -86,8 +95,18 @@ impl ServiceProcess {
             child: None,
             _scratch: scratch,
         };
-        process.start_again().await?;
-        Ok(process)
+        let mut attempt = 1;
+        loop {
+            match process.start_again().await {
+                Ok(()) => return Ok(process),
+                Err(error) if attempt < PORT_ATTEMPTS && lost_port_race(&error) => {
+                    attempt += 1;
+                    process.listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                    process.admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
