@@ -94,17 +94,17 @@ impl Variant {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
+    let args = Args::parse();
     let nginx_binary = find_binary("nginx", &[PathBuf::from("/usr/sbin")], "nginx-light")?;
     let wrk_binary = find_binary("wrk", &[PathBuf::from("/usr/bin")], "wrk")?;
     let half = (std::thread::available_parallelism().map_or(2, usize::from) / 2).max(1);
-    let threads = *args.threads.get_or_insert(half);
-    args.server_threads.get_or_insert(half);
+    let threads = args.threads.unwrap_or(half);
+    let server_threads = args.server_threads.unwrap_or(half);
     let scratch = ScratchDir::new("bench-redirect", None)?;
 
     let split_variants = args.variants.iter().any(|letter| "abc".contains(*letter));
     let split = if split_variants {
-        Some(SplitSystem::start(&args, scratch.path()).await?)
+        Some(SplitSystem::start(&args, server_threads, scratch.path()).await?)
     } else {
         None
     };
@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
-    let nginx = Nginx::start(&nginx_binary, scratch.path(), args.server_threads)?;
+    let nginx = Nginx::start(&nginx_binary, scratch.path(), server_threads)?;
     let wrk = Wrk {
         binary: wrk_binary,
         threads,
@@ -217,8 +217,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\n{table}");
     println!(
-        "wrk -t{threads}; nginx and each redirect process {} worker(s); {} s per run, {} rounds; every server and wrk share this machine's {} CPUs.",
-        args.server_threads.unwrap_or(half),
+        "wrk -t{threads}; nginx and each redirect process {server_threads} worker(s); {} s per run, {} rounds; every server and wrk share this machine's {} CPUs.",
         args.seconds,
         args.rounds,
         std::thread::available_parallelism().map_or(0, usize::from)
@@ -238,17 +237,16 @@ struct SplitSystem {
 }
 
 impl SplitSystem {
-    async fn start(args: &Args, scratch: &Path) -> anyhow::Result<Self> {
+    async fn start(args: &Args, server_threads: usize, scratch: &Path) -> anyhow::Result<Self> {
         eprintln!("starting postgres (primary + replica), redis, idalloc, writer …");
         let system = System::start(&[]).await?;
         eprintln!("creating {} links …", args.links);
         let codes = seed(&system, args.links).await?;
         let hot = codes.first().context("no links")?.clone();
         let zipf_l1 = (args.links / 100).max(1).to_string();
-        let threads = args.server_threads.map(|n| n.to_string());
+        let threads = server_threads.to_string();
         let env = |extra: &[(&'static str, &'static str)]| {
-            let mut env = vec![("RUST_LOG", "warn")];
-            env.extend(threads.as_deref().map(|n| ("TINYURL_WORKER_THREADS", n)));
+            let mut env = vec![("RUST_LOG", "warn"), ("TINYURL_WORKER_THREADS", &threads)];
             env.extend_from_slice(extra);
             env
         };
@@ -504,7 +502,7 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(binary: &Path, dir: &Path, workers: Option<usize>) -> anyhow::Result<Self> {
+    fn start(binary: &Path, dir: &Path, workers: usize) -> anyhow::Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let prefix = dir.join("nginx");
         fs::create_dir_all(prefix.join("logs"))?;
@@ -529,7 +527,6 @@ impl Nginx {
                      location / {{ return 301 https://example.com/zipf/0; }}\n\
                    }}\n\
                  }}\n",
-                workers = workers.map_or_else(|| "auto".to_owned(), |n| n.to_string()),
                 pid = prefix.join("nginx.pid").display(),
                 error_log = prefix.join("logs/error.log").display(),
                 tmp = prefix.display(),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::free_port;
-use crate::process::{log_tail, wait_or_kill};
-use crate::services::{PORT_ATTEMPTS, ServiceBinary, lost_port_race};
+use crate::process::{PORT_ATTEMPTS, log_tail, lost_port_race, wait_or_kill};
+use crate::services::ServiceBinary;
 
 /// The database file `up` makes in its directory (SQLite adds `-wal` and
 /// `-shm` beside it).

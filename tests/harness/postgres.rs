@@ -16,8 +16,8 @@ use anyhow::{Context as _, bail};
 use nix::sys::signal::Signal;
 
 use crate::process::{
-    RunAs, ScratchDir, find_binary, free_port, log_tail, signal, signal_tree, unprivileged_user,
-    wait_or_kill, wait_until,
+    PORT_ATTEMPTS, RunAs, ScratchDir, find_binary, free_port, log_tail, signal, signal_tree,
+    unprivileged_user, wait_or_kill, wait_until,
 };
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -521,7 +521,7 @@ fn new_server(
 /// Starts `server`, moving to another port if the chosen one was taken.
 async fn start_on_free_port(server: &mut PgServer) -> anyhow::Result<()> {
     let mut last_error = None;
-    for _ in 0..3 {
+    for _ in 0..PORT_ATTEMPTS {
         match server.start().await {
             Ok(()) => return Ok(()),
             Err(error) => {

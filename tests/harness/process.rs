@@ -18,6 +18,15 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Tries at starting a server on ports from [`free_port`].
+pub const PORT_ATTEMPTS: usize = 3;
+
+/// Whether a failed start was a port another process took between
+/// [`free_port`] and the bind (the error carries the server's output).
+pub fn lost_port_race(error: &anyhow::Error) -> bool {
+    format!("{error:#}").contains("Address already in use")
+}
+
 /// Polls `check` every 50 ms until it returns `Ok(true)` or `timeout` passes.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
 where

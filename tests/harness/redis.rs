@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::process::{
-    ScratchDir, find_binary, free_port, log_tail, signal, wait_or_kill, wait_until,
+    PORT_ATTEMPTS, ScratchDir, find_binary, free_port, log_tail, signal, wait_or_kill, wait_until,
 };
 
 #[derive(Debug)]
@@ -34,7 +34,7 @@ impl RedisServer {
             scratch,
         };
         let mut last_error = None;
-        for _ in 0..3 {
+        for _ in 0..PORT_ATTEMPTS {
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
                 Err(error) => {

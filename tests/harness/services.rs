@@ -13,16 +13,9 @@ use anyhow::{Context as _, bail};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::process::{ScratchDir, free_port, log_tail, signal, wait_until};
-
-/// Starts that may lose the race for a port picked by [`free_port`].
-pub(crate) const PORT_ATTEMPTS: usize = 3;
-
-/// Whether a failed start was a port another process took between
-/// [`free_port`] and the bind (the error carries the server's log).
-pub(crate) fn lost_port_race(error: &anyhow::Error) -> bool {
-    format!("{error:#}").contains("Address already in use")
-}
+use crate::process::{
+    PORT_ATTEMPTS, ScratchDir, free_port, log_tail, lost_port_race, signal, wait_until,
+};
 
 /// A binary built from this workspace.
 #[derive(Debug, Clone)]

@@ -109,13 +109,12 @@ impl SharedCache for RedisSharedCache {
 
     async fn fill(&self, code: &str, found: Option<&CachedLink>) -> anyhow::Result<()> {
         let (value, ttl) = fill_entry(found, self.ttl, self.negative_ttl);
-        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         self.client
             .with_options(&self.options)
             .set::<Value, _, _>(
                 link_key(code),
                 value,
-                Some(Expiration::PX(millis)),
+                Some(Expiration::PX(tinyurl_runtime::redis::px_millis(ttl))),
                 Some(SetOptions::NX),
                 false,
             )

@@ -1,4 +1,4 @@
-//! Resolving a code through the tiers: L1 in-process (quick_cache) → L2 Redis → L3
+//! Resolving a code through the tiers: L1 in-process → L2 Redis → L3
 //! Postgres replicas → the primary. Concurrent misses for one code share one
 //! database lookup per process (a Redis GET is cheaper than coalescing it:
 //! measured, coalescing every L1 miss cost 7% of throughput under a Zipf
@@ -19,9 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use quick_cache::UnitWeighter;
-use quick_cache::sync::{Cache, DefaultLifecycle};
 use tinyurl_domain::CachedLink;
+use tinyurl_runtime::expiring::ExpiringCache;
 
 use crate::entry::{CachePolicy, Entry};
 use crate::l2::{Cached, SharedCache};
@@ -38,29 +37,6 @@ pub enum Resolution {
     Unavailable,
 }
 
-/// Most L1 entries whose table space is allocated at start.
-const L1_PREALLOCATED_MAX: u64 = 1 << 20;
-
-/// An L1 entry and the moment it stops being served: the TTL, never past the
-/// link's own expiry, short for "not found".
-#[derive(Clone)]
-struct Timed {
-    entry: Arc<Entry>,
-    until: Instant,
-}
-
-/// S3-FIFO (quick_cache) rather than W-TinyLFU (moka): on Zipf(1.0) over 10^6
-/// codes with room for 1% of them it kept 67.0% of requests in L1 against
-/// moka's 65.8%, and a hit is a read lock on one shard with no bookkeeping
-/// queue behind it. Entries past their `until` are dropped when next read.
-type L1 = Cache<
-    String,
-    Timed,
-    UnitWeighter,
-    foldhash::fast::RandomState,
-    DefaultLifecycle<String, Timed>,
->;
-
 pub struct Settings {
     pub l1_capacity: u64,
     pub l1_ttl: Duration,
@@ -69,7 +45,7 @@ pub struct Settings {
 }
 
 pub struct Resolver {
-    l1: Option<L1>,
+    l1: Option<ExpiringCache<Entry>>,
     ttl: Duration,
     negative_ttl: Duration,
     epochs: Epochs,
@@ -81,19 +57,7 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(settings: &Settings, store: Arc<dyn LinkSource>) -> Self {
-        let l1 = (settings.l1_capacity > 0).then(|| {
-            // Sized up front (to a bound): growing the table rehashes it
-            // while the cache warms, on the request path.
-            let preallocated = settings.l1_capacity.min(L1_PREALLOCATED_MAX);
-            Cache::with(
-                usize::try_from(preallocated).unwrap_or_default(),
-                settings.l1_capacity,
-                UnitWeighter,
-                // Codes are chosen by clients: a keyed hash, but a fast one.
-                foldhash::fast::RandomState::default(),
-                DefaultLifecycle::default(),
-            )
-        });
+        let l1 = (settings.l1_capacity > 0).then(|| ExpiringCache::new(settings.l1_capacity));
         Self {
             l1,
             ttl: settings.l1_ttl,
@@ -108,22 +72,11 @@ impl Resolver {
 
     /// The L1 entry for `code`, if any: the hot path.
     pub fn cached(&self, code: &str) -> Option<Arc<Entry>> {
-        let entry = self.l1_get(code);
+        let entry = self.l1.as_ref()?.get(code);
         if entry.is_some() {
             self.metrics.l1_hit.increment(1);
         }
         entry
-    }
-
-    fn l1_get(&self, code: &str) -> Option<Arc<Entry>> {
-        let l1 = self.l1.as_ref()?;
-        let timed = l1.get(code)?;
-        if timed.until > Instant::now() {
-            return Some(timed.entry);
-        }
-        // Unless a fresher entry took its place meanwhile.
-        l1.remove_if(code, |current| Arc::ptr_eq(&current.entry, &timed.entry));
-        None
     }
 
     /// Resolves a code that [`Self::cached`] did not have (`l2` is the
@@ -162,14 +115,7 @@ impl Resolver {
             return;
         }
         let lifetime = entry.l1_lifetime(self.ttl, self.negative_ttl, SystemTime::now());
-        let Some(until) = Instant::now().checked_add(lifetime) else {
-            return;
-        };
-        let timed = Timed {
-            entry: Arc::clone(entry),
-            until,
-        };
-        l1.insert(code.to_owned(), timed);
+        l1.insert(code.to_owned(), Arc::clone(entry), lifetime);
         if self.epochs.current(code) != epoch {
             l1.remove(code);
         }
@@ -228,7 +174,9 @@ impl Resolver {
         l2: Option<&Arc<dyn SharedCache>>,
         epoch: u64,
     ) -> Resolution {
-        if let Some(entry) = self.l1_get(code) {
+        if let Some(l1) = &self.l1
+            && let Some(entry) = l1.get(code)
+        {
             return Resolution::Entry(entry);
         }
         let Ok((found, source)) = self.store.find(code).await else {

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod expiring;
 pub mod grpc;
 pub mod lifecycle;
 pub mod memory;

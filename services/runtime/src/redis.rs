@@ -36,3 +36,9 @@ pub fn command_options(timeout: Duration) -> Options {
         ..Options::default()
     }
 }
+
+/// `ttl` as the milliseconds of `PX`: at least 1 (Redis refuses 0), and the
+/// largest value for a TTL too long to represent.
+pub fn px_millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}

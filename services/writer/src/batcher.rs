@@ -1,6 +1,6 @@
 //! Group commit for single creates. Each `CreateLink` queues its create; a
 //! caller that finds a commit slot free takes everything queued (up to a
-//! batch) and commits it with one INSERT and one Redis pipeline, while
+//! batch) and commits it with one INSERT and one scripted Redis write, while
 //! callers arriving meanwhile queue behind it and are taken together by the
 //! next slot. Nothing waits for a batch to fill, and an idle writer commits a
 //! lone create at once from the caller's own task, so a single client pays no

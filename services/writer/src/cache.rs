@@ -18,6 +18,7 @@ use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 use tinyurl_domain::cached::{INVALIDATION_CHANNEL, NEGATIVE_ENTRY, announcement, link_key};
 use tinyurl_runtime::memory::MemoryCache;
+use tinyurl_runtime::redis::px_millis;
 
 use crate::store::StoredLink;
 
@@ -140,14 +141,14 @@ impl RedisLinkCache {
             if let Some(ttl) = entry_ttl(self.ttl, link) {
                 keys.push(Key::from(link_key(&link.code)));
                 args.push(Value::from(cached(link).encode()));
-                args.push(Value::from(millis(ttl)));
+                args.push(Value::from(px_millis(ttl)));
             }
         }
         (keys, args)
     }
 
     fn expiry_for(&self, link: &StoredLink) -> Option<Expiration> {
-        entry_ttl(self.ttl, link).map(|ttl| Expiration::PX(millis(ttl)))
+        entry_ttl(self.ttl, link).map(|ttl| Expiration::PX(px_millis(ttl)))
     }
 }
 
@@ -168,7 +169,8 @@ impl LinkCache for RedisLinkCache {
             // First use on this server (or after SCRIPT FLUSH / a
             // restart): EVAL runs it and loads it for the next EVALSHA.
             // The arguments are built again rather than kept for this
-            // rare case.
+            // rare case. (fred's `evalsha_with_reload` clones them on every
+            // call and takes no per-command options, so no timeout.)
             Err(error) if error.details().starts_with("NOSCRIPT") => {
                 let (keys, args) = self.write_through_args(links);
                 client.eval(WRITE_THROUGH_LUA, keys, args).await
@@ -203,7 +205,7 @@ impl LinkCache for RedisLinkCache {
             .set(
                 link_key(code),
                 NEGATIVE_ENTRY,
-                Some(Expiration::PX(millis(TOMBSTONE_TTL))),
+                Some(Expiration::PX(px_millis(TOMBSTONE_TTL))),
                 None,
                 false,
             )
@@ -278,10 +280,6 @@ fn entry_ttl(ttl: Duration, link: &StoredLink) -> Option<Duration> {
         None => ttl,
     };
     (ttl.as_millis() > 0).then_some(ttl)
-}
-
-fn millis(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn cached(link: &StoredLink) -> CachedLink {
