@@ -171,6 +171,14 @@ impl Embedded {
     }
 
     /// SIGTERM, then waits for a clean exit (SIGKILL after the grace period).
+    /// SIGKILL: no chance to flush or fold anything.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        let mut child = self.child.take().context("not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("not running")?;
         crate::process::signal(&child, nix::sys::signal::Signal::SIGTERM)?;

@@ -9,6 +9,7 @@
 //! nothing here ever skips.
 
 pub mod embedded;
+pub mod geoip;
 pub mod postgres;
 pub mod process;
 pub mod redis;

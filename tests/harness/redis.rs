@@ -17,6 +17,8 @@ use crate::process::{
 pub struct RedisServer {
     binary: PathBuf,
     port: u16,
+    /// Append-only file, synced on every write: a restart keeps the data.
+    persistent: bool,
     log_path: PathBuf,
     child: Option<Child>,
     scratch: ScratchDir,
@@ -24,11 +26,22 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// A server whose data survives a restart (an append-only file synced
+    /// on every write), as a production Redis holding a stream is run.
+    pub async fn start_persistent() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> anyhow::Result<Self> {
         let binary = find_binary("redis-server", &[], "redis-server")?;
         let scratch = ScratchDir::new("redis", None)?;
         let mut server = Self {
             binary,
             port: free_port()?,
+            persistent,
             log_path: scratch.path().join("redis.log"),
             child: None,
             scratch,
@@ -67,7 +80,9 @@ impl RedisServer {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.persistent { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
                 "--protected-mode",
                 "no",
             ])
@@ -97,7 +112,8 @@ impl RedisServer {
         Ok(())
     }
 
-    /// Restarts a stopped or killed server on the same port. Data is not kept.
+    /// Restarts a stopped or killed server on the same port. Data is kept
+    /// only by a persistent server.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
             return Ok(());

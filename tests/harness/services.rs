@@ -190,6 +190,14 @@ impl ServiceProcess {
         }
     }
 
+    /// SIGSTOP: the process keeps its sockets open but answers nothing.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        signal(
+            self.child.as_ref().context("the service is not running")?,
+            Signal::SIGSTOP,
+        )
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
@@ -246,11 +254,24 @@ pub async fn http_request(
     method: &str,
     path: &str,
 ) -> anyhow::Result<HttpResponse> {
+    http_request_with(addr, method, path, &[]).await
+}
+
+/// [`http_request`] with extra request headers.
+pub async fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<HttpResponse> {
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
+        stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
         anyhow::Ok(response)

@@ -29,9 +29,13 @@ impl System {
     /// Starts everything but the redirect processes; `writer_env` is added to
     /// the writer's environment.
     pub async fn start(writer_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_on(RedisServer::start().await?, writer_env).await
+    }
+
+    /// [`Self::start`] on `redis`.
+    pub async fn start_on(redis: RedisServer, writer_env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut cluster = PgCluster::start_with_replicas(1).await?;
         let database = cluster.create_database().await?;
-        let redis = RedisServer::start().await?;
         let idalloc = start_idalloc(&database.primary_url, &[]).await?;
         let setup = WriterSetup {
             database_url: database.primary_url.clone(),

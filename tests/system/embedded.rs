@@ -349,3 +349,71 @@ async fn import_interrupted_half_way_and_resumed_creates_each_good_row_once() ->
 fn csv_reader(path: &str) -> anyhow::Result<csv::Reader<std::fs::File>> {
     csv::Reader::from_path(path).with_context(|| format!("cannot read {path}"))
 }
+
+/// Lifetime clicks (humans) of `code`, from `tinyurl stats --json`.
+fn lifetime_clicks(system: &Embedded, key: &str, code: &str) -> anyhow::Result<u64> {
+    let output = system.cli(key, &["--json", "stats", code])?;
+    ensure!(output.status.success(), "stats failed: {}", stderr(&output));
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    stats["lifetime_clicks"]
+        .as_u64()
+        .with_context(|| format!("no lifetime_clicks in {stats}"))
+}
+
+#[tokio::test]
+async fn stats_count_every_folded_click_once_across_a_kill_and_restart() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("embedded-stats", None)?;
+    let mut system = Embedded::start(dir.path()).await?;
+    let key = system
+        .printed_key
+        .clone()
+        .context("a fresh start prints an API key")?;
+    let shortened = system.cli(&key, &["--json", "shorten", "https://example.com/counted"])?;
+    ensure!(shortened.status.success(), "{}", stderr(&shortened));
+    let code = serde_json::from_slice::<serde_json::Value>(&shortened.stdout)?["code"]
+        .as_str()
+        .context("a code")?
+        .to_owned();
+
+    for _ in 0..300 {
+        let response = http_request(system.http, "GET", &format!("/{code}")).await?;
+        ensure!(response.status == 302);
+    }
+    // HEAD and previews are not clicks.
+    http_request(system.http, "HEAD", &format!("/{code}")).await?;
+    http_request(system.http, "GET", &format!("/{code}+")).await?;
+    wait_until("300 clicks folded", Duration::from_secs(30), || async {
+        Ok(lifetime_clicks(&system, &key, &code)? >= 300)
+    })
+    .await?;
+    ensure!(lifetime_clicks(&system, &key, &code)? == 300);
+
+    // SIGKILL, restart on the same data: what was folded stays, once.
+    system.kill()?;
+    system.start_again().await?;
+    ensure!(
+        lifetime_clicks(&system, &key, &code)? == 300,
+        "folded clicks survive a kill"
+    );
+    for _ in 0..200 {
+        let response = http_request(system.http, "GET", &format!("/{code}")).await?;
+        ensure!(response.status == 302);
+    }
+    wait_until("500 clicks folded", Duration::from_secs(30), || async {
+        Ok(lifetime_clicks(&system, &key, &code)? >= 500)
+    })
+    .await?;
+    ensure!(lifetime_clicks(&system, &key, &code)? == 500);
+
+    // The readable form: totals, a chart, the top lists.
+    let text = system.cli(&key, &["stats", &code, "--since", "1h", "--by", "minute"])?;
+    ensure!(text.status.success(), "{}", stderr(&text));
+    let text = stdout(&text);
+    ensure!(text.contains(&format!("{code}: 500 clicks")), "{text}");
+    ensure!(text.contains("clicks per minute"), "{text}");
+    ensure!(text.contains("referrers  - 500"), "{text}");
+    // Another key's view, and a bad range, fail with their exit codes.
+    let bad = system.cli(&key, &["stats", &code, "--since", "30d", "--by", "hour"])?;
+    ensure!(bad.status.code() == Some(4), "{}", stderr(&bad));
+    Ok(())
+}

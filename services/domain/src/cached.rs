@@ -29,11 +29,6 @@ pub fn announced_codes(message: &str) -> impl Iterator<Item = &str> {
 /// lagging replica cannot put the deleted link back).
 pub const NEGATIVE_ENTRY: &str = "none";
 
-/// Redis stream the redirect services append click counts to, for the
-/// analytics consumer: entries with one field, `counts`, holding
-/// newline-separated `code count` lines.
-pub const CLICKS_STREAM: &str = "tinyurl:clicks";
-
 /// What redirect needs to answer for a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedLink {

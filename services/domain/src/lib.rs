@@ -3,6 +3,7 @@
 
 pub mod alias;
 pub mod cached;
+pub mod clicks;
 pub mod codec;
 pub mod target;
 

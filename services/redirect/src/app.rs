@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fred::prelude::ClientLike as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tinyurl_runtime::{AdminServer, Readiness, Stopping};
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::clicks::Clicks;
+use crate::clicks::{ClickSettings, ClickSink, Clicks, Countries, StreamBounds};
 use crate::config::Config;
 use crate::entry::CachePolicy;
 use crate::http::{HttpMetrics, Shared};
@@ -66,7 +67,8 @@ pub async fn open_source(config: &Config) -> anyhow::Result<Arc<dyn LinkSource>>
 pub struct App {
     config: Config,
     resolver: Arc<Resolver>,
-    clicks: Arc<Clicks>,
+    /// `None` when clicks are not counted (turned off, or nowhere to send them).
+    clicks: Option<Arc<Clicks>>,
     store: Arc<dyn LinkSource>,
     cache: CacheTier,
     listener: std::net::TcpListener,
@@ -119,8 +121,24 @@ impl App {
         let readiness = Readiness::default();
         let admin =
             AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
+        let counts_clicks = config.clicks_enabled
+            && (!matches!(cache, CacheTier::None) || config.clicks_redis_url.is_some());
+        let clicks = if counts_clicks {
+            let countries = config
+                .geoip_db
+                .as_deref()
+                .map(Countries::open)
+                .transpose()?;
+            Some(Arc::new(Clicks::new(ClickSettings {
+                max_keys: config.clicks_max_codes,
+                trusted_proxies: config.trusted_proxies.clone(),
+                countries,
+            })))
+        } else {
+            None
+        };
         Ok(Self {
-            clicks: Arc::new(Clicks::new(config.clicks_max_codes)),
+            clicks,
             config,
             resolver,
             store,
@@ -156,11 +174,9 @@ impl App {
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let probes = tokio::spawn(Arc::clone(&self.store).probe_unhealthy(stopping.clone()));
-        let mut redis_client = None;
         let invalidations = match &self.cache {
             CacheTier::Redis(url) => {
                 let subscriber = crate::invalidation::subscriber(url, self.config.redis_timeout)?;
-                redis_client = Some(connect_redis(&self.config, url)?);
                 Some(tokio::spawn(crate::invalidation::follow(
                     subscriber,
                     Arc::clone(&self.resolver),
@@ -174,15 +190,19 @@ impl App {
             ))),
             CacheTier::None => None,
         };
-        let clicks = tokio::spawn(
-            Arc::clone(&self.clicks).run(
-                redis_client
-                    .as_ref()
-                    .map(|l2| (l2.client().clone(), l2.options().clone())),
+        // Clicks flush once more after the last request has drained, so a
+        // click counted during the drain is sent, not lost.
+        let (drained, clicks_stopped) = tokio::sync::oneshot::channel::<()>();
+        let clicks = match (&self.clicks, click_sink(&self.config, &self.cache)?) {
+            (Some(clicks), Some(sink)) => Some(tokio::spawn(Arc::clone(clicks).run(
+                sink,
                 self.config.clicks_flush,
-                stopping.clone().wait(),
-            ),
-        );
+                async move {
+                    let _ = clicks_stopped.await;
+                },
+            ))),
+            _ => None,
+        };
         let gauges = tokio::spawn(report_gauges(Arc::clone(&self.resolver), stopping.clone()));
 
         let address = self.listener.local_addr()?;
@@ -197,7 +217,7 @@ impl App {
             finished.push(finished_rx);
             let context = ThreadContext {
                 resolver: Arc::clone(&self.resolver),
-                clicks: Arc::clone(&self.clicks),
+                clicks: self.clicks.clone(),
                 config: self.config.clone(),
                 cache: self.cache.clone(),
                 stopping: stopping.clone(),
@@ -231,7 +251,10 @@ impl App {
             }
         };
         // Flush the last clicks (bounded: every Redis command has a timeout).
-        let _ = tokio::time::timeout(Duration::from_secs(2), clicks).await;
+        let _ = drained.send(());
+        if let Some(clicks) = clicks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), clicks).await;
+        }
         gauges.abort();
         probes.abort();
         if let Some(invalidations) = invalidations {
@@ -253,6 +276,30 @@ fn connect_redis(config: &Config, url: &secrecy::SecretString) -> anyhow::Result
         config.cache_ttl,
         config.negative_ttl,
     )
+}
+
+/// Where click batches go: `TINYURL_CLICKS_REDIS_URL`, else the shared
+/// Redis, else the embedded deployment's in-process stream. Flushing is
+/// background work, so its commands get a longer bound than lookups.
+fn click_sink(config: &Config, cache: &CacheTier) -> anyhow::Result<Option<ClickSink>> {
+    let url = match (&config.clicks_redis_url, cache) {
+        (Some(url), _) | (None, CacheTier::Redis(url)) => url,
+        (None, CacheTier::Memory(cache)) => return Ok(Some(ClickSink::Memory(Arc::clone(cache)))),
+        (None, CacheTier::None) => return Ok(None),
+    };
+    let timeout = config.redis_timeout.max(Duration::from_secs(1));
+    let client = tinyurl_runtime::redis::builder(url, timeout)
+        .context("invalid click stream Redis URL")?
+        .build()?;
+    client.connect();
+    Ok(Some(ClickSink::Redis {
+        client,
+        options: tinyurl_runtime::redis::command_options(timeout),
+        bounds: StreamBounds {
+            max_entries: config.clicks_stream_max_entries,
+            max_age: config.clicks_stream_max_age,
+        },
+    }))
 }
 
 /// The shared tier as the calling serving thread uses it.
@@ -284,7 +331,7 @@ fn reuseport_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// What a serving thread is started with.
 struct ThreadContext {
     resolver: Arc<Resolver>,
-    clicks: Arc<Clicks>,
+    clicks: Option<Arc<Clicks>>,
     config: Config,
     cache: CacheTier,
     stopping: Stopping,

@@ -1,6 +1,7 @@
 //! The redirect service's configuration, read from the environment contract.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -78,14 +79,44 @@ pub const REDIRECT_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "bound on every Redis command",
     },
     EnvVarDoc {
+        name: "TINYURL_CLICKS_ENABLED",
+        default: "true",
+        meaning: "count clicks for analytics (needs Redis, or the embedded deployment)",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_REDIS_URL",
+        default: "(TINYURL_REDIS_URL)",
+        meaning: "a separate Redis for the click stream",
+    },
+    EnvVarDoc {
         name: "TINYURL_CLICKS_FLUSH_MS",
         default: "1000",
-        meaning: "how often aggregated clicks are appended to the Redis stream",
+        meaning: "how often aggregated clicks are appended to the click stream",
     },
     EnvVarDoc {
         name: "TINYURL_CLICKS_MAX_CODES",
         default: "100000",
-        meaning: "distinct codes counted between flushes; clicks beyond are dropped and counted",
+        meaning: "distinct (code, minute, referrer, client, country) keys held between flushes; clicks beyond are dropped and counted",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_STREAM_MAX_ENTRIES",
+        default: "10000",
+        meaning: "click stream bound in entries (each at most 1,000 lines)",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_STREAM_MAX_AGE_SECS",
+        default: "3600",
+        meaning: "click stream bound by age: older entries are trimmed, folded or not",
+    },
+    EnvVarDoc {
+        name: "TINYURL_TRUSTED_PROXIES",
+        default: "(none)",
+        meaning: "comma-separated CIDRs whose X-Forwarded-For names the client (for the country)",
+    },
+    EnvVarDoc {
+        name: "TINYURL_GEOIP_DB",
+        default: "(none: country \"unknown\")",
+        meaning: "IP-to-country database in MaxMind DB format (GeoLite2-Country.mmdb)",
     },
     EnvVarDoc {
         name: "TINYURL_WORKER_THREADS",
@@ -114,8 +145,14 @@ pub struct Config {
     pub db_timeout: Duration,
     pub pool_size: usize,
     pub redis_timeout: Duration,
+    pub clicks_enabled: bool,
+    pub clicks_redis_url: Option<SecretString>,
     pub clicks_flush: Duration,
     pub clicks_max_codes: usize,
+    pub clicks_stream_max_entries: u64,
+    pub clicks_stream_max_age: Duration,
+    pub trusted_proxies: crate::clicks::TrustedProxies,
+    pub geoip_db: Option<PathBuf>,
     pub worker_threads: Option<usize>,
 }
 
@@ -165,6 +202,13 @@ impl Config {
             None => None,
             Some(_) => Some(env.parse_or("TINYURL_WORKER_THREADS", 1usize)?.max(1)),
         };
+        let trusted_proxies = crate::clicks::TrustedProxies::parse(
+            env.get("TINYURL_TRUSTED_PROXIES").unwrap_or_default(),
+        )
+        .map_err(|reason| ConfigError {
+            variable: "TINYURL_TRUSTED_PROXIES",
+            reason,
+        })?;
         Ok(Self {
             common,
             replica_urls,
@@ -182,8 +226,19 @@ impl Config {
             db_timeout: env.millis_or("TINYURL_DB_TIMEOUT_MS", Duration::from_secs(1))?,
             pool_size: env.parse_or("TINYURL_DB_POOL_SIZE", 8)?,
             redis_timeout: env.millis_or("TINYURL_REDIS_TIMEOUT_MS", Duration::from_millis(100))?,
+            clicks_enabled: env.parse_or("TINYURL_CLICKS_ENABLED", true)?,
+            clicks_redis_url: env.secret("TINYURL_CLICKS_REDIS_URL"),
             clicks_flush: env.millis_or("TINYURL_CLICKS_FLUSH_MS", Duration::from_secs(1))?,
             clicks_max_codes: env.parse_or("TINYURL_CLICKS_MAX_CODES", 100_000)?,
+            clicks_stream_max_entries: env.parse_or("TINYURL_CLICKS_STREAM_MAX_ENTRIES", 10_000)?,
+            clicks_stream_max_age: Duration::from_secs(
+                env.parse_or("TINYURL_CLICKS_STREAM_MAX_AGE_SECS", 3_600)?,
+            ),
+            trusted_proxies,
+            geoip_db: env
+                .get("TINYURL_GEOIP_DB")
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
             worker_threads,
         })
     }

@@ -7,6 +7,7 @@
 //!
 //! A path that cannot be a code or alias is answered 404 before any I/O.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -31,7 +32,8 @@ pub struct Shared {
     /// This thread's own Redis client: its connection is driven by this
     /// thread, so a Redis read never hops to another thread.
     pub l2: Option<Arc<dyn SharedCache>>,
-    pub clicks: Arc<Clicks>,
+    /// `None` when clicks are not counted.
+    pub clicks: Option<Arc<Clicks>>,
     pub public_base_url: String,
     pub metrics: HttpMetrics,
 }
@@ -87,8 +89,8 @@ fn route(path: &str) -> Option<Page<'_>> {
     tinyurl_domain::is_link_shaped(code).then_some(page)
 }
 
-/// Answers one request.
-pub async fn handle(shared: &Shared, request: &Parts) -> Response {
+/// Answers one request from `peer` (the direct peer's address).
+pub async fn handle(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Response {
     let head = match request.method {
         Method::GET => false,
         Method::HEAD => true,
@@ -107,24 +109,23 @@ pub async fn handle(shared: &Shared, request: &Parts) -> Response {
             shared,
             &page,
             code,
-            head,
+            (request, peer, head),
             Resolution::Entry(entry),
-            request.uri.query(),
         );
     }
     // Timed inside the resolver (redirect_lookup_duration_seconds).
     let resolution = shared.resolver.resolve_miss(code, shared.l2.as_ref()).await;
-    answer(shared, &page, code, head, resolution, request.uri.query())
+    answer(shared, &page, code, (request, peer, head), resolution)
 }
 
 fn answer(
     shared: &Shared,
     page: &Page<'_>,
     code: &str,
-    head: bool,
+    (request, peer, head): (&Parts, Option<IpAddr>, bool),
     resolution: Resolution,
-    query: Option<&str>,
 ) -> Response {
+    let query = request.uri.query();
     let entry = match resolution {
         Resolution::Entry(entry) => entry,
         Resolution::Unconfirmed => {
@@ -150,8 +151,8 @@ fn answer(
     match page {
         Page::Redirect(_) => {
             shared.metrics.redirects.increment(1);
-            if !head {
-                shared.clicks.record(code);
+            if let Some(clicks) = shared.clicks.as_ref().filter(|_| !head) {
+                clicks.record(code, &request.headers, peer);
             }
             redirect(link, query)
         }

@@ -45,8 +45,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut stopped => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => (stream, Some(peer.ip())),
             Err(error) => {
                 // Out of descriptors and the like: back off instead of spinning.
                 tracing::warn!(%error, "accept failed");
@@ -65,7 +65,7 @@ pub async fn serve(
                 let shared = Arc::clone(&shared);
                 // The body is never read: only the request line matters.
                 let (parts, _body) = request.into_parts();
-                async move { Ok::<_, Infallible>(crate::http::handle(&shared, &parts).await) }
+                async move { Ok::<_, Infallible>(crate::http::handle(&shared, &parts, peer).await) }
             });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);

@@ -1,13 +1,13 @@
 //! The in-process stand-in for Redis in the embedded deployment: a bounded
-//! key-value cache with per-entry TTLs and `SET NX`, plus a broadcast channel
-//! in place of pub/sub. Values and messages are the same strings the Redis
+//! key-value cache with per-entry TTLs and `SET NX`, a broadcast channel in
+//! place of pub/sub, and a bounded channel in place of the click stream. Values and messages are the same strings the Redis
 //! implementations exchange, so the writer's and redirect's cache code paths
 //! differ only in transport.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::expiring::ExpiringCache;
 
@@ -15,17 +15,33 @@ use crate::expiring::ExpiringCache;
 /// lagged (and flushes what it caches).
 const ANNOUNCEMENT_BUFFER: usize = 4096;
 
+/// Click batches the stream holds before a sender must keep its own.
+const CLICK_STREAM_BATCHES: usize = 1024;
+
+/// A click batch on the in-process stream: its id and its lines, as in the
+/// Redis stream's `batch` and `clicks` fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickBatch {
+    pub id: String,
+    pub lines: String,
+}
+
 pub struct MemoryCache {
     entries: ExpiringCache<str>,
     announcements: broadcast::Sender<Arc<str>>,
+    clicks: mpsc::Sender<ClickBatch>,
+    click_reader: Mutex<Option<mpsc::Receiver<ClickBatch>>>,
 }
 
 impl MemoryCache {
     /// A cache of at most `capacity` entries (least valuable evicted first).
     pub fn new(capacity: u64) -> Arc<Self> {
+        let (clicks, click_reader) = mpsc::channel(CLICK_STREAM_BATCHES);
         Arc::new(Self {
             entries: ExpiringCache::new(capacity),
             announcements: broadcast::channel(ANNOUNCEMENT_BUFFER).0,
+            clicks,
+            click_reader: Mutex::new(Some(click_reader)),
         })
     }
 
@@ -55,5 +71,23 @@ impl MemoryCache {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.announcements.subscribe()
+    }
+
+    /// `XADD`: whether the stream took the batch (it is bounded; a full one
+    /// leaves the batch with the sender, to offer again).
+    pub fn append_clicks(&self, batch: ClickBatch) -> Result<(), ClickBatch> {
+        self.clicks.try_send(batch).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch) => {
+                batch
+            }
+        })
+    }
+
+    /// The stream's one reader (the analytics consumer); `None` once taken.
+    pub fn take_click_reader(&self) -> Option<mpsc::Receiver<ClickBatch>> {
+        self.click_reader
+            .lock()
+            .ok()
+            .and_then(|mut reader| reader.take())
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod bulk;
 pub mod client;
+pub mod stats;
 pub mod up;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tinyurl::bulk::{self, ExportArgs, ImportArgs};
 use tinyurl::client::{self, Connection, Failure, LinkView, exit};
+use tinyurl::stats::StatsArgs;
 use tinyurl::up::UpArgs;
 use tinyurl_proto::v1::{
     CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, ListLinksRequest, UpdateLinkRequest,
@@ -85,6 +86,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Click statistics of a link: a summary and a chart (`--json` for scripts).
+    Stats(StatsArgs),
     /// Create links from a CSV file (see the README for the columns).
     Import(ImportArgs),
     /// Write every link as CSV.
@@ -278,6 +281,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 for view in &listed {
                     println!("{}", view.render());
                 }
+            }
+            Ok(())
+        }
+        Command::Stats(args) => {
+            let stats = tinyurl::stats::fetch(connection, &args).await?;
+            if json {
+                println!("{}", tinyurl::stats::to_json(&stats)?);
+            } else {
+                print!("{}", tinyurl::stats::render(&stats));
             }
             Ok(())
         }

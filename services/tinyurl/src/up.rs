@@ -163,6 +163,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         writer_config,
         tinyurl_writer::app::Backend {
             store,
+            clicks: match shared_cache.take_click_reader() {
+                Some(reader) => tinyurl_writer::app::ClickSource::Memory(reader),
+                None => tinyurl_writer::app::ClickSource::None,
+            },
             cache: Arc::new(MemoryLinkCache::new(shared_cache, cache_ttl)),
         },
         Some(metrics),
@@ -197,8 +201,23 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("ready; Ctrl-C stops");
 
     let redirect_task = tokio::spawn(redirect.run(tinyurl_runtime::shutdown_signal()));
-    let served = writer.run(tinyurl_runtime::shutdown_signal()).await;
-    let redirect_served = redirect_task.await.context("redirect task failed")?;
+    // The writer stops after the redirect service has drained and sent its
+    // last clicks, so its consumer folds them before the process exits.
+    let (redirect_stopped, redirect_stopped_rx) = tokio::sync::oneshot::channel();
+    let redirect_task = tokio::spawn(async move {
+        let served = redirect_task.await;
+        let _ = redirect_stopped.send(());
+        served
+    });
+    let served = writer
+        .run(async move {
+            let _ = redirect_stopped_rx.await;
+        })
+        .await;
+    let redirect_served = redirect_task
+        .await
+        .context("redirect task failed")?
+        .context("redirect task failed")?;
     let idalloc_served = idalloc_task.await.context("idalloc task failed")?;
     served.and(redirect_served).and(idalloc_served)
 }

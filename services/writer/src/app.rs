@@ -7,14 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fred::prelude::ClientLike as _;
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_domain::CodeCodec;
 use tinyurl_proto::v1::links_server::LinksServer;
 use tinyurl_runtime::lifecycle;
+use tinyurl_runtime::memory::ClickBatch;
 use tinyurl_runtime::{AdminServer, Readiness, Stopping};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
+use crate::analytics::ClickStore;
+use crate::analytics::consumer::{self, ConsumerSettings, RedisConsumer};
 use crate::auth::KeyCache;
 use crate::cache::{LinkCache, RedisLinkCache};
 use crate::config::Config;
@@ -22,15 +27,34 @@ use crate::leaser::IdLeaser;
 use crate::service::{LinksService, State};
 use crate::store::LinkStore;
 
-/// Where the writer keeps links and which cache it keeps coherent.
+/// Where the writer keeps links, which cache it keeps coherent, and where
+/// click batches come from.
 pub struct Backend {
     pub store: Arc<dyn LinkStore>,
     pub cache: Arc<dyn LinkCache>,
+    pub clicks: ClickSource,
 }
+
+/// The click stream the analytics consumer reads.
+pub enum ClickSource {
+    /// No consumer in this process.
+    None,
+    /// The Redis stream, as one consumer of the writers' group.
+    Redis(SecretString),
+    /// The embedded deployment's in-process stream.
+    Memory(mpsc::Receiver<ClickBatch>),
+}
+
+/// Retention runs this often; each run deletes in small slices.
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// Folded batch ids are remembered this long: far beyond the click stream's
+/// age bound, so every redelivery finds its id.
+const BATCH_ID_RETENTION: Duration = Duration::from_secs(2 * 24 * 3600);
 
 pub struct App {
     config: Config,
     state: Arc<State>,
+    clicks: ClickSource,
     grpc_listener: TcpListener,
     admin: AdminServer,
     readiness: Readiness,
@@ -54,7 +78,21 @@ impl App {
             ),
             None => Arc::new(RedisLinkCache::disabled()),
         };
-        Self::build_with(config, Backend { store, cache }, metrics).await
+        let clicks = match (&config.clicks_redis_url, &config.redis_url) {
+            _ if !config.clicks_consumer => ClickSource::None,
+            (Some(url), _) | (None, Some(url)) => ClickSource::Redis(url.clone()),
+            (None, None) => ClickSource::None,
+        };
+        Self::build_with(
+            config,
+            Backend {
+                store,
+                cache,
+                clicks,
+            },
+            metrics,
+        )
+        .await
     }
 
     /// Fills the ID buffer and binds both listeners, with a store that is
@@ -65,7 +103,11 @@ impl App {
         backend: Backend,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
-        let Backend { store, cache } = backend;
+        let Backend {
+            store,
+            cache,
+            clicks,
+        } = backend;
         let codec = CodeCodec::new(
             config.code_secret.expose_secret().as_bytes(),
             config.code_min_length,
@@ -88,6 +130,8 @@ impl App {
         let admin =
             AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
         let state = Arc::new(State {
+            clicks_store: Arc::clone(&store) as Arc<dyn ClickStore>,
+            minute_retention: config.clicks_minute_retention,
             store,
             cache,
             leaser,
@@ -99,10 +143,61 @@ impl App {
         Ok(Self {
             config,
             state,
+            clicks,
             grpc_listener,
             admin,
             readiness,
         })
+    }
+
+    /// The analytics consumer and the retention job, when this writer
+    /// consumes clicks.
+    fn start_analytics(
+        &mut self,
+        stopping: &Stopping,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let store = Arc::clone(&self.state.clicks_store);
+        let settings = ConsumerSettings {
+            claim_idle: self.config.clicks_claim_idle,
+            minute_retention: self.config.clicks_minute_retention,
+            batch_retention: BATCH_ID_RETENTION,
+            prune_every: PRUNE_EVERY,
+        };
+        let mut tasks = Vec::new();
+        match std::mem::replace(&mut self.clicks, ClickSource::None) {
+            ClickSource::None => return Ok(tasks),
+            ClickSource::Redis(url) => {
+                let timeout = self.config.redis_timeout.max(Duration::from_secs(1));
+                let consumer_client = tinyurl_runtime::redis::builder(&url, timeout)
+                    .context("invalid click stream Redis URL")?
+                    .build()?;
+                consumer_client.connect();
+                let lag_client = tinyurl_runtime::redis::builder(&url, timeout)?.build()?;
+                lag_client.connect();
+                let consumer =
+                    RedisConsumer::new(consumer_client, timeout, Arc::clone(&store), settings);
+                tasks.push(tokio::spawn(consumer.run(stopping.clone())));
+                tasks.push(tokio::spawn(consumer::report_lag(
+                    lag_client,
+                    timeout,
+                    Duration::from_secs(1),
+                    stopping.clone(),
+                )));
+            }
+            ClickSource::Memory(reader) => {
+                tasks.push(tokio::spawn(consumer::consume_memory(
+                    reader,
+                    Arc::clone(&store),
+                    stopping.clone(),
+                )));
+            }
+        }
+        tasks.push(tokio::spawn(consumer::enforce_retention(
+            store,
+            settings,
+            stopping.clone(),
+        )));
+        Ok(tasks)
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
@@ -115,7 +210,7 @@ impl App {
 
     /// Serves until `shutdown` resolves; then not-ready, drain, exit.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (health_reporter, health, reflection) = lifecycle::grpc_support()?;
@@ -128,6 +223,7 @@ impl App {
         );
 
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
+        let analytics = self.start_analytics(&stopping)?;
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let gauges = tokio::spawn(report_gauges(Arc::clone(&self.state), stopping.clone()));
         let router = lifecycle::grpc_server()
@@ -144,6 +240,11 @@ impl App {
         )
         .await;
         gauges.abort();
+        // The consumer finishes the batch it is folding (bounded by the
+        // store's timeout); the retention job stops between slices.
+        for task in analytics {
+            let _ = tokio::time::timeout(self.config.db_timeout * 2, task).await;
+        }
         if let Ok(Err(error)) = admin.await {
             tracing::warn!(%error, "admin server failed");
         }

@@ -83,6 +83,26 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         default: "30",
         meaning: "the next ID range is fetched when the buffer would last less than this",
     },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_CONSUMER",
+        default: "true",
+        meaning: "fold click batches from the click stream into the analytics rollups",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_REDIS_URL",
+        default: "(TINYURL_REDIS_URL)",
+        meaning: "a separate Redis holding the click stream",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_MINUTE_RETENTION",
+        default: "7d",
+        meaning: "how long per-minute click rollups are kept (per-day ones are kept forever)",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_CLAIM_IDLE_MS",
+        default: "30000",
+        meaning: "a click batch pending this long with another consumer (dead or hung) is taken over",
+    },
 ];
 
 pub fn env_help() -> String {
@@ -105,6 +125,10 @@ pub struct Config {
     pub cache_ttl: Duration,
     pub idalloc_timeout: Duration,
     pub lease_horizon: Duration,
+    pub clicks_consumer: bool,
+    pub clicks_redis_url: Option<SecretString>,
+    pub clicks_minute_retention: Duration,
+    pub clicks_claim_idle: Duration,
 }
 
 impl Config {
@@ -155,6 +179,17 @@ impl Config {
             cache_ttl: Duration::from_secs(env.parse_or("TINYURL_CACHE_TTL_SECS", 86_400)?),
             idalloc_timeout: env.millis_or("TINYURL_IDALLOC_TIMEOUT_MS", Duration::from_secs(2))?,
             lease_horizon: Duration::from_secs(env.parse_or("TINYURL_LEASE_HORIZON_SECS", 30)?),
+            clicks_consumer: env.parse_or("TINYURL_CLICKS_CONSUMER", true)?,
+            clicks_redis_url: env.secret("TINYURL_CLICKS_REDIS_URL"),
+            clicks_minute_retention: env
+                .parse_or(
+                    "TINYURL_CLICKS_MINUTE_RETENTION",
+                    humantime::Duration::from(Duration::from_secs(7 * 24 * 3600)),
+                )?
+                .into(),
+            clicks_claim_idle: env
+                .millis_or("TINYURL_CLICKS_CLAIM_IDLE_MS", Duration::from_secs(30))?
+                .max(Duration::from_millis(100)),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! from ID ranges leased from idalloc (no round trip per link), stores links on
 //! the Postgres primary, and keeps Redis coherent for the redirect replicas.
 
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod batcher;

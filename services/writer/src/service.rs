@@ -8,11 +8,12 @@ use tinyurl_domain::{Alias, CodeCodec, TargetPolicy, TargetUrl};
 use tinyurl_proto::v1::links_server::Links;
 use tinyurl_proto::v1::{
     BatchCreateLinksRequest, BatchCreateLinksResponse, BatchCreateLinksResult, BatchItemError,
-    CreateLinkRequest, DeleteLinkRequest, DeleteLinkResponse, GetLinkRequest, Link,
-    ListLinksRequest, ListLinksResponse, RedirectType, UpdateLinkRequest,
-    batch_create_links_result,
+    CreateLinkRequest, DeleteLinkRequest, DeleteLinkResponse, GetLinkRequest, GetLinkStatsRequest,
+    Link, ListLinksRequest, ListLinksResponse, RedirectType, StatsCount, StatsPoint,
+    UpdateLinkRequest, batch_create_links_result,
 };
 
+use crate::analytics::{ClickStore, LinkStats, StatsQuery};
 use crate::auth::{KeyCache, KeyHash, OwnerId};
 use crate::batcher::CreateBatcher;
 use crate::cache::LinkCache;
@@ -36,6 +37,10 @@ pub struct LinksService {
 
 pub struct State {
     pub store: Arc<dyn LinkStore>,
+    /// The same store, as the analytics reads it.
+    pub clicks_store: Arc<dyn ClickStore>,
+    /// How far back minute and hour statistics reach.
+    pub minute_retention: Duration,
     pub cache: Arc<dyn LinkCache>,
     pub leaser: IdLeaser,
     pub codec: CodeCodec,
@@ -398,6 +403,23 @@ fn code_argument(code: &str) -> Result<&str, WriterError> {
 #[tonic::async_trait]
 impl Links for LinksService {
     #[tracing::instrument(skip_all)]
+    async fn get_link_stats(
+        &self,
+        request: tonic::Request<GetLinkStatsRequest>,
+    ) -> Result<tonic::Response<tinyurl_proto::v1::LinkStats>, tonic::Status> {
+        let started = Instant::now();
+        let result = async {
+            let owner = self.state.owner(&request).await?;
+            self.state.link_stats(owner, request.get_ref()).await
+        }
+        .await;
+        record_outcome("stats", outcome_of(&result), started);
+        Ok(tonic::Response::new(
+            result.map_err(WriterError::into_status)?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn create_link(
         &self,
         request: tonic::Request<CreateLinkRequest>,
@@ -592,6 +614,72 @@ impl Links for LinksService {
         Ok(tonic::Response::new(
             result.map_err(WriterError::into_status)?,
         ))
+    }
+}
+
+impl State {
+    /// Statistics of one of `owner`'s links.
+    async fn link_stats(
+        &self,
+        owner: OwnerId,
+        request: &GetLinkStatsRequest,
+    ) -> Result<tinyurl_proto::v1::LinkStats, WriterError> {
+        let code = code_argument(&request.code)?;
+        let timestamp = |value: Option<prost_types::Timestamp>, field: &'static str| {
+            value
+                .map(|value| {
+                    SystemTime::try_from(value).map_err(|_| {
+                        WriterError::invalid(field, format!("{field} is not a valid timestamp"))
+                    })
+                })
+                .transpose()
+        };
+        let query = StatsQuery::parse(
+            timestamp(request.from, "from")?,
+            timestamp(request.to, "to")?,
+            request.granularity,
+            SystemTime::now(),
+            self.minute_retention,
+        )?;
+        // Owner-scoped like GetLink: another key's link is not found.
+        if self.store.get(owner, code).await?.is_none() {
+            return Err(WriterError::NotFound(code.to_owned()));
+        }
+        let (table, first, end) = query.buckets();
+        let rows = self.clicks_store.rollups(code, table, first, end).await?;
+        let lifetime = self.clicks_store.totals(code).await?;
+        let stats = LinkStats::assemble(query, lifetime, &rows);
+        let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
+        let counts = |counts: Vec<(String, u64)>| {
+            counts
+                .into_iter()
+                .map(|(value, clicks)| StatsCount { value, clicks })
+                .collect()
+        };
+        Ok(tinyurl_proto::v1::LinkStats {
+            code: code.to_owned(),
+            lifetime_clicks: stats.lifetime_clicks,
+            lifetime_bot_clicks: stats.lifetime_bot_clicks,
+            from: Some(at(stats.query.from)),
+            to: Some(at(stats.query.to)),
+            granularity: stats.query.granularity.number(),
+            clicks: stats.clicks,
+            bot_clicks: stats.bot_clicks,
+            series: stats
+                .series
+                .iter()
+                .map(|point| StatsPoint {
+                    start: Some(at(point.start)),
+                    clicks: point.clicks,
+                    bot_clicks: point.bot_clicks,
+                })
+                .collect(),
+            referrers: counts(stats.referrers),
+            countries: counts(stats.countries),
+            browsers: counts(stats.browsers),
+            devices: counts(stats.devices),
+            bots: counts(stats.bots),
+        })
     }
 }
 

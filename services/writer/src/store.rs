@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 pub use self::postgres::PostgresLinkStore;
 pub use self::sqlite::SqliteLinkStore;
+use crate::analytics::ClickStore;
 use crate::auth::{KeyHash, OwnerId};
 use crate::error::WriterError;
 
@@ -59,8 +60,11 @@ pub struct LinkChanges {
 /// The storage operations of the writer. Every method is bounded by the
 /// store's timeout; a store that cannot be reached answers
 /// [`WriterError::Unavailable`]. Writes are durable when they return.
+///
+/// The same database holds the click rollups, so every link store is also
+/// the [`ClickStore`].
 #[async_trait::async_trait]
-pub trait LinkStore: Send + Sync + 'static {
+pub trait LinkStore: ClickStore + Send + Sync + 'static {
     async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError>;
 
     /// How many API keys exist (revoked ones included).

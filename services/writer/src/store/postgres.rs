@@ -14,6 +14,8 @@ use super::{LinkChanges, LinkStore, NewLink, StoredLink};
 use crate::auth::{KeyHash, OwnerId};
 use crate::error::WriterError;
 
+mod clicks;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }

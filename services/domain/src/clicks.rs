@@ -1,0 +1,304 @@
+//! Click batches: what the redirect service appends to the click stream and
+//! the writer's analytics consumer folds into rollups. One batch is one
+//! stream entry with two fields, `batch` (an id unique to the batch, the key
+//! of exactly-once folding) and `clicks` (newline-separated lines).
+//!
+//! A line is `code minute referrer browser device country bot count`,
+//! space-separated: `minute` in whole minutes since the Unix epoch,
+//! `referrer` a normalised host (or [`DIRECT`], [`OTHER`]), `bot` 0 or 1.
+//! Every field is a token without spaces, checked on the way in, so a
+//! corrupt entry is refused whole rather than half-folded.
+
+use std::fmt::Write as _;
+
+use crate::alias::is_link_shaped;
+
+/// Redis stream the redirect services append click batches to.
+pub const CLICKS_STREAM: &str = "tinyurl:clicks";
+/// The consumer group of the writers' analytics consumers.
+pub const CLICKS_GROUP: &str = "tinyurl-analytics";
+/// Stream field holding the batch id.
+pub const BATCH_FIELD: &str = "batch";
+/// Stream field holding the lines.
+pub const CLICKS_FIELD: &str = "clicks";
+/// Referrer of a request without a usable `Referer` header.
+pub const DIRECT: &str = "-";
+/// The bucket of referrers past the per-code bound, and of hosts that are
+/// not host names.
+pub const OTHER: &str = "other";
+/// Country when no IP-to-country database is configured or it has no answer.
+pub const UNKNOWN_COUNTRY: &str = "unknown";
+/// Longest dimension value kept; longer values are folded into [`OTHER`].
+pub const MAX_VALUE_LEN: usize = 64;
+
+/// One aggregated line of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClickLine {
+    pub code: String,
+    /// Minutes since the Unix epoch (UTC).
+    pub minute: i64,
+    pub referrer: String,
+    pub browser: String,
+    pub device: String,
+    pub country: String,
+    pub bot: bool,
+    pub count: u64,
+}
+
+/// Appends one line to a batch being built.
+#[allow(clippy::too_many_arguments)]
+pub fn push_line(
+    batch: &mut String,
+    code: &str,
+    minute: i64,
+    referrer: &str,
+    browser: &str,
+    device: &str,
+    country: &str,
+    bot: bool,
+    count: u64,
+) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        batch,
+        "{code} {minute} {referrer} {browser} {device} {country} {} {count}",
+        u8::from(bot)
+    );
+}
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct BatchError {
+    pub line: usize,
+    pub reason: &'static str,
+}
+
+/// Parses every line of a batch; any malformed line refuses the whole batch.
+pub fn parse_batch(raw: &str) -> Result<Vec<ClickLine>, BatchError> {
+    raw.lines()
+        .filter(|line| !line.is_empty())
+        .enumerate()
+        .map(|(index, line)| {
+            parse_line(line).map_err(|reason| BatchError {
+                line: index + 1,
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
+    let mut fields = line.split(' ');
+    let mut next = |name: &'static str| fields.next().ok_or(name);
+    let code = next("missing code")?;
+    let minute = next("missing minute")?;
+    let referrer = next("missing referrer")?;
+    let browser = next("missing browser")?;
+    let device = next("missing device")?;
+    let country = next("missing country")?;
+    let bot = next("missing bot flag")?;
+    let count = next("missing count")?;
+    if fields.next().is_some() {
+        return Err("too many fields");
+    }
+    if !is_link_shaped(code) {
+        return Err("malformed code");
+    }
+    let minute: i64 = minute.parse().map_err(|_| "malformed minute")?;
+    if !(0..=i64::from(u32::MAX)).contains(&minute) {
+        return Err("minute out of range");
+    }
+    if !is_referrer_token(referrer) {
+        return Err("malformed referrer");
+    }
+    for value in [browser, device, country] {
+        if !is_label_token(value) {
+            return Err("malformed browser, device or country");
+        }
+    }
+    let bot = match bot {
+        "0" => false,
+        "1" => true,
+        _ => return Err("malformed bot flag"),
+    };
+    let count: u64 = count.parse().map_err(|_| "malformed count")?;
+    if count == 0 || count > i64::MAX as u64 {
+        return Err("count out of range");
+    }
+    Ok(ClickLine {
+        code: code.to_owned(),
+        minute,
+        referrer: referrer.to_owned(),
+        browser: browser.to_owned(),
+        device: device.to_owned(),
+        country: country.to_owned(),
+        bot,
+        count,
+    })
+}
+
+fn is_referrer_token(value: &str) -> bool {
+    value == DIRECT
+        || (!value.is_empty()
+            && value.len() <= MAX_VALUE_LEN
+            && value.bytes().all(|byte| {
+                byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-.".contains(&byte)
+            }))
+}
+
+fn is_label_token(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_VALUE_LEN
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte))
+}
+
+/// The referrer dimension of a `Referer` header: its host, lowercased, without
+/// port, user info or a leading `www.`; [`DIRECT`] when there is none (or it
+/// is not an absolute http(s) URL), [`OTHER`] when the host is not a plain
+/// host name or IP address.
+pub fn referrer_host(header: Option<&[u8]>) -> Referrer<'_> {
+    let Some(header) = header else {
+        return Referrer::Direct;
+    };
+    let Ok(header) = std::str::from_utf8(header) else {
+        return Referrer::Other;
+    };
+    let rest = match header.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            rest
+        }
+        _ => return Referrer::Direct,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+        // An IPv6 literal keeps its colons; it is not a host name token.
+        return if bracketed.contains(']') {
+            Referrer::Other
+        } else {
+            Referrer::Direct
+        };
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    let host = host.trim_end_matches('.');
+    let host = match host.get(..4) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("www.") => &host[4..],
+        _ => host,
+    };
+    if host.is_empty() {
+        return Referrer::Direct;
+    }
+    if host.len() > MAX_VALUE_LEN
+        || !host
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-.".contains(&byte))
+    {
+        return Referrer::Other;
+    }
+    Referrer::Host(host)
+}
+
+/// A request's referrer dimension, before lowercasing (done once per
+/// distinct host, not per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Referrer<'a> {
+    Direct,
+    Other,
+    /// A host name or IPv4 address, possibly in mixed case.
+    Host(&'a str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip() {
+        let mut batch = String::new();
+        push_line(
+            &mut batch,
+            "Ab3xY9q",
+            29_000_000,
+            "news.ycombinator.com",
+            "chrome",
+            "desktop",
+            "DE",
+            false,
+            3,
+        );
+        push_line(
+            &mut batch,
+            "my-alias",
+            29_000_001,
+            DIRECT,
+            "googlebot",
+            "bot",
+            UNKNOWN_COUNTRY,
+            true,
+            1,
+        );
+        let lines = parse_batch(&batch).expect("well-formed");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].code, "Ab3xY9q");
+        assert_eq!(lines[0].referrer, "news.ycombinator.com");
+        assert_eq!(lines[0].count, 3);
+        assert!(lines[1].bot);
+        assert_eq!(lines[1].country, "unknown");
+    }
+
+    #[test]
+    fn refuses_corrupt_batches_whole() {
+        for raw in [
+            "Ab3xY9q 1 - chrome desktop DE 0",
+            "Ab3xY9q 1 - chrome desktop DE 0 1 extra",
+            "a/b 1 - chrome desktop DE 0 1",
+            "Ab3xY9q -1 - chrome desktop DE 0 1",
+            "Ab3xY9q 1 Bad.Host chrome desktop DE 0 1",
+            "Ab3xY9q 1 - chr%me desktop DE 0 1",
+            "Ab3xY9q 1 - chrome desktop DE 2 1",
+            "Ab3xY9q 1 - chrome desktop DE 0 0",
+            "Ab3xY9q 1 - chrome desktop DE 0 many",
+            "Ab3xY9q 1 - chrome desktop DE 0 1\ngarbage",
+        ] {
+            assert!(parse_batch(raw).is_err(), "{raw:?}");
+        }
+        assert_eq!(parse_batch(""), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn normalises_referrers() {
+        fn host(raw: &str) -> Referrer<'_> {
+            referrer_host(Some(raw.as_bytes()))
+        }
+        assert_eq!(referrer_host(None), Referrer::Direct);
+        assert_eq!(
+            host("https://www.Example.com:8443/path?q=1"),
+            Referrer::Host("Example.com")
+        );
+        assert_eq!(
+            host("http://user:pw@news.example.org./x"),
+            Referrer::Host("news.example.org")
+        );
+        assert_eq!(
+            host("HTTPS://WWW.EXAMPLE.COM"),
+            Referrer::Host("EXAMPLE.COM")
+        );
+        assert_eq!(host("https://10.0.0.1:80/"), Referrer::Host("10.0.0.1"));
+        assert_eq!(host("android-app://com.example"), Referrer::Direct);
+        assert_eq!(host("/relative"), Referrer::Direct);
+        assert_eq!(host("https://"), Referrer::Direct);
+        assert_eq!(host("https://[::1]:8080/"), Referrer::Other);
+        assert_eq!(host("https://ex ample.com/"), Referrer::Other);
+        assert_eq!(
+            host(&format!("https://{}.com/", "a".repeat(80))),
+            Referrer::Other
+        );
+        assert_eq!(referrer_host(Some(b"https://\xff.com/")), Referrer::Other);
+    }
+}

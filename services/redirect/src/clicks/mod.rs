@@ -1,0 +1,461 @@
+//! Click counting off the hot path. A redirect bumps a counter keyed by
+//! (code, minute, referrer host, client class, country) in a sharded
+//! in-memory map: no await, no allocation once the key is known, no
+//! User-Agent parsing (see [`agent`]). A background task turns the counts
+//! into batches, each with a unique id, and appends them to the click stream
+//! every flush interval; a batch that could not be sent is offered again,
+//! unchanged, so a retry after an unclear failure is folded once.
+//!
+//! Memory is bounded: distinct keys held (counting and unsent) never exceed
+//! the configured bound, referrer hosts per code per flush are bounded (the
+//! rest count as "other"); past a bound, clicks are dropped and counted in
+//! `redirect_clicks_dropped_total`.
+
+pub mod agent;
+pub mod origin;
+mod sink;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use axum::http::header::{REFERER, USER_AGENT};
+use foldhash::fast::FixedState;
+use tinyurl_domain::clicks::{
+    DIRECT, MAX_VALUE_LEN, OTHER, Referrer, UNKNOWN_COUNTRY, push_line, referrer_host,
+};
+
+pub use self::agent::{AgentKey, Agents};
+pub use self::origin::{Countries, TrustedProxies};
+pub use self::sink::{ClickSink, StreamBounds};
+
+const SHARDS: usize = 16;
+/// Lines per batch (one stream entry): small enough for one quick
+/// transaction on the consumer's side.
+const LINES_PER_BATCH: usize = 1_000;
+/// Distinct referrer hosts counted per code per flush; the rest are "other".
+const MAX_REFERRERS_PER_CODE: usize = 20;
+
+/// How clicks are classified.
+#[derive(Default)]
+pub struct ClickSettings {
+    /// Distinct keys held, counting and unsent, before clicks are dropped.
+    pub max_keys: usize,
+    pub trusted_proxies: TrustedProxies,
+    pub countries: Option<Countries>,
+}
+
+pub struct Clicks {
+    shards: [Mutex<Shard>; SHARDS],
+    hasher: FixedState,
+    agents: Agents,
+    trusted_proxies: TrustedProxies,
+    countries: Option<Countries>,
+    /// Distinct keys held across the shards and the unsent batches.
+    held: AtomicUsize,
+    max_keys: usize,
+    dropped: metrics::Counter,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// By the hash of the whole key; a collision shares the vector.
+    counts: HashMap<u64, Vec<Counted>>,
+    /// Referrer host hashes seen per code hash, for the per-code bound.
+    referrers: HashMap<u64, Vec<u64>>,
+}
+
+struct Counted {
+    code: Box<str>,
+    minute: u32,
+    referrer: StoredReferrer,
+    agent: AgentKey,
+    country: [u8; 2],
+    count: u64,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum StoredReferrer {
+    Direct,
+    Other,
+    /// Lowercased.
+    Host(Box<str>),
+}
+
+/// A request's key, borrowed.
+#[derive(Clone, Copy)]
+struct KeyView<'a> {
+    code: &'a str,
+    minute: u32,
+    referrer: Referrer<'a>,
+    agent: AgentKey,
+    country: [u8; 2],
+}
+
+impl KeyView<'_> {
+    fn hash(&self, hasher: &FixedState) -> u64 {
+        let mut state = hasher.build_hasher();
+        self.code.hash(&mut state);
+        self.minute.hash(&mut state);
+        match self.referrer {
+            Referrer::Direct => 0u8.hash(&mut state),
+            Referrer::Other => 1u8.hash(&mut state),
+            Referrer::Host(host) => host.hash(&mut state),
+        }
+        self.agent.hash(&mut state);
+        self.country.hash(&mut state);
+        state.finish()
+    }
+
+    fn matches(&self, counted: &Counted) -> bool {
+        let same_referrer = match (&self.referrer, &counted.referrer) {
+            (Referrer::Direct, StoredReferrer::Direct)
+            | (Referrer::Other, StoredReferrer::Other) => true,
+            (Referrer::Host(host), StoredReferrer::Host(stored)) => *host == &**stored,
+            _ => false,
+        };
+        same_referrer
+            && self.minute == counted.minute
+            && self.agent == counted.agent
+            && self.country == counted.country
+            && *counted.code == *self.code
+    }
+
+    fn to_counted(self) -> Counted {
+        Counted {
+            code: self.code.into(),
+            minute: self.minute,
+            referrer: match self.referrer {
+                Referrer::Direct => StoredReferrer::Direct,
+                Referrer::Other => StoredReferrer::Other,
+                Referrer::Host(host) => StoredReferrer::Host(host.into()),
+            },
+            agent: self.agent,
+            country: self.country,
+            count: 1,
+        }
+    }
+}
+
+/// A batch formed from drained counts, kept until the stream takes it.
+pub struct PendingBatch {
+    pub id: String,
+    pub lines: String,
+    line_count: usize,
+    clicks: u64,
+}
+
+const UNKNOWN: [u8; 2] = [0, 0];
+
+impl Clicks {
+    pub fn new(settings: ClickSettings) -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+            hasher: FixedState::default(),
+            agents: Agents::new(),
+            trusted_proxies: settings.trusted_proxies,
+            countries: settings.countries,
+            held: AtomicUsize::new(0),
+            max_keys: settings.max_keys,
+            dropped: metrics::counter!("redirect_clicks_dropped_total"),
+        }
+    }
+
+    /// Counts one redirect; constant time, no await, no parsing beyond the
+    /// `Referer` host.
+    pub fn record(&self, code: &str, headers: &HeaderMap, peer: Option<IpAddr>) {
+        let minute = minute_now();
+        let mut lowered = [0u8; MAX_VALUE_LEN];
+        let referrer = match referrer_host(headers.get(REFERER).map(|value| value.as_bytes())) {
+            Referrer::Host(host) => {
+                let lowered = &mut lowered[..host.len()];
+                lowered.copy_from_slice(host.as_bytes());
+                lowered.make_ascii_lowercase();
+                // Lowercasing ASCII keeps it UTF-8.
+                std::str::from_utf8(lowered).map_or(Referrer::Other, Referrer::Host)
+            }
+            other => other,
+        };
+        let agent = self
+            .agents
+            .key(headers.get(USER_AGENT).map(|value| value.as_bytes()));
+        let country = match (&self.countries, peer) {
+            (Some(countries), Some(peer)) => {
+                let forwarded = headers.get("x-forwarded-for").map(|value| value.as_bytes());
+                countries
+                    .country(self.trusted_proxies.client(peer, forwarded))
+                    .unwrap_or(UNKNOWN)
+            }
+            _ => UNKNOWN,
+        };
+        let key = KeyView {
+            code,
+            minute,
+            referrer,
+            agent,
+            country,
+        };
+        let code_hash = self.hasher.hash_one(code);
+        let Ok(mut shard) = self.shards[(code_hash as usize) % SHARDS].lock() else {
+            self.dropped.increment(1);
+            return;
+        };
+        self.count(&mut shard, code_hash, key);
+    }
+
+    fn count(&self, shard: &mut Shard, code_hash: u64, mut key: KeyView<'_>) {
+        let mut hash = key.hash(&self.hasher);
+        if let Some(counted) = shard
+            .counts
+            .get_mut(&hash)
+            .and_then(|entries| entries.iter_mut().find(|counted| key.matches(counted)))
+        {
+            counted.count += 1;
+            return;
+        }
+        if let Referrer::Host(host) = key.referrer {
+            let host_hash = self.hasher.hash_one(host);
+            let seen = shard.referrers.entry(code_hash).or_default();
+            if !seen.contains(&host_hash) {
+                if seen.len() >= MAX_REFERRERS_PER_CODE {
+                    key.referrer = Referrer::Other;
+                    hash = key.hash(&self.hasher);
+                    if let Some(counted) = shard
+                        .counts
+                        .get_mut(&hash)
+                        .and_then(|entries| entries.iter_mut().find(|counted| key.matches(counted)))
+                    {
+                        counted.count += 1;
+                        return;
+                    }
+                } else {
+                    seen.push(host_hash);
+                }
+            }
+        }
+        if self.held.fetch_add(1, Ordering::Relaxed) >= self.max_keys {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.increment(1);
+            return;
+        }
+        shard.counts.entry(hash).or_default().push(key.to_counted());
+    }
+
+    /// Takes every count out of the shards.
+    fn drain(&self) -> Vec<Counted> {
+        let mut drained = Vec::new();
+        for shard in &self.shards {
+            let taken = match shard.lock() {
+                Ok(mut shard) => {
+                    shard.referrers.clear();
+                    std::mem::take(&mut shard.counts)
+                }
+                Err(_) => continue,
+            };
+            drained.extend(taken.into_values().flatten());
+        }
+        drained
+    }
+
+    /// Drains the counts into batches of at most [`LINES_PER_BATCH`] lines,
+    /// classifying the User-Agents seen since the last flush first.
+    fn take_batches(&self) -> Vec<PendingBatch> {
+        self.agents.classify_pending();
+        let drained = self.drain();
+        let mut batches = Vec::with_capacity(drained.len().div_ceil(LINES_PER_BATCH));
+        for chunk in drained.chunks(LINES_PER_BATCH) {
+            let mut lines = String::with_capacity(chunk.len() * 64);
+            let mut clicks = 0;
+            for counted in chunk {
+                let class = self.agents.class(counted.agent);
+                let referrer = match &counted.referrer {
+                    StoredReferrer::Direct => DIRECT,
+                    StoredReferrer::Other => OTHER,
+                    StoredReferrer::Host(host) => host,
+                };
+                let country = match counted.country {
+                    UNKNOWN => UNKNOWN_COUNTRY,
+                    ref letters => std::str::from_utf8(letters).unwrap_or(UNKNOWN_COUNTRY),
+                };
+                push_line(
+                    &mut lines,
+                    &counted.code,
+                    i64::from(counted.minute),
+                    referrer,
+                    &class.browser,
+                    class.device,
+                    country,
+                    class.bot,
+                    counted.count,
+                );
+                clicks += counted.count;
+            }
+            batches.push(PendingBatch {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                lines,
+                line_count: chunk.len(),
+                clicks,
+            });
+        }
+        batches
+    }
+
+    /// Flushes every `interval` until `stopped`, and once more on the way out.
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        sink: ClickSink,
+        interval: Duration,
+        stopped: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stopped);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unsent: VecDeque<PendingBatch> = VecDeque::new();
+        let flushed = metrics::counter!("redirect_clicks_flushed_total");
+        let batches_sent = metrics::counter!("redirect_click_batches_sent_total");
+        let failures = metrics::counter!("redirect_clicks_flush_errors_total");
+        let backlog = metrics::gauge!("redirect_clicks_backlog_batches");
+        loop {
+            let stopping = tokio::select! {
+                _ = ticker.tick() => false,
+                () = &mut stopped => true,
+            };
+            unsent.extend(self.take_batches());
+            backlog.set(unsent.len() as f64);
+            if !unsent.is_empty() {
+                let result = sink.append(unsent.make_contiguous()).await;
+                let sent = match result {
+                    Ok(sent) => sent,
+                    Err((sent, error)) => {
+                        failures.increment(1);
+                        tracing::debug!(%error, "click flush failed; keeping the batches");
+                        sent
+                    }
+                };
+                for batch in unsent.drain(..sent) {
+                    flushed.increment(batch.clicks);
+                    batches_sent.increment(1);
+                    self.held.fetch_sub(batch.line_count, Ordering::Relaxed);
+                }
+            }
+            if stopping {
+                if !unsent.is_empty() {
+                    let lost: u64 = unsent.iter().map(|batch| batch.clicks).sum();
+                    self.dropped.increment(lost);
+                    tracing::warn!(clicks = lost, "clicks not flushed before exit");
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn minute_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u32::try_from(since.as_secs() / 60).unwrap_or(u32::MAX)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use tinyurl_domain::clicks::parse_batch;
+
+    fn headers(referrer: Option<&'static str>, agent: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(referrer) = referrer {
+            headers.insert(REFERER, HeaderValue::from_static(referrer));
+        }
+        headers.insert(USER_AGENT, HeaderValue::from_static(agent));
+        headers
+    }
+
+    fn totals(batches: &[PendingBatch]) -> HashMap<(String, String, String), u64> {
+        let mut totals = HashMap::new();
+        for batch in batches {
+            for line in parse_batch(&batch.lines).expect("well-formed") {
+                *totals
+                    .entry((line.code, line.referrer, line.browser))
+                    .or_default() += line.count;
+            }
+        }
+        totals
+    }
+
+    #[test]
+    fn counts_by_dimension_and_bounds_keys() {
+        let clicks = Clicks::new(ClickSettings {
+            max_keys: 3,
+            ..ClickSettings::default()
+        });
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+        for _ in 0..3 {
+            clicks.record(
+                "aaa",
+                &headers(Some("https://www.Example.com/x"), chrome),
+                None,
+            );
+        }
+        clicks.record(
+            "aaa",
+            &headers(Some("https://example.com:8443/"), chrome),
+            None,
+        );
+        clicks.record("aaa", &headers(None, "curl/8.5.0"), None);
+        clicks.record("bbb", &headers(None, chrome), None);
+        // Past the bound of three keys.
+        clicks.record("ccc", &headers(None, chrome), None);
+        let batches = clicks.take_batches();
+        let totals = totals(&batches);
+        let key = |code: &str, referrer: &str, browser: &str| {
+            (code.to_owned(), referrer.to_owned(), browser.to_owned())
+        };
+        assert_eq!(totals.get(&key("aaa", "example.com", "chrome")), Some(&4));
+        assert_eq!(totals.get(&key("aaa", "-", "curl")), Some(&1));
+        assert_eq!(totals.get(&key("bbb", "-", "chrome")), Some(&1));
+        assert_eq!(totals.len(), 3, "ccc was past the bound");
+        // Unsent batches still hold their keys: nothing new is counted...
+        clicks.record("ddd", &headers(None, chrome), None);
+        assert!(clicks.take_batches().is_empty());
+        // ...until they are sent.
+        clicks.held.fetch_sub(
+            batches.iter().map(|batch| batch.line_count).sum(),
+            Ordering::Relaxed,
+        );
+        clicks.record("ddd", &headers(None, chrome), None);
+        assert_eq!(clicks.take_batches().len(), 1);
+    }
+
+    #[test]
+    fn bounds_referrers_per_code() {
+        let clicks = Clicks::new(ClickSettings {
+            max_keys: 1_000,
+            ..ClickSettings::default()
+        });
+        let referrers: Vec<&'static str> = (0..MAX_REFERRERS_PER_CODE + 5)
+            .map(|index| &*Box::leak(format!("https://site{index}.example/").into_boxed_str()))
+            .collect();
+        for referrer in &referrers {
+            clicks.record("aaa", &headers(Some(referrer), "curl/8"), None);
+        }
+        let lines: Vec<_> = clicks
+            .take_batches()
+            .iter()
+            .flat_map(|batch| parse_batch(&batch.lines).expect("well-formed"))
+            .collect();
+        let other: u64 = lines
+            .iter()
+            .filter(|line| line.referrer == OTHER)
+            .map(|line| line.count)
+            .sum();
+        assert_eq!(other, 5);
+        assert_eq!(lines.iter().map(|line| line.count).sum::<u64>(), 25);
+    }
+}

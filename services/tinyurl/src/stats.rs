@@ -1,0 +1,206 @@
+//! `tinyurl stats`: a link's click statistics as a readable summary with a
+//! chart in the terminal, or as JSON for scripts.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use textplots::{Chart, Plot, Shape};
+use tinyurl_proto::v1::{GetLinkStatsRequest, LinkStats, StatsCount, StatsGranularity};
+
+use crate::client::{self, Connection, Failure};
+
+/// Chart width in braille dots (two per terminal column).
+const CHART_WIDTH: u32 = 140;
+const CHART_HEIGHT: u32 = 40;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum By {
+    Minute,
+    Hour,
+    Day,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatsArgs {
+    pub code: String,
+    /// How far back: a duration (90m, 36h, 7d).
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    /// Bucket size [default: hour up to 2 days, day beyond].
+    #[arg(long, value_enum)]
+    pub by: Option<By>,
+}
+
+/// The JSON form: the statistics with times as RFC 3339 text.
+#[derive(Debug, serde::Serialize)]
+struct StatsView {
+    code: String,
+    lifetime_clicks: u64,
+    lifetime_bot_clicks: u64,
+    from: String,
+    to: String,
+    granularity: &'static str,
+    clicks: u64,
+    bot_clicks: u64,
+    series: Vec<PointView>,
+    referrers: Vec<CountView>,
+    countries: Vec<CountView>,
+    browsers: Vec<CountView>,
+    devices: Vec<CountView>,
+    bots: Vec<CountView>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct PointView {
+    start: String,
+    clicks: u64,
+    bot_clicks: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct CountView {
+    value: String,
+    clicks: u64,
+}
+
+fn rfc3339(timestamp: Option<&prost_types::Timestamp>) -> String {
+    let seconds = timestamp.map_or(0, |timestamp| timestamp.seconds.max(0));
+    let at = UNIX_EPOCH + Duration::from_secs(seconds.unsigned_abs());
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn granularity_name(raw: i32) -> &'static str {
+    match StatsGranularity::try_from(raw) {
+        Ok(StatsGranularity::Minute) => "minute",
+        Ok(StatsGranularity::Hour) => "hour",
+        Ok(StatsGranularity::Day) => "day",
+        _ => "unspecified",
+    }
+}
+
+fn counts(counts: &[StatsCount]) -> Vec<CountView> {
+    counts
+        .iter()
+        .map(|count| CountView {
+            value: count.value.clone(),
+            clicks: count.clicks,
+        })
+        .collect()
+}
+
+impl From<&LinkStats> for StatsView {
+    fn from(stats: &LinkStats) -> Self {
+        Self {
+            code: stats.code.clone(),
+            lifetime_clicks: stats.lifetime_clicks,
+            lifetime_bot_clicks: stats.lifetime_bot_clicks,
+            from: rfc3339(stats.from.as_ref()),
+            to: rfc3339(stats.to.as_ref()),
+            granularity: granularity_name(stats.granularity),
+            clicks: stats.clicks,
+            bot_clicks: stats.bot_clicks,
+            series: stats
+                .series
+                .iter()
+                .map(|point| PointView {
+                    start: rfc3339(point.start.as_ref()),
+                    clicks: point.clicks,
+                    bot_clicks: point.bot_clicks,
+                })
+                .collect(),
+            referrers: counts(&stats.referrers),
+            countries: counts(&stats.countries),
+            browsers: counts(&stats.browsers),
+            devices: counts(&stats.devices),
+            bots: counts(&stats.bots),
+        }
+    }
+}
+
+/// Asks the writer for the statistics `args` describe.
+pub async fn fetch(connection: &Connection, args: &StatsArgs) -> Result<LinkStats, Failure> {
+    let since = humantime::parse_duration(args.since.trim()).map_err(|_| {
+        Failure::usage(format!(
+            "--since {:?}: not a duration (90m, 36h, 7d)",
+            args.since
+        ))
+    })?;
+    let now = SystemTime::now();
+    let from = now.checked_sub(since).unwrap_or(UNIX_EPOCH);
+    let granularity = match args.by {
+        None => StatsGranularity::Unspecified,
+        Some(By::Minute) => StatsGranularity::Minute,
+        Some(By::Hour) => StatsGranularity::Hour,
+        Some(By::Day) => StatsGranularity::Day,
+    };
+    let request = GetLinkStatsRequest {
+        code: args.code.clone(),
+        from: Some(client::timestamp(from)),
+        to: Some(client::timestamp(now)),
+        granularity: granularity.into(),
+    };
+    client::call(connection, connection.links()?.get_link_stats(request)).await
+}
+
+pub fn to_json(stats: &LinkStats) -> Result<String, Failure> {
+    serde_json::to_string(&StatsView::from(stats))
+        .map_err(|error| Failure::from(anyhow::Error::from(error)))
+}
+
+/// The summary: totals, a chart of the series, the top lists.
+pub fn render(stats: &LinkStats) -> String {
+    let view = StatsView::from(stats);
+    let mut out = format!(
+        "{}: {} clicks from {} to {} ({} from bots); {} since created ({} from bots)\n",
+        view.code,
+        view.clicks,
+        view.from,
+        view.to,
+        view.bot_clicks,
+        view.lifetime_clicks,
+        view.lifetime_bot_clicks
+    );
+    if !view.series.is_empty() {
+        let points: Vec<(f32, f32)> = view
+            .series
+            .iter()
+            .enumerate()
+            .map(|(index, point)| (index as f32, point.clicks as f32))
+            .collect();
+        let highest = points.iter().map(|(_, clicks)| *clicks).fold(1.0, f32::max);
+        let chart = Chart::new_with_y_range(
+            CHART_WIDTH,
+            CHART_HEIGHT,
+            0.0,
+            points.len() as f32,
+            0.0,
+            highest,
+        )
+        .lineplot(&Shape::Bars(&points))
+        .to_string();
+        out.push_str(&format!(
+            "\nclicks per {} (humans), {} to {}\n{chart}\n",
+            view.granularity,
+            view.series.first().map_or("", |point| point.start.as_str()),
+            view.series.last().map_or("", |point| point.start.as_str()),
+        ));
+    }
+    for (title, counts) in [
+        ("referrers", &view.referrers),
+        ("countries", &view.countries),
+        ("browsers", &view.browsers),
+        ("devices", &view.devices),
+        ("bots", &view.bots),
+    ] {
+        let listed = if counts.is_empty() {
+            "(none)".to_owned()
+        } else {
+            counts
+                .iter()
+                .map(|count| format!("{} {}", count.value, count.clicks))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        };
+        out.push_str(&format!("{title:<10} {listed}\n"));
+    }
+    out
+}

@@ -1,0 +1,549 @@
+//! The analytics consumer: reads click batches and folds each into the
+//! rollups exactly once.
+//!
+//! Split deployment: every writer is a consumer of one Redis consumer group,
+//! so the writers share the stream. A batch is acknowledged only after its
+//! rollups and its id committed together ([`ClickStore::fold`]); a batch
+//! whose id was folded before is acknowledged without counting. A consumer
+//! that dies leaves its unacknowledged entries pending; the others take them
+//! over with `XAUTOCLAIM` once they have been idle for the claim interval. So
+//! a crash or a redelivery never counts a click twice, and an acknowledged
+//! batch is never lost. A corrupt entry is counted, logged and acknowledged
+//! so it cannot block the group.
+//!
+//! Embedded deployment: the same folding from the in-process stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fred::prelude::*;
+use tinyurl_domain::clicks::{BATCH_FIELD, CLICKS_FIELD, CLICKS_GROUP, CLICKS_STREAM, parse_batch};
+use tinyurl_runtime::Stopping;
+use tinyurl_runtime::memory::ClickBatch;
+use tokio::sync::mpsc;
+
+use super::{ClickStore, Fold, Folded, minute_of};
+use crate::error::WriterError;
+
+/// Entries read per `XREADGROUP`.
+const READ_COUNT: u64 = 16;
+/// How long one `XREADGROUP` waits for new entries.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+/// Pause after a failure before trying again.
+const BACKOFF: Duration = Duration::from_millis(500);
+/// Rows deleted per retention statement.
+const PRUNE_SLICE: i64 = 5_000;
+/// Longest batch id accepted (the redirect writes 32 hex digits).
+const MAX_BATCH_ID_LEN: usize = 64;
+
+/// What the consumer and the retention job are configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerSettings {
+    /// Entries pending this long with a consumer are taken over.
+    pub claim_idle: Duration,
+    /// How long minute rollups are kept.
+    pub minute_retention: Duration,
+    /// How long folded batch ids are remembered: longer than the click
+    /// stream keeps entries, so any redelivery finds its id.
+    pub batch_retention: Duration,
+    /// How often retention runs.
+    pub prune_every: Duration,
+}
+
+struct Metrics {
+    folded: metrics::Counter,
+    clicks: metrics::Counter,
+    duplicates: metrics::Counter,
+    redelivered: metrics::Counter,
+    corrupt: metrics::Counter,
+    trimmed: metrics::Counter,
+    errors: metrics::Counter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Self {
+            folded: metrics::counter!("writer_click_batches_folded_total"),
+            clicks: metrics::counter!("writer_clicks_folded_total"),
+            duplicates: metrics::counter!("writer_click_batches_duplicate_total"),
+            redelivered: metrics::counter!("writer_click_batches_redelivered_total"),
+            corrupt: metrics::counter!("writer_click_batches_corrupt_total"),
+            trimmed: metrics::counter!("writer_click_batches_trimmed_total"),
+            errors: metrics::counter!("writer_clicks_consumer_errors_total"),
+        }
+    }
+}
+
+/// Folds one batch; `Ok(false)` for a corrupt one (counted and logged here;
+/// the caller acknowledges it all the same).
+async fn fold_batch(
+    store: &dyn ClickStore,
+    metrics: &Metrics,
+    entry: &str,
+    batch_id: Option<&str>,
+    lines: Option<&str>,
+) -> Result<bool, WriterError> {
+    let (Some(batch_id), Some(lines)) = (batch_id, lines) else {
+        metrics.corrupt.increment(1);
+        tracing::warn!(
+            entry,
+            "skipping a click stream entry without batch and clicks fields"
+        );
+        return Ok(false);
+    };
+    if batch_id.is_empty()
+        || batch_id.len() > MAX_BATCH_ID_LEN
+        || !batch_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+    {
+        metrics.corrupt.increment(1);
+        tracing::warn!(entry, "skipping a click batch with a malformed id");
+        return Ok(false);
+    }
+    let parsed = match parse_batch(lines) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            metrics.corrupt.increment(1);
+            tracing::warn!(entry, batch_id, %error, "skipping a corrupt click batch");
+            return Ok(false);
+        }
+    };
+    let fold = Fold::of(&parsed);
+    match store.fold(batch_id, &fold).await? {
+        Folded::Now => {
+            metrics.folded.increment(1);
+            metrics.clicks.increment(fold.clicks);
+        }
+        Folded::Before => {
+            metrics.duplicates.increment(1);
+            tracing::info!(
+                entry,
+                batch_id,
+                "click batch was folded before; acknowledging"
+            );
+        }
+    }
+    Ok(true)
+}
+
+/// One consumer of the Redis consumer group.
+pub struct RedisConsumer {
+    /// A connection of its own: `XREADGROUP … BLOCK` holds it while waiting.
+    client: Client,
+    timeout: Duration,
+    name: String,
+    store: Arc<dyn ClickStore>,
+    settings: ConsumerSettings,
+    metrics: Metrics,
+}
+
+/// A stream entry: its id and its fields.
+type Entry = (String, Vec<(String, Value)>);
+
+impl RedisConsumer {
+    pub fn new(
+        client: Client,
+        timeout: Duration,
+        store: Arc<dyn ClickStore>,
+        settings: ConsumerSettings,
+    ) -> Self {
+        Self {
+            client,
+            timeout,
+            name: format!("writer-{}", uuid::Uuid::new_v4().simple()),
+            store,
+            settings,
+            metrics: Metrics::new(),
+        }
+    }
+
+    fn options(&self, extra: Duration) -> Options {
+        tinyurl_runtime::redis::command_options(self.timeout + extra)
+    }
+
+    /// Consumes until `stopping`; a batch being folded when it fires is
+    /// finished (committed and acknowledged) first.
+    pub async fn run(self, stopping: Stopping) {
+        let mut group_ready = false;
+        // Own pending entries first: after a failure, those are the batches
+        // that were read but not acknowledged.
+        let mut own_pending = true;
+        let mut last_claim: Option<Instant> = None;
+        while !stopping.is_stopping() {
+            if !group_ready {
+                match self.create_group().await {
+                    Ok(()) => group_ready = true,
+                    Err(error) => {
+                        self.failed("cannot create the click consumer group", &error)
+                            .await;
+                        continue;
+                    }
+                }
+            }
+            if last_claim.is_none_or(|at| at.elapsed() >= self.settings.claim_idle / 2) {
+                last_claim = Some(Instant::now());
+                match self.claim().await {
+                    Ok(entries) => {
+                        self.metrics.redelivered.increment(entries.len() as u64);
+                        if !self.process(entries).await {
+                            own_pending = true;
+                        }
+                    }
+                    Err(error) => {
+                        group_ready = !is_missing_group(&error);
+                        self.failed("cannot claim idle click batches", &error).await;
+                        continue;
+                    }
+                }
+            }
+            let read = if own_pending {
+                self.read("0", None).await
+            } else {
+                self.read(">", Some(READ_BLOCK)).await
+            };
+            match read {
+                Ok(entries) if own_pending && entries.is_empty() => own_pending = false,
+                Ok(entries) => {
+                    if own_pending {
+                        self.metrics.redelivered.increment(entries.len() as u64);
+                    }
+                    own_pending = !self.process(entries).await;
+                    if own_pending {
+                        tokio::time::sleep(BACKOFF).await;
+                    }
+                }
+                Err(error) => {
+                    group_ready = !is_missing_group(&error);
+                    self.failed("cannot read click batches", &error).await;
+                }
+            }
+        }
+    }
+
+    async fn failed(&self, what: &'static str, error: &(dyn std::fmt::Display + Sync)) {
+        self.metrics.errors.increment(1);
+        tracing::warn!(%error, "{what}");
+        tokio::time::sleep(BACKOFF).await;
+    }
+
+    /// Creates the group (and the stream) unless it exists. A new group
+    /// starts at the beginning of the stream: nothing appended before the
+    /// first writer started is skipped.
+    async fn create_group(&self) -> Result<(), Error> {
+        let created: Result<Value, Error> = self
+            .client
+            .with_options(&self.options(Duration::ZERO))
+            .xgroup_create(CLICKS_STREAM, CLICKS_GROUP, "0", true)
+            .await;
+        match created {
+            Err(error) if error.details().starts_with("BUSYGROUP") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn read(&self, from: &str, block: Option<Duration>) -> Result<Vec<Entry>, Error> {
+        let value: Value = self
+            .client
+            .with_options(&self.options(block.unwrap_or_default()))
+            .xreadgroup(
+                CLICKS_GROUP,
+                self.name.as_str(),
+                Some(READ_COUNT),
+                block.map(|block| block.as_millis() as u64),
+                false,
+                CLICKS_STREAM,
+                from,
+            )
+            .await?;
+        // [[stream, [entry, …]]], or nil when the block timed out.
+        let mut streams = value.into_array().into_iter();
+        let entries = streams
+            .next()
+            .map(|stream| {
+                stream
+                    .into_array()
+                    .into_iter()
+                    .nth(1)
+                    .unwrap_or(Value::Null)
+            })
+            .unwrap_or(Value::Null);
+        Ok(parse_entries(entries))
+    }
+
+    /// Takes over entries idle for the claim interval (their consumer died
+    /// or hung); acknowledges the ids of entries trimmed while pending.
+    async fn claim(&self) -> Result<Vec<Entry>, Error> {
+        let value: Value = self
+            .client
+            .with_options(&self.options(Duration::ZERO))
+            .xautoclaim(
+                CLICKS_STREAM,
+                CLICKS_GROUP,
+                self.name.as_str(),
+                self.settings.claim_idle.as_millis() as u64,
+                "0-0",
+                Some(READ_COUNT * 4),
+                false,
+            )
+            .await?;
+        // [next, [entry, …], [deleted id, …]] (Redis 7).
+        let mut parts = value.into_array().into_iter();
+        let entries = parse_entries(parts.nth(1).unwrap_or(Value::Null));
+        let deleted: Vec<String> = parts
+            .next()
+            .map(|deleted| {
+                deleted
+                    .into_array()
+                    .into_iter()
+                    .filter_map(Value::into_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !deleted.is_empty() {
+            // Trimmed by the stream's bounds before anyone folded them: the
+            // clicks are gone; count it so it is seen.
+            self.metrics.trimmed.increment(deleted.len() as u64);
+            tracing::warn!(
+                count = deleted.len(),
+                "click batches were trimmed before they were folded"
+            );
+            self.ack(&deleted).await?;
+        }
+        Ok(entries)
+    }
+
+    /// Folds and acknowledges `entries` in order; false when one failed (it
+    /// stays pending, and the rest with it, for the next attempt).
+    async fn process(&self, entries: Vec<Entry>) -> bool {
+        for (id, fields) in entries {
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(field, _)| field == name)
+                    .and_then(|(_, value)| value.as_str())
+                    .map(std::borrow::Cow::into_owned)
+            };
+            let (batch_id, lines) = (field(BATCH_FIELD), field(CLICKS_FIELD));
+            let folded = fold_batch(
+                self.store.as_ref(),
+                &self.metrics,
+                &id,
+                batch_id.as_deref(),
+                lines.as_deref(),
+            )
+            .await;
+            if let Err(error) = folded {
+                self.metrics.errors.increment(1);
+                tracing::warn!(
+                    entry = id,
+                    error = error.public_message(),
+                    "cannot fold a click batch; will retry"
+                );
+                return false;
+            }
+            if let Err(error) = self.ack(std::slice::from_ref(&id)).await {
+                // Folded but not acknowledged: it will come back, and its id
+                // will be found.
+                self.metrics.errors.increment(1);
+                tracing::warn!(entry = id, %error, "cannot acknowledge a click batch");
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn ack(&self, ids: &[String]) -> Result<(), Error> {
+        self.client
+            .with_options(&self.options(Duration::ZERO))
+            .xack::<Value, _, _, _>(CLICKS_STREAM, CLICKS_GROUP, ids.to_vec())
+            .await
+            .map(drop)
+    }
+}
+
+fn is_missing_group(error: &Error) -> bool {
+    error.details().starts_with("NOGROUP")
+}
+
+/// `[[id, [field, value, …]], …]`; an entry deleted while pending comes as
+/// `[id, nil]` on older servers and is skipped.
+fn parse_entries(value: Value) -> Vec<Entry> {
+    value
+        .into_array()
+        .into_iter()
+        .filter_map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let id = parts.next()?.into_string()?;
+            let mut fields = Vec::new();
+            let mut flat = parts.next()?.into_array().into_iter();
+            while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+                fields.push((field.into_string()?, value));
+            }
+            Some((id, fields))
+        })
+        .collect()
+}
+
+/// Reports the group's lag every `period`: entries not yet acknowledged
+/// (undelivered plus pending) and the age of the oldest of them.
+pub async fn report_lag(client: Client, timeout: Duration, period: Duration, stopping: Stopping) {
+    let options = tinyurl_runtime::redis::command_options(timeout);
+    stopping
+        .every(period, || async {
+            match lag(&client, &options).await {
+                Ok((entries, seconds)) => {
+                    metrics::gauge!("writer_clicks_stream_lag_entries").set(entries as f64);
+                    metrics::gauge!("writer_clicks_stream_lag_seconds").set(seconds);
+                }
+                Err(error) => tracing::debug!(%error, "cannot read the click stream lag"),
+            }
+        })
+        .await;
+}
+
+async fn lag(client: &Client, options: &Options) -> Result<(u64, f64), Error> {
+    let client = client.with_options(options);
+    let groups: Value = client.xinfo_groups(CLICKS_STREAM).await?;
+    let Some(group) = groups.into_array().into_iter().find_map(|group| {
+        let pairs = pairs(group);
+        (pairs.iter().find(|(key, _)| key == "name")?.1.as_str()? == CLICKS_GROUP).then_some(pairs)
+    }) else {
+        return Ok((0, 0.0));
+    };
+    let number = |name: &str| {
+        group
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| value.as_u64())
+    };
+    let text = |name: &str| {
+        group
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| value.as_str().map(std::borrow::Cow::into_owned))
+    };
+    let pending = number("pending").unwrap_or(0);
+    let undelivered = number("lag").unwrap_or(0);
+    // The oldest unacknowledged entry: the first pending one, else the first
+    // after the last delivered.
+    let oldest = if pending > 0 {
+        let summary: Value = client.xpending(CLICKS_STREAM, CLICKS_GROUP, ()).await?;
+        summary
+            .into_array()
+            .into_iter()
+            .nth(1)
+            .and_then(Value::into_string)
+    } else if undelivered > 0 {
+        match text("last-delivered-id") {
+            Some(last) => {
+                let next: Value = client
+                    .xrange(CLICKS_STREAM, format!("({last}"), "+", Some(1))
+                    .await?;
+                parse_entries(next).into_iter().next().map(|(id, _)| id)
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    let seconds = oldest
+        .and_then(|id| id.split('-').next()?.parse::<u64>().ok())
+        .map_or(0.0, |millis| {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as u64);
+            now.saturating_sub(millis) as f64 / 1000.0
+        });
+    Ok((pending + undelivered, seconds))
+}
+
+/// `[key, value, …]` as pairs.
+fn pairs(value: Value) -> Vec<(String, Value)> {
+    let mut flat = value.into_array().into_iter();
+    let mut pairs = Vec::new();
+    while let (Some(key), Some(value)) = (flat.next(), flat.next()) {
+        if let Some(key) = key.into_string() {
+            pairs.push((key, value));
+        }
+    }
+    pairs
+}
+
+/// The embedded deployment's consumer: folds batches from the in-process
+/// stream, retrying a batch until it is folded (the sender cannot resend).
+/// On stop, folds what is already queued.
+pub async fn consume_memory(
+    mut reader: mpsc::Receiver<ClickBatch>,
+    store: Arc<dyn ClickStore>,
+    stopping: Stopping,
+) {
+    let metrics = Metrics::new();
+    loop {
+        let batch = tokio::select! {
+            batch = reader.recv() => batch,
+            () = stopping.clone().wait() => None,
+        };
+        let Some(batch) = batch.or_else(|| reader.try_recv().ok()) else {
+            return;
+        };
+        loop {
+            let folded = fold_batch(
+                store.as_ref(),
+                &metrics,
+                "in-process",
+                Some(&batch.id),
+                Some(&batch.lines),
+            )
+            .await;
+            match folded {
+                Ok(_) => break,
+                Err(error) if !stopping.is_stopping() => {
+                    metrics.errors.increment(1);
+                    tracing::warn!(
+                        error = error.public_message(),
+                        "cannot fold a click batch; will retry"
+                    );
+                    tokio::time::sleep(BACKOFF).await;
+                }
+                Err(error) => {
+                    metrics.errors.increment(1);
+                    tracing::warn!(
+                        error = error.public_message(),
+                        "click batch lost at shutdown"
+                    );
+                    break;
+                }
+            }
+        }
+        metrics::gauge!("writer_clicks_stream_lag_entries").set(reader.len() as f64);
+    }
+}
+
+/// Deletes minute rollups past their retention and forgotten batch ids, in
+/// slices, every `prune_every`.
+pub async fn enforce_retention(
+    store: Arc<dyn ClickStore>,
+    settings: ConsumerSettings,
+    stopping: Stopping,
+) {
+    let pruned = metrics::counter!("writer_click_rollups_pruned_total");
+    stopping
+        .clone()
+        .every(settings.prune_every, || async {
+            let now = SystemTime::now();
+            let minute = minute_of(now.checked_sub(settings.minute_retention).unwrap_or(now));
+            let batches_before = now.checked_sub(settings.batch_retention).unwrap_or(now);
+            while !stopping.is_stopping() {
+                match store.prune(minute, batches_before, PRUNE_SLICE).await {
+                    Ok(0) => break,
+                    Ok(rows) => pruned.increment(rows),
+                    Err(error) => {
+                        tracing::warn!(error = error.public_message(), "click retention failed");
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+}

@@ -1,0 +1,234 @@
+//! Click analytics: folding click batches into rollups exactly once
+//! ([`consumer`]), the rollup model both stores share, and the statistics
+//! read back for `GetLinkStats`.
+
+pub mod consumer;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use tinyurl_domain::clicks::ClickLine;
+
+pub use self::stats::{Granularity, LinkStats, StatsQuery};
+use crate::error::WriterError;
+
+/// A rollup dimension, as stored (`dimension` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(i16)]
+pub enum Dimension {
+    Total = 0,
+    Referrer = 1,
+    Country = 2,
+    Browser = 3,
+    Device = 4,
+}
+
+impl Dimension {
+    pub const BREAKDOWNS: [Self; 4] = [Self::Referrer, Self::Country, Self::Browser, Self::Device];
+
+    pub fn from_stored(raw: i16) -> Option<Self> {
+        [
+            Self::Total,
+            Self::Referrer,
+            Self::Country,
+            Self::Browser,
+            Self::Device,
+        ]
+        .into_iter()
+        .find(|dimension| *dimension as i16 == raw)
+    }
+}
+
+/// The key of one rollup row, less the table (minute or day).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RollupKey {
+    pub code: String,
+    /// Minutes or days since the Unix epoch.
+    pub bucket: i32,
+    pub dimension: Dimension,
+    /// Empty for [`Dimension::Total`].
+    pub value: String,
+    pub bot: bool,
+}
+
+/// A batch's lines summed into rollup rows, sorted by key: every consumer
+/// locks rows in the same order, so two folding at once cannot deadlock.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fold {
+    pub minutes: Vec<(RollupKey, i64)>,
+    pub days: Vec<(RollupKey, i64)>,
+    /// Per code: (human clicks, bot clicks).
+    pub totals: Vec<(String, i64, i64)>,
+    pub clicks: u64,
+}
+
+impl Fold {
+    pub fn of(lines: &[ClickLine]) -> Self {
+        let mut minutes: BTreeMap<RollupKey, i64> = BTreeMap::new();
+        let mut days: BTreeMap<RollupKey, i64> = BTreeMap::new();
+        let mut totals: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        let mut clicks = 0u64;
+        for line in lines {
+            let count = i64::try_from(line.count).unwrap_or(i64::MAX);
+            clicks = clicks.saturating_add(line.count);
+            let minute = i32::try_from(line.minute).unwrap_or(i32::MAX);
+            let day = minute / (24 * 60);
+            let dimensions = [
+                (Dimension::Total, ""),
+                (Dimension::Referrer, line.referrer.as_str()),
+                (Dimension::Country, line.country.as_str()),
+                (Dimension::Browser, line.browser.as_str()),
+                (Dimension::Device, line.device.as_str()),
+            ];
+            for (dimension, value) in dimensions {
+                for (table, bucket) in [(&mut minutes, minute), (&mut days, day)] {
+                    let key = RollupKey {
+                        code: line.code.clone(),
+                        bucket,
+                        dimension,
+                        value: value.to_owned(),
+                        bot: line.bot,
+                    };
+                    let sum = table.entry(key).or_default();
+                    *sum = sum.saturating_add(count);
+                }
+            }
+            let total = totals.entry(line.code.as_str()).or_default();
+            if line.bot {
+                total.1 = total.1.saturating_add(count);
+            } else {
+                total.0 = total.0.saturating_add(count);
+            }
+        }
+        Self {
+            minutes: minutes.into_iter().collect(),
+            days: days.into_iter().collect(),
+            totals: totals
+                .into_iter()
+                .map(|(code, (humans, bots))| (code.to_owned(), humans, bots))
+                .collect(),
+            clicks,
+        }
+    }
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folded {
+    /// Its rollups and its id were committed together.
+    Now,
+    /// Its id was folded before (a redelivery): nothing changed.
+    Before,
+}
+
+/// A stored rollup row read back for statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    pub bucket: i32,
+    pub dimension: Dimension,
+    pub value: String,
+    pub bot: bool,
+    pub clicks: i64,
+}
+
+/// Which rollup table a read uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollupTable {
+    Minutes,
+    Days,
+}
+
+/// The analytics storage of the writer, beside its [`crate::store::LinkStore`].
+#[async_trait::async_trait]
+pub trait ClickStore: Send + Sync + 'static {
+    /// Adds `fold` and records `batch_id` in one transaction, unless the id
+    /// was recorded before.
+    async fn fold(&self, batch_id: &str, fold: &Fold) -> Result<Folded, WriterError>;
+
+    /// Rollup rows of `code` with `first <= bucket < end`.
+    async fn rollups(
+        &self,
+        code: &str,
+        table: RollupTable,
+        first: i32,
+        end: i32,
+    ) -> Result<Vec<RollupRow>, WriterError>;
+
+    /// Lifetime (human, bot) clicks of `code`.
+    async fn totals(&self, code: &str) -> Result<(i64, i64), WriterError>;
+
+    /// Deletes up to `limit` minute rows older than `minute` and batch ids
+    /// folded before `batches_before`; how many rows went. Called repeatedly
+    /// until it deletes nothing, so no call holds locks for long.
+    async fn prune(
+        &self,
+        minute: i32,
+        batches_before: SystemTime,
+        limit: i64,
+    ) -> Result<u64, WriterError>;
+}
+
+/// Minutes since the Unix epoch of `at`.
+pub fn minute_of(at: SystemTime) -> i32 {
+    let seconds = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    i32::try_from(seconds / 60).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(code: &str, minute: i64, referrer: &str, bot: bool, count: u64) -> ClickLine {
+        ClickLine {
+            code: code.to_owned(),
+            minute,
+            referrer: referrer.to_owned(),
+            browser: if bot { "googlebot" } else { "chrome" }.to_owned(),
+            device: if bot { "bot" } else { "desktop" }.to_owned(),
+            country: "DE".to_owned(),
+            bot,
+            count,
+        }
+    }
+
+    #[test]
+    fn folds_lines_into_sorted_rollups() {
+        let day_start = 20_000 * 24 * 60;
+        let fold = Fold::of(&[
+            line("b", day_start + 5, "x.com", false, 2),
+            line("a", day_start + 5, "x.com", false, 3),
+            line("a", day_start + 6, "-", false, 1),
+            line("a", day_start + 6, "-", true, 4),
+        ]);
+        assert_eq!(fold.clicks, 10);
+        assert_eq!(
+            fold.totals,
+            [("a".to_owned(), 4, 4), ("b".to_owned(), 2, 0)]
+        );
+        let day_total = |bot: bool| {
+            fold.days
+                .iter()
+                .find(|(key, _)| {
+                    key.code == "a" && key.dimension == Dimension::Total && key.bot == bot
+                })
+                .map(|(_, clicks)| *clicks)
+        };
+        assert_eq!(day_total(false), Some(4));
+        assert_eq!(day_total(true), Some(4));
+        assert!(fold.minutes.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        // Every dimension sums to the total.
+        for dimension in Dimension::BREAKDOWNS {
+            let sum: i64 = fold
+                .minutes
+                .iter()
+                .filter(|(key, _)| key.dimension == dimension)
+                .map(|(_, clicks)| clicks)
+                .sum();
+            assert_eq!(sum, 10, "{dimension:?}");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! `GetLinkStats`: the range and granularity a request asks for, checked,
+//! and the statistics assembled from rollup rows.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Dimension, RollupRow, RollupTable};
+use crate::error::WriterError;
+
+/// Longest series answered, in buckets (a week of minutes fits).
+pub const MAX_POINTS: i64 = 20_000;
+/// Entries of each top list.
+pub const TOP: usize = 10;
+/// The range when the request names none.
+const DEFAULT_RANGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Up to this range, an unspecified granularity is hourly.
+const HOURLY_UP_TO: i64 = 2 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Granularity {
+    pub fn seconds(self) -> i64 {
+        match self {
+            Self::Minute => 60,
+            Self::Hour => 3600,
+            Self::Day => 86_400,
+        }
+    }
+
+    /// The protobuf enum number.
+    pub fn number(self) -> i32 {
+        match self {
+            Self::Minute => 1,
+            Self::Hour => 2,
+            Self::Day => 3,
+        }
+    }
+}
+
+/// A checked range: `[from, to)` in seconds since the Unix epoch, both on
+/// bucket boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsQuery {
+    pub from: i64,
+    pub to: i64,
+    pub granularity: Granularity,
+}
+
+impl StatsQuery {
+    /// `granularity` is the protobuf enum number (0 chooses by range);
+    /// `minute_retention` is how far back minute rollups reach.
+    pub fn parse(
+        from: Option<SystemTime>,
+        to: Option<SystemTime>,
+        granularity: i32,
+        now: SystemTime,
+        minute_retention: Duration,
+    ) -> Result<Self, WriterError> {
+        let requested = match granularity {
+            0 => None,
+            1 => Some(Granularity::Minute),
+            2 => Some(Granularity::Hour),
+            3 => Some(Granularity::Day),
+            other => {
+                return Err(WriterError::invalid(
+                    "granularity",
+                    format!("granularity {other} is not one of MINUTE (1), HOUR (2), DAY (3)"),
+                ));
+            }
+        };
+        let to = to.unwrap_or(now);
+        let from = match from {
+            Some(from) => from,
+            None => to.checked_sub(DEFAULT_RANGE).unwrap_or(UNIX_EPOCH),
+        };
+        if from > to {
+            return Err(WriterError::invalid("from", "from must not be after to"));
+        }
+        let (from, to) = (seconds(from, "from")?, seconds(to, "to")?);
+        let granularity = requested.unwrap_or(if to - from <= HOURLY_UP_TO {
+            Granularity::Hour
+        } else {
+            Granularity::Day
+        });
+        let step = granularity.seconds();
+        let from = from.div_euclid(step) * step;
+        let to = (to + step - 1).div_euclid(step) * step;
+        let to = to.max(from + step);
+        if (to - from) / step > MAX_POINTS {
+            return Err(WriterError::invalid(
+                "from",
+                format!(
+                    "the range holds {} buckets; at most {MAX_POINTS}: narrow it or use a coarser granularity",
+                    (to - from) / step
+                ),
+            ));
+        }
+        if granularity != Granularity::Day {
+            let oldest = seconds(
+                now.checked_sub(minute_retention).unwrap_or(UNIX_EPOCH),
+                "from",
+            )?;
+            if from < oldest.div_euclid(60) * 60 {
+                return Err(WriterError::invalid(
+                    "from",
+                    format!(
+                        "minute and hour statistics reach back {}; use DAY granularity for older ranges",
+                        humantime::format_duration(minute_retention)
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            from,
+            to,
+            granularity,
+        })
+    }
+
+    /// The rollup table and bucket range `[first, end)` to read.
+    pub fn buckets(&self) -> (RollupTable, i32, i32) {
+        let (table, width) = match self.granularity {
+            Granularity::Day => (RollupTable::Days, 86_400),
+            Granularity::Minute | Granularity::Hour => (RollupTable::Minutes, 60),
+        };
+        let bucket = |at: i64| i32::try_from(at / width).unwrap_or(i32::MAX);
+        (table, bucket(self.from), bucket(self.to))
+    }
+}
+
+/// Seconds since the Unix epoch; before it is refused (no clicks are).
+fn seconds(at: SystemTime, field: &'static str) -> Result<i64, WriterError> {
+    at.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|since| i64::try_from(since.as_secs()).ok())
+        .ok_or_else(|| WriterError::invalid(field, format!("{field} is before 1970")))
+}
+
+/// One bucket of the series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// Seconds since the Unix epoch.
+    pub start: i64,
+    pub clicks: u64,
+    pub bot_clicks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStats {
+    pub query: StatsQuery,
+    pub lifetime_clicks: u64,
+    pub lifetime_bot_clicks: u64,
+    pub clicks: u64,
+    pub bot_clicks: u64,
+    pub series: Vec<Point>,
+    pub referrers: Vec<(String, u64)>,
+    pub countries: Vec<(String, u64)>,
+    pub browsers: Vec<(String, u64)>,
+    pub devices: Vec<(String, u64)>,
+    pub bots: Vec<(String, u64)>,
+}
+
+impl LinkStats {
+    /// Assembles the answer from the rows [`StatsQuery::buckets`] named.
+    pub fn assemble(query: StatsQuery, lifetime: (i64, i64), rows: &[RollupRow]) -> Self {
+        let step = query.granularity.seconds();
+        let bucket_seconds = match query.granularity {
+            Granularity::Day => 86_400,
+            Granularity::Minute | Granularity::Hour => 60,
+        };
+        let points = usize::try_from((query.to - query.from) / step).unwrap_or(0);
+        let mut series: Vec<Point> = (0..points)
+            .map(|index| Point {
+                start: query.from + index as i64 * step,
+                clicks: 0,
+                bot_clicks: 0,
+            })
+            .collect();
+        let mut breakdowns: HashMap<(Dimension, bool), HashMap<&str, u64>> = HashMap::new();
+        let (mut clicks, mut bot_clicks) = (0u64, 0u64);
+        for row in rows {
+            let count = u64::try_from(row.clicks).unwrap_or(0);
+            if row.dimension == Dimension::Total {
+                let at = i64::from(row.bucket) * bucket_seconds;
+                let Some(point) = usize::try_from((at - query.from) / step)
+                    .ok()
+                    .and_then(|index| series.get_mut(index))
+                else {
+                    continue;
+                };
+                if row.bot {
+                    point.bot_clicks += count;
+                    bot_clicks += count;
+                } else {
+                    point.clicks += count;
+                    clicks += count;
+                }
+            } else {
+                *breakdowns
+                    .entry((row.dimension, row.bot))
+                    .or_default()
+                    .entry(row.value.as_str())
+                    .or_default() += count;
+            }
+        }
+        let mut top = |dimension: Dimension, bot: bool| -> Vec<(String, u64)> {
+            let mut counts: Vec<(String, u64)> = breakdowns
+                .remove(&(dimension, bot))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(value, count)| (value.to_owned(), count))
+                .collect();
+            counts.sort_by(|left, right| right.1.cmp(&left.1).then_with(|| left.0.cmp(&right.0)));
+            counts.truncate(TOP);
+            counts
+        };
+        Self {
+            query,
+            lifetime_clicks: u64::try_from(lifetime.0).unwrap_or(0),
+            lifetime_bot_clicks: u64::try_from(lifetime.1).unwrap_or(0),
+            clicks,
+            bot_clicks,
+            series,
+            referrers: top(Dimension::Referrer, false),
+            countries: top(Dimension::Country, false),
+            browsers: top(Dimension::Browser, false),
+            devices: top(Dimension::Device, false),
+            bots: top(Dimension::Browser, true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn checks_ranges_and_granularities() {
+        let now = at(1_800_000_000);
+        let field =
+            |result: Result<StatsQuery, WriterError>| result.err().and_then(|error| error.field());
+        assert_eq!(
+            field(StatsQuery::parse(None, None, 7, now, WEEK)),
+            Some("granularity")
+        );
+        assert_eq!(
+            field(StatsQuery::parse(
+                Some(at(1_800_000_100)),
+                Some(at(1_800_000_000)),
+                0,
+                now,
+                WEEK
+            )),
+            Some("from")
+        );
+        // Minutes and hours only as far back as minute rollups are kept.
+        let old = Some(at(1_800_000_000 - 8 * 24 * 3600));
+        assert_eq!(
+            field(StatsQuery::parse(old, None, 2, now, WEEK)),
+            Some("from")
+        );
+        assert!(StatsQuery::parse(old, None, 3, now, WEEK).is_ok());
+        assert_eq!(
+            field(StatsQuery::parse(Some(at(0)), None, 1, now, WEEK)),
+            Some("from")
+        );
+        let before_1970 = UNIX_EPOCH.checked_sub(Duration::from_secs(1));
+        assert_eq!(
+            field(StatsQuery::parse(before_1970, None, 3, now, WEEK)),
+            Some("from")
+        );
+    }
+
+    #[test]
+    fn rounds_to_buckets_and_chooses_a_granularity() {
+        let now = at(1_800_000_000);
+        let query = StatsQuery::parse(None, None, 0, now, WEEK).expect("defaults");
+        assert_eq!(query.granularity, Granularity::Day);
+        assert_eq!(query.from % 86_400, 0);
+        assert!(query.to >= 1_800_000_000);
+        let query = StatsQuery::parse(
+            Some(at(1_799_999_000)),
+            Some(at(1_800_000_001)),
+            0,
+            now,
+            WEEK,
+        )
+        .expect("an hour's range");
+        assert_eq!(query.granularity, Granularity::Hour);
+        assert_eq!((query.from % 3600, query.to % 3600), (0, 0));
+        assert_eq!(query.buckets().0, RollupTable::Minutes);
+    }
+
+    #[test]
+    fn assembles_series_and_tops() {
+        let query = StatsQuery {
+            from: 3600,
+            to: 3 * 3600,
+            granularity: Granularity::Hour,
+        };
+        let row = |minute: i32, dimension, value: &str, bot, clicks| RollupRow {
+            bucket: minute,
+            dimension,
+            value: value.to_owned(),
+            bot,
+            clicks,
+        };
+        let rows = [
+            row(61, Dimension::Total, "", false, 3),
+            row(62, Dimension::Total, "", true, 1),
+            row(150, Dimension::Total, "", false, 2),
+            row(61, Dimension::Referrer, "a.com", false, 3),
+            row(150, Dimension::Referrer, "b.com", false, 2),
+            row(150, Dimension::Referrer, "a.com", false, 1),
+            row(62, Dimension::Browser, "googlebot", true, 1),
+        ];
+        let stats = LinkStats::assemble(query, (10, 4), &rows);
+        assert_eq!(stats.series.len(), 2);
+        assert_eq!((stats.series[0].clicks, stats.series[0].bot_clicks), (3, 1));
+        assert_eq!(stats.series[1].clicks, 2);
+        assert_eq!((stats.clicks, stats.bot_clicks), (5, 1));
+        assert_eq!(
+            stats.referrers,
+            [("a.com".to_owned(), 4), ("b.com".to_owned(), 2)]
+        );
+        assert_eq!(stats.bots, [("googlebot".to_owned(), 1)]);
+        assert_eq!(stats.lifetime_clicks, 10);
+    }
+}

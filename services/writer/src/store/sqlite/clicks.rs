@@ -1,0 +1,178 @@
+//! The embedded store's side of click analytics: the same rollups as
+//! Postgres, one `BEGIN IMMEDIATE` transaction per batch.
+
+use std::time::SystemTime;
+
+use tinyurl_runtime::sqlite::rusqlite::{self, TransactionBehavior};
+use tinyurl_runtime::sqlite::to_micros;
+
+use super::SqliteLinkStore;
+use crate::analytics::{ClickStore, Dimension, Fold, Folded, RollupKey, RollupRow, RollupTable};
+use crate::error::WriterError;
+
+fn names(table: RollupTable) -> (&'static str, &'static str) {
+    match table {
+        RollupTable::Minutes => ("click_minutes", "minute"),
+        RollupTable::Days => ("click_days", "day"),
+    }
+}
+
+fn upsert_rollups(
+    transaction: &rusqlite::Transaction<'_>,
+    table: RollupTable,
+    rows: &[(RollupKey, i64)],
+) -> rusqlite::Result<()> {
+    let (name, bucket) = names(table);
+    let mut statement = transaction.prepare_cached(&format!(
+        "INSERT INTO {name} (code, {bucket}, dimension, value, bot, clicks)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (code, {bucket}, dimension, value, bot)
+         DO UPDATE SET clicks = clicks + excluded.clicks"
+    ))?;
+    for (key, clicks) in rows {
+        statement.execute((
+            &key.code,
+            key.bucket,
+            key.dimension as i16,
+            &key.value,
+            key.bot,
+            clicks,
+        ))?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl ClickStore for SqliteLinkStore {
+    async fn fold(&self, batch_id: &str, fold: &Fold) -> Result<Folded, WriterError> {
+        let batch_id = batch_id.to_owned();
+        // The fold is moved to the blocking thread; batches are small.
+        let minutes = fold.minutes.clone();
+        let days = fold.days.clone();
+        let totals = fold.totals.clone();
+        self.db
+            .run(move |connection| {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let recorded = transaction.execute(
+                    "INSERT OR IGNORE INTO click_batches (batch_id, folded_at) VALUES (?1, ?2)",
+                    (&batch_id, to_micros(SystemTime::now())),
+                )?;
+                if recorded == 0 {
+                    return Ok(Folded::Before);
+                }
+                upsert_rollups(&transaction, RollupTable::Minutes, &minutes)?;
+                upsert_rollups(&transaction, RollupTable::Days, &days)?;
+                {
+                    let mut statement = transaction.prepare_cached(
+                        "INSERT INTO click_totals (code, clicks, bot_clicks) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (code) DO UPDATE SET clicks = clicks + excluded.clicks,
+                                                          bot_clicks = bot_clicks + excluded.bot_clicks",
+                    )?;
+                    for (code, humans, bots) in &totals {
+                        statement.execute((code, humans, bots))?;
+                    }
+                }
+                transaction.commit()?;
+                Ok(Folded::Now)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn rollups(
+        &self,
+        code: &str,
+        table: RollupTable,
+        first: i32,
+        end: i32,
+    ) -> Result<Vec<RollupRow>, WriterError> {
+        let code = code.to_owned();
+        let (name, bucket) = names(table);
+        let sql = format!(
+            "SELECT {bucket}, 0, '', bot, sum(clicks) FROM {name}
+              WHERE code = ?1 AND dimension = 0 AND {bucket} >= ?2 AND {bucket} < ?3
+              GROUP BY {bucket}, bot
+             UNION ALL
+             SELECT 0, dimension, value, bot, sum(clicks) FROM {name}
+              WHERE code = ?1 AND dimension > 0 AND {bucket} >= ?2 AND {bucket} < ?3
+              GROUP BY dimension, value, bot"
+        );
+        let rows = self
+            .db
+            .run(move |connection| {
+                let mut statement = connection.prepare_cached(&sql)?;
+                let rows = statement.query_map((&code, first, end), |row| {
+                    Ok((
+                        row.get::<_, i32>(0)?,
+                        row.get::<_, i16>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, bool>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)?;
+        rows.into_iter()
+            .map(|(bucket, dimension, value, bot, clicks)| {
+                Ok(RollupRow {
+                    bucket,
+                    dimension: Dimension::from_stored(dimension).ok_or_else(|| {
+                        WriterError::Unexpected(anyhow::anyhow!(
+                            "unknown rollup dimension {dimension}"
+                        ))
+                    })?,
+                    value,
+                    bot,
+                    clicks,
+                })
+            })
+            .collect()
+    }
+
+    async fn totals(&self, code: &str) -> Result<(i64, i64), WriterError> {
+        let code = code.to_owned();
+        self.db
+            .run(move |connection| {
+                let found = connection.query_row(
+                    "SELECT clicks, bot_clicks FROM click_totals WHERE code = ?1",
+                    [&code],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                );
+                match found {
+                    Err(rusqlite::Error::QueryReturnedNoRows) => Ok((0, 0)),
+                    other => other,
+                }
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn prune(
+        &self,
+        minute: i32,
+        batches_before: SystemTime,
+        limit: i64,
+    ) -> Result<u64, WriterError> {
+        let before = to_micros(batches_before);
+        self.db
+            .run(move |connection| {
+                let minutes = connection.execute(
+                    "DELETE FROM click_minutes WHERE (code, minute, dimension, value, bot) IN (
+                         SELECT code, minute, dimension, value, bot FROM click_minutes
+                          WHERE minute < ?1 LIMIT ?2)",
+                    (minute, limit),
+                )?;
+                let batches = connection.execute(
+                    "DELETE FROM click_batches WHERE batch_id IN (
+                         SELECT batch_id FROM click_batches WHERE folded_at < ?1 LIMIT ?2)",
+                    (before, limit),
+                )?;
+                Ok((minutes + batches) as u64)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+}

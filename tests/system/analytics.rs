@@ -1,0 +1,564 @@
+//! Click analytics against the real split system: redirect processes count
+//! clicks and append batches to the Redis stream, writer processes fold them
+//! as one consumer group into Postgres rollups, `GetLinkStats` reads them.
+//! Exact counts through a consumer's SIGKILL and a Redis restart, every
+//! dimension in its bucket, freshness, and bad input.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tinyurl_harness::process::ScratchDir;
+use tinyurl_harness::redis::{Reply, command};
+use tinyurl_harness::services::{http_request_with, metric};
+use tinyurl_harness::system::System;
+use tinyurl_harness::{RedisServer, ServiceProcess, wait_until};
+use tinyurl_proto::v1::{CreateLinkRequest, GetLinkStatsRequest, LinkStats, StatsGranularity};
+use tonic_types::StatusExt as _;
+
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+const CURL: &str = "curl/8.5.0";
+
+/// Flushes every 200 ms; dead consumers' batches are claimed after 1.5 s.
+const FAST_CLICKS: &[(&str, &str)] = &[("TINYURL_CLICKS_FLUSH_MS", "200")];
+const FAST_CLAIM: &[(&str, &str)] = &[("TINYURL_CLICKS_CLAIM_IDLE_MS", "1500")];
+
+async fn create(system: &System, target: &str) -> anyhow::Result<String> {
+    let link = system
+        .links()?
+        .create_link(system.authed(CreateLinkRequest {
+            target_url: target.to_owned(),
+            ..CreateLinkRequest::default()
+        }))
+        .await?
+        .into_inner();
+    Ok(link.code)
+}
+
+async fn stats(system: &System, code: &str) -> anyhow::Result<LinkStats> {
+    Ok(system
+        .links()?
+        .get_link_stats(system.authed(GetLinkStatsRequest {
+            code: code.to_owned(),
+            granularity: StatsGranularity::Day.into(),
+            ..GetLinkStatsRequest::default()
+        }))
+        .await?
+        .into_inner())
+}
+
+/// One redirect with request headers; it must redirect.
+async fn click(
+    redirect: &ServiceProcess,
+    code: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let response =
+        http_request_with(redirect.listen_addr(), "GET", &format!("/{code}"), headers).await?;
+    anyhow::ensure!(response.status == 302, "GET /{code}: {}", response.status);
+    Ok(())
+}
+
+fn counts(list: &[tinyurl_proto::v1::StatsCount]) -> HashMap<String, u64> {
+    list.iter()
+        .map(|count| (count.value.clone(), count.clicks))
+        .collect()
+}
+
+/// Batches read but unacknowledged for over a second: a live consumer
+/// acknowledges within milliseconds, so these are a frozen one's.
+async fn stuck_batches(port: u16) -> anyhow::Result<usize> {
+    let reply = command(
+        port,
+        &[
+            "XPENDING",
+            "tinyurl:clicks",
+            "tinyurl-analytics",
+            "IDLE",
+            "1000",
+            "-",
+            "+",
+            "10",
+        ],
+    )
+    .await?;
+    Ok(match reply {
+        Reply::Array(entries) => entries.len(),
+        _ => 0,
+    })
+}
+
+/// The kinds of request the load sends, by index: referrer, User-Agent.
+const MIX: [(Option<&str>, &str); 5] = [
+    (Some("https://news.example.com/item?id=1"), CHROME),
+    (Some("https://www.Blog.example.org:8443/post"), IPHONE),
+    (None, CHROME),
+    (None, GOOGLEBOT),
+    (Some("https://news.example.com/other"), CURL),
+];
+
+#[tokio::test]
+async fn counts_every_click_exactly_through_a_consumer_kill_and_a_redis_restart()
+-> anyhow::Result<()> {
+    let mut system = System::start_on(RedisServer::start_persistent().await?, FAST_CLAIM).await?;
+    let mut second_writer = system.setup.start(FAST_CLAIM).await?;
+    let redirects = Arc::new([
+        system.start_redirect(FAST_CLICKS).await?,
+        system.start_redirect(FAST_CLICKS).await?,
+    ]);
+    let mut codes = Vec::new();
+    for index in 0..3 {
+        codes.push(create(&system, &format!("https://example.com/exact/{index}")).await?);
+    }
+    let codes = Arc::new(codes);
+
+    // Eight workers send `PER_WORKER` redirects each, spread over the codes,
+    // the request kinds and both redirect processes; `sent` counts them per
+    // (code, kind).
+    const WORKERS: usize = 8;
+    const PER_WORKER: usize = 2_500;
+    let done = Arc::new(AtomicU64::new(0));
+    let sent: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..codes.len() * MIX.len())
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    let mut workers = Vec::new();
+    for worker in 0..WORKERS {
+        let (redirects, codes, sent, done) = (
+            Arc::clone(&redirects),
+            Arc::clone(&codes),
+            Arc::clone(&sent),
+            Arc::clone(&done),
+        );
+        workers.push(tokio::spawn(async move {
+            for index in 0..PER_WORKER {
+                let which = worker * PER_WORKER + index;
+                let code_index = which % codes.len();
+                let kind = (which / codes.len()) % MIX.len();
+                let (referrer, agent) = MIX[kind];
+                let mut headers = vec![("User-Agent", agent)];
+                if let Some(referrer) = referrer {
+                    headers.push(("Referer", referrer));
+                }
+                click(&redirects[which % 2], &codes[code_index], &headers).await?;
+                sent[code_index * MIX.len() + kind].fetch_add(1, Ordering::Relaxed);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let total = (WORKERS * PER_WORKER) as u64;
+
+    // A third of the way in: the second consumer is frozen (SIGSTOP) while
+    // it waits for entries, so Redis hands it batches it cannot fold; once it
+    // holds some, SIGKILL. Those batches must be claimed by the other.
+    wait_until("a third of the redirects", Duration::from_secs(120), || {
+        let done = Arc::clone(&done);
+        async move { Ok(done.load(Ordering::Relaxed) >= total / 3) }
+    })
+    .await?;
+    second_writer.freeze()?;
+    let port = system.redis.port();
+    wait_until(
+        "the frozen consumer to hold batches",
+        Duration::from_secs(30),
+        || async move { Ok(stuck_batches(port).await? > 0) },
+    )
+    .await?;
+    second_writer.kill()?;
+    // Two thirds in: stop Redis for a second and start it again (its append
+    // file keeps the stream); redirects keep unsent batches meanwhile.
+    wait_until(
+        "two thirds of the redirects",
+        Duration::from_secs(120),
+        || {
+            let done = Arc::clone(&done);
+            async move { Ok(done.load(Ordering::Relaxed) >= 2 * total / 3) }
+        },
+    )
+    .await?;
+    system.redis.stop()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    system.redis.start_again().await?;
+    for worker in workers {
+        worker.await??;
+    }
+
+    // Everything sent is either folded or counted as dropped.
+    let mut dropped = 0.0;
+    for redirect in redirects.iter() {
+        dropped += metric(redirect.admin_addr(), "redirect_clicks_dropped_total", &[]).await?;
+    }
+    let expected = total - dropped as u64;
+    wait_until("every click to be folded", Duration::from_secs(60), || {
+        let (system, codes) = (&system, Arc::clone(&codes));
+        async move {
+            let mut folded = 0;
+            for code in codes.iter() {
+                let stats = stats(system, code).await?;
+                folded += stats.lifetime_clicks + stats.lifetime_bot_clicks;
+            }
+            anyhow::ensure!(
+                folded <= expected,
+                "{folded} clicks folded, more than the {expected} sent"
+            );
+            Ok(folded == expected)
+        }
+    })
+    .await?;
+    // The drops, if any, were while Redis was down with a full backlog; the
+    // backlog here is far larger than the load, so none is expected.
+    assert_eq!(dropped, 0.0, "no click dropped");
+
+    // Exact per code and per dimension.
+    for (code_index, code) in codes.iter().enumerate() {
+        let sent_of = |kind: usize| sent[code_index * MIX.len() + kind].load(Ordering::Relaxed);
+        let stats = stats(&system, code).await?;
+        let humans = sent_of(0) + sent_of(1) + sent_of(2);
+        let bots = sent_of(3) + sent_of(4);
+        assert_eq!(
+            (stats.lifetime_clicks, stats.lifetime_bot_clicks),
+            (humans, bots),
+            "{code}"
+        );
+        assert_eq!(
+            (stats.clicks, stats.bot_clicks),
+            (humans, bots),
+            "{code}: the range"
+        );
+        let series: u64 = stats.series.iter().map(|point| point.clicks).sum();
+        assert_eq!(series, humans, "{code}: the series");
+        assert_eq!(
+            counts(&stats.referrers),
+            HashMap::from([
+                ("news.example.com".to_owned(), sent_of(0)),
+                ("blog.example.org".to_owned(), sent_of(1)),
+                ("-".to_owned(), sent_of(2)),
+            ]),
+            "{code}: referrers of human clicks"
+        );
+        assert_eq!(
+            counts(&stats.browsers),
+            HashMap::from([
+                ("chrome".to_owned(), sent_of(0) + sent_of(2)),
+                ("safari".to_owned(), sent_of(1))
+            ]),
+        );
+        assert_eq!(
+            counts(&stats.devices),
+            HashMap::from([
+                ("desktop".to_owned(), sent_of(0) + sent_of(2)),
+                ("mobile".to_owned(), sent_of(1))
+            ]),
+        );
+        assert_eq!(
+            counts(&stats.bots),
+            HashMap::from([
+                ("googlebot".to_owned(), sent_of(3)),
+                ("curl".to_owned(), sent_of(4))
+            ]),
+        );
+        assert_eq!(
+            counts(&stats.countries),
+            HashMap::from([("unknown".to_owned(), humans)])
+        );
+    }
+
+    // No batch id was folded twice: one row per batch the redirects sent.
+    // (all sent by now: every click is folded).
+    let mut batches_sent = 0.0;
+    for redirect in redirects.iter() {
+        batches_sent += metric(
+            redirect.admin_addr(),
+            "redirect_click_batches_sent_total",
+            &[],
+        )
+        .await?;
+    }
+    let db = tinyurl_harness::postgres::connect(&system.database.primary_url).await?;
+    let folded_batches: i64 = db
+        .query_one("SELECT count(*) FROM click_batches", &[])
+        .await?
+        .get(0);
+    assert_eq!(
+        folded_batches as f64, batches_sent,
+        "one folded id per batch sent"
+    );
+    let redelivered = metric(
+        system.writer.admin_addr(),
+        "writer_click_batches_redelivered_total",
+        &[],
+    )
+    .await?;
+    let duplicates = metric(
+        system.writer.admin_addr(),
+        "writer_click_batches_duplicate_total",
+        &[],
+    )
+    .await?;
+    assert!(
+        redelivered >= 1.0,
+        "the killed consumer's batches were claimed"
+    );
+    println!(
+        "{total} redirects, {batches_sent} batches, {redelivered} redelivered to the surviving consumer, {duplicates} found folded before"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn puts_each_request_in_its_dimensions() -> anyhow::Result<()> {
+    let scratch = ScratchDir::new("geoip", None)?;
+    let database = scratch.path().join("countries.mmdb");
+    tinyurl_harness::geoip::write_country_db(
+        &database,
+        &[
+            (Ipv4Addr::new(203, 0, 113, 0), 24, "DE"),
+            (Ipv4Addr::new(198, 51, 100, 0), 24, "US"),
+        ],
+    )?;
+    let database = database.to_string_lossy().into_owned();
+    let system = System::start(&[]).await?;
+    let geo = [("TINYURL_GEOIP_DB", database.as_str()), FAST_CLICKS[0]];
+    // The tests' requests come from 127.0.0.1: trusted by one redirect
+    // process, not by the other.
+    let mut trusting_env = geo.to_vec();
+    trusting_env.push(("TINYURL_TRUSTED_PROXIES", "127.0.0.0/8"));
+    let trusting = system.start_redirect(&trusting_env).await?;
+    let untrusting = system.start_redirect(&geo).await?;
+
+    // (redirect, referrer, User-Agent, X-Forwarded-For, link): each request
+    // gets a link of its own, so its buckets can be read alone.
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        &'static str,
+        Option<&'static str>,
+        &'static [(&'static str, &'static str)],
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "trusting",
+            Some("https://WWW.Example.COM:8443/a/b?c#d"),
+            CHROME,
+            None,
+            &[
+                ("referrer", "example.com"),
+                ("browser", "chrome"),
+                ("device", "desktop"),
+                ("country", "unknown"),
+            ],
+        ),
+        (
+            "trusting",
+            Some("http://news.example.com/"),
+            IPHONE,
+            None,
+            &[
+                ("referrer", "news.example.com"),
+                ("browser", "safari"),
+                ("device", "mobile"),
+            ],
+        ),
+        ("trusting", None, CHROME, None, &[("referrer", "-")]),
+        (
+            "trusting",
+            Some("android-app://com.example.app/"),
+            CHROME,
+            None,
+            &[("referrer", "-")],
+        ),
+        ("trusting", None, GOOGLEBOT, None, &[("bot", "googlebot")]),
+        ("trusting", None, CURL, None, &[("bot", "curl")]),
+        (
+            "trusting",
+            None,
+            CHROME,
+            Some("203.0.113.7"),
+            &[("country", "DE")],
+        ),
+        (
+            "trusting",
+            None,
+            CHROME,
+            Some("1.2.3.4, 198.51.100.9"),
+            &[("country", "US")],
+        ),
+        (
+            "untrusting",
+            None,
+            CHROME,
+            Some("203.0.113.7"),
+            &[("country", "unknown")],
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (index, (which, referrer, agent, forwarded, buckets)) in cases.iter().enumerate() {
+        let code = create(&system, &format!("https://example.com/dimension/{index}")).await?;
+        let redirect = if *which == "trusting" {
+            &trusting
+        } else {
+            &untrusting
+        };
+        let mut headers = vec![("User-Agent", *agent)];
+        if let Some(referrer) = referrer {
+            headers.push(("Referer", *referrer));
+        }
+        if let Some(forwarded) = forwarded {
+            headers.push(("X-Forwarded-For", *forwarded));
+        }
+        click(redirect, &code, &headers).await?;
+        expected.push((code, *buckets));
+    }
+    for (code, buckets) in expected {
+        let system = &system;
+        wait_until("the click to be folded", Duration::from_secs(30), || {
+            let code = code.clone();
+            async move {
+                let stats = stats(system, &code).await?;
+                Ok(stats.lifetime_clicks + stats.lifetime_bot_clicks == 1)
+            }
+        })
+        .await?;
+        let stats = stats(system, &code).await?;
+        for (dimension, value) in buckets {
+            let list = match *dimension {
+                "referrer" => &stats.referrers,
+                "browser" => &stats.browsers,
+                "device" => &stats.devices,
+                "country" => &stats.countries,
+                _ => &stats.bots,
+            };
+            assert_eq!(
+                counts(list),
+                HashMap::from([((*value).to_owned(), 1)]),
+                "{code}: {dimension} should be {value}: {stats:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_click_is_visible_within_the_flush_interval_plus_a_little() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let redirect = system.start_redirect(FAST_CLICKS).await?;
+    let code = create(&system, "https://example.com/fresh").await?;
+    let mut latencies = Vec::new();
+    for expected in 1..=20u64 {
+        let clicked = Instant::now();
+        click(&redirect, &code, &[("User-Agent", CHROME)]).await?;
+        // Generous: the figure is reported, not asserted.
+        wait_until("the click to be visible", Duration::from_secs(30), || {
+            let (system, code) = (&system, code.clone());
+            async move { Ok(stats(system, &code).await?.lifetime_clicks >= expected) }
+        })
+        .await?;
+        latencies.push(clicked.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "visibility with a 200 ms flush: p50 {:?}, p99 {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)],
+        latencies[latencies.len() - 1]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn refuses_bad_stats_requests_and_skips_corrupt_batches() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let redirect = system.start_redirect(FAST_CLICKS).await?;
+    let code = create(&system, "https://example.com/mine").await?;
+    let other_key = system.setup.create_api_key("someone else")?;
+    let mut links = system.links()?;
+
+    let mut request = tonic::Request::new(GetLinkStatsRequest {
+        code: code.clone(),
+        ..GetLinkStatsRequest::default()
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {other_key}").parse()?);
+    let status = links
+        .get_link_stats(request)
+        .await
+        .expect_err("not this key's link");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    let now = SystemTime::now();
+    let at = |time: SystemTime| Some(prost_types::Timestamp::from(time));
+    let bad = [
+        (at(now), at(now - Duration::from_secs(60)), 0, "from"),
+        (
+            at(now - Duration::from_secs(30 * 24 * 3600)),
+            None,
+            StatsGranularity::Hour as i32,
+            "from",
+        ),
+        (None, None, 42, "granularity"),
+        (
+            Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            }),
+            None,
+            0,
+            "from",
+        ),
+    ];
+    for (from, to, granularity, field) in bad {
+        let status = links
+            .get_link_stats(system.authed(GetLinkStatsRequest {
+                code: code.clone(),
+                from,
+                to,
+                granularity,
+            }))
+            .await
+            .expect_err("a bad request");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let named = status.get_error_details().bad_request().and_then(|bad| {
+            bad.field_violations
+                .first()
+                .map(|violation| violation.field.clone())
+        });
+        assert_eq!(named.as_deref(), Some(field), "{status:?}");
+    }
+
+    // A corrupt entry ahead of good ones is counted and skipped; the good
+    // ones behind it are folded.
+    let port = system.redis.port();
+    for fields in [
+        &["batch", "0123456789abcdef", "clicks", "not a click line\n"][..],
+        &["something", "else"][..],
+    ] {
+        let mut args = vec!["XADD", "tinyurl:clicks", "*"];
+        args.extend_from_slice(fields);
+        command(port, &args).await?;
+    }
+    click(&redirect, &code, &[("User-Agent", CHROME)]).await?;
+    wait_until(
+        "the good click to be folded",
+        Duration::from_secs(30),
+        || {
+            let (system, code) = (&system, code.clone());
+            async move { Ok(stats(system, &code).await?.lifetime_clicks == 1) }
+        },
+    )
+    .await?;
+    let corrupt = metric(
+        system.writer.admin_addr(),
+        "writer_click_batches_corrupt_total",
+        &[],
+    )
+    .await?;
+    assert_eq!(corrupt, 2.0);
+    Ok(())
+}
