@@ -1,9 +1,13 @@
 //! `bench-redirect`: the redirect service against nginx `return 301`, in the
 //! same run on the same machine, with wrk at fixed connections and duration.
 //!
-//! Variants: (a) a hot code served from L1; (b) L1 off, every request a Redis
-//! GET; (c) Zipf(s = 1.0) over `--links` links with L1 sized to 1% of them;
-//! (u) `tinyurl up`, the embedded system, serving a hot code from L1.
+//! Variants: (a) a hot code served from L1, clicks counted for analytics;
+//! (o) the same with analytics off; (b) L1 off, every request a Redis GET;
+//! (c) Zipf(s = 1.0) over `--links` links with L1 sized to 1% of them, with
+//! the writer's analytics consumer folding every click (its stream lag and
+//! fold rate are reported); (u) `tinyurl up`, the embedded system, serving a
+//! hot code from L1. Every request carries a browser's User-Agent and a
+//! Referer, as real clicks do.
 //! Every variant run is bracketed by nginx runs of the same workload shape
 //! (the same wrk script), and its ratio is taken against the mean of the two,
 //! because this machine drifts by tens of percent over minutes.
@@ -47,8 +51,9 @@ struct Args {
     /// server were separate hosts). The embedded variant keeps its own.
     #[arg(long)]
     server_threads: Option<usize>,
-    /// Variants to run: a (L1 hit), b (L1 off), c (Zipf), u (`tinyurl up`).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,u")]
+    /// Variants to run: a (L1 hit), o (L1 hit, analytics off), b (L1 off),
+    /// c (Zipf), u (`tinyurl up`).
+    #[arg(long, value_delimiter = ',', default_value = "a,o,b,c,u")]
     variants: Vec<char>,
     /// Links created for the Zipf workload.
     #[arg(long, default_value_t = 1_000_000)]
@@ -66,6 +71,7 @@ struct WrkRun {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
     L1,
+    L1NoAnalytics,
     Redis,
     Zipf,
     Embedded,
@@ -76,6 +82,7 @@ impl Variant {
     fn letter(self) -> char {
         match self {
             Self::L1 => 'a',
+            Self::L1NoAnalytics => 'o',
             Self::Redis => 'b',
             Self::Zipf => 'c',
             Self::Embedded => 'u',
@@ -85,6 +92,7 @@ impl Variant {
     fn label(self) -> &'static str {
         match self {
             Self::L1 => "(a) L1 hit",
+            Self::L1NoAnalytics => "(o) L1 hit, analytics off",
             Self::Redis => "(b) L1 off, Redis GET",
             Self::Zipf => "(c) Zipf 1M, L1 1%",
             Self::Embedded => "(u) tinyurl up, L1 hit",
@@ -102,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
     let server_threads = args.server_threads.unwrap_or(half);
     let scratch = ScratchDir::new("bench-redirect", None)?;
 
-    let split_variants = args.variants.iter().any(|letter| "abc".contains(*letter));
+    let split_variants = args.variants.iter().any(|letter| "aobc".contains(*letter));
     let split = if split_variants {
         Some(SplitSystem::start(&args, server_threads, scratch.path()).await?)
     } else {
@@ -131,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     for &connections in &args.connections {
         for variant in [
             Variant::L1,
+            Variant::L1NoAnalytics,
             Variant::Redis,
             Variant::Zipf,
             Variant::Embedded,
@@ -144,6 +153,12 @@ async fn main() -> anyhow::Result<()> {
                     None,
                     split.hot_path(),
                     split.l1.admin_addr(),
+                ),
+                (Variant::L1NoAnalytics, Some(split), _) => (
+                    split.quiet.listen_addr(),
+                    None,
+                    split.hot_path(),
+                    split.quiet.admin_addr(),
                 ),
                 (Variant::Redis, Some(split), _) => (
                     split.redis.listen_addr(),
@@ -180,6 +195,14 @@ async fn main() -> anyhow::Result<()> {
             let mut runs = Vec::new();
             let mut references = Vec::new();
             let hits_before = l1_counts(admin).await?;
+            // During the Zipf runs the writer folds every click: sample its
+            // consumer's lag meanwhile.
+            let consumer = match (&split, variant) {
+                (Some(split), Variant::Zipf) => {
+                    Some(ConsumerWatch::start(split.writer_admin).await?)
+                }
+                _ => None,
+            };
             references.push(wrk.run(nginx.addr, &path, script, connections, wrk.duration)?);
             for _ in 0..args.rounds {
                 runs.push(wrk.run(target, &path, script, connections, wrk.duration)?);
@@ -201,6 +224,13 @@ async fn main() -> anyhow::Result<()> {
                     notes,
                     "L1 hit ratio {:.1}%",
                     100.0 * hits / (hits + misses).max(1.0)
+                )?;
+            }
+            if let Some(consumer) = consumer {
+                let (folded, elapsed, lag_entries, lag_seconds) = consumer.finish().await?;
+                write!(
+                    notes,
+                    "; {folded:.0} clicks folded in the {elapsed:.0} s window, stream lag at most {lag_entries:.0} entries / {lag_seconds:.1} s"
                 )?;
             }
             if errors > 0 {
@@ -229,8 +259,10 @@ async fn main() -> anyhow::Result<()> {
 /// The split system with its three redirect processes and the Zipf script.
 struct SplitSystem {
     _system: System,
+    writer_admin: SocketAddr,
     hot: String,
     l1: ServiceProcess,
+    quiet: ServiceProcess,
     redis: ServiceProcess,
     zipf: ServiceProcess,
     zipf_script: PathBuf,
@@ -251,6 +283,9 @@ impl SplitSystem {
             env
         };
         let l1 = system.start_redirect(&env(&[])).await?;
+        let quiet = system
+            .start_redirect(&env(&[("TINYURL_CLICKS_ENABLED", "false")]))
+            .await?;
         let redis = system
             .start_redirect(&env(&[("TINYURL_L1_CAPACITY", "0")]))
             .await?;
@@ -262,14 +297,16 @@ impl SplitSystem {
         let zipf_script = scratch.join("zipf.lua");
         fs::write(&zipf_script, zipf_lua(&codes_file))?;
         // Warm: the hot code into L1, and each server's connections up.
-        for addr in [l1.listen_addr(), redis.listen_addr()] {
+        for addr in [l1.listen_addr(), quiet.listen_addr(), redis.listen_addr()] {
             let status = http_request(addr, "GET", &format!("/{hot}")).await?.status;
             anyhow::ensure!(status == 302, "warm-up answered {status}");
         }
         Ok(Self {
+            writer_admin: system.writer.admin_addr(),
             _system: system,
             hot,
             l1,
+            quiet,
             redis,
             zipf,
             zipf_script,
@@ -416,6 +453,62 @@ end
     )
 }
 
+/// What a browser following a link sends (nginx gets the same).
+const CLICK_HEADERS: [&str; 2] = [
+    "User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Referer: https://news.example.com/item?id=1",
+];
+
+/// Samples the writer's analytics consumer while a workload runs.
+struct ConsumerWatch {
+    admin: SocketAddr,
+    started: Instant,
+    folded_before: f64,
+    sampler: tokio::task::JoinHandle<(f64, f64)>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ConsumerWatch {
+    async fn start(admin: SocketAddr) -> anyhow::Result<Self> {
+        let folded_before = metric(admin, "writer_clicks_folded_total", &[]).await?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let sampler = tokio::spawn(async move {
+            let (mut entries, mut seconds) = (0.0f64, 0.0f64);
+            while stopped.try_recv().is_err() {
+                entries = entries.max(
+                    metric(admin, "writer_clicks_stream_lag_entries", &[])
+                        .await
+                        .unwrap_or(0.0),
+                );
+                seconds = seconds.max(
+                    metric(admin, "writer_clicks_stream_lag_seconds", &[])
+                        .await
+                        .unwrap_or(0.0),
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            (entries, seconds)
+        });
+        Ok(Self {
+            admin,
+            started: Instant::now(),
+            folded_before,
+            sampler,
+            stop,
+        })
+    }
+
+    /// Clicks folded during the watch, its seconds, and the largest lag seen.
+    async fn finish(self) -> anyhow::Result<(f64, f64, f64, f64)> {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let folded =
+            metric(self.admin, "writer_clicks_folded_total", &[]).await? - self.folded_before;
+        let _ = self.stop.send(());
+        let (entries, seconds) = self.sampler.await?;
+        Ok((folded, elapsed, entries, seconds))
+    }
+}
+
 struct Wrk {
     binary: PathBuf,
     threads: usize,
@@ -439,6 +532,9 @@ impl Wrk {
             .arg("--latency")
             .arg("--timeout")
             .arg("5s");
+        for header in CLICK_HEADERS {
+            command.arg("-H").arg(header);
+        }
         if let Some(script) = script {
             command.arg("-s").arg(script);
         }

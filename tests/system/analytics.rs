@@ -562,3 +562,42 @@ async fn refuses_bad_stats_requests_and_skips_corrupt_batches() -> anyhow::Resul
     assert_eq!(corrupt, 2.0);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_click_stream_is_trimmed_by_age() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let port = system.redis.port();
+    // `MINID ~` trims whole stream nodes; one entry per node makes it exact.
+    command(port, &["CONFIG", "SET", "stream-node-max-entries", "1"]).await?;
+    let mut env = FAST_CLICKS.to_vec();
+    env.push(("TINYURL_CLICKS_STREAM_MAX_AGE_SECS", "1"));
+    let redirect = system.start_redirect(&env).await?;
+    let code = create(&system, "https://example.com/aged").await?;
+    let first_entry = || async move {
+        let reply = command(port, &["XRANGE", "tinyurl:clicks", "-", "+", "COUNT", "1"]).await?;
+        anyhow::Ok(reply.strings().into_iter().next())
+    };
+    click(&redirect, &code, &[]).await?;
+    wait_until("the first batch", Duration::from_secs(10), || async {
+        Ok(first_entry().await?.is_some())
+    })
+    .await?;
+    let first = first_entry().await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    click(&redirect, &code, &[]).await?;
+    wait_until(
+        "the old batch to be trimmed",
+        Duration::from_secs(10),
+        || async {
+            let oldest = first_entry().await?;
+            Ok(oldest.is_some() && oldest != first)
+        },
+    )
+    .await?;
+    let length = command(port, &["XLEN", "tinyurl:clicks"]).await?;
+    assert!(
+        matches!(length, Reply::Integer(1)),
+        "only the recent batch is left: {length:?}"
+    );
+    Ok(())
+}

@@ -2,7 +2,8 @@
 //! cache trait: Postgres and SQLite for the writer's `LinkStore`, idalloc's
 //! `LeaseStore` and redirect's `LinkSource`; Redis and the in-process cache
 //! for the writer's `LinkCache` with redirect's `SharedCache` and the
-//! invalidation feed. Each contract is one function; each implementation runs
+//! invalidation feed; Postgres and SQLite for the writer's `ClickStore`.
+//! Each contract is one function; each implementation runs
 //! it through the same code, so the two cannot drift.
 
 use std::collections::HashSet;
@@ -13,6 +14,7 @@ use anyhow::{Context as _, ensure};
 use fred::prelude::*;
 use tinyurl_domain::CachedLink;
 use tinyurl_domain::cached::INVALIDATION_CHANNEL;
+use tinyurl_domain::clicks::ClickLine;
 use tinyurl_harness::process::ScratchDir;
 use tinyurl_harness::{PgCluster, RedisServer, wait_until};
 use tinyurl_idalloc::lease::LeaseRequest;
@@ -20,6 +22,9 @@ use tinyurl_idalloc::store::{LeaseStore, PostgresLeaseStore, SqliteLeaseStore};
 use tinyurl_redirect::l2::{Cached, MemorySharedCache, RedisSharedCache, SharedCache};
 use tinyurl_redirect::store::{LinkSource, PostgresLinkSource, Source, SqliteLinkSource};
 use tinyurl_runtime::memory::MemoryCache;
+use tinyurl_writer::analytics::{
+    ClickStore, Dimension, Fold, Folded, RollupRow, RollupTable, minute_of,
+};
 use tinyurl_writer::auth::{OwnerId, generate_key, hash_key};
 use tinyurl_writer::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
 use tinyurl_writer::store::{
@@ -402,6 +407,109 @@ async fn cache_contract(
     shared.fill("Cch0004", Some(&stale)).await?;
     ensure!(matches!(shared.get("Cch0004").await?, Cached::Link(link) if link == stale));
     Ok(())
+}
+
+fn click(code: &str, minute: i64, referrer: &str, bot: bool, count: u64) -> ClickLine {
+    ClickLine {
+        code: code.to_owned(),
+        minute,
+        referrer: referrer.to_owned(),
+        browser: if bot { "googlebot" } else { "firefox" }.to_owned(),
+        device: if bot { "bot" } else { "desktop" }.to_owned(),
+        country: "NL".to_owned(),
+        bot,
+        count,
+    }
+}
+
+/// Folding exactly once per batch id, reading rollups back by range, the
+/// lifetime totals, and retention that drops old minutes but keeps days.
+async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> {
+    let now = minute_of(SystemTime::now());
+    let old = now - 10 * 24 * 60;
+    let first = Fold::of(&[
+        click("aaa", i64::from(now), "a.example", false, 3),
+        click("aaa", i64::from(now), "-", true, 2),
+        click("aaa", i64::from(old), "b.example", false, 5),
+        click("bbb", i64::from(now), "-", false, 1),
+    ]);
+    ensure!(store.fold("batch-1", &first).await? == Folded::Now);
+    // A redelivery of the same batch changes nothing.
+    ensure!(store.fold("batch-1", &first).await? == Folded::Before);
+    ensure!(store.totals("aaa").await? == (8, 2));
+    ensure!(store.totals("bbb").await? == (1, 0));
+    ensure!(store.totals("nothing").await? == (0, 0));
+    // A second batch adds to the same rows.
+    let second = Fold::of(&[click("aaa", i64::from(now), "a.example", false, 4)]);
+    ensure!(store.fold("batch-2", &second).await? == Folded::Now);
+    ensure!(store.totals("aaa").await? == (12, 2));
+
+    let total = |rows: &[RollupRow], bot: bool| -> i64 {
+        rows.iter()
+            .filter(|row| row.dimension == Dimension::Total && row.bot == bot)
+            .map(|row| row.clicks)
+            .sum()
+    };
+    let recent = store
+        .rollups("aaa", RollupTable::Minutes, now - 5, now + 1)
+        .await?;
+    ensure!(
+        total(&recent, false) == 7 && total(&recent, true) == 2,
+        "{recent:?}"
+    );
+    let referrers: Vec<(&str, i64)> = recent
+        .iter()
+        .filter(|row| row.dimension == Dimension::Referrer && !row.bot)
+        .map(|row| (row.value.as_str(), row.clicks))
+        .collect();
+    ensure!(referrers == [("a.example", 7)], "{referrers:?}");
+    let all_days = store.rollups("aaa", RollupTable::Days, 0, i32::MAX).await?;
+    ensure!(total(&all_days, false) == 12, "{all_days:?}");
+
+    // Retention: minutes older than 7 days go (in slices), days stay, and
+    // batch ids older than their retention are forgotten.
+    let cutoff = now - 7 * 24 * 60;
+    let mut pruned = 0;
+    loop {
+        let deleted = store
+            .prune(cutoff, SystemTime::now() + Duration::from_secs(1), 1)
+            .await?;
+        if deleted == 0 {
+            break;
+        }
+        pruned += deleted;
+    }
+    ensure!(
+        pruned >= 5 + 2,
+        "old minute rows and both batch ids: {pruned}"
+    );
+    let old_minutes = store
+        .rollups("aaa", RollupTable::Minutes, 0, cutoff)
+        .await?;
+    ensure!(old_minutes.is_empty(), "{old_minutes:?}");
+    let all_days = store.rollups("aaa", RollupTable::Days, 0, i32::MAX).await?;
+    ensure!(total(&all_days, false) == 12, "days are kept: {all_days:?}");
+    let recent = store
+        .rollups("aaa", RollupTable::Minutes, now - 5, now + 1)
+        .await?;
+    ensure!(total(&recent, false) == 7, "recent minutes are kept");
+    Ok(())
+}
+
+#[tokio::test]
+async fn click_store_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
+    store.migrate().await?;
+    click_store_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn click_store_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    click_store_contract(Arc::new(store)).await
 }
 
 fn sqlite_file(dir: &ScratchDir) -> std::path::PathBuf {

@@ -739,20 +739,28 @@ async fn clicks_reach_the_stream() -> anyhow::Result<()> {
         metric(redirect.admin_addr(), "redirect_clicks_flushed_total", &[]).await?,
         25.0
     );
-    // Each entry's `counts` field holds `code count` lines.
+    // Each entry is a batch: a `batch` id and its `clicks` lines.
     let entries = command(system.redis.port(), &["XRANGE", "tinyurl:clicks", "-", "+"]).await?;
     let mut counted = 0;
-    for line in entries
-        .strings()
-        .iter()
-        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>())
-    {
-        if let Some((code, count)) = line.split_once(' ')
-            && code == link.code
-        {
-            counted += count.parse::<u64>()?;
+    let mut batch_ids = 0;
+    let strings = entries.strings();
+    for pair in strings.windows(2) {
+        match pair[0].as_str() {
+            "batch" => batch_ids += 1,
+            "clicks" => {
+                for line in tinyurl_domain::clicks::parse_batch(&pair[1])? {
+                    if line.code == link.code {
+                        counted += line.count;
+                    }
+                }
+            }
+            _ => {}
         }
     }
     assert_eq!(counted, 25, "the stream holds every click: {entries:?}");
+    assert!(
+        batch_ids >= 1,
+        "every entry carries a batch id: {entries:?}"
+    );
     Ok(())
 }

@@ -160,18 +160,21 @@ pub fn render(stats: &LinkStats) -> String {
         view.lifetime_bot_clicks
     );
     if !view.series.is_empty() {
+        // A bar spans from its point to the next: a closing point at zero
+        // lets the last bucket show.
         let points: Vec<(f32, f32)> = view
             .series
             .iter()
             .enumerate()
             .map(|(index, point)| (index as f32, point.clicks as f32))
+            .chain(std::iter::once((view.series.len() as f32, 0.0)))
             .collect();
         let highest = points.iter().map(|(_, clicks)| *clicks).fold(1.0, f32::max);
         let chart = Chart::new_with_y_range(
             CHART_WIDTH,
             CHART_HEIGHT,
             0.0,
-            points.len() as f32,
+            view.series.len() as f32,
             0.0,
             highest,
         )
