@@ -69,6 +69,23 @@ struct Shard {
     referrers: HashMap<u64, Vec<u64>>,
 }
 
+impl Shard {
+    /// Adds one to the key's count; false when the key is not held yet.
+    fn bump(&mut self, hash: u64, key: &KeyView<'_>) -> bool {
+        let found = self
+            .counts
+            .get_mut(&hash)
+            .and_then(|entries| entries.iter_mut().find(|counted| key.matches(counted)));
+        match found {
+            Some(counted) => {
+                counted.count += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 struct Counted {
     code: Box<str>,
     minute: u32,
@@ -209,31 +226,21 @@ impl Clicks {
 
     fn count(&self, shard: &mut Shard, code_hash: u64, mut key: KeyView<'_>) {
         let mut hash = key.hash(&self.hasher);
-        if let Some(counted) = shard
-            .counts
-            .get_mut(&hash)
-            .and_then(|entries| entries.iter_mut().find(|counted| key.matches(counted)))
-        {
-            counted.count += 1;
+        if shard.bump(hash, &key) {
             return;
         }
         if let Referrer::Host(host) = key.referrer {
             let host_hash = self.hasher.hash_one(host);
             let seen = shard.referrers.entry(code_hash).or_default();
-            if !seen.contains(&host_hash) {
-                if seen.len() >= MAX_REFERRERS_PER_CODE {
-                    key.referrer = Referrer::Other;
-                    hash = key.hash(&self.hasher);
-                    if let Some(counted) = shard
-                        .counts
-                        .get_mut(&hash)
-                        .and_then(|entries| entries.iter_mut().find(|counted| key.matches(counted)))
-                    {
-                        counted.count += 1;
-                        return;
-                    }
-                } else {
-                    seen.push(host_hash);
+            if seen.contains(&host_hash) {
+                // Known host, new combination of the other dimensions.
+            } else if seen.len() < MAX_REFERRERS_PER_CODE {
+                seen.push(host_hash);
+            } else {
+                key.referrer = Referrer::Other;
+                hash = key.hash(&self.hasher);
+                if shard.bump(hash, &key) {
+                    return;
                 }
             }
         }

@@ -27,7 +27,9 @@ pub enum Dimension {
 impl Dimension {
     pub const BREAKDOWNS: [Self; 4] = [Self::Referrer, Self::Country, Self::Browser, Self::Device];
 
-    pub fn from_stored(raw: i16) -> Option<Self> {
+    /// The dimension a stored number stands for; another number means the
+    /// schema and this code disagree.
+    pub fn from_stored(raw: i16) -> Result<Self, WriterError> {
         [
             Self::Total,
             Self::Referrer,
@@ -37,6 +39,7 @@ impl Dimension {
         ]
         .into_iter()
         .find(|dimension| *dimension as i16 == raw)
+        .ok_or_else(|| WriterError::Unexpected(anyhow::anyhow!("unknown rollup dimension {raw}")))
     }
 }
 

@@ -136,11 +136,7 @@ impl ClickStore for PostgresLinkStore {
                     let dimension: i16 = row.try_get(1).map_err(WriterError::from_postgres)?;
                     Ok(RollupRow {
                         bucket: row.try_get(0).map_err(WriterError::from_postgres)?,
-                        dimension: Dimension::from_stored(dimension).ok_or_else(|| {
-                            WriterError::Unexpected(anyhow::anyhow!(
-                                "unknown rollup dimension {dimension}"
-                            ))
-                        })?,
+                        dimension: Dimension::from_stored(dimension)?,
                         value: row.try_get(2).map_err(WriterError::from_postgres)?,
                         bot: row.try_get(3).map_err(WriterError::from_postgres)?,
                         clicks: row.try_get(4).map_err(WriterError::from_postgres)?,

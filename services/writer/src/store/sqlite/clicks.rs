@@ -119,11 +119,7 @@ impl ClickStore for SqliteLinkStore {
             .map(|(bucket, dimension, value, bot, clicks)| {
                 Ok(RollupRow {
                     bucket,
-                    dimension: Dimension::from_stored(dimension).ok_or_else(|| {
-                        WriterError::Unexpected(anyhow::anyhow!(
-                            "unknown rollup dimension {dimension}"
-                        ))
-                    })?,
+                    dimension: Dimension::from_stored(dimension)?,
                     value,
                     bot,
                     clicks,
