@@ -23,7 +23,8 @@ use tinyurl_redirect::l2::{Cached, MemorySharedCache, RedisSharedCache, SharedCa
 use tinyurl_redirect::store::{LinkSource, PostgresLinkSource, Source, SqliteLinkSource};
 use tinyurl_runtime::memory::MemoryCache;
 use tinyurl_writer::analytics::{
-    ClickStore, Dimension, Fold, Folded, RollupRow, RollupTable, minute_of,
+    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, RolledUp, RollupRow, RollupTable,
+    minute_of,
 };
 use tinyurl_writer::auth::{OwnerId, generate_key, hash_key};
 use tinyurl_writer::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
@@ -422,16 +423,32 @@ fn click(code: &str, minute: i64, referrer: &str, bot: bool, count: u64) -> Clic
     }
 }
 
-/// Folding exactly once per batch id, reading rollups back by range, the
-/// lifetime totals, and retention that drops old minutes but keeps days.
+/// Folding exactly once per batch id, day rollups made from minutes exactly
+/// once (before, during and after a roll-up, late minutes included),
+/// reading by range, the lifetime totals, and retention that drops old
+/// minutes but keeps days and anything not rolled up yet.
 async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> {
     let now = minute_of(SystemTime::now());
+    // The roll-up mark starts at the migration's minute: `soon` is after it,
+    // `old` long before it (a late batch).
+    let soon = now + 5;
     let old = now - 10 * 24 * 60;
+    let total = |rows: &[RollupRow], bot: bool| -> i64 {
+        rows.iter()
+            .filter(|row| row.dimension == Dimension::Total && row.bot == bot)
+            .map(|row| row.clicks)
+            .sum()
+    };
+    let days_total = |store: Arc<dyn ClickStore>, code: &'static str| async move {
+        let rows = store.rollups(code, RollupTable::Days, 0, i32::MAX).await?;
+        anyhow::Ok(total(&rows, false))
+    };
+
     let first = Fold::of(&[
-        click("aaa", i64::from(now), "a.example", false, 3),
-        click("aaa", i64::from(now), "-", true, 2),
+        click("aaa", i64::from(soon), "a.example", false, 3),
+        click("aaa", i64::from(soon), "-", true, 2),
         click("aaa", i64::from(old), "b.example", false, 5),
-        click("bbb", i64::from(now), "-", false, 1),
+        click("bbb", i64::from(soon), "-", false, 1),
     ]);
     ensure!(store.fold("batch-1", &first).await? == Folded::Now);
     // A redelivery of the same batch changes nothing.
@@ -439,19 +456,12 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     ensure!(store.totals("aaa").await? == (8, 2));
     ensure!(store.totals("bbb").await? == (1, 0));
     ensure!(store.totals("nothing").await? == (0, 0));
-    // A second batch adds to the same rows.
-    let second = Fold::of(&[click("aaa", i64::from(now), "a.example", false, 4)]);
+    let second = Fold::of(&[click("aaa", i64::from(soon), "a.example", false, 4)]);
     ensure!(store.fold("batch-2", &second).await? == Folded::Now);
     ensure!(store.totals("aaa").await? == (12, 2));
 
-    let total = |rows: &[RollupRow], bot: bool| -> i64 {
-        rows.iter()
-            .filter(|row| row.dimension == Dimension::Total && row.bot == bot)
-            .map(|row| row.clicks)
-            .sum()
-    };
     let recent = store
-        .rollups("aaa", RollupTable::Minutes, now - 5, now + 1)
+        .rollups("aaa", RollupTable::Minutes, soon - 5, soon + 1)
         .await?;
     ensure!(
         total(&recent, false) == 7 && total(&recent, true) == 2,
@@ -463,36 +473,76 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
         .map(|row| (row.value.as_str(), row.clicks))
         .collect();
     ensure!(referrers == [("a.example", 7)], "{referrers:?}");
-    let all_days = store.rollups("aaa", RollupTable::Days, 0, i32::MAX).await?;
-    ensure!(total(&all_days, false) == 12, "{all_days:?}");
+    // Days before the roll-up: the late minute's day rows plus the minutes
+    // not rolled up yet.
+    ensure!(days_total(Arc::clone(&store), "aaa").await? == 12);
 
-    // Retention: minutes older than 7 days go (in slices), days stay, and
-    // batch ids older than their retention are forgotten.
-    let cutoff = now - 7 * 24 * 60;
+    // Rolling up changes no answer and counts nothing twice.
+    let rolled = store.roll_up_days(soon + 1).await?;
+    ensure!(rolled.rows > 0 && rolled.caught_up, "{rolled:?}");
+    ensure!(
+        store.roll_up_days(soon + 1).await?
+            == RolledUp {
+                rows: 0,
+                caught_up: true
+            }
+    );
+    ensure!(days_total(Arc::clone(&store), "aaa").await? == 12);
+    let day = (soon / MINUTES_PER_DAY, soon / MINUTES_PER_DAY + 1);
+    let today = store
+        .rollups("aaa", RollupTable::Days, day.0, day.1)
+        .await?;
+    ensure!(
+        total(&today, false) == 7 && total(&today, true) == 2,
+        "{today:?}"
+    );
+    // A batch for a minute already rolled up goes to the days itself.
+    let late = Fold::of(&[click("aaa", i64::from(soon), "c.example", false, 6)]);
+    ensure!(store.fold("batch-3", &late).await? == Folded::Now);
+    ensure!(days_total(Arc::clone(&store), "aaa").await? == 18);
+    let minutes = store
+        .rollups("aaa", RollupTable::Minutes, soon, soon + 1)
+        .await?;
+    ensure!(total(&minutes, false) == 13, "{minutes:?}");
+    // One roll-up call takes at most a day of minutes.
+    let far = soon + 3 * MINUTES_PER_DAY;
+    let step = store.roll_up_days(far).await?;
+    ensure!(!step.caught_up, "{step:?}");
+    while !store.roll_up_days(far).await?.caught_up {}
+    ensure!(days_total(Arc::clone(&store), "aaa").await? == 18);
+
+    // Retention: minutes older than 7 days go (in slices), days stay, batch
+    // ids older than their retention are forgotten, and a minute not rolled
+    // up yet is never deleted, however old the cutoff says it is.
+    let unrolled = far + 10;
+    let pending = Fold::of(&[click("ccc", i64::from(unrolled), "-", false, 1)]);
+    ensure!(store.fold("batch-4", &pending).await? == Folded::Now);
     let mut pruned = 0;
     loop {
         let deleted = store
-            .prune(cutoff, SystemTime::now() + Duration::from_secs(1), 1)
+            .prune(
+                unrolled + 100,
+                SystemTime::now() + Duration::from_secs(1),
+                1,
+            )
             .await?;
         if deleted == 0 {
             break;
         }
         pruned += deleted;
     }
+    ensure!(pruned >= 5 + 4, "minute rows and batch ids: {pruned}");
+    let kept = store
+        .rollups("ccc", RollupTable::Minutes, unrolled, unrolled + 1)
+        .await?;
+    ensure!(total(&kept, false) == 1, "not rolled up, so kept: {kept:?}");
+    let gone = store.rollups("aaa", RollupTable::Minutes, 0, far).await?;
+    ensure!(gone.is_empty(), "{gone:?}");
     ensure!(
-        pruned >= 5 + 2,
-        "old minute rows and both batch ids: {pruned}"
+        days_total(Arc::clone(&store), "aaa").await? == 18,
+        "days are kept"
     );
-    let old_minutes = store
-        .rollups("aaa", RollupTable::Minutes, 0, cutoff)
-        .await?;
-    ensure!(old_minutes.is_empty(), "{old_minutes:?}");
-    let all_days = store.rollups("aaa", RollupTable::Days, 0, i32::MAX).await?;
-    ensure!(total(&all_days, false) == 12, "days are kept: {all_days:?}");
-    let recent = store
-        .rollups("aaa", RollupTable::Minutes, now - 5, now + 1)
-        .await?;
-    ensure!(total(&recent, false) == 7, "recent minutes are kept");
+    ensure!(days_total(Arc::clone(&store), "ccc").await? == 1);
     Ok(())
 }
 

@@ -15,6 +15,15 @@ CREATE TABLE click_minutes (
 ) WITHOUT ROWID;
 CREATE INDEX click_minutes_age ON click_minutes (minute);
 
+-- Minutes at or before the mark are rolled up into click_days (see the
+-- Postgres migration).
+CREATE TABLE click_rollup_mark (
+    singleton      INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+    rolled_through INTEGER NOT NULL
+);
+INSERT INTO click_rollup_mark (singleton, rolled_through)
+    VALUES (1, CAST(strftime('%s', 'now') AS INTEGER) / 60);
+
 CREATE TABLE click_days (
     code      TEXT    NOT NULL,
     day       INTEGER NOT NULL,

@@ -21,6 +21,19 @@ CREATE TABLE click_minutes (
 -- few pages for any table size.
 CREATE INDEX click_minutes_age ON click_minutes USING brin (minute);
 
+-- Day rollups are made from minute rollups in bulk, a window at a time,
+-- rather than by every fold: a busy link's day row is then written once per
+-- window instead of once per batch. Minutes at or before the mark are in
+-- click_days; a fold of such a (late) minute writes its day rows itself. The
+-- roll-up locks this row FOR UPDATE and each fold FOR SHARE, so a minute row
+-- reaches click_days exactly once.
+CREATE TABLE click_rollup_mark (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    rolled_through integer NOT NULL
+);
+INSERT INTO click_rollup_mark (rolled_through)
+    VALUES ((extract(epoch FROM now()) / 60)::integer);
+
 CREATE TABLE click_days (
     code      text     COLLATE "C" NOT NULL,
     day       integer  NOT NULL,

@@ -45,6 +45,8 @@ pub enum ClickSource {
     Memory(mpsc::Receiver<ClickBatch>),
 }
 
+/// Finished minutes are rolled up into days this often.
+const ROLL_UP_EVERY: Duration = Duration::from_secs(60);
 /// Retention runs this often; each run deletes in small slices.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// Folded batch ids are remembered this long: far beyond the click stream's
@@ -161,6 +163,7 @@ impl App {
             claim_idle: self.config.clicks_claim_idle,
             minute_retention: self.config.clicks_minute_retention,
             batch_retention: BATCH_ID_RETENTION,
+            maintain_every: ROLL_UP_EVERY,
             prune_every: PRUNE_EVERY,
         };
         let mut tasks = Vec::new();
@@ -192,7 +195,7 @@ impl App {
                 )));
             }
         }
-        tasks.push(tokio::spawn(consumer::enforce_retention(
+        tasks.push(tokio::spawn(consumer::maintain_rollups(
             store,
             settings,
             stopping.clone(),

@@ -55,12 +55,17 @@ pub struct RollupKey {
     pub bot: bool,
 }
 
-/// A batch's lines summed into rollup rows, sorted by key: every consumer
-/// locks rows in the same order, so two folding at once cannot deadlock.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Minutes in a day bucket.
+pub const MINUTES_PER_DAY: i32 = 24 * 60;
+
+/// A batch's lines summed into minute rollup rows, sorted by key: every
+/// consumer locks rows in the same order, so two folding at once cannot
+/// deadlock. Day rollups are made from minute rollups in bulk
+/// ([`ClickStore::roll_up_days`]); a fold writes day rows only for minutes
+/// already rolled up ([`Fold::late_days`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fold {
     pub minutes: Vec<(RollupKey, i64)>,
-    pub days: Vec<(RollupKey, i64)>,
     /// Per code: (human clicks, bot clicks).
     pub totals: Vec<(String, i64, i64)>,
     pub clicks: u64,
@@ -69,14 +74,12 @@ pub struct Fold {
 impl Fold {
     pub fn of(lines: &[ClickLine]) -> Self {
         let mut minutes: BTreeMap<RollupKey, i64> = BTreeMap::new();
-        let mut days: BTreeMap<RollupKey, i64> = BTreeMap::new();
         let mut totals: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
         let mut clicks = 0u64;
         for line in lines {
             let count = i64::try_from(line.count).unwrap_or(i64::MAX);
             clicks = clicks.saturating_add(line.count);
             let minute = i32::try_from(line.minute).unwrap_or(i32::MAX);
-            let day = minute / (24 * 60);
             let dimensions = [
                 (Dimension::Total, ""),
                 (Dimension::Referrer, line.referrer.as_str()),
@@ -85,17 +88,15 @@ impl Fold {
                 (Dimension::Device, line.device.as_str()),
             ];
             for (dimension, value) in dimensions {
-                for (table, bucket) in [(&mut minutes, minute), (&mut days, day)] {
-                    let key = RollupKey {
-                        code: line.code.clone(),
-                        bucket,
-                        dimension,
-                        value: value.to_owned(),
-                        bot: line.bot,
-                    };
-                    let sum = table.entry(key).or_default();
-                    *sum = sum.saturating_add(count);
-                }
+                let key = RollupKey {
+                    code: line.code.clone(),
+                    bucket: minute,
+                    dimension,
+                    value: value.to_owned(),
+                    bot: line.bot,
+                };
+                let sum = minutes.entry(key).or_default();
+                *sum = sum.saturating_add(count);
             }
             let total = totals.entry(line.code.as_str()).or_default();
             if line.bot {
@@ -106,7 +107,6 @@ impl Fold {
         }
         Self {
             minutes: minutes.into_iter().collect(),
-            days: days.into_iter().collect(),
             totals: totals
                 .into_iter()
                 .map(|(code, (humans, bots))| (code.to_owned(), humans, bots))
@@ -114,6 +114,36 @@ impl Fold {
             clicks,
         }
     }
+
+    /// Day rows for the minutes at or before `rolled_through`: clicks that
+    /// arrive after their minute was rolled up into days (a batch held back
+    /// while Redis was down) go to the day rollups directly. Sorted by key.
+    pub fn late_days(&self, rolled_through: i32) -> Vec<(RollupKey, i64)> {
+        let mut days: BTreeMap<RollupKey, i64> = BTreeMap::new();
+        for (key, clicks) in self
+            .minutes
+            .iter()
+            .filter(|(key, _)| key.bucket <= rolled_through)
+        {
+            let day = RollupKey {
+                bucket: key.bucket.div_euclid(MINUTES_PER_DAY),
+                ..key.clone()
+            };
+            let sum = days.entry(day).or_default();
+            *sum = sum.saturating_add(*clicks);
+        }
+        days.into_iter().collect()
+    }
+}
+
+/// What one [`ClickStore::roll_up_days`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolledUp {
+    /// Day rows written.
+    pub rows: u64,
+    /// Whether every minute up to the requested one is rolled up now (one
+    /// call rolls at most a day of minutes, to keep its transaction short).
+    pub caught_up: bool,
 }
 
 /// What happened to a batch.
@@ -146,10 +176,18 @@ pub enum RollupTable {
 #[async_trait::async_trait]
 pub trait ClickStore: Send + Sync + 'static {
     /// Adds `fold` and records `batch_id` in one transaction, unless the id
-    /// was recorded before.
+    /// was recorded before. Excludes a concurrent [`Self::roll_up_days`], so
+    /// every minute row reaches the day rollups exactly once.
     async fn fold(&self, batch_id: &str, fold: &Fold) -> Result<Folded, WriterError>;
 
-    /// Rollup rows of `code` with `first <= bucket < end`.
+    /// Adds the minute rows after the roll-up mark and up to `through` (at
+    /// most a day of them) to the day rollups and moves the mark, in one
+    /// transaction.
+    async fn roll_up_days(&self, through: i32) -> Result<RolledUp, WriterError>;
+
+    /// Rollup rows of `code` with `first <= bucket < end`, summed: the
+    /// series rows ([`Dimension::Total`]) by bucket, the breakdowns over the
+    /// whole range. Day rows include the minutes not rolled up yet.
     async fn rollups(
         &self,
         code: &str,
@@ -161,8 +199,9 @@ pub trait ClickStore: Send + Sync + 'static {
     /// Lifetime (human, bot) clicks of `code`.
     async fn totals(&self, code: &str) -> Result<(i64, i64), WriterError>;
 
-    /// Deletes up to `limit` minute rows older than `minute` and batch ids
-    /// folded before `batches_before`; how many rows went. Called repeatedly
+    /// Deletes up to `limit` minute rows older than `minute` (never one not
+    /// rolled up into days yet) and batch ids folded before
+    /// `batches_before`; how many rows went. Called repeatedly
     /// until it deletes nothing, so no call holds locks for long.
     async fn prune(
         &self,
@@ -212,16 +251,29 @@ mod tests {
             fold.totals,
             [("a".to_owned(), 4, 4), ("b".to_owned(), 2, 0)]
         );
-        let day_total = |bot: bool| {
-            fold.days
+        let minute_total = |bot: bool| -> i64 {
+            fold.minutes
                 .iter()
-                .find(|(key, _)| {
+                .filter(|(key, _)| {
                     key.code == "a" && key.dimension == Dimension::Total && key.bot == bot
                 })
                 .map(|(_, clicks)| *clicks)
+                .sum()
         };
-        assert_eq!(day_total(false), Some(4));
-        assert_eq!(day_total(true), Some(4));
+        assert_eq!(minute_total(false), 4);
+        assert_eq!(minute_total(true), 4);
+        // Only minutes already rolled up come back as day rows, summed.
+        assert!(fold.late_days(day_start as i32 + 4).is_empty());
+        let late = fold.late_days(day_start as i32 + 6);
+        let late_total: i64 = late
+            .iter()
+            .filter(|(key, _)| key.code == "a" && key.dimension == Dimension::Total)
+            .map(|(key, clicks)| {
+                assert_eq!(key.bucket, 20_000);
+                *clicks
+            })
+            .sum();
+        assert_eq!(late_total, 8);
         assert!(fold.minutes.windows(2).all(|pair| pair[0].0 < pair[1].0));
         // Every dimension sums to the total.
         for dimension in Dimension::BREAKDOWNS {

@@ -6,7 +6,10 @@ use std::time::SystemTime;
 use deadpool_postgres::Transaction;
 
 use super::PostgresLinkStore;
-use crate::analytics::{ClickStore, Dimension, Fold, Folded, RollupKey, RollupRow, RollupTable};
+use crate::analytics::{
+    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, RolledUp, RollupKey, RollupRow,
+    RollupTable,
+};
 use crate::error::WriterError;
 
 /// Adds a fold's rows to one rollup table (`{table}` and `{bucket}` are
@@ -26,14 +29,43 @@ DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks,
 
 /// The series (dimension 0 by bucket) and the breakdowns (summed over the
 /// range), aggregated by the database rather than shipped row by row.
-const READ_ROLLUPS: &str = "
-SELECT {bucket}, 0::int2, ''::text, bot, sum(clicks)::int8 FROM {table}
- WHERE code = $1 AND dimension = 0 AND {bucket} >= $2 AND {bucket} < $3
- GROUP BY {bucket}, bot
+const READ_MINUTES: &str = "
+SELECT minute, 0::int2, ''::text, bot, sum(clicks)::int8 FROM click_minutes
+ WHERE code = $1 AND dimension = 0 AND minute >= $2 AND minute < $3
+ GROUP BY minute, bot
 UNION ALL
-SELECT 0, dimension, value, bot, sum(clicks)::int8 FROM {table}
- WHERE code = $1 AND dimension > 0 AND {bucket} >= $2 AND {bucket} < $3
+SELECT 0, dimension, value, bot, sum(clicks)::int8 FROM click_minutes
+ WHERE code = $1 AND dimension > 0 AND minute >= $2 AND minute < $3
  GROUP BY dimension, value, bot";
+
+/// [`READ_MINUTES`] for days: the day rollups plus the minutes not rolled up
+/// yet, read in one statement (one snapshot, so the mark and both tables
+/// agree).
+const READ_DAYS: &str = "
+WITH rows AS (
+    SELECT day, dimension, value, bot, clicks FROM click_days
+     WHERE code = $1 AND day >= $2 AND day < $3
+    UNION ALL
+    SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
+     WHERE code = $1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
+       AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440
+)
+SELECT day, 0::int2, ''::text, bot, sum(clicks)::int8 FROM rows
+ WHERE dimension = 0 GROUP BY day, bot
+UNION ALL
+SELECT 0, dimension, value, bot, sum(clicks)::int8 FROM rows
+ WHERE dimension > 0 GROUP BY dimension, value, bot";
+
+/// One roll-up window: the minutes after the mark up to `$2`, summed into
+/// day rows in key order.
+const ROLL_UP_DAYS: &str = "
+INSERT INTO click_days AS stored (code, day, dimension, value, bot, clicks)
+SELECT code, minute / 1440, dimension, value, bot, sum(clicks) FROM click_minutes
+ WHERE minute > $1 AND minute <= $2
+ GROUP BY code, minute / 1440, dimension, value, bot
+ ORDER BY code, minute / 1440, dimension, value, bot
+ON CONFLICT (code, day, dimension, value, bot)
+DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks";
 
 fn table_sql(template: &str, table: RollupTable) -> String {
     let (name, bucket) = match table {
@@ -96,8 +128,23 @@ impl ClickStore for PostgresLinkStore {
             if recorded == 0 {
                 return Ok(Folded::Before);
             }
+            // Shared: folds run side by side, a roll-up waits for them (and
+            // they for it).
+            let rolled_through: i32 = transaction
+                .query_one(
+                    "SELECT rolled_through FROM click_rollup_mark FOR SHARE",
+                    &[],
+                )
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(WriterError::from_postgres)?;
             upsert_rollups(&transaction, RollupTable::Minutes, &fold.minutes).await?;
-            upsert_rollups(&transaction, RollupTable::Days, &fold.days).await?;
+            upsert_rollups(
+                &transaction,
+                RollupTable::Days,
+                &fold.late_days(rolled_through),
+            )
+            .await?;
             let codes: Vec<&str> = fold
                 .totals
                 .iter()
@@ -118,6 +165,51 @@ impl ClickStore for PostgresLinkStore {
         .await
     }
 
+    async fn roll_up_days(&self, through: i32) -> Result<RolledUp, WriterError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let rolled_through: i32 = transaction
+                .query_one(
+                    "SELECT rolled_through FROM click_rollup_mark FOR UPDATE",
+                    &[],
+                )
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(WriterError::from_postgres)?;
+            if through <= rolled_through {
+                return Ok(RolledUp {
+                    rows: 0,
+                    caught_up: true,
+                });
+            }
+            let until = through.min(rolled_through.saturating_add(MINUTES_PER_DAY));
+            let rows = transaction
+                .execute(ROLL_UP_DAYS, &[&rolled_through, &until])
+                .await
+                .map_err(WriterError::from_postgres)?;
+            transaction
+                .execute(
+                    "UPDATE click_rollup_mark SET rolled_through = $1",
+                    &[&until],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            transaction
+                .commit()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(RolledUp {
+                rows,
+                caught_up: until == through,
+            })
+        })
+        .await
+    }
+
     async fn rollups(
         &self,
         code: &str,
@@ -128,7 +220,13 @@ impl ClickStore for PostgresLinkStore {
         self.bounded(async {
             let client = self.client().await?;
             let rows = client
-                .query(&table_sql(READ_ROLLUPS, table), &[&code, &first, &end])
+                .query(
+                    match table {
+                        RollupTable::Minutes => READ_MINUTES,
+                        RollupTable::Days => READ_DAYS,
+                    },
+                    &[&code, &first, &end],
+                )
                 .await
                 .map_err(WriterError::from_postgres)?;
             rows.iter()
@@ -183,7 +281,10 @@ impl ClickStore for PostgresLinkStore {
             let minutes = client
                 .execute(
                     "DELETE FROM click_minutes WHERE ctid = ANY(ARRAY(
-                         SELECT ctid FROM click_minutes WHERE minute < $1 LIMIT $2))",
+                         SELECT ctid FROM click_minutes
+                          WHERE minute < $1
+                            AND minute <= (SELECT rolled_through FROM click_rollup_mark)
+                          LIMIT $2))",
                     &[&minute, &limit],
                 )
                 .await

@@ -7,7 +7,10 @@ use tinyurl_runtime::sqlite::rusqlite::{self, TransactionBehavior};
 use tinyurl_runtime::sqlite::to_micros;
 
 use super::SqliteLinkStore;
-use crate::analytics::{ClickStore, Dimension, Fold, Folded, RollupKey, RollupRow, RollupTable};
+use crate::analytics::{
+    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, RolledUp, RollupKey, RollupRow,
+    RollupTable,
+};
 use crate::error::WriterError;
 
 fn names(table: RollupTable) -> (&'static str, &'static str) {
@@ -47,9 +50,7 @@ impl ClickStore for SqliteLinkStore {
     async fn fold(&self, batch_id: &str, fold: &Fold) -> Result<Folded, WriterError> {
         let batch_id = batch_id.to_owned();
         // The fold is moved to the blocking thread; batches are small.
-        let minutes = fold.minutes.clone();
-        let days = fold.days.clone();
-        let totals = fold.totals.clone();
+        let fold = fold.clone();
         self.db
             .run(move |connection| {
                 let transaction =
@@ -61,20 +62,64 @@ impl ClickStore for SqliteLinkStore {
                 if recorded == 0 {
                     return Ok(Folded::Before);
                 }
-                upsert_rollups(&transaction, RollupTable::Minutes, &minutes)?;
-                upsert_rollups(&transaction, RollupTable::Days, &days)?;
+                // The write lock taken by BEGIN IMMEDIATE already keeps a
+                // roll-up out until this commits.
+                let rolled_through: i32 = transaction.query_row(
+                    "SELECT rolled_through FROM click_rollup_mark",
+                    [],
+                    |row| row.get(0),
+                )?;
+                upsert_rollups(&transaction, RollupTable::Minutes, &fold.minutes)?;
+                upsert_rollups(&transaction, RollupTable::Days, &fold.late_days(rolled_through))?;
                 {
                     let mut statement = transaction.prepare_cached(
                         "INSERT INTO click_totals (code, clicks, bot_clicks) VALUES (?1, ?2, ?3)
                          ON CONFLICT (code) DO UPDATE SET clicks = clicks + excluded.clicks,
                                                           bot_clicks = bot_clicks + excluded.bot_clicks",
                     )?;
-                    for (code, humans, bots) in &totals {
+                    for (code, humans, bots) in &fold.totals {
                         statement.execute((code, humans, bots))?;
                     }
                 }
                 transaction.commit()?;
                 Ok(Folded::Now)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn roll_up_days(&self, through: i32) -> Result<RolledUp, WriterError> {
+        self.db
+            .run(move |connection| {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let rolled_through: i32 = transaction.query_row(
+                    "SELECT rolled_through FROM click_rollup_mark",
+                    [],
+                    |row| row.get(0),
+                )?;
+                if through <= rolled_through {
+                    return Ok(RolledUp {
+                        rows: 0,
+                        caught_up: true,
+                    });
+                }
+                let until = through.min(rolled_through.saturating_add(MINUTES_PER_DAY));
+                let rows = transaction.execute(
+                    "INSERT INTO click_days (code, day, dimension, value, bot, clicks)
+                     SELECT code, minute / 1440, dimension, value, bot, sum(clicks)
+                       FROM click_minutes WHERE minute > ?1 AND minute <= ?2
+                      GROUP BY code, minute / 1440, dimension, value, bot
+                     ON CONFLICT (code, day, dimension, value, bot)
+                     DO UPDATE SET clicks = clicks + excluded.clicks",
+                    (rolled_through, until),
+                )?;
+                transaction.execute("UPDATE click_rollup_mark SET rolled_through = ?1", [until])?;
+                transaction.commit()?;
+                Ok(RolledUp {
+                    rows: rows as u64,
+                    caught_up: until == through,
+                })
             })
             .await
             .map_err(WriterError::from_sqlite)
@@ -88,15 +133,29 @@ impl ClickStore for SqliteLinkStore {
         end: i32,
     ) -> Result<Vec<RollupRow>, WriterError> {
         let code = code.to_owned();
-        let (name, bucket) = names(table);
+        // As in Postgres: days include the minutes not rolled up yet, read in
+        // one statement (one snapshot).
+        let rows_cte = match table {
+            RollupTable::Minutes => {
+                "SELECT minute AS bucket, dimension, value, bot, clicks FROM click_minutes
+                  WHERE code = ?1 AND minute >= ?2 AND minute < ?3"
+            }
+            RollupTable::Days => {
+                "SELECT day AS bucket, dimension, value, bot, clicks FROM click_days
+                  WHERE code = ?1 AND day >= ?2 AND day < ?3
+                 UNION ALL
+                 SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
+                  WHERE code = ?1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
+                    AND minute >= ?2 * 1440 AND minute < ?3 * 1440"
+            }
+        };
         let sql = format!(
-            "SELECT {bucket}, 0, '', bot, sum(clicks) FROM {name}
-              WHERE code = ?1 AND dimension = 0 AND {bucket} >= ?2 AND {bucket} < ?3
-              GROUP BY {bucket}, bot
+            "WITH rows AS ({rows_cte})
+             SELECT bucket, 0, '', bot, sum(clicks) FROM rows
+              WHERE dimension = 0 GROUP BY bucket, bot
              UNION ALL
-             SELECT 0, dimension, value, bot, sum(clicks) FROM {name}
-              WHERE code = ?1 AND dimension > 0 AND {bucket} >= ?2 AND {bucket} < ?3
-              GROUP BY dimension, value, bot"
+             SELECT 0, dimension, value, bot, sum(clicks) FROM rows
+              WHERE dimension > 0 GROUP BY dimension, value, bot"
         );
         let rows = self
             .db
@@ -158,7 +217,9 @@ impl ClickStore for SqliteLinkStore {
                 let minutes = connection.execute(
                     "DELETE FROM click_minutes WHERE (code, minute, dimension, value, bot) IN (
                          SELECT code, minute, dimension, value, bot FROM click_minutes
-                          WHERE minute < ?1 LIMIT ?2)",
+                          WHERE minute < ?1
+                            AND minute <= (SELECT rolled_through FROM click_rollup_mark)
+                          LIMIT ?2)",
                     (minute, limit),
                 )?;
                 let batches = connection.execute(
