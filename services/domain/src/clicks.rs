@@ -10,6 +10,7 @@
 //! corrupt entry is refused whole rather than half-folded.
 
 use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::alias::is_link_shaped;
 
@@ -43,6 +44,15 @@ pub struct ClickLine {
     pub country: String,
     pub bot: bool,
     pub count: u64,
+}
+
+/// Minutes since the Unix epoch (UTC) of `at`: the bucket of a click, of
+/// minute rollups, and of their retention. Fits `i32` until the year 6053.
+pub fn minute_of(at: SystemTime) -> i32 {
+    let seconds = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    i32::try_from(seconds / 60).unwrap_or(i32::MAX)
 }
 
 /// Appends one line to a batch being built.
@@ -106,7 +116,7 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
         return Err("malformed code");
     }
     let minute: i64 = minute.parse().map_err(|_| "malformed minute")?;
-    if !(0..=i64::from(u32::MAX)).contains(&minute) {
+    if !(0..=i64::from(i32::MAX)).contains(&minute) {
         return Err("minute out of range");
     }
     if !is_referrer_token(referrer) {

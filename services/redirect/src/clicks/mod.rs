@@ -20,13 +20,13 @@ use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::http::HeaderMap;
 use axum::http::header::{REFERER, USER_AGENT};
 use foldhash::fast::FixedState;
 use tinyurl_domain::clicks::{
-    DIRECT, MAX_VALUE_LEN, OTHER, Referrer, UNKNOWN_COUNTRY, push_line, referrer_host,
+    DIRECT, MAX_VALUE_LEN, OTHER, Referrer, UNKNOWN_COUNTRY, minute_of, push_line, referrer_host,
 };
 
 pub use self::agent::{AgentKey, Agents};
@@ -88,7 +88,7 @@ impl Shard {
 
 struct Counted {
     code: Box<str>,
-    minute: u32,
+    minute: i32,
     referrer: StoredReferrer,
     agent: AgentKey,
     country: [u8; 2],
@@ -107,7 +107,7 @@ enum StoredReferrer {
 #[derive(Clone, Copy)]
 struct KeyView<'a> {
     code: &'a str,
-    minute: u32,
+    minute: i32,
     referrer: Referrer<'a>,
     agent: AgentKey,
     country: [u8; 2],
@@ -185,7 +185,7 @@ impl Clicks {
     /// Counts one redirect; constant time, no await, no parsing beyond the
     /// `Referer` host.
     pub fn record(&self, code: &str, headers: &HeaderMap, peer: Option<IpAddr>) {
-        let minute = minute_now();
+        let minute = minute_of(SystemTime::now());
         let mut lowered = [0u8; MAX_VALUE_LEN];
         let referrer = match referrer_host(headers.get(REFERER).map(|value| value.as_bytes())) {
             Referrer::Host(host) => {
@@ -359,14 +359,6 @@ impl Clicks {
             }
         }
     }
-}
-
-fn minute_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u32::try_from(since.as_secs() / 60).unwrap_or(u32::MAX)
-        })
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ pub mod consumer;
 pub mod stats;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tinyurl_domain::clicks::ClickLine;
+pub use tinyurl_domain::clicks::minute_of;
 
 pub use self::stats::{Granularity, LinkStats, StatsQuery};
 use crate::error::WriterError;
@@ -209,15 +210,6 @@ pub trait ClickStore: Send + Sync + 'static {
         batches_before: SystemTime,
         limit: i64,
     ) -> Result<u64, WriterError>;
-}
-
-/// Minutes since the Unix epoch of `at`.
-pub fn minute_of(at: SystemTime) -> i32 {
-    let seconds = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs();
-    i32::try_from(seconds / 60).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]
