@@ -411,6 +411,15 @@ async fn stats_count_every_folded_click_once_across_a_kill_and_restart() -> anyh
     let text = stdout(&text);
     ensure!(text.contains(&format!("{code}: 500 clicks")), "{text}");
     ensure!(text.contains("clicks per minute"), "{text}");
+    // The chart has bars: braille cells with dots in them, not just a frame.
+    let dotted = text
+        .lines()
+        .filter(|line| {
+            line.chars()
+                .any(|cell| ('\u{2801}'..='\u{28FF}').contains(&cell))
+        })
+        .count();
+    ensure!(dotted >= 8, "a chart of bars: {text}");
     ensure!(text.contains("referrers  - 500"), "{text}");
     // Another key's view, and a bad range, fail with their exit codes.
     let bad = system.cli(&key, &["stats", &code, "--since", "30d", "--by", "hour"])?;

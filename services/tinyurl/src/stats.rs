@@ -10,7 +10,7 @@ use crate::client::{self, Connection, Failure};
 
 /// Chart width in braille dots (two per terminal column).
 const CHART_WIDTH: u32 = 140;
-const CHART_HEIGHT: u32 = 40;
+const CHART_HEIGHT: u32 = 32;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum By {
@@ -170,18 +170,22 @@ pub fn render(stats: &LinkStats) -> String {
             .chain(std::iter::once((view.series.len() as f32, 0.0)))
             .collect();
         let highest = points.iter().map(|(_, clicks)| *clicks).fold(1.0, f32::max);
-        let chart = Chart::new_with_y_range(
+        let shape = Shape::Bars(&points);
+        let mut chart = Chart::new_with_y_range(
             CHART_WIDTH,
             CHART_HEIGHT,
             0.0,
             view.series.len() as f32,
             0.0,
             highest,
-        )
-        .lineplot(&Shape::Bars(&points))
-        .to_string();
+        );
+        // Display alone prints an empty frame: the figures are drawn here.
+        let plotted = chart.lineplot(&shape);
+        plotted.axis();
+        plotted.figures();
+        let drawn = plotted.to_string();
         out.push_str(&format!(
-            "\nclicks per {} (humans), {} to {}\n{chart}\n",
+            "\nclicks per {} (humans), {} to {}\n{drawn}\n",
             view.granularity,
             view.series.first().map_or("", |point| point.start.as_str()),
             view.series.last().map_or("", |point| point.start.as_str()),

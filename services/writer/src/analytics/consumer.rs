@@ -153,7 +153,14 @@ impl RedisConsumer {
         Self {
             client,
             timeout,
-            name: format!("writer-{}", uuid::Uuid::new_v4().simple()),
+            // The host (the pod's name in Kubernetes) for operators reading
+            // XINFO CONSUMERS; the suffix keeps a restarted process apart from
+            // its predecessor, whose pending batches are then claimed.
+            name: format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "writer".to_owned()),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             store,
             settings,
             metrics: Metrics::new(),
@@ -185,6 +192,9 @@ impl RedisConsumer {
             }
             if last_claim.is_none_or(|at| at.elapsed() >= self.settings.claim_idle / 2) {
                 last_claim = Some(Instant::now());
+                if let Err(error) = self.forget_departed().await {
+                    tracing::debug!(%error, "cannot list the click consumers");
+                }
                 match self.claim().await {
                     Ok(entries) => {
                         self.metrics.redelivered.increment(entries.len() as u64);
@@ -271,6 +281,39 @@ impl RedisConsumer {
             })
             .unwrap_or(Value::Null);
         Ok(parse_entries(entries))
+    }
+
+    /// Removes consumers that hold nothing and have not been seen for an hour
+    /// (processes that stopped; each start joins under a new name), so the
+    /// group does not grow with every restart. One holding batches is kept
+    /// until they are claimed: deleting it would drop them.
+    async fn forget_departed(&self) -> Result<(), Error> {
+        const DEPARTED_AFTER_MS: u64 = 3_600_000;
+        let client = self.client.with_options(&self.options(Duration::ZERO));
+        let consumers: Value = client.xinfo_consumers(CLICKS_STREAM, CLICKS_GROUP).await?;
+        for consumer in consumers.into_array() {
+            let fields = pairs(consumer);
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value)
+            };
+            let (Some(name), Some(pending), Some(idle)) = (
+                field("name").and_then(|value| value.as_str().map(std::borrow::Cow::into_owned)),
+                field("pending").and_then(Value::as_u64),
+                field("idle").and_then(Value::as_u64),
+            ) else {
+                continue;
+            };
+            if pending == 0 && idle >= DEPARTED_AFTER_MS && name != self.name {
+                let _: Value = client
+                    .xgroup_delconsumer(CLICKS_STREAM, CLICKS_GROUP, name.as_str())
+                    .await?;
+                tracing::info!(consumer = name, "removed a departed click consumer");
+            }
+        }
+        Ok(())
     }
 
     /// Takes over entries idle for the claim interval (their consumer died
