@@ -77,6 +77,19 @@ fn table_sql(template: &str, table: RollupTable) -> String {
         .replace("{bucket}", bucket)
 }
 
+/// The roll-up mark, locked as `lock` says (`FOR SHARE` by folds, `FOR
+/// UPDATE` by the roll-up) until the transaction ends.
+async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, WriterError> {
+    transaction
+        .query_one(
+            &format!("SELECT rolled_through FROM click_rollup_mark {lock}"),
+            &[],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(WriterError::from_postgres)
+}
+
 async fn upsert_rollups(
     transaction: &Transaction<'_>,
     table: RollupTable,
@@ -130,14 +143,7 @@ impl ClickStore for PostgresLinkStore {
             }
             // Shared: folds run side by side, a roll-up waits for them (and
             // they for it).
-            let rolled_through: i32 = transaction
-                .query_one(
-                    "SELECT rolled_through FROM click_rollup_mark FOR SHARE",
-                    &[],
-                )
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(WriterError::from_postgres)?;
+            let rolled_through = rollup_mark(&transaction, "FOR SHARE").await?;
             upsert_rollups(&transaction, RollupTable::Minutes, &fold.minutes).await?;
             upsert_rollups(
                 &transaction,
@@ -172,14 +178,7 @@ impl ClickStore for PostgresLinkStore {
                 .transaction()
                 .await
                 .map_err(WriterError::from_postgres)?;
-            let rolled_through: i32 = transaction
-                .query_one(
-                    "SELECT rolled_through FROM click_rollup_mark FOR UPDATE",
-                    &[],
-                )
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(WriterError::from_postgres)?;
+            let rolled_through = rollup_mark(&transaction, "FOR UPDATE").await?;
             if through <= rolled_through {
                 return Ok(RolledUp {
                     rows: 0,

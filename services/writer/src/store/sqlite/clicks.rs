@@ -20,6 +20,12 @@ fn names(table: RollupTable) -> (&'static str, &'static str) {
     }
 }
 
+fn rollup_mark(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<i32> {
+    transaction.query_row("SELECT rolled_through FROM click_rollup_mark", [], |row| {
+        row.get(0)
+    })
+}
+
 fn upsert_rollups(
     transaction: &rusqlite::Transaction<'_>,
     table: RollupTable,
@@ -64,11 +70,7 @@ impl ClickStore for SqliteLinkStore {
                 }
                 // The write lock taken by BEGIN IMMEDIATE already keeps a
                 // roll-up out until this commits.
-                let rolled_through: i32 = transaction.query_row(
-                    "SELECT rolled_through FROM click_rollup_mark",
-                    [],
-                    |row| row.get(0),
-                )?;
+                let rolled_through = rollup_mark(&transaction)?;
                 upsert_rollups(&transaction, RollupTable::Minutes, &fold.minutes)?;
                 upsert_rollups(&transaction, RollupTable::Days, &fold.late_days(rolled_through))?;
                 {
@@ -93,11 +95,7 @@ impl ClickStore for SqliteLinkStore {
             .run(move |connection| {
                 let transaction =
                     connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let rolled_through: i32 = transaction.query_row(
-                    "SELECT rolled_through FROM click_rollup_mark",
-                    [],
-                    |row| row.get(0),
-                )?;
+                let rolled_through = rollup_mark(&transaction)?;
                 if through <= rolled_through {
                     return Ok(RolledUp {
                         rows: 0,
