@@ -16,7 +16,9 @@ use crate::services::ServiceBinary;
 
 /// The database file `up` makes in its directory (SQLite adds `-wal` and
 /// `-shm` beside it).
-const DATA_FILE: &str = "tinyurl.db";
+/// The data file under the test's directory, in a directory `up` creates.
+const DATA_DIR: &str = "data";
+const DATA_FILE: &str = "data/tinyurl.db";
 
 pub struct Embedded {
     binary: ServiceBinary,
@@ -59,11 +61,9 @@ impl Embedded {
                     drop(embedded);
                     // The next try must be a first start again (it prints
                     // the first API key), so the data this one made goes.
-                    for entry in std::fs::read_dir(dir)? {
-                        let entry = entry?;
-                        if entry.file_name().to_string_lossy().starts_with(DATA_FILE) {
-                            std::fs::remove_file(entry.path())?;
-                        }
+                    let data = dir.join(DATA_DIR);
+                    if data.exists() {
+                        std::fs::remove_dir_all(data)?;
                     }
                 }
                 Err(error) => return Err(error),
@@ -82,6 +82,8 @@ impl Embedded {
             .current_dir(&self.dir)
             .args([
                 "up",
+                "--data",
+                DATA_FILE,
                 "--http",
                 &self.http.to_string(),
                 "--grpc",
@@ -115,10 +117,16 @@ impl Embedded {
         self.printed_key = None;
         let ready = async {
             while let Some(line) = lines_rx.recv().await {
-                if let Some(key) = line.strip_prefix("API key").map(str::trim)
-                    && key.starts_with("tu_")
+                // Standard output here is a pipe, so the first key is in a
+                // file whose path is printed.
+                if let Some(rest) = line.strip_prefix("API key").map(str::trim)
+                    && let Some(path) = rest
+                        .strip_prefix("written to ")
+                        .and_then(|rest| rest.split(" (").next())
                 {
-                    self.printed_key = Some(key.to_owned());
+                    let key = std::fs::read_to_string(self.dir.join(path)).unwrap_or_default();
+                    self.printed_key =
+                        Some(key.trim().to_owned()).filter(|key| key.starts_with("tu_"));
                 }
                 let done = line.starts_with("ready");
                 self.stdout.push(line);

@@ -39,6 +39,36 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
         .clone()
         .with_context(|| format!("a fresh start prints an API key:\n{}", system.banner()))?;
     ensure!(system.data_path().is_file(), "the database file is created");
+    // The data holds the code key and the key hashes: owner only. The first
+    // key went to a file, not to standard output (a pipe here).
+    let mode = |path: &std::path::Path| -> anyhow::Result<u32> {
+        use std::os::unix::fs::PermissionsExt as _;
+        Ok(std::fs::metadata(path)
+            .with_context(|| format!("{}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777)
+    };
+    let data = system.data_path();
+    let directory = data.parent().context("the data has a directory")?;
+    ensure!(
+        mode(directory)? == 0o700,
+        "directory {:o}",
+        mode(directory)?
+    );
+    for suffix in ["", "-wal", "-shm", ".api-key"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", data.display()));
+        ensure!(
+            mode(&path)? == 0o600,
+            "{} is {:o}",
+            path.display(),
+            mode(&path)?
+        );
+    }
+    ensure!(
+        !system.banner().contains(&key),
+        "the key is not on standard output"
+    );
     ensure!(system.banner().contains(&format!("http://{}", system.http)));
 
     // shorten → a short URL that redirects.
@@ -177,7 +207,18 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
     );
 
     // api-key create works against the same data file.
-    let created_key = system.cli("", &["api-key", "create", "--name", "second"])?;
+    let database_url = format!("sqlite:{}", system.data_path().display());
+    let created_key = system.cli(
+        "",
+        &[
+            "api-key",
+            "create",
+            "--name",
+            "second",
+            "--database-url",
+            &database_url,
+        ],
+    )?;
     ensure!(created_key.status.success(), "{}", stderr(&created_key));
     let second_key = stdout(&created_key).trim().to_owned();
     let listed = system.cli(&second_key, &["--json", "list"])?;

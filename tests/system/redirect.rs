@@ -110,7 +110,18 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
         response.header("location"),
         Some("https://example.com/landing?src=short&utm=x&b=2#top")
     );
+    // A forwarded query past the cap is 414 (a proxy in front could not
+    // carry the Location); at the cap it is forwarded.
+    let longest = "q=".to_owned() + &"x".repeat(1022);
+    let response = get(&redirect, &format!("/{}?{longest}", forwarding.code)).await?;
+    assert_eq!(response.status, 302);
+    let response = get(&redirect, &format!("/{}?{longest}x", forwarding.code)).await?;
+    assert_eq!(response.status, 414);
+    assert_eq!(response.header("cache-control"), Some("no-store"));
     let plain = create(&system, to("https://example.com/plain")).await?;
+    // A link that does not forward its query ignores any length of it.
+    let response = get(&redirect, &format!("/{}?{longest}x", plain.code)).await?;
+    assert_eq!(response.status, 302);
     let response = get(&redirect, &format!("/{}?utm=x", plain.code)).await?;
     assert_eq!(
         response.header("location"),
@@ -209,6 +220,15 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
         "{html}"
     );
     assert!(!html.contains("<script>"));
+    // Not framable, and the short URL is not passed on as a referrer.
+    assert!(
+        preview
+            .header("content-security-policy")
+            .is_some_and(|policy| policy.contains("frame-ancestors 'none'")),
+        "{:?}",
+        preview.headers
+    );
+    assert_eq!(preview.header("referrer-policy"), Some("no-referrer"));
     assert_eq!(
         get(&redirect, &format!("/{}+", disabled.code))
             .await?
@@ -226,6 +246,8 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
     );
     let svg = get(&redirect, &format!("/{}/qr?format=svg", plain.code)).await?;
     assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
+    assert_eq!(svg.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(qr.header("x-content-type-options"), Some("nosniff"));
     assert!(svg.text().contains("<svg"));
     assert_eq!(get(&redirect, "/NoSuchCode1/qr").await?.status, 404);
 

@@ -32,7 +32,14 @@ pub enum TargetUrlError {
     PrivateAddress { host: String },
     #[error("target URL host {host} is blocked")]
     BlockedHost { host: String },
+    #[error("target URL host {host:?} is not a valid host name: {reason}")]
+    HostName { host: String, reason: &'static str },
 }
+
+/// Longest host name, without a trailing dot (RFC 1035).
+const MAX_HOST_NAME_LEN: usize = 253;
+/// Longest label of a host name (RFC 1035).
+const MAX_LABEL_LEN: usize = 63;
 
 /// What a deployment allows as targets.
 #[derive(Debug, Clone, Default)]
@@ -91,6 +98,9 @@ impl TargetUrl {
             .trim_end_matches('.')
             .to_ascii_lowercase();
 
+        if let url::Host::Domain(_) = host {
+            check_host_name(&host_name)?;
+        }
         if let Some(own_host) = &policy.own_host
             && host_matches(&host_name, own_host)
         {
@@ -138,6 +148,53 @@ impl TargetUrl {
     }
 }
 
+/// DNS rules for a host name (already lowercase ASCII: the URL parser
+/// punycodes the rest): labels of letters, digits and inner hyphens, 1 to 63
+/// bytes each, at most 253 in all, ending in a real top-level label (letters,
+/// or an IDN's `xn--` form). `localhost` is left to the private-address rule.
+fn check_host_name(host: &str) -> Result<(), TargetUrlError> {
+    let refuse = |reason| {
+        Err(TargetUrlError::HostName {
+            host: host.to_owned(),
+            reason,
+        })
+    };
+    if host == "localhost" {
+        return Ok(());
+    }
+    if host.len() > MAX_HOST_NAME_LEN {
+        return refuse("longer than 253 characters");
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    for label in &labels {
+        if label.is_empty() {
+            return refuse("it has an empty label");
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return refuse("a label is longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+        {
+            return refuse("labels hold only letters, digits and hyphens");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return refuse("a label starts or ends with a hyphen");
+        }
+    }
+    let top = labels.last().copied().unwrap_or_default();
+    let real_top = if let Some(idn) = top.strip_prefix("xn--") {
+        !idn.is_empty()
+    } else {
+        top.len() >= 2 && top.bytes().all(|byte| byte.is_ascii_lowercase())
+    };
+    if labels.len() < 2 || !real_top {
+        return refuse("it does not end in a top-level domain");
+    }
+    Ok(())
+}
+
 /// `host` is `domain` or one of its subdomains.
 fn host_matches(host: &str, domain: &str) -> bool {
     let domain = domain.trim_end_matches('.');
@@ -155,8 +212,25 @@ fn is_private_ip(address: IpAddr) -> bool {
             if let Some(mapped) = v6.to_ipv4_mapped() {
                 return is_private_v4(mapped);
             }
-            let first = v6.segments()[0];
-            v6.is_loopback()
+            let segments = v6.segments();
+            let embedded =
+                |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+            // IPv4 inside IPv6: the deprecated compatible form ::a.b.c.d,
+            // NAT64's well-known prefix 64:ff9b::/96 (a gateway reaches the
+            // embedded address), and 6to4's 2002:a.b.c.d::/48.
+            if segments[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                return is_private_v4(embedded(segments[6], segments[7]));
+            }
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_private_v4(embedded(segments[6], segments[7]));
+            }
+            if segments[0] == 0x2002 {
+                return is_private_v4(embedded(segments[1], segments[2]));
+            }
+            let first = segments[0];
+            // NAT64 for local use (64:ff9b:1::/48) only reaches inside.
+            (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1)
+                || v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
@@ -202,6 +276,14 @@ mod tests {
             ("https://example.com:8443/x", "https://example.com:8443/x"),
             ("https://8.8.8.8/", "https://8.8.8.8/"),
             ("https://notsho.rt/", "https://notsho.rt/"),
+            // Public addresses in IPv6 forms, the longest legal names, IDNs.
+            ("http://[64:ff9b::808:808]/", "http://[64:ff9b::808:808]/"),
+            ("http://[2002:808:808::1]/", "http://[2002:808:808::1]/"),
+            (
+                "https://xn--bcher-kva.xn--p1ai/",
+                "https://xn--bcher-kva.xn--p1ai/",
+            ),
+            ("https://a-b.example.com./", "https://a-b.example.com./"),
         ];
         for (raw, expected) in cases {
             let target =
@@ -298,7 +380,58 @@ mod tests {
             ("https://a.b.evil.example/", |e| {
                 matches!(e, TargetUrlError::BlockedHost { .. })
             }),
+            // IPv4 private addresses inside IPv6 forms.
+            ("http://[::ffff:127.0.0.1]/", |e| {
+                matches!(e, TargetUrlError::PrivateAddress { .. })
+            }),
+            ("http://[64:ff9b::10.0.0.1]/", |e| {
+                matches!(e, TargetUrlError::PrivateAddress { .. })
+            }),
+            ("http://[64:ff9b::a9fe:a9fe]/", |e| {
+                matches!(e, TargetUrlError::PrivateAddress { .. })
+            }),
+            ("http://[64:ff9b:1::8.8.8.8]/", |e| {
+                matches!(e, TargetUrlError::PrivateAddress { .. })
+            }),
+            ("http://[2002:c0a8:101::1]/", |e| {
+                matches!(e, TargetUrlError::PrivateAddress { .. })
+            }),
+            ("http://[2002:7f00:1::]/", |e| {
+                matches!(e, TargetUrlError::PrivateAddress { .. })
+            }),
+            ("http://[::10.0.0.1]/", |e| {
+                matches!(e, TargetUrlError::PrivateAddress { .. })
+            }),
+            // DNS rules for host names.
+            ("https://intranet/", |e| {
+                matches!(e, TargetUrlError::HostName { .. })
+            }),
+            ("https://example.c0m/", |e| {
+                matches!(e, TargetUrlError::HostName { .. })
+            }),
+            ("https://example.c/", |e| {
+                matches!(e, TargetUrlError::HostName { .. })
+            }),
+            ("https://a..example.com/", |e| {
+                matches!(e, TargetUrlError::HostName { .. })
+            }),
+            ("https://-start.example.com/", |e| {
+                matches!(e, TargetUrlError::HostName { .. })
+            }),
+            ("https://end-.example.com/", |e| {
+                matches!(e, TargetUrlError::HostName { .. })
+            }),
+            ("https://exa_mple.com/", |e| {
+                matches!(e, TargetUrlError::HostName { .. })
+            }),
         ];
+        let long_label = format!("https://{}.example.com/", "a".repeat(64));
+        let long_name = format!("https://{}example.com/", "abcdefghi.".repeat(25));
+        let mut cases = cases;
+        cases.push((&long_label, |e| {
+            matches!(e, TargetUrlError::HostName { .. })
+        }));
+        cases.push((&long_name, |e| matches!(e, TargetUrlError::HostName { .. })));
         for (raw, is_expected) in cases {
             let error = TargetUrl::parse(raw, &policy()).expect_err(raw);
             assert!(is_expected(&error), "{raw:?} gave {error:?}");

@@ -1,7 +1,7 @@
 //! The two non-redirect pages: the anti-phishing preview and the QR code.
 
 use axum::body::Body;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use qrcode::{Color, QrCode};
@@ -66,6 +66,8 @@ pub fn qr(short_url: &str, svg: bool) -> Response {
         CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=86400"),
     );
+    // An SVG is a document: a browser must not sniff it into anything else.
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 

@@ -4,7 +4,7 @@
 //! service. Nothing else needs to run.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +74,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &idalloc_config.common,
         tinyurl_runtime::telemetry::LogOutput::Stderr,
     )?;
+    secure_data_file(&args.data)?;
     let store = Arc::new(
         SqliteLinkStore::open(&args.data, timeout)
             .await
@@ -188,10 +189,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("short URLs        {public_base_url}/{{code}}");
     match first_key {
-        Some(key) => {
+        // On a terminal a person reads it; anywhere else (a container, a
+        // service manager) standard output ends up in a log, so the key goes
+        // to a file only its owner can read.
+        Some(key) if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
             println!("API key           {key}");
             println!(
                 "                  (created now and shown only once: keep it, e.g. export TINYURL_API_KEY=…)"
+            );
+        }
+        Some(key) => {
+            let path = key_file(&args.data);
+            write_private(&path, &format!("{key}\n"))
+                .with_context(|| format!("cannot write the first API key to {}", path.display()))?;
+            println!(
+                "API key           written to {} (mode 0600; standard output is not a terminal, so it is not shown: read it, then delete the file)",
+                path.display()
             );
         }
         None => println!(
@@ -220,4 +233,64 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("redirect task failed")?;
     let idalloc_served = idalloc_task.await.context("idalloc task failed")?;
     served.and(redirect_served).and(idalloc_served)
+}
+
+/// Where the first API key goes when it cannot be shown: beside the data.
+fn key_file(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".api-key");
+    PathBuf::from(name)
+}
+
+/// The data holds the code permutation key and the API key hashes: its
+/// directory, when `up` creates it, is 0700 and the database 0600 (SQLite
+/// gives its `-wal` and `-shm` files the database's mode). An existing file
+/// readable by others is tightened.
+fn secure_data_file(data: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    if let Some(parent) = data
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(data)
+        .with_context(|| format!("cannot create {}", data.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = data.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        let Ok(metadata) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if metadata.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+            tracing::info!(path = %path.display(), "made the data file readable by its owner only");
+        }
+    }
+    Ok(())
+}
+
+/// Writes `contents` to a new file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
 }
