@@ -1037,3 +1037,46 @@ async fn cancelled_creates_leave_the_group_commit_working() -> anyhow::Result<()
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn requests_are_bounded_by_the_largest_legitimate_one() -> anyhow::Result<()> {
+    let stack = stack(1, false).await?;
+    let writer = stack.setup.start(&[]).await?;
+    let key = stack.setup.create_api_key("bounds")?;
+    let mut links = client(&writer)?;
+
+    // The largest legitimate request: 1,000 items with 2,000-byte targets,
+    // aliases and idempotency keys. It is decoded and served.
+    let long_path = "p".repeat(2_000 - "https://example.com/".len() - 4);
+    let full: Vec<CreateLinkRequest> = (0..1_000)
+        .map(|index| CreateLinkRequest {
+            target_url: format!("https://example.com/{long_path}{index:04}"),
+            idempotency_key: format!("{index:0>128}"),
+            ..CreateLinkRequest::default()
+        })
+        .collect();
+    let answered = links
+        .batch_create_links(authed(BatchCreateLinksRequest { links: full }, &key))
+        .await?
+        .into_inner();
+    assert_eq!(answered.results.len(), 1_000);
+
+    // Past it: refused before it is parsed, whatever it holds.
+    let oversized = CreateLinkRequest {
+        target_url: format!("https://example.com/{}", "x".repeat(3 * 1024 * 1024)),
+        ..CreateLinkRequest::default()
+    };
+    let status = links
+        .create_link(authed(oversized, &key))
+        .await
+        .expect_err("an oversized request");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    // The connection and the server are fine afterwards.
+    let link = links
+        .create_link(authed(create("https://example.com/after"), &key))
+        .await?
+        .into_inner();
+    assert_eq!(link.target_url, "https://example.com/after");
+    Ok(())
+}

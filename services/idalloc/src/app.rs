@@ -94,7 +94,8 @@ impl App {
         let router = lifecycle::grpc_server()
             .add_service(health)
             .add_service(reflection)
-            .add_service(IdAllocatorServer::new(service));
+            // A lease request is a namespace, a count and a request id.
+            .add_service(IdAllocatorServer::new(service).max_decoding_message_size(16 * 1024));
         self.readiness.set_ready(true);
         let served = lifecycle::serve_grpc(
             router,

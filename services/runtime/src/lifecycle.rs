@@ -91,10 +91,29 @@ pub fn grpc_support() -> anyhow::Result<(
     Ok((reporter, health, reflection))
 }
 
-/// The server builder every gRPC service starts from: a span per call,
-/// parented on the caller's trace.
+/// Calls one connection may have open at once (HTTP/2
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`); a client multiplexing more waits.
+pub const GRPC_MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Longest a call may run on the server before it is cancelled: far above
+/// any legitimate call (a 1,000-link batch takes milliseconds), so a stuck
+/// dependency cannot pin a call, and its memory, for ever.
+pub const GRPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server builder every gRPC service starts from, hardened in one place:
+/// bounded streams and in-flight calls per connection, a server-side call
+/// timeout, HTTP/2 and TCP keepalives that drop dead peers, and a span per
+/// call parented on the caller's trace. Each service also bounds the size of
+/// the requests it decodes (`max_decoding_message_size`), to what its
+/// largest legitimate request needs.
 pub fn grpc_server() -> tonic::transport::Server {
-    tonic::transport::Server::builder().trace_fn(crate::grpc::server_span)
+    tonic::transport::Server::builder()
+        .trace_fn(crate::grpc::server_span)
+        .max_concurrent_streams(Some(GRPC_MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(GRPC_MAX_STREAMS_PER_CONNECTION as usize)
+        .timeout(GRPC_REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
 }
 
 /// Serves `router` on `listener` until `stopping`, then drains in-flight

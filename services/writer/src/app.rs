@@ -221,7 +221,8 @@ impl App {
             .set_serving::<LinksServer<LinksService>>()
             .await;
         let links = tonic::service::interceptor::InterceptedService::new(
-            LinksServer::new(LinksService::new(Arc::clone(&self.state))),
+            LinksServer::new(LinksService::new(Arc::clone(&self.state)))
+                .max_decoding_message_size(crate::service::MAX_REQUEST_BYTES),
             crate::auth::authenticate,
         );
 

@@ -25,6 +25,11 @@ use crate::store::{LinkChanges, LinkStore, NewLink, StoredLink};
 pub const MAX_BATCH: usize = 1_000;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Largest request decoded: a full batch of the longest legitimate items
+/// (target, alias, idempotency key) with room for the protobuf framing and
+/// the other fields. Anything bigger is refused before it is parsed.
+pub const MAX_REQUEST_BYTES: usize =
+    MAX_BATCH * (tinyurl_domain::target::MAX_TARGET_URL_LEN + 64 + MAX_IDEMPOTENCY_KEY_LEN + 64);
 /// Furthest accepted expiry.
 const MAX_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Attempts to mint a code that does not meet an existing alias.
