@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tinyurl_harness::redis::{Reply, command};
-use tinyurl_harness::services::{WriterSetup, http_get, start_idalloc};
+use tinyurl_harness::services::{WriterSetup, http_get, metric, start_idalloc};
 use tinyurl_harness::{PgCluster, RedisServer, ServiceProcess, wait_until};
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{
@@ -1078,5 +1078,106 @@ async fn requests_are_bounded_by_the_largest_legitimate_one() -> anyhow::Result<
         .await?
         .into_inner();
     assert_eq!(link.target_url, "https://example.com/after");
+    Ok(())
+}
+
+/// A well-formed API key that was never issued.
+fn random_key() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let body: String = (0..43)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("tu_{body}")
+}
+
+#[tokio::test]
+async fn random_keys_cannot_drive_one_database_query_each() -> anyhow::Result<()> {
+    let stack = stack(1, false).await?;
+    let writer = stack.setup.start(&[]).await?;
+    let real_key = stack.setup.create_api_key("real")?;
+    let links = client(&writer)?;
+    let lookups = || metric(writer.admin_addr(), "writer_key_lookups_total", &[]);
+
+    // 10,000 random keys, 16 callers at a time: each is refused, as unknown
+    // (looked up, within the budget) or over the budget (not looked up).
+    let started = Instant::now();
+    let refusals = Arc::new(std::sync::Mutex::new(HashMap::<tonic::Code, usize>::new()));
+    let mut callers = Vec::new();
+    for _ in 0..16 {
+        let (mut links, refusals) = (links.clone(), Arc::clone(&refusals));
+        callers.push(tokio::spawn(async move {
+            for _ in 0..625 {
+                let request = GetLinkRequest {
+                    code: "Ab3xY9q".to_owned(),
+                };
+                let status = links
+                    .get_link(authed(request, &random_key()))
+                    .await
+                    .expect_err("an unknown key");
+                if let Ok(mut refusals) = refusals.lock() {
+                    *refusals.entry(status.code()).or_default() += 1;
+                }
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await?;
+    }
+    let elapsed = started.elapsed();
+    let refusals = refusals.lock().map(|map| map.clone()).unwrap_or_default();
+    assert_eq!(refusals.values().sum::<usize>(), 10_000);
+    assert!(
+        refusals.keys().all(|code| matches!(
+            code,
+            tonic::Code::Unauthenticated | tonic::Code::Unavailable
+        )),
+        "{refusals:?}"
+    );
+    // The budget's own contract, whatever the machine's speed: a burst of
+    // 20 and 20 a second after it.
+    let looked_up = lookups().await?;
+    let budget = 20.0 + 20.0 * elapsed.as_secs_f64().ceil();
+    assert!(
+        looked_up <= budget,
+        "{looked_up} lookups for 10,000 random keys in {elapsed:?} (budget {budget})"
+    );
+    println!(
+        "10,000 random keys in {elapsed:?}: {looked_up} database lookups, refusals {refusals:?}"
+    );
+
+    // One unknown key tried again and again is looked up once (its refusal is
+    // remembered for 10 s).
+    let repeated = random_key();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = lookups().await?;
+    let started = Instant::now();
+    for _ in 0..500 {
+        let status = links
+            .clone()
+            .get_link(authed(
+                GetLinkRequest {
+                    code: "Ab3xY9q".to_owned(),
+                },
+                &repeated,
+            ))
+            .await
+            .expect_err("an unknown key");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+    let repeated_lookups = lookups().await? - before;
+    assert!(
+        repeated_lookups <= 1.0 + (started.elapsed().as_secs_f64() / 10.0).floor(),
+        "{repeated_lookups} lookups of one repeated unknown key"
+    );
+
+    // The real key works (a caller retries UNAVAILABLE).
+    let link = links
+        .clone()
+        .create_link(authed(create("https://example.com/real"), &real_key))
+        .await?
+        .into_inner();
+    assert_eq!(link.target_url, "https://example.com/real");
     Ok(())
 }

@@ -4,11 +4,12 @@
 //! the key's id through a small in-process cache in front of Postgres.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::OnceCell;
 
 use crate::error::WriterError;
 
@@ -127,14 +128,133 @@ pub fn authenticate(mut request: tonic::Request<()>) -> Result<tonic::Request<()
     Ok(request)
 }
 
-/// Resolves key hashes to key ids, caching hits for [`KEY_CACHE_TTL`].
-#[derive(Default)]
+/// Resolves key hashes to key ids, caching hits for [`KEY_CACHE_TTL`] and
+/// misses for [`UNKNOWN_KEY_TTL`], and bounding how often the store is asked
+/// about keys it may not know.
 pub struct KeyCache {
-    // A std mutex: held only for a map lookup or insert, never across await.
+    // Std mutexes: held only for a map lookup or insert, never across await.
     resolved: Mutex<HashMap<KeyHash, (OwnerId, Instant)>>,
+    unknown: Mutex<HashMap<KeyHash, Instant>>,
+    /// One lookup per key at a time: callers of a key that is being looked
+    /// up wait for that answer (a client's burst on a new key costs one query
+    /// and one unit of the budget).
+    in_flight: Mutex<HashMap<KeyHash, Arc<OnceCell<Option<OwnerId>>>>>,
+    lookups: governor::DefaultDirectRateLimiter,
+}
+
+/// How long a key the store does not know is refused without asking again.
+const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(10);
+/// Keys the store is asked about per second, per process, when they are not
+/// cached either way (with as many at once): random keys cannot drive one
+/// database query each. A real key new to this process is looked up within
+/// this budget; past it, the call is UNAVAILABLE and retried.
+pub const UNKNOWN_KEY_LOOKUPS_PER_SECOND: u32 = 20;
+/// Entries of each map before expired ones are swept (and, if still full,
+/// the map is cleared).
+const MAX_CACHED_KEYS: usize = 10_000;
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        let per_second = std::num::NonZeroU32::new(UNKNOWN_KEY_LOOKUPS_PER_SECOND)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        Self {
+            resolved: Mutex::default(),
+            unknown: Mutex::default(),
+            in_flight: Mutex::default(),
+            lookups: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
+        }
+    }
 }
 
 impl KeyCache {
+    /// The owner of the key `hash`: from the caches, or from `lookup` (the
+    /// store) within the lookup budget, one lookup per key at a time.
+    pub async fn resolve<Lookup>(
+        &self,
+        hash: &KeyHash,
+        lookup: impl FnOnce() -> Lookup,
+    ) -> Result<OwnerId, WriterError>
+    where
+        Lookup: std::future::Future<Output = Result<Option<OwnerId>, WriterError>>,
+    {
+        let rejected = |reason: &'static str| {
+            metrics::counter!("writer_key_rejections_total", "reason" => reason).increment(1);
+        };
+        if let Some(owner) = self.get(hash) {
+            return Ok(owner);
+        }
+        let unknown = self
+            .unknown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(hash)
+            .is_some_and(|seen| seen.elapsed() < UNKNOWN_KEY_TTL);
+        if unknown {
+            rejected("cached_unknown");
+            return Err(WriterError::Unauthenticated("unknown or revoked API key"));
+        }
+        let cell = Arc::clone(
+            self.in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(*hash)
+                .or_default(),
+        );
+        let answer = cell
+            .get_or_try_init(|| async {
+                if self.lookups.check().is_err() {
+                    rejected("over_budget");
+                    return Err(WriterError::Unavailable(
+                        "too many unknown API keys are being tried; retry in a second".to_owned(),
+                    ));
+                }
+                let found = lookup().await?;
+                let outcome = if found.is_some() { "found" } else { "unknown" };
+                metrics::counter!("writer_key_lookups_total", "outcome" => outcome).increment(1);
+                match found {
+                    Some(owner) => self.insert(*hash, owner),
+                    None => self.insert_unknown(*hash),
+                }
+                Ok(found)
+            })
+            .await
+            .copied();
+        {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if in_flight
+                .get(hash)
+                .is_some_and(|current| Arc::ptr_eq(current, &cell))
+            {
+                in_flight.remove(hash);
+            }
+        }
+        match answer? {
+            Some(owner) => Ok(owner),
+            None => {
+                rejected("unknown");
+                Err(WriterError::Unauthenticated("unknown or revoked API key"))
+            }
+        }
+    }
+
+    /// Remembers that the store does not know `hash`.
+    fn insert_unknown(&self, hash: KeyHash) {
+        let mut map = self
+            .unknown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_CACHED_KEYS {
+            map.retain(|_, seen| seen.elapsed() < UNKNOWN_KEY_TTL);
+            if map.len() >= MAX_CACHED_KEYS {
+                map.clear();
+            }
+        }
+        map.insert(hash, Instant::now());
+    }
+
     pub fn get(&self, hash: &KeyHash) -> Option<OwnerId> {
         let map = self
             .resolved
@@ -151,9 +271,9 @@ impl KeyCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Bounded: a flood of distinct valid keys cannot grow it without limit.
-        if map.len() >= 10_000 {
+        if map.len() >= MAX_CACHED_KEYS {
             map.retain(|_, (_, resolved_at)| resolved_at.elapsed() < KEY_CACHE_TTL);
-            if map.len() >= 10_000 {
+            if map.len() >= MAX_CACHED_KEYS {
                 map.clear();
             }
         }
@@ -195,5 +315,60 @@ mod tests {
             let status = authenticate(request_with(value)).expect_err("must be refused");
             assert_eq!(status.code(), tonic::Code::Unauthenticated, "{value:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_burst_on_one_key_costs_one_lookup_and_unknown_keys_are_remembered() {
+        let cache = Arc::new(KeyCache::default());
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (_, known) = generate_key();
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let (cache, lookups) = (Arc::clone(&cache), Arc::clone(&lookups));
+            callers.spawn(async move {
+                cache
+                    .resolve(&known, || async {
+                        lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok(Some(OwnerId(7)))
+                    })
+                    .await
+            });
+        }
+        while let Some(joined) = callers.join_next().await {
+            assert_eq!(joined.ok().and_then(Result::ok), Some(OwnerId(7)));
+        }
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let (_, unknown) = generate_key();
+        for _ in 0..10 {
+            let refused = cache
+                .resolve(&unknown, || async {
+                    lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(None)
+                })
+                .await;
+            assert!(matches!(refused, Err(WriterError::Unauthenticated(_))));
+        }
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        // Distinct unknown keys: past the budget, refused without a lookup.
+        let mut unavailable = 0;
+        let started = Instant::now();
+        for _ in 0..100 {
+            let (_, random) = generate_key();
+            let refused = cache.resolve(&random, || async { Ok(None) }).await;
+            if matches!(refused, Err(WriterError::Unavailable(_))) {
+                unavailable += 1;
+            }
+        }
+        // The budget's contract, whatever the speed: a burst, then a rate.
+        let budget = UNKNOWN_KEY_LOOKUPS_PER_SECOND as usize
+            * (1 + started.elapsed().as_secs_f64().ceil() as usize);
+        assert!(
+            unavailable >= 100usize.saturating_sub(budget),
+            "{unavailable}"
+        );
+        assert!(unavailable > 0, "the budget ran out");
     }
 }

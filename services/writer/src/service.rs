@@ -184,16 +184,9 @@ impl State {
             .extensions()
             .get::<KeyHash>()
             .ok_or(WriterError::Unauthenticated("no API key"))?;
-        if let Some(owner) = self.keys.get(hash) {
-            return Ok(owner);
-        }
-        let owner = self
-            .store
-            .resolve_key(hash)
-            .await?
-            .ok_or(WriterError::Unauthenticated("unknown or revoked API key"))?;
-        self.keys.insert(*hash, owner);
-        Ok(owner)
+        self.keys
+            .resolve(hash, || self.store.resolve_key(hash))
+            .await
     }
 
     fn to_proto(&self, link: &StoredLink) -> Link {
