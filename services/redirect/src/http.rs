@@ -111,20 +111,41 @@ pub async fn handle(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> R
             shared,
             &page,
             code,
-            (request, peer, head),
+            Asked {
+                request,
+                peer,
+                head,
+            },
             Resolution::Entry(entry),
         );
     }
     // Timed inside the resolver (redirect_lookup_duration_seconds).
     let resolution = shared.resolver.resolve_miss(code, shared.l2.as_ref()).await;
-    answer(shared, &page, code, (request, peer, head), resolution)
+    let asked = Asked {
+        request,
+        peer,
+        head,
+    };
+    answer(shared, &page, code, asked, resolution)
+}
+
+/// The request as the answer needs it.
+struct Asked<'a> {
+    request: &'a Parts,
+    /// The direct peer, for the click's country.
+    peer: Option<IpAddr>,
+    head: bool,
 }
 
 fn answer(
     shared: &Shared,
     page: &Page<'_>,
     code: &str,
-    (request, peer, head): (&Parts, Option<IpAddr>, bool),
+    Asked {
+        request,
+        peer,
+        head,
+    }: Asked<'_>,
     resolution: Resolution,
 ) -> Response {
     let query = request.uri.query();
