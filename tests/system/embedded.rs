@@ -462,6 +462,21 @@ async fn stats_count_every_folded_click_once_across_a_kill_and_restart() -> anyh
         .count();
     ensure!(dotted >= 8, "a chart of bars: {text}");
     ensure!(text.contains("referrers  - 500"), "{text}");
+    // A reader that goes away (`tinyurl stats … | head -n 1`) ends the client
+    // quietly: here the pipe is closed before the client writes anything.
+    let mut closed_early = system
+        .cli_command(&key, &["stats", &code])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    drop(closed_early.stdout.take());
+    let finished = closed_early.wait_with_output()?;
+    ensure!(
+        finished.status.success() && finished.stderr.is_empty(),
+        "a closed standard output: {:?} {}",
+        finished.status,
+        stderr(&finished)
+    );
     // Another key's view, and a bad range, fail with their exit codes.
     let bad = system.cli(&key, &["stats", &code, "--since", "30d", "--by", "hour"])?;
     ensure!(bad.status.code() == Some(4), "{}", stderr(&bad));

@@ -120,6 +120,34 @@ enum ApiKeyCommand {
     },
 }
 
+/// Writes a result line to standard output. A reader that went away
+/// (`tinyurl list | head -n 1`) ends the command quietly, as it ends any
+/// Unix filter; `println!` would panic instead.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`out!`] without the newline.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {error}");
+        std::process::exit(i32::from(exit::FAILURE));
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -156,12 +184,12 @@ fn main() -> ExitCode {
 fn print_link(link: &tinyurl_proto::v1::Link, json: bool) -> Result<(), Failure> {
     let view = LinkView::from(link);
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string(&view).map_err(anyhow::Error::from)?
         );
     } else {
-        println!("{}", view.render());
+        out!("{}", view.render());
     }
     Ok(())
 }
@@ -246,9 +274,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await?;
             if json {
-                println!("{}", serde_json::json!({ "deleted": code }));
+                out!("{}", serde_json::json!({ "deleted": code }));
             } else {
-                println!("deleted {code}");
+                out!("deleted {code}");
             }
             Ok(())
         }
@@ -273,13 +301,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 page_token = page.next_page_token;
             }
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string(&listed).map_err(anyhow::Error::from)?
                 );
             } else {
                 for view in &listed {
-                    println!("{}", view.render());
+                    out!("{}", view.render());
                 }
             }
             Ok(())
@@ -287,9 +315,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stats(args) => {
             let stats = tinyurl::stats::fetch(connection, &args).await?;
             if json {
-                println!("{}", tinyurl::stats::to_json(&stats)?);
+                out!("{}", tinyurl::stats::to_json(&stats)?);
             } else {
-                print!("{}", tinyurl::stats::render(&stats));
+                out_raw!("{}", tinyurl::stats::render(&stats));
             }
             Ok(())
         }
@@ -301,17 +329,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string(&summary).map_err(anyhow::Error::from)?
                 );
             } else {
-                println!(
+                out!(
                     "{} rows: {} created, {} already imported by an earlier run, {} rejected",
-                    summary.rows, summary.created, summary.already_imported, summary.rejected
+                    summary.rows,
+                    summary.created,
+                    summary.already_imported,
+                    summary.rejected
                 );
                 if let Some(report) = &summary.error_report {
-                    println!("rejected rows and their reasons: {report}");
+                    out!("rejected rows and their reasons: {report}");
                 }
             }
             if summary.rejected > 0 {
@@ -339,7 +370,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(|error| Failure::new(exit::UNAVAILABLE, error.public_message()))?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "id": issued.id, "name": name.as_str(), "key": issued.key })
                 );
