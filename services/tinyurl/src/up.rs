@@ -237,8 +237,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// Where the first API key goes when it cannot be shown: beside the data.
 fn key_file(data: &Path) -> PathBuf {
+    beside(data, ".api-key")
+}
+
+/// The data file's path with `suffix` appended (`tinyurl.db-wal`).
+fn beside(data: &Path, suffix: &str) -> PathBuf {
     let mut name = data.as_os_str().to_owned();
-    name.push(".api-key");
+    name.push(suffix);
     PathBuf::from(name)
 }
 
@@ -266,9 +271,7 @@ fn secure_data_file(data: &Path) -> anyhow::Result<()> {
         .open(data)
         .with_context(|| format!("cannot create {}", data.display()))?;
     for suffix in ["", "-wal", "-shm"] {
-        let mut name = data.as_os_str().to_owned();
-        name.push(suffix);
-        let path = PathBuf::from(name);
+        let path = beside(data, suffix);
         let Ok(metadata) = std::fs::metadata(&path) else {
             continue;
         };

@@ -255,7 +255,7 @@ impl KeyCache {
         map.insert(hash, Instant::now());
     }
 
-    pub fn get(&self, hash: &KeyHash) -> Option<OwnerId> {
+    fn get(&self, hash: &KeyHash) -> Option<OwnerId> {
         let map = self
             .resolved
             .lock()
@@ -265,7 +265,7 @@ impl KeyCache {
             .map(|(owner, _)| *owner)
     }
 
-    pub fn insert(&self, hash: KeyHash, owner: OwnerId) {
+    fn insert(&self, hash: KeyHash, owner: OwnerId) {
         let mut map = self
             .resolved
             .lock()

@@ -29,6 +29,8 @@ use tinyurl_domain::clicks::{
     DIRECT, MAX_VALUE_LEN, OTHER, Referrer, UNKNOWN_COUNTRY, minute_of, push_line, referrer_host,
 };
 
+use tinyurl_runtime::memory::ClickBatch;
+
 pub use self::agent::{AgentKey, Agents};
 pub use self::origin::{Countries, TrustedProxies};
 pub use self::sink::{ClickSink, StreamBounds};
@@ -160,8 +162,7 @@ impl KeyView<'_> {
 
 /// A batch formed from drained counts, kept until the stream takes it.
 pub struct PendingBatch {
-    pub id: String,
-    pub lines: String,
+    pub batch: ClickBatch,
     line_count: usize,
     clicks: u64,
 }
@@ -302,8 +303,10 @@ impl Clicks {
                 clicks += counted.count;
             }
             batches.push(PendingBatch {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                lines,
+                batch: ClickBatch {
+                    id: uuid::Uuid::new_v4().simple().to_string(),
+                    lines,
+                },
                 line_count: chunk.len(),
                 clicks,
             });
@@ -379,7 +382,7 @@ mod tests {
     fn totals(batches: &[PendingBatch]) -> HashMap<(String, String, String), u64> {
         let mut totals = HashMap::new();
         for batch in batches {
-            for line in parse_batch(&batch.lines).expect("well-formed") {
+            for line in parse_batch(&batch.batch.lines).expect("well-formed") {
                 *totals
                     .entry((line.code, line.referrer, line.browser))
                     .or_default() += line.count;
@@ -447,7 +450,7 @@ mod tests {
         let lines: Vec<_> = clicks
             .take_batches()
             .iter()
-            .flat_map(|batch| parse_batch(&batch.lines).expect("well-formed"))
+            .flat_map(|batch| parse_batch(&batch.batch.lines).expect("well-formed"))
             .collect();
         let other: u64 = lines
             .iter()

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fred::prelude::*;
 use tinyurl_domain::clicks::{BATCH_FIELD, CLICKS_FIELD, CLICKS_STREAM};
-use tinyurl_runtime::memory::{ClickBatch, MemoryCache};
+use tinyurl_runtime::memory::MemoryCache;
 
 use super::PendingBatch;
 
@@ -46,10 +46,7 @@ impl ClickSink {
                 .map_err(|error| (0, error.to_string())),
             Self::Memory(cache) => {
                 for (sent, batch) in batches.iter().enumerate() {
-                    let appended = cache.append_clicks(ClickBatch {
-                        id: batch.id.clone(),
-                        lines: batch.lines.clone(),
-                    });
+                    let appended = cache.append_clicks(batch.batch.clone());
                     if appended.is_err() {
                         return Err((sent, "the in-process click stream is full".to_owned()));
                     }
@@ -78,8 +75,8 @@ async fn append_redis(
                 ("MAXLEN", "~", max_entries),
                 "*",
                 vec![
-                    (BATCH_FIELD, batch.id.as_str()),
-                    (CLICKS_FIELD, batch.lines.as_str()),
+                    (BATCH_FIELD, batch.batch.id.as_str()),
+                    (CLICKS_FIELD, batch.batch.lines.as_str()),
                 ],
             )
             .await?;

@@ -26,8 +26,6 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const BREAKDOWNS: [Self; 4] = [Self::Referrer, Self::Country, Self::Browser, Self::Device];
-
     /// The dimension a stored number stands for; another number means the
     /// schema and this code disagree.
     pub fn from_stored(raw: i16) -> Result<Self, WriterError> {
@@ -268,7 +266,12 @@ mod tests {
         assert_eq!(late_total, 8);
         assert!(fold.minutes.windows(2).all(|pair| pair[0].0 < pair[1].0));
         // Every dimension sums to the total.
-        for dimension in Dimension::BREAKDOWNS {
+        for dimension in [
+            Dimension::Referrer,
+            Dimension::Country,
+            Dimension::Browser,
+            Dimension::Device,
+        ] {
             let sum: i64 = fold
                 .minutes
                 .iter()
