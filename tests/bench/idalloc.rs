@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::{Sample, collect, timed_loop};
 use tinyurl_harness::PgCluster;
-use tinyurl_harness::services::start_idalloc;
+use tinyurl_harness::services::{idalloc_client, start_idalloc};
 use tinyurl_proto::v1::LeaseRangeRequest;
-use tinyurl_proto::v1::id_allocator_client::IdAllocatorClient;
 use tonic::transport::Channel;
 
 #[derive(Parser)]
@@ -199,7 +198,7 @@ async fn run_grpc(
     let start_line = Arc::new(tokio::sync::Barrier::new(concurrency));
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let client = IdAllocatorClient::new(channels[worker % channels.len()].clone());
+        let client = idalloc_client(channels[worker % channels.len()].clone())?;
         let start_line = Arc::clone(&start_line);
         tasks.push(tokio::spawn(async move {
             start_line.wait().await;

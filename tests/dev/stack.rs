@@ -49,8 +49,15 @@ async fn main() -> anyhow::Result<()> {
     let database = cluster.create_database().await?;
     let redis = RedisServer::start().await?;
 
+    // A throwaway token for a throwaway system, like the code secret below.
+    let idalloc_token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     let idalloc_env = Env::from_pairs([
         ("TINYURL_DATABASE_URL", database.primary_url.clone()),
+        ("TINYURL_IDALLOC_TOKEN", idalloc_token.clone()),
         ("TINYURL_LISTEN", args.idalloc_listen.to_string()),
         (
             "TINYURL_ADMIN_LISTEN",
@@ -71,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             "TINYURL_IDALLOC_URL",
             format!("http://{}", idalloc.grpc_addr()?),
         ),
+        ("TINYURL_IDALLOC_TOKEN", idalloc_token),
         ("TINYURL_REDIS_URL", redis.url()),
         // A throwaway secret for a throwaway system; real deployments set their own.
         (

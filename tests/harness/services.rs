@@ -330,6 +330,29 @@ pub async fn start_redirect(env: &[(&str, &str)]) -> anyhow::Result<ServiceProce
     .await
 }
 
+/// The service token test idallocs require and test writers present.
+pub const TEST_IDALLOC_TOKEN: &str = "system-test-idalloc-token-0123456789abcdef";
+/// The namespaces test idallocs serve: the writers' and the tests' own.
+pub const TEST_IDALLOC_NAMESPACES: &str = "links,race,bench-grpc";
+
+/// An idalloc client that presents [`TEST_IDALLOC_TOKEN`], as a writer does.
+pub type IdallocClient = tinyurl_proto::v1::id_allocator_client::IdAllocatorClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        tinyurl_runtime::grpc::Bearer,
+    >,
+>;
+
+pub fn idalloc_client(channel: tonic::transport::Channel) -> anyhow::Result<IdallocClient> {
+    let bearer = tinyurl_runtime::grpc::Bearer::new(TEST_IDALLOC_TOKEN)
+        .context("the test token is not a header value")?;
+    Ok(
+        tinyurl_proto::v1::id_allocator_client::IdAllocatorClient::with_interceptor(
+            channel, bearer,
+        ),
+    )
+}
+
 /// Starts a `tinyurl-idalloc` process on `database_url`, with `extra`
 /// variables on top of the defaults.
 pub async fn start_idalloc(
@@ -337,7 +360,17 @@ pub async fn start_idalloc(
     extra: &[(&str, &str)],
 ) -> anyhow::Result<ServiceProcess> {
     let binary = ServiceBinary::locate("tinyurl-idalloc")?;
-    let mut env = vec![("TINYURL_DATABASE_URL".to_owned(), database_url.to_owned())];
+    let mut env = vec![
+        ("TINYURL_DATABASE_URL".to_owned(), database_url.to_owned()),
+        (
+            "TINYURL_IDALLOC_TOKEN".to_owned(),
+            TEST_IDALLOC_TOKEN.to_owned(),
+        ),
+        (
+            "TINYURL_IDALLOC_NAMESPACES".to_owned(),
+            TEST_IDALLOC_NAMESPACES.to_owned(),
+        ),
+    ];
     env.extend(
         extra
             .iter()
@@ -364,6 +397,10 @@ impl WriterSetup {
             (
                 "TINYURL_IDALLOC_URL".to_owned(),
                 self.idalloc_urls.join(","),
+            ),
+            (
+                "TINYURL_IDALLOC_TOKEN".to_owned(),
+                TEST_IDALLOC_TOKEN.to_owned(),
             ),
             (
                 "TINYURL_CODE_SECRET".to_owned(),

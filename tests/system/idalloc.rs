@@ -6,22 +6,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use rand::Rng as _;
-use tinyurl_harness::services::{http_get, start_idalloc};
+use tinyurl_harness::services::{IdallocClient as Client, http_get, idalloc_client, start_idalloc};
 use tinyurl_harness::{PgCluster, ServiceProcess};
 use tinyurl_proto::v1::LeaseRangeRequest;
 use tinyurl_proto::v1::id_allocator_client::IdAllocatorClient;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
-type Client = IdAllocatorClient<Channel>;
-
-async fn client(process: &ServiceProcess) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(process.endpoint())?
+fn channel(process: &ServiceProcess) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(process.endpoint())?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(20))
-        .connect_lazy();
-    Ok(IdAllocatorClient::new(channel))
+        .connect_lazy())
+}
+
+async fn client(process: &ServiceProcess) -> anyhow::Result<Client> {
+    idalloc_client(channel(process)?)
 }
 
 fn request(namespace: &str, count: u64, request_id: &str) -> LeaseRangeRequest {
@@ -276,8 +278,9 @@ fn bad_field(status: &tonic::Status) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn bad_requests_are_invalid_argument_with_a_reason_and_the_field() -> anyhow::Result<()> {
+/// An idalloc whose largest lease is 1,000, on a fresh database.
+async fn small_lease_idalloc()
+-> anyhow::Result<(PgCluster, tinyurl_harness::TestDatabase, ServiceProcess)> {
     let mut cluster = PgCluster::start_with_replicas(0).await?;
     let database = cluster.create_database().await?;
     let process = start_idalloc(
@@ -285,6 +288,67 @@ async fn bad_requests_are_invalid_argument_with_a_reason_and_the_field() -> anyh
         &[("TINYURL_IDALLOC_MAX_LEASE", "1000")],
     )
     .await?;
+    Ok((cluster, database, process))
+}
+
+/// idalloc trusts no caller: without the service token, or with a wrong
+/// one, a lease is UNAUTHENTICATED; a namespace off the allow-list is
+/// PERMISSION_DENIED and a count past the maximum INVALID_ARGUMENT; none of
+/// them reaches storage.
+#[tokio::test]
+async fn callers_without_the_token_or_off_the_allow_list_are_refused() -> anyhow::Result<()> {
+    let (cluster, database, process) = small_lease_idalloc().await?;
+
+    let mut anonymous = IdAllocatorClient::new(channel(&process)?);
+    let status = anonymous
+        .lease_range(request("links", 10, ""))
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let forged = tinyurl_runtime::grpc::Bearer::new("system-test-idalloc-token-0123456789abcdeF")
+        .context("a header value")?;
+    let mut impostor = IdAllocatorClient::with_interceptor(channel(&process)?, forged);
+    let status = impostor
+        .lease_range(request("links", 10, ""))
+        .await
+        .expect_err("wrong token");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    let mut client = client(&process).await?;
+    let status = client
+        .lease_range(request("payments", 10, ""))
+        .await
+        .expect_err("namespace off the allow-list");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("allow-list"), "{status:?}");
+    let status = client
+        .lease_range(request("links", 10_000_000, ""))
+        .await
+        .expect_err("count past the maximum");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(bad_field(&status), "count");
+
+    let db = cluster.primary.connect(&database.name).await?;
+    let namespaces: i64 = db
+        .query_one("SELECT count(*) FROM idalloc_namespaces", &[])
+        .await?
+        .get(0);
+    assert_eq!(namespaces, 0, "refused calls must not reach storage");
+    let (_, metrics) = http_get(process.admin_addr(), "/metrics").await?;
+    for expected in [
+        "idalloc_leases_total{outcome=\"unauthenticated\"} 2",
+        "idalloc_leases_total{outcome=\"permission_denied\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in {metrics}");
+    }
+    // The token's holder is served.
+    client.lease_range(request("links", 10, "")).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_requests_are_invalid_argument_with_a_reason_and_the_field() -> anyhow::Result<()> {
+    let (cluster, database, process) = small_lease_idalloc().await?;
     let mut client = client(&process).await?;
 
     let long_namespace = "n".repeat(65);
@@ -445,7 +509,7 @@ async fn health_reflection_metrics_help_and_graceful_shutdown() -> anyhow::Resul
         "{names:?}"
     );
 
-    let mut client = IdAllocatorClient::new(channel);
+    let mut client = idalloc_client(channel)?;
     client.lease_range(request("links", 7, "")).await?;
     let (status, metrics) = http_get(process.admin_addr(), "/metrics").await?;
     assert_eq!(status, 200);

@@ -81,7 +81,11 @@ impl App {
         health_reporter
             .set_serving::<IdAllocatorServer<IdAllocatorService>>()
             .await;
-        let service = IdAllocatorService::new(Arc::clone(&self.store), self.config.max_lease);
+        let service = IdAllocatorService::new(
+            Arc::clone(&self.store),
+            self.config.max_lease,
+            self.config.policy.clone(),
+        );
 
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
         let maintenance = tokio::spawn(maintain(

@@ -3,9 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_runtime::config::{COMMON_ENV_VARS, render_env_help};
 use tinyurl_runtime::{CommonConfig, ConfigError, Env, EnvVarDoc};
+
+use crate::auth::{CallerPolicy, MIN_TOKEN_LEN};
+use crate::lease::Namespace;
 
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50051);
@@ -28,6 +31,16 @@ pub const IDALLOC_ENV_VARS: &[EnvVarDoc] = &[
         name: "TINYURL_DB_POOL_SIZE",
         default: "16",
         meaning: "Postgres connections per process",
+    },
+    EnvVarDoc {
+        name: "TINYURL_IDALLOC_TOKEN",
+        default: "(required)",
+        meaning: "service token callers must present (Bearer); at least 32 characters; several, comma-separated, during a rotation",
+    },
+    EnvVarDoc {
+        name: "TINYURL_IDALLOC_NAMESPACES",
+        default: "links",
+        meaning: "comma-separated namespaces callers may lease; any other is PERMISSION_DENIED",
     },
     EnvVarDoc {
         name: "TINYURL_IDALLOC_MAX_LEASE",
@@ -61,6 +74,7 @@ pub struct Config {
     /// leased on the old primary without reaching the promoted replica.
     pub failover_skip: i64,
     pub lease_retention: Duration,
+    pub policy: CallerPolicy,
 }
 
 impl Config {
@@ -92,6 +106,7 @@ impl Config {
             common,
             failover_skip,
             database_url: env.required_secret("TINYURL_DATABASE_URL")?,
+            policy: CallerPolicy::new(tokens(env)?, namespaces(env)?),
             db_timeout: env.millis_or("TINYURL_DB_TIMEOUT_MS", Duration::from_secs(2))?,
             pool_size,
             max_lease,
@@ -100,6 +115,54 @@ impl Config {
             ),
         })
     }
+}
+
+fn tokens(env: &Env) -> Result<Vec<SecretString>, ConfigError> {
+    const VARIABLE: &str = "TINYURL_IDALLOC_TOKEN";
+    let configured = env.required_secret(VARIABLE)?;
+    let tokens: Vec<SecretString> = configured
+        .expose_secret()
+        .split(',')
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .map(|token| SecretString::from(token.to_owned()))
+        .collect();
+    let well_formed = |token: &SecretString| {
+        let token = token.expose_secret();
+        token.len() >= MIN_TOKEN_LEN && token.bytes().all(|byte| byte.is_ascii_graphic())
+    };
+    if tokens.is_empty() || !tokens.iter().all(well_formed) {
+        return Err(ConfigError {
+            variable: VARIABLE,
+            reason: format!(
+                "each token must be at least {MIN_TOKEN_LEN} printable characters without spaces \
+                 (e.g. openssl rand -hex 32)"
+            ),
+        });
+    }
+    Ok(tokens)
+}
+
+fn namespaces(env: &Env) -> Result<Vec<Namespace>, ConfigError> {
+    const VARIABLE: &str = "TINYURL_IDALLOC_NAMESPACES";
+    let namespaces = env
+        .string_or(VARIABLE, "links")
+        .split(',')
+        .map(str::trim)
+        .filter(|namespace| !namespace.is_empty())
+        .map(Namespace::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ConfigError {
+            variable: VARIABLE,
+            reason: error.to_string(),
+        })?;
+    if namespaces.is_empty() {
+        return Err(ConfigError {
+            variable: VARIABLE,
+            reason: "name at least one namespace".to_owned(),
+        });
+    }
+    Ok(namespaces)
 }
 
 #[cfg(test)]
@@ -112,10 +175,34 @@ mod tests {
         assert_eq!(error.variable, "TINYURL_DATABASE_URL");
     }
 
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn short_or_missing_tokens_are_refused() {
+        for token in [None, Some("short"), Some(" , ")] {
+            let mut pairs = vec![("TINYURL_DATABASE_URL", "postgres://localhost/x")];
+            pairs.extend(token.map(|token| ("TINYURL_IDALLOC_TOKEN", token)));
+            let error = Config::from_env(&Env::from_pairs(pairs)).expect_err("must fail");
+            assert_eq!(error.variable, "TINYURL_IDALLOC_TOKEN", "{token:?}");
+        }
+    }
+
+    #[test]
+    fn namespaces_are_validated() {
+        let env = Env::from_pairs([
+            ("TINYURL_DATABASE_URL", "postgres://localhost/x"),
+            ("TINYURL_IDALLOC_TOKEN", TOKEN),
+            ("TINYURL_IDALLOC_NAMESPACES", "links,Bad Name"),
+        ]);
+        let error = Config::from_env(&env).expect_err("must fail");
+        assert_eq!(error.variable, "TINYURL_IDALLOC_NAMESPACES");
+    }
+
     #[test]
     fn zero_max_lease_is_refused() {
         let env = Env::from_pairs([
             ("TINYURL_DATABASE_URL", "postgres://localhost/x"),
+            ("TINYURL_IDALLOC_TOKEN", TOKEN),
             ("TINYURL_IDALLOC_MAX_LEASE", "0"),
         ]);
         let error = Config::from_env(&env).expect_err("must fail");

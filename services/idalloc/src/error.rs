@@ -7,6 +7,12 @@ pub enum LeaseError {
     /// A request field is malformed; `reason` is safe to show the client.
     #[error("{field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
+    /// No valid service token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// An authenticated caller asked for what it may not have.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The database could not be reached or answered with a transient failure.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -28,6 +34,8 @@ impl LeaseError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidField { .. } => ErrorKind::InvalidArgument,
+            Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Unavailable(_) | Self::Timeout(_) => ErrorKind::Unavailable,
             Self::Unexpected(_) => ErrorKind::Internal,
         }
@@ -54,6 +62,8 @@ impl LeaseError {
         let kind = self.kind();
         match self {
             Self::InvalidField { field, reason } => kind.field_status(field, reason),
+            Self::Unauthenticated(reason) => kind.status(reason),
+            Self::PermissionDenied(reason) => kind.status(reason),
             Self::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "lease failed: database unavailable");
                 kind.status("the ID store is unavailable; retry with the same request_id")

@@ -5,6 +5,7 @@
 //! replicas never overlap, whatever crashes. The service itself is stateless.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod lease;

@@ -5,17 +5,27 @@ use std::time::Instant;
 use tinyurl_proto::v1::id_allocator_server::IdAllocator;
 use tinyurl_proto::v1::{LeaseRangeRequest, LeaseRangeResponse};
 
+use crate::auth::CallerPolicy;
 use crate::lease::LeaseRequest;
 use crate::store::LeaseStore;
 
 pub struct IdAllocatorService {
     store: std::sync::Arc<dyn LeaseStore>,
     max_lease: u64,
+    policy: CallerPolicy,
 }
 
 impl IdAllocatorService {
-    pub fn new(store: std::sync::Arc<dyn LeaseStore>, max_lease: u64) -> Self {
-        Self { store, max_lease }
+    pub fn new(
+        store: std::sync::Arc<dyn LeaseStore>,
+        max_lease: u64,
+        policy: CallerPolicy,
+    ) -> Self {
+        Self {
+            store,
+            max_lease,
+            policy,
+        }
     }
 }
 
@@ -27,13 +37,19 @@ impl IdAllocator for IdAllocatorService {
         request: tonic::Request<LeaseRangeRequest>,
     ) -> Result<tonic::Response<LeaseRangeResponse>, tonic::Status> {
         let started = Instant::now();
+        let authenticated = self.policy.authenticate(request.metadata());
         let message = request.into_inner();
-        let result = match LeaseRequest::parse(
-            &message.namespace,
-            message.count,
-            &message.request_id,
-            self.max_lease,
-        ) {
+        let parsed = authenticated.and_then(|()| {
+            let parsed = LeaseRequest::parse(
+                &message.namespace,
+                message.count,
+                &message.request_id,
+                self.max_lease,
+            )?;
+            self.policy.allow(&parsed.namespace)?;
+            Ok(parsed)
+        });
+        let result = match parsed {
             Ok(parsed) => self.store.lease(&parsed).await.map(|lease| (parsed, lease)),
             Err(error) => Err(error),
         };

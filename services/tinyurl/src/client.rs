@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{Link, RedirectType};
+use tinyurl_runtime::grpc::Bearer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -100,21 +101,6 @@ pub struct Connection {
 
 pub type Links = LinksClient<InterceptedService<Channel, Bearer>>;
 
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
 impl Connection {
     /// A client for the writer; connects lazily, so the first call reports
     /// an unreachable server with the server's address.
@@ -126,16 +112,15 @@ impl Connection {
                 "no API key: pass --api-key or set TINYURL_API_KEY",
             ));
         }
-        let header = format!("Bearer {key}")
-            .parse()
-            .map_err(|_| Failure::usage("the API key holds characters a header cannot carry"))?;
+        let bearer = Bearer::new(key)
+            .ok_or_else(|| Failure::usage("the API key holds characters a header cannot carry"))?;
         let timeout = Duration::from_secs(self.timeout_secs.max(1));
         let channel = tonic::transport::Endpoint::from_shared(self.server.clone())
             .map_err(|_| Failure::usage(format!("--server {:?} is not a valid URL", self.server)))?
             .connect_timeout(timeout)
             .timeout(timeout)
             .connect_lazy();
-        Ok(LinksClient::with_interceptor(channel, Bearer(header))
+        Ok(LinksClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(64 * 1024 * 1024))
     }
 

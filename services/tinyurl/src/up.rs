@@ -67,8 +67,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ("RUST_LOG".to_owned(), log_filter.clone()),
         ]
     };
-    let idalloc_config =
-        tinyurl_idalloc::Config::from_env(&Env::from_pairs(common(args.idalloc, idalloc_admin)))?;
+    // idalloc listens on a port like any other: the writer authenticates
+    // with a token made for this run, so nothing else on the machine leases.
+    let idalloc_token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut idalloc_env = common(args.idalloc, idalloc_admin);
+    idalloc_env.push(("TINYURL_IDALLOC_TOKEN".to_owned(), idalloc_token.clone()));
+    let idalloc_config = tinyurl_idalloc::Config::from_env(&Env::from_pairs(idalloc_env))?;
     // Standard output is the banner; logs go to standard error.
     let _telemetry = tinyurl_runtime::telemetry::init_with(
         &idalloc_config.common,
@@ -144,6 +152,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "TINYURL_PUBLIC_BASE_URL".to_owned(),
             public_base_url.clone(),
         ),
+        ("TINYURL_IDALLOC_TOKEN".to_owned(), idalloc_token),
         (
             "TINYURL_CODE_SECRET".to_owned(),
             code_secret.expose_secret().to_owned(),

@@ -116,7 +116,13 @@ impl App {
         )
         .context("invalid TINYURL_CODE_SECRET or TINYURL_CODE_MIN_LENGTH")?;
         let channel = idalloc_channel(&config)?;
-        let leaser = IdLeaser::new(channel, config.idalloc_timeout, config.lease_horizon);
+        let leaser = IdLeaser::new(
+            channel,
+            &config.idalloc_token,
+            config.idalloc_timeout,
+            config.lease_horizon,
+        )
+        .context("invalid TINYURL_IDALLOC_TOKEN")?;
         metrics::gauge!("writer_info", "instance" => leaser.instance().to_owned()).set(1.0);
         leaser
             .prime()

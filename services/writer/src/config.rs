@@ -24,6 +24,11 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "idalloc gRPC endpoint, e.g. http://idalloc:50051",
     },
     EnvVarDoc {
+        name: "TINYURL_IDALLOC_TOKEN",
+        default: "(required)",
+        meaning: "service token presented to idalloc; one of idalloc's TINYURL_IDALLOC_TOKEN",
+    },
+    EnvVarDoc {
         name: "TINYURL_REDIS_URL",
         default: "(unset: no cache writes)",
         meaning: "Redis for write-through and invalidations",
@@ -114,6 +119,7 @@ pub struct Config {
     pub common: CommonConfig,
     pub database_url: SecretString,
     pub idalloc_url: String,
+    pub idalloc_token: SecretString,
     pub redis_url: Option<SecretString>,
     pub code_secret: SecretString,
     pub code_min_length: usize,
@@ -161,6 +167,7 @@ impl Config {
             common,
             database_url: env.required_secret("TINYURL_DATABASE_URL")?,
             idalloc_url: env.required("TINYURL_IDALLOC_URL")?.to_owned(),
+            idalloc_token: idalloc_token(env)?,
             redis_url: env.secret("TINYURL_REDIS_URL"),
             code_secret,
             code_min_length: env.parse_or(
@@ -194,6 +201,24 @@ impl Config {
     }
 }
 
+/// The token sent to idalloc: it travels in a header, so printable ASCII.
+fn idalloc_token(env: &Env) -> Result<SecretString, ConfigError> {
+    const VARIABLE: &str = "TINYURL_IDALLOC_TOKEN";
+    let token = env.required_secret(VARIABLE)?;
+    if token.expose_secret().is_empty()
+        || !token
+            .expose_secret()
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic())
+    {
+        return Err(ConfigError {
+            variable: VARIABLE,
+            reason: "must be one token of printable characters without spaces".to_owned(),
+        });
+    }
+    Ok(token)
+}
+
 /// Lowercase host of an http(s) URL, without parsing dependencies.
 fn url_host(raw: &str) -> Option<String> {
     let rest = raw
@@ -220,6 +245,7 @@ mod tests {
         vec![
             ("TINYURL_DATABASE_URL", "postgres://localhost/x"),
             ("TINYURL_IDALLOC_URL", "http://127.0.0.1:50051"),
+            ("TINYURL_IDALLOC_TOKEN", "0123456789abcdef0123456789abcdef"),
             ("TINYURL_CODE_SECRET", "0123456789abcdef0123"),
             ("TINYURL_PUBLIC_BASE_URL", "https://Sho.rt:8443/"),
             ("TINYURL_BLOCKED_HOSTS", " evil.example , Bad.Example. "),

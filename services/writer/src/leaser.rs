@@ -12,8 +12,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_proto::v1::LeaseRangeRequest;
 use tinyurl_proto::v1::id_allocator_client::IdAllocatorClient;
+use tinyurl_runtime::grpc::Bearer;
 use tonic::transport::Channel;
 
 use crate::error::WriterError;
@@ -71,9 +73,8 @@ impl Buffer {
     }
 }
 
-type TraceInjector = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 type LeaseClient =
-    IdAllocatorClient<tonic::service::interceptor::InterceptedService<Channel, TraceInjector>>;
+    IdAllocatorClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
 
 struct Inner {
     buffer: Mutex<Buffer>,
@@ -91,9 +92,17 @@ pub struct IdLeaser {
 }
 
 impl IdLeaser {
-    pub fn new(channel: Channel, call_timeout: Duration, horizon: Duration) -> Self {
-        let inject: TraceInjector = tinyurl_runtime::grpc::inject_trace_context;
-        Self {
+    pub fn new(
+        channel: Channel,
+        token: &SecretString,
+        call_timeout: Duration,
+        horizon: Duration,
+    ) -> anyhow::Result<Self> {
+        // Every lease call carries the service token idalloc requires (and
+        // the caller's trace context).
+        let bearer = Bearer::new(token.expose_secret())
+            .ok_or_else(|| anyhow::anyhow!("the idalloc token must be printable ASCII"))?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 buffer: Mutex::new(Buffer {
                     current: None,
@@ -105,12 +114,12 @@ impl IdLeaser {
                     last_refill_error: None,
                 }),
                 refilled: tokio::sync::Notify::new(),
-                client: IdAllocatorClient::with_interceptor(channel, inject),
+                client: IdAllocatorClient::with_interceptor(channel, bearer),
                 call_timeout,
                 horizon,
                 instance: uuid::Uuid::new_v4().simple().to_string(),
             }),
-        }
+        })
     }
 
     /// This process's id, the prefix of every lease request id it sends.
@@ -279,7 +288,15 @@ impl IdLeaser {
                         end: response.end,
                     });
                 }
-                Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                // Retrying cannot fix a refused request or a wrong token.
+                Ok(Err(status))
+                    if matches!(
+                        status.code(),
+                        tonic::Code::InvalidArgument
+                            | tonic::Code::Unauthenticated
+                            | tonic::Code::PermissionDenied
+                    ) =>
+                {
                     metrics::counter!("writer_lease_refills_total", "outcome" => "rejected")
                         .increment(1);
                     return Err(WriterError::Unexpected(anyhow::anyhow!(
