@@ -216,6 +216,33 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     ensure!(ok!(store.delete(owner, "Page000")));
     ensure!(!ok!(store.delete(owner, "Page000")));
     ensure!(ok!(store.get(owner, "Page000")).is_none());
+
+    // A deleted code is retired: no owner can insert it again, and the
+    // tombstone is invisible to every read and write.
+    ensure!(ok!(store.insert(other, &[new_link("Page000", None, None)])).is_empty());
+    ensure!(ok!(store.insert(owner, &[new_link("Page000", None, None)])).is_empty());
+    ensure!(
+        ok!(store.update(
+            owner,
+            "Page000",
+            &LinkChanges {
+                target_url: Some("https://example.org/back".to_owned()),
+                ..LinkChanges::default()
+            }
+        ))
+        .is_none()
+    );
+    ensure!(
+        !ok!(store.list(owner, 100, None))
+            .iter()
+            .any(|link| link.code == "Page000")
+    );
+    // Its idempotency key is freed with it: a retry makes a new link.
+    ensure!(ok!(store.insert(owner, &[new_link("Tomb001", Some(900), Some("tomb"))])).len() == 1);
+    ensure!(ok!(store.delete(owner, "Tomb001")));
+    ensure!(ok!(store.find_by_idempotency_keys(owner, &["tomb"])).is_empty());
+    ensure!(ok!(store.insert(owner, &[new_link("Tomb002", Some(901), Some("tomb"))])).len() == 1);
+    ensure!(ok!(store.find_by_idempotency_keys(owner, &["tomb"]))["tomb"].code == "Tomb002");
     Ok(())
 }
 
@@ -322,6 +349,11 @@ async fn link_source_contract(
         "codes are case-sensitive"
     );
     ensure!(ok!(source.find_on_primary("Nothing")).is_none());
+    ensure!(ok!(writer.delete(owner, "Src0001")));
+    ensure!(
+        ok!(source.find("Src0001")).0.is_none() && ok!(source.find_on_primary("Src0001")).is_none(),
+        "a tombstone reads as missing"
+    );
     ensure!(source.has_primary() && source.any_healthy());
     Ok(())
 }

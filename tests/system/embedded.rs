@@ -117,7 +117,7 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
         (
             &["shorten", "https://example.com/", "--alias", "guide"],
             4,
-            "already taken",
+            "is taken",
         ),
         (&["get", "NoSuch1"], 3, "no link"),
         (
@@ -179,6 +179,16 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
     );
     ensure!(system.cli(&key, &["delete", "guide"])?.status.success());
     ensure!(http_request(system.http, "GET", "/guide").await?.status == 404);
+    // The deleted alias is retired, even for the key that owned it.
+    let reclaimed = system.cli(
+        &key,
+        &["shorten", "https://example.org/again", "--alias", "guide"],
+    )?;
+    ensure!(
+        reclaimed.status.code() == Some(4) && stderr(&reclaimed).contains("never reissued"),
+        "{}",
+        stderr(&reclaimed)
+    );
 
     // A restart on the same data: links survive, no new key is printed, and
     // new codes never collide with old ones (the code key is kept).

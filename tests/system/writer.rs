@@ -299,7 +299,7 @@ async fn each_bad_input_gets_its_specific_error_and_leaves_no_row() -> anyhow::R
         .await
         .expect_err("alias taken");
     assert_eq!(taken.code(), tonic::Code::AlreadyExists);
-    assert!(taken.message().contains("already taken"));
+    assert!(taken.message().contains("is taken"));
     assert_eq!(count_links(&stack).await?, 1);
     Ok(())
 }

@@ -16,8 +16,9 @@ use deadpool_postgres::Pool;
 use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 
+// A deleted link's tombstone (no target) reads as missing.
 const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, enabled \
-                        FROM links WHERE code = $1";
+                        FROM links WHERE code = $1 AND target_url IS NOT NULL";
 
 /// How often an unhealthy database is probed.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);

@@ -339,7 +339,7 @@ impl State {
                     results[index] = Some(Ok(original.clone()));
                 } else if let Some(alias) = &item.alias {
                     results[index] = Some(Err(WriterError::AlreadyExists(format!(
-                        "alias {:?} is already taken",
+                        "alias {:?} is taken (codes of deleted links are never reissued)",
                         alias.as_str()
                     ))));
                 } else {

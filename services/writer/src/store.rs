@@ -74,7 +74,8 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
     async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<OwnerId>, WriterError>;
 
     /// Inserts `links` atomically, skipping (not failing on) rows whose code
-    /// is taken or whose idempotency key the owner used before; returns the
+    /// is taken (by a link or a deleted link's tombstone) or whose
+    /// idempotency key the owner used before; returns the
     /// codes inserted with their `(created_at, updated_at)`.
     async fn insert(
         &self,
@@ -100,7 +101,11 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
         changes: &LinkChanges,
     ) -> Result<Option<StoredLink>, WriterError>;
 
-    /// Whether a link was deleted.
+    /// Whether a link was deleted. A deleted link leaves a tombstone: its
+    /// code is never accepted again, from any owner (the owner included: a
+    /// code that once pointed somewhere is retired, not recycled; changing
+    /// where a code points is what `update` is for). Every other method
+    /// treats a tombstone as absent.
     async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError>;
 
     /// Newest first (`created_at`, then `code`, both descending); `after` is

@@ -12,8 +12,9 @@ use tinyurl_runtime::sqlite::{Sqlite, from_micros};
 
 use super::{LinkSource, PROBE_INTERVAL, Source, StoreError};
 
+// A deleted link's tombstone (no target) reads as missing.
 const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, enabled \
-                        FROM links WHERE code = ?1";
+                        FROM links WHERE code = ?1 AND target_url IS NOT NULL";
 
 pub struct SqliteLinkSource {
     db: Sqlite,

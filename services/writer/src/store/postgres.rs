@@ -69,6 +69,14 @@ VALUES ($2, $3, $1, $4, $5, $6, $7, $8, $9)
 ON CONFLICT DO NOTHING
 RETURNING code, created_at, updated_at";
 
+/// Deleting leaves a tombstone (migration V3): the code stays taken, the
+/// target and the idempotency key go, so a retried create with that key
+/// makes a new link as it would after a real delete.
+const DELETE_SQL: &str = "
+UPDATE links SET target_url = NULL, idempotency_key = NULL, enabled = false,
+                 expires_at = NULL, updated_at = now()
+WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL";
+
 #[derive(Clone)]
 pub struct PostgresLinkStore {
     pool: Pool,
@@ -252,7 +260,7 @@ impl LinkStore for PostgresLinkStore {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    &format!("SELECT idempotency_key, {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND idempotency_key = ANY($2)"),
+                    &format!("SELECT idempotency_key, {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND idempotency_key = ANY($2) AND target_url IS NOT NULL"),
                     &[&owner.0, &keys],
                 )
                 .await
@@ -274,7 +282,7 @@ impl LinkStore for PostgresLinkStore {
             let row = client
                 .query_opt(
                     &format!(
-                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND code = $2"
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL"
                     ),
                     &[&owner.0, &code],
                 )
@@ -303,7 +311,7 @@ impl LinkStore for PostgresLinkStore {
                              enabled = COALESCE($7, enabled),
                              forward_query = COALESCE($8, forward_query),
                              updated_at = now()
-                         WHERE owner_key_id = $1 AND code = $2
+                         WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
                          RETURNING {LINK_COLUMNS}"
                     ),
                     &[
@@ -329,10 +337,7 @@ impl LinkStore for PostgresLinkStore {
             let deleted = self
                 .client()
                 .await?
-                .execute(
-                    "DELETE FROM links WHERE owner_key_id = $1 AND code = $2",
-                    &[&owner.0, &code],
-                )
+                .execute(DELETE_SQL, &[&owner.0, &code])
                 .await
                 .map_err(WriterError::from_postgres)?;
             Ok(deleted > 0)
@@ -353,14 +358,14 @@ impl LinkStore for PostgresLinkStore {
             let rows = match after {
                 None => client
                     .query(
-                        &format!("SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 ORDER BY created_at DESC, code DESC LIMIT $2"),
+                        &format!("SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL ORDER BY created_at DESC, code DESC LIMIT $2"),
                         &[&owner.0, &limit],
                     )
                     .await,
                 Some((created_at, code)) => client
                     .query(
                         &format!(
-                            "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND (created_at, code) < ($3, $4)
+                            "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL AND (created_at, code) < ($3, $4)
                              ORDER BY created_at DESC, code DESC LIMIT $2"
                         ),
                         &[&owner.0, &limit, &created_at, &code],

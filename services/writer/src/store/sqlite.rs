@@ -197,7 +197,7 @@ impl LinkStore for SqliteLinkStore {
         self.db
             .run(move |connection| {
                 let mut statement = connection.prepare_cached(&format!(
-                    "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND idempotency_key = ?2"
+                    "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND idempotency_key = ?2 AND target_url IS NOT NULL"
                 ))?;
                 let mut found = HashMap::with_capacity(keys.len());
                 for key in keys {
@@ -220,7 +220,7 @@ impl LinkStore for SqliteLinkStore {
             .run(move |connection| {
                 connection
                     .prepare_cached(&format!(
-                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND code = ?2"
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL"
                     ))?
                     .query_row((owner.0, &code), link_from_row)
                     .optional()
@@ -248,7 +248,7 @@ impl LinkStore for SqliteLinkStore {
                              enabled = COALESCE(?7, enabled),
                              forward_query = COALESCE(?8, forward_query),
                              updated_at = ?9
-                         WHERE owner_key_id = ?1 AND code = ?2
+                         WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL
                          RETURNING {LINK_COLUMNS}"
                     ))?
                     .query_row(
@@ -275,9 +275,12 @@ impl LinkStore for SqliteLinkStore {
         let code = code.to_owned();
         self.db
             .run(move |connection| {
+                // A tombstone, as in the Postgres store: the code stays taken.
                 connection.execute(
-                    "DELETE FROM links WHERE owner_key_id = ?1 AND code = ?2",
-                    (owner.0, &code),
+                    "UPDATE links SET target_url = NULL, idempotency_key = NULL, enabled = 0,
+                                      expires_at = NULL, updated_at = ?3
+                     WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL",
+                    (owner.0, &code, to_micros(SystemTime::now())),
                 )
             })
             .await
@@ -295,7 +298,7 @@ impl LinkStore for SqliteLinkStore {
             .run(move |connection| match after {
                 None => connection
                     .prepare_cached(&format!(
-                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND target_url IS NOT NULL
                              ORDER BY created_at DESC, code DESC LIMIT ?2"
                     ))?
                     .query_map((owner.0, limit), link_from_row)?
@@ -303,7 +306,8 @@ impl LinkStore for SqliteLinkStore {
                 Some((created_at, code)) => connection
                     .prepare_cached(&format!(
                         "SELECT {LINK_COLUMNS} FROM links
-                             WHERE owner_key_id = ?1 AND (created_at, code) < (?3, ?4)
+                             WHERE owner_key_id = ?1 AND target_url IS NOT NULL
+                                 AND (created_at, code) < (?3, ?4)
                              ORDER BY created_at DESC, code DESC LIMIT ?2"
                     ))?
                     .query_map((owner.0, limit, to_micros(created_at), code), link_from_row)?
