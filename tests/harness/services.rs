@@ -427,15 +427,28 @@ impl WriterSetup {
         ServiceProcess::start(&binary, self.env(extra)).await
     }
 
-    /// Creates an API key with the writer's own `api-key create` command.
-    pub fn create_api_key(&self, name: &str) -> anyhow::Result<String> {
+    /// Runs the writer's own `api-key ARGS` command.
+    pub fn api_key_command(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let binary = ServiceBinary::locate("tinyurl-writer")?;
-        let output = Command::new(binary.path())
-            .args(["api-key", "create", "--name", name])
+        Command::new(binary.path())
+            .arg("api-key")
+            .args(args)
             .env_clear()
             .envs(self.env(&[("RUST_LOG", "warn")]))
             .output()
-            .context("cannot run tinyurl-writer api-key create")?;
+            .context("cannot run tinyurl-writer api-key")
+    }
+
+    /// Creates an API key with the writer's own `api-key create` command.
+    pub fn create_api_key(&self, name: &str) -> anyhow::Result<String> {
+        self.create_api_key_with(&["--name", name])
+    }
+
+    /// `api-key create` with `args` (a name, a scope); returns the key.
+    pub fn create_api_key_with(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["create"];
+        full.extend_from_slice(args);
+        let output = self.api_key_command(&full)?;
         if !output.status.success() {
             bail!(
                 "api-key create failed: {}",

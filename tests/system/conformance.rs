@@ -26,7 +26,7 @@ use tinyurl_writer::analytics::{
     ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, RolledUp, RollupRow, RollupTable,
     minute_of,
 };
-use tinyurl_writer::auth::{OwnerId, generate_key, hash_key};
+use tinyurl_writer::auth::{Caller, OwnerId, Scope, generate_key, hash_key};
 use tinyurl_writer::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
 use tinyurl_writer::store::{
     LinkChanges, LinkStore, NewLink, PostgresLinkStore, SqliteLinkStore, StoredLink,
@@ -64,14 +64,16 @@ fn new_link(code: &str, id: Option<i64>, key: Option<&str>) -> NewLink {
 async fn api_key(store: &dyn LinkStore, name: &str) -> anyhow::Result<OwnerId> {
     let (key, hash) = generate_key();
     store
-        .create_api_key(name, &hash)
+        .create_api_key(name, &hash, Scope::Manage)
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    store
+    let caller = store
         .resolve_key(&hash_key(&key))
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?
-        .context("a created key must resolve")
+        .context("a created key must resolve")?;
+    ensure!(caller.scope == Scope::Manage);
+    Ok(caller.owner)
 }
 
 macro_rules! ok {
@@ -243,6 +245,86 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     ensure!(ok!(store.find_by_idempotency_keys(owner, &["tomb"])).is_empty());
     ensure!(ok!(store.insert(owner, &[new_link("Tomb002", Some(901), Some("tomb"))])).len() == 1);
     ensure!(ok!(store.find_by_idempotency_keys(owner, &["tomb"]))["tomb"].code == "Tomb002");
+    key_lifecycle_contract(store).await
+}
+
+/// Scopes, last use, revocation and rotation of API keys.
+async fn key_lifecycle_contract(store: &dyn LinkStore) -> anyhow::Result<()> {
+    let window = Duration::from_secs(120);
+    let (reader_key, reader_hash) = generate_key();
+    let reader = ok!(store.create_api_key("reader", &reader_hash, Scope::Read));
+    let listed = ok!(store.list_api_keys());
+    let entry = listed
+        .iter()
+        .find(|key| key.id == reader)
+        .context("a new key is listed")?;
+    ensure!(entry.name == "reader" && entry.scope == Scope::Read);
+    ensure!(entry.last_used_at.is_none() && entry.revoked_at.is_none());
+    ensure!(
+        listed.windows(2).all(|pair| pair[0].id < pair[1].id),
+        "oldest first"
+    );
+
+    // A lookup resolves the scope and records the use.
+    ensure!(
+        ok!(store.resolve_key(&hash_key(&reader_key)))
+            == Some(Caller {
+                owner: OwnerId(reader),
+                scope: Scope::Read
+            })
+    );
+    let used = ok!(store.list_api_keys());
+    ensure!(
+        used.iter()
+            .any(|key| key.id == reader && key.last_used_at.is_some()),
+        "last use recorded"
+    );
+
+    // Rotation: the new value and, during the grace period, the old one.
+    let (rotated_key, rotated_hash) = generate_key();
+    ensure!(ok!(store.rotate_api_key(
+        reader,
+        &rotated_hash,
+        Duration::from_secs(3600)
+    )));
+    for key in [&reader_key, &rotated_key] {
+        ensure!(
+            ok!(store.resolve_key(&hash_key(key))).map(|caller| caller.owner)
+                == Some(OwnerId(reader)),
+            "both values work during the grace period"
+        );
+    }
+    ensure!(ok!(store.retired_key_hashes(window)).is_empty());
+    // A rotation without grace retires the old value at once.
+    let (third_key, third_hash) = generate_key();
+    ensure!(ok!(store.rotate_api_key(
+        reader,
+        &third_hash,
+        Duration::ZERO
+    )));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    ensure!(ok!(store.resolve_key(&hash_key(&rotated_key))).is_none());
+    ensure!(ok!(store.resolve_key(&hash_key(&reader_key))).is_none());
+    ensure!(ok!(store.resolve_key(&hash_key(&third_key))).is_some());
+    ensure!(ok!(store.retired_key_hashes(window)) == vec![hash_key(&rotated_key)]);
+
+    // Revocation: refused at once, and found by the poll, both values.
+    ensure!(ok!(store.revoke_api_key(reader)));
+    ensure!(!ok!(store.revoke_api_key(reader)), "revoked once");
+    ensure!(!ok!(store.revoke_api_key(999_999)), "no such key");
+    ensure!(!ok!(store.rotate_api_key(
+        reader,
+        &generate_key().1,
+        Duration::ZERO
+    )));
+    ensure!(ok!(store.resolve_key(&hash_key(&third_key))).is_none());
+    let retired: HashSet<_> = ok!(store.retired_key_hashes(window)).into_iter().collect();
+    ensure!(retired.contains(&hash_key(&third_key)) && retired.contains(&hash_key(&rotated_key)));
+    ensure!(
+        ok!(store.list_api_keys())
+            .iter()
+            .any(|key| key.id == reader && key.revoked_at.is_some())
+    );
     Ok(())
 }
 

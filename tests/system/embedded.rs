@@ -236,6 +236,45 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
         listed.status.success()
             && serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout)?.is_empty()
     );
+
+    // Listed without their values, and revoked from the command line: the
+    // running system refuses the key within a second, not after its cache.
+    let keys = system.cli(
+        "",
+        &["--json", "api-key", "list", "--database-url", &database_url],
+    )?;
+    ensure!(keys.status.success(), "{}", stderr(&keys));
+    let keys: Vec<serde_json::Value> = serde_json::from_slice(&keys.stdout)?;
+    ensure!(
+        keys.len() == 2 && keys.iter().all(|key| key.get("key").is_none()),
+        "{keys:?}"
+    );
+    ensure!(keys[1]["name"] == "second" && keys[1]["scope"] == "manage");
+    ensure!(!keys[1]["last_used_at"].is_null(), "the list call used it");
+    let second_id = keys[1]["id"].to_string();
+    let revoked = system.cli(
+        "",
+        &[
+            "api-key",
+            "revoke",
+            &second_id,
+            "--database-url",
+            &database_url,
+        ],
+    )?;
+    ensure!(revoked.status.success(), "{}", stderr(&revoked));
+    let started = std::time::Instant::now();
+    wait_until("the revoked key refused", Duration::from_secs(10), || {
+        let refused = system
+            .cli(&second_key, &["list"])
+            .map(|output| output.status.code() == Some(6));
+        async move { refused }
+    })
+    .await?;
+    println!(
+        "tinyurl up refused a revoked key after {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 

@@ -1181,3 +1181,188 @@ async fn random_keys_cannot_drive_one_database_query_each() -> anyhow::Result<()
     assert_eq!(link.target_url, "https://example.com/real");
     Ok(())
 }
+
+/// The id `api-key create` reports on standard error.
+fn created_key_id(stack: &Stack, args: &[&str]) -> anyhow::Result<(String, String)> {
+    let mut full = vec!["create"];
+    full.extend_from_slice(args);
+    let output = stack.setup.api_key_command(&full)?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8(output.stderr)?;
+    let id = stderr
+        .split_whitespace()
+        .nth(3)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no key id in {stderr:?}"))?;
+    Ok((id, String::from_utf8(output.stdout)?.trim().to_owned()))
+}
+
+/// Waits until `key` is refused as UNAUTHENTICATED by every writer in
+/// `clients`; returns how long that took.
+async fn refused_everywhere(clients: &[Client], key: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    // Far below the 60 s a cached key would otherwise live: only the
+    // revocation poll can make this pass.
+    wait_until(
+        "the key refused by every writer",
+        Duration::from_secs(10),
+        || {
+            let clients = clients.to_vec();
+            let key = key.to_owned();
+            async move {
+                for mut links in clients {
+                    let answer = links
+                        .list_links(authed(ListLinksRequest::default(), &key))
+                        .await;
+                    match answer {
+                        Err(status) if status.code() == tonic::Code::Unauthenticated => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(true)
+            }
+        },
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -> anyhow::Result<()>
+{
+    let stack = stack(1, false).await?;
+    let writers = [stack.setup.start(&[]).await?, stack.setup.start(&[]).await?];
+    let clients = [client(&writers[0])?, client(&writers[1])?];
+    let (manager_id, manager) = created_key_id(&stack, &["--name", "manager"])?;
+    let reader = stack
+        .setup
+        .create_api_key_with(&["--name", "reader", "--scope", "read"])?;
+    let creator = stack
+        .setup
+        .create_api_key_with(&["--name", "creator", "--scope", "create"])?;
+    let mut links = clients[0].clone();
+
+    // Scopes: read < create < manage.
+    let status = links
+        .create_link(authed(create("https://example.com/r"), &reader))
+        .await
+        .expect_err("a read-only key cannot create");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("scope is read"), "{status:?}");
+    links
+        .list_links(authed(ListLinksRequest::default(), &reader))
+        .await?;
+    let made = links
+        .create_link(authed(create("https://example.com/c"), &creator))
+        .await?
+        .into_inner();
+    let status = links
+        .delete_link(authed(
+            DeleteLinkRequest {
+                code: made.code.clone(),
+            },
+            &creator,
+        ))
+        .await
+        .expect_err("a create key cannot delete");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // A deleted alias is never reissued: not to another key, not to its own.
+    let aliased = CreateLinkRequest {
+        alias: "poster".to_owned(),
+        ..create("https://example.com/poster")
+    };
+    links.create_link(authed(aliased.clone(), &manager)).await?;
+    links
+        .delete_link(authed(
+            DeleteLinkRequest {
+                code: "poster".to_owned(),
+            },
+            &manager,
+        ))
+        .await?;
+    for key in [&creator, &manager] {
+        let status = links
+            .create_link(authed(aliased.clone(), key))
+            .await
+            .expect_err("a retired alias");
+        assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+        assert!(status.message().contains("never reissued"), "{status:?}");
+    }
+
+    // Both writers have the manager's key cached; a revocation reaches both
+    // well within a second of polling, not after the cache's minute.
+    let (victim_id, victim) = created_key_id(&stack, &["--name", "leaked"])?;
+    for mut links in clients.clone() {
+        links
+            .list_links(authed(ListLinksRequest::default(), &victim))
+            .await?;
+    }
+    let revoked = stack.setup.api_key_command(&["revoke", &victim_id])?;
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let took = refused_everywhere(&clients, &victim).await?;
+    println!("a revoked key was refused by both writers after {took:?}");
+    let again = stack.setup.api_key_command(&["revoke", &victim_id])?;
+    assert!(!again.status.success(), "a second revoke is an error");
+
+    // Rotation: during the grace period both values work on both writers;
+    // a rotation without grace retires the old value everywhere.
+    let rotated = stack
+        .setup
+        .api_key_command(&["rotate", &manager_id, "--grace", "1h"])?;
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let new_value = String::from_utf8(rotated.stdout)?.trim().to_owned();
+    assert!(new_value.starts_with("tu_") && new_value != manager);
+    for mut links in clients.clone() {
+        for key in [&manager, &new_value] {
+            links
+                .list_links(authed(ListLinksRequest::default(), key))
+                .await?;
+        }
+    }
+    let rotated_again = stack
+        .setup
+        .api_key_command(&["rotate", &manager_id, "--grace", "0s"])?;
+    assert!(rotated_again.status.success());
+    let newest = String::from_utf8(rotated_again.stdout)?.trim().to_owned();
+    let took = refused_everywhere(&clients, &new_value).await?;
+    println!("a rotated-out value was refused by both writers after {took:?}");
+    // Same key id: the newest value is still the manager.
+    let listed = links
+        .list_links(authed(ListLinksRequest::default(), &newest))
+        .await?
+        .into_inner();
+    assert!(listed.links.is_empty(), "the only link was deleted");
+    let kept = links
+        .create_link(authed(create("https://example.com/kept"), &newest))
+        .await?
+        .into_inner();
+    links
+        .get_link(authed(GetLinkRequest { code: kept.code }, &newest))
+        .await?;
+
+    let listing = stack.setup.api_key_command(&["list"])?;
+    let listing = String::from_utf8(listing.stdout)?;
+    for expected in [
+        "manager", "reader", "creator", "leaked", "revoked", "read ", "create ",
+    ] {
+        assert!(listing.contains(expected), "{expected:?} in\n{listing}");
+    }
+    assert!(
+        !listing.contains("tu_"),
+        "keys are never listed:\n{listing}"
+    );
+    Ok(())
+}

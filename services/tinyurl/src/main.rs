@@ -11,7 +11,7 @@ use tinyurl::up::UpArgs;
 use tinyurl_proto::v1::{
     CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, ListLinksRequest, UpdateLinkRequest,
 };
-use tinyurl_writer::auth::KeyName;
+use tinyurl_writer::keys::KeyCommand;
 
 // The redirect hot path of `tinyurl up` allocates across threads on every
 // cache miss; mimalloc, as in `tinyurl-redirect`.
@@ -92,9 +92,8 @@ enum Command {
     Import(ImportArgs),
     /// Write every link as CSV.
     Export(ExportArgs),
-    /// Manage API keys (direct access to the store).
-    #[command(subcommand)]
-    ApiKey(ApiKeyCommand),
+    /// Manage API keys: create, list, revoke, rotate (direct access to the store).
+    ApiKey(ApiKeyArgs),
     /// Exit 0 if `tinyurl up` on this host is ready (container health check).
     Probe {
         /// The redirect service's admin listener.
@@ -103,21 +102,19 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum ApiKeyCommand {
-    /// Create an API key and print it once.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// The store: `sqlite:PATH` (the `tinyurl up` default) or a Postgres URL.
-        #[arg(
-            long,
-            env = "TINYURL_DATABASE_URL",
-            default_value = "sqlite:./tinyurl.db",
-            hide_env_values = true
-        )]
-        database_url: String,
-    },
+#[derive(clap::Args)]
+struct ApiKeyArgs {
+    /// The store: `sqlite:PATH` (the `tinyurl up` default) or a Postgres URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TINYURL_DATABASE_URL",
+        default_value = "sqlite:./tinyurl.db",
+        hide_env_values = true
+    )]
+    database_url: String,
+    #[command(subcommand)]
+    command: KeyCommand,
 }
 
 /// Writes a result line to standard output. A reader that went away
@@ -357,25 +354,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::ApiKey(ApiKeyCommand::Create { name, database_url }) => {
-            let name = KeyName::parse(&name)
-                .map_err(|error| Failure::usage(format!("--name: {}", error.public_message())))?;
+        Command::ApiKey(ApiKeyArgs {
+            database_url,
+            command,
+        }) => {
             let store = tinyurl_writer::store::open(
                 &secrecy::SecretString::from(database_url),
                 1,
                 std::time::Duration::from_secs(5),
             )
             .await?;
-            let issued = tinyurl_writer::auth::issue_key(store.as_ref(), &name)
+            let report = tinyurl_writer::keys::run(store.as_ref(), command, json)
                 .await
-                .map_err(|error| Failure::new(exit::UNAVAILABLE, error.public_message()))?;
-            if json {
-                out!(
-                    "{}",
-                    serde_json::json!({ "id": issued.id, "name": name.as_str(), "key": issued.key })
-                );
-            } else {
-                issued.print(&name);
+                .map_err(|error| client::status_failure(&error.into_status()))?;
+            if !report.stderr.is_empty() {
+                eprintln!("{}", report.stderr);
+            }
+            if !report.stdout.is_empty() {
+                out!("{}", report.stdout);
             }
             Ok(())
         }

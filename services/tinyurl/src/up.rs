@@ -107,9 +107,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let first_key = if store.count_api_keys().await? == 0 {
         let name = tinyurl_writer::auth::KeyName::parse("first key (tinyurl up)")?;
-        let issued = tinyurl_writer::auth::issue_key(store.as_ref(), &name)
-            .await
-            .context("cannot create the first API key")?;
+        let issued = tinyurl_writer::keys::issue_key(
+            store.as_ref(),
+            &name,
+            tinyurl_writer::auth::Scope::Manage,
+        )
+        .await
+        .context("cannot create the first API key")?;
         Some(issued.key)
     } else {
         None
@@ -148,11 +152,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "TINYURL_IDALLOC_URL".to_owned(),
             format!("http://{idalloc_grpc}"),
         ),
+        ("TINYURL_IDALLOC_TOKEN".to_owned(), idalloc_token),
         (
             "TINYURL_PUBLIC_BASE_URL".to_owned(),
             public_base_url.clone(),
         ),
-        ("TINYURL_IDALLOC_TOKEN".to_owned(), idalloc_token),
         (
             "TINYURL_CODE_SECRET".to_owned(),
             code_secret.expose_secret().to_owned(),

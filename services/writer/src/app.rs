@@ -236,6 +236,10 @@ impl App {
         let analytics = self.start_analytics(&stopping)?;
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let gauges = tokio::spawn(report_gauges(Arc::clone(&self.state), stopping.clone()));
+        let revocations = tokio::spawn(crate::keys::follow_revocations(
+            Arc::clone(&self.state),
+            stopping.clone(),
+        ));
         let router = lifecycle::grpc_server()
             .add_service(health)
             .add_service(reflection)
@@ -250,6 +254,7 @@ impl App {
         )
         .await;
         gauges.abort();
+        revocations.abort();
         // The consumer finishes the batch it is folding (bounded by the
         // store's timeout); the retention job stops between slices.
         for task in analytics {

@@ -15,9 +15,16 @@ use crate::error::WriterError;
 
 const KEY_PREFIX: &str = "tu_";
 const KEY_BODY_LEN: usize = 43;
-/// How long a resolved key stays trusted without asking Postgres again; also
-/// how long a revoked key keeps working at worst.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long a resolved key stays trusted without asking the store again.
+/// Revocations do not wait for it: writers poll for them (see
+/// [`REVOCATION_POLL`]).
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How often a writer asks the store for keys revoked or rotated out: the
+/// bound on how long a revoked key keeps working anywhere.
+pub const REVOCATION_POLL: Duration = Duration::from_millis(500);
+/// How far back each poll looks: past the cache lifetime, so a key cached
+/// just before its revocation is always found by some poll.
+pub const REVOCATION_WINDOW: Duration = Duration::from_secs(120);
 
 /// SHA-256 of a presented API key, put in request extensions by [`authenticate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +33,59 @@ pub struct KeyHash(pub [u8; 32]);
 /// The id of the API key a request was made with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OwnerId(pub i64);
+
+/// What a key may do; each scope includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Scope {
+    /// Get, list and stats of the key's own links.
+    Read,
+    /// Also create links.
+    Create,
+    /// Also update and delete them.
+    Manage,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Create => "create",
+            Self::Manage => "manage",
+        }
+    }
+
+    /// The stored form back; `None` for anything the schema does not allow.
+    pub fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "read" => Some(Self::Read),
+            "create" => Some(Self::Create),
+            "manage" => Some(Self::Manage),
+            _ => None,
+        }
+    }
+}
+
+/// Who made a request, once the key is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub owner: OwnerId,
+    pub scope: Scope,
+}
+
+impl Caller {
+    /// The owner, when the key's scope allows `needed`.
+    pub fn require(self, needed: Scope) -> Result<OwnerId, WriterError> {
+        if self.scope >= needed {
+            Ok(self.owner)
+        } else {
+            Err(WriterError::PermissionDenied(format!(
+                "this API key's scope is {}; this call needs {}",
+                self.scope.as_str(),
+                needed.as_str()
+            )))
+        }
+    }
+}
 
 /// A new random key and its hash.
 pub fn generate_key() -> (String, KeyHash) {
@@ -60,36 +120,6 @@ impl KeyName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// A key just created: shown to its owner once, never again.
-#[derive(Debug)]
-pub struct IssuedKey {
-    pub id: i64,
-    pub key: String,
-}
-
-impl IssuedKey {
-    /// Shows a new key to the operator who created it: the key alone on
-    /// stdout (for scripts), what it is on stderr. It is never shown again.
-    pub fn print(&self, name: &KeyName) {
-        eprintln!(
-            "created API key {} ({}); it is shown only once:",
-            self.id,
-            name.as_str()
-        );
-        println!("{}", self.key);
-    }
-}
-
-/// Creates an API key named `name` in `store`.
-pub async fn issue_key(
-    store: &dyn crate::store::LinkStore,
-    name: &KeyName,
-) -> Result<IssuedKey, WriterError> {
-    let (key, hash) = generate_key();
-    let id = store.create_api_key(name.as_str(), &hash).await?;
-    Ok(IssuedKey { id, key })
 }
 
 pub fn hash_key(key: &str) -> KeyHash {
@@ -133,12 +163,12 @@ pub fn authenticate(mut request: tonic::Request<()>) -> Result<tonic::Request<()
 /// about keys it may not know.
 pub struct KeyCache {
     // Std mutexes: held only for a map lookup or insert, never across await.
-    resolved: Mutex<HashMap<KeyHash, (OwnerId, Instant)>>,
+    resolved: Mutex<HashMap<KeyHash, (Caller, Instant)>>,
     unknown: Mutex<HashMap<KeyHash, Instant>>,
     /// One lookup per key at a time: callers of a key that is being looked
     /// up wait for that answer (a client's burst on a new key costs one query
     /// and one unit of the budget).
-    in_flight: Mutex<HashMap<KeyHash, Arc<OnceCell<Option<OwnerId>>>>>,
+    in_flight: Mutex<HashMap<KeyHash, Arc<OnceCell<Option<Caller>>>>>,
     lookups: governor::DefaultDirectRateLimiter,
 }
 
@@ -167,21 +197,21 @@ impl Default for KeyCache {
 }
 
 impl KeyCache {
-    /// The owner of the key `hash`: from the caches, or from `lookup` (the
-    /// store) within the lookup budget, one lookup per key at a time.
+    /// The caller behind the key `hash`: from the caches, or from `lookup`
+    /// (the store) within the lookup budget, one lookup per key at a time.
     pub async fn resolve<Lookup>(
         &self,
         hash: &KeyHash,
         lookup: impl FnOnce() -> Lookup,
-    ) -> Result<OwnerId, WriterError>
+    ) -> Result<Caller, WriterError>
     where
-        Lookup: std::future::Future<Output = Result<Option<OwnerId>, WriterError>>,
+        Lookup: std::future::Future<Output = Result<Option<Caller>, WriterError>>,
     {
         let rejected = |reason: &'static str| {
             metrics::counter!("writer_key_rejections_total", "reason" => reason).increment(1);
         };
-        if let Some(owner) = self.get(hash) {
-            return Ok(owner);
+        if let Some(caller) = self.get(hash) {
+            return Ok(caller);
         }
         let unknown = self
             .unknown
@@ -212,7 +242,7 @@ impl KeyCache {
                 let outcome = if found.is_some() { "found" } else { "unknown" };
                 metrics::counter!("writer_key_lookups_total", "outcome" => outcome).increment(1);
                 match found {
-                    Some(owner) => self.insert(*hash, owner),
+                    Some(caller) => self.insert(*hash, caller),
                     None => self.insert_unknown(*hash),
                 }
                 Ok(found)
@@ -232,7 +262,7 @@ impl KeyCache {
             }
         }
         match answer? {
-            Some(owner) => Ok(owner),
+            Some(caller) => Ok(caller),
             None => {
                 rejected("unknown");
                 Err(WriterError::Unauthenticated("unknown or revoked API key"))
@@ -255,17 +285,30 @@ impl KeyCache {
         map.insert(hash, Instant::now());
     }
 
-    fn get(&self, hash: &KeyHash) -> Option<OwnerId> {
+    /// Drops keys that were revoked or rotated out: their next call asks the
+    /// store, which refuses them. Returns how many were cached here.
+    pub fn forget(&self, hashes: &[KeyHash]) -> usize {
+        let mut map = self
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hashes
+            .iter()
+            .filter(|hash| map.remove(hash).is_some())
+            .count()
+    }
+
+    fn get(&self, hash: &KeyHash) -> Option<Caller> {
         let map = self
             .resolved
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(hash)
             .filter(|(_, resolved_at)| resolved_at.elapsed() < KEY_CACHE_TTL)
-            .map(|(owner, _)| *owner)
+            .map(|(caller, _)| *caller)
     }
 
-    fn insert(&self, hash: KeyHash, owner: OwnerId) {
+    fn insert(&self, hash: KeyHash, caller: Caller) {
         let mut map = self
             .resolved
             .lock()
@@ -277,7 +320,7 @@ impl KeyCache {
                 map.clear();
             }
         }
-        map.insert(hash, (owner, Instant::now()));
+        map.insert(hash, (caller, Instant::now()));
     }
 }
 
@@ -317,6 +360,24 @@ mod tests {
         }
     }
 
+    const CALLER: Caller = Caller {
+        owner: OwnerId(7),
+        scope: Scope::Create,
+    };
+
+    #[test]
+    fn scopes_include_the_ones_below() {
+        assert_eq!(CALLER.require(Scope::Read).ok(), Some(OwnerId(7)));
+        assert_eq!(CALLER.require(Scope::Create).ok(), Some(OwnerId(7)));
+        assert!(matches!(
+            CALLER.require(Scope::Manage),
+            Err(WriterError::PermissionDenied(message)) if message.contains("scope is create")
+        ));
+        for scope in [Scope::Read, Scope::Create, Scope::Manage] {
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+        }
+    }
+
     #[tokio::test]
     async fn a_burst_on_one_key_costs_one_lookup_and_unknown_keys_are_remembered() {
         let cache = Arc::new(KeyCache::default());
@@ -330,15 +391,20 @@ mod tests {
                     .resolve(&known, || async {
                         lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok(Some(OwnerId(7)))
+                        Ok(Some(CALLER))
                     })
                     .await
             });
         }
         while let Some(joined) = callers.join_next().await {
-            assert_eq!(joined.ok().and_then(Result::ok), Some(OwnerId(7)));
+            assert_eq!(joined.ok().and_then(Result::ok), Some(CALLER));
         }
         assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // A forgotten (revoked) key is looked up again, and refused.
+        assert_eq!(cache.forget(&[known]), 1);
+        let refused = cache.resolve(&known, || async { Ok(None) }).await;
+        assert!(matches!(refused, Err(WriterError::Unauthenticated(_))));
 
         let (_, unknown) = generate_key();
         for _ in 0..10 {

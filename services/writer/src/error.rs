@@ -12,6 +12,9 @@ pub enum WriterError {
     },
     #[error("missing or malformed API key: {0}")]
     Unauthenticated(&'static str),
+    /// The key is valid but its scope does not allow the call.
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     AlreadyExists(String),
     #[error("no link {0} for this API key")]
@@ -35,6 +38,7 @@ impl WriterError {
         match self {
             Self::InvalidField { .. } => ErrorKind::InvalidArgument,
             Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Unavailable(_) => ErrorKind::Unavailable,

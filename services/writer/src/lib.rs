@@ -9,6 +9,7 @@ pub mod batcher;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod leaser;
 pub mod service;
 pub mod store;

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tinyurl_runtime::Env;
-use tinyurl_writer::auth::KeyName;
+use tinyurl_writer::keys::KeyCommand;
 use tinyurl_writer::{App, Config};
 
 // Every create allocates its request, row and reply across threads;
@@ -25,21 +25,11 @@ enum Command {
     Serve,
     /// Apply pending schema migrations and exit.
     Migrate,
-    /// Manage API keys.
+    /// Manage API keys: create, list, revoke, rotate.
     #[command(subcommand)]
-    ApiKey(ApiKeyCommand),
+    ApiKey(KeyCommand),
     /// Exit 0 if the writer on this host is ready (container health check).
     Probe,
-}
-
-#[derive(Subcommand)]
-enum ApiKeyCommand {
-    /// Create a key and print it once; only its hash is stored.
-    Create {
-        /// Who or what the key is for.
-        #[arg(long)]
-        name: String,
-    },
 }
 
 #[tokio::main]
@@ -63,14 +53,20 @@ async fn main() -> anyhow::Result<()> {
             tinyurl_writer::app::open_store(&config).await?;
             Ok(())
         }
-        Command::ApiKey(ApiKeyCommand::Create { name }) => {
-            let name = KeyName::parse(&name)
-                .map_err(|error| anyhow::anyhow!("--name: {}", error.public_message()))?;
+        Command::ApiKey(command) => {
             let store = tinyurl_writer::app::open_store(&config).await?;
-            let issued = tinyurl_writer::auth::issue_key(store.as_ref(), &name)
+            let report = tinyurl_writer::keys::run(store.as_ref(), command, false)
                 .await
-                .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-            issued.print(&name);
+                .map_err(|error| match error.field() {
+                    Some(field) => anyhow::anyhow!("{field}: {}", error.public_message()),
+                    None => anyhow::anyhow!("{}", error.public_message()),
+                })?;
+            if !report.stderr.is_empty() {
+                eprintln!("{}", report.stderr);
+            }
+            if !report.stdout.is_empty() {
+                println!("{}", report.stdout);
+            }
             Ok(())
         }
         Command::Probe => Ok(()),

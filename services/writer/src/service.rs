@@ -14,7 +14,7 @@ use tinyurl_proto::v1::{
 };
 
 use crate::analytics::{ClickStore, LinkStats, StatsQuery};
-use crate::auth::{KeyCache, KeyHash, OwnerId};
+use crate::auth::{KeyCache, KeyHash, OwnerId, Scope};
 use crate::batcher::CreateBatcher;
 use crate::cache::LinkCache;
 use crate::error::WriterError;
@@ -179,14 +179,20 @@ fn parse_expiry(
 }
 
 impl State {
-    async fn owner<T>(&self, request: &tonic::Request<T>) -> Result<OwnerId, WriterError> {
+    /// The owner of the request's key, when its scope allows `needed`.
+    async fn owner<T>(
+        &self,
+        request: &tonic::Request<T>,
+        needed: Scope,
+    ) -> Result<OwnerId, WriterError> {
         let hash = request
             .extensions()
             .get::<KeyHash>()
             .ok_or(WriterError::Unauthenticated("no API key"))?;
         self.keys
             .resolve(hash, || self.store.resolve_key(hash))
-            .await
+            .await?
+            .require(needed)
     }
 
     fn to_proto(&self, link: &StoredLink) -> Link {
@@ -407,7 +413,7 @@ impl Links for LinksService {
     ) -> Result<tonic::Response<tinyurl_proto::v1::LinkStats>, tonic::Status> {
         let started = Instant::now();
         let result = async {
-            let owner = self.state.owner(&request).await?;
+            let owner = self.state.owner(&request, Scope::Read).await?;
             self.state.link_stats(owner, request.get_ref()).await
         }
         .await;
@@ -424,7 +430,7 @@ impl Links for LinksService {
     ) -> Result<tonic::Response<Link>, tonic::Status> {
         let started = Instant::now();
         let result = async {
-            let owner = self.state.owner(&request).await?;
+            let owner = self.state.owner(&request, Scope::Create).await?;
             let valid = validate_create(request.get_ref(), &self.state.policy)?;
             self.batcher.create(owner, valid).await
         }
@@ -440,7 +446,7 @@ impl Links for LinksService {
         request: tonic::Request<BatchCreateLinksRequest>,
     ) -> Result<tonic::Response<BatchCreateLinksResponse>, tonic::Status> {
         let started = Instant::now();
-        let owner = match self.state.owner(&request).await {
+        let owner = match self.state.owner(&request, Scope::Create).await {
             Ok(owner) => owner,
             Err(error) => {
                 record_outcome("batch_create", error.kind().label(), started);
@@ -486,7 +492,7 @@ impl Links for LinksService {
     ) -> Result<tonic::Response<Link>, tonic::Status> {
         let started = Instant::now();
         let result = async {
-            let owner = self.state.owner(&request).await?;
+            let owner = self.state.owner(&request, Scope::Read).await?;
             let code = code_argument(&request.get_ref().code)?;
             self.state
                 .store
@@ -509,7 +515,7 @@ impl Links for LinksService {
     ) -> Result<tonic::Response<Link>, tonic::Status> {
         let started = Instant::now();
         let result = async {
-            let owner = self.state.owner(&request).await?;
+            let owner = self.state.owner(&request, Scope::Manage).await?;
             let message = request.get_ref();
             let code = code_argument(&message.code)?;
             if message.clear_expiry && message.expires_at.is_some() {
@@ -560,7 +566,7 @@ impl Links for LinksService {
     ) -> Result<tonic::Response<DeleteLinkResponse>, tonic::Status> {
         let started = Instant::now();
         let result = async {
-            let owner = self.state.owner(&request).await?;
+            let owner = self.state.owner(&request, Scope::Manage).await?;
             let code = code_argument(&request.get_ref().code)?;
             if !self.state.store.delete(owner, code).await? {
                 return Err(WriterError::NotFound(code.to_owned()));
@@ -581,7 +587,7 @@ impl Links for LinksService {
     ) -> Result<tonic::Response<ListLinksResponse>, tonic::Status> {
         let started = Instant::now();
         let result = async {
-            let owner = self.state.owner(&request).await?;
+            let owner = self.state.owner(&request, Scope::Read).await?;
             let message = request.get_ref();
             let page_size = match message.page_size {
                 0 => 100,

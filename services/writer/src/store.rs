@@ -15,8 +15,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 pub use self::postgres::PostgresLinkStore;
 pub use self::sqlite::SqliteLinkStore;
 use crate::analytics::ClickStore;
-use crate::auth::{KeyHash, OwnerId};
+use crate::auth::{Caller, KeyHash, OwnerId, Scope};
 use crate::error::WriterError;
+use crate::keys::ApiKeyInfo;
 
 /// A link as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,13 +66,39 @@ pub struct LinkChanges {
 /// the [`ClickStore`].
 #[async_trait::async_trait]
 pub trait LinkStore: ClickStore + Send + Sync + 'static {
-    async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError>;
+    async fn create_api_key(
+        &self,
+        name: &str,
+        hash: &KeyHash,
+        scope: Scope,
+    ) -> Result<i64, WriterError>;
 
     /// How many API keys exist (revoked ones included).
     async fn count_api_keys(&self) -> Result<i64, WriterError>;
 
-    /// The owner of an unrevoked key.
-    async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<OwnerId>, WriterError>;
+    /// The caller behind an unrevoked key: its current value, or its value
+    /// before a rotation during the grace period. Records the use.
+    async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<Caller>, WriterError>;
+
+    /// Every key, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, WriterError>;
+
+    /// Revokes key `id`; `false` when there is no such unrevoked key.
+    async fn revoke_api_key(&self, id: i64) -> Result<bool, WriterError>;
+
+    /// Gives key `id` the value `hash`; the current value keeps working for
+    /// `grace` (a value left from an earlier rotation stops at once).
+    /// `false` when there is no such unrevoked key.
+    async fn rotate_api_key(
+        &self,
+        id: i64,
+        hash: &KeyHash,
+        grace: Duration,
+    ) -> Result<bool, WriterError>;
+
+    /// Hashes that stopped working within the last `within`: revoked keys
+    /// (both values) and values whose rotation grace ended.
+    async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError>;
 
     /// Inserts `links` atomically, skipping (not failing on) rows whose code
     /// is taken (by a link or a deleted link's tombstone) or whose
@@ -116,6 +143,23 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
         limit: i64,
         after: Option<(SystemTime, String)>,
     ) -> Result<Vec<StoredLink>, WriterError>;
+}
+
+/// A stored scope; the schema allows no other values, so anything else is a
+/// broken invariant, not bad input.
+fn parse_scope(stored: &str) -> Result<Scope, WriterError> {
+    Scope::parse(stored)
+        .ok_or_else(|| WriterError::Unexpected(anyhow::anyhow!("unknown stored scope {stored:?}")))
+}
+
+/// A stored key hash, which the schema keeps at 32 bytes.
+fn key_hash(stored: &[u8]) -> Result<KeyHash, WriterError> {
+    stored.try_into().map(KeyHash).map_err(|_| {
+        WriterError::Unexpected(anyhow::anyhow!(
+            "a stored key hash is {} bytes, not 32",
+            stored.len()
+        ))
+    })
 }
 
 /// Opens and migrates the store `database_url` names: `sqlite:PATH` for the

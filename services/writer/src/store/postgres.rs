@@ -10,9 +10,10 @@ use secrecy::SecretString;
 use tinyurl_runtime::postgres;
 use tokio_postgres::Row;
 
-use super::{LinkChanges, LinkStore, NewLink, StoredLink};
-use crate::auth::{KeyHash, OwnerId};
+use super::{LinkChanges, LinkStore, NewLink, StoredLink, key_hash, parse_scope};
+use crate::auth::{Caller, KeyHash, OwnerId, Scope};
 use crate::error::WriterError;
+use crate::keys::ApiKeyInfo;
 
 mod clicks;
 
@@ -132,14 +133,19 @@ impl PostgresLinkStore {
 
 #[async_trait::async_trait]
 impl LinkStore for PostgresLinkStore {
-    async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError> {
+    async fn create_api_key(
+        &self,
+        name: &str,
+        hash: &KeyHash,
+        scope: Scope,
+    ) -> Result<i64, WriterError> {
         self.bounded(async {
             let row = self
                 .client()
                 .await?
                 .query_one(
-                    "INSERT INTO api_keys (name, key_hash) VALUES ($1, $2) RETURNING id",
-                    &[&name, &hash.0.as_slice()],
+                    "INSERT INTO api_keys (name, key_hash, scope) VALUES ($1, $2, $3) RETURNING id",
+                    &[&name, &hash.0.as_slice(), &scope.as_str()],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
@@ -161,12 +167,17 @@ impl LinkStore for PostgresLinkStore {
         .await
     }
 
-    async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<OwnerId>, WriterError> {
+    async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<Caller>, WriterError> {
         self.bounded(async {
             let client = self.client().await?;
+            // A lookup happens once per key per writer per cache lifetime,
+            // so recording the use here costs one row update a minute.
             let statement = client
                 .prepare_cached(
-                    "SELECT id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                    "UPDATE api_keys SET last_used_at = now()
+                     WHERE (key_hash = $1 OR (previous_key_hash = $1 AND previous_valid_until > now()))
+                       AND revoked_at IS NULL
+                     RETURNING id, scope",
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
@@ -174,9 +185,114 @@ impl LinkStore for PostgresLinkStore {
                 .query_opt(&statement, &[&hash.0.as_slice()])
                 .await
                 .map_err(WriterError::from_postgres)?;
-            row.map(|row| row.try_get(0).map(OwnerId))
-                .transpose()
-                .map_err(WriterError::from_postgres)
+            let Some(row) = row else { return Ok(None) };
+            let owner = OwnerId(row.try_get(0).map_err(WriterError::from_postgres)?);
+            let scope: &str = row.try_get(1).map_err(WriterError::from_postgres)?;
+            Ok(Some(Caller {
+                owner,
+                scope: parse_scope(scope)?,
+            }))
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, WriterError> {
+        self.bounded(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until
+                     FROM api_keys ORDER BY id",
+                    &[],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            rows.iter()
+                .map(|row| {
+                    let scope = parse_scope(row.try_get(2).map_err(WriterError::from_postgres)?)?;
+                    let read = || -> Result<ApiKeyInfo, tokio_postgres::Error> {
+                        Ok(ApiKeyInfo {
+                            id: row.try_get(0)?,
+                            name: row.try_get(1)?,
+                            scope,
+                            created_at: row.try_get(3)?,
+                            last_used_at: row.try_get(4)?,
+                            revoked_at: row.try_get(5)?,
+                            previous_valid_until: row.try_get(6)?,
+                        })
+                    };
+                    read().map_err(WriterError::from_postgres)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: i64) -> Result<bool, WriterError> {
+        self.bounded(async {
+            let revoked = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+                    &[&id],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(revoked > 0)
+        })
+        .await
+    }
+
+    async fn rotate_api_key(
+        &self,
+        id: i64,
+        hash: &KeyHash,
+        grace: Duration,
+    ) -> Result<bool, WriterError> {
+        self.bounded(async {
+            let rotated = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE api_keys SET previous_key_hash = key_hash, key_hash = $2,
+                         previous_valid_until = now() + make_interval(secs => $3)
+                     WHERE id = $1 AND revoked_at IS NULL",
+                    &[&id, &hash.0.as_slice(), &grace.as_secs_f64()],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(rotated > 0)
+        })
+        .await
+    }
+
+    async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT key_hash FROM api_keys
+                     WHERE revoked_at > now() - make_interval(secs => $1)
+                     UNION ALL
+                     SELECT previous_key_hash FROM api_keys
+                     WHERE previous_key_hash IS NOT NULL
+                       AND (revoked_at > now() - make_interval(secs => $1)
+                            OR previous_valid_until BETWEEN now() - make_interval(secs => $1) AND now())",
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let rows = client
+                .query(&statement, &[&within.as_secs_f64()])
+                .await
+                .map_err(WriterError::from_postgres)?;
+            rows.iter()
+                .map(|row| {
+                    let bytes: &[u8] = row.try_get(0).map_err(WriterError::from_postgres)?;
+                    key_hash(bytes)
+                })
+                .collect()
         })
         .await
     }

@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime};
 use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, TransactionBehavior};
 use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
 
-use super::{LinkChanges, LinkStore, NewLink, StoredLink};
-use crate::auth::{KeyHash, OwnerId};
+use super::{LinkChanges, LinkStore, NewLink, StoredLink, key_hash, parse_scope};
+use crate::auth::{Caller, KeyHash, OwnerId, Scope};
 use crate::error::WriterError;
+use crate::keys::ApiKeyInfo;
 
 mod clicks;
 
@@ -92,14 +93,25 @@ impl SqliteLinkStore {
 
 #[async_trait::async_trait]
 impl LinkStore for SqliteLinkStore {
-    async fn create_api_key(&self, name: &str, hash: &KeyHash) -> Result<i64, WriterError> {
+    async fn create_api_key(
+        &self,
+        name: &str,
+        hash: &KeyHash,
+        scope: Scope,
+    ) -> Result<i64, WriterError> {
         let name = name.to_owned();
         let hash = hash.0;
         self.db
             .run(move |connection| {
                 connection.query_row(
-                    "INSERT INTO api_keys (name, key_hash, created_at) VALUES (?1, ?2, ?3) RETURNING id",
-                    (&name, hash.as_slice(), to_micros(SystemTime::now())),
+                    "INSERT INTO api_keys (name, key_hash, scope, created_at) VALUES (?1, ?2, ?3, ?4)
+                     RETURNING id",
+                    (
+                        &name,
+                        hash.as_slice(),
+                        scope.as_str(),
+                        to_micros(SystemTime::now()),
+                    ),
                     |row| row.get(0),
                 )
             })
@@ -116,19 +128,144 @@ impl LinkStore for SqliteLinkStore {
             .map_err(WriterError::from_sqlite)
     }
 
-    async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<OwnerId>, WriterError> {
+    async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<Caller>, WriterError> {
         let hash = hash.0;
-        self.db
+        let found: Option<(i64, String)> = self
+            .db
             .run(move |connection| {
+                let now = to_micros(SystemTime::now());
                 connection
                     .prepare_cached(
-                        "SELECT id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+                        "UPDATE api_keys SET last_used_at = ?2
+                         WHERE (key_hash = ?1 OR (previous_key_hash = ?1 AND previous_valid_until > ?2))
+                           AND revoked_at IS NULL
+                         RETURNING id, scope",
                     )?
-                    .query_row([hash.as_slice()], |row| row.get(0).map(OwnerId))
+                    .query_row((hash.as_slice(), now), |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
             })
             .await
+            .map_err(WriterError::from_sqlite)?;
+        found
+            .map(|(id, scope)| {
+                Ok(Caller {
+                    owner: OwnerId(id),
+                    scope: parse_scope(&scope)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, WriterError> {
+        type Row = (
+            i64,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = self
+            .db
+            .run(|connection| {
+                connection
+                    .prepare_cached(
+                        "SELECT id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until
+                         FROM api_keys ORDER BY id",
+                    )?
+                    .query_map([], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                            row.get(5)?,
+                            row.get(6)?,
+                        ))
+                    })?
+                    .collect()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)?;
+        rows.into_iter()
+            .map(
+                |(id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until)| {
+                    Ok(ApiKeyInfo {
+                        id,
+                        name,
+                        scope: parse_scope(&scope)?,
+                        created_at: from_micros(created_at),
+                        last_used_at: last_used_at.map(from_micros),
+                        revoked_at: revoked_at.map(from_micros),
+                        previous_valid_until: previous_valid_until.map(from_micros),
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, id: i64) -> Result<bool, WriterError> {
+        self.db
+            .run(move |connection| {
+                connection.execute(
+                    "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    (id, to_micros(SystemTime::now())),
+                )
+            })
+            .await
+            .map(|revoked| revoked > 0)
             .map_err(WriterError::from_sqlite)
+    }
+
+    async fn rotate_api_key(
+        &self,
+        id: i64,
+        hash: &KeyHash,
+        grace: Duration,
+    ) -> Result<bool, WriterError> {
+        let hash = hash.0;
+        self.db
+            .run(move |connection| {
+                let until = to_micros(SystemTime::now() + grace);
+                connection.execute(
+                    "UPDATE api_keys SET previous_key_hash = key_hash, key_hash = ?2,
+                         previous_valid_until = ?3
+                     WHERE id = ?1 AND revoked_at IS NULL",
+                    (id, hash.as_slice(), until),
+                )
+            })
+            .await
+            .map(|rotated| rotated > 0)
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError> {
+        let hashes: Vec<Vec<u8>> = self
+            .db
+            .run(move |connection| {
+                let now = SystemTime::now();
+                connection
+                    .prepare_cached(
+                        "SELECT key_hash FROM api_keys WHERE revoked_at > ?1
+                         UNION ALL
+                         SELECT previous_key_hash FROM api_keys
+                         WHERE previous_key_hash IS NOT NULL
+                           AND (revoked_at > ?1 OR previous_valid_until BETWEEN ?1 AND ?2)",
+                    )?
+                    .query_map(
+                        (
+                            to_micros(now.checked_sub(within).unwrap_or(SystemTime::UNIX_EPOCH)),
+                            to_micros(now),
+                        ),
+                        |row| row.get(0),
+                    )?
+                    .collect()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)?;
+        hashes.iter().map(|bytes| key_hash(bytes)).collect()
     }
 
     #[tracing::instrument(skip_all, fields(count = links.len()))]

@@ -1,0 +1,231 @@
+//! API key management: the operations behind `api-key create | list |
+//! revoke | rotate` of both command-line tools (`tinyurl-writer` and
+//! `tinyurl`), on either store.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use crate::auth::{KeyName, Scope, generate_key};
+use crate::error::WriterError;
+use crate::store::LinkStore;
+
+/// Longest rotation grace period.
+pub const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A key as listed: never the key itself (only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub id: i64,
+    pub name: String,
+    pub scope: Scope,
+    pub created_at: SystemTime,
+    /// When a writer last looked the key up: within a minute of its last use.
+    pub last_used_at: Option<SystemTime>,
+    pub revoked_at: Option<SystemTime>,
+    /// Until when the value the key had before its last rotation works.
+    pub previous_valid_until: Option<SystemTime>,
+}
+
+/// A key just issued: shown to its owner once, never again.
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub id: i64,
+    pub key: String,
+}
+
+/// Creates an API key named `name` with `scope` in `store`.
+pub async fn issue_key(
+    store: &dyn LinkStore,
+    name: &KeyName,
+    scope: Scope,
+) -> Result<IssuedKey, WriterError> {
+    let (key, hash) = generate_key();
+    let id = store.create_api_key(name.as_str(), &hash, scope).await?;
+    Ok(IssuedKey { id, key })
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Create a key and print it once; only its hash is stored.
+    Create {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+        /// What the key may do: read (get, list, stats), create (and create
+        /// links), manage (and update and delete them).
+        #[arg(long, value_enum, default_value_t = Scope::Manage)]
+        scope: Scope,
+    },
+    /// List the keys (never their values): scope, creation, last use, state.
+    List,
+    /// Revoke a key: every writer refuses it within a second.
+    Revoke {
+        /// The key's id (from `list` or `create`).
+        id: i64,
+    },
+    /// Give a key a new value (same id, links and scope) and print it once;
+    /// the old value keeps working for the grace period.
+    Rotate {
+        /// The key's id (from `list` or `create`).
+        id: i64,
+        /// How long the old value keeps working (at most 30 days).
+        #[arg(long, default_value = "24h")]
+        grace: humantime::Duration,
+    },
+}
+
+/// What a command prints: `stdout` is the result (a new key alone, for
+/// scripts, or JSON), `stderr` what happened.
+#[derive(Debug, Default)]
+pub struct KeyReport {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub async fn run(
+    store: &dyn LinkStore,
+    command: KeyCommand,
+    json: bool,
+) -> Result<KeyReport, WriterError> {
+    let mut report = KeyReport::default();
+    match command {
+        KeyCommand::Create { name, scope } => {
+            let name = KeyName::parse(&name)?;
+            let issued = issue_key(store, &name, scope).await?;
+            report.stderr = format!(
+                "created API key {} ({}, scope {}); it is shown only once:",
+                issued.id,
+                name.as_str(),
+                scope.as_str()
+            );
+            report.stdout = if json {
+                serde_json::json!({
+                    "id": issued.id, "name": name.as_str(), "scope": scope.as_str(), "key": issued.key,
+                })
+                .to_string()
+            } else {
+                issued.key
+            };
+        }
+        KeyCommand::List => {
+            let keys = store.list_api_keys().await?;
+            report.stdout = if json {
+                serde_json::Value::Array(keys.iter().map(key_json).collect()).to_string()
+            } else {
+                key_table(&keys)
+            };
+        }
+        KeyCommand::Revoke { id } => {
+            if !store.revoke_api_key(id).await? {
+                return Err(no_such_key(id));
+            }
+            report.stderr = format!("revoked API key {id}; writers refuse it within a second");
+            if json {
+                report.stdout = serde_json::json!({ "id": id, "revoked": true }).to_string();
+            }
+        }
+        KeyCommand::Rotate { id, grace } => {
+            let grace = Duration::from(grace);
+            if grace > MAX_GRACE {
+                return Err(WriterError::invalid(
+                    "grace",
+                    "the grace period is at most 30 days",
+                ));
+            }
+            let (key, hash) = generate_key();
+            if !store.rotate_api_key(id, &hash, grace).await? {
+                return Err(no_such_key(id));
+            }
+            report.stderr = format!(
+                "API key {id} has a new value, shown only once; the old one works for {}:",
+                humantime::format_duration(grace)
+            );
+            report.stdout = if json {
+                serde_json::json!({ "id": id, "key": key, "previous_valid_for_secs": grace.as_secs() })
+                    .to_string()
+            } else {
+                key
+            };
+        }
+    }
+    Ok(report)
+}
+
+fn no_such_key(id: i64) -> WriterError {
+    WriterError::invalid("id", format!("there is no unrevoked API key {id}"))
+}
+
+fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn key_json(key: &ApiKeyInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": key.id,
+        "name": key.name,
+        "scope": key.scope.as_str(),
+        "created_at": timestamp(key.created_at),
+        "last_used_at": key.last_used_at.map(timestamp),
+        "revoked_at": key.revoked_at.map(timestamp),
+        "previous_valid_until": key.previous_valid_until.map(timestamp),
+    })
+}
+
+fn key_table(keys: &[ApiKeyInfo]) -> String {
+    let mut table = format!(
+        "{:>6}  {:<6}  {:<20}  {:<20}  {:<28}  NAME",
+        "ID", "SCOPE", "CREATED", "LAST USED", "STATE"
+    );
+    let now = SystemTime::now();
+    for key in keys {
+        let state = match (key.revoked_at, key.previous_valid_until) {
+            (Some(at), _) => format!("revoked {}", timestamp(at)),
+            (None, Some(until)) if until > now => format!("rotating until {}", timestamp(until)),
+            _ => "active".to_owned(),
+        };
+        let _ = write!(
+            table,
+            "\n{:>6}  {:<6}  {:<20}  {:<20}  {:<28}  {}",
+            key.id,
+            key.scope.as_str(),
+            timestamp(key.created_at),
+            key.last_used_at
+                .map_or_else(|| "never".to_owned(), timestamp),
+            state,
+            key.name
+        );
+    }
+    table
+}
+
+/// Keeps this writer's key cache in step with revocations and rotations
+/// made anywhere (another writer's command line, the embedded store's CLI):
+/// every [`crate::auth::REVOCATION_POLL`] it asks the store for keys retired
+/// in the last [`crate::auth::REVOCATION_WINDOW`] and forgets them. Polling
+/// the store rather than listening on Redis works without Redis (the
+/// embedded deployment) and cannot miss a message.
+pub async fn follow_revocations(
+    state: std::sync::Arc<crate::service::State>,
+    stopping: tinyurl_runtime::Stopping,
+) {
+    stopping
+        .every(crate::auth::REVOCATION_POLL, || async {
+            match state
+                .store
+                .retired_key_hashes(crate::auth::REVOCATION_WINDOW)
+                .await
+            {
+                Ok(hashes) => {
+                    let forgotten = state.keys.forget(&hashes);
+                    if forgotten > 0 {
+                        metrics::counter!("writer_keys_forgotten_total").increment(forgotten as u64);
+                        tracing::info!(forgotten, "dropped revoked API keys from the cache");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error.public_message(), "cannot poll for revoked API keys");
+                }
+            }
+        })
+        .await;
+}
