@@ -95,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         database_url: database.primary_url.clone(),
         idalloc_urls: vec![idalloc.endpoint()],
         redis_url: Some(redis.url()),
+        env: Vec::new(),
     };
     let pool_size = args
         .concurrency

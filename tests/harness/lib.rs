@@ -15,6 +15,7 @@ pub mod process;
 pub mod redis;
 pub mod services;
 pub mod system;
+pub mod tls;
 
 pub use postgres::{PgCluster, PgServer, TestDatabase};
 pub use process::{free_port, wait_until};

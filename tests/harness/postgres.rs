@@ -156,6 +156,17 @@ pub struct PgServer {
     log_path: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// TLS-only over TCP (`hostssl`), when set; the harness itself then
+    /// connects over the Unix socket.
+    tls: Option<PgTls>,
+}
+
+/// The certificate files and client rules of a TLS-only server.
+#[derive(Debug, Clone)]
+struct PgTls {
+    cert: PathBuf,
+    key: PathBuf,
+    hba: PathBuf,
 }
 
 impl PgServer {
@@ -173,9 +184,29 @@ impl PgServer {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    /// `postgres://` URL of database `dbname` on this server.
+    /// `postgres://` URL of database `dbname` on this server (with
+    /// `sslmode=require` when it speaks only TLS).
     pub fn url(&self, dbname: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{dbname}", self.port)
+        let ssl = if self.tls.is_some() {
+            "?sslmode=require"
+        } else {
+            ""
+        };
+        format!("postgres://postgres@127.0.0.1:{}/{dbname}{ssl}", self.port)
+    }
+
+    /// The URL the harness itself uses: the TCP one, or the Unix socket for
+    /// a TLS-only server.
+    fn admin_url(&self, dbname: &str) -> String {
+        if self.tls.is_some() {
+            format!(
+                "postgres:///{dbname}?user=postgres&host={}&port={}",
+                self.socket_dir.display(),
+                self.port
+            )
+        } else {
+            self.url(dbname)
+        }
     }
 
     pub fn log_path(&self) -> &Path {
@@ -223,6 +254,15 @@ impl PgServer {
         ] {
             command.arg("-c").arg(setting);
         }
+        if let Some(tls) = &self.tls {
+            command
+                .args(["-c", "ssl=on", "-c"])
+                .arg(format!("ssl_cert_file={}", tls.cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", tls.key.display()))
+                .arg("-c")
+                .arg(format!("hba_file={}", tls.hba.display()));
+        }
         // Its own process group, so a Ctrl-C meant for the tests does not
         // reach it before the harness can shut it down.
         command
@@ -233,7 +273,7 @@ impl PgServer {
         let child = command.spawn().context("cannot start postgres")?;
         self.child = Some(child);
 
-        let url = self.url("postgres");
+        let url = self.admin_url("postgres");
         let log_path = self.log_path.clone();
         let waited = wait_until("postgres to accept connections", START_TIMEOUT, || {
             let url = url.clone();
@@ -308,7 +348,7 @@ impl PgServer {
 
     /// A connected client on database `dbname`.
     pub async fn connect(&self, dbname: &str) -> anyhow::Result<tokio_postgres::Client> {
-        connect(&self.url(dbname)).await
+        connect(&self.admin_url(dbname)).await
     }
 
     /// Sets `recovery_min_apply_delay` on a replica and waits until it is in
@@ -372,6 +412,19 @@ impl PgCluster {
     }
 
     pub async fn start_with_replicas(replica_count: usize) -> anyhow::Result<Self> {
+        Self::start_configured(replica_count, None).await
+    }
+
+    /// A primary (no replica) that accepts TCP clients over TLS only, with
+    /// certificate `leaf`; its URLs carry `sslmode=require`.
+    pub async fn start_tls(leaf: &crate::tls::Leaf) -> anyhow::Result<Self> {
+        Self::start_configured(0, Some(leaf)).await
+    }
+
+    async fn start_configured(
+        replica_count: usize,
+        tls_leaf: Option<&crate::tls::Leaf>,
+    ) -> anyhow::Result<Self> {
         let binaries = Arc::new(PgBinaries::locate()?);
         let template = binaries.template()?;
         let scratch = ScratchDir::new("pg", binaries.run_as)?;
@@ -394,6 +447,9 @@ impl PgCluster {
             scratch.path(),
             "primary",
         )?;
+        if let Some(leaf) = tls_leaf {
+            primary.tls = Some(tls_files(&binaries, scratch.path(), leaf)?);
+        }
         start_on_free_port(&mut primary).await?;
 
         let mut replicas = Vec::with_capacity(replica_count);
@@ -515,7 +571,37 @@ fn new_server(
         log_path: scratch.join(format!("{name}.log")),
         port: free_port()?,
         child: None,
+        tls: None,
     })
+}
+
+/// Copies `leaf` where the Postgres user may read it (the key 0600, as
+/// Postgres demands) and writes client rules that take TCP clients over TLS
+/// only.
+fn tls_files(
+    binaries: &PgBinaries,
+    scratch: &Path,
+    leaf: &crate::tls::Leaf,
+) -> anyhow::Result<PgTls> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tls = PgTls {
+        cert: scratch.join("server.pem"),
+        key: scratch.join("server.key"),
+        hba: scratch.join("pg_hba_tls.conf"),
+    };
+    std::fs::copy(&leaf.cert, &tls.cert)?;
+    std::fs::copy(&leaf.key, &tls.key)?;
+    std::fs::write(
+        &tls.hba,
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )?;
+    std::fs::set_permissions(&tls.key, std::fs::Permissions::from_mode(0o600))?;
+    if let Some(run_as) = binaries.run_as {
+        for file in [&tls.cert, &tls.key, &tls.hba] {
+            std::os::unix::fs::chown(file, Some(run_as.uid), Some(run_as.gid))?;
+        }
+    }
+    Ok(tls)
 }
 
 /// Starts `server`, moving to another port if the chosen one was taken.

@@ -21,7 +21,17 @@ pub struct RedisServer {
     persistent: bool,
     log_path: PathBuf,
     child: Option<Child>,
+    /// TLS only (no plaintext port) with a password, when set.
+    tls: Option<RedisTls>,
     scratch: ScratchDir,
+}
+
+#[derive(Debug, Clone)]
+struct RedisTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    password: String,
 }
 
 impl RedisServer {
@@ -35,7 +45,30 @@ impl RedisServer {
         Self::start_with(true).await
     }
 
+    /// A server that speaks only TLS (certificate `leaf` of `ca`) and asks
+    /// for `password`: its [`Self::url`] is `rediss://:password@…`.
+    pub async fn start_tls(
+        ca: &crate::tls::TestCa,
+        leaf: &crate::tls::Leaf,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_configured(
+            false,
+            Some(RedisTls {
+                cert: leaf.cert.clone(),
+                key: leaf.key.clone(),
+                ca: ca.ca_cert.clone(),
+                password: password.to_owned(),
+            }),
+        )
+        .await
+    }
+
     async fn start_with(persistent: bool) -> anyhow::Result<Self> {
+        Self::start_configured(persistent, None).await
+    }
+
+    async fn start_configured(persistent: bool, tls: Option<RedisTls>) -> anyhow::Result<Self> {
         let binary = find_binary("redis-server", &[], "redis-server")?;
         let scratch = ScratchDir::new("redis", None)?;
         let mut server = Self {
@@ -44,6 +77,7 @@ impl RedisServer {
             persistent,
             log_path: scratch.path().join("redis.log"),
             child: None,
+            tls,
             scratch,
         };
         let mut last_error = None;
@@ -65,7 +99,10 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.tls {
+            Some(tls) => format!("rediss://:{}@127.0.0.1:{}", tls.password, self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
@@ -73,21 +110,39 @@ impl RedisServer {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let child = Command::new(&self.binary)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                if self.persistent { "yes" } else { "no" },
-                "--appendfsync",
-                "always",
-                "--protected-mode",
-                "no",
-            ])
-            .arg("--port")
-            .arg(self.port.to_string())
+        let mut command = Command::new(&self.binary);
+        command.args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            if self.persistent { "yes" } else { "no" },
+            "--appendfsync",
+            "always",
+            "--protected-mode",
+            "no",
+        ]);
+        match &self.tls {
+            None => {
+                command.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                command
+                    .args(["--port", "0", "--tls-auth-clients", "no"])
+                    .arg("--tls-port")
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .arg("--requirepass")
+                    .arg(&tls.password);
+            }
+        }
+        let child = command
             .arg("--dir")
             .arg(self.scratch.path())
             .stdin(Stdio::null())
@@ -97,10 +152,20 @@ impl RedisServer {
             .context("cannot start redis-server")?;
         self.child = Some(child);
         let port = self.port;
+        let tls = self.tls.is_some();
         let waited = wait_until(
             "redis to answer PING",
             Duration::from_secs(30),
-            || async move { Ok(ping(port).await.is_ok()) },
+            || async move {
+                // Over TLS a listening port is as far as a plain probe gets.
+                Ok(if tls {
+                    tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok()
+                } else {
+                    ping(port).await.is_ok()
+                })
+            },
         )
         .await;
         if let Err(error) = waited {

@@ -385,6 +385,8 @@ pub struct WriterSetup {
     pub database_url: String,
     pub idalloc_urls: Vec<String>,
     pub redis_url: Option<String>,
+    /// More variables for every writer process and command (internal TLS).
+    pub env: Vec<(String, String)>,
 }
 
 /// The code secret every test writer shares.
@@ -414,6 +416,7 @@ impl WriterSetup {
         if let Some(redis_url) = &self.redis_url {
             env.push(("TINYURL_REDIS_URL".to_owned(), redis_url.clone()));
         }
+        env.extend(self.env.iter().cloned());
         env.extend(
             extra
                 .iter()

@@ -41,6 +41,7 @@ impl System {
             database_url: database.primary_url.clone(),
             idalloc_urls: vec![idalloc.endpoint()],
             redis_url: Some(redis.url()),
+            env: Vec::new(),
         };
         let writer = setup.start(writer_env).await?;
         let api_key = setup.create_api_key("system")?;

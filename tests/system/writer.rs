@@ -80,6 +80,7 @@ async fn stack(idalloc_count: usize, with_redis: bool) -> anyhow::Result<Stack> 
         database_url: database.primary_url.clone(),
         idalloc_urls: idallocs.iter().map(ServiceProcess::endpoint).collect(),
         redis_url: redis.as_ref().map(RedisServer::url),
+        env: Vec::new(),
     };
     Ok(Stack {
         cluster,

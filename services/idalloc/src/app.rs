@@ -81,11 +81,13 @@ impl App {
         health_reporter
             .set_serving::<IdAllocatorServer<IdAllocatorService>>()
             .await;
-        let service = IdAllocatorService::new(
-            Arc::clone(&self.store),
-            self.config.max_lease,
-            self.config.policy.clone(),
-        );
+        let tls = tinyurl_runtime::tls::installed();
+        let policy = match &tls {
+            Some(_) => self.config.policy.clone().requiring_client_certificates(),
+            None => self.config.policy.clone(),
+        };
+        let service =
+            IdAllocatorService::new(Arc::clone(&self.store), self.config.max_lease, policy);
 
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
         let maintenance = tokio::spawn(maintain(
@@ -95,6 +97,13 @@ impl App {
             stopping.clone(),
         ));
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
+        // With internal TLS, only callers holding a certificate from the CA
+        // are served (the service token is checked on top).
+        let server_tls = tls
+            .as_ref()
+            .map(|tls| tls.server_config(true))
+            .transpose()?;
+        let reload = tls.map(|tls| tokio::spawn(tls.watch(stopping.clone())));
         let router = lifecycle::grpc_server()
             .add_service(health)
             .add_service(reflection)
@@ -104,12 +113,16 @@ impl App {
         let served = lifecycle::serve_grpc(
             router,
             self.grpc_listener,
+            server_tls,
             stopping,
             self.config.common.drain_timeout,
             "idalloc",
         )
         .await;
         maintenance.abort();
+        if let Some(reload) = reload {
+            reload.abort();
+        }
         if let Ok(Err(error)) = admin.await {
             tracing::warn!(%error, "admin server failed");
         }

@@ -2,7 +2,8 @@
 //! (`authorization: Bearer <token>`, one of `TINYURL_IDALLOC_TOKEN`) and may
 //! lease only the namespaces on the allow-list (`TINYURL_IDALLOC_NAMESPACES`):
 //! a pod that can reach idalloc cannot drain the writers' ID space or create
-//! namespaces of its own.
+//! namespaces of its own. With internal TLS, a caller must also present a
+//! certificate the internal CA issued.
 
 use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
@@ -20,11 +21,38 @@ pub struct CallerPolicy {
     /// to it, the old one is removed.
     tokens: Vec<SecretString>,
     namespaces: Vec<Namespace>,
+    client_certificate_required: bool,
 }
 
 impl CallerPolicy {
     pub fn new(tokens: Vec<SecretString>, namespaces: Vec<Namespace>) -> Self {
-        Self { tokens, namespaces }
+        Self {
+            tokens,
+            namespaces,
+            client_certificate_required: false,
+        }
+    }
+
+    /// Callers must also have presented a certificate from the internal CA
+    /// (the TLS handshake verified it).
+    pub fn requiring_client_certificates(mut self) -> Self {
+        self.client_certificate_required = true;
+        self
+    }
+
+    /// [`Self::authenticate`], and the client certificate when required.
+    pub fn authenticate_request<T>(&self, request: &tonic::Request<T>) -> Result<(), LeaseError> {
+        if self.client_certificate_required
+            && !request
+                .extensions()
+                .get::<tinyurl_runtime::tls::TlsConnectInfo>()
+                .is_some_and(|info| info.client_certified)
+        {
+            return Err(LeaseError::Unauthenticated(
+                "a client certificate from the internal CA is required",
+            ));
+        }
+        self.authenticate(request.metadata())
     }
 
     /// Checks the bearer token in `metadata`. Every configured token is

@@ -37,7 +37,7 @@ impl IdAllocator for IdAllocatorService {
         request: tonic::Request<LeaseRangeRequest>,
     ) -> Result<tonic::Response<LeaseRangeResponse>, tonic::Status> {
         let started = Instant::now();
-        let authenticated = self.policy.authenticate(request.metadata());
+        let authenticated = self.policy.authenticate_request(&request);
         let message = request.into_inner();
         let parsed = authenticated.and_then(|()| {
             let parsed = LeaseRequest::parse(

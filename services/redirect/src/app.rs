@@ -204,6 +204,10 @@ impl App {
             _ => None,
         };
         let gauges = tokio::spawn(report_gauges(Arc::clone(&self.resolver), stopping.clone()));
+        // New Postgres and Redis connections present the current certificate.
+        if let Some(tls) = tinyurl_runtime::tls::installed() {
+            tokio::spawn(tls.watch(stopping.clone()));
+        }
 
         let address = self.listener.local_addr()?;
         let threads = self.config.worker_threads.unwrap_or_else(|| {

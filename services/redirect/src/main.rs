@@ -51,6 +51,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
+    // The process's TLS identity, for its servers and every client it opens.
+    tinyurl_runtime::tls::install(config.common.tls.as_ref())
+        .context("cannot load the internal TLS certificate")?;
     let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
     let app = App::build(config, Some(metrics))
         .await

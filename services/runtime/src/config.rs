@@ -142,6 +142,8 @@ pub struct CommonConfig {
     pub service_name: String,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
+    /// Internal TLS: certificate, key and CA, or `None` (plaintext).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl CommonConfig {
@@ -159,6 +161,7 @@ impl CommonConfig {
             otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned),
             service_name: env.string_or("OTEL_SERVICE_NAME", service_name),
             drain_timeout: env.millis_or("TINYURL_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
+            tls: crate::tls::TlsFiles::from_env(env)?,
         })
     }
 }
@@ -187,6 +190,21 @@ pub const COMMON_ENV_VARS: &[EnvVarDoc] = &[
         name: "TINYURL_DRAIN_TIMEOUT_MS",
         default: "20000",
         meaning: "time allowed for in-flight requests after SIGTERM",
+    },
+    EnvVarDoc {
+        name: "TINYURL_INTERNAL_TLS_CERT",
+        default: "(unset: plaintext inside)",
+        meaning: "PEM certificate (chain) this process presents on gRPC, reloaded when the file changes",
+    },
+    EnvVarDoc {
+        name: "TINYURL_INTERNAL_TLS_KEY",
+        default: "(with the certificate)",
+        meaning: "PEM private key of that certificate",
+    },
+    EnvVarDoc {
+        name: "TINYURL_INTERNAL_TLS_CA",
+        default: "(with the certificate)",
+        meaning: "PEM CA that gRPC peers, Postgres (sslmode=require) and Redis (rediss://) are verified against",
     },
     EnvVarDoc {
         name: "RUST_LOG",

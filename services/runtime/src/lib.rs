@@ -15,6 +15,7 @@ pub mod redis;
 pub mod shutdown;
 pub mod sqlite;
 pub mod telemetry;
+pub mod tls;
 
 pub use admin::{AdminServer, Readiness};
 pub use config::{CommonConfig, ConfigError, Env, EnvVarDoc};

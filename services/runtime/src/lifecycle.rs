@@ -117,18 +117,38 @@ pub fn grpc_server() -> tonic::transport::Server {
 }
 
 /// Serves `router` on `listener` until `stopping`, then drains in-flight
-/// calls for at most `drain`.
+/// calls for at most `drain`; over TLS when `tls` is given (see
+/// [`crate::tls::accept`]).
 pub async fn serve_grpc(
     router: tonic::transport::server::Router,
     listener: TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     stopping: Stopping,
     drain: Duration,
     service: &'static str,
 ) -> anyhow::Result<()> {
     let bound: SocketAddr = listener.local_addr()?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(service, addr = %bound, "serving");
-    let serve = router.serve_with_incoming_shutdown(incoming, stopping.clone().wait());
+    tracing::info!(service, addr = %bound, tls = tls.is_some(), "serving");
+    let shutdown = stopping.clone();
+    let serve = async move {
+        match tls {
+            Some(config) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        crate::tls::accept(listener, config),
+                        shutdown.wait(),
+                    )
+                    .await
+            }
+            None => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown.wait())
+                    .await
+            }
+        }
+    };
     tokio::select! {
         result = serve => result.context("gRPC server failed")?,
         () = stopping.drain_deadline(drain) => {

@@ -35,13 +35,13 @@ pub fn pool(
     timeout: Duration,
     post_create: Option<Hook>,
 ) -> anyhow::Result<Pool> {
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls_for(&config)? {
+        Some(tls) => Manager::from_config(config, tls, manager_config),
+        None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+    };
     let mut builder = Pool::builder(manager)
         .max_size(size.max(1))
         .runtime(Runtime::Tokio1)
@@ -56,6 +56,44 @@ pub fn pool(
     builder.build().context("cannot build the Postgres pool")
 }
 
+/// The TLS connector for `config`: with `sslmode=require` in the URL,
+/// rustls verifying the server against the internal CA; plaintext
+/// otherwise (`prefer`, the default, does not try TLS).
+fn tls_for(
+    config: &tokio_postgres::Config,
+) -> anyhow::Result<Option<tokio_postgres_rustls::MakeRustlsConnect>> {
+    if config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+        return Ok(None);
+    }
+    let tls = crate::tls::installed().context(
+        "sslmode=require needs internal TLS (TINYURL_INTERNAL_TLS_CA and the certificate)",
+    )?;
+    crate::tls::postgres_tls(&tls).map(Some)
+}
+
+/// One connection outside the pool, its I/O driven by a task of its own.
+async fn connect(
+    config: &tokio_postgres::Config,
+) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let drive = |connection: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>| {
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "postgres connection ended");
+            }
+        })
+    };
+    Ok(match tls_for(config)? {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls).await?;
+            (client, drive(Box::pin(connection)))
+        }
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            (client, drive(Box::pin(connection)))
+        }
+    })
+}
+
 /// Runs `migrations` on a connection of its own while holding the advisory
 /// lock `lock_key`, so replicas starting together apply them once.
 pub async fn migrate(
@@ -65,12 +103,10 @@ pub async fn migrate(
     history_table: &str,
     mut migrations: refinery::Runner,
 ) -> anyhow::Result<()> {
-    let (mut client, connection) =
-        tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting to Postgres timed out after {timeout:?}"))?
-            .context("cannot connect to Postgres to migrate")?;
-    let connection = tokio::spawn(connection);
+    let (mut client, connection) = tokio::time::timeout(timeout, connect(config))
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to Postgres timed out after {timeout:?}"))?
+        .context("cannot connect to Postgres to migrate")?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&lock_key])
         .await

@@ -9,8 +9,18 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 /// A client builder for `url` whose commands time out after `timeout`, are
 /// tried once, and reconnects with a capped exponential backoff.
+///
+/// A `rediss://` URL speaks TLS: verified against the internal CA when
+/// internal TLS is on, the system's roots otherwise. A user name and
+/// password in the URL are sent with AUTH (ACL users included).
 pub fn builder(url: &SecretString, timeout: Duration) -> anyhow::Result<Builder> {
-    let mut builder = Builder::from_config(Config::from_url(url.expose_secret())?);
+    let mut config = Config::from_url(url.expose_secret())?;
+    if config.tls.is_some()
+        && let Some(tls) = crate::tls::installed()
+    {
+        config.tls = Some(crate::tls::redis_tls(&tls)?);
+    }
+    let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|connection| {
             // Connecting and internal commands get at least 500 ms: a short

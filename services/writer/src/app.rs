@@ -236,6 +236,13 @@ impl App {
         let analytics = self.start_analytics(&stopping)?;
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let gauges = tokio::spawn(report_gauges(Arc::clone(&self.state), stopping.clone()));
+        // Callers may present a certificate; they are API-key authenticated.
+        let tls = tinyurl_runtime::tls::installed();
+        let server_tls = tls
+            .as_ref()
+            .map(|tls| tls.server_config(true))
+            .transpose()?;
+        let reload = tls.map(|tls| tokio::spawn(tls.watch(stopping.clone())));
         let revocations = tokio::spawn(crate::keys::follow_revocations(
             Arc::clone(&self.state),
             stopping.clone(),
@@ -248,6 +255,7 @@ impl App {
         let served = lifecycle::serve_grpc(
             router,
             self.grpc_listener,
+            server_tls,
             stopping,
             self.config.common.drain_timeout,
             "writer",
@@ -255,6 +263,9 @@ impl App {
         .await;
         gauges.abort();
         revocations.abort();
+        if let Some(reload) = reload {
+            reload.abort();
+        }
         // The consumer finishes the batch it is folding (bounded by the
         // store's timeout); the retention job stops between slices.
         for task in analytics {
@@ -268,7 +279,7 @@ impl App {
 }
 
 /// One channel over every idalloc endpoint in `TINYURL_IDALLOC_URL`
-/// (comma-separated); calls are balanced across the endpoints that are up.
+/// (comma-separated), over TLS when internal TLS is on.
 fn idalloc_channel(config: &Config) -> anyhow::Result<tonic::transport::Channel> {
     let mut endpoints = Vec::new();
     for url in config
@@ -285,13 +296,11 @@ fn idalloc_channel(config: &Config) -> anyhow::Result<tonic::transport::Channel>
                 .tcp_nodelay(true),
         );
     }
-    match endpoints.len() {
-        0 => anyhow::bail!("TINYURL_IDALLOC_URL holds no endpoint"),
-        1 => Ok(endpoints.remove(0).connect_lazy()),
-        _ => Ok(tonic::transport::Channel::balance_list(
-            endpoints.into_iter(),
-        )),
-    }
+    anyhow::ensure!(
+        !endpoints.is_empty(),
+        "TINYURL_IDALLOC_URL holds no endpoint"
+    );
+    tinyurl_runtime::tls::grpc_channel(endpoints, tinyurl_runtime::tls::installed().as_ref())
 }
 
 async fn report_gauges(state: Arc<State>, stopping: Stopping) {

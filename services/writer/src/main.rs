@@ -47,6 +47,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::from_env(&Env::from_process())?;
     let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
+    // The process's TLS identity, for its servers and every client it opens.
+    tinyurl_runtime::tls::install(config.common.tls.as_ref())
+        .context("cannot load the internal TLS certificate")?;
 
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
