@@ -13,4 +13,5 @@ if [[ ! -s "$PGDATA/PG_VERSION" ]]; then
     PGPASSWORD="$REPLICATION_PASSWORD" gosu postgres pg_basebackup \
         -h "$PRIMARY_HOST" -U replicator -D "$PGDATA" -R -X stream -C -S replica_1 --no-password
 fi
-exec docker-entrypoint.sh postgres -c hot_standby=on
+# Extra arguments (the TLS overlay's ssl settings) go to postgres.
+exec docker-entrypoint.sh postgres -c hot_standby=on "$@"

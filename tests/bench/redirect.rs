@@ -12,6 +12,8 @@
 //! (the same wrk script), and its ratio is taken against the mean of the two,
 //! because this machine drifts by tens of percent over minutes.
 
+mod wrk;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use tinyurl_harness::process::{ScratchDir, find_binary, free_port, signal};
 use tinyurl_harness::services::{http_request, metric};
 use tinyurl_harness::system::System;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
+use wrk::Wrk;
 
 #[derive(Parser)]
 #[command(
@@ -58,14 +61,6 @@ struct Args {
     /// Links created for the Zipf workload.
     #[arg(long, default_value_t = 1_000_000)]
     links: usize,
-}
-
-#[derive(Debug, Clone, Default)]
-struct WrkRun {
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    non_3xx: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -127,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         binary: wrk_binary,
         threads,
         duration: Duration::from_secs(args.seconds),
+        headers: CLICK_HEADERS.to_vec(),
     };
     wrk.run(nginx.addr, "/warm", None, 64, Duration::from_secs(2))?;
 
@@ -507,87 +503,6 @@ impl ConsumerWatch {
         let (entries, seconds) = self.sampler.await?;
         Ok((folded, elapsed, entries, seconds))
     }
-}
-
-struct Wrk {
-    binary: PathBuf,
-    threads: usize,
-    duration: Duration,
-}
-
-impl Wrk {
-    fn run(
-        &self,
-        addr: SocketAddr,
-        path: &str,
-        script: Option<&Path>,
-        connections: usize,
-        duration: Duration,
-    ) -> anyhow::Result<WrkRun> {
-        let mut command = Command::new(&self.binary);
-        command
-            .arg(format!("-t{}", self.threads.min(connections)))
-            .arg(format!("-c{connections}"))
-            .arg(format!("-d{}s", duration.as_secs()))
-            .arg("--latency")
-            .arg("--timeout")
-            .arg("5s");
-        for header in CLICK_HEADERS {
-            command.arg("-H").arg(header);
-        }
-        if let Some(script) = script {
-            command.arg("-s").arg(script);
-        }
-        let output = command
-            .arg(format!("http://{addr}{path}"))
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run wrk")?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            bail!(
-                "wrk failed: {}{}",
-                text,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        parse_wrk(&text)
-    }
-}
-
-fn parse_wrk(text: &str) -> anyhow::Result<WrkRun> {
-    let mut run = WrkRun::default();
-    for line in text.lines().map(str::trim) {
-        if let Some(rate) = line.strip_prefix("Requests/sec:") {
-            run.requests_per_second = rate.trim().parse()?;
-        } else if let Some(value) = line.strip_prefix("50%") {
-            run.p50_ms = millis(value.trim())?;
-        } else if let Some(value) = line.strip_prefix("99%") {
-            run.p99_ms = millis(value.trim())?;
-        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            run.non_3xx = count.trim().parse()?;
-        }
-    }
-    anyhow::ensure!(
-        run.requests_per_second > 0.0,
-        "no rate in wrk output:\n{text}"
-    );
-    Ok(run)
-}
-
-fn millis(value: &str) -> anyhow::Result<f64> {
-    let split = value
-        .find(|character: char| character.is_ascii_alphabetic())
-        .context("latency without a unit")?;
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number.parse()?;
-    Ok(match unit {
-        "us" => number / 1000.0,
-        "ms" => number,
-        "s" => number * 1000.0,
-        "m" => number * 60_000.0,
-        other => bail!("unknown wrk latency unit {other:?}"),
-    })
 }
 
 /// nginx answering every path with `return 301`, tuned as one would for a

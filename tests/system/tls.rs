@@ -260,3 +260,41 @@ async fn the_split_system_runs_over_tls_and_refuses_plaintext() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// The compose stack's CA script makes a certificate every service loads,
+/// and a second run renews them under the same CA.
+#[test]
+fn the_compose_ca_script_makes_loadable_certificates() -> anyhow::Result<()> {
+    let dir = tinyurl_harness::process::ScratchDir::new("compose-ca", None)?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../infra/tls/make-internal-ca")
+        .canonicalize()?;
+    let out = dir.path().join("internal");
+    let mut first = Vec::new();
+    for run in 0..2 {
+        let made = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(&out)
+            .output()?;
+        anyhow::ensure!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        for service in ["idalloc", "writer", "redirect", "postgres", "redis"] {
+            let files = TlsFiles {
+                cert: out.join(format!("{service}.pem")),
+                key: out.join(format!("{service}.key")),
+                ca: out.join("ca.pem"),
+            };
+            InternalTls::load(&files)?.server_config(true)?;
+            let der = CertificateDer::from_pem_file(&files.cert)?.to_vec();
+            if run == 0 {
+                first.push(der);
+            } else {
+                assert!(!first.contains(&der), "{service} was renewed");
+            }
+        }
+    }
+    Ok(())
+}

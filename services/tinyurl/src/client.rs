@@ -115,11 +115,18 @@ impl Connection {
         let bearer = Bearer::new(key)
             .ok_or_else(|| Failure::usage("the API key holds characters a header cannot carry"))?;
         let timeout = Duration::from_secs(self.timeout_secs.max(1));
-        let channel = tonic::transport::Endpoint::from_shared(self.server.clone())
+        let endpoint = tonic::transport::Endpoint::from_shared(self.server.clone())
             .map_err(|_| Failure::usage(format!("--server {:?} is not a valid URL", self.server)))?
             .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect_lazy();
+            .timeout(timeout);
+        // A writer with internal TLS is reached with the same three
+        // variables the services read (the CA, and a certificate to offer).
+        let tls = tinyurl_runtime::tls::TlsFiles::from_env(&tinyurl_runtime::Env::from_process())
+            .map_err(|error| Failure::usage(error.to_string()))?
+            .map(|files| tinyurl_runtime::tls::InternalTls::load(&files))
+            .transpose()
+            .map_err(|error| Failure::usage(format!("{error:#}")))?;
+        let channel = tinyurl_runtime::tls::grpc_channel(vec![endpoint], tls.as_ref())?;
         Ok(LinksClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(64 * 1024 * 1024))
     }
