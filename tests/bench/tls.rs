@@ -5,9 +5,10 @@
 //!
 //! - `CreateLink` at 64 concurrent gRPC clients (over TLS to the writer on
 //!   the TLS stack; the writer's Postgres, Redis and idalloc hops are TLS too);
-//! - the redirect's Redis path: L1 off and clicks off, so every request is one
-//!   Redis `GET`, driven by wrk over HTTP (the public side is plaintext on
-//!   both; nginx terminates the client's TLS in production).
+//! - the redirect's Redis path: L1 off and clicks off, wrk cycling over
+//!   10,000 links, so every request is one Redis `GET` (checked on the tier
+//!   counters and printed); HTTP to the redirect is plaintext on both (nginx
+//!   terminates the client's TLS in production).
 //!
 //! Reported as TLS ÷ plaintext, per workload.
 //!
@@ -23,12 +24,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use common::{Sample, collect, timed_loop};
-use tinyurl_harness::process::find_binary;
-use tinyurl_harness::services::{WriterSetup, start_idalloc, start_redirect};
+use tinyurl_harness::process::{ScratchDir, find_binary};
+use tinyurl_harness::services::{WriterSetup, metric, start_idalloc, start_redirect};
 use tinyurl_harness::tls::TestCa;
 use tinyurl_harness::{PgCluster, RedisServer, ServiceProcess};
-use tinyurl_proto::v1::CreateLinkRequest;
 use tinyurl_proto::v1::links_client::LinksClient;
+use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
 use tinyurl_runtime::grpc::Bearer;
 use tinyurl_runtime::tls::grpc_channel;
 use tonic::transport::{Channel, Endpoint};
@@ -59,7 +60,8 @@ struct Stack {
     redirect: ServiceProcess,
     channel: Channel,
     key: String,
-    code: String,
+    /// A wrk script cycling over the stack's seeded links.
+    script: PathBuf,
     // Held for their lifetime; dropped (stopped) with the stack.
     _writer: ServiceProcess,
     _idalloc: ServiceProcess,
@@ -67,7 +69,14 @@ struct Stack {
     _cluster: PgCluster,
 }
 
-async fn start_stack(tls: Option<&TestCa>, clients: usize) -> anyhow::Result<Stack> {
+/// Links every redirect run cycles over.
+const LINKS: usize = 10_000;
+
+async fn start_stack(
+    tls: Option<&TestCa>,
+    clients: usize,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Stack> {
     let (mut cluster, redis, env, identity) = match tls {
         Some(ca) => {
             let backing = ca.issue("backing")?;
@@ -121,24 +130,72 @@ async fn start_stack(tls: Option<&TestCa>, clients: usize) -> anyhow::Result<Sta
         ],
         identity.as_ref(),
     )?;
-    let code = links(&channel, &key)?
-        .create_link(CreateLinkRequest {
-            target_url: "https://example.com/bench-tls".to_owned(),
-            ..CreateLinkRequest::default()
-        })
-        .await?
-        .into_inner()
-        .code;
+    let codes = seed(&channel, &key).await?;
+    let codes_file = scratch.join(format!("codes-{}.txt", tls.is_some()));
+    std::fs::write(&codes_file, codes.join("\n"))?;
+    let script = scratch.join(format!("cycle-{}.lua", tls.is_some()));
+    std::fs::write(&script, cycle_lua(&codes_file))?;
     Ok(Stack {
         _writer: writer,
         redirect,
         channel,
         key,
-        code,
+        script,
         _idalloc: idalloc,
         _redis: redis,
         _cluster: cluster,
     })
+}
+
+async fn seed(channel: &Channel, key: &str) -> anyhow::Result<Vec<String>> {
+    let mut codes = Vec::with_capacity(LINKS);
+    for batch in 0..LINKS / 1_000 {
+        let response = links(channel, key)?
+            .batch_create_links(BatchCreateLinksRequest {
+                links: (0..1_000)
+                    .map(|index| CreateLinkRequest {
+                        target_url: format!("https://example.com/tls/{batch}/{index}"),
+                        ..CreateLinkRequest::default()
+                    })
+                    .collect(),
+            })
+            .await?
+            .into_inner();
+        for result in response.results {
+            match result.result {
+                Some(batch_create_links_result::Result::Link(link)) => codes.push(link.code),
+                other => anyhow::bail!("seeding failed: {other:?}"),
+            }
+        }
+    }
+    Ok(codes)
+}
+
+/// Each wrk connection walks the codes from its own random start.
+fn cycle_lua(codes_file: &std::path::Path) -> String {
+    format!(
+        r#"local codes = {{}}
+for line in io.lines("{file}") do codes[#codes + 1] = "/" .. line end
+local n = #codes
+math.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16))
+local i = math.random(n)
+request = function()
+  i = i % n + 1
+  return wrk.format("GET", codes[i])
+end
+"#,
+        file = codes_file.display()
+    )
+}
+
+/// Redis lookups the redirect made so far.
+async fn redis_lookups(stack: &Stack) -> anyhow::Result<f64> {
+    metric(
+        stack.redirect.admin_addr(),
+        "redirect_tier_lookups_total",
+        &["tier=\"l2\""],
+    )
+    .await
 }
 
 fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
@@ -185,6 +242,7 @@ async fn creates(stack: &Stack, clients: usize, duration: Duration) -> anyhow::R
 struct Totals {
     creates: [Sample; 2],
     redirects: [(f64, f64, f64, u64); 2],
+    lookups_per_request: [f64; 2],
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -197,15 +255,16 @@ async fn main() -> anyhow::Result<()> {
         headers: Vec::new(),
     };
     let ca = TestCa::new()?;
+    let scratch = ScratchDir::new("bench-tls", None)?;
     let stacks = [
-        Arc::new(start_stack(None, args.clients).await?),
-        Arc::new(start_stack(Some(&ca), args.clients).await?),
+        Arc::new(start_stack(None, args.clients, scratch.path()).await?),
+        Arc::new(start_stack(Some(&ca), args.clients, scratch.path()).await?),
     ];
     for stack in &stacks {
         wrk.run(
             stack.redirect.listen_addr(),
-            &format!("/{}", stack.code),
-            None,
+            "/",
+            Some(&stack.script),
             args.connections,
             Duration::from_secs(1),
         )?;
@@ -228,18 +287,23 @@ async fn main() -> anyhow::Result<()> {
             totals.creates[index].append_run(sample);
         }
         for index in order {
+            let before = redis_lookups(&stacks[index]).await?;
             let run = wrk.run(
                 stacks[index].redirect.listen_addr(),
-                &format!("/{}", stacks[index].code),
-                None,
+                "/",
+                Some(&stacks[index].script),
                 args.connections,
                 wrk.duration,
             )?;
+            let lookups = redis_lookups(&stacks[index]).await? - before;
             let total = &mut totals.redirects[index];
             total.0 += run.requests_per_second / args.rounds as f64;
             total.1 = total.1.max(run.p50_ms);
             total.2 = total.2.max(run.p99_ms);
             total.3 += run.non_3xx;
+            totals.lookups_per_request[index] += lookups
+                / (run.requests_per_second * wrk.duration.as_secs_f64())
+                / args.rounds as f64;
         }
     }
 
@@ -283,6 +347,11 @@ async fn main() -> anyhow::Result<()> {
         tls.1,
         plain.2,
         tls.2,
+    );
+    println!();
+    println!(
+        "Redis lookups per redirect: {:.2} plaintext, {:.2} TLS (1.00: every request went to Redis).",
+        totals.lookups_per_request[0], totals.lookups_per_request[1]
     );
     Ok(())
 }

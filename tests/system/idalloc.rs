@@ -293,8 +293,8 @@ async fn small_lease_idalloc()
 
 /// idalloc trusts no caller: without the service token, or with a wrong
 /// one, a lease is UNAUTHENTICATED; a namespace off the allow-list is
-/// PERMISSION_DENIED and a count past the maximum INVALID_ARGUMENT; none of
-/// them reaches storage.
+/// PERMISSION_DENIED, a count past the maximum INVALID_ARGUMENT and a message
+/// past the size limit RESOURCE_EXHAUSTED; none of them reaches storage.
 #[tokio::test]
 async fn callers_without_the_token_or_off_the_allow_list_are_refused() -> anyhow::Result<()> {
     let (cluster, database, process) = small_lease_idalloc().await?;
@@ -327,6 +327,11 @@ async fn callers_without_the_token_or_off_the_allow_list_are_refused() -> anyhow
         .expect_err("count past the maximum");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert_eq!(bad_field(&status), "count");
+    let status = client
+        .lease_range(request("links", 10, &"r".repeat(20 * 1024)))
+        .await
+        .expect_err("a message past the 16 KiB limit");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
 
     let db = cluster.primary.connect(&database.name).await?;
     let namespaces: i64 = db

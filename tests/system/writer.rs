@@ -1071,7 +1071,7 @@ async fn requests_are_bounded_by_the_largest_legitimate_one() -> anyhow::Result<
         .create_link(authed(oversized, &key))
         .await
         .expect_err("an oversized request");
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("too large"), "{status:?}");
     // The connection and the server are fine afterwards.
     let link = links

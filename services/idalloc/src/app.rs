@@ -108,7 +108,9 @@ impl App {
             .add_service(health)
             .add_service(reflection)
             // A lease request is a namespace, a count and a request id.
-            .add_service(IdAllocatorServer::new(service).max_decoding_message_size(16 * 1024));
+            .add_service(tinyurl_runtime::grpc::OversizedIsResourceExhausted(
+                IdAllocatorServer::new(service).max_decoding_message_size(16 * 1024),
+            ));
         self.readiness.set_ready(true);
         let served = lifecycle::serve_grpc(
             router,

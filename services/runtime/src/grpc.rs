@@ -88,6 +88,63 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+/// Wraps a gRPC service so that a request over its size limit is answered
+/// `RESOURCE_EXHAUSTED`, the code the gRPC specification gives a message
+/// larger than the receiver accepts, instead of tonic's `OUT_OF_RANGE`.
+/// The request is still refused before it is parsed.
+#[derive(Debug, Clone)]
+pub struct OversizedIsResourceExhausted<S>(pub S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService
+    for OversizedIsResourceExhausted<S>
+{
+    const NAME: &'static str = S::NAME;
+}
+
+type Answer<B, E> = Result<http::Response<B>, E>;
+
+impl<S, Request, B> tower::Service<Request> for OversizedIsResourceExhausted<S>
+where
+    S: tower::Service<Request, Response = http::Response<B>>,
+{
+    type Response = http::Response<B>;
+    type Error = S::Error;
+    type Future = futures::future::Map<S::Future, fn(Answer<B, S::Error>) -> Answer<B, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(context)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        use futures::FutureExt as _;
+        self.0.call(request).map(oversized_to_resource_exhausted)
+    }
+}
+
+/// A refusal decided before the handler runs is trailers-only: its status
+/// is in the headers, where it can be rewritten.
+fn oversized_to_resource_exhausted<B, E>(answer: Answer<B, E>) -> Answer<B, E> {
+    answer.map(|mut response| {
+        let headers = response.headers_mut();
+        let out_of_range = headers
+            .get("grpc-status")
+            .is_some_and(|status| status == "11");
+        let too_large = headers
+            .get("grpc-message")
+            .and_then(|message| message.to_str().ok())
+            .is_some_and(|message| {
+                message.contains("too%20large") || message.contains("too large")
+            });
+        if out_of_range && too_large {
+            headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        }
+        response
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

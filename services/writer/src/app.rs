@@ -226,10 +226,12 @@ impl App {
         health_reporter
             .set_serving::<LinksServer<LinksService>>()
             .await;
-        let links = tonic::service::interceptor::InterceptedService::new(
-            LinksServer::new(LinksService::new(Arc::clone(&self.state)))
-                .max_decoding_message_size(crate::service::MAX_REQUEST_BYTES),
-            crate::auth::authenticate,
+        let links = tinyurl_runtime::grpc::OversizedIsResourceExhausted(
+            tonic::service::interceptor::InterceptedService::new(
+                LinksServer::new(LinksService::new(Arc::clone(&self.state)))
+                    .max_decoding_message_size(crate::service::MAX_REQUEST_BYTES),
+                crate::auth::authenticate,
+            ),
         );
 
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
