@@ -258,6 +258,11 @@ async fn the_split_system_runs_over_tls_and_refuses_plaintext() -> anyhow::Resul
         writer_metrics.contains("tls_certificate_reloads_total{outcome=\"loaded\"}"),
         "{writer_metrics}"
     );
+    // SIGTERM drains and exits cleanly over TLS too.
+    for mut process in [writer, idalloc] {
+        let exit = process.terminate(Duration::from_secs(20)).await?;
+        assert!(exit.success(), "a clean exit, got {exit:?}");
+    }
     Ok(())
 }
 

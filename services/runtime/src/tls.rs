@@ -373,7 +373,13 @@ pub fn accept(
     let (sender, receiver) = tokio::sync::mpsc::channel::<TlsConnection>(64);
     tokio::spawn(async move {
         loop {
-            let (stream, peer) = match listener.accept().await {
+            // The listener closes with the server: once it stops taking
+            // connections, this loop ends instead of holding the port.
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = sender.closed() => return,
+            };
+            let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "cannot accept a connection");
@@ -381,9 +387,6 @@ pub fn accept(
                     continue;
                 }
             };
-            if sender.is_closed() {
-                return;
-            }
             let _ = stream.set_nodelay(true);
             let (acceptor, sender) = (acceptor.clone(), sender.clone());
             tokio::spawn(async move {
