@@ -111,11 +111,15 @@ async fn main() -> anyhow::Result<()> {
     let writer_config = tinyurl_writer::Config::from_env(&writer_env)?;
     let store = tinyurl_writer::app::open_store(&writer_config).await?;
     let name = tinyurl_writer::auth::KeyName::parse("dev-stack")?;
-    let api_key =
-        tinyurl_writer::keys::issue_key(store.as_ref(), &name, tinyurl_writer::auth::Scope::Manage)
-            .await
-            .context("cannot create an API key")?
-            .key;
+    let api_key = tinyurl_writer::keys::issue_key(
+        store.as_ref(),
+        &name,
+        tinyurl_writer::auth::Scope::Manage,
+        None,
+    )
+    .await
+    .context("cannot create an API key")?
+    .key;
     let idalloc_grpc = idalloc.grpc_addr()?;
     let idalloc_admin = idalloc.admin_addr()?;
     // idalloc must be serving before the writer leases its first ranges.

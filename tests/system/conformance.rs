@@ -26,7 +26,7 @@ use tinyurl_writer::analytics::{
     ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, RolledUp, RollupRow, RollupTable,
     minute_of,
 };
-use tinyurl_writer::auth::{Caller, OwnerId, Scope, generate_key, hash_key};
+use tinyurl_writer::auth::{Caller, OwnerId, Rate, Scope, generate_key, hash_key};
 use tinyurl_writer::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
 use tinyurl_writer::store::{
     LinkChanges, LinkStore, NewLink, PostgresLinkStore, SqliteLinkStore, StoredLink,
@@ -64,7 +64,7 @@ fn new_link(code: &str, id: Option<i64>, key: Option<&str>) -> NewLink {
 async fn api_key(store: &dyn LinkStore, name: &str) -> anyhow::Result<OwnerId> {
     let (key, hash) = generate_key();
     store
-        .create_api_key(name, &hash, Scope::Manage)
+        .create_api_key(name, &hash, Scope::Manage, None)
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let caller = store
@@ -252,13 +252,15 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
 async fn key_lifecycle_contract(store: &dyn LinkStore) -> anyhow::Result<()> {
     let window = Duration::from_secs(120);
     let (reader_key, reader_hash) = generate_key();
-    let reader = ok!(store.create_api_key("reader", &reader_hash, Scope::Read));
+    let reader =
+        ok!(store.create_api_key("reader", &reader_hash, Scope::Read, Rate::per_second(5)));
     let listed = ok!(store.list_api_keys());
     let entry = listed
         .iter()
         .find(|key| key.id == reader)
         .context("a new key is listed")?;
     ensure!(entry.name == "reader" && entry.scope == Scope::Read);
+    ensure!(entry.rate == Rate::per_second(5));
     ensure!(entry.last_used_at.is_none() && entry.revoked_at.is_none());
     ensure!(
         listed.windows(2).all(|pair| pair[0].id < pair[1].id),
@@ -270,7 +272,8 @@ async fn key_lifecycle_contract(store: &dyn LinkStore) -> anyhow::Result<()> {
         ok!(store.resolve_key(&hash_key(&reader_key)))
             == Some(Caller {
                 owner: OwnerId(reader),
-                scope: Scope::Read
+                scope: Scope::Read,
+                rate: Rate::per_second(5),
             })
     );
     let used = ok!(store.list_api_keys());
@@ -279,6 +282,18 @@ async fn key_lifecycle_contract(store: &dyn LinkStore) -> anyhow::Result<()> {
             .any(|key| key.id == reader && key.last_used_at.is_some()),
         "last use recorded"
     );
+
+    // A key's own rate: changed, then back to the writer's default.
+    ensure!(ok!(store.set_api_key_rate(reader, Rate::per_second(7))));
+    ensure!(
+        ok!(store.resolve_key(&hash_key(&reader_key))).and_then(|caller| caller.rate)
+            == Rate::per_second(7)
+    );
+    ensure!(ok!(store.set_api_key_rate(reader, None)));
+    ensure!(
+        ok!(store.resolve_key(&hash_key(&reader_key))).is_some_and(|caller| caller.rate.is_none())
+    );
+    ensure!(!ok!(store.set_api_key_rate(999_999, None)), "no such key");
 
     // Rotation: the new value and, during the grace period, the old one.
     let (rotated_key, rotated_hash) = generate_key();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context as _;
 use tinyurl_harness::redis::{Reply, command};
 use tinyurl_harness::services::{WriterSetup, http_get, metric, start_idalloc};
 use tinyurl_harness::{PgCluster, RedisServer, ServiceProcess, wait_until};
@@ -1362,6 +1363,21 @@ async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -
         .get_link(authed(GetLinkRequest { code: kept.code }, &newest))
         .await?;
 
+    // A key's own rate, set and shown; a malformed one names the field.
+    let set = stack
+        .setup
+        .api_key_command(&["set-rate", &manager_id, "50/s"])?;
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let bad = stack
+        .setup
+        .api_key_command(&["set-rate", &manager_id, "fast"])?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("rate"));
+
     let listing = stack.setup.api_key_command(&["list"])?;
     let listing = String::from_utf8(listing.stdout)?;
     for expected in [
@@ -1518,5 +1534,152 @@ async fn an_attacker_on_the_inside_is_refused_row_by_row() -> anyhow::Result<()>
         .await?
         .get(0);
     assert_eq!(namespaces, 0, "no namespace was created by the attacker");
+    Ok(())
+}
+
+/// Offers `per_second` creates a second for `duration`, spread over
+/// `clients` (4 callers each); returns (accepted, refused with a retry hint,
+/// elapsed). Any other answer fails.
+async fn offer_creates(
+    clients: &[Client],
+    key: &str,
+    per_second: u32,
+    duration: Duration,
+) -> anyhow::Result<(u64, u64, Duration)> {
+    let callers = clients.len() * 4;
+    let period = Duration::from_secs_f64(callers as f64 / f64::from(per_second));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let mut links = clients[caller % clients.len()].clone();
+        let key = key.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let (mut accepted, mut limited) = (0_u64, 0_u64);
+            let mut ticks = tokio::time::interval(period);
+            let mut sequence = 0;
+            while started.elapsed() < duration {
+                ticks.tick().await;
+                sequence += 1;
+                let request = create(&format!("https://example.com/limited/{caller}/{sequence}"));
+                match links.create_link(authed(request, &key)).await {
+                    Ok(_) => accepted += 1,
+                    Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                        let hint = status
+                            .get_error_details()
+                            .retry_info()
+                            .and_then(|info| info.retry_delay);
+                        anyhow::ensure!(
+                            hint.is_some_and(
+                                |wait| wait > Duration::ZERO && wait <= Duration::from_secs(1)
+                            ),
+                            "a usable retry hint: {hint:?} in {status:?}"
+                        );
+                        limited += 1;
+                    }
+                    Err(status) => anyhow::bail!("unexpected answer {status:?}"),
+                }
+            }
+            Ok((accepted, limited))
+        }));
+    }
+    let (mut accepted, mut limited) = (0, 0);
+    for task in tasks {
+        let (task_accepted, task_limited) = task.await??;
+        accepted += task_accepted;
+        limited += task_limited;
+    }
+    Ok((accepted, limited, started.elapsed()))
+}
+
+/// One per-key rate of 100/s, enforced by two writers together through
+/// Redis; with Redis stopped each writer limits on its own (creates keep
+/// working, the fallback is counted), and with Redis back the limit is
+/// shared again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_share_one_per_key_rate_and_fall_back_without_redis() -> anyhow::Result<()> {
+    let mut stack = stack(1, true).await?;
+    let writers = [stack.setup.start(&[]).await?, stack.setup.start(&[]).await?];
+    let clients = [client(&writers[0])?, client(&writers[1])?];
+    let key = stack
+        .setup
+        .create_api_key_with(&["--name", "limited", "--rate", "100/s"])?;
+    let fallbacks = || async {
+        Ok::<_, anyhow::Error>(
+            metric(
+                writers[0].admin_addr(),
+                "writer_rate_limit_fallbacks_total",
+                &[],
+            )
+            .await?
+                + metric(
+                    writers[1].admin_addr(),
+                    "writer_rate_limit_fallbacks_total",
+                    &[],
+                )
+                .await?,
+        )
+    };
+
+    // 400/s offered for 10 s over both writers: about 1,000 accepted (the
+    // rate over the time actually taken, plus a burst of 10).
+    let (accepted, limited, elapsed) =
+        offer_creates(&clients, &key, 400, Duration::from_secs(10)).await?;
+    let expected = 100.0 * elapsed.as_secs_f64() + 10.0;
+    println!(
+        "shared: {accepted} accepted, {limited} refused in {elapsed:.2?} (expected {expected:.0})"
+    );
+    assert!(
+        (accepted as f64 - expected).abs() <= 0.1 * expected,
+        "{accepted} accepted, {expected:.0} expected"
+    );
+    assert!(limited > 0);
+    assert_eq!(fallbacks().await?, 0.0, "every decision was shared");
+
+    // Redis stopped: each writer limits on its own, so creates go on (up to
+    // the rate per writer), and the fallback is counted.
+    stack
+        .redis
+        .as_mut()
+        .context("the stack has Redis")?
+        .stop()?;
+    let (accepted, _, elapsed) = offer_creates(&clients, &key, 400, Duration::from_secs(3)).await?;
+    println!("Redis down: {accepted} accepted in {elapsed:.2?}");
+    // Creates are slower while Redis is away (each waits out its
+    // write-through), but they are not refused for want of the shared state.
+    assert!(accepted > 0, "creates keep working without Redis");
+    assert!(
+        (accepted as f64) <= 2.0 * (100.0 * elapsed.as_secs_f64() + 10.0) * 1.1,
+        "still limited, per writer: {accepted}"
+    );
+    let counted = fallbacks().await?;
+    assert!(counted > 0.0, "the fallback is counted");
+
+    // Redis back: shared again once the writers have reconnected.
+    stack
+        .redis
+        .as_mut()
+        .context("the stack has Redis")?
+        .start_again()
+        .await?;
+    wait_until(
+        "the writers to decide through Redis again",
+        Duration::from_secs(20),
+        || {
+            let (clients, key) = (clients.clone(), key.clone());
+            async move {
+                let before = fallbacks().await?;
+                offer_creates(&clients, &key, 40, Duration::from_millis(500)).await?;
+                Ok(fallbacks().await? == before)
+            }
+        },
+    )
+    .await?;
+    let (accepted, _, elapsed) = offer_creates(&clients, &key, 400, Duration::from_secs(3)).await?;
+    let expected = 100.0 * elapsed.as_secs_f64() + 10.0;
+    println!("Redis back: {accepted} accepted in {elapsed:.2?} (expected {expected:.0})");
+    assert!(
+        (accepted as f64) <= expected * 1.1,
+        "shared again: {accepted} accepted, {expected:.0} expected"
+    );
     Ok(())
 }

@@ -111,6 +111,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             store.as_ref(),
             &name,
             tinyurl_writer::auth::Scope::Manage,
+            None,
         )
         .await
         .context("cannot create the first API key")?;

@@ -147,6 +147,14 @@ impl App {
             policy: config.target_policy.clone(),
             public_base_url: config.public_base_url.clone(),
             keys: KeyCache::default(),
+            limits: crate::limits::RateLimits::new(
+                config.rate_limit_per_key,
+                config
+                    .redis_url
+                    .as_ref()
+                    .map(|url| (url, config.redis_timeout)),
+            )
+            .context("invalid TINYURL_REDIS_URL")?,
         });
         Ok(Self {
             config,

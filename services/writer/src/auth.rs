@@ -70,6 +70,44 @@ impl Scope {
 pub struct Caller {
     pub owner: OwnerId,
     pub scope: Scope,
+    /// The key's own request rate, overriding the writer's default.
+    pub rate: Option<Rate>,
+}
+
+/// A request rate: `N/s`, at least 1 a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate(std::num::NonZeroU32);
+
+impl Rate {
+    pub fn per_second(count: u32) -> Option<Self> {
+        std::num::NonZeroU32::new(count).map(Self)
+    }
+
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let count = text
+            .trim()
+            .strip_suffix("/s")
+            .ok_or_else(|| format!("{text:?} is not a rate like 100/s"))?;
+        count
+            .parse::<u32>()
+            .ok()
+            .and_then(Self::per_second)
+            .ok_or_else(|| format!("{text:?}: the rate must be 1/s to {}/s", u32::MAX))
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}/s", self.0)
+    }
 }
 
 impl Caller {
@@ -363,7 +401,20 @@ mod tests {
     const CALLER: Caller = Caller {
         owner: OwnerId(7),
         scope: Scope::Create,
+        rate: None,
     };
+
+    #[test]
+    fn rates_parse_and_print() {
+        assert_eq!("100/s".parse::<Rate>().map(Rate::get), Ok(100));
+        assert_eq!(
+            Rate::per_second(5).map(|rate| rate.to_string()),
+            Some("5/s".to_owned())
+        );
+        for bad in ["0/s", "100", "-1/s", "x/s", "100/min"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn scopes_include_the_ones_below() {

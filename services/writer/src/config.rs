@@ -34,6 +34,11 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "Redis for write-through and invalidations",
     },
     EnvVarDoc {
+        name: "TINYURL_RATE_LIMIT_PER_KEY",
+        default: "(unset: no limit)",
+        meaning: "calls per second per API key (e.g. 100/s), shared by every writer through Redis; a key's own rate overrides it",
+    },
+    EnvVarDoc {
         name: "TINYURL_CODE_SECRET",
         default: "(required)",
         meaning: "key of the code permutation, at least 16 bytes, the same on every writer",
@@ -121,6 +126,7 @@ pub struct Config {
     pub idalloc_url: String,
     pub idalloc_token: SecretString,
     pub redis_url: Option<SecretString>,
+    pub rate_limit_per_key: Option<crate::auth::Rate>,
     pub code_secret: SecretString,
     pub code_min_length: usize,
     pub public_base_url: String,
@@ -169,6 +175,16 @@ impl Config {
             idalloc_url: env.required("TINYURL_IDALLOC_URL")?.to_owned(),
             idalloc_token: idalloc_token(env)?,
             redis_url: env.secret("TINYURL_REDIS_URL"),
+            rate_limit_per_key: env
+                .get("TINYURL_RATE_LIMIT_PER_KEY")
+                .filter(|value| !value.is_empty())
+                .map(|value| {
+                    value.parse().map_err(|reason| ConfigError {
+                        variable: "TINYURL_RATE_LIMIT_PER_KEY",
+                        reason,
+                    })
+                })
+                .transpose()?,
             code_secret,
             code_min_length: env.parse_or(
                 "TINYURL_CODE_MIN_LENGTH",

@@ -19,6 +19,12 @@ pub enum WriterError {
     AlreadyExists(String),
     #[error("no link {0} for this API key")]
     NotFound(String),
+    /// The key spent its request rate; retry after the hint.
+    #[error("this API key is limited to {rate}; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        rate: crate::auth::Rate,
+        retry_after: std::time::Duration,
+    },
     /// A dependency is down; the message is safe to show.
     #[error("{0}")]
     Unavailable(String),
@@ -41,6 +47,7 @@ impl WriterError {
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::NotFound(_) => ErrorKind::NotFound,
+            Self::RateLimited { .. } => ErrorKind::ResourceExhausted,
             Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Unexpected(_) => ErrorKind::Internal,
         }
@@ -69,6 +76,15 @@ impl WriterError {
     pub fn into_status(self) -> tonic::Status {
         let kind = self.kind();
         let message = self.public_message();
+        if let Self::RateLimited { retry_after, .. } = self {
+            // google.rpc.RetryInfo: clients (and gRPC retry policies) read
+            // the wait from it rather than from the message.
+            return <tonic::Status as tonic_types::StatusExt>::with_error_details(
+                kind.grpc_code(),
+                message,
+                tonic_types::ErrorDetails::with_retry_info(Some(retry_after)),
+            );
+        }
         match self.field() {
             Some(field) => kind.field_status(field, message),
             None => kind.status(message),

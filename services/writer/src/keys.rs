@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use crate::auth::{KeyName, Scope, generate_key};
+use crate::auth::{KeyName, Rate, Scope, generate_key};
 use crate::error::WriterError;
 use crate::store::LinkStore;
 
@@ -18,6 +18,8 @@ pub struct ApiKeyInfo {
     pub id: i64,
     pub name: String,
     pub scope: Scope,
+    /// The key's own rate; `None`: the writer's default.
+    pub rate: Option<Rate>,
     pub created_at: SystemTime,
     /// When a writer last looked the key up: within a minute of its last use.
     pub last_used_at: Option<SystemTime>,
@@ -38,9 +40,12 @@ pub async fn issue_key(
     store: &dyn LinkStore,
     name: &KeyName,
     scope: Scope,
+    rate: Option<Rate>,
 ) -> Result<IssuedKey, WriterError> {
     let (key, hash) = generate_key();
-    let id = store.create_api_key(name.as_str(), &hash, scope).await?;
+    let id = store
+        .create_api_key(name.as_str(), &hash, scope, rate)
+        .await?;
     Ok(IssuedKey { id, key })
 }
 
@@ -55,6 +60,18 @@ pub enum KeyCommand {
         /// links), manage (and update and delete them).
         #[arg(long, value_enum, default_value_t = Scope::Manage)]
         scope: Scope,
+        /// The key's own request rate (`100/s`), instead of the writer's
+        /// default (TINYURL_RATE_LIMIT_PER_KEY).
+        #[arg(long)]
+        rate: Option<Rate>,
+    },
+    /// Set a key's own request rate (`100/s`), or `default` to follow the
+    /// writer's again; writers apply it within a minute.
+    SetRate {
+        /// The key's id (from `list` or `create`).
+        id: i64,
+        /// `N/s`, or `default`.
+        rate: String,
     },
     /// List the keys (never their values): scope, creation, last use, state.
     List,
@@ -89,9 +106,9 @@ pub async fn run(
 ) -> Result<KeyReport, WriterError> {
     let mut report = KeyReport::default();
     match command {
-        KeyCommand::Create { name, scope } => {
+        KeyCommand::Create { name, scope, rate } => {
             let name = KeyName::parse(&name)?;
-            let issued = issue_key(store, &name, scope).await?;
+            let issued = issue_key(store, &name, scope, rate).await?;
             report.stderr = format!(
                 "created API key {} ({}, scope {}); it is shown only once:",
                 issued.id,
@@ -114,6 +131,27 @@ pub async fn run(
             } else {
                 key_table(&keys)
             };
+        }
+        KeyCommand::SetRate { id, rate } => {
+            let rate = match rate.as_str() {
+                "default" => None,
+                other => Some(
+                    other
+                        .parse::<Rate>()
+                        .map_err(|reason| WriterError::invalid("rate", reason))?,
+                ),
+            };
+            if !store.set_api_key_rate(id, rate).await? {
+                return Err(no_such_key(id));
+            }
+            let shown = rate.map_or_else(|| "the default".to_owned(), |rate| rate.to_string());
+            report.stderr =
+                format!("API key {id} now has {shown}; writers apply it within a minute");
+            if json {
+                report.stdout =
+                    serde_json::json!({ "id": id, "rate": rate.map(|rate| rate.to_string()) })
+                        .to_string();
+            }
         }
         KeyCommand::Revoke { id } => {
             if !store.revoke_api_key(id).await? {
@@ -164,6 +202,7 @@ fn key_json(key: &ApiKeyInfo) -> serde_json::Value {
         "id": key.id,
         "name": key.name,
         "scope": key.scope.as_str(),
+        "rate": key.rate.map(|rate| rate.to_string()),
         "created_at": timestamp(key.created_at),
         "last_used_at": key.last_used_at.map(timestamp),
         "revoked_at": key.revoked_at.map(timestamp),
@@ -173,8 +212,8 @@ fn key_json(key: &ApiKeyInfo) -> serde_json::Value {
 
 fn key_table(keys: &[ApiKeyInfo]) -> String {
     let mut table = format!(
-        "{:>6}  {:<6}  {:<20}  {:<20}  {:<28}  NAME",
-        "ID", "SCOPE", "CREATED", "LAST USED", "STATE"
+        "{:>6}  {:<6}  {:<10}  {:<20}  {:<20}  {:<28}  NAME",
+        "ID", "SCOPE", "RATE", "CREATED", "LAST USED", "STATE"
     );
     let now = SystemTime::now();
     for key in keys {
@@ -185,9 +224,11 @@ fn key_table(keys: &[ApiKeyInfo]) -> String {
         };
         let _ = write!(
             table,
-            "\n{:>6}  {:<6}  {:<20}  {:<20}  {:<28}  {}",
+            "\n{:>6}  {:<6}  {:<10}  {:<20}  {:<20}  {:<28}  {}",
             key.id,
             key.scope.as_str(),
+            key.rate
+                .map_or_else(|| "default".to_owned(), |rate| rate.to_string()),
             timestamp(key.created_at),
             key.last_used_at
                 .map_or_else(|| "never".to_owned(), timestamp),

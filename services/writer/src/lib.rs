@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod leaser;
+pub mod limits;
 pub mod service;
 pub mod store;
 

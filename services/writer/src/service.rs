@@ -52,6 +52,7 @@ pub struct State {
     pub policy: TargetPolicy,
     pub public_base_url: String,
     pub keys: KeyCache,
+    pub limits: crate::limits::RateLimits,
 }
 
 /// Group commits of single creates in flight at once: two, so one group's
@@ -179,20 +180,35 @@ fn parse_expiry(
 }
 
 impl State {
-    /// The owner of the request's key, when its scope allows `needed`.
+    /// The owner of the request's key, when its scope allows `needed` and
+    /// its rate allows one more call.
     async fn owner<T>(
         &self,
         request: &tonic::Request<T>,
         needed: Scope,
     ) -> Result<OwnerId, WriterError> {
+        self.owner_spending(request, needed, 1).await
+    }
+
+    /// [`Self::owner`] for a call that spends `cost` of the key's rate (a
+    /// batch spends one per link).
+    async fn owner_spending<T>(
+        &self,
+        request: &tonic::Request<T>,
+        needed: Scope,
+        cost: u32,
+    ) -> Result<OwnerId, WriterError> {
         let hash = request
             .extensions()
             .get::<KeyHash>()
             .ok_or(WriterError::Unauthenticated("no API key"))?;
-        self.keys
+        let caller = self
+            .keys
             .resolve(hash, || self.store.resolve_key(hash))
-            .await?
-            .require(needed)
+            .await?;
+        let owner = caller.require(needed)?;
+        self.limits.check(&caller, cost).await?;
+        Ok(owner)
     }
 
     fn to_proto(&self, link: &StoredLink) -> Link {
@@ -446,7 +462,12 @@ impl Links for LinksService {
         request: tonic::Request<BatchCreateLinksRequest>,
     ) -> Result<tonic::Response<BatchCreateLinksResponse>, tonic::Status> {
         let started = Instant::now();
-        let owner = match self.state.owner(&request, Scope::Create).await {
+        let cost = u32::try_from(request.get_ref().links.len()).unwrap_or(u32::MAX);
+        let owner = match self
+            .state
+            .owner_spending(&request, Scope::Create, cost)
+            .await
+        {
             Ok(owner) => owner,
             Err(error) => {
                 record_outcome("batch_create", error.kind().label(), started);

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 pub use self::postgres::PostgresLinkStore;
 pub use self::sqlite::SqliteLinkStore;
 use crate::analytics::ClickStore;
-use crate::auth::{Caller, KeyHash, OwnerId, Scope};
+use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
 use crate::keys::ApiKeyInfo;
 
@@ -71,7 +71,12 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
         name: &str,
         hash: &KeyHash,
         scope: Scope,
+        rate: Option<Rate>,
     ) -> Result<i64, WriterError>;
+
+    /// Sets (or with `None` clears) key `id`'s own rate; `false` when there
+    /// is no such unrevoked key.
+    async fn set_api_key_rate(&self, id: i64, rate: Option<Rate>) -> Result<bool, WriterError>;
 
     /// How many API keys exist (revoked ones included).
     async fn count_api_keys(&self) -> Result<i64, WriterError>;
@@ -150,6 +155,25 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
 fn parse_scope(stored: &str) -> Result<Scope, WriterError> {
     Scope::parse(stored)
         .ok_or_else(|| WriterError::Unexpected(anyhow::anyhow!("unknown stored scope {stored:?}")))
+}
+
+/// A stored rate; the schema keeps it positive.
+fn stored_rate(stored: Option<i32>) -> Result<Option<Rate>, WriterError> {
+    stored
+        .map(|rate| {
+            u32::try_from(rate)
+                .ok()
+                .and_then(Rate::per_second)
+                .ok_or_else(|| {
+                    WriterError::Unexpected(anyhow::anyhow!("a stored rate of {rate} per second"))
+                })
+        })
+        .transpose()
+}
+
+/// A rate as stored (the schema's integer).
+fn rate_column(rate: Option<Rate>) -> Option<i32> {
+    rate.map(|rate| i32::try_from(rate.get()).unwrap_or(i32::MAX))
 }
 
 /// A stored key hash, which the schema keeps at 32 bytes.

@@ -10,8 +10,10 @@ use secrecy::SecretString;
 use tinyurl_runtime::postgres;
 use tokio_postgres::Row;
 
-use super::{LinkChanges, LinkStore, NewLink, StoredLink, key_hash, parse_scope};
-use crate::auth::{Caller, KeyHash, OwnerId, Scope};
+use super::{
+    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, parse_scope, rate_column, stored_rate,
+};
+use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
 use crate::keys::ApiKeyInfo;
 
@@ -138,18 +140,41 @@ impl LinkStore for PostgresLinkStore {
         name: &str,
         hash: &KeyHash,
         scope: Scope,
+        rate: Option<Rate>,
     ) -> Result<i64, WriterError> {
         self.bounded(async {
             let row = self
                 .client()
                 .await?
                 .query_one(
-                    "INSERT INTO api_keys (name, key_hash, scope) VALUES ($1, $2, $3) RETURNING id",
-                    &[&name, &hash.0.as_slice(), &scope.as_str()],
+                    "INSERT INTO api_keys (name, key_hash, scope, rate_per_second)
+                     VALUES ($1, $2, $3, $4) RETURNING id",
+                    &[
+                        &name,
+                        &hash.0.as_slice(),
+                        &scope.as_str(),
+                        &rate_column(rate),
+                    ],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
             row.try_get(0).map_err(WriterError::from_postgres)
+        })
+        .await
+    }
+
+    async fn set_api_key_rate(&self, id: i64, rate: Option<Rate>) -> Result<bool, WriterError> {
+        self.bounded(async {
+            let updated = self
+                .client()
+                .await?
+                .execute(
+                    "UPDATE api_keys SET rate_per_second = $2 WHERE id = $1 AND revoked_at IS NULL",
+                    &[&id, &rate_column(rate)],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(updated > 0)
         })
         .await
     }
@@ -177,7 +202,7 @@ impl LinkStore for PostgresLinkStore {
                     "UPDATE api_keys SET last_used_at = now()
                      WHERE (key_hash = $1 OR (previous_key_hash = $1 AND previous_valid_until > now()))
                        AND revoked_at IS NULL
-                     RETURNING id, scope",
+                     RETURNING id, scope, rate_per_second",
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
@@ -191,6 +216,7 @@ impl LinkStore for PostgresLinkStore {
             Ok(Some(Caller {
                 owner,
                 scope: parse_scope(scope)?,
+                rate: stored_rate(row.try_get(2).map_err(WriterError::from_postgres)?)?,
             }))
         })
         .await
@@ -202,7 +228,8 @@ impl LinkStore for PostgresLinkStore {
                 .client()
                 .await?
                 .query(
-                    "SELECT id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until
+                    "SELECT id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until,
+                            rate_per_second
                      FROM api_keys ORDER BY id",
                     &[],
                 )
@@ -211,11 +238,13 @@ impl LinkStore for PostgresLinkStore {
             rows.iter()
                 .map(|row| {
                     let scope = parse_scope(row.try_get(2).map_err(WriterError::from_postgres)?)?;
+                    let rate = stored_rate(row.try_get(7).map_err(WriterError::from_postgres)?)?;
                     let read = || -> Result<ApiKeyInfo, tokio_postgres::Error> {
                         Ok(ApiKeyInfo {
                             id: row.try_get(0)?,
                             name: row.try_get(1)?,
                             scope,
+                            rate,
                             created_at: row.try_get(3)?,
                             last_used_at: row.try_get(4)?,
                             revoked_at: row.try_get(5)?,

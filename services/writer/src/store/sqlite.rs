@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, TransactionBehavior};
 use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
 
-use super::{LinkChanges, LinkStore, NewLink, StoredLink, key_hash, parse_scope};
-use crate::auth::{Caller, KeyHash, OwnerId, Scope};
+use super::{
+    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, parse_scope, rate_column, stored_rate,
+};
+use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
 use crate::keys::ApiKeyInfo;
 
@@ -98,24 +100,40 @@ impl LinkStore for SqliteLinkStore {
         name: &str,
         hash: &KeyHash,
         scope: Scope,
+        rate: Option<Rate>,
     ) -> Result<i64, WriterError> {
         let name = name.to_owned();
         let hash = hash.0;
         self.db
             .run(move |connection| {
                 connection.query_row(
-                    "INSERT INTO api_keys (name, key_hash, scope, created_at) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO api_keys (name, key_hash, scope, created_at, rate_per_second)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
                      RETURNING id",
                     (
                         &name,
                         hash.as_slice(),
                         scope.as_str(),
                         to_micros(SystemTime::now()),
+                        rate_column(rate),
                     ),
                     |row| row.get(0),
                 )
             })
             .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn set_api_key_rate(&self, id: i64, rate: Option<Rate>) -> Result<bool, WriterError> {
+        self.db
+            .run(move |connection| {
+                connection.execute(
+                    "UPDATE api_keys SET rate_per_second = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    (id, rate_column(rate)),
+                )
+            })
+            .await
+            .map(|updated| updated > 0)
             .map_err(WriterError::from_sqlite)
     }
 
@@ -130,7 +148,7 @@ impl LinkStore for SqliteLinkStore {
 
     async fn resolve_key(&self, hash: &KeyHash) -> Result<Option<Caller>, WriterError> {
         let hash = hash.0;
-        let found: Option<(i64, String)> = self
+        let found: Option<(i64, String, Option<i32>)> = self
             .db
             .run(move |connection| {
                 let now = to_micros(SystemTime::now());
@@ -139,18 +157,21 @@ impl LinkStore for SqliteLinkStore {
                         "UPDATE api_keys SET last_used_at = ?2
                          WHERE (key_hash = ?1 OR (previous_key_hash = ?1 AND previous_valid_until > ?2))
                            AND revoked_at IS NULL
-                         RETURNING id, scope",
+                         RETURNING id, scope, rate_per_second",
                     )?
-                    .query_row((hash.as_slice(), now), |row| Ok((row.get(0)?, row.get(1)?)))
+                    .query_row((hash.as_slice(), now), |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
                     .optional()
             })
             .await
             .map_err(WriterError::from_sqlite)?;
         found
-            .map(|(id, scope)| {
+            .map(|(id, scope, rate)| {
                 Ok(Caller {
                     owner: OwnerId(id),
                     scope: parse_scope(&scope)?,
+                    rate: stored_rate(rate)?,
                 })
             })
             .transpose()
@@ -165,13 +186,15 @@ impl LinkStore for SqliteLinkStore {
             Option<i64>,
             Option<i64>,
             Option<i64>,
+            Option<i32>,
         );
         let rows: Vec<Row> = self
             .db
             .run(|connection| {
                 connection
                     .prepare_cached(
-                        "SELECT id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until
+                        "SELECT id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until,
+                                rate_per_second
                          FROM api_keys ORDER BY id",
                     )?
                     .query_map([], |row| {
@@ -183,6 +206,7 @@ impl LinkStore for SqliteLinkStore {
                             row.get(4)?,
                             row.get(5)?,
                             row.get(6)?,
+                            row.get(7)?,
                         ))
                     })?
                     .collect()
@@ -191,11 +215,21 @@ impl LinkStore for SqliteLinkStore {
             .map_err(WriterError::from_sqlite)?;
         rows.into_iter()
             .map(
-                |(id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until)| {
+                |(
+                    id,
+                    name,
+                    scope,
+                    created_at,
+                    last_used_at,
+                    revoked_at,
+                    previous_valid_until,
+                    rate,
+                )| {
                     Ok(ApiKeyInfo {
                         id,
                         name,
                         scope: parse_scope(&scope)?,
+                        rate: stored_rate(rate)?,
                         created_at: from_micros(created_at),
                         last_used_at: last_used_at.map(from_micros),
                         revoked_at: revoked_at.map(from_micros),
