@@ -1131,10 +1131,14 @@ async fn random_key_flood(
     let elapsed = started.elapsed();
     let refusals = refusals.lock().map(|map| map.clone()).unwrap_or_default();
     assert_eq!(refusals.values().sum::<usize>(), 16 * per_caller);
+    // UNAUTHENTICATED (looked up), UNAVAILABLE (past the lookup budget) or
+    // RESOURCE_EXHAUSTED (the address failed too often).
     assert!(
         refusals.keys().all(|code| matches!(
             code,
-            tonic::Code::Unauthenticated | tonic::Code::Unavailable
+            tonic::Code::Unauthenticated
+                | tonic::Code::Unavailable
+                | tonic::Code::ResourceExhausted
         )),
         "{refusals:?}"
     );
@@ -1155,6 +1159,12 @@ async fn random_keys_cannot_drive_one_database_query_each() -> anyhow::Result<()
     let real_key = stack.setup.create_api_key("real")?;
     let links = client(&writer)?;
     let lookups = || metric(writer.admin_addr(), "writer_key_lookups_total", &[]);
+    // In use before the flood: a key this writer knows keeps working while
+    // the flood's address is refused new lookups.
+    links
+        .clone()
+        .list_links(authed(ListLinksRequest::default(), &real_key))
+        .await?;
 
     // 10,000 random keys, 16 callers at a time.
     let (refusals, elapsed, looked_up) = random_key_flood(&links, writer.admin_addr(), 625).await?;
@@ -1179,7 +1189,13 @@ async fn random_keys_cannot_drive_one_database_query_each() -> anyhow::Result<()
             ))
             .await
             .expect_err("an unknown key");
-        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::ResourceExhausted
+            ),
+            "{status:?}"
+        );
     }
     let repeated_lookups = lookups().await? - before;
     assert!(
@@ -1187,7 +1203,7 @@ async fn random_keys_cannot_drive_one_database_query_each() -> anyhow::Result<()
         "{repeated_lookups} lookups of one repeated unknown key"
     );
 
-    // The real key works (a caller retries UNAVAILABLE).
+    // The real key, known to this writer, works from the flooding address.
     let link = links
         .clone()
         .create_link(authed(create("https://example.com/real"), &real_key))
@@ -1681,5 +1697,78 @@ async fn two_writers_share_one_per_key_rate_and_fall_back_without_redis() -> any
         (accepted as f64) <= expected * 1.1,
         "shared again: {accepted} accepted, {expected:.0} expected"
     );
+    Ok(())
+}
+
+/// `count` calls with `key` to `writer`, the n-th claiming to come from
+/// `forwarded(n)`; the codes answered.
+async fn failed_calls(
+    writer: &ServiceProcess,
+    key: &str,
+    forwarded: impl Fn(usize) -> String,
+    count: usize,
+) -> anyhow::Result<Vec<tonic::Code>> {
+    let mut links = client(writer)?;
+    let mut codes = Vec::with_capacity(count);
+    for call in 0..count {
+        let mut request = authed(ListLinksRequest::default(), key);
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", forwarded(call).parse()?);
+        codes.push(match links.list_links(request).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        });
+    }
+    Ok(codes)
+}
+
+/// Failed authentications are limited per client address: the peer's, or
+/// the one a trusted proxy names in `x-forwarded-for` (a forged one from an
+/// untrusted peer changes nothing).
+#[tokio::test]
+async fn failed_authentications_are_limited_per_client_address() -> anyhow::Result<()> {
+    let stack = stack(1, true).await?;
+    let limit = ("TINYURL_AUTH_FAILURE_RATE_PER_IP", "5/s");
+    let untrusting = stack.setup.start(&[limit]).await?;
+    let trusting = stack
+        .setup
+        .start(&[limit, ("TINYURL_TRUSTED_PROXIES", "127.0.0.1")])
+        .await?;
+    let unknown = random_key();
+    let real = stack.setup.create_api_key("real")?;
+    for writer in [&untrusting, &trusting] {
+        client(writer)?
+            .list_links(authed(ListLinksRequest::default(), &real))
+            .await?;
+    }
+
+    // An untrusted peer forging a new address each time is still one
+    // client: refused after its burst.
+    let codes = failed_calls(&untrusting, &unknown, |n| format!("203.0.113.{n}"), 20).await?;
+    assert_eq!(codes[0], tonic::Code::Unauthenticated);
+    assert!(
+        codes.contains(&tonic::Code::ResourceExhausted),
+        "forged addresses are ignored: {codes:?}"
+    );
+    // Behind a trusted proxy, each address has its own allowance...
+    let codes = failed_calls(&trusting, &unknown, |n| format!("198.51.100.{n}"), 20).await?;
+    assert!(
+        codes
+            .iter()
+            .all(|code| *code == tonic::Code::Unauthenticated),
+        "one failure from each of 20 addresses: {codes:?}"
+    );
+    // ...and one address failing again and again is refused.
+    let codes = failed_calls(&trusting, &unknown, |_| "192.0.2.44".to_owned(), 20).await?;
+    assert!(codes.contains(&tonic::Code::ResourceExhausted), "{codes:?}");
+    // A key in use keeps working from the refused addresses.
+    for writer in [&untrusting, &trusting] {
+        let mut request = authed(ListLinksRequest::default(), &real);
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", "192.0.2.44".parse()?);
+        client(writer)?.list_links(request).await?;
+    }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod lifecycle;
 pub mod memory;
 pub mod postgres;
+pub mod proxies;
 pub mod redis;
 pub mod shutdown;
 pub mod sqlite;

@@ -147,8 +147,10 @@ impl App {
             policy: config.target_policy.clone(),
             public_base_url: config.public_base_url.clone(),
             keys: KeyCache::default(),
+            proxies: config.trusted_proxies.clone(),
             limits: crate::limits::RateLimits::new(
                 config.rate_limit_per_key,
+                config.auth_failure_rate_per_ip,
                 config
                     .redis_url
                     .as_ref()

@@ -39,6 +39,16 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "calls per second per API key (e.g. 100/s), shared by every writer through Redis; a key's own rate overrides it",
     },
     EnvVarDoc {
+        name: "TINYURL_AUTH_FAILURE_RATE_PER_IP",
+        default: "10/s",
+        meaning: "failed authentications per second per client address (a second's worth at once); past it, unknown keys from there are refused without a lookup (\"off\" disables)",
+    },
+    EnvVarDoc {
+        name: "TINYURL_TRUSTED_PROXIES",
+        default: "(none)",
+        meaning: "CIDRs of proxies whose x-forwarded-for names the client",
+    },
+    EnvVarDoc {
         name: "TINYURL_CODE_SECRET",
         default: "(required)",
         meaning: "key of the code permutation, at least 16 bytes, the same on every writer",
@@ -127,6 +137,8 @@ pub struct Config {
     pub idalloc_token: SecretString,
     pub redis_url: Option<SecretString>,
     pub rate_limit_per_key: Option<crate::auth::Rate>,
+    pub auth_failure_rate_per_ip: Option<crate::auth::Rate>,
+    pub trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
     pub code_secret: SecretString,
     pub code_min_length: usize,
     pub public_base_url: String,
@@ -175,6 +187,23 @@ impl Config {
             idalloc_url: env.required("TINYURL_IDALLOC_URL")?.to_owned(),
             idalloc_token: idalloc_token(env)?,
             redis_url: env.secret("TINYURL_REDIS_URL"),
+            auth_failure_rate_per_ip: match env
+                .string_or("TINYURL_AUTH_FAILURE_RATE_PER_IP", "10/s")
+                .as_str()
+            {
+                "off" => None,
+                rate => Some(rate.parse().map_err(|reason| ConfigError {
+                    variable: "TINYURL_AUTH_FAILURE_RATE_PER_IP",
+                    reason,
+                })?),
+            },
+            trusted_proxies: tinyurl_runtime::proxies::TrustedProxies::parse(
+                env.get("TINYURL_TRUSTED_PROXIES").unwrap_or_default(),
+            )
+            .map_err(|reason| ConfigError {
+                variable: "TINYURL_TRUSTED_PROXIES",
+                reason,
+            })?,
             rate_limit_per_key: env
                 .get("TINYURL_RATE_LIMIT_PER_KEY")
                 .filter(|value| !value.is_empty())

@@ -25,6 +25,9 @@ pub enum WriterError {
         rate: crate::auth::Rate,
         retry_after: std::time::Duration,
     },
+    /// Too many failed authentications from the caller's address.
+    #[error("too many failed authentications from this address; retry in {} ms", retry_after.as_millis())]
+    TooManyFailures { retry_after: std::time::Duration },
     /// A dependency is down; the message is safe to show.
     #[error("{0}")]
     Unavailable(String),
@@ -47,7 +50,7 @@ impl WriterError {
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::NotFound(_) => ErrorKind::NotFound,
-            Self::RateLimited { .. } => ErrorKind::ResourceExhausted,
+            Self::RateLimited { .. } | Self::TooManyFailures { .. } => ErrorKind::ResourceExhausted,
             Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Unexpected(_) => ErrorKind::Internal,
         }
@@ -76,7 +79,8 @@ impl WriterError {
     pub fn into_status(self) -> tonic::Status {
         let kind = self.kind();
         let message = self.public_message();
-        if let Self::RateLimited { retry_after, .. } = self {
+        if let Self::RateLimited { retry_after, .. } | Self::TooManyFailures { retry_after } = self
+        {
             // google.rpc.RetryInfo: clients (and gRPC retry policies) read
             // the wait from it rather than from the message.
             return <tonic::Status as tonic_types::StatusExt>::with_error_details(

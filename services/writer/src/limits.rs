@@ -9,11 +9,18 @@
 //! A key may burst a tenth of a second's allowance (at least one call); a
 //! call costs its number of links (a batch of 1,000 spends 1,000), and one
 //! larger than the burst is let through when the key's allowance is full.
+//!
+//! Client addresses get an allowance of failed authentications
+//! (`TINYURL_AUTH_FAILURE_RATE_PER_IP`), kept the same way; an address that
+//! spent it is refused, for as long as the hint says, any lookup of a key
+//! this writer does not already know, so a flood of made-up keys from one
+//! place costs no database queries while keys in use keep working.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -44,17 +51,51 @@ return {1, 0}
 
 type LocalLimiter = governor::DefaultDirectRateLimiter;
 
+/// What an allowance belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Subject {
+    Key(OwnerId),
+    /// Failed authentications from a client address.
+    Failures(IpAddr),
+}
+
+impl Subject {
+    /// A key may burst a tenth of a second's allowance (at least one call),
+    /// which keeps a limit shared by many writers close to its rate; an
+    /// address may fail a whole second's allowance at once (a person
+    /// retrying a mistyped key is not an attack).
+    fn burst(self, rate: Rate) -> u32 {
+        match self {
+            Self::Key(_) => (rate.get() / 10).max(1),
+            Self::Failures(_) => rate.get(),
+        }
+    }
+
+    fn redis_key(self) -> String {
+        match self {
+            Self::Key(owner) => format!("ratelimit:key:{}", owner.0),
+            Self::Failures(address) => format!("ratelimit:authfail:{address}"),
+        }
+    }
+}
+
+/// Local limiters and blocked addresses kept before the maps are swept.
+const MAX_TRACKED: usize = 100_000;
+
 /// After Redis fails a decision, how long decisions stay local before Redis
 /// is asked again: an outage costs one timeout a second, not one per call.
 const SHARED_RETRY: Duration = Duration::from_secs(1);
 
 pub struct RateLimits {
     default: Option<Rate>,
+    failures_per_address: Option<Rate>,
     shared: Option<Shared>,
     /// Until when Redis is not asked (it just failed).
-    shared_down_until: Mutex<Option<std::time::Instant>>,
+    shared_down_until: Mutex<Option<Instant>>,
     /// Per-process limiters: the fallback, or the only limit without Redis.
-    local: Mutex<HashMap<OwnerId, (Rate, Arc<LocalLimiter>)>>,
+    local: Mutex<HashMap<Subject, (Rate, Arc<LocalLimiter>)>>,
+    /// Addresses that spent their failure allowance, until when.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 struct Shared {
@@ -63,15 +104,11 @@ struct Shared {
     script: Script,
 }
 
-/// Burst: a tenth of a second's allowance, at least one call.
-fn burst(rate: Rate) -> u32 {
-    (rate.get() / 10).max(1)
-}
-
 impl RateLimits {
     /// `redis`: where the shared state lives; `None` limits in process.
     pub fn new(
         default: Option<Rate>,
+        failures_per_address: Option<Rate>,
         redis: Option<(&SecretString, Duration)>,
     ) -> anyhow::Result<Self> {
         let shared = redis
@@ -87,9 +124,11 @@ impl RateLimits {
             .transpose()?;
         Ok(Self {
             default,
+            failures_per_address,
             shared,
             shared_down_until: Mutex::default(),
             local: Mutex::default(),
+            blocked: Mutex::default(),
         })
     }
 
@@ -98,10 +137,57 @@ impl RateLimits {
         let Some(rate) = caller.rate.or(self.default) else {
             return Ok(());
         };
+        match self.decide(Subject::Key(caller.owner), rate, cost).await {
+            None => Ok(()),
+            Some(retry_after) => {
+                metrics::counter!("writer_rate_limited_total", "subject" => "key").increment(1);
+                Err(WriterError::RateLimited { rate, retry_after })
+            }
+        }
+    }
+
+    /// Refuses a key lookup for `address` while it is blocked for failing
+    /// to authenticate too often.
+    pub fn refuse_if_blocked(&self, address: IpAddr) -> Result<(), WriterError> {
+        let until = self
+            .blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&address)
+            .copied();
+        match until.and_then(|until| until.checked_duration_since(Instant::now())) {
+            Some(retry_after) if !retry_after.is_zero() => {
+                metrics::counter!("writer_rate_limited_total", "subject" => "address").increment(1);
+                Err(WriterError::TooManyFailures { retry_after })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication from `address`; past its allowance
+    /// the address is blocked for the hint, which is returned.
+    pub async fn charge_failure(&self, address: IpAddr) -> Option<Duration> {
+        let rate = self.failures_per_address?;
+        let retry_after = self.decide(Subject::Failures(address), rate, 1).await?;
+        let mut blocked = self
+            .blocked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if blocked.len() >= MAX_TRACKED {
+            let now = Instant::now();
+            blocked.retain(|_, until| *until > now);
+        }
+        blocked.insert(address, Instant::now() + retry_after);
+        metrics::counter!("writer_rate_limited_total", "subject" => "address").increment(1);
+        Some(retry_after)
+    }
+
+    /// Spends `cost` of `subject`'s allowance: `None`, or the wait.
+    async fn decide(&self, subject: Subject, rate: Rate, cost: u32) -> Option<Duration> {
         let cost = cost.max(1);
-        let waited = match &self.shared {
+        match &self.shared {
             Some(shared) if !self.shared_is_down() => {
-                match shared.decide(caller.owner, rate, cost).await {
+                match shared.decide(subject, rate, cost).await {
                     Ok(wait) => wait,
                     Err(error) => {
                         tracing::warn!(%error, "rate limit state unreachable; limiting in process");
@@ -109,20 +195,13 @@ impl RateLimits {
                             .shared_down_until
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Some(std::time::Instant::now() + SHARED_RETRY);
-                        self.fallback(caller.owner, rate, cost)
+                            Some(Instant::now() + SHARED_RETRY);
+                        self.fallback(subject, rate, cost)
                     }
                 }
             }
-            Some(_) => self.fallback(caller.owner, rate, cost),
-            None => self.decide_locally(caller.owner, rate, cost),
-        };
-        match waited {
-            None => Ok(()),
-            Some(retry_after) => {
-                metrics::counter!("writer_rate_limited_total").increment(1);
-                Err(WriterError::RateLimited { rate, retry_after })
-            }
+            Some(_) => self.fallback(subject, rate, cost),
+            None => self.decide_locally(subject, rate, cost),
         }
     }
 
@@ -130,37 +209,41 @@ impl RateLimits {
         self.shared_down_until
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|until| std::time::Instant::now() < until)
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// A local decision standing in for a shared one.
-    fn fallback(&self, owner: OwnerId, rate: Rate, cost: u32) -> Option<Duration> {
+    fn fallback(&self, subject: Subject, rate: Rate, cost: u32) -> Option<Duration> {
         metrics::counter!("writer_rate_limit_fallbacks_total").increment(1);
-        self.decide_locally(owner, rate, cost)
+        self.decide_locally(subject, rate, cost)
     }
 
-    fn decide_locally(&self, owner: OwnerId, rate: Rate, cost: u32) -> Option<Duration> {
+    fn decide_locally(&self, subject: Subject, rate: Rate, cost: u32) -> Option<Duration> {
         let limiter = {
             let mut local = self
                 .local
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match local.get(&owner) {
+            if local.len() >= MAX_TRACKED {
+                // A sweep forgets spent allowances too; bounded beats exact.
+                local.clear();
+            }
+            match local.get(&subject) {
                 Some((known, limiter)) if *known == rate => Arc::clone(limiter),
                 _ => {
-                    let burst = NonZeroU32::new(burst(rate)).unwrap_or(NonZeroU32::MIN);
+                    let burst = NonZeroU32::new(subject.burst(rate)).unwrap_or(NonZeroU32::MIN);
                     let quota = governor::Quota::per_second(
                         NonZeroU32::new(rate.get()).unwrap_or(NonZeroU32::MIN),
                     )
                     .allow_burst(burst);
                     let limiter = Arc::new(governor::RateLimiter::direct(quota));
-                    local.insert(owner, (rate, Arc::clone(&limiter)));
+                    local.insert(subject, (rate, Arc::clone(&limiter)));
                     limiter
                 }
             }
         };
         // A call bigger than the burst spends the whole burst.
-        let cost = NonZeroU32::new(cost.min(burst(rate))).unwrap_or(NonZeroU32::MIN);
+        let cost = NonZeroU32::new(cost.min(subject.burst(rate))).unwrap_or(NonZeroU32::MIN);
         match limiter.check_n(cost) {
             Ok(Ok(())) => None,
             Ok(Err(not_until)) => Some(not_until.wait_time_from(governor::clock::Clock::now(
@@ -175,7 +258,7 @@ impl Shared {
     /// `None` when allowed, the wait otherwise.
     async fn decide(
         &self,
-        owner: OwnerId,
+        subject: Subject,
         rate: Rate,
         cost: u32,
     ) -> Result<Option<Duration>, Error> {
@@ -184,11 +267,11 @@ impl Shared {
         let args = || {
             vec![
                 format!("{interval:.6}"),
-                format!("{:.6}", interval * f64::from(burst(rate))),
+                format!("{:.6}", interval * f64::from(subject.burst(rate))),
                 cost.to_string(),
             ]
         };
-        let key = format!("ratelimit:key:{}", owner.0);
+        let key = subject.redis_key();
         let answer: Vec<i64> = match client
             .evalsha(self.script.sha1().clone(), vec![key.clone()], args())
             .await
@@ -223,7 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_the_burst_then_a_retry_hint() {
-        let limits = RateLimits::new(None, None).expect("no Redis needed");
+        let limits = RateLimits::new(None, None, None).expect("no Redis needed");
         // 1/s: a burst of one, then refused with a hint of at most a second.
         assert!(limits.check(&caller(1), 1).await.is_ok());
         for _ in 0..5 {
@@ -242,5 +325,30 @@ mod tests {
         for _ in 0..1_000 {
             assert!(limits.check(&unlimited, 1).await.is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn an_address_that_fails_too_often_is_blocked_for_the_hint() {
+        let limits = RateLimits::new(None, Rate::per_second(1), None).expect("no Redis needed");
+        let attacker: IpAddr = "203.0.113.9".parse().expect("address");
+        let bystander: IpAddr = "198.51.100.7".parse().expect("address");
+        assert!(limits.refuse_if_blocked(attacker).is_ok());
+        assert_eq!(limits.charge_failure(attacker).await, None, "the burst");
+        let hint = limits.charge_failure(attacker).await;
+        assert!(
+            hint.is_some_and(|wait| wait <= Duration::from_secs(1)),
+            "{hint:?}"
+        );
+        assert!(matches!(
+            limits.refuse_if_blocked(attacker),
+            Err(WriterError::TooManyFailures { .. })
+        ));
+        assert!(limits.refuse_if_blocked(bystander).is_ok(), "per address");
+        // Without a failure rate nothing is counted or blocked.
+        let off = RateLimits::new(None, None, None).expect("no Redis needed");
+        for _ in 0..100 {
+            assert_eq!(off.charge_failure(attacker).await, None);
+        }
+        assert!(off.refuse_if_blocked(attacker).is_ok());
     }
 }

@@ -53,6 +53,8 @@ pub struct State {
     pub public_base_url: String,
     pub keys: KeyCache,
     pub limits: crate::limits::RateLimits,
+    /// Whose `x-forwarded-for` names the client.
+    pub proxies: tinyurl_runtime::proxies::TrustedProxies,
 }
 
 /// Group commits of single creates in flight at once: two, so one group's
@@ -202,13 +204,49 @@ impl State {
             .extensions()
             .get::<KeyHash>()
             .ok_or(WriterError::Unauthenticated("no API key"))?;
-        let caller = self
+        let address = self.client_address(request);
+        let resolved = self
             .keys
-            .resolve(hash, || self.store.resolve_key(hash))
-            .await?;
+            .resolve(hash, || async {
+                // Only keys this writer does not know cost a lookup, and an
+                // address that keeps failing gets none.
+                if let Some(address) = address {
+                    self.limits.refuse_if_blocked(address)?;
+                }
+                self.store.resolve_key(hash).await
+            })
+            .await;
+        let caller = match resolved {
+            Ok(caller) => caller,
+            Err(error @ WriterError::Unauthenticated(_)) => {
+                if let Some(address) = address
+                    && let Some(retry_after) = self.limits.charge_failure(address).await
+                {
+                    return Err(WriterError::TooManyFailures { retry_after });
+                }
+                return Err(error);
+            }
+            Err(other) => return Err(other),
+        };
         let owner = caller.require(needed)?;
         self.limits.check(&caller, cost).await?;
         Ok(owner)
+    }
+
+    /// The address the request came from: the peer, or what a trusted
+    /// proxy says in `x-forwarded-for`.
+    fn client_address<T>(&self, request: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+        let peer = request.remote_addr().or_else(|| {
+            request
+                .extensions()
+                .get::<tinyurl_runtime::tls::TlsConnectInfo>()
+                .and_then(|info| info.tcp.remote_addr())
+        })?;
+        let forwarded = request
+            .metadata()
+            .get("x-forwarded-for")
+            .map(tonic::metadata::MetadataValue::as_bytes);
+        Some(self.proxies.client(peer.ip(), forwarded))
     }
 
     fn to_proto(&self, link: &StoredLink) -> Link {

@@ -32,8 +32,9 @@ use tinyurl_domain::clicks::{
 use tinyurl_runtime::memory::ClickBatch;
 
 pub use self::agent::{AgentKey, Agents};
-pub use self::origin::{Countries, TrustedProxies};
+pub use self::origin::Countries;
 pub use self::sink::{ClickSink, StreamBounds};
+pub use tinyurl_runtime::proxies::TrustedProxies;
 
 const SHARDS: usize = 16;
 /// Lines per batch (one stream entry): small enough for one quick
