@@ -1772,3 +1772,97 @@ async fn failed_authentications_are_limited_per_client_address() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// The operators' blocklist file: exact hosts and `*.` suffixes refused at
+/// create and update, changes applied within seconds, a broken change
+/// refused with the old list kept.
+#[tokio::test]
+async fn the_blocklist_file_is_enforced_and_reloaded() -> anyhow::Result<()> {
+    let stack = stack(1, false).await?;
+    let dir = tinyurl_harness::process::ScratchDir::new("blocklist", None)?;
+    let file = dir.path().join("blocklist.txt");
+    let replace = |text: &str| -> anyhow::Result<()> {
+        let staged = file.with_extension("new");
+        std::fs::write(&staged, text)?;
+        std::fs::rename(&staged, &file)?;
+        Ok(())
+    };
+    replace("# phishing\nbad.example\n*.phish.example\n")?;
+    let path = file.display().to_string();
+    let writer = stack
+        .setup
+        .start(&[("TINYURL_BLOCKLIST_FILE", path.as_str())])
+        .await?;
+    let key = stack.setup.create_api_key("blocklist")?;
+    let links = client(&writer)?;
+    let refused = |url: &'static str| {
+        let (mut links, key) = (links.clone(), key.clone());
+        async move {
+            match links.create_link(authed(create(url), &key)).await {
+                Ok(_) => Ok(false),
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    anyhow::ensure!(bad_field(&status) == "target_url", "{status:?}");
+                    anyhow::ensure!(status.message().contains("blocked"), "{status:?}");
+                    Ok(true)
+                }
+                Err(status) => anyhow::bail!("unexpected {status:?}"),
+            }
+        }
+    };
+    for (url, blocked) in [
+        ("https://bad.example/login", true),
+        ("https://ok.bad.example/", false),
+        ("https://login.phish.example/", true),
+        ("https://phish.example/", false),
+    ] {
+        assert_eq!(refused(url).await?, blocked, "{url}");
+    }
+    // An update to a listed host is refused too.
+    let link = links
+        .clone()
+        .create_link(authed(create("https://fine.example/"), &key))
+        .await?
+        .into_inner();
+    let status = links
+        .clone()
+        .update_link(authed(
+            UpdateLinkRequest {
+                code: link.code,
+                target_url: Some("https://bad.example/".to_owned()),
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await
+        .expect_err("a listed host");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // A new entry is in force within seconds, no restart.
+    replace("bad.example\n*.phish.example\nnew.example\n")?;
+    wait_until("the new entry to apply", Duration::from_secs(10), || {
+        refused("https://new.example/")
+    })
+    .await?;
+    // A broken change is refused; the list in force stays.
+    replace("new.example\nnot a host!\n")?;
+    wait_until(
+        "the broken change to be counted",
+        Duration::from_secs(10),
+        || async {
+            metric(
+                writer.admin_addr(),
+                "writer_blocklist_reloads_total",
+                &["outcome=\"failed\""],
+            )
+            .await
+            .map(|failed| failed >= 1.0)
+        },
+    )
+    .await?;
+    assert!(
+        refused("https://login.phish.example/").await?,
+        "the old list stays"
+    );
+    assert!(refused("https://new.example/").await?);
+    Ok(())
+}

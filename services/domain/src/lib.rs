@@ -10,4 +10,4 @@ pub mod target;
 pub use alias::{Alias, AliasError, is_link_shaped};
 pub use cached::CachedLink;
 pub use codec::{Code, CodeCodec, CodecError};
-pub use target::{TargetPolicy, TargetUrl, TargetUrlError};
+pub use target::{HostBlocklist, TargetPolicy, TargetUrl, TargetUrlError};

@@ -52,6 +52,76 @@ pub struct TargetPolicy {
     /// Accept IP-literal private, loopback and link-local targets (and
     /// `localhost`), for internal deployments.
     pub allow_private_addresses: bool,
+    /// Hosts refused from the operators' blocklist file.
+    pub blocklist: std::sync::Arc<HostBlocklist>,
+}
+
+/// Hosts refused as targets, from a file operators edit: one entry a line,
+/// `host` for that host only, `*.suffix` for every host under `suffix`
+/// (not `suffix` itself); blank lines and `#` comments are skipped. Entries
+/// are compared as the stored URLs hold hosts: lowercase, punycode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostBlocklist {
+    exact: std::collections::HashSet<String>,
+    suffixes: std::collections::HashSet<String>,
+}
+
+impl HostBlocklist {
+    /// The error names the line (from 1) and what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut list = Self::default();
+        for (index, line) in text.lines().enumerate() {
+            let entry = line.split('#').next().unwrap_or_default().trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let (wildcard, host) = match entry.strip_prefix("*.") {
+                Some(suffix) => (true, suffix),
+                None => (false, entry),
+            };
+            let host = match url::Host::parse(host.trim_end_matches('.')) {
+                Ok(url::Host::Domain(domain)) if !domain.is_empty() => domain,
+                Ok(url::Host::Ipv4(address)) if !wildcard => address.to_string(),
+                Ok(url::Host::Ipv6(address)) if !wildcard => format!("[{address}]"),
+                _ => {
+                    return Err(format!(
+                        "line {}: {entry:?} is not a host name or `*.` and a domain",
+                        index + 1
+                    ));
+                }
+            };
+            if wildcard {
+                list.suffixes.insert(host);
+            } else {
+                list.exact.insert(host);
+            }
+        }
+        Ok(list)
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.suffixes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entry that blocks `host` (lowercase, punycode), if any.
+    pub fn blocking(&self, host: &str) -> Option<String> {
+        if self.exact.contains(host) {
+            return Some(host.to_owned());
+        }
+        // Every proper suffix at a label boundary: a few set lookups.
+        let mut rest = host;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if self.suffixes.contains(parent) {
+                return Some(format!("*.{parent}"));
+            }
+            rest = parent;
+        }
+        None
+    }
 }
 
 /// A validated, normalised target URL.
@@ -124,6 +194,13 @@ impl TargetUrl {
             return Err(TargetUrlError::BlockedHost {
                 host: blocked.clone(),
             });
+        }
+        let listed = match host {
+            url::Host::Ipv6(address) => format!("[{address}]"),
+            _ => host_name.clone(),
+        };
+        if let Some(entry) = policy.blocklist.blocking(&listed) {
+            return Err(TargetUrlError::BlockedHost { host: entry });
         }
         let normalised = String::from(url);
         if normalised.len() > MAX_TARGET_URL_LEN {
@@ -261,6 +338,7 @@ mod tests {
             own_host: Some("sho.rt".to_owned()),
             blocked_hosts: vec!["evil.example".to_owned()],
             allow_private_addresses: false,
+            ..TargetPolicy::default()
         }
     }
 
@@ -447,5 +525,63 @@ mod tests {
         };
         assert!(TargetUrl::parse("http://10.0.0.1/", &policy).is_ok());
         assert!(TargetUrl::parse("http://localhost/", &policy).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod blocklist_tests {
+    use super::*;
+
+    #[test]
+    fn exact_hosts_and_wildcard_suffixes() {
+        let list = HostBlocklist::parse(
+            "# phishing\nBad.Example.\n*.phish.example  # and below\n\n10.1.2.3\nbücher.example\n",
+        )
+        .expect("valid");
+        assert_eq!(list.len(), 4);
+        assert_eq!(list.blocking("bad.example").as_deref(), Some("bad.example"));
+        assert_eq!(list.blocking("sub.bad.example"), None, "exact only");
+        assert_eq!(
+            list.blocking("a.b.phish.example").as_deref(),
+            Some("*.phish.example")
+        );
+        assert_eq!(
+            list.blocking("phish.example"),
+            None,
+            "not the suffix itself"
+        );
+        assert_eq!(
+            list.blocking("xn--bcher-kva.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(list.blocking("10.1.2.3").as_deref(), Some("10.1.2.3"));
+        for bad in ["*.", "exa mple.com", "*.10.0.0.1", "http://x.example/"] {
+            let error = HostBlocklist::parse(&format!("ok.example\n{bad}")).expect_err(bad);
+            assert!(error.starts_with("line 2:"), "{error}");
+        }
+    }
+
+    #[test]
+    fn targets_on_the_list_are_refused() {
+        let policy = TargetPolicy {
+            blocklist: std::sync::Arc::new(
+                HostBlocklist::parse("bad.example\n*.phish.example").expect("valid"),
+            ),
+            ..TargetPolicy::default()
+        };
+        for (url, refused) in [
+            ("https://bad.example/x", true),
+            ("https://BAD.example./x", true),
+            ("https://ok.bad.example/", false),
+            ("https://login.phish.example/", true),
+            ("https://phish.example/", false),
+        ] {
+            let parsed = TargetUrl::parse(url, &policy);
+            assert_eq!(
+                matches!(parsed, Err(TargetUrlError::BlockedHost { .. })),
+                refused,
+                "{url}: {parsed:?}"
+            );
+        }
     }
 }

@@ -165,6 +165,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ]);
     for passed_through in [
         "TINYURL_BLOCKED_HOSTS",
+        "TINYURL_BLOCKLIST_FILE",
         "TINYURL_ALLOW_PRIVATE_TARGETS",
         "TINYURL_CODE_MIN_LENGTH",
     ] {

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use fred::prelude::ClientLike as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::{ExposeSecret as _, SecretString};
-use tinyurl_domain::CodeCodec;
+use tinyurl_domain::{CodeCodec, TargetPolicy};
 use tinyurl_proto::v1::links_server::LinksServer;
 use tinyurl_runtime::lifecycle;
 use tinyurl_runtime::memory::ClickBatch;
@@ -54,6 +54,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(300);
 const BATCH_ID_RETENTION: Duration = Duration::from_secs(2 * 24 * 3600);
 
 pub struct App {
+    /// The blocklist file as loaded, for the watcher to compare against.
+    blocklist_bytes: Vec<u8>,
     config: Config,
     state: Arc<State>,
     clicks: ClickSource,
@@ -137,6 +139,11 @@ impl App {
         let readiness = Readiness::default();
         let admin =
             AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
+        let (blocklist, blocklist_bytes) = match &config.blocklist_file {
+            Some(path) => crate::blocklist::load(path)?,
+            None => Default::default(),
+        };
+        metrics::gauge!("writer_blocklist_entries").set(blocklist.len() as f64);
         let state = Arc::new(State {
             clicks_store: Arc::clone(&store) as Arc<dyn ClickStore>,
             minute_retention: config.clicks_minute_retention,
@@ -144,7 +151,10 @@ impl App {
             cache,
             leaser,
             codec,
-            policy: config.target_policy.clone(),
+            policy: std::sync::RwLock::new(Arc::new(TargetPolicy {
+                blocklist: Arc::new(blocklist),
+                ..config.target_policy.clone()
+            })),
             public_base_url: config.public_base_url.clone(),
             keys: KeyCache::default(),
             proxies: config.trusted_proxies.clone(),
@@ -159,6 +169,7 @@ impl App {
             .context("invalid TINYURL_REDIS_URL")?,
         });
         Ok(Self {
+            blocklist_bytes,
             config,
             state,
             clicks,
@@ -255,6 +266,14 @@ impl App {
             .map(|tls| tls.server_config(true))
             .transpose()?;
         let reload = tls.map(|tls| tokio::spawn(tls.watch(stopping.clone())));
+        let blocklist = self.config.blocklist_file.clone().map(|path| {
+            tokio::spawn(crate::blocklist::follow(
+                Arc::clone(&self.state),
+                path,
+                std::mem::take(&mut self.blocklist_bytes),
+                stopping.clone(),
+            ))
+        });
         let revocations = tokio::spawn(crate::keys::follow_revocations(
             Arc::clone(&self.state),
             stopping.clone(),
@@ -275,6 +294,9 @@ impl App {
         .await;
         gauges.abort();
         revocations.abort();
+        if let Some(blocklist) = blocklist {
+            blocklist.abort();
+        }
         if let Some(reload) = reload {
             reload.abort();
         }

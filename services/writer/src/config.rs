@@ -44,6 +44,11 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "failed authentications per second per client address (a second's worth at once); past it, unknown keys from there are refused without a lookup (\"off\" disables)",
     },
     EnvVarDoc {
+        name: "TINYURL_BLOCKLIST_FILE",
+        default: "(none)",
+        meaning: "file of hosts refused as targets (`host`, `*.suffix`, one a line), reloaded when it changes",
+    },
+    EnvVarDoc {
         name: "TINYURL_TRUSTED_PROXIES",
         default: "(none)",
         meaning: "CIDRs of proxies whose x-forwarded-for names the client",
@@ -143,6 +148,8 @@ pub struct Config {
     pub code_min_length: usize,
     pub public_base_url: String,
     pub target_policy: TargetPolicy,
+    /// Hosts refused as targets, read again when the file changes.
+    pub blocklist_file: Option<std::path::PathBuf>,
     pub db_timeout: Duration,
     pub pool_size: usize,
     pub redis_timeout: Duration,
@@ -224,7 +231,12 @@ impl Config {
                 own_host: Some(own_host),
                 blocked_hosts,
                 allow_private_addresses: env.parse_or("TINYURL_ALLOW_PRIVATE_TARGETS", false)?,
+                ..TargetPolicy::default()
             },
+            blocklist_file: env
+                .get("TINYURL_BLOCKLIST_FILE")
+                .filter(|path| !path.is_empty())
+                .map(std::path::PathBuf::from),
             db_timeout: env.millis_or("TINYURL_DB_TIMEOUT_MS", Duration::from_secs(2))?,
             pool_size: env.parse_or("TINYURL_DB_POOL_SIZE", 32)?,
             redis_timeout: env.millis_or("TINYURL_REDIS_TIMEOUT_MS", Duration::from_millis(250))?,

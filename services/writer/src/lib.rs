@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod batcher;
+pub mod blocklist;
 pub mod cache;
 pub mod config;
 pub mod error;

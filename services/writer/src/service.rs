@@ -49,7 +49,8 @@ pub struct State {
     pub cache: Arc<dyn LinkCache>,
     pub leaser: IdLeaser,
     pub codec: CodeCodec,
-    pub policy: TargetPolicy,
+    /// What targets are accepted; swapped whole when the blocklist changes.
+    pub policy: std::sync::RwLock<Arc<TargetPolicy>>,
     pub public_base_url: String,
     pub keys: KeyCache,
     pub limits: crate::limits::RateLimits,
@@ -231,6 +232,28 @@ impl State {
         let owner = caller.require(needed)?;
         self.limits.check(&caller, cost).await?;
         Ok(owner)
+    }
+
+    /// The target policy in force.
+    pub fn policy(&self) -> Arc<TargetPolicy> {
+        Arc::clone(
+            &self
+                .policy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts `list` in force for every later create and update.
+    pub fn set_blocklist(&self, list: tinyurl_domain::HostBlocklist) {
+        let mut policy = self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *policy = Arc::new(TargetPolicy {
+            blocklist: Arc::new(list),
+            ..TargetPolicy::clone(&policy)
+        });
     }
 
     /// The address the request came from: the peer, or what a trusted
@@ -485,7 +508,7 @@ impl Links for LinksService {
         let started = Instant::now();
         let result = async {
             let owner = self.state.owner(&request, Scope::Create).await?;
-            let valid = validate_create(request.get_ref(), &self.state.policy)?;
+            let valid = validate_create(request.get_ref(), &self.state.policy())?;
             self.batcher.create(owner, valid).await
         }
         .await;
@@ -524,7 +547,7 @@ impl Links for LinksService {
         metrics::histogram!("writer_batch_size").record(items.len() as f64);
         let validated = items
             .iter()
-            .map(|item| validate_create(item, &self.state.policy))
+            .map(|item| validate_create(item, &self.state.policy()))
             .collect();
         let results = self.state.create_many(owner, validated).await;
         let results = results
@@ -588,7 +611,7 @@ impl Links for LinksService {
                     .target_url
                     .as_deref()
                     .map(|raw| {
-                        TargetUrl::parse(raw, &self.state.policy).map(TargetUrl::into_string)
+                        TargetUrl::parse(raw, &self.state.policy()).map(TargetUrl::into_string)
                     })
                     .transpose()
                     .map_err(|error| WriterError::invalid("target_url", error.to_string()))?,
