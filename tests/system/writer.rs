@@ -1866,3 +1866,54 @@ async fn the_blocklist_file_is_enforced_and_reloaded() -> anyhow::Result<()> {
     assert!(refused("https://new.example/").await?);
     Ok(())
 }
+
+/// One daily create quota per key, counted by every writer together; a
+/// request that would go over is refused whole, with a hint to tomorrow.
+#[tokio::test]
+async fn the_daily_create_quota_is_shared_by_the_writers() -> anyhow::Result<()> {
+    let stack = stack(1, true).await?;
+    let quota = ("TINYURL_DAILY_CREATE_QUOTA", "5");
+    let writers = [
+        stack.setup.start(&[quota]).await?,
+        stack.setup.start(&[quota]).await?,
+    ];
+    let key = stack.setup.create_api_key("quota")?;
+    for index in 0..5 {
+        client(&writers[index % 2])?
+            .create_link(authed(
+                create(&format!("https://example.com/q{index}")),
+                &key,
+            ))
+            .await?;
+    }
+    let status = client(&writers[1])?
+        .create_link(authed(create("https://example.com/over"), &key))
+        .await
+        .expect_err("past the quota");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("5 links a day"), "{status:?}");
+    let hint = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay);
+    assert!(
+        hint.is_some_and(|wait| wait <= Duration::from_secs(86_400)),
+        "{hint:?}"
+    );
+    let batch = client(&writers[0])?
+        .batch_create_links(authed(
+            BatchCreateLinksRequest {
+                links: vec![create("https://example.com/b1")],
+            },
+            &key,
+        ))
+        .await
+        .expect_err("a batch past the quota");
+    assert_eq!(batch.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        count_links(&stack).await?,
+        5,
+        "nothing past the quota was stored"
+    );
+    Ok(())
+}

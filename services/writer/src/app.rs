@@ -160,6 +160,7 @@ impl App {
             proxies: config.trusted_proxies.clone(),
             limits: crate::limits::RateLimits::new(
                 config.rate_limit_per_key,
+                config.daily_create_quota,
                 config.auth_failure_rate_per_ip,
                 config
                     .redis_url

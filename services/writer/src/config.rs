@@ -44,6 +44,11 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "failed authentications per second per client address (a second's worth at once); past it, unknown keys from there are refused without a lookup (\"off\" disables)",
     },
     EnvVarDoc {
+        name: "TINYURL_DAILY_CREATE_QUOTA",
+        default: "(unset: none)",
+        meaning: "links one API key may create per UTC day, counted by every writer together",
+    },
+    EnvVarDoc {
         name: "TINYURL_BLOCKLIST_FILE",
         default: "(none)",
         meaning: "file of hosts refused as targets (`host`, `*.suffix`, one a line), reloaded when it changes",
@@ -142,6 +147,7 @@ pub struct Config {
     pub idalloc_token: SecretString,
     pub redis_url: Option<SecretString>,
     pub rate_limit_per_key: Option<crate::auth::Rate>,
+    pub daily_create_quota: Option<u64>,
     pub auth_failure_rate_per_ip: Option<crate::auth::Rate>,
     pub trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
     pub code_secret: SecretString,
@@ -211,6 +217,16 @@ impl Config {
                 variable: "TINYURL_TRUSTED_PROXIES",
                 reason,
             })?,
+            daily_create_quota: match env.get("TINYURL_DAILY_CREATE_QUOTA") {
+                None | Some("") => None,
+                Some(_) => Some(env.parse_or("TINYURL_DAILY_CREATE_QUOTA", 0_u64)?)
+                    .filter(|quota| *quota > 0)
+                    .map(Some)
+                    .ok_or(ConfigError {
+                        variable: "TINYURL_DAILY_CREATE_QUOTA",
+                        reason: "must be at least 1 (leave it unset for no quota)".to_owned(),
+                    })?,
+            },
             rate_limit_per_key: env
                 .get("TINYURL_RATE_LIMIT_PER_KEY")
                 .filter(|value| !value.is_empty())

@@ -25,6 +25,12 @@ pub enum WriterError {
         rate: crate::auth::Rate,
         retry_after: std::time::Duration,
     },
+    /// The key created its daily quota of links (UTC days).
+    #[error("this API key may create {quota} links a day (UTC); retry tomorrow")]
+    QuotaExhausted {
+        quota: u64,
+        retry_after: std::time::Duration,
+    },
     /// Too many failed authentications from the caller's address.
     #[error("too many failed authentications from this address; retry in {} ms", retry_after.as_millis())]
     TooManyFailures { retry_after: std::time::Duration },
@@ -50,7 +56,9 @@ impl WriterError {
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::NotFound(_) => ErrorKind::NotFound,
-            Self::RateLimited { .. } | Self::TooManyFailures { .. } => ErrorKind::ResourceExhausted,
+            Self::RateLimited { .. }
+            | Self::TooManyFailures { .. }
+            | Self::QuotaExhausted { .. } => ErrorKind::ResourceExhausted,
             Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Unexpected(_) => ErrorKind::Internal,
         }
@@ -79,7 +87,9 @@ impl WriterError {
     pub fn into_status(self) -> tonic::Status {
         let kind = self.kind();
         let message = self.public_message();
-        if let Self::RateLimited { retry_after, .. } | Self::TooManyFailures { retry_after } = self
+        if let Self::RateLimited { retry_after, .. }
+        | Self::TooManyFailures { retry_after }
+        | Self::QuotaExhausted { retry_after, .. } = self
         {
             // google.rpc.RetryInfo: clients (and gRPC retry policies) read
             // the wait from it rather than from the message.

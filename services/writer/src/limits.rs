@@ -49,6 +49,20 @@ redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_t
 return {1, 0}
 ";
 
+/// Daily create quota: KEYS[1] the key's counter for the UTC day; ARGV the
+/// links wanted, the quota, the seconds the counter lives. Returns
+/// {1, used} when granted, {0, used} (unchanged) when it would go over.
+const QUOTA_LUA: &str = r"
+local wanted = tonumber(ARGV[1])
+local used = redis.call('INCRBY', KEYS[1], wanted)
+if used == wanted then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if used > tonumber(ARGV[2]) then
+  redis.call('DECRBY', KEYS[1], wanted)
+  return {0, used - wanted}
+end
+return {1, used}
+";
+
 type LocalLimiter = governor::DefaultDirectRateLimiter;
 
 /// What an allowance belongs to.
@@ -88,6 +102,9 @@ const SHARED_RETRY: Duration = Duration::from_secs(1);
 
 pub struct RateLimits {
     default: Option<Rate>,
+    daily_creates: Option<u64>,
+    /// Links created per key and UTC day here: the quota without Redis.
+    local_quota: Mutex<HashMap<(OwnerId, u64), u64>>,
     failures_per_address: Option<Rate>,
     shared: Option<Shared>,
     /// Until when Redis is not asked (it just failed).
@@ -102,12 +119,14 @@ struct Shared {
     client: Client,
     options: Options,
     script: Script,
+    quota_script: Script,
 }
 
 impl RateLimits {
     /// `redis`: where the shared state lives; `None` limits in process.
     pub fn new(
         default: Option<Rate>,
+        daily_creates: Option<u64>,
         failures_per_address: Option<Rate>,
         redis: Option<(&SecretString, Duration)>,
     ) -> anyhow::Result<Self> {
@@ -119,11 +138,14 @@ impl RateLimits {
                     client,
                     options: tinyurl_runtime::redis::command_options(timeout),
                     script: Script::from_lua(GCRA_LUA),
+                    quota_script: Script::from_lua(QUOTA_LUA),
                 })
             })
             .transpose()?;
         Ok(Self {
             default,
+            daily_creates,
+            local_quota: Mutex::default(),
             failures_per_address,
             shared,
             shared_down_until: Mutex::default(),
@@ -144,6 +166,49 @@ impl RateLimits {
                 Err(WriterError::RateLimited { rate, retry_after })
             }
         }
+    }
+
+    /// Spends `links` of the caller's daily create quota (UTC days), or says
+    /// when the next day begins. A request that would go over is refused
+    /// whole and spends nothing.
+    pub async fn spend_daily_creates(&self, owner: OwnerId, links: u64) -> Result<(), WriterError> {
+        let Some(quota) = self.daily_creates else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let (day, until_tomorrow) = (now / 86_400, 86_400 - now % 86_400);
+        let granted = self
+            .shared_or_local(
+                |redis| redis.spend_quota(owner, day, links, quota),
+                || self.spend_locally(owner, day, links, quota),
+            )
+            .await;
+        if granted {
+            Ok(())
+        } else {
+            metrics::counter!("writer_rate_limited_total", "subject" => "daily_quota").increment(1);
+            Err(WriterError::QuotaExhausted {
+                quota,
+                retry_after: Duration::from_secs(until_tomorrow),
+            })
+        }
+    }
+
+    fn spend_locally(&self, owner: OwnerId, day: u64, links: u64, quota: u64) -> bool {
+        let mut counts = self
+            .local_quota
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.retain(|(_, counted), _| *counted >= day);
+        let used = counts.entry((owner, day)).or_default();
+        if *used + links > quota {
+            return false;
+        }
+        *used += links;
+        true
     }
 
     /// Refuses a key lookup for `address` while it is blocked for failing
@@ -185,24 +250,42 @@ impl RateLimits {
     /// Spends `cost` of `subject`'s allowance: `None`, or the wait.
     async fn decide(&self, subject: Subject, rate: Rate, cost: u32) -> Option<Duration> {
         let cost = cost.max(1);
-        match &self.shared {
-            Some(shared) if !self.shared_is_down() => {
-                match shared.decide(subject, rate, cost).await {
-                    Ok(wait) => wait,
-                    Err(error) => {
-                        tracing::warn!(%error, "rate limit state unreachable; limiting in process");
-                        *self
-                            .shared_down_until
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Some(Instant::now() + SHARED_RETRY);
-                        self.fallback(subject, rate, cost)
-                    }
+        self.shared_or_local(
+            |redis| redis.decide(subject, rate, cost),
+            || self.decide_locally(subject, rate, cost),
+        )
+        .await
+    }
+
+    /// Asks Redis through `shared`; without Redis, while it is marked down,
+    /// or when it fails (then marked down for [`SHARED_RETRY`]), answers
+    /// with `local`, counting the fallback.
+    async fn shared_or_local<'limits, T, Asked>(
+        &'limits self,
+        shared: impl FnOnce(&'limits Shared) -> Asked,
+        local: impl FnOnce() -> T,
+    ) -> T
+    where
+        Asked: std::future::Future<Output = Result<T, Error>>,
+    {
+        let Some(redis) = &self.shared else {
+            return local();
+        };
+        if !self.shared_is_down() {
+            match shared(redis).await {
+                Ok(answer) => return answer,
+                Err(error) => {
+                    tracing::warn!(%error, "limit state unreachable; deciding in process");
+                    *self
+                        .shared_down_until
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(Instant::now() + SHARED_RETRY);
                 }
             }
-            Some(_) => self.fallback(subject, rate, cost),
-            None => self.decide_locally(subject, rate, cost),
         }
+        metrics::counter!("writer_rate_limit_fallbacks_total").increment(1);
+        local()
     }
 
     fn shared_is_down(&self) -> bool {
@@ -210,12 +293,6 @@ impl RateLimits {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some_and(|until| Instant::now() < until)
-    }
-
-    /// A local decision standing in for a shared one.
-    fn fallback(&self, subject: Subject, rate: Rate, cost: u32) -> Option<Duration> {
-        metrics::counter!("writer_rate_limit_fallbacks_total").increment(1);
-        self.decide_locally(subject, rate, cost)
     }
 
     fn decide_locally(&self, subject: Subject, rate: Rate, cost: u32) -> Option<Duration> {
@@ -255,6 +332,48 @@ impl RateLimits {
 }
 
 impl Shared {
+    /// Whether `links` more fit in the key's quota for `day` (spent if so).
+    async fn spend_quota(
+        &self,
+        owner: OwnerId,
+        day: u64,
+        links: u64,
+        quota: u64,
+    ) -> Result<bool, Error> {
+        let key = format!("quota:create:{}:{day}", owner.0);
+        // Kept a little past the day, so a late writer's clock still finds it.
+        let args = || {
+            vec![
+                links.to_string(),
+                quota.to_string(),
+                (2 * 86_400).to_string(),
+            ]
+        };
+        let answer = self.run(&self.quota_script, QUOTA_LUA, key, args()).await?;
+        Ok(matches!(answer.as_slice(), [1, ..]))
+    }
+
+    /// Runs a script by its hash, loading it on a server that does not know
+    /// it yet (first use, a restart, SCRIPT FLUSH).
+    async fn run(
+        &self,
+        script: &Script,
+        lua: &str,
+        key: String,
+        args: Vec<String>,
+    ) -> Result<Vec<i64>, Error> {
+        let client = self.client.with_options(&self.options);
+        match client
+            .evalsha(script.sha1().clone(), vec![key.clone()], args.clone())
+            .await
+        {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                client.eval(lua, vec![key], args).await
+            }
+            other => other,
+        }
+    }
+
     /// `None` when allowed, the wait otherwise.
     async fn decide(
         &self,
@@ -262,7 +381,6 @@ impl Shared {
         rate: Rate,
         cost: u32,
     ) -> Result<Option<Duration>, Error> {
-        let client = self.client.with_options(&self.options);
         let interval = 1000.0 / f64::from(rate.get());
         let args = || {
             vec![
@@ -271,16 +389,9 @@ impl Shared {
                 cost.to_string(),
             ]
         };
-        let key = subject.redis_key();
-        let answer: Vec<i64> = match client
-            .evalsha(self.script.sha1().clone(), vec![key.clone()], args())
-            .await
-        {
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                client.eval(GCRA_LUA, vec![key], args()).await?
-            }
-            other => other?,
-        };
+        let answer = self
+            .run(&self.script, GCRA_LUA, subject.redis_key(), args())
+            .await?;
         Ok(match answer.as_slice() {
             [1, ..] => None,
             [_, wait] => Some(Duration::from_millis(
@@ -306,7 +417,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_the_burst_then_a_retry_hint() {
-        let limits = RateLimits::new(None, None, None).expect("no Redis needed");
+        let limits = RateLimits::new(None, None, None, None).expect("no Redis needed");
         // 1/s: a burst of one, then refused with a hint of at most a second.
         assert!(limits.check(&caller(1), 1).await.is_ok());
         for _ in 0..5 {
@@ -329,7 +440,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_address_that_fails_too_often_is_blocked_for_the_hint() {
-        let limits = RateLimits::new(None, Rate::per_second(1), None).expect("no Redis needed");
+        let limits =
+            RateLimits::new(None, None, Rate::per_second(1), None).expect("no Redis needed");
         let attacker: IpAddr = "203.0.113.9".parse().expect("address");
         let bystander: IpAddr = "198.51.100.7".parse().expect("address");
         assert!(limits.refuse_if_blocked(attacker).is_ok());
@@ -345,10 +457,28 @@ mod tests {
         ));
         assert!(limits.refuse_if_blocked(bystander).is_ok(), "per address");
         // Without a failure rate nothing is counted or blocked.
-        let off = RateLimits::new(None, None, None).expect("no Redis needed");
+        let off = RateLimits::new(None, None, None, None).expect("no Redis needed");
         for _ in 0..100 {
             assert_eq!(off.charge_failure(attacker).await, None);
         }
         assert!(off.refuse_if_blocked(attacker).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_daily_quota_refuses_whole_requests_past_it() {
+        let limits = RateLimits::new(None, Some(5), None, None).expect("no Redis needed");
+        let owner = OwnerId(1);
+        assert!(limits.spend_daily_creates(owner, 3).await.is_ok());
+        let refused = limits.spend_daily_creates(owner, 3).await;
+        assert!(
+            matches!(refused, Err(WriterError::QuotaExhausted { retry_after, .. })
+                if retry_after <= Duration::from_secs(86_400)),
+            "{refused:?}"
+        );
+        assert!(
+            limits.spend_daily_creates(owner, 2).await.is_ok(),
+            "nothing was spent"
+        );
+        assert!(limits.spend_daily_creates(owner, 1).await.is_err());
     }
 }

@@ -509,6 +509,7 @@ impl Links for LinksService {
         let result = async {
             let owner = self.state.owner(&request, Scope::Create).await?;
             let valid = validate_create(request.get_ref(), &self.state.policy())?;
+            self.state.limits.spend_daily_creates(owner, 1).await?;
             self.batcher.create(owner, valid).await
         }
         .await;
@@ -543,6 +544,15 @@ impl Links for LinksService {
                 format!("a batch holds 1 to {MAX_BATCH} links, got {}", items.len()),
             )
             .into_status());
+        }
+        if let Err(error) = self
+            .state
+            .limits
+            .spend_daily_creates(owner, items.len() as u64)
+            .await
+        {
+            record_outcome("batch_create", error.kind().label(), started);
+            return Err(error.into_status());
         }
         metrics::histogram!("writer_batch_size").record(items.len() as f64);
         let validated = items
