@@ -3,6 +3,7 @@
 //! that never miss a fresh link while the replica lags, invalidation,
 //! faults of every dependency, and stampede coalescing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -783,6 +784,84 @@ async fn clicks_reach_the_stream() -> anyhow::Result<()> {
     assert!(
         batch_ids >= 1,
         "every entry carries a batch id: {entries:?}"
+    );
+    Ok(())
+}
+
+/// A random-code flood from one address, against a redirect without the
+/// scanner limit and one with it: what it costs in lookups, and that a link
+/// already in the cache still redirects for that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_scanner_is_throttled_before_it_costs_io() -> anyhow::Result<()> {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const FLOOD: usize = 300;
+    const PER_MINUTE: usize = 50;
+
+    let system = System::start(&[]).await?;
+    let link = create(&system, to("https://example.com/real")).await?;
+    system.wait_replicated(&link.code).await?;
+    let open = system
+        .start_redirect(&[("TINYURL_SCANNER_404_PER_MINUTE", "0")])
+        .await?;
+    let guarded = system
+        .start_redirect(&[("TINYURL_SCANNER_404_PER_MINUTE", "50")])
+        .await?;
+    let real = format!("/{}", link.code);
+    assert_eq!(get(&guarded, &real).await?.status, 302, "now in the cache");
+
+    let mut costs = Vec::new();
+    for (name, redirect) in [("limit off", &open), ("50 a minute", &guarded)] {
+        let before = io_count(redirect.admin_addr()).await?;
+        let mut statuses: HashMap<u16, usize> = HashMap::new();
+        let mut retry_after = None;
+        for _ in 0..FLOOD {
+            let code: String = (0..8)
+                .map(|_| char::from(ALPHABET[rand::rng().random_range(0..ALPHABET.len())]))
+                .collect();
+            let response = get(redirect, &format!("/{code}")).await?;
+            if response.status == 429 {
+                retry_after = response.header("retry-after").map(str::to_owned);
+            }
+            *statuses.entry(response.status).or_default() += 1;
+        }
+        let io = io_count(redirect.admin_addr()).await? - before;
+        println!("{name}: {FLOOD} random codes -> {statuses:?}, {io} lookups");
+        costs.push((statuses, io, retry_after));
+    }
+    let (open_statuses, open_io, _) = &costs[0];
+    assert_eq!(open_statuses.get(&404), Some(&FLOOD), "{open_statuses:?}");
+    assert!(
+        *open_io >= FLOOD as f64,
+        "every unknown code costs lookups: {open_io}"
+    );
+    let (guarded_statuses, guarded_io, retry_after) = &costs[1];
+    // The window is a calendar minute: the run may straddle two.
+    let not_found = guarded_statuses.get(&404).copied().unwrap_or(0);
+    assert!(
+        (PER_MINUTE..=2 * PER_MINUTE).contains(&not_found),
+        "{guarded_statuses:?}"
+    );
+    assert_eq!(
+        guarded_statuses.get(&429).copied().unwrap_or(0) + not_found,
+        FLOOD,
+        "{guarded_statuses:?}"
+    );
+    assert!(
+        *guarded_io <= *open_io * (2 * PER_MINUTE) as f64 / FLOOD as f64 + 1.0,
+        "lookups bounded by the allowance: {guarded_io} vs {open_io}"
+    );
+    assert!(
+        retry_after
+            .as_deref()
+            .and_then(|seconds| seconds.parse::<u64>().ok())
+            .is_some_and(|seconds| (1..=60).contains(&seconds)),
+        "{retry_after:?}"
+    );
+    assert_eq!(
+        get(&guarded, &real).await?.status,
+        302,
+        "a cached link still redirects for the scanning address"
     );
     Ok(())
 }

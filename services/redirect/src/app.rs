@@ -213,6 +213,13 @@ impl App {
         let threads = self.config.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
+        // One count for all serving threads of this process.
+        let scanners = (self.config.scanner_404_per_minute > 0).then(|| {
+            Arc::new(crate::scanners::Scanners::new(
+                self.config.scanner_404_per_minute,
+                self.config.trusted_proxies.clone(),
+            ))
+        });
         let mut first_listener = Some(self.listener);
         let mut finished = Vec::with_capacity(threads);
         for index in 0..threads {
@@ -221,6 +228,7 @@ impl App {
             finished.push(finished_rx);
             let context = ThreadContext {
                 resolver: Arc::clone(&self.resolver),
+                scanners: scanners.clone(),
                 clicks: self.clicks.clone(),
                 config: self.config.clone(),
                 cache: self.cache.clone(),
@@ -335,6 +343,7 @@ fn reuseport_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// What a serving thread is started with.
 struct ThreadContext {
     resolver: Arc<Resolver>,
+    scanners: Option<Arc<crate::scanners::Scanners>>,
     clicks: Option<Arc<Clicks>>,
     config: Config,
     cache: CacheTier,
@@ -364,6 +373,7 @@ impl ThreadContext {
                 clicks: self.clicks,
                 public_base_url: self.config.public_base_url.clone(),
                 metrics: HttpMetrics::new(),
+                scanners: self.scanners,
             });
             crate::server::serve(listener, shared, self.stopping.wait()).await;
             Ok(())

@@ -111,7 +111,12 @@ pub const REDIRECT_ENV_VARS: &[EnvVarDoc] = &[
     EnvVarDoc {
         name: "TINYURL_TRUSTED_PROXIES",
         default: "(none)",
-        meaning: "comma-separated CIDRs whose X-Forwarded-For names the client (for the country)",
+        meaning: "comma-separated CIDRs whose X-Forwarded-For names the client (country, scanner limits)",
+    },
+    EnvVarDoc {
+        name: "TINYURL_SCANNER_404_PER_MINUTE",
+        default: "300",
+        meaning: "unknown codes one client address may look up a minute before its uncached requests get 429 (0: off)",
     },
     EnvVarDoc {
         name: "TINYURL_GEOIP_DB",
@@ -152,6 +157,7 @@ pub struct Config {
     pub clicks_stream_max_entries: u64,
     pub clicks_stream_max_age: Duration,
     pub trusted_proxies: crate::clicks::TrustedProxies,
+    pub scanner_404_per_minute: u32,
     pub geoip_db: Option<PathBuf>,
     pub worker_threads: Option<usize>,
 }
@@ -235,6 +241,7 @@ impl Config {
                 env.parse_or("TINYURL_CLICKS_STREAM_MAX_AGE_SECS", 3_600)?,
             ),
             trusted_proxies,
+            scanner_404_per_minute: env.parse_or("TINYURL_SCANNER_404_PER_MINUTE", 300)?,
             geoip_db: env
                 .get("TINYURL_GEOIP_DB")
                 .filter(|path| !path.is_empty())

@@ -36,6 +36,8 @@ pub struct Shared {
     pub clicks: Option<Arc<Clicks>>,
     pub public_base_url: String,
     pub metrics: HttpMetrics,
+    /// `None` when scanners are not throttled.
+    pub scanners: Option<Arc<crate::scanners::Scanners>>,
 }
 
 /// Counter handles registered once: the hot path does no label lookups.
@@ -48,6 +50,7 @@ pub struct HttpMetrics {
     previews: metrics::Counter,
     qr_codes: metrics::Counter,
     query_too_long: metrics::Counter,
+    throttled: metrics::Counter,
 }
 
 impl HttpMetrics {
@@ -62,6 +65,7 @@ impl HttpMetrics {
             previews: outcome("preview"),
             qr_codes: outcome("qr"),
             query_too_long: outcome("query_too_long"),
+            throttled: outcome("throttled"),
         }
     }
 }
@@ -119,8 +123,30 @@ pub async fn handle(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> R
             Resolution::Entry(entry),
         );
     }
+    // Beyond this point a request costs I/O: not for an address that keeps
+    // asking for codes that do not exist.
+    let scanner = shared.scanners.as_ref().and_then(|scanners| {
+        let forwarded = request
+            .headers
+            .get("x-forwarded-for")
+            .map(axum::http::HeaderValue::as_bytes);
+        scanners
+            .client(peer, forwarded)
+            .map(|client| (scanners, client))
+    });
+    if let Some((scanners, client)) = scanner
+        && let Some(wait) = scanners.throttled(client)
+    {
+        shared.metrics.throttled.increment(1);
+        return too_many_misses(wait);
+    }
     // Timed inside the resolver (redirect_lookup_duration_seconds).
     let resolution = shared.resolver.resolve_miss(code, shared.l2.as_ref()).await;
+    if let Some((scanners, client)) = scanner
+        && is_missing(&resolution)
+    {
+        scanners.missed(client);
+    }
     let asked = Asked {
         request,
         peer,
@@ -227,6 +253,27 @@ fn plain(status: StatusCode, body: &'static str, cache_control: &'static str) ->
 
 /// `unconfirmed`: the answer could not be checked against the primary, so no
 /// cache (ours or a browser's) may keep it.
+fn is_missing(resolution: &Resolution) -> bool {
+    match resolution {
+        Resolution::Unconfirmed => true,
+        Resolution::Entry(entry) => matches!(**entry, Entry::Missing),
+        Resolution::Unavailable => false,
+    }
+}
+
+fn too_many_misses(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let mut response = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "429 Too Many Requests: too many addresses that do not exist were asked for from here; retry later.\n",
+        "no-store",
+    );
+    if let Ok(value) = HeaderValue::try_from(seconds.to_string()) {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
+}
+
 fn not_found(unconfirmed: bool) -> Response {
     plain(
         StatusCode::NOT_FOUND,

@@ -9,6 +9,7 @@ pub mod invalidation;
 pub mod l2;
 pub mod pages;
 pub mod resolve;
+pub mod scanners;
 pub mod server;
 pub mod store;
 
