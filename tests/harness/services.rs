@@ -432,14 +432,20 @@ impl WriterSetup {
 
     /// Runs the writer's own `api-key ARGS` command.
     pub fn api_key_command(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let mut full = vec!["api-key"];
+        full.extend_from_slice(args);
+        self.command(&full)
+    }
+
+    /// Runs `tinyurl-writer ARGS` with this setup's environment.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let binary = ServiceBinary::locate("tinyurl-writer")?;
         Command::new(binary.path())
-            .arg("api-key")
             .args(args)
             .env_clear()
             .envs(self.env(&[("RUST_LOG", "warn")]))
             .output()
-            .context("cannot run tinyurl-writer api-key")
+            .with_context(|| format!("cannot run tinyurl-writer {args:?}"))
     }
 
     /// Creates an API key with the writer's own `api-key create` command.

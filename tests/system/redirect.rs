@@ -808,6 +808,15 @@ async fn a_code_scanner_is_throttled_before_it_costs_io() -> anyhow::Result<()> 
         .start_redirect(&[("TINYURL_SCANNER_404_PER_MINUTE", "50")])
         .await?;
     let real = format!("/{}", link.code);
+    // The cache is flushed when the invalidation subscription comes up;
+    // warm it after that.
+    let admin = guarded.admin_addr();
+    wait_until(
+        "the invalidation subscription",
+        Duration::from_secs(10),
+        || async move { Ok(metric(admin, "redirect_l1_flushes_total", &[]).await? >= 1.0) },
+    )
+    .await?;
     assert_eq!(get(&guarded, &real).await?.status, 302, "now in the cache");
 
     let mut costs = Vec::new();
@@ -863,5 +872,74 @@ async fn a_code_scanner_is_throttled_before_it_costs_io() -> anyhow::Result<()> 
         302,
         "a cached link still redirects for the scanning address"
     );
+    Ok(())
+}
+
+/// `block-host`: the host is refused by the writer, and links to it answer
+/// 410 from every redirect that had them cached, within about a second;
+/// links to other hosts are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_host_is_refused_and_its_links_answer_410_everywhere() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let redirects = [
+        system.start_redirect(&[]).await?,
+        system.start_redirect(&[]).await?,
+    ];
+    let blocked = create(&system, to("https://bad.example/login")).await?;
+    let neighbour = create(&system, to("https://sub.bad.example/page")).await?;
+    let fine = create(&system, to("https://fine.example/")).await?;
+    for link in [&blocked, &neighbour, &fine] {
+        system.wait_replicated(&link.code).await?;
+        for redirect in &redirects {
+            assert_eq!(get(redirect, &format!("/{}", link.code)).await?.status, 302);
+        }
+    }
+
+    let started = Instant::now();
+    let output = system.setup.command(&["block-host", "bad.example"])?;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1 links"));
+    let path = format!("/{}", blocked.code);
+    wait_until("410 from both redirects", Duration::from_secs(10), || {
+        let redirects = &redirects;
+        let path = path.clone();
+        async move {
+            for redirect in redirects {
+                if get(redirect, &path).await?.status != 410 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    })
+    .await?;
+    println!(
+        "links to a blocked host answered 410 everywhere after {:?}",
+        started.elapsed()
+    );
+    for link in [&neighbour, &fine] {
+        for redirect in &redirects {
+            assert_eq!(get(redirect, &format!("/{}", link.code)).await?.status, 302);
+        }
+    }
+    // The writer refuses the host from now on (it polls the stored list).
+    wait_until(
+        "the writer to refuse the host",
+        Duration::from_secs(10),
+        || async {
+            let mut links = system.links()?;
+            Ok(links
+                .create_link(system.authed(to("https://bad.example/again")))
+                .await
+                .is_err_and(|status| status.code() == tonic::Code::InvalidArgument))
+        },
+    )
+    .await?;
+    let malformed = system.setup.command(&["block-host", "not a host"])?;
+    assert!(!malformed.status.success());
     Ok(())
 }

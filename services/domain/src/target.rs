@@ -56,6 +56,16 @@ pub struct TargetPolicy {
     pub blocklist: std::sync::Arc<HostBlocklist>,
 }
 
+/// The host of a stored target URL as blocklist entries match it
+/// (lowercase, punycode, IPv6 in brackets).
+pub fn stored_host(target_url: &str) -> Option<String> {
+    let url = url::Url::parse(target_url).ok()?;
+    Some(match url.host()? {
+        url::Host::Ipv6(address) => format!("[{address}]"),
+        _ => url.host_str()?.trim_end_matches('.').to_ascii_lowercase(),
+    })
+}
+
 /// Hosts refused as targets, from a file operators edit: one entry a line,
 /// `host` for that host only, `*.suffix` for every host under `suffix`
 /// (not `suffix` itself); blank lines and `#` comments are skipped. Entries
@@ -101,6 +111,13 @@ impl HostBlocklist {
 
     pub fn len(&self) -> usize {
         self.exact.len() + self.suffixes.len()
+    }
+
+    /// Both lists' entries.
+    pub fn union(mut self, other: &Self) -> Self {
+        self.exact.extend(other.exact.iter().cloned());
+        self.suffixes.extend(other.suffixes.iter().cloned());
+        self
     }
 
     pub fn is_empty(&self) -> bool {

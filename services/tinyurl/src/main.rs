@@ -94,6 +94,21 @@ enum Command {
     Export(ExportArgs),
     /// Manage API keys: create, list, revoke, rotate (direct access to the store).
     ApiKey(ApiKeyArgs),
+    /// Block a host (`bad.example`, or `*.bad.example` for all under it) for
+    /// every writer and disable every link to it (direct access to the store;
+    /// with TINYURL_REDIS_URL set, redirects answer 410 within a second).
+    BlockHost {
+        /// `host` or `*.suffix`.
+        host: String,
+        /// The store: `sqlite:PATH` (the `tinyurl up` default) or a Postgres URL.
+        #[arg(
+            long,
+            env = "TINYURL_DATABASE_URL",
+            default_value = "sqlite:./tinyurl.db",
+            hide_env_values = true
+        )]
+        database_url: String,
+    },
     /// Exit 0 if `tinyurl up` on this host is ready (container health check).
     Probe {
         /// The redirect service's admin listener.
@@ -351,6 +366,40 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let exported = bulk::export(connection, &args).await?;
             if args.file.is_some() {
                 eprintln!("exported {exported} links");
+            }
+            Ok(())
+        }
+        Command::BlockHost { host, database_url } => {
+            let store = tinyurl_writer::store::open(
+                &secrecy::SecretString::from(database_url),
+                1,
+                std::time::Duration::from_secs(5),
+            )
+            .await?;
+            let cache = match std::env::var("TINYURL_REDIS_URL") {
+                Ok(url) if !url.is_empty() => {
+                    let cache = tinyurl_writer::cache::RedisLinkCache::connect(
+                        &secrecy::SecretString::from(url),
+                        std::time::Duration::from_secs(2),
+                        std::time::Duration::from_secs(86_400),
+                    )?;
+                    cache
+                        .wait_connected(std::time::Duration::from_secs(5))
+                        .await?;
+                    cache
+                }
+                _ => tinyurl_writer::cache::RedisLinkCache::disabled(),
+            };
+            let disabled = tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &host)
+                .await
+                .map_err(|error| client::status_failure(&error.into_status()))?;
+            if json {
+                out!(
+                    "{}",
+                    serde_json::json!({ "blocked": host, "links_disabled": disabled })
+                );
+            } else {
+                out!("blocked {host}; {disabled} links to it disabled");
             }
             Ok(())
         }

@@ -152,9 +152,10 @@ impl App {
             leaser,
             codec,
             policy: std::sync::RwLock::new(Arc::new(TargetPolicy {
-                blocklist: Arc::new(blocklist),
+                blocklist: Arc::new(blocklist.clone()),
                 ..config.target_policy.clone()
             })),
+            blocklists: std::sync::Mutex::new((blocklist, Default::default())),
             public_base_url: config.public_base_url.clone(),
             keys: KeyCache::default(),
             proxies: config.trusted_proxies.clone(),
@@ -275,6 +276,10 @@ impl App {
                 stopping.clone(),
             ))
         });
+        let stored_blocklist = tokio::spawn(crate::blocklist::follow_stored(
+            Arc::clone(&self.state),
+            stopping.clone(),
+        ));
         let revocations = tokio::spawn(crate::keys::follow_revocations(
             Arc::clone(&self.state),
             stopping.clone(),
@@ -295,6 +300,7 @@ impl App {
         .await;
         gauges.abort();
         revocations.abort();
+        stored_blocklist.abort();
         if let Some(blocklist) = blocklist {
             blocklist.abort();
         }

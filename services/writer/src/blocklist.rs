@@ -25,6 +25,63 @@ pub fn load(path: &Path) -> anyhow::Result<(HostBlocklist, Vec<u8>)> {
     Ok((list, bytes))
 }
 
+/// Keeps the stored blocklist (`block-host`, shared by every writer) in
+/// force: polled every [`CHECK`], so a host blocked anywhere is refused by
+/// every writer within about a second.
+pub async fn follow_stored(state: Arc<State>, stopping: tinyurl_runtime::Stopping) {
+    let known: Arc<std::sync::Mutex<Option<Vec<String>>>> = Arc::default();
+    stopping
+        .every(CHECK, || {
+            let (state, known) = (Arc::clone(&state), Arc::clone(&known));
+            async move {
+                match state.store.blocked_host_entries().await {
+                    Ok(entries)
+                        if known
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .as_ref()
+                            != Some(&entries) =>
+                    {
+                        match HostBlocklist::parse(&entries.join("\n")) {
+                            Ok(list) => state.set_stored_blocklist(list),
+                            Err(reason) => tracing::error!(%reason, "a stored blocklist entry does not parse"),
+                        }
+                        *known
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(entries);
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(error = %error.public_message(), "cannot read the stored blocklist"),
+                }
+            }
+        })
+        .await;
+}
+
+/// Blocks `entry` (`host` or `*.suffix`) for every writer and disables
+/// every enabled link to it, announcing each so that redirects answer 410
+/// at once; returns how many links were disabled.
+pub async fn block_host(
+    store: &dyn crate::store::LinkStore,
+    cache: &dyn crate::cache::LinkCache,
+    entry: &str,
+) -> Result<usize, crate::error::WriterError> {
+    let list = HostBlocklist::parse(entry).map_err(|reason| {
+        crate::error::WriterError::invalid("host", reason.replace("line 1: ", ""))
+    })?;
+    if list.len() != 1 {
+        return Err(crate::error::WriterError::invalid(
+            "host",
+            "give one host, or *. and a domain",
+        ));
+    }
+    let disabled = store.block_host(entry.trim(), &list).await?;
+    for link in &disabled {
+        cache.replace(link).await;
+    }
+    Ok(disabled.len())
+}
+
 /// Applies the file's changes until stopping begins.
 pub async fn follow(
     state: Arc<State>,

@@ -93,6 +93,18 @@ impl RedisLinkCache {
         })
     }
 
+    /// Waits up to `timeout` for the connection (commands fail fast while
+    /// it is being made): for one-shot commands that must reach Redis.
+    pub async fn wait_connected(&self, timeout: Duration) -> anyhow::Result<()> {
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        tokio::time::timeout(timeout, client.wait_for_connect())
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not answer within {timeout:?}"))??;
+        Ok(())
+    }
+
     /// SETs the entry of `link` with its TTL on `target` (a client or a
     /// pipeline); `None` when the link has already expired.
     async fn set_entry<C: KeysInterface + Sync>(

@@ -28,6 +28,13 @@ enum Command {
     /// Manage API keys: create, list, revoke, rotate.
     #[command(subcommand)]
     ApiKey(KeyCommand),
+    /// Block a host (`bad.example`, or `*.bad.example` for everything under
+    /// it) for every writer, and disable every link to it: redirects answer
+    /// 410 within a second.
+    BlockHost {
+        /// `host` or `*.suffix`.
+        host: String,
+    },
     /// Exit 0 if the writer on this host is ready (container health check).
     Probe,
 }
@@ -70,6 +77,26 @@ async fn main() -> anyhow::Result<()> {
             if !report.stdout.is_empty() {
                 println!("{}", report.stdout);
             }
+            Ok(())
+        }
+        Command::BlockHost { host } => {
+            let store = tinyurl_writer::app::open_store(&config).await?;
+            let cache = match &config.redis_url {
+                Some(url) => tinyurl_writer::cache::RedisLinkCache::connect(
+                    url,
+                    config.redis_timeout,
+                    config.cache_ttl,
+                )?,
+                None => tinyurl_writer::cache::RedisLinkCache::disabled(),
+            };
+            // The announcements are what make redirects answer 410 at once.
+            cache
+                .wait_connected(std::time::Duration::from_secs(5))
+                .await?;
+            let disabled = tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &host)
+                .await
+                .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
+            eprintln!("blocked {host}; {disabled} links to it disabled");
             Ok(())
         }
         Command::Probe => Ok(()),

@@ -51,6 +51,9 @@ pub struct State {
     pub codec: CodeCodec,
     /// What targets are accepted; swapped whole when the blocklist changes.
     pub policy: std::sync::RwLock<Arc<TargetPolicy>>,
+    /// The blocklist file's entries and the stored (`block-host`) ones.
+    pub blocklists:
+        std::sync::Mutex<(tinyurl_domain::HostBlocklist, tinyurl_domain::HostBlocklist)>,
     pub public_base_url: String,
     pub keys: KeyCache,
     pub limits: crate::limits::RateLimits,
@@ -244,14 +247,33 @@ impl State {
         )
     }
 
-    /// Puts `list` in force for every later create and update.
+    /// Puts the file's `list` in force for every later create and update.
     pub fn set_blocklist(&self, list: tinyurl_domain::HostBlocklist) {
+        self.replace_blocklist(|lists| lists.0 = list);
+    }
+
+    /// Puts the stored (`block-host`) `list` in force.
+    pub fn set_stored_blocklist(&self, list: tinyurl_domain::HostBlocklist) {
+        self.replace_blocklist(|lists| lists.1 = list);
+    }
+
+    fn replace_blocklist(
+        &self,
+        change: impl FnOnce(&mut (tinyurl_domain::HostBlocklist, tinyurl_domain::HostBlocklist)),
+    ) {
+        let mut lists = self
+            .blocklists
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut lists);
+        let union = lists.0.clone().union(&lists.1);
+        metrics::gauge!("writer_blocklist_entries").set(union.len() as f64);
         let mut policy = self
             .policy
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *policy = Arc::new(TargetPolicy {
-            blocklist: Arc::new(list),
+            blocklist: Arc::new(union),
             ..TargetPolicy::clone(&policy)
         });
     }

@@ -140,6 +140,18 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
     /// treats a tombstone as absent.
     async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError>;
 
+    /// Adds `entry` (`host` or `*.suffix`, as in the blocklist file) to the
+    /// stored blocklist and disables every enabled link whose target host
+    /// it matches, in one transaction; returns the links disabled.
+    async fn block_host(
+        &self,
+        entry: &str,
+        list: &tinyurl_domain::HostBlocklist,
+    ) -> Result<Vec<StoredLink>, WriterError>;
+
+    /// Every stored blocklist entry.
+    async fn blocked_host_entries(&self) -> Result<Vec<String>, WriterError>;
+
     /// Newest first (`created_at`, then `code`, both descending); `after` is
     /// the `(created_at, code)` of the last link of the previous page.
     async fn list(
@@ -184,6 +196,20 @@ fn key_hash(stored: &[u8]) -> Result<KeyHash, WriterError> {
             stored.len()
         ))
     })
+}
+
+/// The LIKE pattern that finds every target `entry` may match (a superset,
+/// filtered exactly by [`tinyurl_domain::target::stored_host`]).
+fn like_pattern(entry: &str) -> String {
+    let host = entry.trim_start_matches("*.");
+    let escaped: String = host
+        .chars()
+        .flat_map(|character| match character {
+            '%' | '_' | '\\' => vec!['\\', character],
+            other => vec![other],
+        })
+        .collect();
+    format!("%{escaped}%")
 }
 
 /// Opens and migrates the store `database_url` names: `sqlite:PATH` for the

@@ -11,7 +11,8 @@ use tinyurl_runtime::postgres;
 use tokio_postgres::Row;
 
 use super::{
-    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, parse_scope, rate_column, stored_rate,
+    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, like_pattern, parse_scope, rate_column,
+    stored_rate,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
@@ -486,6 +487,78 @@ impl LinkStore for PostgresLinkStore {
                 .await
                 .map_err(WriterError::from_postgres)?;
             Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn block_host(
+        &self,
+        entry: &str,
+        list: &tinyurl_domain::HostBlocklist,
+    ) -> Result<Vec<StoredLink>, WriterError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            transaction
+                .execute(
+                    "INSERT INTO blocked_hosts (entry) VALUES ($1) ON CONFLICT DO NOTHING",
+                    &[&entry],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let candidates = transaction
+                .query(
+                    "SELECT code, target_url FROM links WHERE enabled AND target_url LIKE $1",
+                    &[&like_pattern(entry)],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let mut codes = Vec::new();
+            for row in candidates {
+                let code: String = row.try_get(0).map_err(WriterError::from_postgres)?;
+                let target: String = row.try_get(1).map_err(WriterError::from_postgres)?;
+                if tinyurl_domain::target::stored_host(&target)
+                    .is_some_and(|host| list.blocking(&host).is_some())
+                {
+                    codes.push(code);
+                }
+            }
+            let rows = transaction
+                .query(
+                    &format!(
+                        "UPDATE links SET enabled = false, updated_at = now()
+                         WHERE code = ANY($1) AND enabled RETURNING {LINK_COLUMNS}"
+                    ),
+                    &[&codes],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            transaction
+                .commit()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            rows.iter().map(StoredLink::from_row).collect()
+        })
+        .await
+    }
+
+    async fn blocked_host_entries(&self) -> Result<Vec<String>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached("SELECT entry FROM blocked_hosts ORDER BY entry")
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let rows = client
+                .query(&statement, &[])
+                .await
+                .map_err(WriterError::from_postgres)?;
+            rows.iter()
+                .map(|row| row.try_get(0).map_err(WriterError::from_postgres))
+                .collect()
         })
         .await
     }

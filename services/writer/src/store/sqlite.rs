@@ -10,7 +10,8 @@ use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, Trans
 use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
 
 use super::{
-    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, parse_scope, rate_column, stored_rate,
+    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, like_pattern, parse_scope, rate_column,
+    stored_rate,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
@@ -456,6 +457,74 @@ impl LinkStore for SqliteLinkStore {
             })
             .await
             .map(|deleted| deleted > 0)
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn block_host(
+        &self,
+        entry: &str,
+        list: &tinyurl_domain::HostBlocklist,
+    ) -> Result<Vec<StoredLink>, WriterError> {
+        let (entry, list) = (entry.to_owned(), list.clone());
+        self.db
+            .run(move |connection| {
+                let now = to_micros(SystemTime::now());
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                transaction.execute(
+                    "INSERT INTO blocked_hosts (entry, added_at) VALUES (?1, ?2)
+                     ON CONFLICT DO NOTHING",
+                    (&entry, now),
+                )?;
+                let codes: Vec<String> = {
+                    let mut candidates = transaction.prepare(
+                        "SELECT code, target_url FROM links
+                         WHERE enabled = 1 AND target_url LIKE ?1 ESCAPE '\\'",
+                    )?;
+                    let rows = candidates.query_map([like_pattern(&entry)], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })?;
+                    let mut codes = Vec::new();
+                    for row in rows {
+                        let (code, target) = row?;
+                        if tinyurl_domain::target::stored_host(&target)
+                            .is_some_and(|host| list.blocking(&host).is_some())
+                        {
+                            codes.push(code);
+                        }
+                    }
+                    codes
+                };
+                let mut disabled = Vec::with_capacity(codes.len());
+                {
+                    let mut update = transaction.prepare(&format!(
+                        "UPDATE links SET enabled = 0, updated_at = ?2
+                         WHERE code = ?1 AND enabled = 1 RETURNING {LINK_COLUMNS}"
+                    ))?;
+                    for code in codes {
+                        if let Some(link) =
+                            update.query_row((&code, now), link_from_row).optional()?
+                        {
+                            disabled.push(link);
+                        }
+                    }
+                }
+                transaction.commit()?;
+                Ok(disabled)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn blocked_host_entries(&self) -> Result<Vec<String>, WriterError> {
+        self.db
+            .run(|connection| {
+                connection
+                    .prepare_cached("SELECT entry FROM blocked_hosts ORDER BY entry")?
+                    .query_map([], |row| row.get(0))?
+                    .collect()
+            })
+            .await
             .map_err(WriterError::from_sqlite)
     }
 
