@@ -342,14 +342,12 @@ impl Shared {
     ) -> Result<bool, Error> {
         let key = format!("quota:create:{}:{day}", owner.0);
         // Kept a little past the day, so a late writer's clock still finds it.
-        let args = || {
-            vec![
-                links.to_string(),
-                quota.to_string(),
-                (2 * 86_400).to_string(),
-            ]
-        };
-        let answer = self.run(&self.quota_script, QUOTA_LUA, key, args()).await?;
+        let args = vec![
+            links.to_string(),
+            quota.to_string(),
+            (2 * 86_400).to_string(),
+        ];
+        let answer = self.run(&self.quota_script, QUOTA_LUA, key, args).await?;
         Ok(matches!(answer.as_slice(), [1, ..]))
     }
 
@@ -382,15 +380,13 @@ impl Shared {
         cost: u32,
     ) -> Result<Option<Duration>, Error> {
         let interval = 1000.0 / f64::from(rate.get());
-        let args = || {
-            vec![
-                format!("{interval:.6}"),
-                format!("{:.6}", interval * f64::from(subject.burst(rate))),
-                cost.to_string(),
-            ]
-        };
+        let args = vec![
+            format!("{interval:.6}"),
+            format!("{:.6}", interval * f64::from(subject.burst(rate))),
+            cost.to_string(),
+        ];
         let answer = self
-            .run(&self.script, GCRA_LUA, subject.redis_key(), args())
+            .run(&self.script, GCRA_LUA, subject.redis_key(), args)
             .await?;
         Ok(match answer.as_slice() {
             [1, ..] => None,
