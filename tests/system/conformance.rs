@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, ensure};
 use fred::prelude::*;
-use tinyurl_domain::CachedLink;
 use tinyurl_domain::cached::INVALIDATION_CHANNEL;
 use tinyurl_domain::clicks::ClickLine;
+use tinyurl_domain::{CachedLink, RedirectStatus};
 use tinyurl_harness::process::ScratchDir;
 use tinyurl_harness::{PgCluster, RedisServer, wait_until};
 use tinyurl_idalloc::lease::LeaseRequest;
@@ -53,7 +53,7 @@ fn new_link(code: &str, id: Option<i64>, key: Option<&str>) -> NewLink {
         code: code.to_owned(),
         id,
         target_url: format!("https://example.com/{code}"),
-        redirect_status: 302,
+        redirect_status: RedirectStatus::Found,
         forward_query: false,
         expires_at: None,
         is_alias: id.is_none(),
@@ -94,7 +94,7 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     // A batch commits together, with one timestamp, and reports every code.
     let expiring = NewLink {
         expires_at: Some(in_future(3600)),
-        redirect_status: 308,
+        redirect_status: RedirectStatus::PermanentRedirect,
         forward_query: true,
         ..new_link("Exp1ring", Some(7), None)
     };
@@ -135,7 +135,7 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
             == StoredLink {
                 code: "Exp1ring".to_owned(),
                 target_url: expiring.target_url.clone(),
-                redirect_status: 308,
+                redirect_status: RedirectStatus::PermanentRedirect,
                 forward_query: true,
                 expires_at: expiring.expires_at,
                 enabled: true,
@@ -158,14 +158,17 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
         "AbCdEf1",
         &LinkChanges {
             target_url: Some("https://example.org/new".to_owned()),
-            redirect_status: Some(301),
+            redirect_status: Some(RedirectStatus::MovedPermanently),
             enabled: Some(false),
             expires_at: Some(in_future(60)),
             ..LinkChanges::default()
         }
     ))
     .context("update of an existing link")?;
-    ensure!(changed.target_url == "https://example.org/new" && changed.redirect_status == 301);
+    ensure!(
+        changed.target_url == "https://example.org/new"
+            && changed.redirect_status == RedirectStatus::MovedPermanently
+    );
     ensure!(!changed.enabled && changed.expires_at.is_some() && !changed.forward_query);
     ensure!(changed.updated_at >= changed.created_at);
     let cleared = ok!(store.update(
@@ -414,7 +417,7 @@ async fn link_source_contract(
     let owner = api_key(writer.as_ref(), "source").await?;
     let expires_at = in_future(600);
     let link = NewLink {
-        redirect_status: 307,
+        redirect_status: RedirectStatus::TemporaryRedirect,
         forward_query: true,
         expires_at: Some(expires_at),
         ..new_link("Src0001", Some(1), None)
@@ -434,7 +437,7 @@ async fn link_source_contract(
         found
             == Some(CachedLink {
                 target_url: link.target_url.clone(),
-                redirect_status: 307,
+                redirect_status: RedirectStatus::TemporaryRedirect,
                 forward_query: true,
                 expires_at: Some(expires_at),
                 enabled: false,
@@ -459,7 +462,7 @@ fn stored(code: &str, expires_at: Option<SystemTime>) -> StoredLink {
     StoredLink {
         code: code.to_owned(),
         target_url: format!("https://example.com/{code}"),
-        redirect_status: 301,
+        redirect_status: RedirectStatus::MovedPermanently,
         forward_query: false,
         expires_at,
         enabled: true,
@@ -496,12 +499,15 @@ async fn cache_contract(
     let Cached::Link(link) = shared.get("Cch0001").await? else {
         anyhow::bail!("a written-through link is cached");
     };
-    ensure!(link.target_url == "https://example.com/Cch0001" && link.redirect_status == 301);
+    ensure!(
+        link.target_url == "https://example.com/Cch0001"
+            && link.redirect_status == RedirectStatus::MovedPermanently
+    );
 
     // Fills never replace what the writer wrote.
     let stale = CachedLink {
         target_url: "https://stale.example/".to_owned(),
-        redirect_status: 302,
+        redirect_status: RedirectStatus::Found,
         forward_query: false,
         expires_at: None,
         enabled: true,

@@ -33,8 +33,7 @@ pub const NEGATIVE_ENTRY: &str = "none";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedLink {
     pub target_url: String,
-    /// 301, 302, 307 or 308.
-    pub redirect_status: u16,
+    pub redirect_status: crate::RedirectStatus,
     pub forward_query: bool,
     pub expires_at: Option<SystemTime>,
     pub enabled: bool,
@@ -50,7 +49,7 @@ impl CachedLink {
             .map_or_else(|| "-".to_owned(), |since| since.as_secs().to_string());
         format!(
             "v1 {} {} {} {} {}",
-            self.redirect_status,
+            self.redirect_status.code(),
             u8::from(self.forward_query),
             u8::from(self.enabled),
             expires,
@@ -64,10 +63,7 @@ impl CachedLink {
         if parts.next()? != "v1" {
             return None;
         }
-        let redirect_status: u16 = parts.next()?.parse().ok()?;
-        if !matches!(redirect_status, 301 | 302 | 307 | 308) {
-            return None;
-        }
+        let redirect_status = crate::RedirectStatus::from_code(parts.next()?.parse::<u16>().ok()?)?;
         let forward_query = parse_flag(parts.next()?)?;
         let enabled = parse_flag(parts.next()?)?;
         let expires_at = match parts.next()? {
@@ -115,7 +111,7 @@ mod tests {
     fn round_trips() {
         let link = CachedLink {
             target_url: "https://example.com/a?b=c#d".to_owned(),
-            redirect_status: 308,
+            redirect_status: crate::RedirectStatus::PermanentRedirect,
             forward_query: true,
             expires_at: Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
             enabled: false,

@@ -5,9 +5,11 @@ pub mod alias;
 pub mod cached;
 pub mod clicks;
 pub mod codec;
+pub mod status;
 pub mod target;
 
 pub use alias::{Alias, AliasError, is_link_shaped};
 pub use cached::CachedLink;
 pub use codec::{Code, CodeCodec, CodecError};
+pub use status::RedirectStatus;
 pub use target::{HostBlocklist, TargetPolicy, TargetUrl, TargetUrlError};

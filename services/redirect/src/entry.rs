@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderValue, StatusCode};
-use tinyurl_domain::CachedLink;
+use tinyurl_domain::{CachedLink, RedirectStatus};
 
 /// The answer for one code.
 #[derive(Debug)]
@@ -50,12 +50,12 @@ impl Entry {
             return Self::Gone;
         };
         let status = match record.redirect_status {
-            301 => StatusCode::MOVED_PERMANENTLY,
-            307 => StatusCode::TEMPORARY_REDIRECT,
-            308 => StatusCode::PERMANENT_REDIRECT,
-            _ => StatusCode::FOUND,
+            RedirectStatus::MovedPermanently => StatusCode::MOVED_PERMANENTLY,
+            RedirectStatus::Found => StatusCode::FOUND,
+            RedirectStatus::TemporaryRedirect => StatusCode::TEMPORARY_REDIRECT,
+            RedirectStatus::PermanentRedirect => StatusCode::PERMANENT_REDIRECT,
         };
-        let cache_control = if matches!(record.redirect_status, 301 | 308) {
+        let cache_control = if record.redirect_status.is_permanent() {
             let mut max_age = policy.permanent_max_age;
             if let Some(left) = record.expires_at.and_then(|at| at.duration_since(now).ok()) {
                 max_age = max_age.min(left);
@@ -121,7 +121,7 @@ mod tests {
     fn record(status: u16) -> CachedLink {
         CachedLink {
             target_url: "https://example.com/a".to_owned(),
-            redirect_status: status,
+            redirect_status: RedirectStatus::from_code(status).expect("a redirect status"),
             forward_query: false,
             expires_at: None,
             enabled: true,

@@ -149,7 +149,9 @@ impl PostgresLinkSource {
             let status: i16 = row.try_get(1)?;
             Ok(CachedLink {
                 target_url: row.try_get(0)?,
-                redirect_status: u16::try_from(status).unwrap_or(302),
+                // The schema's CHECK allows only the four statuses.
+                redirect_status: tinyurl_domain::RedirectStatus::from_code(status)
+                    .unwrap_or_default(),
                 forward_query: row.try_get(2)?,
                 expires_at: row.try_get::<_, Option<SystemTime>>(3)?,
                 enabled: row.try_get(4)?,

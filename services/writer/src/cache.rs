@@ -297,7 +297,7 @@ fn entry_ttl(ttl: Duration, link: &StoredLink) -> Option<Duration> {
 fn cached(link: &StoredLink) -> CachedLink {
     CachedLink {
         target_url: link.target_url.clone(),
-        redirect_status: u16::try_from(link.redirect_status).unwrap_or(302),
+        redirect_status: link.redirect_status,
         forward_query: link.forward_query,
         expires_at: link.expires_at,
         enabled: link.enabled,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tinyurl_domain::{Alias, CodeCodec, TargetPolicy, TargetUrl};
+use tinyurl_domain::{Alias, CodeCodec, RedirectStatus, TargetPolicy, TargetUrl};
 use tinyurl_proto::v1::links_server::Links;
 use tinyurl_proto::v1::{
     BatchCreateLinksRequest, BatchCreateLinksResponse, BatchCreateLinksResult, BatchItemError,
@@ -81,7 +81,7 @@ pub struct ValidCreate {
     target: TargetUrl,
     alias: Option<Alias>,
     expires_at: Option<SystemTime>,
-    redirect_status: i16,
+    redirect_status: RedirectStatus,
     forward_query: bool,
     idempotency_key: Option<String>,
 }
@@ -129,20 +129,23 @@ fn validate_create(
         alias,
         expires_at,
         redirect_status: parse_redirect_type(request.redirect_type, "redirect_type")?
-            .unwrap_or(302),
+            .unwrap_or_default(),
         forward_query: request.forward_query,
         idempotency_key,
     })
 }
 
 /// `Ok(None)` for unspecified.
-fn parse_redirect_type(raw: i32, field: &'static str) -> Result<Option<i16>, WriterError> {
+fn parse_redirect_type(
+    raw: i32,
+    field: &'static str,
+) -> Result<Option<RedirectStatus>, WriterError> {
     match RedirectType::try_from(raw) {
         Ok(RedirectType::Unspecified) => Ok(None),
-        Ok(RedirectType::RedirectType301) => Ok(Some(301)),
-        Ok(RedirectType::RedirectType302) => Ok(Some(302)),
-        Ok(RedirectType::RedirectType307) => Ok(Some(307)),
-        Ok(RedirectType::RedirectType308) => Ok(Some(308)),
+        Ok(RedirectType::RedirectType301) => Ok(Some(RedirectStatus::MovedPermanently)),
+        Ok(RedirectType::RedirectType302) => Ok(Some(RedirectStatus::Found)),
+        Ok(RedirectType::RedirectType307) => Ok(Some(RedirectStatus::TemporaryRedirect)),
+        Ok(RedirectType::RedirectType308) => Ok(Some(RedirectStatus::PermanentRedirect)),
         Err(_) => Err(WriterError::invalid(
             field,
             format!("redirect type {raw} is not one of 301, 302, 307, 308"),
@@ -299,7 +302,7 @@ impl State {
             short_url: format!("{}/{}", self.public_base_url, link.code),
             code: link.code.clone(),
             target_url: link.target_url.clone(),
-            redirect_type: i32::from(link.redirect_status),
+            redirect_type: i32::from(link.redirect_status.code()),
             forward_query: link.forward_query,
             expires_at: link.expires_at.map(prost_types::Timestamp::from),
             enabled: link.enabled,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret as _, SecretString};
+use tinyurl_domain::RedirectStatus;
 
 pub use self::postgres::PostgresLinkStore;
 pub use self::sqlite::SqliteLinkStore;
@@ -24,7 +25,7 @@ use crate::keys::ApiKeyInfo;
 pub struct StoredLink {
     pub code: String,
     pub target_url: String,
-    pub redirect_status: i16,
+    pub redirect_status: RedirectStatus,
     pub forward_query: bool,
     pub expires_at: Option<SystemTime>,
     pub enabled: bool,
@@ -40,7 +41,7 @@ pub struct NewLink {
     /// The leased ID behind a generated code; `None` for aliases.
     pub id: Option<i64>,
     pub target_url: String,
-    pub redirect_status: i16,
+    pub redirect_status: RedirectStatus,
     pub forward_query: bool,
     pub expires_at: Option<SystemTime>,
     pub is_alias: bool,
@@ -53,7 +54,7 @@ pub struct LinkChanges {
     pub target_url: Option<String>,
     pub expires_at: Option<SystemTime>,
     pub clear_expiry: bool,
-    pub redirect_status: Option<i16>,
+    pub redirect_status: Option<RedirectStatus>,
     pub enabled: Option<bool>,
     pub forward_query: Option<bool>,
 }
@@ -195,6 +196,13 @@ fn key_hash(stored: &[u8]) -> Result<KeyHash, WriterError> {
             "a stored key hash is {} bytes, not 32",
             stored.len()
         ))
+    })
+}
+
+/// A stored status; the schema's CHECK allows only the four.
+fn stored_status(column: i64) -> Result<RedirectStatus, WriterError> {
+    RedirectStatus::from_code(column).ok_or_else(|| {
+        WriterError::Unexpected(anyhow::anyhow!("a stored redirect status of {column}"))
     })
 }
 

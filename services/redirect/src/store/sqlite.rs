@@ -55,7 +55,9 @@ impl LinkSource for SqliteLinkSource {
                         let status: i64 = row.get(1)?;
                         Ok(CachedLink {
                             target_url: row.get(0)?,
-                            redirect_status: u16::try_from(status).unwrap_or(302),
+                            // The schema's CHECK allows only the four statuses.
+                            redirect_status: tinyurl_domain::RedirectStatus::from_code(status)
+                                .unwrap_or_default(),
                             forward_query: row.get(2)?,
                             expires_at: row.get::<_, Option<i64>>(3)?.map(from_micros),
                             enabled: row.get(4)?,

@@ -12,11 +12,12 @@ use tokio_postgres::Row;
 
 use super::{
     LinkChanges, LinkStore, NewLink, StoredLink, key_hash, like_pattern, parse_scope, rate_column,
-    stored_rate,
+    stored_rate, stored_status,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
 use crate::keys::ApiKeyInfo;
+use tinyurl_domain::RedirectStatus;
 
 mod clicks;
 
@@ -35,11 +36,15 @@ impl StoredLink {
 
     /// Reads [`LINK_COLUMNS`] starting at column `offset`.
     fn from_row_at(row: &Row, offset: usize) -> Result<Self, WriterError> {
+        let status: i16 = row
+            .try_get(offset + 2)
+            .map_err(WriterError::from_postgres)?;
+        let redirect_status = stored_status(i64::from(status))?;
         let read = || -> Result<Self, tokio_postgres::Error> {
             Ok(Self {
                 code: row.try_get(offset)?,
                 target_url: row.try_get(offset + 1)?,
-                redirect_status: row.try_get(offset + 2)?,
+                redirect_status,
                 forward_query: row.try_get(offset + 3)?,
                 expires_at: row.try_get(offset + 4)?,
                 enabled: row.try_get(offset + 5)?,
@@ -338,7 +343,10 @@ impl LinkStore for PostgresLinkStore {
         let codes: Vec<&str> = links.iter().map(|link| link.code.as_str()).collect();
         let ids: Vec<Option<i64>> = links.iter().map(|link| link.id).collect();
         let targets: Vec<&str> = links.iter().map(|link| link.target_url.as_str()).collect();
-        let statuses: Vec<i16> = links.iter().map(|link| link.redirect_status).collect();
+        let statuses: Vec<i16> = links
+            .iter()
+            .map(|link| link.redirect_status.column())
+            .collect();
         let forwards: Vec<bool> = links.iter().map(|link| link.forward_query).collect();
         let expiries: Vec<Option<SystemTime>> = links.iter().map(|link| link.expires_at).collect();
         let aliases: Vec<bool> = links.iter().map(|link| link.is_alias).collect();
@@ -361,7 +369,7 @@ impl LinkStore for PostgresLinkStore {
                             &link.code,
                             &link.id,
                             &link.target_url,
-                            &link.redirect_status,
+                            &link.redirect_status.column(),
                             &link.forward_query,
                             &link.expires_at,
                             &link.is_alias,
@@ -466,7 +474,7 @@ impl LinkStore for PostgresLinkStore {
                         &changes.target_url,
                         &changes.clear_expiry,
                         &changes.expires_at,
-                        &changes.redirect_status,
+                        &changes.redirect_status.map(RedirectStatus::column),
                         &changes.enabled,
                         &changes.forward_query,
                     ],

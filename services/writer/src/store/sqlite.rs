@@ -35,10 +35,13 @@ pub struct SqliteLinkStore {
 }
 
 fn link_from_row(row: &Row<'_>) -> rusqlite::Result<StoredLink> {
+    let status: i64 = row.get(2)?;
     Ok(StoredLink {
         code: row.get(0)?,
         target_url: row.get(1)?,
-        redirect_status: row.get(2)?,
+        // The schema's CHECK allows only the four statuses.
+        redirect_status: tinyurl_domain::RedirectStatus::from_code(status)
+            .ok_or(rusqlite::Error::IntegralValueOutOfRange(2, status))?,
         forward_query: row.get(3)?,
         expires_at: row.get::<_, Option<i64>>(4)?.map(from_micros),
         enabled: row.get(5)?,
@@ -335,7 +338,7 @@ impl LinkStore for SqliteLinkStore {
                                     link.id,
                                     owner.0,
                                     link.target_url,
-                                    link.redirect_status,
+                                    link.redirect_status.column(),
                                     link.forward_query,
                                     link.expires_at.map(to_micros),
                                     link.is_alias,
@@ -430,7 +433,9 @@ impl LinkStore for SqliteLinkStore {
                             changes.target_url,
                             changes.clear_expiry,
                             changes.expires_at.map(to_micros),
-                            changes.redirect_status,
+                            changes
+                                .redirect_status
+                                .map(tinyurl_domain::RedirectStatus::column),
                             changes.enabled,
                             changes.forward_query,
                             to_micros(SystemTime::now()),
