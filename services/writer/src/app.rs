@@ -139,6 +139,17 @@ impl App {
         let readiness = Readiness::default();
         let admin =
             AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
+        let limits = crate::limits::RateLimits::new(
+            config.rate_limit_per_key,
+            config.daily_create_quota,
+            config.auth_failure_rate_per_ip,
+            config
+                .redis_url
+                .as_ref()
+                .map(|url| (url, config.redis_timeout)),
+        )
+        .context("invalid TINYURL_REDIS_URL")?;
+        limits.settle(Duration::from_secs(1)).await;
         let (blocklist, blocklist_bytes) = match &config.blocklist_file {
             Some(path) => crate::blocklist::load(path)?,
             None => Default::default(),
@@ -159,16 +170,7 @@ impl App {
             public_base_url: config.public_base_url.clone(),
             keys: KeyCache::default(),
             proxies: config.trusted_proxies.clone(),
-            limits: crate::limits::RateLimits::new(
-                config.rate_limit_per_key,
-                config.daily_create_quota,
-                config.auth_failure_rate_per_ip,
-                config
-                    .redis_url
-                    .as_ref()
-                    .map(|url| (url, config.redis_timeout)),
-            )
-            .context("invalid TINYURL_REDIS_URL")?,
+            limits,
         });
         Ok(Self {
             blocklist_bytes,

@@ -127,7 +127,9 @@ impl RedisLinkCache {
     }
 
     async fn announce(&self, code: &str) {
-        let Some(client) = &self.client else { return };
+        let Some(client) = self.connected("announce") else {
+            return;
+        };
         let published: Result<i64, Error> = client
             .with_options(&self.options)
             .publish(INVALIDATION_CHANNEL, code)
@@ -168,7 +170,9 @@ impl RedisLinkCache {
 impl LinkCache for RedisLinkCache {
     #[tracing::instrument(name = "cache_write_through", skip_all, fields(count = links.len()))]
     async fn write_through(&self, links: &[StoredLink]) {
-        let Some(client) = &self.client else { return };
+        let Some(client) = self.connected("write_through") else {
+            return;
+        };
         if links.is_empty() {
             return;
         }
@@ -197,7 +201,9 @@ impl LinkCache for RedisLinkCache {
     }
 
     async fn replace(&self, link: &StoredLink) {
-        let Some(client) = &self.client else { return };
+        let Some(client) = self.connected("replace") else {
+            return;
+        };
         let client = client.with_options(&self.options);
         let written = match self.set_entry(&client, link).await {
             Some(written) => written,
@@ -211,7 +217,9 @@ impl LinkCache for RedisLinkCache {
     }
 
     async fn remove(&self, code: &str) {
-        let Some(client) = &self.client else { return };
+        let Some(client) = self.connected("remove") else {
+            return;
+        };
         let removed: Result<(), Error> = client
             .with_options(&self.options)
             .set(
@@ -301,6 +309,22 @@ fn cached(link: &StoredLink) -> CachedLink {
         forward_query: link.forward_query,
         expires_at: link.expires_at,
         enabled: link.enabled,
+    }
+}
+
+impl RedisLinkCache {
+    /// The client, when it is connected. While Redis is away (reconnecting),
+    /// commands would wait for a connection attempt: a write is skipped and
+    /// counted at once instead, as a failed one would be, so creates do not
+    /// slow down during a Redis outage.
+    fn connected(&self, operation: &'static str) -> Option<&Client> {
+        let client = self.client.as_ref()?;
+        if client.is_connected() {
+            return Some(client);
+        }
+        metrics::counter!("writer_cache_errors_total", "op" => operation).increment(1);
+        tracing::debug!(operation, "redis not connected; continuing without cache");
+        None
     }
 }
 

@@ -154,6 +154,14 @@ impl RateLimits {
         })
     }
 
+    /// Gives the Redis connection up to `timeout` to come up, so the first
+    /// decisions are shared; a writer starts without Redis all the same.
+    pub async fn settle(&self, timeout: Duration) {
+        if let Some(shared) = &self.shared {
+            let _ = tokio::time::timeout(timeout, shared.client.wait_for_connect()).await;
+        }
+    }
+
     /// Spends `cost` of the caller's allowance, or says when to retry.
     pub async fn check(&self, caller: &Caller, cost: u32) -> Result<(), WriterError> {
         let Some(rate) = caller.rate.or(self.default) else {
@@ -360,6 +368,14 @@ impl Shared {
         key: String,
         args: Vec<String>,
     ) -> Result<Vec<i64>, Error> {
+        // Not connected (Redis away, reconnecting): fail now rather than
+        // wait for a connection attempt; the caller decides in process.
+        if !self.client.is_connected() {
+            return Err(Error::new(
+                fred::error::ErrorKind::IO,
+                "Redis is not connected",
+            ));
+        }
         let client = self.client.with_options(&self.options);
         match client
             .evalsha(script.sha1().clone(), vec![key.clone()], args.clone())
