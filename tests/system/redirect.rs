@@ -794,7 +794,7 @@ async fn clicks_reach_the_stream() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_scanner_is_throttled_before_it_costs_io() -> anyhow::Result<()> {
     use rand::Rng as _;
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    use tinyurl_domain::codec::ALPHABET;
     const FLOOD: usize = 300;
     const PER_MINUTE: usize = 50;
 

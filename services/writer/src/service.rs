@@ -211,13 +211,15 @@ impl State {
             .extensions()
             .get::<KeyHash>()
             .ok_or(WriterError::Unauthenticated("no API key"))?;
-        let address = self.client_address(request);
+        // Only needed when the key is not cached, or is refused: a key in
+        // use costs no header parsing.
+        let address = || self.client_address(request);
         let resolved = self
             .keys
             .resolve(hash, || async {
                 // Only keys this writer does not know cost a lookup, and an
                 // address that keeps failing gets none.
-                if let Some(address) = address {
+                if let Some(address) = address() {
                     self.limits.refuse_if_blocked(address)?;
                 }
                 self.store.resolve_key(hash).await
@@ -226,7 +228,7 @@ impl State {
         let caller = match resolved {
             Ok(caller) => caller,
             Err(error @ WriterError::Unauthenticated(_)) => {
-                if let Some(address) = address
+                if let Some(address) = address()
                     && let Some(retry_after) = self.limits.charge_failure(address).await
                 {
                     return Err(WriterError::TooManyFailures { retry_after });
