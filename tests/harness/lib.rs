@@ -10,6 +10,7 @@
 
 pub mod embedded;
 pub mod geoip;
+pub mod hostile;
 pub mod postgres;
 pub mod process;
 pub mod redis;

@@ -264,14 +264,31 @@ pub async fn http_request_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<HttpResponse> {
+    http_send(addr, method, path, headers, None).await
+}
+
+/// [`http_request`] with extra request headers and, when given, a body
+/// (sent with its `Content-Length`).
+pub async fn http_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<HttpResponse> {
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if let Some(body) = body {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    let mut request = request.into_bytes();
+    request.extend_from_slice(body.unwrap_or_default());
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
+        stream.write_all(&request).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
         anyhow::Ok(response)
@@ -430,6 +447,25 @@ impl WriterSetup {
         ServiceProcess::start(&binary, self.env(extra)).await
     }
 
+    /// [`Self::start`] with the REST API on a free port; returns its address.
+    pub async fn start_with_rest(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<(ServiceProcess, SocketAddr)> {
+        let mut attempt = 1;
+        loop {
+            let rest = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let listen = rest.to_string();
+            let mut env = extra.to_vec();
+            env.push(("TINYURL_REST_LISTEN", &listen));
+            match self.start(&env).await {
+                Ok(process) => return Ok((process, rest)),
+                Err(error) if attempt < PORT_ATTEMPTS && lost_port_race(&error) => attempt += 1,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Runs the writer's own `api-key ARGS` command.
     pub fn api_key_command(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let mut full = vec!["api-key"];
@@ -470,4 +506,36 @@ impl WriterSetup {
         }
         Ok(key)
     }
+}
+
+/// A `tinyurl.v1.Links` client of a writer process (connects lazily; 20 s
+/// per call).
+pub fn links_client(
+    process: &ServiceProcess,
+) -> anyhow::Result<tinyurl_proto::v1::links_client::LinksClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Channel::from_shared(process.endpoint())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    Ok(tinyurl_proto::v1::links_client::LinksClient::new(channel))
+}
+
+/// `message` with `authorization: Bearer <key>`.
+pub fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {key}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// A well-formed API key that was never issued.
+pub fn unissued_api_key() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let body: String = (0..43)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("tu_{body}")
 }

@@ -100,7 +100,7 @@ async fn the_split_system_runs_over_tls_and_refuses_plaintext() -> anyhow::Resul
         redis_url: Some(redis.url()),
         env: tls_env.clone(),
     };
-    let writer = setup.start(&[]).await?;
+    let (writer, rest) = setup.start_with_rest(&[]).await?;
     let key = setup.create_api_key("tls")?;
     let redirect_env = env_refs(&[
         ("TINYURL_DATABASE_URL", database.primary_url.clone()),
@@ -146,6 +146,44 @@ async fn the_split_system_runs_over_tls_and_refuses_plaintext() -> anyhow::Resul
     assert!(
         !redirect_metrics.contains("redirect_db_errors_total{db=\"primary\"} 1"),
         "{redirect_metrics}"
+    );
+
+    // The REST API is served over the same TLS, to a client without a
+    // certificate (a reverse proxy that only verifies the writer).
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&ca.ca_cert)? {
+        roots.add(cert?)?;
+    }
+    let proxy_like = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let request = format!(
+        "GET /api/v1/links/{} HTTP/1.0\r\nHost: writer\r\nAuthorization: Bearer {key}\r\n\r\n",
+        link.code
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        let stream = tokio::net::TcpStream::connect(rest).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(proxy_like))
+            .connect(name, stream)
+            .await?;
+        tokio::io::AsyncWriteExt::write_all(&mut tls, request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        // The server closes after an HTTP/1.0 answer, sometimes without a
+        // TLS close_notify: what was read is the answer either way.
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut answer).await;
+        anyhow::Ok(String::from_utf8_lossy(&answer).into_owned())
+    })
+    .await??;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.contains("https://example.com/over-tls"), "{answer}");
+    let plain_rest = http_request(rest, "GET", "/api/v1/openapi.json").await;
+    assert!(
+        plain_rest.is_err() || plain_rest.is_ok_and(|response| response.status != 200),
+        "plaintext HTTP to the REST listener"
     );
 
     // Plaintext is refused by every TLS listener: the writer's and

@@ -292,6 +292,13 @@ pub fn installed() -> Option<InternalTls> {
 /// An accepted TLS connection, as tonic's server takes it.
 pub struct TlsConnection(tokio_rustls::server::TlsStream<TcpStream>);
 
+impl TlsConnection {
+    /// The client's address.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
 /// What a TLS connection tells the service (in each request's extensions).
 #[derive(Debug, Clone)]
 pub struct TlsConnectInfo {

@@ -29,6 +29,9 @@ pub struct UpArgs {
     /// gRPC listener of the writer (the create API).
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub grpc: SocketAddr,
+    /// REST API listener of the writer (`/api/v1/…`).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub rest: SocketAddr,
     /// gRPC listener of idalloc.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub idalloc: SocketAddr,
@@ -154,6 +157,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             format!("http://{idalloc_grpc}"),
         ),
         ("TINYURL_IDALLOC_TOKEN".to_owned(), idalloc_token),
+        ("TINYURL_REST_LISTEN".to_owned(), args.rest.to_string()),
         (
             "TINYURL_PUBLIC_BASE_URL".to_owned(),
             public_base_url.clone(),
@@ -168,6 +172,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "TINYURL_BLOCKLIST_FILE",
         "TINYURL_ALLOW_PRIVATE_TARGETS",
         "TINYURL_CODE_MIN_LENGTH",
+        "TINYURL_REST_CORS_ORIGINS",
+        "TINYURL_RATE_LIMIT_PER_KEY",
+        "TINYURL_DAILY_CREATE_QUOTA",
     ] {
         if let Some(value) = process_env.get(passed_through) {
             writer_env.push((passed_through.to_owned(), value.to_owned()));
@@ -196,6 +203,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         redirect.http_addr()?
     );
     println!("writer gRPC       http://{}", writer.grpc_addr()?);
+    if let Some(rest) = writer.rest_addr() {
+        println!("REST API          http://{rest}/api/v1/links (OpenAPI: /api/v1/openapi.json)");
+    }
     println!("idalloc gRPC      http://{idalloc_grpc}");
     println!(
         "admin             http://{idalloc_admin} (idalloc), http://{} (writer), http://{} (redirect)",

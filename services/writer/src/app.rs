@@ -23,8 +23,9 @@ use crate::analytics::consumer::{self, ConsumerSettings, RedisConsumer};
 use crate::auth::KeyCache;
 use crate::cache::{LinkCache, RedisLinkCache};
 use crate::config::Config;
+use crate::grpc::LinksService;
 use crate::leaser::IdLeaser;
-use crate::service::{LinksService, State};
+use crate::links::{LinkService, State};
 use crate::store::LinkStore;
 
 /// Where the writer keeps links, which cache it keeps coherent, and where
@@ -60,6 +61,8 @@ pub struct App {
     state: Arc<State>,
     clicks: ClickSource,
     grpc_listener: TcpListener,
+    /// The REST API's listener, when configured.
+    rest_listener: Option<TcpListener>,
     admin: AdminServer,
     readiness: Readiness,
 }
@@ -136,6 +139,14 @@ impl App {
             .with_context(|| {
                 format!("cannot bind the gRPC listener on {}", config.common.listen)
             })?;
+        let rest_listener = match config.rest_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot bind the REST listener on {address}"))?,
+            ),
+            None => None,
+        };
         let readiness = Readiness::default();
         let admin =
             AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
@@ -178,6 +189,7 @@ impl App {
             state,
             clicks,
             grpc_listener,
+            rest_listener,
             admin,
             readiness,
         })
@@ -238,6 +250,13 @@ impl App {
         self.grpc_listener.local_addr()
     }
 
+    /// Where the REST API listens, when it does.
+    pub fn rest_addr(&self) -> Option<SocketAddr> {
+        self.rest_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin.local_addr()
     }
@@ -251,10 +270,12 @@ impl App {
         health_reporter
             .set_serving::<LinksServer<LinksService>>()
             .await;
-        let links = tinyurl_runtime::grpc::OversizedIsResourceExhausted(
+        // One link service (one group commit) behind both transports.
+        let links = Arc::new(LinkService::new(Arc::clone(&self.state)));
+        let grpc_links = tinyurl_runtime::grpc::OversizedIsResourceExhausted(
             tonic::service::interceptor::InterceptedService::new(
-                LinksServer::new(LinksService::new(Arc::clone(&self.state)))
-                    .max_decoding_message_size(crate::service::MAX_REQUEST_BYTES),
+                LinksServer::new(LinksService::new(Arc::clone(&links)))
+                    .max_decoding_message_size(crate::grpc::MAX_REQUEST_BYTES),
                 crate::auth::authenticate,
             ),
         );
@@ -269,6 +290,23 @@ impl App {
             .as_ref()
             .map(|tls| tls.server_config(true))
             .transpose()?;
+        let rest = match self.rest_listener.take() {
+            Some(listener) => {
+                let router =
+                    crate::rest::router(Arc::clone(&links), &self.config.rest_cors_origins);
+                let tls = tls
+                    .as_ref()
+                    .map(|tls| tls.server_config(false))
+                    .transpose()?;
+                Some(tokio::spawn(serve_rest(
+                    listener,
+                    router,
+                    tls,
+                    stopping.clone(),
+                )))
+            }
+            None => None,
+        };
         let reload = tls.map(|tls| tokio::spawn(tls.watch(stopping.clone())));
         let blocklist = self.config.blocklist_file.clone().map(|path| {
             tokio::spawn(crate::blocklist::follow(
@@ -289,7 +327,7 @@ impl App {
         let router = lifecycle::grpc_server()
             .add_service(health)
             .add_service(reflection)
-            .add_service(links);
+            .add_service(grpc_links);
         self.readiness.set_ready(true);
         let served = lifecycle::serve_grpc(
             router,
@@ -300,6 +338,13 @@ impl App {
             "writer",
         )
         .await;
+        if let Some(rest) = rest {
+            match tokio::time::timeout(self.config.common.drain_timeout, rest).await {
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "REST server failed"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("REST requests still running after the drain timeout"),
+            }
+        }
         gauges.abort();
         revocations.abort();
         stored_blocklist.abort();
@@ -318,6 +363,29 @@ impl App {
             tracing::warn!(%error, "admin server failed");
         }
         served
+    }
+}
+
+/// Serves the REST API on `listener` (over TLS with `tls`) until stopping;
+/// requests in flight then finish.
+async fn serve_rest(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stopping: Stopping,
+) -> std::io::Result<()> {
+    let service = router.into_make_service_with_connect_info::<crate::rest::Peer>();
+    match tls {
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(stopping.wait())
+                .await
+        }
+        Some(config) => {
+            axum::serve(crate::rest::TlsListener::new(listener, config)?, service)
+                .with_graceful_shutdown(stopping.wait())
+                .await
+        }
     }
 }
 

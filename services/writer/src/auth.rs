@@ -168,20 +168,28 @@ pub fn hash_key(key: &str) -> KeyHash {
 /// and attaches its hash. Unknown keys are caught by the handler's lookup.
 #[allow(clippy::result_large_err)] // tonic's Interceptor signature is fixed
 pub fn authenticate(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    let header = request.metadata().get("authorization").ok_or_else(|| {
-        WriterError::Unauthenticated(
-            "no authorization metadata; send 'authorization: Bearer <API key>'",
-        )
-        .into_status()
-    })?;
-    let value = header.to_str().map_err(|_| {
-        WriterError::Unauthenticated("authorization metadata is not ASCII").into_status()
-    })?;
+    let header = request
+        .metadata()
+        .get("authorization")
+        .map(tonic::metadata::MetadataValue::as_bytes);
+    let hash = bearer(header).map_err(WriterError::into_status)?;
+    request.extensions_mut().insert(hash);
+    Ok(request)
+}
+
+/// The hash of the API key in an `Authorization` header (gRPC metadata or
+/// HTTP), when the header holds `Bearer tu_…` of the right shape.
+pub fn bearer(header: Option<&[u8]>) -> Result<KeyHash, WriterError> {
+    let header = header.ok_or(WriterError::Unauthenticated(
+        "no authorization header; send 'authorization: Bearer <API key>'",
+    ))?;
+    let value = std::str::from_utf8(header)
+        .map_err(|_| WriterError::Unauthenticated("the authorization header is not ASCII"))?;
     let key = value
         .strip_prefix("Bearer ")
-        .ok_or_else(|| {
-            WriterError::Unauthenticated("authorization must be 'Bearer <API key>'").into_status()
-        })?
+        .ok_or(WriterError::Unauthenticated(
+            "authorization must be 'Bearer <API key>'",
+        ))?
         .trim();
     let well_formed = key.len() == KEY_PREFIX.len() + KEY_BODY_LEN
         && key.starts_with(KEY_PREFIX)
@@ -189,11 +197,9 @@ pub fn authenticate(mut request: tonic::Request<()>) -> Result<tonic::Request<()
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric());
     if !well_formed {
-        return Err(WriterError::Unauthenticated("the API key is malformed").into_status());
+        return Err(WriterError::Unauthenticated("the API key is malformed"));
     }
-    let hash = hash_key(key);
-    request.extensions_mut().insert(hash);
-    Ok(request)
+    Ok(hash_key(key))
 }
 
 /// Resolves key hashes to key ids, caching hits for [`KEY_CACHE_TTL`] and

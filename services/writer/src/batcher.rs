@@ -19,8 +19,18 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::auth::OwnerId;
 use crate::error::WriterError;
-use crate::service::{State, ValidCreate};
+use crate::input::ValidCreate;
 use crate::store::StoredLink;
+
+/// What commits a group: creates every valid item together, one result per
+/// item, in order.
+pub trait GroupCommit: Send + Sync + 'static {
+    fn create_many(
+        &self,
+        owner: OwnerId,
+        items: Vec<Result<ValidCreate, WriterError>>,
+    ) -> impl std::future::Future<Output = Vec<Result<StoredLink, WriterError>>> + Send;
+}
 
 type Reply = oneshot::Sender<Result<StoredLink, WriterError>>;
 
@@ -34,13 +44,20 @@ struct Job {
 }
 
 /// Handle to the group commit; cheap to clone.
-#[derive(Clone)]
-pub struct CreateBatcher {
-    inner: Arc<Inner>,
+pub struct CreateBatcher<C> {
+    inner: Arc<Inner<C>>,
 }
 
-struct Inner {
-    state: Arc<State>,
+impl<C> Clone for CreateBatcher<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<C> {
+    committer: Arc<C>,
     queue: Mutex<Vec<Job>>,
     /// Commits in flight at once. Few: on a busy primary a bigger group per
     /// statement beats more statements in parallel.
@@ -49,13 +66,13 @@ struct Inner {
     next_id: AtomicU64,
 }
 
-impl CreateBatcher {
+impl<C: GroupCommit> CreateBatcher<C> {
     /// At most `slots` group commits in flight, each of at most `max_batch`
     /// creates.
-    pub fn start(state: Arc<State>, slots: usize, max_batch: usize) -> Self {
+    pub fn start(committer: Arc<C>, slots: usize, max_batch: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
-                state,
+                committer,
                 queue: Mutex::new(Vec::new()),
                 slots: Arc::new(Semaphore::new(slots.max(1))),
                 max_batch: max_batch.max(1),
@@ -94,9 +111,9 @@ impl CreateBatcher {
             // next free slot is ours to use again.
             let ours = jobs.is_empty() || jobs.iter().any(|job| job.id == id);
             if !jobs.is_empty() {
-                let state = Arc::clone(&inner.state);
+                let committer = Arc::clone(&inner.committer);
                 tokio::spawn(async move {
-                    commit(&state, jobs).await;
+                    commit(&*committer, jobs).await;
                     drop(permit);
                 });
             }
@@ -113,7 +130,7 @@ fn answered(
     result.map_err(|_| WriterError::Unexpected(anyhow::anyhow!("the group commit stopped")))?
 }
 
-impl Inner {
+impl<C> Inner<C> {
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
         // The queue is a plain Vec; a panic elsewhere cannot leave it torn.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
@@ -131,7 +148,7 @@ impl Inner {
     }
 }
 
-async fn commit(state: &State, mut jobs: Vec<Job>) {
+async fn commit(committer: &impl GroupCommit, mut jobs: Vec<Job>) {
     // Nothing is created for a caller that went away while its create was
     // queued (a cancelled RPC). Once committing, the creates go through.
     jobs.retain(|job| !job.reply.is_closed());
@@ -153,7 +170,7 @@ async fn commit(state: &State, mut jobs: Vec<Job>) {
             .map(|job| (Ok(job.item), job.reply))
             .unzip();
         let results =
-            tracing::Instrument::instrument(state.create_many(owner, items), batch_span).await;
+            tracing::Instrument::instrument(committer.create_many(owner, items), batch_span).await;
         for (result, reply) in results.into_iter().zip(replies) {
             // The caller may have gone away (cancelled); the link exists anyway.
             let _ = reply.send(result);

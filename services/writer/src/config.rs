@@ -54,6 +54,16 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "file of hosts refused as targets (`host`, `*.suffix`, one a line), reloaded when it changes",
     },
     EnvVarDoc {
+        name: "TINYURL_REST_LISTEN",
+        default: "(unset: no REST listener)",
+        meaning: "address of the public REST API (/api/v1/...; OpenAPI at /api/v1/openapi.json), e.g. 0.0.0.0:8081",
+    },
+    EnvVarDoc {
+        name: "TINYURL_REST_CORS_ORIGINS",
+        default: "(unset: no CORS)",
+        meaning: "comma-separated origins browsers may call the REST API from (e.g. https://app.example), or *",
+    },
+    EnvVarDoc {
         name: "TINYURL_TRUSTED_PROXIES",
         default: "(none)",
         meaning: "CIDRs of proxies whose x-forwarded-for names the client",
@@ -150,6 +160,10 @@ pub struct Config {
     pub daily_create_quota: Option<u64>,
     pub auth_failure_rate_per_ip: Option<crate::auth::Rate>,
     pub trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
+    /// Where the REST API listens; `None`: gRPC only.
+    pub rest_listen: Option<SocketAddr>,
+    /// Origins allowed by CORS; empty: CORS off.
+    pub rest_cors_origins: Vec<http::HeaderValue>,
     pub code_secret: SecretString,
     pub code_min_length: usize,
     pub public_base_url: String,
@@ -217,6 +231,16 @@ impl Config {
                 variable: "TINYURL_TRUSTED_PROXIES",
                 reason,
             })?,
+            rest_listen: match env.get("TINYURL_REST_LISTEN") {
+                None | Some("") => None,
+                Some(raw) => Some(raw.parse().map_err(|_| ConfigError {
+                    variable: "TINYURL_REST_LISTEN",
+                    reason: format!("{raw:?} is not an address like 0.0.0.0:8081"),
+                })?),
+            },
+            rest_cors_origins: cors_origins(
+                env.get("TINYURL_REST_CORS_ORIGINS").unwrap_or_default(),
+            )?,
             daily_create_quota: match env.get("TINYURL_DAILY_CREATE_QUOTA") {
                 None | Some("") => None,
                 Some(_) => Some(env.parse_or("TINYURL_DAILY_CREATE_QUOTA", 0_u64)?)
@@ -272,6 +296,29 @@ impl Config {
                 .max(Duration::from_millis(100)),
         })
     }
+}
+
+/// `*`, or origins like `https://app.example` (scheme, host, optional port).
+fn cors_origins(raw: &str) -> Result<Vec<http::HeaderValue>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let well_formed = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin
+                        .trim_start_matches("https://")
+                        .trim_start_matches("http://")
+                        .contains('/'));
+            http::HeaderValue::from_str(origin)
+                .ok()
+                .filter(|_| well_formed)
+                .ok_or(ConfigError {
+                    variable: "TINYURL_REST_CORS_ORIGINS",
+                    reason: format!("{origin:?} is not * or an origin like https://app.example"),
+                })
+        })
+        .collect()
 }
 
 /// The token sent to idalloc: it travels in a header, so printable ASCII.
@@ -335,6 +382,30 @@ mod tests {
             ["evil.example", "bad.example"]
         );
         assert!(!format!("{config:?}").contains("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn rest_listener_and_cors_are_off_unless_set() {
+        let config = Config::from_env(&Env::from_pairs(base())).expect("valid");
+        assert_eq!(
+            (config.rest_listen, config.rest_cors_origins.len()),
+            (None, 0)
+        );
+        let mut env = base();
+        env.push(("TINYURL_REST_LISTEN", "127.0.0.1:8081"));
+        env.push((
+            "TINYURL_REST_CORS_ORIGINS",
+            "https://app.example, http://localhost:3000",
+        ));
+        let config = Config::from_env(&Env::from_pairs(env)).expect("valid");
+        assert_eq!(config.rest_listen.map(|at| at.port()), Some(8081));
+        assert_eq!(config.rest_cors_origins.len(), 2);
+        for bad in ["app.example", "https://app.example/path", "ftp://x"] {
+            let mut env = base();
+            env.push(("TINYURL_REST_CORS_ORIGINS", bad));
+            let error = Config::from_env(&Env::from_pairs(env)).expect_err(bad);
+            assert_eq!(error.variable, "TINYURL_REST_CORS_ORIGINS");
+        }
     }
 
     #[test]

@@ -33,7 +33,11 @@ pub enum WriterError {
     },
     /// Too many failed authentications from the caller's address.
     #[error("too many failed authentications from this address; retry in {} ms", retry_after.as_millis())]
-    TooManyFailures { retry_after: std::time::Duration },
+    TooManyFailures {
+        /// The configured allowance (always set when this is raised).
+        rate: Option<crate::auth::Rate>,
+        retry_after: std::time::Duration,
+    },
     /// A dependency is down; the message is safe to show.
     #[error("{0}")]
     Unavailable(String),
@@ -88,7 +92,7 @@ impl WriterError {
         let kind = self.kind();
         let message = self.public_message();
         if let Self::RateLimited { retry_after, .. }
-        | Self::TooManyFailures { retry_after }
+        | Self::TooManyFailures { retry_after, .. }
         | Self::QuotaExhausted { retry_after, .. } = self
         {
             // google.rpc.RetryInfo: clients (and gRPC retry policies) read

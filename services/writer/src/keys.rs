@@ -246,7 +246,7 @@ fn key_table(keys: &[ApiKeyInfo]) -> String {
 /// the store rather than listening on Redis works without Redis (the
 /// embedded deployment) and cannot miss a message.
 pub async fn follow_revocations(
-    state: std::sync::Arc<crate::service::State>,
+    state: std::sync::Arc<crate::links::State>,
     stopping: tinyurl_runtime::Stopping,
 ) {
     stopping

@@ -10,10 +10,13 @@ pub mod blocklist;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod grpc;
+pub mod input;
 pub mod keys;
 pub mod leaser;
 pub mod limits;
-pub mod service;
+pub mod links;
+pub mod rest;
 pub mod store;
 
 pub use app::App;

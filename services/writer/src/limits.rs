@@ -231,9 +231,17 @@ impl RateLimits {
         match until.and_then(|until| until.checked_duration_since(Instant::now())) {
             Some(retry_after) if !retry_after.is_zero() => {
                 metrics::counter!("writer_rate_limited_total", "subject" => "address").increment(1);
-                Err(WriterError::TooManyFailures { retry_after })
+                Err(self.too_many_failures(retry_after))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The refusal of an address that failed to authenticate too often.
+    pub fn too_many_failures(&self, retry_after: Duration) -> WriterError {
+        WriterError::TooManyFailures {
+            rate: self.failures_per_address,
+            retry_after,
         }
     }
 
@@ -331,9 +339,15 @@ impl RateLimits {
         let cost = NonZeroU32::new(cost.min(subject.burst(rate))).unwrap_or(NonZeroU32::MIN);
         match limiter.check_n(cost) {
             Ok(Ok(())) => None,
-            Ok(Err(not_until)) => Some(not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ))),
+            // At least a millisecond: by the time the wait is read it may
+            // have run out, and a zero hint tells a client nothing.
+            Ok(Err(not_until)) => Some(
+                not_until
+                    .wait_time_from(governor::clock::Clock::now(
+                        &governor::clock::DefaultClock::default(),
+                    ))
+                    .max(Duration::from_millis(1)),
+            ),
             Err(_) => Some(Duration::from_secs(1)),
         }
     }

@@ -1,0 +1,304 @@
+//! The `tinyurl.v1.Links` gRPC service: decodes protobuf into the link
+//! service's inputs and encodes its answers. No rule about links lives here.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tinyurl_domain::RedirectStatus;
+use tinyurl_proto::v1::links_server::Links;
+use tinyurl_proto::v1::{
+    BatchCreateLinksRequest, BatchCreateLinksResponse, BatchCreateLinksResult, BatchItemError,
+    CreateLinkRequest, DeleteLinkRequest, DeleteLinkResponse, GetLinkRequest, GetLinkStatsRequest,
+    Link, ListLinksRequest, ListLinksResponse, RedirectType, StatsCount, StatsPoint,
+    UpdateLinkRequest, batch_create_links_result,
+};
+
+use crate::auth::KeyHash;
+use crate::error::WriterError;
+use crate::input::{CreateInput, ListInput, MAX_BATCH, MAX_IDEMPOTENCY_KEY_LEN, UpdateInput};
+use crate::links::{Call, LinkService, StatsInput};
+use crate::store::StoredLink;
+
+/// Largest request decoded: a full batch of the longest legitimate items
+/// (target, alias, idempotency key) with room for the protobuf framing and
+/// the other fields. Anything bigger is refused before it is parsed.
+pub const MAX_REQUEST_BYTES: usize =
+    MAX_BATCH * (tinyurl_domain::target::MAX_TARGET_URL_LEN + 64 + MAX_IDEMPOTENCY_KEY_LEN + 64);
+
+pub struct LinksService {
+    links: Arc<LinkService>,
+}
+
+impl LinksService {
+    pub fn new(links: Arc<LinkService>) -> Self {
+        Self { links }
+    }
+}
+
+/// Who is calling: the key hash the interceptor attached, and the peer.
+fn call<T>(request: &tonic::Request<T>) -> Call {
+    let peer = request.remote_addr().or_else(|| {
+        request
+            .extensions()
+            .get::<tinyurl_runtime::tls::TlsConnectInfo>()
+            .and_then(|info| info.tcp.remote_addr())
+    });
+    Call {
+        key: request.extensions().get::<KeyHash>().copied(),
+        peer: peer.map(|peer| peer.ip()),
+        forwarded_for: request
+            .metadata()
+            .get("x-forwarded-for")
+            .map(|value| value.as_bytes().to_vec()),
+    }
+}
+
+fn create_input(request: CreateLinkRequest) -> Result<CreateInput, WriterError> {
+    Ok(CreateInput {
+        redirect_status: redirect_status(request.redirect_type)?,
+        expires_at: request
+            .expires_at
+            .map(|at| timestamp(at, "expires_at"))
+            .transpose()?,
+        target_url: request.target_url,
+        alias: Some(request.alias),
+        forward_query: request.forward_query,
+        idempotency_key: Some(request.idempotency_key),
+    })
+}
+
+/// `Ok(None)` for unspecified.
+fn redirect_status(raw: i32) -> Result<Option<RedirectStatus>, WriterError> {
+    match RedirectType::try_from(raw) {
+        Ok(RedirectType::Unspecified) => Ok(None),
+        Ok(RedirectType::RedirectType301) => Ok(Some(RedirectStatus::MovedPermanently)),
+        Ok(RedirectType::RedirectType302) => Ok(Some(RedirectStatus::Found)),
+        Ok(RedirectType::RedirectType307) => Ok(Some(RedirectStatus::TemporaryRedirect)),
+        Ok(RedirectType::RedirectType308) => Ok(Some(RedirectStatus::PermanentRedirect)),
+        Err(_) => Err(WriterError::invalid(
+            "redirect_type",
+            format!("redirect type {raw} is not one of 301, 302, 307, 308"),
+        )),
+    }
+}
+
+fn timestamp(
+    timestamp: prost_types::Timestamp,
+    field: &'static str,
+) -> Result<SystemTime, WriterError> {
+    // The protobuf Timestamp contract: 0001-01-01 to 9999-12-31, nanos in [0, 1e9).
+    let in_contract = (0..1_000_000_000).contains(&timestamp.nanos)
+        && (-62_135_596_800..=253_402_300_799).contains(&timestamp.seconds);
+    if !in_contract {
+        return Err(WriterError::invalid(
+            field,
+            format!("{field} is not a valid timestamp"),
+        ));
+    }
+    SystemTime::try_from(timestamp)
+        .map_err(|_| WriterError::invalid(field, format!("{field} is not a valid timestamp")))
+}
+
+fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
+    Link {
+        short_url: links.short_url(&link.code),
+        code: link.code.clone(),
+        target_url: link.target_url.clone(),
+        redirect_type: i32::from(link.redirect_status.code()),
+        forward_query: link.forward_query,
+        expires_at: link.expires_at.map(prost_types::Timestamp::from),
+        enabled: link.enabled,
+        is_alias: link.is_alias,
+        created_at: Some(prost_types::Timestamp::from(link.created_at)),
+        updated_at: Some(prost_types::Timestamp::from(link.updated_at)),
+    }
+}
+
+type Answer<T> = Result<tonic::Response<T>, tonic::Status>;
+
+#[tonic::async_trait]
+impl Links for LinksService {
+    #[tracing::instrument(skip_all)]
+    async fn create_link(&self, request: tonic::Request<CreateLinkRequest>) -> Answer<Link> {
+        let call = call(&request);
+        let input = create_input(request.into_inner());
+        let link = self
+            .links
+            .create(&call, input)
+            .await
+            .map_err(WriterError::into_status)?;
+        Ok(tonic::Response::new(to_proto(&self.links, &link)))
+    }
+
+    #[tracing::instrument(skip_all, fields(count = request.get_ref().links.len()))]
+    async fn batch_create_links(
+        &self,
+        request: tonic::Request<BatchCreateLinksRequest>,
+    ) -> Answer<BatchCreateLinksResponse> {
+        let call = call(&request);
+        let items = request
+            .into_inner()
+            .links
+            .into_iter()
+            .map(create_input)
+            .collect();
+        let results = self
+            .links
+            .batch_create(&call, items)
+            .await
+            .map_err(WriterError::into_status)?;
+        let results = results
+            .into_iter()
+            .map(|result| BatchCreateLinksResult {
+                result: Some(match result {
+                    Ok(link) => {
+                        batch_create_links_result::Result::Link(to_proto(&self.links, &link))
+                    }
+                    Err(error) => batch_create_links_result::Result::Error(BatchItemError {
+                        code: error.kind().grpc_code() as i32,
+                        field: error.field().unwrap_or_default().to_owned(),
+                        message: error.public_message(),
+                    }),
+                }),
+            })
+            .collect();
+        Ok(tonic::Response::new(BatchCreateLinksResponse { results }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_link(&self, request: tonic::Request<GetLinkRequest>) -> Answer<Link> {
+        let link = self
+            .links
+            .get(&call(&request), &request.get_ref().code)
+            .await
+            .map_err(WriterError::into_status)?;
+        Ok(tonic::Response::new(to_proto(&self.links, &link)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_link(&self, request: tonic::Request<UpdateLinkRequest>) -> Answer<Link> {
+        let call = call(&request);
+        let message = request.into_inner();
+        let input = (|| {
+            if message.clear_expiry && message.expires_at.is_some() {
+                return Err(WriterError::invalid(
+                    "clear_expiry",
+                    "set either expires_at or clear_expiry, not both",
+                ));
+            }
+            let expires_at = match message.expires_at {
+                Some(at) => Some(Some(timestamp(at, "expires_at")?)),
+                None if message.clear_expiry => Some(None),
+                None => None,
+            };
+            Ok(UpdateInput {
+                target_url: message.target_url,
+                expires_at,
+                redirect_status: redirect_status(message.redirect_type)?,
+                enabled: message.enabled,
+                forward_query: message.forward_query,
+            })
+        })();
+        let link = self
+            .links
+            .update(&call, &message.code, input)
+            .await
+            .map_err(WriterError::into_status)?;
+        Ok(tonic::Response::new(to_proto(&self.links, &link)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_link(
+        &self,
+        request: tonic::Request<DeleteLinkRequest>,
+    ) -> Answer<DeleteLinkResponse> {
+        self.links
+            .delete(&call(&request), &request.get_ref().code)
+            .await
+            .map_err(WriterError::into_status)?;
+        Ok(tonic::Response::new(DeleteLinkResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_links(
+        &self,
+        request: tonic::Request<ListLinksRequest>,
+    ) -> Answer<ListLinksResponse> {
+        let call = call(&request);
+        let message = request.into_inner();
+        let page = self
+            .links
+            .list(
+                &call,
+                ListInput {
+                    page_size: Some(message.page_size),
+                    page_token: Some(message.page_token),
+                },
+            )
+            .await
+            .map_err(WriterError::into_status)?;
+        Ok(tonic::Response::new(ListLinksResponse {
+            links: page
+                .links
+                .iter()
+                .map(|link| to_proto(&self.links, link))
+                .collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_link_stats(
+        &self,
+        request: tonic::Request<GetLinkStatsRequest>,
+    ) -> Answer<tinyurl_proto::v1::LinkStats> {
+        let call = call(&request);
+        let message = request.into_inner();
+        let input = (|| {
+            let time = |value: Option<prost_types::Timestamp>, field| {
+                value.map(|value| timestamp(value, field)).transpose()
+            };
+            Ok(StatsInput {
+                from: time(message.from, "from")?,
+                to: time(message.to, "to")?,
+                granularity: message.granularity,
+            })
+        })();
+        let stats = self
+            .links
+            .stats(&call, &message.code, input)
+            .await
+            .map_err(WriterError::into_status)?;
+        let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
+        let counts = |counts: Vec<(String, u64)>| {
+            counts
+                .into_iter()
+                .map(|(value, clicks)| StatsCount { value, clicks })
+                .collect()
+        };
+        Ok(tonic::Response::new(tinyurl_proto::v1::LinkStats {
+            code: message.code,
+            lifetime_clicks: stats.lifetime_clicks,
+            lifetime_bot_clicks: stats.lifetime_bot_clicks,
+            from: Some(at(stats.query.from)),
+            to: Some(at(stats.query.to)),
+            granularity: stats.query.granularity.number(),
+            clicks: stats.clicks,
+            bot_clicks: stats.bot_clicks,
+            series: stats
+                .series
+                .iter()
+                .map(|point| StatsPoint {
+                    start: Some(at(point.start)),
+                    clicks: point.clicks,
+                    bot_clicks: point.bot_clicks,
+                })
+                .collect(),
+            referrers: counts(stats.referrers),
+            countries: counts(stats.countries),
+            browsers: counts(stats.browsers),
+            devices: counts(stats.devices),
+            bots: counts(stats.bots),
+        }))
+    }
+}

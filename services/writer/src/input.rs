@@ -1,0 +1,217 @@
+//! What a caller asks of the link service, independent of the transport
+//! (gRPC or REST) it arrived on, and the checks every transport shares. The
+//! transports only decode their wire types into these; every rule about what
+//! a link may be lives here or in the domain crate.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tinyurl_domain::{Alias, RedirectStatus, TargetPolicy, TargetUrl};
+
+use crate::error::WriterError;
+
+/// Most links in one batch create.
+pub const MAX_BATCH: usize = 1_000;
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Most links in one page of a listing.
+pub const MAX_PAGE_SIZE: u32 = 1_000;
+/// Links in a page when the caller does not say.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Furthest accepted expiry.
+const MAX_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Longest code or alias a caller may name.
+const MAX_CODE_LEN: usize = 64;
+
+/// A create as the caller asked for it, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct CreateInput {
+    pub target_url: String,
+    pub alias: Option<String>,
+    pub expires_at: Option<SystemTime>,
+    /// `None`: the default (302).
+    pub redirect_status: Option<RedirectStatus>,
+    pub forward_query: bool,
+    pub idempotency_key: Option<String>,
+}
+
+/// A create that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidCreate {
+    pub target: TargetUrl,
+    pub alias: Option<Alias>,
+    pub expires_at: Option<SystemTime>,
+    pub redirect_status: RedirectStatus,
+    pub forward_query: bool,
+    pub idempotency_key: Option<String>,
+}
+
+/// Changes to a link; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateInput {
+    pub target_url: Option<String>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<SystemTime>>,
+    pub redirect_status: Option<RedirectStatus>,
+    pub enabled: Option<bool>,
+    pub forward_query: Option<bool>,
+}
+
+/// A listing page request.
+#[derive(Debug, Clone, Default)]
+pub struct ListInput {
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+#[tracing::instrument(name = "validate", skip_all)]
+pub fn validate_create(
+    input: CreateInput,
+    policy: &TargetPolicy,
+) -> Result<ValidCreate, WriterError> {
+    let target = TargetUrl::parse(&input.target_url, policy)
+        .map_err(|error| WriterError::invalid("target_url", error.to_string()))?;
+    let alias = input
+        .alias
+        .filter(|alias| !alias.is_empty())
+        .map(|alias| {
+            Alias::parse(&alias).map_err(|error| WriterError::invalid("alias", error.to_string()))
+        })
+        .transpose()?;
+    let expires_at = input
+        .expires_at
+        .map(|at| check_expiry(at, "expires_at"))
+        .transpose()?;
+    let idempotency_key = input
+        .idempotency_key
+        .filter(|key| !key.is_empty())
+        .map(idempotency_key)
+        .transpose()?;
+    Ok(ValidCreate {
+        target,
+        alias,
+        expires_at,
+        redirect_status: input.redirect_status.unwrap_or_default(),
+        forward_query: input.forward_query,
+        idempotency_key,
+    })
+}
+
+fn idempotency_key(key: String) -> Result<String, WriterError> {
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(WriterError::invalid(
+            "idempotency_key",
+            format!(
+                "idempotency_key is {} bytes; at most {MAX_IDEMPOTENCY_KEY_LEN} allowed",
+                key.len()
+            ),
+        ));
+    }
+    if !key.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(WriterError::invalid(
+            "idempotency_key",
+            "idempotency_key must be printable ASCII without spaces",
+        ));
+    }
+    Ok(key)
+}
+
+/// An expiry in the future and within 100 years, rounded to the
+/// microseconds the stores keep, so what is returned is what is stored.
+pub fn check_expiry(at: SystemTime, field: &'static str) -> Result<SystemTime, WriterError> {
+    let now = SystemTime::now();
+    if at <= now {
+        return Err(WriterError::invalid(
+            field,
+            format!("{field} must be in the future"),
+        ));
+    }
+    if at > now + MAX_EXPIRY {
+        return Err(WriterError::invalid(
+            field,
+            format!("{field} must be within 100 years"),
+        ));
+    }
+    let micros = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros());
+    Ok(UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX)))
+}
+
+/// A code or alias as a caller names it: anything a link could have.
+pub fn code_argument(code: &str) -> Result<&str, WriterError> {
+    if code.is_empty()
+        || code.len() > MAX_CODE_LEN
+        || !code
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+    {
+        return Err(WriterError::invalid(
+            "code",
+            "code must be 1 to 64 of A-Z, a-z, 0-9, '_' and '-'",
+        ));
+    }
+    Ok(code)
+}
+
+/// The page size asked for, within bounds.
+pub fn page_size(requested: Option<u32>) -> Result<i64, WriterError> {
+    match requested {
+        None | Some(0) => Ok(i64::from(DEFAULT_PAGE_SIZE)),
+        Some(size @ 1..=MAX_PAGE_SIZE) => Ok(i64::from(size)),
+        Some(size) => Err(WriterError::invalid(
+            "page_size",
+            format!("page_size {size} is above {MAX_PAGE_SIZE}"),
+        )),
+    }
+}
+
+/// `<created_at micros since epoch>.<code>`; codes never contain a '.'.
+pub fn page_token(created_at: SystemTime, code: &str) -> String {
+    let micros = created_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros());
+    format!("{micros}.{code}")
+}
+
+pub fn parse_page_token(token: &str) -> Result<(SystemTime, String), WriterError> {
+    let invalid = || WriterError::invalid("page_token", "page_token is not one this server issued");
+    let (micros, code) = token.split_once('.').ok_or_else(invalid)?;
+    let micros: u64 = micros.parse().map_err(|_| invalid())?;
+    code_argument(code).map_err(|_| invalid())?;
+    Ok((UNIX_EPOCH + Duration::from_micros(micros), code.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_foreign_ones_are_refused() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        let token = page_token(at, "abc_D-9");
+        assert_eq!(
+            parse_page_token(&token).ok(),
+            Some((at, "abc_D-9".to_owned()))
+        );
+        for bad in ["", "abc", "12.", ".abc", "x.abc", "12.a.b", "12.a b"] {
+            assert!(parse_page_token(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn page_sizes_default_and_cap() {
+        assert_eq!(page_size(None).ok(), Some(100));
+        assert_eq!(page_size(Some(0)).ok(), Some(100));
+        assert_eq!(page_size(Some(1000)).ok(), Some(1000));
+        assert!(page_size(Some(1001)).is_err());
+    }
+
+    #[test]
+    fn expiry_must_be_future_and_is_rounded_to_micros() {
+        let soon = SystemTime::now() + Duration::from_secs(60) + Duration::from_nanos(789);
+        let kept = check_expiry(soon, "expires_at").ok();
+        assert!(kept.is_some_and(|kept| kept <= soon && soon - Duration::from_micros(1) < kept));
+        assert!(check_expiry(SystemTime::now() - Duration::from_secs(1), "expires_at").is_err());
+        assert!(check_expiry(SystemTime::now() + MAX_EXPIRY * 2, "expires_at").is_err());
+    }
+}

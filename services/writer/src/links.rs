@@ -1,0 +1,564 @@
+//! The link service: every rule of creating, reading, changing and listing
+//! links (authentication, limits, validation, minting, storage, cache
+//! coherence), independent of the transport. The gRPC service and the REST
+//! API are thin adapters over it: they decode their wire types into
+//! [`crate::input`] and encode what comes back.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tinyurl_domain::{CodeCodec, TargetPolicy, TargetUrl};
+use tinyurl_runtime::proxies::TrustedProxies;
+
+use crate::analytics::{ClickStore, LinkStats, StatsQuery};
+use crate::auth::{KeyCache, KeyHash, OwnerId, Scope};
+use crate::batcher::{CreateBatcher, GroupCommit};
+use crate::cache::LinkCache;
+use crate::error::WriterError;
+use crate::input::{
+    CreateInput, ListInput, MAX_BATCH, UpdateInput, ValidCreate, check_expiry, code_argument,
+    page_size, page_token, parse_page_token, validate_create,
+};
+use crate::leaser::IdLeaser;
+use crate::store::{LinkChanges, LinkStore, NewLink, StoredLink};
+
+/// Attempts to mint a code that does not meet an existing alias.
+const MINT_ROUNDS: usize = 5;
+/// Group commits of single creates in flight at once: two, so one group's
+/// cache write overlaps the next group's INSERT. More would split the queue
+/// into smaller groups, and on a busy primary statements cost more than rows.
+const COMMIT_SLOTS: usize = 2;
+/// Most single creates committed together.
+const GROUP_COMMIT_MAX: usize = 256;
+
+/// Who is calling, as the transport saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Call {
+    /// The hash of the presented API key, if one of the right shape was.
+    pub key: Option<KeyHash>,
+    /// The direct peer.
+    pub peer: Option<IpAddr>,
+    /// `x-forwarded-for` as received; believed only from a trusted proxy.
+    pub forwarded_for: Option<Vec<u8>>,
+}
+
+impl Call {
+    /// The address the request came from: the peer, or what a trusted
+    /// proxy says in `x-forwarded-for`.
+    fn client_address(&self, proxies: &TrustedProxies) -> Option<IpAddr> {
+        Some(proxies.client(self.peer?, self.forwarded_for.as_deref()))
+    }
+}
+
+/// A time range and granularity of statistics, as asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatsInput {
+    pub from: Option<SystemTime>,
+    pub to: Option<SystemTime>,
+    /// The protobuf enum number; 0 chooses by range.
+    pub granularity: i32,
+}
+
+/// One page of a listing, and the token of the next if there may be one.
+pub struct Page {
+    pub links: Vec<StoredLink>,
+    pub next_page_token: Option<String>,
+}
+
+pub struct LinkService {
+    state: Arc<State>,
+    batcher: CreateBatcher<State>,
+}
+
+pub struct State {
+    pub store: Arc<dyn LinkStore>,
+    /// The same store, as the analytics reads it.
+    pub clicks_store: Arc<dyn ClickStore>,
+    /// How far back minute and hour statistics reach.
+    pub minute_retention: std::time::Duration,
+    pub cache: Arc<dyn LinkCache>,
+    pub leaser: IdLeaser,
+    pub codec: CodeCodec,
+    /// What targets are accepted; swapped whole when the blocklist changes.
+    pub policy: std::sync::RwLock<Arc<TargetPolicy>>,
+    /// The blocklist file's entries and the stored (`block-host`) ones.
+    pub blocklists:
+        std::sync::Mutex<(tinyurl_domain::HostBlocklist, tinyurl_domain::HostBlocklist)>,
+    pub public_base_url: String,
+    pub keys: KeyCache,
+    pub limits: crate::limits::RateLimits,
+    /// Whose `x-forwarded-for` names the client.
+    pub proxies: TrustedProxies,
+}
+
+impl LinkService {
+    pub fn new(state: Arc<State>) -> Self {
+        let batcher = CreateBatcher::start(Arc::clone(&state), COMMIT_SLOTS, GROUP_COMMIT_MAX);
+        Self { state, batcher }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The public short URL of `code`.
+    pub fn short_url(&self, code: &str) -> String {
+        format!("{}/{code}", self.state.public_base_url)
+    }
+
+    /// `input` is what the transport decoded, or why it could not: callers
+    /// are authenticated before their input is judged, on every transport.
+    pub async fn create(
+        &self,
+        call: &Call,
+        input: Result<CreateInput, WriterError>,
+    ) -> Result<StoredLink, WriterError> {
+        measured("create", async {
+            let owner = self.state.owner(call, Scope::Create, 1).await?;
+            let valid = validate_create(input?, &self.state.policy())?;
+            self.state.limits.spend_daily_creates(owner, 1).await?;
+            self.batcher.create(owner, valid).await
+        })
+        .await
+    }
+
+    /// `Err` refuses the whole batch; otherwise one result per item, in
+    /// order. Items the transport could not decode arrive as their error.
+    pub async fn batch_create(
+        &self,
+        call: &Call,
+        items: Vec<Result<CreateInput, WriterError>>,
+    ) -> Result<Vec<Result<StoredLink, WriterError>>, WriterError> {
+        measured("batch_create", async {
+            let cost = u32::try_from(items.len()).unwrap_or(u32::MAX);
+            let owner = self.state.owner(call, Scope::Create, cost).await?;
+            if items.is_empty() || items.len() > MAX_BATCH {
+                return Err(WriterError::invalid(
+                    "links",
+                    format!("a batch holds 1 to {MAX_BATCH} links, got {}", items.len()),
+                ));
+            }
+            self.state
+                .limits
+                .spend_daily_creates(owner, items.len() as u64)
+                .await?;
+            metrics::histogram!("writer_batch_size").record(items.len() as f64);
+            let policy = self.state.policy();
+            let validated = items
+                .into_iter()
+                .map(|item| item.and_then(|input| validate_create(input, &policy)))
+                .collect();
+            Ok(self.state.create_many(owner, validated).await)
+        })
+        .await
+    }
+
+    pub async fn get(&self, call: &Call, code: &str) -> Result<StoredLink, WriterError> {
+        measured("get", async {
+            let owner = self.state.owner(call, Scope::Read, 1).await?;
+            let code = code_argument(code)?;
+            self.state
+                .store
+                .get(owner, code)
+                .await?
+                .ok_or_else(|| WriterError::NotFound(code.to_owned()))
+        })
+        .await
+    }
+
+    pub async fn update(
+        &self,
+        call: &Call,
+        code: &str,
+        input: Result<UpdateInput, WriterError>,
+    ) -> Result<StoredLink, WriterError> {
+        measured("update", async {
+            let owner = self.state.owner(call, Scope::Manage, 1).await?;
+            let code = code_argument(code)?;
+            let input = input?;
+            let changes = LinkChanges {
+                target_url: input
+                    .target_url
+                    .as_deref()
+                    .map(|raw| TargetUrl::parse(raw, &self.state.policy()))
+                    .transpose()
+                    .map_err(|error| WriterError::invalid("target_url", error.to_string()))?
+                    .map(TargetUrl::into_string),
+                expires_at: input
+                    .expires_at
+                    .flatten()
+                    .map(|at| check_expiry(at, "expires_at"))
+                    .transpose()?,
+                clear_expiry: matches!(input.expires_at, Some(None)),
+                redirect_status: input.redirect_status,
+                enabled: input.enabled,
+                forward_query: input.forward_query,
+            };
+            let link = self
+                .state
+                .store
+                .update(owner, code, &changes)
+                .await?
+                .ok_or_else(|| WriterError::NotFound(code.to_owned()))?;
+            self.state.cache.replace(&link).await;
+            Ok(link)
+        })
+        .await
+    }
+
+    /// Deletes the link and keeps its code as a tombstone: never reissued.
+    pub async fn delete(&self, call: &Call, code: &str) -> Result<(), WriterError> {
+        measured("delete", async {
+            let owner = self.state.owner(call, Scope::Manage, 1).await?;
+            let code = code_argument(code)?;
+            if !self.state.store.delete(owner, code).await? {
+                return Err(WriterError::NotFound(code.to_owned()));
+            }
+            self.state.cache.remove(code).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The caller's links, newest first, a keyset page at a time.
+    pub async fn list(&self, call: &Call, input: ListInput) -> Result<Page, WriterError> {
+        measured("list", async {
+            let owner = self.state.owner(call, Scope::Read, 1).await?;
+            let size = page_size(input.page_size)?;
+            let after = input
+                .page_token
+                .as_deref()
+                .filter(|token| !token.is_empty())
+                .map(parse_page_token)
+                .transpose()?;
+            let links = self.state.store.list(owner, size, after).await?;
+            let next_page_token = match links.last() {
+                Some(last) if links.len() as i64 == size => {
+                    Some(page_token(last.created_at, &last.code))
+                }
+                _ => None,
+            };
+            Ok(Page {
+                links,
+                next_page_token,
+            })
+        })
+        .await
+    }
+
+    /// Statistics of one of the caller's links.
+    pub async fn stats(
+        &self,
+        call: &Call,
+        code: &str,
+        input: Result<StatsInput, WriterError>,
+    ) -> Result<LinkStats, WriterError> {
+        measured("stats", async {
+            let owner = self.state.owner(call, Scope::Read, 1).await?;
+            self.state.link_stats(owner, code, input?).await
+        })
+        .await
+    }
+}
+
+/// Runs one operation, counting its outcome and timing it.
+async fn measured<T>(
+    operation: &'static str,
+    work: impl Future<Output = Result<T, WriterError>>,
+) -> Result<T, WriterError> {
+    let started = Instant::now();
+    let result = work.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.kind().label(),
+    };
+    metrics::counter!("writer_requests_total", "op" => operation, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("writer_request_duration_seconds", "op" => operation)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+impl GroupCommit for State {
+    async fn create_many(
+        &self,
+        owner: OwnerId,
+        items: Vec<Result<ValidCreate, WriterError>>,
+    ) -> Vec<Result<StoredLink, WriterError>> {
+        State::create_many(self, owner, items).await
+    }
+}
+
+impl State {
+    /// The owner of the call's key, when its scope allows `needed` and its
+    /// rate allows `cost` more (a batch spends one per link).
+    async fn owner(&self, call: &Call, needed: Scope, cost: u32) -> Result<OwnerId, WriterError> {
+        let hash = call
+            .key
+            .as_ref()
+            .ok_or(WriterError::Unauthenticated("no API key"))?;
+        // Only needed when the key is not cached, or is refused: a key in
+        // use costs no header parsing.
+        let address = || call.client_address(&self.proxies);
+        let resolved = self
+            .keys
+            .resolve(hash, || async {
+                // Only keys this writer does not know cost a lookup, and an
+                // address that keeps failing gets none.
+                if let Some(address) = address() {
+                    self.limits.refuse_if_blocked(address)?;
+                }
+                self.store.resolve_key(hash).await
+            })
+            .await;
+        let caller = match resolved {
+            Ok(caller) => caller,
+            Err(error @ WriterError::Unauthenticated(_)) => {
+                if let Some(address) = address()
+                    && let Some(retry_after) = self.limits.charge_failure(address).await
+                {
+                    return Err(self.limits.too_many_failures(retry_after));
+                }
+                return Err(error);
+            }
+            Err(other) => return Err(other),
+        };
+        let owner = caller.require(needed)?;
+        self.limits.check(&caller, cost).await?;
+        Ok(owner)
+    }
+
+    /// The target policy in force.
+    pub fn policy(&self) -> Arc<TargetPolicy> {
+        Arc::clone(
+            &self
+                .policy
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts the file's `list` in force for every later create and update.
+    pub fn set_blocklist(&self, list: tinyurl_domain::HostBlocklist) {
+        self.replace_blocklist(|lists| lists.0 = list);
+    }
+
+    /// Puts the stored (`block-host`) `list` in force.
+    pub fn set_stored_blocklist(&self, list: tinyurl_domain::HostBlocklist) {
+        self.replace_blocklist(|lists| lists.1 = list);
+    }
+
+    fn replace_blocklist(
+        &self,
+        change: impl FnOnce(&mut (tinyurl_domain::HostBlocklist, tinyurl_domain::HostBlocklist)),
+    ) {
+        let mut lists = self
+            .blocklists
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        change(&mut lists);
+        let union = lists.0.clone().union(&lists.1);
+        metrics::gauge!("writer_blocklist_entries").set(union.len() as f64);
+        let mut policy = self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *policy = Arc::new(TargetPolicy {
+            blocklist: Arc::new(union),
+            ..TargetPolicy::clone(&policy)
+        });
+    }
+
+    /// Creates every valid item in one insert (plus rare follow-ups for
+    /// idempotent replays and codes that met an alias). One result per item.
+    pub(crate) async fn create_many(
+        &self,
+        owner: OwnerId,
+        items: Vec<Result<ValidCreate, WriterError>>,
+    ) -> Vec<Result<StoredLink, WriterError>> {
+        let mut results: Vec<Option<Result<StoredLink, WriterError>>> =
+            Vec::with_capacity(items.len());
+        let mut pending: Vec<(usize, ValidCreate)> = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            match item {
+                Ok(valid) => {
+                    results.push(None);
+                    pending.push((index, valid));
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+
+        for round in 0..MINT_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let generated = pending
+                .iter()
+                .filter(|(_, item)| item.alias.is_none())
+                .count();
+            let ids = match self.leaser.take(generated).await {
+                Ok(ids) => ids,
+                Err(error) => {
+                    let message = error.to_string();
+                    for (index, _) in pending.drain(..) {
+                        results[index] = Some(Err(WriterError::Unavailable(message.clone())));
+                    }
+                    break;
+                }
+            };
+            let mut ids = ids.into_iter();
+            let rows: Vec<NewLink> = pending
+                .iter()
+                .map(|(_, item)| {
+                    let (code, id) = match &item.alias {
+                        Some(alias) => (alias.as_str().to_owned(), None),
+                        None => {
+                            let id = ids.next().unwrap_or_default();
+                            (self.codec.encode(id).into_string(), i64::try_from(id).ok())
+                        }
+                    };
+                    NewLink {
+                        code,
+                        id,
+                        target_url: item.target.as_str().to_owned(),
+                        redirect_status: item.redirect_status,
+                        forward_query: item.forward_query,
+                        expires_at: item.expires_at,
+                        is_alias: item.alias.is_some(),
+                        idempotency_key: item.idempotency_key.clone(),
+                    }
+                })
+                .collect();
+            let inserted = match self.store.insert(owner, &rows).await {
+                Ok(inserted) => inserted,
+                Err(error) => {
+                    let message = error.public_message();
+                    let kind_unavailable = matches!(error, WriterError::Unavailable(_));
+                    for (index, _) in pending.drain(..) {
+                        results[index] = Some(Err(if kind_unavailable {
+                            WriterError::Unavailable(message.clone())
+                        } else {
+                            WriterError::Unexpected(anyhow::anyhow!("insert failed: {message}"))
+                        }));
+                    }
+                    break;
+                }
+            };
+
+            let mut created = Vec::with_capacity(inserted.len());
+            let mut claimed = std::collections::HashSet::with_capacity(inserted.len());
+            let mut not_inserted = Vec::new();
+            for ((index, item), row) in pending.drain(..).zip(rows) {
+                match inserted.get_key_value(&row.code) {
+                    // The returned code is ours only if no other item of this
+                    // batch claimed it (a duplicate alias in one batch).
+                    Some((code, (created_at, updated_at))) if claimed.insert(code.as_str()) => {
+                        let link = StoredLink {
+                            code: row.code,
+                            target_url: row.target_url,
+                            redirect_status: row.redirect_status,
+                            forward_query: row.forward_query,
+                            expires_at: row.expires_at,
+                            enabled: true,
+                            is_alias: row.is_alias,
+                            created_at: *created_at,
+                            updated_at: *updated_at,
+                        };
+                        created.push((index, link));
+                    }
+                    _ => not_inserted.push((index, item)),
+                }
+            }
+            let links: Vec<StoredLink> = created.iter().map(|(_, link)| link.clone()).collect();
+            self.cache.write_through(&links).await;
+            for (index, link) in created {
+                results[index] = Some(Ok(link));
+            }
+            if not_inserted.is_empty() {
+                break;
+            }
+
+            // Idempotent replays first: the original link is the answer.
+            let keys: Vec<&str> = not_inserted
+                .iter()
+                .filter_map(|(_, item)| item.idempotency_key.as_deref())
+                .collect();
+            let replays = match self.store.find_by_idempotency_keys(owner, &keys).await {
+                Ok(replays) => replays,
+                Err(error) => {
+                    let message = error.public_message();
+                    for (index, _) in not_inserted {
+                        results[index] = Some(Err(WriterError::Unavailable(message.clone())));
+                    }
+                    break;
+                }
+            };
+            for (index, item) in not_inserted {
+                if let Some(original) = item
+                    .idempotency_key
+                    .as_ref()
+                    .and_then(|key| replays.get(key))
+                {
+                    metrics::counter!("writer_idempotent_replays_total").increment(1);
+                    results[index] = Some(Ok(original.clone()));
+                } else if let Some(alias) = &item.alias {
+                    results[index] = Some(Err(WriterError::AlreadyExists(format!(
+                        "alias {:?} is taken (codes of deleted links are never reissued)",
+                        alias.as_str()
+                    ))));
+                } else {
+                    // The minted code met an existing alias: skip that ID and
+                    // mint again.
+                    metrics::counter!("writer_codes_skipped_total").increment(1);
+                    tracing::info!(round, "generated code met an alias; minting another");
+                    pending.push((index, item));
+                }
+            }
+        }
+        for (index, _) in pending {
+            results[index] = Some(Err(WriterError::Unexpected(anyhow::anyhow!(
+                "no free code after {MINT_ROUNDS} attempts"
+            ))));
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(WriterError::Unexpected(anyhow::anyhow!(
+                        "item was not processed"
+                    )))
+                })
+            })
+            .collect()
+    }
+}
+
+impl State {
+    /// Statistics of one of `owner`'s links.
+    async fn link_stats(
+        &self,
+        owner: OwnerId,
+        code: &str,
+        input: StatsInput,
+    ) -> Result<LinkStats, WriterError> {
+        let code = code_argument(code)?;
+        let query = StatsQuery::parse(
+            input.from,
+            input.to,
+            input.granularity,
+            SystemTime::now(),
+            self.minute_retention,
+        )?;
+        // Owner-scoped like GetLink: another key's link is not found.
+        if self.store.get(owner, code).await?.is_none() {
+            return Err(WriterError::NotFound(code.to_owned()));
+        }
+        let (table, first, end) = query.buckets();
+        let rows = self.clicks_store.rollups(code, table, first, end).await?;
+        let lifetime = self.clicks_store.totals(code).await?;
+        Ok(LinkStats::assemble(query, lifetime, &rows))
+    }
+}

@@ -1,0 +1,687 @@
+//! The REST API (`/api/v1/…`) of real writer processes against real Postgres
+//! and idalloc: the hostile-input table refused alike over gRPC and REST,
+//! every operation end to end, problem documents, rate-limit headers, client
+//! addresses behind proxies, CORS, and the OpenAPI document it serves.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tinyurl_harness::hostile::{Expiry, hostile_creates};
+use tinyurl_harness::services::{
+    HttpResponse, WriterSetup, authed, http_send, links_client, start_idalloc,
+    unissued_api_key as random_key,
+};
+use tinyurl_harness::{PgCluster, ServiceProcess, TestDatabase};
+use tinyurl_proto::v1::CreateLinkRequest;
+use tonic_types::StatusExt as _;
+
+struct Stack {
+    cluster: PgCluster,
+    database: TestDatabase,
+    _idalloc: ServiceProcess,
+    setup: WriterSetup,
+}
+
+async fn stack() -> anyhow::Result<Stack> {
+    let mut cluster = PgCluster::start_with_replicas(0).await?;
+    let database = cluster.create_database().await?;
+    let idalloc = start_idalloc(&database.primary_url, &[]).await?;
+    let setup = WriterSetup {
+        database_url: database.primary_url.clone(),
+        idalloc_urls: vec![idalloc.endpoint()],
+        redis_url: None,
+        env: Vec::new(),
+    };
+    Ok(Stack {
+        cluster,
+        database,
+        _idalloc: idalloc,
+        setup,
+    })
+}
+
+impl Stack {
+    async fn count_links(&self) -> anyhow::Result<i64> {
+        let db = self.cluster.primary.connect(&self.database.name).await?;
+        Ok(db
+            .query_one("SELECT count(*) FROM links", &[])
+            .await?
+            .get(0))
+    }
+}
+
+/// One REST call: JSON body (when given) and the key as a bearer token.
+async fn call(
+    rest: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<HttpResponse> {
+    let bearer = key.map(|key| format!("Bearer {key}"));
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if let Some(bearer) = &bearer {
+        headers.push(("Authorization", bearer));
+    }
+    let body = body.map(serde_json::to_vec).transpose()?;
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    http_send(rest, method, path, &headers, body.as_deref()).await
+}
+
+fn json_of(response: &HttpResponse) -> anyhow::Result<Value> {
+    serde_json::from_slice(&response.body)
+        .with_context(|| format!("not JSON: {} {}", response.status, response.text()))
+}
+
+/// A problem document with `status`; returns it.
+fn problem(response: &HttpResponse, status: u16) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        response.status == status,
+        "expected {status}, got {} {}",
+        response.status,
+        response.text()
+    );
+    anyhow::ensure!(
+        response.header("content-type") == Some("application/problem+json"),
+        "content type {:?}",
+        response.header("content-type")
+    );
+    let body = json_of(response)?;
+    anyhow::ensure!(body["status"] == status, "{body}");
+    anyhow::ensure!(
+        body["type"] == "about:blank" && body["title"].is_string(),
+        "{body}"
+    );
+    Ok(body)
+}
+
+#[tokio::test]
+async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (writer, rest) = stack
+        .setup
+        .start_with_rest(&[("TINYURL_BLOCKED_HOSTS", "evil.example")])
+        .await?;
+    let key = stack.setup.create_api_key("hostile")?;
+    let mut grpc = links_client(&writer)?;
+    let cases = hostile_creates();
+    assert!(cases.len() >= 35, "the table holds {} cases", cases.len());
+
+    for case in &cases {
+        let label = format!("{:?} {:?}", case.field, case.target_url);
+        // gRPC.
+        let request = CreateLinkRequest {
+            target_url: case.target_url.clone(),
+            alias: case.alias.clone().unwrap_or_default(),
+            expires_at: case.expires_at.map(|expiry| match expiry {
+                Expiry::Past => {
+                    prost_types::Timestamp::from(SystemTime::now() - Duration::from_secs(60))
+                }
+                Expiry::Far => prost_types::Timestamp {
+                    seconds: 253_402_300_799,
+                    nanos: 0,
+                },
+                Expiry::Malformed => prost_types::Timestamp {
+                    seconds: 1,
+                    nanos: -5,
+                },
+            }),
+            redirect_type: case.redirect_type.unwrap_or_default(),
+            forward_query: false,
+            idempotency_key: case.idempotency_key.clone().unwrap_or_default(),
+        };
+        let status = grpc
+            .create_link(authed(request, &key))
+            .await
+            .expect_err("must be refused over gRPC");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{label}: {status:?}"
+        );
+        let field = status
+            .get_error_details()
+            .bad_request()
+            .and_then(|bad| bad.field_violations.first().map(|v| v.field.clone()))
+            .unwrap_or_default();
+        assert_eq!(field, case.field, "{label}");
+        assert!(
+            status.message().contains(case.reason),
+            "{label}: {status:?}"
+        );
+
+        // REST.
+        let mut body = json!({ "target_url": case.target_url });
+        if let Some(alias) = &case.alias {
+            body["alias"] = json!(alias);
+        }
+        if let Some(expiry) = case.expires_at {
+            body["expires_at"] = json!(match expiry {
+                Expiry::Past => "2020-01-01T00:00:00Z",
+                Expiry::Far => "9999-12-31T23:59:59Z",
+                Expiry::Malformed => "next tuesday",
+            });
+        }
+        if let Some(redirect_type) = case.redirect_type {
+            body["redirect_type"] = json!(redirect_type);
+        }
+        let mut headers = Vec::new();
+        if let Some(idempotency_key) = &case.idempotency_key {
+            headers.push(("Idempotency-Key", idempotency_key.as_str()));
+        }
+        let response = call(
+            rest,
+            "POST",
+            "/api/v1/links",
+            Some(&key),
+            Some(&body),
+            &headers,
+        )
+        .await?;
+        let refused = problem(&response, 400).with_context(|| label.clone())?;
+        assert_eq!(refused["code"], "invalid_argument", "{label}");
+        assert_eq!(refused["field"], case.field, "{label}: {refused}");
+        assert!(
+            refused["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains(case.reason)),
+            "{label}: {refused}"
+        );
+    }
+    assert_eq!(
+        stack.count_links().await?,
+        0,
+        "bad input never reaches storage"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("rest")?;
+    let reader = stack
+        .setup
+        .create_api_key_with(&["--name", "reader", "--scope", "read"])?;
+
+    // The OpenAPI document it serves is the checked-in one.
+    let served = call(rest, "GET", "/api/v1/openapi.json", None, None, &[]).await?;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.header("content-type"), Some("application/json"));
+    assert_eq!(served.text(), include_str!("../../api/openapi.json"));
+
+    // Create, with Location; a retry with the same Idempotency-Key gets the
+    // same link, not a second one.
+    let body = json!({ "target_url": "https://example.com/a", "redirect_type": 301 });
+    let headers = [("Idempotency-Key", "order-42")];
+    let created = call(
+        rest,
+        "POST",
+        "/api/v1/links",
+        Some(&key),
+        Some(&body),
+        &headers,
+    )
+    .await?;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let link = json_of(&created)?;
+    let code = link["code"].as_str().context("code")?.to_owned();
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/api/v1/links/{code}").as_str())
+    );
+    assert_eq!(link["short_url"], format!("https://sho.rt/{code}"));
+    assert_eq!(link["target_url"], "https://example.com/a");
+    assert_eq!(link["redirect_type"], 301);
+    assert_eq!(link["expires_at"], Value::Null);
+    assert_eq!(
+        (link["enabled"].clone(), link["is_alias"].clone()),
+        (json!(true), json!(false))
+    );
+    let replay = call(
+        rest,
+        "POST",
+        "/api/v1/links",
+        Some(&key),
+        Some(&body),
+        &headers,
+    )
+    .await?;
+    assert_eq!(json_of(&replay)?["code"], code.as_str());
+    assert_eq!(stack.count_links().await?, 1);
+
+    // Get; another key's view of it is 404; a read key cannot create.
+    let got = call(
+        rest,
+        "GET",
+        &format!("/api/v1/links/{code}"),
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    assert_eq!(
+        (got.status, json_of(&got)?["code"].clone()),
+        (200, json!(code))
+    );
+    let other = call(
+        rest,
+        "GET",
+        &format!("/api/v1/links/{code}"),
+        Some(&reader),
+        None,
+        &[],
+    )
+    .await?;
+    problem(&other, 404)?;
+    let denied = call(
+        rest,
+        "POST",
+        "/api/v1/links",
+        Some(&reader),
+        Some(&body),
+        &[],
+    )
+    .await?;
+    assert_eq!(problem(&denied, 403)?["code"], "permission_denied");
+
+    // Patch: a new target and an expiry, then the expiry removed with null.
+    let path = format!("/api/v1/links/{code}");
+    let patch =
+        json!({ "target_url": "https://example.com/b", "expires_at": "2099-01-01T00:00:00Z" });
+    let patched = call(rest, "PATCH", &path, Some(&key), Some(&patch), &[]).await?;
+    let patched = json_of(&patched)?;
+    assert_eq!(patched["target_url"], "https://example.com/b");
+    assert_eq!(patched["expires_at"], "2099-01-01T00:00:00.000000Z");
+    let cleared = call(
+        rest,
+        "PATCH",
+        &path,
+        Some(&key),
+        Some(&json!({ "expires_at": null })),
+        &[],
+    )
+    .await?;
+    let cleared = json_of(&cleared)?;
+    assert_eq!(
+        (cleared["expires_at"].clone(), cleared["target_url"].clone()),
+        (Value::Null, json!("https://example.com/b"))
+    );
+
+    // A batch: per-item results, the bad item a problem naming its field.
+    let batch = json!({ "links": [
+        { "target_url": "https://example.com/1" },
+        { "target_url": "ftp://example.com/2" },
+        { "target_url": "https://example.com/3", "alias": "rest-alias" },
+        { "target_url": "https://example.com/4", "idempotency_key": "item-4" },
+    ]});
+    let answered = call(
+        rest,
+        "POST",
+        "/api/v1/links/batch",
+        Some(&key),
+        Some(&batch),
+        &[],
+    )
+    .await?;
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    let results = json_of(&answered)?["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(results.len(), 4);
+    assert!(results[0]["link"]["code"].is_string());
+    assert_eq!(results[1]["error"]["field"], "target_url");
+    assert_eq!(results[1]["error"]["status"], 400);
+    assert_eq!(results[2]["link"]["code"], "rest-alias");
+    assert!(results[3]["link"]["code"].is_string());
+    let too_many = json!({ "links": vec![json!({ "target_url": "https://example.com/" }); 1001] });
+    let refused = call(
+        rest,
+        "POST",
+        "/api/v1/links/batch",
+        Some(&key),
+        Some(&too_many),
+        &[],
+    )
+    .await?;
+    assert_eq!(problem(&refused, 400)?["field"], "links");
+
+    // Keyset pages: 4 links, 3 pages of at most 2... or fewer, all distinct.
+    let mut seen = HashSet::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path = "/api/v1/links?page_size=2".to_owned();
+        if let Some(token) = &token {
+            path.push_str(&format!("&page_token={token}"));
+        }
+        let page = json_of(&call(rest, "GET", &path, Some(&key), None, &[]).await?)?;
+        pages += 1;
+        for link in page["links"].as_array().cloned().unwrap_or_default() {
+            assert!(seen.insert(link["code"].to_string()), "a link on two pages");
+        }
+        match page["next_page_token"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(pages < 10, "pages never end");
+    }
+    assert_eq!(seen.len(), 4, "every link once");
+    let huge_page = call(
+        rest,
+        "GET",
+        "/api/v1/links?page_size=5000",
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    assert_eq!(problem(&huge_page, 400)?["field"], "page_size");
+    let foreign_token = call(
+        rest,
+        "GET",
+        "/api/v1/links?page_token=forged",
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    assert_eq!(problem(&foreign_token, 400)?["field"], "page_token");
+
+    // Stats of a link nobody clicked.
+    let stats = call(
+        rest,
+        "GET",
+        &format!("/api/v1/links/{code}/stats"),
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    let stats = json_of(&stats)?;
+    assert_eq!(
+        (
+            stats["lifetime_clicks"].clone(),
+            stats["granularity"].clone()
+        ),
+        (json!(0), json!("day"))
+    );
+    let bad_granularity = call(
+        rest,
+        "GET",
+        &format!("/api/v1/links/{code}/stats?granularity=week"),
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    assert_eq!(problem(&bad_granularity, 400)?["field"], "granularity");
+
+    // Delete: 204, then 404, and the code is never handed out again.
+    let deleted = call(rest, "DELETE", &path, Some(&key), None, &[]).await?;
+    assert_eq!(deleted.status, 204);
+    problem(&call(rest, "GET", &path, Some(&key), None, &[]).await?, 404)?;
+
+    // Requests the API cannot read, each with its own problem.
+    let unauthenticated = call(rest, "POST", "/api/v1/links", None, Some(&body), &[]).await?;
+    assert_eq!(problem(&unauthenticated, 401)?["code"], "unauthenticated");
+    assert!(
+        unauthenticated
+            .header("www-authenticate")
+            .is_some_and(|value| value.starts_with("Bearer"))
+    );
+    let malformed_key = call(rest, "GET", "/api/v1/links", Some("tu_short"), None, &[]).await?;
+    assert!(
+        problem(&malformed_key, 401)?["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("malformed"))
+    );
+    let unknown_field = json!({ "target_url": "https://example.com/", "surprise": 1 });
+    let unknown = call(
+        rest,
+        "POST",
+        "/api/v1/links",
+        Some(&key),
+        Some(&unknown_field),
+        &[],
+    )
+    .await?;
+    let unknown = problem(&unknown, 400)?;
+    assert!(
+        unknown["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("unknown field `surprise`")),
+        "{unknown}"
+    );
+    // Bodies the API cannot read, each refused with its own problem.
+    let bearer = format!("Bearer {key}");
+    let unreadable = [
+        (
+            "/api/v1/links",
+            "text/plain",
+            None,
+            &b"https://example.com/"[..],
+            415,
+            "code",
+            "unsupported_media_type",
+        ),
+        (
+            "/api/v1/links",
+            "application/json",
+            None,
+            &b"{\"target_url\": "[..],
+            400,
+            "field",
+            "body",
+        ),
+        // Announced larger than the largest legitimate body: refused unread.
+        (
+            "/api/v1/links/batch",
+            "application/json",
+            Some("100000000"),
+            &[][..],
+            413,
+            "code",
+            "payload_too_large",
+        ),
+    ];
+    for (path, content_type, length, body, status, member, value) in unreadable {
+        let mut headers = vec![
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", content_type),
+        ];
+        headers.extend(length.map(|length| ("Content-Length", length)));
+        let body = Some(body).filter(|body| !body.is_empty());
+        let response = http_send(rest, "POST", path, &headers, body).await?;
+        assert_eq!(
+            problem(&response, status)?[member],
+            value,
+            "{path} {content_type}"
+        );
+    }
+    problem(
+        &call(rest, "GET", "/api/v1/nothing-here", Some(&key), None, &[]).await?,
+        404,
+    )?;
+    problem(
+        &call(rest, "PUT", &path, Some(&key), Some(&body), &[]).await?,
+        405,
+    )?;
+
+    // CORS is off unless configured: no Access-Control-* answer.
+    let cross = call(
+        rest,
+        "GET",
+        "/api/v1/links",
+        Some(&key),
+        None,
+        &[("Origin", "https://app.example")],
+    )
+    .await?;
+    assert_eq!(cross.status, 200);
+    assert_eq!(cross.header("access-control-allow-origin"), None);
+    // Only the batch's 3 links and the first one ever reached storage.
+    assert_eq!(stack.count_links().await?, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn rest_limits_answer_429_with_ratelimit_fields_and_see_clients_through_trusted_proxies()
+-> anyhow::Result<()> {
+    let stack = stack().await?;
+    // Behind a trusted proxy (loopback): X-Forwarded-For names the client.
+    let (_behind_proxy, trusting) = stack
+        .setup
+        .start_with_rest(&[
+            ("TINYURL_RATE_LIMIT_PER_KEY", "2/s"),
+            ("TINYURL_AUTH_FAILURE_RATE_PER_IP", "2/s"),
+            ("TINYURL_TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("TINYURL_REST_CORS_ORIGINS", "https://app.example"),
+        ])
+        .await?;
+    // Facing clients directly: X-Forwarded-For is whatever a client says.
+    let (_direct, direct) = stack
+        .setup
+        .start_with_rest(&[("TINYURL_AUTH_FAILURE_RATE_PER_IP", "2/s")])
+        .await?;
+    let key = stack.setup.create_api_key("limited")?;
+
+    // The per-key rate: past it, 429 with Retry-After and the RateLimit fields.
+    let body = json!({ "target_url": "https://example.com/limited" });
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = call(
+            trusting,
+            "POST",
+            "/api/v1/links",
+            Some(&key),
+            Some(&body),
+            &[],
+        )
+        .await?;
+        if response.status == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status, 201, "{}", response.text());
+    }
+    let limited = limited.context("20 creates at once never met a 2/s limit")?;
+    let refusal = problem(&limited, 429)?;
+    assert_eq!(refusal["code"], "resource_exhausted");
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .context("Retry-After")?
+        .parse()?;
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(limited.header("ratelimit-policy"), Some("\"key\";q=2;w=1"));
+    assert_eq!(
+        limited.header("ratelimit"),
+        Some(format!("\"key\";r=0;t={retry_after}").as_str())
+    );
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let again = call(
+        trusting,
+        "POST",
+        "/api/v1/links",
+        Some(&key),
+        Some(&body),
+        &[],
+    )
+    .await?;
+    assert_eq!(again.status, 201, "the hint was usable: {}", again.text());
+
+    // Failed authentications per client: behind the trusted proxy, one
+    // client's failures do not lock out another.
+    let failures_until_429 = |rest: SocketAddr, forwarded: &'static str| async move {
+        for attempt in 1..=20 {
+            let response = call(
+                rest,
+                "GET",
+                "/api/v1/links",
+                Some(&random_key()),
+                None,
+                &[("X-Forwarded-For", forwarded)],
+            )
+            .await?;
+            match response.status {
+                401 => continue,
+                429 => {
+                    assert_eq!(
+                        response.header("ratelimit-policy"),
+                        Some("\"failed-auth\";q=2;w=1")
+                    );
+                    return anyhow::Ok(Some(attempt));
+                }
+                other => anyhow::bail!("unexpected {other}: {}", response.text()),
+            }
+        }
+        Ok(None)
+    };
+    assert!(failures_until_429(trusting, "203.0.113.7").await?.is_some());
+    let bystander = call(
+        trusting,
+        "GET",
+        "/api/v1/links",
+        Some(&random_key()),
+        None,
+        &[("X-Forwarded-For", "203.0.113.8")],
+    )
+    .await?;
+    assert_eq!(
+        bystander.status, 401,
+        "another client behind the proxy is not limited"
+    );
+    // Facing clients directly, a forged X-Forwarded-For buys nothing: every
+    // "client" is the one peer, limited together.
+    let mut forged_limited = false;
+    for client in 0..20 {
+        let forged = format!("198.51.100.{client}");
+        let response = call(
+            direct,
+            "GET",
+            "/api/v1/links",
+            Some(&random_key()),
+            None,
+            &[("X-Forwarded-For", forged.as_str())],
+        )
+        .await?;
+        if response.status == 429 {
+            forged_limited = true;
+            break;
+        }
+        assert_eq!(response.status, 401);
+    }
+    assert!(
+        forged_limited,
+        "X-Forwarded-For from an untrusted peer must be ignored"
+    );
+
+    // CORS, where configured: the preflight answers for the allowed origin only.
+    let preflight = |origin: &'static str| async move {
+        let headers = [
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization, content-type, idempotency-key",
+            ),
+        ];
+        call(trusting, "OPTIONS", "/api/v1/links", None, None, &headers).await
+    };
+    let allowed = preflight("https://app.example").await?;
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    let foreign = preflight("https://evil.example").await?;
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+    Ok(())
+}
