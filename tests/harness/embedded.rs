@@ -26,6 +26,8 @@ pub struct Embedded {
     child: Option<Child>,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// The writer's REST API.
+    pub rest: SocketAddr,
     /// The redirect service's admin listener (`/metrics`).
     pub redirect_admin: SocketAddr,
     /// The key printed on first start; `None` after a restart on the same data.
@@ -50,6 +52,7 @@ impl Embedded {
                 child: None,
                 http: port()?,
                 grpc: port()?,
+                rest: port()?,
                 redirect_admin: port()?,
                 printed_key: None,
                 stdout: Vec::new(),
@@ -88,6 +91,8 @@ impl Embedded {
                 &self.http.to_string(),
                 "--grpc",
                 &self.grpc.to_string(),
+                "--rest",
+                &self.rest.to_string(),
             ])
             .args(["--idalloc", &port()?])
             .args([
