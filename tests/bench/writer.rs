@@ -1,5 +1,6 @@
 //! Benchmark: writer creates/s and p50/p99 at 1, 16 and 64 concurrent clients,
-//! for `CreateLink` and for `BatchCreateLinks` of 100, against `pgbench`
+//! for `CreateLink`, the REST API's `POST /api/v1/links` (HTTP/1.1 keep-alive,
+//! one connection per client) and `BatchCreateLinks` of 100, against `pgbench`
 //! running a raw single-row INSERT (and a raw 100-row multi-VALUES INSERT)
 //! into the same table on the same Postgres, interleaved in the same run.
 //!
@@ -55,6 +56,7 @@ const BATCH: usize = 100;
 enum Variant {
     PgbenchSingle,
     CreateLink,
+    RestCreate,
     PgbenchBatch,
     BatchCreateLinks,
 }
@@ -64,6 +66,7 @@ impl Variant {
         match self {
             Self::PgbenchSingle => "pgbench 1-row INSERT (reference)",
             Self::CreateLink => "writer CreateLink",
+            Self::RestCreate => "writer REST POST /api/v1/links",
             Self::PgbenchBatch => "pgbench 100-row INSERT (reference)",
             Self::BatchCreateLinks => "writer BatchCreateLinks ×100",
         }
@@ -71,14 +74,14 @@ impl Variant {
 
     fn case(self) -> Case {
         match self {
-            Self::PgbenchSingle | Self::CreateLink => Case::Single,
+            Self::PgbenchSingle | Self::CreateLink | Self::RestCreate => Case::Single,
             Self::PgbenchBatch | Self::BatchCreateLinks => Case::Batch,
         }
     }
 
     fn reference(self) -> Self {
         match self {
-            Self::PgbenchSingle | Self::CreateLink => Self::PgbenchSingle,
+            Self::PgbenchSingle | Self::CreateLink | Self::RestCreate => Self::PgbenchSingle,
             Self::PgbenchBatch | Self::BatchCreateLinks => Self::PgbenchBatch,
         }
     }
@@ -104,8 +107,8 @@ async fn main() -> anyhow::Result<()> {
         .max()
         .unwrap_or(1)
         .to_string();
-    let writer = setup
-        .start(&[("RUST_LOG", "warn"), ("TINYURL_DB_POOL_SIZE", &pool_size)])
+    let (writer, rest) = setup
+        .start_with_rest(&[("RUST_LOG", "warn"), ("TINYURL_DB_POOL_SIZE", &pool_size)])
         .await?;
     let key = Arc::new(setup.create_api_key("bench")?);
     let scripts = tempdir()?;
@@ -131,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
             let variants = [
                 Variant::PgbenchSingle,
                 Variant::CreateLink,
+                Variant::RestCreate,
                 Variant::PgbenchBatch,
                 Variant::BatchCreateLinks,
             ];
@@ -160,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
                     Variant::CreateLink => {
                         run_writer(&writer.endpoint(), &key, concurrency, duration, 1).await?
                     }
+                    Variant::RestCreate => run_rest(rest, &key, concurrency, duration).await?,
                     Variant::BatchCreateLinks => {
                         run_writer(&writer.endpoint(), &key, concurrency, duration, BATCH).await?
                     }
@@ -363,6 +368,98 @@ async fn run_writer(
                     created
                         .filter(|created| *created == batch)
                         .map(|created| created as u64)
+                }
+            })
+            .await;
+            anyhow::Ok(sample)
+        }));
+    }
+    collect(tasks).await
+}
+
+/// One HTTP/1.1 keep-alive connection, as a REST client library keeps.
+struct KeepAlive {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+}
+
+impl KeepAlive {
+    async fn connect(address: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: tokio::io::BufStream::new(stream),
+        })
+    }
+
+    /// POSTs `body` as JSON; the response status.
+    async fn post_json(
+        &mut self,
+        path: &str,
+        authorization: &str,
+        body: &str,
+    ) -> anyhow::Result<u16> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: {authorization}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(request.as_bytes()).await?;
+        self.stream.flush().await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("malformed status line {line:?}"))?;
+        let mut length = 0_usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse()?;
+            }
+        }
+        let mut answer = vec![0; length];
+        self.stream.read_exact(&mut answer).await?;
+        Ok(status)
+    }
+}
+
+async fn run_rest(
+    address: std::net::SocketAddr,
+    key: &Arc<String>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Sample> {
+    let start_line = Arc::new(tokio::sync::Barrier::new(concurrency));
+    let authorization = Arc::new(format!("Bearer {key}"));
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let connection = Arc::new(tokio::sync::Mutex::new(KeepAlive::connect(address).await?));
+        let start_line = Arc::clone(&start_line);
+        let authorization = Arc::clone(&authorization);
+        tasks.push(tokio::spawn(async move {
+            start_line.wait().await;
+            let sample = timed_loop(duration, |call| {
+                let connection = Arc::clone(&connection);
+                let authorization = Arc::clone(&authorization);
+                async move {
+                    let body =
+                        format!("{{\"target_url\":\"https://example.com/rest/{worker}/{call}\"}}");
+                    let status = connection
+                        .lock()
+                        .await
+                        .post_json("/api/v1/links", &authorization, &body)
+                        .await
+                        .ok()?;
+                    (status == 201).then_some(1)
                 }
             })
             .await;

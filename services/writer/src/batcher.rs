@@ -177,3 +177,171 @@ async fn commit(committer: &impl GroupCommit, mut jobs: Vec<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use tinyurl_domain::{TargetPolicy, TargetUrl};
+
+    use super::*;
+
+    /// Records each group it is given and holds it until the gate opens.
+    struct GatedCommit {
+        gate: Semaphore,
+        groups: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Default for GatedCommit {
+        fn default() -> Self {
+            Self {
+                gate: Semaphore::new(0),
+                groups: Mutex::default(),
+            }
+        }
+    }
+
+    impl GroupCommit for GatedCommit {
+        async fn create_many(
+            &self,
+            _owner: OwnerId,
+            items: Vec<Result<ValidCreate, WriterError>>,
+        ) -> Vec<Result<StoredLink, WriterError>> {
+            let targets = items
+                .iter()
+                .flatten()
+                .map(|item| item.target.as_str().to_owned())
+                .collect();
+            self.groups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(targets);
+            if let Ok(permit) = self.gate.acquire().await {
+                permit.forget();
+            }
+            items
+                .into_iter()
+                .map(|item| {
+                    item.map(|item| StoredLink {
+                        code: item.target.as_str().to_owned(),
+                        target_url: item.target.as_str().to_owned(),
+                        redirect_status: item.redirect_status,
+                        forward_query: item.forward_query,
+                        expires_at: item.expires_at,
+                        enabled: true,
+                        is_alias: false,
+                        created_at: SystemTime::UNIX_EPOCH,
+                        updated_at: SystemTime::UNIX_EPOCH,
+                    })
+                })
+                .collect()
+        }
+    }
+
+    fn item(n: usize) -> ValidCreate {
+        let target = TargetUrl::parse(
+            &format!("https://example.com/{n}"),
+            &TargetPolicy::default(),
+        )
+        .expect("a valid target");
+        ValidCreate {
+            target,
+            alias: None,
+            expires_at: None,
+            redirect_status: tinyurl_domain::RedirectStatus::default(),
+            forward_query: false,
+            idempotency_key: None,
+        }
+    }
+
+    async fn queued(batcher: &CreateBatcher<GatedCommit>, count: usize) {
+        while batcher.inner.lock_queue().len() < count {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn creates_queued_behind_a_busy_slot_commit_together_in_bounded_groups() {
+        let committer = Arc::new(GatedCommit::default());
+        let batcher = CreateBatcher::start(Arc::clone(&committer), 1, 16);
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.create(OwnerId(1), item(0)).await }
+        });
+        while committer
+            .groups
+            .lock()
+            .map(|groups| groups.len())
+            .unwrap_or(0)
+            == 0
+        {
+            tokio::task::yield_now().await;
+        }
+        let mut rest = Vec::new();
+        for n in 1..=20 {
+            let batcher = batcher.clone();
+            rest.push(tokio::spawn(async move {
+                batcher.create(OwnerId(1), item(n)).await
+            }));
+        }
+        queued(&batcher, 20).await;
+        committer.gate.add_permits(100);
+
+        let answered = first.await.expect("joined").expect("created");
+        assert_eq!(answered.target_url, "https://example.com/0");
+        for (n, task) in (1..=20).zip(rest) {
+            let link = task.await.expect("joined").expect("created");
+            assert_eq!(
+                link.target_url,
+                format!("https://example.com/{n}"),
+                "its own answer"
+            );
+        }
+        let sizes: Vec<usize> = committer
+            .groups
+            .lock()
+            .map(|groups| groups.iter().map(Vec::len).collect())
+            .unwrap_or_default();
+        assert_eq!(sizes, [1, 16, 4], "oldest first, at most a batch each");
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_caller_left_while_queued_is_never_committed() {
+        let committer = Arc::new(GatedCommit::default());
+        let batcher = CreateBatcher::start(Arc::clone(&committer), 1, 16);
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.create(OwnerId(1), item(0)).await }
+        });
+        while committer
+            .groups
+            .lock()
+            .map(|groups| groups.len())
+            .unwrap_or(0)
+            == 0
+        {
+            tokio::task::yield_now().await;
+        }
+        let abandoned = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.create(OwnerId(1), item(1)).await }
+        });
+        queued(&batcher, 1).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        committer.gate.add_permits(100);
+        first.await.expect("joined").expect("created");
+        let later = batcher.create(OwnerId(1), item(2)).await.expect("created");
+        assert_eq!(later.target_url, "https://example.com/2");
+
+        let groups = committer
+            .groups
+            .lock()
+            .map(|groups| groups.clone())
+            .unwrap_or_default();
+        assert!(
+            !groups.iter().flatten().any(|target| target.ends_with("/1")),
+            "the abandoned create reached a commit: {groups:?}"
+        );
+    }
+}

@@ -43,6 +43,10 @@ pub enum WriterError {
     Unavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+    /// One unexpected failure answered to several requests (a failed
+    /// insert of a whole group): logged once, when it was shared.
+    #[error("{0:#}")]
+    Shared(std::sync::Arc<anyhow::Error>),
 }
 
 impl WriterError {
@@ -50,6 +54,29 @@ impl WriterError {
         Self::InvalidField {
             field,
             message: message.into(),
+        }
+    }
+
+    /// This error, to be answered to several requests: transient ones as
+    /// they are, unexpected ones logged now (with `context`) and shared
+    /// with their cause.
+    pub fn shared(self, context: &'static str) -> Self {
+        match self {
+            Self::Unexpected(error) => {
+                let error = error.context(context);
+                tracing::error!(error = format!("{error:#}"), "request failed unexpectedly");
+                Self::Shared(std::sync::Arc::new(error))
+            }
+            other => other,
+        }
+    }
+
+    /// A copy of an error made by [`Self::shared`] (or of a transient one).
+    pub fn clone_shared(&self) -> Self {
+        match self {
+            Self::Shared(error) => Self::Shared(std::sync::Arc::clone(error)),
+            Self::Unavailable(message) => Self::Unavailable(message.clone()),
+            other => Self::Shared(std::sync::Arc::new(anyhow::anyhow!("{other}"))),
         }
     }
 
@@ -64,7 +91,7 @@ impl WriterError {
             | Self::TooManyFailures { .. }
             | Self::QuotaExhausted { .. } => ErrorKind::ResourceExhausted,
             Self::Unavailable(_) => ErrorKind::Unavailable,
-            Self::Unexpected(_) => ErrorKind::Internal,
+            Self::Unexpected(_) | Self::Shared(_) => ErrorKind::Internal,
         }
     }
 
@@ -84,6 +111,7 @@ impl WriterError {
                 tracing::error!(error = format!("{error:#}"), "request failed unexpectedly");
                 "internal error".to_owned()
             }
+            Self::Shared(_) => "internal error".to_owned(),
             other => other.to_string(),
         }
     }
@@ -141,5 +169,30 @@ impl WriterError {
                 Self::Unexpected(anyhow::Error::new(error).context("sqlite query failed"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_failure_keeps_its_cause_and_shows_nothing_inside() {
+        let root = anyhow::anyhow!("duplicate key value violates unique constraint");
+        let shared = WriterError::Unexpected(root).shared("insert failed");
+        let copies = [shared.clone_shared(), shared.clone_shared()];
+        for copy in &copies {
+            assert_eq!(copy.kind(), ErrorKind::Internal);
+            assert_eq!(copy.public_message(), "internal error");
+            let WriterError::Shared(error) = copy else {
+                panic!("not shared: {copy:?}");
+            };
+            assert_eq!(
+                format!("{error:#}"),
+                "insert failed: duplicate key value violates unique constraint"
+            );
+        }
+        let transient = WriterError::Unavailable("down".to_owned()).shared("insert failed");
+        assert!(matches!(transient.clone_shared(), WriterError::Unavailable(m) if m == "down"));
     }
 }

@@ -435,14 +435,11 @@ impl State {
             let inserted = match self.store.insert(owner, &rows).await {
                 Ok(inserted) => inserted,
                 Err(error) => {
-                    let message = error.public_message();
-                    let kind_unavailable = matches!(error, WriterError::Unavailable(_));
+                    // Every item shares the one failure: logged once here,
+                    // with its cause kept, not once per item.
+                    let shared = error.shared("insert failed");
                     for (index, _) in pending.drain(..) {
-                        results[index] = Some(Err(if kind_unavailable {
-                            WriterError::Unavailable(message.clone())
-                        } else {
-                            WriterError::Unexpected(anyhow::anyhow!("insert failed: {message}"))
-                        }));
+                        results[index] = Some(Err(shared.clone_shared()));
                     }
                     break;
                 }
