@@ -76,7 +76,7 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
     EnvVarDoc {
         name: "TINYURL_CODE_MIN_LENGTH",
         default: "7",
-        meaning: "shortest generated code",
+        meaning: "shortest generated code (at least 3, like aliases)",
     },
     EnvVarDoc {
         name: "TINYURL_PUBLIC_BASE_URL",
@@ -262,10 +262,7 @@ impl Config {
                 })
                 .transpose()?,
             code_secret,
-            code_min_length: env.parse_or(
-                "TINYURL_CODE_MIN_LENGTH",
-                tinyurl_domain::codec::DEFAULT_MIN_LENGTH,
-            )?,
+            code_min_length: code_min_length(env)?,
             public_base_url,
             target_policy: TargetPolicy {
                 own_host: Some(own_host),
@@ -296,6 +293,25 @@ impl Config {
                 .max(Duration::from_millis(100)),
         })
     }
+}
+
+/// Generated codes must have the shape of every link key (3 characters at
+/// least, like aliases), or the redirect service would refuse them.
+fn code_min_length(env: &Env) -> Result<usize, ConfigError> {
+    let length = env.parse_or(
+        "TINYURL_CODE_MIN_LENGTH",
+        tinyurl_domain::codec::DEFAULT_MIN_LENGTH,
+    )?;
+    if length < tinyurl_domain::alias::MIN_ALIAS_LEN {
+        return Err(ConfigError {
+            variable: "TINYURL_CODE_MIN_LENGTH",
+            reason: format!(
+                "must be at least {}: shorter codes are not link-shaped",
+                tinyurl_domain::alias::MIN_ALIAS_LEN
+            ),
+        });
+    }
+    Ok(length)
 }
 
 /// `*`, or origins like `https://app.example` (scheme, host, optional port).
@@ -405,6 +421,19 @@ mod tests {
             env.push(("TINYURL_REST_CORS_ORIGINS", bad));
             let error = Config::from_env(&Env::from_pairs(env)).expect_err(bad);
             assert_eq!(error.variable, "TINYURL_REST_CORS_ORIGINS");
+        }
+    }
+
+    #[test]
+    fn generated_codes_are_at_least_three_characters() {
+        for (length, ok) in [("2", false), ("3", true), ("7", true)] {
+            let mut env = base();
+            env.push(("TINYURL_CODE_MIN_LENGTH", length));
+            assert_eq!(
+                Config::from_env(&Env::from_pairs(env)).is_ok(),
+                ok,
+                "{length}"
+            );
         }
     }
 

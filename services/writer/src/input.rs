@@ -19,8 +19,6 @@ pub const MAX_PAGE_SIZE: u32 = 1_000;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Furthest accepted expiry.
 const MAX_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-/// Longest code or alias a caller may name.
-const MAX_CODE_LEN: usize = 64;
 
 /// A create as the caller asked for it, before validation.
 #[derive(Debug, Clone, Default)]
@@ -137,17 +135,13 @@ pub fn check_expiry(at: SystemTime, field: &'static str) -> Result<SystemTime, W
     Ok(UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX)))
 }
 
-/// A code or alias as a caller names it: anything a link could have.
+/// A code or alias as a caller names it: anything a link could have, by
+/// the one definition the redirect service screens paths with too.
 pub fn code_argument(code: &str) -> Result<&str, WriterError> {
-    if code.is_empty()
-        || code.len() > MAX_CODE_LEN
-        || !code
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
-    {
+    if !tinyurl_domain::is_link_shaped(code) {
         return Err(WriterError::invalid(
             "code",
-            "code must be 1 to 64 of A-Z, a-z, 0-9, '_' and '-'",
+            "code must be 3 to 64 of A-Z, a-z, 0-9, '_' and '-', starting with a letter or digit",
         ));
     }
     Ok(code)
