@@ -4,8 +4,11 @@
 //! retried with the same key until it succeeds or `--give-up-after` passes;
 //! `RESOURCE_EXHAUSTED` (a rate limit) waits and tries again, counted apart.
 //! Afterwards every acknowledged link is read back. Prints one JSON line:
-//! `{"created", "retries", "throttled", "failed", "lost", "unexpected"}`; exits non-zero
-//! when anything failed or was lost.
+//! `{"created", "retries", "throttled", "failed", "lost", "unexpected",
+//! "slowest_refusal_ms", "longest_recovery_ms"}` (the longest single call that
+//! ended UNAVAILABLE: how fast a failure is reported; the longest time one
+//! create took from its first try to its success: how long an outage lasted
+//! for a client); exits non-zero when anything failed or was lost.
 //!
 //!   grpc-load --endpoint http://127.0.0.1:50052 --endpoint http://127.0.0.1:50053 \
 //!       --key tu_… --seconds 30 --clients 8
@@ -48,6 +51,8 @@ struct Counts {
     throttled: AtomicU64,
     failed: AtomicU64,
     unexpected: AtomicU64,
+    slowest_refusal_ms: AtomicU64,
+    longest_recovery_ms: AtomicU64,
 }
 
 fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
@@ -70,6 +75,10 @@ fn retryable(status: &tonic::Status) -> bool {
             | tonic::Code::Unknown
             | tonic::Code::Cancelled
     )
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[tokio::main]
@@ -116,13 +125,24 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let first_try = Instant::now();
                 loop {
-                    match links
+                    let call = Instant::now();
+                    let answer = links
                         .clone()
                         .create_link(authed(request.clone(), &key))
-                        .await
+                        .await;
+                    if let Err(status) = &answer
+                        && status.code() == tonic::Code::Unavailable
                     {
+                        counts
+                            .slowest_refusal_ms
+                            .fetch_max(millis(call.elapsed()), Ordering::Relaxed);
+                    }
+                    match answer {
                         Ok(link) => {
                             counts.created.fetch_add(1, Ordering::Relaxed);
+                            counts
+                                .longest_recovery_ms
+                                .fetch_max(millis(first_try.elapsed()), Ordering::Relaxed);
                             let link = link.into_inner();
                             acknowledged.push((link.code, request.target_url.clone()));
                             break;
@@ -194,8 +214,10 @@ async fn main() -> anyhow::Result<()> {
         counts.failed.load(Ordering::Relaxed),
         counts.unexpected.load(Ordering::Relaxed),
     );
+    let slowest_refusal_ms = counts.slowest_refusal_ms.load(Ordering::Relaxed);
+    let longest_recovery_ms = counts.longest_recovery_ms.load(Ordering::Relaxed);
     println!(
-        "{{\"created\": {created}, \"retries\": {retries}, \"throttled\": {throttled}, \"failed\": {failed}, \"lost\": {lost}, \"unexpected\": {unexpected}}}"
+        "{{\"created\": {created}, \"retries\": {retries}, \"throttled\": {throttled}, \"failed\": {failed}, \"lost\": {lost}, \"unexpected\": {unexpected}, \"slowest_refusal_ms\": {slowest_refusal_ms}, \"longest_recovery_ms\": {longest_recovery_ms}}}"
     );
     anyhow::ensure!(
         failed == 0 && lost == 0 && unexpected == 0,
