@@ -79,6 +79,11 @@ fn json_of(response: &HttpResponse) -> anyhow::Result<Value> {
         .with_context(|| format!("not JSON: {} {}", response.status, response.text()))
 }
 
+/// A GET with the key.
+async fn get(rest: SocketAddr, path: &str, key: &str) -> anyhow::Result<HttpResponse> {
+    call(rest, "GET", path, Some(key), None, &[]).await
+}
+
 /// A problem document with `status`; returns it.
 fn problem(response: &HttpResponse, status: u16) -> anyhow::Result<Value> {
     anyhow::ensure!(
@@ -258,15 +263,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
     assert_eq!(stack.count_links().await?, 1);
 
     // Get; another key's view of it is 404; a read key cannot create.
-    let got = call(
-        rest,
-        "GET",
-        &format!("/api/v1/links/{code}"),
-        Some(&key),
-        None,
-        &[],
-    )
-    .await?;
+    let got = get(rest, &format!("/api/v1/links/{code}"), &key).await?;
     assert_eq!(
         (got.status, json_of(&got)?["code"].clone()),
         (200, json!(code))
@@ -363,7 +360,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
         if let Some(token) = &token {
             path.push_str(&format!("&page_token={token}"));
         }
-        let page = json_of(&call(rest, "GET", &path, Some(&key), None, &[]).await?)?;
+        let page = json_of(&get(rest, &path, &key).await?)?;
         pages += 1;
         for link in page["links"].as_array().cloned().unwrap_or_default() {
             assert!(seen.insert(link["code"].to_string()), "a link on two pages");
@@ -375,37 +372,13 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
         assert!(pages < 10, "pages never end");
     }
     assert_eq!(seen.len(), 4, "every link once");
-    let huge_page = call(
-        rest,
-        "GET",
-        "/api/v1/links?page_size=5000",
-        Some(&key),
-        None,
-        &[],
-    )
-    .await?;
+    let huge_page = get(rest, "/api/v1/links?page_size=5000", &key).await?;
     assert_eq!(problem(&huge_page, 400)?["field"], "page_size");
-    let foreign_token = call(
-        rest,
-        "GET",
-        "/api/v1/links?page_token=forged",
-        Some(&key),
-        None,
-        &[],
-    )
-    .await?;
+    let foreign_token = get(rest, "/api/v1/links?page_token=forged", &key).await?;
     assert_eq!(problem(&foreign_token, 400)?["field"], "page_token");
 
     // Stats of a link nobody clicked.
-    let stats = call(
-        rest,
-        "GET",
-        &format!("/api/v1/links/{code}/stats"),
-        Some(&key),
-        None,
-        &[],
-    )
-    .await?;
+    let stats = get(rest, &format!("/api/v1/links/{code}/stats"), &key).await?;
     let stats = json_of(&stats)?;
     assert_eq!(
         (
@@ -414,13 +387,10 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
         ),
         (json!(0), json!("day"))
     );
-    let bad_granularity = call(
+    let bad_granularity = get(
         rest,
-        "GET",
         &format!("/api/v1/links/{code}/stats?granularity=week"),
-        Some(&key),
-        None,
-        &[],
+        &key,
     )
     .await?;
     assert_eq!(problem(&bad_granularity, 400)?["field"], "granularity");
@@ -428,7 +398,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
     // Delete: 204, then 404, and the code is never handed out again.
     let deleted = call(rest, "DELETE", &path, Some(&key), None, &[]).await?;
     assert_eq!(deleted.status, 204);
-    problem(&call(rest, "GET", &path, Some(&key), None, &[]).await?, 404)?;
+    problem(&get(rest, &path, &key).await?, 404)?;
 
     // Requests the API cannot read, each with its own problem.
     let unauthenticated = call(rest, "POST", "/api/v1/links", None, Some(&body), &[]).await?;
@@ -507,10 +477,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
             "{path} {content_type}"
         );
     }
-    problem(
-        &call(rest, "GET", "/api/v1/nothing-here", Some(&key), None, &[]).await?,
-        404,
-    )?;
+    problem(&get(rest, "/api/v1/nothing-here", &key).await?, 404)?;
     problem(
         &call(rest, "PUT", &path, Some(&key), Some(&body), &[]).await?,
         405,

@@ -254,16 +254,11 @@ mod tests {
         }
     }
 
-    async fn queued(batcher: &CreateBatcher<GatedCommit>, count: usize) {
-        while batcher.inner.lock_queue().len() < count {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test]
-    async fn creates_queued_behind_a_busy_slot_commit_together_in_bounded_groups() {
-        let committer = Arc::new(GatedCommit::default());
-        let batcher = CreateBatcher::start(Arc::clone(&committer), 1, 16);
+    /// A create whose group commit holds the only slot until the gate opens.
+    async fn holding_the_slot(
+        batcher: &CreateBatcher<GatedCommit>,
+        committer: &GatedCommit,
+    ) -> tokio::task::JoinHandle<Result<StoredLink, WriterError>> {
         let first = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.create(OwnerId(1), item(0)).await }
@@ -277,6 +272,20 @@ mod tests {
         {
             tokio::task::yield_now().await;
         }
+        first
+    }
+
+    async fn queued(batcher: &CreateBatcher<GatedCommit>, count: usize) {
+        while batcher.inner.lock_queue().len() < count {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn creates_queued_behind_a_busy_slot_commit_together_in_bounded_groups() {
+        let committer = Arc::new(GatedCommit::default());
+        let batcher = CreateBatcher::start(Arc::clone(&committer), 1, 16);
+        let first = holding_the_slot(&batcher, &committer).await;
         let mut rest = Vec::new();
         for n in 1..=20 {
             let batcher = batcher.clone();
@@ -309,19 +318,7 @@ mod tests {
     async fn a_create_whose_caller_left_while_queued_is_never_committed() {
         let committer = Arc::new(GatedCommit::default());
         let batcher = CreateBatcher::start(Arc::clone(&committer), 1, 16);
-        let first = tokio::spawn({
-            let batcher = batcher.clone();
-            async move { batcher.create(OwnerId(1), item(0)).await }
-        });
-        while committer
-            .groups
-            .lock()
-            .map(|groups| groups.len())
-            .unwrap_or(0)
-            == 0
-        {
-            tokio::task::yield_now().await;
-        }
+        let first = holding_the_slot(&batcher, &committer).await;
         let abandoned = tokio::spawn({
             let batcher = batcher.clone();
             async move { batcher.create(OwnerId(1), item(1)).await }
