@@ -84,6 +84,17 @@ async fn get(rest: SocketAddr, path: &str, key: &str) -> anyhow::Result<HttpResp
     call(rest, "GET", path, Some(key), None, &[]).await
 }
 
+/// A JSON POST with the key.
+async fn post(
+    rest: SocketAddr,
+    path: &str,
+    key: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<HttpResponse> {
+    call(rest, "POST", path, Some(key), Some(body), headers).await
+}
+
 /// A problem document with `status`; returns it.
 fn problem(response: &HttpResponse, status: u16) -> anyhow::Result<Value> {
     anyhow::ensure!(
@@ -180,15 +191,7 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
         if let Some(idempotency_key) = &case.idempotency_key {
             headers.push(("Idempotency-Key", idempotency_key.as_str()));
         }
-        let response = call(
-            rest,
-            "POST",
-            "/api/v1/links",
-            Some(&key),
-            Some(&body),
-            &headers,
-        )
-        .await?;
+        let response = post(rest, "/api/v1/links", &key, &body, &headers).await?;
         let refused = problem(&response, 400).with_context(|| label.clone())?;
         assert_eq!(refused["code"], "invalid_argument", "{label}");
         assert_eq!(refused["field"], case.field, "{label}: {refused}");
@@ -226,15 +229,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
     // same link, not a second one.
     let body = json!({ "target_url": "https://example.com/a", "redirect_type": 301 });
     let headers = [("Idempotency-Key", "order-42")];
-    let created = call(
-        rest,
-        "POST",
-        "/api/v1/links",
-        Some(&key),
-        Some(&body),
-        &headers,
-    )
-    .await?;
+    let created = post(rest, "/api/v1/links", &key, &body, &headers).await?;
     assert_eq!(created.status, 201, "{}", created.text());
     let link = json_of(&created)?;
     let code = link["code"].as_str().context("code")?.to_owned();
@@ -250,15 +245,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
         (link["enabled"].clone(), link["is_alias"].clone()),
         (json!(true), json!(false))
     );
-    let replay = call(
-        rest,
-        "POST",
-        "/api/v1/links",
-        Some(&key),
-        Some(&body),
-        &headers,
-    )
-    .await?;
+    let replay = post(rest, "/api/v1/links", &key, &body, &headers).await?;
     assert_eq!(json_of(&replay)?["code"], code.as_str());
     assert_eq!(stack.count_links().await?, 1);
 
@@ -319,15 +306,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
         { "target_url": "https://example.com/3", "alias": "rest-alias" },
         { "target_url": "https://example.com/4", "idempotency_key": "item-4" },
     ]});
-    let answered = call(
-        rest,
-        "POST",
-        "/api/v1/links/batch",
-        Some(&key),
-        Some(&batch),
-        &[],
-    )
-    .await?;
+    let answered = post(rest, "/api/v1/links/batch", &key, &batch, &[]).await?;
     assert_eq!(answered.status, 200, "{}", answered.text());
     let results = json_of(&answered)?["results"]
         .as_array()
@@ -340,15 +319,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
     assert_eq!(results[2]["link"]["code"], "rest-alias");
     assert!(results[3]["link"]["code"].is_string());
     let too_many = json!({ "links": vec![json!({ "target_url": "https://example.com/" }); 1001] });
-    let refused = call(
-        rest,
-        "POST",
-        "/api/v1/links/batch",
-        Some(&key),
-        Some(&too_many),
-        &[],
-    )
-    .await?;
+    let refused = post(rest, "/api/v1/links/batch", &key, &too_many, &[]).await?;
     assert_eq!(problem(&refused, 400)?["field"], "links");
 
     // Keyset pages: 4 links, 3 pages of at most 2... or fewer, all distinct.
@@ -415,15 +386,7 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
             .is_some_and(|detail| detail.contains("malformed"))
     );
     let unknown_field = json!({ "target_url": "https://example.com/", "surprise": 1 });
-    let unknown = call(
-        rest,
-        "POST",
-        "/api/v1/links",
-        Some(&key),
-        Some(&unknown_field),
-        &[],
-    )
-    .await?;
+    let unknown = post(rest, "/api/v1/links", &key, &unknown_field, &[]).await?;
     let unknown = problem(&unknown, 400)?;
     assert!(
         unknown["detail"]
@@ -525,15 +488,7 @@ async fn rest_limits_answer_429_with_ratelimit_fields_and_see_clients_through_tr
     let body = json!({ "target_url": "https://example.com/limited" });
     let mut limited = None;
     for _ in 0..20 {
-        let response = call(
-            trusting,
-            "POST",
-            "/api/v1/links",
-            Some(&key),
-            Some(&body),
-            &[],
-        )
-        .await?;
+        let response = post(trusting, "/api/v1/links", &key, &body, &[]).await?;
         if response.status == 429 {
             limited = Some(response);
             break;
@@ -554,15 +509,7 @@ async fn rest_limits_answer_429_with_ratelimit_fields_and_see_clients_through_tr
         Some(format!("\"key\";r=0;t={retry_after}").as_str())
     );
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
-    let again = call(
-        trusting,
-        "POST",
-        "/api/v1/links",
-        Some(&key),
-        Some(&body),
-        &[],
-    )
-    .await?;
+    let again = post(trusting, "/api/v1/links", &key, &body, &[]).await?;
     assert_eq!(again.status, 201, "the hint was usable: {}", again.text());
 
     // Failed authentications per client: behind the trusted proxy, one
