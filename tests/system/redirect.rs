@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tinyurl_harness::redis::{RedisServer, Reply, command};
-use tinyurl_harness::services::{HttpResponse, http_request, metric};
+use tinyurl_harness::services::{HttpResponse, http_get, http_request, metric};
 use tinyurl_harness::system::{PUBLIC_BASE_URL, System};
 use tinyurl_harness::{ServiceProcess, wait_until};
 use tinyurl_proto::v1::{CreateLinkRequest, Link, RedirectType, UpdateLinkRequest};
@@ -674,7 +674,16 @@ async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
     for redirect in [&cached, &uncached] {
         assert_eq!(
             get(redirect, &format!("/{}", after.code)).await?.status,
-            302
+            302,
+            "{}\n{}",
+            redirect.log(),
+            http_get(redirect.admin_addr(), "/metrics")
+                .await?
+                .1
+                .lines()
+                .filter(|line| line.starts_with("redirect_") && !line.contains("bucket"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert_eq!(
             metric(
