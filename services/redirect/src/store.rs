@@ -59,7 +59,8 @@ pub trait LinkSource: Send + Sync + 'static {
     /// answered: a replica's "not found" may only mean it is behind.
     async fn find(&self, code: &str) -> Result<(Option<CachedLink>, Source), StoreError>;
 
-    /// Looks `code` up on the primary, unless it is known to be down.
+    /// Looks `code` up on the primary (one bounded try even when the probe
+    /// has it out of rotation).
     async fn find_on_primary(&self, code: &str) -> Result<Option<CachedLink>, StoreError>;
 
     fn has_primary(&self) -> bool;
@@ -210,12 +211,18 @@ impl LinkSource for PostgresLinkSource {
     }
 
     async fn find_on_primary(&self, code: &str) -> Result<Option<CachedLink>, StoreError> {
-        match &self.primary {
-            Some(primary) if primary.healthy.load(Ordering::Relaxed) => {
-                self.find_on(primary, code).await
-            }
-            _ => Err(StoreError::Unavailable),
+        let Some(primary) = &self.primary else {
+            return Err(StoreError::Unavailable);
+        };
+        // Tried even while the probe has it out of rotation, bounded like
+        // any query: the primary is the last word on a link the replicas do
+        // not have yet, and skipping it answers 404 for a link that exists
+        // until the next probe (a refused connection fails at once).
+        let found = self.find_on(primary, code).await?;
+        if !primary.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!(db = %primary.name, "database usable again");
         }
+        Ok(found)
     }
     fn any_healthy(&self) -> bool {
         self.replicas
