@@ -11,6 +11,7 @@
 pub mod embedded;
 pub mod geoip;
 pub mod hostile;
+pub mod otlp;
 pub mod postgres;
 pub mod process;
 pub mod redis;

@@ -119,6 +119,11 @@ impl ServiceProcess {
         log_tail(&self.log_path, 40)
     }
 
+    /// The running process's id (`None` while it is stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// (Re)starts the process on its ports and waits for readiness.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {

@@ -374,6 +374,7 @@ impl ThreadContext {
                 public_base_url: self.config.public_base_url.clone(),
                 metrics: HttpMetrics::new(),
                 scanners: self.scanners,
+                traced: self.config.common.otlp_endpoint.is_some(),
             });
             crate::server::serve(listener, shared, self.stopping.wait()).await;
             Ok(())

@@ -38,6 +38,9 @@ pub struct Shared {
     pub metrics: HttpMetrics,
     /// `None` when scanners are not throttled.
     pub scanners: Option<Arc<crate::scanners::Scanners>>,
+    /// Whether traces are exported: only then does a request get a span
+    /// (the L1 path is otherwise a few hundred nanoseconds).
+    pub traced: bool,
 }
 
 /// Counter handles registered once: the hot path does no label lookups.
@@ -97,6 +100,28 @@ fn route(path: &str) -> Option<Page<'_>> {
 
 /// Answers one request from `peer` (the direct peer's address).
 pub async fn handle(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Response {
+    if !shared.traced {
+        return respond(shared, request, peer).await;
+    }
+    // Fields filled as the answer takes shape: `code` once routed, `tier`
+    // by whichever cache or database answered.
+    let span = tracing::info_span!(
+        "redirect",
+        otel.kind = "server",
+        http.request.method = %request.method,
+        code = tracing::field::Empty,
+        tier = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    tinyurl_runtime::telemetry::join_trace(&span, &request.headers);
+    let response =
+        tracing::Instrument::instrument(respond(shared, request, peer), span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+async fn respond(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Response {
     let head = match request.method {
         Method::GET => false,
         Method::HEAD => true,
@@ -109,7 +134,13 @@ pub async fn handle(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> R
     let code = match page {
         Page::Redirect(code) | Page::Preview(code) | Page::Qr(code) => code,
     };
+    if shared.traced {
+        tracing::Span::current().record("code", code);
+    }
     if let Some(entry) = shared.resolver.cached(code) {
+        if shared.traced {
+            tracing::Span::current().record("tier", "l1");
+        }
         // The hot path: counted, not timed (it is sub-microsecond).
         return answer(
             shared,

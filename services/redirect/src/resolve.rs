@@ -89,8 +89,11 @@ impl Resolver {
         }
         let epoch = self.epochs.current(code);
         let started = Instant::now();
+        // The request's span (when traced) says which tier answered; a
+        // request that waited for another's lookup of the code has none.
         let resolved = match self.read_redis(code, l2).await {
             Some(entry) => {
+                tracing::Span::current().record("tier", "redis");
                 let entry = Arc::new(entry);
                 self.keep(code, &entry, epoch);
                 Resolution::Entry(entry)
@@ -182,12 +185,14 @@ impl Resolver {
         let Ok((found, source)) = self.store.find(code).await else {
             return Resolution::Unavailable;
         };
+        let mut answered_by = source;
         let found = match (found, source) {
             (Some(link), _) => Some(link),
             (None, Source::Primary) => None,
             (None, Source::Replica) if !self.store.has_primary() => {
                 // Nothing to confirm with: trust the replica for the short L1
                 // negative lifetime only, never in Redis.
+                tracing::Span::current().record("tier", source.label());
                 self.metrics.db_miss.increment(1);
                 let entry = Arc::new(Entry::Missing);
                 self.keep(code, &entry, epoch);
@@ -196,11 +201,15 @@ impl Resolver {
             (None, Source::Replica) => {
                 self.metrics.primary_confirm.increment(1);
                 match self.store.find_on_primary(code).await {
-                    Ok(found) => found,
+                    Ok(found) => {
+                        answered_by = Source::Primary;
+                        found
+                    }
                     Err(_) => return Resolution::Unconfirmed,
                 }
             }
         };
+        tracing::Span::current().record("tier", answered_by.label());
         if found.is_some() {
             self.metrics.db_hit.increment(1);
         } else {

@@ -1,20 +1,8 @@
 //! gRPC plumbing shared by servers and clients: W3C trace context carried in
 //! request metadata in both directions, and the per-request server span.
 
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::Injector;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
 
@@ -37,13 +25,9 @@ pub fn server_span(request: &http::Request<()>) -> tracing::Span {
         otel.kind = "server",
         rpc.system = "grpc",
         rpc.method = %request.uri().path(),
+        trace_id = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
-    });
-    // Fails only when no OpenTelemetry layer is installed; then there is no
-    // trace to join and the span is still useful for logs.
-    let _ = span.set_parent(parent);
+    crate::telemetry::join_trace(&span, request.headers());
     span
 }
 
@@ -158,7 +142,7 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("traceparent", http::HeaderValue::from_static(traceparent));
         let context = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderExtractor(&headers))
+            propagator.extract(&crate::telemetry::HeaderExtractor(&headers))
         });
         assert_eq!(
             context.span().span_context().trace_id().to_string(),

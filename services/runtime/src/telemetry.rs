@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -69,7 +71,8 @@ pub fn init_with(config: &CommonConfig, output: LogOutput) -> anyhow::Result<Tel
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(writer())
             .boxed(),
-    };
+    }
+    .with_filter(filter);
 
     let (otel_layer, tracer_provider) = match &config.otlp_endpoint {
         None => (None, None),
@@ -90,19 +93,60 @@ pub fn init_with(config: &CommonConfig, output: LogOutput) -> anyhow::Result<Tel
                 .build();
             let tracer = provider.tracer(config.service_name.clone());
             opentelemetry::global::set_tracer_provider(provider.clone());
+            // Spans are exported whatever RUST_LOG says about log lines:
+            // turning logs down to warnings must not lose the traces.
             (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+                ),
                 Some(provider),
             )
         }
     };
 
     tracing_subscriber::registry()
-        .with(filter)
         .with(log_layer)
         .with(otel_layer)
         .try_init()
         .context("a global tracing subscriber is already installed")?;
 
     Ok(TelemetryGuard { tracer_provider })
+}
+
+pub(crate) struct HeaderExtractor<'a>(pub(crate) &'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Makes `span` (a request's root span in this process) a child of the
+/// caller's span when `headers` carry a W3C `traceparent`, then records
+/// the trace id in its `trace_id` field, so every log line of the request
+/// names its trace.
+pub fn join_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    });
+    // Fails only when no OpenTelemetry layer is installed; then there is no
+    // trace to join and the span is still useful for logs.
+    let _ = span.set_parent(parent);
+    record_trace_id(span);
+}
+
+/// Records the OpenTelemetry trace id of `span` in its `trace_id` field
+/// (declared `tracing::field::Empty`); nothing when no trace is exported.
+pub fn record_trace_id(span: &tracing::Span) {
+    let context = span.context();
+    let trace_id = context.span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
 }

@@ -213,7 +213,63 @@ fn optional_expiry(expires: Option<&str>) -> Result<Option<prost_types::Timestam
         .map_err(|reason| Failure::usage(format!("--expires: {reason}")))
 }
 
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Up(_) => "up",
+            Self::Shorten { .. } => "shorten",
+            Self::Get { .. } => "get",
+            Self::Update { .. } => "update",
+            Self::Disable { .. } => "disable",
+            Self::Enable { .. } => "enable",
+            Self::Delete { .. } => "delete",
+            Self::List { .. } => "list",
+            Self::Stats(_) => "stats",
+            Self::Import(_) => "import",
+            Self::Export(_) => "export",
+            Self::ApiKey(_) => "api-key",
+            Self::BlockHost { .. } => "block-host",
+            Self::Probe { .. } => "probe",
+        }
+    }
+}
+
+/// A client command exports its trace when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+/// set, as the services do: one `tinyurl shorten` is then one trace from
+/// this process through the writer and idalloc. Log lines (warnings by
+/// default) go to standard error.
+fn client_telemetry() -> Result<Option<tinyurl_runtime::TelemetryGuard>, Failure> {
+    let env = tinyurl_runtime::Env::from_process();
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() {
+        return Ok(None);
+    }
+    let unused = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut common = tinyurl_runtime::CommonConfig::from_env(&env, "tinyurl-cli", unused, unused)
+        .map_err(|error| Failure::usage(error.to_string()))?;
+    common.log_filter = env.string_or("RUST_LOG", "warn");
+    let guard = tinyurl_runtime::telemetry::init_with(
+        &common,
+        tinyurl_runtime::telemetry::LogOutput::Stderr,
+    )?;
+    Ok(Some(guard))
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if matches!(cli.command, Command::Up(_)) {
+        return command(cli).await;
+    }
+    let _telemetry = client_telemetry()?;
+    let span = tracing::info_span!(
+        "tinyurl",
+        otel.kind = "client",
+        command = cli.command.name(),
+        trace_id = tracing::field::Empty,
+    );
+    tinyurl_runtime::telemetry::record_trace_id(&span);
+    tracing::Instrument::instrument(command(cli), span).await
+}
+
+async fn command(cli: Cli) -> Result<(), Failure> {
     let connection = &cli.connection;
     let json = cli.json;
     match cli.command {

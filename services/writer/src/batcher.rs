@@ -161,8 +161,16 @@ async fn commit(committer: &impl GroupCommit, mut jobs: Vec<Job>) {
         by_owner.entry(job.owner).or_default().push(job);
     }
     for (owner, jobs) in by_owner {
-        let batch_span = tracing::info_span!("group_commit", size = jobs.len());
-        for job in &jobs {
+        // A child of the oldest create's request, so that request's trace
+        // holds the insert (and a lease it waits for); the other creates
+        // it carries are linked.
+        let batch_span = match jobs.first() {
+            Some(first) => {
+                tracing::info_span!(parent: &first.span, "group_commit", size = jobs.len())
+            }
+            None => tracing::info_span!("group_commit", size = jobs.len()),
+        };
+        for job in jobs.iter().skip(1) {
             batch_span.follows_from(job.span.id());
         }
         let (items, replies): (Vec<_>, Vec<_>) = jobs

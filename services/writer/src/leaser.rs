@@ -230,7 +230,10 @@ impl IdLeaser {
 
     fn spawn_refill(&self) {
         let leaser = self.clone();
-        tokio::spawn(async move {
+        // In the trace of the create that found the buffer low: when that
+        // create waits for the range, its trace shows why.
+        let span = tracing::info_span!("lease_refill");
+        let refill = async move {
             let size = leaser.target_size();
             let result = leaser.lease(size).await;
             let mut buffer = leaser.lock();
@@ -254,7 +257,8 @@ impl IdLeaser {
             }
             drop(buffer);
             leaser.inner.refilled.notify_waiters();
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(refill, span));
     }
 
     /// One lease, retried with the same request id until the call timeout,
