@@ -29,8 +29,9 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use rand::Rng as _;
 use rand::distr::Distribution as _;
-use tinyurl_harness::services::{WriterSetup, authed, start_idalloc, start_redirect};
-use tinyurl_harness::{PgCluster, RedisServer, ServiceProcess, TestDatabase};
+use tinyurl_harness::ServiceProcess;
+use tinyurl_harness::services::authed;
+use tinyurl_harness::system::System;
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -153,56 +154,54 @@ impl Victim {
     }
 }
 
+/// The harness's split system (its writer is writer-1) plus more writers
+/// and two redirects.
 struct Stack {
-    cluster: PgCluster,
-    database: TestDatabase,
-    redis: RedisServer,
-    idalloc: ServiceProcess,
+    system: System,
+    /// writer-2 onwards.
     writers: Vec<ServiceProcess>,
     redirects: Vec<ServiceProcess>,
-    key: String,
 }
 
 impl Stack {
     async fn start() -> anyhow::Result<Self> {
-        let mut cluster = PgCluster::start_with_replicas(1).await?;
-        let database = cluster.create_database().await?;
-        let redis = RedisServer::start().await?;
-        let idalloc = start_idalloc(&database.primary_url, &[]).await?;
-        let setup = WriterSetup {
-            database_url: database.primary_url.clone(),
-            idalloc_urls: vec![idalloc.endpoint()],
-            redis_url: Some(redis.url()),
-            env: Vec::new(),
-        };
-        let writers = vec![setup.start(&[]).await?, setup.start(&[]).await?];
-        let key = setup.create_api_key("soak")?;
-        let redirect_env = [
-            ("TINYURL_REPLICA_URLS", database.replica_urls.join(",")),
-            ("TINYURL_DATABASE_URL", database.primary_url.clone()),
-            ("TINYURL_REDIS_URL", redis.url()),
-            ("TINYURL_PUBLIC_BASE_URL", "https://sho.rt".to_owned()),
+        let system = System::start(&[]).await?;
+        let second = system.setup.start(&[]).await?;
+        let redirects = vec![
+            system.start_redirect(&[]).await?,
+            system.start_redirect(&[]).await?,
         ];
-        let pairs: Vec<(&str, &str)> = redirect_env
-            .iter()
-            .map(|(name, value)| (*name, value.as_str()))
-            .collect();
-        let redirects = vec![start_redirect(&pairs).await?, start_redirect(&pairs).await?];
         Ok(Self {
-            cluster,
-            database,
-            redis,
-            idalloc,
-            writers,
+            system,
+            writers: vec![second],
             redirects,
-            key,
         })
     }
 
+    fn key(&self) -> &str {
+        &self.system.api_key
+    }
+
+    fn writer(&self, index: usize) -> &ServiceProcess {
+        if index == 0 {
+            &self.system.writer
+        } else {
+            &self.writers[index - 1]
+        }
+    }
+
+    fn writer_mut(&mut self, index: usize) -> &mut ServiceProcess {
+        if index == 0 {
+            &mut self.system.writer
+        } else {
+            &mut self.writers[index - 1]
+        }
+    }
+
     fn services(&self) -> Vec<(String, &ServiceProcess)> {
-        let mut services = vec![("idalloc".to_owned(), &self.idalloc)];
-        for (index, writer) in self.writers.iter().enumerate() {
-            services.push((format!("writer-{}", index + 1), writer));
+        let mut services = vec![("idalloc".to_owned(), &self.system.idalloc)];
+        for index in 0..=self.writers.len() {
+            services.push((format!("writer-{}", index + 1), self.writer(index)));
         }
         for (index, redirect) in self.redirects.iter().enumerate() {
             services.push((format!("redirect-{}", index + 1), redirect));
@@ -212,22 +211,22 @@ impl Stack {
 
     fn kill(&mut self, victim: Victim) -> anyhow::Result<()> {
         match victim {
-            Victim::Primary => self.cluster.primary.kill(),
-            Victim::Replica => self.cluster.replica_mut().kill(),
-            Victim::Redis => self.redis.kill(),
-            Victim::Idalloc => self.idalloc.kill(),
-            Victim::Writer(index) => self.writers[index].kill(),
+            Victim::Primary => self.system.cluster.primary.kill(),
+            Victim::Replica => self.system.cluster.replica_mut().kill(),
+            Victim::Redis => self.system.redis.kill(),
+            Victim::Idalloc => self.system.idalloc.kill(),
+            Victim::Writer(index) => self.writer_mut(index).kill(),
             Victim::Redirect(index) => self.redirects[index].kill(),
         }
     }
 
     async fn restart(&mut self, victim: Victim) -> anyhow::Result<()> {
         match victim {
-            Victim::Primary => self.cluster.primary.start().await,
-            Victim::Replica => self.cluster.replica_mut().start().await,
-            Victim::Redis => self.redis.start_again().await,
-            Victim::Idalloc => self.idalloc.start_again().await,
-            Victim::Writer(index) => self.writers[index].start_again().await,
+            Victim::Primary => self.system.cluster.primary.start().await,
+            Victim::Replica => self.system.cluster.replica_mut().start().await,
+            Victim::Redis => self.system.redis.start_again().await,
+            Victim::Idalloc => self.system.idalloc.start_again().await,
+            Victim::Writer(index) => self.writer_mut(index).start_again().await,
             Victim::Redirect(index) => self.redirects[index].start_again().await,
         }
     }
@@ -444,10 +443,9 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     eprintln!("starting the split system");
     let mut stack = Stack::start().await?;
-    let endpoints = stack
-        .writers
-        .iter()
-        .map(|writer| {
+    let endpoints = (0..=stack.writers.len())
+        .map(|index| {
+            let writer = stack.writer(index);
             Ok(Endpoint::from_shared(writer.endpoint())?
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(5)))
@@ -458,7 +456,7 @@ async fn main() -> anyhow::Result<()> {
     let codes = Arc::new(
         seed(
             &mut LinksClient::new(channel.clone()),
-            &stack.key,
+            stack.key(),
             args.links,
         )
         .await?,
@@ -490,7 +488,7 @@ async fn main() -> anyhow::Result<()> {
             Arc::clone(&stop),
         )));
     }
-    let key = Arc::new(stack.key.clone());
+    let key = Arc::new(stack.key().to_owned());
     let failed = Arc::new(AtomicUsize::new(0));
     let per_client = args.create_rate as f64 / args.create_clients.max(1) as f64;
     let mut create_tasks = Vec::new();
@@ -571,7 +569,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("checking {} acknowledged creates", acknowledged.len());
-    let (lost, duplicates) = verify(&stack.database.primary_url, &acknowledged).await?;
+    let (lost, duplicates) = verify(&stack.system.database.primary_url, &acknowledged).await?;
 
     let seconds = timeline
         .seconds

@@ -271,10 +271,14 @@ impl Clicks {
     }
 
     /// Drains the counts into batches of at most [`LINES_PER_BATCH`] lines,
-    /// classifying the User-Agents seen since the last flush first.
+    /// then classifies the User-Agents seen since the last flush. In that
+    /// order: a request registers its agent before it counts its click, so
+    /// every agent of a drained click is pending by now; classifying first
+    /// would miss one registered in between, and its click would be sent as
+    /// "other" (a bot counted as a person).
     fn take_batches(&self) -> Vec<PendingBatch> {
-        self.agents.classify_pending();
         let drained = self.drain();
+        self.agents.classify_pending();
         let mut batches = Vec::with_capacity(drained.len().div_ceil(LINES_PER_BATCH));
         for chunk in drained.chunks(LINES_PER_BATCH) {
             let mut lines = String::with_capacity(chunk.len() * 64);
