@@ -253,8 +253,14 @@ async fn one_shorten_is_one_trace_across_client_writer_and_idalloc() -> anyhow::
         tiers.push(span.attribute("tier").unwrap_or_default().to_owned());
     }
     tiers.sort();
-    // The create wrote the link through to Redis; the second request found
-    // it in the process's own cache.
-    assert_eq!(tiers, ["l1", "redis"], "{}", describe(&redirects));
+    // The second request found the link in the process's own cache; the
+    // first was answered by Redis (the create writes through) or, when that
+    // write had not landed yet, by a database.
+    assert_eq!(tiers[0], "l1", "{}", describe(&redirects));
+    assert!(
+        ["redis", "replica", "primary"].contains(&tiers[1].as_str()),
+        "{}",
+        describe(&redirects)
+    );
     Ok(())
 }
