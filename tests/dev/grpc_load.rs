@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tinyurl_harness::services::retryable;
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{CreateLinkRequest, GetLinkRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -61,20 +62,6 @@ fn authed<T>(message: T, key: &str) -> tonic::Request<T> {
         request.metadata_mut().insert("authorization", value);
     }
     request
-}
-
-/// What a client retries with the same idempotency key: the server said it
-/// is unavailable, or no answer arrived (a deadline; a connection closed
-/// under the call, which tonic reports as CANCELLED — this client never
-/// cancels a call itself).
-fn retryable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-    )
 }
 
 fn millis(duration: Duration) -> u64 {

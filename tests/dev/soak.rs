@@ -30,7 +30,7 @@ use hyper::body::Bytes;
 use rand::Rng as _;
 use rand::distr::Distribution as _;
 use tinyurl_harness::ServiceProcess;
-use tinyurl_harness::services::authed;
+use tinyurl_harness::services::{authed, retryable};
 use tinyurl_harness::system::System;
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest};
@@ -377,14 +377,8 @@ async fn create_load(
                     break;
                 }
                 Err(status)
-                    if matches!(
-                        status.code(),
-                        tonic::Code::Unavailable
-                            | tonic::Code::DeadlineExceeded
-                            | tonic::Code::Unknown
-                            | tonic::Code::Cancelled
-                            | tonic::Code::ResourceExhausted
-                    ) && first_try.elapsed() < Duration::from_secs(60) =>
+                    if (retryable(&status) || status.code() == tonic::Code::ResourceExhausted)
+                        && first_try.elapsed() < Duration::from_secs(60) =>
                 {
                     timeline.record(at, |second| second.create_retries += 1);
                     tokio::time::sleep(Duration::from_millis(100)).await;

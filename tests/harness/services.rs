@@ -544,3 +544,17 @@ pub fn unissued_api_key() -> String {
         .collect();
     format!("tu_{body}")
 }
+
+/// What a client retries with the same idempotency key: the server said it
+/// is unavailable, or no answer arrived (a deadline; a connection closed
+/// under the call, which tonic reports as CANCELLED — this client never
+/// cancels a call itself).
+pub fn retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    )
+}
