@@ -214,8 +214,17 @@ impl IdLeaser {
             return false;
         }
         let current = buffer.current.map_or(0, |range| range.remaining());
-        let lasts_for = if buffer.rate > 0.0 {
-            current as f64 / buffer.rate
+        // Before the first one-second window closes there is no rate yet;
+        // the open window's count is the best estimate then. Without it, a
+        // writer spending its first range within a second would not refill
+        // until its last range was half gone.
+        let rate = if buffer.rate > 0.0 {
+            buffer.rate
+        } else {
+            buffer.window_taken as f64 / buffer.window_started.elapsed().as_secs_f64().max(0.001)
+        };
+        let lasts_for = if rate > 0.0 {
+            current as f64 / rate
         } else {
             f64::INFINITY
         };
