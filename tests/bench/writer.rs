@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
 /// into the same table, owned by the benchmark's API key (id 1).
 fn pgbench_script(rows: usize) -> String {
     let mut script = String::from(
-        "\\set n random(1, 1000000000000000)\nINSERT INTO links (code, owner_key_id, target_url, redirect_status, is_alias) VALUES ",
+        "\\set n random(1, 1000000000000000)\nINSERT INTO links (code, owner_key_id, target_url, redirect_status) VALUES ",
     );
     for row in 0..rows {
         if row > 0 {
@@ -217,7 +217,7 @@ fn pgbench_script(rows: usize) -> String {
         }
         let _ = write!(
             script,
-            "('pgb' || :client_id || '-' || (CAST(:n AS bigint) + {row}), 1, 'https://example.com/pgbench', 302, false)"
+            "('pgb' || :client_id || '-' || (CAST(:n AS bigint) + {row}), 1, 'https://example.com/pgbench', 302)"
         );
     }
     script.push_str(";\n");

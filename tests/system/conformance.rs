@@ -6,7 +6,7 @@
 //! Each contract is one function; each implementation runs
 //! it through the same code, so the two cannot drift.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,7 +51,6 @@ fn in_future(seconds: u64) -> SystemTime {
 fn new_link(code: &str, id: Option<i64>, key: Option<&str>) -> NewLink {
     NewLink {
         code: code.to_owned(),
-        id,
         target_url: format!("https://example.com/{code}"),
         redirect_status: RedirectStatus::Found,
         forward_query: false,
@@ -699,6 +698,264 @@ async fn click_store_sqlite() -> anyhow::Result<()> {
 
 fn sqlite_file(dir: &ScratchDir) -> std::path::PathBuf {
     dir.path().join("tinyurl.db")
+}
+
+/// Idempotency keys: a key names the link it created, for the retention
+/// only; a deleted link's key, an expired key and a key whose code was taken
+/// are free again; pruning forgets expired keys. `store` keeps keys for
+/// [`KEY_RETENTION`].
+async fn idempotency_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
+    let store = store.as_ref();
+    let owner = api_key(store, "keys").await?;
+    let codes = |inserted: &HashMap<String, (SystemTime, SystemTime)>| {
+        let mut codes: Vec<String> = inserted.keys().cloned().collect();
+        codes.sort();
+        codes
+    };
+    let replay = |key: &'static str| async move {
+        store
+            .find_by_idempotency_keys(owner, &[key])
+            .await
+            .map(|found| found.get(key).map(|link| link.code.clone()))
+            .map_err(|error| anyhow::anyhow!("{error}"))
+    };
+
+    // Two items with one key in one batch: the first creates, the second
+    // is the first's replay.
+    let first = ok!(store.insert(
+        owner,
+        &[
+            new_link("Keyed01", Some(1), Some("k")),
+            new_link("Keyed02", Some(2), Some("k")),
+        ]
+    ));
+    ensure!(codes(&first) == ["Keyed01"], "one link per key");
+    ensure!(replay("k").await?.as_deref() == Some("Keyed01"));
+
+    // A deleted link's key creates anew.
+    ensure!(ok!(store.delete(owner, "Keyed01")));
+    ensure!(
+        replay("k").await?.is_none(),
+        "a deleted link is not replayed"
+    );
+    let again = ok!(store.insert(owner, &[new_link("Keyed03", Some(3), Some("k"))]));
+    ensure!(
+        codes(&again) == ["Keyed03"],
+        "the key is free after a delete"
+    );
+    ensure!(replay("k").await?.as_deref() == Some("Keyed03"));
+
+    // A key whose alias was taken does not stay behind naming that alias.
+    ensure!(ok!(store.insert(owner, &[new_link("taken", None, None)])).len() == 1);
+    ensure!(ok!(store.insert(owner, &[new_link("taken", None, Some("a"))])).is_empty());
+    ensure!(
+        replay("a").await?.is_none(),
+        "a failed create has no replay"
+    );
+    let retried = ok!(store.insert(owner, &[new_link("Keyed04", Some(4), Some("a"))]));
+    ensure!(
+        codes(&retried) == ["Keyed04"],
+        "the key was not kept: {retried:?}"
+    );
+
+    // Past the retention a key is forgotten: no replay, a retry creates.
+    tokio::time::sleep(KEY_RETENTION + Duration::from_millis(200)).await;
+    ensure!(
+        replay("k").await?.is_none(),
+        "an expired key is not replayed"
+    );
+    let late = ok!(store.insert(owner, &[new_link("Keyed05", Some(5), Some("k"))]));
+    ensure!(
+        codes(&late) == ["Keyed05"],
+        "an expired key is claimed anew"
+    );
+    ensure!(replay("k").await?.as_deref() == Some("Keyed05"));
+
+    // Pruning deletes the expired key ("a"), not the renewed one ("k").
+    ensure!(ok!(store.prune_idempotency_keys(1)) == 1);
+    ensure!(ok!(store.prune_idempotency_keys(100)) == 0);
+    ensure!(replay("k").await?.as_deref() == Some("Keyed05"));
+    // The links themselves stay.
+    ensure!(ok!(store.get(owner, "Keyed04")).is_some());
+    Ok(())
+}
+
+const KEY_RETENTION: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn idempotency_keys_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?
+        .with_idempotency_retention(KEY_RETENTION);
+    store.migrate().await?;
+    idempotency_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn idempotency_keys_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT)
+        .await?
+        .with_idempotency_retention(KEY_RETENTION);
+    idempotency_contract(Arc::new(store)).await
+}
+
+/// A database made by the schema before partitioning (V6), with links of
+/// every kind, migrated to the current schema: every link, tombstone, code
+/// and idempotency answer survives, in the configured number of partitions.
+#[tokio::test]
+async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let url: secrecy::SecretString = database.primary_url.clone().into();
+    let store = PostgresLinkStore::connect(&url, 2, TIMEOUT)?.with_link_partitions(4);
+    store.migrate_to(Some(6)).await?;
+    let owner = api_key(&store, "before").await?;
+    let db = tinyurl_harness::postgres::connect(&database.primary_url).await?;
+    db.batch_execute(&format!(
+        "INSERT INTO links (code, id, owner_key_id, target_url, redirect_status, forward_query,
+                            expires_at, enabled, is_alias, idempotency_key, created_at, updated_at)
+         VALUES
+           ('Gen0001', 1, {o}, 'https://example.com/1', 302, false, NULL, true, false, 'key-1',
+            now() - interval '1 hour', now() - interval '1 hour'),
+           ('alias-1', NULL, {o}, 'https://example.com/a', 308, true,
+            '2999-01-01T00:00:00Z', true, true, 'key-a', now() - interval '2 hours', now()),
+           ('Off0001', 2, {o}, 'https://example.com/off', 301, false, NULL, false, false, NULL,
+            now() - interval '3 hours', now() - interval '1 hour'),
+           ('Gone001', 3, {o}, NULL, 302, false, NULL, false, false, NULL,
+            now() - interval '4 hours', now()),
+           ('Old0001', 4, {o}, 'https://example.com/old', 307, false, NULL, true, false, 'key-old',
+            now() - interval '2 days', now() - interval '2 days')",
+        o = owner.0
+    ))
+    .await?;
+    let before: HashMap<String, StoredLink> = {
+        let mut links = HashMap::new();
+        for code in ["Gen0001", "alias-1", "Off0001", "Old0001"] {
+            let row = db
+                .query_one(
+                    "SELECT code, target_url, redirect_status, forward_query, expires_at, enabled,
+                            is_alias, created_at, updated_at FROM links WHERE code = $1",
+                    &[&code],
+                )
+                .await?;
+            let status: i16 = row.get(2);
+            links.insert(
+                code.to_owned(),
+                StoredLink {
+                    code: row.get(0),
+                    target_url: row.get(1),
+                    redirect_status: RedirectStatus::from_code(i64::from(status))
+                        .context("status")?,
+                    forward_query: row.get(3),
+                    expires_at: row.get(4),
+                    enabled: row.get(5),
+                    is_alias: row.get(6),
+                    created_at: row.get(7),
+                    updated_at: row.get(8),
+                },
+            );
+        }
+        links
+    };
+
+    store.migrate().await?;
+
+    let partitions: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'links'::regclass",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(partitions == 4, "{partitions} partitions");
+    for (code, link) in &before {
+        let after = ok!(store.get(owner, code)).with_context(|| format!("{code} lost"))?;
+        ensure!(&after == link, "{code}: {link:?} became {after:?}");
+    }
+    ensure!(
+        ok!(store.get(owner, "Gone001")).is_none(),
+        "a tombstone stays one"
+    );
+    let taken = ok!(store.insert(owner, &[new_link("Gone001", None, None)]));
+    ensure!(taken.is_empty(), "a tombstone's code stays taken");
+    let replays = ok!(store.find_by_idempotency_keys(owner, &["key-1", "key-a", "key-old"]));
+    ensure!(replays.get("key-1").map(|link| link.code.as_str()) == Some("Gen0001"));
+    ensure!(replays.get("key-a").map(|link| link.code.as_str()) == Some("alias-1"));
+    ensure!(
+        !replays.contains_key("key-old"),
+        "a key older than the retention is not carried over"
+    );
+    let again = ok!(store.insert(owner, &[new_link("Gen0009", Some(9), Some("key-1"))]));
+    ensure!(again.is_empty(), "a carried key still answers retries");
+    let listed = ok!(store.list(owner, 10, None));
+    let order: Vec<&str> = listed.iter().map(|link| link.code.as_str()).collect();
+    ensure!(
+        order == ["Gen0001", "alias-1", "Off0001", "Old0001"],
+        "newest first: {order:?}"
+    );
+    Ok(())
+}
+
+/// A lookup by code reads one partition: planned for a literal code, and
+/// pruned at execution for a prepared statement's generic plan.
+#[tokio::test]
+async fn a_lookup_by_code_touches_one_partition() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 2, TIMEOUT)?;
+    store.migrate().await?;
+    let db = tinyurl_harness::postgres::connect(&database.primary_url).await?;
+    let partitions: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'links'::regclass",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(
+        partitions == 16,
+        "16 partitions by default, not {partitions}"
+    );
+    let plan = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let lookup = "SELECT target_url, redirect_status, flags, expires_at FROM links \
+                  WHERE code = $1 AND target_url IS NOT NULL";
+
+    let custom = plan(
+        db.query(
+            &format!("EXPLAIN (COSTS OFF) {}", lookup.replace("$1", "'Abc1234'")),
+            &[],
+        )
+        .await?,
+    );
+    eprintln!("{custom}");
+    let scanned = custom.matches(" on links_p").count();
+    ensure!(scanned == 1, "{scanned} partitions scanned:\n{custom}");
+    ensure!(custom.contains("Index Scan using links_p"), "{custom}");
+
+    db.batch_execute(&format!(
+        "SET plan_cache_mode = force_generic_plan; PREPARE lookup(text) AS {lookup}"
+    ))
+    .await?;
+    let generic = plan(
+        db.query(
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE lookup('Abc1234')",
+            &[],
+        )
+        .await?,
+    );
+    eprintln!("{generic}");
+    ensure!(
+        generic.contains("Subplans Removed: 15"),
+        "the generic plan prunes 15 of 16 partitions at execution:\n{generic}"
+    );
+    Ok(())
 }
 
 #[tokio::test]

@@ -16,9 +16,10 @@ use deadpool_postgres::Pool;
 use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 
-// A deleted link's tombstone (no target) reads as missing.
-const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, enabled \
-                        FROM links WHERE code = $1 AND target_url IS NOT NULL";
+// A deleted link's tombstone (no target) reads as missing. The row packs
+// its booleans into `flags`: 1 forward the query string, 2 disabled.
+const FIND_SQL: &str = "SELECT target_url, redirect_status, flags & 1 <> 0, expires_at, \
+                        flags & 2 = 0 FROM links WHERE code = $1 AND target_url IS NOT NULL";
 
 /// How often an unhealthy database is probed.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);

@@ -430,6 +430,8 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                 &secrecy::SecretString::from(database_url),
                 1,
                 std::time::Duration::from_secs(5),
+                &tinyurl_writer::config::layout_from_env(&tinyurl_runtime::Env::from_process())
+                    .map_err(anyhow::Error::from)?,
             )
             .await?;
             let cache = match std::env::var("TINYURL_REDIS_URL") {
@@ -467,6 +469,8 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                 &secrecy::SecretString::from(database_url),
                 1,
                 std::time::Duration::from_secs(5),
+                &tinyurl_writer::config::layout_from_env(&tinyurl_runtime::Env::from_process())
+                    .map_err(anyhow::Error::from)?,
             )
             .await?;
             let report = tinyurl_writer::keys::run(store.as_ref(), command, json)

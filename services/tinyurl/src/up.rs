@@ -89,7 +89,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let store = Arc::new(
         SqliteLinkStore::open(&args.data, timeout)
             .await
-            .with_context(|| format!("cannot open {}", args.data.display()))?,
+            .with_context(|| format!("cannot open {}", args.data.display()))?
+            .with_idempotency_retention(
+                tinyurl_writer::config::layout_from_env(&process_env)?.idempotency_retention,
+            ),
     );
     // The code permutation key is generated once and kept with the data: a
     // new key would mint codes that collide with existing ones.

@@ -70,7 +70,13 @@ pub struct App {
 /// The configured store, migrated: for serving and for the `api-key` and
 /// `migrate` commands.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn LinkStore>> {
-    crate::store::open(&config.database_url, config.pool_size, config.db_timeout).await
+    crate::store::open(
+        &config.database_url,
+        config.pool_size,
+        config.db_timeout,
+        &config.layout,
+    )
+    .await
 }
 
 impl App {
@@ -324,6 +330,10 @@ impl App {
             Arc::clone(&self.state),
             stopping.clone(),
         ));
+        let key_retention = tokio::spawn(prune_idempotency_keys(
+            Arc::clone(&self.state.store),
+            stopping.clone(),
+        ));
         let router = lifecycle::grpc_server()
             .add_service(health)
             .add_service(reflection)
@@ -347,6 +357,7 @@ impl App {
         }
         gauges.abort();
         revocations.abort();
+        key_retention.abort();
         stored_blocklist.abort();
         if let Some(blocklist) = blocklist {
             blocklist.abort();
@@ -412,6 +423,31 @@ fn idalloc_channel(config: &Config) -> anyhow::Result<tonic::transport::Channel>
         "TINYURL_IDALLOC_URL holds no endpoint"
     );
     tinyurl_runtime::tls::grpc_channel(endpoints, tinyurl_runtime::tls::installed().as_ref())
+}
+
+/// Forgets idempotency keys past their retention, a slice at a time, every
+/// few minutes (every writer does; a concurrent prune only wastes a little).
+async fn prune_idempotency_keys(store: Arc<dyn LinkStore>, stopping: Stopping) {
+    const SLICE: i64 = 10_000;
+    let pruned = metrics::counter!("writer_idempotency_keys_pruned_total");
+    let watch = stopping.clone();
+    stopping
+        .every(Duration::from_secs(300), || async {
+            while !watch.is_stopping() {
+                match store.prune_idempotency_keys(SLICE).await {
+                    Ok(0) => break,
+                    Ok(keys) => pruned.increment(keys),
+                    Err(error) => {
+                        tracing::warn!(
+                            error = error.public_message(),
+                            "idempotency key retention failed"
+                        );
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
 }
 
 async fn report_gauges(state: Arc<State>, stopping: Stopping) {

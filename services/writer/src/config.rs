@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_domain::TargetPolicy;
+
+use crate::store::{DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_LINK_PARTITIONS, Layout};
 use tinyurl_runtime::config::{COMMON_ENV_VARS, render_env_help};
 use tinyurl_runtime::{CommonConfig, ConfigError, Env, EnvVarDoc};
 
@@ -139,6 +141,16 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "how long per-minute click rollups are kept (per-day ones are kept forever)",
     },
     EnvVarDoc {
+        name: "TINYURL_IDEMPOTENCY_RETENTION",
+        default: "24h",
+        meaning: "how long an idempotency key answers retries with its link; then it is forgotten",
+    },
+    EnvVarDoc {
+        name: "TINYURL_LINK_PARTITIONS",
+        default: "16",
+        meaning: "hash partitions of the links table, used once: by the migration that creates them",
+    },
+    EnvVarDoc {
         name: "TINYURL_CLICKS_CLAIM_IDLE_MS",
         default: "30000",
         meaning: "a click batch pending this long with another consumer (dead or hung) is taken over",
@@ -180,6 +192,35 @@ pub struct Config {
     pub clicks_redis_url: Option<SecretString>,
     pub clicks_minute_retention: Duration,
     pub clicks_claim_idle: Duration,
+    pub layout: Layout,
+}
+
+/// The storage layout settings, from the writer's variables; the command
+/// line's store commands read them too, as they may be the first to migrate.
+pub fn layout_from_env(env: &Env) -> Result<Layout, ConfigError> {
+    let partitions: u16 = env.parse_or("TINYURL_LINK_PARTITIONS", DEFAULT_LINK_PARTITIONS)?;
+    if !(1..=1024).contains(&partitions) {
+        return Err(ConfigError {
+            variable: "TINYURL_LINK_PARTITIONS",
+            reason: format!("{partitions} is not between 1 and 1024"),
+        });
+    }
+    let retention: Duration = env
+        .parse_or(
+            "TINYURL_IDEMPOTENCY_RETENTION",
+            humantime::Duration::from(DEFAULT_IDEMPOTENCY_RETENTION),
+        )?
+        .into();
+    if retention.is_zero() {
+        return Err(ConfigError {
+            variable: "TINYURL_IDEMPOTENCY_RETENTION",
+            reason: "must be longer than zero: a retry has to find its key".to_owned(),
+        });
+    }
+    Ok(Layout {
+        idempotency_retention: retention,
+        link_partitions: partitions,
+    })
 }
 
 impl Config {
@@ -291,6 +332,7 @@ impl Config {
             clicks_claim_idle: env
                 .millis_or("TINYURL_CLICKS_CLAIM_IDLE_MS", Duration::from_secs(30))?
                 .max(Duration::from_millis(100)),
+            layout: layout_from_env(env)?,
         })
     }
 }

@@ -413,16 +413,15 @@ impl State {
             let rows: Vec<NewLink> = pending
                 .iter()
                 .map(|(_, item)| {
-                    let (code, id) = match &item.alias {
-                        Some(alias) => (alias.as_str().to_owned(), None),
-                        None => {
-                            let id = ids.next().unwrap_or_default();
-                            (self.codec.encode(id).into_string(), i64::try_from(id).ok())
-                        }
+                    let code = match &item.alias {
+                        Some(alias) => alias.as_str().to_owned(),
+                        None => self
+                            .codec
+                            .encode(ids.next().unwrap_or_default())
+                            .into_string(),
                     };
                     NewLink {
                         code,
-                        id,
                         target_url: item.target.as_str().to_owned(),
                         redirect_status: item.redirect_status,
                         forward_query: item.forward_query,

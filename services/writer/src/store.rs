@@ -20,6 +20,13 @@ use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
 use crate::keys::ApiKeyInfo;
 
+/// How long an idempotency key answers retries unless configured: a day, as
+/// the large payment APIs keep theirs.
+pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Hash partitions of the links table unless configured.
+pub const DEFAULT_LINK_PARTITIONS: u16 = 16;
+
 /// A link as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredLink {
@@ -37,9 +44,8 @@ pub struct StoredLink {
 /// A link to insert; its code is final (minted or an alias).
 #[derive(Debug, Clone)]
 pub struct NewLink {
+    /// A generated code is its leased ID, encoded; the ID is not stored.
     pub code: String,
-    /// The leased ID behind a generated code; `None` for aliases.
-    pub id: Option<i64>,
     pub target_url: String,
     pub redirect_status: RedirectStatus,
     pub forward_query: bool,
@@ -150,6 +156,10 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
         list: &tinyurl_domain::HostBlocklist,
     ) -> Result<Vec<StoredLink>, WriterError>;
 
+    /// Deletes up to `limit` idempotency keys older than the retention; how
+    /// many went. Called repeatedly until it deletes nothing.
+    async fn prune_idempotency_keys(&self, limit: i64) -> Result<u64, WriterError>;
+
     /// Every stored blocklist entry.
     async fn blocked_host_entries(&self) -> Result<Vec<String>, WriterError>;
 
@@ -220,18 +230,39 @@ fn like_pattern(entry: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// Storage settings beyond where the store is.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub idempotency_retention: Duration,
+    pub link_partitions: u16,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            idempotency_retention: DEFAULT_IDEMPOTENCY_RETENTION,
+            link_partitions: DEFAULT_LINK_PARTITIONS,
+        }
+    }
+}
+
 /// Opens and migrates the store `database_url` names: `sqlite:PATH` for the
 /// embedded store, a Postgres URL otherwise.
 pub async fn open(
     database_url: &SecretString,
     pool_size: usize,
     timeout: Duration,
+    layout: &Layout,
 ) -> anyhow::Result<Arc<dyn LinkStore>> {
     if let Some(path) = tinyurl_runtime::sqlite::path_from_url(database_url.expose_secret()) {
-        let store = SqliteLinkStore::open(&path, timeout).await?;
+        let store = SqliteLinkStore::open(&path, timeout)
+            .await?
+            .with_idempotency_retention(layout.idempotency_retention);
         return Ok(Arc::new(store));
     }
-    let store = PostgresLinkStore::connect(database_url, pool_size, timeout)?;
+    let store = PostgresLinkStore::connect(database_url, pool_size, timeout)?
+        .with_idempotency_retention(layout.idempotency_retention)
+        .with_link_partitions(layout.link_partitions);
     store.migrate().await?;
     Ok(Arc::new(store))
 }

@@ -27,7 +27,17 @@ mod embedded {
 
 const MIGRATION_LOCK_KEY: i64 = 0x7469_6e79_7772_6974;
 
-const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, updated_at";
+/// A link's columns as [`StoredLink::from_row`] reads them. The row packs
+/// the booleans into `flags` (1 forward the query, 2 disabled, 4 alias) and
+/// leaves `updated_at` NULL until the first change (migration V7).
+const LINK_COLUMNS: &str = "code, target_url, redirect_status, flags & 1 <> 0, expires_at, \
+                            flags & 2 = 0, flags & 4 <> 0, created_at, \
+                            COALESCE(updated_at, created_at)";
+
+/// The `flags` of a new link (enabled).
+fn new_flags(link: &NewLink) -> i16 {
+    i16::from(link.forward_query) | (i16::from(link.is_alias) << 2)
+}
 
 impl StoredLink {
     fn from_row(row: &Row) -> Result<Self, WriterError> {
@@ -58,32 +68,64 @@ impl StoredLink {
 }
 
 /// Inserts a whole batch in one statement; conflicting rows (a taken code or
-/// alias, a repeated idempotency key) are skipped, not errors.
+/// alias) are skipped, not errors.
 const INSERT_SQL: &str = "
-INSERT INTO links (code, id, owner_key_id, target_url, redirect_status, forward_query,
-                   expires_at, is_alias, idempotency_key)
-SELECT code, id, $1, target_url, redirect_status, forward_query, expires_at, is_alias, idempotency_key
-FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::int2[], $6::bool[], $7::timestamptz[],
-            $8::bool[], $9::text[])
-     AS new (code, id, target_url, redirect_status, forward_query, expires_at, is_alias, idempotency_key)
+INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+SELECT code, $1, target_url, redirect_status, flags, expires_at
+FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[])
+     AS new (code, target_url, redirect_status, flags, expires_at)
 ON CONFLICT DO NOTHING
-RETURNING code, created_at, updated_at";
+RETURNING code, created_at, COALESCE(updated_at, created_at)";
 
 /// The single-row form of [`INSERT_SQL`]: cheaper to bind and plan than
 /// one-element arrays, and single creates are the hot path.
 const INSERT_ONE_SQL: &str = "
-INSERT INTO links (code, id, owner_key_id, target_url, redirect_status, forward_query,
-                   expires_at, is_alias, idempotency_key)
-VALUES ($2, $3, $1, $4, $5, $6, $7, $8, $9)
+INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+VALUES ($2, $1, $3, $4, $5, $6)
 ON CONFLICT DO NOTHING
-RETURNING code, created_at, updated_at";
+RETURNING code, created_at, COALESCE(updated_at, created_at)";
+
+/// A batch with idempotency keys, run in a transaction. Each key is claimed
+/// first (a concurrent create with the same key waits on the unique index,
+/// then finds it taken); a key older than the retention (`$7` seconds), or
+/// whose link was deleted, is claimed anew. Only the items whose key was
+/// claimed (or that have none) are inserted, the first item of each code
+/// only. Returns the inserted codes and, with a NULL code, the claimed keys
+/// whose code turned out to be taken: the caller deletes those claims before
+/// committing, so a key always names the link it created.
+const INSERT_KEYED_SQL: &str = "
+WITH new AS (
+    SELECT * FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[],
+                         $8::text[]) WITH ORDINALITY
+        AS new (code, target_url, redirect_status, flags, expires_at, key, position)
+), candidates AS (
+    SELECT DISTINCT ON (code) * FROM new ORDER BY code, position
+), claimed AS (
+    INSERT INTO link_idempotency AS held (owner_key_id, key, code)
+    SELECT DISTINCT ON (key) $1, key, code FROM candidates WHERE key IS NOT NULL
+    ORDER BY key, position
+    ON CONFLICT (owner_key_id, key) DO UPDATE SET code = EXCLUDED.code, created_at = now()
+        WHERE held.created_at <= now() - make_interval(secs => $7)
+           OR NOT EXISTS (SELECT 1 FROM links
+                          WHERE links.code = held.code AND links.target_url IS NOT NULL)
+    RETURNING key, code
+), inserted AS (
+    INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+    SELECT code, $1, target_url, redirect_status, flags, expires_at FROM candidates
+    WHERE key IS NULL OR (key, code) IN (SELECT key, code FROM claimed)
+    ON CONFLICT DO NOTHING
+    RETURNING code, created_at, COALESCE(updated_at, created_at) AS updated_at
+)
+SELECT code, created_at, updated_at, NULL::text FROM inserted
+UNION ALL
+SELECT NULL, NULL, NULL, key FROM claimed WHERE code NOT IN (SELECT code FROM inserted)";
 
 /// Deleting leaves a tombstone (migration V3): the code stays taken, the
-/// target and the idempotency key go, so a retried create with that key
-/// makes a new link as it would after a real delete.
+/// target goes. A key that created the link no longer answers with it: a
+/// retried create with that key claims the key anew and makes a new link, as
+/// it would after a real delete.
 const DELETE_SQL: &str = "
-UPDATE links SET target_url = NULL, idempotency_key = NULL, enabled = false,
-                 expires_at = NULL, updated_at = now()
+UPDATE links SET target_url = NULL, flags = flags | 2, expires_at = NULL, updated_at = now()
 WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL";
 
 #[derive(Clone)]
@@ -91,6 +133,8 @@ pub struct PostgresLinkStore {
     pool: Pool,
     pg_config: tokio_postgres::Config,
     timeout: Duration,
+    idempotency_retention: Duration,
+    link_partitions: u16,
 }
 
 impl PostgresLinkStore {
@@ -105,17 +149,50 @@ impl PostgresLinkStore {
             pool,
             pg_config,
             timeout,
+            idempotency_retention: super::DEFAULT_IDEMPOTENCY_RETENTION,
+            link_partitions: super::DEFAULT_LINK_PARTITIONS,
         })
+    }
+
+    /// How long an idempotency key answers retries (24 h by default).
+    #[must_use]
+    pub fn with_idempotency_retention(mut self, retention: Duration) -> Self {
+        self.idempotency_retention = retention;
+        self
+    }
+
+    /// How many hash partitions the links table gets when the migration that
+    /// partitions it runs (16 by default); no effect afterwards.
+    #[must_use]
+    pub fn with_link_partitions(mut self, partitions: u16) -> Self {
+        self.link_partitions = partitions;
+        self
     }
 
     /// Applies pending migrations, one writer at a time.
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        self.migrate_to(None).await
+    }
+
+    /// Applies pending migrations up to `version` (all with `None`); tests
+    /// use it to build a database of an earlier schema.
+    pub async fn migrate_to(&self, version: Option<i32>) -> anyhow::Result<()> {
+        let mut config = self.pg_config.clone();
+        let options = config.get_options().unwrap_or_default().to_owned();
+        config.options(format!(
+            "{options} -c tinyurl.link_partitions={}",
+            self.link_partitions
+        ));
+        let mut runner = embedded::migrations::runner();
+        if let Some(version) = version {
+            runner = runner.set_target(refinery::Target::Version(version));
+        }
         postgres::migrate(
-            &self.pg_config,
+            &config,
             self.timeout,
             MIGRATION_LOCK_KEY,
             "writer_schema_history",
-            embedded::migrations::runner(),
+            runner,
         )
         .await
     }
@@ -332,8 +409,9 @@ impl LinkStore for PostgresLinkStore {
         .await
     }
 
-    /// Inserts `links` in one statement; returns the codes that were inserted
-    /// with their timestamps.
+    /// Inserts `links` in one statement (in a transaction with the claims
+    /// of their idempotency keys, when they have any); returns the codes that
+    /// were inserted with their timestamps.
     #[tracing::instrument(skip_all, fields(count = links.len()))]
     async fn insert(
         &self,
@@ -341,21 +419,76 @@ impl LinkStore for PostgresLinkStore {
         links: &[NewLink],
     ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
         let codes: Vec<&str> = links.iter().map(|link| link.code.as_str()).collect();
-        let ids: Vec<Option<i64>> = links.iter().map(|link| link.id).collect();
         let targets: Vec<&str> = links.iter().map(|link| link.target_url.as_str()).collect();
         let statuses: Vec<i16> = links
             .iter()
             .map(|link| link.redirect_status.column())
             .collect();
-        let forwards: Vec<bool> = links.iter().map(|link| link.forward_query).collect();
+        let flags: Vec<i16> = links.iter().map(new_flags).collect();
         let expiries: Vec<Option<SystemTime>> = links.iter().map(|link| link.expires_at).collect();
-        let aliases: Vec<bool> = links.iter().map(|link| link.is_alias).collect();
         let keys: Vec<Option<&str>> = links
             .iter()
             .map(|link| link.idempotency_key.as_deref())
             .collect();
+        let read = |rows: &[Row]| {
+            rows.iter()
+                .filter_map(|row| match row.try_get::<_, Option<String>>(0) {
+                    Ok(Some(code)) => Some((|| Ok((code, (row.try_get(1)?, row.try_get(2)?))))()),
+                    Ok(None) => None,
+                    Err(error) => Some(Err(error)),
+                })
+                .collect::<Result<HashMap<_, _>, tokio_postgres::Error>>()
+                .map_err(WriterError::from_postgres)
+        };
         self.bounded(async {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
+            if keys.iter().any(Option::is_some) {
+                let transaction = client
+                    .transaction()
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                let statement = transaction
+                    .prepare_cached(INSERT_KEYED_SQL)
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                let rows = transaction
+                    .query(
+                        &statement,
+                        &[
+                            &owner.0,
+                            &codes,
+                            &targets,
+                            &statuses,
+                            &flags,
+                            &expiries,
+                            &self.idempotency_retention.as_secs_f64(),
+                            &keys,
+                        ],
+                    )
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                let orphans = rows
+                    .iter()
+                    .map(|row| row.try_get::<_, Option<String>>(3))
+                    .filter_map(Result::transpose)
+                    .collect::<Result<Vec<String>, _>>()
+                    .map_err(WriterError::from_postgres)?;
+                if !orphans.is_empty() {
+                    transaction
+                        .execute(
+                            "DELETE FROM link_idempotency WHERE owner_key_id = $1 AND key = ANY($2)",
+                            &[&owner.0, &orphans],
+                        )
+                        .await
+                        .map_err(WriterError::from_postgres)?;
+                }
+                let inserted = read(&rows)?;
+                transaction
+                    .commit()
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                return Ok(inserted);
+            }
             let rows = if let [link] = links {
                 let statement = client
                     .prepare_cached(INSERT_ONE_SQL)
@@ -367,13 +500,10 @@ impl LinkStore for PostgresLinkStore {
                         &[
                             &owner.0,
                             &link.code,
-                            &link.id,
                             &link.target_url,
                             &link.redirect_status.column(),
-                            &link.forward_query,
+                            &new_flags(link),
                             &link.expires_at,
-                            &link.is_alias,
-                            &link.idempotency_key,
                         ],
                     )
                     .await
@@ -385,18 +515,12 @@ impl LinkStore for PostgresLinkStore {
                 client
                     .query(
                         &statement,
-                        &[
-                            &owner.0, &codes, &ids, &targets, &statuses, &forwards, &expiries,
-                            &aliases, &keys,
-                        ],
+                        &[&owner.0, &codes, &targets, &statuses, &flags, &expiries],
                     )
                     .await
             }
             .map_err(WriterError::from_postgres)?;
-            rows.iter()
-                .map(|row| Ok((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?))))
-                .collect::<Result<HashMap<_, _>, tokio_postgres::Error>>()
-                .map_err(WriterError::from_postgres)
+            read(&rows)
         })
         .await
     }
@@ -414,8 +538,16 @@ impl LinkStore for PostgresLinkStore {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    &format!("SELECT idempotency_key, {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND idempotency_key = ANY($2) AND target_url IS NOT NULL"),
-                    &[&owner.0, &keys],
+                    &format!(
+                        "SELECT held.key, link.* FROM link_idempotency held
+                         CROSS JOIN LATERAL (
+                             SELECT {LINK_COLUMNS} FROM links
+                             WHERE code = held.code AND owner_key_id = held.owner_key_id
+                               AND target_url IS NOT NULL) link
+                         WHERE held.owner_key_id = $1 AND held.key = ANY($2)
+                           AND held.created_at > now() - make_interval(secs => $3)"
+                    ),
+                    &[&owner.0, &keys, &self.idempotency_retention.as_secs_f64()],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
@@ -462,8 +594,9 @@ impl LinkStore for PostgresLinkStore {
                              target_url = COALESCE($3, target_url),
                              expires_at = CASE WHEN $4 THEN NULL ELSE COALESCE($5, expires_at) END,
                              redirect_status = COALESCE($6, redirect_status),
-                             enabled = COALESCE($7, enabled),
-                             forward_query = COALESCE($8, forward_query),
+                             flags = (flags & 4)
+                                 | CASE WHEN COALESCE($8, flags & 1 <> 0) THEN 1 ELSE 0 END
+                                 | CASE WHEN COALESCE($7, flags & 2 = 0) THEN 0 ELSE 2 END,
                              updated_at = now()
                          WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
                          RETURNING {LINK_COLUMNS}"
@@ -519,7 +652,7 @@ impl LinkStore for PostgresLinkStore {
                 .map_err(WriterError::from_postgres)?;
             let candidates = transaction
                 .query(
-                    "SELECT code, target_url FROM links WHERE enabled AND target_url LIKE $1",
+                    "SELECT code, target_url FROM links WHERE flags & 2 = 0 AND target_url LIKE $1",
                     &[&like_pattern(entry)],
                 )
                 .await
@@ -537,8 +670,8 @@ impl LinkStore for PostgresLinkStore {
             let rows = transaction
                 .query(
                     &format!(
-                        "UPDATE links SET enabled = false, updated_at = now()
-                         WHERE code = ANY($1) AND enabled RETURNING {LINK_COLUMNS}"
+                        "UPDATE links SET flags = flags | 2, updated_at = now()
+                         WHERE code = ANY($1) AND flags & 2 = 0 RETURNING {LINK_COLUMNS}"
                     ),
                     &[&codes],
                 )
@@ -549,6 +682,24 @@ impl LinkStore for PostgresLinkStore {
                 .await
                 .map_err(WriterError::from_postgres)?;
             rows.iter().map(StoredLink::from_row).collect()
+        })
+        .await
+    }
+
+    async fn prune_idempotency_keys(&self, limit: i64) -> Result<u64, WriterError> {
+        self.bounded(async {
+            // In bounded slices, like the click retention: short row locks,
+            // and a concurrent prune by another writer only wastes a little.
+            self.client()
+                .await?
+                .execute(
+                    "DELETE FROM link_idempotency WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM link_idempotency
+                          WHERE created_at <= now() - make_interval(secs => $1) LIMIT $2))",
+                    &[&self.idempotency_retention.as_secs_f64(), &limit],
+                )
+                .await
+                .map_err(WriterError::from_postgres)
         })
         .await
     }
@@ -591,7 +742,8 @@ impl LinkStore for PostgresLinkStore {
                 Some((created_at, code)) => client
                     .query(
                         &format!(
-                            "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL AND (created_at, code) < ($3, $4)
+                            "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL
+                                 AND created_at <= $3 AND (created_at < $3 OR code < $4)
                              ORDER BY created_at DESC, code DESC LIMIT $2"
                         ),
                         &[&owner.0, &limit, &created_at, &code],

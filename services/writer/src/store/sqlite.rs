@@ -23,7 +23,8 @@ mod embedded {
     refinery::embed_migrations!("migrations-sqlite");
 }
 
-const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, updated_at";
+/// `updated_at` is NULL until the first change (migration V7).
+const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, COALESCE(updated_at, created_at)";
 
 /// Writes serialise on SQLite's lock anyway; a few connections let reads
 /// proceed beside a write.
@@ -32,6 +33,7 @@ const POOL_SIZE: usize = 4;
 #[derive(Clone)]
 pub struct SqliteLinkStore {
     db: Sqlite,
+    idempotency_retention: Duration,
 }
 
 fn link_from_row(row: &Row<'_>) -> rusqlite::Result<StoredLink> {
@@ -57,7 +59,25 @@ impl SqliteLinkStore {
         let db = Sqlite::open(path, POOL_SIZE, timeout).await?;
         db.migrate("writer_schema_history", embedded::migrations::runner())
             .await?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            idempotency_retention: super::DEFAULT_IDEMPOTENCY_RETENTION,
+        })
+    }
+
+    /// How long an idempotency key answers retries (24 h by default).
+    #[must_use]
+    pub fn with_idempotency_retention(mut self, retention: Duration) -> Self {
+        self.idempotency_retention = retention;
+        self
+    }
+
+    /// Keys created before this are forgotten.
+    fn keys_since(&self, now: SystemTime) -> i64 {
+        to_micros(
+            now.checked_sub(self.idempotency_retention)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        )
     }
 
     /// The instance setting `name`, set to `initial()` the first time it is
@@ -313,6 +333,7 @@ impl LinkStore for SqliteLinkStore {
         links: &[NewLink],
     ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
         let links = links.to_vec();
+        let keys_since = self.keys_since(SystemTime::now());
         self.db
             .run(move |connection| {
                 // One timestamp per batch, like Postgres's now() per
@@ -322,34 +343,65 @@ impl LinkStore for SqliteLinkStore {
                     connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let mut inserted = HashMap::with_capacity(links.len());
                 {
+                    // A key older than the retention, or whose link was
+                    // deleted, is claimed anew; otherwise a used key skips
+                    // the item (the caller answers with the key's link).
+                    let mut claim = transaction.prepare_cached(
+                        "INSERT INTO link_idempotency AS held (owner_key_id, key, code, created_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (owner_key_id, key) DO UPDATE
+                             SET code = excluded.code, created_at = excluded.created_at
+                             WHERE held.created_at <= ?5
+                                OR NOT EXISTS (SELECT 1 FROM links
+                                               WHERE links.code = held.code
+                                                 AND links.target_url IS NOT NULL)
+                         RETURNING key",
+                    )?;
+                    let mut unclaim = transaction.prepare_cached(
+                        "DELETE FROM link_idempotency WHERE owner_key_id = ?1 AND key = ?2",
+                    )?;
                     let mut statement = transaction.prepare_cached(
-                        "INSERT INTO links (code, id, owner_key_id, target_url, redirect_status,
-                                            forward_query, expires_at, is_alias, idempotency_key,
-                                            created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+                        "INSERT INTO links (code, owner_key_id, target_url, redirect_status,
+                                            forward_query, expires_at, is_alias, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT DO NOTHING
                          RETURNING code",
                     )?;
                     for link in &links {
+                        if let Some(key) = &link.idempotency_key {
+                            let claimed: Option<String> = claim
+                                .query_row((owner.0, key, &link.code, now, keys_since), |row| {
+                                    row.get(0)
+                                })
+                                .optional()?;
+                            if claimed.is_none() {
+                                continue;
+                            }
+                        }
                         let code: Option<String> = statement
                             .query_row(
                                 rusqlite::params![
                                     link.code,
-                                    link.id,
                                     owner.0,
                                     link.target_url,
                                     link.redirect_status.column(),
                                     link.forward_query,
                                     link.expires_at.map(to_micros),
                                     link.is_alias,
-                                    link.idempotency_key,
                                     now,
                                 ],
                                 |row| row.get(0),
                             )
                             .optional()?;
-                        if let Some(code) = code {
-                            inserted.insert(code, (from_micros(now), from_micros(now)));
+                        match (code, &link.idempotency_key) {
+                            (Some(code), _) => {
+                                inserted.insert(code, (from_micros(now), from_micros(now)));
+                            }
+                            // The code is taken: the key must not name it.
+                            (None, Some(key)) => {
+                                unclaim.execute((owner.0, key))?;
+                            }
+                            (None, None) => {}
                         }
                     }
                 }
@@ -369,15 +421,19 @@ impl LinkStore for SqliteLinkStore {
             return Ok(HashMap::new());
         }
         let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        let since = self.keys_since(SystemTime::now());
         self.db
             .run(move |connection| {
                 let mut statement = connection.prepare_cached(&format!(
-                    "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND idempotency_key = ?2 AND target_url IS NOT NULL"
+                    "SELECT {LINK_COLUMNS} FROM links
+                     WHERE code = (SELECT code FROM link_idempotency
+                                   WHERE owner_key_id = ?1 AND key = ?2 AND created_at > ?3)
+                       AND owner_key_id = ?1 AND target_url IS NOT NULL"
                 ))?;
                 let mut found = HashMap::with_capacity(keys.len());
                 for key in keys {
                     if let Some(link) = statement
-                        .query_row((owner.0, &key), link_from_row)
+                        .query_row((owner.0, &key, since), link_from_row)
                         .optional()?
                     {
                         found.insert(key, link);
@@ -454,7 +510,7 @@ impl LinkStore for SqliteLinkStore {
             .run(move |connection| {
                 // A tombstone, as in the Postgres store: the code stays taken.
                 connection.execute(
-                    "UPDATE links SET target_url = NULL, idempotency_key = NULL, enabled = 0,
+                    "UPDATE links SET target_url = NULL, enabled = 0,
                                       expires_at = NULL, updated_at = ?3
                      WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL",
                     (owner.0, &code, to_micros(SystemTime::now())),
@@ -521,6 +577,22 @@ impl LinkStore for SqliteLinkStore {
             .map_err(WriterError::from_sqlite)
     }
 
+    async fn prune_idempotency_keys(&self, limit: i64) -> Result<u64, WriterError> {
+        let before = self.keys_since(SystemTime::now());
+        self.db
+            .run(move |connection| {
+                connection.execute(
+                    "DELETE FROM link_idempotency WHERE (owner_key_id, key) IN (
+                         SELECT owner_key_id, key FROM link_idempotency
+                         WHERE created_at <= ?1 LIMIT ?2)",
+                    (before, limit),
+                )
+            })
+            .await
+            .map(|deleted| u64::try_from(deleted).unwrap_or(u64::MAX))
+            .map_err(WriterError::from_sqlite)
+    }
+
     async fn blocked_host_entries(&self) -> Result<Vec<String>, WriterError> {
         self.db
             .run(|connection| {
@@ -552,7 +624,7 @@ impl LinkStore for SqliteLinkStore {
                     .prepare_cached(&format!(
                         "SELECT {LINK_COLUMNS} FROM links
                              WHERE owner_key_id = ?1 AND target_url IS NOT NULL
-                                 AND (created_at, code) < (?3, ?4)
+                                 AND created_at <= ?3 AND (created_at < ?3 OR code < ?4)
                              ORDER BY created_at DESC, code DESC LIMIT ?2"
                     ))?
                     .query_map((owner.0, limit, to_micros(created_at), code), link_from_row)?
