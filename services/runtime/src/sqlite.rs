@@ -65,8 +65,12 @@ impl Sqlite {
                     connection
                         .interact(move |connection| {
                             connection.busy_timeout(busy_timeout)?;
+                            // Incremental auto-vacuum (effective only on
+                            // a new, empty file) lets a store hand pages it
+                            // freed back to the file system.
                             connection.execute_batch(
-                                "PRAGMA journal_mode = WAL;
+                                "PRAGMA auto_vacuum = INCREMENTAL;
+                                 PRAGMA journal_mode = WAL;
                                  PRAGMA synchronous = FULL;
                                  PRAGMA foreign_keys = ON;",
                             )

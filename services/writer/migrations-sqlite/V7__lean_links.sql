@@ -35,7 +35,9 @@ CREATE TABLE link_idempotency (
     created_at   INTEGER NOT NULL,
     PRIMARY KEY (owner_key_id, key)
 ) WITHOUT ROWID;
-CREATE INDEX link_idempotency_age ON link_idempotency (created_at);
+-- No index on created_at: it would cost nearly as much as the keys, and the
+-- writer's prune every few minutes can afford to scan an embedded instance's
+-- day of keys.
 
 -- Keys of live links within the default retention (24 h) carry over.
 INSERT INTO link_idempotency (owner_key_id, key, code, created_at)

@@ -25,8 +25,7 @@
 -- This rewrites the links table in one transaction. Redirects keep reading
 -- throughout (they read replicas, and the SHARE lock below admits readers on
 -- the primary); creates, updates and deletes wait for the copy, about 1 s per
--- 100,000 links on a small machine. docs/migrations.md has the figures and the
--- batched path for a table too large to copy while writes wait.
+-- 100,000 links on a small machine (docs/storage.md has the figures).
 
 LOCK TABLE links IN SHARE MODE;
 
