@@ -33,6 +33,8 @@ pub struct Embedded {
     /// The key printed on first start; `None` after a restart on the same data.
     pub printed_key: Option<String>,
     stdout: Vec<String>,
+    /// Variables for `up` beyond the harness's own.
+    env: Vec<(String, String)>,
 }
 
 impl Embedded {
@@ -56,6 +58,7 @@ impl Embedded {
                 redirect_admin: port()?,
                 printed_key: None,
                 stdout: Vec::new(),
+                env: Vec::new(),
             };
             match embedded.start_again().await {
                 Ok(()) => return Ok(embedded),
@@ -103,6 +106,7 @@ impl Embedded {
             .env_remove("TINYURL_PUBLIC_BASE_URL")
             .env_remove("TINYURL_DATA")
             .env_remove("TINYURL_CODE_SECRET")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -149,6 +153,12 @@ impl Embedded {
                 log_tail(&self.log_path(), 40)
             ),
         }
+    }
+
+    /// Sets `name` for the next [`Self::start_again`].
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(existing, _)| existing != name);
+        self.env.push((name.to_owned(), value.to_owned()));
     }
 
     /// What `up` printed before it was ready.
