@@ -23,6 +23,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// TLS only (no plaintext port) with a password, when set.
     tls: Option<RedisTls>,
+    /// A node of a Redis Cluster (`--cluster-enabled yes`).
+    cluster_node: bool,
     scratch: ScratchDir,
 }
 
@@ -69,6 +71,14 @@ impl RedisServer {
     }
 
     async fn start_configured(persistent: bool, tls: Option<RedisTls>) -> anyhow::Result<Self> {
+        Self::start_node(persistent, tls, false).await
+    }
+
+    async fn start_node(
+        persistent: bool,
+        tls: Option<RedisTls>,
+        cluster_node: bool,
+    ) -> anyhow::Result<Self> {
         let binary = find_binary("redis-server", &[], "redis-server")?;
         let scratch = ScratchDir::new("redis", None)?;
         let mut server = Self {
@@ -78,6 +88,7 @@ impl RedisServer {
             log_path: scratch.path().join("redis.log"),
             child: None,
             tls,
+            cluster_node,
             scratch,
         };
         let mut last_error = None;
@@ -123,6 +134,16 @@ impl RedisServer {
             "--protected-mode",
             "no",
         ]);
+        if self.cluster_node {
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]);
+        }
         match &self.tls {
             None => {
                 command.arg("--port").arg(self.port.to_string());
@@ -210,6 +231,73 @@ impl Drop for RedisServer {
 }
 
 /// Sends PING over RESP and expects +PONG.
+/// A Redis Cluster of masters without replicas, each a real `redis-server
+/// --cluster-enabled yes` on a free loopback port, the hash slots spread
+/// evenly by `redis-cli --cluster create`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Three masters, as the smallest production cluster runs.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_masters(3).await
+    }
+
+    pub async fn start_masters(masters: usize) -> anyhow::Result<Self> {
+        let mut nodes = Vec::with_capacity(masters);
+        for _ in 0..masters {
+            nodes.push(RedisServer::start_node(false, None, true).await?);
+        }
+        let cli = find_binary("redis-cli", &[], "redis-tools")?;
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        let output = Command::new(cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run redis-cli --cluster create")?;
+        if !output.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let cluster = Self { nodes };
+        for node in &cluster.nodes {
+            let port = node.port();
+            wait_until(
+                "every cluster node to report cluster_state:ok",
+                Duration::from_secs(30),
+                || async move {
+                    Ok(matches!(
+                        command(port, &["CLUSTER", "INFO"]).await?,
+                        Reply::Bulk(Some(info)) if info.contains("cluster_state:ok")
+                    ))
+                },
+            )
+            .await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The URL fred reads as a cluster: the first node, the others as
+    /// further seeds.
+    pub fn url(&self) -> String {
+        let mut nodes = self.nodes.iter().map(RedisServer::port);
+        let first = nodes.next().unwrap_or_default();
+        let seeds: Vec<String> = nodes.map(|port| format!("node=127.0.0.1:{port}")).collect();
+        format!("redis-cluster://127.0.0.1:{first}?{}", seeds.join("&"))
+    }
+}
+
 pub async fn ping(port: u16) -> anyhow::Result<()> {
     let mut stream = tokio::time::timeout(
         Duration::from_secs(1),

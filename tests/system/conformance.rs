@@ -12,11 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, ensure};
 use fred::prelude::*;
-use tinyurl_domain::cached::INVALIDATION_CHANNEL;
 use tinyurl_domain::clicks::ClickLine;
 use tinyurl_domain::{CachedLink, RedirectStatus};
 use tinyurl_harness::process::ScratchDir;
-use tinyurl_harness::{PgCluster, RedisServer, wait_until};
+use tinyurl_harness::{PgCluster, RedisCluster, RedisServer, wait_until};
 use tinyurl_idalloc::lease::LeaseRequest;
 use tinyurl_idalloc::store::{LeaseStore, PostgresLeaseStore, SqliteLeaseStore};
 use tinyurl_redirect::l2::{Cached, MemorySharedCache, RedisSharedCache, SharedCache};
@@ -1014,7 +1013,20 @@ async fn link_source_sqlite() -> anyhow::Result<()> {
 #[tokio::test]
 async fn cache_redis() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
-    let url: secrecy::SecretString = redis.url().into();
+    redis_cache_contract(&redis.url()).await
+}
+
+/// The same contract on a Redis Cluster of three masters: the write-through
+/// spans hash slots (a pipeline split across the masters) and announcements
+/// travel over sharded pub/sub.
+#[tokio::test]
+async fn cache_redis_cluster() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start().await?;
+    redis_cache_contract(&cluster.url()).await
+}
+
+async fn redis_cache_contract(url: &str) -> anyhow::Result<()> {
+    let url: secrecy::SecretString = url.to_owned().into();
     let cache = Arc::new(RedisLinkCache::connect(
         &url,
         TIMEOUT,
@@ -1030,7 +1042,7 @@ async fn cache_redis() -> anyhow::Result<()> {
     let mut messages = subscriber.message_rx();
     let _connection = subscriber.connect();
     subscriber.wait_for_connect().await?;
-    subscriber.subscribe(INVALIDATION_CHANNEL).await?;
+    tinyurl_redirect::invalidation::subscribe(&subscriber).await?;
     let (sender, announcements) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(message) = messages.recv().await {

@@ -26,6 +26,17 @@ pub fn subscriber(url: &SecretString, timeout: Duration) -> anyhow::Result<Subsc
     Ok(client)
 }
 
+/// Subscribes `client` to the invalidation channel: sharded (`SSUBSCRIBE`)
+/// on a Redis Cluster, where the writers announce with `SPUBLISH` so an
+/// announcement goes to the channel's shard rather than to every node.
+pub async fn subscribe(client: &SubscriberClient) -> Result<(), Error> {
+    if client.is_clustered() {
+        client.ssubscribe(INVALIDATION_CHANNEL).await
+    } else {
+        client.subscribe(INVALIDATION_CHANNEL).await
+    }
+}
+
 /// Follows the in-process announcements of the embedded deployment's writer
 /// until `stopped` resolves.
 pub async fn follow_memory(
@@ -64,7 +75,7 @@ pub async fn follow(
         tokio::spawn(async move {
             // Queued until the first connection is up; resubscribed on every
             // reconnect by manage_subscriptions.
-            while let Err(error) = client.subscribe(INVALIDATION_CHANNEL).await {
+            while let Err(error) = subscribe(&client).await {
                 tracing::warn!(%error, "cannot subscribe to invalidations; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

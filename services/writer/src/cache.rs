@@ -50,8 +50,10 @@ pub trait LinkCache: Send + Sync + 'static {
 /// a pipeline of one SET per link costs the client far more than the server,
 /// and a group commit writes up to a thousand. `KEYS` are the entries;
 /// `ARGV` is the channel, the announcement, then a value and a TTL in
-/// milliseconds per key. The keys span hash slots, so this needs the single
-/// Redis (or primary/replica pair) the deployments run, not Redis Cluster.
+/// milliseconds per key. The keys span hash slots, so on a Redis Cluster the
+/// same writes go as a pipeline of SETs (fred sends each to its slot's
+/// master) and the announcement as a sharded publish
+/// ([`RedisLinkCache::write_through_cluster`]).
 const WRITE_THROUGH_LUA: &str = r"
 for i, key in ipairs(KEYS) do
   redis.call('SET', key, ARGV[1 + 2 * i], 'PX', ARGV[2 + 2 * i])
@@ -130,10 +132,12 @@ impl RedisLinkCache {
         let Some(client) = self.connected("announce") else {
             return;
         };
-        let published: Result<i64, Error> = client
-            .with_options(&self.options)
-            .publish(INVALIDATION_CHANNEL, code)
-            .await;
+        let client = client.with_options(&self.options);
+        let published: Result<i64, Error> = if client.is_clustered() {
+            client.spublish(INVALIDATION_CHANNEL, code).await
+        } else {
+            client.publish(INVALIDATION_CHANNEL, code).await
+        };
         match published {
             Ok(_) => {
                 metrics::counter!("writer_cache_writes_total", "op" => "invalidate").increment(1)
@@ -161,6 +165,48 @@ impl RedisLinkCache {
         (keys, args)
     }
 
+    /// [`LinkCache::write_through`] on a Redis Cluster: one pipeline of SETs
+    /// (split by fred across the masters owning their slots), then the
+    /// announcement over sharded pub/sub, which reaches the subscribers of
+    /// the channel's shard without being broadcast to every node.
+    async fn write_through_cluster(&self, client: &Client, links: &[StoredLink]) {
+        let pipeline = client.pipeline();
+        let mut queued = 0u64;
+        for link in links {
+            if let Some(queuing) = self.set_entry(&pipeline, link).await {
+                if let Err(error) = queuing {
+                    return record_failure("write_through", &error);
+                }
+                queued += 1;
+            }
+        }
+        let written: Result<Vec<Value>, Error> = if queued == 0 {
+            Ok(Vec::new())
+        } else {
+            match tokio::time::timeout(self.options.timeout.unwrap_or_default(), pipeline.all())
+                .await
+            {
+                Ok(written) => written,
+                Err(_) => Err(Error::new(ErrorKind::Timeout, "pipeline timed out")),
+            }
+        };
+        match written {
+            Ok(_) => {
+                metrics::counter!("writer_cache_writes_total", "op" => "write_through")
+                    .increment(queued);
+            }
+            Err(error) => record_failure("write_through", &error),
+        }
+        let codes = announcement(links.iter().map(|link| link.code.as_str()));
+        let published: Result<i64, Error> = client
+            .with_options(&self.options)
+            .spublish(INVALIDATION_CHANNEL, codes)
+            .await;
+        if let Err(error) = published {
+            record_failure("invalidate", &error);
+        }
+    }
+
     fn expiry_for(&self, link: &StoredLink) -> Option<Expiration> {
         entry_ttl(self.ttl, link).map(|ttl| Expiration::PX(px_millis(ttl)))
     }
@@ -175,6 +221,9 @@ impl LinkCache for RedisLinkCache {
         };
         if links.is_empty() {
             return;
+        }
+        if client.is_clustered() {
+            return self.write_through_cluster(client, links).await;
         }
         let client = client.with_options(&self.options);
         let (keys, args) = self.write_through_args(links);
