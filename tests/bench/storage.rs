@@ -382,9 +382,15 @@ fn average_target(rows: &[Row]) -> f64 {
     rows.iter().map(|row| row.target.len()).sum::<usize>() as f64 / rows.len() as f64
 }
 
-/// Bytes per table and index of a SQLite file (from its `dbstat` table),
-/// and the file's pages in use and free.
-fn sqlite_sizes(path: &Path) -> anyhow::Result<(Vec<(String, i64)>, i64, i64)> {
+/// Bytes of a SQLite file: per table and index (from its `dbstat` table),
+/// the whole file, and its free pages.
+struct FileSize {
+    objects: Vec<(String, i64)>,
+    file: i64,
+    free: i64,
+}
+
+fn sqlite_sizes(path: &Path) -> anyhow::Result<FileSize> {
     let connection = rusqlite::Connection::open(path)?;
     let mut statement =
         connection.prepare("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")?;
@@ -394,7 +400,11 @@ fn sqlite_sizes(path: &Path) -> anyhow::Result<(Vec<(String, i64)>, i64, i64)> {
     let page_size: i64 = connection.query_row("PRAGMA page_size", [], |row| row.get(0))?;
     let pages: i64 = connection.query_row("PRAGMA page_count", [], |row| row.get(0))?;
     let free: i64 = connection.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
-    Ok((objects, pages * page_size, free * page_size))
+    Ok(FileSize {
+        objects,
+        file: pages * page_size,
+        free: free * page_size,
+    })
 }
 
 /// The links table of schema V6 in a file of its own, filled with the same
@@ -448,7 +458,11 @@ fn sqlite_v6(
 }
 
 fn print_sqlite(label: &str, path: &Path, links: usize) -> anyhow::Result<f64> {
-    let (objects, file, free) = sqlite_sizes(path)?;
+    let FileSize {
+        objects,
+        file,
+        free,
+    } = sqlite_sizes(path)?;
     #[allow(clippy::cast_precision_loss)]
     let per = |bytes: i64| bytes as f64 / links as f64;
     let shown: Vec<String> = objects
