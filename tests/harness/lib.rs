@@ -21,5 +21,5 @@ pub mod tls;
 
 pub use postgres::{PgCluster, PgServer, TestDatabase};
 pub use process::{free_port, wait_until};
-pub use redis::{RedisCluster, RedisServer};
+pub use redis::RedisServer;
 pub use services::{ServiceBinary, ServiceProcess};

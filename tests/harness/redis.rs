@@ -25,6 +25,9 @@ pub struct RedisServer {
     tls: Option<RedisTls>,
     /// A node of a Redis Cluster (`--cluster-enabled yes`).
     cluster_node: bool,
+    /// The cluster's other nodes, when this is its first one: the server
+    /// then stands for the whole cluster (URL, stop, kill, restart, flush).
+    peers: Vec<RedisServer>,
     scratch: ScratchDir,
 }
 
@@ -37,8 +40,89 @@ struct RedisTls {
 }
 
 impl RedisServer {
+    /// A single Redis; a three-master Redis Cluster instead when
+    /// `TINYURL_TEST_REDIS=cluster` (the test script's second pass runs the
+    /// writer and redirect tests so).
     pub async fn start() -> anyhow::Result<Self> {
+        if std::env::var("TINYURL_TEST_REDIS").as_deref() == Ok("cluster") {
+            return Self::start_cluster(3).await;
+        }
         Self::start_with(false).await
+    }
+
+    /// A Redis Cluster of `masters` masters without replicas, each a real
+    /// `redis-server --cluster-enabled yes` on a free loopback port, the hash
+    /// slots spread evenly by `redis-cli --cluster create`. The server
+    /// returned is the first node and stands for the whole cluster.
+    pub async fn start_cluster(masters: usize) -> anyhow::Result<Self> {
+        let mut nodes = Vec::with_capacity(masters);
+        for _ in 0..masters.max(1) {
+            nodes.push(Self::start_node(false, None, true).await?);
+        }
+        let cli = find_binary("redis-cli", &[], "redis-tools")?;
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect();
+        let output = Command::new(cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run redis-cli --cluster create")?;
+        if !output.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut first = nodes.remove(0);
+        first.peers = nodes;
+        first.wait_cluster_ok().await?;
+        Ok(first)
+    }
+
+    /// Whether this stands for a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster_node
+    }
+
+    /// The ports of every node (one for a single server).
+    pub fn ports(&self) -> Vec<u16> {
+        std::iter::once(self.port)
+            .chain(self.peers.iter().map(Self::port))
+            .collect()
+    }
+
+    /// `FLUSHALL` on every node.
+    pub async fn flush_all(&self) -> anyhow::Result<()> {
+        for port in self.ports() {
+            command(port, &["FLUSHALL"]).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_cluster_ok(&self) -> anyhow::Result<()> {
+        if !self.cluster_node {
+            return Ok(());
+        }
+        for port in self.ports() {
+            wait_until(
+                "every cluster node to report cluster_state:ok",
+                Duration::from_secs(30),
+                || async move {
+                    Ok(matches!(
+                        command(port, &["CLUSTER", "INFO"]).await?,
+                        Reply::Bulk(Some(info)) if info.contains("cluster_state:ok")
+                    ))
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// A server whose data survives a restart (an append-only file synced
@@ -89,6 +173,7 @@ impl RedisServer {
             child: None,
             tls,
             cluster_node,
+            peers: Vec::new(),
             scratch,
         };
         let mut last_error = None;
@@ -110,6 +195,20 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
+        if !self.peers.is_empty() {
+            // fred reads this as a cluster: the first node, the others as
+            // further seeds.
+            let seeds: Vec<String> = self
+                .peers
+                .iter()
+                .map(|peer| format!("node=127.0.0.1:{}", peer.port))
+                .collect();
+            return format!(
+                "redis-cluster://127.0.0.1:{}?{}",
+                self.port,
+                seeds.join("&")
+            );
+        }
         match &self.tls {
             Some(tls) => format!("rediss://:{}@127.0.0.1:{}", tls.password, self.port),
             None => format!("redis://127.0.0.1:{}", self.port),
@@ -200,14 +299,24 @@ impl RedisServer {
 
     /// Restarts a stopped or killed server on the same port. Data is kept
     /// only by a persistent server.
+    /// A cluster restarts every node and waits for the cluster to be whole
+    /// again (each node keeps its slots in its `nodes.conf`).
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
-        if self.child.is_some() {
-            return Ok(());
+        for peer in &mut self.peers {
+            if peer.child.is_none() {
+                peer.spawn_and_wait().await?;
+            }
         }
-        self.spawn_and_wait().await
+        if self.child.is_none() {
+            self.spawn_and_wait().await?;
+        }
+        self.wait_cluster_ok().await
     }
 
     pub fn stop(&mut self) -> anyhow::Result<()> {
+        for peer in &mut self.peers {
+            peer.stop()?;
+        }
         if let Some(mut child) = self.child.take() {
             signal(&child, Signal::SIGTERM)?;
             wait_or_kill(&mut child, Duration::from_secs(10))?;
@@ -216,6 +325,9 @@ impl RedisServer {
     }
 
     pub fn kill(&mut self) -> anyhow::Result<()> {
+        for peer in &mut self.peers {
+            peer.kill()?;
+        }
         if let Some(mut child) = self.child.take() {
             child.kill()?;
             child.wait()?;
@@ -231,73 +343,6 @@ impl Drop for RedisServer {
 }
 
 /// Sends PING over RESP and expects +PONG.
-/// A Redis Cluster of masters without replicas, each a real `redis-server
-/// --cluster-enabled yes` on a free loopback port, the hash slots spread
-/// evenly by `redis-cli --cluster create`.
-#[derive(Debug)]
-pub struct RedisCluster {
-    pub nodes: Vec<RedisServer>,
-}
-
-impl RedisCluster {
-    /// Three masters, as the smallest production cluster runs.
-    pub async fn start() -> anyhow::Result<Self> {
-        Self::start_masters(3).await
-    }
-
-    pub async fn start_masters(masters: usize) -> anyhow::Result<Self> {
-        let mut nodes = Vec::with_capacity(masters);
-        for _ in 0..masters {
-            nodes.push(RedisServer::start_node(false, None, true).await?);
-        }
-        let cli = find_binary("redis-cli", &[], "redis-tools")?;
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|node| format!("127.0.0.1:{}", node.port()))
-            .collect();
-        let output = Command::new(cli)
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run redis-cli --cluster create")?;
-        if !output.status.success() {
-            bail!(
-                "redis-cli --cluster create failed: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let cluster = Self { nodes };
-        for node in &cluster.nodes {
-            let port = node.port();
-            wait_until(
-                "every cluster node to report cluster_state:ok",
-                Duration::from_secs(30),
-                || async move {
-                    Ok(matches!(
-                        command(port, &["CLUSTER", "INFO"]).await?,
-                        Reply::Bulk(Some(info)) if info.contains("cluster_state:ok")
-                    ))
-                },
-            )
-            .await?;
-        }
-        Ok(cluster)
-    }
-
-    /// The URL fred reads as a cluster: the first node, the others as
-    /// further seeds.
-    pub fn url(&self) -> String {
-        let mut nodes = self.nodes.iter().map(RedisServer::port);
-        let first = nodes.next().unwrap_or_default();
-        let seeds: Vec<String> = nodes.map(|port| format!("node=127.0.0.1:{port}")).collect();
-        format!("redis-cluster://127.0.0.1:{first}?{}", seeds.join("&"))
-    }
-}
-
 pub async fn ping(port: u16) -> anyhow::Result<()> {
     let mut stream = tokio::time::timeout(
         Duration::from_secs(1),
@@ -335,8 +380,24 @@ impl Reply {
 }
 
 /// Sends one command over RESP and reads the reply, so tests can inspect
-/// what services wrote without a client library of their own.
+/// what services wrote without a client library of their own. On a cluster
+/// node, a `MOVED` answer is followed to the node that owns the key's slot.
 pub async fn command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
+    let reply = command_once(port, args).await?;
+    if let Reply::Error(error) = &reply
+        && let Some(owner) = error.strip_prefix("MOVED ")
+        && let Some(owner_port) = owner
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse::<u16>().ok())
+    {
+        return command_once(owner_port, args).await;
+    }
+    Ok(reply)
+}
+
+/// [`command`] on the node at `port` only: a `MOVED` answer is returned.
+pub async fn command_once(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
     let mut request = format!("*{}\r\n", args.len());
     for arg in args {
         request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));

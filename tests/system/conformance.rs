@@ -15,7 +15,7 @@ use fred::prelude::*;
 use tinyurl_domain::clicks::ClickLine;
 use tinyurl_domain::{CachedLink, RedirectStatus};
 use tinyurl_harness::process::ScratchDir;
-use tinyurl_harness::{PgCluster, RedisCluster, RedisServer, wait_until};
+use tinyurl_harness::{PgCluster, RedisServer, wait_until};
 use tinyurl_idalloc::lease::LeaseRequest;
 use tinyurl_idalloc::store::{LeaseStore, PostgresLeaseStore, SqliteLeaseStore};
 use tinyurl_redirect::l2::{Cached, MemorySharedCache, RedisSharedCache, SharedCache};
@@ -1021,7 +1021,7 @@ async fn cache_redis() -> anyhow::Result<()> {
 /// travel over sharded pub/sub.
 #[tokio::test]
 async fn cache_redis_cluster() -> anyhow::Result<()> {
-    let cluster = RedisCluster::start().await?;
+    let cluster = RedisServer::start_cluster(3).await?;
     redis_cache_contract(&cluster.url()).await
 }
 

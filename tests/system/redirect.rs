@@ -498,7 +498,7 @@ async fn a_lost_invalidation_lasts_no_longer_than_the_l1_ttl() -> anyhow::Result
     set_enabled(&system, &link.code, false).await?;
     // What the writer does to the shared Redis, done to this process's one;
     // the announcements are what is lost.
-    command(deaf_redis.port(), &["FLUSHALL"]).await?;
+    deaf_redis.flush_all().await?;
 
     wait_until(
         "the disabled link to answer 410",
@@ -582,8 +582,16 @@ async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
             anyhow::Ok(())
         }
     };
-    let redis_port = system.redis.port();
-    let flush_redis = || async move { command(redis_port, &["FLUSHALL"]).await.map(drop) };
+    let redis_ports = system.redis.ports();
+    let flush_redis = || {
+        let ports = redis_ports.clone();
+        async move {
+            for port in ports {
+                command(port, &["FLUSHALL"]).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
     // Both processes: which one reaches the primary first depends on
     // whether the other still holds the link (its L1 is emptied when its
     // invalidation stream reconnects), and the first one's fill serves the
