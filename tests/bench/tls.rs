@@ -12,6 +12,12 @@
 //!
 //! Reported as TLS ÷ plaintext, per workload.
 //!
+//! With `--compare redis-cluster` the two stacks are plaintext and differ in
+//! their Redis instead: a single server against a Redis Cluster of three
+//! masters (the writer's write-through then goes as a slot-split pipeline,
+//! and each redirect `GET` to the master owning its slot). Reported as
+//! cluster ÷ single.
+//!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-tls`
 
 mod common;
@@ -38,9 +44,12 @@ use wrk::Wrk;
 #[derive(Parser)]
 #[command(
     name = "bench-tls",
-    about = "create and redirect throughput with internal TLS on and off"
+    about = "create and redirect throughput with internal TLS on and off, or on a single Redis and a Redis Cluster"
 )]
 struct Args {
+    /// What the two stacks differ in.
+    #[arg(long, value_enum, default_value_t = Compare::Tls)]
+    compare: Compare,
     /// Seconds measured per run.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -53,6 +62,24 @@ struct Args {
     /// wrk connections to the redirect.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Compare {
+    /// Plaintext inside against internal TLS.
+    Tls,
+    /// A single Redis against a three-master Redis Cluster.
+    RedisCluster,
+}
+
+impl Compare {
+    /// Names of the baseline and the variant.
+    fn labels(self) -> [&'static str; 2] {
+        match self {
+            Self::Tls => ["plaintext", "TLS"],
+            Self::RedisCluster => ["single Redis", "Redis Cluster"],
+        }
+    }
 }
 
 /// One whole system, plaintext or TLS inside.
@@ -74,6 +101,7 @@ const LINKS: usize = 10_000;
 
 async fn start_stack(
     tls: Option<&TestCa>,
+    redis_cluster: bool,
     clients: usize,
     scratch: &std::path::Path,
 ) -> anyhow::Result<Stack> {
@@ -90,7 +118,11 @@ async fn start_stack(
         }
         None => (
             PgCluster::start_with_replicas(0).await?,
-            RedisServer::start().await?,
+            if redis_cluster {
+                RedisServer::start_cluster(3).await?
+            } else {
+                RedisServer::start().await?
+            },
             Vec::new(),
             None,
         ),
@@ -131,9 +163,10 @@ async fn start_stack(
         identity.as_ref(),
     )?;
     let codes = seed(&channel, &key).await?;
-    let codes_file = scratch.join(format!("codes-{}.txt", tls.is_some()));
+    let name = format!("{}-{redis_cluster}", tls.is_some());
+    let codes_file = scratch.join(format!("codes-{name}.txt"));
     std::fs::write(&codes_file, codes.join("\n"))?;
-    let script = scratch.join(format!("cycle-{}.lua", tls.is_some()));
+    let script = scratch.join(format!("cycle-{name}.lua"));
     std::fs::write(&script, cycle_lua(&codes_file))?;
     Ok(Stack {
         _writer: writer,
@@ -256,10 +289,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let ca = TestCa::new()?;
     let scratch = ScratchDir::new("bench-tls", None)?;
-    let stacks = [
-        Arc::new(start_stack(None, args.clients, scratch.path()).await?),
-        Arc::new(start_stack(Some(&ca), args.clients, scratch.path()).await?),
-    ];
+    let stacks = match args.compare {
+        Compare::Tls => [
+            Arc::new(start_stack(None, false, args.clients, scratch.path()).await?),
+            Arc::new(start_stack(Some(&ca), false, args.clients, scratch.path()).await?),
+        ],
+        Compare::RedisCluster => [
+            Arc::new(start_stack(None, false, args.clients, scratch.path()).await?),
+            Arc::new(start_stack(None, true, args.clients, scratch.path()).await?),
+        ],
+    };
+    let [base, variant] = args.compare.labels();
     for stack in &stacks {
         wrk.run(
             stack.redirect.listen_addr(),
@@ -270,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
         )?;
     }
     println!(
-        "internal TLS benchmark: {} s per run, {} rounds, {} create clients, {} wrk connections, {} cores; both stacks on this machine",
+        "{variant} against {base}: {} s per run, {} rounds, {} create clients, {} wrk connections, {} cores; both stacks on this machine",
         args.seconds,
         args.rounds,
         args.clients,
@@ -309,13 +349,13 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "| workload | plaintext /s | TLS /s | TLS ÷ plaintext | p50 ms plain / TLS | p99 ms plain / TLS |"
+        "| workload | {base} /s | {variant} /s | {variant} ÷ {base} | p50 ms {base} / {variant} | p99 ms {base} / {variant} |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let [mut plain, mut tls] = totals.creates;
     anyhow::ensure!(
         plain.errors == 0 && tls.errors == 0,
-        "failed creates: {} plaintext, {} TLS",
+        "failed creates: {} {base}, {} {variant}",
         plain.errors,
         tls.errors
     );
@@ -333,7 +373,7 @@ async fn main() -> anyhow::Result<()> {
     let [plain, tls] = totals.redirects;
     anyhow::ensure!(
         plain.3 == 0 && tls.3 == 0,
-        "redirects that were not 3xx: {} plaintext, {} TLS",
+        "redirects that were not 3xx: {} {base}, {} {variant}",
         plain.3,
         tls.3
     );
@@ -350,7 +390,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "Redis lookups per redirect: {:.2} plaintext, {:.2} TLS (1.00: every request went to Redis).",
+        "Redis lookups per redirect: {:.2} {base}, {:.2} {variant} (1.00: every request went to Redis).",
         totals.lookups_per_request[0], totals.lookups_per_request[1]
     );
     Ok(())
