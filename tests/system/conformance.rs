@@ -861,13 +861,7 @@ async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()>
 
     store.migrate().await?;
 
-    let partitions: i64 = db
-        .query_one(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'links'::regclass",
-            &[],
-        )
-        .await?
-        .get(0);
+    let partitions = link_partitions(&db).await?;
     ensure!(partitions == 4, "{partitions} partitions");
     for (code, link) in &before {
         let after = ok!(store.get(owner, code)).with_context(|| format!("{code} lost"))?;
@@ -897,6 +891,16 @@ async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()>
     Ok(())
 }
 
+async fn link_partitions(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(db
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'links'::regclass",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// A lookup by code reads one partition: planned for a literal code, and
 /// pruned at execution for a prepared statement's generic plan.
 #[tokio::test]
@@ -906,13 +910,7 @@ async fn a_lookup_by_code_touches_one_partition() -> anyhow::Result<()> {
     let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 2, TIMEOUT)?;
     store.migrate().await?;
     let db = tinyurl_harness::postgres::connect(&database.primary_url).await?;
-    let partitions: i64 = db
-        .query_one(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'links'::regclass",
-            &[],
-        )
-        .await?
-        .get(0);
+    let partitions = link_partitions(&db).await?;
     ensure!(
         partitions == 16,
         "16 partitions by default, not {partitions}"
