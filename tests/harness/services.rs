@@ -203,6 +203,14 @@ impl ServiceProcess {
         )
     }
 
+    /// SIGCONT: a frozen process carries on where it stopped.
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        signal(
+            self.child.as_ref().context("the service is not running")?,
+            Signal::SIGCONT,
+        )
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context as _;
+
 use tinyurl_harness::process::ScratchDir;
 use tinyurl_harness::redis::{Reply, command};
 use tinyurl_harness::services::{http_request_with, metric};
@@ -92,6 +94,56 @@ async fn stuck_batches(port: u16) -> anyhow::Result<usize> {
     })
 }
 
+/// The host name of the writer whose consumer is frozen and killed; its
+/// consumer's name starts with it.
+const FROZEN_HOST: &str = "frozen-writer";
+
+/// The name of the consumer whose name starts with `host` (a writer's
+/// consumer joins the group at its first read).
+async fn consumer_named(port: u16, host: &str) -> anyhow::Result<String> {
+    let reply = command(
+        port,
+        &["XINFO", "CONSUMERS", "tinyurl:clicks", "tinyurl-analytics"],
+    )
+    .await?;
+    reply
+        .strings()
+        .into_iter()
+        .find(|name| name.starts_with(&format!("{host}-")))
+        .with_context(|| format!("no consumer of {host} in {reply:?}"))
+}
+
+/// Reads new batches as `consumer` and leaves them unacknowledged; returns
+/// how many it got.
+async fn read_as(port: u16, consumer: &str) -> anyhow::Result<usize> {
+    let reply = command(
+        port,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "tinyurl-analytics",
+            consumer,
+            "COUNT",
+            "5",
+            "STREAMS",
+            "tinyurl:clicks",
+            ">",
+        ],
+    )
+    .await?;
+    // [[stream, [entry, …]]], or nil when there is nothing new.
+    Ok(match reply {
+        Reply::Array(streams) => match streams.into_iter().next() {
+            Some(Reply::Array(stream)) => match stream.into_iter().nth(1) {
+                Some(Reply::Array(entries)) => entries.len(),
+                _ => 0,
+            },
+            _ => 0,
+        },
+        _ => 0,
+    })
+}
+
 /// The kinds of request the load sends, by index: referrer, User-Agent.
 const MIX: [(Option<&str>, &str); 5] = [
     (Some("https://news.example.com/item?id=1"), CHROME),
@@ -105,7 +157,10 @@ const MIX: [(Option<&str>, &str); 5] = [
 async fn counts_every_click_exactly_through_a_consumer_kill_and_a_redis_restart()
 -> anyhow::Result<()> {
     let mut system = System::start_on(RedisServer::start_persistent().await?, FAST_CLAIM).await?;
-    let mut second_writer = system.setup.start(FAST_CLAIM).await?;
+    let mut second_writer = system
+        .setup
+        .start(&[FAST_CLAIM[0], ("HOSTNAME", FROZEN_HOST)])
+        .await?;
     let redirects = Arc::new([
         system.start_redirect(FAST_CLICKS).await?,
         system.start_redirect(FAST_CLICKS).await?,
@@ -154,23 +209,39 @@ async fn counts_every_click_exactly_through_a_consumer_kill_and_a_redis_restart(
     }
     let total = (WORKERS * PER_WORKER) as u64;
 
-    // A third of the way in: the second consumer is frozen (SIGSTOP) while
-    // it waits for entries, so Redis hands it batches it cannot fold; once it
-    // holds some, SIGKILL. Those batches must be claimed by the other.
+    // A third of the way in: both writers are frozen (SIGSTOP), so nothing
+    // folds; batches are then read from the stream in the second consumer's
+    // name, exactly as Redis hands them to a consumer that reads and never
+    // acknowledges; then the second writer is SIGKILLed. Those batches must
+    // be claimed by the other. (Freezing only the second writer and waiting
+    // for Redis to hand it batches depended on where it was frozen: frozen
+    // between reads, it never got any.)
     wait_until("a third of the redirects", Duration::from_secs(120), || {
         let done = Arc::clone(&done);
         async move { Ok(done.load(Ordering::Relaxed) >= total / 3) }
     })
     .await?;
+    system.writer.freeze()?;
     second_writer.freeze()?;
     let port = system.redis.port();
+    let frozen = consumer_named(port, FROZEN_HOST).await?;
     wait_until(
-        "the frozen consumer to hold batches",
+        "a batch handed to the frozen consumer",
+        Duration::from_secs(30),
+        || {
+            let frozen = frozen.clone();
+            async move { Ok(read_as(port, &frozen).await? > 0) }
+        },
+    )
+    .await?;
+    wait_until(
+        "the frozen consumer's batches to be idle",
         Duration::from_secs(30),
         || async move { Ok(stuck_batches(port).await? > 0) },
     )
     .await?;
     second_writer.kill()?;
+    system.writer.thaw()?;
     // Two thirds in: stop Redis for a second and start it again (its append
     // file keeps the stream); redirects keep unsent batches meanwhile.
     wait_until(
