@@ -28,7 +28,8 @@ use tinyurl_writer::analytics::{
 use tinyurl_writer::auth::{Caller, OwnerId, Rate, Scope, generate_key, hash_key};
 use tinyurl_writer::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
 use tinyurl_writer::store::{
-    LinkChanges, LinkStore, NewLink, PostgresLinkStore, SqliteLinkStore, StoredLink,
+    LinkChanges, LinkStore, NewLink, OnlineMigration, PostgresLinkStore, SqliteLinkStore,
+    StoredLink,
 };
 use tokio::sync::mpsc;
 
@@ -890,6 +891,190 @@ async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// The online path to partitioned links (mirror, backfill in slices, swap)
+/// on a V6 database while a writer of the old version keeps inserting,
+/// changing, tombstoning and deleting links: afterwards the database is what
+/// V7's offline copy makes of the same writes, row for row and in its
+/// catalog, and V7 counts as applied.
+#[tokio::test]
+async fn online_migration_keeps_every_write_made_during_it() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let online = cluster.create_database().await?;
+    let offline = cluster.create_database().await?;
+    let store = |url: &str| -> anyhow::Result<PostgresLinkStore> {
+        Ok(PostgresLinkStore::connect(&url.to_owned().into(), 2, TIMEOUT)?.with_link_partitions(4))
+    };
+    let (online_store, offline_store) = (store(&online.primary_url)?, store(&offline.primary_url)?);
+    // Literal times, so replaying the same statements gives the same rows.
+    let recent = timestamp_literal(SystemTime::now() - Duration::from_secs(3_600));
+    let later = timestamp_literal(SystemTime::now() - Duration::from_secs(60));
+    let old = timestamp_literal(SystemTime::now() - Duration::from_secs(2 * 86_400));
+    let seed = format!(
+        "INSERT INTO links (code, id, owner_key_id, target_url, redirect_status, forward_query,
+                            expires_at, enabled, is_alias, idempotency_key, created_at, updated_at)
+         SELECT 'S' || lpad(n::text, 5, '0'), n, 1, 'https://example.com/s/' || n,
+                (ARRAY[301, 302, 307, 308])[1 + n % 4], n % 3 = 0, NULL, n % 7 <> 0, n % 11 = 0,
+                CASE WHEN n % 2 = 0 THEN 'seed-' || n END,
+                CASE WHEN n % 5 = 0 THEN '{old}'::timestamptz ELSE '{recent}'::timestamptz END,
+                CASE WHEN n % 4 = 0 THEN '{later}'::timestamptz
+                     WHEN n % 5 = 0 THEN '{old}'::timestamptz ELSE '{recent}'::timestamptz END
+         FROM generate_series(0, 1999) AS n"
+    );
+    for store in [&online_store, &offline_store] {
+        store.migrate_to(Some(6)).await?;
+        let owner = api_key(store, "v6").await?;
+        ensure!(owner.0 == 1, "the first key of a fresh database is 1");
+    }
+    let online_db = tinyurl_harness::postgres::connect(&online.primary_url).await?;
+    let offline_db = tinyurl_harness::postgres::connect(&offline.primary_url).await?;
+    online_db.batch_execute(&seed).await?;
+    offline_db.batch_execute(&seed).await?;
+
+    // The old writer: statements in a fixed order until the swap makes them
+    // fail (their table is gone); each one that succeeded is kept.
+    let writes = tokio::spawn({
+        let url = online.primary_url.clone();
+        let (recent, later) = (recent.clone(), later.clone());
+        async move {
+            let db = tinyurl_harness::postgres::connect(&url).await?;
+            let mut applied = Vec::new();
+            for step in 0..100_000_u32 {
+                let seeded = format!("S{:05}", (step * 7_919) % 2_000);
+                let statement = match step % 5 {
+                    0 | 1 => format!(
+                        "INSERT INTO links (code, id, owner_key_id, target_url, redirect_status,
+                                            forward_query, expires_at, enabled, is_alias,
+                                            idempotency_key, created_at, updated_at)
+                         VALUES ('W{step:06}', {id}, 1, 'https://example.com/w/{step}', 302, false,
+                                 NULL, true, false, 'write-{step}', '{recent}', '{recent}')",
+                        id = 10_000 + step
+                    ),
+                    2 => format!(
+                        "UPDATE links SET target_url = 'https://example.com/u/{step}',
+                                          updated_at = '{later}', enabled = NOT enabled
+                         WHERE code = '{seeded}' AND target_url IS NOT NULL"
+                    ),
+                    3 => format!(
+                        "UPDATE links SET target_url = NULL, enabled = false, expires_at = NULL,
+                                          updated_at = '{later}'
+                         WHERE code = '{seeded}' AND target_url IS NOT NULL"
+                    ),
+                    // `id` is a V6 column: after the swap this fails too.
+                    _ => format!(
+                        "DELETE FROM links WHERE code = 'W{:06}' AND id IS NOT NULL",
+                        step - 4
+                    ),
+                };
+                if db.batch_execute(&statement).await.is_err() {
+                    break;
+                }
+                applied.push((std::time::Instant::now(), statement));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            anyhow::Ok(applied)
+        }
+    });
+    // Small slices with a rest between them, so the writes fall on slices
+    // already copied and on slices not yet reached.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let report = online_store
+        .migrate_links_online(&OnlineMigration {
+            slice_rows: 50,
+            pause: Duration::from_millis(20),
+            ..OnlineMigration::default()
+        })
+        .await?;
+    let finished = std::time::Instant::now();
+    let applied = writes.await??;
+    let during = applied
+        .iter()
+        .filter(|(at, _)| (started..finished).contains(at))
+        .count();
+    eprintln!(
+        "{report:?}; {} writes applied, {during} during the migration",
+        applied.len()
+    );
+    ensure!(!report.already_applied && report.slices >= 40, "{report:?}");
+    ensure!(report.rows_copied > 0 && report.links > 2_000, "{report:?}");
+    ensure!(
+        during >= 20,
+        "only {during} writes ran during the migration"
+    );
+
+    for (_, statement) in &applied {
+        offline_db.batch_execute(statement).await?;
+    }
+    offline_store.migrate().await?;
+    // Both at V7 now; migrating the online one again must find nothing to do
+    // (V7's copy would fail on the new table).
+    online_store.migrate().await?;
+    let again = online_store
+        .migrate_links_online(&OnlineMigration::default())
+        .await?;
+    ensure!(again.already_applied, "{again:?}");
+
+    for (what, query) in [
+        ("links", LINK_ROWS),
+        ("idempotency keys", KEY_ROWS),
+        ("catalog", CATALOG),
+        ("migration history", HISTORY),
+    ] {
+        let online_text: String = online_db.query_one(query, &[]).await?.try_get(0)?;
+        let offline_text: String = offline_db.query_one(query, &[]).await?.try_get(0)?;
+        ensure!(
+            online_text == offline_text,
+            "{what} differ\n--- online ---\n{online_text}\n--- offline ---\n{offline_text}"
+        );
+        ensure!(!online_text.is_empty(), "no {what}");
+    }
+    let owner = OwnerId(1);
+    // (The link of "write-0" was deleted by step 4.)
+    let replays = ok!(online_store.find_by_idempotency_keys(owner, &["write-1", "seed-2"]));
+    ensure!(replays.get("write-1").map(|link| link.code.as_str()) == Some("W000001"));
+    Ok(())
+}
+
+fn timestamp_literal(time: SystemTime) -> String {
+    humantime::format_rfc3339_micros(time).to_string()
+}
+
+const LINK_ROWS: &str = "SELECT coalesce(string_agg(row(code, created_at, owner_key_id, updated_at, expires_at,
+                                       redirect_status, flags, target_url)::text, E'\\n' ORDER BY code), '')
+                         FROM links";
+const KEY_ROWS: &str =
+    "SELECT coalesce(string_agg(row(owner_key_id, key, code, created_at)::text, E'\\n'
+                                       ORDER BY owner_key_id, key), '')
+                        FROM link_idempotency";
+/// Columns, constraints, indexes, partitions and triggers of the link tables.
+const CATALOG: &str = "
+SELECT string_agg(item, E'\\n' ORDER BY item) FROM (
+    SELECT 'column ' || c.relname || ' ' || a.attnum || ' ' || a.attname || ' '
+           || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull || ' '
+           || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || coalesce(co.collname, '') AS item
+    FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
+    WHERE c.relname LIKE 'link%' AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+    FROM pg_constraint WHERE conrelid::regclass::text LIKE 'link%'
+    UNION ALL
+    SELECT 'index ' || indexdef FROM pg_indexes WHERE tablename LIKE 'link%'
+    UNION ALL
+    SELECT 'partition ' || c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid)
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'links'::regclass
+    UNION ALL
+    SELECT 'trigger ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+    UNION ALL
+    SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'links%'
+) AS catalog";
+const HISTORY: &str =
+    "SELECT string_agg(version || ' ' || name || ' ' || checksum, E'\\n' ORDER BY version)
+                       FROM writer_schema_history";
 
 async fn link_partitions(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
     Ok(db

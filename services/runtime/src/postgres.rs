@@ -72,7 +72,7 @@ fn tls_for(
 }
 
 /// One connection outside the pool, its I/O driven by a task of its own.
-async fn connect(
+pub async fn connect(
     config: &tokio_postgres::Config,
 ) -> anyhow::Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
     let drive = |connection: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>| {

@@ -24,7 +24,20 @@ enum Command {
     /// Apply migrations and serve (the default).
     Serve,
     /// Apply pending schema migrations and exit.
-    Migrate,
+    Migrate {
+        /// Partition the links table of a database made before partitioning
+        /// (schema V6) while writes continue: mirror, backfill in slices,
+        /// swap under a lock held for milliseconds. Run it before rolling
+        /// out this version; docs/storage.md has the procedure.
+        #[arg(long)]
+        online: bool,
+        /// With --online: links copied per transaction.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        slice_rows: i64,
+        /// With --online: milliseconds to rest between slices.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
     /// Manage API keys: create, list, revoke, rotate.
     #[command(subcommand)]
     ApiKey(KeyCommand),
@@ -59,8 +72,39 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot load the internal TLS certificate")?;
 
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => {
+        Command::Migrate { online: false, .. } => {
             tinyurl_writer::app::open_store(&config).await?;
+            Ok(())
+        }
+        Command::Migrate {
+            online: true,
+            slice_rows,
+            pause_ms,
+        } => {
+            let options = tinyurl_writer::store::OnlineMigration {
+                slice_rows,
+                pause: std::time::Duration::from_millis(pause_ms),
+                ..tinyurl_writer::store::OnlineMigration::default()
+            };
+            let report = tinyurl_writer::store::migrate_online(
+                &config.database_url,
+                config.db_timeout,
+                &config.layout,
+                &options,
+            )
+            .await?;
+            if report.already_applied {
+                eprintln!("the links table is partitioned already; nothing to do");
+            } else {
+                eprintln!(
+                    "partitioned {} links ({} copied in {} slices, {} idempotency keys); writes waited {} ms for the swap",
+                    report.links,
+                    report.rows_copied,
+                    report.slices,
+                    report.keys_copied,
+                    report.swap.as_millis()
+                );
+            }
             Ok(())
         }
         Command::ApiKey(command) => {

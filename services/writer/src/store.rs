@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_domain::RedirectStatus;
 
-pub use self::postgres::PostgresLinkStore;
+pub use self::postgres::{OnlineMigration, OnlineReport, PostgresLinkStore};
 pub use self::sqlite::SqliteLinkStore;
 use crate::analytics::ClickStore;
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
@@ -265,4 +265,24 @@ pub async fn open(
         .with_link_partitions(layout.link_partitions);
     store.migrate().await?;
     Ok(Arc::new(store))
+}
+
+/// Moves a Postgres database of the schema before partitioning to the
+/// partitioned links table while writes continue
+/// ([`PostgresLinkStore::migrate_links_online`]). The embedded store has no
+/// such path: its file is rewritten when `tinyurl up` starts.
+pub async fn migrate_online(
+    database_url: &SecretString,
+    timeout: Duration,
+    layout: &Layout,
+    options: &OnlineMigration,
+) -> anyhow::Result<OnlineReport> {
+    if tinyurl_runtime::sqlite::path_from_url(database_url.expose_secret()).is_some() {
+        anyhow::bail!("the online migration is for Postgres; the embedded store migrates at start");
+    }
+    PostgresLinkStore::connect(database_url, 1, timeout)?
+        .with_idempotency_retention(layout.idempotency_retention)
+        .with_link_partitions(layout.link_partitions)
+        .migrate_links_online(options)
+        .await
 }

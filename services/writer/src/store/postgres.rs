@@ -20,6 +20,9 @@ use crate::keys::ApiKeyInfo;
 use tinyurl_domain::RedirectStatus;
 
 mod clicks;
+mod online;
+
+pub use online::{OnlineMigration, OnlineReport};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -177,12 +180,7 @@ impl PostgresLinkStore {
     /// Applies pending migrations up to `version` (all with `None`); tests
     /// use it to build a database of an earlier schema.
     pub async fn migrate_to(&self, version: Option<i32>) -> anyhow::Result<()> {
-        let mut config = self.pg_config.clone();
-        let options = config.get_options().unwrap_or_default().to_owned();
-        config.options(format!(
-            "{options} -c tinyurl.link_partitions={}",
-            self.link_partitions
-        ));
+        let config = self.migration_config();
         let mut runner = embedded::migrations::runner();
         if let Some(version) = version {
             runner = runner.set_target(refinery::Target::Version(version));
@@ -195,6 +193,18 @@ impl PostgresLinkStore {
             runner,
         )
         .await
+    }
+
+    /// The connection migrations run on: it carries the partition count
+    /// V7 reads.
+    fn migration_config(&self) -> tokio_postgres::Config {
+        let mut config = self.pg_config.clone();
+        let options = config.get_options().unwrap_or_default().to_owned();
+        config.options(format!(
+            "{options} -c tinyurl.link_partitions={}",
+            self.link_partitions
+        ));
+        config
     }
 
     async fn bounded<T>(
