@@ -185,7 +185,7 @@ impl App {
             })),
             blocklists: std::sync::Mutex::new((blocklist, Default::default())),
             public_base_url: config.public_base_url.clone(),
-            keys: KeyCache::default(),
+            keys: KeyCache::new(config.key_cache),
             proxies: config.trusted_proxies.clone(),
             limits,
         });
@@ -326,7 +326,7 @@ impl App {
             Arc::clone(&self.state),
             stopping.clone(),
         ));
-        let revocations = tokio::spawn(crate::keys::follow_revocations(
+        let key_sync = tokio::spawn(crate::keys::follow_keys(
             Arc::clone(&self.state),
             stopping.clone(),
         ));
@@ -356,7 +356,7 @@ impl App {
             }
         }
         gauges.abort();
-        revocations.abort();
+        key_sync.abort();
         key_retention.abort();
         stored_blocklist.abort();
         if let Some(blocklist) = blocklist {

@@ -25,6 +25,10 @@ pub const REVOCATION_POLL: Duration = Duration::from_millis(500);
 /// How far back each poll looks: past the cache lifetime, so a key cached
 /// just before its revocation is always found by some poll.
 pub const REVOCATION_WINDOW: Duration = Duration::from_secs(120);
+/// How often a writer learns the whole set of working keys again (between
+/// reloads it learns only what changed): the bound on how long a key whose
+/// id became visible late is looked up within the unknown-key budget.
+pub const KEY_SET_RELOAD: Duration = Duration::from_secs(300);
 
 /// SHA-256 of a presented API key, put in request extensions by [`authenticate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -203,49 +207,106 @@ pub fn bearer(header: Option<&[u8]>) -> Result<KeyHash, WriterError> {
 }
 
 /// Resolves key hashes to key ids, caching hits for [`KEY_CACHE_TTL`] and
-/// misses for [`UNKNOWN_KEY_TTL`], and bounding how often the store is asked
-/// about keys it may not know.
+/// misses for [`UNKNOWN_KEY_TTL`].
+///
+/// Three rules keep a flood of made-up keys from costing the honest
+/// anything:
+/// - every working key's hash is known here ([`Self::learn`], kept in step
+///   with the store by [`crate::keys::follow_keys`]), and a known key is
+///   looked up (when its cache entry expires) without the shared budget;
+/// - only a hash this writer does not know spends the budget, which bounds
+///   the database lookups random keys can cause;
+/// - the caller's address is judged (its failed-authentication block)
+///   before it spends any of the budget.
+///
+/// A key created since the last poll is not known yet: it is looked up
+/// within the budget, and known at the next poll.
 pub struct KeyCache {
     // Std mutexes: held only for a map lookup or insert, never across await.
     resolved: Mutex<HashMap<KeyHash, (Caller, Instant)>>,
     unknown: Mutex<HashMap<KeyHash, Instant>>,
+    live: Mutex<LiveKeys>,
     /// One lookup per key at a time: callers of a key that is being looked
     /// up wait for that answer (a client's burst on a new key costs one query
     /// and one unit of the budget).
     in_flight: Mutex<HashMap<KeyHash, Arc<OnceCell<Option<Caller>>>>>,
     lookups: governor::DefaultDirectRateLimiter,
+    capacity: usize,
+}
+
+/// The working keys' hashes as of the last poll, by their first 8 bytes:
+/// a made-up key matches one by chance with odds of about `len / 2^64`, and
+/// then only costs a lookup, which checks the whole hash.
+#[derive(Default)]
+struct LiveKeys {
+    prefixes: std::collections::HashSet<u64>,
+    /// The highest key id seen: the next poll asks for keys past it.
+    max_id: i64,
+}
+
+fn prefix(hash: &KeyHash) -> u64 {
+    let mut first = [0; 8];
+    first.copy_from_slice(&hash.0[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// How long a key the store does not know is refused without asking again.
 const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(10);
-/// Keys the store is asked about per second, per process, when they are not
-/// cached either way (with as many at once): random keys cannot drive one
-/// database query each. A real key new to this process is looked up within
-/// this budget; past it, the call is UNAVAILABLE and retried.
+/// Keys the store is asked about per second, per process, when this writer
+/// does not know them (with as many at once): random keys cannot drive one
+/// database query each. Past it, the call is UNAVAILABLE and retried.
 pub const UNKNOWN_KEY_LOOKUPS_PER_SECOND: u32 = 20;
-/// Entries of each map before expired ones are swept (and, if still full,
-/// the map is cleared).
-const MAX_CACHED_KEYS: usize = 10_000;
+/// Entries of the resolved and the unknown map before expired ones are
+/// swept (and, if still full, the map is cleared).
+pub const MAX_CACHED_KEYS: usize = 10_000;
 
-impl Default for KeyCache {
+/// What the key cache may spend and hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCacheSettings {
+    /// Lookups a second (and at once) of keys this writer does not know.
+    pub unknown_lookups_per_second: std::num::NonZeroU32,
+    /// Entries of the resolved and of the unknown map.
+    pub capacity: usize,
+}
+
+impl Default for KeyCacheSettings {
     fn default() -> Self {
-        let per_second = std::num::NonZeroU32::new(UNKNOWN_KEY_LOOKUPS_PER_SECOND)
-            .unwrap_or(std::num::NonZeroU32::MIN);
         Self {
-            resolved: Mutex::default(),
-            unknown: Mutex::default(),
-            in_flight: Mutex::default(),
-            lookups: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
+            unknown_lookups_per_second: std::num::NonZeroU32::new(UNKNOWN_KEY_LOOKUPS_PER_SECOND)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+            capacity: MAX_CACHED_KEYS,
         }
     }
 }
 
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self::new(KeyCacheSettings::default())
+    }
+}
+
 impl KeyCache {
+    pub fn new(settings: KeyCacheSettings) -> Self {
+        Self {
+            resolved: Mutex::default(),
+            unknown: Mutex::default(),
+            live: Mutex::default(),
+            in_flight: Mutex::default(),
+            lookups: governor::RateLimiter::direct(governor::Quota::per_second(
+                settings.unknown_lookups_per_second,
+            )),
+            capacity: settings.capacity.max(1),
+        }
+    }
+
     /// The caller behind the key `hash`: from the caches, or from `lookup`
-    /// (the store) within the lookup budget, one lookup per key at a time.
+    /// (the store), one lookup per key at a time. For a key this writer does
+    /// not know, `admit` (the caller's address) is asked first, then the
+    /// budget.
     pub async fn resolve<Lookup>(
         &self,
         hash: &KeyHash,
+        admit: impl FnOnce() -> Result<(), WriterError>,
         lookup: impl FnOnce() -> Lookup,
     ) -> Result<Caller, WriterError>
     where
@@ -257,15 +318,20 @@ impl KeyCache {
         if let Some(caller) = self.get(hash) {
             return Ok(caller);
         }
-        let unknown = self
-            .unknown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(hash)
-            .is_some_and(|seen| seen.elapsed() < UNKNOWN_KEY_TTL);
+        let known = self.is_live(hash);
+        let unknown = !known
+            && self
+                .unknown
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(hash)
+                .is_some_and(|seen| seen.elapsed() < UNKNOWN_KEY_TTL);
         if unknown {
             rejected("cached_unknown");
             return Err(WriterError::Unauthenticated("unknown or revoked API key"));
+        }
+        if !known {
+            admit()?;
         }
         let cell = Arc::clone(
             self.in_flight
@@ -276,14 +342,18 @@ impl KeyCache {
         );
         let answer = cell
             .get_or_try_init(|| async {
-                if self.lookups.check().is_err() {
+                if !known && self.lookups.check().is_err() {
                     rejected("over_budget");
                     return Err(WriterError::Unavailable(
                         "too many unknown API keys are being tried; retry in a second".to_owned(),
                     ));
                 }
                 let found = lookup().await?;
-                let outcome = if found.is_some() { "found" } else { "unknown" };
+                let outcome = match (found.is_some(), known) {
+                    (true, true) => "known",
+                    (true, false) => "found",
+                    (false, _) => "unknown",
+                };
                 metrics::counter!("writer_key_lookups_total", "outcome" => outcome).increment(1);
                 match found {
                     Some(caller) => self.insert(*hash, caller),
@@ -314,15 +384,49 @@ impl KeyCache {
         }
     }
 
+    /// Whether `hash` was a working key at the last poll.
+    fn is_live(&self, hash: &KeyHash) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .prefixes
+            .contains(&prefix(hash))
+    }
+
+    /// Learns working keys (`(id, hash)`, from [`crate::store::LinkStore::live_key_hashes`]);
+    /// with `replace`, they are all of them and replace what was known.
+    pub fn learn(&self, keys: &[(i64, KeyHash)], replace: bool) {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if replace {
+            live.prefixes.clear();
+        }
+        for (id, hash) in keys {
+            live.prefixes.insert(prefix(hash));
+            live.max_id = live.max_id.max(*id);
+        }
+        metrics::gauge!("writer_known_keys").set(live.prefixes.len() as f64);
+    }
+
+    /// The highest key id learnt: the next poll asks for keys past it.
+    pub fn max_known_id(&self) -> i64 {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .max_id
+    }
+
     /// Remembers that the store does not know `hash`.
     fn insert_unknown(&self, hash: KeyHash) {
         let mut map = self
             .unknown
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= MAX_CACHED_KEYS {
+        if map.len() >= self.capacity {
             map.retain(|_, seen| seen.elapsed() < UNKNOWN_KEY_TTL);
-            if map.len() >= MAX_CACHED_KEYS {
+            if map.len() >= self.capacity {
                 map.clear();
             }
         }
@@ -332,6 +436,15 @@ impl KeyCache {
     /// Drops keys that were revoked or rotated out: their next call asks the
     /// store, which refuses them. Returns how many were cached here.
     pub fn forget(&self, hashes: &[KeyHash]) -> usize {
+        {
+            let mut live = self
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for hash in hashes {
+                live.prefixes.remove(&prefix(hash));
+            }
+        }
         let mut map = self
             .resolved
             .lock()
@@ -358,9 +471,9 @@ impl KeyCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Bounded: a flood of distinct valid keys cannot grow it without limit.
-        if map.len() >= MAX_CACHED_KEYS {
+        if map.len() >= self.capacity {
             map.retain(|_, (_, resolved_at)| resolved_at.elapsed() < KEY_CACHE_TTL);
-            if map.len() >= MAX_CACHED_KEYS {
+            if map.len() >= self.capacity {
                 map.clear();
             }
         }
@@ -435,6 +548,112 @@ mod tests {
         }
     }
 
+    fn admit() -> Result<(), WriterError> {
+        Ok(())
+    }
+
+    /// A cache whose budget of unknown-key lookups is `per_second`.
+    fn cache_with_budget(per_second: u32) -> KeyCache {
+        KeyCache::new(KeyCacheSettings {
+            unknown_lookups_per_second: std::num::NonZeroU32::new(per_second)
+                .expect("a positive budget"),
+            capacity: 100,
+        })
+    }
+
+    /// Spends the budget with made-up keys until one is refused for it.
+    async fn exhaust(cache: &KeyCache) {
+        loop {
+            let (_, random) = generate_key();
+            let refused = cache.resolve(&random, admit, || async { Ok(None) }).await;
+            if matches!(refused, Err(WriterError::Unavailable(_))) {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn known_keys_are_looked_up_without_the_budget() {
+        let cache = cache_with_budget(1);
+        let (_, known) = generate_key();
+        let (_, new) = generate_key();
+        cache.learn(&[(3, known)], false);
+        assert_eq!(cache.max_known_id(), 3);
+        exhaust(&cache).await;
+
+        let found = cache
+            .resolve(&known, admit, || async { Ok(Some(CALLER)) })
+            .await;
+        assert_eq!(found.ok(), Some(CALLER), "a known key waits for nothing");
+        // A real key this writer has not learnt yet meets the budget.
+        let waiting = cache
+            .resolve(&new, admit, || async { Ok(Some(CALLER)) })
+            .await;
+        assert!(
+            matches!(waiting, Err(WriterError::Unavailable(_))),
+            "{waiting:?}"
+        );
+        // A full reload replaces what was known; a forgotten key is unknown.
+        cache.learn(&[(4, new)], true);
+        let found = cache
+            .resolve(&new, admit, || async { Ok(Some(CALLER)) })
+            .await;
+        assert_eq!(found.ok(), Some(CALLER));
+        assert_eq!(cache.forget(&[new]), 1);
+        let (_, other) = generate_key();
+        cache.learn(&[(5, other)], false);
+        let waiting = cache
+            .resolve(&new, admit, || async { Ok(Some(CALLER)) })
+            .await;
+        assert!(
+            matches!(waiting, Err(WriterError::Unavailable(_))),
+            "{waiting:?}"
+        );
+        assert!(!cache.is_live(&known), "a reload without it forgot it");
+        assert!(cache.is_live(&other));
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_spends_none_of_the_budget() {
+        let cache = cache_with_budget(2);
+        let lookups = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..100 {
+            let (_, random) = generate_key();
+            let refused = cache
+                .resolve(
+                    &random,
+                    || Err(WriterError::Unauthenticated("blocked")),
+                    || async {
+                        lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        Ok(None)
+                    },
+                )
+                .await;
+            assert!(matches!(
+                refused,
+                Err(WriterError::Unauthenticated("blocked"))
+            ));
+        }
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // The budget is whole: a real key from another address is looked up.
+        let (_, real) = generate_key();
+        let found = cache
+            .resolve(&real, admit, || async { Ok(Some(CALLER)) })
+            .await;
+        assert_eq!(found.ok(), Some(CALLER));
+        // A known key is not judged by its address at all.
+        let (_, known) = generate_key();
+        cache.learn(&[(1, known)], false);
+        let found = cache
+            .resolve(
+                &known,
+                || Err(WriterError::Unauthenticated("blocked")),
+                || async { Ok(Some(CALLER)) },
+            )
+            .await;
+        assert_eq!(found.ok(), Some(CALLER));
+    }
+
     #[tokio::test]
     async fn a_burst_on_one_key_costs_one_lookup_and_unknown_keys_are_remembered() {
         let cache = Arc::new(KeyCache::default());
@@ -445,7 +664,7 @@ mod tests {
             let (cache, lookups) = (Arc::clone(&cache), Arc::clone(&lookups));
             callers.spawn(async move {
                 cache
-                    .resolve(&known, || async {
+                    .resolve(&known, admit, || async {
                         lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         Ok(Some(CALLER))
@@ -460,13 +679,13 @@ mod tests {
 
         // A forgotten (revoked) key is looked up again, and refused.
         assert_eq!(cache.forget(&[known]), 1);
-        let refused = cache.resolve(&known, || async { Ok(None) }).await;
+        let refused = cache.resolve(&known, admit, || async { Ok(None) }).await;
         assert!(matches!(refused, Err(WriterError::Unauthenticated(_))));
 
         let (_, unknown) = generate_key();
         for _ in 0..10 {
             let refused = cache
-                .resolve(&unknown, || async {
+                .resolve(&unknown, admit, || async {
                     lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(None)
                 })
@@ -480,7 +699,7 @@ mod tests {
         let started = Instant::now();
         for _ in 0..100 {
             let (_, random) = generate_key();
-            let refused = cache.resolve(&random, || async { Ok(None) }).await;
+            let refused = cache.resolve(&random, admit, || async { Ok(None) }).await;
             if matches!(refused, Err(WriterError::Unavailable(_))) {
                 unavailable += 1;
             }

@@ -46,6 +46,16 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "failed authentications per second per client address (a second's worth at once); past it, unknown keys from there are refused without a lookup (\"off\" disables)",
     },
     EnvVarDoc {
+        name: "TINYURL_KEY_LOOKUPS_PER_SECOND",
+        default: "20",
+        meaning: "database lookups per second (and at once) of API keys this writer does not know; working keys are known from the store and never wait for it",
+    },
+    EnvVarDoc {
+        name: "TINYURL_KEY_CACHE_SIZE",
+        default: "10000",
+        meaning: "API keys (resolved, and refused) remembered per writer",
+    },
+    EnvVarDoc {
         name: "TINYURL_DAILY_CREATE_QUOTA",
         default: "(unset: none)",
         meaning: "links one API key may create per UTC day, counted by every writer together",
@@ -171,6 +181,7 @@ pub struct Config {
     pub rate_limit_per_key: Option<crate::auth::Rate>,
     pub daily_create_quota: Option<u64>,
     pub auth_failure_rate_per_ip: Option<crate::auth::Rate>,
+    pub key_cache: crate::auth::KeyCacheSettings,
     pub trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
     /// Where the REST API listens; `None`: gRPC only.
     pub rest_listen: Option<SocketAddr>,
@@ -223,6 +234,30 @@ pub fn layout_from_env(env: &Env) -> Result<Layout, ConfigError> {
     })
 }
 
+fn key_cache_settings(env: &Env) -> Result<crate::auth::KeyCacheSettings, ConfigError> {
+    let defaults = crate::auth::KeyCacheSettings::default();
+    let lookups: u32 = env.parse_or(
+        "TINYURL_KEY_LOOKUPS_PER_SECOND",
+        defaults.unknown_lookups_per_second.get(),
+    )?;
+    let capacity: usize = env.parse_or("TINYURL_KEY_CACHE_SIZE", defaults.capacity)?;
+    Ok(crate::auth::KeyCacheSettings {
+        unknown_lookups_per_second: std::num::NonZeroU32::new(lookups).ok_or(ConfigError {
+            variable: "TINYURL_KEY_LOOKUPS_PER_SECOND",
+            reason: "must be at least 1: a key created since the last poll is looked up within it"
+                .to_owned(),
+        })?,
+        capacity: if capacity == 0 {
+            return Err(ConfigError {
+                variable: "TINYURL_KEY_CACHE_SIZE",
+                reason: "must be at least 1".to_owned(),
+            });
+        } else {
+            capacity
+        },
+    })
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let common =
@@ -265,6 +300,7 @@ impl Config {
                     reason,
                 })?),
             },
+            key_cache: key_cache_settings(env)?,
             trusted_proxies: tinyurl_runtime::proxies::TrustedProxies::parse(
                 env.get("TINYURL_TRUSTED_PROXIES").unwrap_or_default(),
             )

@@ -239,18 +239,50 @@ fn key_table(keys: &[ApiKeyInfo]) -> String {
     table
 }
 
-/// Keeps this writer's key cache in step with revocations and rotations
-/// made anywhere (another writer's command line, the embedded store's CLI):
-/// every [`crate::auth::REVOCATION_POLL`] it asks the store for keys retired
-/// in the last [`crate::auth::REVOCATION_WINDOW`] and forgets them. Polling
-/// the store rather than listening on Redis works without Redis (the
-/// embedded deployment) and cannot miss a message.
-pub async fn follow_revocations(
+/// Keeps this writer's key cache in step with keys created, rotated,
+/// revoked or retired anywhere (another writer's command line, the embedded
+/// store's CLI): every [`crate::auth::REVOCATION_POLL`] it asks the store
+/// for keys retired in the last [`crate::auth::REVOCATION_WINDOW`] and
+/// forgets them, and for working keys it has not learnt (new ids, recent
+/// rotations); every [`crate::auth::KEY_SET_RELOAD`] it learns the whole
+/// set again. Polling the store rather than listening on Redis works
+/// without Redis (the embedded deployment) and cannot miss a message.
+pub async fn follow_keys(
     state: std::sync::Arc<crate::links::State>,
     stopping: tinyurl_runtime::Stopping,
 ) {
+    let last_reload = std::sync::Mutex::new(None::<std::time::Instant>);
     stopping
         .every(crate::auth::REVOCATION_POLL, || async {
+            let reload = last_reload
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_none_or(|at| at.elapsed() >= crate::auth::KEY_SET_RELOAD);
+            // Ids are taken before their transaction commits, so a key can
+            // become visible after a higher id did: look a little behind.
+            let after_id = if reload {
+                0
+            } else {
+                state.keys.max_known_id().saturating_sub(64)
+            };
+            match state
+                .store
+                .live_key_hashes(after_id, crate::auth::REVOCATION_WINDOW)
+                .await
+            {
+                Ok(live) => {
+                    state.keys.learn(&live, reload);
+                    if reload {
+                        *last_reload
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(std::time::Instant::now());
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error.public_message(), "cannot poll for new API keys");
+                }
+            }
             match state
                 .store
                 .retired_key_hashes(crate::auth::REVOCATION_WINDOW)

@@ -304,14 +304,15 @@ impl State {
         let address = || call.client_address(&self.proxies);
         let resolved = self
             .keys
-            .resolve(hash, || async {
-                // Only keys this writer does not know cost a lookup, and an
-                // address that keeps failing gets none.
-                if let Some(address) = address() {
-                    self.limits.refuse_if_blocked(address)?;
-                }
-                self.store.resolve_key(hash).await
-            })
+            .resolve(
+                hash,
+                // An address that keeps failing spends none of the budget.
+                || match address() {
+                    Some(address) => self.limits.refuse_if_blocked(address),
+                    None => Ok(()),
+                },
+                || self.store.resolve_key(hash),
+            )
             .await;
         let caller = match resolved {
             Ok(caller) => caller,

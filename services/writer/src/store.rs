@@ -108,6 +108,16 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
         grace: Duration,
     ) -> Result<bool, WriterError>;
 
+    /// The hashes that work now (a key's value, and its value before a
+    /// rotation during the grace period) of unrevoked keys whose id is past
+    /// `after_id` or that were rotated within the last `rotated_within`,
+    /// each with its key's id. `after_id` 0 gives every working hash.
+    async fn live_key_hashes(
+        &self,
+        after_id: i64,
+        rotated_within: Duration,
+    ) -> Result<Vec<(i64, KeyHash)>, WriterError>;
+
     /// Hashes that stopped working within the last `within`: revoked keys
     /// (both values) and values whose rotation grace ended.
     async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError>;

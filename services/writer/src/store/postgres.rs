@@ -390,6 +390,41 @@ impl LinkStore for PostgresLinkStore {
         .await
     }
 
+    async fn live_key_hashes(
+        &self,
+        after_id: i64,
+        rotated_within: Duration,
+    ) -> Result<Vec<(i64, KeyHash)>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            // The id range reads the primary key and the rotations the
+            // partial index of rotated keys: a poll reads only new rows.
+            let statement = client
+                .prepare_cached(
+                    "SELECT id, key_hash FROM api_keys
+                     WHERE revoked_at IS NULL
+                       AND (id > $1 OR previous_valid_until > now() - make_interval(secs => $2))
+                     UNION ALL
+                     SELECT id, previous_key_hash FROM api_keys
+                     WHERE revoked_at IS NULL AND previous_valid_until > now()",
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let rows = client
+                .query(&statement, &[&after_id, &rotated_within.as_secs_f64()])
+                .await
+                .map_err(WriterError::from_postgres)?;
+            rows.iter()
+                .map(|row| {
+                    let id: i64 = row.try_get(0).map_err(WriterError::from_postgres)?;
+                    let bytes: &[u8] = row.try_get(1).map_err(WriterError::from_postgres)?;
+                    Ok((id, key_hash(bytes)?))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError> {
         self.bounded(async {
             let client = self.client().await?;

@@ -299,6 +299,43 @@ impl LinkStore for SqliteLinkStore {
             .map_err(WriterError::from_sqlite)
     }
 
+    async fn live_key_hashes(
+        &self,
+        after_id: i64,
+        rotated_within: Duration,
+    ) -> Result<Vec<(i64, KeyHash)>, WriterError> {
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .db
+            .run(move |connection| {
+                let now = SystemTime::now();
+                connection
+                    .prepare_cached(
+                        "SELECT id, key_hash FROM api_keys
+                         WHERE revoked_at IS NULL AND (id > ?1 OR previous_valid_until > ?2)
+                         UNION ALL
+                         SELECT id, previous_key_hash FROM api_keys
+                         WHERE revoked_at IS NULL AND previous_valid_until > ?3",
+                    )?
+                    .query_map(
+                        (
+                            after_id,
+                            to_micros(
+                                now.checked_sub(rotated_within)
+                                    .unwrap_or(SystemTime::UNIX_EPOCH),
+                            ),
+                            to_micros(now),
+                        ),
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )?
+                    .collect()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)?;
+        rows.iter()
+            .map(|(id, bytes)| Ok((*id, key_hash(bytes)?)))
+            .collect()
+    }
+
     async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError> {
         let hashes: Vec<Vec<u8>> = self
             .db
