@@ -141,6 +141,7 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
                 is_alias: false,
                 created_at,
                 updated_at,
+                blocked: false,
             },
         "stored exactly: {stored:?}"
     );
@@ -468,6 +469,7 @@ fn stored(code: &str, expires_at: Option<SystemTime>) -> StoredLink {
         is_alias: false,
         created_at: micros_ago(1),
         updated_at: micros_ago(1),
+        blocked: false,
     }
 }
 
@@ -854,6 +856,7 @@ async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()>
                     is_alias: row.get(6),
                     created_at: row.get(7),
                     updated_at: row.get(8),
+                    blocked: false,
                 },
             );
         }

@@ -531,3 +531,88 @@ async fn stats_count_every_folded_click_once_across_a_kill_and_restart() -> anyh
     ensure!(bad.status.code() == Some(4), "{}", stderr(&bad));
     Ok(())
 }
+
+/// `tinyurl block-host`, run on the store of a running `tinyurl up`, reaches
+/// the redirect's in-process cache within about a second (the running
+/// system rewrites the links' entries when it sees the stored list change),
+/// whatever the spelling of the host; the owner cannot bring the link back,
+/// and `unblock-host` does.
+#[tokio::test]
+async fn a_block_from_the_command_line_reaches_a_running_up_at_once() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("embedded-block", None)?;
+    let system = Embedded::start(dir.path()).await?;
+    let key = system
+        .printed_key
+        .clone()
+        .with_context(|| format!("a fresh start prints an API key:\n{}", system.banner()))?;
+    let shortened = system.cli(&key, &["shorten", "https://Evil.example/phish"])?;
+    ensure!(shortened.status.success(), "{}", stderr(&shortened));
+    let path = path_of(
+        stdout(&shortened).lines().next().unwrap_or_default().trim(),
+        &system,
+    )?;
+    let code = path.trim_start_matches('/').to_owned();
+    // Twice: the second answer is the in-process cache's.
+    for _ in 0..2 {
+        let response = http_request(system.http, "GET", &path).await?;
+        ensure!(response.status == 302, "GET {path}: {}", response.status);
+    }
+    let store = format!("sqlite:{}", system.data_path().display());
+    let status_is = |wanted: u16| {
+        let path = path.clone();
+        let http = system.http;
+        move || {
+            let path = path.clone();
+            async move { Ok(http_request(http, "GET", &path).await?.status == wanted) }
+        }
+    };
+
+    let blocked = system.cli(
+        &key,
+        &["block-host", "EVIL.example.", "--database-url", &store],
+    )?;
+    ensure!(blocked.status.success(), "{}", stderr(&blocked));
+    ensure!(
+        stdout(&blocked).contains("blocked evil.example; 1 links"),
+        "{}",
+        stdout(&blocked)
+    );
+    wait_until(
+        "410 from the running system",
+        Duration::from_secs(10),
+        status_is(410),
+    )
+    .await?;
+
+    let enabled = system.cli(&key, &["enable", &code])?;
+    ensure!(
+        !enabled.status.success(),
+        "the owner re-enabled a blocked link"
+    );
+    ensure!(
+        stderr(&enabled).contains("blocked"),
+        "the refusal names the block: {}",
+        stderr(&enabled)
+    );
+
+    let unblocked = system.cli(
+        &key,
+        &["unblock-host", "evil.example", "--database-url", &store],
+    )?;
+    ensure!(unblocked.status.success(), "{}", stderr(&unblocked));
+    ensure!(
+        stdout(&unblocked).contains("1 links"),
+        "{}",
+        stdout(&unblocked)
+    );
+    wait_until("302 again", Duration::from_secs(10), status_is(302)).await?;
+    let again = system.cli(
+        &key,
+        &["unblock-host", "evil.example", "--database-url", &store],
+    )?;
+    ensure!(
+        !again.status.success(),
+        "an entry not on the list is refused"
+    );
+    Ok(())
+}

@@ -898,7 +898,8 @@ async fn a_code_scanner_is_throttled_before_it_costs_io() -> anyhow::Result<()> 
 
 /// `block-host`: the host is refused by the writer, and links to it answer
 /// 410 from every redirect that had them cached, within about a second;
-/// links to other hosts are untouched.
+/// links to other hosts are untouched. The host may be typed in any
+/// spelling (case, trailing dot, Unicode).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_host_is_refused_and_its_links_answer_410_everywhere() -> anyhow::Result<()> {
     let system = System::start(&[]).await?;
@@ -909,7 +910,8 @@ async fn a_blocked_host_is_refused_and_its_links_answer_410_everywhere() -> anyh
     let blocked = create(&system, to("https://bad.example/login")).await?;
     let neighbour = create(&system, to("https://sub.bad.example/page")).await?;
     let fine = create(&system, to("https://fine.example/")).await?;
-    for link in [&blocked, &neighbour, &fine] {
+    let unicode = create(&system, to("https://bücher.example/buch")).await?;
+    for link in [&blocked, &neighbour, &fine, &unicode] {
         system.wait_replicated(&link.code).await?;
         for redirect in &redirects {
             assert_eq!(get(redirect, &format!("/{}", link.code)).await?.status, 302);
@@ -917,27 +919,30 @@ async fn a_blocked_host_is_refused_and_its_links_answer_410_everywhere() -> anyh
     }
 
     let started = Instant::now();
-    let output = system.setup.command(&["block-host", "bad.example"])?;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("1 links"));
-    let path = format!("/{}", blocked.code);
-    wait_until("410 from both redirects", Duration::from_secs(10), || {
-        let redirects = &redirects;
-        let path = path.clone();
-        async move {
-            for redirect in redirects {
-                if get(redirect, &path).await?.status != 410 {
-                    return Ok(false);
+    for (entry, link) in [("BAD.Example.", &blocked), ("BÜCHER.example", &unicode)] {
+        let output = system.setup.command(&["block-host", entry])?;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains("1 links"), "block-host {entry}: {said}");
+        let path = format!("/{}", link.code);
+        wait_until("410 from both redirects", Duration::from_secs(10), || {
+            let redirects = &redirects;
+            let path = path.clone();
+            async move {
+                for redirect in redirects {
+                    if get(redirect, &path).await?.status != 410 {
+                        return Ok(false);
+                    }
                 }
+                Ok(true)
             }
-            Ok(true)
-        }
-    })
-    .await?;
+        })
+        .await?;
+    }
     println!(
         "links to a blocked host answered 410 everywhere after {:?}",
         started.elapsed()

@@ -599,3 +599,163 @@ async fn rest_limits_answer_429_with_ratelimit_fields_and_see_clients_through_tr
     assert_eq!(foreign.header("access-control-allow-origin"), None);
     Ok(())
 }
+
+/// An operator's `block-host` is not the owner's to undo: every way back
+/// (re-enable, repoint, delete and re-create the alias, the host in another
+/// spelling) is refused with a problem naming the block, over REST and
+/// gRPC; `unblock-host` gives back what the owner had chosen.
+#[tokio::test]
+async fn an_operators_block_is_not_the_owners_to_undo() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("owner")?;
+    let body = json!({ "target_url": "https://bad.example/login", "alias": "bad-alias" });
+    let created = post(rest, "/api/v1/links", &key, &body, &[]).await?;
+    assert_eq!(created.status, 201, "{}", created.text());
+    // The owner's own disable, on a link under a wildcard block.
+    let body = json!({ "target_url": "https://deep.evil.example/x", "alias": "off-alias" });
+    assert_eq!(
+        post(rest, "/api/v1/links", &key, &body, &[]).await?.status,
+        201
+    );
+    let off = json!({ "enabled": false });
+    let patched = call(
+        rest,
+        "PATCH",
+        "/api/v1/links/off-alias",
+        Some(&key),
+        Some(&off),
+        &[],
+    )
+    .await?;
+    assert_eq!(patched.status, 200, "{}", patched.text());
+
+    let command = |args: &[&str]| -> anyhow::Result<String> {
+        let output = stack.setup.command(args)?;
+        let said = String::from_utf8_lossy(&output.stderr).into_owned();
+        anyhow::ensure!(output.status.success(), "{args:?}: {said}");
+        Ok(said)
+    };
+    let said = command(&["block-host", "BAD.Example."])?;
+    assert!(said.contains("blocked bad.example; 1 links"), "{said}");
+    let said = command(&["block-host", "*.EVIL.example"])?;
+    assert!(said.contains("blocked *.evil.example; 1 links"), "{said}");
+
+    let path = "/api/v1/links/bad-alias";
+    let link = json_of(&get(rest, path, &key).await?)?;
+    assert_eq!(
+        (link["blocked"].clone(), link["enabled"].clone()),
+        (json!(true), json!(true))
+    );
+    for change in [
+        json!({ "enabled": true }),
+        json!({ "target_url": "https://fine.example/" }),
+        json!({ "redirect_type": 301 }),
+    ] {
+        let refused = call(rest, "PATCH", path, Some(&key), Some(&change), &[]).await?;
+        let problem = problem(&refused, 403)?;
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("blocked") && detail.contains("bad.example"),
+            "{change}: {problem}"
+        );
+    }
+    let mut links = links_client(&writer)?;
+    let refused = links
+        .update_link(authed(
+            tinyurl_proto::v1::UpdateLinkRequest {
+                code: "bad-alias".to_owned(),
+                enabled: Some(true),
+                ..Default::default()
+            },
+            &key,
+        ))
+        .await
+        .expect_err("gRPC refuses it too");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().contains("bad.example"), "{refused:?}");
+
+    // The writer refuses the host in any spelling once it polled the list.
+    tinyurl_harness::wait_until(
+        "the writer to refuse the host",
+        Duration::from_secs(10),
+        || async {
+            let attempt = json!({ "target_url": "https://BAD.EXAMPLE./again" });
+            Ok(post(rest, "/api/v1/links", &key, &attempt, &[])
+                .await?
+                .status
+                == 400)
+        },
+    )
+    .await?;
+    for target in [
+        "https://bad.example./other",
+        "https://sub.evil.example/",
+        "https://BAD.example/",
+    ] {
+        let refused = post(
+            rest,
+            "/api/v1/links",
+            &key,
+            &json!({ "target_url": target }),
+            &[],
+        )
+        .await?;
+        let problem = problem(&refused, 400)?;
+        assert_eq!(problem["field"], "target_url", "{target}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("blocked"),
+            "{problem}"
+        );
+    }
+    // Delete is allowed; the alias stays retired either way.
+    assert_eq!(
+        call(rest, "DELETE", path, Some(&key), None, &[])
+            .await?
+            .status,
+        204
+    );
+    let again = json!({ "target_url": "https://bad.example/login", "alias": "bad-alias" });
+    let refused = post(rest, "/api/v1/links", &key, &again, &[]).await?;
+    assert!(
+        problem(&refused, 400)?["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("blocked")
+    );
+
+    // Unblocking gives back the owner's choice: still disabled.
+    let said = command(&["unblock-host", "*.evil.EXAMPLE"])?;
+    assert!(said.contains("unblocked *.evil.example; 1 links"), "{said}");
+    let link = json_of(&get(rest, "/api/v1/links/off-alias", &key).await?)?;
+    assert_eq!(
+        (link["blocked"].clone(), link["enabled"].clone()),
+        (json!(false), json!(false))
+    );
+    // The owner may change it again once the writer polled the list.
+    let on = json!({ "enabled": true });
+    tinyurl_harness::wait_until(
+        "the owner to enable it again",
+        Duration::from_secs(10),
+        || async {
+            let patched = call(
+                rest,
+                "PATCH",
+                "/api/v1/links/off-alias",
+                Some(&key),
+                Some(&on),
+                &[],
+            )
+            .await?;
+            Ok(patched.status == 200)
+        },
+    )
+    .await?;
+    let missing = stack.setup.command(&["unblock-host", "never.example"])?;
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not on the stored blocklist"));
+    Ok(())
+}

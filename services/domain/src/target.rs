@@ -124,6 +124,20 @@ impl HostBlocklist {
         self.len() == 0
     }
 
+    /// The entries as they are compared (`host`, `*.suffix`; lowercase,
+    /// punycode, no trailing dot), sorted: one spelling however they were
+    /// typed.
+    pub fn entries(&self) -> Vec<String> {
+        let mut entries: Vec<String> = self
+            .exact
+            .iter()
+            .cloned()
+            .chain(self.suffixes.iter().map(|suffix| format!("*.{suffix}")))
+            .collect();
+        entries.sort();
+        entries
+    }
+
     /// The entry that blocks `host` (lowercase, punycode), if any.
     pub fn blocking(&self, host: &str) -> Option<String> {
         if self.exact.contains(host) {
@@ -572,6 +586,15 @@ mod blocklist_tests {
             Some("xn--bcher-kva.example")
         );
         assert_eq!(list.blocking("10.1.2.3").as_deref(), Some("10.1.2.3"));
+        assert_eq!(
+            list.entries(),
+            [
+                "*.phish.example",
+                "10.1.2.3",
+                "bad.example",
+                "xn--bcher-kva.example"
+            ]
+        );
         for bad in ["*.", "exa mple.com", "*.10.0.0.1", "http://x.example/"] {
             let error = HostBlocklist::parse(&format!("ok.example\n{bad}")).expect_err(bad);
             assert!(error.starts_with("line 2:"), "{error}");

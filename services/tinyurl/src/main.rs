@@ -94,27 +94,35 @@ enum Command {
     Export(ExportArgs),
     /// Manage API keys: create, list, revoke, rotate (direct access to the store).
     ApiKey(ApiKeyArgs),
-    /// Block a host (`bad.example`, or `*.bad.example` for all under it) for
-    /// every writer and disable every link to it (direct access to the store;
-    /// with TINYURL_REDIS_URL set, redirects answer 410 within a second).
-    BlockHost {
-        /// `host` or `*.suffix`.
-        host: String,
-        /// The store: `sqlite:PATH` (the `tinyurl up` default) or a Postgres URL.
-        #[arg(
-            long,
-            env = "TINYURL_DATABASE_URL",
-            default_value = "sqlite:./tinyurl.db",
-            hide_env_values = true
-        )]
-        database_url: String,
-    },
+    /// Block a host (`bad.example`, or `*.bad.example` for all under it; any
+    /// spelling) for every writer and block every link to it, which owners
+    /// cannot undo (direct access to the store; redirects answer 410 within a
+    /// second: a running `tinyurl up` on the same store, and the split system
+    /// with TINYURL_REDIS_URL set).
+    BlockHost(HostArgs),
+    /// Lift a block made by block-host: links to the host go back to what
+    /// their owners chose.
+    UnblockHost(HostArgs),
     /// Exit 0 if `tinyurl up` on this host is ready (container health check).
     Probe {
         /// The redirect service's admin listener.
         #[arg(long, default_value = "127.0.0.1:9093")]
         admin: std::net::SocketAddr,
     },
+}
+
+#[derive(clap::Args)]
+struct HostArgs {
+    /// `host` or `*.suffix`.
+    host: String,
+    /// The store: `sqlite:PATH` (the `tinyurl up` default) or a Postgres URL.
+    #[arg(
+        long,
+        env = "TINYURL_DATABASE_URL",
+        default_value = "sqlite:./tinyurl.db",
+        hide_env_values = true
+    )]
+    database_url: String,
 }
 
 #[derive(clap::Args)]
@@ -228,7 +236,8 @@ impl Command {
             Self::Import(_) => "import",
             Self::Export(_) => "export",
             Self::ApiKey(_) => "api-key",
-            Self::BlockHost { .. } => "block-host",
+            Self::BlockHost(_) => "block-host",
+            Self::UnblockHost(_) => "unblock-host",
             Self::Probe { .. } => "probe",
         }
     }
@@ -425,39 +434,35 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::BlockHost { host, database_url } => {
-            let store = tinyurl_writer::store::open(
-                &secrecy::SecretString::from(database_url),
-                1,
-                std::time::Duration::from_secs(5),
-                &tinyurl_writer::config::layout_from_env(&tinyurl_runtime::Env::from_process())
-                    .map_err(anyhow::Error::from)?,
-            )
-            .await?;
-            let cache = match std::env::var("TINYURL_REDIS_URL") {
-                Ok(url) if !url.is_empty() => {
-                    let cache = tinyurl_writer::cache::RedisLinkCache::connect(
-                        &secrecy::SecretString::from(url),
-                        std::time::Duration::from_secs(2),
-                        std::time::Duration::from_secs(86_400),
-                    )?;
-                    cache
-                        .wait_connected(std::time::Duration::from_secs(5))
-                        .await?;
-                    cache
-                }
-                _ => tinyurl_writer::cache::RedisLinkCache::disabled(),
-            };
-            let disabled = tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &host)
-                .await
-                .map_err(|error| client::status_failure(&error.into_status()))?;
+        Command::BlockHost(args) => {
+            let (store, cache) = blocklist_tools(&args.database_url).await?;
+            let (entry, blocked) =
+                tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &args.host)
+                    .await
+                    .map_err(|error| client::status_failure(&error.into_status()))?;
             if json {
                 out!(
                     "{}",
-                    serde_json::json!({ "blocked": host, "links_disabled": disabled })
+                    serde_json::json!({ "blocked": entry, "links_blocked": blocked })
                 );
             } else {
-                out!("blocked {host}; {disabled} links to it disabled");
+                out!("blocked {entry}; {blocked} links to it blocked");
+            }
+            Ok(())
+        }
+        Command::UnblockHost(args) => {
+            let (store, cache) = blocklist_tools(&args.database_url).await?;
+            let (entry, unblocked) =
+                tinyurl_writer::blocklist::unblock_host(store.as_ref(), &cache, &args.host)
+                    .await
+                    .map_err(|error| client::status_failure(&error.into_status()))?;
+            if json {
+                out!(
+                    "{}",
+                    serde_json::json!({ "unblocked": entry, "links_unblocked": unblocked })
+                );
+            } else {
+                out!("unblocked {entry}; {unblocked} links to it unblocked");
             }
             Ok(())
         }
@@ -485,6 +490,40 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// The store and the cache a blocklist change is made with (the cache is
+/// Redis's when TINYURL_REDIS_URL is set; a running `tinyurl up` rewrites its
+/// own entries when it sees the stored list change).
+async fn blocklist_tools(
+    database_url: &str,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn tinyurl_writer::store::LinkStore>,
+    tinyurl_writer::cache::RedisLinkCache,
+)> {
+    let store = tinyurl_writer::store::open(
+        &secrecy::SecretString::from(database_url.to_owned()),
+        1,
+        std::time::Duration::from_secs(5),
+        &tinyurl_writer::config::layout_from_env(&tinyurl_runtime::Env::from_process())
+            .map_err(anyhow::Error::from)?,
+    )
+    .await?;
+    let cache = match std::env::var("TINYURL_REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
+            let cache = tinyurl_writer::cache::RedisLinkCache::connect(
+                &secrecy::SecretString::from(url),
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_secs(86_400),
+            )?;
+            cache
+                .wait_connected(std::time::Duration::from_secs(5))
+                .await?;
+            cache
+        }
+        _ => tinyurl_writer::cache::RedisLinkCache::disabled(),
+    };
+    Ok((store, cache))
 }
 
 async fn set_enabled(

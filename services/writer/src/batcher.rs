@@ -240,6 +240,7 @@ mod tests {
                         is_alias: false,
                         created_at: SystemTime::UNIX_EPOCH,
                         updated_at: SystemTime::UNIX_EPOCH,
+                        blocked: false,
                     })
                 })
                 .collect()

@@ -44,6 +44,13 @@ pub trait LinkCache: Send + Sync + 'static {
     /// nothing is, so it cannot put the deleted link back while the tombstone
     /// lives.
     async fn remove(&self, code: &str);
+
+    /// Whether the cache lives in this process only, so that a change made
+    /// by another process (the command line's `block-host` beside a
+    /// running `tinyurl up`) cannot have reached it.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 /// Writes a group of new links through and announces them in one command:
@@ -316,6 +323,10 @@ impl MemoryLinkCache {
 
 #[async_trait::async_trait]
 impl LinkCache for MemoryLinkCache {
+    fn in_process(&self) -> bool {
+        true
+    }
+
     async fn write_through(&self, links: &[StoredLink]) {
         if links.is_empty() {
             return;
@@ -357,7 +368,7 @@ fn cached(link: &StoredLink) -> CachedLink {
         redirect_status: link.redirect_status,
         forward_query: link.forward_query,
         expires_at: link.expires_at,
-        enabled: link.enabled,
+        enabled: link.redirects(),
     }
 }
 

@@ -111,6 +111,7 @@ fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
         is_alias: link.is_alias,
         created_at: Some(prost_types::Timestamp::from(link.created_at)),
         updated_at: Some(prost_types::Timestamp::from(link.updated_at)),
+        blocked: link.blocked,
     }
 }
 

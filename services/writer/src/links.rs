@@ -196,12 +196,27 @@ impl LinkService {
                 enabled: input.enabled,
                 forward_query: input.forward_query,
             };
-            let link = self
+            // A link an operator blocked, or whose target's host is on the
+            // blocklist now (blocked before blocks had a flag of their own,
+            // or listed in the file), is its owner's only to delete.
+            let current = self
                 .state
                 .store
-                .update(owner, code, &changes)
+                .get(owner, code)
                 .await?
                 .ok_or_else(|| WriterError::NotFound(code.to_owned()))?;
+            self.state.refuse_if_blocked(&current)?;
+            let Some(link) = self.state.store.update(owner, code, &changes).await? else {
+                // Deleted, or blocked, since it was read.
+                return Err(match self.state.store.get(owner, code).await? {
+                    Some(link) => self
+                        .state
+                        .refuse_if_blocked(&link)
+                        .err()
+                        .unwrap_or_else(|| WriterError::NotFound(code.to_owned())),
+                    None => WriterError::NotFound(code.to_owned()),
+                });
+            };
             self.state.cache.replace(&link).await;
             Ok(link)
         })
@@ -329,6 +344,27 @@ impl State {
         let owner = caller.require(needed)?;
         self.limits.check(&caller, cost).await?;
         Ok(owner)
+    }
+
+    /// Refuses changes to `link` when an operator blocked it or its
+    /// target's host is on the blocklist in force, naming the entry.
+    fn refuse_if_blocked(&self, link: &StoredLink) -> Result<(), WriterError> {
+        let entry = match TargetUrl::parse(&link.target_url, &self.policy()) {
+            Err(tinyurl_domain::TargetUrlError::BlockedHost { host }) => Some(host),
+            _ => None,
+        };
+        if !link.blocked && entry.is_none() {
+            return Ok(());
+        }
+        let host = tinyurl_domain::target::stored_host(&link.target_url).unwrap_or_default();
+        // The entry, once this writer polled it (within a second of the block).
+        let listed = entry
+            .map(|entry| format!(" as {entry}"))
+            .unwrap_or_default();
+        Err(WriterError::PermissionDenied(format!(
+            "link {} is blocked by an operator: its target's host {host} is on the blocklist{listed}; it can only be deleted",
+            link.code
+        )))
     }
 
     /// The target policy in force.
@@ -463,6 +499,7 @@ impl State {
                             is_alias: row.is_alias,
                             created_at: *created_at,
                             updated_at: *updated_at,
+                            blocked: false,
                         };
                         created.push((index, link));
                     }

@@ -42,10 +42,16 @@ enum Command {
     #[command(subcommand)]
     ApiKey(KeyCommand),
     /// Block a host (`bad.example`, or `*.bad.example` for everything under
-    /// it) for every writer, and disable every link to it: redirects answer
-    /// 410 within a second.
+    /// it; any spelling) for every writer, and block every link to it:
+    /// redirects answer 410 within a second, and owners cannot undo it.
     BlockHost {
         /// `host` or `*.suffix`.
+        host: String,
+    },
+    /// Lift a block made by block-host: links to the host go back to what
+    /// their owners chose.
+    UnblockHost {
+        /// `host` or `*.suffix`, as blocked (any spelling).
         host: String,
     },
     /// Exit 0 if the writer on this host is ready (container health check).
@@ -124,23 +130,21 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::BlockHost { host } => {
-            let store = tinyurl_writer::app::open_store(&config).await?;
-            let cache = match &config.redis_url {
-                Some(url) => tinyurl_writer::cache::RedisLinkCache::connect(
-                    url,
-                    config.redis_timeout,
-                    config.cache_ttl,
-                )?,
-                None => tinyurl_writer::cache::RedisLinkCache::disabled(),
-            };
-            // The announcements are what make redirects answer 410 at once.
-            cache
-                .wait_connected(std::time::Duration::from_secs(5))
-                .await?;
-            let disabled = tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &host)
-                .await
-                .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-            eprintln!("blocked {host}; {disabled} links to it disabled");
+            let (store, cache) = blocklist_tools(&config).await?;
+            let (entry, blocked) =
+                tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &host)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
+            eprintln!("blocked {entry}; {blocked} links to it blocked");
+            Ok(())
+        }
+        Command::UnblockHost { host } => {
+            let (store, cache) = blocklist_tools(&config).await?;
+            let (entry, unblocked) =
+                tinyurl_writer::blocklist::unblock_host(store.as_ref(), &cache, &host)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
+            eprintln!("unblocked {entry}; {unblocked} links to it unblocked");
             Ok(())
         }
         Command::Probe => Ok(()),
@@ -153,4 +157,27 @@ async fn main() -> anyhow::Result<()> {
             app.run(tinyurl_runtime::shutdown_signal()).await
         }
     }
+}
+
+/// The store and the cache a blocklist change is made with: the
+/// announcements are what make redirects answer at once.
+async fn blocklist_tools(
+    config: &tinyurl_writer::config::Config,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn tinyurl_writer::store::LinkStore>,
+    tinyurl_writer::cache::RedisLinkCache,
+)> {
+    let store = tinyurl_writer::app::open_store(config).await?;
+    let cache = match &config.redis_url {
+        Some(url) => tinyurl_writer::cache::RedisLinkCache::connect(
+            url,
+            config.redis_timeout,
+            config.cache_ttl,
+        )?,
+        None => tinyurl_writer::cache::RedisLinkCache::disabled(),
+    };
+    cache
+        .wait_connected(std::time::Duration::from_secs(5))
+        .await?;
+    Ok((store, cache))
 }

@@ -459,6 +459,9 @@ pub struct LinkBody {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
+    /// Blocked by an operator because of its target's host: it answers 410
+    /// whatever `enabled` says, and may only be deleted.
+    pub blocked: bool,
 }
 
 /// A new link. A retried create sends the same `Idempotency-Key` header.
@@ -669,6 +672,7 @@ fn link_body(links: &LinkService, link: &StoredLink) -> LinkBody {
         is_alias: link.is_alias,
         created_at: rfc3339(link.created_at),
         updated_at: rfc3339(link.updated_at),
+        blocked: link.blocked,
     }
 }
 

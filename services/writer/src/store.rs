@@ -39,6 +39,17 @@ pub struct StoredLink {
     pub is_alias: bool,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+    /// Blocked by an operator (`block-host`): it answers 410 whatever
+    /// `enabled` (its owner's choice) says, and its owner may only delete it.
+    pub blocked: bool,
+}
+
+impl StoredLink {
+    /// Whether the link redirects (before its expiry): its owner enabled it
+    /// and no operator blocked it.
+    pub fn redirects(&self) -> bool {
+        self.enabled && !self.blocked
+    }
 }
 
 /// A link to insert; its code is final (minted or an alias).
@@ -157,10 +168,24 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
     /// treats a tombstone as absent.
     async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError>;
 
-    /// Adds `entry` (`host` or `*.suffix`, as in the blocklist file) to the
-    /// stored blocklist and disables every enabled link whose target host
-    /// it matches, in one transaction; returns the links disabled.
+    /// Adds `entry` (`host` or `*.suffix`, as in the blocklist file, in its
+    /// normalised spelling; `list` is it parsed) to the stored blocklist and
+    /// blocks every live link whose target host it matches, in one
+    /// transaction; returns the links newly blocked.
     async fn block_host(
+        &self,
+        entry: &str,
+        list: &tinyurl_domain::HostBlocklist,
+    ) -> Result<Vec<StoredLink>, WriterError>;
+
+    /// Removes `entry` from the stored blocklist and lifts the block of
+    /// every link whose target host no remaining stored entry matches, in
+    /// one transaction; returns the links unblocked, or `None` when `entry`
+    /// was not stored.
+    async fn unblock_host(&self, entry: &str) -> Result<Option<Vec<StoredLink>>, WriterError>;
+
+    /// Every live link whose target host `list` (`entry` parsed) matches.
+    async fn links_to_host(
         &self,
         entry: &str,
         list: &tinyurl_domain::HostBlocklist,
@@ -228,6 +253,21 @@ fn stored_status(column: i64) -> Result<RedirectStatus, WriterError> {
 
 /// The LIKE pattern that finds every target `entry` may match (a superset,
 /// filtered exactly by [`tinyurl_domain::target::stored_host`]).
+/// The entry being lifted and the stored entries that stay, parsed.
+fn lifted_and_remaining(
+    entry: &str,
+    remaining: &[String],
+) -> Result<(tinyurl_domain::HostBlocklist, tinyurl_domain::HostBlocklist), WriterError> {
+    let parse = |text: &str| {
+        tinyurl_domain::HostBlocklist::parse(text).map_err(|reason| {
+            WriterError::Unexpected(anyhow::anyhow!(
+                "a stored blocklist entry does not parse: {reason}"
+            ))
+        })
+    };
+    Ok((parse(entry)?, parse(&remaining.join("\n"))?))
+}
+
 fn like_pattern(entry: &str) -> String {
     let host = entry.trim_start_matches("*.");
     let escaped: String = host

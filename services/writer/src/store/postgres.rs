@@ -11,8 +11,8 @@ use tinyurl_runtime::postgres;
 use tokio_postgres::Row;
 
 use super::{
-    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, like_pattern, parse_scope, rate_column,
-    stored_rate, stored_status,
+    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, lifted_and_remaining, like_pattern,
+    parse_scope, rate_column, stored_rate, stored_status,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
@@ -31,11 +31,12 @@ mod embedded {
 const MIGRATION_LOCK_KEY: i64 = 0x7469_6e79_7772_6974;
 
 /// A link's columns as [`StoredLink::from_row`] reads them. The row packs
-/// the booleans into `flags` (1 forward the query, 2 disabled, 4 alias) and
-/// leaves `updated_at` NULL until the first change (migration V7).
+/// the booleans into `flags` (1 forward the query, 2 disabled by its owner,
+/// 4 alias, 8 blocked by an operator) and leaves `updated_at` NULL until
+/// the first change (migrations V7, V8).
 const LINK_COLUMNS: &str = "code, target_url, redirect_status, flags & 1 <> 0, expires_at, \
                             flags & 2 = 0, flags & 4 <> 0, created_at, \
-                            COALESCE(updated_at, created_at)";
+                            COALESCE(updated_at, created_at), flags & 8 <> 0";
 
 /// The `flags` of a new link (enabled).
 fn new_flags(link: &NewLink) -> i16 {
@@ -64,6 +65,7 @@ impl StoredLink {
                 is_alias: row.try_get(offset + 6)?,
                 created_at: row.try_get(offset + 7)?,
                 updated_at: row.try_get(offset + 8)?,
+                blocked: row.try_get(offset + 9)?,
             })
         };
         read().map_err(WriterError::from_postgres)
@@ -644,6 +646,7 @@ impl LinkStore for PostgresLinkStore {
                                  | CASE WHEN COALESCE($7, flags & 2 = 0) THEN 0 ELSE 2 END,
                              updated_at = now()
                          WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
+                           AND flags & 8 = 0
                          RETURNING {LINK_COLUMNS}"
                     ),
                     &[
@@ -688,6 +691,7 @@ impl LinkStore for PostgresLinkStore {
                 .transaction()
                 .await
                 .map_err(WriterError::from_postgres)?;
+            serialize_blocklist_changes(&transaction).await?;
             transaction
                 .execute(
                     "INSERT INTO blocked_hosts (entry) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -695,28 +699,15 @@ impl LinkStore for PostgresLinkStore {
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
-            let candidates = transaction
-                .query(
-                    "SELECT code, target_url FROM links WHERE flags & 2 = 0 AND target_url LIKE $1",
-                    &[&like_pattern(entry)],
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
-            let mut codes = Vec::new();
-            for row in candidates {
-                let code: String = row.try_get(0).map_err(WriterError::from_postgres)?;
-                let target: String = row.try_get(1).map_err(WriterError::from_postgres)?;
-                if tinyurl_domain::target::stored_host(&target)
-                    .is_some_and(|host| list.blocking(&host).is_some())
-                {
-                    codes.push(code);
-                }
-            }
+            let codes = codes_to_host(&transaction, entry, false, |host| {
+                list.blocking(host).is_some()
+            })
+            .await?;
             let rows = transaction
                 .query(
                     &format!(
-                        "UPDATE links SET flags = flags | 2, updated_at = now()
-                         WHERE code = ANY($1) AND flags & 2 = 0 RETURNING {LINK_COLUMNS}"
+                        "UPDATE links SET flags = flags | 8, updated_at = now()
+                         WHERE code = ANY($1) AND flags & 8 = 0 RETURNING {LINK_COLUMNS}"
                     ),
                     &[&codes],
                 )
@@ -727,6 +718,85 @@ impl LinkStore for PostgresLinkStore {
                 .await
                 .map_err(WriterError::from_postgres)?;
             rows.iter().map(StoredLink::from_row).collect()
+        })
+        .await
+    }
+
+    async fn unblock_host(&self, entry: &str) -> Result<Option<Vec<StoredLink>>, WriterError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            serialize_blocklist_changes(&transaction).await?;
+            let removed = transaction
+                .execute("DELETE FROM blocked_hosts WHERE entry = $1", &[&entry])
+                .await
+                .map_err(WriterError::from_postgres)?;
+            if removed == 0 {
+                return Ok(None);
+            }
+            let remaining: Vec<String> = transaction
+                .query("SELECT entry FROM blocked_hosts", &[])
+                .await
+                .map_err(WriterError::from_postgres)?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(WriterError::from_postgres)?;
+            let (lifted, remaining) = lifted_and_remaining(entry, &remaining)?;
+            let codes = codes_to_host(&transaction, entry, true, |host| {
+                lifted.blocking(host).is_some() && remaining.blocking(host).is_none()
+            })
+            .await?;
+            let rows = transaction
+                .query(
+                    &format!(
+                        "UPDATE links SET flags = flags & 7, updated_at = now()
+                         WHERE code = ANY($1) AND flags & 8 <> 0 RETURNING {LINK_COLUMNS}"
+                    ),
+                    &[&codes],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            transaction
+                .commit()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            rows.iter()
+                .map(StoredLink::from_row)
+                .collect::<Result<_, _>>()
+                .map(Some)
+        })
+        .await
+    }
+
+    async fn links_to_host(
+        &self,
+        entry: &str,
+        list: &tinyurl_domain::HostBlocklist,
+    ) -> Result<Vec<StoredLink>, WriterError> {
+        self.bounded(async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    &format!("SELECT {LINK_COLUMNS} FROM links WHERE target_url LIKE $1"),
+                    &[&like_pattern(entry)],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let mut links = Vec::new();
+            for row in &rows {
+                let link = StoredLink::from_row(row)?;
+                if tinyurl_domain::target::stored_host(&link.target_url)
+                    .is_some_and(|host| list.blocking(&host).is_some())
+                {
+                    links.push(link);
+                }
+            }
+            Ok(links)
         })
         .await
     }
@@ -800,4 +870,43 @@ impl LinkStore for PostgresLinkStore {
         })
         .await
     }
+}
+
+/// Block and unblock decide on the whole stored list: one at a time, so
+/// neither misses an entry the other is adding.
+async fn serialize_blocklist_changes(
+    transaction: &tokio_postgres::Transaction<'_>,
+) -> Result<(), WriterError> {
+    transaction
+        .batch_execute("LOCK TABLE blocked_hosts IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .map_err(WriterError::from_postgres)
+}
+
+/// Codes of live links, blocked or not as `blocked` says, whose target's
+/// host (as stored: lowercase, punycode) `matches`. Every such URL holds
+/// `entry`'s host as a substring, so a `LIKE` finds the candidates and the
+/// parsed host decides.
+async fn codes_to_host(
+    transaction: &tokio_postgres::Transaction<'_>,
+    entry: &str,
+    blocked: bool,
+    matches: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, WriterError> {
+    let candidates = transaction
+        .query(
+            "SELECT code, target_url FROM links WHERE (flags & 8 <> 0) = $2 AND target_url LIKE $1",
+            &[&like_pattern(entry), &blocked],
+        )
+        .await
+        .map_err(WriterError::from_postgres)?;
+    let mut codes = Vec::new();
+    for row in candidates {
+        let code: String = row.try_get(0).map_err(WriterError::from_postgres)?;
+        let target: String = row.try_get(1).map_err(WriterError::from_postgres)?;
+        if tinyurl_domain::target::stored_host(&target).is_some_and(|host| matches(&host)) {
+            codes.push(code);
+        }
+    }
+    Ok(codes)
 }
