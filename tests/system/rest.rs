@@ -759,3 +759,139 @@ async fn an_operators_block_is_not_the_owners_to_undo() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not on the stored blocklist"));
     Ok(())
 }
+
+/// Resident memory of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")?;
+    Ok(kib * 1024)
+}
+
+/// Waits until the server closes `stream` (EOF or reset); anything it sends
+/// first is read and dropped.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0_u8; 1024];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The REST listener holds nothing for a stranger: 2,000 connections that
+/// send half a header are closed by the header timeout while an honest
+/// client is served; an address past its share of connections is closed at
+/// once; and 200 parallel 4 MB bodies with made-up keys are refused from
+/// their headers (401) without the writer's resident memory growing by
+/// 64 MB (reading them would take 800 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_listener_holds_nothing_for_strangers() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const HALF_HEADER: &[u8] = b"POST /api/v1/links HTTP/1.1\r\nHost: sho.rt\r\nAuthoriz";
+    let stack = stack().await?;
+    let key = stack.setup.create_api_key("honest")?;
+    let (writer, rest) = stack
+        .setup
+        .start_with_rest(&[
+            ("TINYURL_REST_HEADER_TIMEOUT_MS", "1000"),
+            ("TINYURL_REST_MAX_CONNECTIONS_PER_ADDRESS", "4000"),
+            // Every made-up key gets its lookup and its 401.
+            ("TINYURL_AUTH_FAILURE_RATE_PER_IP", "off"),
+            ("TINYURL_KEY_LOOKUPS_PER_SECOND", "100000"),
+        ])
+        .await?;
+
+    let mut slow = Vec::new();
+    for _ in 0..2_000 {
+        let mut stream = tokio::net::TcpStream::connect(rest).await?;
+        stream.write_all(HALF_HEADER).await?;
+        slow.push(stream);
+    }
+    let honest = get(rest, "/api/v1/links", &key).await?;
+    assert_eq!(honest.status, 200, "{}", honest.text());
+    let started = std::time::Instant::now();
+    let closed = futures::future::join_all(
+        slow.iter_mut()
+            .map(|stream| tokio::time::timeout(Duration::from_secs(30), closed_by_server(stream))),
+    )
+    .await;
+    let still_open = closed.iter().filter(|closed| closed.is_err()).count();
+    assert_eq!(still_open, 0, "connections with half a header left open");
+    println!(
+        "2,000 half-header connections closed within {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+
+    let pid = writer.pid().context("the writer runs")?;
+    let before = resident_bytes(pid)?;
+    let body_start = vec![b'['; 64 * 1024];
+    let answers = futures::future::join_all((0..200).map(|_| {
+        let body_start = &body_start;
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(rest).await?;
+            let head = format!(
+                "POST /api/v1/links HTTP/1.1\r\nHost: sho.rt\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 4000000\r\n\r\n",
+                random_key()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body_start).await?;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+                .await;
+            anyhow::Ok(String::from_utf8_lossy(&answer).into_owned())
+        }
+    }))
+    .await;
+    let after = resident_bytes(pid)?;
+    for answer in answers {
+        let answer = answer?;
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "a made-up key's 4 MB body: {:?}",
+            answer.lines().next()
+        );
+    }
+    println!(
+        "200 parallel 4 MB bodies with made-up keys: resident {} MB before, {} MB after",
+        before / 1_000_000,
+        after / 1_000_000
+    );
+    assert!(
+        after < before + 64 * 1024 * 1024,
+        "resident memory grew from {before} to {after} bytes"
+    );
+
+    // An address past its share: the ninth connection is closed at once.
+    let (_capped, capped) = stack
+        .setup
+        .start_with_rest(&[("TINYURL_REST_MAX_CONNECTIONS_PER_ADDRESS", "8")])
+        .await?;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut stream = tokio::net::TcpStream::connect(capped).await?;
+        stream.write_all(HALF_HEADER).await?;
+        held.push(stream);
+    }
+    // Accepted in order: once the ninth is closed, the eight are counted.
+    let mut ninth = tokio::net::TcpStream::connect(capped).await?;
+    tokio::time::timeout(Duration::from_secs(10), closed_by_server(&mut ninth))
+        .await
+        .context("the ninth connection of one address stays open")??;
+    drop(held);
+    // Their slots come back when they close.
+    tinyurl_harness::wait_until(
+        "a new connection to be served",
+        Duration::from_secs(10),
+        || async { Ok(get(capped, "/api/v1/links", &key).await?.status == 200) },
+    )
+    .await?;
+    Ok(())
+}

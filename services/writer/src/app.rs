@@ -308,6 +308,7 @@ impl App {
                     listener,
                     router,
                     tls,
+                    (self.config.rest_limits, self.config.trusted_proxies.clone()),
                     stopping.clone(),
                 )))
             }
@@ -383,21 +384,20 @@ async fn serve_rest(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    (limits, proxies): (
+        crate::rest_listener::ListenerLimits,
+        tinyurl_runtime::proxies::TrustedProxies,
+    ),
     stopping: Stopping,
 ) -> std::io::Result<()> {
-    let service = router.into_make_service_with_connect_info::<crate::rest::Peer>();
     match tls {
-        None => {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(stopping.wait())
-                .await
-        }
+        None => crate::rest_listener::serve(listener, router, limits, proxies, stopping).await,
         Some(config) => {
-            axum::serve(crate::rest::TlsListener::new(listener, config)?, service)
-                .with_graceful_shutdown(stopping.wait())
-                .await
+            let listener = crate::rest::TlsListener::new(listener, config)?;
+            crate::rest_listener::serve(listener, router, limits, proxies, stopping).await;
         }
     }
+    Ok(())
 }
 
 /// One channel over every idalloc endpoint in `TINYURL_IDALLOC_URL`

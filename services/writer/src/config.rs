@@ -71,6 +71,26 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "address of the public REST API (/api/v1/...; OpenAPI at /api/v1/openapi.json), e.g. 0.0.0.0:8081",
     },
     EnvVarDoc {
+        name: "TINYURL_REST_HEADER_TIMEOUT_MS",
+        default: "10000",
+        meaning: "how long a REST client may take to send a request's headers",
+    },
+    EnvVarDoc {
+        name: "TINYURL_REST_REQUEST_TIMEOUT_MS",
+        default: "30000",
+        meaning: "how long a whole REST request may take, body included (then 408)",
+    },
+    EnvVarDoc {
+        name: "TINYURL_REST_MAX_CONNECTIONS",
+        default: "4096",
+        meaning: "open REST connections; more wait to be accepted",
+    },
+    EnvVarDoc {
+        name: "TINYURL_REST_MAX_CONNECTIONS_PER_ADDRESS",
+        default: "64",
+        meaning: "open REST connections per client address (an IPv6 /64 is one; trusted proxies are exempt); more are closed",
+    },
+    EnvVarDoc {
         name: "TINYURL_REST_CORS_ORIGINS",
         default: "(unset: no CORS)",
         meaning: "comma-separated origins browsers may call the REST API from (e.g. https://app.example), or *",
@@ -185,6 +205,7 @@ pub struct Config {
     pub trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
     /// Where the REST API listens; `None`: gRPC only.
     pub rest_listen: Option<SocketAddr>,
+    pub rest_limits: crate::rest_listener::ListenerLimits,
     /// Origins allowed by CORS; empty: CORS off.
     pub rest_cors_origins: Vec<http::HeaderValue>,
     pub code_secret: SecretString,
@@ -231,6 +252,39 @@ pub fn layout_from_env(env: &Env) -> Result<Layout, ConfigError> {
     Ok(Layout {
         idempotency_retention: retention,
         link_partitions: partitions,
+    })
+}
+
+fn rest_limits(env: &Env) -> Result<crate::rest_listener::ListenerLimits, ConfigError> {
+    let defaults = crate::rest_listener::ListenerLimits::default();
+    let at_least_one = |variable: &'static str, value: usize| {
+        if value == 0 {
+            Err(ConfigError {
+                variable,
+                reason: "must be at least 1".to_owned(),
+            })
+        } else {
+            Ok(value)
+        }
+    };
+    Ok(crate::rest_listener::ListenerLimits {
+        header_read_timeout: env.millis_or(
+            "TINYURL_REST_HEADER_TIMEOUT_MS",
+            defaults.header_read_timeout,
+        )?,
+        request_timeout: env
+            .millis_or("TINYURL_REST_REQUEST_TIMEOUT_MS", defaults.request_timeout)?,
+        max_connections: at_least_one(
+            "TINYURL_REST_MAX_CONNECTIONS",
+            env.parse_or("TINYURL_REST_MAX_CONNECTIONS", defaults.max_connections)?,
+        )?,
+        max_connections_per_address: at_least_one(
+            "TINYURL_REST_MAX_CONNECTIONS_PER_ADDRESS",
+            env.parse_or(
+                "TINYURL_REST_MAX_CONNECTIONS_PER_ADDRESS",
+                defaults.max_connections_per_address,
+            )?,
+        )?,
     })
 }
 
@@ -315,6 +369,7 @@ impl Config {
                     reason: format!("{raw:?} is not an address like 0.0.0.0:8081"),
                 })?),
             },
+            rest_limits: rest_limits(env)?,
             rest_cors_origins: cors_origins(
                 env.get("TINYURL_REST_CORS_ORIGINS").unwrap_or_default(),
             )?,

@@ -17,6 +17,7 @@ pub mod leaser;
 pub mod limits;
 pub mod links;
 pub mod rest;
+pub mod rest_listener;
 pub mod store;
 
 pub use app::App;

@@ -223,6 +223,13 @@ impl LinkService {
         .await
     }
 
+    /// Resolves the call's key, and nothing else: adapters that read a body
+    /// ask first, so a stranger's body is never read (a key in use is
+    /// cached; the call's own check then costs a map lookup).
+    pub async fn authenticate(&self, call: &Call) -> Result<(), WriterError> {
+        self.state.caller(call).await.map(drop)
+    }
+
     /// Deletes the link and keeps its code as a tombstone: never reissued.
     pub async fn delete(&self, call: &Call, code: &str) -> Result<(), WriterError> {
         measured("delete", async {
@@ -307,9 +314,9 @@ impl GroupCommit for State {
 }
 
 impl State {
-    /// The owner of the call's key, when its scope allows `needed` and its
-    /// rate allows `cost` more (a batch spends one per link).
-    async fn owner(&self, call: &Call, needed: Scope, cost: u32) -> Result<OwnerId, WriterError> {
+    /// The caller behind the call's key; a refused key is charged to the
+    /// caller's address.
+    async fn caller(&self, call: &Call) -> Result<crate::auth::Caller, WriterError> {
         let hash = call
             .key
             .as_ref()
@@ -329,18 +336,23 @@ impl State {
                 || self.store.resolve_key(hash),
             )
             .await;
-        let caller = match resolved {
-            Ok(caller) => caller,
+        match resolved {
             Err(error @ WriterError::Unauthenticated(_)) => {
                 if let Some(address) = address()
                     && let Some(retry_after) = self.limits.charge_failure(address).await
                 {
                     return Err(self.limits.too_many_failures(retry_after));
                 }
-                return Err(error);
+                Err(error)
             }
-            Err(other) => return Err(other),
-        };
+            other => other,
+        }
+    }
+
+    /// The owner of the call's key, when its scope allows `needed` and its
+    /// rate allows `cost` more (a batch spends one per link).
+    async fn owner(&self, call: &Call, needed: Scope, cost: u32) -> Result<OwnerId, WriterError> {
+        let caller = self.caller(call).await?;
         let owner = caller.require(needed)?;
         self.limits.check(&caller, cost).await?;
         Ok(owner)

@@ -201,6 +201,15 @@ impl ApiError {
         Self::Service(WriterError::invalid(field, detail))
     }
 
+    /// A request that was not whole within the listener's request timeout.
+    pub fn request_timeout() -> Self {
+        Self::Http {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            detail: "the request was not received in time".to_owned(),
+        }
+    }
+
     fn problem(&self) -> Problem {
         let (status, code, detail, field) = match self {
             Self::Service(error) => (
@@ -403,23 +412,26 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|error| ApiError::invalid("query", error.body_text()))
 }
 
-/// Who is calling: the API key in `Authorization` (refused here, with its
-/// reason, when absent or malformed, as gRPC's interceptor does), the peer,
-/// and `X-Forwarded-For` (believed only from a trusted proxy). First among
-/// each handler's extractors, so nothing else is judged for a stranger.
+/// Who is calling: the API key in `Authorization`, the peer, and
+/// `X-Forwarded-For` (believed only from a trusted proxy). First among each
+/// handler's extractors, and it resolves the key: a stranger is refused
+/// (401, or 429 for an address that keeps failing) before any body is read.
 struct Caller(Call);
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<Arc<LinkService>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        links: &Arc<LinkService>,
+    ) -> Result<Self, Self::Rejection> {
         let key = bearer(
             parts
                 .headers
                 .get(header::AUTHORIZATION)
                 .map(HeaderValue::as_bytes),
         )?;
-        Ok(Self(Call {
+        let call = Call {
             key: Some(key),
             peer: parts
                 .extensions
@@ -429,7 +441,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 .headers
                 .get("x-forwarded-for")
                 .map(|value| value.as_bytes().to_vec()),
-        }))
+        };
+        links.authenticate(&call).await?;
+        Ok(Self(call))
     }
 }
 
