@@ -616,3 +616,74 @@ async fn a_block_from_the_command_line_reaches_a_running_up_at_once() -> anyhow:
     );
     Ok(())
 }
+
+/// Behind a proxy, one scanner must not throttle everybody: without
+/// `--trusted-proxies` every visitor has the proxy's address, and one
+/// client's misses make uncached links answer 429 to all; with it, the
+/// scanner is throttled by its own address and the others are served.
+#[tokio::test]
+async fn behind_a_trusted_proxy_a_scanner_throttles_only_itself() -> anyhow::Result<()> {
+    use tinyurl_harness::services::http_request_with;
+    let dir = ScratchDir::new("embedded-proxy", None)?;
+    let mut system = Embedded::start(dir.path()).await?;
+    let key = system
+        .printed_key
+        .clone()
+        .context("a fresh start prints an API key")?;
+    let mut paths = Vec::new();
+    for target in ["https://example.com/one", "https://example.com/two"] {
+        let shortened = system.cli(&key, &["shorten", target])?;
+        ensure!(shortened.status.success(), "{}", stderr(&shortened));
+        paths.push(path_of(
+            stdout(&shortened).lines().next().unwrap_or_default().trim(),
+            &system,
+        )?);
+    }
+    const SCANNER: &str = "203.0.113.66";
+    const VISITOR: &str = "198.51.100.7";
+    let scan = |system: &Embedded, round: &'static str| {
+        let http = system.http;
+        async move {
+            let mut last = 0;
+            for n in 0..25 {
+                let path = format!("/nope{round}{n:04}");
+                last = http_request_with(http, "GET", &path, &[("X-Forwarded-For", SCANNER)])
+                    .await?
+                    .status;
+            }
+            anyhow::Ok(last)
+        }
+    };
+    system.set_env("TINYURL_SCANNER_404_PER_MINUTE", "20");
+    for (round, trusted) in [("a", false), ("b", true)] {
+        // A restart empties the in-process caches: the links are uncached.
+        system.stop()?;
+        if trusted {
+            system.set_env("TINYURL_TRUSTED_PROXIES", "127.0.0.1");
+        }
+        system.start_again().await?;
+        let path = &paths[usize::from(trusted)];
+        // The allowance is per wall-clock minute: the round must not span
+        // the turn of one.
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            % 60;
+        if second >= 50 {
+            tokio::time::sleep(Duration::from_secs(61 - second)).await;
+        }
+        ensure!(
+            scan(&system, round).await? == 429,
+            "the scanner is throttled"
+        );
+        let visitor =
+            http_request_with(system.http, "GET", path, &[("X-Forwarded-For", VISITOR)]).await?;
+        let expected = if trusted { 302 } else { 429 };
+        ensure!(
+            visitor.status == expected,
+            "trusted proxy {trusted}: a visitor's first visit answered {}, not {expected}",
+            visitor.status
+        );
+    }
+    Ok(())
+}

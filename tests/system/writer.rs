@@ -1576,16 +1576,21 @@ async fn failed_calls(
 }
 
 /// Failed authentications are limited per client address: the peer's, or
-/// the one a trusted proxy names in `x-forwarded-for` (a forged one from an
-/// untrusted peer changes nothing).
+/// the one a trusted gRPC proxy names in `x-forwarded-for` (a forged one
+/// from an untrusted peer changes nothing, nor from a proxy trusted only for
+/// the REST API).
 #[tokio::test]
 async fn failed_authentications_are_limited_per_client_address() -> anyhow::Result<()> {
     let stack = stack(1, true).await?;
     let limit = ("TINYURL_AUTH_FAILURE_RATE_PER_IP", "5/s");
-    let untrusting = stack.setup.start(&[limit]).await?;
-    let trusting = stack
+    // Trusted in front of the REST API only: not for gRPC callers.
+    let untrusting = stack
         .setup
         .start(&[limit, ("TINYURL_TRUSTED_PROXIES", "127.0.0.1")])
+        .await?;
+    let trusting = stack
+        .setup
+        .start(&[limit, ("TINYURL_GRPC_TRUSTED_PROXIES", "127.0.0.1")])
         .await?;
     let unknown = random_key();
     let real = stack.setup.create_api_key("real")?;

@@ -6,7 +6,8 @@
 //! cache are answered 429 until the minute ends, with no I/O at all. Codes in
 //! the cache are still served, so a real link keeps working even from an
 //! address that also scans. The count is per process: a scanner spread over
-//! N replicas gets N allowances, still a bound.
+//! N replicas gets N allowances, still a bound. An IPv6 client counts per
+//! /64, the allocation it can pick addresses from.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,7 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tinyurl_runtime::proxies::TrustedProxies;
 
-/// Addresses tracked in one minute before the map is swept.
+/// Addresses tracked before the map is swept of past minutes; when more
+/// than half of them are of this minute, it is cleared instead (their
+/// allowances start over), so a sweep is paid for by that many inserts and
+/// the map never holds more.
 const MAX_TRACKED: usize = 200_000;
 
 pub struct Scanners {
@@ -55,7 +59,7 @@ impl Scanners {
             .misses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match misses.get(&client) {
+        match misses.get(&tinyurl_runtime::proxies::limited(client)) {
             Some(&(counted, count)) if counted == minute && count >= self.per_minute => Some(left),
             _ => None,
         }
@@ -70,8 +74,13 @@ impl Scanners {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if misses.len() >= MAX_TRACKED {
             misses.retain(|_, (counted, _)| *counted == minute);
+            if misses.len() > MAX_TRACKED / 2 {
+                misses.clear();
+            }
         }
-        let entry = misses.entry(client).or_insert((minute, 0));
+        let entry = misses
+            .entry(tinyurl_runtime::proxies::limited(client))
+            .or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
@@ -100,5 +109,32 @@ mod tests {
             "{wait:?}"
         );
         assert!(scanners.throttled(neighbour).is_none(), "per address");
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_the_map_stays_bounded() {
+        let scanners = Scanners::new(2, TrustedProxies::default());
+        let first: IpAddr = "2001:db8:7:7::1".parse().expect("address");
+        let second: IpAddr = "2001:db8:7:7:ffff::2".parse().expect("address");
+        let elsewhere: IpAddr = "2001:db8:7:8::1".parse().expect("address");
+        scanners.missed(first);
+        scanners.missed(second);
+        let (_, left) = minute_now();
+        // Unless the minute turned between the misses and here.
+        if left > Duration::from_secs(1) {
+            assert!(scanners.throttled(first).is_some(), "one allowance per /64");
+            assert!(scanners.throttled(second).is_some());
+        }
+        assert!(scanners.throttled(elsewhere).is_none());
+
+        for n in 0..(MAX_TRACKED as u32 + 50_000) {
+            scanners.missed(IpAddr::V4(std::net::Ipv4Addr::from(n)));
+        }
+        let tracked = scanners
+            .misses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        assert!(tracked <= MAX_TRACKED, "{tracked}");
     }
 }

@@ -42,6 +42,9 @@ impl TrustedProxies {
     /// is trusted; `peer` otherwise.
     pub fn client(&self, peer: IpAddr, forwarded_for: Option<&[u8]>) -> IpAddr {
         if !self.contains(peer) {
+            if forwarded_for.is_some() {
+                untrusted_forwarded_for(peer);
+            }
             return canonical(peer);
         }
         let Some(header) = forwarded_for.and_then(|header| std::str::from_utf8(header).ok()) else {
@@ -62,6 +65,45 @@ impl TrustedProxies {
     }
 }
 
+/// A request carried `X-Forwarded-For` from a peer that is not trusted:
+/// either someone forges it (ignored, as it should be) or a proxy in front
+/// is missing from `TINYURL_TRUSTED_PROXIES`, and then every client behind
+/// it shares the proxy's address in the limits and the analytics. Counted,
+/// and logged at most once every ten minutes per process.
+fn untrusted_forwarded_for(peer: IpAddr) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    const EVERY_SECONDS: u64 = 600;
+    metrics::counter!("untrusted_forwarded_for_total").increment(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let last = LAST_WARNED.load(Ordering::Relaxed);
+    if (last == 0 || now.saturating_sub(last) >= EVERY_SECONDS)
+        && LAST_WARNED
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            %peer,
+            "requests carry X-Forwarded-For from a peer TINYURL_TRUSTED_PROXIES does not list: the peer's own address is used; if a proxy is in front, list it, or every client behind it shares its limits"
+        );
+    }
+}
+
+/// The address the per-client limits count: the address itself, or for
+/// IPv6 its /64 (one subscriber's allocation: a client can pick any address
+/// in it).
+pub fn limited(address: IpAddr) -> IpAddr {
+    match canonical(address) {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// IPv4-mapped IPv6 addresses (a dual-stack listener's view of IPv4 peers)
 /// as plain IPv4.
 fn canonical(address: IpAddr) -> IpAddr {
@@ -74,6 +116,16 @@ fn canonical(address: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_count_ipv6_per_64_and_mapped_addresses_as_ipv4() {
+        assert_eq!(
+            limited(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(limited(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(limited(ip("192.0.2.7")), ip("192.0.2.7"));
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("test address")

@@ -46,6 +46,41 @@ pub struct UpArgs {
     /// Base of short URLs [default: http://<--http>].
     #[arg(long, env = "TINYURL_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
+    /// Proxies in front (Caddy, nginx) whose X-Forwarded-For names the
+    /// client: comma-separated CIDRs or addresses. Without it, every visitor
+    /// behind a proxy shares the proxy's address in the limits (the scanner
+    /// throttle, failed authentications) and the analytics.
+    #[arg(long, env = "TINYURL_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+}
+
+/// Settings of the split deployment that `tinyurl up` passes to its writer
+/// and redirect services when they are set.
+const WRITER_SETTINGS: &[&str] = &[
+    "TINYURL_BLOCKED_HOSTS",
+    "TINYURL_BLOCKLIST_FILE",
+    "TINYURL_ALLOW_PRIVATE_TARGETS",
+    "TINYURL_CODE_MIN_LENGTH",
+    "TINYURL_REST_CORS_ORIGINS",
+    "TINYURL_RATE_LIMIT_PER_KEY",
+    "TINYURL_DAILY_CREATE_QUOTA",
+    "TINYURL_AUTH_FAILURE_RATE_PER_IP",
+    "TINYURL_KEY_LOOKUPS_PER_SECOND",
+    "TINYURL_KEY_CACHE_SIZE",
+    "TINYURL_REST_HEADER_TIMEOUT_MS",
+    "TINYURL_REST_REQUEST_TIMEOUT_MS",
+    "TINYURL_REST_MAX_CONNECTIONS",
+    "TINYURL_REST_MAX_CONNECTIONS_PER_ADDRESS",
+];
+const REDIRECT_SETTINGS: &[&str] = &["TINYURL_SCANNER_404_PER_MINUTE", "TINYURL_GEOIP_DB"];
+
+/// Adds the `names` set in `from` to `to`.
+fn passed_through(from: &Env, names: &[&str], to: &mut Vec<(String, String)>) {
+    for name in names {
+        if let Some(value) = from.get(name) {
+            to.push(((*name).to_owned(), value.to_owned()));
+        }
+    }
 }
 
 /// Starts everything and serves until SIGINT or SIGTERM.
@@ -137,10 +172,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let shared_cache = MemoryCache::new(SHARED_CACHE_ENTRIES);
     let mut redirect_env = common(args.http, redirect_admin);
-    redirect_env.push((
-        "TINYURL_PUBLIC_BASE_URL".to_owned(),
-        public_base_url.clone(),
-    ));
+    redirect_env.extend([
+        (
+            "TINYURL_PUBLIC_BASE_URL".to_owned(),
+            public_base_url.clone(),
+        ),
+        (
+            "TINYURL_TRUSTED_PROXIES".to_owned(),
+            args.trusted_proxies.clone(),
+        ),
+    ]);
+    passed_through(&process_env, REDIRECT_SETTINGS, &mut redirect_env);
     let redirect_config = tinyurl_redirect::Config::from_env(&Env::from_pairs(redirect_env))?;
     let redirect = tinyurl_redirect::App::build_with(
         redirect_config.clone(),
@@ -169,20 +211,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "TINYURL_CODE_SECRET".to_owned(),
             code_secret.expose_secret().to_owned(),
         ),
+        (
+            "TINYURL_TRUSTED_PROXIES".to_owned(),
+            args.trusted_proxies.clone(),
+        ),
     ]);
-    for passed_through in [
-        "TINYURL_BLOCKED_HOSTS",
-        "TINYURL_BLOCKLIST_FILE",
-        "TINYURL_ALLOW_PRIVATE_TARGETS",
-        "TINYURL_CODE_MIN_LENGTH",
-        "TINYURL_REST_CORS_ORIGINS",
-        "TINYURL_RATE_LIMIT_PER_KEY",
-        "TINYURL_DAILY_CREATE_QUOTA",
-    ] {
-        if let Some(value) = process_env.get(passed_through) {
-            writer_env.push((passed_through.to_owned(), value.to_owned()));
-        }
-    }
+    passed_through(&process_env, WRITER_SETTINGS, &mut writer_env);
     let writer_config = tinyurl_writer::Config::from_env(&Env::from_pairs(writer_env))?;
     let cache_ttl = writer_config.cache_ttl;
     let writer = tinyurl_writer::App::build_with(

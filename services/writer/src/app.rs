@@ -280,8 +280,11 @@ impl App {
         let links = Arc::new(LinkService::new(Arc::clone(&self.state)));
         let grpc_links = tinyurl_runtime::grpc::OversizedIsResourceExhausted(
             tonic::service::interceptor::InterceptedService::new(
-                LinksServer::new(LinksService::new(Arc::clone(&links)))
-                    .max_decoding_message_size(crate::grpc::MAX_REQUEST_BYTES),
+                LinksServer::new(LinksService::new(
+                    Arc::clone(&links),
+                    self.config.grpc_trusted_proxies.clone(),
+                ))
+                .max_decoding_message_size(crate::grpc::MAX_REQUEST_BYTES),
                 crate::auth::authenticate,
             ),
         );

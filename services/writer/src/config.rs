@@ -98,7 +98,12 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
     EnvVarDoc {
         name: "TINYURL_TRUSTED_PROXIES",
         default: "(none)",
-        meaning: "CIDRs of proxies whose x-forwarded-for names the client",
+        meaning: "CIDRs of the proxies in front of the REST API whose x-forwarded-for names the client",
+    },
+    EnvVarDoc {
+        name: "TINYURL_GRPC_TRUSTED_PROXIES",
+        default: "(none)",
+        meaning: "CIDRs of gRPC proxies whose x-forwarded-for names the caller (gRPC callers are otherwise known by their own address)",
     },
     EnvVarDoc {
         name: "TINYURL_CODE_SECRET",
@@ -203,6 +208,7 @@ pub struct Config {
     pub auth_failure_rate_per_ip: Option<crate::auth::Rate>,
     pub key_cache: crate::auth::KeyCacheSettings,
     pub trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
+    pub grpc_trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
     /// Where the REST API listens; `None`: gRPC only.
     pub rest_listen: Option<SocketAddr>,
     pub rest_limits: crate::rest_listener::ListenerLimits,
@@ -355,6 +361,13 @@ impl Config {
                 })?),
             },
             key_cache: key_cache_settings(env)?,
+            grpc_trusted_proxies: tinyurl_runtime::proxies::TrustedProxies::parse(
+                env.get("TINYURL_GRPC_TRUSTED_PROXIES").unwrap_or_default(),
+            )
+            .map_err(|reason| ConfigError {
+                variable: "TINYURL_GRPC_TRUSTED_PROXIES",
+                reason,
+            })?,
             trusted_proxies: tinyurl_runtime::proxies::TrustedProxies::parse(
                 env.get("TINYURL_TRUSTED_PROXIES").unwrap_or_default(),
             )

@@ -2,7 +2,9 @@
 //! service's inputs and encodes its answers. No rule about links lives here.
 
 use std::sync::Arc;
+
 use std::time::SystemTime;
+use tinyurl_runtime::proxies::TrustedProxies;
 
 use tinyurl_domain::RedirectStatus;
 use tinyurl_proto::v1::links_server::Links;
@@ -27,29 +29,39 @@ pub const MAX_REQUEST_BYTES: usize =
 
 pub struct LinksService {
     links: Arc<LinkService>,
+    /// Peers whose `x-forwarded-for` names the caller
+    /// (`TINYURL_GRPC_TRUSTED_PROXIES`): gRPC callers are services inside
+    /// the network, not the REST API's proxies, so they get a list of their
+    /// own, empty unless a gRPC proxy stands in front.
+    proxies: TrustedProxies,
 }
 
 impl LinksService {
-    pub fn new(links: Arc<LinkService>) -> Self {
-        Self { links }
+    pub fn new(links: Arc<LinkService>, proxies: TrustedProxies) -> Self {
+        Self { links, proxies }
     }
-}
 
-/// Who is calling: the key hash the interceptor attached, and the peer.
-fn call<T>(request: &tonic::Request<T>) -> Call {
-    let peer = request.remote_addr().or_else(|| {
-        request
-            .extensions()
-            .get::<tinyurl_runtime::tls::TlsConnectInfo>()
-            .and_then(|info| info.tcp.remote_addr())
-    });
-    Call {
-        key: request.extensions().get::<KeyHash>().copied(),
-        peer: peer.map(|peer| peer.ip()),
-        forwarded_for: request
-            .metadata()
-            .get("x-forwarded-for")
-            .map(|value| value.as_bytes().to_vec()),
+    /// Who is calling: the key hash the interceptor attached, and the
+    /// client address.
+    fn call<T>(&self, request: &tonic::Request<T>) -> Call {
+        let peer = request.remote_addr().or_else(|| {
+            request
+                .extensions()
+                .get::<tinyurl_runtime::tls::TlsConnectInfo>()
+                .and_then(|info| info.tcp.remote_addr())
+        });
+        Call {
+            key: request.extensions().get::<KeyHash>().copied(),
+            client: peer.map(|peer| {
+                self.proxies.client(
+                    peer.ip(),
+                    request
+                        .metadata()
+                        .get("x-forwarded-for")
+                        .map(tonic::metadata::MetadataValue::as_bytes),
+                )
+            }),
+        }
     }
 }
 
@@ -121,7 +133,7 @@ type Answer<T> = Result<tonic::Response<T>, tonic::Status>;
 impl Links for LinksService {
     #[tracing::instrument(skip_all)]
     async fn create_link(&self, request: tonic::Request<CreateLinkRequest>) -> Answer<Link> {
-        let call = call(&request);
+        let call = self.call(&request);
         let input = create_input(request.into_inner());
         let link = self
             .links
@@ -136,7 +148,7 @@ impl Links for LinksService {
         &self,
         request: tonic::Request<BatchCreateLinksRequest>,
     ) -> Answer<BatchCreateLinksResponse> {
-        let call = call(&request);
+        let call = self.call(&request);
         let items = request
             .into_inner()
             .links
@@ -170,7 +182,7 @@ impl Links for LinksService {
     async fn get_link(&self, request: tonic::Request<GetLinkRequest>) -> Answer<Link> {
         let link = self
             .links
-            .get(&call(&request), &request.get_ref().code)
+            .get(&self.call(&request), &request.get_ref().code)
             .await
             .map_err(WriterError::into_status)?;
         Ok(tonic::Response::new(to_proto(&self.links, &link)))
@@ -178,7 +190,7 @@ impl Links for LinksService {
 
     #[tracing::instrument(skip_all)]
     async fn update_link(&self, request: tonic::Request<UpdateLinkRequest>) -> Answer<Link> {
-        let call = call(&request);
+        let call = self.call(&request);
         let message = request.into_inner();
         let input = (|| {
             if message.clear_expiry && message.expires_at.is_some() {
@@ -214,7 +226,7 @@ impl Links for LinksService {
         request: tonic::Request<DeleteLinkRequest>,
     ) -> Answer<DeleteLinkResponse> {
         self.links
-            .delete(&call(&request), &request.get_ref().code)
+            .delete(&self.call(&request), &request.get_ref().code)
             .await
             .map_err(WriterError::into_status)?;
         Ok(tonic::Response::new(DeleteLinkResponse {}))
@@ -225,7 +237,7 @@ impl Links for LinksService {
         &self,
         request: tonic::Request<ListLinksRequest>,
     ) -> Answer<ListLinksResponse> {
-        let call = call(&request);
+        let call = self.call(&request);
         let message = request.into_inner();
         let page = self
             .links
@@ -253,7 +265,7 @@ impl Links for LinksService {
         &self,
         request: tonic::Request<GetLinkStatsRequest>,
     ) -> Answer<tinyurl_proto::v1::LinkStats> {
-        let call = call(&request);
+        let call = self.call(&request);
         let message = request.into_inner();
         let input = (|| {
             let time = |value: Option<prost_types::Timestamp>, field| {

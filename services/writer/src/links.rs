@@ -38,18 +38,10 @@ const GROUP_COMMIT_MAX: usize = 256;
 pub struct Call {
     /// The hash of the presented API key, if one of the right shape was.
     pub key: Option<KeyHash>,
-    /// The direct peer.
-    pub peer: Option<IpAddr>,
-    /// `x-forwarded-for` as received; believed only from a trusted proxy.
-    pub forwarded_for: Option<Vec<u8>>,
-}
-
-impl Call {
-    /// The address the request came from: the peer, or what a trusted
-    /// proxy says in `x-forwarded-for`.
-    fn client_address(&self, proxies: &TrustedProxies) -> Option<IpAddr> {
-        Some(proxies.client(self.peer?, self.forwarded_for.as_deref()))
-    }
+    /// The address the request came from: the peer, or what a proxy the
+    /// transport trusts says in `x-forwarded-for` (each transport has its
+    /// own list: the REST API's proxies are not the gRPC callers).
+    pub client: Option<IpAddr>,
 }
 
 /// A time range and granularity of statistics, as asked.
@@ -89,7 +81,8 @@ pub struct State {
     pub public_base_url: String,
     pub keys: KeyCache,
     pub limits: crate::limits::RateLimits,
-    /// Whose `x-forwarded-for` names the client.
+    /// The proxies in front of the REST API, whose `x-forwarded-for` names
+    /// the client.
     pub proxies: TrustedProxies,
 }
 
@@ -223,6 +216,12 @@ impl LinkService {
         .await
     }
 
+    /// The client of a REST request from `peer`: what a proxy in
+    /// `TINYURL_TRUSTED_PROXIES` says in `x-forwarded-for`, or the peer.
+    pub fn rest_client(&self, peer: IpAddr, forwarded_for: Option<&[u8]>) -> IpAddr {
+        self.state.proxies.client(peer, forwarded_for)
+    }
+
     /// Resolves the call's key, and nothing else: adapters that read a body
     /// ask first, so a stranger's body is never read (a key in use is
     /// cached; the call's own check then costs a map lookup).
@@ -321,9 +320,8 @@ impl State {
             .key
             .as_ref()
             .ok_or(WriterError::Unauthenticated("no API key"))?;
-        // Only needed when the key is not cached, or is refused: a key in
-        // use costs no header parsing.
-        let address = || call.client_address(&self.proxies);
+        // Counted per address, an IPv6 client per /64.
+        let address = || call.client.map(tinyurl_runtime::proxies::limited);
         let resolved = self
             .keys
             .resolve(

@@ -433,14 +433,18 @@ impl FromRequestParts<Arc<LinkService>> for Caller {
         )?;
         let call = Call {
             key: Some(key),
-            peer: parts
+            client: parts
                 .extensions
                 .get::<ConnectInfo<Peer>>()
-                .map(|ConnectInfo(Peer(peer))| peer.ip()),
-            forwarded_for: parts
-                .headers
-                .get("x-forwarded-for")
-                .map(|value| value.as_bytes().to_vec()),
+                .map(|ConnectInfo(Peer(peer))| {
+                    links.rest_client(
+                        peer.ip(),
+                        parts
+                            .headers
+                            .get("x-forwarded-for")
+                            .map(HeaderValue::as_bytes),
+                    )
+                }),
         };
         links.authenticate(&call).await?;
         Ok(Self(call))

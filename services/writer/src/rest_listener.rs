@@ -87,30 +87,6 @@ impl Drop for Counted {
     }
 }
 
-/// The address the per-address bounds count: the address itself, or its
-/// /64 for IPv6 (one subscriber's allocation).
-pub fn limited_address(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let segments = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(
-                segments[0],
-                segments[1],
-                segments[2],
-                segments[3],
-                0,
-                0,
-                0,
-                0,
-            ))
-        }
-    }
-}
-
 /// Serves `router` on `listener` until stopping; the requests in flight
 /// then finish and the connections close.
 pub async fn serve<L>(
@@ -152,7 +128,7 @@ pub async fn serve<L>(
             None
         } else {
             match per_address.admit(
-                limited_address(peer.ip()),
+                tinyurl_runtime::proxies::limited(peer.ip()),
                 limits.max_connections_per_address,
             ) {
                 Some(counted) => Some(counted),
@@ -212,20 +188,6 @@ pub async fn serve<L>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv6_addresses_count_per_64_and_mapped_ones_as_ipv4() {
-        let address = |text: &str| text.parse::<IpAddr>().expect("an address");
-        assert_eq!(
-            limited_address(address("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
-            address("2001:db8:1:2::")
-        );
-        assert_eq!(
-            limited_address(address("::ffff:192.0.2.7")),
-            address("192.0.2.7")
-        );
-        assert_eq!(limited_address(address("192.0.2.7")), address("192.0.2.7"));
-    }
 
     #[test]
     fn an_address_gets_its_share_and_closing_gives_it_back() {
