@@ -376,18 +376,56 @@ impl LinkStore for PostgresLinkStore {
         grace: Duration,
     ) -> Result<bool, WriterError> {
         self.bounded(async {
-            let rotated = self
-                .client()
-                .await?
+            let mut client = self.client().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            // The value a second rotation overwrites stops working now: kept
+            // for the revocation poll. The row is locked first, so a
+            // concurrent rotation's value is the one recorded.
+            let Some(row) = transaction
+                .query_opt(
+                    "SELECT previous_key_hash FROM api_keys
+                     WHERE id = $1 AND revoked_at IS NULL FOR UPDATE",
+                    &[&id],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?
+            else {
+                return Ok(false);
+            };
+            let overwritten: Option<Vec<u8>> =
+                row.try_get(0).map_err(WriterError::from_postgres)?;
+            if let Some(overwritten) = overwritten {
+                transaction
+                    .execute(
+                        "INSERT INTO api_key_retirements (key_hash) VALUES ($1)",
+                        &[&overwritten],
+                    )
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+            }
+            transaction
+                .batch_execute(
+                    "DELETE FROM api_key_retirements WHERE retired_at < now() - interval '1 day'",
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            transaction
                 .execute(
                     "UPDATE api_keys SET previous_key_hash = key_hash, key_hash = $2,
                          previous_valid_until = now() + make_interval(secs => $3)
-                     WHERE id = $1 AND revoked_at IS NULL",
+                     WHERE id = $1",
                     &[&id, &hash.0.as_slice(), &grace.as_secs_f64()],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
-            Ok(rotated > 0)
+            transaction
+                .commit()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(true)
         })
         .await
     }
@@ -438,7 +476,10 @@ impl LinkStore for PostgresLinkStore {
                      SELECT previous_key_hash FROM api_keys
                      WHERE previous_key_hash IS NOT NULL
                        AND (revoked_at > now() - make_interval(secs => $1)
-                            OR previous_valid_until BETWEEN now() - make_interval(secs => $1) AND now())",
+                            OR previous_valid_until BETWEEN now() - make_interval(secs => $1) AND now())
+                     UNION ALL
+                     SELECT key_hash FROM api_key_retirements
+                     WHERE retired_at > now() - make_interval(secs => $1)",
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;

@@ -287,13 +287,33 @@ impl LinkStore for SqliteLinkStore {
         let hash = hash.0;
         self.db
             .run(move |connection| {
-                let until = to_micros(SystemTime::now() + grace);
-                connection.execute(
+                let now = SystemTime::now();
+                let until = to_micros(now + grace);
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // The value a second rotation overwrites is kept for the
+                // revocation poll (it stops working now).
+                transaction.execute(
+                    "INSERT INTO api_key_retirements (key_hash, retired_at)
+                     SELECT previous_key_hash, ?2 FROM api_keys
+                     WHERE id = ?1 AND revoked_at IS NULL AND previous_key_hash IS NOT NULL",
+                    (id, to_micros(now)),
+                )?;
+                transaction.execute(
+                    "DELETE FROM api_key_retirements WHERE retired_at < ?1",
+                    [to_micros(
+                        now.checked_sub(Duration::from_secs(86_400))
+                            .unwrap_or(SystemTime::UNIX_EPOCH),
+                    )],
+                )?;
+                let rotated = transaction.execute(
                     "UPDATE api_keys SET previous_key_hash = key_hash, key_hash = ?2,
                          previous_valid_until = ?3
                      WHERE id = ?1 AND revoked_at IS NULL",
                     (id, hash.as_slice(), until),
-                )
+                )?;
+                transaction.commit()?;
+                Ok(rotated)
             })
             .await
             .map(|rotated| rotated > 0)
@@ -348,7 +368,9 @@ impl LinkStore for SqliteLinkStore {
                          UNION ALL
                          SELECT previous_key_hash FROM api_keys
                          WHERE previous_key_hash IS NOT NULL
-                           AND (revoked_at > ?1 OR previous_valid_until BETWEEN ?1 AND ?2)",
+                           AND (revoked_at > ?1 OR previous_valid_until BETWEEN ?1 AND ?2)
+                         UNION ALL
+                         SELECT key_hash FROM api_key_retirements WHERE retired_at > ?1",
                     )?
                     .query_map(
                         (
