@@ -159,6 +159,9 @@ pub fn page_size(requested: Option<u32>) -> Result<i64, WriterError> {
     }
 }
 
+/// 9999-12-31T23:59:59.999999Z, in microseconds since the epoch.
+const LAST_MICROS: u64 = 253_402_300_799_999_999;
+
 /// `<created_at micros since epoch>.<code>`; codes never contain a '.'.
 pub fn page_token(created_at: SystemTime, code: &str) -> String {
     let micros = created_at
@@ -171,6 +174,11 @@ pub fn parse_page_token(token: &str) -> Result<(SystemTime, String), WriterError
     let invalid = || WriterError::invalid("page_token", "page_token is not one this server issued");
     let (micros, code) = token.split_once('.').ok_or_else(invalid)?;
     let micros: u64 = micros.parse().map_err(|_| invalid())?;
+    // Past what a store can hold (Postgres ends in year 294276; no link is
+    // created after 9999): only a forged token says so.
+    if micros > LAST_MICROS {
+        return Err(invalid());
+    }
     code_argument(code).map_err(|_| invalid())?;
     Ok((UNIX_EPOCH + Duration::from_micros(micros), code.to_owned()))
 }
@@ -187,7 +195,17 @@ mod tests {
             parse_page_token(&token).ok(),
             Some((at, "abc_D-9".to_owned()))
         );
-        for bad in ["", "abc", "12.", ".abc", "x.abc", "12.a.b", "12.a b"] {
+        for bad in [
+            "",
+            "abc",
+            "12.",
+            ".abc",
+            "x.abc",
+            "12.a.b",
+            "12.a b",
+            "253402300800000000.abc",
+            "18446744073709551615.abc",
+        ] {
             assert!(parse_page_token(bad).is_err(), "{bad:?}");
         }
     }
