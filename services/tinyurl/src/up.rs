@@ -147,16 +147,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ),
     };
     let first_key = if store.count_api_keys().await? == 0 {
-        let name = tinyurl_writer::auth::KeyName::parse("first key (tinyurl up)")?;
-        let issued = tinyurl_writer::keys::issue_key(
-            store.as_ref(),
-            &name,
-            tinyurl_writer::auth::Scope::Manage,
-            None,
-        )
-        .await
-        .context("cannot create the first API key")?;
-        Some(issued.key)
+        Some(first_api_key(store.as_ref(), &args.data).await?)
     } else {
         None
     };
@@ -251,19 +242,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("short URLs        {public_base_url}/{{code}}");
     match first_key {
-        // On a terminal a person reads it; anywhere else (a container, a
-        // service manager) standard output ends up in a log, so the key goes
-        // to a file only its owner can read.
-        Some(key) if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+        Some(FirstKey::Shown(key)) => {
             println!("API key           {key}");
             println!(
                 "                  (created now and shown only once: keep it, e.g. export TINYURL_API_KEY=…)"
             );
         }
-        Some(key) => {
-            let path = key_file(&args.data);
-            write_private(&path, &format!("{key}\n"))
-                .with_context(|| format!("cannot write the first API key to {}", path.display()))?;
+        Some(FirstKey::Written(path)) => {
             println!(
                 "API key           written to {} (mode 0600; standard output is not a terminal, so it is not shown: read it, then delete the file)",
                 path.display()
@@ -346,16 +331,71 @@ fn secure_data_file(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `contents` to a new file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Where the first API key went.
+enum FirstKey {
+    /// To a terminal, printed with the banner.
+    Shown(String),
+    /// To this file, mode 0600.
+    Written(PathBuf),
+}
+
+/// Creates the first API key. On a terminal a person reads it; anywhere
+/// else (a container, a service manager) standard output ends up in a log,
+/// so the key goes to a file beside the data only its owner can read. The
+/// file is made before the key, so a file that cannot be made costs no key;
+/// a key that then cannot be written is revoked (nobody knows it) and the
+/// error says how to make another.
+async fn first_api_key(
+    store: &dyn tinyurl_writer::store::LinkStore,
+    data: &Path,
+) -> anyhow::Result<FirstKey> {
     use std::io::Write as _;
+    let file = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        None
+    } else {
+        let path = key_file(data);
+        let file = create_private(&path)
+            .with_context(|| format!("cannot create {} for the first API key", path.display()))?;
+        Some((path, file))
+    };
+    let name = tinyurl_writer::auth::KeyName::parse("first key (tinyurl up)")?;
+    let issued =
+        tinyurl_writer::keys::issue_key(store, &name, tinyurl_writer::auth::Scope::Manage, None)
+            .await
+            .context("cannot create the first API key")?;
+    let Some((path, mut file)) = file else {
+        return Ok(FirstKey::Shown(issued.key));
+    };
+    let written = file
+        .write_all(format!("{}\n", issued.key).as_bytes())
+        .and_then(|()| file.sync_all());
+    if let Err(error) = written {
+        let _ = store.revoke_api_key(issued.id).await;
+        let _ = std::fs::remove_file(&path);
+        return Err(error).with_context(|| {
+            format!(
+                "cannot write the first API key to {}; it was revoked: make another with `tinyurl api-key create --name NAME --database-url sqlite:{}`",
+                path.display(),
+                data.display()
+            )
+        });
+    }
+    Ok(FirstKey::Written(path))
+}
+
+/// A new file at `path`, mode 0600, that no one else had open: whatever
+/// was at `path` (an old key file, a symbolic link planted there) is
+/// removed, not followed, and the file is created exclusively (`O_EXCL`
+/// fails on a link put back in between).
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
+        .open(path)
 }
