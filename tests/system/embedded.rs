@@ -687,3 +687,40 @@ async fn behind_a_trusted_proxy_a_scanner_throttles_only_itself() -> anyhow::Res
     }
     Ok(())
 }
+
+/// The first API key's file is made anew, mode 0600, whatever was at its
+/// path: a symbolic link planted there is replaced, not followed.
+#[tokio::test]
+async fn the_first_key_file_is_made_anew_and_follows_no_link() -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let dir = ScratchDir::new("embedded-key-file", None)?;
+    let data = dir.path().join("data");
+    std::fs::DirBuilder::new().mode(0o700).create(&data)?;
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me\n")?;
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644))?;
+    let key_path = data.join("tinyurl.db.api-key");
+    std::os::unix::fs::symlink(&victim, &key_path)?;
+
+    let system = Embedded::start(dir.path()).await?;
+    let key = system
+        .printed_key
+        .clone()
+        .with_context(|| format!("the key was written:\n{}", system.banner()))?;
+    ensure!(
+        std::fs::read_to_string(&victim)? == "keep me\n",
+        "the link's target was written"
+    );
+    let metadata = std::fs::symlink_metadata(&key_path)?;
+    ensure!(
+        metadata.file_type().is_file(),
+        "the key file is a plain file"
+    );
+    ensure!(
+        metadata.permissions().mode() & 0o777 == 0o600,
+        "mode {:o}",
+        metadata.permissions().mode()
+    );
+    ensure!(std::fs::read_to_string(&key_path)?.trim() == key);
+    Ok(())
+}
