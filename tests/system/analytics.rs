@@ -672,3 +672,99 @@ async fn the_click_stream_is_trimmed_by_age() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A rolling upgrade loses no click and a bad batch blocks nothing: a batch
+/// of the previous format (no batch id) is folded, one of a newer format is
+/// left pending for a consumer that knows it, and one that parses but
+/// cannot be folded goes to the dead-letter stream after its attempts while
+/// the batches behind it are folded.
+#[tokio::test]
+async fn old_formats_fold_newer_ones_wait_and_poison_is_dead_lettered() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let code = create(&system, "https://example.com/formats").await?;
+    let port = system.redis.port();
+    let minute = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        / 60;
+    let line = |count: &str| format!("{code} {minute} - chrome desktop DE 0 {count}");
+    let add = |fields: Vec<String>| async move {
+        let mut args = vec![
+            "XADD".to_owned(),
+            "tinyurl:clicks".to_owned(),
+            "*".to_owned(),
+        ];
+        args.extend(fields);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match command(port, &args).await? {
+            Reply::Bulk(Some(id)) => anyhow::Ok(id),
+            other => anyhow::bail!("XADD answered {other:?}"),
+        }
+    };
+    let lifetime = || async { anyhow::Ok(stats(&system, &code).await?.lifetime_clicks) };
+
+    // Format 1: `clicks` only.
+    add(vec!["clicks".to_owned(), line("3")]).await?;
+    wait_until(
+        "the format-1 batch to be folded",
+        Duration::from_secs(30),
+        || async { Ok(lifetime().await? == 3) },
+    )
+    .await?;
+
+    // A newer format waits; a poison batch (its count overflows the
+    // rollups) is dead-lettered; a good batch behind them is folded.
+    add(vec![
+        "format".to_owned(),
+        "3".to_owned(),
+        "batch".to_owned(),
+        "from-the-future".to_owned(),
+        "clicks".to_owned(),
+        line("5"),
+    ])
+    .await?;
+    let poison = add(vec![
+        "format".to_owned(),
+        "2".to_owned(),
+        "batch".to_owned(),
+        "poison".to_owned(),
+        "clicks".to_owned(),
+        line("9223372036854775807"),
+    ])
+    .await?;
+    add(vec![
+        "format".to_owned(),
+        "2".to_owned(),
+        "batch".to_owned(),
+        "good".to_owned(),
+        "clicks".to_owned(),
+        line("2"),
+    ])
+    .await?;
+    wait_until(
+        "the good batch to be folded",
+        Duration::from_secs(60),
+        || async { Ok(lifetime().await? == 5) },
+    )
+    .await?;
+    let dead = command(port, &["XRANGE", "tinyurl:clicks:dead", "-", "+"]).await?;
+    let dead = dead.strings();
+    anyhow::ensure!(
+        dead.contains(&poison)
+            && dead
+                .iter()
+                .any(|value| value.ends_with("9223372036854775807")),
+        "the poison batch is in the dead-letter stream: {dead:?}"
+    );
+    let admin = system.writer.admin_addr();
+    anyhow::ensure!(metric(admin, "writer_click_batches_dead_lettered_total", &[]).await? == 1.0);
+    anyhow::ensure!(metric(admin, "writer_click_batches_deferred_total", &[]).await? >= 1.0);
+    // The newer batch is still pending, and counted nowhere.
+    let pending = command(port, &["XPENDING", "tinyurl:clicks", "tinyurl-analytics"]).await?;
+    anyhow::ensure!(
+        matches!(&pending, Reply::Array(summary) if matches!(summary.first(), Some(Reply::Integer(count)) if *count == 1)),
+        "one batch pending: {pending:?}"
+    );
+    anyhow::ensure!(lifetime().await? == 5);
+    Ok(())
+}

@@ -1,7 +1,16 @@
 //! Click batches: what the redirect service appends to the click stream and
 //! the writer's analytics consumer folds into rollups. One batch is one
-//! stream entry with two fields, `batch` (an id unique to the batch, the key
-//! of exactly-once folding) and `clicks` (newline-separated lines).
+//! stream entry with the fields `format` ([`BATCH_FORMAT`]), `batch` (an id
+//! unique to the batch, the key of exactly-once folding) and `clicks`
+//! (newline-separated lines).
+//!
+//! Formats, so that a rolling upgrade in either order loses no click: a
+//! consumer folds its own format and the one before, and leaves a newer one
+//! pending for a consumer that knows it.
+//! - 1: `clicks` only (redirects from before batch ids); the stream entry's
+//!   id stands in for the batch id, so a redelivery is still found.
+//! - 2: `batch` and `clicks`, with `format` = 2 (or, written before the
+//!   field existed, without it).
 //!
 //! A line is `code minute referrer browser device country bot count`,
 //! space-separated: `minute` in whole minutes since the Unix epoch,
@@ -18,6 +27,13 @@ use crate::alias::is_link_shaped;
 pub const CLICKS_STREAM: &str = "tinyurl:clicks";
 /// The consumer group of the writers' analytics consumers.
 pub const CLICKS_GROUP: &str = "tinyurl-analytics";
+/// Stream field holding the batch's format.
+pub const FORMAT_FIELD: &str = "format";
+/// The format this version writes.
+pub const BATCH_FORMAT: &str = "2";
+/// Stream of the batches no consumer could fold after repeated attempts
+/// (each with the error and the original entry's id), for an operator.
+pub const DEAD_LETTER_STREAM: &str = "tinyurl:clicks:dead";
 /// Stream field holding the batch id.
 pub const BATCH_FIELD: &str = "batch";
 /// Stream field holding the lines.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fred::prelude::*;
-use tinyurl_domain::clicks::{BATCH_FIELD, CLICKS_FIELD, CLICKS_STREAM};
+use tinyurl_domain::clicks::{
+    BATCH_FIELD, BATCH_FORMAT, CLICKS_FIELD, CLICKS_STREAM, FORMAT_FIELD,
+};
 use tinyurl_runtime::memory::MemoryCache;
 
 use super::PendingBatch;
@@ -75,6 +77,7 @@ async fn append_redis(
                 ("MAXLEN", "~", max_entries),
                 "*",
                 vec![
+                    (FORMAT_FIELD, BATCH_FORMAT),
                     (BATCH_FIELD, batch.batch.id.as_str()),
                     (CLICKS_FIELD, batch.batch.lines.as_str()),
                 ],

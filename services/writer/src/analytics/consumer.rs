@@ -9,7 +9,12 @@
 //! over with `XAUTOCLAIM` once they have been idle for the claim interval. So
 //! a crash or a redelivery never counts a click twice, and an acknowledged
 //! batch is never lost. A corrupt entry is counted, logged and acknowledged
-//! so it cannot block the group.
+//! so it cannot block the group; one that parses but fails to fold
+//! [`POISON_ATTEMPTS`] times for a reason other than an unreachable store
+//! goes to the dead-letter stream ([`DEAD_LETTER_STREAM`]) and is
+//! acknowledged. Batches of the previous format are folded, and of a newer
+//! one left pending for a consumer that knows it (see
+//! [`tinyurl_domain::clicks`]), so a rolling upgrade loses no click.
 //!
 //! Embedded deployment: the same folding from the in-process stream.
 
@@ -17,7 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fred::prelude::*;
-use tinyurl_domain::clicks::{BATCH_FIELD, CLICKS_FIELD, CLICKS_GROUP, CLICKS_STREAM, parse_batch};
+use tinyurl_domain::clicks::{
+    BATCH_FIELD, BATCH_FORMAT, CLICKS_FIELD, CLICKS_GROUP, CLICKS_STREAM, DEAD_LETTER_STREAM,
+    FORMAT_FIELD, parse_batch,
+};
 use tinyurl_runtime::Stopping;
 use tinyurl_runtime::memory::ClickBatch;
 use tokio::sync::mpsc;
@@ -35,6 +43,11 @@ const BACKOFF: Duration = Duration::from_millis(500);
 const PRUNE_SLICE: i64 = 5_000;
 /// Longest batch id accepted (the redirect writes 32 hex digits).
 const MAX_BATCH_ID_LEN: usize = 64;
+/// Failed folds of one batch, for a reason other than an unreachable store,
+/// before it goes to the dead-letter stream.
+pub const POISON_ATTEMPTS: u32 = 5;
+/// Entries the dead-letter stream keeps (about).
+const DEAD_LETTER_MAX_ENTRIES: i64 = 10_000;
 
 /// What the consumer and the retention job are configured with.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +73,8 @@ struct Metrics {
     corrupt: metrics::Counter,
     trimmed: metrics::Counter,
     errors: metrics::Counter,
+    deferred: metrics::Counter,
+    dead_lettered: metrics::Counter,
 }
 
 impl Metrics {
@@ -72,6 +87,8 @@ impl Metrics {
             corrupt: metrics::counter!("writer_click_batches_corrupt_total"),
             trimmed: metrics::counter!("writer_click_batches_trimmed_total"),
             errors: metrics::counter!("writer_clicks_consumer_errors_total"),
+            deferred: metrics::counter!("writer_click_batches_deferred_total"),
+            dead_lettered: metrics::counter!("writer_click_batches_dead_lettered_total"),
         }
     }
 }
@@ -138,6 +155,9 @@ pub struct RedisConsumer {
     store: Arc<dyn ClickStore>,
     settings: ConsumerSettings,
     metrics: Metrics,
+    /// Failed folds per entry, for those that failed; an entry leaves when
+    /// it is folded or dead-lettered.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 /// A stream entry: its id and its fields.
@@ -164,7 +184,60 @@ impl RedisConsumer {
             store,
             settings,
             metrics: Metrics::new(),
+            failures: std::sync::Mutex::default(),
         }
+    }
+
+    /// Counts a failed fold of `entry`; returns how many it has had.
+    fn failed_again(&self, entry: &str) -> u32 {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: only entries failing right now are here.
+        if failures.len() >= 1_000 {
+            failures.clear();
+        }
+        let count = failures.entry(entry.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
+    fn forget_failures(&self, entry: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(entry);
+    }
+
+    /// Appends `entry` with its fields and the error to the dead-letter
+    /// stream.
+    async fn dead_letter(
+        &self,
+        entry: &str,
+        fields: &[(String, Value)],
+        error: &WriterError,
+    ) -> Result<(), Error> {
+        let mut values: Vec<(String, String)> = vec![
+            ("entry".to_owned(), entry.to_owned()),
+            ("error".to_owned(), error.public_message()),
+        ];
+        values.extend(
+            fields
+                .iter()
+                .filter_map(|(name, value)| Some((name.clone(), value.as_str()?.into_owned()))),
+        );
+        self.client
+            .with_options(&self.options(Duration::ZERO))
+            .xadd::<Value, _, _, _, _>(
+                DEAD_LETTER_STREAM,
+                false,
+                ("MAXLEN", "~", DEAD_LETTER_MAX_ENTRIES),
+                "*",
+                values,
+            )
+            .await
+            .map(drop)
     }
 
     fn options(&self, extra: Duration) -> Options {
@@ -359,7 +432,8 @@ impl RedisConsumer {
     }
 
     /// Folds and acknowledges `entries` in order; false when one failed (it
-    /// stays pending, and the rest with it, for the next attempt).
+    /// stays pending, and the rest with it, for the next attempt). An entry
+    /// of a newer format is skipped and left pending.
     async fn process(&self, entries: Vec<Entry>) -> bool {
         for (id, fields) in entries {
             let field = |name: &str| {
@@ -369,23 +443,55 @@ impl RedisConsumer {
                     .and_then(|(_, value)| value.as_str())
                     .map(std::borrow::Cow::into_owned)
             };
-            let (batch_id, lines) = (field(BATCH_FIELD), field(CLICKS_FIELD));
+            let batch_id = match (field(FORMAT_FIELD).as_deref(), field(BATCH_FIELD)) {
+                (None | Some(BATCH_FORMAT), batch @ Some(_)) => batch,
+                // Format 1: the entry is the batch.
+                (None, None) => Some(format!("v1-{id}")),
+                // Missing its id: corrupt, as fold_batch says.
+                (Some(BATCH_FORMAT), None) => None,
+                (Some(newer), _) => {
+                    self.metrics.deferred.increment(1);
+                    tracing::warn!(
+                        entry = id,
+                        format = newer,
+                        "a click batch of a newer format; left pending for a consumer that folds it"
+                    );
+                    continue;
+                }
+            };
             let folded = fold_batch(
                 self.store.as_ref(),
                 &self.metrics,
                 &id,
                 batch_id.as_deref(),
-                lines.as_deref(),
+                field(CLICKS_FIELD).as_deref(),
             )
             .await;
             if let Err(error) = folded {
                 self.metrics.errors.increment(1);
-                tracing::warn!(
+                // An unreachable store fails every batch alike: retried for
+                // as long as it takes. Anything else is this batch's.
+                let poison = !matches!(error, WriterError::Unavailable(_))
+                    && self.failed_again(&id) >= POISON_ATTEMPTS;
+                if !poison {
+                    tracing::warn!(
+                        entry = id,
+                        error = error.public_message(),
+                        "cannot fold a click batch; will retry"
+                    );
+                    return false;
+                }
+                if let Err(dead) = self.dead_letter(&id, &fields, &error).await {
+                    tracing::warn!(entry = id, error = %dead, "cannot dead-letter a click batch");
+                    return false;
+                }
+                self.metrics.dead_lettered.increment(1);
+                tracing::error!(
                     entry = id,
                     error = error.public_message(),
-                    "cannot fold a click batch; will retry"
+                    attempts = POISON_ATTEMPTS,
+                    "a click batch that cannot be folded went to {DEAD_LETTER_STREAM}"
                 );
-                return false;
             }
             if let Err(error) = self.ack(std::slice::from_ref(&id)).await {
                 // Folded but not acknowledged: it will come back, and its id
@@ -394,6 +500,7 @@ impl RedisConsumer {
                 tracing::warn!(entry = id, %error, "cannot acknowledge a click batch");
                 return false;
             }
+            self.forget_failures(&id);
         }
         true
     }
@@ -532,6 +639,7 @@ pub async fn consume_memory(
         let Some(batch) = batch.or_else(|| reader.try_recv().ok()) else {
             return;
         };
+        let mut poison_failures = 0;
         loop {
             let folded = fold_batch(
                 store.as_ref(),
@@ -543,7 +651,23 @@ pub async fn consume_memory(
             .await;
             match folded {
                 Ok(_) => break,
+                Err(error)
+                    if !matches!(error, WriterError::Unavailable(_))
+                        && poison_failures + 1 >= POISON_ATTEMPTS =>
+                {
+                    // No stream to park it in: counted and logged whole.
+                    metrics.dead_lettered.increment(1);
+                    tracing::error!(
+                        error = error.public_message(),
+                        lines = batch.lines,
+                        "a click batch that cannot be folded was dropped"
+                    );
+                    break;
+                }
                 Err(error) if !stopping.is_stopping() => {
+                    if !matches!(error, WriterError::Unavailable(_)) {
+                        poison_failures += 1;
+                    }
                     metrics.errors.increment(1);
                     tracing::warn!(
                         error = error.public_message(),
