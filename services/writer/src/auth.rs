@@ -344,9 +344,7 @@ impl KeyCache {
             .get_or_try_init(|| async {
                 if !known && self.lookups.check().is_err() {
                     rejected("over_budget");
-                    return Err(WriterError::Unavailable(
-                        "too many unknown API keys are being tried; retry in a second".to_owned(),
-                    ));
+                    return Err(WriterError::KeyBudgetSpent);
                 }
                 let found = lookup().await?;
                 let outcome = match (found.is_some(), known) {
@@ -566,7 +564,7 @@ mod tests {
         loop {
             let (_, random) = generate_key();
             let refused = cache.resolve(&random, admit, || async { Ok(None) }).await;
-            if matches!(refused, Err(WriterError::Unavailable(_))) {
+            if matches!(refused, Err(WriterError::KeyBudgetSpent)) {
                 return;
             }
         }
@@ -590,7 +588,7 @@ mod tests {
             .resolve(&new, admit, || async { Ok(Some(CALLER)) })
             .await;
         assert!(
-            matches!(waiting, Err(WriterError::Unavailable(_))),
+            matches!(waiting, Err(WriterError::KeyBudgetSpent)),
             "{waiting:?}"
         );
         // A full reload replaces what was known; a forgotten key is unknown.
@@ -606,7 +604,7 @@ mod tests {
             .resolve(&new, admit, || async { Ok(Some(CALLER)) })
             .await;
         assert!(
-            matches!(waiting, Err(WriterError::Unavailable(_))),
+            matches!(waiting, Err(WriterError::KeyBudgetSpent)),
             "{waiting:?}"
         );
         assert!(!cache.is_live(&known), "a reload without it forgot it");
@@ -700,7 +698,7 @@ mod tests {
         for _ in 0..100 {
             let (_, random) = generate_key();
             let refused = cache.resolve(&random, admit, || async { Ok(None) }).await;
-            if matches!(refused, Err(WriterError::Unavailable(_))) {
+            if matches!(refused, Err(WriterError::KeyBudgetSpent)) {
                 unavailable += 1;
             }
         }

@@ -41,6 +41,11 @@ pub enum WriterError {
     /// A dependency is down; the message is safe to show.
     #[error("{0}")]
     Unavailable(String),
+    /// A key this writer does not know met the spent lookup budget: it
+    /// could not be authenticated now, and counts against its address like
+    /// a refused key.
+    #[error("too many unknown API keys are being tried; retry in a second")]
+    KeyBudgetSpent,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
     /// One unexpected failure answered to several requests (a failed
@@ -76,6 +81,7 @@ impl WriterError {
         match self {
             Self::Shared(error) => Self::Shared(std::sync::Arc::clone(error)),
             Self::Unavailable(message) => Self::Unavailable(message.clone()),
+            Self::KeyBudgetSpent => Self::KeyBudgetSpent,
             other => Self::Shared(std::sync::Arc::new(anyhow::anyhow!("{other}"))),
         }
     }
@@ -90,7 +96,7 @@ impl WriterError {
             Self::RateLimited { .. }
             | Self::TooManyFailures { .. }
             | Self::QuotaExhausted { .. } => ErrorKind::ResourceExhausted,
-            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Unavailable(_) | Self::KeyBudgetSpent => ErrorKind::Unavailable,
             Self::Unexpected(_) | Self::Shared(_) => ErrorKind::Internal,
         }
     }

@@ -335,7 +335,10 @@ impl State {
             )
             .await;
         match resolved {
-            Err(error @ WriterError::Unauthenticated(_)) => {
+            // A key that could not be authenticated, refused or over the
+            // budget, counts against the address: a flood from it is then
+            // refused before it spends the budget real keys new here need.
+            Err(error @ (WriterError::Unauthenticated(_) | WriterError::KeyBudgetSpent)) => {
                 if let Some(address) = address()
                     && let Some(retry_after) = self.limits.charge_failure(address).await
                 {
