@@ -434,38 +434,8 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::BlockHost(args) => {
-            let (store, cache) = blocklist_tools(&args.database_url).await?;
-            let (entry, blocked) =
-                tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &args.host)
-                    .await
-                    .map_err(|error| client::status_failure(&error.into_status()))?;
-            if json {
-                out!(
-                    "{}",
-                    serde_json::json!({ "blocked": entry, "links_blocked": blocked })
-                );
-            } else {
-                out!("blocked {entry}; {blocked} links to it blocked");
-            }
-            Ok(())
-        }
-        Command::UnblockHost(args) => {
-            let (store, cache) = blocklist_tools(&args.database_url).await?;
-            let (entry, unblocked) =
-                tinyurl_writer::blocklist::unblock_host(store.as_ref(), &cache, &args.host)
-                    .await
-                    .map_err(|error| client::status_failure(&error.into_status()))?;
-            if json {
-                out!(
-                    "{}",
-                    serde_json::json!({ "unblocked": entry, "links_unblocked": unblocked })
-                );
-            } else {
-                out!("unblocked {entry}; {unblocked} links to it unblocked");
-            }
-            Ok(())
-        }
+        Command::BlockHost(args) => change_block(&args, true, json).await,
+        Command::UnblockHost(args) => change_block(&args, false, json).await,
         Command::ApiKey(ApiKeyArgs {
             database_url,
             command,
@@ -490,6 +460,27 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `block-host` (`block`) or `unblock-host` on the store directly.
+async fn change_block(args: &HostArgs, block: bool, json: bool) -> Result<(), Failure> {
+    let (store, cache) = blocklist_tools(&args.database_url).await?;
+    let changed = if block {
+        tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &args.host).await
+    } else {
+        tinyurl_writer::blocklist::unblock_host(store.as_ref(), &cache, &args.host).await
+    };
+    let (entry, links) = changed.map_err(|error| client::status_failure(&error.into_status()))?;
+    let verb = if block { "blocked" } else { "unblocked" };
+    if json {
+        let mut said = serde_json::Map::new();
+        said.insert(verb.to_owned(), entry.into());
+        said.insert(format!("links_{verb}"), links.into());
+        out!("{}", serde_json::Value::Object(said));
+    } else {
+        out!("{verb} {entry}; {links} links to it {verb}");
+    }
+    Ok(())
 }
 
 /// The store and the cache a blocklist change is made with (the cache is

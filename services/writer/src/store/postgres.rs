@@ -744,21 +744,7 @@ impl LinkStore for PostgresLinkStore {
                 list.blocking(host).is_some()
             })
             .await?;
-            let rows = transaction
-                .query(
-                    &format!(
-                        "UPDATE links SET flags = flags | 8, updated_at = now()
-                         WHERE code = ANY($1) AND flags & 8 = 0 RETURNING {LINK_COLUMNS}"
-                    ),
-                    &[&codes],
-                )
-                .await
-                .map_err(WriterError::from_postgres)?;
-            transaction
-                .commit()
-                .await
-                .map_err(WriterError::from_postgres)?;
-            rows.iter().map(StoredLink::from_row).collect()
+            set_blocked_and_commit(transaction, &codes, true).await
         })
         .await
     }
@@ -791,23 +777,8 @@ impl LinkStore for PostgresLinkStore {
                 lifted.blocking(host).is_some() && remaining.blocking(host).is_none()
             })
             .await?;
-            let rows = transaction
-                .query(
-                    &format!(
-                        "UPDATE links SET flags = flags & 7, updated_at = now()
-                         WHERE code = ANY($1) AND flags & 8 <> 0 RETURNING {LINK_COLUMNS}"
-                    ),
-                    &[&codes],
-                )
+            set_blocked_and_commit(transaction, &codes, false)
                 .await
-                .map_err(WriterError::from_postgres)?;
-            transaction
-                .commit()
-                .await
-                .map_err(WriterError::from_postgres)?;
-            rows.iter()
-                .map(StoredLink::from_row)
-                .collect::<Result<_, _>>()
                 .map(Some)
         })
         .await
@@ -922,6 +893,31 @@ async fn serialize_blocklist_changes(
         .batch_execute("LOCK TABLE blocked_hosts IN SHARE ROW EXCLUSIVE MODE")
         .await
         .map_err(WriterError::from_postgres)
+}
+
+/// Sets the operator's block of `codes` to `blocked` and commits; returns
+/// the links it changed.
+async fn set_blocked_and_commit(
+    transaction: deadpool_postgres::Transaction<'_>,
+    codes: &[String],
+    blocked: bool,
+) -> Result<Vec<StoredLink>, WriterError> {
+    let rows = transaction
+        .query(
+            &format!(
+                "UPDATE links SET flags = CASE WHEN $2 THEN flags | 8 ELSE flags & 7 END,
+                                  updated_at = now()
+                 WHERE code = ANY($1) AND (flags & 8 <> 0) <> $2 RETURNING {LINK_COLUMNS}"
+            ),
+            &[&codes, &blocked],
+        )
+        .await
+        .map_err(WriterError::from_postgres)?;
+    transaction
+        .commit()
+        .await
+        .map_err(WriterError::from_postgres)?;
+    rows.iter().map(StoredLink::from_row).collect()
 }
 
 /// Codes of live links, blocked or not as `blocked` says, whose target's
