@@ -465,13 +465,11 @@ async fn command(cli: Cli) -> Result<(), Failure> {
 /// `block-host` (`block`) or `unblock-host` on the store directly.
 async fn change_block(args: &HostArgs, block: bool, json: bool) -> Result<(), Failure> {
     let (store, cache) = blocklist_tools(&args.database_url).await?;
-    let changed = if block {
-        tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &args.host).await
-    } else {
-        tinyurl_writer::blocklist::unblock_host(store.as_ref(), &cache, &args.host).await
-    };
-    let (entry, links) = changed.map_err(|error| client::status_failure(&error.into_status()))?;
-    let verb = if block { "blocked" } else { "unblocked" };
+    let (entry, links) =
+        tinyurl_writer::blocklist::change(store.as_ref(), &cache, &args.host, block)
+            .await
+            .map_err(|error| client::status_failure(&error.into_status()))?;
+    let verb = tinyurl_writer::blocklist::verb(block);
     if json {
         let mut said = serde_json::Map::new();
         said.insert(verb.to_owned(), entry.into());

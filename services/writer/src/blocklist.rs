@@ -150,6 +150,26 @@ pub async fn unblock_host(
     Ok((normalized, unblocked.len()))
 }
 
+/// [`block_host`] (`block`) or [`unblock_host`]: the one path of both
+/// command lines. The entry as stored and how many links changed.
+pub async fn change(
+    store: &dyn crate::store::LinkStore,
+    cache: &dyn crate::cache::LinkCache,
+    entry: &str,
+    block: bool,
+) -> Result<(String, usize), crate::error::WriterError> {
+    if block {
+        block_host(store, cache, entry).await
+    } else {
+        unblock_host(store, cache, entry).await
+    }
+}
+
+/// What [`change`] did, as the command lines say it.
+pub fn verb(block: bool) -> &'static str {
+    if block { "blocked" } else { "unblocked" }
+}
+
 /// Applies the file's changes until stopping begins.
 pub async fn follow(
     state: Arc<State>,

@@ -129,24 +129,8 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::BlockHost { host } => {
-            let (store, cache) = blocklist_tools(&config).await?;
-            let (entry, blocked) =
-                tinyurl_writer::blocklist::block_host(store.as_ref(), &cache, &host)
-                    .await
-                    .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-            eprintln!("blocked {entry}; {blocked} links to it blocked");
-            Ok(())
-        }
-        Command::UnblockHost { host } => {
-            let (store, cache) = blocklist_tools(&config).await?;
-            let (entry, unblocked) =
-                tinyurl_writer::blocklist::unblock_host(store.as_ref(), &cache, &host)
-                    .await
-                    .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-            eprintln!("unblocked {entry}; {unblocked} links to it unblocked");
-            Ok(())
-        }
+        Command::BlockHost { host } => change_block(&config, &host, true).await,
+        Command::UnblockHost { host } => change_block(&config, &host, false).await,
         Command::Probe => Ok(()),
         Command::Serve => {
             let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
@@ -157,6 +141,21 @@ async fn main() -> anyhow::Result<()> {
             app.run(tinyurl_runtime::shutdown_signal()).await
         }
     }
+}
+
+/// `block-host` (`block`) or `unblock-host`.
+async fn change_block(
+    config: &tinyurl_writer::config::Config,
+    host: &str,
+    block: bool,
+) -> anyhow::Result<()> {
+    let (store, cache) = blocklist_tools(config).await?;
+    let (entry, links) = tinyurl_writer::blocklist::change(store.as_ref(), &cache, host, block)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
+    let verb = tinyurl_writer::blocklist::verb(block);
+    eprintln!("{verb} {entry}; {links} links to it {verb}");
+    Ok(())
 }
 
 /// The store and the cache a blocklist change is made with: the
