@@ -296,3 +296,209 @@ async fn a_flood_of_made_up_keys_locks_no_real_key_out() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Anonymous visitors cannot grow the click tables without bound: 100,000
+/// redirects of one link through two redirect processes, each with a
+/// referrer of its own, leave at most the bound of referrer rows per minute
+/// (folded by the writer) and per day (rolled up by the same store code the
+/// writer runs), every click counted, and `GetLinkStats` answering a top
+/// list and one "other" (its latency printed, never asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Result<()> {
+    use tinyurl_proto::v1::{CreateLinkRequest, GetLinkStatsRequest, StatsGranularity};
+    use tinyurl_writer::analytics::{
+        ClickStore as _, DEFAULT_VALUES_PER_BUCKET, OTHER, minute_of, stats::TOP,
+    };
+    const REQUESTS: usize = 100_000;
+    const CONNECTIONS: usize = 16;
+    const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    const HONEST: u64 = 500;
+
+    let system = System::start(&[]).await?;
+    let fast = [("TINYURL_CLICKS_FLUSH_MS", "200")];
+    let redirects = [
+        system.start_redirect(&fast).await?,
+        system.start_redirect(&fast).await?,
+    ];
+    let mut links = system.links()?;
+    let code = links
+        .create_link(system.authed(CreateLinkRequest {
+            target_url: "https://example.com/popular".to_owned(),
+            ..CreateLinkRequest::default()
+        }))
+        .await?
+        .into_inner()
+        .code;
+    system.wait_replicated(&code).await?;
+
+    let started = Instant::now();
+    let statuses = Arc::new(Statuses::default());
+    let mut tasks = Vec::new();
+    for connection in 0..CONNECTIONS {
+        let to = redirects[connection % redirects.len()].listen_addr();
+        let (statuses, code) = (Arc::clone(&statuses), code.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), to).await?;
+            let mut index = connection;
+            // The honest visitors: one referrer, the first requests of the
+            // first connection.
+            let mut honest = if connection == 0 { HONEST } else { 0 };
+            while index < REQUESTS || honest > 0 {
+                let referrer = if honest > 0 {
+                    honest -= 1;
+                    "https://news.example.com/item".to_owned()
+                } else {
+                    let referrer = format!("https://r{index}.example/");
+                    index += CONNECTIONS;
+                    referrer
+                };
+                let request = http::Request::get(format!("/{code}"))
+                    .header("host", "sho.rt")
+                    .header("referer", referrer)
+                    .header("user-agent", BROWSER)
+                    .body(Full::new(Bytes::new()))?;
+                sender.ready().await?;
+                let response = sender.send_request(request).await?;
+                statuses.count(response.status().as_u16());
+                response.into_body().collect().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let sending = started.elapsed().as_secs_f64();
+    let expected = REQUESTS as u64 + HONEST;
+    anyhow::ensure!(
+        statuses.total() == expected && statuses.summary() == format!("302 ×{expected}"),
+        "redirects: {}",
+        statuses.summary()
+    );
+
+    // Every click reaches the rollups.
+    // Days over the default week, or hours over the last one: the two
+    // tables an owner's stats read.
+    let stats_request = |granularity: StatsGranularity| {
+        let from = (granularity == StatsGranularity::Hour).then(|| {
+            prost_types::Timestamp::from(std::time::SystemTime::now() - Duration::from_secs(3600))
+        });
+        system.authed(GetLinkStatsRequest {
+            code: code.clone(),
+            granularity: granularity.into(),
+            from,
+            ..GetLinkStatsRequest::default()
+        })
+    };
+    tinyurl_harness::wait_until("every click folded", Duration::from_secs(120), || {
+        let mut links = links.clone();
+        let request = stats_request(StatsGranularity::Day);
+        async move {
+            let stats = links.get_link_stats(request).await?.into_inner();
+            Ok(stats.lifetime_clicks >= expected)
+        }
+    })
+    .await?;
+    // What the redirects would roll up two minutes from now, now: the
+    // store code the writer runs.
+    let store = tinyurl_writer::store::PostgresLinkStore::connect(
+        &system.database.primary_url.clone().into(),
+        2,
+        Duration::from_secs(5),
+    )?;
+    while !store
+        .roll_up_days(
+            minute_of(std::time::SystemTime::now()) + 1,
+            DEFAULT_VALUES_PER_BUCKET,
+        )
+        .await?
+        .caught_up
+    {}
+    let db = tinyurl_harness::postgres::connect(&system.database.primary_url).await?;
+    let widest = |table: &'static str, bucket: &'static str| {
+        let (db, code) = (&db, code.clone());
+        async move {
+            let row = db
+                .query_one(
+                    &format!(
+                        "SELECT coalesce(max(n), 0), coalesce(sum(n), 0)::int8 FROM (
+                             SELECT count(*) AS n FROM {table}
+                              WHERE code = $1 AND dimension = 1
+                              GROUP BY {bucket}, bot) groups"
+                    ),
+                    &[&code],
+                )
+                .await?;
+            anyhow::Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
+        }
+    };
+    let (minute_widest, minute_rows) = widest("click_minutes", "minute").await?;
+    let (day_widest, day_rows) = widest("click_days", "day").await?;
+    let bound = DEFAULT_VALUES_PER_BUCKET as i64 + 1;
+
+    // The stats an owner reads: a short top list, every click in it.
+    let mut latencies = Vec::new();
+    let mut answer = None;
+    for round in 0..200 {
+        let granularity = if round % 2 == 0 {
+            StatsGranularity::Day
+        } else {
+            StatsGranularity::Hour
+        };
+        let request = stats_request(granularity);
+        let asked = Instant::now();
+        let stats = links.get_link_stats(request).await?.into_inner();
+        latencies.push(asked.elapsed());
+        answer.get_or_insert(stats);
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100 - 1];
+    let p50 = latencies[latencies.len() / 2];
+    let Some(stats) = answer else {
+        anyhow::bail!("no stats answer");
+    };
+    let listed: u64 = stats.referrers.iter().map(|count| count.clicks).sum();
+    let other = stats
+        .referrers
+        .iter()
+        .find(|count| count.value == OTHER)
+        .map_or(0, |count| count.clicks);
+    let honest_row = stats
+        .referrers
+        .iter()
+        .find(|count| count.value == "news.example.com")
+        .map_or(0, |count| count.clicks);
+
+    row(
+        &format!(
+            "{REQUESTS} redirects of one link, each with its own Referer, through two redirects ({:.0}/s)",
+            REQUESTS as f64 / sending
+        ),
+        &format!(
+            "referrer rows: at most {minute_widest} per minute ({minute_rows} in all), {day_widest} per day (bound {bound}); {} clicks as \"other\"",
+            other
+        ),
+        &format!(
+            "{HONEST} clicks from news.example.com listed as {honest_row}; all {expected} counted; stats p50 {:.1} ms, p99 {:.1} ms ({} referrer entries)",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            stats.referrers.len()
+        ),
+    );
+    anyhow::ensure!(
+        minute_widest <= bound && day_widest <= bound,
+        "referrer rows: {minute_widest} in a minute, {day_widest} in a day; bound {bound}"
+    );
+    anyhow::ensure!(day_rows > 0, "the roll-up wrote no day rows");
+    anyhow::ensure!(
+        stats.referrers.len() <= TOP + 1 && listed == expected,
+        "{} referrer entries summing to {listed}, {expected} clicks",
+        stats.referrers.len()
+    );
+    anyhow::ensure!(
+        stats.lifetime_clicks == expected,
+        "lifetime clicks {}",
+        stats.lifetime_clicks
+    );
+    Ok(())
+}

@@ -22,8 +22,8 @@ use tinyurl_redirect::l2::{Cached, MemorySharedCache, RedisSharedCache, SharedCa
 use tinyurl_redirect::store::{LinkSource, PostgresLinkSource, Source, SqliteLinkSource};
 use tinyurl_runtime::memory::MemoryCache;
 use tinyurl_writer::analytics::{
-    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, RolledUp, RollupRow, RollupTable,
-    minute_of,
+    ClickStore, DEFAULT_VALUES_PER_BUCKET, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER,
+    RolledUp, RollupRow, RollupTable, minute_of,
 };
 use tinyurl_writer::auth::{Caller, OwnerId, Rate, Scope, generate_key, hash_key};
 use tinyurl_writer::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
@@ -552,6 +552,12 @@ async fn cache_contract(
     Ok(())
 }
 
+/// The values bound the click store contract folds with: the default, which
+/// none of its groups reaches.
+const VALUES: usize = DEFAULT_VALUES_PER_BUCKET;
+/// A top list long enough for every value.
+const ALL: usize = usize::MAX;
+
 fn click(code: &str, minute: i64, referrer: &str, bot: bool, count: u64) -> ClickLine {
     ClickLine {
         code: code.to_owned(),
@@ -582,7 +588,9 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
             .sum()
     };
     let days_total = |store: Arc<dyn ClickStore>, code: &'static str| async move {
-        let rows = store.rollups(code, RollupTable::Days, 0, i32::MAX).await?;
+        let rows = store
+            .rollups(code, RollupTable::Days, 0, i32::MAX, ALL)
+            .await?;
         anyhow::Ok(total(&rows, false))
     };
 
@@ -592,18 +600,18 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
         click("aaa", i64::from(old), "b.example", false, 5),
         click("bbb", i64::from(soon), "-", false, 1),
     ]);
-    ensure!(store.fold("batch-1", &first).await? == Folded::Now);
+    ensure!(store.fold("batch-1", &first, VALUES).await? == Folded::Now);
     // A redelivery of the same batch changes nothing.
-    ensure!(store.fold("batch-1", &first).await? == Folded::Before);
+    ensure!(store.fold("batch-1", &first, VALUES).await? == Folded::Before);
     ensure!(store.totals("aaa").await? == (8, 2));
     ensure!(store.totals("bbb").await? == (1, 0));
     ensure!(store.totals("nothing").await? == (0, 0));
     let second = Fold::of(&[click("aaa", i64::from(soon), "a.example", false, 4)]);
-    ensure!(store.fold("batch-2", &second).await? == Folded::Now);
+    ensure!(store.fold("batch-2", &second, VALUES).await? == Folded::Now);
     ensure!(store.totals("aaa").await? == (12, 2));
 
     let recent = store
-        .rollups("aaa", RollupTable::Minutes, soon - 5, soon + 1)
+        .rollups("aaa", RollupTable::Minutes, soon - 5, soon + 1, ALL)
         .await?;
     ensure!(
         total(&recent, false) == 7 && total(&recent, true) == 2,
@@ -620,10 +628,10 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     ensure!(days_total(Arc::clone(&store), "aaa").await? == 12);
 
     // Rolling up changes no answer and counts nothing twice.
-    let rolled = store.roll_up_days(soon + 1).await?;
+    let rolled = store.roll_up_days(soon + 1, VALUES).await?;
     ensure!(rolled.rows > 0 && rolled.caught_up, "{rolled:?}");
     ensure!(
-        store.roll_up_days(soon + 1).await?
+        store.roll_up_days(soon + 1, VALUES).await?
             == RolledUp {
                 rows: 0,
                 caught_up: true
@@ -632,7 +640,7 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     ensure!(days_total(Arc::clone(&store), "aaa").await? == 12);
     let day = (soon / MINUTES_PER_DAY, soon / MINUTES_PER_DAY + 1);
     let today = store
-        .rollups("aaa", RollupTable::Days, day.0, day.1)
+        .rollups("aaa", RollupTable::Days, day.0, day.1, ALL)
         .await?;
     ensure!(
         total(&today, false) == 7 && total(&today, true) == 2,
@@ -640,17 +648,17 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     );
     // A batch for a minute already rolled up goes to the days itself.
     let late = Fold::of(&[click("aaa", i64::from(soon), "c.example", false, 6)]);
-    ensure!(store.fold("batch-3", &late).await? == Folded::Now);
+    ensure!(store.fold("batch-3", &late, VALUES).await? == Folded::Now);
     ensure!(days_total(Arc::clone(&store), "aaa").await? == 18);
     let minutes = store
-        .rollups("aaa", RollupTable::Minutes, soon, soon + 1)
+        .rollups("aaa", RollupTable::Minutes, soon, soon + 1, ALL)
         .await?;
     ensure!(total(&minutes, false) == 13, "{minutes:?}");
     // One roll-up call takes at most a day of minutes.
     let far = soon + 3 * MINUTES_PER_DAY;
-    let step = store.roll_up_days(far).await?;
+    let step = store.roll_up_days(far, VALUES).await?;
     ensure!(!step.caught_up, "{step:?}");
-    while !store.roll_up_days(far).await?.caught_up {}
+    while !store.roll_up_days(far, VALUES).await?.caught_up {}
     ensure!(days_total(Arc::clone(&store), "aaa").await? == 18);
 
     // Retention: minutes older than 7 days go (in slices), days stay, batch
@@ -658,12 +666,13 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     // up yet is never deleted, however old the cutoff says it is.
     let unrolled = far + 10;
     let pending = Fold::of(&[click("ccc", i64::from(unrolled), "-", false, 1)]);
-    ensure!(store.fold("batch-4", &pending).await? == Folded::Now);
+    ensure!(store.fold("batch-4", &pending, VALUES).await? == Folded::Now);
     let mut pruned = 0;
     loop {
         let deleted = store
             .prune(
                 unrolled + 100,
+                i32::MIN,
                 SystemTime::now() + Duration::from_secs(1),
                 1,
             )
@@ -675,10 +684,12 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     }
     ensure!(pruned >= 5 + 4, "minute rows and batch ids: {pruned}");
     let kept = store
-        .rollups("ccc", RollupTable::Minutes, unrolled, unrolled + 1)
+        .rollups("ccc", RollupTable::Minutes, unrolled, unrolled + 1, ALL)
         .await?;
     ensure!(total(&kept, false) == 1, "not rolled up, so kept: {kept:?}");
-    let gone = store.rollups("aaa", RollupTable::Minutes, 0, far).await?;
+    let gone = store
+        .rollups("aaa", RollupTable::Minutes, 0, far, ALL)
+        .await?;
     ensure!(gone.is_empty(), "{gone:?}");
     ensure!(
         days_total(Arc::clone(&store), "aaa").await? == 18,
@@ -702,6 +713,198 @@ async fn click_store_sqlite() -> anyhow::Result<()> {
     let dir = ScratchDir::new("conformance", None)?;
     let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
     click_store_contract(Arc::new(store)).await
+}
+
+/// Distinct values bounded per group: a fold keeps the heaviest new values
+/// that fit beside the stored ones and adds the rest to "other" (so no click
+/// is lost), in minutes, in late day rows and in the roll-up; writers
+/// folding one minute at once share the room; a stats read answers the top
+/// values and one "other"; day retention deletes old days.
+async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> {
+    const BOUND: usize = 5;
+    let now = minute_of(SystemTime::now());
+    // After the roll-up mark (the migration's minute), and three minutes in
+    // one day.
+    let mut base = now + 5;
+    if base.rem_euclid(MINUTES_PER_DAY) > MINUTES_PER_DAY - 4 {
+        base = (base.div_euclid(MINUTES_PER_DAY) + 1) * MINUTES_PER_DAY;
+    }
+    let day = base.div_euclid(MINUTES_PER_DAY);
+    let referrers = |rows: &[RollupRow]| -> HashMap<String, i64> {
+        let mut found = HashMap::new();
+        for row in rows
+            .iter()
+            .filter(|row| row.dimension == Dimension::Referrer && !row.bot)
+        {
+            *found.entry(row.value.clone()).or_default() += row.clicks;
+        }
+        found
+    };
+    let named = |found: &HashMap<String, i64>| found.keys().filter(|value| *value != OTHER).count();
+    let sum = |found: &HashMap<String, i64>| found.values().sum::<i64>();
+
+    // Eight new values in one batch: the five heaviest are kept.
+    let lines: Vec<ClickLine> = (0..8u64)
+        .map(|index| {
+            click(
+                "vvv",
+                i64::from(base),
+                &format!("r{index}.example"),
+                false,
+                8 - index,
+            )
+        })
+        .collect();
+    ensure!(store.fold("values-1", &Fold::of(&lines), BOUND).await? == Folded::Now);
+    let minute = referrers(
+        &store
+            .rollups("vvv", RollupTable::Minutes, base, base + 1, ALL)
+            .await?,
+    );
+    ensure!(named(&minute) == BOUND && sum(&minute) == 36, "{minute:?}");
+    ensure!(minute.get("r0.example") == Some(&8) && minute.get("r4.example") == Some(&4));
+    ensure!(
+        minute.get(OTHER) == Some(&6),
+        "r5..r7 are other: {minute:?}"
+    );
+    // A stored value still counts; a new one finds no room.
+    let more = Fold::of(&[
+        click("vvv", i64::from(base), "r0.example", false, 1),
+        click("vvv", i64::from(base), "new.example", false, 50),
+    ]);
+    ensure!(store.fold("values-2", &more, BOUND).await? == Folded::Now);
+    let minute = referrers(
+        &store
+            .rollups("vvv", RollupTable::Minutes, base, base + 1, ALL)
+            .await?,
+    );
+    ensure!(named(&minute) == BOUND && sum(&minute) == 87, "{minute:?}");
+    ensure!(minute.get("r0.example") == Some(&9) && minute.get(OTHER) == Some(&56));
+
+    // Writers folding one new minute at once: the room is shared, never
+    // exceeded.
+    let busy = base + 1;
+    let mut folds = Vec::new();
+    for writer in 0..8u64 {
+        let store = Arc::clone(&store);
+        folds.push(tokio::spawn(async move {
+            let lines: Vec<ClickLine> = (0..4u64)
+                .map(|index| {
+                    click(
+                        "vvv",
+                        i64::from(busy),
+                        &format!("w{writer}-{index}.example"),
+                        false,
+                        1,
+                    )
+                })
+                .collect();
+            store
+                .fold(&format!("values-busy-{writer}"), &Fold::of(&lines), BOUND)
+                .await
+        }));
+    }
+    for fold in folds {
+        ensure!(fold.await?? == Folded::Now);
+    }
+    let minute = referrers(
+        &store
+            .rollups("vvv", RollupTable::Minutes, busy, busy + 1, ALL)
+            .await?,
+    );
+    ensure!(named(&minute) == BOUND && sum(&minute) == 32, "{minute:?}");
+
+    // The roll-up bounds the day: ten named values across two minutes, five
+    // kept, the heaviest.
+    while !store.roll_up_days(busy + 1, BOUND).await?.caught_up {}
+    let days = referrers(
+        &store
+            .rollups("vvv", RollupTable::Days, day, day + 1, ALL)
+            .await?,
+    );
+    ensure!(named(&days) == BOUND && sum(&days) == 87 + 32, "{days:?}");
+    ensure!(
+        days.get("r0.example") == Some(&9) && days.get("r3.example") == Some(&5),
+        "{days:?}"
+    );
+    // A late minute goes to its day directly, bounded there too.
+    let late = Fold::of(&[click(
+        "vvv",
+        i64::from(base + 2),
+        "late.example",
+        false,
+        100,
+    )]);
+    ensure!(store.fold("values-late", &late, BOUND).await? == Folded::Now);
+    let days = referrers(
+        &store
+            .rollups("vvv", RollupTable::Days, day, day + 1, ALL)
+            .await?,
+    );
+    ensure!(named(&days) == BOUND && sum(&days) == 219, "{days:?}");
+    ensure!(!days.contains_key("late.example"));
+    let minute = referrers(
+        &store
+            .rollups("vvv", RollupTable::Minutes, base + 2, base + 3, ALL)
+            .await?,
+    );
+    ensure!(
+        minute.get("late.example") == Some(&100),
+        "its minute had room: {minute:?}"
+    );
+
+    // A stats read: the top two and everything else as one "other" row.
+    let top = referrers(
+        &store
+            .rollups("vvv", RollupTable::Days, day, day + 1, 2)
+            .await?,
+    );
+    ensure!(named(&top) == 2 && sum(&top) == 219, "{top:?}");
+    ensure!(
+        top.get("r0.example") == Some(&9) && top.get("r1.example") == Some(&7),
+        "{top:?}"
+    );
+
+    // Day retention: days before the cutoff go, the rest stay.
+    while store
+        .prune(i32::MIN, day, SystemTime::UNIX_EPOCH, 2)
+        .await?
+        > 0
+    {}
+    ensure!(
+        sum(&referrers(
+            &store
+                .rollups("vvv", RollupTable::Days, day, day + 1, ALL)
+                .await?
+        )) == 219
+    );
+    while store
+        .prune(i32::MIN, day + 1, SystemTime::UNIX_EPOCH, 2)
+        .await?
+        > 0
+    {}
+    let gone = store
+        .rollups("vvv", RollupTable::Days, day, day + 1, ALL)
+        .await?;
+    // Only the minutes not rolled up yet remain in the day's answer.
+    ensure!(sum(&referrers(&gone)) == 0, "{gone:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn click_values_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 8, TIMEOUT)?;
+    store.migrate().await?;
+    click_values_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn click_values_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    click_values_contract(Arc::new(store)).await
 }
 
 fn sqlite_file(dir: &ScratchDir) -> std::path::PathBuf {

@@ -211,6 +211,8 @@ impl App {
         let settings = ConsumerSettings {
             claim_idle: self.config.clicks_claim_idle,
             minute_retention: self.config.clicks_minute_retention,
+            day_retention: self.config.clicks_day_retention,
+            values_per_bucket: self.config.clicks_values_per_bucket,
             batch_retention: BATCH_ID_RETENTION,
             maintain_every: ROLL_UP_EVERY,
             prune_every: PRUNE_EVERY,
@@ -240,6 +242,7 @@ impl App {
                 tasks.push(tokio::spawn(consumer::consume_memory(
                     reader,
                     Arc::clone(&store),
+                    settings.values_per_bucket,
                     stopping.clone(),
                 )));
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_domain::TargetPolicy;
 
+use crate::analytics;
 use crate::store::{DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_LINK_PARTITIONS, Layout};
 use tinyurl_runtime::config::{COMMON_ENV_VARS, render_env_help};
 use tinyurl_runtime::{CommonConfig, ConfigError, Env, EnvVarDoc};
@@ -173,7 +174,17 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
     EnvVarDoc {
         name: "TINYURL_CLICKS_MINUTE_RETENTION",
         default: "7d",
-        meaning: "how long per-minute click rollups are kept (per-day ones are kept forever)",
+        meaning: "how long per-minute click rollups are kept",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_DAY_RETENTION",
+        default: "730d",
+        meaning: "how long per-day click rollups are kept (0 keeps them forever)",
+    },
+    EnvVarDoc {
+        name: "TINYURL_CLICKS_VALUES_PER_BUCKET",
+        default: "100",
+        meaning: "distinct referrers (countries, browsers, devices) kept per link, minute or day; clicks with more are counted as \"other\"",
     },
     EnvVarDoc {
         name: "TINYURL_IDEMPOTENCY_RETENTION",
@@ -229,6 +240,9 @@ pub struct Config {
     pub clicks_consumer: bool,
     pub clicks_redis_url: Option<SecretString>,
     pub clicks_minute_retention: Duration,
+    /// `None` keeps day rollups forever.
+    pub clicks_day_retention: Option<Duration>,
+    pub clicks_values_per_bucket: usize,
     pub clicks_claim_idle: Duration,
     pub layout: Layout,
 }
@@ -433,6 +447,26 @@ impl Config {
                     humantime::Duration::from(Duration::from_secs(7 * 24 * 3600)),
                 )?
                 .into(),
+            clicks_day_retention: Some(
+                env.parse_or(
+                    "TINYURL_CLICKS_DAY_RETENTION",
+                    humantime::Duration::from(Duration::from_secs(730 * 24 * 3600)),
+                )?
+                .into(),
+            )
+            .filter(|retention: &Duration| !retention.is_zero()),
+            clicks_values_per_bucket: match env.parse_or(
+                "TINYURL_CLICKS_VALUES_PER_BUCKET",
+                analytics::DEFAULT_VALUES_PER_BUCKET,
+            )? {
+                0 => {
+                    return Err(ConfigError {
+                        variable: "TINYURL_CLICKS_VALUES_PER_BUCKET",
+                        reason: "must be at least 1".to_owned(),
+                    });
+                }
+                values => values,
+            },
             clicks_claim_idle: env
                 .millis_or("TINYURL_CLICKS_CLAIM_IDLE_MS", Duration::from_secs(30))?
                 .max(Duration::from_millis(100)),

@@ -604,7 +604,10 @@ impl State {
             return Err(WriterError::NotFound(code.to_owned()));
         }
         let (table, first, end) = query.buckets();
-        let rows = self.clicks_store.rollups(code, table, first, end).await?;
+        let rows = self
+            .clicks_store
+            .rollups(code, table, first, end, crate::analytics::stats::TOP)
+            .await?;
         let lifetime = self.clicks_store.totals(code).await?;
         Ok(LinkStats::assemble(query, lifetime, &rows))
     }

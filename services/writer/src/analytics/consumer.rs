@@ -30,7 +30,7 @@ use tinyurl_runtime::Stopping;
 use tinyurl_runtime::memory::ClickBatch;
 use tokio::sync::mpsc;
 
-use super::{ClickStore, Fold, Folded, minute_of};
+use super::{ClickStore, Fold, Folded, MINUTES_PER_DAY, minute_of};
 use crate::error::WriterError;
 
 /// Entries read per `XREADGROUP`.
@@ -56,6 +56,11 @@ pub struct ConsumerSettings {
     pub claim_idle: Duration,
     /// How long minute rollups are kept.
     pub minute_retention: Duration,
+    /// How long day rollups are kept; `None`: forever.
+    pub day_retention: Option<Duration>,
+    /// Distinct values kept per code, bucket, dimension and bot flag; the
+    /// rest are counted as "other".
+    pub values_per_bucket: usize,
     /// How long folded batch ids are remembered: longer than the click
     /// stream keeps entries, so any redelivery finds its id.
     pub batch_retention: Duration,
@@ -97,6 +102,7 @@ impl Metrics {
 /// the caller acknowledges it all the same).
 async fn fold_batch(
     store: &dyn ClickStore,
+    values: usize,
     metrics: &Metrics,
     entry: &str,
     batch_id: Option<&str>,
@@ -129,7 +135,7 @@ async fn fold_batch(
         }
     };
     let fold = Fold::of(&parsed);
-    match store.fold(batch_id, &fold).await? {
+    match store.fold(batch_id, &fold, values).await? {
         Folded::Now => {
             metrics.folded.increment(1);
             metrics.clicks.increment(fold.clicks);
@@ -461,6 +467,7 @@ impl RedisConsumer {
             };
             let folded = fold_batch(
                 self.store.as_ref(),
+                self.settings.values_per_bucket,
                 &self.metrics,
                 &id,
                 batch_id.as_deref(),
@@ -628,6 +635,7 @@ fn pairs(value: Value) -> Vec<(String, Value)> {
 pub async fn consume_memory(
     mut reader: mpsc::Receiver<ClickBatch>,
     store: Arc<dyn ClickStore>,
+    values: usize,
     stopping: Stopping,
 ) {
     let metrics = Metrics::new();
@@ -643,6 +651,7 @@ pub async fn consume_memory(
         loop {
             let folded = fold_batch(
                 store.as_ref(),
+                values,
                 &metrics,
                 "in-process",
                 Some(&batch.id),
@@ -713,7 +722,10 @@ pub async fn maintain_rollups(
             let now = SystemTime::now();
             let through = minute_of(now) - ROLL_UP_GRACE_MINUTES;
             while !stopping.is_stopping() {
-                match store.roll_up_days(through).await {
+                match store
+                    .roll_up_days(through, settings.values_per_bucket)
+                    .await
+                {
                     Ok(done) => {
                         rolled.increment(done.rows);
                         if done.caught_up {
@@ -738,9 +750,12 @@ pub async fn maintain_rollups(
                 return;
             }
             let minute = minute_of(now.checked_sub(settings.minute_retention).unwrap_or(now));
+            let day = settings.day_retention.map_or(i32::MIN, |retention| {
+                minute_of(now.checked_sub(retention).unwrap_or(now)).div_euclid(MINUTES_PER_DAY)
+            });
             let batches_before = now.checked_sub(settings.batch_retention).unwrap_or(now);
             while !stopping.is_stopping() {
-                match store.prune(minute, batches_before, PRUNE_SLICE).await {
+                match store.prune(minute, day, batches_before, PRUNE_SLICE).await {
                     Ok(0) => break,
                     Ok(rows) => pruned.increment(rows),
                     Err(error) => {

@@ -5,11 +5,11 @@
 pub mod consumer;
 pub mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use tinyurl_domain::clicks::ClickLine;
-pub use tinyurl_domain::clicks::minute_of;
+pub use tinyurl_domain::clicks::{OTHER, minute_of};
 
 pub use self::stats::{Granularity, LinkStats, StatsQuery};
 use crate::error::WriterError;
@@ -43,7 +43,7 @@ impl Dimension {
 }
 
 /// The key of one rollup row, less the table (minute or day).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RollupKey {
     pub code: String,
     /// Minutes or days since the Unix epoch.
@@ -54,8 +54,95 @@ pub struct RollupKey {
     pub bot: bool,
 }
 
+impl RollupKey {
+    pub fn group(&self) -> ValueGroup {
+        ValueGroup {
+            code: self.code.clone(),
+            bucket: self.bucket,
+            dimension: self.dimension,
+            bot: self.bot,
+        }
+    }
+}
+
+/// The rows whose values one bound counts: one dimension of one code in one
+/// bucket, humans and bots apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueGroup {
+    pub code: String,
+    pub bucket: i32,
+    pub dimension: Dimension,
+    pub bot: bool,
+}
+
 /// Minutes in a day bucket.
 pub const MINUTES_PER_DAY: i32 = 24 * 60;
+
+/// Distinct values kept per [`ValueGroup`] when nothing else is configured:
+/// anonymous visitors choose referrers freely, so without a bound 100,000
+/// made-up ones would be 100,000 rows a minute and a `/stats` that scans
+/// them all.
+pub const DEFAULT_VALUES_PER_BUCKET: usize = 100;
+
+/// What a store already holds of the groups a write adds to, read in the
+/// write's transaction (with the groups locked against other writers).
+#[derive(Debug, Clone, Default)]
+pub struct StoredValues {
+    /// Named values (every value but [`OTHER`]) stored per group.
+    pub counts: HashMap<ValueGroup, usize>,
+    /// The keys among those being written that are stored already.
+    pub present: HashSet<RollupKey>,
+}
+
+/// `rows` (sorted, as a fold or roll-up makes them) with each group's new
+/// values limited to the room `bound` leaves beside the stored ones: the
+/// heaviest new values (then the first by name, so every store picks the
+/// same) take the room, the rest are added to [`OTHER`]. Values already
+/// stored and the totals are unchanged, so no click is lost and every
+/// group holds at most `bound` named values and one [`OTHER`]. Sorted by
+/// key.
+pub fn bound_values(
+    rows: &[(RollupKey, i64)],
+    stored: &StoredValues,
+    bound: usize,
+) -> Vec<(RollupKey, i64)> {
+    let mut kept: BTreeMap<RollupKey, i64> = BTreeMap::new();
+    let mut add = |key: RollupKey, clicks: i64| {
+        let sum = kept.entry(key).or_default();
+        *sum = sum.saturating_add(clicks);
+    };
+    let mut new: BTreeMap<ValueGroup, Vec<(&RollupKey, i64)>> = BTreeMap::new();
+    for (key, clicks) in rows {
+        if key.dimension == Dimension::Total || key.value == OTHER || stored.present.contains(key) {
+            add(key.clone(), *clicks);
+        } else {
+            new.entry(key.group()).or_default().push((key, *clicks));
+        }
+    }
+    for (group, mut values) in new {
+        values.sort_by(|left, right| {
+            right
+                .1
+                .cmp(&left.1)
+                .then_with(|| left.0.value.cmp(&right.0.value))
+        });
+        let room = bound.saturating_sub(stored.counts.get(&group).copied().unwrap_or(0));
+        for (index, (key, clicks)) in values.into_iter().enumerate() {
+            if index < room {
+                add(key.clone(), clicks);
+            } else {
+                add(
+                    RollupKey {
+                        value: OTHER.to_owned(),
+                        ..key.clone()
+                    },
+                    clicks,
+                );
+            }
+        }
+    }
+    kept.into_iter().collect()
+}
 
 /// A batch's lines summed into minute rollup rows, sorted by key: every
 /// consumer locks rows in the same order, so two folding at once cannot
@@ -176,35 +263,42 @@ pub enum RollupTable {
 pub trait ClickStore: Send + Sync + 'static {
     /// Adds `fold` and records `batch_id` in one transaction, unless the id
     /// was recorded before. Excludes a concurrent [`Self::roll_up_days`], so
-    /// every minute row reaches the day rollups exactly once.
-    async fn fold(&self, batch_id: &str, fold: &Fold) -> Result<Folded, WriterError>;
+    /// every minute row reaches the day rollups exactly once. Each group
+    /// (minute or day) keeps at most `values` named values
+    /// ([`bound_values`]), however many writers fold at once.
+    async fn fold(&self, batch_id: &str, fold: &Fold, values: usize)
+    -> Result<Folded, WriterError>;
 
     /// Adds the minute rows after the roll-up mark and up to `through` (at
     /// most a day of them) to the day rollups and moves the mark, in one
-    /// transaction.
-    async fn roll_up_days(&self, through: i32) -> Result<RolledUp, WriterError>;
+    /// transaction; each day group keeps at most `values` named values.
+    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, WriterError>;
 
     /// Rollup rows of `code` with `first <= bucket < end`, summed: the
     /// series rows ([`Dimension::Total`]) by bucket, the breakdowns over the
-    /// whole range. Day rows include the minutes not rolled up yet.
+    /// whole range, the `top` values of each (dimension, bot) by clicks and
+    /// the rest summed into one [`OTHER`] row. Day rows include the minutes
+    /// not rolled up yet.
     async fn rollups(
         &self,
         code: &str,
         table: RollupTable,
         first: i32,
         end: i32,
+        top: usize,
     ) -> Result<Vec<RollupRow>, WriterError>;
 
     /// Lifetime (human, bot) clicks of `code`.
     async fn totals(&self, code: &str) -> Result<(i64, i64), WriterError>;
 
     /// Deletes up to `limit` minute rows older than `minute` (never one not
-    /// rolled up into days yet) and batch ids folded before
-    /// `batches_before`; how many rows went. Called repeatedly
-    /// until it deletes nothing, so no call holds locks for long.
+    /// rolled up into days yet), day rows older than `day`, and batch ids
+    /// folded before `batches_before`; how many rows went. Called
+    /// repeatedly until it deletes nothing, so no call holds locks for long.
     async fn prune(
         &self,
         minute: i32,
+        day: i32,
         batches_before: SystemTime,
         limit: i64,
     ) -> Result<u64, WriterError>;
@@ -225,6 +319,52 @@ mod tests {
             bot,
             count,
         }
+    }
+
+    #[test]
+    fn bounds_new_values_beside_the_stored_ones() {
+        let minute = 20_000 * 24 * 60;
+        let fold = Fold::of(&[
+            line("a", minute, "old.example", false, 1),
+            line("a", minute, "heavy.example", false, 5),
+            line("a", minute, "light.example", false, 2),
+            line("a", minute, "b.example", false, 2),
+            line("a", minute, OTHER, false, 3),
+        ]);
+        let old = RollupKey {
+            code: "a".to_owned(),
+            bucket: minute as i32,
+            dimension: Dimension::Referrer,
+            value: "old.example".to_owned(),
+            bot: false,
+        };
+        let stored = StoredValues {
+            counts: HashMap::from([(old.group(), 2)]),
+            present: HashSet::from([old]),
+        };
+        let bounded = bound_values(&fold.minutes, &stored, 4);
+        let referrers: Vec<(&str, i64)> = bounded
+            .iter()
+            .filter(|(key, _)| key.dimension == Dimension::Referrer)
+            .map(|(key, clicks)| (key.value.as_str(), *clicks))
+            .collect();
+        // Room for two new values: the heaviest, then the first by name of
+        // the two that tie; the stored one stays; the rest join "other".
+        assert_eq!(
+            referrers,
+            [
+                ("b.example", 2),
+                ("heavy.example", 5),
+                ("old.example", 1),
+                (OTHER, 5)
+            ]
+        );
+        // Other dimensions had nothing stored and one value each.
+        assert_eq!(
+            bounded.iter().map(|(_, clicks)| clicks).sum::<i64>(),
+            fold.minutes.iter().map(|(_, clicks)| clicks).sum::<i64>()
+        );
+        assert!(bounded.windows(2).all(|pair| pair[0].0 < pair[1].0));
     }
 
     #[test]

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Dimension, RollupRow, RollupTable};
+use super::{Dimension, OTHER, RollupRow, RollupTable};
 use crate::error::WriterError;
 
 /// Longest series answered, in buckets (a week of minutes fits).
 pub const MAX_POINTS: i64 = 20_000;
-/// Entries of each top list.
+/// Named entries of each top list; the rest are one "other" entry after
+/// them.
 pub const TOP: usize = 10;
 /// The range when the request names none.
 const DEFAULT_RANGE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -208,15 +209,27 @@ impl LinkStats {
                     .or_default() += count;
             }
         }
+        // The named values by clicks, then everything else as one "other"
+        // entry at the end (the store sends at most TOP named values and
+        // one "other"; the tail is folded here too, so the answer is the
+        // same whatever the store sent).
         let mut top = |dimension: Dimension, bot: bool| -> Vec<(String, u64)> {
-            let mut counts: Vec<(String, u64)> = breakdowns
-                .remove(&(dimension, bot))
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(value, count)| (value.to_owned(), count))
-                .collect();
+            let mut other = 0u64;
+            let mut counts: Vec<(String, u64)> = Vec::new();
+            for (value, count) in breakdowns.remove(&(dimension, bot)).unwrap_or_default() {
+                if value == OTHER {
+                    other += count;
+                } else {
+                    counts.push((value.to_owned(), count));
+                }
+            }
             counts.sort_by(|left, right| right.1.cmp(&left.1).then_with(|| left.0.cmp(&right.0)));
-            counts.truncate(TOP);
+            if counts.len() > TOP {
+                other += counts.drain(TOP..).map(|(_, count)| count).sum::<u64>();
+            }
+            if other > 0 {
+                counts.push((OTHER.to_owned(), other));
+            }
             counts
         };
         Self {
@@ -336,5 +349,37 @@ mod tests {
         );
         assert_eq!(stats.bots, [("googlebot".to_owned(), 1)]);
         assert_eq!(stats.lifetime_clicks, 10);
+    }
+
+    #[test]
+    fn keeps_the_top_values_and_sums_the_rest_into_other_last() {
+        let query = StatsQuery {
+            from: 0,
+            to: 86_400,
+            granularity: Granularity::Day,
+        };
+        let mut rows: Vec<RollupRow> = (0..TOP as i64 + 3)
+            .map(|index| RollupRow {
+                bucket: 0,
+                dimension: Dimension::Referrer,
+                value: format!("site{index:02}.example"),
+                bot: false,
+                clicks: 100 - index,
+            })
+            .collect();
+        rows.push(RollupRow {
+            bucket: 0,
+            dimension: Dimension::Referrer,
+            value: OTHER.to_owned(),
+            bot: false,
+            clicks: 1_000,
+        });
+        let stats = LinkStats::assemble(query, (0, 0), &rows);
+        assert_eq!(stats.referrers.len(), TOP + 1);
+        assert_eq!(stats.referrers[0], ("site00.example".to_owned(), 100));
+        // "other" comes last whatever its size: the stored one plus the
+        // three values past the top.
+        let tail: u64 = (TOP as u64..TOP as u64 + 3).map(|index| 100 - index).sum();
+        assert_eq!(stats.referrers[TOP], (OTHER.to_owned(), 1_000 + tail));
     }
 }

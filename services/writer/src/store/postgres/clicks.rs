@@ -1,5 +1,6 @@
 //! The Postgres side of click analytics: a batch's rollups and its id in one
-//! transaction, each table in one `UNNEST` upsert.
+//! transaction, each table in one `UNNEST` upsert, each group's values
+//! bounded under a lock on the group.
 
 use std::time::SystemTime;
 
@@ -7,8 +8,8 @@ use deadpool_postgres::Transaction;
 
 use super::PostgresLinkStore;
 use crate::analytics::{
-    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, RolledUp, RollupKey, RollupRow,
-    RollupTable,
+    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER, RolledUp, RollupKey, RollupRow,
+    RollupTable, StoredValues, ValueGroup, bound_values,
 };
 use crate::error::WriterError;
 
@@ -27,45 +28,86 @@ ON CONFLICT (code)
 DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks,
               bot_clicks = stored.bot_clicks + EXCLUDED.bot_clicks";
 
-/// The series (dimension 0 by bucket) and the breakdowns (summed over the
-/// range), aggregated by the database rather than shipped row by row.
-const READ_MINUTES: &str = "
-SELECT minute, 0::int2, ''::text, bot, sum(clicks)::int8 FROM click_minutes
- WHERE code = $1 AND dimension = 0 AND minute >= $2 AND minute < $3
- GROUP BY minute, bot
-UNION ALL
-SELECT 0, dimension, value, bot, sum(clicks)::int8 FROM click_minutes
- WHERE code = $1 AND dimension > 0 AND minute >= $2 AND minute < $3
- GROUP BY dimension, value, bot";
+/// The breakdowns of `{rows}` over the range: per (dimension, bot) the `$4`
+/// values with the most clicks, and everything else (the stored "other"
+/// included) summed into one "other" row, so the answer is small however
+/// many values the range holds.
+const TOP_VALUES: &str = "
+SELECT 0, dimension, CASE WHEN rank <= $4 THEN value ELSE 'other' END, bot, sum(clicks)::int8
+  FROM (SELECT dimension, value, bot, sum(clicks) AS clicks,
+               row_number() OVER (PARTITION BY dimension, bot
+                                  ORDER BY value = 'other', sum(clicks) DESC, value) AS rank
+          FROM {rows} WHERE dimension > 0
+         GROUP BY dimension, value, bot) ranked
+ GROUP BY 2, 3, 4";
 
-/// [`READ_MINUTES`] for days: the day rollups plus the minutes not rolled up
+/// The series (dimension 0 by bucket) and the breakdowns (summed over the
+/// range, [`TOP_VALUES`]), aggregated by the database rather than shipped
+/// row by row.
+fn read_minutes() -> String {
+    format!(
+        "WITH rows AS (
+             SELECT minute, dimension, value, bot, clicks FROM click_minutes
+              WHERE code = $1 AND minute >= $2 AND minute < $3
+         )
+         SELECT minute, 0::int2, ''::text, bot, sum(clicks)::int8 FROM rows
+          WHERE dimension = 0 GROUP BY minute, bot
+         UNION ALL {}",
+        TOP_VALUES.replace("{rows}", "rows")
+    )
+}
+
+/// [`read_minutes`] for days: the day rollups plus the minutes not rolled up
 /// yet, read in one statement (one snapshot, so the mark and both tables
 /// agree).
-const READ_DAYS: &str = "
-WITH rows AS (
-    SELECT day, dimension, value, bot, clicks FROM click_days
-     WHERE code = $1 AND day >= $2 AND day < $3
-    UNION ALL
-    SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
-     WHERE code = $1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
-       AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440
-)
-SELECT day, 0::int2, ''::text, bot, sum(clicks)::int8 FROM rows
- WHERE dimension = 0 GROUP BY day, bot
-UNION ALL
-SELECT 0, dimension, value, bot, sum(clicks)::int8 FROM rows
- WHERE dimension > 0 GROUP BY dimension, value, bot";
+fn read_days() -> String {
+    format!(
+        "WITH rows AS (
+             SELECT day, dimension, value, bot, clicks FROM click_days
+              WHERE code = $1 AND day >= $2 AND day < $3
+             UNION ALL
+             SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
+              WHERE code = $1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
+                AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440
+         )
+         SELECT day, 0::int2, ''::text, bot, sum(clicks)::int8 FROM rows
+          WHERE dimension = 0 GROUP BY day, bot
+         UNION ALL {}",
+        TOP_VALUES.replace("{rows}", "rows")
+    )
+}
 
-/// One roll-up window: the minutes after the mark up to `$2`, summed into
-/// day rows in key order.
-const ROLL_UP_DAYS: &str = "
-INSERT INTO click_days AS stored (code, day, dimension, value, bot, clicks)
-SELECT code, minute / 1440, dimension, value, bot, sum(clicks) FROM click_minutes
+/// One roll-up window: the minutes after the mark up to `$2`, summed by
+/// day, in key order.
+const ROLL_UP_WINDOW: &str = "
+SELECT code, minute / 1440, dimension, value, bot, sum(clicks)::int8 FROM click_minutes
  WHERE minute > $1 AND minute <= $2
  GROUP BY code, minute / 1440, dimension, value, bot
- ORDER BY code, minute / 1440, dimension, value, bot
-ON CONFLICT (code, day, dimension, value, bot)
-DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks";
+ ORDER BY code, minute / 1440, dimension, value, bot";
+
+/// Locks groups (code, lock bucket) for the transaction, in one order for
+/// every writer so two folds cannot deadlock. Two-key advisory locks: a
+/// space of their own, apart from the migration lock's single key.
+const LOCK_GROUPS: &str = "
+SELECT pg_advisory_xact_lock(hashtext(code), bucket)
+  FROM (SELECT DISTINCT code, bucket FROM UNNEST($1::text[], $2::int4[]) AS g(code, bucket)) groups
+ ORDER BY hashtext(code), bucket";
+
+/// Named values stored per group of the (code, bucket)s given.
+const STORED_COUNTS: &str = "
+SELECT code, {bucket}, dimension, bot, count(*) FROM {table}
+ WHERE (code, {bucket}) IN (SELECT DISTINCT g.code, g.bucket
+                              FROM UNNEST($1::text[], $2::int4[]) AS g(code, bucket))
+   AND dimension > 0 AND value <> $3
+ GROUP BY code, {bucket}, dimension, bot";
+
+/// Which of the keys given are stored.
+const STORED_KEYS: &str = "
+SELECT t.code, t.{bucket}, t.dimension, t.value, t.bot FROM {table} t
+  JOIN UNNEST($1::text[], $2::int4[], $3::int2[], $4::text[], $5::bool[])
+       AS w(code, bucket, dimension, value, bot)
+    ON t.code = w.code AND t.{bucket} = w.bucket AND t.dimension = w.dimension
+   AND t.value = w.value AND t.bot = w.bot";
 
 fn table_sql(template: &str, table: RollupTable) -> String {
     let (name, bucket) = match table {
@@ -88,6 +130,116 @@ async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, W
         .await
         .and_then(|row| row.try_get(0))
         .map_err(WriterError::from_postgres)
+}
+
+/// The lock bucket of a group: minutes as they are, days below zero, so a
+/// minute and a day never share a lock.
+fn lock_bucket(table: RollupTable, bucket: i32) -> i32 {
+    match table {
+        RollupTable::Minutes => bucket,
+        RollupTable::Days => -1 - bucket,
+    }
+}
+
+/// Locks every group the rows of both tables add to until the transaction
+/// ends: the bound is read and written under it, so writers folding the
+/// same minute at once cannot each fill the room the other saw.
+async fn lock_groups(
+    transaction: &Transaction<'_>,
+    tables: &[(RollupTable, &[(RollupKey, i64)])],
+) -> Result<(), WriterError> {
+    let mut codes = Vec::new();
+    let mut buckets = Vec::new();
+    for (table, rows) in tables {
+        for (key, _) in rows
+            .iter()
+            .filter(|(key, _)| key.dimension != Dimension::Total)
+        {
+            codes.push(key.code.as_str());
+            buckets.push(lock_bucket(*table, key.bucket));
+        }
+    }
+    if codes.is_empty() {
+        return Ok(());
+    }
+    transaction
+        .execute(LOCK_GROUPS, &[&codes, &buckets])
+        .await
+        .map_err(WriterError::from_postgres)?;
+    Ok(())
+}
+
+/// What `table` holds of the groups `rows` add to.
+async fn stored_values(
+    transaction: &Transaction<'_>,
+    table: RollupTable,
+    rows: &[(RollupKey, i64)],
+) -> Result<StoredValues, WriterError> {
+    let named: Vec<&RollupKey> = rows
+        .iter()
+        .map(|(key, _)| key)
+        .filter(|key| key.dimension != Dimension::Total && key.value != OTHER)
+        .collect();
+    let mut stored = StoredValues::default();
+    if named.is_empty() {
+        return Ok(stored);
+    }
+    let codes: Vec<&str> = named.iter().map(|key| key.code.as_str()).collect();
+    let buckets: Vec<i32> = named.iter().map(|key| key.bucket).collect();
+    let dimensions: Vec<i16> = named.iter().map(|key| key.dimension as i16).collect();
+    let values: Vec<&str> = named.iter().map(|key| key.value.as_str()).collect();
+    let bots: Vec<bool> = named.iter().map(|key| key.bot).collect();
+    for row in transaction
+        .query(
+            &table_sql(STORED_COUNTS, table),
+            &[&codes, &buckets, &OTHER],
+        )
+        .await
+        .map_err(WriterError::from_postgres)?
+    {
+        let dimension: i16 = row.try_get(2).map_err(WriterError::from_postgres)?;
+        let count: i64 = row.try_get(4).map_err(WriterError::from_postgres)?;
+        stored.counts.insert(
+            ValueGroup {
+                code: row.try_get(0).map_err(WriterError::from_postgres)?,
+                bucket: row.try_get(1).map_err(WriterError::from_postgres)?,
+                dimension: Dimension::from_stored(dimension)?,
+                bot: row.try_get(3).map_err(WriterError::from_postgres)?,
+            },
+            usize::try_from(count).unwrap_or(usize::MAX),
+        );
+    }
+    for row in transaction
+        .query(
+            &table_sql(STORED_KEYS, table),
+            &[&codes, &buckets, &dimensions, &values, &bots],
+        )
+        .await
+        .map_err(WriterError::from_postgres)?
+    {
+        let dimension: i16 = row.try_get(2).map_err(WriterError::from_postgres)?;
+        stored.present.insert(RollupKey {
+            code: row.try_get(0).map_err(WriterError::from_postgres)?,
+            bucket: row.try_get(1).map_err(WriterError::from_postgres)?,
+            dimension: Dimension::from_stored(dimension)?,
+            value: row.try_get(3).map_err(WriterError::from_postgres)?,
+            bot: row.try_get(4).map_err(WriterError::from_postgres)?,
+        });
+    }
+    Ok(stored)
+}
+
+/// `rows` bounded against what `table` holds, then added to it.
+async fn add_bounded(
+    transaction: &Transaction<'_>,
+    table: RollupTable,
+    rows: &[(RollupKey, i64)],
+    values: usize,
+) -> Result<u64, WriterError> {
+    let stored = stored_values(transaction, table, rows).await?;
+    let bounded = bound_values(rows, &stored, values);
+    upsert_rollups(transaction, table, &bounded).await?;
+    Ok(bounded.len() as u64)
 }
 
 async fn upsert_rollups(
@@ -121,7 +273,12 @@ async fn upsert_rollups(
 #[async_trait::async_trait]
 impl ClickStore for PostgresLinkStore {
     #[tracing::instrument(name = "fold_clicks", skip_all, fields(rows = fold.minutes.len()))]
-    async fn fold(&self, batch_id: &str, fold: &Fold) -> Result<Folded, WriterError> {
+    async fn fold(
+        &self,
+        batch_id: &str,
+        fold: &Fold,
+        values: usize,
+    ) -> Result<Folded, WriterError> {
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client
@@ -144,13 +301,17 @@ impl ClickStore for PostgresLinkStore {
             // Shared: folds run side by side, a roll-up waits for them (and
             // they for it).
             let rolled_through = rollup_mark(&transaction, "FOR SHARE").await?;
-            upsert_rollups(&transaction, RollupTable::Minutes, &fold.minutes).await?;
-            upsert_rollups(
+            let late_days = fold.late_days(rolled_through);
+            lock_groups(
                 &transaction,
-                RollupTable::Days,
-                &fold.late_days(rolled_through),
+                &[
+                    (RollupTable::Minutes, &fold.minutes),
+                    (RollupTable::Days, &late_days),
+                ],
             )
             .await?;
+            add_bounded(&transaction, RollupTable::Minutes, &fold.minutes, values).await?;
+            add_bounded(&transaction, RollupTable::Days, &late_days, values).await?;
             let codes: Vec<&str> = fold
                 .totals
                 .iter()
@@ -171,7 +332,7 @@ impl ClickStore for PostgresLinkStore {
         .await
     }
 
-    async fn roll_up_days(&self, through: i32) -> Result<RolledUp, WriterError> {
+    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, WriterError> {
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client
@@ -186,10 +347,28 @@ impl ClickStore for PostgresLinkStore {
                 });
             }
             let until = through.min(rolled_through.saturating_add(MINUTES_PER_DAY));
-            let rows = transaction
-                .execute(ROLL_UP_DAYS, &[&rolled_through, &until])
+            // The mark locked FOR UPDATE keeps every fold out, so the day
+            // groups need no locks of their own here.
+            let window = transaction
+                .query(ROLL_UP_WINDOW, &[&rolled_through, &until])
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(WriterError::from_postgres)?
+                .iter()
+                .map(|row| {
+                    let dimension: i16 = row.try_get(2).map_err(WriterError::from_postgres)?;
+                    Ok((
+                        RollupKey {
+                            code: row.try_get(0).map_err(WriterError::from_postgres)?,
+                            bucket: row.try_get(1).map_err(WriterError::from_postgres)?,
+                            dimension: Dimension::from_stored(dimension)?,
+                            value: row.try_get(3).map_err(WriterError::from_postgres)?,
+                            bot: row.try_get(4).map_err(WriterError::from_postgres)?,
+                        },
+                        row.try_get(5).map_err(WriterError::from_postgres)?,
+                    ))
+                })
+                .collect::<Result<Vec<(RollupKey, i64)>, WriterError>>()?;
+            let rows = add_bounded(&transaction, RollupTable::Days, &window, values).await?;
             transaction
                 .execute(
                     "UPDATE click_rollup_mark SET rolled_through = $1",
@@ -215,17 +394,21 @@ impl ClickStore for PostgresLinkStore {
         table: RollupTable,
         first: i32,
         end: i32,
+        top: usize,
     ) -> Result<Vec<RollupRow>, WriterError> {
+        let top = i64::try_from(top).unwrap_or(i64::MAX);
         self.bounded(async {
             let client = self.client().await?;
+            let sql = match table {
+                RollupTable::Minutes => read_minutes(),
+                RollupTable::Days => read_days(),
+            };
+            let statement = client
+                .prepare_cached(&sql)
+                .await
+                .map_err(WriterError::from_postgres)?;
             let rows = client
-                .query(
-                    match table {
-                        RollupTable::Minutes => READ_MINUTES,
-                        RollupTable::Days => READ_DAYS,
-                    },
-                    &[&code, &first, &end],
-                )
+                .query(&statement, &[&code, &first, &end, &top])
                 .await
                 .map_err(WriterError::from_postgres)?;
             rows.iter()
@@ -269,6 +452,7 @@ impl ClickStore for PostgresLinkStore {
     async fn prune(
         &self,
         minute: i32,
+        day: i32,
         batches_before: SystemTime,
         limit: i64,
     ) -> Result<u64, WriterError> {
@@ -288,6 +472,14 @@ impl ClickStore for PostgresLinkStore {
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
+            let days = client
+                .execute(
+                    "DELETE FROM click_days WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM click_days WHERE day < $1 LIMIT $2))",
+                    &[&day, &limit],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
             let batches = client
                 .execute(
                     "DELETE FROM click_batches WHERE ctid = ANY(ARRAY(
@@ -296,7 +488,7 @@ impl ClickStore for PostgresLinkStore {
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
-            Ok(minutes + batches)
+            Ok(minutes + days + batches)
         })
         .await
     }

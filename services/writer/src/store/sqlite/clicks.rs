@@ -8,8 +8,8 @@ use tinyurl_runtime::sqlite::to_micros;
 
 use super::SqliteLinkStore;
 use crate::analytics::{
-    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, RolledUp, RollupKey, RollupRow,
-    RollupTable,
+    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER, RolledUp, RollupKey, RollupRow,
+    RollupTable, StoredValues, bound_values,
 };
 use crate::error::WriterError;
 
@@ -51,9 +51,69 @@ fn upsert_rollups(
     Ok(())
 }
 
+/// What `table` holds of the groups `rows` add to (the write lock of the
+/// transaction keeps every other writer out meanwhile).
+fn stored_values(
+    transaction: &rusqlite::Transaction<'_>,
+    table: RollupTable,
+    rows: &[(RollupKey, i64)],
+) -> rusqlite::Result<StoredValues> {
+    let (name, bucket) = names(table);
+    let mut count = transaction.prepare_cached(&format!(
+        "SELECT count(*) FROM {name}
+          WHERE code = ?1 AND {bucket} = ?2 AND dimension = ?3 AND bot = ?4 AND value <> ?5"
+    ))?;
+    let mut present = transaction.prepare_cached(&format!(
+        "SELECT 1 FROM {name}
+          WHERE code = ?1 AND {bucket} = ?2 AND dimension = ?3 AND value = ?4 AND bot = ?5"
+    ))?;
+    let mut stored = StoredValues::default();
+    for (key, _) in rows
+        .iter()
+        .filter(|(key, _)| key.dimension != Dimension::Total && key.value != OTHER)
+    {
+        if let std::collections::hash_map::Entry::Vacant(slot) = stored.counts.entry(key.group()) {
+            let named: i64 = count.query_row(
+                (&key.code, key.bucket, key.dimension as i16, key.bot, OTHER),
+                |row| row.get(0),
+            )?;
+            slot.insert(usize::try_from(named).unwrap_or(usize::MAX));
+        }
+        if present.exists((
+            &key.code,
+            key.bucket,
+            key.dimension as i16,
+            &key.value,
+            key.bot,
+        ))? {
+            stored.present.insert(key.clone());
+        }
+    }
+    Ok(stored)
+}
+
+/// `rows` bounded against what `table` holds, then added to it; how many
+/// rows were written.
+fn add_bounded(
+    transaction: &rusqlite::Transaction<'_>,
+    table: RollupTable,
+    rows: &[(RollupKey, i64)],
+    values: usize,
+) -> rusqlite::Result<u64> {
+    let stored = stored_values(transaction, table, rows)?;
+    let bounded = bound_values(rows, &stored, values);
+    upsert_rollups(transaction, table, &bounded)?;
+    Ok(bounded.len() as u64)
+}
+
 #[async_trait::async_trait]
 impl ClickStore for SqliteLinkStore {
-    async fn fold(&self, batch_id: &str, fold: &Fold) -> Result<Folded, WriterError> {
+    async fn fold(
+        &self,
+        batch_id: &str,
+        fold: &Fold,
+        values: usize,
+    ) -> Result<Folded, WriterError> {
         let batch_id = batch_id.to_owned();
         // The fold is moved to the blocking thread; batches are small.
         let fold = fold.clone();
@@ -71,8 +131,13 @@ impl ClickStore for SqliteLinkStore {
                 // The write lock taken by BEGIN IMMEDIATE already keeps a
                 // roll-up out until this commits.
                 let rolled_through = rollup_mark(&transaction)?;
-                upsert_rollups(&transaction, RollupTable::Minutes, &fold.minutes)?;
-                upsert_rollups(&transaction, RollupTable::Days, &fold.late_days(rolled_through))?;
+                add_bounded(&transaction, RollupTable::Minutes, &fold.minutes, values)?;
+                add_bounded(
+                    &transaction,
+                    RollupTable::Days,
+                    &fold.late_days(rolled_through),
+                    values,
+                )?;
                 {
                     let mut statement = transaction.prepare_cached(
                         "INSERT INTO click_totals (code, clicks, bot_clicks) VALUES (?1, ?2, ?3)
@@ -90,7 +155,7 @@ impl ClickStore for SqliteLinkStore {
             .map_err(WriterError::from_sqlite)
     }
 
-    async fn roll_up_days(&self, through: i32) -> Result<RolledUp, WriterError> {
+    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, WriterError> {
         self.db
             .run(move |connection| {
                 let transaction =
@@ -103,19 +168,39 @@ impl ClickStore for SqliteLinkStore {
                     });
                 }
                 let until = through.min(rolled_through.saturating_add(MINUTES_PER_DAY));
-                let rows = transaction.execute(
-                    "INSERT INTO click_days (code, day, dimension, value, bot, clicks)
-                     SELECT code, minute / 1440, dimension, value, bot, sum(clicks)
-                       FROM click_minutes WHERE minute > ?1 AND minute <= ?2
-                      GROUP BY code, minute / 1440, dimension, value, bot
-                     ON CONFLICT (code, day, dimension, value, bot)
-                     DO UPDATE SET clicks = clicks + excluded.clicks",
-                    (rolled_through, until),
-                )?;
+                let window = {
+                    let mut statement = transaction.prepare_cached(
+                        "SELECT code, minute / 1440, dimension, value, bot, sum(clicks)
+                           FROM click_minutes WHERE minute > ?1 AND minute <= ?2
+                          GROUP BY code, minute / 1440, dimension, value, bot
+                          ORDER BY code, minute / 1440, dimension, value, bot",
+                    )?;
+                    let rows = statement.query_map((rolled_through, until), |row| {
+                        let dimension = Dimension::from_stored(row.get(2)?).map_err(|error| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                2,
+                                rusqlite::types::Type::Integer,
+                                error.to_string().into(),
+                            )
+                        })?;
+                        Ok((
+                            RollupKey {
+                                code: row.get(0)?,
+                                bucket: row.get(1)?,
+                                dimension,
+                                value: row.get(3)?,
+                                bot: row.get(4)?,
+                            },
+                            row.get::<_, i64>(5)?,
+                        ))
+                    })?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                let rows = add_bounded(&transaction, RollupTable::Days, &window, values)?;
                 transaction.execute("UPDATE click_rollup_mark SET rolled_through = ?1", [until])?;
                 transaction.commit()?;
                 Ok(RolledUp {
-                    rows: rows as u64,
+                    rows,
                     caught_up: until == through,
                 })
             })
@@ -129,8 +214,10 @@ impl ClickStore for SqliteLinkStore {
         table: RollupTable,
         first: i32,
         end: i32,
+        top: usize,
     ) -> Result<Vec<RollupRow>, WriterError> {
         let code = code.to_owned();
+        let top = i64::try_from(top).unwrap_or(i64::MAX);
         // As in Postgres: days include the minutes not rolled up yet, read in
         // one statement (one snapshot).
         let rows_cte = match table {
@@ -152,14 +239,21 @@ impl ClickStore for SqliteLinkStore {
              SELECT bucket, 0, '', bot, sum(clicks) FROM rows
               WHERE dimension = 0 GROUP BY bucket, bot
              UNION ALL
-             SELECT 0, dimension, value, bot, sum(clicks) FROM rows
-              WHERE dimension > 0 GROUP BY dimension, value, bot"
+             SELECT 0, dimension, CASE WHEN rank <= ?4 THEN value ELSE 'other' END AS shown,
+                    bot, sum(clicks)
+               FROM (SELECT dimension, value, bot, sum(clicks) AS clicks,
+                            row_number() OVER (PARTITION BY dimension, bot
+                                               ORDER BY value = 'other', sum(clicks) DESC, value)
+                                AS rank
+                       FROM rows WHERE dimension > 0
+                      GROUP BY dimension, value, bot)
+              GROUP BY dimension, shown, bot"
         );
         let rows = self
             .db
             .run(move |connection| {
                 let mut statement = connection.prepare_cached(&sql)?;
-                let rows = statement.query_map((&code, first, end), |row| {
+                let rows = statement.query_map((&code, first, end, top), |row| {
                     Ok((
                         row.get::<_, i32>(0)?,
                         row.get::<_, i16>(1)?,
@@ -206,6 +300,7 @@ impl ClickStore for SqliteLinkStore {
     async fn prune(
         &self,
         minute: i32,
+        day: i32,
         batches_before: SystemTime,
         limit: i64,
     ) -> Result<u64, WriterError> {
@@ -220,12 +315,18 @@ impl ClickStore for SqliteLinkStore {
                           LIMIT ?2)",
                     (minute, limit),
                 )?;
+                let days = connection.execute(
+                    "DELETE FROM click_days WHERE (code, day, dimension, value, bot) IN (
+                         SELECT code, day, dimension, value, bot FROM click_days
+                          WHERE day < ?1 LIMIT ?2)",
+                    (day, limit),
+                )?;
                 let batches = connection.execute(
                     "DELETE FROM click_batches WHERE batch_id IN (
                          SELECT batch_id FROM click_batches WHERE folded_at < ?1 LIMIT ?2)",
                     (before, limit),
                 )?;
-                Ok((minutes + batches) as u64)
+                Ok((minutes + days + batches) as u64)
             })
             .await
             .map_err(WriterError::from_sqlite)
