@@ -57,7 +57,17 @@ fn new_link(code: &str, id: Option<i64>, key: Option<&str>) -> NewLink {
         expires_at: None,
         is_alias: id.is_none(),
         idempotency_key: key.map(str::to_owned),
+        fingerprint: key.map(|_| fingerprint_of(code)),
     }
+}
+
+/// A fingerprint the stores keep and give back as it was.
+fn fingerprint_of(code: &str) -> [u8; 16] {
+    let mut fingerprint = [0xA5; 16];
+    for (slot, byte) in fingerprint.iter_mut().zip(code.bytes()) {
+        *slot = byte;
+    }
+    fingerprint
 }
 
 async fn api_key(store: &dyn LinkStore, name: &str) -> anyhow::Result<OwnerId> {
@@ -122,7 +132,8 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     ));
     ensure!(again.is_empty(), "conflicts are skipped: {again:?}");
     let replays = ok!(store.find_by_idempotency_keys(owner, &["key-1", "key-unknown"]));
-    ensure!(replays.len() == 1 && replays["key-1"].code == "abcdef1");
+    ensure!(replays.len() == 1 && replays["key-1"].link.code == "abcdef1");
+    ensure!(replays["key-1"].fingerprint == Some(fingerprint_of("abcdef1")));
     ensure!(ok!(store.find_by_idempotency_keys(other, &["key-1"])).is_empty());
     // The same idempotency key is free for another owner.
     ensure!(ok!(store.insert(other, &[new_link("Other01", Some(5), Some("key-1"))])).len() == 1);
@@ -247,7 +258,12 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     ensure!(ok!(store.delete(owner, "Tomb001")));
     ensure!(ok!(store.find_by_idempotency_keys(owner, &["tomb"])).is_empty());
     ensure!(ok!(store.insert(owner, &[new_link("Tomb002", Some(901), Some("tomb"))])).len() == 1);
-    ensure!(ok!(store.find_by_idempotency_keys(owner, &["tomb"]))["tomb"].code == "Tomb002");
+    ensure!(
+        ok!(store.find_by_idempotency_keys(owner, &["tomb"]))["tomb"]
+            .link
+            .code
+            == "Tomb002"
+    );
     key_lifecycle_contract(store).await
 }
 
@@ -927,7 +943,7 @@ async fn idempotency_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
         store
             .find_by_idempotency_keys(owner, &[key])
             .await
-            .map(|found| found.get(key).map(|link| link.code.clone()))
+            .map(|found| found.get(key).map(|replay| replay.link.code.clone()))
             .map_err(|error| anyhow::anyhow!("{error}"))
     };
 
@@ -1087,8 +1103,8 @@ async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()>
     let taken = ok!(store.insert(owner, &[new_link("Gone001", None, None)]));
     ensure!(taken.is_empty(), "a tombstone's code stays taken");
     let replays = ok!(store.find_by_idempotency_keys(owner, &["key-1", "key-a", "key-old"]));
-    ensure!(replays.get("key-1").map(|link| link.code.as_str()) == Some("Gen0001"));
-    ensure!(replays.get("key-a").map(|link| link.code.as_str()) == Some("alias-1"));
+    ensure!(replays.get("key-1").map(|replay| replay.link.code.as_str()) == Some("Gen0001"));
+    ensure!(replays.get("key-a").map(|replay| replay.link.code.as_str()) == Some("alias-1"));
     ensure!(
         !replays.contains_key("key-old"),
         "a key older than the retention is not carried over"
@@ -1244,7 +1260,12 @@ async fn online_migration_keeps_every_write_made_during_it() -> anyhow::Result<(
     let owner = OwnerId(1);
     // (The link of "write-0" was deleted by step 4.)
     let replays = ok!(online_store.find_by_idempotency_keys(owner, &["write-1", "seed-2"]));
-    ensure!(replays.get("write-1").map(|link| link.code.as_str()) == Some("W000001"));
+    ensure!(
+        replays
+            .get("write-1")
+            .map(|replay| replay.link.code.as_str())
+            == Some("W000001")
+    );
     Ok(())
 }
 

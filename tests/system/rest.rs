@@ -248,6 +248,29 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
     let replay = post(rest, "/api/v1/links", &key, &body, &headers).await?;
     assert_eq!(json_of(&replay)?["code"], code.as_str());
     assert_eq!(stack.count_links().await?, 1);
+    // The same key with another body is refused, naming the key's link;
+    // the first body still replays.
+    for other in [
+        json!({ "target_url": "https://example.com/b", "redirect_type": 301 }),
+        json!({ "target_url": "https://example.com/a" }),
+        json!({ "target_url": "https://example.com/a", "redirect_type": 301, "forward_query": true }),
+    ] {
+        let reused = post(rest, "/api/v1/links", &key, &other, &headers).await?;
+        let refused = problem(&reused, 422)?;
+        assert_eq!(refused["code"], "failed_precondition", "{refused}");
+        assert!(
+            refused["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("order-42") && detail.contains(&code)),
+            "{refused}"
+        );
+    }
+    let replay = post(rest, "/api/v1/links", &key, &body, &headers).await?;
+    assert_eq!(
+        (replay.status, json_of(&replay)?["code"].clone()),
+        (201, json!(code))
+    );
+    assert_eq!(stack.count_links().await?, 1);
 
     // Get; another key's view of it is 404; a read key cannot create.
     let got = get(rest, &format!("/api/v1/links/{code}"), &key).await?;

@@ -181,8 +181,25 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         "https://xn--bcher-kva.example/stra%C3%9Fe?q=1"
     );
     assert_eq!(link.redirect_type, 301);
-    let again = links.create_link(authed(request, &key)).await?.into_inner();
+    let again = links
+        .create_link(authed(request.clone(), &key))
+        .await?
+        .into_inner();
     assert_eq!(again.code, link.code, "same idempotency key, same link");
+    assert_eq!(count_links(&stack).await?, 1);
+    // The key with another request is refused, not answered with the link.
+    let reused = links
+        .create_link(authed(
+            CreateLinkRequest {
+                redirect_type: RedirectType::RedirectType302 as i32,
+                ..request
+            },
+            &key,
+        ))
+        .await
+        .expect_err("the key with another request");
+    assert_eq!(reused.code(), tonic::Code::FailedPrecondition, "{reused:?}");
+    assert!(reused.message().contains(&link.code), "{reused:?}");
     assert_eq!(count_links(&stack).await?, 1);
 
     // Written through to Redis for the redirect tier.

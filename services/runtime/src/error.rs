@@ -33,7 +33,10 @@ impl ErrorKind {
             Self::InvalidArgument => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
             Self::NotFound => (Code::NotFound, StatusCode::NOT_FOUND),
             Self::AlreadyExists => (Code::AlreadyExists, StatusCode::CONFLICT),
-            Self::FailedPrecondition => (Code::FailedPrecondition, StatusCode::CONFLICT),
+            // As the Idempotency-Key draft (draft-ietf-httpapi-idempotency-key-header) asks.
+            Self::FailedPrecondition => {
+                (Code::FailedPrecondition, StatusCode::UNPROCESSABLE_ENTITY)
+            }
             Self::Unauthenticated => (Code::Unauthenticated, StatusCode::UNAUTHORIZED),
             Self::PermissionDenied => (Code::PermissionDenied, StatusCode::FORBIDDEN),
             Self::ResourceExhausted => (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),

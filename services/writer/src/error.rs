@@ -19,6 +19,9 @@ pub enum WriterError {
     AlreadyExists(String),
     #[error("no link {0} for this API key")]
     NotFound(String),
+    /// An idempotency key sent again with a different request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// The key spent its request rate; retry after the hint.
     #[error("this API key is limited to {rate}; retry in {} ms", retry_after.as_millis())]
     RateLimited {
@@ -93,6 +96,7 @@ impl WriterError {
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Self::NotFound(_) => ErrorKind::NotFound,
+            Self::IdempotencyKeyReused(_) => ErrorKind::FailedPrecondition,
             Self::RateLimited { .. }
             | Self::TooManyFailures { .. }
             | Self::QuotaExhausted { .. } => ErrorKind::ResourceExhausted,

@@ -94,6 +94,37 @@ pub fn validate_create(
     })
 }
 
+impl ValidCreate {
+    /// A digest of everything the create asks for, stored with its
+    /// idempotency key: a retry with the key must ask for the same link, or
+    /// it is refused rather than answered with a link it did not ask for.
+    pub fn fingerprint(&self) -> crate::store::Fingerprint {
+        use sha2::Digest as _;
+        let expires = self.expires_at.map_or(-1, |at| {
+            at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+                i128::try_from(since.as_micros()).unwrap_or(i128::MAX)
+            })
+        });
+        let mut digest = sha2::Sha256::new();
+        // Length-prefixed, so no two requests run together alike.
+        for part in [
+            self.target.as_str().as_bytes(),
+            self.alias
+                .as_ref()
+                .map_or(&b""[..], |alias| alias.as_str().as_bytes()),
+        ] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+        digest.update([u8::from(self.alias.is_some()), u8::from(self.forward_query)]);
+        digest.update(self.redirect_status.column().to_le_bytes());
+        digest.update(expires.to_le_bytes());
+        let mut fingerprint = [0; 16];
+        fingerprint.copy_from_slice(&digest.finalize()[..16]);
+        fingerprint
+    }
+}
+
 fn idempotency_key(key: String) -> Result<String, WriterError> {
     if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
         return Err(WriterError::invalid(

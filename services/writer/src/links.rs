@@ -478,6 +478,7 @@ impl State {
                         expires_at: item.expires_at,
                         is_alias: item.alias.is_some(),
                         idempotency_key: item.idempotency_key.clone(),
+                        fingerprint: item.idempotency_key.as_ref().map(|_| item.fingerprint()),
                     }
                 })
                 .collect();
@@ -544,13 +545,25 @@ impl State {
                 }
             };
             for (index, item) in not_inserted {
-                if let Some(original) = item
+                if let Some((key, replay)) = item
                     .idempotency_key
                     .as_ref()
-                    .and_then(|key| replays.get(key))
+                    .and_then(|key| Some((key, replays.get(key)?)))
                 {
-                    metrics::counter!("writer_idempotent_replays_total").increment(1);
-                    results[index] = Some(Ok(original.clone()));
+                    if replay
+                        .fingerprint
+                        .is_some_and(|fingerprint| fingerprint != item.fingerprint())
+                    {
+                        metrics::counter!("writer_idempotency_key_conflicts_total").increment(1);
+                        results[index] = Some(Err(WriterError::IdempotencyKeyReused(format!(
+                            "idempotency key {key:?} created link {} with other parameters; \
+                             a retry must repeat the original request, a new request needs a new key",
+                            replay.link.code
+                        ))));
+                    } else {
+                        metrics::counter!("writer_idempotent_replays_total").increment(1);
+                        results[index] = Some(Ok(replay.link.clone()));
+                    }
                 } else if let Some(alias) = &item.alias {
                     results[index] = Some(Err(WriterError::AlreadyExists(format!(
                         "alias {:?} is taken (codes of deleted links are never reissued)",

@@ -750,10 +750,12 @@ type Links = State<Arc<LinkService>>;
     request_body = CreateLinkBody,
     params(
         ("Idempotency-Key" = Option<String>, Header,
-         description = "Retries with the same key (printable ASCII, at most 128 bytes) get the first create's link instead of a second one"),
+         description = "Retries with the same key (printable ASCII, at most 128 bytes) and the same body get the first create's link instead of a second one; the key with another body is refused (422)"),
     ),
     responses((status = 201, description = "Created (or the link an earlier request with the same Idempotency-Key created)", body = LinkBody,
-               headers(("Location" = String, description = "The link's URL in this API")))),
+               headers(("Location" = String, description = "The link's URL in this API"))),
+              (status = 422, description = "The Idempotency-Key was used with another body", body = Problem,
+               content_type = "application/problem+json")),
     security(("api_key" = [])),
 )]
 async fn create_link(

@@ -63,6 +63,25 @@ pub struct NewLink {
     pub expires_at: Option<SystemTime>,
     pub is_alias: bool,
     pub idempotency_key: Option<String>,
+    /// What the request that carries the idempotency key asked for, kept
+    /// with the key: a retry must ask for the same.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// A digest of a create request's parameters ([`crate::input::ValidCreate::fingerprint`]).
+pub type Fingerprint = [u8; 16];
+
+/// The link an idempotency key created, and the fingerprint of the request
+/// that created it (`None` for keys stored before fingerprints were).
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub link: StoredLink,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// A stored fingerprint; any other length (none is written) reads as none.
+pub(crate) fn fingerprint_from(bytes: Option<Vec<u8>>) -> Option<Fingerprint> {
+    bytes.and_then(|bytes| Fingerprint::try_from(bytes.as_slice()).ok())
 }
 
 /// What changes in an update; `None` leaves a column alone.
@@ -148,7 +167,7 @@ pub trait LinkStore: ClickStore + Send + Sync + 'static {
         &self,
         owner: OwnerId,
         keys: &[&str],
-    ) -> Result<HashMap<String, StoredLink>, WriterError>;
+    ) -> Result<HashMap<String, Replay>, WriterError>;
 
     async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError>;
 

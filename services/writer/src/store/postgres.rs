@@ -11,8 +11,8 @@ use tinyurl_runtime::postgres;
 use tokio_postgres::Row;
 
 use super::{
-    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, lifted_and_remaining, like_pattern,
-    parse_scope, rate_column, stored_rate, stored_status,
+    LinkChanges, LinkStore, NewLink, Replay, StoredLink, fingerprint_from, key_hash,
+    lifted_and_remaining, like_pattern, parse_scope, rate_column, stored_rate, stored_status,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
@@ -101,15 +101,16 @@ RETURNING code, created_at, COALESCE(updated_at, created_at)";
 const INSERT_KEYED_SQL: &str = "
 WITH new AS (
     SELECT * FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[],
-                         $8::text[]) WITH ORDINALITY
-        AS new (code, target_url, redirect_status, flags, expires_at, key, position)
+                         $8::text[], $9::bytea[]) WITH ORDINALITY
+        AS new (code, target_url, redirect_status, flags, expires_at, key, fingerprint, position)
 ), candidates AS (
     SELECT DISTINCT ON (code) * FROM new ORDER BY code, position
 ), claimed AS (
-    INSERT INTO link_idempotency AS held (owner_key_id, key, code)
-    SELECT DISTINCT ON (key) $1, key, code FROM candidates WHERE key IS NOT NULL
+    INSERT INTO link_idempotency AS held (owner_key_id, key, code, fingerprint)
+    SELECT DISTINCT ON (key) $1, key, code, fingerprint FROM candidates WHERE key IS NOT NULL
     ORDER BY key, position
-    ON CONFLICT (owner_key_id, key) DO UPDATE SET code = EXCLUDED.code, created_at = now()
+    ON CONFLICT (owner_key_id, key) DO UPDATE
+        SET code = EXCLUDED.code, created_at = now(), fingerprint = EXCLUDED.fingerprint
         WHERE held.created_at <= now() - make_interval(secs => $7)
            OR NOT EXISTS (SELECT 1 FROM links
                           WHERE links.code = held.code AND links.target_url IS NOT NULL)
@@ -518,6 +519,14 @@ impl LinkStore for PostgresLinkStore {
             .iter()
             .map(|link| link.idempotency_key.as_deref())
             .collect();
+        let fingerprints: Vec<Option<&[u8]>> = links
+            .iter()
+            .map(|link| {
+                link.fingerprint
+                    .as_ref()
+                    .map(|fingerprint| fingerprint.as_slice())
+            })
+            .collect();
         let read = |rows: &[Row]| {
             rows.iter()
                 .filter_map(|row| match row.try_get::<_, Option<String>>(0) {
@@ -551,6 +560,7 @@ impl LinkStore for PostgresLinkStore {
                             &expiries,
                             &self.idempotency_retention.as_secs_f64(),
                             &keys,
+                            &fingerprints,
                         ],
                     )
                     .await
@@ -618,7 +628,7 @@ impl LinkStore for PostgresLinkStore {
         &self,
         owner: OwnerId,
         keys: &[&str],
-    ) -> Result<HashMap<String, StoredLink>, WriterError> {
+    ) -> Result<HashMap<String, Replay>, WriterError> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
@@ -627,7 +637,7 @@ impl LinkStore for PostgresLinkStore {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT held.key, link.* FROM link_idempotency held
+                        "SELECT held.key, held.fingerprint, link.* FROM link_idempotency held
                          CROSS JOIN LATERAL (
                              SELECT {LINK_COLUMNS} FROM links
                              WHERE code = held.code AND owner_key_id = held.owner_key_id
@@ -642,8 +652,10 @@ impl LinkStore for PostgresLinkStore {
             let mut found = HashMap::with_capacity(rows.len());
             for row in rows {
                 let key: String = row.try_get(0).map_err(WriterError::from_postgres)?;
-                let link = StoredLink::from_row_at(&row, 1)?;
-                found.insert(key, link);
+                let fingerprint =
+                    fingerprint_from(row.try_get(1).map_err(WriterError::from_postgres)?);
+                let link = StoredLink::from_row_at(&row, 2)?;
+                found.insert(key, Replay { link, fingerprint });
             }
             Ok(found)
         })

@@ -10,8 +10,8 @@ use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, Trans
 use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
 
 use super::{
-    LinkChanges, LinkStore, NewLink, StoredLink, key_hash, lifted_and_remaining, like_pattern,
-    parse_scope, rate_column, stored_rate,
+    LinkChanges, LinkStore, NewLink, Replay, StoredLink, fingerprint_from, key_hash,
+    lifted_and_remaining, like_pattern, parse_scope, rate_column, stored_rate,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
@@ -407,10 +407,12 @@ impl LinkStore for SqliteLinkStore {
                     // deleted, is claimed anew; otherwise a used key skips
                     // the item (the caller answers with the key's link).
                     let mut claim = transaction.prepare_cached(
-                        "INSERT INTO link_idempotency AS held (owner_key_id, key, code, created_at)
-                         VALUES (?1, ?2, ?3, ?4)
+                        "INSERT INTO link_idempotency AS held
+                             (owner_key_id, key, code, created_at, fingerprint)
+                         VALUES (?1, ?2, ?3, ?4, ?6)
                          ON CONFLICT (owner_key_id, key) DO UPDATE
-                             SET code = excluded.code, created_at = excluded.created_at
+                             SET code = excluded.code, created_at = excluded.created_at,
+                                 fingerprint = excluded.fingerprint
                              WHERE held.created_at <= ?5
                                 OR NOT EXISTS (SELECT 1 FROM links
                                                WHERE links.code = held.code
@@ -430,9 +432,19 @@ impl LinkStore for SqliteLinkStore {
                     for link in &links {
                         if let Some(key) = &link.idempotency_key {
                             let claimed: Option<String> = claim
-                                .query_row((owner.0, key, &link.code, now, keys_since), |row| {
-                                    row.get(0)
-                                })
+                                .query_row(
+                                    (
+                                        owner.0,
+                                        key,
+                                        &link.code,
+                                        now,
+                                        keys_since,
+                                        link.fingerprint
+                                            .as_ref()
+                                            .map(|fingerprint| fingerprint.as_slice()),
+                                    ),
+                                    |row| row.get(0),
+                                )
                                 .optional()?;
                             if claimed.is_none() {
                                 continue;
@@ -476,7 +488,7 @@ impl LinkStore for SqliteLinkStore {
         &self,
         owner: OwnerId,
         keys: &[&str],
-    ) -> Result<HashMap<String, StoredLink>, WriterError> {
+    ) -> Result<HashMap<String, Replay>, WriterError> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
@@ -484,19 +496,30 @@ impl LinkStore for SqliteLinkStore {
         let since = self.keys_since(SystemTime::now());
         self.db
             .run(move |connection| {
+                let mut held = connection.prepare_cached(
+                    "SELECT code, fingerprint FROM link_idempotency
+                      WHERE owner_key_id = ?1 AND key = ?2 AND created_at > ?3",
+                )?;
                 let mut statement = connection.prepare_cached(&format!(
                     "SELECT {LINK_COLUMNS} FROM links
-                     WHERE code = (SELECT code FROM link_idempotency
-                                   WHERE owner_key_id = ?1 AND key = ?2 AND created_at > ?3)
-                       AND owner_key_id = ?1 AND target_url IS NOT NULL"
+                     WHERE code = ?2 AND owner_key_id = ?1 AND target_url IS NOT NULL"
                 ))?;
                 let mut found = HashMap::with_capacity(keys.len());
                 for key in keys {
+                    let Some((code, fingerprint)) = held
+                        .query_row((owner.0, &key, since), |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, Option<Vec<u8>>>(1)?))
+                        })
+                        .optional()?
+                    else {
+                        continue;
+                    };
                     if let Some(link) = statement
-                        .query_row((owner.0, &key, since), link_from_row)
+                        .query_row((owner.0, &code), link_from_row)
                         .optional()?
                     {
-                        found.insert(key, link);
+                        let fingerprint = fingerprint_from(fingerprint);
+                        found.insert(key, Replay { link, fingerprint });
                     }
                 }
                 Ok(found)
