@@ -451,6 +451,15 @@ impl PgCluster {
             primary.tls = Some(tls_files(&binaries, scratch.path(), leaf)?);
         }
         start_on_free_port(&mut primary).await?;
+        // Before any replica is made: they copy the roles.
+        let admin = primary.connect("postgres").await?;
+        for role in roles::ALL {
+            admin
+                .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+                .await
+                .with_context(|| format!("cannot create the role {role}"))?;
+        }
+        drop(admin);
 
         let mut replicas = Vec::with_capacity(replica_count);
         for index in 0..replica_count {
@@ -507,7 +516,7 @@ impl PgCluster {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let admin = self.primary.connect("postgres").await?;
         admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", roles::MIGRATOR))
             .await
             .context("cannot create the test database")?;
         for replica in &mut self.replicas {
@@ -535,6 +544,40 @@ impl PgCluster {
             name,
         })
     }
+}
+
+/// The database roles every test cluster has, as a deployment has them
+/// (the writer's and idalloc's `grants.sql`): each database is owned by the
+/// migrator, the harness migrates as the migrator and starts every service
+/// as its own role with `TINYURL_MIGRATE=false`. A test's own connections
+/// (the URLs of [`TestDatabase`]) are the superuser's.
+pub mod roles {
+    pub const MIGRATOR: &str = "tinyurl_migrator";
+    pub const WRITER: &str = "tinyurl_writer";
+    pub const REDIRECT: &str = "tinyurl_redirect";
+    pub const IDALLOC: &str = "tinyurl_idalloc";
+    pub const ALL: [&str; 4] = [MIGRATOR, WRITER, REDIRECT, IDALLOC];
+}
+
+/// `url` (a harness URL, which names the superuser) as `role`; any other URL
+/// (SQLite, a server the harness did not start) as it is.
+pub fn as_role(url: &str, role: &str) -> String {
+    match url.strip_prefix("postgres://postgres@") {
+        Some(rest) => format!("postgres://{role}@{rest}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Whether `url` is one [`as_role`] changes.
+pub fn is_harness_url(url: &str) -> bool {
+    url.starts_with("postgres://postgres@")
+}
+
+/// The database a harness URL names (what follows the last `/`, less the
+/// query).
+pub fn database_name(url: &str) -> &str {
+    let path = url.rsplit('/').next().unwrap_or(url);
+    path.split('?').next().unwrap_or(path)
 }
 
 /// A database of its own for one test.

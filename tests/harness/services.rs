@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use crate::postgres::{as_role, database_name, is_harness_url, roles};
 use crate::process::{
     PORT_ATTEMPTS, ScratchDir, free_port, log_tail, lost_port_race, signal, wait_until,
 };
@@ -352,12 +353,83 @@ pub async fn metric(admin: SocketAddr, metric: &str, labels: &[&str]) -> anyhow:
 /// Starts a `tinyurl-redirect` process with `env`.
 pub async fn start_redirect(env: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
     let binary = ServiceBinary::locate("tinyurl-redirect")?;
-    ServiceProcess::start(
-        &binary,
-        env.iter()
-            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
-    )
-    .await
+    // As its own role, which may read a few columns of links and nothing
+    // else (the writer's grants.sql).
+    let env = env.iter().map(|(key, value)| {
+        let value = match *key {
+            "TINYURL_DATABASE_URL" | "TINYURL_REPLICA_URLS" => value
+                .split(',')
+                .map(|url| as_role(url, roles::REDIRECT))
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => (*value).to_owned(),
+        };
+        ((*key).to_owned(), value)
+    });
+    ServiceProcess::start(&binary, env).await
+}
+
+/// (database, binary) pairs whose migrations this process applied.
+static MIGRATED: std::sync::Mutex<std::collections::BTreeSet<(String, &'static str)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The last value of `name` in `env`, as a process started with it sees it.
+fn env_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// `env` for `binary` run as a deployment runs it: its migrations applied
+/// first as the migrator (once per database), then the process as `role`
+/// with `TINYURL_MIGRATE=false`. A test that sets `TINYURL_MIGRATE=true`
+/// (to watch the service migrate itself) keeps the owner's URL, as does one
+/// on a store the harness did not make.
+fn least_privilege(
+    binary: &'static str,
+    role: &str,
+    mut env: Vec<(String, String)>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    if env_value(&env, "TINYURL_MIGRATE") == Some("true") {
+        return Ok(env);
+    }
+    let Some(url) = env_value(&env, "TINYURL_DATABASE_URL")
+        .filter(|url| is_harness_url(url))
+        .map(str::to_owned)
+    else {
+        return Ok(env);
+    };
+    let key = (database_name(&url).to_owned(), binary);
+    let migrated = MIGRATED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(&key);
+    if !migrated {
+        let output = Command::new(ServiceBinary::locate(binary)?.path())
+            .arg("migrate")
+            .env_clear()
+            .envs(env.iter().cloned())
+            .env("TINYURL_DATABASE_URL", as_role(&url, roles::MIGRATOR))
+            .env("TINYURL_MIGRATE", "true")
+            .env("RUST_LOG", "warn")
+            .output()
+            .with_context(|| format!("cannot run {binary} migrate"))?;
+        if !output.status.success() {
+            bail!(
+                "{binary} migrate as {} failed: {}",
+                roles::MIGRATOR,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        MIGRATED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key);
+    }
+    env.push(("TINYURL_DATABASE_URL".to_owned(), as_role(&url, role)));
+    env.push(("TINYURL_MIGRATE".to_owned(), "false".to_owned()));
+    Ok(env)
 }
 
 /// The service token test idallocs require and test writers present.
@@ -384,7 +456,8 @@ pub fn idalloc_client(channel: tonic::transport::Channel) -> anyhow::Result<Idal
 }
 
 /// Starts a `tinyurl-idalloc` process on `database_url`, with `extra`
-/// variables on top of the defaults.
+/// variables on top of the defaults, as its own role
+/// ([`least_privilege`]).
 pub async fn start_idalloc(
     database_url: &str,
     extra: &[(&str, &str)],
@@ -406,6 +479,7 @@ pub async fn start_idalloc(
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
     );
+    let env = least_privilege("tinyurl-idalloc", roles::IDALLOC, env)?;
     ServiceProcess::start(&binary, env).await
 }
 
@@ -423,7 +497,13 @@ pub struct WriterSetup {
 pub const TEST_CODE_SECRET: &str = "system-test-code-secret-0123456789";
 
 impl WriterSetup {
-    fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// The environment of a writer process or command, as the writer's
+    /// role ([`least_privilege`]).
+    fn env(&self, extra: &[(&str, &str)]) -> anyhow::Result<Vec<(String, String)>> {
+        least_privilege("tinyurl-writer", roles::WRITER, self.owner_env(extra))
+    }
+
+    fn owner_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env = vec![
             ("TINYURL_DATABASE_URL".to_owned(), self.database_url.clone()),
             (
@@ -457,7 +537,7 @@ impl WriterSetup {
 
     pub async fn start(&self, extra: &[(&str, &str)]) -> anyhow::Result<ServiceProcess> {
         let binary = ServiceBinary::locate("tinyurl-writer")?;
-        ServiceProcess::start(&binary, self.env(extra)).await
+        ServiceProcess::start(&binary, self.env(extra)?).await
     }
 
     /// [`Self::start`] with the REST API on a free port; returns its address.
@@ -492,7 +572,7 @@ impl WriterSetup {
         Command::new(binary.path())
             .args(args)
             .env_clear()
-            .envs(self.env(&[("RUST_LOG", "warn")]))
+            .envs(self.env(&[("RUST_LOG", "warn")])?)
             .output()
             .with_context(|| format!("cannot run tinyurl-writer {args:?}"))
     }

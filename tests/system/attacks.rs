@@ -502,3 +502,163 @@ async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Re
     );
     Ok(())
 }
+
+/// Least privilege: each service's database role can do what the service
+/// does and nothing else, so stolen credentials of one service are worth
+/// little. The system runs as those roles (the harness starts every service
+/// as its own, after migrating as the migrator): a link is created and
+/// redirected; then, with each service's credentials, the statements an
+/// attacker would try are refused by Postgres. A writer whose role may not
+/// migrate refuses to start on a schema older than it needs, naming the
+/// command to run, and its role cannot run that command.
+#[tokio::test]
+async fn each_services_database_role_can_do_its_work_and_nothing_else() -> anyhow::Result<()> {
+    use tinyurl_harness::postgres::{as_role, roles};
+    use tinyurl_proto::v1::CreateLinkRequest;
+
+    let mut system = System::start(&[]).await?;
+    let redirect = system.start_redirect(&[]).await?;
+    let code = system
+        .links()?
+        .create_link(system.authed(CreateLinkRequest {
+            target_url: "https://example.com/honest".to_owned(),
+            ..CreateLinkRequest::default()
+        }))
+        .await?
+        .into_inner()
+        .code;
+    system.wait_replicated(&code).await?;
+    let redirected = tinyurl_harness::services::http_request_with(
+        redirect.listen_addr(),
+        "GET",
+        &format!("/{code}"),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(redirected.status == 302, "redirect: {}", redirected.status);
+
+    // What each role may not do: (role, statement). Every one must fail
+    // with insufficient_privilege (42501) or must-be-owner.
+    let refused: &[(&str, &str)] = &[
+        (roles::REDIRECT, "SELECT owner_key_id FROM links"),
+        (roles::REDIRECT, "SELECT key_hash FROM api_keys"),
+        (
+            roles::REDIRECT,
+            "UPDATE links SET target_url = 'https://evil.example/'",
+        ),
+        (
+            roles::REDIRECT,
+            "INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags) VALUES ('evil01', 1, 'https://evil.example/', 302, 0)",
+        ),
+        (roles::REDIRECT, "SELECT next_id FROM idalloc_namespaces"),
+        (roles::IDALLOC, "SELECT target_url FROM links"),
+        (roles::IDALLOC, "SELECT key_hash FROM api_keys"),
+        (roles::WRITER, "UPDATE idalloc_namespaces SET next_id = 0"),
+        (roles::WRITER, "DROP TABLE links"),
+        (roles::WRITER, "ALTER TABLE links ADD COLUMN backdoor text"),
+        (roles::WRITER, "CREATE TABLE stash (data text)"),
+        (roles::WRITER, "TRUNCATE click_totals"),
+        (roles::WRITER, "CREATE ROLE intruder LOGIN SUPERUSER"),
+    ];
+    let mut outcomes: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    let mut allowed = Vec::new();
+    for (role, statement) in refused {
+        let client =
+            tinyurl_harness::postgres::connect(&as_role(&system.database.primary_url, role))
+                .await?;
+        let outcome = outcomes.entry(role).or_default();
+        match client.batch_execute(statement).await {
+            Ok(()) => allowed.push(format!("{role}: {statement}")),
+            Err(error)
+                if error.code()
+                    == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                outcome.0 += 1;
+            }
+            Err(error) => {
+                outcome.1 += 1;
+                allowed.push(format!(
+                    "{role}: {statement}: not a privilege error: {error}"
+                ));
+            }
+        }
+    }
+
+    // A writer whose role may not migrate, on a database a migration
+    // behind (here: none applied), refuses to start and says what to run;
+    // its role cannot run it.
+    let fresh = system.cluster.create_database().await?;
+    let writer_url = as_role(&fresh.primary_url, roles::WRITER);
+    let started = system
+        .setup
+        .start(&[
+            ("TINYURL_DATABASE_URL", writer_url.as_str()),
+            ("TINYURL_MIGRATE", "false"),
+        ])
+        .await;
+    let refusal = match started {
+        Ok(_) => anyhow::bail!("a writer started on a schema it may not migrate"),
+        Err(error) => format!("{error:#}"),
+    };
+    let migrate_as_writer = std::process::Command::new(
+        tinyurl_harness::ServiceBinary::locate("tinyurl-writer")?.path(),
+    )
+    .arg("migrate")
+    .env_clear()
+    .env("TINYURL_DATABASE_URL", &writer_url)
+    .env("TINYURL_IDALLOC_URL", "http://127.0.0.1:9")
+    .env(
+        "TINYURL_IDALLOC_TOKEN",
+        tinyurl_harness::services::TEST_IDALLOC_TOKEN,
+    )
+    .env(
+        "TINYURL_CODE_SECRET",
+        tinyurl_harness::services::TEST_CODE_SECRET,
+    )
+    .env("TINYURL_PUBLIC_BASE_URL", "https://sho.rt")
+    .output()?;
+    let migrate_error = String::from_utf8_lossy(&migrate_as_writer.stderr).into_owned();
+
+    row(
+        &format!(
+            "the database credentials of each service, trying {} statements outside its work",
+            refused.len()
+        ),
+        &format!(
+            "refused for want of privilege: {}",
+            outcomes
+                .iter()
+                .map(|(role, (denied, other))| format!("{role} {denied} (other errors {other})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        "created and redirected a link through services running as those roles",
+    );
+    row(
+        "the writer's role, a schema a migration behind",
+        &format!(
+            "writer start refused ({}); `migrate` as that role {}",
+            if refusal.contains("tinyurl-writer migrate") {
+                "names `tinyurl-writer migrate`"
+            } else {
+                "without naming the command"
+            },
+            if migrate_as_writer.status.success() {
+                "succeeded"
+            } else {
+                "refused"
+            }
+        ),
+        "the migrator migrates; every service then starts",
+    );
+    anyhow::ensure!(allowed.is_empty(), "not refused: {allowed:#?}");
+    anyhow::ensure!(
+        refusal.contains("tinyurl-writer migrate"),
+        "the refusal does not say what to run: {refusal}"
+    );
+    anyhow::ensure!(
+        !migrate_as_writer.status.success() && migrate_error.contains("permission denied"),
+        "migrate as the writer's role: {migrate_error}"
+    );
+    Ok(())
+}

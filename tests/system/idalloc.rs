@@ -111,10 +111,12 @@ const LEASES_PER_CLIENT: usize = 500;
 async fn contention_run(kill_midway: bool) -> anyhow::Result<()> {
     let mut cluster = PgCluster::start_with_replicas(0).await?;
     let database = cluster.create_database().await?;
-    // Started together: migrations must serialise, not fail.
+    // Started together, each migrating (as the owner): migrations must
+    // serialise, not fail.
+    let migrating = [("TINYURL_MIGRATE", "true")];
     let (first, second) = tokio::join!(
-        start_idalloc(&database.primary_url, &[]),
-        start_idalloc(&database.primary_url, &[])
+        start_idalloc(&database.primary_url, &migrating),
+        start_idalloc(&database.primary_url, &migrating)
     );
     let mut processes = [first?, second?];
     let clients = [client(&processes[0]).await?, client(&processes[1]).await?];

@@ -38,6 +38,7 @@ impl App {
             config.pool_size,
             config.db_timeout,
             config.failover_skip,
+            config.migrate,
         )
         .await?;
         // The first pooled connection runs the failover guard before serving.

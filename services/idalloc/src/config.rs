@@ -33,6 +33,11 @@ pub const IDALLOC_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "Postgres connections per process",
     },
     EnvVarDoc {
+        name: "TINYURL_MIGRATE",
+        default: "true",
+        meaning: "apply schema migrations at start; false (a role without DDL rights) checks the schema is current and refuses to start otherwise: run `tinyurl-idalloc migrate` as the migrator first",
+    },
+    EnvVarDoc {
         name: "TINYURL_IDALLOC_TOKEN",
         default: "(required)",
         meaning: "service token callers must present (Bearer); at least 32 characters; several, comma-separated, during a rotation",
@@ -75,6 +80,8 @@ pub struct Config {
     pub failover_skip: i64,
     pub lease_retention: Duration,
     pub policy: CallerPolicy,
+    /// Apply migrations at start (`TINYURL_MIGRATE`); otherwise check them.
+    pub migrate: bool,
 }
 
 impl Config {
@@ -113,6 +120,7 @@ impl Config {
             lease_retention: Duration::from_secs(
                 env.parse_or("TINYURL_IDALLOC_LEASE_RETENTION_SECS", 86_400)?,
             ),
+            migrate: env.parse_or("TINYURL_MIGRATE", true)?,
         })
     }
 }

@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
             1,
             config.db_timeout,
             config.failover_skip,
+            true,
         )
         .await
         .map(drop),

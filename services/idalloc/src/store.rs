@@ -32,18 +32,24 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn purge_leases_older_than(&self, retention: Duration) -> Result<u64, LeaseError>;
 }
 
-/// Opens and migrates the store `database_url` names: `sqlite:PATH` for the
-/// embedded store, a Postgres URL otherwise.
+/// Opens the store `database_url` names (`sqlite:PATH` for the embedded
+/// store, a Postgres URL otherwise) and migrates it, or with `migrate`
+/// false (a role that may not change the schema) checks that it is migrated.
 pub async fn open(
     database_url: &SecretString,
     pool_size: usize,
     timeout: Duration,
     failover_skip: i64,
+    migrate: bool,
 ) -> anyhow::Result<Arc<dyn LeaseStore>> {
     if let Some(path) = tinyurl_runtime::sqlite::path_from_url(database_url.expose_secret()) {
         return Ok(Arc::new(SqliteLeaseStore::open(&path, timeout).await?));
     }
     let store = PostgresLeaseStore::connect(database_url, pool_size, timeout, failover_skip)?;
-    store.migrate().await?;
+    if migrate {
+        store.migrate().await?;
+    } else {
+        store.check_migrated().await?;
+    }
     Ok(Arc::new(store))
 }

@@ -95,13 +95,16 @@ pub async fn connect(
 }
 
 /// Runs `migrations` on a connection of its own while holding the advisory
-/// lock `lock_key`, so replicas starting together apply them once.
+/// lock `lock_key`, so replicas starting together apply them once; then
+/// `grants`, which give each service's role what it uses of the schema
+/// (idempotent, so every run applies them, to tables old and new).
 pub async fn migrate(
     config: &tokio_postgres::Config,
     timeout: Duration,
     lock_key: i64,
     history_table: &str,
     mut migrations: refinery::Runner,
+    grants: &str,
 ) -> anyhow::Result<()> {
     let (mut client, connection) = tokio::time::timeout(timeout, connect(config))
         .await
@@ -114,7 +117,16 @@ pub async fn migrate(
     let report = migrations
         .set_migration_table_name(history_table)
         .run_async(&mut client)
-        .await;
+        .await
+        .map_err(anyhow::Error::from);
+    let report = match report {
+        Ok(report) => client
+            .batch_execute(grants)
+            .await
+            .context("cannot grant the service roles their privileges")
+            .map(|()| report),
+        Err(error) => Err(error),
+    };
     // Unlock on the same session whatever happened; if this fails the lock
     // goes with the connection.
     let unlock = client
@@ -127,6 +139,54 @@ pub async fn migrate(
     }
     drop(client);
     let _ = connection.await;
+    Ok(())
+}
+
+/// For a service that does not migrate (`TINYURL_MIGRATE=false`: its role
+/// may read and write rows but not change the schema): fails, saying what to
+/// run, unless every migration of `migrations` is applied. A newer schema
+/// is fine — that is a rolling upgrade in progress.
+pub async fn check_migrated(
+    config: &tokio_postgres::Config,
+    timeout: Duration,
+    history_table: &str,
+    migrations: &refinery::Runner,
+    binary: &str,
+) -> anyhow::Result<()> {
+    let needed = migrations
+        .get_migrations()
+        .iter()
+        .map(|migration| i64::from(migration.version()))
+        .max()
+        .unwrap_or(0);
+    let (client, connection) = tokio::time::timeout(timeout, connect(config))
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to Postgres timed out after {timeout:?}"))?
+        .context("cannot connect to Postgres to check the schema")?;
+    let applied = tokio::time::timeout(
+        timeout,
+        client.query_one(
+            &format!("SELECT coalesce(max(version), 0)::int8 FROM {history_table}"),
+            &[],
+        ),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("checking the schema timed out after {timeout:?}"))?;
+    drop(client);
+    let _ = connection.await;
+    let applied: i64 = match applied {
+        Ok(row) => row.try_get(0)?,
+        Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+        Err(error) => {
+            return Err(error).context(format!("cannot read {history_table}"));
+        }
+    };
+    if applied < needed {
+        anyhow::bail!(
+            "the database schema is at version {applied} and this {binary} needs {needed}; \
+             TINYURL_MIGRATE=false, so run `{binary} migrate` with the migrator role's URL first"
+        );
+    }
     Ok(())
 }
 

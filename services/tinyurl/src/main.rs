@@ -446,6 +446,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                 std::time::Duration::from_secs(5),
                 &tinyurl_writer::config::layout_from_env(&tinyurl_runtime::Env::from_process())
                     .map_err(anyhow::Error::from)?,
+                migrate_from_env()?,
             )
             .await?;
             let report = tinyurl_writer::keys::run(store.as_ref(), command, json)
@@ -496,6 +497,7 @@ async fn blocklist_tools(
         std::time::Duration::from_secs(5),
         &tinyurl_writer::config::layout_from_env(&tinyurl_runtime::Env::from_process())
             .map_err(anyhow::Error::from)?,
+        migrate_from_env()?,
     )
     .await?;
     let cache = match std::env::var("TINYURL_REDIS_URL") {
@@ -528,4 +530,10 @@ async fn set_enabled(
     };
     let link = client::call(connection, connection.links()?.update_link(request)).await?;
     print_link(&link, json)
+}
+
+/// `TINYURL_MIGRATE` (default true), as the writer reads it: whether the
+/// store commands may migrate the database they are pointed at.
+fn migrate_from_env() -> anyhow::Result<bool> {
+    Ok(tinyurl_runtime::Env::from_process().parse_or("TINYURL_MIGRATE", true)?)
 }

@@ -67,14 +67,24 @@ pub struct App {
     readiness: Readiness,
 }
 
-/// The configured store, migrated: for serving and for the `api-key` and
-/// `migrate` commands.
+/// The configured store, migrated (or, with `TINYURL_MIGRATE=false`,
+/// checked): for serving and the `api-key` and host commands.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn LinkStore>> {
+    open_store_migrating(config, config.migrate).await
+}
+
+/// The configured store, migrated when `migrate` (the `migrate` command
+/// always does) or checked.
+pub async fn open_store_migrating(
+    config: &Config,
+    migrate: bool,
+) -> anyhow::Result<Arc<dyn LinkStore>> {
     crate::store::open(
         &config.database_url,
         config.pool_size,
         config.db_timeout,
         &config.layout,
+        migrate,
     )
     .await
 }

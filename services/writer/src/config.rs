@@ -192,6 +192,11 @@ pub const WRITER_ENV_VARS: &[EnvVarDoc] = &[
         meaning: "how long an idempotency key answers retries with its link; then it is forgotten",
     },
     EnvVarDoc {
+        name: "TINYURL_MIGRATE",
+        default: "true",
+        meaning: "apply schema migrations at start; false (a role without DDL rights) checks the schema is current and refuses to start otherwise: run `tinyurl-writer migrate` as the migrator first",
+    },
+    EnvVarDoc {
         name: "TINYURL_LINK_PARTITIONS",
         default: "16",
         meaning: "hash partitions of the links table, used once: by the migration that creates them",
@@ -245,6 +250,8 @@ pub struct Config {
     pub clicks_values_per_bucket: usize,
     pub clicks_claim_idle: Duration,
     pub layout: Layout,
+    /// Apply migrations at start (`TINYURL_MIGRATE`); otherwise check them.
+    pub migrate: bool,
 }
 
 /// The storage layout settings, from the writer's variables; the command
@@ -471,6 +478,7 @@ impl Config {
                 .millis_or("TINYURL_CLICKS_CLAIM_IDLE_MS", Duration::from_secs(30))?
                 .max(Duration::from_millis(100)),
             layout: layout_from_env(env)?,
+            migrate: env.parse_or("TINYURL_MIGRATE", true)?,
         })
     }
 }

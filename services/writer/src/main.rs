@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
 
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate { online: false, .. } => {
-            tinyurl_writer::app::open_store(&config).await?;
+            tinyurl_writer::app::open_store_migrating(&config, true).await?;
             Ok(())
         }
         Command::Migrate {

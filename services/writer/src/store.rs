@@ -315,13 +315,16 @@ impl Default for Layout {
     }
 }
 
-/// Opens and migrates the store `database_url` names: `sqlite:PATH` for the
-/// embedded store, a Postgres URL otherwise.
+/// Opens the store `database_url` names (`sqlite:PATH` for the embedded
+/// store, a Postgres URL otherwise) and migrates it, or with `migrate`
+/// false (a role that may not change the schema) checks that it is migrated.
+/// The embedded store always migrates: its file is the process's own.
 pub async fn open(
     database_url: &SecretString,
     pool_size: usize,
     timeout: Duration,
     layout: &Layout,
+    migrate: bool,
 ) -> anyhow::Result<Arc<dyn LinkStore>> {
     if let Some(path) = tinyurl_runtime::sqlite::path_from_url(database_url.expose_secret()) {
         let store = SqliteLinkStore::open(&path, timeout)
@@ -332,7 +335,11 @@ pub async fn open(
     let store = PostgresLinkStore::connect(database_url, pool_size, timeout)?
         .with_idempotency_retention(layout.idempotency_retention)
         .with_link_partitions(layout.link_partitions);
-    store.migrate().await?;
+    if migrate {
+        store.migrate().await?;
+    } else {
+        store.check_migrated().await?;
+    }
     Ok(Arc::new(store))
 }
 

@@ -18,6 +18,10 @@ mod embedded {
 /// Arbitrary constant that serialises concurrent migration runs of idalloc
 /// replicas starting together (`pg_advisory_lock` key).
 const MIGRATION_LOCK_KEY: i64 = 0x7469_6e79_6964_6131;
+/// Where refinery records idalloc's applied migrations.
+const HISTORY_TABLE: &str = "idalloc_schema_history";
+/// Its role's privileges, applied after every migration run.
+const GRANTS: &str = include_str!("grants.sql");
 
 /// Bumps the namespace counter by `$2`, creating it on first use, and records
 /// the lease under its request id (when given) in the same statement, so a
@@ -81,8 +85,22 @@ impl PostgresLeaseStore {
             &self.pg_config,
             self.timeout,
             MIGRATION_LOCK_KEY,
-            "idalloc_schema_history",
+            HISTORY_TABLE,
             embedded::migrations::runner(),
+            GRANTS,
+        )
+        .await
+    }
+
+    /// Fails unless every migration this build embeds is applied (for an
+    /// idalloc whose role may not migrate).
+    pub async fn check_migrated(&self) -> anyhow::Result<()> {
+        postgres::check_migrated(
+            &self.pg_config,
+            self.timeout,
+            HISTORY_TABLE,
+            &embedded::migrations::runner(),
+            "tinyurl-idalloc",
         )
         .await
     }

@@ -27,11 +27,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use super::{MIGRATION_LOCK_KEY, PostgresLinkStore, embedded};
+use super::{HISTORY_TABLE, MIGRATION_LOCK_KEY, PostgresLinkStore, embedded};
 
 /// The migration this path stands in for.
 const PARTITIONED_LINKS_VERSION: i32 = 7;
-const HISTORY_TABLE: &str = "writer_schema_history";
 
 /// How the backfill paces itself.
 #[derive(Debug, Clone)]
