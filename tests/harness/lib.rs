@@ -8,6 +8,7 @@
 //! A missing server binary fails the test with the Debian package to install;
 //! nothing here ever skips.
 
+pub mod attacker;
 pub mod embedded;
 pub mod geoip;
 pub mod hostile;

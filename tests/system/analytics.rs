@@ -766,5 +766,17 @@ async fn old_formats_fold_newer_ones_wait_and_poison_is_dead_lettered() -> anyho
         "one batch pending: {pending:?}"
     );
     anyhow::ensure!(lifetime().await? == 5);
+    tinyurl_harness::attacker::row(
+        "L6 a batch that parses but cannot be folded stalls its consumer",
+        "a click batch whose count overflows the rollups, between a batch of a newer format and a good one",
+        "dead-lettered to `tinyurl:clicks:dead` after 5 attempts (counted), the newer one left pending for a newer consumer",
+        "the good batch behind it folded: every honest click counted",
+    );
+    tinyurl_harness::attacker::row(
+        "U1 a rolling upgrade loses the old redirects' clicks",
+        "a batch in the previous format (no batch id) from a redirect not yet upgraded",
+        "—",
+        "folded and counted (3 clicks), its entry id standing in for the batch id",
+    );
     Ok(())
 }

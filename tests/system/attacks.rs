@@ -13,10 +13,7 @@ use hyper::body::Bytes;
 use tinyurl_harness::services::{http_send, metric, unissued_api_key};
 use tinyurl_harness::system::System;
 
-/// One row of the attacker table.
-fn row(attack: &str, attacker_got: &str, honest_got: &str) {
-    println!("| {attack} | {attacker_got} | {honest_got} |");
-}
+use tinyurl_harness::attacker::row;
 
 /// A keep-alive HTTP/1.1 connection to `to` from `source`.
 async fn connect_from(
@@ -261,6 +258,7 @@ async fn a_flood_of_made_up_keys_locks_no_real_key_out() -> anyhow::Result<()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     row(
+        "H1 made-up keys lock real keys out",
         &format!(
             "{SOURCES} addresses, {} made-up keys in {seconds:.0} s ({:.0}/s; {} connection errors) at two writers",
             flood.total(),
@@ -470,6 +468,7 @@ async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Re
         .map_or(0, |count| count.clicks);
 
     row(
+        "M6 anonymous visitors grow the click tables",
         &format!(
             "{REQUESTS} redirects of one link, each with its own Referer, through two redirects ({:.0}/s)",
             REQUESTS as f64 / sending
@@ -620,6 +619,7 @@ async fn each_services_database_role_can_do_its_work_and_nothing_else() -> anyho
     let migrate_error = String::from_utf8_lossy(&migrate_as_writer.stderr).into_owned();
 
     row(
+        "L7 every service connects as the owner",
         &format!(
             "the database credentials of each service, trying {} statements outside its work",
             refused.len()
@@ -635,6 +635,7 @@ async fn each_services_database_role_can_do_its_work_and_nothing_else() -> anyho
         "created and redirected a link through services running as those roles",
     );
     row(
+        "L7 every service connects as the owner",
         "the writer's role, a schema a migration behind",
         &format!(
             "writer start refused ({}); `migrate` as that role {}",
@@ -660,5 +661,182 @@ async fn each_services_database_role_can_do_its_work_and_nothing_else() -> anyho
         !migrate_as_writer.status.success() && migrate_error.contains("permission denied"),
         "migrate as the writer's role: {migrate_error}"
     );
+    Ok(())
+}
+
+/// The low findings a transport can reach, over REST and gRPC alike: a
+/// forged page token past any stored time, an alias equal to a REST route
+/// segment, and IPv6 clients (behind the trusted proxy) each limited per
+/// /128 instead of per /64.
+#[tokio::test]
+async fn low_findings_stay_closed_over_both_transports() -> anyhow::Result<()> {
+    use tinyurl_proto::v1::{CreateLinkRequest, ListLinksRequest};
+
+    let system = System::start(&[]).await?;
+    let (writer, rest) = system
+        .setup
+        .start_with_rest(&[
+            ("TINYURL_TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("TINYURL_AUTH_FAILURE_RATE_PER_IP", "2/s"),
+        ])
+        .await?;
+    let channel = tonic::transport::Channel::from_shared(writer.endpoint())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    let mut links = tinyurl_proto::v1::links_client::LinksClient::new(channel);
+    let bearer = format!("Bearer {}", system.api_key);
+    let rest_field = |response: &tinyurl_harness::services::HttpResponse| {
+        let problem: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+        format!(
+            "{} `{}`",
+            response.status,
+            problem["field"].as_str().unwrap_or_default()
+        )
+    };
+    let grpc_field = |status: &tonic::Status| {
+        use tonic_types::StatusExt as _;
+        let field = status
+            .get_error_details()
+            .bad_request()
+            .and_then(|bad| bad.field_violations.first().map(|v| v.field.clone()))
+            .unwrap_or_default();
+        format!("{:?} `{field}`", status.code())
+    };
+
+    // L2: page tokens from past year 9999, up to the largest number.
+    let mut forged_answers = Vec::new();
+    for micros in ["300000000000000000", "18446744073709551615"] {
+        let token = format!("{micros}.abcdefg");
+        let response = http_send(
+            rest,
+            "GET",
+            &format!("/api/v1/links?page_token={token}"),
+            &[("Authorization", bearer.as_str())],
+            None,
+        )
+        .await?;
+        let status = links
+            .list_links(system.authed(ListLinksRequest {
+                page_token: token.clone(),
+                ..ListLinksRequest::default()
+            }))
+            .await
+            .expect_err("a forged page token");
+        forged_answers.push((rest_field(&response), grpc_field(&status)));
+    }
+    row(
+        "L2 a forged page token with an out-of-range time answers 500",
+        "list with page tokens of year 11476 and of the largest u64, over REST and gRPC",
+        &forged_answers
+            .iter()
+            .map(|(rest, grpc)| format!("REST {rest}, gRPC {grpc}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        "a token the server issued pages on (the REST and writer suites)",
+    );
+
+    // L4: an alias equal to a REST route segment.
+    let body = br#"{"target_url":"https://example.com/batch","alias":"batch"}"#;
+    let response = http_send(
+        rest,
+        "POST",
+        "/api/v1/links",
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body),
+    )
+    .await?;
+    let alias_rest = rest_field(&response);
+    let status = links
+        .create_link(system.authed(CreateLinkRequest {
+            target_url: "https://example.com/batch".to_owned(),
+            alias: "batch".to_owned(),
+            ..CreateLinkRequest::default()
+        }))
+        .await
+        .expect_err("the alias batch");
+    let alias_grpc = grpc_field(&status);
+    row(
+        "L4 an alias equal to a REST route segment is accepted and unreachable",
+        "create with the alias `batch` over REST and gRPC",
+        &format!("REST {alias_rest}, gRPC {alias_grpc}"),
+        "other aliases are created as before",
+    );
+
+    // L8: IPv6 clients behind the trusted proxy share their /64's allowance.
+    let failures_until_429 = |forwarded: String| async move {
+        for attempt in 1..=20 {
+            let key = format!("Bearer {}", unissued_api_key());
+            let response = http_send(
+                rest,
+                "GET",
+                "/api/v1/links",
+                &[
+                    ("Authorization", key.as_str()),
+                    ("X-Forwarded-For", forwarded.as_str()),
+                ],
+                None,
+            )
+            .await?;
+            if response.status == 429 {
+                return anyhow::Ok(Some(attempt));
+            }
+            anyhow::ensure!(response.status == 401, "{}", response.status);
+        }
+        Ok(None)
+    };
+    // One address per request, all in 2001:db8:1:2::/64.
+    let mut limited_at = None;
+    for host in 1..=20u16 {
+        let forwarded = format!("2001:db8:1:2::{host:x}");
+        if failures_until_429(forwarded).await? == Some(1) {
+            limited_at = Some(host);
+            break;
+        }
+    }
+    let neighbour = http_send(
+        rest,
+        "GET",
+        "/api/v1/links",
+        &[
+            ("Authorization", bearer.as_str()),
+            ("X-Forwarded-For", "2001:db8:1:3::1"),
+        ],
+        None,
+    )
+    .await?;
+    row(
+        "L8 IPv6 clients are limited per /128",
+        "made-up keys from a new IPv6 address of one /64 each time, behind the trusted proxy (2 failures a second allowed)",
+        &match limited_at {
+            Some(host) => {
+                format!("429 at the first request of address {host}: the /64 is one client")
+            }
+            None => "never limited".to_owned(),
+        },
+        &format!(
+            "the next /64's client with a real key: {}",
+            neighbour.status
+        ),
+    );
+
+    anyhow::ensure!(
+        forged_answers.iter().all(
+            |(rest, grpc)| rest == "400 `page_token`" && grpc == "InvalidArgument `page_token`"
+        ),
+        "forged page tokens: {forged_answers:?}"
+    );
+    anyhow::ensure!(
+        alias_rest == "400 `alias`" && alias_grpc == "InvalidArgument `alias`",
+        "the alias batch: REST {alias_rest}, gRPC {alias_grpc}"
+    );
+    anyhow::ensure!(
+        limited_at.is_some_and(|host| host <= 4),
+        "addresses of one /64 were limited apart: {limited_at:?}"
+    );
+    anyhow::ensure!(neighbour.status == 200, "{}", neighbour.status);
     Ok(())
 }

@@ -577,12 +577,14 @@ async fn a_block_from_the_command_line_reaches_a_running_up_at_once() -> anyhow:
         "{}",
         stdout(&blocked)
     );
+    let blocking = std::time::Instant::now();
     wait_until(
         "410 from the running system",
         Duration::from_secs(10),
         status_is(410),
     )
     .await?;
+    let blocked_after = blocking.elapsed();
 
     let enabled = system.cli(&key, &["enable", &code])?;
     ensure!(
@@ -613,6 +615,15 @@ async fn a_block_from_the_command_line_reaches_a_running_up_at_once() -> anyhow:
     ensure!(
         !again.status.success(),
         "an entry not on the list is refused"
+    );
+    tinyurl_harness::attacker::row(
+        "H2 an owner undoes an operator's block",
+        "`tinyurl up` serving a link to `Evil.example` from its in-process cache; `tinyurl block-host EVIL.example.` on its store; the owner's `tinyurl enable`",
+        &format!(
+            "the running system answered 410 within {:.1} s (the cache's lifetime is 60 s); `enable` refused naming the block",
+            blocked_after.as_secs_f64()
+        ),
+        "`unblock-host` brings back 302",
     );
     Ok(())
 }
@@ -685,6 +696,12 @@ async fn behind_a_trusted_proxy_a_scanner_throttles_only_itself() -> anyhow::Res
             visitor.status
         );
     }
+    tinyurl_harness::attacker::row(
+        "M3 behind one proxy, one abuser blocks everyone",
+        "behind a proxy, one client asks for 25 unknown codes (a scanner; 20 a minute allowed)",
+        "429 by its own address once `tinyurl up --trusted-proxies` names the proxy (without it: every visitor shares the proxy's address)",
+        "another visitor's first visit to an uncached link: 302 (429 without the setting)",
+    );
     Ok(())
 }
 
@@ -722,5 +739,11 @@ async fn the_first_key_file_is_made_anew_and_follows_no_link() -> anyhow::Result
         metadata.permissions().mode()
     );
     ensure!(std::fs::read_to_string(&key_path)?.trim() == key);
+    tinyurl_harness::attacker::row(
+        "L5 `tinyurl up`'s key file follows links and keeps modes",
+        "a symbolic link to another file planted where `tinyurl up` writes the first API key",
+        "the planted link replaced by a new file, mode 0600; the link's target untouched",
+        "the key is in its file and works",
+    );
     Ok(())
 }

@@ -271,6 +271,12 @@ async fn every_operation_over_rest_with_problem_documents() -> anyhow::Result<()
         (201, json!(code))
     );
     assert_eq!(stack.count_links().await?, 1);
+    tinyurl_harness::attacker::row(
+        "L1 an Idempotency-Key reused with another body answers the first link",
+        "REST: the key of a create again with another target, another status, query forwarding on",
+        "422 `failed_precondition` naming the key and its link ×3",
+        "the same body still replays the link (201); one link in all",
+    );
 
     // Get; another key's view of it is 404; a read key cannot create.
     let got = get(rest, &format!("/api/v1/links/{code}"), &key).await?;
@@ -578,7 +584,7 @@ async fn rest_limits_answer_429_with_ratelimit_fields_and_see_clients_through_tr
     );
     // Facing clients directly, a forged X-Forwarded-For buys nothing: every
     // "client" is the one peer, limited together.
-    let mut forged_limited = false;
+    let mut forged_limited = None;
     for client in 0..20 {
         let forged = format!("198.51.100.{client}");
         let response = call(
@@ -591,14 +597,20 @@ async fn rest_limits_answer_429_with_ratelimit_fields_and_see_clients_through_tr
         )
         .await?;
         if response.status == 429 {
-            forged_limited = true;
+            forged_limited = Some(client + 1);
             break;
         }
         assert_eq!(response.status, 401);
     }
-    assert!(
-        forged_limited,
-        "X-Forwarded-For from an untrusted peer must be ignored"
+    let forged_limited =
+        forged_limited.context("X-Forwarded-For from an untrusted peer must be ignored")?;
+    tinyurl_harness::attacker::row(
+        "M2 trusted-proxy ranges cover ordinary clients",
+        "a client that is no trusted proxy sends made-up keys, each with X-Forwarded-For naming another address",
+        &format!(
+            "429 (failed-auth) at request {forged_limited}: the header is ignored, every request counted as its one address"
+        ),
+        "behind the one trusted proxy, another client's request is not limited (401, not 429); compose trusts only nginx's fixed address",
     );
 
     // CORS, where configured: the preflight answers for the allowed origin only.
@@ -780,6 +792,18 @@ async fn an_operators_block_is_not_the_owners_to_undo() -> anyhow::Result<()> {
     let missing = stack.setup.command(&["unblock-host", "never.example"])?;
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not on the stored blocklist"));
+    tinyurl_harness::attacker::row(
+        "H2 an owner undoes an operator's block",
+        "after `block-host BAD.Example.`, the owner's PATCH of enabled, target and status (REST), UpdateLink enabled (gRPC), delete and re-create of the alias",
+        "403 naming the blocked host ×3 (REST), PERMISSION_DENIED naming it (gRPC); the re-created alias 400 `target_url` blocked",
+        "`unblock-host` gives back the owner's own choice (still disabled), which the owner may change again",
+    );
+    tinyurl_harness::attacker::row(
+        "M1 block-host misses the host spelled another way",
+        "`block-host BAD.Example.` and `*.EVIL.example`, then creates to `bad.example.`, `sub.evil.example`, `BAD.example`",
+        "400 `target_url` blocked ×3; the existing links to `bad.example` and `deep.evil.example` blocked (1 + 1)",
+        "other hosts unaffected; unblocking lifts exactly the entry's links",
+    );
     Ok(())
 }
 
@@ -892,6 +916,8 @@ async fn the_rest_listener_holds_nothing_for_strangers() -> anyhow::Result<()> {
         "resident memory grew from {before} to {after} bytes"
     );
 
+    let half_headers_closed = started.elapsed();
+
     // An address past its share: the ninth connection is closed at once.
     let (_capped, capped) = stack
         .setup
@@ -916,5 +942,16 @@ async fn the_rest_listener_holds_nothing_for_strangers() -> anyhow::Result<()> {
         || async { Ok(get(capped, "/api/v1/links", &key).await?.status == 200) },
     )
     .await?;
+    tinyurl_harness::attacker::row(
+        "M4 the REST listener has no timeouts and reads bodies before the key",
+        "2,000 connections sending half a header; 200 parallel 4 MB bodies with made-up keys; a ninth connection from an address allowed eight",
+        &format!(
+            "all 2,000 closed within {:.1} s (header timeout 1 s); 401 ×200 from the headers, resident memory {} MB → {} MB (bound +64 MB); the ninth closed at once",
+            half_headers_closed.as_secs_f64(),
+            before / 1_000_000,
+            after / 1_000_000
+        ),
+        "200 during the half-header flood; served again once the address's connections close",
+    );
     Ok(())
 }

@@ -201,6 +201,12 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
     assert_eq!(reused.code(), tonic::Code::FailedPrecondition, "{reused:?}");
     assert!(reused.message().contains(&link.code), "{reused:?}");
     assert_eq!(count_links(&stack).await?, 1);
+    tinyurl_harness::attacker::row(
+        "L1 an Idempotency-Key reused with another body answers the first link",
+        "gRPC: the key of a create again with another redirect type",
+        "FAILED_PRECONDITION naming the key's link",
+        "the same request replays the link; one link in all",
+    );
 
     // Written through to Redis for the redirect tier.
     let redis_port = stack.redis_port()?;
@@ -1230,6 +1236,18 @@ async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -
     let newest = String::from_utf8(rotated_again.stdout)?.trim().to_owned();
     let took = refused_everywhere(&clients, &new_value).await?;
     println!("a rotated-out value was refused by both writers after {took:?}");
+    // The first value, overwritten by the second rotation inside its grace,
+    // stops working everywhere too (both writers had it cached).
+    let first_took = refused_everywhere(&clients, &manager).await?;
+    tinyurl_harness::attacker::row(
+        "L3 a key rotated twice within a minute keeps its first value",
+        "rotate a key with an hour's grace, use both values at two writers (cached), rotate again at once",
+        &format!(
+            "both earlier values refused by both writers within {:.1} s of the second rotation (the cache keeps a key 60 s)",
+            (took + first_took).as_secs_f64()
+        ),
+        "the newest value creates and reads",
+    );
     // Same key id: the newest value is still the manager.
     let listed = links
         .list_links(authed(ListLinksRequest::default(), &newest))
