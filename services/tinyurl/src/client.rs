@@ -46,7 +46,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// Exit codes, as documented in the README.
+/// Exit codes, as documented in docs/api.md.
 pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;

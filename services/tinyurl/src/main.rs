@@ -88,7 +88,7 @@ enum Command {
     },
     /// Click statistics of a link: a summary and a chart (`--json` for scripts).
     Stats(StatsArgs),
-    /// Create links from a CSV file (see the README for the columns).
+    /// Create links from a CSV file (docs/api.md has the columns).
     Import(ImportArgs),
     /// Write every link as CSV.
     Export(ExportArgs),
