@@ -468,7 +468,7 @@ async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Re
         .map_or(0, |count| count.clicks);
 
     row(
-        "M6 anonymous visitors grow the click tables",
+        "M5 anonymous visitors grow the click tables",
         &format!(
             "{REQUESTS} redirects of one link, each with its own Referer, through two redirects ({:.0}/s)",
             REQUESTS as f64 / sending
