@@ -54,6 +54,18 @@ async fn wait_announced(redirect: &ServiceProcess, count: usize) -> anyhow::Resu
     .await
 }
 
+/// Waits until `redirect`'s invalidation subscription is confirmed by Redis:
+/// from then on every announcement reaches it.
+async fn wait_subscribed(redirect: &ServiceProcess) -> anyhow::Result<()> {
+    let admin = redirect.admin_addr();
+    wait_until(
+        "the invalidation subscription",
+        Duration::from_secs(10),
+        || async move { Ok(metric(admin, "redirect_invalidations_subscribed", &[]).await? == 1.0) },
+    )
+    .await
+}
+
 /// Tier lookups and database queries of one redirect process: what a
 /// request that must do no I/O must leave unchanged.
 async fn io_count(admin: SocketAddr) -> anyhow::Result<f64> {
@@ -392,6 +404,11 @@ async fn invalidations_reach_every_redirect_process() -> anyhow::Result<()> {
         system.start_redirect(&[]).await?,
         system.start_redirect(&[]).await?,
     ];
+    // Announcements are counted below: none may go to a redirect not yet
+    // subscribed.
+    for redirect in &redirects {
+        wait_subscribed(redirect).await?;
+    }
     let mut latencies = Vec::with_capacity(TRIALS);
     for trial in 0..TRIALS {
         let link = create(&system, to(&format!("https://example.com/trial/{trial}"))).await?;
@@ -720,6 +737,12 @@ async fn concurrent_misses_share_one_lookup() -> anyhow::Result<()> {
         system.start_redirect(&[]).await?,
         system.start_redirect(&[]).await?,
     ];
+    // A redirect is ready before Redis confirmed its subscription; an
+    // announcement published before that is never delivered, and waiting
+    // for it below would time out.
+    for redirect in &redirects {
+        wait_subscribed(redirect).await?;
+    }
     let link = create(&system, to("https://example.com/stampede")).await?;
     // Cold: not in Redis either, so every process must go to Postgres.
     command(

@@ -70,8 +70,14 @@ pub async fn follow(
     let mut errors = client.error_rx();
     let _resubscriber = client.manage_subscriptions();
     let connection = client.connect();
+    // 1 once Redis confirmed the subscription (announcements from then on
+    // arrive), 0 while the connection is lost: an operator (or a test) can
+    // tell "no announcements were made" from "none could arrive".
+    let subscribed = metrics::gauge!("redirect_invalidations_subscribed");
+    subscribed.set(0.0);
     let subscribing = {
         let client = client.clone();
+        let subscribed = subscribed.clone();
         tokio::spawn(async move {
             // Queued until the first connection is up; resubscribed on every
             // reconnect by manage_subscriptions.
@@ -79,6 +85,7 @@ pub async fn follow(
                 tracing::warn!(%error, "cannot subscribe to invalidations; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            subscribed.set(1.0);
         })
     };
     let received = metrics::counter!("redirect_invalidations_total");
@@ -101,6 +108,11 @@ pub async fn follow(
             reconnect = reconnects.recv() => {
                 if !matches!(reconnect, Err(RecvError::Closed)) {
                     connected = true;
+                    // manage_subscriptions subscribes again on this
+                    // connection.
+                    if subscribing.is_finished() {
+                        subscribed.set(1.0);
+                    }
                     // Messages published while disconnected are gone.
                     tracing::info!("invalidation subscription (re)connected; flushing L1");
                     resolver.flush();
@@ -111,6 +123,7 @@ pub async fn follow(
                 if let Ok((error, _)) = error
                     && std::mem::replace(&mut connected, false)
                 {
+                    subscribed.set(0.0);
                     tracing::warn!(%error, "invalidation connection lost; flushing L1");
                     resolver.flush();
                     flushes.increment(1);
