@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -143,7 +144,7 @@ pub struct CommonConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     pub drain_timeout: Duration,
     /// Internal TLS: certificate, key and CA, or `None` (plaintext).
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
 }
 
 impl CommonConfig {
@@ -161,7 +162,7 @@ impl CommonConfig {
             otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned),
             service_name: env.string_or("OTEL_SERVICE_NAME", service_name),
             drain_timeout: env.millis_or("TINYURL_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
-            tls: crate::tls::TlsFiles::from_env(env)?,
+            tls: TlsFiles::from_env(env)?,
         })
     }
 }
@@ -246,6 +247,47 @@ pub fn render_env_help(tables: &[&[EnvVarDoc]]) -> String {
         );
     }
     help
+}
+
+/// Where the process's certificate, key and CA are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// All three variables, or none (TLS off); one or two is a mistake.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        const NAMES: [&str; 3] = [
+            "TINYURL_INTERNAL_TLS_CERT",
+            "TINYURL_INTERNAL_TLS_KEY",
+            "TINYURL_INTERNAL_TLS_CA",
+        ];
+        let values = NAMES.map(|name| env.get(name).filter(|value| !value.is_empty()));
+        match values {
+            [None, None, None] => Ok(None),
+            [Some(cert), Some(key), Some(ca)] => Ok(Some(Self {
+                cert: cert.into(),
+                key: key.into(),
+                ca: ca.into(),
+            })),
+            _ => {
+                let missing = NAMES
+                    .iter()
+                    .zip(values)
+                    .find_map(|(name, value)| value.is_none().then_some(*name))
+                    .unwrap_or(NAMES[0]);
+                Err(ConfigError {
+                    variable: missing,
+                    reason: "internal TLS needs all of TINYURL_INTERNAL_TLS_CERT, \
+                             TINYURL_INTERNAL_TLS_KEY and TINYURL_INTERNAL_TLS_CA"
+                        .to_owned(),
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]

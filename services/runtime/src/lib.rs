@@ -15,12 +15,13 @@ pub mod proxies;
 pub mod redis;
 pub mod shutdown;
 pub mod sqlite;
+pub mod stopping;
 pub mod telemetry;
 pub mod tls;
 
 pub use admin::{AdminServer, Readiness};
 pub use config::{CommonConfig, ConfigError, Env, EnvVarDoc};
 pub use error::ErrorKind;
-pub use lifecycle::Stopping;
 pub use shutdown::shutdown_signal;
+pub use stopping::Stopping;
 pub use telemetry::TelemetryGuard;

@@ -10,7 +10,7 @@
 //! The identity is the process's, so it is installed once at start
 //! ([`install`]) and found by the connection builders ([`installed`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -21,54 +21,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::{ConfigError, Env};
-use crate::lifecycle::Stopping;
+pub use crate::config::TlsFiles;
+use crate::stopping::Stopping;
 
 /// How often the certificate files are checked for a change.
 pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// Longest a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Where the process's certificate, key and CA are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-}
-
-impl TlsFiles {
-    /// All three variables, or none (TLS off); one or two is a mistake.
-    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        const NAMES: [&str; 3] = [
-            "TINYURL_INTERNAL_TLS_CERT",
-            "TINYURL_INTERNAL_TLS_KEY",
-            "TINYURL_INTERNAL_TLS_CA",
-        ];
-        let values = NAMES.map(|name| env.get(name).filter(|value| !value.is_empty()));
-        match values {
-            [None, None, None] => Ok(None),
-            [Some(cert), Some(key), Some(ca)] => Ok(Some(Self {
-                cert: cert.into(),
-                key: key.into(),
-                ca: ca.into(),
-            })),
-            _ => {
-                let missing = NAMES
-                    .iter()
-                    .zip(values)
-                    .find_map(|(name, value)| value.is_none().then_some(*name))
-                    .unwrap_or(NAMES[0]);
-                Err(ConfigError {
-                    variable: missing,
-                    reason: "internal TLS needs all of TINYURL_INTERNAL_TLS_CERT, \
-                             TINYURL_INTERNAL_TLS_KEY and TINYURL_INTERNAL_TLS_CA"
-                        .to_owned(),
-                })
-            }
-        }
-    }
-}
 
 /// The process's TLS identity and trust, cheap to clone.
 #[derive(Clone)]

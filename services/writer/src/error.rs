@@ -25,7 +25,7 @@ pub enum WriterError {
     /// The key spent its request rate; retry after the hint.
     #[error("this API key is limited to {rate}; retry in {} ms", retry_after.as_millis())]
     RateLimited {
-        rate: crate::auth::Rate,
+        rate: crate::rate::Rate,
         retry_after: std::time::Duration,
     },
     /// The key created its daily quota of links (UTC days).
@@ -38,7 +38,7 @@ pub enum WriterError {
     #[error("too many failed authentications from this address; retry in {} ms", retry_after.as_millis())]
     TooManyFailures {
         /// The configured allowance (always set when this is raised).
-        rate: Option<crate::auth::Rate>,
+        rate: Option<crate::rate::Rate>,
         retry_after: std::time::Duration,
     },
     /// A dependency is down; the message is safe to show.

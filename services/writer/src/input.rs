@@ -32,6 +32,10 @@ pub struct CreateInput {
     pub idempotency_key: Option<String>,
 }
 
+/// A digest of a create request's parameters ([`ValidCreate::fingerprint`]),
+/// stored with its idempotency key.
+pub type Fingerprint = [u8; 16];
+
 /// A create that passed validation.
 #[derive(Debug, Clone)]
 pub struct ValidCreate {
@@ -98,7 +102,7 @@ impl ValidCreate {
     /// A digest of everything the create asks for, stored with its
     /// idempotency key: a retry with the key must ask for the same link, or
     /// it is refused rather than answered with a link it did not ask for.
-    pub fn fingerprint(&self) -> crate::store::Fingerprint {
+    pub fn fingerprint(&self) -> Fingerprint {
         use sha2::Digest as _;
         let expires = self.expires_at.map_or(-1, |at| {
             at.duration_since(UNIX_EPOCH).map_or(0, |since| {

@@ -12,21 +12,7 @@ use crate::store::LinkStore;
 /// Longest rotation grace period.
 pub const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// A key as listed: never the key itself (only its hash is stored).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyInfo {
-    pub id: i64,
-    pub name: String,
-    pub scope: Scope,
-    /// The key's own rate; `None`: the writer's default.
-    pub rate: Option<Rate>,
-    pub created_at: SystemTime,
-    /// When a writer last looked the key up: within a minute of its last use.
-    pub last_used_at: Option<SystemTime>,
-    pub revoked_at: Option<SystemTime>,
-    /// Until when the value the key had before its last rotation works.
-    pub previous_valid_until: Option<SystemTime>,
-}
+pub use crate::store::ApiKeyInfo;
 
 /// A key just issued: shown to its owner once, never again.
 #[derive(Debug)]

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod leaser;
 pub mod limits;
 pub mod links;
+pub mod rate;
 pub mod rest;
 pub mod rest_listener;
 pub mod store;

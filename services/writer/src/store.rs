@@ -18,7 +18,6 @@ pub use self::sqlite::SqliteLinkStore;
 use crate::analytics::ClickStore;
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
-use crate::keys::ApiKeyInfo;
 
 /// How long an idempotency key answers retries unless configured: a day, as
 /// the large payment APIs keep theirs.
@@ -52,6 +51,22 @@ impl StoredLink {
     }
 }
 
+/// A key as listed: never the key itself (only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub id: i64,
+    pub name: String,
+    pub scope: Scope,
+    /// The key's own rate; `None`: the writer's default.
+    pub rate: Option<Rate>,
+    pub created_at: SystemTime,
+    /// When a writer last looked the key up: within a minute of its last use.
+    pub last_used_at: Option<SystemTime>,
+    pub revoked_at: Option<SystemTime>,
+    /// Until when the value the key had before its last rotation works.
+    pub previous_valid_until: Option<SystemTime>,
+}
+
 /// A link to insert; its code is final (minted or an alias).
 #[derive(Debug, Clone)]
 pub struct NewLink {
@@ -68,8 +83,7 @@ pub struct NewLink {
     pub fingerprint: Option<Fingerprint>,
 }
 
-/// A digest of a create request's parameters ([`crate::input::ValidCreate::fingerprint`]).
-pub type Fingerprint = [u8; 16];
+pub use crate::input::Fingerprint;
 
 /// The link an idempotency key created, and the fingerprint of the request
 /// that created it (`None` for keys stored before fingerprints were).

@@ -11,12 +11,11 @@ use tinyurl_runtime::postgres;
 use tokio_postgres::Row;
 
 use super::{
-    LinkChanges, LinkStore, NewLink, Replay, StoredLink, fingerprint_from, key_hash,
+    ApiKeyInfo, LinkChanges, LinkStore, NewLink, Replay, StoredLink, fingerprint_from, key_hash,
     lifted_and_remaining, like_pattern, parse_scope, rate_column, stored_rate, stored_status,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
-use crate::keys::ApiKeyInfo;
 use tinyurl_domain::RedirectStatus;
 
 mod clicks;

@@ -10,12 +10,11 @@ use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, Trans
 use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
 
 use super::{
-    LinkChanges, LinkStore, NewLink, Replay, StoredLink, fingerprint_from, key_hash,
+    ApiKeyInfo, LinkChanges, LinkStore, NewLink, Replay, StoredLink, fingerprint_from, key_hash,
     lifted_and_remaining, like_pattern, parse_scope, rate_column, stored_rate,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
-use crate::keys::ApiKeyInfo;
 
 mod clicks;
 

@@ -1,0 +1,302 @@
+//! The JSON bodies of the REST API and their conversions to and from the
+//! link service's types.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use tinyurl_domain::RedirectStatus;
+use utoipa::{IntoParams, ToSchema};
+
+use super::Problem;
+use crate::analytics::{Granularity, LinkStats};
+use crate::error::WriterError;
+use crate::links::LinkService;
+use crate::store::StoredLink;
+
+/// A link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkBody {
+    /// The short code: minted, or the alias.
+    #[schema(example = "4kPq9xZ")]
+    pub code: String,
+    #[schema(example = "https://sho.rt/4kPq9xZ")]
+    pub short_url: String,
+    #[schema(example = "https://example.com/some/long/path")]
+    pub target_url: String,
+    /// The status the redirect answers with: 301, 302, 307 or 308.
+    #[schema(example = 302)]
+    pub redirect_type: u16,
+    /// Whether the short URL's query string is appended to the target.
+    pub forward_query: bool,
+    /// When the link stops redirecting (RFC 3339, UTC); null: never.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    pub enabled: bool,
+    pub is_alias: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// Blocked by an operator because of its target's host: it answers 410
+    /// whatever `enabled` says, and may only be deleted.
+    pub blocked: bool,
+}
+
+/// A new link. A retried create sends the same `Idempotency-Key` header.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLinkBody {
+    /// An absolute http(s) URL.
+    #[schema(
+        example = "https://example.com/some/long/path",
+        format = "uri",
+        max_length = 2048
+    )]
+    pub target_url: String,
+    /// A custom code instead of a minted one.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")]
+    pub alias: Option<String>,
+    /// When the link stops redirecting (RFC 3339).
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    /// 301, 302 (the default), 307 or 308.
+    #[serde(default)]
+    #[schema(example = 302, minimum = 301, maximum = 308)]
+    pub redirect_type: Option<i64>,
+    #[serde(default)]
+    pub forward_query: bool,
+}
+
+/// One link of a batch; `idempotency_key` plays the header's part per item.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItemBody {
+    #[schema(format = "uri", max_length = 2048)]
+    pub target_url: String,
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")]
+    pub alias: Option<String>,
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    #[schema(minimum = 301, maximum = 308)]
+    pub redirect_type: Option<i64>,
+    #[serde(default)]
+    pub forward_query: bool,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Up to 1,000 links created together.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchCreateBody {
+    pub links: Vec<BatchItemBody>,
+}
+
+/// One item's result: the link, or why it was not created.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchResult {
+    Link(LinkBody),
+    Error(Problem),
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCreateResponse {
+    /// One per requested link, in order.
+    pub results: Vec<BatchResult>,
+}
+
+/// Changes to a link; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLinkBody {
+    #[schema(format = "uri", max_length = 2048)]
+    pub target_url: Option<String>,
+    /// A new expiry (RFC 3339), or null to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<String>>,
+    #[schema(minimum = 301, maximum = 308)]
+    pub redirect_type: Option<i64>,
+    pub enabled: Option<bool>,
+    pub forward_query: Option<bool>,
+}
+
+/// A field that is present, even as null (`Some(None)`), unlike one that is
+/// absent (`None`, through `#[serde(default)]`).
+pub(super) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Links per page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub page_size: Option<u32>,
+    /// `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// A page of links, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkPage {
+    pub links: Vec<LinkBody>,
+    /// Pass as `page_token` for the next page; null on the last one.
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQueryParams {
+    /// Start of the range (RFC 3339); default: 7 days before `to`.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// End of the range (RFC 3339); default: now.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+    /// `minute`, `hour` or `day`; default: by the range's length.
+    #[param(pattern = "^(minute|hour|day)$")]
+    pub granularity: Option<String>,
+}
+
+/// A value and its clicks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CountBody {
+    pub value: String,
+    pub clicks: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PointBody {
+    #[schema(format = DateTime)]
+    pub start: String,
+    pub clicks: u64,
+    pub bot_clicks: u64,
+}
+
+/// Click statistics of one link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsBody {
+    pub code: String,
+    pub lifetime_clicks: u64,
+    pub lifetime_bot_clicks: u64,
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    /// `minute`, `hour` or `day`.
+    pub granularity: String,
+    pub clicks: u64,
+    pub bot_clicks: u64,
+    pub series: Vec<PointBody>,
+    pub referrers: Vec<CountBody>,
+    pub countries: Vec<CountBody>,
+    pub browsers: Vec<CountBody>,
+    pub devices: Vec<CountBody>,
+    pub bots: Vec<CountBody>,
+}
+
+pub(super) fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
+pub(super) fn time(
+    raw: Option<&str>,
+    field: &'static str,
+) -> Result<Option<SystemTime>, WriterError> {
+    raw.map(|raw| {
+        humantime::parse_rfc3339_weak(raw).map_err(|_| {
+            WriterError::invalid(
+                field,
+                format!(
+                    "{field} is not a valid timestamp; use RFC 3339 in UTC, like 2030-01-31T12:00:00Z"
+                ),
+            )
+        })
+    })
+    .transpose()
+}
+
+pub(super) fn redirect_status(raw: Option<i64>) -> Result<Option<RedirectStatus>, WriterError> {
+    raw.map(|code| {
+        RedirectStatus::from_code(code).ok_or_else(|| {
+            WriterError::invalid(
+                "redirect_type",
+                format!("redirect type {code} is not one of 301, 302, 307, 308"),
+            )
+        })
+    })
+    .transpose()
+}
+
+pub(super) fn link_body(links: &LinkService, link: &StoredLink) -> LinkBody {
+    LinkBody {
+        short_url: links.short_url(&link.code),
+        code: link.code.clone(),
+        target_url: link.target_url.clone(),
+        redirect_type: link.redirect_status.code(),
+        forward_query: link.forward_query,
+        expires_at: link.expires_at.map(rfc3339),
+        enabled: link.enabled,
+        is_alias: link.is_alias,
+        created_at: rfc3339(link.created_at),
+        updated_at: rfc3339(link.updated_at),
+        blocked: link.blocked,
+    }
+}
+
+pub(super) fn granularity_name(granularity: Granularity) -> &'static str {
+    match granularity {
+        Granularity::Minute => "minute",
+        Granularity::Hour => "hour",
+        Granularity::Day => "day",
+    }
+}
+
+pub(super) fn stats_body(code: String, stats: LinkStats) -> StatsBody {
+    let at = |seconds: i64| {
+        rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+    };
+    let counts = |counts: Vec<(String, u64)>| {
+        counts
+            .into_iter()
+            .map(|(value, clicks)| CountBody { value, clicks })
+            .collect()
+    };
+    StatsBody {
+        code,
+        lifetime_clicks: stats.lifetime_clicks,
+        lifetime_bot_clicks: stats.lifetime_bot_clicks,
+        from: at(stats.query.from),
+        to: at(stats.query.to),
+        granularity: granularity_name(stats.query.granularity).to_owned(),
+        clicks: stats.clicks,
+        bot_clicks: stats.bot_clicks,
+        series: stats
+            .series
+            .iter()
+            .map(|point| PointBody {
+                start: at(point.start),
+                clicks: point.clicks,
+                bot_clicks: point.bot_clicks,
+            })
+            .collect(),
+        referrers: counts(stats.referrers),
+        countries: counts(stats.countries),
+        browsers: counts(stats.browsers),
+        devices: counts(stats.devices),
+        bots: counts(stats.bots),
+    }
+}

@@ -1,0 +1,267 @@
+//! One handler per operation, each with its OpenAPI description.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, header};
+
+use super::bodies::{
+    BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody, LinkBody, LinkPage,
+    ListQuery, StatsBody, StatsQueryParams, UpdateLinkBody, link_body, redirect_status, stats_body,
+    time,
+};
+use super::extract::{Caller, JsonBody, LinkCode, create_input, decoded, query};
+use super::{ApiError, Problem};
+use crate::analytics::Granularity;
+use crate::error::WriterError;
+use crate::input::{ListInput, MAX_BATCH, UpdateInput};
+use crate::links::{LinkService, StatsInput};
+
+pub(super) type Links = State<Arc<LinkService>>;
+
+/// Create a link.
+#[utoipa::path(
+    post,
+    path = "/api/v1/links",
+    tag = "links",
+    request_body = CreateLinkBody,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "Retries with the same key (printable ASCII, at most 128 bytes) and the same body get the first create's link instead of a second one; the key with another body is refused (422)"),
+    ),
+    responses((status = 201, description = "Created (or the link an earlier request with the same Idempotency-Key created)", body = LinkBody,
+               headers(("Location" = String, description = "The link's URL in this API"))),
+              (status = 422, description = "The Idempotency-Key was used with another body", body = Problem,
+               content_type = "application/problem+json")),
+    security(("api_key" = [])),
+)]
+pub(super) async fn create_link(
+    State(links): Links,
+    Caller(call): Caller,
+    headers: HeaderMap,
+    body: Result<JsonBody<CreateLinkBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|value| {
+            value.to_str().map(str::to_owned).map_err(|_| {
+                WriterError::invalid(
+                    "idempotency_key",
+                    "Idempotency-Key must be printable ASCII without spaces",
+                )
+            })
+        })
+        .transpose();
+    let input = decoded(body)?.and_then(|JsonBody(body)| {
+        create_input(
+            body.target_url,
+            body.alias,
+            body.expires_at.as_deref(),
+            body.redirect_type,
+            body.forward_query,
+            idempotency_key?,
+        )
+    });
+    let link = links.create(&call, input).await?;
+    let location = format!("/api/v1/links/{}", link.code);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(link_body(&links, &link)),
+    )
+        .into_response())
+}
+
+/// Create up to 1,000 links; each item succeeds or fails on its own.
+#[utoipa::path(
+    post,
+    path = "/api/v1/links/batch",
+    tag = "links",
+    request_body = BatchCreateBody,
+    responses((status = 200, description = "One result per item, in order", body = BatchCreateResponse)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn batch_create_links(
+    State(links): Links,
+    Caller(call): Caller,
+    body: Result<JsonBody<BatchCreateBody>, ApiError>,
+) -> Result<axum::Json<BatchCreateResponse>, ApiError> {
+    let JsonBody(body) = body?;
+    if body.links.len() > MAX_BATCH {
+        // Refused before any item is looked at, whatever the key.
+        return Err(ApiError::invalid(
+            "links",
+            format!(
+                "a batch holds 1 to {MAX_BATCH} links, got {}",
+                body.links.len()
+            ),
+        ));
+    }
+    let items = body
+        .links
+        .into_iter()
+        .map(|item| {
+            create_input(
+                item.target_url,
+                item.alias,
+                item.expires_at.as_deref(),
+                item.redirect_type,
+                item.forward_query,
+                item.idempotency_key,
+            )
+        })
+        .collect();
+    let results = links.batch_create(&call, items).await?;
+    Ok(axum::Json(BatchCreateResponse {
+        results: results
+            .into_iter()
+            .map(|result| match result {
+                Ok(link) => BatchResult::Link(link_body(&links, &link)),
+                Err(error) => BatchResult::Error(ApiError::Service(error).problem()),
+            })
+            .collect(),
+    }))
+}
+
+/// One of the key's links.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "The short code or alias")),
+    responses((status = 200, description = "The link", body = LinkBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn get_link(
+    State(links): Links,
+    Caller(call): Caller,
+    LinkCode(code): LinkCode,
+) -> Result<axum::Json<LinkBody>, ApiError> {
+    let link = links.get(&call, &code).await?;
+    Ok(axum::Json(link_body(&links, &link)))
+}
+
+/// Change a link's target, expiry, redirect type, or switch it off and on.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "The short code or alias")),
+    request_body = UpdateLinkBody,
+    responses((status = 200, description = "The link as changed", body = LinkBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn update_link(
+    State(links): Links,
+    Caller(call): Caller,
+    LinkCode(code): LinkCode,
+    body: Result<JsonBody<UpdateLinkBody>, ApiError>,
+) -> Result<axum::Json<LinkBody>, ApiError> {
+    let input = decoded(body)?.and_then(|JsonBody(body)| {
+        Ok(UpdateInput {
+            expires_at: match body.expires_at {
+                Some(Some(raw)) => Some(time(Some(&raw), "expires_at")?),
+                Some(None) => Some(None),
+                None => None,
+            },
+            redirect_status: redirect_status(body.redirect_type)?,
+            target_url: body.target_url,
+            enabled: body.enabled,
+            forward_query: body.forward_query,
+        })
+    });
+    let link = links.update(&call, &code, input).await?;
+    Ok(axum::Json(link_body(&links, &link)))
+}
+
+/// Delete a link. Its code stays taken: it is never issued again.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/links/{code}",
+    tag = "links",
+    params(("code" = String, Path, description = "The short code or alias")),
+    responses((status = 204, description = "Deleted")),
+    security(("api_key" = [])),
+)]
+pub(super) async fn delete_link(
+    State(links): Links,
+    Caller(call): Caller,
+    LinkCode(code): LinkCode,
+) -> Result<StatusCode, ApiError> {
+    links.delete(&call, &code).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The key's links, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links",
+    tag = "links",
+    params(ListQuery),
+    responses((status = 200, description = "A page of links", body = LinkPage)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn list_links(
+    State(links): Links,
+    Caller(call): Caller,
+    params: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<axum::Json<LinkPage>, ApiError> {
+    let params = query(params)?;
+    let page = links
+        .list(
+            &call,
+            ListInput {
+                page_size: params.page_size,
+                page_token: params.page_token,
+            },
+        )
+        .await?;
+    Ok(axum::Json(LinkPage {
+        links: page
+            .links
+            .iter()
+            .map(|link| link_body(&links, link))
+            .collect(),
+        next_page_token: page.next_page_token,
+    }))
+}
+
+/// Click statistics of one of the key's links.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{code}/stats",
+    tag = "links",
+    params(("code" = String, Path, description = "The short code or alias"), StatsQueryParams),
+    responses((status = 200, description = "Clicks in the range, by time and by dimension", body = StatsBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn link_stats(
+    State(links): Links,
+    Caller(call): Caller,
+    LinkCode(code): LinkCode,
+    params: Result<Query<StatsQueryParams>, QueryRejection>,
+) -> Result<axum::Json<StatsBody>, ApiError> {
+    let input = query(params).and_then(|params| {
+        Ok(StatsInput {
+            from: time(params.from.as_deref(), "from")?,
+            to: time(params.to.as_deref(), "to")?,
+            granularity: match params.granularity.as_deref() {
+                None => 0,
+                Some("minute") => Granularity::Minute.number(),
+                Some("hour") => Granularity::Hour.number(),
+                Some("day") => Granularity::Day.number(),
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        "granularity",
+                        format!("granularity {other:?} is not one of minute, hour, day"),
+                    ));
+                }
+            },
+        })
+    });
+    let input = decoded(input)?;
+    let stats = links.stats(&call, &code, input).await?;
+    Ok(axum::Json(stats_body(code, stats)))
+}
