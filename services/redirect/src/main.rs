@@ -33,10 +33,7 @@ fn main() -> anyhow::Result<()> {
         .get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     if let Some(Command::Probe) = cli.command {
-        return tinyurl_runtime::admin::probe_from_env(
-            &Env::from_process(),
-            tinyurl_redirect::config::DEFAULT_ADMIN_LISTEN,
-        );
+        return tinyurl_runtime::boot::probe(tinyurl_redirect::config::DEFAULT_ADMIN_LISTEN);
     }
     let config = Config::from_env(&Env::from_process())?;
     // HTTP is served by threads of their own (see `App::run`); this runtime
@@ -50,10 +47,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
-    // The process's TLS identity, for its servers and every client it opens.
-    tinyurl_runtime::tls::install(config.common.tls.as_ref())
-        .context("cannot load the internal TLS certificate")?;
+    let _telemetry = tinyurl_runtime::boot::start(&config.common)?;
     let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
     let app = App::build(config, Some(metrics))
         .await

@@ -4,6 +4,7 @@
 //! error kinds to gRPC codes and HTTP statuses.
 
 pub mod admin;
+pub mod boot;
 pub mod config;
 pub mod error;
 pub mod expiring;

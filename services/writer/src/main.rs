@@ -66,16 +66,10 @@ async fn main() -> anyhow::Result<()> {
         .get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     if let Some(Command::Probe) = cli.command {
-        return tinyurl_runtime::admin::probe_from_env(
-            &Env::from_process(),
-            tinyurl_writer::config::DEFAULT_ADMIN_LISTEN,
-        );
+        return tinyurl_runtime::boot::probe(tinyurl_writer::config::DEFAULT_ADMIN_LISTEN);
     }
     let config = Config::from_env(&Env::from_process())?;
-    let _telemetry = tinyurl_runtime::telemetry::init(&config.common)?;
-    // The process's TLS identity, for its servers and every client it opens.
-    tinyurl_runtime::tls::install(config.common.tls.as_ref())
-        .context("cannot load the internal TLS certificate")?;
+    let _telemetry = tinyurl_runtime::boot::start(&config.common)?;
 
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate { online: false, .. } => {
