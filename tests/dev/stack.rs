@@ -110,11 +110,11 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let writer_config = tinyurl_writer::Config::from_env(&writer_env)?;
     let store = tinyurl_writer::app::open_store(&writer_config).await?;
-    let name = tinyurl_writer::auth::KeyName::parse("dev-stack")?;
-    let api_key = tinyurl_writer::keys::issue_key(
+    let name = tinyurl_links::auth::KeyName::parse("dev-stack")?;
+    let api_key = tinyurl_links::keys::issue_key(
         store.as_ref(),
         &name,
-        tinyurl_writer::auth::Scope::Manage,
+        tinyurl_links::auth::Scope::Manage,
         None,
     )
     .await

@@ -303,10 +303,8 @@ async fn a_flood_of_made_up_keys_locks_no_real_key_out() -> anyhow::Result<()> {
 /// list and one "other" (its latency printed, never asserted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Result<()> {
+    use tinyurl_analytics::{DEFAULT_VALUES_PER_BUCKET, OTHER, minute_of, stats::TOP};
     use tinyurl_proto::v1::{CreateLinkRequest, GetLinkStatsRequest, StatsGranularity};
-    use tinyurl_writer::analytics::{
-        ClickStore as _, DEFAULT_VALUES_PER_BUCKET, OTHER, minute_of, stats::TOP,
-    };
     const REQUESTS: usize = 100_000;
     const CONNECTIONS: usize = 16;
     const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
@@ -399,12 +397,13 @@ async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Re
     .await?;
     // What the redirects would roll up two minutes from now, now: the
     // store code the writer runs.
-    let store = tinyurl_writer::store::PostgresLinkStore::connect(
+    let store = tinyurl_links::store::PostgresLinkStore::connect(
         &system.database.primary_url.clone().into(),
         2,
         Duration::from_secs(5),
     )?;
-    while !store
+    let rollups = tinyurl_links::store::LinkStore::clicks(&store);
+    while !rollups
         .roll_up_days(
             minute_of(std::time::SystemTime::now()) + 1,
             DEFAULT_VALUES_PER_BUCKET,

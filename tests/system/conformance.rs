@@ -12,25 +12,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, ensure};
 use fred::prelude::*;
+use tinyurl_analytics::{
+    ClickStore, DEFAULT_VALUES_PER_BUCKET, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER,
+    RolledUp, RollupRow, RollupTable, minute_of,
+};
 use tinyurl_domain::clicks::ClickLine;
 use tinyurl_domain::{CachedLink, RedirectStatus};
 use tinyurl_harness::process::ScratchDir;
 use tinyurl_harness::{PgCluster, RedisServer, wait_until};
 use tinyurl_idalloc::lease::LeaseRequest;
 use tinyurl_idalloc::store::{LeaseStore, PostgresLeaseStore, SqliteLeaseStore};
-use tinyurl_redirect::l2::{Cached, MemorySharedCache, RedisSharedCache, SharedCache};
-use tinyurl_redirect::store::{LinkSource, PostgresLinkSource, Source, SqliteLinkSource};
-use tinyurl_runtime::memory::MemoryCache;
-use tinyurl_writer::analytics::{
-    ClickStore, DEFAULT_VALUES_PER_BUCKET, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER,
-    RolledUp, RollupRow, RollupTable, minute_of,
-};
-use tinyurl_writer::auth::{Caller, OwnerId, Rate, Scope, generate_key, hash_key};
-use tinyurl_writer::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
-use tinyurl_writer::store::{
+use tinyurl_links::auth::{Caller, OwnerId, Rate, Scope, generate_key, hash_key};
+use tinyurl_links::cache::{LinkCache, MemoryLinkCache, RedisLinkCache};
+use tinyurl_links::store::{
     LinkChanges, LinkStore, NewLink, OnlineMigration, PostgresLinkStore, SqliteLinkStore,
     StoredLink,
 };
+use tinyurl_redirect::l2::{Cached, MemorySharedCache, RedisSharedCache, SharedCache};
+use tinyurl_redirect::store::{LinkSource, PostgresLinkSource, Source, SqliteLinkSource};
+use tinyurl_runtime::memory::MemoryCache;
 use tokio::sync::mpsc;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -721,14 +721,14 @@ async fn click_store_postgres() -> anyhow::Result<()> {
     let database = cluster.create_database().await?;
     let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
     store.migrate().await?;
-    click_store_contract(Arc::new(store)).await
+    click_store_contract(store.clicks()).await
 }
 
 #[tokio::test]
 async fn click_store_sqlite() -> anyhow::Result<()> {
     let dir = ScratchDir::new("conformance", None)?;
     let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
-    click_store_contract(Arc::new(store)).await
+    click_store_contract(store.clicks()).await
 }
 
 /// Distinct values bounded per group: a fold keeps the heaviest new values
@@ -913,14 +913,14 @@ async fn click_values_postgres() -> anyhow::Result<()> {
     let database = cluster.create_database().await?;
     let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 8, TIMEOUT)?;
     store.migrate().await?;
-    click_values_contract(Arc::new(store)).await
+    click_values_contract(store.clicks()).await
 }
 
 #[tokio::test]
 async fn click_values_sqlite() -> anyhow::Result<()> {
     let dir = ScratchDir::new("conformance", None)?;
     let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
-    click_values_contract(Arc::new(store)).await
+    click_values_contract(store.clicks()).await
 }
 
 fn sqlite_file(dir: &ScratchDir) -> std::path::PathBuf {

@@ -89,6 +89,64 @@ impl ErrorKind {
     }
 }
 
+/// A store that failed to answer, as every store of every service reports
+/// it: transient failures (a lost connection, a timeout, a failover) are
+/// `Unavailable` with a message safe to show, anything else is unexpected.
+/// Each service's own error wraps it and classifies it into an [`ErrorKind`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+const STORE_UNAVAILABLE: &str = "the link store is unavailable; retry later";
+
+impl StoreError {
+    /// Transient Postgres failures (see [`crate::postgres::is_transient`])
+    /// are unavailable; anything else is a bug or an unexpected state.
+    pub fn from_postgres(error: tokio_postgres::Error) -> Self {
+        if crate::postgres::is_transient(&error) {
+            tracing::warn!(%error, "postgres unavailable");
+            Self::Unavailable(STORE_UNAVAILABLE.to_owned())
+        } else {
+            Self::Unexpected(anyhow::Error::new(error).context("postgres query failed"))
+        }
+    }
+
+    pub fn from_pool(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => Self::from_postgres(error),
+            other => {
+                tracing::warn!(error = %other, "postgres pool unavailable");
+                Self::Unavailable(STORE_UNAVAILABLE.to_owned())
+            }
+        }
+    }
+
+    /// The embedded store's counterpart of [`Self::from_postgres`].
+    pub fn from_sqlite(error: crate::sqlite::SqliteError) -> Self {
+        match error {
+            crate::sqlite::SqliteError::Unavailable(reason) => {
+                tracing::warn!(%reason, "embedded store unavailable");
+                Self::Unavailable(STORE_UNAVAILABLE.to_owned())
+            }
+            crate::sqlite::SqliteError::Query(error) => {
+                Self::Unexpected(anyhow::Error::new(error).context("sqlite query failed"))
+            }
+        }
+    }
+
+    /// Work that did not finish within `timeout`.
+    pub fn timed_out(timeout: std::time::Duration) -> Self {
+        Self::Unavailable(format!(
+            "the link store did not answer within {} ms; retry later",
+            timeout.as_millis()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

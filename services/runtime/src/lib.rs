@@ -22,7 +22,7 @@ pub mod tls;
 
 pub use admin::{AdminServer, Readiness};
 pub use config::{CommonConfig, ConfigError, Env, EnvVarDoc};
-pub use error::ErrorKind;
+pub use error::{ErrorKind, StoreError};
 pub use shutdown::shutdown_signal;
 pub use stopping::Stopping;
 pub use telemetry::TelemetryGuard;

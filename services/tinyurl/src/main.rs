@@ -8,10 +8,10 @@ use tinyurl::bulk::{self, ExportArgs, ImportArgs};
 use tinyurl::client::{self, Connection, Failure, LinkView, exit};
 use tinyurl::stats::StatsArgs;
 use tinyurl::up::UpArgs;
+use tinyurl_links::keys::KeyCommand;
 use tinyurl_proto::v1::{
     CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, ListLinksRequest, UpdateLinkRequest,
 };
-use tinyurl_writer::keys::KeyCommand;
 
 // The redirect hot path of `tinyurl up` allocates across threads on every
 // cache miss; mimalloc, as in `tinyurl-redirect`.
@@ -440,7 +440,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             database_url,
             command,
         }) => {
-            let store = tinyurl_writer::store::open(
+            let store = tinyurl_links::store::open(
                 &secrecy::SecretString::from(database_url),
                 1,
                 std::time::Duration::from_secs(5),
@@ -449,9 +449,9 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                 migrate_from_env()?,
             )
             .await?;
-            let report = tinyurl_writer::keys::run(store.as_ref(), command, json)
+            let report = tinyurl_links::keys::run(store.as_ref(), command, json)
                 .await
-                .map_err(|error| client::status_failure(&error.into_status()))?;
+                .map_err(|error| client::status_failure(&tinyurl_writer::grpc::status(error)))?;
             if !report.stderr.is_empty() {
                 eprintln!("{}", report.stderr);
             }
@@ -467,10 +467,10 @@ async fn command(cli: Cli) -> Result<(), Failure> {
 async fn change_block(args: &HostArgs, block: bool, json: bool) -> Result<(), Failure> {
     let (store, cache) = blocklist_tools(&args.database_url).await?;
     let (entry, links) =
-        tinyurl_writer::blocklist::change(store.as_ref(), &cache, &args.host, block)
+        tinyurl_links::blocklist::change(store.as_ref(), &cache, &args.host, block)
             .await
-            .map_err(|error| client::status_failure(&error.into_status()))?;
-    let verb = tinyurl_writer::blocklist::verb(block);
+            .map_err(|error| client::status_failure(&tinyurl_writer::grpc::status(error)))?;
+    let verb = tinyurl_links::blocklist::verb(block);
     if json {
         let mut said = serde_json::Map::new();
         said.insert(verb.to_owned(), entry.into());
@@ -488,10 +488,10 @@ async fn change_block(args: &HostArgs, block: bool, json: bool) -> Result<(), Fa
 async fn blocklist_tools(
     database_url: &str,
 ) -> anyhow::Result<(
-    std::sync::Arc<dyn tinyurl_writer::store::LinkStore>,
-    tinyurl_writer::cache::RedisLinkCache,
+    std::sync::Arc<dyn tinyurl_links::store::LinkStore>,
+    tinyurl_links::cache::RedisLinkCache,
 )> {
-    let store = tinyurl_writer::store::open(
+    let store = tinyurl_links::store::open(
         &secrecy::SecretString::from(database_url.to_owned()),
         1,
         std::time::Duration::from_secs(5),
@@ -502,7 +502,7 @@ async fn blocklist_tools(
     .await?;
     let cache = match std::env::var("TINYURL_REDIS_URL") {
         Ok(url) if !url.is_empty() => {
-            let cache = tinyurl_writer::cache::RedisLinkCache::connect(
+            let cache = tinyurl_links::cache::RedisLinkCache::connect(
                 &secrecy::SecretString::from(url),
                 std::time::Duration::from_secs(2),
                 std::time::Duration::from_secs(86_400),
@@ -512,7 +512,7 @@ async fn blocklist_tools(
                 .await?;
             cache
         }
-        _ => tinyurl_writer::cache::RedisLinkCache::disabled(),
+        _ => tinyurl_links::cache::RedisLinkCache::disabled(),
     };
     Ok((store, cache))
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
+use tinyurl_links::cache::MemoryLinkCache;
+use tinyurl_links::store::{LinkStore as _, SqliteLinkStore};
 use tinyurl_runtime::Env;
 use tinyurl_runtime::memory::MemoryCache;
-use tinyurl_writer::cache::MemoryLinkCache;
-use tinyurl_writer::store::{LinkStore as _, SqliteLinkStore};
 
 /// Entries of the in-process shared cache (the L2 of the split deployment).
 const SHARED_CACHE_ENTRIES: u64 = 100_000;
@@ -349,7 +349,7 @@ enum FirstKey {
 /// a key that then cannot be written is revoked (nobody knows it) and the
 /// error says how to make another.
 async fn first_api_key(
-    store: &dyn tinyurl_writer::store::LinkStore,
+    store: &dyn tinyurl_links::store::LinkStore,
     data: &Path,
 ) -> anyhow::Result<FirstKey> {
     use std::io::Write as _;
@@ -361,9 +361,9 @@ async fn first_api_key(
             .with_context(|| format!("cannot create {} for the first API key", path.display()))?;
         Some((path, file))
     };
-    let name = tinyurl_writer::auth::KeyName::parse("first key (tinyurl up)")?;
+    let name = tinyurl_links::auth::KeyName::parse("first key (tinyurl up)")?;
     let issued =
-        tinyurl_writer::keys::issue_key(store, &name, tinyurl_writer::auth::Scope::Manage, None)
+        tinyurl_links::keys::issue_key(store, &name, tinyurl_links::auth::Scope::Manage, None)
             .await
             .context("cannot create the first API key")?;
     let Some((path, mut file)) = file else {

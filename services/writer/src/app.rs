@@ -18,15 +18,14 @@ use tinyurl_runtime::{AdminServer, Readiness, Stopping};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::analytics::ClickStore;
-use crate::analytics::consumer::{self, ConsumerSettings, RedisConsumer};
-use crate::auth::KeyCache;
-use crate::cache::{LinkCache, RedisLinkCache};
 use crate::config::Config;
 use crate::grpc::LinksService;
-use crate::leaser::IdLeaser;
-use crate::links::{LinkService, State};
-use crate::store::LinkStore;
+use tinyurl_analytics::consumer::{self, ConsumerSettings, RedisConsumer};
+use tinyurl_links::auth::KeyCache;
+use tinyurl_links::cache::{LinkCache, RedisLinkCache};
+use tinyurl_links::leaser::IdLeaser;
+use tinyurl_links::store::LinkStore;
+use tinyurl_links::{LinkService, State};
 
 /// Where the writer keeps links, which cache it keeps coherent, and where
 /// click batches come from.
@@ -79,7 +78,7 @@ pub async fn open_store_migrating(
     config: &Config,
     migrate: bool,
 ) -> anyhow::Result<Arc<dyn LinkStore>> {
-    crate::store::open(
+    tinyurl_links::store::open(
         &config.database_url,
         config.pool_size,
         config.db_timeout,
@@ -166,7 +165,7 @@ impl App {
         let readiness = Readiness::default();
         let admin =
             AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
-        let limits = crate::limits::RateLimits::new(
+        let limits = tinyurl_links::limits::RateLimits::new(
             config.rate_limit_per_key,
             config.daily_create_quota,
             config.auth_failure_rate_per_ip,
@@ -178,12 +177,12 @@ impl App {
         .context("invalid TINYURL_REDIS_URL")?;
         limits.settle(Duration::from_secs(1)).await;
         let (blocklist, blocklist_bytes) = match &config.blocklist_file {
-            Some(path) => crate::blocklist::load(path)?,
+            Some(path) => tinyurl_links::blocklist::load(path)?,
             None => Default::default(),
         };
         metrics::gauge!("writer_blocklist_entries").set(blocklist.len() as f64);
         let state = Arc::new(State {
-            clicks_store: Arc::clone(&store) as Arc<dyn ClickStore>,
+            clicks_store: store.clicks(),
             minute_retention: config.clicks_minute_retention,
             store,
             cache,
@@ -298,7 +297,7 @@ impl App {
                     self.config.grpc_trusted_proxies.clone(),
                 ))
                 .max_decoding_message_size(crate::grpc::MAX_REQUEST_BYTES),
-                crate::auth::authenticate,
+                crate::grpc::authenticate,
             ),
         );
 
@@ -332,18 +331,18 @@ impl App {
         };
         let reload = tls.map(|tls| tokio::spawn(tls.watch(stopping.clone())));
         let blocklist = self.config.blocklist_file.clone().map(|path| {
-            tokio::spawn(crate::blocklist::follow(
+            tokio::spawn(tinyurl_links::blocklist::follow(
                 Arc::clone(&self.state),
                 path,
                 std::mem::take(&mut self.blocklist_bytes),
                 stopping.clone(),
             ))
         });
-        let stored_blocklist = tokio::spawn(crate::blocklist::follow_stored(
+        let stored_blocklist = tokio::spawn(tinyurl_links::blocklist::follow_stored(
             Arc::clone(&self.state),
             stopping.clone(),
         ));
-        let key_sync = tokio::spawn(crate::keys::follow_keys(
+        let key_sync = tokio::spawn(tinyurl_links::keys::follow_keys(
             Arc::clone(&self.state),
             stopping.clone(),
         ));

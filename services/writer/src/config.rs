@@ -6,8 +6,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_domain::TargetPolicy;
 
-use crate::analytics;
-use crate::store::{DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_LINK_PARTITIONS, Layout};
+use tinyurl_links::store::{DEFAULT_IDEMPOTENCY_RETENTION, DEFAULT_LINK_PARTITIONS, Layout};
 use tinyurl_runtime::config::{COMMON_ENV_VARS, render_env_help};
 use tinyurl_runtime::{CommonConfig, ConfigError, Env, EnvVarDoc};
 
@@ -219,10 +218,10 @@ pub struct Config {
     pub idalloc_url: String,
     pub idalloc_token: SecretString,
     pub redis_url: Option<SecretString>,
-    pub rate_limit_per_key: Option<crate::rate::Rate>,
+    pub rate_limit_per_key: Option<tinyurl_links::rate::Rate>,
     pub daily_create_quota: Option<u64>,
-    pub auth_failure_rate_per_ip: Option<crate::rate::Rate>,
-    pub key_cache: crate::auth::KeyCacheSettings,
+    pub auth_failure_rate_per_ip: Option<tinyurl_links::rate::Rate>,
+    pub key_cache: tinyurl_links::auth::KeyCacheSettings,
     pub trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
     pub grpc_trusted_proxies: tinyurl_runtime::proxies::TrustedProxies,
     /// Where the REST API listens; `None`: gRPC only.
@@ -315,14 +314,14 @@ fn rest_limits(env: &Env) -> Result<crate::rest_listener::ListenerLimits, Config
     })
 }
 
-fn key_cache_settings(env: &Env) -> Result<crate::auth::KeyCacheSettings, ConfigError> {
-    let defaults = crate::auth::KeyCacheSettings::default();
+fn key_cache_settings(env: &Env) -> Result<tinyurl_links::auth::KeyCacheSettings, ConfigError> {
+    let defaults = tinyurl_links::auth::KeyCacheSettings::default();
     let lookups: u32 = env.parse_or(
         "TINYURL_KEY_LOOKUPS_PER_SECOND",
         defaults.unknown_lookups_per_second.get(),
     )?;
     let capacity: usize = env.parse_or("TINYURL_KEY_CACHE_SIZE", defaults.capacity)?;
-    Ok(crate::auth::KeyCacheSettings {
+    Ok(tinyurl_links::auth::KeyCacheSettings {
         unknown_lookups_per_second: std::num::NonZeroU32::new(lookups).ok_or(ConfigError {
             variable: "TINYURL_KEY_LOOKUPS_PER_SECOND",
             reason: "must be at least 1: a key created since the last poll is looked up within it"
@@ -464,7 +463,7 @@ impl Config {
             .filter(|retention: &Duration| !retention.is_zero()),
             clicks_values_per_bucket: match env.parse_or(
                 "TINYURL_CLICKS_VALUES_PER_BUCKET",
-                analytics::DEFAULT_VALUES_PER_BUCKET,
+                tinyurl_analytics::DEFAULT_VALUES_PER_BUCKET,
             )? {
                 0 => {
                     return Err(ConfigError {

@@ -15,17 +15,56 @@ use tinyurl_proto::v1::{
     UpdateLinkRequest, batch_create_links_result,
 };
 
-use crate::auth::KeyHash;
-use crate::error::WriterError;
-use crate::input::{CreateInput, ListInput, MAX_BATCH, MAX_IDEMPOTENCY_KEY_LEN, UpdateInput};
-use crate::links::{Call, LinkService, StatsInput};
-use crate::store::StoredLink;
+use tinyurl_links::auth::{KeyHash, bearer};
+use tinyurl_links::error::WriterError;
+use tinyurl_links::input::{
+    CreateInput, ListInput, MAX_BATCH, MAX_IDEMPOTENCY_KEY_LEN, UpdateInput,
+};
+use tinyurl_links::store::StoredLink;
+use tinyurl_links::{Call, LinkService, StatsInput};
 
 /// Largest request decoded: a full batch of the longest legitimate items
 /// (target, alias, idempotency key) with room for the protobuf framing and
 /// the other fields. Anything bigger is refused before it is parsed.
 pub const MAX_REQUEST_BYTES: usize =
     MAX_BATCH * (tinyurl_domain::target::MAX_TARGET_URL_LEN + 64 + MAX_IDEMPOTENCY_KEY_LEN + 64);
+
+/// The gRPC status of a link service error: its kind's code, a message safe
+/// to show, `google.rpc.RetryInfo` on a limit and `google.rpc.BadRequest`
+/// naming the field at fault.
+pub fn status(error: WriterError) -> tonic::Status {
+    let kind = error.kind();
+    let message = error.public_message();
+    if let WriterError::RateLimited { retry_after, .. }
+    | WriterError::TooManyFailures { retry_after, .. }
+    | WriterError::QuotaExhausted { retry_after, .. } = error
+    {
+        // google.rpc.RetryInfo: clients (and gRPC retry policies) read the
+        // wait from it rather than from the message.
+        return <tonic::Status as tonic_types::StatusExt>::with_error_details(
+            kind.grpc_code(),
+            message,
+            tonic_types::ErrorDetails::with_retry_info(Some(retry_after)),
+        );
+    }
+    match error.field() {
+        Some(field) => kind.field_status(field, message),
+        None => kind.status(message),
+    }
+}
+
+/// Tonic interceptor: requires `authorization: Bearer tu_…` of the right shape
+/// and attaches its hash. Unknown keys are caught by the handler's lookup.
+#[allow(clippy::result_large_err)] // tonic's Interceptor signature is fixed
+pub fn authenticate(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .map(tonic::metadata::MetadataValue::as_bytes);
+    let hash = bearer(header).map_err(status)?;
+    request.extensions_mut().insert(hash);
+    Ok(request)
+}
 
 pub struct LinksService {
     links: Arc<LinkService>,
@@ -135,11 +174,7 @@ impl Links for LinksService {
     async fn create_link(&self, request: tonic::Request<CreateLinkRequest>) -> Answer<Link> {
         let call = self.call(&request);
         let input = create_input(request.into_inner());
-        let link = self
-            .links
-            .create(&call, input)
-            .await
-            .map_err(WriterError::into_status)?;
+        let link = self.links.create(&call, input).await.map_err(status)?;
         Ok(tonic::Response::new(to_proto(&self.links, &link)))
     }
 
@@ -159,7 +194,7 @@ impl Links for LinksService {
             .links
             .batch_create(&call, items)
             .await
-            .map_err(WriterError::into_status)?;
+            .map_err(status)?;
         let results = results
             .into_iter()
             .map(|result| BatchCreateLinksResult {
@@ -184,7 +219,7 @@ impl Links for LinksService {
             .links
             .get(&self.call(&request), &request.get_ref().code)
             .await
-            .map_err(WriterError::into_status)?;
+            .map_err(status)?;
         Ok(tonic::Response::new(to_proto(&self.links, &link)))
     }
 
@@ -216,7 +251,7 @@ impl Links for LinksService {
             .links
             .update(&call, &message.code, input)
             .await
-            .map_err(WriterError::into_status)?;
+            .map_err(status)?;
         Ok(tonic::Response::new(to_proto(&self.links, &link)))
     }
 
@@ -228,7 +263,7 @@ impl Links for LinksService {
         self.links
             .delete(&self.call(&request), &request.get_ref().code)
             .await
-            .map_err(WriterError::into_status)?;
+            .map_err(status)?;
         Ok(tonic::Response::new(DeleteLinkResponse {}))
     }
 
@@ -249,7 +284,7 @@ impl Links for LinksService {
                 },
             )
             .await
-            .map_err(WriterError::into_status)?;
+            .map_err(status)?;
         Ok(tonic::Response::new(ListLinksResponse {
             links: page
                 .links
@@ -281,7 +316,7 @@ impl Links for LinksService {
             .links
             .stats(&call, &message.code, input)
             .await
-            .map_err(WriterError::into_status)?;
+            .map_err(status)?;
         let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
         let counts = |counts: Vec<(String, u64)>| {
             counts
@@ -313,5 +348,42 @@ impl Links for LinksService {
             devices: counts(stats.devices),
             bots: counts(stats.bots),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_with(value: Option<&str>) -> tonic::Request<()> {
+        let mut request = tonic::Request::new(());
+        if let Some(value) = value {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().expect("ascii metadata"));
+        }
+        request
+    }
+
+    #[test]
+    fn generated_keys_pass_and_carry_their_hash() {
+        let (key, hash) = tinyurl_links::auth::generate_key();
+        let request =
+            authenticate(request_with(Some(&format!("Bearer {key}")))).expect("valid key");
+        assert_eq!(request.extensions().get::<KeyHash>(), Some(&hash));
+    }
+
+    #[test]
+    fn missing_or_malformed_keys_are_unauthenticated() {
+        for value in [
+            None,
+            Some("tu_abc"),
+            Some("Basic dXNlcjpwdw=="),
+            Some("Bearer tu_short"),
+            Some("Bearer xx_0123456789012345678901234567890123456789012"),
+        ] {
+            let status = authenticate(request_with(value)).expect_err("must be refused");
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{value:?}");
+        }
     }
 }

@@ -1,25 +1,13 @@
-//! writer: the only service that writes links. It validates input, mints codes
-//! from ID ranges leased from idalloc (no round trip per link), stores links on
-//! the Postgres primary, and keeps Redis coherent for the redirect replicas.
+//! writer: the only service that writes links. It wires the link service
+//! (`tinyurl-links`) and the click consumer (`tinyurl-analytics`) to their
+//! adapters — gRPC (`tinyurl.v1.Links`) and the public REST API — and runs
+//! them with the admin listener until it is told to stop.
 
-pub mod analytics;
 pub mod app;
-pub mod auth;
-pub mod batcher;
-pub mod blocklist;
-pub mod cache;
 pub mod config;
-pub mod error;
 pub mod grpc;
-pub mod input;
-pub mod keys;
-pub mod leaser;
-pub mod limits;
-pub mod links;
-pub mod rate;
 pub mod rest;
 pub mod rest_listener;
-pub mod store;
 
 pub use app::App;
 pub use config::Config;

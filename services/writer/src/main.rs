@@ -2,8 +2,8 @@
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use tinyurl_links::keys::KeyCommand;
 use tinyurl_runtime::Env;
-use tinyurl_writer::keys::KeyCommand;
 use tinyurl_writer::{App, Config};
 
 // Every create allocates its request, row and reply across threads;
@@ -81,12 +81,12 @@ async fn main() -> anyhow::Result<()> {
             slice_rows,
             pause_ms,
         } => {
-            let options = tinyurl_writer::store::OnlineMigration {
+            let options = tinyurl_links::store::OnlineMigration {
                 slice_rows,
                 pause: std::time::Duration::from_millis(pause_ms),
-                ..tinyurl_writer::store::OnlineMigration::default()
+                ..tinyurl_links::store::OnlineMigration::default()
             };
-            let report = tinyurl_writer::store::migrate_online(
+            let report = tinyurl_links::store::migrate_online(
                 &config.database_url,
                 config.db_timeout,
                 &config.layout,
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ApiKey(command) => {
             let store = tinyurl_writer::app::open_store(&config).await?;
-            let report = tinyurl_writer::keys::run(store.as_ref(), command, false)
+            let report = tinyurl_links::keys::run(store.as_ref(), command, false)
                 .await
                 .map_err(|error| match error.field() {
                     Some(field) => anyhow::anyhow!("{field}: {}", error.public_message()),
@@ -144,10 +144,10 @@ async fn change_block(
     block: bool,
 ) -> anyhow::Result<()> {
     let (store, cache) = blocklist_tools(config).await?;
-    let (entry, links) = tinyurl_writer::blocklist::change(store.as_ref(), &cache, host, block)
+    let (entry, links) = tinyurl_links::blocklist::change(store.as_ref(), &cache, host, block)
         .await
         .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-    let verb = tinyurl_writer::blocklist::verb(block);
+    let verb = tinyurl_links::blocklist::verb(block);
     eprintln!("{verb} {entry}; {links} links to it {verb}");
     Ok(())
 }
@@ -157,17 +157,17 @@ async fn change_block(
 async fn blocklist_tools(
     config: &tinyurl_writer::config::Config,
 ) -> anyhow::Result<(
-    std::sync::Arc<dyn tinyurl_writer::store::LinkStore>,
-    tinyurl_writer::cache::RedisLinkCache,
+    std::sync::Arc<dyn tinyurl_links::store::LinkStore>,
+    tinyurl_links::cache::RedisLinkCache,
 )> {
     let store = tinyurl_writer::app::open_store(config).await?;
     let cache = match &config.redis_url {
-        Some(url) => tinyurl_writer::cache::RedisLinkCache::connect(
+        Some(url) => tinyurl_links::cache::RedisLinkCache::connect(
             url,
             config.redis_timeout,
             config.cache_ttl,
         )?,
-        None => tinyurl_writer::cache::RedisLinkCache::disabled(),
+        None => tinyurl_links::cache::RedisLinkCache::disabled(),
     };
     cache
         .wait_connected(std::time::Duration::from_secs(5))

@@ -8,10 +8,10 @@ use tinyurl_domain::RedirectStatus;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Problem;
-use crate::analytics::{Granularity, LinkStats};
-use crate::error::WriterError;
-use crate::links::LinkService;
-use crate::store::StoredLink;
+use tinyurl_analytics::{Granularity, LinkStats};
+use tinyurl_links::LinkService;
+use tinyurl_links::error::WriterError;
+use tinyurl_links::store::StoredLink;
 
 /// A link.
 #[derive(Debug, Serialize, ToSchema)]

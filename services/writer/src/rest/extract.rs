@@ -12,10 +12,10 @@ use http::{HeaderValue, StatusCode, header};
 
 use super::bodies::{redirect_status, time};
 use super::{ApiError, MAX_BODY_BYTES, Peer};
-use crate::auth::bearer;
-use crate::error::WriterError;
-use crate::input::CreateInput;
-use crate::links::{Call, LinkService};
+use tinyurl_links::auth::bearer;
+use tinyurl_links::error::WriterError;
+use tinyurl_links::input::CreateInput;
+use tinyurl_links::{Call, LinkService};
 
 /// A JSON body: `application/json`, at most [`MAX_BODY_BYTES`], no unknown
 /// fields; every failure is a problem document.

@@ -14,10 +14,10 @@ use super::bodies::{
 };
 use super::extract::{Caller, JsonBody, LinkCode, create_input, decoded, query};
 use super::{ApiError, Problem};
-use crate::analytics::Granularity;
-use crate::error::WriterError;
-use crate::input::{ListInput, MAX_BATCH, UpdateInput};
-use crate::links::{LinkService, StatsInput};
+use tinyurl_analytics::Granularity;
+use tinyurl_links::error::WriterError;
+use tinyurl_links::input::{ListInput, MAX_BATCH, UpdateInput};
+use tinyurl_links::{LinkService, StatsInput};
 
 pub(super) type Links = State<Arc<LinkService>>;
 

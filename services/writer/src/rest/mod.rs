@@ -27,7 +27,7 @@ use self::handlers::{
 };
 use self::openapi::ApiDoc;
 use self::problem::{method_not_allowed, not_found};
-use crate::links::LinkService;
+use tinyurl_links::LinkService;
 
 /// Largest request body: a full batch of the longest legitimate items, with
 /// room for JSON's quoting. Anything bigger is refused unread (413).
@@ -160,7 +160,7 @@ impl axum::serve::Listener for TlsListener {
 mod tests {
     use super::problem::retry_seconds;
     use super::*;
-    use crate::error::WriterError;
+    use tinyurl_links::error::WriterError;
 
     /// The checked-in document is the generated one. After an API change,
     /// `TINYURL_WRITE_OPENAPI=1 cargo test -p tinyurl-writer openapi`

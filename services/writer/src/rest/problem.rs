@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::WriterError;
+use tinyurl_links::error::WriterError;
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]

@@ -31,7 +31,7 @@ pub const REVOCATION_WINDOW: Duration = Duration::from_secs(120);
 /// id became visible late is looked up within the unknown-key budget.
 pub const KEY_SET_RELOAD: Duration = Duration::from_secs(300);
 
-/// SHA-256 of a presented API key, put in request extensions by [`authenticate`].
+/// SHA-256 of a presented API key, put in request extensions by the gRPC adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyHash(pub [u8; 32]);
 
@@ -131,19 +131,6 @@ impl KeyName {
 
 pub fn hash_key(key: &str) -> KeyHash {
     KeyHash(Sha256::digest(key.as_bytes()).into())
-}
-
-/// Tonic interceptor: requires `authorization: Bearer tu_…` of the right shape
-/// and attaches its hash. Unknown keys are caught by the handler's lookup.
-#[allow(clippy::result_large_err)] // tonic's Interceptor signature is fixed
-pub fn authenticate(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    let header = request
-        .metadata()
-        .get("authorization")
-        .map(tonic::metadata::MetadataValue::as_bytes);
-    let hash = bearer(header).map_err(WriterError::into_status)?;
-    request.extensions_mut().insert(hash);
-    Ok(request)
 }
 
 /// The hash of the API key in an `Authorization` header (gRPC metadata or
@@ -447,38 +434,6 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request_with(value: Option<&str>) -> tonic::Request<()> {
-        let mut request = tonic::Request::new(());
-        if let Some(value) = value {
-            request
-                .metadata_mut()
-                .insert("authorization", value.parse().expect("ascii metadata"));
-        }
-        request
-    }
-
-    #[test]
-    fn generated_keys_pass_and_carry_their_hash() {
-        let (key, hash) = generate_key();
-        let request =
-            authenticate(request_with(Some(&format!("Bearer {key}")))).expect("valid key");
-        assert_eq!(request.extensions().get::<KeyHash>(), Some(&hash));
-    }
-
-    #[test]
-    fn missing_or_malformed_keys_are_unauthenticated() {
-        for value in [
-            None,
-            Some("tu_abc"),
-            Some("Basic dXNlcjpwdw=="),
-            Some("Bearer tu_short"),
-            Some("Bearer xx_0123456789012345678901234567890123456789012"),
-        ] {
-            let status = authenticate(request_with(value)).expect_err("must be refused");
-            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{value:?}");
-        }
-    }
 
     const CALLER: Caller = Caller {
         owner: OwnerId(7),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Dimension, OTHER, RollupRow, RollupTable};
-use crate::error::WriterError;
+use crate::error::AnalyticsError;
 
 /// Longest series answered, in buckets (a week of minutes fits).
 pub const MAX_POINTS: i64 = 20_000;
@@ -61,14 +61,14 @@ impl StatsQuery {
         granularity: i32,
         now: SystemTime,
         minute_retention: Duration,
-    ) -> Result<Self, WriterError> {
+    ) -> Result<Self, AnalyticsError> {
         let requested = match granularity {
             0 => None,
             1 => Some(Granularity::Minute),
             2 => Some(Granularity::Hour),
             3 => Some(Granularity::Day),
             other => {
-                return Err(WriterError::invalid(
+                return Err(AnalyticsError::invalid(
                     "granularity",
                     format!("granularity {other} is not one of MINUTE (1), HOUR (2), DAY (3)"),
                 ));
@@ -80,7 +80,7 @@ impl StatsQuery {
             None => to.checked_sub(DEFAULT_RANGE).unwrap_or(UNIX_EPOCH),
         };
         if from > to {
-            return Err(WriterError::invalid("from", "from must not be after to"));
+            return Err(AnalyticsError::invalid("from", "from must not be after to"));
         }
         let (from, to) = (seconds(from, "from")?, seconds(to, "to")?);
         let granularity = requested.unwrap_or(if to - from <= HOURLY_UP_TO {
@@ -93,7 +93,7 @@ impl StatsQuery {
         let to = (to + step - 1).div_euclid(step) * step;
         let to = to.max(from + step);
         if (to - from) / step > MAX_POINTS {
-            return Err(WriterError::invalid(
+            return Err(AnalyticsError::invalid(
                 "from",
                 format!(
                     "the range holds {} buckets; at most {MAX_POINTS}: narrow it or use a coarser granularity",
@@ -107,7 +107,7 @@ impl StatsQuery {
                 "from",
             )?;
             if from < oldest.div_euclid(60) * 60 {
-                return Err(WriterError::invalid(
+                return Err(AnalyticsError::invalid(
                     "from",
                     format!(
                         "minute and hour statistics reach back {}; use DAY granularity for older ranges",
@@ -135,11 +135,11 @@ impl StatsQuery {
 }
 
 /// Seconds since the Unix epoch; before it is refused (no clicks are).
-fn seconds(at: SystemTime, field: &'static str) -> Result<i64, WriterError> {
+fn seconds(at: SystemTime, field: &'static str) -> Result<i64, AnalyticsError> {
     at.duration_since(UNIX_EPOCH)
         .ok()
         .and_then(|since| i64::try_from(since.as_secs()).ok())
-        .ok_or_else(|| WriterError::invalid(field, format!("{field} is before 1970")))
+        .ok_or_else(|| AnalyticsError::invalid(field, format!("{field} is before 1970")))
 }
 
 /// One bucket of the series.
@@ -261,8 +261,9 @@ mod tests {
     #[test]
     fn checks_ranges_and_granularities() {
         let now = at(1_800_000_000);
-        let field =
-            |result: Result<StatsQuery, WriterError>| result.err().and_then(|error| error.field());
+        let field = |result: Result<StatsQuery, AnalyticsError>| {
+            result.err().and_then(|error| error.field())
+        };
         assert_eq!(
             field(StatsQuery::parse(None, None, 7, now, WEEK)),
             Some("granularity")

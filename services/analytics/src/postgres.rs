@@ -4,14 +4,13 @@
 
 use std::time::SystemTime;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Pool, Transaction};
 
-use super::PostgresLinkStore;
-use crate::analytics::{
+use crate::error::AnalyticsError;
+use crate::{
     ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER, RolledUp, RollupKey, RollupRow,
     RollupTable, StoredValues, ValueGroup, bound_values,
 };
-use crate::error::WriterError;
 
 /// Adds a fold's rows to one rollup table (`{table}` and `{bucket}` are
 /// trusted names); rows arrive sorted, so locks are taken in key order.
@@ -121,7 +120,7 @@ fn table_sql(template: &str, table: RollupTable) -> String {
 
 /// The roll-up mark, locked as `lock` says (`FOR SHARE` by folds, `FOR
 /// UPDATE` by the roll-up) until the transaction ends.
-async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, WriterError> {
+async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, AnalyticsError> {
     transaction
         .query_one(
             &format!("SELECT rolled_through FROM click_rollup_mark {lock}"),
@@ -129,7 +128,7 @@ async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, W
         )
         .await
         .and_then(|row| row.try_get(0))
-        .map_err(WriterError::from_postgres)
+        .map_err(AnalyticsError::from_postgres)
 }
 
 /// The lock bucket of a group: minutes as they are, days below zero, so a
@@ -147,7 +146,7 @@ fn lock_bucket(table: RollupTable, bucket: i32) -> i32 {
 async fn lock_groups(
     transaction: &Transaction<'_>,
     tables: &[(RollupTable, &[(RollupKey, i64)])],
-) -> Result<(), WriterError> {
+) -> Result<(), AnalyticsError> {
     let mut codes = Vec::new();
     let mut buckets = Vec::new();
     for (table, rows) in tables {
@@ -165,7 +164,7 @@ async fn lock_groups(
     transaction
         .execute(LOCK_GROUPS, &[&codes, &buckets])
         .await
-        .map_err(WriterError::from_postgres)?;
+        .map_err(AnalyticsError::from_postgres)?;
     Ok(())
 }
 
@@ -174,7 +173,7 @@ async fn stored_values(
     transaction: &Transaction<'_>,
     table: RollupTable,
     rows: &[(RollupKey, i64)],
-) -> Result<StoredValues, WriterError> {
+) -> Result<StoredValues, AnalyticsError> {
     let named: Vec<&RollupKey> = rows
         .iter()
         .map(|(key, _)| key)
@@ -195,16 +194,16 @@ async fn stored_values(
             &[&codes, &buckets, &OTHER],
         )
         .await
-        .map_err(WriterError::from_postgres)?
+        .map_err(AnalyticsError::from_postgres)?
     {
-        let dimension: i16 = row.try_get(2).map_err(WriterError::from_postgres)?;
-        let count: i64 = row.try_get(4).map_err(WriterError::from_postgres)?;
+        let dimension: i16 = row.try_get(2).map_err(AnalyticsError::from_postgres)?;
+        let count: i64 = row.try_get(4).map_err(AnalyticsError::from_postgres)?;
         stored.counts.insert(
             ValueGroup {
-                code: row.try_get(0).map_err(WriterError::from_postgres)?,
-                bucket: row.try_get(1).map_err(WriterError::from_postgres)?,
+                code: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
+                bucket: row.try_get(1).map_err(AnalyticsError::from_postgres)?,
                 dimension: Dimension::from_stored(dimension)?,
-                bot: row.try_get(3).map_err(WriterError::from_postgres)?,
+                bot: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
             },
             usize::try_from(count).unwrap_or(usize::MAX),
         );
@@ -215,15 +214,15 @@ async fn stored_values(
             &[&codes, &buckets, &dimensions, &values, &bots],
         )
         .await
-        .map_err(WriterError::from_postgres)?
+        .map_err(AnalyticsError::from_postgres)?
     {
-        let dimension: i16 = row.try_get(2).map_err(WriterError::from_postgres)?;
+        let dimension: i16 = row.try_get(2).map_err(AnalyticsError::from_postgres)?;
         stored.present.insert(RollupKey {
-            code: row.try_get(0).map_err(WriterError::from_postgres)?,
-            bucket: row.try_get(1).map_err(WriterError::from_postgres)?,
+            code: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
+            bucket: row.try_get(1).map_err(AnalyticsError::from_postgres)?,
             dimension: Dimension::from_stored(dimension)?,
-            value: row.try_get(3).map_err(WriterError::from_postgres)?,
-            bot: row.try_get(4).map_err(WriterError::from_postgres)?,
+            value: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
+            bot: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
         });
     }
     Ok(stored)
@@ -235,7 +234,7 @@ async fn add_bounded(
     table: RollupTable,
     rows: &[(RollupKey, i64)],
     values: usize,
-) -> Result<u64, WriterError> {
+) -> Result<u64, AnalyticsError> {
     let stored = stored_values(transaction, table, rows).await?;
     let bounded = bound_values(rows, &stored, values);
     upsert_rollups(transaction, table, &bounded).await?;
@@ -246,7 +245,7 @@ async fn upsert_rollups(
     transaction: &Transaction<'_>,
     table: RollupTable,
     rows: &[(RollupKey, i64)],
-) -> Result<(), WriterError> {
+) -> Result<(), AnalyticsError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -259,32 +258,60 @@ async fn upsert_rollups(
     let statement = transaction
         .prepare_cached(&table_sql(UPSERT_ROLLUP, table))
         .await
-        .map_err(WriterError::from_postgres)?;
+        .map_err(AnalyticsError::from_postgres)?;
     transaction
         .execute(
             &statement,
             &[&codes, &buckets, &dimensions, &values, &bots, &clicks],
         )
         .await
-        .map_err(WriterError::from_postgres)?;
+        .map_err(AnalyticsError::from_postgres)?;
     Ok(())
 }
 
+/// The rollup tables of the writer's Postgres database (its migrations
+/// create them, beside the links).
+#[derive(Clone)]
+pub struct PostgresRollups {
+    pool: Pool,
+    timeout: std::time::Duration,
+}
+
+impl PostgresRollups {
+    /// Rollups on `pool`; every call answers within `timeout`.
+    pub fn new(pool: Pool, timeout: std::time::Duration) -> Self {
+        Self { pool, timeout }
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, AnalyticsError>>,
+    ) -> Result<T, AnalyticsError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| tinyurl_runtime::StoreError::timed_out(self.timeout))?
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, AnalyticsError> {
+        self.pool.get().await.map_err(AnalyticsError::from_pool)
+    }
+}
+
 #[async_trait::async_trait]
-impl ClickStore for PostgresLinkStore {
+impl ClickStore for PostgresRollups {
     #[tracing::instrument(name = "fold_clicks", skip_all, fields(rows = fold.minutes.len()))]
     async fn fold(
         &self,
         batch_id: &str,
         fold: &Fold,
         values: usize,
-    ) -> Result<Folded, WriterError> {
+    ) -> Result<Folded, AnalyticsError> {
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client
                 .transaction()
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             // Concurrent folds of one id (a batch reclaimed from a slow
             // consumer) meet here: the second waits for the first to commit
             // and then finds the id.
@@ -294,7 +321,7 @@ impl ClickStore for PostgresLinkStore {
                     &[&batch_id],
                 )
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             if recorded == 0 {
                 return Ok(Folded::Before);
             }
@@ -322,23 +349,23 @@ impl ClickStore for PostgresLinkStore {
             transaction
                 .execute(UPSERT_TOTALS, &[&codes, &humans, &bots])
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             transaction
                 .commit()
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             Ok(Folded::Now)
         })
         .await
     }
 
-    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, WriterError> {
+    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, AnalyticsError> {
         self.bounded(async {
             let mut client = self.client().await?;
             let transaction = client
                 .transaction()
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             let rolled_through = rollup_mark(&transaction, "FOR UPDATE").await?;
             if through <= rolled_through {
                 return Ok(RolledUp {
@@ -352,22 +379,22 @@ impl ClickStore for PostgresLinkStore {
             let window = transaction
                 .query(ROLL_UP_WINDOW, &[&rolled_through, &until])
                 .await
-                .map_err(WriterError::from_postgres)?
+                .map_err(AnalyticsError::from_postgres)?
                 .iter()
                 .map(|row| {
-                    let dimension: i16 = row.try_get(2).map_err(WriterError::from_postgres)?;
+                    let dimension: i16 = row.try_get(2).map_err(AnalyticsError::from_postgres)?;
                     Ok((
                         RollupKey {
-                            code: row.try_get(0).map_err(WriterError::from_postgres)?,
-                            bucket: row.try_get(1).map_err(WriterError::from_postgres)?,
+                            code: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
+                            bucket: row.try_get(1).map_err(AnalyticsError::from_postgres)?,
                             dimension: Dimension::from_stored(dimension)?,
-                            value: row.try_get(3).map_err(WriterError::from_postgres)?,
-                            bot: row.try_get(4).map_err(WriterError::from_postgres)?,
+                            value: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
+                            bot: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
                         },
-                        row.try_get(5).map_err(WriterError::from_postgres)?,
+                        row.try_get(5).map_err(AnalyticsError::from_postgres)?,
                     ))
                 })
-                .collect::<Result<Vec<(RollupKey, i64)>, WriterError>>()?;
+                .collect::<Result<Vec<(RollupKey, i64)>, AnalyticsError>>()?;
             let rows = add_bounded(&transaction, RollupTable::Days, &window, values).await?;
             transaction
                 .execute(
@@ -375,11 +402,11 @@ impl ClickStore for PostgresLinkStore {
                     &[&until],
                 )
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             transaction
                 .commit()
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             Ok(RolledUp {
                 rows,
                 caught_up: until == through,
@@ -395,7 +422,7 @@ impl ClickStore for PostgresLinkStore {
         first: i32,
         end: i32,
         top: usize,
-    ) -> Result<Vec<RollupRow>, WriterError> {
+    ) -> Result<Vec<RollupRow>, AnalyticsError> {
         let top = i64::try_from(top).unwrap_or(i64::MAX);
         self.bounded(async {
             let client = self.client().await?;
@@ -406,20 +433,20 @@ impl ClickStore for PostgresLinkStore {
             let statement = client
                 .prepare_cached(&sql)
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             let rows = client
                 .query(&statement, &[&code, &first, &end, &top])
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             rows.iter()
                 .map(|row| {
-                    let dimension: i16 = row.try_get(1).map_err(WriterError::from_postgres)?;
+                    let dimension: i16 = row.try_get(1).map_err(AnalyticsError::from_postgres)?;
                     Ok(RollupRow {
-                        bucket: row.try_get(0).map_err(WriterError::from_postgres)?,
+                        bucket: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
                         dimension: Dimension::from_stored(dimension)?,
-                        value: row.try_get(2).map_err(WriterError::from_postgres)?,
-                        bot: row.try_get(3).map_err(WriterError::from_postgres)?,
-                        clicks: row.try_get(4).map_err(WriterError::from_postgres)?,
+                        value: row.try_get(2).map_err(AnalyticsError::from_postgres)?,
+                        bot: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
+                        clicks: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
                     })
                 })
                 .collect()
@@ -427,7 +454,7 @@ impl ClickStore for PostgresLinkStore {
         .await
     }
 
-    async fn totals(&self, code: &str) -> Result<(i64, i64), WriterError> {
+    async fn totals(&self, code: &str) -> Result<(i64, i64), AnalyticsError> {
         self.bounded(async {
             let row = self
                 .client()
@@ -437,12 +464,12 @@ impl ClickStore for PostgresLinkStore {
                     &[&code],
                 )
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             match row {
                 None => Ok((0, 0)),
                 Some(row) => Ok((
-                    row.try_get(0).map_err(WriterError::from_postgres)?,
-                    row.try_get(1).map_err(WriterError::from_postgres)?,
+                    row.try_get(0).map_err(AnalyticsError::from_postgres)?,
+                    row.try_get(1).map_err(AnalyticsError::from_postgres)?,
                 )),
             }
         })
@@ -455,7 +482,7 @@ impl ClickStore for PostgresLinkStore {
         day: i32,
         batches_before: SystemTime,
         limit: i64,
-    ) -> Result<u64, WriterError> {
+    ) -> Result<u64, AnalyticsError> {
         self.bounded(async {
             let client = self.client().await?;
             // By ctid, in bounded slices: each statement holds its row locks
@@ -471,7 +498,7 @@ impl ClickStore for PostgresLinkStore {
                     &[&minute, &limit],
                 )
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             let days = client
                 .execute(
                     "DELETE FROM click_days WHERE ctid = ANY(ARRAY(
@@ -479,7 +506,7 @@ impl ClickStore for PostgresLinkStore {
                     &[&day, &limit],
                 )
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             let batches = client
                 .execute(
                     "DELETE FROM click_batches WHERE ctid = ANY(ARRAY(
@@ -487,7 +514,7 @@ impl ClickStore for PostgresLinkStore {
                     &[&batches_before, &limit],
                 )
                 .await
-                .map_err(WriterError::from_postgres)?;
+                .map_err(AnalyticsError::from_postgres)?;
             Ok(minutes + days + batches)
         })
         .await

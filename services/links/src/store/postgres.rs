@@ -3,7 +3,10 @@
 //! failures reported as UNAVAILABLE.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use tinyurl_analytics::{ClickStore, PostgresRollups};
 
 use deadpool_postgres::Pool;
 use secrecy::SecretString;
@@ -18,7 +21,6 @@ use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
 use tinyurl_domain::RedirectStatus;
 
-mod clicks;
 mod online;
 
 pub use online::{OnlineMigration, OnlineReport};
@@ -144,6 +146,7 @@ pub struct PostgresLinkStore {
     timeout: Duration,
     idempotency_retention: Duration,
     link_partitions: u16,
+    rollups: Arc<PostgresRollups>,
 }
 
 impl PostgresLinkStore {
@@ -155,6 +158,7 @@ impl PostgresLinkStore {
         let pg_config = postgres::connection_config(database_url, "tinyurl-writer", timeout)?;
         let pool = postgres::pool(pg_config.clone(), pool_size, timeout, None)?;
         Ok(Self {
+            rollups: Arc::new(PostgresRollups::new(pool.clone(), timeout)),
             pool,
             pg_config,
             timeout,
@@ -235,12 +239,7 @@ impl PostgresLinkStore {
     ) -> Result<T, WriterError> {
         tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| {
-                WriterError::Unavailable(format!(
-                    "the link store did not answer within {} ms; retry later",
-                    self.timeout.as_millis()
-                ))
-            })?
+            .map_err(|_| tinyurl_runtime::StoreError::timed_out(self.timeout))?
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, WriterError> {
@@ -250,6 +249,10 @@ impl PostgresLinkStore {
 
 #[async_trait::async_trait]
 impl LinkStore for PostgresLinkStore {
+    fn clicks(&self) -> Arc<dyn ClickStore> {
+        Arc::clone(&self.rollups) as Arc<dyn ClickStore>
+    }
+
     async fn create_api_key(
         &self,
         name: &str,

@@ -15,9 +15,9 @@ use tinyurl_domain::RedirectStatus;
 
 pub use self::postgres::{OnlineMigration, OnlineReport, PostgresLinkStore};
 pub use self::sqlite::SqliteLinkStore;
-use crate::analytics::ClickStore;
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
+use tinyurl_analytics::ClickStore;
 
 /// How long an idempotency key answers retries unless configured: a day, as
 /// the large payment APIs keep theirs.
@@ -113,10 +113,13 @@ pub struct LinkChanges {
 /// store's timeout; a store that cannot be reached answers
 /// [`WriterError::Unavailable`]. Writes are durable when they return.
 ///
-/// The same database holds the click rollups, so every link store is also
-/// the [`ClickStore`].
+/// The same database holds the click rollups: [`Self::clicks`] reads and
+/// folds them.
 #[async_trait::async_trait]
-pub trait LinkStore: ClickStore + Send + Sync + 'static {
+pub trait LinkStore: Send + Sync + 'static {
+    /// The click rollups in this store's database.
+    fn clicks(&self) -> Arc<dyn ClickStore>;
+
     async fn create_api_key(
         &self,
         name: &str,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tinyurl_domain::HostBlocklist;
 
-use crate::links::State;
+use crate::service::State;
 
 /// How often the file is checked.
 const CHECK: Duration = Duration::from_secs(1);

@@ -6,12 +6,12 @@ use std::time::SystemTime;
 use tinyurl_runtime::sqlite::rusqlite::{self, TransactionBehavior};
 use tinyurl_runtime::sqlite::to_micros;
 
-use super::SqliteLinkStore;
-use crate::analytics::{
+use crate::error::AnalyticsError;
+use crate::{
     ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER, RolledUp, RollupKey, RollupRow,
     RollupTable, StoredValues, bound_values,
 };
-use crate::error::WriterError;
+use tinyurl_runtime::sqlite::Sqlite;
 
 fn names(table: RollupTable) -> (&'static str, &'static str) {
     match table {
@@ -106,14 +106,27 @@ fn add_bounded(
     Ok(bounded.len() as u64)
 }
 
+/// The rollup tables of the embedded database (its migrations create
+/// them, beside the links).
+#[derive(Clone)]
+pub struct SqliteRollups {
+    db: Sqlite,
+}
+
+impl SqliteRollups {
+    pub fn new(db: Sqlite) -> Self {
+        Self { db }
+    }
+}
+
 #[async_trait::async_trait]
-impl ClickStore for SqliteLinkStore {
+impl ClickStore for SqliteRollups {
     async fn fold(
         &self,
         batch_id: &str,
         fold: &Fold,
         values: usize,
-    ) -> Result<Folded, WriterError> {
+    ) -> Result<Folded, AnalyticsError> {
         let batch_id = batch_id.to_owned();
         // The fold is moved to the blocking thread; batches are small.
         let fold = fold.clone();
@@ -152,10 +165,10 @@ impl ClickStore for SqliteLinkStore {
                 Ok(Folded::Now)
             })
             .await
-            .map_err(WriterError::from_sqlite)
+            .map_err(AnalyticsError::from_sqlite)
     }
 
-    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, WriterError> {
+    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, AnalyticsError> {
         self.db
             .run(move |connection| {
                 let transaction =
@@ -205,7 +218,7 @@ impl ClickStore for SqliteLinkStore {
                 })
             })
             .await
-            .map_err(WriterError::from_sqlite)
+            .map_err(AnalyticsError::from_sqlite)
     }
 
     async fn rollups(
@@ -215,7 +228,7 @@ impl ClickStore for SqliteLinkStore {
         first: i32,
         end: i32,
         top: usize,
-    ) -> Result<Vec<RollupRow>, WriterError> {
+    ) -> Result<Vec<RollupRow>, AnalyticsError> {
         let code = code.to_owned();
         let top = i64::try_from(top).unwrap_or(i64::MAX);
         // As in Postgres: days include the minutes not rolled up yet, read in
@@ -265,7 +278,7 @@ impl ClickStore for SqliteLinkStore {
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await
-            .map_err(WriterError::from_sqlite)?;
+            .map_err(AnalyticsError::from_sqlite)?;
         rows.into_iter()
             .map(|(bucket, dimension, value, bot, clicks)| {
                 Ok(RollupRow {
@@ -279,7 +292,7 @@ impl ClickStore for SqliteLinkStore {
             .collect()
     }
 
-    async fn totals(&self, code: &str) -> Result<(i64, i64), WriterError> {
+    async fn totals(&self, code: &str) -> Result<(i64, i64), AnalyticsError> {
         let code = code.to_owned();
         self.db
             .run(move |connection| {
@@ -294,7 +307,7 @@ impl ClickStore for SqliteLinkStore {
                 }
             })
             .await
-            .map_err(WriterError::from_sqlite)
+            .map_err(AnalyticsError::from_sqlite)
     }
 
     async fn prune(
@@ -303,7 +316,7 @@ impl ClickStore for SqliteLinkStore {
         day: i32,
         batches_before: SystemTime,
         limit: i64,
-    ) -> Result<u64, WriterError> {
+    ) -> Result<u64, AnalyticsError> {
         let before = to_micros(batches_before);
         self.db
             .run(move |connection| {
@@ -329,6 +342,6 @@ impl ClickStore for SqliteLinkStore {
                 Ok((minutes + days + batches) as u64)
             })
             .await
-            .map_err(WriterError::from_sqlite)
+            .map_err(AnalyticsError::from_sqlite)
     }
 }

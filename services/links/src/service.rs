@@ -12,7 +12,6 @@ use std::time::{Instant, SystemTime};
 use tinyurl_domain::{CodeCodec, TargetPolicy, TargetUrl};
 use tinyurl_runtime::proxies::TrustedProxies;
 
-use crate::analytics::{ClickStore, LinkStats, StatsQuery};
 use crate::auth::{KeyCache, KeyHash, OwnerId, Scope};
 use crate::batcher::{CreateBatcher, GroupCommit};
 use crate::cache::LinkCache;
@@ -23,6 +22,7 @@ use crate::input::{
 };
 use crate::leaser::IdLeaser;
 use crate::store::{LinkChanges, LinkStore, NewLink, StoredLink};
+use tinyurl_analytics::{ClickStore, LinkStats, StatsQuery};
 
 /// Attempts to mint a code that does not meet an existing alias.
 const MINT_ROUNDS: usize = 5;
@@ -619,7 +619,7 @@ impl State {
         let (table, first, end) = query.buckets();
         let rows = self
             .clicks_store
-            .rollups(code, table, first, end, crate::analytics::stats::TOP)
+            .rollups(code, table, first, end, tinyurl_analytics::stats::TOP)
             .await?;
         let lifetime = self.clicks_store.totals(code).await?;
         Ok(LinkStats::assemble(query, lifetime, &rows))

@@ -31,7 +31,7 @@ use tinyurl_runtime::memory::ClickBatch;
 use tokio::sync::mpsc;
 
 use super::{ClickStore, Fold, Folded, MINUTES_PER_DAY, minute_of};
-use crate::error::WriterError;
+use crate::error::AnalyticsError;
 
 /// Entries read per `XREADGROUP`.
 const READ_COUNT: u64 = 16;
@@ -107,7 +107,7 @@ async fn fold_batch(
     entry: &str,
     batch_id: Option<&str>,
     lines: Option<&str>,
-) -> Result<bool, WriterError> {
+) -> Result<bool, AnalyticsError> {
     let (Some(batch_id), Some(lines)) = (batch_id, lines) else {
         metrics.corrupt.increment(1);
         tracing::warn!(
@@ -222,7 +222,7 @@ impl RedisConsumer {
         &self,
         entry: &str,
         fields: &[(String, Value)],
-        error: &WriterError,
+        error: &AnalyticsError,
     ) -> Result<(), Error> {
         let mut values: Vec<(String, String)> = vec![
             ("entry".to_owned(), entry.to_owned()),
@@ -478,7 +478,7 @@ impl RedisConsumer {
                 self.metrics.errors.increment(1);
                 // An unreachable store fails every batch alike: retried for
                 // as long as it takes. Anything else is this batch's.
-                let poison = !matches!(error, WriterError::Unavailable(_))
+                let poison = !matches!(error, AnalyticsError::Unavailable(_))
                     && self.failed_again(&id) >= POISON_ATTEMPTS;
                 if !poison {
                     tracing::warn!(
@@ -661,7 +661,7 @@ pub async fn consume_memory(
             match folded {
                 Ok(_) => break,
                 Err(error)
-                    if !matches!(error, WriterError::Unavailable(_))
+                    if !matches!(error, AnalyticsError::Unavailable(_))
                         && poison_failures + 1 >= POISON_ATTEMPTS =>
                 {
                     // No stream to park it in: counted and logged whole.
@@ -674,7 +674,7 @@ pub async fn consume_memory(
                     break;
                 }
                 Err(error) if !stopping.is_stopping() => {
-                    if !matches!(error, WriterError::Unavailable(_)) {
+                    if !matches!(error, AnalyticsError::Unavailable(_)) {
                         poison_failures += 1;
                     }
                     metrics.errors.increment(1);

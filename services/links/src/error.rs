@@ -1,6 +1,8 @@
-//! The writer's errors and how each reaches a client.
+//! The link service's errors, each classified into an [`ErrorKind`] that
+//! every transport answers the same way.
 
-use tinyurl_runtime::ErrorKind;
+use tinyurl_analytics::AnalyticsError;
+use tinyurl_runtime::{ErrorKind, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
@@ -126,58 +128,36 @@ impl WriterError {
         }
     }
 
-    pub fn into_status(self) -> tonic::Status {
-        let kind = self.kind();
-        let message = self.public_message();
-        if let Self::RateLimited { retry_after, .. }
-        | Self::TooManyFailures { retry_after, .. }
-        | Self::QuotaExhausted { retry_after, .. } = self
-        {
-            // google.rpc.RetryInfo: clients (and gRPC retry policies) read
-            // the wait from it rather than from the message.
-            return <tonic::Status as tonic_types::StatusExt>::with_error_details(
-                kind.grpc_code(),
-                message,
-                tonic_types::ErrorDetails::with_retry_info(Some(retry_after)),
-            );
-        }
-        match self.field() {
-            Some(field) => kind.field_status(field, message),
-            None => kind.status(message),
-        }
-    }
-
-    /// Transient Postgres failures (see `tinyurl_runtime::postgres::is_transient`)
-    /// are UNAVAILABLE; anything else is a bug or an unexpected state.
     pub fn from_postgres(error: tokio_postgres::Error) -> Self {
-        if tinyurl_runtime::postgres::is_transient(&error) {
-            tracing::warn!(%error, "postgres unavailable");
-            Self::Unavailable("the link store is unavailable; retry later".to_owned())
-        } else {
-            Self::Unexpected(anyhow::Error::new(error).context("postgres query failed"))
-        }
+        StoreError::from_postgres(error).into()
     }
 
     pub fn from_pool(error: deadpool_postgres::PoolError) -> Self {
-        match error {
-            deadpool_postgres::PoolError::Backend(error) => Self::from_postgres(error),
-            other => {
-                tracing::warn!(error = %other, "postgres pool unavailable");
-                Self::Unavailable("the link store is unavailable; retry later".to_owned())
-            }
-        }
+        StoreError::from_pool(error).into()
     }
 
-    /// The embedded store's counterpart of [`Self::from_postgres`].
     pub fn from_sqlite(error: tinyurl_runtime::sqlite::SqliteError) -> Self {
+        StoreError::from_sqlite(error).into()
+    }
+}
+
+impl From<StoreError> for WriterError {
+    fn from(error: StoreError) -> Self {
         match error {
-            tinyurl_runtime::sqlite::SqliteError::Unavailable(reason) => {
-                tracing::warn!(%reason, "embedded store unavailable");
-                Self::Unavailable("the link store is unavailable; retry later".to_owned())
+            StoreError::Unavailable(message) => Self::Unavailable(message),
+            StoreError::Unexpected(error) => Self::Unexpected(error),
+        }
+    }
+}
+
+impl From<AnalyticsError> for WriterError {
+    fn from(error: AnalyticsError) -> Self {
+        match error {
+            AnalyticsError::InvalidField { field, message } => {
+                Self::InvalidField { field, message }
             }
-            tinyurl_runtime::sqlite::SqliteError::Query(error) => {
-                Self::Unexpected(anyhow::Error::new(error).context("sqlite query failed"))
-            }
+            AnalyticsError::Unavailable(message) => Self::Unavailable(message),
+            AnalyticsError::Unexpected(error) => Self::Unexpected(error),
         }
     }
 }

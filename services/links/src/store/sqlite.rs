@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use tinyurl_analytics::{ClickStore, SqliteRollups};
 
 use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, TransactionBehavior};
 use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
@@ -15,8 +18,6 @@ use super::{
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
-
-mod clicks;
 
 mod embedded {
     refinery::embed_migrations!("migrations-sqlite");
@@ -33,6 +34,7 @@ const POOL_SIZE: usize = 4;
 pub struct SqliteLinkStore {
     db: Sqlite,
     idempotency_retention: Duration,
+    rollups: Arc<SqliteRollups>,
 }
 
 fn link_from_row(row: &Row<'_>) -> rusqlite::Result<StoredLink> {
@@ -60,6 +62,7 @@ impl SqliteLinkStore {
         db.migrate("writer_schema_history", embedded::migrations::runner())
             .await?;
         Ok(Self {
+            rollups: Arc::new(SqliteRollups::new(db.clone())),
             db,
             idempotency_retention: super::DEFAULT_IDEMPOTENCY_RETENTION,
         })
@@ -119,6 +122,10 @@ impl SqliteLinkStore {
 
 #[async_trait::async_trait]
 impl LinkStore for SqliteLinkStore {
+    fn clicks(&self) -> Arc<dyn ClickStore> {
+        Arc::clone(&self.rollups) as Arc<dyn ClickStore>
+    }
+
     async fn create_api_key(
         &self,
         name: &str,

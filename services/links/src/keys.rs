@@ -234,7 +234,7 @@ fn key_table(keys: &[ApiKeyInfo]) -> String {
 /// set again. Polling the store rather than listening on Redis works
 /// without Redis (the embedded deployment) and cannot miss a message.
 pub async fn follow_keys(
-    state: std::sync::Arc<crate::links::State>,
+    state: std::sync::Arc<crate::service::State>,
     stopping: tinyurl_runtime::Stopping,
 ) {
     let last_reload = std::sync::Mutex::new(None::<std::time::Instant>);

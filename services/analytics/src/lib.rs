@@ -3,6 +3,9 @@
 //! read back for `GetLinkStats`.
 
 pub mod consumer;
+pub mod error;
+mod postgres;
+mod sqlite;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -11,8 +14,10 @@ use std::time::SystemTime;
 use tinyurl_domain::clicks::ClickLine;
 pub use tinyurl_domain::clicks::{OTHER, minute_of};
 
+pub use self::error::AnalyticsError;
+pub use self::postgres::PostgresRollups;
+pub use self::sqlite::SqliteRollups;
 pub use self::stats::{Granularity, LinkStats, StatsQuery};
-use crate::error::WriterError;
 
 /// A rollup dimension, as stored (`dimension` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,7 +33,7 @@ pub enum Dimension {
 impl Dimension {
     /// The dimension a stored number stands for; another number means the
     /// schema and this code disagree.
-    pub fn from_stored(raw: i16) -> Result<Self, WriterError> {
+    pub fn from_stored(raw: i16) -> Result<Self, AnalyticsError> {
         [
             Self::Total,
             Self::Referrer,
@@ -38,7 +43,9 @@ impl Dimension {
         ]
         .into_iter()
         .find(|dimension| *dimension as i16 == raw)
-        .ok_or_else(|| WriterError::Unexpected(anyhow::anyhow!("unknown rollup dimension {raw}")))
+        .ok_or_else(|| {
+            AnalyticsError::Unexpected(anyhow::anyhow!("unknown rollup dimension {raw}"))
+        })
     }
 }
 
@@ -258,7 +265,7 @@ pub enum RollupTable {
     Days,
 }
 
-/// The analytics storage of the writer, beside its [`crate::store::LinkStore`].
+/// The analytics storage of the writer, in the database that holds its links.
 #[async_trait::async_trait]
 pub trait ClickStore: Send + Sync + 'static {
     /// Adds `fold` and records `batch_id` in one transaction, unless the id
@@ -266,13 +273,17 @@ pub trait ClickStore: Send + Sync + 'static {
     /// every minute row reaches the day rollups exactly once. Each group
     /// (minute or day) keeps at most `values` named values
     /// ([`bound_values`]), however many writers fold at once.
-    async fn fold(&self, batch_id: &str, fold: &Fold, values: usize)
-    -> Result<Folded, WriterError>;
+    async fn fold(
+        &self,
+        batch_id: &str,
+        fold: &Fold,
+        values: usize,
+    ) -> Result<Folded, AnalyticsError>;
 
     /// Adds the minute rows after the roll-up mark and up to `through` (at
     /// most a day of them) to the day rollups and moves the mark, in one
     /// transaction; each day group keeps at most `values` named values.
-    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, WriterError>;
+    async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, AnalyticsError>;
 
     /// Rollup rows of `code` with `first <= bucket < end`, summed: the
     /// series rows ([`Dimension::Total`]) by bucket, the breakdowns over the
@@ -286,10 +297,10 @@ pub trait ClickStore: Send + Sync + 'static {
         first: i32,
         end: i32,
         top: usize,
-    ) -> Result<Vec<RollupRow>, WriterError>;
+    ) -> Result<Vec<RollupRow>, AnalyticsError>;
 
     /// Lifetime (human, bot) clicks of `code`.
-    async fn totals(&self, code: &str) -> Result<(i64, i64), WriterError>;
+    async fn totals(&self, code: &str) -> Result<(i64, i64), AnalyticsError>;
 
     /// Deletes up to `limit` minute rows older than `minute` (never one not
     /// rolled up into days yet), day rows older than `day`, and batch ids
@@ -301,7 +312,7 @@ pub trait ClickStore: Send + Sync + 'static {
         day: i32,
         batches_before: SystemTime,
         limit: i64,
-    ) -> Result<u64, WriterError>;
+    ) -> Result<u64, AnalyticsError>;
 }
 
 #[cfg(test)]
