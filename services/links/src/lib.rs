@@ -13,6 +13,7 @@ pub mod auth;
 pub mod batcher;
 pub mod blocklist;
 pub mod cache;
+mod create;
 pub mod error;
 pub mod input;
 pub mod keys;

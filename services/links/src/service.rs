@@ -13,19 +13,17 @@ use tinyurl_domain::{CodeCodec, TargetPolicy, TargetUrl};
 use tinyurl_runtime::proxies::TrustedProxies;
 
 use crate::auth::{KeyCache, KeyHash, OwnerId, Scope};
-use crate::batcher::{CreateBatcher, GroupCommit};
+use crate::batcher::CreateBatcher;
 use crate::cache::LinkCache;
 use crate::error::WriterError;
 use crate::input::{
-    CreateInput, ListInput, MAX_BATCH, UpdateInput, ValidCreate, check_expiry, code_argument,
-    page_size, page_token, parse_page_token, validate_create,
+    CreateInput, ListInput, MAX_BATCH, UpdateInput, check_expiry, code_argument, page_size,
+    page_token, parse_page_token, validate_create,
 };
 use crate::leaser::IdLeaser;
-use crate::store::{LinkChanges, LinkStore, NewLink, StoredLink};
+use crate::store::{LinkChanges, LinkStore, StoredLink};
 use tinyurl_analytics::{ClickStore, LinkStats, StatsQuery};
 
-/// Attempts to mint a code that does not meet an existing alias.
-const MINT_ROUNDS: usize = 5;
 /// Group commits of single creates in flight at once: two, so one group's
 /// cache write overlaps the next group's INSERT. More would split the queue
 /// into smaller groups, and on a busy primary statements cost more than rows.
@@ -302,16 +300,6 @@ async fn measured<T>(
     result
 }
 
-impl GroupCommit for State {
-    async fn create_many(
-        &self,
-        owner: OwnerId,
-        items: Vec<Result<ValidCreate, WriterError>>,
-    ) -> Vec<Result<StoredLink, WriterError>> {
-        State::create_many(self, owner, items).await
-    }
-}
-
 impl State {
     /// The caller behind the call's key; a refused key is charged to the
     /// caller's address.
@@ -419,180 +407,6 @@ impl State {
             blocklist: Arc::new(union),
             ..TargetPolicy::clone(&policy)
         });
-    }
-
-    /// Creates every valid item in one insert (plus rare follow-ups for
-    /// idempotent replays and codes that met an alias). One result per item.
-    pub(crate) async fn create_many(
-        &self,
-        owner: OwnerId,
-        items: Vec<Result<ValidCreate, WriterError>>,
-    ) -> Vec<Result<StoredLink, WriterError>> {
-        let mut results: Vec<Option<Result<StoredLink, WriterError>>> =
-            Vec::with_capacity(items.len());
-        let mut pending: Vec<(usize, ValidCreate)> = Vec::new();
-        for (index, item) in items.into_iter().enumerate() {
-            match item {
-                Ok(valid) => {
-                    results.push(None);
-                    pending.push((index, valid));
-                }
-                Err(error) => results.push(Some(Err(error))),
-            }
-        }
-
-        for round in 0..MINT_ROUNDS {
-            if pending.is_empty() {
-                break;
-            }
-            let generated = pending
-                .iter()
-                .filter(|(_, item)| item.alias.is_none())
-                .count();
-            let ids = match self.leaser.take(generated).await {
-                Ok(ids) => ids,
-                Err(error) => {
-                    let message = error.to_string();
-                    for (index, _) in pending.drain(..) {
-                        results[index] = Some(Err(WriterError::Unavailable(message.clone())));
-                    }
-                    break;
-                }
-            };
-            let mut ids = ids.into_iter();
-            let rows: Vec<NewLink> = pending
-                .iter()
-                .map(|(_, item)| {
-                    let code = match &item.alias {
-                        Some(alias) => alias.as_str().to_owned(),
-                        None => self
-                            .codec
-                            .encode(ids.next().unwrap_or_default())
-                            .into_string(),
-                    };
-                    NewLink {
-                        code,
-                        target_url: item.target.as_str().to_owned(),
-                        redirect_status: item.redirect_status,
-                        forward_query: item.forward_query,
-                        expires_at: item.expires_at,
-                        is_alias: item.alias.is_some(),
-                        idempotency_key: item.idempotency_key.clone(),
-                        fingerprint: item.idempotency_key.as_ref().map(|_| item.fingerprint()),
-                    }
-                })
-                .collect();
-            let inserted = match self.store.insert(owner, &rows).await {
-                Ok(inserted) => inserted,
-                Err(error) => {
-                    // Every item shares the one failure: logged once here,
-                    // with its cause kept, not once per item.
-                    let shared = error.shared("insert failed");
-                    for (index, _) in pending.drain(..) {
-                        results[index] = Some(Err(shared.clone_shared()));
-                    }
-                    break;
-                }
-            };
-
-            let mut created = Vec::with_capacity(inserted.len());
-            let mut claimed = std::collections::HashSet::with_capacity(inserted.len());
-            let mut not_inserted = Vec::new();
-            for ((index, item), row) in pending.drain(..).zip(rows) {
-                match inserted.get_key_value(&row.code) {
-                    // The returned code is ours only if no other item of this
-                    // batch claimed it (a duplicate alias in one batch).
-                    Some((code, (created_at, updated_at))) if claimed.insert(code.as_str()) => {
-                        let link = StoredLink {
-                            code: row.code,
-                            target_url: row.target_url,
-                            redirect_status: row.redirect_status,
-                            forward_query: row.forward_query,
-                            expires_at: row.expires_at,
-                            enabled: true,
-                            is_alias: row.is_alias,
-                            created_at: *created_at,
-                            updated_at: *updated_at,
-                            blocked: false,
-                        };
-                        created.push((index, link));
-                    }
-                    _ => not_inserted.push((index, item)),
-                }
-            }
-            let links: Vec<StoredLink> = created.iter().map(|(_, link)| link.clone()).collect();
-            self.cache.write_through(&links).await;
-            for (index, link) in created {
-                results[index] = Some(Ok(link));
-            }
-            if not_inserted.is_empty() {
-                break;
-            }
-
-            // Idempotent replays first: the original link is the answer.
-            let keys: Vec<&str> = not_inserted
-                .iter()
-                .filter_map(|(_, item)| item.idempotency_key.as_deref())
-                .collect();
-            let replays = match self.store.find_by_idempotency_keys(owner, &keys).await {
-                Ok(replays) => replays,
-                Err(error) => {
-                    let message = error.public_message();
-                    for (index, _) in not_inserted {
-                        results[index] = Some(Err(WriterError::Unavailable(message.clone())));
-                    }
-                    break;
-                }
-            };
-            for (index, item) in not_inserted {
-                if let Some((key, replay)) = item
-                    .idempotency_key
-                    .as_ref()
-                    .and_then(|key| Some((key, replays.get(key)?)))
-                {
-                    if replay
-                        .fingerprint
-                        .is_some_and(|fingerprint| fingerprint != item.fingerprint())
-                    {
-                        metrics::counter!("writer_idempotency_key_conflicts_total").increment(1);
-                        results[index] = Some(Err(WriterError::IdempotencyKeyReused(format!(
-                            "idempotency key {key:?} created link {} with other parameters; \
-                             a retry must repeat the original request, a new request needs a new key",
-                            replay.link.code
-                        ))));
-                    } else {
-                        metrics::counter!("writer_idempotent_replays_total").increment(1);
-                        results[index] = Some(Ok(replay.link.clone()));
-                    }
-                } else if let Some(alias) = &item.alias {
-                    results[index] = Some(Err(WriterError::AlreadyExists(format!(
-                        "alias {:?} is taken (codes of deleted links are never reissued)",
-                        alias.as_str()
-                    ))));
-                } else {
-                    // The minted code met an existing alias: skip that ID and
-                    // mint again.
-                    metrics::counter!("writer_codes_skipped_total").increment(1);
-                    tracing::info!(round, "generated code met an alias; minting another");
-                    pending.push((index, item));
-                }
-            }
-        }
-        for (index, _) in pending {
-            results[index] = Some(Err(WriterError::Unexpected(anyhow::anyhow!(
-                "no free code after {MINT_ROUNDS} attempts"
-            ))));
-        }
-        results
-            .into_iter()
-            .map(|result| {
-                result.unwrap_or_else(|| {
-                    Err(WriterError::Unexpected(anyhow::anyhow!(
-                        "item was not processed"
-                    )))
-                })
-            })
-            .collect()
     }
 }
 

@@ -1,4 +1,5 @@
-//! Where links and API keys live: the [`LinkStore`] trait and its two
+//! Where links and API keys live: the [`LinkStore`] trait (with [`KeyStore`]
+//! and [`HostStore`], the keys and the operator's blocklist) and its two
 //! implementations, Postgres (the split deployment) and SQLite (the embedded
 //! one), chosen by the scheme of `TINYURL_DATABASE_URL`. Both pass the same
 //! conformance suite (`tests/system/conformance.rs`).
@@ -116,10 +117,63 @@ pub struct LinkChanges {
 /// The same database holds the click rollups: [`Self::clicks`] reads and
 /// folds them.
 #[async_trait::async_trait]
-pub trait LinkStore: Send + Sync + 'static {
+pub trait LinkStore: KeyStore + HostStore {
     /// The click rollups in this store's database.
     fn clicks(&self) -> Arc<dyn ClickStore>;
 
+    /// Inserts `links` atomically, skipping (not failing on) rows whose code
+    /// is taken (by a link or a deleted link's tombstone) or whose
+    /// idempotency key the owner used before; returns the
+    /// codes inserted with their `(created_at, updated_at)`.
+    async fn insert(
+        &self,
+        owner: OwnerId,
+        links: &[NewLink],
+    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError>;
+
+    /// Links of `owner` created with any of `keys`, by idempotency key.
+    async fn find_by_idempotency_keys(
+        &self,
+        owner: OwnerId,
+        keys: &[&str],
+    ) -> Result<HashMap<String, Replay>, WriterError>;
+
+    async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError>;
+
+    /// Applies `changes` and bumps `updated_at`; `None` when `owner` has no
+    /// such link.
+    async fn update(
+        &self,
+        owner: OwnerId,
+        code: &str,
+        changes: &LinkChanges,
+    ) -> Result<Option<StoredLink>, WriterError>;
+
+    /// Whether a link was deleted. A deleted link leaves a tombstone: its
+    /// code is never accepted again, from any owner (the owner included: a
+    /// code that once pointed somewhere is retired, not recycled; changing
+    /// where a code points is what `update` is for). Every other method
+    /// treats a tombstone as absent.
+    async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError>;
+
+    /// Deletes up to `limit` idempotency keys older than the retention; how
+    /// many went. Called repeatedly until it deletes nothing.
+    async fn prune_idempotency_keys(&self, limit: i64) -> Result<u64, WriterError>;
+
+    /// Newest first (`created_at`, then `code`, both descending); `after` is
+    /// the `(created_at, code)` of the last link of the previous page.
+    async fn list(
+        &self,
+        owner: OwnerId,
+        limit: i64,
+        after: Option<(SystemTime, String)>,
+    ) -> Result<Vec<StoredLink>, WriterError>;
+}
+
+/// The API keys of the writer's database: who may call, with what scope and
+/// rate. Bounded and durable as [`LinkStore`] says.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     async fn create_api_key(
         &self,
         name: &str,
@@ -168,42 +222,12 @@ pub trait LinkStore: Send + Sync + 'static {
     /// Hashes that stopped working within the last `within`: revoked keys
     /// (both values) and values whose rotation grace ended.
     async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError>;
+}
 
-    /// Inserts `links` atomically, skipping (not failing on) rows whose code
-    /// is taken (by a link or a deleted link's tombstone) or whose
-    /// idempotency key the owner used before; returns the
-    /// codes inserted with their `(created_at, updated_at)`.
-    async fn insert(
-        &self,
-        owner: OwnerId,
-        links: &[NewLink],
-    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError>;
-
-    /// Links of `owner` created with any of `keys`, by idempotency key.
-    async fn find_by_idempotency_keys(
-        &self,
-        owner: OwnerId,
-        keys: &[&str],
-    ) -> Result<HashMap<String, Replay>, WriterError>;
-
-    async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError>;
-
-    /// Applies `changes` and bumps `updated_at`; `None` when `owner` has no
-    /// such link.
-    async fn update(
-        &self,
-        owner: OwnerId,
-        code: &str,
-        changes: &LinkChanges,
-    ) -> Result<Option<StoredLink>, WriterError>;
-
-    /// Whether a link was deleted. A deleted link leaves a tombstone: its
-    /// code is never accepted again, from any owner (the owner included: a
-    /// code that once pointed somewhere is retired, not recycled; changing
-    /// where a code points is what `update` is for). Every other method
-    /// treats a tombstone as absent.
-    async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError>;
-
+/// The operator's stored blocklist (`block-host`) and the blocks it puts on
+/// links. Bounded and durable as [`LinkStore`] says.
+#[async_trait::async_trait]
+pub trait HostStore: Send + Sync + 'static {
     /// Adds `entry` (`host` or `*.suffix`, as in the blocklist file, in its
     /// normalised spelling; `list` is it parsed) to the stored blocklist and
     /// blocks every live link whose target host it matches, in one
@@ -227,21 +251,8 @@ pub trait LinkStore: Send + Sync + 'static {
         list: &tinyurl_domain::HostBlocklist,
     ) -> Result<Vec<StoredLink>, WriterError>;
 
-    /// Deletes up to `limit` idempotency keys older than the retention; how
-    /// many went. Called repeatedly until it deletes nothing.
-    async fn prune_idempotency_keys(&self, limit: i64) -> Result<u64, WriterError>;
-
     /// Every stored blocklist entry.
     async fn blocked_host_entries(&self) -> Result<Vec<String>, WriterError>;
-
-    /// Newest first (`created_at`, then `code`, both descending); `after` is
-    /// the `(created_at, code)` of the last link of the previous page.
-    async fn list(
-        &self,
-        owner: OwnerId,
-        limit: i64,
-        after: Option<(SystemTime, String)>,
-    ) -> Result<Vec<StoredLink>, WriterError>;
 }
 
 /// A stored scope; the schema allows no other values, so anything else is a

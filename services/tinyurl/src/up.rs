@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_links::cache::MemoryLinkCache;
-use tinyurl_links::store::{LinkStore as _, SqliteLinkStore};
+use tinyurl_links::store::{KeyStore as _, SqliteLinkStore};
 use tinyurl_runtime::Env;
 use tinyurl_runtime::memory::MemoryCache;
 

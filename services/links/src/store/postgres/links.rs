@@ -1,0 +1,404 @@
+//! The links of the Postgres store: inserts in one statement, reads,
+//! changes and tombstones.
+
+use super::*;
+
+/// Inserts a whole batch in one statement; conflicting rows (a taken code or
+/// alias) are skipped, not errors.
+const INSERT_SQL: &str = "
+INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+SELECT code, $1, target_url, redirect_status, flags, expires_at
+FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[])
+     AS new (code, target_url, redirect_status, flags, expires_at)
+ON CONFLICT DO NOTHING
+RETURNING code, created_at, COALESCE(updated_at, created_at)";
+
+/// The single-row form of [`INSERT_SQL`]: cheaper to bind and plan than
+/// one-element arrays, and single creates are the hot path.
+const INSERT_ONE_SQL: &str = "
+INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+VALUES ($2, $1, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING
+RETURNING code, created_at, COALESCE(updated_at, created_at)";
+
+/// A batch with idempotency keys, run in a transaction. Each key is claimed
+/// first (a concurrent create with the same key waits on the unique index,
+/// then finds it taken); a key older than the retention (`$7` seconds), or
+/// whose link was deleted, is claimed anew. Only the items whose key was
+/// claimed (or that have none) are inserted, the first item of each code
+/// only. Returns the inserted codes and, with a NULL code, the claimed keys
+/// whose code turned out to be taken: the caller deletes those claims before
+/// committing, so a key always names the link it created.
+const INSERT_KEYED_SQL: &str = "
+WITH new AS (
+    SELECT * FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[],
+                         $8::text[], $9::bytea[]) WITH ORDINALITY
+        AS new (code, target_url, redirect_status, flags, expires_at, key, fingerprint, position)
+), candidates AS (
+    SELECT DISTINCT ON (code) * FROM new ORDER BY code, position
+), claimed AS (
+    INSERT INTO link_idempotency AS held (owner_key_id, key, code, fingerprint)
+    SELECT DISTINCT ON (key) $1, key, code, fingerprint FROM candidates WHERE key IS NOT NULL
+    ORDER BY key, position
+    ON CONFLICT (owner_key_id, key) DO UPDATE
+        SET code = EXCLUDED.code, created_at = now(), fingerprint = EXCLUDED.fingerprint
+        WHERE held.created_at <= now() - make_interval(secs => $7)
+           OR NOT EXISTS (SELECT 1 FROM links
+                          WHERE links.code = held.code AND links.target_url IS NOT NULL)
+    RETURNING key, code
+), inserted AS (
+    INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+    SELECT code, $1, target_url, redirect_status, flags, expires_at FROM candidates
+    WHERE key IS NULL OR (key, code) IN (SELECT key, code FROM claimed)
+    ON CONFLICT DO NOTHING
+    RETURNING code, created_at, COALESCE(updated_at, created_at) AS updated_at
+)
+SELECT code, created_at, updated_at, NULL::text FROM inserted
+UNION ALL
+SELECT NULL, NULL, NULL, key FROM claimed WHERE code NOT IN (SELECT code FROM inserted)";
+
+/// Deleting leaves a tombstone (migration V3): the code stays taken, the
+/// target goes. A key that created the link no longer answers with it: a
+/// retried create with that key claims the key anew and makes a new link, as
+/// it would after a real delete.
+const DELETE_SQL: &str = "
+UPDATE links SET target_url = NULL, flags = flags | 2, expires_at = NULL, updated_at = now()
+WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL";
+
+#[async_trait::async_trait]
+impl LinkStore for PostgresLinkStore {
+    fn clicks(&self) -> Arc<dyn ClickStore> {
+        Arc::clone(&self.rollups) as Arc<dyn ClickStore>
+    }
+
+    /// Inserts `links` in one statement (in a transaction with the claims
+    /// of their idempotency keys, when they have any); returns the codes that
+    /// were inserted with their timestamps.
+    #[tracing::instrument(skip_all, fields(count = links.len()))]
+    async fn insert(
+        &self,
+        owner: OwnerId,
+        links: &[NewLink],
+    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
+        let columns = Columns::of(links);
+        self.bounded(async {
+            let mut client = self.client().await?;
+            if columns.keys.iter().any(Option::is_some) {
+                return self.insert_keyed(&mut client, owner, &columns).await;
+            }
+            let rows = if let [link] = links {
+                let statement = client
+                    .prepare_cached(INSERT_ONE_SQL)
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                client
+                    .query(
+                        &statement,
+                        &[
+                            &owner.0,
+                            &link.code,
+                            &link.target_url,
+                            &link.redirect_status.column(),
+                            &new_flags(link),
+                            &link.expires_at,
+                        ],
+                    )
+                    .await
+            } else {
+                let statement = client
+                    .prepare_cached(INSERT_SQL)
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                let Columns {
+                    codes,
+                    targets,
+                    statuses,
+                    flags,
+                    expiries,
+                    ..
+                } = &columns;
+                client
+                    .query(
+                        &statement,
+                        &[&owner.0, codes, targets, statuses, flags, expiries],
+                    )
+                    .await
+            }
+            .map_err(WriterError::from_postgres)?;
+            inserted(&rows)
+        })
+        .await
+    }
+
+    /// Links of `owner` created with any of `keys`, by idempotency key.
+    async fn find_by_idempotency_keys(
+        &self,
+        owner: OwnerId,
+        keys: &[&str],
+    ) -> Result<HashMap<String, Replay>, WriterError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT held.key, held.fingerprint, link.* FROM link_idempotency held
+                         CROSS JOIN LATERAL (
+                             SELECT {LINK_COLUMNS} FROM links
+                             WHERE code = held.code AND owner_key_id = held.owner_key_id
+                               AND target_url IS NOT NULL) link
+                         WHERE held.owner_key_id = $1 AND held.key = ANY($2)
+                           AND held.created_at > now() - make_interval(secs => $3)"
+                    ),
+                    &[&owner.0, &keys, &self.idempotency_retention.as_secs_f64()],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let mut found = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let key: String = row.try_get(0).map_err(WriterError::from_postgres)?;
+                let fingerprint =
+                    fingerprint_from(row.try_get(1).map_err(WriterError::from_postgres)?);
+                let link = StoredLink::from_row_at(&row, 2)?;
+                found.insert(key, Replay { link, fingerprint });
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &format!(
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL"
+                    ),
+                    &[&owner.0, &code],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            row.as_ref().map(StoredLink::from_row).transpose()
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        owner: OwnerId,
+        code: &str,
+        changes: &LinkChanges,
+    ) -> Result<Option<StoredLink>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    &format!(
+                        "UPDATE links SET
+                             target_url = COALESCE($3, target_url),
+                             expires_at = CASE WHEN $4 THEN NULL ELSE COALESCE($5, expires_at) END,
+                             redirect_status = COALESCE($6, redirect_status),
+                             flags = (flags & 4)
+                                 | CASE WHEN COALESCE($8, flags & 1 <> 0) THEN 1 ELSE 0 END
+                                 | CASE WHEN COALESCE($7, flags & 2 = 0) THEN 0 ELSE 2 END,
+                             updated_at = now()
+                         WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
+                           AND flags & 8 = 0
+                         RETURNING {LINK_COLUMNS}"
+                    ),
+                    &[
+                        &owner.0,
+                        &code,
+                        &changes.target_url,
+                        &changes.clear_expiry,
+                        &changes.expires_at,
+                        &changes.redirect_status.map(RedirectStatus::column),
+                        &changes.enabled,
+                        &changes.forward_query,
+                    ],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            row.as_ref().map(StoredLink::from_row).transpose()
+        })
+        .await
+    }
+
+    async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError> {
+        self.bounded(async {
+            let deleted = self
+                .client()
+                .await?
+                .execute(DELETE_SQL, &[&owner.0, &code])
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn prune_idempotency_keys(&self, limit: i64) -> Result<u64, WriterError> {
+        self.bounded(async {
+            // In bounded slices, like the click retention: short row locks,
+            // and a concurrent prune by another writer only wastes a little.
+            self.client()
+                .await?
+                .execute(
+                    "DELETE FROM link_idempotency WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM link_idempotency
+                          WHERE created_at <= now() - make_interval(secs => $1) LIMIT $2))",
+                    &[&self.idempotency_retention.as_secs_f64(), &limit],
+                )
+                .await
+                .map_err(WriterError::from_postgres)
+        })
+        .await
+    }
+
+    /// Newest first; `after` is the (created_at, code) of the last link of the
+    /// previous page.
+    async fn list(
+        &self,
+        owner: OwnerId,
+        limit: i64,
+        after: Option<(SystemTime, String)>,
+    ) -> Result<Vec<StoredLink>, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = match after {
+                None => client
+                    .query(
+                        &format!("SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL ORDER BY created_at DESC, code DESC LIMIT $2"),
+                        &[&owner.0, &limit],
+                    )
+                    .await,
+                Some((created_at, code)) => client
+                    .query(
+                        &format!(
+                            "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL
+                                 AND created_at <= $3 AND (created_at < $3 OR code < $4)
+                             ORDER BY created_at DESC, code DESC LIMIT $2"
+                        ),
+                        &[&owner.0, &limit, &created_at, &code],
+                    )
+                    .await,
+            }
+            .map_err(WriterError::from_postgres)?;
+            rows.iter().map(StoredLink::from_row).collect()
+        })
+        .await
+    }
+}
+
+/// A batch of new links as the columns the insert statements take.
+struct Columns<'a> {
+    codes: Vec<&'a str>,
+    targets: Vec<&'a str>,
+    statuses: Vec<i16>,
+    flags: Vec<i16>,
+    expiries: Vec<Option<SystemTime>>,
+    keys: Vec<Option<&'a str>>,
+    fingerprints: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(links: &'a [NewLink]) -> Self {
+        Self {
+            codes: links.iter().map(|link| link.code.as_str()).collect(),
+            targets: links.iter().map(|link| link.target_url.as_str()).collect(),
+            statuses: links
+                .iter()
+                .map(|link| link.redirect_status.column())
+                .collect(),
+            flags: links.iter().map(new_flags).collect(),
+            expiries: links.iter().map(|link| link.expires_at).collect(),
+            keys: links
+                .iter()
+                .map(|link| link.idempotency_key.as_deref())
+                .collect(),
+            fingerprints: links
+                .iter()
+                .map(|link| {
+                    link.fingerprint
+                        .as_ref()
+                        .map(|fingerprint| fingerprint.as_slice())
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The codes an insert statement returned, with their
+/// `(created_at, updated_at)`; a NULL code is a row that was skipped.
+fn inserted(rows: &[Row]) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
+    rows.iter()
+        .filter_map(|row| match row.try_get::<_, Option<String>>(0) {
+            Ok(Some(code)) => Some((|| Ok((code, (row.try_get(1)?, row.try_get(2)?))))()),
+            Ok(None) => None,
+            Err(error) => Some(Err(error)),
+        })
+        .collect::<Result<HashMap<_, _>, tokio_postgres::Error>>()
+        .map_err(WriterError::from_postgres)
+}
+
+impl PostgresLinkStore {
+    /// The insert of links that carry idempotency keys: the links and the
+    /// claims of their keys in one transaction; a claim whose link was not
+    /// inserted (its code was taken) is let go.
+    async fn insert_keyed(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        owner: OwnerId,
+        columns: &Columns<'_>,
+    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(WriterError::from_postgres)?;
+        let statement = transaction
+            .prepare_cached(INSERT_KEYED_SQL)
+            .await
+            .map_err(WriterError::from_postgres)?;
+        let rows = transaction
+            .query(
+                &statement,
+                &[
+                    &owner.0,
+                    &columns.codes,
+                    &columns.targets,
+                    &columns.statuses,
+                    &columns.flags,
+                    &columns.expiries,
+                    &self.idempotency_retention.as_secs_f64(),
+                    &columns.keys,
+                    &columns.fingerprints,
+                ],
+            )
+            .await
+            .map_err(WriterError::from_postgres)?;
+        let orphans = rows
+            .iter()
+            .map(|row| row.try_get::<_, Option<String>>(3))
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(WriterError::from_postgres)?;
+        if !orphans.is_empty() {
+            transaction
+                .execute(
+                    "DELETE FROM link_idempotency WHERE owner_key_id = $1 AND key = ANY($2)",
+                    &[&owner.0, &orphans],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+        }
+        let inserted = inserted(&rows)?;
+        transaction
+            .commit()
+            .await
+            .map_err(WriterError::from_postgres)?;
+        Ok(inserted)
+    }
+}

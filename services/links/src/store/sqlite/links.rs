@@ -1,0 +1,285 @@
+//! The links of the embedded store: the same rules as the Postgres store's,
+//! each write in one immediate transaction.
+
+use super::*;
+
+#[async_trait::async_trait]
+impl LinkStore for SqliteLinkStore {
+    fn clicks(&self) -> Arc<dyn ClickStore> {
+        Arc::clone(&self.rollups) as Arc<dyn ClickStore>
+    }
+
+    #[tracing::instrument(skip_all, fields(count = links.len()))]
+    async fn insert(
+        &self,
+        owner: OwnerId,
+        links: &[NewLink],
+    ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
+        let links = links.to_vec();
+        let keys_since = self.keys_since(SystemTime::now());
+        self.db
+            .run(move |connection| {
+                // One timestamp per batch, like Postgres's now() per
+                // transaction.
+                let now = to_micros(SystemTime::now());
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut inserted = HashMap::with_capacity(links.len());
+                {
+                    // A key older than the retention, or whose link was
+                    // deleted, is claimed anew; otherwise a used key skips
+                    // the item (the caller answers with the key's link).
+                    let mut claim = transaction.prepare_cached(
+                        "INSERT INTO link_idempotency AS held
+                             (owner_key_id, key, code, created_at, fingerprint)
+                         VALUES (?1, ?2, ?3, ?4, ?6)
+                         ON CONFLICT (owner_key_id, key) DO UPDATE
+                             SET code = excluded.code, created_at = excluded.created_at,
+                                 fingerprint = excluded.fingerprint
+                             WHERE held.created_at <= ?5
+                                OR NOT EXISTS (SELECT 1 FROM links
+                                               WHERE links.code = held.code
+                                                 AND links.target_url IS NOT NULL)
+                         RETURNING key",
+                    )?;
+                    let mut unclaim = transaction.prepare_cached(
+                        "DELETE FROM link_idempotency WHERE owner_key_id = ?1 AND key = ?2",
+                    )?;
+                    let mut statement = transaction.prepare_cached(
+                        "INSERT INTO links (code, owner_key_id, target_url, redirect_status,
+                                            forward_query, expires_at, is_alias, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT DO NOTHING
+                         RETURNING code",
+                    )?;
+                    for link in &links {
+                        if let Some(key) = &link.idempotency_key {
+                            let claimed: Option<String> = claim
+                                .query_row(
+                                    (
+                                        owner.0,
+                                        key,
+                                        &link.code,
+                                        now,
+                                        keys_since,
+                                        link.fingerprint
+                                            .as_ref()
+                                            .map(|fingerprint| fingerprint.as_slice()),
+                                    ),
+                                    |row| row.get(0),
+                                )
+                                .optional()?;
+                            if claimed.is_none() {
+                                continue;
+                            }
+                        }
+                        let code: Option<String> = statement
+                            .query_row(
+                                rusqlite::params![
+                                    link.code,
+                                    owner.0,
+                                    link.target_url,
+                                    link.redirect_status.column(),
+                                    link.forward_query,
+                                    link.expires_at.map(to_micros),
+                                    link.is_alias,
+                                    now,
+                                ],
+                                |row| row.get(0),
+                            )
+                            .optional()?;
+                        match (code, &link.idempotency_key) {
+                            (Some(code), _) => {
+                                inserted.insert(code, (from_micros(now), from_micros(now)));
+                            }
+                            // The code is taken: the key must not name it.
+                            (None, Some(key)) => {
+                                unclaim.execute((owner.0, key))?;
+                            }
+                            (None, None) => {}
+                        }
+                    }
+                }
+                transaction.commit()?;
+                Ok(inserted)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn find_by_idempotency_keys(
+        &self,
+        owner: OwnerId,
+        keys: &[&str],
+    ) -> Result<HashMap<String, Replay>, WriterError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        let since = self.keys_since(SystemTime::now());
+        self.db
+            .run(move |connection| {
+                let mut held = connection.prepare_cached(
+                    "SELECT code, fingerprint FROM link_idempotency
+                      WHERE owner_key_id = ?1 AND key = ?2 AND created_at > ?3",
+                )?;
+                let mut statement = connection.prepare_cached(&format!(
+                    "SELECT {LINK_COLUMNS} FROM links
+                     WHERE code = ?2 AND owner_key_id = ?1 AND target_url IS NOT NULL"
+                ))?;
+                let mut found = HashMap::with_capacity(keys.len());
+                for key in keys {
+                    let Some((code, fingerprint)) = held
+                        .query_row((owner.0, &key, since), |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, Option<Vec<u8>>>(1)?))
+                        })
+                        .optional()?
+                    else {
+                        continue;
+                    };
+                    if let Some(link) = statement
+                        .query_row((owner.0, &code), link_from_row)
+                        .optional()?
+                    {
+                        let fingerprint = fingerprint_from(fingerprint);
+                        found.insert(key, Replay { link, fingerprint });
+                    }
+                }
+                Ok(found)
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn get(&self, owner: OwnerId, code: &str) -> Result<Option<StoredLink>, WriterError> {
+        let code = code.to_owned();
+        self.db
+            .run(move |connection| {
+                connection
+                    .prepare_cached(&format!(
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL"
+                    ))?
+                    .query_row((owner.0, &code), link_from_row)
+                    .optional()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn update(
+        &self,
+        owner: OwnerId,
+        code: &str,
+        changes: &LinkChanges,
+    ) -> Result<Option<StoredLink>, WriterError> {
+        let code = code.to_owned();
+        let changes = changes.clone();
+        self.db
+            .run(move |connection| {
+                connection
+                    .prepare_cached(&format!(
+                        "UPDATE links SET
+                             target_url = COALESCE(?3, target_url),
+                             expires_at = CASE WHEN ?4 THEN NULL ELSE COALESCE(?5, expires_at) END,
+                             redirect_status = COALESCE(?6, redirect_status),
+                             enabled = COALESCE(?7, enabled),
+                             forward_query = COALESCE(?8, forward_query),
+                             updated_at = ?9
+                         WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL
+                           AND blocked = 0
+                         RETURNING {LINK_COLUMNS}"
+                    ))?
+                    .query_row(
+                        rusqlite::params![
+                            owner.0,
+                            code,
+                            changes.target_url,
+                            changes.clear_expiry,
+                            changes.expires_at.map(to_micros),
+                            changes
+                                .redirect_status
+                                .map(tinyurl_domain::RedirectStatus::column),
+                            changes.enabled,
+                            changes.forward_query,
+                            to_micros(SystemTime::now()),
+                        ],
+                        link_from_row,
+                    )
+                    .optional()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError> {
+        let code = code.to_owned();
+        self.db
+            .run(move |connection| {
+                // A tombstone, as in the Postgres store: the code stays taken.
+                connection.execute(
+                    "UPDATE links SET target_url = NULL, enabled = 0,
+                                      expires_at = NULL, updated_at = ?3
+                     WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL",
+                    (owner.0, &code, to_micros(SystemTime::now())),
+                )
+            })
+            .await
+            .map(|deleted| deleted > 0)
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn prune_idempotency_keys(&self, limit: i64) -> Result<u64, WriterError> {
+        let before = self.keys_since(SystemTime::now());
+        self.db
+            .run(move |connection| {
+                let deleted = connection.execute(
+                    "DELETE FROM link_idempotency WHERE (owner_key_id, key) IN (
+                         SELECT owner_key_id, key FROM link_idempotency
+                         WHERE created_at <= ?1 LIMIT ?2)",
+                    (before, limit),
+                )?;
+                if deleted > 0 {
+                    // Expired keys cost nothing: their pages leave the file
+                    // (on files made with incremental auto-vacuum; older
+                    // files reuse them for new rows instead).
+                    // Each step frees one page: step to the end.
+                    let mut vacuum = connection.prepare_cached("PRAGMA incremental_vacuum")?;
+                    let mut steps = vacuum.query([])?;
+                    while steps.next()?.is_some() {}
+                }
+                Ok(deleted)
+            })
+            .await
+            .map(|deleted| u64::try_from(deleted).unwrap_or(u64::MAX))
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn list(
+        &self,
+        owner: OwnerId,
+        limit: i64,
+        after: Option<(SystemTime, String)>,
+    ) -> Result<Vec<StoredLink>, WriterError> {
+        self.db
+            .run(move |connection| match after {
+                None => connection
+                    .prepare_cached(&format!(
+                        "SELECT {LINK_COLUMNS} FROM links WHERE owner_key_id = ?1 AND target_url IS NOT NULL
+                             ORDER BY created_at DESC, code DESC LIMIT ?2"
+                    ))?
+                    .query_map((owner.0, limit), link_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+                Some((created_at, code)) => connection
+                    .prepare_cached(&format!(
+                        "SELECT {LINK_COLUMNS} FROM links
+                             WHERE owner_key_id = ?1 AND target_url IS NOT NULL
+                                 AND created_at <= ?3 AND (created_at < ?3 OR code < ?4)
+                             ORDER BY created_at DESC, code DESC LIMIT ?2"
+                    ))?
+                    .query_map((owner.0, limit, to_micros(created_at), code), link_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+}
