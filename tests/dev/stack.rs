@@ -42,7 +42,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let common_env = Env::from_process();
-    let log_filter = common_env.string_or("RUST_LOG", "info");
+    let log_filter = common_env
+        .read(&tinyurl_runtime::config::LOG_FILTER)?
+        .into_owned();
 
     eprintln!("starting postgres (primary + streaming replica) and redis …");
     let mut cluster = PgCluster::start().await?;

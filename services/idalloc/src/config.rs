@@ -4,68 +4,120 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
-use tinyurl_runtime::config::{COMMON_ENV_VARS, render_env_help};
-use tinyurl_runtime::{CommonConfig, ConfigError, Env, EnvVarDoc};
+use tinyurl_runtime::config;
+use tinyurl_runtime::settings::{
+    Table, millis, parsed, positive, render_help, seconds, secret, show, show_millis, show_seconds,
+    unshown,
+};
+use tinyurl_runtime::{CommonConfig, ConfigError, Env, Fallback, Setting};
 
 use crate::auth::{CallerPolicy, MIN_TOKEN_LEN};
 use crate::lease::Namespace;
 
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 50051);
-pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9091);
+pub const LISTEN: Setting<SocketAddr> = config::listen(SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    50051,
+));
+pub const ADMIN_LISTEN: Setting<SocketAddr> = config::admin_listen(SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    9091,
+));
 
-/// Variables specific to idalloc.
-pub const IDALLOC_ENV_VARS: &[EnvVarDoc] = &[
-    EnvVarDoc {
-        name: "TINYURL_DATABASE_URL",
-        default: "(required)",
-        meaning: "Postgres primary, e.g. postgres://user:pass@host:5432/tinyurl",
+pub const DATABASE_URL: Setting<SecretString> = Setting {
+    name: "TINYURL_DATABASE_URL",
+    meaning: "Postgres primary, e.g. postgres://user:pass@host:5432/tinyurl",
+    default: Fallback::Required,
+    parse: secret,
+    show: unshown,
+};
+
+pub const DB_TIMEOUT: Setting<Duration> = Setting {
+    name: "TINYURL_DB_TIMEOUT_MS",
+    meaning: "bound on connecting to and querying Postgres; past it a lease fails UNAVAILABLE",
+    default: Fallback::Value(Duration::from_secs(2)),
+    parse: millis,
+    show: show_millis,
+};
+
+pub const DB_POOL_SIZE: Setting<usize> = Setting {
+    name: "TINYURL_DB_POOL_SIZE",
+    meaning: "Postgres connections per process",
+    default: Fallback::Value(16),
+    parse: positive,
+    show,
+};
+
+pub const MIGRATE: Setting<bool> = Setting {
+    name: "TINYURL_MIGRATE",
+    meaning: "apply schema migrations at start; false (a role without DDL rights) checks the schema is current and refuses to start otherwise: run `tinyurl-idalloc migrate` as the migrator first",
+    default: Fallback::Value(true),
+    parse: parsed,
+    show,
+};
+
+pub const TOKENS: Setting<Vec<SecretString>> = Setting {
+    name: "TINYURL_IDALLOC_TOKEN",
+    meaning: "service token callers must present (Bearer); at least 32 characters; several, comma-separated, during a rotation",
+    default: Fallback::Required,
+    parse: tokens,
+    show: unshown,
+};
+
+pub const NAMESPACES: Setting<Vec<Namespace>> = Setting {
+    name: "TINYURL_IDALLOC_NAMESPACES",
+    meaning: "comma-separated namespaces callers may lease; any other is PERMISSION_DENIED",
+    default: Fallback::Text("links"),
+    parse: namespaces,
+    show: unshown,
+};
+
+pub const MAX_LEASE: Setting<u64> = Setting {
+    name: "TINYURL_IDALLOC_MAX_LEASE",
+    meaning: "largest count one lease may ask for",
+    default: Fallback::Value(10_000_000),
+    parse: |raw| {
+        let max: u64 = parsed(raw)?;
+        if max == 0 || i64::try_from(max).is_err() {
+            return Err(format!("must be between 1 and {}", i64::MAX));
+        }
+        Ok(max)
     },
-    EnvVarDoc {
-        name: "TINYURL_DB_TIMEOUT_MS",
-        default: "2000",
-        meaning: "bound on connecting to and querying Postgres; past it a lease fails UNAVAILABLE",
-    },
-    EnvVarDoc {
-        name: "TINYURL_DB_POOL_SIZE",
-        default: "16",
-        meaning: "Postgres connections per process",
-    },
-    EnvVarDoc {
-        name: "TINYURL_MIGRATE",
-        default: "true",
-        meaning: "apply schema migrations at start; false (a role without DDL rights) checks the schema is current and refuses to start otherwise: run `tinyurl-idalloc migrate` as the migrator first",
-    },
-    EnvVarDoc {
-        name: "TINYURL_IDALLOC_TOKEN",
-        default: "(required)",
-        meaning: "service token callers must present (Bearer); at least 32 characters; several, comma-separated, during a rotation",
-    },
-    EnvVarDoc {
-        name: "TINYURL_IDALLOC_NAMESPACES",
-        default: "links",
-        meaning: "comma-separated namespaces callers may lease; any other is PERMISSION_DENIED",
-    },
-    EnvVarDoc {
-        name: "TINYURL_IDALLOC_MAX_LEASE",
-        default: "10000000",
-        meaning: "largest count one lease may ask for",
-    },
-    EnvVarDoc {
-        name: "TINYURL_IDALLOC_FAILOVER_SKIP",
-        default: "10000000000",
-        meaning: "IDs every namespace skips when Postgres is found on a new timeline (failover)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_IDALLOC_LEASE_RETENTION_SECS",
-        default: "86400",
-        meaning: "how long request ids are remembered for retries",
-    },
+    show,
+};
+
+pub const FAILOVER_SKIP: Setting<i64> = Setting {
+    name: "TINYURL_IDALLOC_FAILOVER_SKIP",
+    meaning: "IDs every namespace skips when Postgres is found on a new timeline (failover); at least TINYURL_IDALLOC_MAX_LEASE",
+    default: Fallback::Value(10_000_000_000),
+    parse: parsed,
+    show,
+};
+
+pub const LEASE_RETENTION: Setting<Duration> = Setting {
+    name: "TINYURL_IDALLOC_LEASE_RETENTION_SECS",
+    meaning: "how long request ids are remembered for retries",
+    default: Fallback::Value(Duration::from_secs(86_400)),
+    parse: seconds,
+    show: show_seconds,
+};
+
+/// idalloc's settings after the common ones.
+pub const SETTINGS: Table = &[
+    &LISTEN,
+    &ADMIN_LISTEN,
+    &DATABASE_URL,
+    &DB_TIMEOUT,
+    &DB_POOL_SIZE,
+    &MIGRATE,
+    &TOKENS,
+    &NAMESPACES,
+    &MAX_LEASE,
+    &FAILOVER_SKIP,
+    &LEASE_RETENTION,
 ];
 
 pub fn env_help() -> String {
-    render_env_help(&[COMMON_ENV_VARS, IDALLOC_ENV_VARS])
+    render_help(&[SETTINGS, config::COMMON])
 }
 
 #[derive(Debug, Clone)]
@@ -86,50 +138,41 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let common =
-            CommonConfig::from_env(env, "tinyurl-idalloc", DEFAULT_LISTEN, DEFAULT_ADMIN_LISTEN)?;
-        let max_lease: u64 = env.parse_or("TINYURL_IDALLOC_MAX_LEASE", 10_000_000)?;
-        if max_lease == 0 || i64::try_from(max_lease).is_err() {
-            return Err(ConfigError {
-                variable: "TINYURL_IDALLOC_MAX_LEASE",
-                reason: format!("must be between 1 and {}", i64::MAX),
-            });
-        }
-        let pool_size: usize = env.parse_or("TINYURL_DB_POOL_SIZE", 16)?;
-        if pool_size == 0 {
-            return Err(ConfigError {
-                variable: "TINYURL_DB_POOL_SIZE",
-                reason: "must be at least 1".to_owned(),
-            });
-        }
-        let failover_skip: i64 = env.parse_or("TINYURL_IDALLOC_FAILOVER_SKIP", 10_000_000_000)?;
+        Self::with(env.read(&DATABASE_URL)?, env.read(&TOKENS)?, env)
+    }
+
+    /// idalloc's configuration with its database and the tokens it accepts
+    /// given, and every other setting read from `env`.
+    pub fn with(
+        database_url: SecretString,
+        tokens: Vec<SecretString>,
+        env: &Env,
+    ) -> Result<Self, ConfigError> {
+        let common = CommonConfig::from_env(env, "tinyurl-idalloc", &LISTEN, &ADMIN_LISTEN)?;
+        let max_lease = env.read(&MAX_LEASE)?;
+        let failover_skip = env.read(&FAILOVER_SKIP)?;
         if u64::try_from(failover_skip).map_or(true, |skip| skip < max_lease) {
             return Err(ConfigError {
-                variable: "TINYURL_IDALLOC_FAILOVER_SKIP",
-                reason: format!("must be at least TINYURL_IDALLOC_MAX_LEASE ({max_lease})"),
+                variable: FAILOVER_SKIP.name,
+                reason: format!("must be at least {} ({max_lease})", MAX_LEASE.name),
             });
         }
         Ok(Self {
             common,
             failover_skip,
-            database_url: env.required_secret("TINYURL_DATABASE_URL")?,
-            policy: CallerPolicy::new(tokens(env)?, namespaces(env)?),
-            db_timeout: env.millis_or("TINYURL_DB_TIMEOUT_MS", Duration::from_secs(2))?,
-            pool_size,
+            database_url,
+            policy: CallerPolicy::new(tokens, env.read(&NAMESPACES)?),
+            db_timeout: env.read(&DB_TIMEOUT)?,
+            pool_size: env.read(&DB_POOL_SIZE)?,
             max_lease,
-            lease_retention: Duration::from_secs(
-                env.parse_or("TINYURL_IDALLOC_LEASE_RETENTION_SECS", 86_400)?,
-            ),
-            migrate: env.parse_or("TINYURL_MIGRATE", true)?,
+            lease_retention: env.read(&LEASE_RETENTION)?,
+            migrate: env.read(&MIGRATE)?,
         })
     }
 }
 
-fn tokens(env: &Env) -> Result<Vec<SecretString>, ConfigError> {
-    const VARIABLE: &str = "TINYURL_IDALLOC_TOKEN";
-    let configured = env.required_secret(VARIABLE)?;
+fn tokens(configured: &str) -> Result<Vec<SecretString>, String> {
     let tokens: Vec<SecretString> = configured
-        .expose_secret()
         .split(',')
         .map(str::trim)
         .filter(|token| !token.is_empty())
@@ -140,35 +183,24 @@ fn tokens(env: &Env) -> Result<Vec<SecretString>, ConfigError> {
         token.len() >= MIN_TOKEN_LEN && token.bytes().all(|byte| byte.is_ascii_graphic())
     };
     if tokens.is_empty() || !tokens.iter().all(well_formed) {
-        return Err(ConfigError {
-            variable: VARIABLE,
-            reason: format!(
-                "each token must be at least {MIN_TOKEN_LEN} printable characters without spaces \
-                 (e.g. openssl rand -hex 32)"
-            ),
-        });
+        return Err(format!(
+            "each token must be at least {MIN_TOKEN_LEN} printable characters without spaces \
+             (e.g. openssl rand -hex 32)"
+        ));
     }
     Ok(tokens)
 }
 
-fn namespaces(env: &Env) -> Result<Vec<Namespace>, ConfigError> {
-    const VARIABLE: &str = "TINYURL_IDALLOC_NAMESPACES";
-    let namespaces = env
-        .string_or(VARIABLE, "links")
+fn namespaces(configured: &str) -> Result<Vec<Namespace>, String> {
+    let namespaces = configured
         .split(',')
         .map(str::trim)
         .filter(|namespace| !namespace.is_empty())
         .map(Namespace::parse)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| ConfigError {
-            variable: VARIABLE,
-            reason: error.to_string(),
-        })?;
+        .map_err(|error| error.to_string())?;
     if namespaces.is_empty() {
-        return Err(ConfigError {
-            variable: VARIABLE,
-            reason: "name at least one namespace".to_owned(),
-        });
+        return Err("name at least one namespace".to_owned());
     }
     Ok(namespaces)
 }
@@ -220,8 +252,8 @@ mod tests {
     #[test]
     fn help_names_every_variable() {
         let help = env_help();
-        for doc in IDALLOC_ENV_VARS {
-            assert!(help.contains(doc.name));
+        for setting in SETTINGS {
+            assert!(help.contains(setting.name()));
         }
     }
 }

@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     if let Some(Command::Probe) = cli.command {
-        return tinyurl_runtime::boot::probe(tinyurl_idalloc::config::DEFAULT_ADMIN_LISTEN);
+        return tinyurl_runtime::boot::probe(&tinyurl_idalloc::config::ADMIN_LISTEN);
     }
     let config = Config::from_env(&Env::from_process())?;
     let _telemetry = tinyurl_runtime::boot::start(&config.common)?;

@@ -5,133 +5,194 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use tinyurl_runtime::config::{COMMON_ENV_VARS, render_env_help};
-use tinyurl_runtime::{CommonConfig, ConfigError, Env, EnvVarDoc};
+use tinyurl_runtime::config;
+use tinyurl_runtime::settings::{Table, parsed, render_help, seconds, show_seconds, unshown};
+use tinyurl_runtime::{CommonConfig, ConfigError, Env, Fallback, Setting};
 
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
-pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9093);
+pub const LISTEN: Setting<SocketAddr> =
+    config::listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080));
+pub const ADMIN_LISTEN: Setting<SocketAddr> =
+    config::admin_listen(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9093));
 
-pub const REDIRECT_ENV_VARS: &[EnvVarDoc] = &[
-    EnvVarDoc {
-        name: "TINYURL_REPLICA_URLS",
-        default: "(none)",
-        meaning: "comma-separated Postgres read replicas, read round-robin",
+pub const REPLICA_URLS: Setting<Vec<SecretString>> = Setting {
+    name: "TINYURL_REPLICA_URLS",
+    meaning: "comma-separated Postgres read replicas, read round-robin",
+    default: Fallback::Said(Vec::new(), "none"),
+    parse: |raw| {
+        Ok(raw
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| SecretString::from(url.to_owned()))
+            .collect())
     },
-    EnvVarDoc {
-        name: "TINYURL_DATABASE_URL",
-        default: "(none)",
-        meaning: "Postgres primary: used when no replica is usable, and to confirm a replica's miss",
+    show: unshown,
+};
+pub const DATABASE_URL: Setting<Option<SecretString>> = Setting::optional_secret(
+    "TINYURL_DATABASE_URL",
+    "none",
+    "Postgres primary: used when no replica is usable, and to confirm a replica's miss",
+);
+pub const REDIS_URL: Setting<Option<SecretString>> = Setting::optional_secret(
+    "TINYURL_REDIS_URL",
+    "unset: no shared cache",
+    "Redis: shared cache, invalidations, click stream",
+);
+pub const PUBLIC_BASE_URL: Setting<String> = Setting {
+    name: "TINYURL_PUBLIC_BASE_URL",
+    meaning: "base of short URLs, shown in previews and QR codes",
+    default: Fallback::Text("http://localhost:8080"),
+    parse: |raw| {
+        let url = raw.trim_end_matches('/');
+        if url.starts_with("http://") || url.starts_with("https://") {
+            Ok(url.to_owned())
+        } else {
+            Err(format!("{raw:?} is not an http(s) URL"))
+        }
     },
-    EnvVarDoc {
-        name: "TINYURL_REDIS_URL",
-        default: "(unset: no shared cache)",
-        meaning: "Redis: shared cache, invalidations, click stream",
+    show: unshown,
+};
+pub const L1_CAPACITY: Setting<u64> = Setting::value(
+    "TINYURL_L1_CAPACITY",
+    100_000,
+    "links held in the in-process cache; 0 turns it off",
+);
+pub const L1_TTL: Setting<Duration> = Setting {
+    name: "TINYURL_L1_TTL_SECS",
+    meaning: "longest an in-process entry lives: the staleness bound if an invalidation is lost",
+    default: Fallback::Value(Duration::from_secs(60)),
+    parse: |raw| {
+        let ttl = seconds(raw)?;
+        if ttl.is_zero() {
+            return Err(
+                "must be at least 1; set TINYURL_L1_CAPACITY=0 to turn the cache off".to_owned(),
+            );
+        }
+        Ok(ttl)
     },
-    EnvVarDoc {
-        name: "TINYURL_PUBLIC_BASE_URL",
-        default: "http://localhost:8080",
-        meaning: "base of short URLs, shown in previews and QR codes",
-    },
-    EnvVarDoc {
-        name: "TINYURL_L1_CAPACITY",
-        default: "100000",
-        meaning: "links held in the in-process cache; 0 turns it off",
-    },
-    EnvVarDoc {
-        name: "TINYURL_L1_TTL_SECS",
-        default: "60",
-        meaning: "longest an in-process entry lives: the staleness bound if an invalidation is lost",
-    },
-    EnvVarDoc {
-        name: "TINYURL_L1_NEGATIVE_TTL_MS",
-        default: "2000",
-        meaning: "how long the in-process cache remembers an unknown code",
-    },
-    EnvVarDoc {
-        name: "TINYURL_CACHE_TTL_SECS",
-        default: "86400",
-        meaning: "TTL of Redis entries filled from Postgres (±10% jitter)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_NEGATIVE_TTL_SECS",
-        default: "30",
-        meaning: "TTL of Redis \"not found\" entries",
-    },
-    EnvVarDoc {
-        name: "TINYURL_PERMANENT_MAX_AGE_SECS",
-        default: "300",
-        meaning: "browser cache lifetime of a 301/308 (never unbounded)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_DB_TIMEOUT_MS",
-        default: "1000",
-        meaning: "bound on every Postgres connect and query",
-    },
-    EnvVarDoc {
-        name: "TINYURL_DB_POOL_SIZE",
-        default: "8",
-        meaning: "Postgres connections per database per process",
-    },
-    EnvVarDoc {
-        name: "TINYURL_REDIS_TIMEOUT_MS",
-        default: "100",
-        meaning: "bound on every Redis command",
-    },
-    EnvVarDoc {
-        name: "TINYURL_CLICKS_ENABLED",
-        default: "true",
-        meaning: "count clicks for analytics (needs Redis, or the embedded deployment)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_CLICKS_REDIS_URL",
-        default: "(TINYURL_REDIS_URL)",
-        meaning: "a separate Redis for the click stream",
-    },
-    EnvVarDoc {
-        name: "TINYURL_CLICKS_FLUSH_MS",
-        default: "1000",
-        meaning: "how often aggregated clicks are appended to the click stream",
-    },
-    EnvVarDoc {
-        name: "TINYURL_CLICKS_MAX_CODES",
-        default: "100000",
-        meaning: "distinct (code, minute, referrer, client, country) keys held between flushes; clicks beyond are dropped and counted",
-    },
-    EnvVarDoc {
-        name: "TINYURL_CLICKS_STREAM_MAX_ENTRIES",
-        default: "10000",
-        meaning: "click stream bound in entries (each at most 1,000 lines)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_CLICKS_STREAM_MAX_AGE_SECS",
-        default: "3600",
-        meaning: "click stream bound by age: older entries are trimmed, folded or not",
-    },
-    EnvVarDoc {
-        name: "TINYURL_TRUSTED_PROXIES",
-        default: "(none)",
-        meaning: "comma-separated CIDRs whose X-Forwarded-For names the client (country, scanner limits)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_SCANNER_404_PER_MINUTE",
-        default: "300",
-        meaning: "unknown codes one client address may look up a minute before its uncached requests get 429 (0: off)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_GEOIP_DB",
-        default: "(none: country \"unknown\")",
-        meaning: "IP-to-country database in MaxMind DB format (GeoLite2-Country.mmdb)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_WORKER_THREADS",
-        default: "(number of CPUs)",
-        meaning: "threads serving HTTP",
-    },
+    show: show_seconds,
+};
+pub const L1_NEGATIVE_TTL: Setting<Duration> = Setting::millis(
+    "TINYURL_L1_NEGATIVE_TTL_MS",
+    Duration::from_secs(2),
+    "how long the in-process cache remembers an unknown code",
+);
+pub const CACHE_TTL: Setting<Duration> = Setting::seconds(
+    "TINYURL_CACHE_TTL_SECS",
+    Duration::from_secs(86_400),
+    "TTL of Redis entries filled from Postgres (±10% jitter)",
+);
+pub const NEGATIVE_TTL: Setting<Duration> = Setting::seconds(
+    "TINYURL_NEGATIVE_TTL_SECS",
+    Duration::from_secs(30),
+    "TTL of Redis \"not found\" entries",
+);
+pub const PERMANENT_MAX_AGE: Setting<Duration> = Setting::seconds(
+    "TINYURL_PERMANENT_MAX_AGE_SECS",
+    Duration::from_secs(300),
+    "browser cache lifetime of a 301/308 (never unbounded)",
+);
+pub const DB_TIMEOUT: Setting<Duration> = Setting::millis(
+    "TINYURL_DB_TIMEOUT_MS",
+    Duration::from_secs(1),
+    "bound on every Postgres connect and query",
+);
+pub const DB_POOL_SIZE: Setting<usize> = Setting::value(
+    "TINYURL_DB_POOL_SIZE",
+    8,
+    "Postgres connections per database per process",
+);
+pub const REDIS_TIMEOUT: Setting<Duration> = Setting::millis(
+    "TINYURL_REDIS_TIMEOUT_MS",
+    Duration::from_millis(100),
+    "bound on every Redis command",
+);
+pub const CLICKS_ENABLED: Setting<bool> = Setting::value(
+    "TINYURL_CLICKS_ENABLED",
+    true,
+    "count clicks for analytics (needs Redis, or the embedded deployment)",
+);
+pub const CLICKS_REDIS_URL: Setting<Option<SecretString>> = Setting::optional_secret(
+    "TINYURL_CLICKS_REDIS_URL",
+    "TINYURL_REDIS_URL",
+    "a separate Redis for the click stream",
+);
+pub const CLICKS_FLUSH: Setting<Duration> = Setting::millis(
+    "TINYURL_CLICKS_FLUSH_MS",
+    Duration::from_secs(1),
+    "how often aggregated clicks are appended to the click stream",
+);
+pub const CLICKS_MAX_CODES: Setting<usize> = Setting::value(
+    "TINYURL_CLICKS_MAX_CODES",
+    100_000,
+    "distinct (code, minute, referrer, client, country) keys held between flushes; clicks beyond are dropped and counted",
+);
+pub const CLICKS_STREAM_MAX_ENTRIES: Setting<u64> = Setting::value(
+    "TINYURL_CLICKS_STREAM_MAX_ENTRIES",
+    10_000,
+    "click stream bound in entries (each at most 1,000 lines)",
+);
+pub const CLICKS_STREAM_MAX_AGE: Setting<Duration> = Setting::seconds(
+    "TINYURL_CLICKS_STREAM_MAX_AGE_SECS",
+    Duration::from_secs(3_600),
+    "click stream bound by age: older entries are trimmed, folded or not",
+);
+pub const TRUSTED_PROXIES: Setting<crate::clicks::TrustedProxies> = Setting {
+    name: "TINYURL_TRUSTED_PROXIES",
+    meaning: "comma-separated CIDRs whose X-Forwarded-For names the client (country, scanner limits)",
+    default: Fallback::Said(crate::clicks::TrustedProxies::NONE, "none"),
+    parse: crate::clicks::TrustedProxies::parse,
+    show: unshown,
+};
+pub const SCANNER_404_PER_MINUTE: Setting<u32> = Setting::value(
+    "TINYURL_SCANNER_404_PER_MINUTE",
+    300,
+    "unknown codes one client address may look up a minute before its uncached requests get 429 (0: off)",
+);
+pub const GEOIP_DB: Setting<Option<PathBuf>> = Setting::optional(
+    "TINYURL_GEOIP_DB",
+    "none: country \"unknown\"",
+    "IP-to-country database in MaxMind DB format (GeoLite2-Country.mmdb)",
+);
+pub const WORKER_THREADS: Setting<Option<usize>> = Setting {
+    name: "TINYURL_WORKER_THREADS",
+    meaning: "threads serving HTTP",
+    default: Fallback::Said(None, "number of CPUs"),
+    parse: |raw| parsed::<usize>(raw).map(|threads| Some(threads.max(1))),
+    show: unshown,
+};
+
+/// The redirect service's settings, in the order `--help` lists them.
+pub const SETTINGS: Table = &[
+    &LISTEN,
+    &ADMIN_LISTEN,
+    &REPLICA_URLS,
+    &DATABASE_URL,
+    &REDIS_URL,
+    &PUBLIC_BASE_URL,
+    &L1_CAPACITY,
+    &L1_TTL,
+    &L1_NEGATIVE_TTL,
+    &CACHE_TTL,
+    &NEGATIVE_TTL,
+    &PERMANENT_MAX_AGE,
+    &DB_TIMEOUT,
+    &DB_POOL_SIZE,
+    &REDIS_TIMEOUT,
+    &CLICKS_ENABLED,
+    &CLICKS_REDIS_URL,
+    &CLICKS_FLUSH,
+    &CLICKS_MAX_CODES,
+    &CLICKS_STREAM_MAX_ENTRIES,
+    &CLICKS_STREAM_MAX_AGE,
+    &TRUSTED_PROXIES,
+    &SCANNER_404_PER_MINUTE,
+    &GEOIP_DB,
+    &WORKER_THREADS,
 ];
 
 pub fn env_help() -> String {
-    render_env_help(&[COMMON_ENV_VARS, REDIRECT_ENV_VARS])
+    render_help(&[SETTINGS, config::COMMON])
 }
 
 #[derive(Debug, Clone)]
@@ -164,89 +225,50 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let common = CommonConfig::from_env(
-            env,
-            "tinyurl-redirect",
-            DEFAULT_LISTEN,
-            DEFAULT_ADMIN_LISTEN,
-        )?;
-        let replica_urls: Vec<SecretString> = env
-            .get("TINYURL_REPLICA_URLS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(|url| SecretString::from(url.to_owned()))
-            .collect();
-        let database_url = env.secret("TINYURL_DATABASE_URL");
+        Self::with(env.read(&REPLICA_URLS)?, env.read(&DATABASE_URL)?, env)
+    }
+
+    /// The redirect service's configuration reading links from
+    /// `replica_urls` and `database_url` (at least one), every other
+    /// setting read from `env`.
+    pub fn with(
+        replica_urls: Vec<SecretString>,
+        database_url: Option<SecretString>,
+        env: &Env,
+    ) -> Result<Self, ConfigError> {
+        let common = CommonConfig::from_env(env, "tinyurl-redirect", &LISTEN, &ADMIN_LISTEN)?;
         if replica_urls.is_empty() && database_url.is_none() {
             return Err(ConfigError {
-                variable: "TINYURL_REPLICA_URLS",
+                variable: REPLICA_URLS.name,
                 reason: "set it or TINYURL_DATABASE_URL: links must be read from somewhere"
                     .to_owned(),
             });
         }
-        let public_base_url = env
-            .string_or("TINYURL_PUBLIC_BASE_URL", "http://localhost:8080")
-            .trim_end_matches('/')
-            .to_owned();
-        if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
-            return Err(ConfigError {
-                variable: "TINYURL_PUBLIC_BASE_URL",
-                reason: format!("{public_base_url:?} is not an http(s) URL"),
-            });
-        }
-        let l1_ttl = Duration::from_secs(env.parse_or("TINYURL_L1_TTL_SECS", 60)?);
-        if l1_ttl.is_zero() {
-            return Err(ConfigError {
-                variable: "TINYURL_L1_TTL_SECS",
-                reason: "must be at least 1; set TINYURL_L1_CAPACITY=0 to turn the cache off"
-                    .to_owned(),
-            });
-        }
-        let worker_threads = match env.get("TINYURL_WORKER_THREADS") {
-            None => None,
-            Some(_) => Some(env.parse_or("TINYURL_WORKER_THREADS", 1usize)?.max(1)),
-        };
-        let trusted_proxies = crate::clicks::TrustedProxies::parse(
-            env.get("TINYURL_TRUSTED_PROXIES").unwrap_or_default(),
-        )
-        .map_err(|reason| ConfigError {
-            variable: "TINYURL_TRUSTED_PROXIES",
-            reason,
-        })?;
         Ok(Self {
             common,
             replica_urls,
             database_url,
-            redis_url: env.secret("TINYURL_REDIS_URL"),
-            public_base_url,
-            l1_capacity: env.parse_or("TINYURL_L1_CAPACITY", 100_000)?,
-            l1_ttl,
-            l1_negative_ttl: env.millis_or("TINYURL_L1_NEGATIVE_TTL_MS", Duration::from_secs(2))?,
-            cache_ttl: Duration::from_secs(env.parse_or("TINYURL_CACHE_TTL_SECS", 86_400)?),
-            negative_ttl: Duration::from_secs(env.parse_or("TINYURL_NEGATIVE_TTL_SECS", 30)?),
-            permanent_max_age: Duration::from_secs(
-                env.parse_or("TINYURL_PERMANENT_MAX_AGE_SECS", 300)?,
-            ),
-            db_timeout: env.millis_or("TINYURL_DB_TIMEOUT_MS", Duration::from_secs(1))?,
-            pool_size: env.parse_or("TINYURL_DB_POOL_SIZE", 8)?,
-            redis_timeout: env.millis_or("TINYURL_REDIS_TIMEOUT_MS", Duration::from_millis(100))?,
-            clicks_enabled: env.parse_or("TINYURL_CLICKS_ENABLED", true)?,
-            clicks_redis_url: env.secret("TINYURL_CLICKS_REDIS_URL"),
-            clicks_flush: env.millis_or("TINYURL_CLICKS_FLUSH_MS", Duration::from_secs(1))?,
-            clicks_max_codes: env.parse_or("TINYURL_CLICKS_MAX_CODES", 100_000)?,
-            clicks_stream_max_entries: env.parse_or("TINYURL_CLICKS_STREAM_MAX_ENTRIES", 10_000)?,
-            clicks_stream_max_age: Duration::from_secs(
-                env.parse_or("TINYURL_CLICKS_STREAM_MAX_AGE_SECS", 3_600)?,
-            ),
-            trusted_proxies,
-            scanner_404_per_minute: env.parse_or("TINYURL_SCANNER_404_PER_MINUTE", 300)?,
-            geoip_db: env
-                .get("TINYURL_GEOIP_DB")
-                .filter(|path| !path.is_empty())
-                .map(PathBuf::from),
-            worker_threads,
+            redis_url: env.read(&REDIS_URL)?,
+            public_base_url: env.read(&PUBLIC_BASE_URL)?,
+            l1_capacity: env.read(&L1_CAPACITY)?,
+            l1_ttl: env.read(&L1_TTL)?,
+            l1_negative_ttl: env.read(&L1_NEGATIVE_TTL)?,
+            cache_ttl: env.read(&CACHE_TTL)?,
+            negative_ttl: env.read(&NEGATIVE_TTL)?,
+            permanent_max_age: env.read(&PERMANENT_MAX_AGE)?,
+            db_timeout: env.read(&DB_TIMEOUT)?,
+            pool_size: env.read(&DB_POOL_SIZE)?,
+            redis_timeout: env.read(&REDIS_TIMEOUT)?,
+            clicks_enabled: env.read(&CLICKS_ENABLED)?,
+            clicks_redis_url: env.read(&CLICKS_REDIS_URL)?,
+            clicks_flush: env.read(&CLICKS_FLUSH)?,
+            clicks_max_codes: env.read(&CLICKS_MAX_CODES)?,
+            clicks_stream_max_entries: env.read(&CLICKS_STREAM_MAX_ENTRIES)?,
+            clicks_stream_max_age: env.read(&CLICKS_STREAM_MAX_AGE)?,
+            trusted_proxies: env.read(&TRUSTED_PROXIES)?,
+            scanner_404_per_minute: env.read(&SCANNER_404_PER_MINUTE)?,
+            geoip_db: env.read(&GEOIP_DB)?,
+            worker_threads: env.read(&WORKER_THREADS)?,
         })
     }
 }

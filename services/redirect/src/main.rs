@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         .get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     if let Some(Command::Probe) = cli.command {
-        return tinyurl_runtime::boot::probe(tinyurl_redirect::config::DEFAULT_ADMIN_LISTEN);
+        return tinyurl_runtime::boot::probe(&tinyurl_redirect::config::ADMIN_LISTEN);
     }
     let config = Config::from_env(&Env::from_process())?;
     // HTTP is served by threads of their own (see `App::run`); this runtime

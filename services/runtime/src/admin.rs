@@ -166,11 +166,10 @@ pub fn probe_ready(admin_listen: SocketAddr, timeout: Duration) -> anyhow::Resul
     Ok(())
 }
 
-/// [`probe_ready`] on the admin address the environment configures
-/// (`TINYURL_ADMIN_LISTEN`, else `default_admin`), with a 2 s bound.
-pub fn probe_from_env(env: &crate::Env, default_admin: SocketAddr) -> anyhow::Result<()> {
-    let admin = env.socket_addr_or("TINYURL_ADMIN_LISTEN", default_admin)?;
-    probe_ready(admin, Duration::from_secs(2))
+/// [`probe_ready`] on the admin address the environment configures (the
+/// service's `TINYURL_ADMIN_LISTEN`), with a 2 s bound.
+pub fn probe_from_env(env: &crate::Env, admin: &crate::Setting<SocketAddr>) -> anyhow::Result<()> {
+    probe_ready(env.read(admin)?, Duration::from_secs(2))
 }
 
 #[cfg(test)]

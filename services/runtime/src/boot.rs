@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 
 use crate::config::{CommonConfig, Env};
+use crate::settings::Setting;
 use crate::telemetry::TelemetryGuard;
 
 /// The `probe` subcommand: exit 0 if the service on this host is ready
 /// (`GET /readyz` on its admin port). Reads nothing but that port's
 /// setting, so a health check works whatever else is misconfigured.
-pub fn probe(default_admin: SocketAddr) -> anyhow::Result<()> {
-    crate::admin::probe_from_env(&Env::from_process(), default_admin)
+pub fn probe(admin: &Setting<SocketAddr>) -> anyhow::Result<()> {
+    crate::admin::probe_from_env(&Env::from_process(), admin)
 }
 
 /// Logging and tracing, then the TLS identity; the guard flushes traces

@@ -1,16 +1,21 @@
 //! Typed configuration from environment variables (the contract in
 //! ARCHITECTURE.md). The environment is passed in as a map, so tests build any
 //! configuration without touching process state. Every variable a binary reads
-//! is described once, in an [`EnvVarDoc`] table that also renders its `--help`.
+//! is declared once, as a [`Setting`] (see [`crate::settings`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::SecretString;
+#[cfg(test)]
+use crate::settings::render_help;
+use crate::settings::{
+    Fallback, Setting, Table, millis, parsed, parsed_some, show, show_millis, text, text_some,
+    unshown,
+};
 
 /// The environment a service is configured from.
 #[derive(Debug, Clone, Default)]
@@ -51,62 +56,6 @@ impl Env {
             .map(String::as_str)
             .filter(|value| !value.trim().is_empty())
     }
-
-    pub fn string_or(&self, name: &'static str, default: &str) -> String {
-        self.get(name).unwrap_or(default).to_owned()
-    }
-
-    pub fn required(&self, name: &'static str) -> Result<&str, ConfigError> {
-        self.get(name).ok_or(ConfigError {
-            variable: name,
-            reason: "must be set".to_owned(),
-        })
-    }
-
-    /// Parses `name` with `FromStr`, or returns `default` when it is unset.
-    pub fn parse_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
-    where
-        T: FromStr,
-        T::Err: std::fmt::Display,
-    {
-        match self.get(name) {
-            None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|error: T::Err| ConfigError {
-                variable: name,
-                reason: format!("cannot parse {raw:?}: {error}"),
-            }),
-        }
-    }
-
-    pub fn socket_addr_or(
-        &self,
-        name: &'static str,
-        default: SocketAddr,
-    ) -> Result<SocketAddr, ConfigError> {
-        self.parse_or(name, default)
-    }
-
-    /// A duration written in milliseconds (`TINYURL_*_MS` variables).
-    pub fn millis_or(
-        &self,
-        name: &'static str,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        let millis: u64 =
-            self.parse_or(name, u64::try_from(default.as_millis()).unwrap_or(u64::MAX))?;
-        Ok(Duration::from_millis(millis))
-    }
-
-    /// A value that must never be printed (passwords, keys, URLs with credentials).
-    pub fn secret(&self, name: &'static str) -> Option<SecretString> {
-        self.get(name)
-            .map(|value| SecretString::from(value.to_owned()))
-    }
-
-    pub fn required_secret(&self, name: &'static str) -> Result<SecretString, ConfigError> {
-        self.required(name)
-            .map(|value| SecretString::from(value.to_owned()))
-    }
 }
 
 /// How logs are written.
@@ -116,6 +65,15 @@ pub enum LogFormat {
     Json,
     /// Human-readable, for terminals.
     Pretty,
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Json => "json",
+            Self::Pretty => "pretty",
+        })
+    }
 }
 
 impl FromStr for LogFormat {
@@ -148,106 +106,129 @@ pub struct CommonConfig {
 }
 
 impl CommonConfig {
+    /// `listen` and `admin` are the service's own declarations of
+    /// `TINYURL_LISTEN` and `TINYURL_ADMIN_LISTEN` ([`listen`], [`admin_listen`]).
     pub fn from_env(
         env: &Env,
         service_name: &str,
-        default_listen: SocketAddr,
-        default_admin_listen: SocketAddr,
+        listen: &Setting<SocketAddr>,
+        admin: &Setting<SocketAddr>,
     ) -> Result<Self, ConfigError> {
+        let named = env.read(&SERVICE_NAME)?;
         Ok(Self {
-            listen: env.socket_addr_or("TINYURL_LISTEN", default_listen)?,
-            admin_listen: env.socket_addr_or("TINYURL_ADMIN_LISTEN", default_admin_listen)?,
-            log_filter: env.string_or("RUST_LOG", "info"),
-            log_format: env.parse_or("TINYURL_LOG_FORMAT", LogFormat::Pretty)?,
-            otlp_endpoint: env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(str::to_owned),
-            service_name: env.string_or("OTEL_SERVICE_NAME", service_name),
-            drain_timeout: env.millis_or("TINYURL_DRAIN_TIMEOUT_MS", Duration::from_secs(20))?,
+            listen: env.read(listen)?,
+            admin_listen: env.read(admin)?,
+            log_filter: env.read(&LOG_FILTER)?.into_owned(),
+            log_format: env.read(&LOG_FORMAT)?,
+            otlp_endpoint: env.read(&OTLP_ENDPOINT)?,
+            service_name: if named.is_empty() {
+                service_name.to_owned()
+            } else {
+                named
+            },
+            drain_timeout: env.read(&DRAIN_TIMEOUT)?,
             tls: TlsFiles::from_env(env)?,
         })
     }
 }
 
-/// One documented environment variable, for `--help`.
-#[derive(Debug, Clone, Copy)]
-pub struct EnvVarDoc {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub meaning: &'static str,
-}
-
-/// Variables read by [`CommonConfig::from_env`].
-pub const COMMON_ENV_VARS: &[EnvVarDoc] = &[
-    EnvVarDoc {
+/// A service's `TINYURL_LISTEN`, with its default.
+pub const fn listen(default: SocketAddr) -> Setting<SocketAddr> {
+    Setting {
         name: "TINYURL_LISTEN",
-        default: "(per service)",
         meaning: "main listen address",
-    },
-    EnvVarDoc {
-        name: "TINYURL_ADMIN_LISTEN",
-        default: "(per service)",
-        meaning: "address of /metrics, /healthz and /readyz",
-    },
-    EnvVarDoc {
-        name: "TINYURL_DRAIN_TIMEOUT_MS",
-        default: "20000",
-        meaning: "time allowed for in-flight requests after SIGTERM",
-    },
-    EnvVarDoc {
-        name: "TINYURL_INTERNAL_TLS_CERT",
-        default: "(unset: plaintext inside)",
-        meaning: "PEM certificate (chain) this process presents on gRPC, reloaded when the file changes",
-    },
-    EnvVarDoc {
-        name: "TINYURL_INTERNAL_TLS_KEY",
-        default: "(with the certificate)",
-        meaning: "PEM private key of that certificate",
-    },
-    EnvVarDoc {
-        name: "TINYURL_INTERNAL_TLS_CA",
-        default: "(with the certificate)",
-        meaning: "PEM CA that gRPC peers, Postgres (sslmode=require) and Redis (rediss://) are verified against",
-    },
-    EnvVarDoc {
-        name: "RUST_LOG",
-        default: "info",
-        meaning: "log filter (tracing-subscriber EnvFilter syntax)",
-    },
-    EnvVarDoc {
-        name: "TINYURL_LOG_FORMAT",
-        default: "pretty",
-        meaning: "json or pretty",
-    },
-    EnvVarDoc {
-        name: "OTEL_EXPORTER_OTLP_ENDPOINT",
-        default: "(unset: no export)",
-        meaning: "OTLP/gRPC endpoint that traces are exported to",
-    },
-    EnvVarDoc {
-        name: "OTEL_SERVICE_NAME",
-        default: "(binary name)",
-        meaning: "service name attached to exported traces",
-    },
-];
-
-/// Renders variable tables as the "Environment" section of `--help`.
-pub fn render_env_help(tables: &[&[EnvVarDoc]]) -> String {
-    let width = tables
-        .iter()
-        .flat_map(|table| table.iter())
-        .map(|doc| doc.name.len())
-        .max()
-        .unwrap_or(0);
-    let mut help = String::from("Environment:\n");
-    for doc in tables.iter().flat_map(|table| table.iter()) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(
-            help,
-            "  {:width$}  {} [default: {}]",
-            doc.name, doc.meaning, doc.default
-        );
+        default: Fallback::Value(default),
+        parse: parsed,
+        show,
     }
-    help
 }
+
+/// A service's `TINYURL_ADMIN_LISTEN`, with its default.
+pub const fn admin_listen(default: SocketAddr) -> Setting<SocketAddr> {
+    Setting {
+        name: "TINYURL_ADMIN_LISTEN",
+        meaning: "address of /metrics, /healthz and /readyz",
+        default: Fallback::Value(default),
+        parse: parsed,
+        show,
+    }
+}
+
+pub const DRAIN_TIMEOUT: Setting<Duration> = Setting {
+    name: "TINYURL_DRAIN_TIMEOUT_MS",
+    meaning: "time allowed for in-flight requests after SIGTERM",
+    default: Fallback::Value(Duration::from_secs(20)),
+    parse: millis,
+    show: show_millis,
+};
+
+pub const TLS_CERT: Setting<Option<PathBuf>> = Setting {
+    name: "TINYURL_INTERNAL_TLS_CERT",
+    meaning: "PEM certificate (chain) this process presents on gRPC, reloaded when the file changes",
+    default: Fallback::Said(None, "unset: plaintext inside"),
+    parse: parsed_some,
+    show: unshown,
+};
+
+pub const TLS_KEY: Setting<Option<PathBuf>> = Setting {
+    name: "TINYURL_INTERNAL_TLS_KEY",
+    meaning: "PEM private key of that certificate",
+    default: Fallback::Said(None, "with the certificate"),
+    parse: parsed_some,
+    show: unshown,
+};
+
+pub const TLS_CA: Setting<Option<PathBuf>> = Setting {
+    name: "TINYURL_INTERNAL_TLS_CA",
+    meaning: "PEM CA that gRPC peers, Postgres (sslmode=require) and Redis (rediss://) are verified against",
+    default: Fallback::Said(None, "with the certificate"),
+    parse: parsed_some,
+    show: unshown,
+};
+
+pub const LOG_FILTER: Setting<Cow<'static, str>> = Setting {
+    name: "RUST_LOG",
+    meaning: "log filter (tracing-subscriber EnvFilter syntax)",
+    default: Fallback::Value(Cow::Borrowed("info")),
+    parse: |raw| Ok(Cow::Owned(raw.to_owned())),
+    show,
+};
+
+pub const LOG_FORMAT: Setting<LogFormat> = Setting {
+    name: "TINYURL_LOG_FORMAT",
+    meaning: "json or pretty",
+    default: Fallback::Value(LogFormat::Pretty),
+    parse: parsed,
+    show,
+};
+
+pub const OTLP_ENDPOINT: Setting<Option<String>> = Setting {
+    name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+    meaning: "OTLP/gRPC endpoint that traces are exported to",
+    default: Fallback::Said(None, "unset: no export"),
+    parse: text_some,
+    show: unshown,
+};
+
+pub const SERVICE_NAME: Setting<String> = Setting {
+    name: "OTEL_SERVICE_NAME",
+    meaning: "service name attached to exported traces",
+    default: Fallback::Said(String::new(), "binary name"),
+    parse: text,
+    show,
+};
+
+/// The settings every service reads after its two listeners.
+pub const COMMON: Table = &[
+    &DRAIN_TIMEOUT,
+    &TLS_CERT,
+    &TLS_KEY,
+    &TLS_CA,
+    &LOG_FILTER,
+    &LOG_FORMAT,
+    &OTLP_ENDPOINT,
+    &SERVICE_NAME,
+];
 
 /// Where the process's certificate, key and CA are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,25 +241,21 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// All three variables, or none (TLS off); one or two is a mistake.
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        const NAMES: [&str; 3] = [
-            "TINYURL_INTERNAL_TLS_CERT",
-            "TINYURL_INTERNAL_TLS_KEY",
-            "TINYURL_INTERNAL_TLS_CA",
+        let settings = [&TLS_CERT, &TLS_KEY, &TLS_CA];
+        let [cert, key, ca] = [
+            env.read(&TLS_CERT)?,
+            env.read(&TLS_KEY)?,
+            env.read(&TLS_CA)?,
         ];
-        let values = NAMES.map(|name| env.get(name).filter(|value| !value.is_empty()));
-        match values {
-            [None, None, None] => Ok(None),
-            [Some(cert), Some(key), Some(ca)] => Ok(Some(Self {
-                cert: cert.into(),
-                key: key.into(),
-                ca: ca.into(),
-            })),
-            _ => {
-                let missing = NAMES
+        match (cert, key, ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(Self { cert, key, ca })),
+            (cert, key, ca) => {
+                let missing = [cert.is_none(), key.is_none(), ca.is_none()]
                     .iter()
-                    .zip(values)
-                    .find_map(|(name, value)| value.is_none().then_some(*name))
-                    .unwrap_or(NAMES[0]);
+                    .zip(settings)
+                    .find_map(|(missing, setting)| missing.then_some(setting.name))
+                    .unwrap_or(TLS_CERT.name);
                 Err(ConfigError {
                     variable: missing,
                     reason: "internal TLS needs all of TINYURL_INTERNAL_TLS_CERT, \
@@ -293,7 +270,7 @@ impl TlsFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
+    use secrecy::{ExposeSecret, SecretString};
 
     fn addr(raw: &str) -> SocketAddr {
         raw.parse().expect("valid test address")
@@ -306,8 +283,13 @@ mod tests {
             ("TINYURL_LOG_FORMAT", "JSON"),
             ("TINYURL_ADMIN_LISTEN", ""),
         ]);
-        let config = CommonConfig::from_env(&env, "svc", addr("0.0.0.0:1"), addr("0.0.0.0:2"))
-            .expect("valid config");
+        let config = CommonConfig::from_env(
+            &env,
+            "svc",
+            &listen(addr("0.0.0.0:1")),
+            &admin_listen(addr("0.0.0.0:2")),
+        )
+        .expect("valid config");
         assert_eq!(config.listen, addr("127.0.0.1:9000"));
         assert_eq!(config.admin_listen, addr("0.0.0.0:2"), "empty means unset");
         assert_eq!(config.log_format, LogFormat::Json);
@@ -317,25 +299,52 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         let env = Env::from_pairs([("TINYURL_LISTEN", "not-an-address")]);
-        let error = CommonConfig::from_env(&env, "svc", addr("0.0.0.0:1"), addr("0.0.0.0:2"))
-            .expect_err("must reject");
+        let error = CommonConfig::from_env(
+            &env,
+            "svc",
+            &listen(addr("0.0.0.0:1")),
+            &admin_listen(addr("0.0.0.0:2")),
+        )
+        .expect_err("must reject");
         assert_eq!(error.variable, "TINYURL_LISTEN");
         assert!(error.to_string().contains("not-an-address"));
     }
 
     #[test]
     fn secrets_never_print() {
+        const URL: Setting<SecretString> =
+            Setting::required_secret("TINYURL_DATABASE_URL", "a database");
         let env = Env::from_pairs([("TINYURL_DATABASE_URL", "postgres://u:hunter2@db/x")]);
-        let secret = env.secret("TINYURL_DATABASE_URL").expect("set");
+        let secret = env.read(&URL).expect("set");
         assert!(!format!("{secret:?}").contains("hunter2"));
         assert_eq!(secret.expose_secret(), "postgres://u:hunter2@db/x");
     }
 
     #[test]
     fn help_lists_every_variable() {
-        let help = render_env_help(&[COMMON_ENV_VARS]);
-        for doc in COMMON_ENV_VARS {
-            assert!(help.contains(doc.name), "{} missing from help", doc.name);
+        let help = render_help(&[COMMON]);
+        for setting in COMMON {
+            assert!(
+                help.contains(setting.name()),
+                "{} missing from help",
+                setting.name()
+            );
         }
+        assert!(help.contains("RUST_LOG"), "{help}");
+    }
+
+    #[test]
+    fn unset_log_settings_are_their_defaults() {
+        let config = CommonConfig::from_env(
+            &Env::default(),
+            "svc",
+            &listen(addr("0.0.0.0:1")),
+            &admin_listen(addr("0.0.0.0:2")),
+        )
+        .expect("valid config");
+        assert_eq!(config.log_filter, "info");
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.drain_timeout, Duration::from_secs(20));
+        assert!(config.tls.is_none() && config.otlp_endpoint.is_none());
     }
 }

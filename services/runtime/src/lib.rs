@@ -14,6 +14,7 @@ pub mod memory;
 pub mod postgres;
 pub mod proxies;
 pub mod redis;
+pub mod settings;
 pub mod shutdown;
 pub mod sqlite;
 pub mod stopping;
@@ -21,8 +22,9 @@ pub mod telemetry;
 pub mod tls;
 
 pub use admin::{AdminServer, Readiness};
-pub use config::{CommonConfig, ConfigError, Env, EnvVarDoc};
+pub use config::{CommonConfig, ConfigError, Env};
 pub use error::{ErrorKind, StoreError};
+pub use settings::{Fallback, Setting};
 pub use shutdown::shutdown_signal;
 pub use stopping::Stopping;
 pub use telemetry::TelemetryGuard;

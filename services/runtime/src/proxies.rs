@@ -11,6 +11,9 @@ use ipnet::IpNet;
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
+    /// No proxy is trusted: every peer is the client.
+    pub const NONE: Self = Self(Vec::new());
+
     /// Comma-separated CIDRs or single addresses.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut networks = Vec::new();

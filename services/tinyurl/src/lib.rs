@@ -3,5 +3,6 @@
 
 pub mod bulk;
 pub mod client;
+pub mod configuration;
 pub mod stats;
 pub mod up;

@@ -253,9 +253,18 @@ fn client_telemetry() -> Result<Option<tinyurl_runtime::TelemetryGuard>, Failure
         return Ok(None);
     }
     let unused = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut common = tinyurl_runtime::CommonConfig::from_env(&env, "tinyurl-cli", unused, unused)
-        .map_err(|error| Failure::usage(error.to_string()))?;
-    common.log_filter = env.string_or("RUST_LOG", "warn");
+    let mut common = tinyurl_runtime::CommonConfig::from_env(
+        &env,
+        "tinyurl-cli",
+        &tinyurl_runtime::config::listen(unused),
+        &tinyurl_runtime::config::admin_listen(unused),
+    )
+    .map_err(|error| Failure::usage(error.to_string()))?;
+    // The command line is quieter than a service unless told otherwise.
+    common.log_filter = env
+        .get(tinyurl_runtime::config::LOG_FILTER.name)
+        .unwrap_or("warn")
+        .to_owned();
     let guard = tinyurl_runtime::telemetry::init_with(
         &common,
         tinyurl_runtime::telemetry::LogOutput::Stderr,
@@ -535,5 +544,5 @@ async fn set_enabled(
 /// `TINYURL_MIGRATE` (default true), as the writer reads it: whether the
 /// store commands may migrate the database they are pointed at.
 fn migrate_from_env() -> anyhow::Result<bool> {
-    Ok(tinyurl_runtime::Env::from_process().parse_or("TINYURL_MIGRATE", true)?)
+    Ok(tinyurl_runtime::Env::from_process().read(&tinyurl_writer::settings::MIGRATE)?)
 }

@@ -9,11 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 use tinyurl_links::cache::MemoryLinkCache;
 use tinyurl_links::store::{KeyStore as _, SqliteLinkStore};
-use tinyurl_runtime::Env;
+use tinyurl_redirect::config as redirect;
 use tinyurl_runtime::memory::MemoryCache;
+use tinyurl_runtime::proxies::TrustedProxies;
+use tinyurl_runtime::settings::Table;
+use tinyurl_runtime::{CommonConfig, ConfigError, Env};
+use tinyurl_writer::settings::{self as writer, CODE_SECRET};
 
 /// Entries of the in-process shared cache (the L2 of the split deployment).
 const SHARED_CACHE_ENTRIES: u64 = 100_000;
@@ -54,42 +58,52 @@ pub struct UpArgs {
     pub trusted_proxies: String,
 }
 
-/// Settings of the split deployment that `tinyurl up` passes to its writer
-/// and redirect services when they are set.
-const WRITER_SETTINGS: &[&str] = &[
-    "TINYURL_BLOCKED_HOSTS",
-    "TINYURL_BLOCKLIST_FILE",
-    "TINYURL_ALLOW_PRIVATE_TARGETS",
-    "TINYURL_CODE_MIN_LENGTH",
-    "TINYURL_REST_CORS_ORIGINS",
-    "TINYURL_RATE_LIMIT_PER_KEY",
-    "TINYURL_DAILY_CREATE_QUOTA",
-    "TINYURL_AUTH_FAILURE_RATE_PER_IP",
-    "TINYURL_KEY_LOOKUPS_PER_SECOND",
-    "TINYURL_KEY_CACHE_SIZE",
-    "TINYURL_REST_HEADER_TIMEOUT_MS",
-    "TINYURL_REST_REQUEST_TIMEOUT_MS",
-    "TINYURL_REST_MAX_CONNECTIONS",
-    "TINYURL_REST_MAX_CONNECTIONS_PER_ADDRESS",
-    "TINYURL_CLICKS_MINUTE_RETENTION",
-    "TINYURL_CLICKS_DAY_RETENTION",
-    "TINYURL_CLICKS_VALUES_PER_BUCKET",
+/// Settings of the split deployment that `tinyurl up` takes from its
+/// environment for its writer and redirect services; it decides the others
+/// (listeners, the store, idalloc's address and token, the base URL).
+pub const WRITER_SETTINGS: Table = &[
+    &writer::BLOCKED_HOSTS,
+    &writer::BLOCKLIST_FILE,
+    &writer::ALLOW_PRIVATE_TARGETS,
+    &writer::CODE_MIN_LENGTH,
+    &writer::REST_CORS_ORIGINS,
+    &writer::RATE_LIMIT_PER_KEY,
+    &writer::DAILY_CREATE_QUOTA,
+    &writer::AUTH_FAILURE_RATE_PER_IP,
+    &writer::KEY_LOOKUPS_PER_SECOND,
+    &writer::KEY_CACHE_SIZE,
+    &writer::REST_HEADER_TIMEOUT,
+    &writer::REST_REQUEST_TIMEOUT,
+    &writer::REST_MAX_CONNECTIONS,
+    &writer::REST_MAX_CONNECTIONS_PER_ADDRESS,
+    &writer::CLICKS_MINUTE_RETENTION,
+    &writer::CLICKS_DAY_RETENTION,
+    &writer::CLICKS_VALUES_PER_BUCKET,
+    &writer::IDEMPOTENCY_RETENTION,
 ];
-const REDIRECT_SETTINGS: &[&str] = &["TINYURL_SCANNER_404_PER_MINUTE", "TINYURL_GEOIP_DB"];
+pub const REDIRECT_SETTINGS: Table = &[&redirect::SCANNER_404_PER_MINUTE, &redirect::GEOIP_DB];
 
-/// Adds the `names` set in `from` to `to`.
-fn passed_through(from: &Env, names: &[&str], to: &mut Vec<(String, String)>) {
-    for name in names {
-        if let Some(value) = from.get(name) {
-            to.push(((*name).to_owned(), value.to_owned()));
-        }
-    }
+/// The variables of `settings` that `from` sets.
+fn only(from: &Env, settings: Table) -> Env {
+    Env::from_pairs(settings.iter().filter_map(|setting| {
+        from.get(setting.name())
+            .map(|value| (setting.name(), value.to_owned()))
+    }))
+}
+
+/// Where a service of this process listens, and how it logs.
+fn place(common: &mut CommonConfig, listen: SocketAddr, admin: SocketAddr, log_filter: &str) {
+    common.listen = listen;
+    common.admin_listen = admin;
+    common.log_filter = log_filter.to_owned();
 }
 
 /// Starts everything and serves until SIGINT or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let process_env = Env::from_process();
-    let log_filter = process_env.string_or("RUST_LOG", "info");
+    let log_filter = process_env
+        .read(&tinyurl_runtime::config::LOG_FILTER)?
+        .into_owned();
     let public_base_url = args
         .public_base_url
         .clone()
@@ -97,27 +111,32 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let [idalloc_admin, writer_admin, redirect_admin] = args.admin[..] else {
         anyhow::bail!("--admin takes exactly three addresses");
     };
-    let database_url = format!("sqlite:{}", args.data.display());
+    let database_url = SecretString::from(format!("sqlite:{}", args.data.display()));
     let timeout = Duration::from_secs(5);
+    let trusted_proxies =
+        TrustedProxies::parse(&args.trusted_proxies).map_err(|reason| ConfigError {
+            variable: writer::TRUSTED_PROXIES.name,
+            reason,
+        })?;
 
-    let common = |listen: SocketAddr, admin: SocketAddr| {
-        vec![
-            ("TINYURL_LISTEN".to_owned(), listen.to_string()),
-            ("TINYURL_ADMIN_LISTEN".to_owned(), admin.to_string()),
-            ("TINYURL_DATABASE_URL".to_owned(), database_url.clone()),
-            ("RUST_LOG".to_owned(), log_filter.clone()),
-        ]
-    };
     // idalloc listens on a port like any other: the writer authenticates
     // with a token made for this run, so nothing else on the machine leases.
-    let idalloc_token = format!(
+    let idalloc_token = SecretString::from(format!(
         "{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
+    ));
+    let mut idalloc_config = tinyurl_idalloc::Config::with(
+        database_url.clone(),
+        vec![idalloc_token.clone()],
+        &Env::default(),
+    )?;
+    place(
+        &mut idalloc_config.common,
+        args.idalloc,
+        idalloc_admin,
+        &log_filter,
     );
-    let mut idalloc_env = common(args.idalloc, idalloc_admin);
-    idalloc_env.push(("TINYURL_IDALLOC_TOKEN".to_owned(), idalloc_token.clone()));
-    let idalloc_config = tinyurl_idalloc::Config::from_env(&Env::from_pairs(idalloc_env))?;
     // Standard output is the banner; logs go to standard error.
     let _telemetry = tinyurl_runtime::telemetry::init_with(
         &idalloc_config.common,
@@ -134,8 +153,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     // The code permutation key is generated once and kept with the data: a
     // new key would mint codes that collide with existing ones.
-    let code_secret = match process_env.secret("TINYURL_CODE_SECRET") {
-        Some(secret) => secret,
+    let code_secret = match process_env.get(CODE_SECRET.name) {
+        Some(_) => process_env.read(&CODE_SECRET)?,
         None => SecretString::from(
             store
                 .setting_or_insert("code_secret", || {
@@ -165,19 +184,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let idalloc_task = tokio::spawn(idalloc.run(tinyurl_runtime::shutdown_signal()));
 
     let shared_cache = MemoryCache::new(SHARED_CACHE_ENTRIES);
-    let mut redirect_env = common(args.http, redirect_admin);
-    redirect_env.extend([
-        (
-            "TINYURL_PUBLIC_BASE_URL".to_owned(),
-            public_base_url.clone(),
-        ),
-        (
-            "TINYURL_TRUSTED_PROXIES".to_owned(),
-            args.trusted_proxies.clone(),
-        ),
-    ]);
-    passed_through(&process_env, REDIRECT_SETTINGS, &mut redirect_env);
-    let redirect_config = tinyurl_redirect::Config::from_env(&Env::from_pairs(redirect_env))?;
+    let mut writer_config = tinyurl_writer::Config::with(
+        tinyurl_writer::config::Required {
+            database_url: database_url.clone(),
+            idalloc_url: format!("http://{idalloc_grpc}"),
+            idalloc_token,
+            code_secret,
+        },
+        &only(&process_env, WRITER_SETTINGS),
+    )?;
+    place(
+        &mut writer_config.common,
+        args.grpc,
+        writer_admin,
+        &log_filter,
+    );
+    writer_config.rest_listen = Some(args.rest);
+    writer_config.set_public_base_url(&public_base_url)?;
+    writer_config.trusted_proxies = trusted_proxies.clone();
+
+    let mut redirect_config = tinyurl_redirect::Config::with(
+        Vec::new(),
+        Some(database_url),
+        &only(&process_env, REDIRECT_SETTINGS),
+    )?;
+    place(
+        &mut redirect_config.common,
+        args.http,
+        redirect_admin,
+        &log_filter,
+    );
+    redirect_config
+        .public_base_url
+        .clone_from(&writer_config.public_base_url);
+    redirect_config.trusted_proxies = trusted_proxies;
     let redirect = tinyurl_redirect::App::build_with(
         redirect_config.clone(),
         tinyurl_redirect::app::Backend {
@@ -189,29 +229,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await
     .context("cannot start the redirect service")?;
 
-    let mut writer_env = common(args.grpc, writer_admin);
-    writer_env.extend([
-        (
-            "TINYURL_IDALLOC_URL".to_owned(),
-            format!("http://{idalloc_grpc}"),
-        ),
-        ("TINYURL_IDALLOC_TOKEN".to_owned(), idalloc_token),
-        ("TINYURL_REST_LISTEN".to_owned(), args.rest.to_string()),
-        (
-            "TINYURL_PUBLIC_BASE_URL".to_owned(),
-            public_base_url.clone(),
-        ),
-        (
-            "TINYURL_CODE_SECRET".to_owned(),
-            code_secret.expose_secret().to_owned(),
-        ),
-        (
-            "TINYURL_TRUSTED_PROXIES".to_owned(),
-            args.trusted_proxies.clone(),
-        ),
-    ]);
-    passed_through(&process_env, WRITER_SETTINGS, &mut writer_env);
-    let writer_config = tinyurl_writer::Config::from_env(&Env::from_pairs(writer_env))?;
     let cache_ttl = writer_config.cache_ttl;
     let writer = tinyurl_writer::App::build_with(
         writer_config,

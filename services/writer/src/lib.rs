@@ -8,6 +8,7 @@ pub mod config;
 pub mod grpc;
 pub mod rest;
 pub mod rest_listener;
+pub mod settings;
 
 pub use app::App;
 pub use config::Config;

@@ -37,14 +37,19 @@ pub struct ListenerLimits {
     pub max_connections_per_address: usize,
 }
 
+impl ListenerLimits {
+    /// The limits unless configured (the settings' defaults).
+    pub const DEFAULT: Self = Self {
+        header_read_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(30),
+        max_connections: 4_096,
+        max_connections_per_address: 64,
+    };
+}
+
 impl Default for ListenerLimits {
     fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            max_connections: 4_096,
-            max_connections_per_address: 64,
-        }
+        Self::DEFAULT
     }
 }
 
