@@ -949,7 +949,7 @@ async fn a_blocked_host_is_refused_and_its_links_answer_410_everywhere() -> anyh
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let said = String::from_utf8_lossy(&output.stderr);
+        let said = String::from_utf8_lossy(&output.stdout);
         assert!(said.contains("1 links"), "block-host {entry}: {said}");
         let path = format!("/{}", link.code);
         wait_until("410 from both redirects", Duration::from_secs(10), || {

@@ -667,9 +667,12 @@ async fn an_operators_block_is_not_the_owners_to_undo() -> anyhow::Result<()> {
 
     let command = |args: &[&str]| -> anyhow::Result<String> {
         let output = stack.setup.command(args)?;
-        let said = String::from_utf8_lossy(&output.stderr).into_owned();
-        anyhow::ensure!(output.status.success(), "{args:?}: {said}");
-        Ok(said)
+        anyhow::ensure!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
     let said = command(&["block-host", "BAD.Example."])?;
     assert!(said.contains("blocked bad.example; 1 links"), "{said}");

@@ -9,6 +9,7 @@
 //! and `store`; `store` imports `auth` and `error`; `batcher`, `keys`,
 //! `blocklist` and `service` sit on top. No module imports a transport.
 
+pub mod admin;
 pub mod auth;
 pub mod batcher;
 pub mod blocklist;

@@ -70,6 +70,36 @@ impl ErrorKind {
         }
     }
 
+    /// The exit code of a command that failed this way (the command lines'
+    /// table, docs/api.md): 1 unexpected, 3 not found, 4 rejected, 5
+    /// unavailable, 6 not authenticated or not allowed. 2 is a usage error,
+    /// found before anything was asked.
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            Self::NotFound => 3,
+            Self::InvalidArgument | Self::AlreadyExists | Self::FailedPrecondition => 4,
+            Self::Unavailable | Self::DeadlineExceeded => 5,
+            Self::Unauthenticated | Self::PermissionDenied => 6,
+            Self::ResourceExhausted | Self::Internal => 1,
+        }
+    }
+
+    /// The kind of a gRPC status code, as a client reads it.
+    pub const fn of_code(code: Code) -> Self {
+        match code {
+            Code::InvalidArgument => Self::InvalidArgument,
+            Code::NotFound => Self::NotFound,
+            Code::AlreadyExists => Self::AlreadyExists,
+            Code::FailedPrecondition => Self::FailedPrecondition,
+            Code::Unauthenticated => Self::Unauthenticated,
+            Code::PermissionDenied => Self::PermissionDenied,
+            Code::ResourceExhausted => Self::ResourceExhausted,
+            Code::Unavailable => Self::Unavailable,
+            Code::DeadlineExceeded => Self::DeadlineExceeded,
+            _ => Self::Internal,
+        }
+    }
+
     /// A gRPC status for this kind. `message` goes to the client verbatim, so
     /// it must be safe to show.
     pub fn status(self, message: impl Into<String>) -> tonic::Status {

@@ -59,15 +59,8 @@ pub mod exit {
 /// The server's reason for a failed call, with the field at fault when it
 /// names one.
 pub fn status_failure(status: &tonic::Status) -> Failure {
-    use tonic::Code;
     use tonic_types::StatusExt as _;
-    let exit_code = match status.code() {
-        Code::NotFound => exit::NOT_FOUND,
-        Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => exit::REJECTED,
-        Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
-        Code::Unauthenticated | Code::PermissionDenied => exit::UNAUTHENTICATED,
-        _ => exit::FAILURE,
-    };
+    let exit_code = tinyurl_runtime::ErrorKind::of_code(status.code()).exit_code();
     let field = status
         .get_details_bad_request()
         .and_then(|details| details.field_violations.first().map(|v| v.field.clone()));

@@ -8,7 +8,7 @@ use tinyurl::bulk::{self, ExportArgs, ImportArgs};
 use tinyurl::client::{self, Connection, Failure, LinkView, exit};
 use tinyurl::stats::StatsArgs;
 use tinyurl::up::UpArgs;
-use tinyurl_links::keys::KeyCommand;
+use tinyurl_links::admin::AdminCommand;
 use tinyurl_proto::v1::{
     CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, ListLinksRequest, UpdateLinkRequest,
 };
@@ -30,6 +30,10 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The store the administration commands work on unless told: the one
+/// `tinyurl up` makes by default.
+const DEFAULT_STORE: &str = "sqlite:./tinyurl.db";
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 unexpected failure, 2 usage error, 3 not found, \
 4 rejected by the server (invalid input, alias taken), 5 server unavailable, 6 missing or invalid API key.";
@@ -92,52 +96,14 @@ enum Command {
     Import(ImportArgs),
     /// Write every link as CSV.
     Export(ExportArgs),
-    /// Manage API keys: create, list, revoke, rotate (direct access to the store).
-    ApiKey(ApiKeyArgs),
-    /// Block a host (`bad.example`, or `*.bad.example` for all under it; any
-    /// spelling) for every writer and block every link to it, which owners
-    /// cannot undo (direct access to the store; redirects answer 410 within a
-    /// second: a running `tinyurl up` on the same store, and the split system
-    /// with TINYURL_REDIS_URL set).
-    BlockHost(HostArgs),
-    /// Lift a block made by block-host: links to the host go back to what
-    /// their owners chose.
-    UnblockHost(HostArgs),
+    #[command(flatten)]
+    Admin(AdminCommand),
     /// Exit 0 if `tinyurl up` on this host is ready (container health check).
     Probe {
         /// The redirect service's admin listener.
         #[arg(long, default_value = "127.0.0.1:9093")]
         admin: std::net::SocketAddr,
     },
-}
-
-#[derive(clap::Args)]
-struct HostArgs {
-    /// `host` or `*.suffix`.
-    host: String,
-    /// The store: `sqlite:PATH` (the `tinyurl up` default) or a Postgres URL.
-    #[arg(
-        long,
-        env = "TINYURL_DATABASE_URL",
-        default_value = "sqlite:./tinyurl.db",
-        hide_env_values = true
-    )]
-    database_url: String,
-}
-
-#[derive(clap::Args)]
-struct ApiKeyArgs {
-    /// The store: `sqlite:PATH` (the `tinyurl up` default) or a Postgres URL.
-    #[arg(
-        long,
-        global = true,
-        env = "TINYURL_DATABASE_URL",
-        default_value = "sqlite:./tinyurl.db",
-        hide_env_values = true
-    )]
-    database_url: String,
-    #[command(subcommand)]
-    command: KeyCommand,
 }
 
 /// Writes a result line to standard output. A reader that went away
@@ -235,9 +201,7 @@ impl Command {
             Self::Stats(_) => "stats",
             Self::Import(_) => "import",
             Self::Export(_) => "export",
-            Self::ApiKey(_) => "api-key",
-            Self::BlockHost(_) => "block-host",
-            Self::UnblockHost(_) => "unblock-host",
+            Self::Admin(command) => command.name(),
             Self::Probe { .. } => "probe",
         }
     }
@@ -443,63 +407,42 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::BlockHost(args) => change_block(&args, true, json).await,
-        Command::UnblockHost(args) => change_block(&args, false, json).await,
-        Command::ApiKey(ApiKeyArgs {
-            database_url,
-            command,
-        }) => {
-            let store = tinyurl_links::store::open(
-                &secrecy::SecretString::from(database_url),
-                1,
-                std::time::Duration::from_secs(5),
-                &tinyurl_writer::config::layout_from_env(&tinyurl_runtime::Env::from_process())
-                    .map_err(anyhow::Error::from)?,
-                migrate_from_env()?,
-            )
-            .await?;
-            let report = tinyurl_links::keys::run(store.as_ref(), command, json)
-                .await
-                .map_err(|error| client::status_failure(&tinyurl_writer::grpc::status(error)))?;
-            if !report.stderr.is_empty() {
-                eprintln!("{}", report.stderr);
-            }
-            if !report.stdout.is_empty() {
-                out!("{}", report.stdout);
-            }
-            Ok(())
-        }
+        Command::Admin(command) => administer(command, json).await,
     }
 }
 
-/// `block-host` (`block`) or `unblock-host` on the store directly.
-async fn change_block(args: &HostArgs, block: bool, json: bool) -> Result<(), Failure> {
-    let (store, cache) = blocklist_tools(&args.database_url).await?;
-    let (entry, links) =
-        tinyurl_links::blocklist::change(store.as_ref(), &cache, &args.host, block)
-            .await
-            .map_err(|error| client::status_failure(&tinyurl_writer::grpc::status(error)))?;
-    let verb = tinyurl_links::blocklist::verb(block);
-    if json {
-        let mut said = serde_json::Map::new();
-        said.insert(verb.to_owned(), entry.into());
-        said.insert(format!("links_{verb}"), links.into());
-        out!("{}", serde_json::Value::Object(said));
-    } else {
-        out!("{verb} {entry}; {links} links to it {verb}");
+/// `api-key`, `block-host` or `unblock-host` on the store directly
+/// (`--database-url`, else the `tinyurl up` default), announcing changed
+/// links through Redis when TINYURL_REDIS_URL is set (a running `tinyurl
+/// up` sees the stored list change by itself).
+async fn administer(command: AdminCommand, json: bool) -> Result<(), Failure> {
+    let (store, cache) = admin_tools(&command).await?;
+    let report = command
+        .run(store.as_ref(), &cache, json)
+        .await
+        .map_err(|error| {
+            let failure = tinyurl_links::admin::Failure::from(error);
+            Failure::new(failure.exit_code, failure.message)
+        })?;
+    if !report.stderr.is_empty() {
+        eprintln!("{}", report.stderr);
+    }
+    if !report.stdout.is_empty() {
+        out!("{}", report.stdout);
     }
     Ok(())
 }
 
-/// The store and the cache a blocklist change is made with (the cache is
-/// Redis's when TINYURL_REDIS_URL is set; a running `tinyurl up` rewrites its
-/// own entries when it sees the stored list change).
-async fn blocklist_tools(
-    database_url: &str,
+/// The store an administration command works on, and the cache it
+/// announces changed links through (Redis's when TINYURL_REDIS_URL is set
+/// and the command changes links).
+async fn admin_tools(
+    command: &AdminCommand,
 ) -> anyhow::Result<(
     std::sync::Arc<dyn tinyurl_links::store::LinkStore>,
     tinyurl_links::cache::RedisLinkCache,
 )> {
+    let database_url = command.database_url().unwrap_or(DEFAULT_STORE);
     let store = tinyurl_links::store::open(
         &secrecy::SecretString::from(database_url.to_owned()),
         1,
@@ -510,7 +453,7 @@ async fn blocklist_tools(
     )
     .await?;
     let cache = match std::env::var("TINYURL_REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
+        Ok(url) if !url.is_empty() && command.changes_links() => {
             let cache = tinyurl_links::cache::RedisLinkCache::connect(
                 &secrecy::SecretString::from(url),
                 std::time::Duration::from_secs(2),

@@ -1,8 +1,11 @@
 //! `tinyurl-writer`: configuration → telemetry → App → serve until SIGTERM.
 
+use std::process::ExitCode;
+
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
-use tinyurl_links::keys::KeyCommand;
+use tinyurl_links::admin::{AdminCommand, Failure};
+use tinyurl_links::cache::RedisLinkCache;
 use tinyurl_runtime::Env;
 use tinyurl_writer::{App, Config};
 
@@ -38,35 +41,22 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
     },
-    /// Manage API keys: create, list, revoke, rotate.
-    #[command(subcommand)]
-    ApiKey(KeyCommand),
-    /// Block a host (`bad.example`, or `*.bad.example` for everything under
-    /// it; any spelling) for every writer, and block every link to it:
-    /// redirects answer 410 within a second, and owners cannot undo it.
-    BlockHost {
-        /// `host` or `*.suffix`.
-        host: String,
-    },
-    /// Lift a block made by block-host: links to the host go back to what
-    /// their owners chose.
-    UnblockHost {
-        /// `host` or `*.suffix`, as blocked (any spelling).
-        host: String,
-    },
+    #[command(flatten)]
+    Admin(AdminCommand),
     /// Exit 0 if the writer on this host is ready (container health check).
     Probe,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let matches = Cli::command()
         .after_long_help(tinyurl_writer::config::env_help())
         .after_help("Run with --help for the environment variables.")
         .get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     if let Some(Command::Probe) = cli.command {
-        return tinyurl_runtime::boot::probe(&tinyurl_writer::settings::ADMIN_LISTEN);
+        tinyurl_runtime::boot::probe(&tinyurl_writer::settings::ADMIN_LISTEN)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let config = Config::from_env(&Env::from_process())?;
     let _telemetry = tinyurl_runtime::boot::start(&config.common)?;
@@ -74,7 +64,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate { online: false, .. } => {
             tinyurl_writer::app::open_store_migrating(&config, true).await?;
-            Ok(())
         }
         Command::Migrate {
             online: true,
@@ -105,72 +94,53 @@ async fn main() -> anyhow::Result<()> {
                     report.swap.as_millis()
                 );
             }
-            Ok(())
         }
-        Command::ApiKey(command) => {
-            let store = tinyurl_writer::app::open_store(&config).await?;
-            let report = tinyurl_links::keys::run(store.as_ref(), command, false)
-                .await
-                .map_err(|error| match error.field() {
-                    Some(field) => anyhow::anyhow!("{field}: {}", error.public_message()),
-                    None => anyhow::anyhow!("{}", error.public_message()),
-                })?;
-            if !report.stderr.is_empty() {
-                eprintln!("{}", report.stderr);
-            }
-            if !report.stdout.is_empty() {
-                println!("{}", report.stdout);
-            }
-            Ok(())
-        }
-        Command::BlockHost { host } => change_block(&config, &host, true).await,
-        Command::UnblockHost { host } => change_block(&config, &host, false).await,
-        Command::Probe => Ok(()),
+        Command::Admin(command) => return administer(config, command).await,
+        Command::Probe => {}
         Command::Serve => {
             let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
             let app = App::build(config, Some(metrics))
                 .await
                 .context("cannot start the writer")?;
             tracing::info!(grpc = %app.grpc_addr()?, admin = %app.admin_addr()?, "listening");
-            app.run(tinyurl_runtime::shutdown_signal()).await
+            app.run(tinyurl_runtime::shutdown_signal()).await?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `block-host` (`block`) or `unblock-host`.
-async fn change_block(
-    config: &tinyurl_writer::config::Config,
-    host: &str,
-    block: bool,
-) -> anyhow::Result<()> {
-    let (store, cache) = blocklist_tools(config).await?;
-    let (entry, links) = tinyurl_links::blocklist::change(store.as_ref(), &cache, host, block)
-        .await
-        .map_err(|error| anyhow::anyhow!("{}", error.public_message()))?;
-    let verb = tinyurl_links::blocklist::verb(block);
-    eprintln!("{verb} {entry}; {links} links to it {verb}");
-    Ok(())
-}
-
-/// The store and the cache a blocklist change is made with: the
-/// announcements are what make redirects answer at once.
-async fn blocklist_tools(
-    config: &tinyurl_writer::config::Config,
-) -> anyhow::Result<(
-    std::sync::Arc<dyn tinyurl_links::store::LinkStore>,
-    tinyurl_links::cache::RedisLinkCache,
-)> {
-    let store = tinyurl_writer::app::open_store(config).await?;
+/// `api-key`, `block-host` or `unblock-host` on this writer's store (or
+/// the one `--database-url` names), announcing changed links through its
+/// Redis; a refusal ends with the exit code of its kind, as `tinyurl`'s.
+async fn administer(mut config: Config, command: AdminCommand) -> anyhow::Result<ExitCode> {
+    if let Some(url) = command.database_url() {
+        config.database_url = secrecy::SecretString::from(url.to_owned());
+    }
+    let store = tinyurl_writer::app::open_store(&config).await?;
     let cache = match &config.redis_url {
-        Some(url) => tinyurl_links::cache::RedisLinkCache::connect(
-            url,
-            config.redis_timeout,
-            config.cache_ttl,
-        )?,
-        None => tinyurl_links::cache::RedisLinkCache::disabled(),
+        Some(url) if command.changes_links() => {
+            let cache = RedisLinkCache::connect(url, config.redis_timeout, config.cache_ttl)?;
+            cache
+                .wait_connected(std::time::Duration::from_secs(5))
+                .await?;
+            cache
+        }
+        _ => RedisLinkCache::disabled(),
     };
-    cache
-        .wait_connected(std::time::Duration::from_secs(5))
-        .await?;
-    Ok((store, cache))
+    match command.run(store.as_ref(), &cache, false).await {
+        Ok(report) => {
+            if !report.stderr.is_empty() {
+                eprintln!("{}", report.stderr);
+            }
+            if !report.stdout.is_empty() {
+                println!("{}", report.stdout);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            let failure = Failure::from(error);
+            eprintln!("error: {}", failure.message);
+            Ok(ExitCode::from(failure.exit_code))
+        }
+    }
 }
