@@ -392,3 +392,74 @@ fn record_failure(operation: &'static str, error: &Error) {
     tracing::warn!(operation, error = %error, "redis write failed; continuing without cache");
     metrics::counter!("writer_cache_errors_total", "op" => operation).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use tinyurl_domain::RedirectStatus;
+    use tinyurl_domain::cached::announced_codes;
+
+    use super::*;
+
+    fn link(code: &str, expires_in: Option<Duration>) -> StoredLink {
+        let now = SystemTime::now();
+        StoredLink {
+            code: code.to_owned(),
+            target_url: format!("https://example.com/{code}"),
+            redirect_status: RedirectStatus::Found,
+            forward_query: false,
+            expires_at: expires_in.map(|after| now + after),
+            enabled: true,
+            is_alias: false,
+            created_at: now,
+            updated_at: now,
+            blocked: false,
+        }
+    }
+
+    #[test]
+    fn an_entry_never_outlives_its_link() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(entry_ttl(day, &link("a", None)), Some(day));
+        let soon = entry_ttl(day, &link("a", Some(Duration::from_secs(60)))).expect("live");
+        assert!(soon <= Duration::from_secs(60) && soon > Duration::from_secs(50));
+        let mut expired = link("a", None);
+        expired.expires_at = Some(UNIX_EPOCH);
+        assert_eq!(entry_ttl(day, &expired), None, "nothing worth caching");
+    }
+
+    #[tokio::test]
+    async fn writes_land_in_the_shared_cache_and_are_announced() {
+        let memory = MemoryCache::new(100);
+        let mut announcements = memory.subscribe();
+        let cache = MemoryLinkCache::new(Arc::clone(&memory), Duration::from_secs(3600));
+
+        cache
+            .write_through(&[link("aaaaaaa", None), link("bbbbbbb", None)])
+            .await;
+        let written = memory.get("aaaaaaa").expect("written through");
+        let entry = CachedLink::decode(&written).expect("a cached link");
+        assert_eq!(entry.target_url, "https://example.com/aaaaaaa");
+        assert!(entry.enabled);
+        let message = announcements.recv().await.expect("an announcement");
+        assert_eq!(
+            announced_codes(&message).collect::<Vec<_>>(),
+            ["aaaaaaa", "bbbbbbb"],
+            "one announcement for the group"
+        );
+
+        // A blocked link stays cached, as a link that does not redirect.
+        let mut blocked = link("aaaaaaa", None);
+        blocked.blocked = true;
+        cache.replace(&blocked).await;
+        let entry = CachedLink::decode(&memory.get("aaaaaaa").expect("replaced")).expect("entry");
+        assert!(!entry.enabled);
+
+        // A delete leaves a tombstone, not a hole a lagging fill could use.
+        cache.remove("bbbbbbb").await;
+        assert_eq!(memory.get("bbbbbbb").as_deref(), Some(NEGATIVE_ENTRY));
+        assert!(!memory.set_if_absent("bbbbbbb".to_owned(), "stale", Duration::from_secs(1)));
+        assert!(cache.in_process());
+    }
+}
