@@ -220,43 +220,20 @@ impl App {
                 self.config.trusted_proxies.clone(),
             ))
         });
-        let mut first_listener = Some(self.listener);
-        let mut finished = Vec::with_capacity(threads);
-        for index in 0..threads {
-            let listener = first_listener.take();
-            let (done, finished_rx) = tokio::sync::oneshot::channel();
-            finished.push(finished_rx);
-            let context = ThreadContext {
-                resolver: Arc::clone(&self.resolver),
-                scanners: scanners.clone(),
-                clicks: self.clicks.clone(),
-                config: self.config.clone(),
-                cache: self.cache.clone(),
-                stopping: stopping.clone(),
-            };
-            std::thread::Builder::new()
-                .name(format!("http-{index}"))
-                .spawn(move || {
-                    let _ = done.send(context.serve(listener, address));
-                })
-                .context("cannot start a serving thread")?;
-        }
+        let context = ThreadContext {
+            resolver: Arc::clone(&self.resolver),
+            scanners,
+            clicks: self.clicks.clone(),
+            config: self.config.clone(),
+            cache: self.cache.clone(),
+            stopping: stopping.clone(),
+        };
+        let finished = context.spawn(self.listener, address, threads)?;
         self.readiness.set_ready(true);
 
         let drain = self.config.common.drain_timeout;
-        let all_finished = async {
-            let mut outcome = Ok(());
-            for finished in finished {
-                match finished.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => outcome = Err(error),
-                    Err(_) => outcome = Err(anyhow::anyhow!("a serving thread panicked")),
-                }
-            }
-            outcome
-        };
         let served = tokio::select! {
-            served = all_finished => served,
+            served = all_finished(finished) => served,
             () = stopping.clone().drain_deadline(drain) => {
                 tracing::warn!(?drain, "drain timeout reached; closing remaining connections");
                 Ok(())
@@ -340,7 +317,23 @@ fn reuseport_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Waits for every serving thread; the error of one that failed.
+async fn all_finished(
+    finished: Vec<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>,
+) -> anyhow::Result<()> {
+    let mut outcome = Ok(());
+    for finished in finished {
+        match finished.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => outcome = Err(error),
+            Err(_) => outcome = Err(anyhow::anyhow!("a serving thread panicked")),
+        }
+    }
+    outcome
+}
+
 /// What a serving thread is started with.
+#[derive(Clone)]
 struct ThreadContext {
     resolver: Arc<Resolver>,
     scanners: Option<Arc<crate::scanners::Scanners>>,
@@ -351,6 +344,32 @@ struct ThreadContext {
 }
 
 impl ThreadContext {
+    /// Starts `threads` serving threads, the first on `listener`, the
+    /// others on listeners of their own bound beside it; each says on its
+    /// receiver how it ended.
+    fn spawn(
+        &self,
+        listener: std::net::TcpListener,
+        address: SocketAddr,
+        threads: usize,
+    ) -> anyhow::Result<Vec<tokio::sync::oneshot::Receiver<anyhow::Result<()>>>> {
+        let mut first_listener = Some(listener);
+        let mut finished = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let listener = first_listener.take();
+            let (done, finished_rx) = tokio::sync::oneshot::channel();
+            finished.push(finished_rx);
+            let context = self.clone();
+            std::thread::Builder::new()
+                .name(format!("http-{index}"))
+                .spawn(move || {
+                    let _ = done.send(context.serve(listener, address));
+                })
+                .context("cannot start a serving thread")?;
+        }
+        Ok(finished)
+    }
+
     /// Runs one serving thread until stopping; `listener` is the first
     /// thread's (already bound), the others bind beside it.
     fn serve(

@@ -58,6 +58,20 @@ struct Row {
     expires: String,
 }
 
+impl Row {
+    /// Row `line` of the file: its URL, alias and expiry cells (empty when
+    /// missing).
+    fn of(line: u64, record: &csv::StringRecord) -> Self {
+        let field = |index: usize| record.get(index).unwrap_or_default().to_owned();
+        Self {
+            line,
+            url: field(0),
+            alias: field(1),
+            expires: field(2),
+        }
+    }
+}
+
 /// Whether an `expires` cell is a duration from now rather than a time.
 fn is_relative(expires: &str) -> bool {
     !expires.trim().is_empty() && humantime::parse_rfc3339_weak(expires.trim()).is_err()
@@ -138,18 +152,7 @@ pub async fn import(
     show_progress: bool,
 ) -> Result<ImportSummary, Failure> {
     let redirect_type = client::redirect_type(args.status).map_err(Failure::usage)?;
-    let progress = if show_progress {
-        let bar = indicatif::ProgressBar::new(count_lines(&args.file)?);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}",
-            )
-            .map_err(|error| anyhow::anyhow!("{error}"))?,
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let progress = progress_bar(&args.file, show_progress)?;
     let error_path = args.errors.clone().unwrap_or_else(|| {
         let mut name = args.file.clone().into_os_string();
         name.push(".errors.csv");
@@ -180,23 +183,13 @@ pub async fn import(
     for (index, record) in reader.records().enumerate() {
         let line = index as u64 + 1;
         let row = match record {
-            Ok(record) => {
-                let field = |index: usize| record.get(index).unwrap_or_default().to_owned();
-                Row {
-                    line,
-                    url: field(0),
-                    alias: field(1),
-                    expires: field(2),
-                }
-            }
+            Ok(record) => Row::of(line, &record),
             Err(error) => {
-                let row = Row {
-                    line,
-                    url: String::new(),
-                    alias: String::new(),
-                    expires: String::new(),
-                };
-                import.reject(&row, "", &format!("unreadable CSV row: {error}"))?;
+                import.reject(
+                    &Row::of(line, &csv::StringRecord::new()),
+                    "",
+                    &format!("unreadable CSV row: {error}"),
+                )?;
                 continue;
             }
         };
@@ -236,6 +229,19 @@ pub async fn import(
         .finish()?
         .map(|path| path.display().to_string());
     Ok(summary)
+}
+
+/// The progress bar of an import of `file`, or a hidden one.
+fn progress_bar(file: &std::path::Path, show: bool) -> Result<indicatif::ProgressBar, Failure> {
+    if !show {
+        return Ok(indicatif::ProgressBar::hidden());
+    }
+    let bar = indicatif::ProgressBar::new(count_lines(file)?);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")
+            .map_err(|error| anyhow::anyhow!("{error}"))?,
+    );
+    Ok(bar)
 }
 
 /// An import in progress: the batch being gathered and what happened so far.

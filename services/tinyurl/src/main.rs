@@ -31,6 +31,22 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct UpdateArgs {
+    code: String,
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, conflicts_with = "no_expiry")]
+    expires: Option<String>,
+    /// Remove the expiry.
+    #[arg(long)]
+    no_expiry: bool,
+    #[arg(long)]
+    status: Option<u16>,
+    #[arg(long)]
+    forward_query: Option<bool>,
+}
+
 /// The store the administration commands work on unless told: the one
 /// `tinyurl up` makes by default.
 const DEFAULT_STORE: &str = "sqlite:./tinyurl.db";
@@ -64,20 +80,7 @@ enum Command {
     /// Show a link.
     Get { code: String },
     /// Change a link.
-    Update {
-        code: String,
-        #[arg(long)]
-        url: Option<String>,
-        #[arg(long, conflicts_with = "no_expiry")]
-        expires: Option<String>,
-        /// Remove the expiry.
-        #[arg(long)]
-        no_expiry: bool,
-        #[arg(long)]
-        status: Option<u16>,
-        #[arg(long)]
-        forward_query: Option<bool>,
-    },
+    Update(UpdateArgs),
     /// Stop a link from redirecting (410 Gone) without deleting it.
     Disable { code: String },
     /// Let a disabled link redirect again.
@@ -193,7 +196,7 @@ impl Command {
             Self::Up(_) => "up",
             Self::Shorten { .. } => "shorten",
             Self::Get { .. } => "get",
-            Self::Update { .. } => "update",
+            Self::Update(_) => "update",
             Self::Disable { .. } => "disable",
             Self::Enable { .. } => "enable",
             Self::Delete { .. } => "delete",
@@ -255,7 +258,10 @@ async fn command(cli: Cli) -> Result<(), Failure> {
     let connection = &cli.connection;
     let json = cli.json;
     match cli.command {
-        Command::Up(args) => tinyurl::up::run(args).await.map_err(Failure::from),
+        // Boxed: the whole system's start is a large future.
+        Command::Up(args) => Box::pin(tinyurl::up::run(args))
+            .await
+            .map_err(Failure::from),
         Command::Probe { admin } => {
             tinyurl_runtime::admin::probe_ready(admin, std::time::Duration::from_secs(2))
                 .map_err(|error| Failure::new(exit::UNAVAILABLE, format!("{error:#}")))
@@ -289,79 +295,11 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             .await?;
             print_link(&link, json)
         }
-        Command::Update {
-            code,
-            url,
-            expires,
-            no_expiry,
-            status,
-            forward_query,
-        } => {
-            let redirect_type = status
-                .map(client::redirect_type)
-                .transpose()
-                .map_err(Failure::usage)?;
-            let request = UpdateLinkRequest {
-                code,
-                target_url: url,
-                expires_at: optional_expiry(expires.as_deref())?,
-                clear_expiry: no_expiry,
-                redirect_type: redirect_type.map_or(0, Into::into),
-                enabled: None,
-                forward_query,
-            };
-            let link = client::call(connection, connection.links()?.update_link(request)).await?;
-            print_link(&link, json)
-        }
+        Command::Update(args) => update(connection, args, json).await,
         Command::Disable { code } => set_enabled(connection, code, false, json).await,
         Command::Enable { code } => set_enabled(connection, code, true, json).await,
-        Command::Delete { code } => {
-            client::call(
-                connection,
-                connection
-                    .links()?
-                    .delete_link(DeleteLinkRequest { code: code.clone() }),
-            )
-            .await?;
-            if json {
-                out!("{}", serde_json::json!({ "deleted": code }));
-            } else {
-                out!("deleted {code}");
-            }
-            Ok(())
-        }
-        Command::List { limit } => {
-            let mut links = connection.links()?;
-            let mut page_token = String::new();
-            let mut listed = Vec::new();
-            while listed.len() < limit as usize {
-                let page_size = (limit as usize - listed.len()).min(1000) as u32;
-                let page = client::call(
-                    connection,
-                    links.list_links(ListLinksRequest {
-                        page_size,
-                        page_token,
-                    }),
-                )
-                .await?;
-                listed.extend(page.links.iter().map(LinkView::from));
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-            if json {
-                out!(
-                    "{}",
-                    serde_json::to_string(&listed).map_err(anyhow::Error::from)?
-                );
-            } else {
-                for view in &listed {
-                    out!("{}", view.render());
-                }
-            }
-            Ok(())
-        }
+        Command::Delete { code } => delete(connection, code, json).await,
+        Command::List { limit } => list(connection, limit, json).await,
         Command::Stats(args) => {
             let stats = tinyurl::stats::fetch(connection, &args).await?;
             if json {
@@ -371,35 +309,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Import(args) => {
-            let summary = bulk::import(
-                connection,
-                &args,
-                !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            )
-            .await?;
-            if json {
-                out!(
-                    "{}",
-                    serde_json::to_string(&summary).map_err(anyhow::Error::from)?
-                );
-            } else {
-                out!(
-                    "{} rows: {} created, {} already imported by an earlier run, {} rejected",
-                    summary.rows,
-                    summary.created,
-                    summary.already_imported,
-                    summary.rejected
-                );
-                if let Some(report) = &summary.error_report {
-                    out!("rejected rows and their reasons: {report}");
-                }
-            }
-            if summary.rejected > 0 {
-                return Err(Failure::reported(exit::REJECTED));
-            }
-            Ok(())
-        }
+        Command::Import(args) => import(connection, &args, json).await,
         Command::Export(args) => {
             let exported = bulk::export(connection, &args).await?;
             if args.file.is_some() {
@@ -409,6 +319,117 @@ async fn command(cli: Cli) -> Result<(), Failure> {
         }
         Command::Admin(command) => administer(command, json).await,
     }
+}
+
+/// `update`: the changes asked for, nothing else.
+async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result<(), Failure> {
+    let UpdateArgs {
+        code,
+        url,
+        expires,
+        no_expiry,
+        status,
+        forward_query,
+    } = args;
+    let redirect_type = status
+        .map(client::redirect_type)
+        .transpose()
+        .map_err(Failure::usage)?;
+    let request = UpdateLinkRequest {
+        code,
+        target_url: url,
+        expires_at: optional_expiry(expires.as_deref())?,
+        clear_expiry: no_expiry,
+        redirect_type: redirect_type.map_or(0, Into::into),
+        enabled: None,
+        forward_query,
+    };
+    let link = client::call(connection, connection.links()?.update_link(request)).await?;
+    print_link(&link, json)
+}
+
+/// `delete`: the link is gone, its code never reissued.
+async fn delete(connection: &Connection, code: String, json: bool) -> Result<(), Failure> {
+    client::call(
+        connection,
+        connection
+            .links()?
+            .delete_link(DeleteLinkRequest { code: code.clone() }),
+    )
+    .await?;
+    if json {
+        out!("{}", serde_json::json!({ "deleted": code }));
+    } else {
+        out!("deleted {code}");
+    }
+    Ok(())
+}
+
+/// `list`: up to `limit` links, newest first, a page of at most 1,000 at a
+/// time.
+async fn list(connection: &Connection, limit: u32, json: bool) -> Result<(), Failure> {
+    let mut links = connection.links()?;
+    let mut page_token = String::new();
+    let mut listed = Vec::new();
+    while listed.len() < limit as usize {
+        let page_size = (limit as usize - listed.len()).min(1000) as u32;
+        let page = client::call(
+            connection,
+            links.list_links(ListLinksRequest {
+                page_size,
+                page_token,
+            }),
+        )
+        .await?;
+        listed.extend(page.links.iter().map(LinkView::from));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if json {
+        out!(
+            "{}",
+            serde_json::to_string(&listed).map_err(anyhow::Error::from)?
+        );
+    } else {
+        for view in &listed {
+            out!("{}", view.render());
+        }
+    }
+    Ok(())
+}
+
+/// `import`: the CSV's rows created, and a summary (its rejected rows make
+/// the exit code 4).
+async fn import(connection: &Connection, args: &ImportArgs, json: bool) -> Result<(), Failure> {
+    let summary = bulk::import(
+        connection,
+        args,
+        !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+    .await?;
+    if json {
+        out!(
+            "{}",
+            serde_json::to_string(&summary).map_err(anyhow::Error::from)?
+        );
+    } else {
+        out!(
+            "{} rows: {} created, {} already imported by an earlier run, {} rejected",
+            summary.rows,
+            summary.created,
+            summary.already_imported,
+            summary.rejected
+        );
+        if let Some(report) = &summary.error_report {
+            out!("rejected rows and their reasons: {report}");
+        }
+    }
+    if summary.rejected > 0 {
+        return Err(Failure::reported(exit::REJECTED));
+    }
+    Ok(())
 }
 
 /// `api-key`, `block-host` or `unblock-host` on the store directly

@@ -101,78 +101,24 @@ fn place(common: &mut CommonConfig, listen: SocketAddr, admin: SocketAddr, log_f
 /// Starts everything and serves until SIGINT or SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let process_env = Env::from_process();
-    let log_filter = process_env
-        .read(&tinyurl_runtime::config::LOG_FILTER)?
-        .into_owned();
-    let public_base_url = args
-        .public_base_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", args.http));
-    let [idalloc_admin, writer_admin, redirect_admin] = args.admin[..] else {
-        anyhow::bail!("--admin takes exactly three addresses");
-    };
-    let database_url = SecretString::from(format!("sqlite:{}", args.data.display()));
-    let timeout = Duration::from_secs(5);
-    let trusted_proxies =
-        TrustedProxies::parse(&args.trusted_proxies).map_err(|reason| ConfigError {
-            variable: writer::TRUSTED_PROXIES.name,
-            reason,
-        })?;
-
-    // idalloc listens on a port like any other: the writer authenticates
-    // with a token made for this run, so nothing else on the machine leases.
-    let idalloc_token = SecretString::from(format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let plan = Plan::of(&args, &process_env)?;
     let mut idalloc_config = tinyurl_idalloc::Config::with(
-        database_url.clone(),
-        vec![idalloc_token.clone()],
+        plan.database_url.clone(),
+        vec![plan.idalloc_token.clone()],
         &Env::default(),
     )?;
     place(
         &mut idalloc_config.common,
         args.idalloc,
-        idalloc_admin,
-        &log_filter,
+        plan.admin[0],
+        &plan.log_filter,
     );
     // Standard output is the banner; logs go to standard error.
     let _telemetry = tinyurl_runtime::telemetry::init_with(
         &idalloc_config.common,
         tinyurl_runtime::telemetry::LogOutput::Stderr,
     )?;
-    secure_data_file(&args.data)?;
-    let store = Arc::new(
-        SqliteLinkStore::open(&args.data, timeout)
-            .await
-            .with_context(|| format!("cannot open {}", args.data.display()))?
-            .with_idempotency_retention(
-                tinyurl_writer::config::layout_from_env(&process_env)?.idempotency_retention,
-            ),
-    );
-    // The code permutation key is generated once and kept with the data: a
-    // new key would mint codes that collide with existing ones.
-    let code_secret = match process_env.get(CODE_SECRET.name) {
-        Some(_) => process_env.read(&CODE_SECRET)?,
-        None => SecretString::from(
-            store
-                .setting_or_insert("code_secret", || {
-                    format!(
-                        "{}{}",
-                        uuid::Uuid::new_v4().simple(),
-                        uuid::Uuid::new_v4().simple()
-                    )
-                })
-                .await
-                .context("cannot read the code key")?,
-        ),
-    };
-    let first_key = if store.count_api_keys().await? == 0 {
-        Some(first_api_key(store.as_ref(), &args.data).await?)
-    } else {
-        None
-    };
+    let data = Data::open(&args.data, &process_env).await?;
 
     let metrics = tinyurl_runtime::admin::install_metrics_recorder()?;
     let idalloc = tinyurl_idalloc::App::build(idalloc_config, Some(metrics.clone()))
@@ -183,41 +129,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // idalloc must be serving before the writer leases its first ranges.
     let idalloc_task = tokio::spawn(idalloc.run(tinyurl_runtime::shutdown_signal()));
 
+    let writer_config = plan.writer(&args, &process_env, idalloc_grpc, data.code_secret)?;
+    let redirect_config = plan.redirect(&args, &process_env, &writer_config.public_base_url)?;
     let shared_cache = MemoryCache::new(SHARED_CACHE_ENTRIES);
-    let mut writer_config = tinyurl_writer::Config::with(
-        tinyurl_writer::config::Required {
-            database_url: database_url.clone(),
-            idalloc_url: format!("http://{idalloc_grpc}"),
-            idalloc_token,
-            code_secret,
-        },
-        &only(&process_env, WRITER_SETTINGS),
-    )?;
-    place(
-        &mut writer_config.common,
-        args.grpc,
-        writer_admin,
-        &log_filter,
-    );
-    writer_config.rest_listen = Some(args.rest);
-    writer_config.set_public_base_url(&public_base_url)?;
-    writer_config.trusted_proxies = trusted_proxies.clone();
-
-    let mut redirect_config = tinyurl_redirect::Config::with(
-        Vec::new(),
-        Some(database_url),
-        &only(&process_env, REDIRECT_SETTINGS),
-    )?;
-    place(
-        &mut redirect_config.common,
-        args.http,
-        redirect_admin,
-        &log_filter,
-    );
-    redirect_config
-        .public_base_url
-        .clone_from(&writer_config.public_base_url);
-    redirect_config.trusted_proxies = trusted_proxies;
     let redirect = tinyurl_redirect::App::build_with(
         redirect_config.clone(),
         tinyurl_redirect::app::Backend {
@@ -228,12 +142,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the redirect service")?;
-
     let cache_ttl = writer_config.cache_ttl;
     let writer = tinyurl_writer::App::build_with(
         writer_config,
         tinyurl_writer::app::Backend {
-            store,
+            store: data.store,
             clicks: match shared_cache.take_click_reader() {
                 Some(reader) => tinyurl_writer::app::ClickSource::Memory(reader),
                 None => tinyurl_writer::app::ClickSource::None,
@@ -245,23 +158,194 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await
     .context("cannot start the writer")?;
 
-    println!("data              {}", args.data.display());
-    println!(
-        "redirect HTTP     http://{}/{{code}}",
-        redirect.http_addr()?
-    );
-    println!("writer gRPC       http://{}", writer.grpc_addr()?);
-    if let Some(rest) = writer.rest_addr() {
+    banner(&Banner {
+        data: &args.data,
+        redirect: redirect.http_addr()?,
+        writer: writer.grpc_addr()?,
+        rest: writer.rest_addr(),
+        idalloc: idalloc_grpc,
+        admin: [idalloc_admin, writer.admin_addr()?, redirect.admin_addr()?],
+        public_base_url: &plan.public_base_url,
+        first_key: data.first_key,
+    });
+    serve(idalloc_task, redirect, writer).await
+}
+
+/// What `tinyurl up` decides before anything starts: one store for all
+/// three services, a token for this run, where each listens and logs.
+struct Plan {
+    database_url: SecretString,
+    idalloc_token: SecretString,
+    log_filter: String,
+    public_base_url: String,
+    /// idalloc's, the writer's and the redirect service's.
+    admin: [SocketAddr; 3],
+    trusted_proxies: TrustedProxies,
+}
+
+impl Plan {
+    fn of(args: &UpArgs, process_env: &Env) -> anyhow::Result<Self> {
+        let [idalloc, writer, redirect] = args.admin[..] else {
+            anyhow::bail!("--admin takes exactly three addresses");
+        };
+        Ok(Self {
+            database_url: SecretString::from(format!("sqlite:{}", args.data.display())),
+            // idalloc listens on a port like any other: the writer
+            // authenticates with a token made for this run, so nothing else
+            // on the machine leases.
+            idalloc_token: SecretString::from(format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )),
+            log_filter: process_env
+                .read(&tinyurl_runtime::config::LOG_FILTER)?
+                .into_owned(),
+            public_base_url: args
+                .public_base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", args.http)),
+            admin: [idalloc, writer, redirect],
+            trusted_proxies: TrustedProxies::parse(&args.trusted_proxies).map_err(|reason| {
+                ConfigError {
+                    variable: writer::TRUSTED_PROXIES.name,
+                    reason,
+                }
+            })?,
+        })
+    }
+
+    /// The writer's configuration: what `up` decides, and the settings it
+    /// passes through from its environment.
+    fn writer(
+        &self,
+        args: &UpArgs,
+        process_env: &Env,
+        idalloc: SocketAddr,
+        code_secret: SecretString,
+    ) -> anyhow::Result<tinyurl_writer::Config> {
+        let mut config = tinyurl_writer::Config::with(
+            tinyurl_writer::config::Required {
+                database_url: self.database_url.clone(),
+                idalloc_url: format!("http://{idalloc}"),
+                idalloc_token: self.idalloc_token.clone(),
+                code_secret,
+            },
+            &only(process_env, WRITER_SETTINGS),
+        )?;
+        place(
+            &mut config.common,
+            args.grpc,
+            self.admin[1],
+            &self.log_filter,
+        );
+        config.rest_listen = Some(args.rest);
+        config.set_public_base_url(&self.public_base_url)?;
+        config.trusted_proxies = self.trusted_proxies.clone();
+        Ok(config)
+    }
+
+    /// The redirect service's configuration, on the same store and base URL
+    /// as the writer's.
+    fn redirect(
+        &self,
+        args: &UpArgs,
+        process_env: &Env,
+        public_base_url: &str,
+    ) -> anyhow::Result<tinyurl_redirect::Config> {
+        let mut config = tinyurl_redirect::Config::with(
+            Vec::new(),
+            Some(self.database_url.clone()),
+            &only(process_env, REDIRECT_SETTINGS),
+        )?;
+        place(
+            &mut config.common,
+            args.http,
+            self.admin[2],
+            &self.log_filter,
+        );
+        public_base_url.clone_into(&mut config.public_base_url);
+        config.trusted_proxies = self.trusted_proxies.clone();
+        Ok(config)
+    }
+}
+
+/// The data file, opened: its store, its code key, and the first API key
+/// when this start made it.
+struct Data {
+    store: Arc<SqliteLinkStore>,
+    code_secret: SecretString,
+    first_key: Option<FirstKey>,
+}
+
+impl Data {
+    async fn open(path: &Path, process_env: &Env) -> anyhow::Result<Self> {
+        secure_data_file(path)?;
+        let store = Arc::new(
+            SqliteLinkStore::open(path, Duration::from_secs(5))
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?
+                .with_idempotency_retention(
+                    tinyurl_writer::config::layout_from_env(process_env)?.idempotency_retention,
+                ),
+        );
+        // The code permutation key is generated once and kept with the
+        // data: a new key would mint codes that collide with existing ones.
+        let code_secret = match process_env.get(CODE_SECRET.name) {
+            Some(_) => process_env.read(&CODE_SECRET)?,
+            None => SecretString::from(
+                store
+                    .setting_or_insert("code_secret", || {
+                        format!(
+                            "{}{}",
+                            uuid::Uuid::new_v4().simple(),
+                            uuid::Uuid::new_v4().simple()
+                        )
+                    })
+                    .await
+                    .context("cannot read the code key")?,
+            ),
+        };
+        let first_key = if store.count_api_keys().await? == 0 {
+            Some(first_api_key(store.as_ref(), path).await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            store,
+            code_secret,
+            first_key,
+        })
+    }
+}
+
+/// What the banner shows.
+struct Banner<'a> {
+    data: &'a Path,
+    redirect: SocketAddr,
+    writer: SocketAddr,
+    rest: Option<SocketAddr>,
+    idalloc: SocketAddr,
+    admin: [SocketAddr; 3],
+    public_base_url: &'a str,
+    first_key: Option<FirstKey>,
+}
+
+/// Standard output of `tinyurl up`: where everything is, and the first key.
+fn banner(banner: &Banner<'_>) {
+    let [idalloc_admin, writer_admin, redirect_admin] = banner.admin;
+    println!("data              {}", banner.data.display());
+    println!("redirect HTTP     http://{}/{{code}}", banner.redirect);
+    println!("writer gRPC       http://{}", banner.writer);
+    if let Some(rest) = banner.rest {
         println!("REST API          http://{rest}/api/v1/links (OpenAPI: /api/v1/openapi.json)");
     }
-    println!("idalloc gRPC      http://{idalloc_grpc}");
+    println!("idalloc gRPC      http://{}", banner.idalloc);
     println!(
-        "admin             http://{idalloc_admin} (idalloc), http://{} (writer), http://{} (redirect)",
-        writer.admin_addr()?,
-        redirect.admin_addr()?
+        "admin             http://{idalloc_admin} (idalloc), http://{writer_admin} (writer), http://{redirect_admin} (redirect)"
     );
-    println!("short URLs        {public_base_url}/{{code}}");
-    match first_key {
+    println!("short URLs        {}/{{code}}", banner.public_base_url);
+    match &banner.first_key {
         Some(FirstKey::Shown(key)) => {
             println!("API key           {key}");
             println!(
@@ -279,10 +363,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ),
     }
     println!("ready; Ctrl-C stops");
+}
 
+/// Serves until SIGINT or SIGTERM. The writer stops after the redirect
+/// service has drained and sent its last clicks, so its consumer folds them
+/// before the process exits.
+async fn serve(
+    idalloc: tokio::task::JoinHandle<anyhow::Result<()>>,
+    redirect: tinyurl_redirect::App,
+    writer: tinyurl_writer::App,
+) -> anyhow::Result<()> {
     let redirect_task = tokio::spawn(redirect.run(tinyurl_runtime::shutdown_signal()));
-    // The writer stops after the redirect service has drained and sent its
-    // last clicks, so its consumer folds them before the process exits.
     let (redirect_stopped, redirect_stopped_rx) = tokio::sync::oneshot::channel();
     let redirect_task = tokio::spawn(async move {
         let served = redirect_task.await;
@@ -298,7 +389,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .context("redirect task failed")?
         .context("redirect task failed")?;
-    let idalloc_served = idalloc_task.await.context("idalloc task failed")?;
+    let idalloc_served = idalloc.await.context("idalloc task failed")?;
     served.and(redirect_served).and(idalloc_served)
 }
 

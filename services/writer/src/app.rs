@@ -303,53 +303,16 @@ impl App {
 
         let stopping = Stopping::watch(shutdown, self.readiness.clone());
         let analytics = self.start_analytics(&stopping)?;
-        let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
-        let gauges = tokio::spawn(report_gauges(Arc::clone(&self.state), stopping.clone()));
         // Callers may present a certificate; they are API-key authenticated.
         let tls = tinyurl_runtime::tls::installed();
         let server_tls = tls
             .as_ref()
             .map(|tls| tls.server_config(true))
             .transpose()?;
-        let rest = match self.rest_listener.take() {
-            Some(listener) => {
-                let router =
-                    crate::rest::router(Arc::clone(&links), &self.config.rest_cors_origins);
-                let tls = tls
-                    .as_ref()
-                    .map(|tls| tls.server_config(false))
-                    .transpose()?;
-                Some(tokio::spawn(serve_rest(
-                    listener,
-                    router,
-                    tls,
-                    (self.config.rest_limits, self.config.trusted_proxies.clone()),
-                    stopping.clone(),
-                )))
-            }
-            None => None,
-        };
-        let reload = tls.map(|tls| tokio::spawn(tls.watch(stopping.clone())));
-        let blocklist = self.config.blocklist_file.clone().map(|path| {
-            tokio::spawn(tinyurl_links::blocklist::follow(
-                Arc::clone(&self.state),
-                path,
-                std::mem::take(&mut self.blocklist_bytes),
-                stopping.clone(),
-            ))
-        });
-        let stored_blocklist = tokio::spawn(tinyurl_links::blocklist::follow_stored(
-            Arc::clone(&self.state),
-            stopping.clone(),
-        ));
-        let key_sync = tokio::spawn(tinyurl_links::keys::follow_keys(
-            Arc::clone(&self.state),
-            stopping.clone(),
-        ));
-        let key_retention = tokio::spawn(prune_idempotency_keys(
-            Arc::clone(&self.state.store),
-            stopping.clone(),
-        ));
+        let rest = self.start_rest(&links, tls.as_ref(), &stopping)?;
+        let mut followers = self.start_followers(&stopping);
+        followers.extend(tls.map(|tls| tokio::spawn(tls.watch(stopping.clone()))));
+        let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let router = lifecycle::grpc_server()
             .add_service(health)
             .add_service(reflection)
@@ -371,15 +334,8 @@ impl App {
                 Err(_) => tracing::warn!("REST requests still running after the drain timeout"),
             }
         }
-        gauges.abort();
-        key_sync.abort();
-        key_retention.abort();
-        stored_blocklist.abort();
-        if let Some(blocklist) = blocklist {
-            blocklist.abort();
-        }
-        if let Some(reload) = reload {
-            reload.abort();
+        for follower in followers {
+            follower.abort();
         }
         // The consumer finishes the batch it is folding (bounded by the
         // store's timeout); the retention job stops between slices.
@@ -390,6 +346,58 @@ impl App {
             tracing::warn!(%error, "admin server failed");
         }
         served
+    }
+
+    /// The REST API, when it has a listener: the same link service behind
+    /// its router, over TLS when the process has an identity.
+    fn start_rest(
+        &mut self,
+        links: &Arc<LinkService>,
+        tls: Option<&tinyurl_runtime::tls::InternalTls>,
+        stopping: &Stopping,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+        let Some(listener) = self.rest_listener.take() else {
+            return Ok(None);
+        };
+        let router = crate::rest::router(Arc::clone(links), &self.config.rest_cors_origins);
+        let tls = tls.map(|tls| tls.server_config(false)).transpose()?;
+        Ok(Some(tokio::spawn(serve_rest(
+            listener,
+            router,
+            tls,
+            (self.config.rest_limits, self.config.trusted_proxies.clone()),
+            stopping.clone(),
+        ))))
+    }
+
+    /// The tasks that keep this writer in step while it serves (gauges, the
+    /// blocklist file and the stored list, the key set, idempotency key
+    /// retention); stopped when serving ends.
+    fn start_followers(&mut self, stopping: &Stopping) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = vec![
+            tokio::spawn(report_gauges(Arc::clone(&self.state), stopping.clone())),
+            tokio::spawn(tinyurl_links::blocklist::follow_stored(
+                Arc::clone(&self.state),
+                stopping.clone(),
+            )),
+            tokio::spawn(tinyurl_links::keys::follow_keys(
+                Arc::clone(&self.state),
+                stopping.clone(),
+            )),
+            tokio::spawn(prune_idempotency_keys(
+                Arc::clone(&self.state.store),
+                stopping.clone(),
+            )),
+        ];
+        if let Some(path) = self.config.blocklist_file.clone() {
+            tasks.push(tokio::spawn(tinyurl_links::blocklist::follow(
+                Arc::clone(&self.state),
+                path,
+                std::mem::take(&mut self.blocklist_bytes),
+                stopping.clone(),
+            )));
+        }
+        tasks
     }
 }
 
