@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::{Sample, collect, timed_loop};
-use tinyurl_harness::PgCluster;
-use tinyurl_harness::services::{idalloc_client, start_idalloc};
+use tinyurl_harness::Stack;
+use tinyurl_harness::services::idalloc_client;
 use tinyurl_proto::v1::LeaseRangeRequest;
 use tonic::transport::Channel;
 
@@ -60,8 +60,6 @@ impl Variant {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut cluster = PgCluster::start_with_replicas(0).await?;
-    let database = cluster.create_database().await?;
     let max_concurrency = args
         .concurrency
         .iter()
@@ -69,14 +67,16 @@ async fn main() -> anyhow::Result<()> {
         .max()
         .unwrap_or(1)
         .to_string();
-    let idalloc = start_idalloc(
-        &database.primary_url,
-        &[
+    let stack = Stack::builder()
+        .replicas(0)
+        .without_redis()
+        .idalloc_env(&[
             ("TINYURL_DB_POOL_SIZE", &max_concurrency),
             ("RUST_LOG", "warn"),
-        ],
-    )
-    .await?;
+        ])
+        .start()
+        .await?;
+    let (database, idalloc) = (&stack.database, &stack.idallocs[0]);
     let endpoint = idalloc.endpoint();
 
     let mut pg_config: tokio_postgres::Config = database.primary_url.parse()?;

@@ -21,8 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tinyurl_harness::embedded::Embedded;
 use tinyurl_harness::process::ScratchDir;
-use tinyurl_harness::services::{WriterSetup, start_idalloc};
-use tinyurl_harness::{PgCluster, wait_until};
+use tinyurl_harness::{Stack, wait_until};
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
 use tinyurl_runtime::sqlite::rusqlite;
@@ -263,15 +262,13 @@ CREATE UNIQUE INDEX links_v6_idempotency ON links_v6 (owner_key_id, idempotency_
 CREATE INDEX links_v6_owner_newest ON links_v6 (owner_key_id, created_at DESC, code DESC);";
 
 async fn postgres(args: &Args, rows: &Arc<Vec<Row>>) -> anyhow::Result<()> {
-    let mut cluster = PgCluster::start_with_replicas(0).await?;
-    let database = cluster.create_database().await?;
-    let idalloc = start_idalloc(&database.primary_url, &[("RUST_LOG", "warn")]).await?;
-    let setup = WriterSetup {
-        database_url: database.primary_url.clone(),
-        idalloc_urls: vec![idalloc.endpoint()],
-        redis_url: None,
-        env: Vec::new(),
-    };
+    let stack = Stack::builder()
+        .replicas(0)
+        .without_redis()
+        .idalloc_env(&[("RUST_LOG", "warn")])
+        .start()
+        .await?;
+    let (database, setup) = (&stack.database, &stack.setup);
     let partitions = args.partitions.to_string();
     let writer = setup
         .start(&[

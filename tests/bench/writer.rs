@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::{Sample, collect, timed_loop};
-use tinyurl_harness::services::{WriterSetup, start_idalloc};
-use tinyurl_harness::{PgCluster, RedisServer};
+use tinyurl_harness::Stack;
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
 use tonic::transport::Channel;
@@ -90,16 +89,12 @@ impl Variant {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut cluster = PgCluster::start_with_replicas(0).await?;
-    let database = cluster.create_database().await?;
-    let redis = RedisServer::start().await?;
-    let idalloc = start_idalloc(&database.primary_url, &[("RUST_LOG", "warn")]).await?;
-    let setup = WriterSetup {
-        database_url: database.primary_url.clone(),
-        idalloc_urls: vec![idalloc.endpoint()],
-        redis_url: Some(redis.url()),
-        env: Vec::new(),
-    };
+    let stack = Stack::builder()
+        .replicas(0)
+        .idalloc_env(&[("RUST_LOG", "warn")])
+        .start()
+        .await?;
+    let (cluster, database, setup) = (&stack.cluster, &stack.database, &stack.setup);
     let pool_size = args
         .concurrency
         .iter()

@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod services;
+pub mod stack;
 pub mod system;
 pub mod tls;
 
@@ -24,3 +25,4 @@ pub use postgres::{PgCluster, PgServer, TestDatabase};
 pub use process::{free_port, wait_until};
 pub use redis::RedisServer;
 pub use services::{ServiceBinary, ServiceProcess};
+pub use stack::Stack;

@@ -1,6 +1,7 @@
-//! The whole split system for tests and benchmarks: Postgres primary and a
-//! streaming replica, Redis, one idalloc, one writer with an API key, and
-//! any number of redirect processes, all real processes on free ports.
+//! The whole split system for tests and benchmarks: a [`Stack`] (Postgres
+//! primary and a streaming replica, Redis, one idalloc) with one writer and
+//! an API key, and any number of redirect processes, all real processes on
+//! free ports.
 
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use anyhow::Context as _;
 use tinyurl_proto::v1::links_client::LinksClient;
 use tonic::transport::Channel;
 
-use crate::services::{WriterSetup, start_idalloc, start_redirect};
+use crate::services::{WriterSetup, start_redirect};
+use crate::stack::Stack;
 use crate::{PgCluster, RedisServer, ServiceProcess, TestDatabase};
 
 pub struct System {
@@ -34,15 +36,15 @@ impl System {
 
     /// [`Self::start`] on `redis`.
     pub async fn start_on(redis: RedisServer, writer_env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut cluster = PgCluster::start_with_replicas(1).await?;
-        let database = cluster.create_database().await?;
-        let idalloc = start_idalloc(&database.primary_url, &[]).await?;
-        let setup = WriterSetup {
-            database_url: database.primary_url.clone(),
-            idalloc_urls: vec![idalloc.endpoint()],
-            redis_url: Some(redis.url()),
-            env: Vec::new(),
-        };
+        let Stack {
+            cluster,
+            database,
+            redis,
+            mut idallocs,
+            setup,
+        } = Stack::builder().on_redis(redis).start().await?;
+        let redis = redis.context("a system has Redis")?;
+        let idalloc = idallocs.pop().context("a system has an idalloc")?;
         let writer = setup.start(writer_env).await?;
         let api_key = setup.create_api_key("system")?;
         Ok(Self {

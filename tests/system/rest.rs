@@ -9,48 +9,18 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
+use tinyurl_harness::Stack;
 use tinyurl_harness::hostile::{Expiry, hostile_creates};
 use tinyurl_harness::services::{
-    HttpResponse, WriterSetup, authed, http_send, links_client, start_idalloc,
-    unissued_api_key as random_key,
+    HttpResponse, authed, http_send, links_client, unissued_api_key as random_key,
 };
-use tinyurl_harness::{PgCluster, ServiceProcess, TestDatabase};
 use tinyurl_proto::v1::CreateLinkRequest;
 use tonic_types::StatusExt as _;
 
-struct Stack {
-    cluster: PgCluster,
-    database: TestDatabase,
-    _idalloc: ServiceProcess,
-    setup: WriterSetup,
-}
-
+/// The REST tests' parts: no replica and no Redis (the limits and caches
+/// in process), one idalloc.
 async fn stack() -> anyhow::Result<Stack> {
-    let mut cluster = PgCluster::start_with_replicas(0).await?;
-    let database = cluster.create_database().await?;
-    let idalloc = start_idalloc(&database.primary_url, &[]).await?;
-    let setup = WriterSetup {
-        database_url: database.primary_url.clone(),
-        idalloc_urls: vec![idalloc.endpoint()],
-        redis_url: None,
-        env: Vec::new(),
-    };
-    Ok(Stack {
-        cluster,
-        database,
-        _idalloc: idalloc,
-        setup,
-    })
-}
-
-impl Stack {
-    async fn count_links(&self) -> anyhow::Result<i64> {
-        let db = self.cluster.primary.connect(&self.database.name).await?;
-        Ok(db
-            .query_one("SELECT count(*) FROM links", &[])
-            .await?
-            .get(0))
-    }
+    Stack::builder().replicas(0).without_redis().start().await
 }
 
 /// One REST call: JSON body (when given) and the key as a bearer token.

@@ -11,11 +11,10 @@ use anyhow::Context as _;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
 use tinyurl_harness::services::{
-    TEST_IDALLOC_TOKEN, WriterSetup, http_get, http_request, idalloc_client, start_idalloc,
-    start_redirect,
+    TEST_IDALLOC_TOKEN, http_get, http_request, idalloc_client, start_redirect,
 };
 use tinyurl_harness::tls::{Leaf, TestCa};
-use tinyurl_harness::{PgCluster, RedisServer, ServiceProcess, wait_until};
+use tinyurl_harness::{PgCluster, RedisServer, ServiceProcess, Stack, wait_until};
 use tinyurl_proto::v1::id_allocator_client::IdAllocatorClient;
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{CreateLinkRequest, LeaseRangeRequest};
@@ -78,8 +77,6 @@ async fn the_split_system_runs_over_tls_and_refuses_plaintext() -> anyhow::Resul
     // certificate, replaced on disk later in the test.
     let backing = ca.issue("backing")?;
     let services = ca.issue("services")?;
-    let mut cluster = PgCluster::start_tls(&backing).await?;
-    let database = cluster.create_database().await?;
     let redis = RedisServer::start_tls(&ca, &backing, "test-redis-password").await?;
     let tls_env = ca.env(&services);
     let env_refs = |extra: &[(&'static str, String)]| -> Vec<(String, String)> {
@@ -87,19 +84,19 @@ async fn the_split_system_runs_over_tls_and_refuses_plaintext() -> anyhow::Resul
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         env
     };
-
-    let idalloc_env = env_refs(&[]);
-    let idalloc_env: Vec<(&str, &str)> = idalloc_env
+    let service_env: Vec<(&str, &str)> = tls_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let idalloc = start_idalloc(&database.primary_url, &idalloc_env).await?;
-    let setup = WriterSetup {
-        database_url: database.primary_url.clone(),
-        idalloc_urls: vec![idalloc.endpoint()],
-        redis_url: Some(redis.url()),
-        env: tls_env.clone(),
-    };
+    let mut stack = Stack::builder()
+        .on_postgres(PgCluster::start_tls(&backing).await?)
+        .on_redis(redis)
+        .idalloc_env(&service_env)
+        .writer_env(&service_env)
+        .start()
+        .await?;
+    let idalloc = stack.idallocs.remove(0);
+    let (database, redis, setup) = (&stack.database, stack.redis()?, &stack.setup);
     let (writer, rest) = setup.start_with_rest(&[]).await?;
     let key = setup.create_api_key("tls")?;
     let redirect_env = env_refs(&[

@@ -8,12 +8,11 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use anyhow::Context as _;
+use tinyurl_harness::Stack;
 use tinyurl_harness::otlp::{OtlpReceiver, ReceivedSpan, describe};
 use tinyurl_harness::services::{
-    ServiceBinary, WriterSetup, authed, http_request_with, links_client, start_idalloc,
-    start_redirect,
+    ServiceBinary, authed, http_request_with, links_client, start_redirect,
 };
-use tinyurl_harness::{PgCluster, RedisServer};
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest};
 
 /// Every span of `spans` hangs under another of them, except one root.
@@ -79,18 +78,15 @@ async fn one_shorten_is_one_trace_across_client_writer_and_idalloc() -> anyhow::
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ("TINYURL_LOG_FORMAT", "json"),
     ];
-    let mut cluster = PgCluster::start_with_replicas(1).await?;
-    let database = cluster.create_database().await?;
-    let redis = RedisServer::start().await?;
     let mut idalloc_env = exporting.to_vec();
     idalloc_env.push(("RUST_LOG", "info,tinyurl_idalloc=debug"));
-    let idalloc = start_idalloc(&database.primary_url, &idalloc_env).await?;
-    let setup = WriterSetup {
-        database_url: database.primary_url.clone(),
-        idalloc_urls: vec![idalloc.endpoint()],
-        redis_url: Some(redis.url()),
-        env: Vec::new(),
-    };
+    let stack = Stack::builder().idalloc_env(&idalloc_env).start().await?;
+    let (database, redis, idalloc, setup) = (
+        &stack.database,
+        stack.redis()?,
+        &stack.idallocs[0],
+        &stack.setup,
+    );
     let writer = setup.start(&exporting).await?;
     let key = setup.create_api_key("traces")?;
 

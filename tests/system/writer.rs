@@ -10,10 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use tinyurl_harness::redis::{Reply, command};
 use tinyurl_harness::services::{
-    WriterSetup, authed, http_get, links_client as client, metric, start_idalloc,
-    unissued_api_key as random_key,
+    authed, http_get, links_client as client, metric, unissued_api_key as random_key,
 };
-use tinyurl_harness::{PgCluster, RedisServer, ServiceProcess, wait_until};
+use tinyurl_harness::{ServiceProcess, Stack, wait_until};
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{
     BatchCreateLinksRequest, CreateLinkRequest, DeleteLinkRequest, GetLinkRequest,
@@ -44,56 +43,16 @@ fn bad_field(status: &tonic::Status) -> String {
         .unwrap_or_default()
 }
 
-struct Stack {
-    cluster: PgCluster,
-    database: tinyurl_harness::TestDatabase,
-    idallocs: Vec<ServiceProcess>,
-    redis: Option<RedisServer>,
-    setup: WriterSetup,
-}
-
-async fn stack(idalloc_count: usize, with_redis: bool) -> anyhow::Result<Stack> {
-    let mut cluster = PgCluster::start_with_replicas(0).await?;
-    let database = cluster.create_database().await?;
-    let mut idallocs = Vec::new();
-    for _ in 0..idalloc_count {
-        idallocs.push(start_idalloc(&database.primary_url, &[]).await?);
-    }
-    let redis = if with_redis {
-        Some(RedisServer::start().await?)
+/// The writer tests' parts: no replica (they write), `idallocs` idalloc
+/// processes, and Redis when asked for.
+async fn stack(idallocs: usize, with_redis: bool) -> anyhow::Result<Stack> {
+    let builder = Stack::builder().replicas(0).idallocs(idallocs);
+    let builder = if with_redis {
+        builder
     } else {
-        None
+        builder.without_redis()
     };
-    let setup = WriterSetup {
-        database_url: database.primary_url.clone(),
-        idalloc_urls: idallocs.iter().map(ServiceProcess::endpoint).collect(),
-        redis_url: redis.as_ref().map(RedisServer::url),
-        env: Vec::new(),
-    };
-    Ok(Stack {
-        cluster,
-        database,
-        idallocs,
-        redis,
-        setup,
-    })
-}
-
-impl Stack {
-    fn redis_port(&self) -> anyhow::Result<u16> {
-        self.redis
-            .as_ref()
-            .map(RedisServer::port)
-            .ok_or_else(|| anyhow::anyhow!("this stack has no Redis"))
-    }
-}
-
-async fn count_links(stack: &Stack) -> anyhow::Result<i64> {
-    let db = stack.cluster.primary.connect(&stack.database.name).await?;
-    Ok(db
-        .query_one("SELECT count(*) FROM links", &[])
-        .await?
-        .get(0))
+    builder.start().await
 }
 
 #[tokio::test]
@@ -123,7 +82,7 @@ async fn bad_batches_and_taken_aliases_are_refused_and_leave_no_row() -> anyhow:
     assert_eq!(bad_field(&huge), "links");
 
     assert_eq!(
-        count_links(&stack).await?,
+        stack.count_links().await?,
         0,
         "bad input must never reach storage"
     );
@@ -151,7 +110,7 @@ async fn bad_batches_and_taken_aliases_are_refused_and_leave_no_row() -> anyhow:
         .expect_err("alias taken");
     assert_eq!(taken.code(), tonic::Code::AlreadyExists);
     assert!(taken.message().contains("is taken"));
-    assert_eq!(count_links(&stack).await?, 1);
+    assert_eq!(stack.count_links().await?, 1);
     Ok(())
 }
 
@@ -186,7 +145,7 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         .await?
         .into_inner();
     assert_eq!(again.code, link.code, "same idempotency key, same link");
-    assert_eq!(count_links(&stack).await?, 1);
+    assert_eq!(stack.count_links().await?, 1);
     // The key with another request is refused, not answered with the link.
     let reused = links
         .create_link(authed(
@@ -200,7 +159,7 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         .expect_err("the key with another request");
     assert_eq!(reused.code(), tonic::Code::FailedPrecondition, "{reused:?}");
     assert!(reused.message().contains(&link.code), "{reused:?}");
-    assert_eq!(count_links(&stack).await?, 1);
+    assert_eq!(stack.count_links().await?, 1);
     tinyurl_harness::attacker::row(
         "L1 an Idempotency-Key reused with another body answers the first link",
         "gRPC: the key of a create again with another redirect type",
@@ -209,7 +168,7 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
     );
 
     // Written through to Redis for the redirect tier.
-    let redis_port = stack.redis_port()?;
+    let redis_port = stack.redis()?.port();
     let cached = command(redis_port, &["GET", &format!("link:{}", link.code)]).await?;
     assert_eq!(
         cached,
@@ -342,7 +301,7 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         outcome(4),
         batch_create_links_result::Result::Link(_)
     ));
-    assert_eq!(count_links(&stack).await?, 4);
+    assert_eq!(stack.count_links().await?, 4);
 
     // Keyset pagination returns every link once.
     let mut seen = HashSet::new();
@@ -639,7 +598,7 @@ async fn creates_keep_working_while_idalloc_is_down_for_ten_seconds() -> anyhow:
         "creates failed during the outage: {:?}",
         &failures[..failures.len().min(5)]
     );
-    assert_eq!(count_links(&stack).await?, created);
+    assert_eq!(stack.count_links().await?, created);
     Ok(())
 }
 
@@ -649,7 +608,7 @@ async fn creates_succeed_while_redis_is_down_and_caching_resumes_after() -> anyh
     let writer = stack.setup.start(&[]).await?;
     let key = stack.setup.create_api_key("cache")?;
     let mut links = client(&writer)?;
-    let redis_port = stack.redis_port()?;
+    let redis_port = stack.redis()?.port();
 
     let before = links
         .create_link(authed(create("https://example.com/before"), &key))
@@ -705,7 +664,7 @@ async fn creates_succeed_while_redis_is_down_and_caching_resumes_after() -> anyh
     links_for_wait
         .get_link(authed(GetLinkRequest { code: before.code }, &key))
         .await?;
-    assert!(count_links(&stack).await? >= 22);
+    assert!(stack.count_links().await? >= 22);
     Ok(())
 }
 
@@ -765,7 +724,7 @@ async fn write_through_caches_each_new_link_until_its_own_expiry() -> anyhow::Re
     let writer = stack.setup.start(&[]).await?;
     let key = stack.setup.create_api_key("write-through")?;
     let mut links = client(&writer)?;
-    let redis_port = stack.redis_port()?;
+    let redis_port = stack.redis()?.port();
     let pttl = |code: String| async move {
         match command(redis_port, &["PTTL", &format!("link:{code}")]).await? {
             Reply::Integer(millis) => anyhow::Ok(millis),
@@ -1803,7 +1762,7 @@ async fn the_daily_create_quota_is_shared_by_the_writers() -> anyhow::Result<()>
         .expect_err("a batch past the quota");
     assert_eq!(batch.code(), tonic::Code::ResourceExhausted);
     assert_eq!(
-        count_links(&stack).await?,
+        stack.count_links().await?,
         5,
         "nothing past the quota was stored"
     );
