@@ -2,6 +2,7 @@
 //! client commands, and CSV import/export.
 
 pub mod bulk;
+pub mod cli;
 pub mod client;
 pub mod configuration;
 pub mod stats;

@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use tinyurl::bulk::{self, ExportArgs, ImportArgs};
+use clap::Parser as _;
+use tinyurl::bulk::{self, ImportArgs};
+use tinyurl::cli::{Cli, Command, DEFAULT_STORE, UpdateArgs};
 use tinyurl::client::{self, Connection, Failure, LinkView, exit};
-use tinyurl::stats::StatsArgs;
-use tinyurl::up::UpArgs;
 use tinyurl_links::admin::AdminCommand;
 use tinyurl_proto::v1::{
     CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, ListLinksRequest, UpdateLinkRequest,
@@ -17,97 +16,6 @@ use tinyurl_proto::v1::{
 // cache miss; mimalloc, as in `tinyurl-redirect`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// tinyurl: run the whole URL shortener with `tinyurl up`, and manage links.
-#[derive(Parser)]
-#[command(name = "tinyurl", version, after_help = EXIT_CODES)]
-struct Cli {
-    #[command(flatten)]
-    connection: Connection,
-    /// Print results as JSON (one object per command) instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(clap::Args)]
-struct UpdateArgs {
-    code: String,
-    #[arg(long)]
-    url: Option<String>,
-    #[arg(long, conflicts_with = "no_expiry")]
-    expires: Option<String>,
-    /// Remove the expiry.
-    #[arg(long)]
-    no_expiry: bool,
-    #[arg(long)]
-    status: Option<u16>,
-    #[arg(long)]
-    forward_query: Option<bool>,
-}
-
-/// The store the administration commands work on unless told: the one
-/// `tinyurl up` makes by default.
-const DEFAULT_STORE: &str = "sqlite:./tinyurl.db";
-
-const EXIT_CODES: &str = "Exit codes: 0 success, 1 unexpected failure, 2 usage error, 3 not found, \
-4 rejected by the server (invalid input, alias taken), 5 server unavailable, 6 missing or invalid API key.";
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run idalloc, writer and redirect in this process on an embedded store.
-    Up(UpArgs),
-    /// Create a short link.
-    Shorten {
-        url: String,
-        /// A custom code instead of a generated one.
-        #[arg(long)]
-        alias: Option<String>,
-        /// When the link stops redirecting: RFC 3339 time or a duration from now (30d).
-        #[arg(long)]
-        expires: Option<String>,
-        /// Redirect status: 301, 302, 307 or 308.
-        #[arg(long, default_value_t = 302)]
-        status: u16,
-        /// Append the short URL's query string to the target.
-        #[arg(long)]
-        forward_query: bool,
-        /// Makes a retried command return the link the first attempt created.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
-    /// Show a link.
-    Get { code: String },
-    /// Change a link.
-    Update(UpdateArgs),
-    /// Stop a link from redirecting (410 Gone) without deleting it.
-    Disable { code: String },
-    /// Let a disabled link redirect again.
-    Enable { code: String },
-    /// Delete a link.
-    Delete { code: String },
-    /// List links, newest first.
-    List {
-        /// At most this many links.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-    /// Click statistics of a link: a summary and a chart (`--json` for scripts).
-    Stats(StatsArgs),
-    /// Create links from a CSV file (docs/api.md has the columns).
-    Import(ImportArgs),
-    /// Write every link as CSV.
-    Export(ExportArgs),
-    #[command(flatten)]
-    Admin(AdminCommand),
-    /// Exit 0 if `tinyurl up` on this host is ready (container health check).
-    Probe {
-        /// The redirect service's admin listener.
-        #[arg(long, default_value = "127.0.0.1:9093")]
-        admin: std::net::SocketAddr,
-    },
-}
 
 /// Writes a result line to standard output. A reader that went away
 /// (`tinyurl list | head -n 1`) ends the command quietly, as it ends any
@@ -188,26 +96,6 @@ fn optional_expiry(expires: Option<&str>) -> Result<Option<prost_types::Timestam
         .map(|text| client::parse_expiry(text).map(client::timestamp))
         .transpose()
         .map_err(|reason| Failure::usage(format!("--expires: {reason}")))
-}
-
-impl Command {
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Up(_) => "up",
-            Self::Shorten { .. } => "shorten",
-            Self::Get { .. } => "get",
-            Self::Update(_) => "update",
-            Self::Disable { .. } => "disable",
-            Self::Enable { .. } => "enable",
-            Self::Delete { .. } => "delete",
-            Self::List { .. } => "list",
-            Self::Stats(_) => "stats",
-            Self::Import(_) => "import",
-            Self::Export(_) => "export",
-            Self::Admin(command) => command.name(),
-            Self::Probe { .. } => "probe",
-        }
-    }
 }
 
 /// A client command exports its trace when `OTEL_EXPORTER_OTLP_ENDPOINT` is

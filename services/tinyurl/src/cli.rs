@@ -1,0 +1,121 @@
+//! The `tinyurl` command line: its commands and their arguments.
+
+use clap::{Parser, Subcommand};
+use tinyurl_links::admin::AdminCommand;
+
+use crate::bulk::{ExportArgs, ImportArgs};
+use crate::client::Connection;
+use crate::stats::StatsArgs;
+use crate::up::UpArgs;
+
+/// tinyurl: run the whole URL shortener with `tinyurl up`, and manage links.
+#[derive(Parser)]
+#[command(name = "tinyurl", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Print results as JSON (one object per command) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args)]
+pub struct UpdateArgs {
+    pub code: String,
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long, conflicts_with = "no_expiry")]
+    pub expires: Option<String>,
+    /// Remove the expiry.
+    #[arg(long)]
+    pub no_expiry: bool,
+    #[arg(long)]
+    pub status: Option<u16>,
+    #[arg(long)]
+    pub forward_query: Option<bool>,
+}
+
+/// The store the administration commands work on unless told: the one
+/// `tinyurl up` makes by default.
+pub const DEFAULT_STORE: &str = "sqlite:./tinyurl.db";
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 unexpected failure, 2 usage error, 3 not found, \
+4 rejected by the server (invalid input, alias taken), 5 server unavailable, 6 missing or invalid API key.";
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run idalloc, writer and redirect in this process on an embedded store.
+    Up(UpArgs),
+    /// Create a short link.
+    Shorten {
+        url: String,
+        /// A custom code instead of a generated one.
+        #[arg(long)]
+        alias: Option<String>,
+        /// When the link stops redirecting: RFC 3339 time or a duration from now (30d).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Redirect status: 301, 302, 307 or 308.
+        #[arg(long, default_value_t = 302)]
+        status: u16,
+        /// Append the short URL's query string to the target.
+        #[arg(long)]
+        forward_query: bool,
+        /// Makes a retried command return the link the first attempt created.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Show a link.
+    Get { code: String },
+    /// Change a link.
+    Update(UpdateArgs),
+    /// Stop a link from redirecting (410 Gone) without deleting it.
+    Disable { code: String },
+    /// Let a disabled link redirect again.
+    Enable { code: String },
+    /// Delete a link.
+    Delete { code: String },
+    /// List links, newest first.
+    List {
+        /// At most this many links.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Click statistics of a link: a summary and a chart (`--json` for scripts).
+    Stats(StatsArgs),
+    /// Create links from a CSV file (docs/api.md has the columns).
+    Import(ImportArgs),
+    /// Write every link as CSV.
+    Export(ExportArgs),
+    #[command(flatten)]
+    Admin(AdminCommand),
+    /// Exit 0 if `tinyurl up` on this host is ready (container health check).
+    Probe {
+        /// The redirect service's admin listener.
+        #[arg(long, default_value = "127.0.0.1:9093")]
+        admin: std::net::SocketAddr,
+    },
+}
+
+impl Command {
+    /// The command as typed, for its trace span.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Up(_) => "up",
+            Self::Shorten { .. } => "shorten",
+            Self::Get { .. } => "get",
+            Self::Update(_) => "update",
+            Self::Disable { .. } => "disable",
+            Self::Enable { .. } => "enable",
+            Self::Delete { .. } => "delete",
+            Self::List { .. } => "list",
+            Self::Stats(_) => "stats",
+            Self::Import(_) => "import",
+            Self::Export(_) => "export",
+            Self::Admin(command) => command.name(),
+            Self::Probe { .. } => "probe",
+        }
+    }
+}
