@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 
-use crate::config::{CommonConfig, Env};
+use crate::config::CommonConfig;
+use crate::settings::Env;
 use crate::settings::Setting;
 use crate::telemetry::TelemetryGuard;
 

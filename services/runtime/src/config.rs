@@ -1,10 +1,8 @@
-//! Typed configuration from environment variables (the contract in
-//! ARCHITECTURE.md). The environment is passed in as a map, so tests build any
-//! configuration without touching process state. Every variable a binary reads
-//! is declared once, as a [`Setting`] (see [`crate::settings`]).
+//! What every service configures alike: its listeners, logging, tracing,
+//! drain time and internal TLS, each declared once as a [`Setting`] (see
+//! [`crate::settings`]), and [`CommonConfig`] read from them.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -12,51 +10,11 @@ use std::time::Duration;
 
 #[cfg(test)]
 use crate::settings::render_help;
+use crate::settings::{ConfigError, Env};
 use crate::settings::{
     Fallback, Setting, Table, millis, parsed, parsed_some, show, show_millis, text, text_some,
     unshown,
 };
-
-/// The environment a service is configured from.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    variables: HashMap<String, String>,
-}
-
-/// A variable that is set but cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {variable}: {reason}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub reason: String,
-}
-
-impl Env {
-    /// The environment of this process.
-    pub fn from_process() -> Self {
-        Self::from_pairs(std::env::vars())
-    }
-
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self {
-            variables: pairs
-                .into_iter()
-                .map(|(key, value)| (key.into(), value.into()))
-                .collect(),
-        }
-    }
-
-    /// The value of `name`, treating an empty value as unset (as shells and
-    /// compose files commonly produce `VAR=` for "not configured").
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.variables
-            .get(name)
-            .map(String::as_str)
-            .filter(|value| !value.trim().is_empty())
-    }
-}
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,9 +22,9 @@ pub mod telemetry;
 pub mod tls;
 
 pub use admin::{AdminServer, Readiness};
-pub use config::{CommonConfig, ConfigError, Env};
+pub use config::CommonConfig;
 pub use error::{ErrorKind, StoreError};
-pub use settings::{Fallback, Setting};
+pub use settings::{ConfigError, Env, Fallback, Setting};
 pub use shutdown::shutdown_signal;
 pub use stopping::Stopping;
 pub use telemetry::TelemetryGuard;

@@ -3,15 +3,57 @@
 //! everything else comes from that declaration: the typed configuration
 //! reads it ([`Env::read`]), `--help` and `docs/configuration.md` render it
 //! ([`render_help`], [`render_markdown`]), so a default is written in one
-//! place.
+//! place. The environment is passed in as a map ([`Env`]), so tests build
+//! any configuration without touching process state.
 
 use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use secrecy::SecretString;
 
-use crate::config::{ConfigError, Env};
+/// The environment a service is configured from.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    variables: HashMap<String, String>,
+}
+
+/// A variable that is set but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl Env {
+    /// The environment of this process.
+    pub fn from_process() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            variables: pairs
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        }
+    }
+
+    /// The value of `name`, treating an empty value as unset (as shells and
+    /// compose files commonly produce `VAR=` for "not configured").
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.variables
+            .get(name)
+            .map(String::as_str)
+            .filter(|value| !value.trim().is_empty())
+    }
+}
 
 /// What a setting is when its variable is unset (or empty).
 pub enum Fallback<T> {
