@@ -15,7 +15,7 @@ use tinyurl_harness::services::{
 use tinyurl_harness::{ServiceProcess, Stack, wait_until};
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{
-    BatchCreateLinksRequest, CreateLinkRequest, DeleteLinkRequest, GetLinkRequest,
+    BatchCreateLinksRequest, CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, Link,
     ListLinksRequest, RedirectType, UpdateLinkRequest, batch_create_links_result,
 };
 use tonic::transport::Channel;
@@ -114,14 +114,57 @@ async fn bad_batches_and_taken_aliases_are_refused_and_leave_no_row() -> anyhow:
     Ok(())
 }
 
-#[tokio::test]
-async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> {
-    let stack = stack(1, true).await?;
-    let writer = stack.setup.start(&[]).await?;
-    let key = stack.setup.create_api_key("alice")?;
-    let other_key = stack.setup.create_api_key("bob")?;
-    let mut links = client(&writer)?;
+/// A writer on a stack with Redis, and the keys of two owners.
+struct Grpc {
+    stack: Stack,
+    writer: ServiceProcess,
+    links: LinksClient<Channel>,
+    key: String,
+    other_key: String,
+}
 
+impl Grpc {
+    async fn start() -> anyhow::Result<Self> {
+        let stack = stack(1, true).await?;
+        let writer = stack.setup.start(&[]).await?;
+        let key = stack.setup.create_api_key("alice")?;
+        let other_key = stack.setup.create_api_key("bob")?;
+        let links = client(&writer)?;
+        Ok(Self {
+            stack,
+            writer,
+            links,
+            key,
+            other_key,
+        })
+    }
+
+    /// A new link of the first owner.
+    async fn link(&mut self, target: &str) -> anyhow::Result<Link> {
+        Ok(self
+            .links
+            .create_link(authed(
+                CreateLinkRequest {
+                    redirect_type: RedirectType::RedirectType301 as i32,
+                    forward_query: true,
+                    ..create(target)
+                },
+                &self.key,
+            ))
+            .await?
+            .into_inner())
+    }
+}
+
+#[tokio::test]
+async fn a_create_replays_its_idempotency_key_and_refuses_another_request() -> anyhow::Result<()> {
+    let Grpc {
+        stack,
+        mut links,
+        key,
+        writer: _writer,
+        ..
+    } = Grpc::start().await?;
     let request = CreateLinkRequest {
         target_url: "https://bücher.example/straße?q=1".to_owned(),
         redirect_type: RedirectType::RedirectType301 as i32,
@@ -167,14 +210,20 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         "the same request replays the link; one link in all",
     );
 
-    // Written through to Redis for the redirect tier.
-    let redis_port = stack.redis()?.port();
-    let cached = command(redis_port, &["GET", &format!("link:{}", link.code)]).await?;
-    assert_eq!(
-        cached,
-        Reply::Bulk(Some(format!("v1 301 1 1 - {}", link.target_url)))
-    );
+    Ok(())
+}
 
+#[tokio::test]
+async fn callers_are_authenticated_and_see_only_their_own_links() -> anyhow::Result<()> {
+    let mut fixture = Grpc::start().await?;
+    let link = fixture.link("https://example.com/alice").await?;
+    let Grpc {
+        stack: _stack,
+        writer: _writer,
+        mut links,
+        other_key,
+        ..
+    } = fixture;
     // Auth: no key, a well-formed unknown key, another key's link.
     let no_key = links
         .get_link(GetLinkRequest {
@@ -238,6 +287,29 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         "bob sees none of alice's links"
     );
 
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_write_reaches_redis_for_the_redirects_and_a_delete_leaves_a_tombstone()
+-> anyhow::Result<()> {
+    let mut fixture = Grpc::start().await?;
+    let link = fixture.link("https://bücher.example/straße?q=1").await?;
+    let Grpc {
+        stack,
+        mut links,
+        key,
+        writer: _writer,
+        ..
+    } = fixture;
+    // Written through to Redis for the redirect tier.
+    let redis_port = stack.redis()?.port();
+    let cached = command(redis_port, &["GET", &format!("link:{}", link.code)]).await?;
+    assert_eq!(
+        cached,
+        Reply::Bulk(Some(format!("v1 301 1 1 - {}", link.target_url)))
+    );
+
     // Disable: the cache entry is overwritten.
     let disable = UpdateLinkRequest {
         code: link.code.clone(),
@@ -252,6 +324,49 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         Reply::Bulk(Some(format!("v1 301 1 0 - {}", link.target_url)))
     );
 
+    // Delete: gone from Postgres and Redis.
+    links
+        .delete_link(authed(
+            DeleteLinkRequest {
+                code: link.code.clone(),
+            },
+            &key,
+        ))
+        .await?;
+    assert_eq!(
+        links
+            .get_link(authed(
+                GetLinkRequest {
+                    code: link.code.clone()
+                },
+                &key
+            ))
+            .await
+            .expect_err("deleted")
+            .code(),
+        tonic::Code::NotFound
+    );
+    // A tombstone, not a DEL: a redirect replica filling the cache from a
+    // lagging Postgres replica cannot put the deleted link back.
+    assert_eq!(
+        command(redis_port, &["GET", &format!("link:{}", link.code)]).await?,
+        Reply::Bulk(Some(tinyurl_domain::cached::NEGATIVE_ENTRY.to_owned()))
+    );
+
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_fails_item_by_item_and_keyset_pages_list_every_link_once() -> anyhow::Result<()> {
+    let mut fixture = Grpc::start().await?;
+    fixture.link("https://example.com/first").await?;
+    let Grpc {
+        stack,
+        mut links,
+        key,
+        writer: _writer,
+        ..
+    } = fixture;
     // Batch: one bad item fails alone, in its place.
     let batch = BatchCreateLinksRequest {
         links: vec![
@@ -340,6 +455,16 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
         tonic::Code::InvalidArgument
     );
 
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_writer_reports_its_health_and_exits_cleanly_on_sigterm() -> anyhow::Result<()> {
+    let Grpc {
+        stack: _stack,
+        writer,
+        ..
+    } = Grpc::start().await?;
     // Health and reflection, like every gRPC service.
     let channel = Channel::from_shared(writer.endpoint())?.connect().await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -353,35 +478,6 @@ async fn creates_are_idempotent_authenticated_and_owned() -> anyhow::Result<()> 
     assert_eq!(
         serving,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
-
-    // Delete: gone from Postgres and Redis.
-    links
-        .delete_link(authed(
-            DeleteLinkRequest {
-                code: link.code.clone(),
-            },
-            &key,
-        ))
-        .await?;
-    assert_eq!(
-        links
-            .get_link(authed(
-                GetLinkRequest {
-                    code: link.code.clone()
-                },
-                &key
-            ))
-            .await
-            .expect_err("deleted")
-            .code(),
-        tonic::Code::NotFound
-    );
-    // A tombstone, not a DEL: a redirect replica filling the cache from a
-    // lagging Postgres replica cannot put the deleted link back.
-    assert_eq!(
-        command(redis_port, &["GET", &format!("link:{}", link.code)]).await?,
-        Reply::Bulk(Some(tinyurl_domain::cached::NEGATIVE_ENTRY.to_owned()))
     );
 
     let mut writer = writer;
