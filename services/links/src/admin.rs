@@ -4,7 +4,7 @@
 //! way of ending with a failure (the exit code of its kind and its reason).
 
 use crate::blocklist;
-use crate::cache::LinkCache;
+use crate::cache::{LinkCache, RedisLinkCache};
 use crate::error::WriterError;
 use crate::keys::{self, KeyCommand};
 use crate::store::LinkStore;
@@ -79,6 +79,27 @@ impl AdminCommand {
     /// told (a cache to announce through is worth connecting).
     pub fn changes_links(&self) -> bool {
         !matches!(self, Self::ApiKey(_))
+    }
+
+    /// The cache this command announces changed links through: `redis`
+    /// (connected within five seconds) when there is one and the command
+    /// changes links, else none.
+    pub async fn announcer(
+        &self,
+        redis: Option<&secrecy::SecretString>,
+        timeout: std::time::Duration,
+        ttl: std::time::Duration,
+    ) -> anyhow::Result<RedisLinkCache> {
+        match redis {
+            Some(url) if self.changes_links() => {
+                let cache = RedisLinkCache::connect(url, timeout, ttl)?;
+                cache
+                    .wait_connected(std::time::Duration::from_secs(5))
+                    .await?;
+                Ok(cache)
+            }
+            _ => Ok(RedisLinkCache::disabled()),
+        }
     }
 
     /// Runs the command on `store`, announcing changed links through

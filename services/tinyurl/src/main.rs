@@ -344,37 +344,32 @@ async fn administer(command: AdminCommand, json: bool) -> Result<(), Failure> {
 
 /// The store an administration command works on, and the cache it
 /// announces changed links through (Redis's when TINYURL_REDIS_URL is set
-/// and the command changes links).
+/// and the command changes links; its entries live as the writer's do).
 async fn admin_tools(
     command: &AdminCommand,
 ) -> anyhow::Result<(
     std::sync::Arc<dyn tinyurl_links::store::LinkStore>,
     tinyurl_links::cache::RedisLinkCache,
 )> {
+    let process_env = tinyurl_runtime::Env::from_process();
     let database_url = command.database_url().unwrap_or(DEFAULT_STORE);
     let store = tinyurl_links::store::open(
         &secrecy::SecretString::from(database_url.to_owned()),
         1,
         std::time::Duration::from_secs(5),
-        &tinyurl_writer::config::layout_from_env(&tinyurl_runtime::Env::from_process())
-            .map_err(anyhow::Error::from)?,
+        &tinyurl_writer::config::layout_from_env(&process_env)?,
         migrate_from_env()?,
     )
     .await?;
-    let cache = match std::env::var("TINYURL_REDIS_URL") {
-        Ok(url) if !url.is_empty() && command.changes_links() => {
-            let cache = tinyurl_links::cache::RedisLinkCache::connect(
-                &secrecy::SecretString::from(url),
-                std::time::Duration::from_secs(2),
-                std::time::Duration::from_secs(86_400),
-            )?;
-            cache
-                .wait_connected(std::time::Duration::from_secs(5))
-                .await?;
-            cache
-        }
-        _ => tinyurl_links::cache::RedisLinkCache::disabled(),
-    };
+    let cache = command
+        .announcer(
+            process_env
+                .read(&tinyurl_writer::settings::REDIS_URL)?
+                .as_ref(),
+            std::time::Duration::from_secs(2),
+            process_env.read(&tinyurl_writer::settings::CACHE_TTL)?,
+        )
+        .await?;
     Ok((store, cache))
 }
 

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tinyurl_links::admin::{AdminCommand, Failure};
-use tinyurl_links::cache::RedisLinkCache;
 use tinyurl_runtime::Env;
 use tinyurl_writer::{App, Config};
 
@@ -117,16 +116,13 @@ async fn administer(mut config: Config, command: AdminCommand) -> anyhow::Result
         config.database_url = secrecy::SecretString::from(url.to_owned());
     }
     let store = tinyurl_writer::app::open_store(&config).await?;
-    let cache = match &config.redis_url {
-        Some(url) if command.changes_links() => {
-            let cache = RedisLinkCache::connect(url, config.redis_timeout, config.cache_ttl)?;
-            cache
-                .wait_connected(std::time::Duration::from_secs(5))
-                .await?;
-            cache
-        }
-        _ => RedisLinkCache::disabled(),
-    };
+    let cache = command
+        .announcer(
+            config.redis_url.as_ref(),
+            config.redis_timeout,
+            config.cache_ttl,
+        )
+        .await?;
     match command.run(store.as_ref(), &cache, false).await {
         Ok(report) => {
             if !report.stderr.is_empty() {
