@@ -153,74 +153,95 @@ const MIX: [(Option<&str>, &str); 5] = [
     (Some("https://news.example.com/other"), CURL),
 ];
 
-#[tokio::test]
-async fn counts_every_click_exactly_through_a_consumer_kill_and_a_redis_restart()
--> anyhow::Result<()> {
-    let mut system = System::start_on(RedisServer::start_persistent().await?, FAST_CLAIM).await?;
-    let mut second_writer = system
-        .setup
-        .start(&[FAST_CLAIM[0], ("HOSTNAME", FROZEN_HOST)])
-        .await?;
-    let redirects = Arc::new([
-        system.start_redirect(FAST_CLICKS).await?,
-        system.start_redirect(FAST_CLICKS).await?,
-    ]);
-    let mut codes = Vec::new();
-    for index in 0..3 {
-        codes.push(create(&system, &format!("https://example.com/exact/{index}")).await?);
-    }
-    let codes = Arc::new(codes);
+/// Eight workers sending `PER_WORKER` redirects each, spread over the codes,
+/// the request kinds and both redirect processes, counting what they sent
+/// per (code, kind).
+struct Load {
+    codes: Arc<Vec<String>>,
+    sent: Arc<Vec<AtomicU64>>,
+    done: Arc<AtomicU64>,
+    workers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
 
-    // Eight workers send `PER_WORKER` redirects each, spread over the codes,
-    // the request kinds and both redirect processes; `sent` counts them per
-    // (code, kind).
+impl Load {
     const WORKERS: usize = 8;
     const PER_WORKER: usize = 2_500;
-    let done = Arc::new(AtomicU64::new(0));
-    let sent: Arc<Vec<AtomicU64>> = Arc::new(
-        (0..codes.len() * MIX.len())
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-    );
-    let mut workers = Vec::new();
-    for worker in 0..WORKERS {
-        let (redirects, codes, sent, done) = (
-            Arc::clone(&redirects),
-            Arc::clone(&codes),
-            Arc::clone(&sent),
-            Arc::clone(&done),
-        );
-        workers.push(tokio::spawn(async move {
-            for index in 0..PER_WORKER {
-                let which = worker * PER_WORKER + index;
-                let code_index = which % codes.len();
-                let kind = (which / codes.len()) % MIX.len();
-                let (referrer, agent) = MIX[kind];
-                let mut headers = vec![("User-Agent", agent)];
-                if let Some(referrer) = referrer {
-                    headers.push(("Referer", referrer));
-                }
-                click(&redirects[which % 2], &codes[code_index], &headers).await?;
-                sent[code_index * MIX.len() + kind].fetch_add(1, Ordering::Relaxed);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        }));
-    }
-    let total = (WORKERS * PER_WORKER) as u64;
+    const TOTAL: u64 = (Self::WORKERS * Self::PER_WORKER) as u64;
 
-    // A third of the way in: both writers are frozen (SIGSTOP), so nothing
-    // folds; batches are then read from the stream in the second consumer's
-    // name, exactly as Redis hands them to a consumer that reads and never
-    // acknowledges; then the second writer is SIGKILLed. Those batches must
-    // be claimed by the other. (Freezing only the second writer and waiting
-    // for Redis to hand it batches depended on where it was frozen: frozen
-    // between reads, it never got any.)
-    wait_until("a third of the redirects", Duration::from_secs(120), || {
-        let done = Arc::clone(&done);
-        async move { Ok(done.load(Ordering::Relaxed) >= total / 3) }
-    })
-    .await?;
+    fn start(redirects: &Arc<[ServiceProcess; 2]>, codes: Vec<String>) -> Self {
+        let codes = Arc::new(codes);
+        let done = Arc::new(AtomicU64::new(0));
+        let sent: Arc<Vec<AtomicU64>> = Arc::new(
+            (0..codes.len() * MIX.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        );
+        let workers = (0..Self::WORKERS)
+            .map(|worker| {
+                let (redirects, codes, sent, done) = (
+                    Arc::clone(redirects),
+                    Arc::clone(&codes),
+                    Arc::clone(&sent),
+                    Arc::clone(&done),
+                );
+                tokio::spawn(async move {
+                    for index in 0..Self::PER_WORKER {
+                        let which = worker * Self::PER_WORKER + index;
+                        let code_index = which % codes.len();
+                        let kind = (which / codes.len()) % MIX.len();
+                        let (referrer, agent) = MIX[kind];
+                        let mut headers = vec![("User-Agent", agent)];
+                        if let Some(referrer) = referrer {
+                            headers.push(("Referer", referrer));
+                        }
+                        click(&redirects[which % 2], &codes[code_index], &headers).await?;
+                        sent[code_index * MIX.len() + kind].fetch_add(1, Ordering::Relaxed);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        Self {
+            codes,
+            sent,
+            done,
+            workers,
+        }
+    }
+
+    /// Waits until `fraction` of the load is sent.
+    async fn sent_fraction(&self, what: &str, fraction: f64) -> anyhow::Result<()> {
+        wait_until(what, Duration::from_secs(120), || {
+            let done = Arc::clone(&self.done);
+            async move { Ok(done.load(Ordering::Relaxed) as f64 >= Self::TOTAL as f64 * fraction) }
+        })
+        .await
+    }
+
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        for worker in self.workers.drain(..) {
+            worker.await??;
+        }
+        Ok(())
+    }
+
+    fn sent(&self, code_index: usize, kind: usize) -> u64 {
+        self.sent[code_index * MIX.len() + kind].load(Ordering::Relaxed)
+    }
+}
+
+/// Both writers are frozen (SIGSTOP), so nothing folds; batches are then
+/// read from the stream in the second consumer's name, exactly as Redis
+/// hands them to a consumer that reads and never acknowledges; then the
+/// second writer is SIGKILLed. Those batches must be claimed by the other.
+/// (Freezing only the second writer and waiting for Redis to hand it
+/// batches depended on where it was frozen: frozen between reads, it never
+/// got any.)
+async fn kill_a_consumer_that_holds_batches(
+    system: &mut System,
+    mut second_writer: ServiceProcess,
+) -> anyhow::Result<()> {
     system.writer.freeze()?;
     second_writer.freeze()?;
     let port = system.redis.port();
@@ -242,35 +263,27 @@ async fn counts_every_click_exactly_through_a_consumer_kill_and_a_redis_restart(
     .await?;
     second_writer.kill()?;
     system.writer.thaw()?;
-    // Two thirds in: stop Redis for a second and start it again (its append
-    // file keeps the stream); redirects keep unsent batches meanwhile.
-    wait_until(
-        "two thirds of the redirects",
-        Duration::from_secs(120),
-        || {
-            let done = Arc::clone(&done);
-            async move { Ok(done.load(Ordering::Relaxed) >= 2 * total / 3) }
-        },
-    )
-    .await?;
-    system.redis.stop()?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    system.redis.start_again().await?;
-    for worker in workers {
-        worker.await??;
-    }
+    Ok(())
+}
 
-    // Everything sent is either folded or counted as dropped.
+/// Waits until every click sent is folded or counted as dropped; answers
+/// the clicks dropped.
+async fn every_click_folded_or_dropped(
+    system: &System,
+    redirects: &[ServiceProcess],
+    codes: &[String],
+) -> anyhow::Result<f64> {
     let mut dropped = 0.0;
-    for redirect in redirects.iter() {
+    for redirect in redirects {
         dropped += metric(redirect.admin_addr(), "redirect_clicks_dropped_total", &[]).await?;
     }
-    let expected = total - dropped as u64;
-    wait_until("every click to be folded", Duration::from_secs(60), || {
-        let (system, codes) = (&system, Arc::clone(&codes));
-        async move {
+    let expected = Load::TOTAL - dropped as u64;
+    wait_until(
+        "every click to be folded",
+        Duration::from_secs(60),
+        || async move {
             let mut folded = 0;
-            for code in codes.iter() {
+            for code in codes {
                 let stats = stats(system, code).await?;
                 folded += stats.lifetime_clicks + stats.lifetime_bot_clicks;
             }
@@ -279,71 +292,73 @@ async fn counts_every_click_exactly_through_a_consumer_kill_and_a_redis_restart(
                 "{folded} clicks folded, more than the {expected} sent"
             );
             Ok(folded == expected)
-        }
-    })
+        },
+    )
     .await?;
-    // The drops, if any, were while Redis was down with a full backlog; the
-    // backlog here is far larger than the load, so none is expected.
-    assert_eq!(dropped, 0.0, "no click dropped");
+    Ok(dropped)
+}
 
-    // Exact per code and per dimension.
-    for (code_index, code) in codes.iter().enumerate() {
-        let sent_of = |kind: usize| sent[code_index * MIX.len() + kind].load(Ordering::Relaxed);
-        let stats = stats(&system, code).await?;
-        let humans = sent_of(0) + sent_of(1) + sent_of(2);
-        let bots = sent_of(3) + sent_of(4);
-        assert_eq!(
-            (stats.lifetime_clicks, stats.lifetime_bot_clicks),
-            (humans, bots),
-            "{code}"
-        );
-        assert_eq!(
-            (stats.clicks, stats.bot_clicks),
-            (humans, bots),
-            "{code}: the range"
-        );
-        let series: u64 = stats.series.iter().map(|point| point.clicks).sum();
-        assert_eq!(series, humans, "{code}: the series");
-        assert_eq!(
-            counts(&stats.referrers),
-            HashMap::from([
-                ("news.example.com".to_owned(), sent_of(0)),
-                ("blog.example.org".to_owned(), sent_of(1)),
-                ("-".to_owned(), sent_of(2)),
-            ]),
-            "{code}: referrers of human clicks"
-        );
-        assert_eq!(
-            counts(&stats.browsers),
-            HashMap::from([
-                ("chrome".to_owned(), sent_of(0) + sent_of(2)),
-                ("safari".to_owned(), sent_of(1))
-            ]),
-        );
-        assert_eq!(
-            counts(&stats.devices),
-            HashMap::from([
-                ("desktop".to_owned(), sent_of(0) + sent_of(2)),
-                ("mobile".to_owned(), sent_of(1))
-            ]),
-        );
-        assert_eq!(
-            counts(&stats.bots),
-            HashMap::from([
-                ("googlebot".to_owned(), sent_of(3)),
-                ("curl".to_owned(), sent_of(4))
-            ]),
-        );
-        assert_eq!(
-            counts(&stats.countries),
-            HashMap::from([("unknown".to_owned(), humans)])
-        );
-    }
+/// A link's stats count exactly what was sent to it, per dimension.
+fn assert_exact(code: &str, stats: &LinkStats, sent_of: impl Fn(usize) -> u64) {
+    let humans = sent_of(0) + sent_of(1) + sent_of(2);
+    let bots = sent_of(3) + sent_of(4);
+    assert_eq!(
+        (stats.lifetime_clicks, stats.lifetime_bot_clicks),
+        (humans, bots),
+        "{code}"
+    );
+    assert_eq!(
+        (stats.clicks, stats.bot_clicks),
+        (humans, bots),
+        "{code}: the range"
+    );
+    let series: u64 = stats.series.iter().map(|point| point.clicks).sum();
+    assert_eq!(series, humans, "{code}: the series");
+    assert_eq!(
+        counts(&stats.referrers),
+        HashMap::from([
+            ("news.example.com".to_owned(), sent_of(0)),
+            ("blog.example.org".to_owned(), sent_of(1)),
+            ("-".to_owned(), sent_of(2)),
+        ]),
+        "{code}: referrers of human clicks"
+    );
+    assert_eq!(
+        counts(&stats.browsers),
+        HashMap::from([
+            ("chrome".to_owned(), sent_of(0) + sent_of(2)),
+            ("safari".to_owned(), sent_of(1))
+        ]),
+    );
+    assert_eq!(
+        counts(&stats.devices),
+        HashMap::from([
+            ("desktop".to_owned(), sent_of(0) + sent_of(2)),
+            ("mobile".to_owned(), sent_of(1))
+        ]),
+    );
+    assert_eq!(
+        counts(&stats.bots),
+        HashMap::from([
+            ("googlebot".to_owned(), sent_of(3)),
+            ("curl".to_owned(), sent_of(4))
+        ]),
+    );
+    assert_eq!(
+        counts(&stats.countries),
+        HashMap::from([("unknown".to_owned(), humans)])
+    );
+}
 
-    // No batch id was folded twice: one row per batch the redirects sent.
-    // (all sent by now: every click is folded).
+/// No batch id was folded twice: one row per batch the redirects sent (all
+/// sent by now: every click is folded); and the killed consumer's batches
+/// were claimed. Answers (batches sent, redelivered, found folded before).
+async fn each_batch_folded_once(
+    system: &System,
+    redirects: &[ServiceProcess],
+) -> anyhow::Result<(f64, f64, f64)> {
     let mut batches_sent = 0.0;
-    for redirect in redirects.iter() {
+    for redirect in redirects {
         batches_sent += metric(
             redirect.admin_addr(),
             "redirect_click_batches_sent_total",
@@ -360,24 +375,60 @@ async fn counts_every_click_exactly_through_a_consumer_kill_and_a_redis_restart(
         folded_batches as f64, batches_sent,
         "one folded id per batch sent"
     );
-    let redelivered = metric(
-        system.writer.admin_addr(),
-        "writer_click_batches_redelivered_total",
-        &[],
-    )
-    .await?;
-    let duplicates = metric(
-        system.writer.admin_addr(),
-        "writer_click_batches_duplicate_total",
-        &[],
-    )
-    .await?;
+    let writer = system.writer.admin_addr();
+    let redelivered = metric(writer, "writer_click_batches_redelivered_total", &[]).await?;
+    let duplicates = metric(writer, "writer_click_batches_duplicate_total", &[]).await?;
     assert!(
         redelivered >= 1.0,
         "the killed consumer's batches were claimed"
     );
+    Ok((batches_sent, redelivered, duplicates))
+}
+
+#[tokio::test]
+async fn counts_every_click_exactly_through_a_consumer_kill_and_a_redis_restart()
+-> anyhow::Result<()> {
+    let mut system = System::start_on(RedisServer::start_persistent().await?, FAST_CLAIM).await?;
+    let second_writer = system
+        .setup
+        .start(&[FAST_CLAIM[0], ("HOSTNAME", FROZEN_HOST)])
+        .await?;
+    let redirects = Arc::new([
+        system.start_redirect(FAST_CLICKS).await?,
+        system.start_redirect(FAST_CLICKS).await?,
+    ]);
+    let mut codes = Vec::new();
+    for index in 0..3 {
+        codes.push(create(&system, &format!("https://example.com/exact/{index}")).await?);
+    }
+    let mut load = Load::start(&redirects, codes);
+
+    load.sent_fraction("a third of the redirects", 1.0 / 3.0)
+        .await?;
+    kill_a_consumer_that_holds_batches(&mut system, second_writer).await?;
+    // Two thirds in: stop Redis for a second and start it again (its append
+    // file keeps the stream); redirects keep unsent batches meanwhile.
+    load.sent_fraction("two thirds of the redirects", 2.0 / 3.0)
+        .await?;
+    system.redis.stop()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    system.redis.start_again().await?;
+    load.finish().await?;
+
+    let dropped = every_click_folded_or_dropped(&system, &redirects[..], &load.codes).await?;
+    // The drops, if any, were while Redis was down with a full backlog; the
+    // backlog here is far larger than the load, so none is expected.
+    assert_eq!(dropped, 0.0, "no click dropped");
+    for (code_index, code) in load.codes.iter().enumerate() {
+        assert_exact(code, &stats(&system, code).await?, |kind| {
+            load.sent(code_index, kind)
+        });
+    }
+    let (batches_sent, redelivered, duplicates) =
+        each_batch_folded_once(&system, &redirects[..]).await?;
     println!(
-        "{total} redirects, {batches_sent} batches, {redelivered} redelivered to the surviving consumer, {duplicates} found folded before"
+        "{} redirects, {batches_sent} batches, {redelivered} redelivered to the surviving consumer, {duplicates} found folded before",
+        Load::TOTAL
     );
     Ok(())
 }

@@ -14,6 +14,7 @@ use tinyurl_harness::services::{http_send, metric, unissued_api_key};
 use tinyurl_harness::system::System;
 
 use tinyurl_harness::attacker::row;
+use tinyurl_proto::v1::{CreateLinkRequest, ListLinksRequest};
 
 /// A keep-alive HTTP/1.1 connection to `to` from `source`.
 async fn connect_from(
@@ -62,6 +63,202 @@ impl Statuses {
     }
 }
 
+/// One honest REST call with `key`: a create (link `n`) or a list. Answers
+/// the status.
+async fn honest_call(rest: SocketAddr, key: &str, create: bool, n: usize) -> anyhow::Result<u16> {
+    let bearer = format!("Bearer {key}");
+    let response = if create {
+        let body = format!(r#"{{"target_url":"https://example.com/honest/{n}"}}"#);
+        http_send(
+            rest,
+            "POST",
+            "/api/v1/links",
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            Some(body.as_bytes()),
+        )
+        .await?
+    } else {
+        http_send(
+            rest,
+            "GET",
+            "/api/v1/links?page_size=5",
+            &[("Authorization", bearer.as_str())],
+            None,
+        )
+        .await?
+    };
+    Ok(response.status)
+}
+
+/// The sum of a counter over the writers.
+async fn writers_metric(
+    writers: &[(tinyurl_harness::ServiceProcess, SocketAddr)],
+    name: &str,
+) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for (writer, _) in writers {
+        total += metric(writer.admin_addr(), name, &[]).await?;
+    }
+    Ok(total)
+}
+
+/// Made-up API keys sent from `sources` loopback addresses
+/// (127.0.0.2 onwards), `per_source` keep-alive connections each, spread
+/// over the REST listeners, `per_second` in all, until stopped.
+struct KeyFlood {
+    stop: Arc<AtomicBool>,
+    statuses: Arc<Statuses>,
+    errors: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl KeyFlood {
+    fn start(sources: u8, per_source: usize, per_second: u64, rests: &[SocketAddr]) -> Self {
+        let flood = Self {
+            stop: Arc::new(AtomicBool::new(false)),
+            statuses: Arc::new(Statuses::default()),
+            errors: Arc::new(AtomicU64::new(0)),
+            tasks: Vec::new(),
+        };
+        let connections = usize::from(sources) * per_source;
+        let interval = Duration::from_secs_f64(connections as f64 / per_second as f64);
+        let mut tasks = Vec::new();
+        for source in 0..sources {
+            let address = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + source));
+            for connection in 0..per_source {
+                tasks.push(tokio::spawn(flood.connection(
+                    address,
+                    rests[connection % rests.len()],
+                    interval,
+                )));
+            }
+        }
+        Self { tasks, ..flood }
+    }
+
+    /// One connection's loop: a request each `interval`, reconnecting when
+    /// the server closes.
+    fn connection(
+        &self,
+        address: IpAddr,
+        rest: SocketAddr,
+        interval: Duration,
+    ) -> impl Future<Output = ()> + use<> {
+        let (stop, statuses, errors) = (
+            Arc::clone(&self.stop),
+            Arc::clone(&self.statuses),
+            Arc::clone(&self.errors),
+        );
+        async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut sender = None;
+            while !stop.load(Ordering::Relaxed) {
+                ticks.tick().await;
+                if sender
+                    .as_ref()
+                    .is_none_or(hyper::client::conn::http1::SendRequest::is_closed)
+                {
+                    match connect_from(address, rest).await {
+                        Ok(connected) => sender = Some(connected),
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                }
+                let Some(connected) = sender.as_mut() else {
+                    continue;
+                };
+                let request = http::Request::get("/api/v1/links")
+                    .header("host", "sho.rt")
+                    .header("authorization", format!("Bearer {}", unissued_api_key()))
+                    .body(Full::new(Bytes::new()));
+                let Ok(request) = request else { continue };
+                if connected.ready().await.is_err() {
+                    sender = None;
+                    continue;
+                }
+                match connected.send_request(request).await {
+                    Ok(response) => {
+                        statuses.count(response.status().as_u16());
+                        let _ = response.into_body().collect().await;
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        sender = None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<(Arc<Statuses>, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await?;
+        }
+        Ok((self.statuses, self.errors.load(Ordering::Relaxed)))
+    }
+}
+
+/// The honest clients: every key creates and lists, in turn, at each REST
+/// listener, every 1.5 s for `lasting`; the keys not used yet start first.
+/// Answers the statuses and a line per failed call.
+async fn honest_clients(
+    keys: &[String],
+    rests: &[SocketAddr],
+    lasting: Duration,
+) -> anyhow::Result<(Statuses, Vec<String>)> {
+    let started = Instant::now();
+    let honest = Arc::new(Statuses::default());
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (index, key) in keys.iter().enumerate() {
+        let (key, rests, honest, failures) = (
+            key.clone(),
+            rests.to_vec(),
+            Arc::clone(&honest),
+            Arc::clone(&failures),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            tokio::time::sleep(Duration::from_millis(40 * (index as u64 % 50))).await;
+            while started.elapsed() < lasting {
+                let rest = rests[n % rests.len()];
+                let failure = match honest_call(rest, &key, n % 2 == 0, n).await {
+                    Ok(status) => {
+                        honest.count(status);
+                        (!(200..300).contains(&status))
+                            .then(|| format!("key {index}, call {n}: {status}"))
+                    }
+                    Err(error) => Some(format!("key {index}, call {n}: {error:#}")),
+                };
+                if let Some(failure) = failure {
+                    failures
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(failure);
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let failures = failures
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let honest = Arc::try_unwrap(honest).map_err(|_| anyhow::anyhow!("a client still runs"))?;
+    Ok((honest, failures))
+}
+
 /// A flood of made-up API keys cannot lock real keys out: 20 source
 /// addresses (127.0.0.2–127.0.0.21) send 5,000 made-up keys a second for
 /// 90 s at two writers while 50 real keys (half of them not yet used, so
@@ -89,44 +286,9 @@ async fn a_flood_of_made_up_keys_locks_no_real_key_out() -> anyhow::Result<()> {
         writers.push(system.setup.start_with_rest(&[]).await?);
     }
     let rests: Vec<SocketAddr> = writers.iter().map(|(_, rest)| *rest).collect();
-    let lookups_before = {
-        let mut total = 0.0;
-        for (writer, _) in &writers {
-            total += metric(writer.admin_addr(), "writer_key_lookups_total", &[]).await?;
-        }
-        total
-    };
+    let lookups_before = writers_metric(&writers, "writer_key_lookups_total").await?;
 
     // Half the real keys are used (and cached) before the flood.
-    let honest_call = |rest: SocketAddr, key: &str, create: bool, n: usize| {
-        let bearer = format!("Bearer {key}");
-        async move {
-            let response = if create {
-                let body = format!(r#"{{"target_url":"https://example.com/honest/{n}"}}"#);
-                http_send(
-                    rest,
-                    "POST",
-                    "/api/v1/links",
-                    &[
-                        ("Authorization", bearer.as_str()),
-                        ("Content-Type", "application/json"),
-                    ],
-                    Some(body.as_bytes()),
-                )
-                .await?
-            } else {
-                http_send(
-                    rest,
-                    "GET",
-                    "/api/v1/links?page_size=5",
-                    &[("Authorization", bearer.as_str())],
-                    None,
-                )
-                .await?
-            };
-            anyhow::Ok(response.status)
-        }
-    };
     for (index, key) in keys.iter().enumerate().take(REAL_KEYS / 2) {
         for rest in &rests {
             let status = honest_call(*rest, key, false, index).await?;
@@ -134,136 +296,25 @@ async fn a_flood_of_made_up_keys_locks_no_real_key_out() -> anyhow::Result<()> {
         }
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood = Arc::new(Statuses::default());
-    let flood_errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    let connections = usize::from(SOURCES) * CONNECTIONS_PER_SOURCE;
-    let interval = Duration::from_secs_f64(connections as f64 / FLOOD_PER_SECOND as f64);
-    for source in 0..SOURCES {
-        let address = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + source));
-        for connection in 0..CONNECTIONS_PER_SOURCE {
-            let rest = rests[connection % rests.len()];
-            let (stop, flood, errors) = (
-                Arc::clone(&stop),
-                Arc::clone(&flood),
-                Arc::clone(&flood_errors),
-            );
-            tasks.push(tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(interval);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                let mut sender = None;
-                while !stop.load(Ordering::Relaxed) {
-                    ticks.tick().await;
-                    if sender
-                        .as_ref()
-                        .is_none_or(hyper::client::conn::http1::SendRequest::is_closed)
-                    {
-                        match connect_from(address, rest).await {
-                            Ok(connected) => sender = Some(connected),
-                            Err(_) => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                        }
-                    }
-                    let Some(connected) = sender.as_mut() else {
-                        continue;
-                    };
-                    let request = http::Request::get("/api/v1/links")
-                        .header("host", "sho.rt")
-                        .header("authorization", format!("Bearer {}", unissued_api_key()))
-                        .body(Full::new(Bytes::new()));
-                    let Ok(request) = request else { continue };
-                    if connected.ready().await.is_err() {
-                        sender = None;
-                        continue;
-                    }
-                    match connected.send_request(request).await {
-                        Ok(response) => {
-                            flood.count(response.status().as_u16());
-                            let _ = response.into_body().collect().await;
-                        }
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            sender = None;
-                        }
-                    }
-                }
-            }));
-        }
-    }
-
-    // The honest clients: every real key creates and lists, in turn, at
-    // both writers, for as long as the flood lasts.
     let started = Instant::now();
-    let honest = Arc::new(Statuses::default());
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut honest_tasks = Vec::new();
-    for (index, key) in keys.iter().enumerate() {
-        let (key, rests, honest, failures) = (
-            key.clone(),
-            rests.clone(),
-            Arc::clone(&honest),
-            Arc::clone(&failures),
-        );
-        honest_tasks.push(tokio::spawn(async move {
-            let mut n = 0;
-            // The keys not used yet start first: while the flood is on.
-            tokio::time::sleep(Duration::from_millis(40 * (index as u64 % 50))).await;
-            while started.elapsed() < FLOOD {
-                let rest = rests[n % rests.len()];
-                let outcome = honest_call(rest, &key, n % 2 == 0, n).await;
-                match outcome {
-                    Ok(status) => {
-                        honest.count(status);
-                        if !(200..300).contains(&status) {
-                            failures
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .push(format!("key {index}, call {n}: {status}"));
-                        }
-                    }
-                    Err(error) => failures
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(format!("key {index}, call {n}: {error:#}")),
-                }
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(1_500)).await;
-            }
-        }));
-    }
-    for task in honest_tasks {
-        task.await?;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await?;
-    }
+    let flood = KeyFlood::start(SOURCES, CONNECTIONS_PER_SOURCE, FLOOD_PER_SECOND, &rests);
+    let (honest, failures) = honest_clients(&keys, &rests, FLOOD).await?;
+    let (flood, flood_errors) = flood.stop().await?;
     let seconds = started.elapsed().as_secs_f64();
 
-    let mut lookups = 0.0;
-    for (writer, _) in &writers {
-        lookups += metric(writer.admin_addr(), "writer_key_lookups_total", &[]).await?;
-    }
-    let lookups = (lookups - lookups_before) as u64;
+    let lookups =
+        (writers_metric(&writers, "writer_key_lookups_total").await? - lookups_before) as u64;
     // Per writer: the budget's burst and rate, and each real key once per
     // cache lifetime (60 s) plus its first use.
     let bound = 2
         * ((BUDGET_PER_SECOND + 1) * seconds.ceil() as u64
             + REAL_KEYS as u64 * (2 + seconds as u64 / 60));
-    let failures = failures
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
     row(
         "H1 made-up keys lock real keys out",
         &format!(
-            "{SOURCES} addresses, {} made-up keys in {seconds:.0} s ({:.0}/s; {} connection errors) at two writers",
+            "{SOURCES} addresses, {} made-up keys in {seconds:.0} s ({:.0}/s; {flood_errors} connection errors) at two writers",
             flood.total(),
             flood.total() as f64 / seconds,
-            flood_errors.load(Ordering::Relaxed)
         ),
         &flood.summary(),
         &format!(
@@ -304,7 +355,7 @@ async fn a_flood_of_made_up_keys_locks_no_real_key_out() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Result<()> {
     use tinyurl_analytics::{DEFAULT_VALUES_PER_BUCKET, OTHER, minute_of, stats::TOP};
-    use tinyurl_proto::v1::{CreateLinkRequest, GetLinkStatsRequest, StatsGranularity};
+    use tinyurl_proto::v1::{GetLinkStatsRequest, StatsGranularity};
     const REQUESTS: usize = 100_000;
     const CONNECTIONS: usize = 16;
     const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
@@ -512,7 +563,6 @@ async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Re
 #[tokio::test]
 async fn each_services_database_role_can_do_its_work_and_nothing_else() -> anyhow::Result<()> {
     use tinyurl_harness::postgres::{as_role, roles};
-    use tinyurl_proto::v1::CreateLinkRequest;
 
     let mut system = System::start(&[]).await?;
     let redirect = system.start_redirect(&[]).await?;
@@ -663,60 +713,79 @@ async fn each_services_database_role_can_do_its_work_and_nothing_else() -> anyho
     Ok(())
 }
 
-/// The low findings a transport can reach, over REST and gRPC alike: a
-/// forged page token past any stored time, an alias equal to a REST route
-/// segment, and IPv6 clients (behind the trusted proxy) each limited per
-/// /128 instead of per /64.
-#[tokio::test]
-async fn low_findings_stay_closed_over_both_transports() -> anyhow::Result<()> {
-    use tinyurl_proto::v1::{CreateLinkRequest, ListLinksRequest};
+/// A writer with its REST listener behind a trusted proxy (127.0.0.1) that
+/// allows two failed authentications a second, and clients of both
+/// transports.
+struct BothTransports {
+    links: tinyurl_proto::v1::links_client::LinksClient<tonic::transport::Channel>,
+    rest: SocketAddr,
+    bearer: String,
+    _writer: tinyurl_harness::ServiceProcess,
+    // Declared last: the writer stops before its databases.
+    system: System,
+}
 
-    let system = System::start(&[]).await?;
-    let (writer, rest) = system
-        .setup
-        .start_with_rest(&[
-            ("TINYURL_TRUSTED_PROXIES", "127.0.0.1/32"),
-            ("TINYURL_AUTH_FAILURE_RATE_PER_IP", "2/s"),
-        ])
-        .await?;
-    let channel = tonic::transport::Channel::from_shared(writer.endpoint())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
-    let mut links = tinyurl_proto::v1::links_client::LinksClient::new(channel);
-    let bearer = format!("Bearer {}", system.api_key);
-    let rest_field = |response: &tinyurl_harness::services::HttpResponse| {
-        let problem: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
-        format!(
-            "{} `{}`",
-            response.status,
-            problem["field"].as_str().unwrap_or_default()
-        )
-    };
-    let grpc_field = |status: &tonic::Status| {
-        use tonic_types::StatusExt as _;
-        let field = status
-            .get_error_details()
-            .bad_request()
-            .and_then(|bad| bad.field_violations.first().map(|v| v.field.clone()))
-            .unwrap_or_default();
-        format!("{:?} `{field}`", status.code())
-    };
+impl BothTransports {
+    async fn start() -> anyhow::Result<Self> {
+        let system = System::start(&[]).await?;
+        let (writer, rest) = system
+            .setup
+            .start_with_rest(&[
+                ("TINYURL_TRUSTED_PROXIES", "127.0.0.1/32"),
+                ("TINYURL_AUTH_FAILURE_RATE_PER_IP", "2/s"),
+            ])
+            .await?;
+        let channel = tonic::transport::Channel::from_shared(writer.endpoint())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Self {
+            links: tinyurl_proto::v1::links_client::LinksClient::new(channel),
+            rest,
+            bearer: format!("Bearer {}", system.api_key),
+            _writer: writer,
+            system,
+        })
+    }
+}
 
-    // L2: page tokens from past year 9999, up to the largest number.
+/// A REST problem as its status and field.
+fn rest_field(response: &tinyurl_harness::services::HttpResponse) -> String {
+    let problem: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+    format!(
+        "{} `{}`",
+        response.status,
+        problem["field"].as_str().unwrap_or_default()
+    )
+}
+
+/// A gRPC error as its code and the field of its first violation.
+fn grpc_field(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    let field = status
+        .get_error_details()
+        .bad_request()
+        .and_then(|bad| bad.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default();
+    format!("{:?} `{field}`", status.code())
+}
+
+/// L2: page tokens from past year 9999, up to the largest number.
+async fn forged_page_tokens_are_bad_requests(both: &mut BothTransports) -> anyhow::Result<()> {
     let mut forged_answers = Vec::new();
     for micros in ["300000000000000000", "18446744073709551615"] {
         let token = format!("{micros}.abcdefg");
         let response = http_send(
-            rest,
+            both.rest,
             "GET",
             &format!("/api/v1/links?page_token={token}"),
-            &[("Authorization", bearer.as_str())],
+            &[("Authorization", both.bearer.as_str())],
             None,
         )
         .await?;
-        let status = links
-            .list_links(system.authed(ListLinksRequest {
+        let status = both
+            .links
+            .list_links(both.system.authed(ListLinksRequest {
                 page_token: token.clone(),
                 ..ListLinksRequest::default()
             }))
@@ -734,23 +803,35 @@ async fn low_findings_stay_closed_over_both_transports() -> anyhow::Result<()> {
             .join("; "),
         "a token the server issued pages on (the REST and writer suites)",
     );
+    anyhow::ensure!(
+        forged_answers.iter().all(
+            |(rest, grpc)| rest == "400 `page_token`" && grpc == "InvalidArgument `page_token`"
+        ),
+        "forged page tokens: {forged_answers:?}"
+    );
+    Ok(())
+}
 
-    // L4: an alias equal to a REST route segment.
+/// L4: an alias equal to a REST route segment.
+async fn an_alias_equal_to_a_route_segment_is_refused(
+    both: &mut BothTransports,
+) -> anyhow::Result<()> {
     let body = br#"{"target_url":"https://example.com/batch","alias":"batch"}"#;
     let response = http_send(
-        rest,
+        both.rest,
         "POST",
         "/api/v1/links",
         &[
-            ("Authorization", bearer.as_str()),
+            ("Authorization", both.bearer.as_str()),
             ("Content-Type", "application/json"),
         ],
         Some(body),
     )
     .await?;
     let alias_rest = rest_field(&response);
-    let status = links
-        .create_link(system.authed(CreateLinkRequest {
+    let status = both
+        .links
+        .create_link(both.system.authed(CreateLinkRequest {
             target_url: "https://example.com/batch".to_owned(),
             alias: "batch".to_owned(),
             ..CreateLinkRequest::default()
@@ -764,8 +845,16 @@ async fn low_findings_stay_closed_over_both_transports() -> anyhow::Result<()> {
         &format!("REST {alias_rest}, gRPC {alias_grpc}"),
         "other aliases are created as before",
     );
+    anyhow::ensure!(
+        alias_rest == "400 `alias`" && alias_grpc == "InvalidArgument `alias`",
+        "the alias batch: REST {alias_rest}, gRPC {alias_grpc}"
+    );
+    Ok(())
+}
 
-    // L8: IPv6 clients behind the trusted proxy share their /64's allowance.
+/// L8: IPv6 clients behind the trusted proxy share their /64's allowance.
+async fn ipv6_clients_are_limited_per_64(both: &BothTransports) -> anyhow::Result<()> {
+    let rest = both.rest;
     let failures_until_429 = |forwarded: String| async move {
         for attempt in 1..=20 {
             let key = format!("Bearer {}", unissued_api_key());
@@ -801,7 +890,7 @@ async fn low_findings_stay_closed_over_both_transports() -> anyhow::Result<()> {
         "GET",
         "/api/v1/links",
         &[
-            ("Authorization", bearer.as_str()),
+            ("Authorization", both.bearer.as_str()),
             ("X-Forwarded-For", "2001:db8:1:3::1"),
         ],
         None,
@@ -821,21 +910,22 @@ async fn low_findings_stay_closed_over_both_transports() -> anyhow::Result<()> {
             neighbour.status
         ),
     );
-
-    anyhow::ensure!(
-        forged_answers.iter().all(
-            |(rest, grpc)| rest == "400 `page_token`" && grpc == "InvalidArgument `page_token`"
-        ),
-        "forged page tokens: {forged_answers:?}"
-    );
-    anyhow::ensure!(
-        alias_rest == "400 `alias`" && alias_grpc == "InvalidArgument `alias`",
-        "the alias batch: REST {alias_rest}, gRPC {alias_grpc}"
-    );
     anyhow::ensure!(
         limited_at.is_some_and(|host| host <= 4),
         "addresses of one /64 were limited apart: {limited_at:?}"
     );
     anyhow::ensure!(neighbour.status == 200, "{}", neighbour.status);
     Ok(())
+}
+
+/// The low findings a transport can reach, over REST and gRPC alike: a
+/// forged page token past any stored time, an alias equal to a REST route
+/// segment, and IPv6 clients (behind the trusted proxy) each limited per
+/// /128 instead of per /64.
+#[tokio::test]
+async fn low_findings_stay_closed_over_both_transports() -> anyhow::Result<()> {
+    let mut both = BothTransports::start().await?;
+    forged_page_tokens_are_bad_requests(&mut both).await?;
+    an_alias_equal_to_a_route_segment_is_refused(&mut both).await?;
+    ipv6_clients_are_limited_per_64(&both).await
 }

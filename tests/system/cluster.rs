@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use tinyurl_harness::redis::{Reply, command, command_once};
 use tinyurl_harness::services::{http_request, retryable};
 use tinyurl_harness::system::System;
-use tinyurl_harness::{RedisServer, wait_until};
+use tinyurl_harness::{RedisServer, ServiceProcess, wait_until};
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
 
 /// Slots moved: a third of the cluster, so a good share of the links' keys
@@ -42,14 +42,9 @@ async fn entries_on(port: u16, codes: &[String]) -> anyhow::Result<usize> {
     Ok(here)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn moving_hash_slots_fails_no_redirect_and_loses_no_create() -> anyhow::Result<()> {
-    let system = System::start_on(RedisServer::start_cluster(3).await?, &[]).await?;
-    // No L1: every request reads Redis, so every one of them meets the move.
-    let redirect = system
-        .start_redirect(&[("TINYURL_L1_CAPACITY", "0")])
-        .await?;
-
+/// `LINKS` links made in one batch, replicated, and each read once through
+/// `redirect` so its Redis entry exists.
+async fn cached_links(system: &System, redirect: &ServiceProcess) -> anyhow::Result<Vec<String>> {
     let created = system
         .links()?
         .batch_create_links(
@@ -77,48 +72,56 @@ async fn moving_hash_slots_fails_no_redirect_and_loses_no_create() -> anyhow::Re
         let answer = http_request(redirect.listen_addr(), "GET", &format!("/{code}")).await?;
         anyhow::ensure!(answer.status == 302, "{code} answered {}", answer.status);
     }
+    Ok(codes)
+}
 
-    let ports = system.redis.ports();
-    let (from, to) = (ports[0], ports[1]);
-    let on_source = entries_on(from, &codes).await?;
-    let on_target = entries_on(to, &codes).await?;
-
-    // Load: redirects over every link from four tasks, creates (each with
-    // its own idempotency key, retried with it as a careful client does)
-    // from two.
-    let stop = Arc::new(AtomicBool::new(false));
-    let redirects = Arc::new(AtomicU64::new(0));
-    let codes = Arc::new(codes);
-    let mut readers = Vec::new();
-    for task in 0..4 {
-        let (stop, redirects, codes) = (
-            Arc::clone(&stop),
-            Arc::clone(&redirects),
-            Arc::clone(&codes),
-        );
-        let addr = redirect.listen_addr();
-        readers.push(tokio::spawn(async move {
-            let mut failures = Vec::new();
-            let mut index = task;
-            while !stop.load(Ordering::Relaxed) {
-                let code = &codes[index % codes.len()];
-                index += 4;
-                match http_request(addr, "GET", &format!("/{code}")).await {
-                    Ok(answer) if answer.status == 302 => {}
-                    Ok(answer) => failures.push(format!("{code}: {}", answer.status)),
-                    Err(error) => failures.push(format!("{code}: {error:#}")),
+/// Redirects over every link from four tasks until `stop`; each answers
+/// its failures. `redirects` counts the requests.
+fn readers(
+    redirect: &ServiceProcess,
+    codes: &Arc<Vec<String>>,
+    stop: &Arc<AtomicBool>,
+    redirects: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    (0..4)
+        .map(|task| {
+            let (stop, redirects, codes) =
+                (Arc::clone(stop), Arc::clone(redirects), Arc::clone(codes));
+            let addr = redirect.listen_addr();
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let mut index = task;
+                while !stop.load(Ordering::Relaxed) {
+                    let code = &codes[index % codes.len()];
+                    index += 4;
+                    match http_request(addr, "GET", &format!("/{code}")).await {
+                        Ok(answer) if answer.status == 302 => {}
+                        Ok(answer) => failures.push(format!("{code}: {}", answer.status)),
+                        Err(error) => failures.push(format!("{code}: {error:#}")),
+                    }
+                    redirects.fetch_add(1, Ordering::Relaxed);
                 }
-                redirects.fetch_add(1, Ordering::Relaxed);
-            }
-            failures
-        }));
-    }
-    let mut writers = Vec::new();
+                failures
+            })
+        })
+        .collect()
+}
+
+type Acknowledged = HashMap<String, String>;
+
+/// Creates from two tasks until `stop`, each with its own idempotency key,
+/// retried with it as a careful client does; each answers what was
+/// acknowledged (code → target).
+fn creators(
+    system: &System,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<Acknowledged>>>> {
+    let mut creators = Vec::new();
     for task in 0..2 {
-        let stop = Arc::clone(&stop);
+        let stop = Arc::clone(stop);
         let mut client = system.links()?;
         let key = system.api_key.clone();
-        writers.push(tokio::spawn(async move {
+        creators.push(tokio::spawn(async move {
             let mut acknowledged = HashMap::new();
             let mut retries = 0_u32;
             let mut n = 0_u64;
@@ -150,8 +153,12 @@ async fn moving_hash_slots_fails_no_redirect_and_loses_no_create() -> anyhow::Re
             anyhow::Ok(acknowledged)
         }));
     }
+    Ok(creators)
+}
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// Moves `SLOTS_MOVED` slots, with their keys, from the master at `from` to
+/// the one at `to`, as an operator does: `redis-cli --cluster reshard`.
+async fn reshard(from: u16, to: u16) -> anyhow::Result<()> {
     let from_id = node_id(from).await?;
     let to_id = node_id(to).await?;
     let cli = tinyurl_harness::process::find_binary("redis-cli", &[], "redis-tools")?;
@@ -171,17 +178,76 @@ async fn moving_hash_slots_fails_no_redirect_and_loses_no_create() -> anyhow::Re
         String::from_utf8_lossy(&moved.stdout),
         String::from_utf8_lossy(&moved.stderr)
     );
+    Ok(())
+}
+
+/// Every acknowledged create is stored, and one redirects to its target.
+async fn every_acknowledged_create_is_kept(
+    system: &System,
+    redirect: &ServiceProcess,
+    acknowledged: &Acknowledged,
+) -> anyhow::Result<()> {
+    let db = system
+        .cluster
+        .primary
+        .connect(&system.database.name)
+        .await?;
+    let stored_codes: Vec<&str> = acknowledged.keys().map(String::as_str).collect();
+    let rows = db
+        .query(
+            "SELECT code, target_url FROM links WHERE code = ANY($1)",
+            &[&stored_codes],
+        )
+        .await?;
+    let stored: HashMap<String, String> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    for (code, target) in acknowledged {
+        assert_eq!(
+            stored.get(code),
+            Some(target),
+            "acknowledged create {code} lost"
+        );
+    }
+    let (code, target) = acknowledged.iter().next().context("no create")?;
+    wait_until(
+        "a create made during the move to redirect",
+        Duration::from_secs(10),
+        || async {
+            let answer = http_request(redirect.listen_addr(), "GET", &format!("/{code}")).await?;
+            Ok(answer.status == 302 && answer.header("location") == Some(target.as_str()))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moving_hash_slots_fails_no_redirect_and_loses_no_create() -> anyhow::Result<()> {
+    let system = System::start_on(RedisServer::start_cluster(3).await?, &[]).await?;
+    // No L1: every request reads Redis, so every one of them meets the move.
+    let redirect = system
+        .start_redirect(&[("TINYURL_L1_CAPACITY", "0")])
+        .await?;
+    let codes = Arc::new(cached_links(&system, &redirect).await?);
+    let ports = system.redis.ports();
+    let (from, to) = (ports[0], ports[1]);
+    let on_source = entries_on(from, &codes).await?;
+    let on_target = entries_on(to, &codes).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let redirects = Arc::new(AtomicU64::new(0));
+    let readers = readers(&redirect, &codes, &stop, &redirects);
+    let creators = creators(&system, &stop)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reshard(from, to).await?;
     // Requests go on a little after the move, on the new slot map.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
-
     let mut failures = Vec::new();
     for reader in readers {
         failures.extend(reader.await?);
     }
     let mut acknowledged = HashMap::new();
-    for writer in writers {
-        acknowledged.extend(writer.await??);
+    for creator in creators {
+        acknowledged.extend(creator.await??);
     }
     let served = redirects.load(Ordering::Relaxed);
     eprintln!(
@@ -216,37 +282,5 @@ async fn moving_hash_slots_fails_no_redirect_and_loses_no_create() -> anyhow::Re
             "{key} was lost in the move"
         );
     }
-
-    // Every acknowledged create is stored and redirects to its target.
-    let db = system
-        .cluster
-        .primary
-        .connect(&system.database.name)
-        .await?;
-    let stored_codes: Vec<&str> = acknowledged.keys().map(String::as_str).collect();
-    let rows = db
-        .query(
-            "SELECT code, target_url FROM links WHERE code = ANY($1)",
-            &[&stored_codes],
-        )
-        .await?;
-    let stored: HashMap<String, String> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-    for (code, target) in &acknowledged {
-        assert_eq!(
-            stored.get(code),
-            Some(target),
-            "acknowledged create {code} lost"
-        );
-    }
-    let (code, target) = acknowledged.iter().next().context("no create")?;
-    wait_until(
-        "a create made during the move to redirect",
-        Duration::from_secs(10),
-        || async {
-            let answer = http_request(redirect.listen_addr(), "GET", &format!("/{code}")).await?;
-            Ok(answer.status == 302 && answer.header("location") == Some(target.as_str()))
-        },
-    )
-    .await?;
-    Ok(())
+    every_acknowledged_create_is_kept(&system, &redirect, &acknowledged).await
 }

@@ -30,14 +30,60 @@ fn path_of(short_url: &str, system: &Embedded) -> anyhow::Result<String> {
         .with_context(|| format!("{short_url:?} is not under {prefix}"))
 }
 
+/// `tinyurl up` on a fresh directory with the key its first start printed.
+struct Up {
+    system: Embedded,
+    key: String,
+    // Declared last: dropped after the system that runs in it.
+    _dir: ScratchDir,
+}
+
+impl Up {
+    async fn start(name: &str) -> anyhow::Result<Self> {
+        let dir = ScratchDir::new(name, None)?;
+        let system = Embedded::start(dir.path()).await?;
+        let key = system
+            .printed_key
+            .clone()
+            .with_context(|| format!("a fresh start prints an API key:\n{}", system.banner()))?;
+        Ok(Self {
+            system,
+            key,
+            _dir: dir,
+        })
+    }
+
+    fn cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        self.system.cli(&self.key, args)
+    }
+
+    /// Shortens `target` with the client and answers the short URL's path.
+    fn shorten(&self, target: &str) -> anyhow::Result<String> {
+        let shortened = self.cli(&["shorten", target])?;
+        ensure!(
+            shortened.status.success(),
+            "shorten failed: {}",
+            stderr(&shortened)
+        );
+        path_of(
+            stdout(&shortened).lines().next().unwrap_or_default().trim(),
+            &self.system,
+        )
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<tinyurl_harness::services::HttpResponse> {
+        http_request(self.system.http, "GET", path).await
+    }
+
+    fn database_url(&self) -> String {
+        format!("sqlite:{}", self.system.data_path().display())
+    }
+}
+
 #[tokio::test]
-async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
-    let dir = ScratchDir::new("embedded", None)?;
-    let mut system = Embedded::start(dir.path()).await?;
-    let key = system
-        .printed_key
-        .clone()
-        .with_context(|| format!("a fresh start prints an API key:\n{}", system.banner()))?;
+async fn a_fresh_start_keeps_its_data_and_first_key_to_the_owner() -> anyhow::Result<()> {
+    let up = Up::start("embedded-fresh").await?;
+    let system = &up.system;
     ensure!(system.data_path().is_file(), "the database file is created");
     // The data holds the code key and the key hashes: owner only. The first
     // key went to a file, not to standard output (a pipe here).
@@ -66,52 +112,46 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
         );
     }
     ensure!(
-        !system.banner().contains(&key),
+        !system.banner().contains(&up.key),
         "the key is not on standard output"
     );
     ensure!(system.banner().contains(&format!("http://{}", system.http)));
+    Ok(())
+}
 
-    // shorten → a short URL that redirects.
-    let shortened = system.cli(&key, &["shorten", "https://example.com/landing?x=1"])?;
-    ensure!(
-        shortened.status.success(),
-        "shorten failed: {}",
-        stderr(&shortened)
-    );
-    let short_url = stdout(&shortened)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let path = path_of(&short_url, &system)?;
-    let response = http_request(system.http, "GET", &path).await?;
+#[tokio::test]
+async fn shorten_then_redirect_with_an_alias_and_each_status() -> anyhow::Result<()> {
+    let up = Up::start("embedded-shorten").await?;
+    let path = up.shorten("https://example.com/landing?x=1")?;
+    let response = up.get(&path).await?;
     ensure!(response.status == 302, "GET {path}: {}", response.status);
     ensure!(response.header("location") == Some("https://example.com/landing?x=1"));
 
-    // JSON output, aliases, other statuses.
-    let created = system.cli(
-        &key,
-        &[
-            "--json",
-            "shorten",
-            "https://example.org/",
-            "--alias",
-            "guide",
-            "--status",
-            "308",
-        ],
-    )?;
+    let created = up.cli(&[
+        "--json",
+        "shorten",
+        "https://example.org/",
+        "--alias",
+        "guide",
+        "--status",
+        "308",
+    ])?;
     ensure!(created.status.success(), "{}", stderr(&created));
     let link: serde_json::Value = serde_json::from_slice(&created.stdout)?;
     ensure!(
         link["code"] == "guide" && link["status"] == 308 && link["is_alias"] == true,
         "{link}"
     );
-    let response = http_request(system.http, "GET", "/guide").await?;
+    let response = up.get("/guide").await?;
     ensure!(response.status == 308 && response.header("location") == Some("https://example.org/"));
+    Ok(())
+}
 
-    // The server's reasons and the documented exit codes.
+#[tokio::test]
+async fn the_client_exits_with_the_documented_code_and_the_servers_reason() -> anyhow::Result<()> {
+    let up = Up::start("embedded-errors").await?;
+    let taken = up.cli(&["shorten", "https://example.org/", "--alias", "guide"])?;
+    ensure!(taken.status.success(), "{}", stderr(&taken));
     let cases: [(&[&str], i32, &str); 5] = [
         (&["shorten", "ftp://example.com/"], 4, "scheme"),
         (
@@ -132,7 +172,7 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
         ),
     ];
     for (args, code, reason) in cases {
-        let output = system.cli(&key, args)?;
+        let output = up.cli(args)?;
         ensure!(
             output.status.code() == Some(code),
             "{args:?}: exit {:?}, {}",
@@ -145,80 +185,96 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
             stderr(&output)
         );
     }
-    let unauthenticated = system.cli("tu_wrong", &["list"])?;
+    let unauthenticated = up.system.cli("tu_wrong", &["list"])?;
     ensure!(
         unauthenticated.status.code() == Some(6),
         "{}",
         stderr(&unauthenticated)
     );
+    Ok(())
+}
 
-    // disable → 410 at once (the writer invalidates redirect's caches), enable → back.
-    ensure!(system.cli(&key, &["disable", "guide"])?.status.success());
-    ensure!(http_request(system.http, "GET", "/guide").await?.status == 410);
-    ensure!(system.cli(&key, &["enable", "guide"])?.status.success());
-    ensure!(http_request(system.http, "GET", "/guide").await?.status == 308);
-    let updated = system.cli(
-        &key,
-        &[
-            "update",
-            "guide",
-            "--url",
-            "https://example.net/",
-            "--status",
-            "301",
-        ],
-    )?;
+#[tokio::test]
+async fn disable_enable_update_and_delete_from_the_client_reach_the_redirect_at_once()
+-> anyhow::Result<()> {
+    let up = Up::start("embedded-lifecycle").await?;
+    up.shorten("https://example.com/first")?;
+    let created = up.cli(&[
+        "shorten",
+        "https://example.org/",
+        "--alias",
+        "guide",
+        "--status",
+        "308",
+    ])?;
+    ensure!(created.status.success(), "{}", stderr(&created));
+    ensure!(up.get("/guide").await?.status == 308);
+
+    // The writer invalidates the redirect's caches: 410 at once, then back.
+    ensure!(up.cli(&["disable", "guide"])?.status.success());
+    ensure!(up.get("/guide").await?.status == 410);
+    ensure!(up.cli(&["enable", "guide"])?.status.success());
+    ensure!(up.get("/guide").await?.status == 308);
+    let updated = up.cli(&[
+        "update",
+        "guide",
+        "--url",
+        "https://example.net/",
+        "--status",
+        "301",
+    ])?;
     ensure!(updated.status.success(), "{}", stderr(&updated));
-    let response = http_request(system.http, "GET", "/guide").await?;
+    let response = up.get("/guide").await?;
     ensure!(response.status == 301 && response.header("location") == Some("https://example.net/"));
-    let listed = system.cli(&key, &["--json", "list"])?;
+    let listed = up.cli(&["--json", "list"])?;
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout)?;
     ensure!(
         listed.len() == 2 && listed[0]["code"] == "guide",
         "{listed:?}"
     );
-    ensure!(system.cli(&key, &["delete", "guide"])?.status.success());
-    ensure!(http_request(system.http, "GET", "/guide").await?.status == 404);
+    ensure!(up.cli(&["delete", "guide"])?.status.success());
+    ensure!(up.get("/guide").await?.status == 404);
     // The deleted alias is retired, even for the key that owned it.
-    let reclaimed = system.cli(
-        &key,
-        &["shorten", "https://example.org/again", "--alias", "guide"],
-    )?;
+    let reclaimed = up.cli(&["shorten", "https://example.org/again", "--alias", "guide"])?;
     ensure!(
         reclaimed.status.code() == Some(4) && stderr(&reclaimed).contains("never reissued"),
         "{}",
         stderr(&reclaimed)
     );
+    Ok(())
+}
 
-    // A restart on the same data: links survive, no new key is printed, and
-    // new codes never collide with old ones (the code key is kept).
-    let status = system.stop()?;
+#[tokio::test]
+async fn a_restart_keeps_the_links_and_the_code_key_and_prints_no_new_key() -> anyhow::Result<()> {
+    let mut up = Up::start("embedded-restart").await?;
+    let path = up.shorten("https://example.com/landing")?;
+    let status = up.system.stop()?;
     ensure!(status.success(), "up exits cleanly on SIGTERM: {status}");
-    system.start_again().await?;
+    up.system.start_again().await?;
     ensure!(
-        system.printed_key.is_none(),
+        up.system.printed_key.is_none(),
         "the key is printed only once:\n{}",
-        system.banner()
+        up.system.banner()
     );
-    let response = http_request(system.http, "GET", &path).await?;
-    ensure!(response.status == 302, "a link survives a restart");
-    let again = system.cli(&key, &["shorten", "https://example.com/after-restart"])?;
-    ensure!(again.status.success(), "{}", stderr(&again));
-    let new_path = path_of(
-        stdout(&again).lines().next().unwrap_or_default().trim(),
-        &system,
-    )?;
+    ensure!(
+        up.get(&path).await?.status == 302,
+        "a link survives a restart"
+    );
+    // New codes never collide with old ones: the code key is kept.
+    let new_path = up.shorten("https://example.com/after-restart")?;
     ensure!(new_path != path);
     ensure!(
-        http_request(system.http, "GET", &new_path)
-            .await?
-            .header("location")
-            == Some("https://example.com/after-restart")
+        up.get(&new_path).await?.header("location") == Some("https://example.com/after-restart")
     );
+    Ok(())
+}
 
-    // api-key create works against the same data file.
-    let database_url = format!("sqlite:{}", system.data_path().display());
-    let created_key = system.cli(
+#[tokio::test]
+async fn api_keys_made_listed_and_revoked_on_the_data_file_of_a_running_up() -> anyhow::Result<()> {
+    let up = Up::start("embedded-keys").await?;
+    up.shorten("https://example.com/first-keys-link")?;
+    let database_url = up.database_url();
+    let created_key = up.system.cli(
         "",
         &[
             "api-key",
@@ -231,7 +287,8 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
     )?;
     ensure!(created_key.status.success(), "{}", stderr(&created_key));
     let second_key = stdout(&created_key).trim().to_owned();
-    let listed = system.cli(&second_key, &["--json", "list"])?;
+    // A key sees only its own links.
+    let listed = up.system.cli(&second_key, &["--json", "list"])?;
     ensure!(
         listed.status.success()
             && serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout)?.is_empty()
@@ -239,7 +296,7 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
 
     // Listed without their values, and revoked from the command line: the
     // running system refuses the key within a second, not after its cache.
-    let keys = system.cli(
+    let keys = up.system.cli(
         "",
         &["--json", "api-key", "list", "--database-url", &database_url],
     )?;
@@ -252,7 +309,7 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
     ensure!(keys[1]["name"] == "second" && keys[1]["scope"] == "manage");
     ensure!(!keys[1]["last_used_at"].is_null(), "the list call used it");
     let second_id = keys[1]["id"].to_string();
-    let revoked = system.cli(
+    let revoked = up.system.cli(
         "",
         &[
             "api-key",
@@ -264,6 +321,7 @@ async fn up_shorten_and_redirect_with_the_real_binary() -> anyhow::Result<()> {
     )?;
     ensure!(revoked.status.success(), "{}", stderr(&revoked));
     let started = std::time::Instant::now();
+    let system = &up.system;
     wait_until("the revoked key refused", Duration::from_secs(10), || {
         let refused = system
             .cli(&second_key, &["list"])

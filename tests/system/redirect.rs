@@ -73,11 +73,12 @@ async fn io_count(admin: SocketAddr) -> anyhow::Result<f64> {
         + metric(admin, "redirect_db_queries_total", &[]).await?)
 }
 
-#[tokio::test]
-async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
-    let system = System::start(&[]).await?;
-    let mut redirect = system.start_redirect(&[]).await?;
-
+/// Each redirect status with its caching rule; one trailing slash is the
+/// same link.
+async fn each_status_with_its_cache_rule(
+    system: &System,
+    redirect: &ServiceProcess,
+) -> anyhow::Result<()> {
     for (kind, status) in [
         (RedirectType::RedirectType301, 301),
         (RedirectType::RedirectType302, 302),
@@ -85,14 +86,14 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
         (RedirectType::RedirectType308, 308),
     ] {
         let link = create(
-            &system,
+            system,
             CreateLinkRequest {
                 redirect_type: kind as i32,
                 ..to(&format!("https://example.com/status/{status}"))
             },
         )
         .await?;
-        let response = get(&redirect, &format!("/{}", link.code)).await?;
+        let response = get(redirect, &format!("/{}", link.code)).await?;
         assert_eq!(response.status, status, "{response:?}");
         assert_eq!(
             response.header("location"),
@@ -104,86 +105,102 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
         } else {
             assert_eq!(cache_control, "private, no-cache");
         }
-        // One trailing slash is the same link.
-        let slashed = get(&redirect, &format!("/{}/", link.code)).await?;
+        let slashed = get(redirect, &format!("/{}/", link.code)).await?;
         assert_eq!(slashed.status, status);
     }
+    Ok(())
+}
 
-    // Query forwarding, only when the link asks for it.
+/// The query is forwarded only when the link asks for it; a forwarded query
+/// past the cap is 414 (a proxy in front could not carry the Location), at
+/// the cap it is forwarded.
+async fn the_query_forwarded_only_when_asked_and_within_the_cap(
+    system: &System,
+    redirect: &ServiceProcess,
+) -> anyhow::Result<()> {
     let forwarding = create(
-        &system,
+        system,
         CreateLinkRequest {
             forward_query: true,
             ..to("https://example.com/landing?src=short#top")
         },
     )
     .await?;
-    let response = get(&redirect, &format!("/{}?utm=x&b=2", forwarding.code)).await?;
+    let response = get(redirect, &format!("/{}?utm=x&b=2", forwarding.code)).await?;
     assert_eq!(
         response.header("location"),
         Some("https://example.com/landing?src=short&utm=x&b=2#top")
     );
-    // A forwarded query past the cap is 414 (a proxy in front could not
-    // carry the Location); at the cap it is forwarded.
     let longest = "q=".to_owned() + &"x".repeat(1022);
-    let response = get(&redirect, &format!("/{}?{longest}", forwarding.code)).await?;
+    let response = get(redirect, &format!("/{}?{longest}", forwarding.code)).await?;
     assert_eq!(response.status, 302);
-    let response = get(&redirect, &format!("/{}?{longest}x", forwarding.code)).await?;
+    let response = get(redirect, &format!("/{}?{longest}x", forwarding.code)).await?;
     assert_eq!(response.status, 414);
     assert_eq!(response.header("cache-control"), Some("no-store"));
-    let plain = create(&system, to("https://example.com/plain")).await?;
     // A link that does not forward its query ignores any length of it.
-    let response = get(&redirect, &format!("/{}?{longest}x", plain.code)).await?;
+    let plain = create(system, to("https://example.com/plain")).await?;
+    let response = get(redirect, &format!("/{}?{longest}x", plain.code)).await?;
     assert_eq!(response.status, 302);
-    let response = get(&redirect, &format!("/{}?utm=x", plain.code)).await?;
+    let response = get(redirect, &format!("/{}?utm=x", plain.code)).await?;
     assert_eq!(
         response.header("location"),
         Some("https://example.com/plain")
     );
+    Ok(())
+}
 
-    // Case-sensitive: the same letters in another case are another code.
+/// The same letters in another case are another code.
+async fn codes_are_case_sensitive(
+    system: &System,
+    redirect: &ServiceProcess,
+) -> anyhow::Result<()> {
     let alias = create(
-        &system,
+        system,
         CreateLinkRequest {
             alias: "Spring-Sale".to_owned(),
             ..to("https://example.com/sale")
         },
     )
     .await?;
-    assert_eq!(get(&redirect, "/Spring-Sale").await?.status, 302);
     assert_eq!(alias.code, "Spring-Sale");
-    let other_case = get(&redirect, "/spring-sale").await?;
-    assert_eq!(other_case.status, 404);
+    assert_eq!(get(redirect, "/Spring-Sale").await?.status, 302);
+    assert_eq!(get(redirect, "/spring-sale").await?.status, 404);
+    Ok(())
+}
 
-    // Unknown, disabled and expired links.
-    let unknown = get(&redirect, "/NoSuchCode1").await?;
+/// Unknown links are 404, disabled ones 410, and an expiring one 410 from
+/// its expiry on: its L1 entry lives until then, never past it.
+async fn unknown_disabled_and_expired_links(
+    system: &System,
+    redirect: &ServiceProcess,
+) -> anyhow::Result<()> {
+    let unknown = get(redirect, "/NoSuchCode1").await?;
     assert_eq!(unknown.status, 404);
     assert!(unknown.text().contains("no link"), "{unknown:?}");
-    let disabled = create(&system, to("https://example.com/disabled")).await?;
-    set_enabled(&system, &disabled.code, false).await?;
-    let response = get(&redirect, &format!("/{}", disabled.code)).await?;
+    let disabled = create(system, to("https://example.com/disabled")).await?;
+    set_enabled(system, &disabled.code, false).await?;
+    let response = get(redirect, &format!("/{}", disabled.code)).await?;
     assert_eq!(response.status, 410);
     assert!(response.text().contains("expired or was disabled"));
     let expiring = create(
-        &system,
+        system,
         CreateLinkRequest {
             expires_at: Some((SystemTime::now() + Duration::from_secs(3)).into()),
             ..to("https://example.com/soon")
         },
     )
     .await?;
-    assert_eq!(
-        get(&redirect, &format!("/{}", expiring.code)).await?.status,
-        302
-    );
+    let path = format!("/{}", expiring.code);
+    assert_eq!(get(redirect, &path).await?.status, 302);
     tokio::time::sleep(Duration::from_millis(3_500)).await;
-    // The L1 entry lives until the expiry, never past it.
-    assert_eq!(
-        get(&redirect, &format!("/{}", expiring.code)).await?.status,
-        410
-    );
+    assert_eq!(get(redirect, &path).await?.status, 410);
+    Ok(())
+}
 
-    // Paths that cannot be a code: 404 without touching any tier.
+/// Paths that cannot be a code: 404 without touching any tier.
+async fn malformed_paths_reach_no_cache_or_database(
+    redirect: &ServiceProcess,
+) -> anyhow::Result<()> {
     let before = io_count(redirect.admin_addr()).await?;
     for path in [
         "/",
@@ -194,7 +211,7 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
         "/%41bcdef",
         "/x+/qr",
     ] {
-        let response = get(&redirect, path).await?;
+        let response = get(redirect, path).await?;
         assert_eq!(response.status, 404, "{path}");
     }
     assert_eq!(
@@ -211,19 +228,34 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
         .await?
             >= 7.0
     );
+    Ok(())
+}
 
-    // HEAD: the same status and headers, no body.
-    let head = http_request(redirect.listen_addr(), "HEAD", &format!("/{}", plain.code)).await?;
+/// HEAD: the same status and headers, no body; other methods 405.
+async fn head_answers_like_get_and_other_methods_are_refused(
+    system: &System,
+    redirect: &ServiceProcess,
+) -> anyhow::Result<()> {
+    let plain = create(system, to("https://example.com/plain")).await?;
+    let path = format!("/{}", plain.code);
+    let head = http_request(redirect.listen_addr(), "HEAD", &path).await?;
     assert_eq!(head.status, 302);
     assert_eq!(head.header("location"), Some("https://example.com/plain"));
     assert!(head.body.is_empty());
-    let post = http_request(redirect.listen_addr(), "POST", &format!("/{}", plain.code)).await?;
+    let post = http_request(redirect.listen_addr(), "POST", &path).await?;
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    Ok(())
+}
 
-    // Preview: the destination, escaped, and no redirect.
-    let tricky = create(&system, to("https://example.com/a?q=<script>&x=\"y\"")).await?;
-    let preview = get(&redirect, &format!("/{}+", tricky.code)).await?;
+/// Preview: the destination, escaped, and no redirect; not framable, and
+/// the short URL is not passed on as a referrer.
+async fn a_preview_shows_the_target_escaped(
+    system: &System,
+    redirect: &ServiceProcess,
+) -> anyhow::Result<()> {
+    let tricky = create(system, to("https://example.com/a?q=<script>&x=\"y\"")).await?;
+    let preview = get(redirect, &format!("/{}+", tricky.code)).await?;
     assert_eq!(preview.status, 200);
     assert!(preview.header("location").is_none());
     let html = preview.text();
@@ -233,7 +265,6 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
         "{html}"
     );
     assert!(!html.contains("<script>"));
-    // Not framable, and the short URL is not passed on as a referrer.
     assert!(
         preview
             .header("content-security-policy")
@@ -242,28 +273,47 @@ async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
         preview.headers
     );
     assert_eq!(preview.header("referrer-policy"), Some("no-referrer"));
-    assert_eq!(
-        get(&redirect, &format!("/{}+", disabled.code))
-            .await?
-            .status,
-        410
-    );
+    let disabled = create(system, to("https://example.com/disabled-preview")).await?;
+    set_enabled(system, &disabled.code, false).await?;
+    let preview = get(redirect, &format!("/{}+", disabled.code)).await?;
+    assert_eq!(preview.status, 410);
+    Ok(())
+}
 
-    // QR: a PNG that decodes back to the short URL; SVG on request.
-    let qr = get(&redirect, &format!("/{}/qr", plain.code)).await?;
+/// QR: a PNG that decodes back to the short URL; SVG on request.
+async fn a_qr_code_decodes_to_the_short_url(
+    system: &System,
+    redirect: &ServiceProcess,
+) -> anyhow::Result<()> {
+    let plain = create(system, to("https://example.com/plain-qr")).await?;
+    let qr = get(redirect, &format!("/{}/qr", plain.code)).await?;
     assert_eq!(qr.status, 200);
     assert_eq!(qr.header("content-type"), Some("image/png"));
     assert_eq!(
         decode_qr(&qr.body)?,
         format!("{PUBLIC_BASE_URL}/{}", plain.code)
     );
-    let svg = get(&redirect, &format!("/{}/qr?format=svg", plain.code)).await?;
+    let svg = get(redirect, &format!("/{}/qr?format=svg", plain.code)).await?;
     assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
     assert_eq!(svg.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(qr.header("x-content-type-options"), Some("nosniff"));
     assert!(svg.text().contains("<svg"));
-    assert_eq!(get(&redirect, "/NoSuchCode1/qr").await?.status, 404);
+    assert_eq!(get(redirect, "/NoSuchCode1/qr").await?.status, 404);
+    Ok(())
+}
 
+#[tokio::test]
+async fn answers_every_kind_of_request_correctly() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let mut redirect = system.start_redirect(&[]).await?;
+    each_status_with_its_cache_rule(&system, &redirect).await?;
+    the_query_forwarded_only_when_asked_and_within_the_cap(&system, &redirect).await?;
+    codes_are_case_sensitive(&system, &redirect).await?;
+    unknown_disabled_and_expired_links(&system, &redirect).await?;
+    malformed_paths_reach_no_cache_or_database(&redirect).await?;
+    head_answers_like_get_and_other_methods_are_refused(&system, &redirect).await?;
+    a_preview_shows_the_target_escaped(&system, &redirect).await?;
+    a_qr_code_decodes_to_the_short_url(&system, &redirect).await?;
     let exit = redirect.terminate(Duration::from_secs(20)).await?;
     assert!(exit.success(), "SIGTERM must end in a clean exit: {exit:?}");
     Ok(())
@@ -537,195 +587,241 @@ async fn a_lost_invalidation_lasts_no_longer_than_the_l1_ttl() -> anyhow::Result
     Ok(())
 }
 
+/// Two redirect processes over the whole system, one with L1 and one
+/// without, and 20 links they must keep redirecting whatever fails.
+struct Faults {
+    cached: ServiceProcess,
+    uncached: ServiceProcess,
+    codes: Vec<String>,
+    // Declared last: the redirects stop before what they read from.
+    system: System,
+}
+
+impl Faults {
+    /// The bound on one request: a Redis timeout and at most three database
+    /// timeouts (replica, primary, the replica again as a last resort), plus
+    /// slack for a loaded machine. A hang detector, not a performance check.
+    const BOUND: Duration = Duration::from_millis(100 + 3 * 1000 + 2_000);
+
+    async fn start() -> anyhow::Result<Self> {
+        let system = System::start(&[]).await?;
+        let timeouts = [
+            ("TINYURL_DB_TIMEOUT_MS", "1000"),
+            ("TINYURL_REDIS_TIMEOUT_MS", "100"),
+        ];
+        let cached = system.start_redirect(&timeouts).await?;
+        let mut uncached_env = timeouts.to_vec();
+        uncached_env.push(("TINYURL_L1_CAPACITY", "0"));
+        let uncached = system.start_redirect(&uncached_env).await?;
+        let mut codes = Vec::new();
+        for index in 0..20 {
+            codes.push(
+                create(&system, to(&format!("https://example.com/fault/{index}")))
+                    .await?
+                    .code,
+            );
+        }
+        system.wait_replicated(&codes[codes.len() - 1]).await?;
+        // Half the links warm in L1, half only in Redis and Postgres.
+        for code in &codes[..10] {
+            assert_eq!(get(&cached, &format!("/{code}")).await?.status, 302);
+        }
+        Ok(Self {
+            cached,
+            uncached,
+            codes,
+            system,
+        })
+    }
+
+    /// Every link through both processes three times: each a 302 within
+    /// the bound.
+    async fn all_redirect(&self, phase: &str) -> anyhow::Result<()> {
+        let replica_log = self.system.cluster.replica().log_path();
+        for round in 0..3 {
+            for addr in [self.cached.listen_addr(), self.uncached.listen_addr()] {
+                for code in &self.codes {
+                    let started = Instant::now();
+                    let response = http_request(addr, "GET", &format!("/{code}")).await?;
+                    let took = started.elapsed();
+                    anyhow::ensure!(
+                        response.status == 302,
+                        "{phase}, round {round}, {addr}: /{code} answered {}: {}\n--- replica log ---\n{}",
+                        response.status,
+                        response.text(),
+                        tinyurl_harness::process::log_tail(replica_log, 30)
+                    );
+                    anyhow::ensure!(
+                        took <= Self::BOUND,
+                        "{phase}: /{code} on {addr} took {took:?}, over {:?}",
+                        Self::BOUND
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_redis(&self) -> anyhow::Result<()> {
+        for port in self.system.redis.ports() {
+            command(port, &["FLUSHALL"]).await?;
+        }
+        Ok(())
+    }
+
+    /// Primary lookups of both processes: which one reaches the primary
+    /// first depends on whether the other still holds the link (its L1 is
+    /// emptied when its invalidation stream reconnects), and the first
+    /// one's fill serves the other from Redis.
+    async fn primary_queries(&self) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for redirect in [&self.cached, &self.uncached] {
+            total += metric(
+                redirect.admin_addr(),
+                "redirect_db_queries_total",
+                &["db=\"primary\""],
+            )
+            .await?;
+        }
+        Ok(total)
+    }
+
+    /// Redis killed: served from L1 and Postgres; the lost subscription
+    /// emptied L1, so whatever was announced meanwhile is not served from it.
+    async fn redis_down(&mut self) -> anyhow::Result<()> {
+        let admin = self.cached.admin_addr();
+        let flushes = metric(admin, "redirect_l1_flushes_total", &[]).await?;
+        self.system.redis.kill()?;
+        self.all_redirect("redis down").await?;
+        assert!(metric(admin, "redirect_l1_flushes_total", &[]).await? > flushes);
+        self.system.redis.start_again().await
+    }
+
+    /// The replica killed: served from the primary.
+    async fn replica_down(&mut self) -> anyhow::Result<()> {
+        self.system.cluster.replica_mut().kill()?;
+        let before = self.primary_queries().await?;
+        self.all_redirect("replica down").await?;
+        assert!(
+            self.primary_queries().await? > before,
+            "served from the primary while the replica was down"
+        );
+        self.system.cluster.replica_mut().start().await
+    }
+
+    /// A frozen replica (a partition, not a refusal) must not hang requests.
+    async fn replica_frozen(&mut self) -> anyhow::Result<()> {
+        self.flush_redis().await?;
+        self.system.cluster.replica().freeze()?;
+        let frozen = self.all_redirect("replica frozen").await;
+        self.system.cluster.replica().thaw()?;
+        frozen
+    }
+
+    /// The primary lost once the replica is back in rotation, then Redis
+    /// too: the replica serves. A code the replica does not have cannot be
+    /// confirmed without the primary: 404, but nothing may keep that answer.
+    async fn primary_down_then_redis_too(&mut self) -> anyhow::Result<()> {
+        let admin = self.uncached.admin_addr();
+        wait_until(
+            "the replica to be healthy again",
+            Duration::from_secs(15),
+            || async move {
+                Ok(metric(admin, "redirect_db_healthy", &["db=\"replica-0\""]).await? == 1.0)
+            },
+        )
+        .await?;
+        self.flush_redis().await?;
+        self.system.cluster.primary.kill()?;
+        self.all_redirect("primary down").await?;
+        for addr in [self.cached.listen_addr(), self.uncached.listen_addr()] {
+            let unknown = http_request(addr, "GET", "/NotOnReplica9").await?;
+            assert_eq!(
+                unknown.status,
+                404,
+                "{addr}: {}\n{}\n{}\n--- replica ---\n{}",
+                unknown.text(),
+                self.cached.log(),
+                self.uncached.log(),
+                tinyurl_harness::process::log_tail(self.system.cluster.replica().log_path(), 40)
+            );
+            assert_eq!(unknown.header("cache-control"), Some("no-store"));
+        }
+        self.system.redis.kill()?;
+        self.all_redirect("primary and redis down").await
+    }
+
+    /// Everything back: once the writer creates again and each process's
+    /// probe has put the primary back in rotation (a fresh link may need
+    /// the primary to confirm a lagging replica's miss), a new link
+    /// redirects, and no request ever failed.
+    async fn recovers(&mut self) -> anyhow::Result<()> {
+        self.system.cluster.primary.start().await?;
+        self.system.redis.start_again().await?;
+        let system = &self.system;
+        wait_until(
+            "the writer to create again",
+            Duration::from_secs(30),
+            || {
+                let links = system.links();
+                let request = system.authed(to("https://example.com/fault/probe"));
+                async move { Ok(links?.create_link(request).await.is_ok()) }
+            },
+        )
+        .await?;
+        for redirect in [&self.cached, &self.uncached] {
+            let admin = redirect.admin_addr();
+            wait_until(
+                "the primary back in rotation",
+                Duration::from_secs(15),
+                || async move {
+                    Ok(metric(admin, "redirect_db_healthy", &["db=\"primary\""]).await? == 1.0)
+                },
+            )
+            .await?;
+        }
+        let after = create(system, to("https://example.com/fault/after")).await?;
+        for redirect in [&self.cached, &self.uncached] {
+            assert_eq!(
+                get(redirect, &format!("/{}", after.code)).await?.status,
+                302,
+                "{}\n{}",
+                redirect.log(),
+                http_get(redirect.admin_addr(), "/metrics")
+                    .await?
+                    .1
+                    .lines()
+                    .filter(|line| line.starts_with("redirect_") && !line.contains("bucket"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            assert_eq!(
+                metric(
+                    redirect.admin_addr(),
+                    "redirect_requests_total",
+                    &["outcome=\"unavailable\""]
+                )
+                .await?,
+                0.0,
+                "no request failed"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Redis, the replica and the primary each killed (or frozen) in turn:
 /// cached and replicated links keep redirecting with zero errors, and nothing
 /// hangs longer than the configured timeouts. One redirect process has L1,
 /// the other has none, so every tier below L1 is exercised too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_redirecting_through_dependency_failures() -> anyhow::Result<()> {
-    let mut system = System::start(&[]).await?;
-    let timeouts = [
-        ("TINYURL_DB_TIMEOUT_MS", "1000"),
-        ("TINYURL_REDIS_TIMEOUT_MS", "100"),
-    ];
-    let cached = system.start_redirect(&timeouts).await?;
-    let mut uncached_env = timeouts.to_vec();
-    uncached_env.push(("TINYURL_L1_CAPACITY", "0"));
-    let uncached = system.start_redirect(&uncached_env).await?;
-    // The bound on one request: a Redis timeout and at most three database
-    // timeouts (replica, primary, the replica again as a last resort), plus
-    // slack for a loaded machine. A hang detector, not a performance check.
-    let bound = Duration::from_millis(100 + 3 * 1000) + Duration::from_secs(2);
-    let mut codes = Vec::new();
-    for index in 0..20 {
-        codes.push(
-            create(&system, to(&format!("https://example.com/fault/{index}")))
-                .await?
-                .code,
-        );
-    }
-    system.wait_replicated(&codes[codes.len() - 1]).await?;
-    // Half the links warm in L1, half only in Redis and Postgres.
-    for code in &codes[..10] {
-        assert_eq!(get(&cached, &format!("/{code}")).await?.status, 302);
-    }
-
-    let addrs = [cached.listen_addr(), uncached.listen_addr()];
-    let replica_log = system.cluster.replica().log_path().to_path_buf();
-    let check_all = |phase: &'static str| {
-        let codes = codes.clone();
-        let replica_log = replica_log.clone();
-        async move {
-            for round in 0..3 {
-                for addr in addrs {
-                    for code in &codes {
-                        let started = Instant::now();
-                        let response = http_request(addr, "GET", &format!("/{code}")).await?;
-                        let took = started.elapsed();
-                        anyhow::ensure!(
-                            response.status == 302,
-                            "{phase}, round {round}, {addr}: /{code} answered {}: {}\n--- replica log ---\n{}",
-                            response.status,
-                            response.text(),
-                            tinyurl_harness::process::log_tail(&replica_log, 30)
-                        );
-                        anyhow::ensure!(
-                            took <= bound,
-                            "{phase}: /{code} on {addr} took {took:?}, over {bound:?}"
-                        );
-                    }
-                }
-            }
-            anyhow::Ok(())
-        }
-    };
-    let redis_ports = system.redis.ports();
-    let flush_redis = || {
-        let ports = redis_ports.clone();
-        async move {
-            for port in ports {
-                command(port, &["FLUSHALL"]).await?;
-            }
-            anyhow::Ok(())
-        }
-    };
-    // Both processes: which one reaches the primary first depends on
-    // whether the other still holds the link (its L1 is emptied when its
-    // invalidation stream reconnects), and the first one's fill serves the
-    // other from Redis.
-    let primary_queries = || async {
-        let mut total = 0.0;
-        for addr in [cached.admin_addr(), uncached.admin_addr()] {
-            total += metric(addr, "redirect_db_queries_total", &["db=\"primary\""]).await?;
-        }
-        anyhow::Ok(total)
-    };
-
-    let flushes = metric(cached.admin_addr(), "redirect_l1_flushes_total", &[]).await?;
-    system.redis.kill()?;
-    check_all("redis down").await?;
-    // The lost subscription emptied L1: whatever was announced meanwhile is
-    // not served from it.
-    assert!(metric(cached.admin_addr(), "redirect_l1_flushes_total", &[]).await? > flushes);
-    system.redis.start_again().await?;
-
-    system.cluster.replica_mut().kill()?;
-    let before = primary_queries().await?;
-    check_all("replica down").await?;
-    assert!(
-        primary_queries().await? > before,
-        "served from the primary while the replica was down"
-    );
-    system.cluster.replica_mut().start().await?;
-
-    // A frozen replica (a partition, not a refusal) must not hang requests.
-    flush_redis().await?;
-    system.cluster.replica().freeze()?;
-    let frozen = check_all("replica frozen").await;
-    system.cluster.replica().thaw()?;
-    frozen?;
-
-    // Wait until the replica is back in rotation, then lose the primary.
-    wait_until("the replica to be healthy again", Duration::from_secs(15), || {
-        let admin = uncached.admin_addr();
-        async move { Ok(metric(admin, "redirect_db_healthy", &["db=\"replica-0\""]).await? == 1.0) }
-    })
-    .await?;
-    flush_redis().await?;
-    system.cluster.primary.kill()?;
-    check_all("primary down").await?;
-    // A code the replica does not have cannot be confirmed without the
-    // primary: 404, but nothing may keep that answer.
-    for addr in addrs {
-        let unknown = http_request(addr, "GET", "/NotOnReplica9").await?;
-        assert_eq!(
-            unknown.status,
-            404,
-            "{addr}: {}\n{}\n{}\n--- replica ---\n{}",
-            unknown.text(),
-            cached.log(),
-            uncached.log(),
-            tinyurl_harness::process::log_tail(system.cluster.replica().log_path(), 40)
-        );
-        assert_eq!(unknown.header("cache-control"), Some("no-store"));
-    }
-    system.redis.kill()?;
-    check_all("primary and redis down").await?;
-
-    system.cluster.primary.start().await?;
-    system.redis.start_again().await?;
-    // Recovery: once the writer creates again, a new link redirects.
-    wait_until(
-        "the writer to create again",
-        Duration::from_secs(30),
-        || {
-            let links = system.links();
-            let request = system.authed(to("https://example.com/fault/probe"));
-            async move { Ok(links?.create_link(request).await.is_ok()) }
-        },
-    )
-    .await?;
-    // "Back" as each redirect process sees it: its probe has put the
-    // primary back in rotation (a fresh link may need the primary to
-    // confirm a lagging replica's miss).
-    for redirect in [&cached, &uncached] {
-        let admin = redirect.admin_addr();
-        wait_until(
-            "the primary back in rotation",
-            Duration::from_secs(15),
-            || async move {
-                Ok(metric(admin, "redirect_db_healthy", &["db=\"primary\""]).await? == 1.0)
-            },
-        )
-        .await?;
-    }
-    let after = create(&system, to("https://example.com/fault/after")).await?;
-    for redirect in [&cached, &uncached] {
-        assert_eq!(
-            get(redirect, &format!("/{}", after.code)).await?.status,
-            302,
-            "{}\n{}",
-            redirect.log(),
-            http_get(redirect.admin_addr(), "/metrics")
-                .await?
-                .1
-                .lines()
-                .filter(|line| line.starts_with("redirect_") && !line.contains("bucket"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        assert_eq!(
-            metric(
-                redirect.admin_addr(),
-                "redirect_requests_total",
-                &["outcome=\"unavailable\""]
-            )
-            .await?,
-            0.0,
-            "no request failed"
-        );
-    }
-    Ok(())
+    let mut faults = Faults::start().await?;
+    faults.redis_down().await?;
+    faults.replica_down().await?;
+    faults.replica_frozen().await?;
+    faults.primary_down_then_redis_too().await?;
+    faults.recovers().await
 }
 
 /// 1,000 concurrent requests for one cold code: one database lookup per

@@ -1188,61 +1188,94 @@ async fn refused_everywhere(clients: &[Client], key: &str) -> anyhow::Result<Dur
     Ok(started.elapsed())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -> anyhow::Result<()>
-{
-    let stack = stack(1, false).await?;
-    let writers = [stack.setup.start(&[]).await?, stack.setup.start(&[]).await?];
-    let clients = [client(&writers[0])?, client(&writers[1])?];
-    let (manager_id, manager) = created_key_id(&stack, &["--name", "manager"])?;
-    let reader = stack
-        .setup
-        .create_api_key_with(&["--name", "reader", "--scope", "read"])?;
-    let creator = stack
-        .setup
-        .create_api_key_with(&["--name", "creator", "--scope", "create"])?;
-    let mut links = clients[0].clone();
+/// Two writers on one database, a client of each, and three keys: a
+/// manager, a reader and a creator.
+struct TwoWriters {
+    clients: [Client; 2],
+    manager_id: String,
+    manager: String,
+    reader: String,
+    creator: String,
+    _writers: [tinyurl_harness::ServiceProcess; 2],
+    // Declared last: the writers stop before their databases.
+    stack: Stack,
+}
 
-    // Scopes: read < create < manage.
+impl TwoWriters {
+    async fn start() -> anyhow::Result<Self> {
+        let stack = stack(1, false).await?;
+        let writers = [stack.setup.start(&[]).await?, stack.setup.start(&[]).await?];
+        let clients = [client(&writers[0])?, client(&writers[1])?];
+        let (manager_id, manager) = created_key_id(&stack, &["--name", "manager"])?;
+        let reader = stack
+            .setup
+            .create_api_key_with(&["--name", "reader", "--scope", "read"])?;
+        let creator = stack
+            .setup
+            .create_api_key_with(&["--name", "creator", "--scope", "create"])?;
+        Ok(Self {
+            clients,
+            manager_id,
+            manager,
+            reader,
+            creator,
+            _writers: writers,
+            stack,
+        })
+    }
+
+    fn links(&self) -> Client {
+        self.clients[0].clone()
+    }
+
+    fn api_key_command(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        self.stack.setup.api_key_command(args)
+    }
+}
+
+/// Scopes: read < create < manage.
+async fn each_scope_allows_its_calls_only(two: &TwoWriters) -> anyhow::Result<()> {
+    let mut links = two.links();
     let status = links
-        .create_link(authed(create("https://example.com/r"), &reader))
+        .create_link(authed(create("https://example.com/r"), &two.reader))
         .await
         .expect_err("a read-only key cannot create");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("scope is read"), "{status:?}");
     links
-        .list_links(authed(ListLinksRequest::default(), &reader))
+        .list_links(authed(ListLinksRequest::default(), &two.reader))
         .await?;
     let made = links
-        .create_link(authed(create("https://example.com/c"), &creator))
+        .create_link(authed(create("https://example.com/c"), &two.creator))
         .await?
         .into_inner();
     let status = links
-        .delete_link(authed(
-            DeleteLinkRequest {
-                code: made.code.clone(),
-            },
-            &creator,
-        ))
+        .delete_link(authed(DeleteLinkRequest { code: made.code }, &two.creator))
         .await
         .expect_err("a create key cannot delete");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    Ok(())
+}
 
-    // A deleted alias is never reissued: not to another key, not to its own.
+/// A deleted alias is never reissued: not to another key, not to its own.
+async fn a_deleted_alias_is_never_reissued(two: &TwoWriters) -> anyhow::Result<()> {
+    let mut links = two.links();
     let aliased = CreateLinkRequest {
         alias: "poster".to_owned(),
         ..create("https://example.com/poster")
     };
-    links.create_link(authed(aliased.clone(), &manager)).await?;
+    links
+        .create_link(authed(aliased.clone(), &two.manager))
+        .await?;
     links
         .delete_link(authed(
             DeleteLinkRequest {
                 code: "poster".to_owned(),
             },
-            &manager,
+            &two.manager,
         ))
         .await?;
-    for key in [&creator, &manager] {
+    for key in [&two.creator, &two.manager] {
         let status = links
             .create_link(authed(aliased.clone(), key))
             .await
@@ -1250,50 +1283,55 @@ async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -
         assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
         assert!(status.message().contains("never reissued"), "{status:?}");
     }
+    Ok(())
+}
 
-    // Both writers have the manager's key cached; a revocation reaches both
-    // well within a second of polling, not after the cache's minute.
-    let (victim_id, victim) = created_key_id(&stack, &["--name", "leaked"])?;
-    let revoked = stack.setup.api_key_command(&["revoke", &victim_id])?;
+/// Both writers have a key cached; a revocation reaches both well within a
+/// second of polling, not after the cache's minute.
+async fn a_revocation_reaches_both_writers_at_once(two: &TwoWriters) -> anyhow::Result<()> {
+    let (victim_id, victim) = created_key_id(&two.stack, &["--name", "leaked"])?;
+    let revoked = two.api_key_command(&["revoke", &victim_id])?;
     assert!(
         revoked.status.success(),
         "{}",
         String::from_utf8_lossy(&revoked.stderr)
     );
-    let took = refused_everywhere(&clients, &victim).await?;
+    let took = refused_everywhere(&two.clients, &victim).await?;
     println!("a revoked key was refused by both writers after {took:?}");
-    let again = stack.setup.api_key_command(&["revoke", &victim_id])?;
+    let again = two.api_key_command(&["revoke", &victim_id])?;
     assert!(!again.status.success(), "a second revoke is an error");
+    Ok(())
+}
 
-    // Rotation: during the grace period both values work on both writers;
-    // a rotation without grace retires the old value everywhere.
-    let rotated = stack
-        .setup
-        .api_key_command(&["rotate", &manager_id, "--grace", "1h"])?;
+/// Rotation: during the grace period both values work on both writers; a
+/// rotation without grace retires the old values everywhere, and the
+/// newest value is the same key.
+async fn a_rotation_keeps_both_values_through_its_grace_only(
+    two: &TwoWriters,
+) -> anyhow::Result<()> {
+    let rotated = two.api_key_command(&["rotate", &two.manager_id, "--grace", "1h"])?;
     assert!(
         rotated.status.success(),
         "{}",
         String::from_utf8_lossy(&rotated.stderr)
     );
     let new_value = String::from_utf8(rotated.stdout)?.trim().to_owned();
-    assert!(new_value.starts_with("tu_") && new_value != manager);
-    for mut links in clients.clone() {
-        for key in [&manager, &new_value] {
+    assert!(new_value.starts_with("tu_") && new_value != two.manager);
+    for mut links in two.clients.clone() {
+        for key in [&two.manager, &new_value] {
             links
                 .list_links(authed(ListLinksRequest::default(), key))
                 .await?;
         }
     }
-    let rotated_again = stack
-        .setup
-        .api_key_command(&["rotate", &manager_id, "--grace", "0s"])?;
+    let rotated_again = two.api_key_command(&["rotate", &two.manager_id, "--grace", "0s"])?;
     assert!(rotated_again.status.success());
     let newest = String::from_utf8(rotated_again.stdout)?.trim().to_owned();
-    let took = refused_everywhere(&clients, &new_value).await?;
+    let took = refused_everywhere(&two.clients, &new_value).await?;
     println!("a rotated-out value was refused by both writers after {took:?}");
     // The first value, overwritten by the second rotation inside its grace,
     // stops working everywhere too (both writers had it cached).
-    let first_took = refused_everywhere(&clients, &manager).await?;
+    let first_took = refused_everywhere(&two.clients, &two.manager).await?;
     tinyurl_harness::attacker::row(
         "L3 a key rotated twice within a minute keeps its first value",
         "rotate a key with an hour's grace, use both values at two writers (cached), rotate again at once",
@@ -1303,7 +1341,9 @@ async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -
         ),
         "the newest value creates and reads",
     );
-    // Same key id: the newest value is still the manager.
+    // Same key id: the newest value is still the manager, whose only link
+    // (the alias) was deleted.
+    let mut links = two.links();
     let listed = links
         .list_links(authed(ListLinksRequest::default(), &newest))
         .await?
@@ -1316,23 +1356,22 @@ async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -
     links
         .get_link(authed(GetLinkRequest { code: kept.code }, &newest))
         .await?;
+    Ok(())
+}
 
-    // A key's own rate, set and shown; a malformed one names the field.
-    let set = stack
-        .setup
-        .api_key_command(&["set-rate", &manager_id, "50/s"])?;
+/// A key's own rate, set and shown; a malformed one names the field; the
+/// list shows every key, revoked ones too, and never a key's value.
+fn rates_set_and_keys_listed_without_values(two: &TwoWriters) -> anyhow::Result<()> {
+    let set = two.api_key_command(&["set-rate", &two.manager_id, "50/s"])?;
     assert!(
         set.status.success(),
         "{}",
         String::from_utf8_lossy(&set.stderr)
     );
-    let bad = stack
-        .setup
-        .api_key_command(&["set-rate", &manager_id, "fast"])?;
+    let bad = two.api_key_command(&["set-rate", &two.manager_id, "fast"])?;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("rate"));
-
-    let listing = stack.setup.api_key_command(&["list"])?;
+    let listing = two.api_key_command(&["list"])?;
     let listing = String::from_utf8(listing.stdout)?;
     for expected in [
         "manager", "reader", "creator", "leaked", "revoked", "read ", "create ",
@@ -1344,6 +1383,17 @@ async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -
         "keys are never listed:\n{listing}"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_scopes_revocation_rotation_and_retired_codes_across_two_writers() -> anyhow::Result<()>
+{
+    let two = TwoWriters::start().await?;
+    each_scope_allows_its_calls_only(&two).await?;
+    a_deleted_alias_is_never_reissued(&two).await?;
+    a_revocation_reaches_both_writers_at_once(&two).await?;
+    a_rotation_keeps_both_values_through_its_grace_only(&two).await?;
+    rates_set_and_keys_listed_without_values(&two)
 }
 
 /// The attacker table: what someone inside the network tries first, one row
