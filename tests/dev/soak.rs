@@ -9,7 +9,9 @@
 //!
 //! Reports acknowledged creates lost and duplicate codes (both must be 0),
 //! redirect errors inside and outside the kill windows (outside must be 0),
-//! the RSS of each service after warm-up and at the end, and writes
+//! the create p99 outside kill windows for each minute, the RSS of each
+//! process lifetime (sampled every 10 s from a warm-up after it began, so a
+//! restart neither hides growth nor makes it up), and writes
 //! `report.json`, `report.txt` and `soak.png` (throughput and p99 per
 //! second, kill windows shaded) to `--out`. Exits non-zero when an invariant
 //! broke.
@@ -53,7 +55,7 @@ struct Args {
     /// After a restart is ready, errors still count as the kill's for this long.
     #[arg(long, default_value_t = 5)]
     grace_secs: u64,
-    /// RSS is compared from the end of the warm-up.
+    /// A process's RSS is compared from this long after it began.
     #[arg(long, default_value_t = 120)]
     warm_up_secs: u64,
     /// Links the redirect load draws from (Zipf, exponent 1).
@@ -403,15 +405,76 @@ fn percentile(values: &mut [u32], quantile: f64) -> f64 {
     f64::from(values[rank - 1]) / 1000.0
 }
 
-#[derive(serde::Serialize)]
-struct ServiceRss {
+/// The resident memory of one process over its life: a restart begins a
+/// new lifetime, so growth is always that of one process, never hidden (or
+/// made up) by a restart in between.
+#[derive(Clone, serde::Serialize)]
+struct Lifetime {
     service: String,
-    after_warm_up_kib: Option<u64>,
-    end_kib: Option<u64>,
-    /// Killed (so restarted) after the warm-up: its two figures are of
-    /// different processes.
-    restarted: bool,
-    growth_percent: Option<f64>,
+    pid: u32,
+    /// Seconds into the run of its first and last sample; the first is taken
+    /// a warm-up after the process began (the run's start for the processes
+    /// started before it).
+    from_secs: f64,
+    until_secs: f64,
+    first_kib: u64,
+    last_kib: u64,
+    peak_kib: u64,
+}
+
+impl Lifetime {
+    fn growth_percent(&self) -> f64 {
+        (self.last_kib as f64 - self.first_kib as f64) * 100.0 / self.first_kib.max(1) as f64
+    }
+}
+
+/// RSS samples of every service process, by lifetime.
+struct Memory {
+    warm_up: Duration,
+    /// When each process was first seen, into the run.
+    born: HashMap<u32, Duration>,
+    lifetimes: Vec<Lifetime>,
+}
+
+impl Memory {
+    /// How often each process is sampled.
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new(warm_up: Duration) -> Self {
+        Self {
+            warm_up,
+            born: HashMap::new(),
+            lifetimes: Vec::new(),
+        }
+    }
+
+    fn sample(&mut self, stack: &Stack, at: Duration) {
+        for (service, process) in stack.services() {
+            let Some(pid) = process.pid() else { continue };
+            let born = *self.born.entry(pid).or_insert(at);
+            let Some(kib) = rss_kib(pid) else { continue };
+            if at < born + self.warm_up {
+                continue;
+            }
+            let at = at.as_secs_f64();
+            match self.lifetimes.iter_mut().find(|life| life.pid == pid) {
+                Some(life) => {
+                    life.until_secs = at;
+                    life.last_kib = kib;
+                    life.peak_kib = life.peak_kib.max(kib);
+                }
+                None => self.lifetimes.push(Lifetime {
+                    service,
+                    pid,
+                    from_secs: at,
+                    until_secs: at,
+                    first_kib: kib,
+                    last_kib: kib,
+                    peak_kib: kib,
+                }),
+            }
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -426,8 +489,199 @@ struct Report {
     creates_failed: usize,
     creates_lost: usize,
     duplicate_codes: usize,
+    /// First try to acknowledgement, retries included, over the seconds
+    /// outside every kill window: the whole run, and each minute (none
+    /// when a minute lies wholly inside kill windows).
+    create_p99_ms_outside_kill_windows: f64,
+    create_p99_ms_per_minute_outside_kill_windows: Vec<Option<f64>>,
     kills: Vec<KillWindow>,
-    rss: Vec<ServiceRss>,
+    memory: Vec<Lifetime>,
+}
+
+/// The load: Zipf redirects over keep-alive connections and paced creates,
+/// recording into one timeline until stopped.
+struct Load {
+    timeline: Arc<Timeline>,
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicUsize>,
+    redirects: Vec<tokio::task::JoinHandle<()>>,
+    creates: Vec<tokio::task::JoinHandle<Vec<(String, String)>>>,
+}
+
+impl Load {
+    fn start(
+        args: &Args,
+        stack: &Stack,
+        codes: &Arc<Vec<String>>,
+        channel: &Channel,
+    ) -> anyhow::Result<Self> {
+        let timeline = Arc::new(Timeline {
+            started: Instant::now(),
+            seconds: Mutex::new(Vec::new()),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let zipf = rand_distr::Zipf::new(codes.len() as f64, args.zipf_exponent)
+            .context("invalid Zipf parameters")?;
+        let addrs = Arc::new(
+            stack
+                .redirects
+                .iter()
+                .map(ServiceProcess::listen_addr)
+                .collect::<Vec<_>>(),
+        );
+        let redirects = (0..args.connections)
+            .map(|connection| {
+                tokio::spawn(redirect_load(
+                    Arc::clone(&addrs),
+                    connection % addrs.len(),
+                    Arc::clone(codes),
+                    zipf,
+                    args.redirect_rate as f64 / args.connections.max(1) as f64,
+                    Arc::clone(&timeline),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
+        let key = Arc::new(stack.key().to_owned());
+        let failed = Arc::new(AtomicUsize::new(0));
+        let per_client = args.create_rate as f64 / args.create_clients.max(1) as f64;
+        let creates = (0..args.create_clients)
+            .map(|client| {
+                tokio::spawn(create_load(
+                    client,
+                    LinksClient::new(channel.clone()),
+                    Arc::clone(&key),
+                    per_client,
+                    Arc::clone(&timeline),
+                    Arc::clone(&stop),
+                    Arc::clone(&failed),
+                ))
+            })
+            .collect();
+        Ok(Self {
+            timeline,
+            stop,
+            failed,
+            redirects,
+            creates,
+        })
+    }
+
+    /// Stops the load; answers every acknowledged create (code, target).
+    async fn stop(self) -> anyhow::Result<(Vec<(String, String)>, Vec<Second>, usize)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.redirects {
+            task.await?;
+        }
+        let mut acknowledged = Vec::new();
+        for task in self.creates {
+            acknowledged.extend(task.await?);
+        }
+        let seconds = self
+            .timeline
+            .seconds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        Ok((acknowledged, seconds, self.failed.load(Ordering::Relaxed)))
+    }
+}
+
+/// Runs for `args.minutes`, killing a random component every
+/// `kill_every_secs` (when its whole window fits in the run) and sampling
+/// every process's memory; answers the kill windows.
+async fn run_with_kills(
+    args: &Args,
+    stack: &mut Stack,
+    started: Instant,
+    memory: &mut Memory,
+) -> anyhow::Result<Vec<KillWindow>> {
+    let run_for = Duration::from_secs(args.minutes * 60);
+    let kill_every = Duration::from_secs(args.kill_every_secs);
+    let mut kills = Vec::new();
+    let mut next_kill = kill_every;
+    let mut next_sample = Duration::ZERO;
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed >= next_sample {
+            memory.sample(stack, elapsed);
+            next_sample = elapsed + Memory::EVERY;
+        }
+        if elapsed >= run_for {
+            return Ok(kills);
+        }
+        if elapsed >= next_kill && elapsed + Duration::from_secs(args.down_secs + 30) < run_for {
+            next_kill += kill_every;
+            let victim = VICTIMS[rand::rng().random_range(0..VICTIMS.len())];
+            let from = started.elapsed();
+            eprintln!("{:>5.0}s kill {}", from.as_secs_f64(), victim.name());
+            stack.kill(victim)?;
+            tokio::time::sleep(Duration::from_secs(args.down_secs)).await;
+            let restarting = Instant::now();
+            stack
+                .restart(victim)
+                .await
+                .with_context(|| format!("cannot restart {}", victim.name()))?;
+            let restart_ms = u64::try_from(restarting.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let until = started.elapsed() + Duration::from_secs(args.grace_secs);
+            eprintln!(
+                "{:>5.0}s {} back after {restart_ms} ms",
+                started.elapsed().as_secs_f64(),
+                victim.name()
+            );
+            kills.push(KillWindow {
+                victim: victim.name(),
+                from_secs: from.as_secs_f64(),
+                until_secs: until.as_secs_f64(),
+                restart_ms,
+            });
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The report's figures of the timeline, outside the kill windows.
+struct OutsideKills {
+    redirect_errors_in: u64,
+    redirect_errors_out: u64,
+    redirect_p99_ms: f64,
+    create_p99_ms: f64,
+    create_p99_ms_per_minute: Vec<Option<f64>>,
+}
+
+impl OutsideKills {
+    fn of(seconds: &[Second], kills: &[KillWindow]) -> Self {
+        let in_window = |second: usize| {
+            let (start, end) = (second as f64, second as f64 + 1.0);
+            kills
+                .iter()
+                .any(|kill| start < kill.until_secs && end > kill.from_secs)
+        };
+        let (mut redirects, mut creates) = (Vec::new(), Vec::new());
+        let mut per_minute: Vec<Vec<u32>> = vec![Vec::new(); seconds.len().div_ceil(60)];
+        let (mut errors_in, mut errors_out) = (0, 0);
+        for (index, second) in seconds.iter().enumerate() {
+            if in_window(index) {
+                errors_in += second.redirect_errors;
+                continue;
+            }
+            errors_out += second.redirect_errors;
+            redirects.extend_from_slice(&second.redirect_latencies);
+            creates.extend_from_slice(&second.create_latencies);
+            per_minute[index / 60].extend_from_slice(&second.create_latencies);
+        }
+        Self {
+            redirect_errors_in: errors_in,
+            redirect_errors_out: errors_out,
+            redirect_p99_ms: percentile(&mut redirects, 0.99),
+            create_p99_ms: percentile(&mut creates, 0.99),
+            create_p99_ms_per_minute: per_minute
+                .iter_mut()
+                .map(|minute| (!minute.is_empty()).then(|| percentile(minute, 0.99)))
+                .collect(),
+        }
+    }
 }
 
 #[tokio::main]
@@ -456,170 +710,28 @@ async fn main() -> anyhow::Result<()> {
         .await?,
     );
 
-    let timeline = Arc::new(Timeline {
-        started: Instant::now(),
-        seconds: Mutex::new(Vec::new()),
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let zipf = rand_distr::Zipf::new(codes.len() as f64, args.zipf_exponent)
-        .context("invalid Zipf parameters")?;
-    let addrs = Arc::new(
-        stack
-            .redirects
-            .iter()
-            .map(ServiceProcess::listen_addr)
-            .collect::<Vec<_>>(),
-    );
-    let mut redirect_tasks = Vec::new();
-    for connection in 0..args.connections {
-        redirect_tasks.push(tokio::spawn(redirect_load(
-            Arc::clone(&addrs),
-            connection % addrs.len(),
-            Arc::clone(&codes),
-            zipf,
-            args.redirect_rate as f64 / args.connections.max(1) as f64,
-            Arc::clone(&timeline),
-            Arc::clone(&stop),
-        )));
-    }
-    let key = Arc::new(stack.key().to_owned());
-    let failed = Arc::new(AtomicUsize::new(0));
-    let per_client = args.create_rate as f64 / args.create_clients.max(1) as f64;
-    let mut create_tasks = Vec::new();
-    for client in 0..args.create_clients {
-        create_tasks.push(tokio::spawn(create_load(
-            client,
-            LinksClient::new(channel.clone()),
-            Arc::clone(&key),
-            per_client,
-            Arc::clone(&timeline),
-            Arc::clone(&stop),
-            Arc::clone(&failed),
-        )));
-    }
-
-    let run_for = Duration::from_secs(args.minutes * 60);
-    let warm_up = Duration::from_secs(args.warm_up_secs);
-    let kill_every = Duration::from_secs(args.kill_every_secs);
-    let mut kills: Vec<KillWindow> = Vec::new();
-    let mut killed_after_warm_up: Vec<String> = Vec::new();
-    let mut rss_after_warm_up: HashMap<String, Option<u64>> = HashMap::new();
-    let mut next_kill = kill_every;
-    loop {
-        let elapsed = timeline.started.elapsed();
-        if rss_after_warm_up.is_empty() && elapsed >= warm_up {
-            for (name, service) in stack.services() {
-                rss_after_warm_up.insert(name, service.pid().and_then(rss_kib));
-            }
-        }
-        if elapsed >= run_for {
-            break;
-        }
-        // A kill needs its whole window inside the run.
-        if elapsed >= next_kill && elapsed + Duration::from_secs(args.down_secs + 30) < run_for {
-            next_kill += kill_every;
-            let victim = VICTIMS[rand::rng().random_range(0..VICTIMS.len())];
-            let from = timeline.started.elapsed();
-            eprintln!("{:>5.0}s kill {}", from.as_secs_f64(), victim.name());
-            stack.kill(victim)?;
-            tokio::time::sleep(Duration::from_secs(args.down_secs)).await;
-            let restarting = Instant::now();
-            stack
-                .restart(victim)
-                .await
-                .with_context(|| format!("cannot restart {}", victim.name()))?;
-            let restart_ms = u64::try_from(restarting.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let until = timeline.started.elapsed() + Duration::from_secs(args.grace_secs);
-            eprintln!(
-                "{:>5.0}s {} back after {restart_ms} ms",
-                timeline.started.elapsed().as_secs_f64(),
-                victim.name()
-            );
-            if from >= warm_up {
-                killed_after_warm_up.push(victim.name());
-            }
-            kills.push(KillWindow {
-                victim: victim.name(),
-                from_secs: from.as_secs_f64(),
-                until_secs: until.as_secs_f64(),
-                restart_ms,
-            });
-            continue;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let rss_end: HashMap<String, Option<u64>> = stack
-        .services()
-        .into_iter()
-        .map(|(name, service)| (name, service.pid().and_then(rss_kib)))
-        .collect();
-    stop.store(true, Ordering::Relaxed);
-    for task in redirect_tasks {
-        task.await?;
-    }
-    let mut acknowledged = Vec::new();
-    for task in create_tasks {
-        acknowledged.extend(task.await?);
-    }
-
+    let load = Load::start(&args, &stack, &codes, &channel)?;
+    let mut memory = Memory::new(Duration::from_secs(args.warm_up_secs));
+    let kills = run_with_kills(&args, &mut stack, load.timeline.started, &mut memory).await?;
+    let (acknowledged, seconds, failed) = load.stop().await?;
     eprintln!("checking {} acknowledged creates", acknowledged.len());
     let (lost, duplicates) = verify(&stack.system.database.primary_url, &acknowledged).await?;
-
-    let seconds = timeline
-        .seconds
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let in_window = |second: usize| {
-        let (start, end) = (second as f64, second as f64 + 1.0);
-        kills
-            .iter()
-            .any(|kill| start < kill.until_secs && end > kill.from_secs)
-    };
-    let mut outside_latencies = Vec::new();
-    let (mut errors_in, mut errors_out) = (0, 0);
-    for (index, second) in seconds.iter().enumerate() {
-        if in_window(index) {
-            errors_in += second.redirect_errors;
-        } else {
-            errors_out += second.redirect_errors;
-            outside_latencies.extend_from_slice(&second.redirect_latencies);
-        }
-    }
-    let rss = stack
-        .services()
-        .into_iter()
-        .map(|(name, _)| {
-            let before = rss_after_warm_up.get(&name).copied().flatten();
-            let after = rss_end.get(&name).copied().flatten();
-            let restarted = killed_after_warm_up.contains(&name);
-            ServiceRss {
-                growth_percent: match (before, after) {
-                    (Some(before), Some(after)) if before > 0 && !restarted => {
-                        Some((after as f64 - before as f64) * 100.0 / before as f64)
-                    }
-                    _ => None,
-                },
-                service: name,
-                after_warm_up_kib: before,
-                end_kib: after,
-                restarted,
-            }
-        })
-        .collect::<Vec<_>>();
+    let outside = OutsideKills::of(&seconds, &kills);
     let report = Report {
         minutes: args.minutes,
         redirects: seconds.iter().map(|second| second.redirects).sum(),
-        redirect_errors_in_kill_windows: errors_in,
-        redirect_errors_outside_kill_windows: errors_out,
-        redirect_p99_ms_outside_kill_windows: percentile(&mut outside_latencies, 0.99),
+        redirect_errors_in_kill_windows: outside.redirect_errors_in,
+        redirect_errors_outside_kill_windows: outside.redirect_errors_out,
+        redirect_p99_ms_outside_kill_windows: outside.redirect_p99_ms,
         creates_acknowledged: acknowledged.len() as u64,
         create_retries: seconds.iter().map(|second| second.create_retries).sum(),
-        creates_failed: failed.load(Ordering::Relaxed),
+        creates_failed: failed,
         creates_lost: lost,
         duplicate_codes: duplicates,
+        create_p99_ms_outside_kill_windows: outside.create_p99_ms,
+        create_p99_ms_per_minute_outside_kill_windows: outside.create_p99_ms_per_minute,
         kills,
-        rss,
+        memory: memory.lifetimes,
     };
     std::fs::write(
         args.out.join("report.json"),
@@ -704,22 +816,32 @@ fn render_text(report: &Report) -> String {
             kill.from_secs, kill.victim, kill.restart_ms, kill.until_secs
         ));
     }
-    text.push_str("RSS (KiB) after warm-up -> end:\n");
-    for service in &report.rss {
+    text.push_str(&format!(
+        "create p99 outside kill windows {:.1} ms; per minute (ms):",
+        report.create_p99_ms_outside_kill_windows
+    ));
+    for (minute, p99) in report
+        .create_p99_ms_per_minute_outside_kill_windows
+        .iter()
+        .enumerate()
+    {
+        if minute % 10 == 0 {
+            text.push_str("\n ");
+        }
+        text.push_str(&p99.map_or_else(|| "      -".to_owned(), |p99| format!(" {p99:>6.1}")));
+    }
+    text.push_str("\nRSS (KiB) of each process lifetime, from a warm-up after it began:\n");
+    for life in &report.memory {
         text.push_str(&format!(
-            "  {:<11} {:>8} -> {:>8}  {}\n",
-            service.service,
-            service
-                .after_warm_up_kib
-                .map_or_else(|| "-".to_owned(), |kib| kib.to_string()),
-            service
-                .end_kib
-                .map_or_else(|| "-".to_owned(), |kib| kib.to_string()),
-            match (service.restarted, service.growth_percent) {
-                (true, _) => "restarted by a kill in between".to_owned(),
-                (false, Some(growth)) => format!("{growth:+.1}%"),
-                (false, None) => String::new(),
-            }
+            "  {:<11} pid {:>7} {:>6.0}s-{:<6.0}s {:>8} -> {:>8} (peak {:>8}) {:+.1}%\n",
+            life.service,
+            life.pid,
+            life.from_secs,
+            life.until_secs,
+            life.first_kib,
+            life.last_kib,
+            life.peak_kib,
+            life.growth_percent()
         ));
     }
     text
