@@ -636,7 +636,11 @@ pub fn unissued_api_key() -> String {
 /// What a client retries with the same idempotency key: the server said it
 /// is unavailable, or no answer arrived (a deadline; a connection closed
 /// under the call, which tonic reports as CANCELLED — this client never
-/// cancels a call itself).
+/// cancels a call itself), or the server refused the stream unprocessed: a
+/// writer that is shutting down sends GOAWAY, and a call the client had
+/// already started past its last stream id fails with that GOAWAY (tonic
+/// says INTERNAL, "h2 protocol error"), which RFC 9113 §6.8 guarantees the
+/// server never processed.
 pub fn retryable(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
@@ -644,5 +648,20 @@ pub fn retryable(status: &tonic::Status) -> bool {
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Unknown
             | tonic::Code::Cancelled
-    )
+    ) || refused_unprocessed(status)
+}
+
+/// Whether the call failed on a GOAWAY or REFUSED_STREAM from the server:
+/// its stream was never processed.
+fn refused_unprocessed(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)
+                    || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = error.source();
+    }
+    false
 }
