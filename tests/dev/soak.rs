@@ -477,6 +477,77 @@ impl Memory {
     }
 }
 
+/// What the writers spent their time on in one sampling interval, summed
+/// over the writers (from their /metrics): to tell a create stall's cause.
+#[derive(Clone, Default, serde::Serialize)]
+struct WriterWork {
+    /// Seconds into the run at the end of the interval.
+    at_secs: f64,
+    group_commits: f64,
+    /// Seconds inside the group commit's inserts.
+    insert_secs: f64,
+    roll_up_secs: f64,
+    prune_secs: f64,
+    fold_secs: f64,
+    batches_folded: f64,
+}
+
+/// The counters behind [`WriterWork`], as last read.
+#[derive(Default)]
+struct WorkCounters {
+    last: Option<WriterWork>,
+    intervals: Vec<WriterWork>,
+}
+
+impl WorkCounters {
+    /// Reads every writer's counters and records the interval since the
+    /// last read (a writer that does not answer counts nothing; a restarted
+    /// one starts from zero, so a negative difference counts as zero).
+    async fn sample(&mut self, stack: &Stack, at: Duration) {
+        let mut now = WriterWork {
+            at_secs: at.as_secs_f64(),
+            ..WriterWork::default()
+        };
+        for index in 0..=stack.writers.len() {
+            let Ok((200, text)) =
+                tinyurl_harness::services::http_get(stack.writer(index).admin_addr(), "/metrics")
+                    .await
+            else {
+                continue;
+            };
+            let sum = |name: &str, label: &str| -> f64 {
+                text.lines()
+                    .filter(|line| !line.starts_with('#'))
+                    .filter_map(|line| line.rsplit_once(' '))
+                    .filter(|(series, _)| {
+                        let (series_name, labels) = series.split_once('{').unwrap_or((series, ""));
+                        series_name == name && labels.contains(label)
+                    })
+                    .filter_map(|(_, value)| value.parse::<f64>().ok())
+                    .sum()
+            };
+            now.group_commits += sum("writer_group_commit_seconds_count", "");
+            now.insert_secs += sum("writer_group_commit_seconds_sum", "");
+            now.roll_up_secs += sum("writer_click_maintenance_seconds_sum", "roll_up");
+            now.prune_secs += sum("writer_click_maintenance_seconds_sum", "prune");
+            now.fold_secs += sum("writer_click_fold_seconds_sum", "");
+            now.batches_folded += sum("writer_click_fold_seconds_count", "");
+        }
+        if let Some(last) = self.last.replace(now.clone()) {
+            let delta = |now: f64, last: f64| (now - last).max(0.0);
+            self.intervals.push(WriterWork {
+                at_secs: now.at_secs,
+                group_commits: delta(now.group_commits, last.group_commits),
+                insert_secs: delta(now.insert_secs, last.insert_secs),
+                roll_up_secs: delta(now.roll_up_secs, last.roll_up_secs),
+                prune_secs: delta(now.prune_secs, last.prune_secs),
+                fold_secs: delta(now.fold_secs, last.fold_secs),
+                batches_folded: delta(now.batches_folded, last.batches_folded),
+            });
+        }
+    }
+}
+
 #[derive(serde::Serialize)]
 struct Report {
     minutes: u64,
@@ -496,6 +567,11 @@ struct Report {
     create_p99_ms_per_minute_outside_kill_windows: Vec<Option<f64>>,
     kills: Vec<KillWindow>,
     memory: Vec<Lifetime>,
+    /// The writers' work per sampling interval (10 s).
+    writer_work: Vec<WriterWork>,
+    /// The sampling intervals outside kill windows whose create p99 was
+    /// over 250 ms: (interval end, p99 ms).
+    slow_create_intervals: Vec<(f64, f64)>,
 }
 
 /// The load: Zipf redirects over keep-alive connections and paced creates,
@@ -595,6 +671,7 @@ async fn run_with_kills(
     stack: &mut Stack,
     started: Instant,
     memory: &mut Memory,
+    work: &mut WorkCounters,
 ) -> anyhow::Result<Vec<KillWindow>> {
     let run_for = Duration::from_secs(args.minutes * 60);
     let kill_every = Duration::from_secs(args.kill_every_secs);
@@ -605,6 +682,7 @@ async fn run_with_kills(
         let elapsed = started.elapsed();
         if elapsed >= next_sample {
             memory.sample(stack, elapsed);
+            work.sample(stack, elapsed).await;
             next_sample = elapsed + Memory::EVERY;
         }
         if elapsed >= run_for {
@@ -684,6 +762,38 @@ impl OutsideKills {
     }
 }
 
+/// The sampling intervals, outside every kill window, whose create p99 was
+/// over 250 ms: (interval end, p99 ms).
+fn slow_create_intervals(
+    seconds: &[Second],
+    kills: &[KillWindow],
+    intervals: &[WriterWork],
+) -> Vec<(f64, f64)> {
+    let mut slow = Vec::new();
+    let mut from = 0.0;
+    for interval in intervals {
+        let (start, end) = (from, interval.at_secs);
+        from = end;
+        if kills
+            .iter()
+            .any(|kill| start < kill.until_secs && end > kill.from_secs)
+        {
+            continue;
+        }
+        let mut latencies: Vec<u32> = seconds
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| (*index as f64) >= start && (*index as f64) < end)
+            .flat_map(|(_, second)| second.create_latencies.iter().copied())
+            .collect();
+        let p99 = percentile(&mut latencies, 0.99);
+        if p99 > 250.0 {
+            slow.push((end, p99));
+        }
+    }
+    slow
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -712,7 +822,15 @@ async fn main() -> anyhow::Result<()> {
 
     let load = Load::start(&args, &stack, &codes, &channel)?;
     let mut memory = Memory::new(Duration::from_secs(args.warm_up_secs));
-    let kills = run_with_kills(&args, &mut stack, load.timeline.started, &mut memory).await?;
+    let mut work = WorkCounters::default();
+    let kills = run_with_kills(
+        &args,
+        &mut stack,
+        load.timeline.started,
+        &mut memory,
+        &mut work,
+    )
+    .await?;
     let (acknowledged, seconds, failed) = load.stop().await?;
     eprintln!("checking {} acknowledged creates", acknowledged.len());
     let (lost, duplicates) = verify(&stack.system.database.primary_url, &acknowledged).await?;
@@ -730,8 +848,10 @@ async fn main() -> anyhow::Result<()> {
         duplicate_codes: duplicates,
         create_p99_ms_outside_kill_windows: outside.create_p99_ms,
         create_p99_ms_per_minute_outside_kill_windows: outside.create_p99_ms_per_minute,
+        slow_create_intervals: slow_create_intervals(&seconds, &kills, &work.intervals),
         kills,
         memory: memory.lifetimes,
+        writer_work: work.intervals,
     };
     std::fs::write(
         args.out.join("report.json"),
@@ -830,7 +950,30 @@ fn render_text(report: &Report) -> String {
         }
         text.push_str(&p99.map_or_else(|| "      -".to_owned(), |p99| format!(" {p99:>6.1}")));
     }
-    text.push_str("\nRSS (KiB) of each process lifetime, from a warm-up after it began:\n");
+    text.push_str(&format!(
+        "\n10 s intervals outside kill windows with create p99 > 250 ms: {}\n",
+        report.slow_create_intervals.len()
+    ));
+    for (end, p99) in &report.slow_create_intervals {
+        let work = report
+            .writer_work
+            .iter()
+            .find(|work| (work.at_secs - end).abs() < 0.001);
+        text.push_str(&format!("  until {end:>6.0}s create p99 {p99:>7.1} ms"));
+        if let Some(work) = work {
+            text.push_str(&format!(
+                "; writers: {:.0} group commits, {:.2} s inserting, roll-up {:.2} s, prune {:.2} s, {:.0} batches folded in {:.2} s",
+                work.group_commits,
+                work.insert_secs,
+                work.roll_up_secs,
+                work.prune_secs,
+                work.batches_folded,
+                work.fold_secs
+            ));
+        }
+        text.push('\n');
+    }
+    text.push_str("RSS (KiB) of each process lifetime, from a warm-up after it began:\n");
     for life in &report.memory {
         text.push_str(&format!(
             "  {:<11} pid {:>7} {:>6.0}s-{:<6.0}s {:>8} -> {:>8} (peak {:>8}) {:+.1}%\n",

@@ -86,6 +86,8 @@ struct Metrics {
     errors: metrics::Counter,
     deferred: metrics::Counter,
     dead_lettered: metrics::Counter,
+    /// One batch folded into the rollups (one transaction).
+    fold_seconds: metrics::Histogram,
 }
 
 impl Metrics {
@@ -100,6 +102,7 @@ impl Metrics {
             errors: metrics::counter!("writer_clicks_consumer_errors_total"),
             deferred: metrics::counter!("writer_click_batches_deferred_total"),
             dead_lettered: metrics::counter!("writer_click_batches_dead_lettered_total"),
+            fold_seconds: metrics::histogram!("writer_click_fold_seconds"),
         }
     }
 }
@@ -141,7 +144,10 @@ async fn fold_batch(
         }
     };
     let fold = Fold::of(&parsed);
-    match store.fold(batch_id, &fold, values).await? {
+    let started = std::time::Instant::now();
+    let folded = store.fold(batch_id, &fold, values).await?;
+    metrics.fold_seconds.record(started.elapsed().as_secs_f64());
+    match folded {
         Folded::Now => {
             metrics.folded.increment(1);
             metrics.clicks.increment(fold.clicks);

@@ -20,12 +20,15 @@ pub async fn maintain_rollups(
     let rolled = metrics::counter!("writer_click_day_rows_rolled_total");
     let pruned = metrics::counter!("writer_click_rollups_pruned_total");
     let errors = metrics::counter!("writer_clicks_consumer_errors_total");
+    let rolling_up = metrics::histogram!("writer_click_maintenance_seconds", "task" => "roll_up");
+    let pruning = metrics::histogram!("writer_click_maintenance_seconds", "task" => "prune");
     let last_prune = std::sync::Mutex::new(None::<Instant>);
     stopping
         .clone()
         .every(settings.maintain_every, || async {
             let now = SystemTime::now();
             let through = minute_of(now) - ROLL_UP_GRACE_MINUTES;
+            let started = Instant::now();
             while !stopping.is_stopping() {
                 match store
                     .roll_up_days(through, settings.values_per_bucket)
@@ -44,6 +47,7 @@ pub async fn maintain_rollups(
                     }
                 }
             }
+            rolling_up.record(started.elapsed().as_secs_f64());
             let prune_due = match last_prune.lock() {
                 Ok(mut last) if last.is_none_or(|at| at.elapsed() >= settings.prune_every) => {
                     *last = Some(Instant::now());
@@ -59,6 +63,7 @@ pub async fn maintain_rollups(
                 minute_of(now.checked_sub(retention).unwrap_or(now)).div_euclid(MINUTES_PER_DAY)
             });
             let batches_before = now.checked_sub(settings.batch_retention).unwrap_or(now);
+            let started = Instant::now();
             while !stopping.is_stopping() {
                 match store.prune(minute, day, batches_before, PRUNE_SLICE).await {
                     Ok(0) => break,
@@ -70,6 +75,7 @@ pub async fn maintain_rollups(
                     }
                 }
             }
+            pruning.record(started.elapsed().as_secs_f64());
         })
         .await;
 }
