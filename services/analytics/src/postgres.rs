@@ -2,7 +2,7 @@
 //! transaction, each table in one `UNNEST` upsert, each group's values
 //! bounded under a lock on the group.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Pool, Transaction};
 
@@ -11,9 +11,15 @@ mod bounded;
 
 use self::bounded::{add_bounded, lock_groups};
 use crate::{
-    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER, RolledUp, RollupKey, RollupRow,
-    RollupTable, StoredValues, ValueGroup, bound_values,
+    ClickStore, Dimension, Fold, Folded, OTHER, ROLL_UP_SLICE_MINUTES, RolledUp, RollupKey,
+    RollupRow, RollupTable, StoredValues, ValueGroup, bound_values,
 };
+
+/// The bound on one roll-up transaction, on both sides: the client stops
+/// waiting and the server cancels the statement. Background upkeep, so far
+/// beyond a request's bound; the connection's own `statement_timeout` (the
+/// request bound) would cancel a large slice half-way, every time.
+const ROLL_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 const UPSERT_TOTALS: &str = "
 INSERT INTO click_totals AS stored (code, clicks, bot_clicks)
@@ -183,10 +189,17 @@ impl ClickStore for PostgresRollups {
     }
 
     async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, AnalyticsError> {
-        self.bounded(async {
+        let work = async {
             let mut client = self.client().await?;
             let transaction = client
                 .transaction()
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            transaction
+                .batch_execute(&format!(
+                    "SET LOCAL statement_timeout = {}",
+                    ROLL_UP_TIMEOUT.as_millis()
+                ))
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
             let rolled_through = rollup_mark(&transaction, "FOR UPDATE").await?;
@@ -196,7 +209,7 @@ impl ClickStore for PostgresRollups {
                     caught_up: true,
                 });
             }
-            let until = through.min(rolled_through.saturating_add(MINUTES_PER_DAY));
+            let until = through.min(rolled_through.saturating_add(ROLL_UP_SLICE_MINUTES));
             // The mark locked FOR UPDATE keeps every fold out, so the day
             // groups need no locks of their own here.
             let window = transaction
@@ -234,8 +247,10 @@ impl ClickStore for PostgresRollups {
                 rows,
                 caught_up: until == through,
             })
-        })
-        .await
+        };
+        tokio::time::timeout(ROLL_UP_TIMEOUT, work)
+            .await
+            .map_err(|_| tinyurl_runtime::StoreError::timed_out(ROLL_UP_TIMEOUT))?
     }
 
     async fn rollups(

@@ -8,8 +8,8 @@ use tinyurl_runtime::sqlite::to_micros;
 
 use crate::error::AnalyticsError;
 use crate::{
-    ClickStore, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER, RolledUp, RollupKey, RollupRow,
-    RollupTable, StoredValues, bound_values,
+    ClickStore, Dimension, Fold, Folded, OTHER, ROLL_UP_SLICE_MINUTES, RolledUp, RollupKey,
+    RollupRow, RollupTable, StoredValues, bound_values,
 };
 use tinyurl_runtime::sqlite::Sqlite;
 
@@ -180,7 +180,7 @@ impl ClickStore for SqliteRollups {
                         caught_up: true,
                     });
                 }
-                let until = through.min(rolled_through.saturating_add(MINUTES_PER_DAY));
+                let until = through.min(rolled_through.saturating_add(ROLL_UP_SLICE_MINUTES));
                 let window = {
                     let mut statement = transaction.prepare_cached(
                         "SELECT code, minute / 1440, dimension, value, bot, sum(clicks)

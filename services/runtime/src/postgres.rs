@@ -29,12 +29,25 @@ pub fn connection_config(
 
 /// A pool whose every wait, connect and recycle is bounded by `timeout`;
 /// `post_create` runs on each new connection before it is used.
+///
+/// Its connections also carry `statement_timeout = timeout`: a caller that
+/// stops waiting drops its connection back into the pool, and without a
+/// bound on the server's side the statement it left behind would keep
+/// running there, so the next caller handed that connection (a create's
+/// insert) waits for it — for as long as the abandoned statement runs.
+/// Work that needs longer sets its own bound (`SET LOCAL`).
 pub fn pool(
-    config: tokio_postgres::Config,
+    mut config: tokio_postgres::Config,
     size: usize,
     timeout: Duration,
     post_create: Option<Hook>,
 ) -> anyhow::Result<Pool> {
+    let options = format!(
+        "{} -c statement_timeout={}",
+        config.get_options().unwrap_or_default(),
+        timeout.as_millis()
+    );
+    config.options(options.trim_start());
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
