@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
     let mut table = String::new();
     writeln!(
         table,
-        "| conns | variant | req/s | p50 ms | p99 ms | nginx req/s | nginx p50/p99 ms | ratio | notes |"
+        "| conns | variant | req/s | p50 / p99 / p99.9 ms | nginx req/s | nginx p50 / p99 / p99.9 ms | ratio | p99 ÷ nginx p99 | notes |"
     )?;
     writeln!(table, "|---|---|---|---|---|---|---|---|---|")?;
     for &connections in &args.connections {
@@ -211,6 +211,8 @@ async fn main() -> anyhow::Result<()> {
             let p99 = mean(runs.iter().map(|run| run.p99_ms));
             let nginx_p50 = mean(references.iter().map(|run| run.p50_ms));
             let nginx_p99 = mean(references.iter().map(|run| run.p99_ms));
+            let p999 = mean(runs.iter().map(|run| run.p999_ms));
+            let nginx_p999 = mean(references.iter().map(|run| run.p999_ms));
             let errors: u64 = runs.iter().map(|run| run.non_3xx).sum();
             let mut notes = String::new();
             if matches!(variant, Variant::Zipf | Variant::Embedded) {
@@ -233,9 +235,10 @@ async fn main() -> anyhow::Result<()> {
                 write!(notes, " {errors} non-3xx answers")?;
             }
             let row = format!(
-                "| {connections} | {} | {variant_rate:.0} | {p50:.2} | {p99:.2} | {nginx_rate:.0} | {nginx_p50:.2}/{nginx_p99:.2} | {:.2}× | {notes} |",
+                "| {connections} | {} | {variant_rate:.0} | {p50:.2} / {p99:.2} / {p999:.2} | {nginx_rate:.0} | {nginx_p50:.2} / {nginx_p99:.2} / {nginx_p999:.2} | {:.2}× | {:.2}× | {notes} |",
                 variant.label(),
                 variant_rate / nginx_rate,
+                p99 / nginx_p99.max(f64::MIN_POSITIVE),
             );
             eprintln!("{row}");
             writeln!(table, "{row}")?;

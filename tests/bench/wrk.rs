@@ -12,8 +12,19 @@ pub struct WrkRun {
     pub requests_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// From the run's whole latency histogram (wrk's `done` hook): its
+    /// printed distribution stops at 99%.
+    pub p999_ms: f64,
     pub non_3xx: u64,
 }
+
+/// Appended to every run's script: prints the 99.9th percentile, which wrk
+/// keeps but does not print.
+const P999_LUA: &str = "
+done = function(summary, latency, requests)
+  io.write(string.format(\"p99.9-us %d\\n\", latency:percentile(99.9)))
+end
+";
 
 pub struct Wrk {
     pub binary: PathBuf,
@@ -43,14 +54,23 @@ impl Wrk {
         for header in &self.headers {
             command.arg("-H").arg(header);
         }
-        if let Some(script) = script {
-            command.arg("-s").arg(script);
-        }
+        // wrk takes one script: the run's own (if any) with the p99.9 hook.
+        let mut lua = match script {
+            Some(script) => std::fs::read_to_string(script)
+                .with_context(|| format!("cannot read {}", script.display()))?,
+            None => String::new(),
+        };
+        lua.push_str(P999_LUA);
+        let combined = std::env::temp_dir().join(format!("wrk-{}.lua", std::process::id()));
+        std::fs::write(&combined, lua)
+            .with_context(|| format!("cannot write {}", combined.display()))?;
+        command.arg("-s").arg(&combined);
         let output = command
             .arg(format!("http://{addr}{path}"))
             .stdin(Stdio::null())
             .output()
             .context("cannot run wrk")?;
+        let _ = std::fs::remove_file(&combined);
         let text = String::from_utf8_lossy(&output.stdout);
         if !output.status.success() {
             bail!(
@@ -72,6 +92,8 @@ fn parse_wrk(text: &str) -> anyhow::Result<WrkRun> {
             run.p50_ms = millis(value.trim())?;
         } else if let Some(value) = line.strip_prefix("99%") {
             run.p99_ms = millis(value.trim())?;
+        } else if let Some(micros) = line.strip_prefix("p99.9-us") {
+            run.p999_ms = micros.trim().parse::<f64>()? / 1000.0;
         } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
             run.non_3xx = count.trim().parse()?;
         }
