@@ -32,7 +32,7 @@ use hyper::body::Bytes;
 use rand::Rng as _;
 use rand::distr::Distribution as _;
 use tinyurl_harness::ServiceProcess;
-use tinyurl_harness::services::{authed, retryable};
+use tinyurl_harness::services::{authed, http_get, metric_in, retryable};
 use tinyurl_harness::system::System;
 use tinyurl_proto::v1::links_client::LinksClient;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest};
@@ -509,29 +509,17 @@ impl WorkCounters {
             ..WriterWork::default()
         };
         for index in 0..=stack.writers.len() {
-            let Ok((200, text)) =
-                tinyurl_harness::services::http_get(stack.writer(index).admin_addr(), "/metrics")
-                    .await
+            let Ok((200, text)) = http_get(stack.writer(index).admin_addr(), "/metrics").await
             else {
                 continue;
             };
-            let sum = |name: &str, label: &str| -> f64 {
-                text.lines()
-                    .filter(|line| !line.starts_with('#'))
-                    .filter_map(|line| line.rsplit_once(' '))
-                    .filter(|(series, _)| {
-                        let (series_name, labels) = series.split_once('{').unwrap_or((series, ""));
-                        series_name == name && labels.contains(label)
-                    })
-                    .filter_map(|(_, value)| value.parse::<f64>().ok())
-                    .sum()
-            };
-            now.group_commits += sum("writer_group_commit_seconds_count", "");
-            now.insert_secs += sum("writer_group_commit_seconds_sum", "");
-            now.roll_up_secs += sum("writer_click_maintenance_seconds_sum", "roll_up");
-            now.prune_secs += sum("writer_click_maintenance_seconds_sum", "prune");
-            now.fold_secs += sum("writer_click_fold_seconds_sum", "");
-            now.batches_folded += sum("writer_click_fold_seconds_count", "");
+            let sum = |name: &str, labels: &[&str]| metric_in(&text, name, labels);
+            now.group_commits += sum("writer_group_commit_seconds_count", &[]);
+            now.insert_secs += sum("writer_group_commit_seconds_sum", &[]);
+            now.roll_up_secs += sum("writer_click_maintenance_seconds_sum", &["roll_up"]);
+            now.prune_secs += sum("writer_click_maintenance_seconds_sum", &["prune"]);
+            now.fold_secs += sum("writer_click_fold_seconds_sum", &[]);
+            now.batches_folded += sum("writer_click_fold_seconds_count", &[]);
         }
         if let Some(last) = self.last.replace(now.clone()) {
             let delta = |now: f64, last: f64| (now - last).max(0.0);
@@ -780,11 +768,11 @@ fn slow_create_intervals(
         {
             continue;
         }
-        let mut latencies: Vec<u32> = seconds
+        let within =
+            &seconds[(start as usize).min(seconds.len())..(end as usize).min(seconds.len())];
+        let mut latencies: Vec<u32> = within
             .iter()
-            .enumerate()
-            .filter(|(index, _)| (*index as f64) >= start && (*index as f64) < end)
-            .flat_map(|(_, second)| second.create_latencies.iter().copied())
+            .flat_map(|second| second.create_latencies.iter().copied())
             .collect();
         let p99 = percentile(&mut latencies, 0.99);
         if p99 > 250.0 {

@@ -337,6 +337,12 @@ pub async fn http_send(
 pub async fn metric(admin: SocketAddr, metric: &str, labels: &[&str]) -> anyhow::Result<f64> {
     let (status, text) = http_get(admin, "/metrics").await?;
     anyhow::ensure!(status == 200, "/metrics answered {status}");
+    Ok(metric_in(&text, metric, labels))
+}
+
+/// [`metric`] over a `/metrics` text already read, for a caller that
+/// wants several metrics of one scrape.
+pub fn metric_in(text: &str, metric: &str, labels: &[&str]) -> f64 {
     let mut total = 0.0;
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
@@ -347,7 +353,7 @@ pub async fn metric(admin: SocketAddr, metric: &str, labels: &[&str]) -> anyhow:
             total += value.parse::<f64>().unwrap_or(0.0);
         }
     }
-    Ok(total)
+    total
 }
 
 /// Starts a `tinyurl-redirect` process with `env`.

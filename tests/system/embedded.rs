@@ -75,6 +75,23 @@ impl Up {
         http_request(self.system.http, "GET", path).await
     }
 
+    /// Shortens to the alias `guide` with status 308; `first` are options
+    /// before the command (`--json`).
+    fn shorten_guide(&self, first: &[&str]) -> anyhow::Result<std::process::Output> {
+        let mut args = first.to_vec();
+        args.extend([
+            "shorten",
+            "https://example.org/",
+            "--alias",
+            "guide",
+            "--status",
+            "308",
+        ]);
+        let created = self.cli(&args)?;
+        ensure!(created.status.success(), "{}", stderr(&created));
+        Ok(created)
+    }
+
     fn database_url(&self) -> String {
         format!("sqlite:{}", self.system.data_path().display())
     }
@@ -127,16 +144,7 @@ async fn shorten_then_redirect_with_an_alias_and_each_status() -> anyhow::Result
     ensure!(response.status == 302, "GET {path}: {}", response.status);
     ensure!(response.header("location") == Some("https://example.com/landing?x=1"));
 
-    let created = up.cli(&[
-        "--json",
-        "shorten",
-        "https://example.org/",
-        "--alias",
-        "guide",
-        "--status",
-        "308",
-    ])?;
-    ensure!(created.status.success(), "{}", stderr(&created));
+    let created = up.shorten_guide(&["--json"])?;
     let link: serde_json::Value = serde_json::from_slice(&created.stdout)?;
     ensure!(
         link["code"] == "guide" && link["status"] == 308 && link["is_alias"] == true,
@@ -150,8 +158,7 @@ async fn shorten_then_redirect_with_an_alias_and_each_status() -> anyhow::Result
 #[tokio::test]
 async fn the_client_exits_with_the_documented_code_and_the_servers_reason() -> anyhow::Result<()> {
     let up = Up::start("embedded-errors").await?;
-    let taken = up.cli(&["shorten", "https://example.org/", "--alias", "guide"])?;
-    ensure!(taken.status.success(), "{}", stderr(&taken));
+    up.shorten_guide(&[])?;
     let cases: [(&[&str], i32, &str); 5] = [
         (&["shorten", "ftp://example.com/"], 4, "scheme"),
         (
@@ -199,15 +206,7 @@ async fn disable_enable_update_and_delete_from_the_client_reach_the_redirect_at_
 -> anyhow::Result<()> {
     let up = Up::start("embedded-lifecycle").await?;
     up.shorten("https://example.com/first")?;
-    let created = up.cli(&[
-        "shorten",
-        "https://example.org/",
-        "--alias",
-        "guide",
-        "--status",
-        "308",
-    ])?;
-    ensure!(created.status.success(), "{}", stderr(&created));
+    up.shorten_guide(&[])?;
     ensure!(up.get("/guide").await?.status == 308);
 
     // The writer invalidates the redirect's caches: 410 at once, then back.
