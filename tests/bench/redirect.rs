@@ -12,23 +12,27 @@
 //! (the same wrk script), and its ratio is taken against the mean of the two,
 //! because this machine drifts by tens of percent over minutes.
 
+mod floor;
+mod nginx;
+mod workload;
 mod wrk;
 
 use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use nginx::Nginx;
 use tinyurl_harness::ServiceProcess;
 use tinyurl_harness::embedded::Embedded;
-use tinyurl_harness::process::{ScratchDir, find_binary, free_port, signal};
+use tinyurl_harness::process::{ScratchDir, find_binary};
 use tinyurl_harness::services::{http_request, metric};
 use tinyurl_harness::system::System;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
+use workload::{CLICK_HEADERS, zipf_lua};
 use wrk::Wrk;
 
 #[derive(Parser)]
@@ -55,12 +59,19 @@ struct Args {
     #[arg(long)]
     server_threads: Option<usize>,
     /// Variants to run: a (L1 hit), o (L1 hit, analytics off), b (L1 off),
-    /// c (Zipf), u (`tinyurl up`).
-    #[arg(long, value_delimiter = ',', default_value = "a,o,b,c,u")]
+    /// q (L1 off, analytics off), f (the Redis path's floor), c (Zipf),
+    /// u (`tinyurl up`).
+    #[arg(long, value_delimiter = ',', default_value = "a,o,b,q,f,c,u")]
     variants: Vec<char>,
     /// Links created for the Zipf workload.
     #[arg(long, default_value_t = 1_000_000)]
     links: usize,
+    /// Serve the Redis path's floor (see `floor.rs`) on this address
+    /// instead of benchmarking: variant (f) runs this binary so.
+    #[arg(long, hide = true, requires = "floor_redis")]
+    serve_floor: Option<SocketAddr>,
+    #[arg(long, hide = true)]
+    floor_redis: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -68,6 +79,8 @@ enum Variant {
     L1,
     L1NoAnalytics,
     Redis,
+    RedisNoAnalytics,
+    Floor,
     Zipf,
     Embedded,
 }
@@ -79,6 +92,8 @@ impl Variant {
             Self::L1 => 'a',
             Self::L1NoAnalytics => 'o',
             Self::Redis => 'b',
+            Self::RedisNoAnalytics => 'q',
+            Self::Floor => 'f',
             Self::Zipf => 'c',
             Self::Embedded => 'u',
         }
@@ -89,15 +104,28 @@ impl Variant {
             Self::L1 => "(a) L1 hit",
             Self::L1NoAnalytics => "(o) L1 hit, analytics off",
             Self::Redis => "(b) L1 off, Redis GET",
+            Self::RedisNoAnalytics => "(q) L1 off, Redis GET, analytics off",
+            Self::Floor => "(f) floor: hyper + one fred GET",
             Self::Zipf => "(c) Zipf 1M, L1 1%",
             Self::Embedded => "(u) tinyurl up, L1 hit",
         }
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let (Some(addr), Some(redis)) = (args.serve_floor, &args.floor_redis) {
+        let threads = args.server_threads.unwrap_or(1);
+        return floor::serve(addr, redis, threads);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(benchmark(args))
+}
+
+async fn benchmark(args: Args) -> anyhow::Result<()> {
     let nginx_binary = find_binary("nginx", &[PathBuf::from("/usr/sbin")], "nginx-light")?;
     let wrk_binary = find_binary("wrk", &[PathBuf::from("/usr/bin")], "wrk")?;
     let half = (std::thread::available_parallelism().map_or(2, usize::from) / 2).max(1);
@@ -105,7 +133,10 @@ async fn main() -> anyhow::Result<()> {
     let server_threads = args.server_threads.unwrap_or(half);
     let scratch = ScratchDir::new("bench-redirect", None)?;
 
-    let split_variants = args.variants.iter().any(|letter| "aobc".contains(*letter));
+    let split_variants = args
+        .variants
+        .iter()
+        .any(|letter| "aobqfc".contains(*letter));
     let split = if split_variants {
         Some(SplitSystem::start(&args, server_threads, scratch.path()).await?)
     } else {
@@ -137,6 +168,8 @@ async fn main() -> anyhow::Result<()> {
             Variant::L1,
             Variant::L1NoAnalytics,
             Variant::Redis,
+            Variant::RedisNoAnalytics,
+            Variant::Floor,
             Variant::Zipf,
             Variant::Embedded,
         ] {
@@ -158,6 +191,19 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 (Variant::Redis, Some(split), _) => (
                     split.redis.listen_addr(),
+                    None,
+                    split.hot_path(),
+                    split.redis.admin_addr(),
+                ),
+                (Variant::RedisNoAnalytics, Some(split), _) => (
+                    split.redis_quiet.listen_addr(),
+                    None,
+                    split.hot_path(),
+                    split.redis_quiet.admin_addr(),
+                ),
+                // The floor has no admin listener: its L1 counts are not read.
+                (Variant::Floor, Some(split), _) => (
+                    split.floor.addr,
                     None,
                     split.hot_path(),
                     split.redis.admin_addr(),
@@ -263,6 +309,8 @@ struct SplitSystem {
     l1: ServiceProcess,
     quiet: ServiceProcess,
     redis: ServiceProcess,
+    redis_quiet: ServiceProcess,
+    floor: Floor,
     zipf: ServiceProcess,
     zipf_script: PathBuf,
 }
@@ -288,6 +336,13 @@ impl SplitSystem {
         let redis = system
             .start_redirect(&env(&[("TINYURL_L1_CAPACITY", "0")]))
             .await?;
+        let redis_quiet = system
+            .start_redirect(&env(&[
+                ("TINYURL_L1_CAPACITY", "0"),
+                ("TINYURL_CLICKS_ENABLED", "false"),
+            ]))
+            .await?;
+        let floor = Floor::start(&system.redis.url(), server_threads)?;
         let mut zipf_env = env(&[]);
         zipf_env.push(("TINYURL_L1_CAPACITY", &zipf_l1));
         let zipf = system.start_redirect(&zipf_env).await?;
@@ -296,7 +351,13 @@ impl SplitSystem {
         let zipf_script = scratch.join("zipf.lua");
         fs::write(&zipf_script, zipf_lua(&codes_file))?;
         // Warm: the hot code into L1, and each server's connections up.
-        for addr in [l1.listen_addr(), quiet.listen_addr(), redis.listen_addr()] {
+        for addr in [
+            l1.listen_addr(),
+            quiet.listen_addr(),
+            redis.listen_addr(),
+            redis_quiet.listen_addr(),
+            floor.addr,
+        ] {
             let status = http_request(addr, "GET", &format!("/{hot}")).await?.status;
             anyhow::ensure!(status == 302, "warm-up answered {status}");
         }
@@ -307,6 +368,8 @@ impl SplitSystem {
             l1,
             quiet,
             redis,
+            redis_quiet,
+            floor,
             zipf,
             zipf_script,
         })
@@ -314,6 +377,45 @@ impl SplitSystem {
 
     fn hot_path(&self) -> String {
         format!("/{}", self.hot)
+    }
+}
+
+/// This binary serving the Redis path's floor ([`floor`]).
+struct Floor {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Floor {
+    fn start(redis_url: &str, threads: usize) -> anyhow::Result<Self> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], tinyurl_harness::free_port()?));
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("--serve-floor")
+            .arg(addr.to_string())
+            .arg("--floor-redis")
+            .arg(redis_url)
+            .arg("--server-threads")
+            .arg(threads.to_string())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start the floor server")?;
+        let floor = Self { child, addr };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "the floor server did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(floor)
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -425,39 +527,6 @@ async fn seed(system: &System, count: usize) -> anyhow::Result<Vec<String>> {
     Ok(codes)
 }
 
-/// A wrk script that requests codes by Zipf(s = 1.0) rank. Ranks map to codes
-/// in creation order, which the keyed permutation makes unrelated to the
-/// codes' spelling.
-fn zipf_lua(codes_file: &Path) -> String {
-    format!(
-        r#"local codes = {{}}
-for line in io.lines("{file}") do codes[#codes + 1] = "/" .. line end
-local n = #codes
-local cdf = {{}}
-local total = 0
-for k = 1, n do total = total + 1 / k; cdf[k] = total end
-for k = 1, n do cdf[k] = cdf[k] / total end
-math.randomseed(os.time() + tonumber(tostring({{}}):sub(8), 16))
-request = function()
-  local u = math.random()
-  local lo, hi = 1, n
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if cdf[mid] < u then lo = mid + 1 else hi = mid end
-  end
-  return wrk.format("GET", codes[lo])
-end
-"#,
-        file = codes_file.display()
-    )
-}
-
-/// What a browser following a link sends (nginx gets the same).
-const CLICK_HEADERS: [&str; 2] = [
-    "User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-    "Referer: https://news.example.com/item?id=1",
-];
-
 /// Samples the writer's analytics consumer while a workload runs.
 struct ConsumerWatch {
     admin: SocketAddr,
@@ -505,76 +574,5 @@ impl ConsumerWatch {
         let _ = self.stop.send(());
         let (entries, seconds) = self.sampler.await?;
         Ok((folded, elapsed, entries, seconds))
-    }
-}
-
-/// nginx answering every path with `return 301`, tuned as one would for a
-/// static redirect: one worker per CPU, no access log, long keep-alive.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Nginx {
-    fn start(binary: &Path, dir: &Path, workers: usize) -> anyhow::Result<Self> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let prefix = dir.join("nginx");
-        fs::create_dir_all(prefix.join("logs"))?;
-        let config = prefix.join("nginx.conf");
-        fs::write(
-            &config,
-            format!(
-                "worker_processes {workers};\n\
-                 pid {pid};\n\
-                 error_log {error_log} warn;\n\
-                 events {{ worker_connections 4096; }}\n\
-                 http {{\n\
-                   access_log off;\n\
-                   keepalive_requests 10000000;\n\
-                   client_body_temp_path {tmp}/body;\n\
-                   proxy_temp_path {tmp}/proxy;\n\
-                   fastcgi_temp_path {tmp}/fastcgi;\n\
-                   uwsgi_temp_path {tmp}/uwsgi;\n\
-                   scgi_temp_path {tmp}/scgi;\n\
-                   server {{\n\
-                     listen {addr} reuseport;\n\
-                     location / {{ return 301 https://example.com/zipf/0; }}\n\
-                   }}\n\
-                 }}\n",
-                pid = prefix.join("nginx.pid").display(),
-                error_log = prefix.join("logs/error.log").display(),
-                tmp = prefix.display(),
-            ),
-        )?;
-        let child = Command::new(binary)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&config)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start nginx")?;
-        let nginx = Self { child, addr };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("nginx did not start listening on {addr}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(nginx)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM to the master: it takes its workers down with it.
-        if signal(&self.child, nix::sys::signal::Signal::SIGTERM).is_err() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
     }
 }

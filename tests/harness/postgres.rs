@@ -174,6 +174,11 @@ impl PgServer {
         self.port
     }
 
+    /// The postmaster's process id (`None` while stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

@@ -133,6 +133,31 @@ pub fn signal_tree(child: &Child, signal: Signal) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU seconds used so far by `root` and its direct children (Postgres
+/// backends are the postmaster's), the children it has already reaped
+/// included. `/proc` counts in USER_HZ, 100 per second on Linux.
+pub fn cpu_seconds_tree(root: u32) -> f64 {
+    let Ok(parent) = i32::try_from(root) else {
+        return 0.0;
+    };
+    let ticks: u64 = std::iter::once(parent)
+        .chain(children_of(parent))
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the name: state (3), ppid, ... utime (14), stime, cutime, cstime.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(
+                fields
+                    .get(11..15)?
+                    .iter()
+                    .filter_map(|field| field.parse::<u64>().ok())
+                    .sum::<u64>(),
+            )
+        })
+        .sum();
+    ticks as f64 / 100.0
+}
+
 /// Direct children of `parent`, read from `/proc/<pid>/stat`.
 fn children_of(parent: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

@@ -190,6 +190,12 @@ impl RedisServer {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("redis did not start")))
     }
 
+    /// The server's process id (`None` while stopped; a cluster's first
+    /// node for a cluster).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -728,7 +728,60 @@ async fn click_store_postgres() -> anyhow::Result<()> {
     let database = cluster.create_database().await?;
     let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
     store.migrate().await?;
-    click_store_contract(store.clicks()).await
+    click_store_contract(store.clicks()).await?;
+    fold_together_contract(store.clicks()).await
+}
+
+/// Several batches folded in one transaction (the Postgres store's fast
+/// path): all recorded and counted, or, when one of them was folded before,
+/// nothing written at all, so folding them one by one afterwards counts each
+/// exactly once.
+async fn fold_together_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> {
+    let now = minute_of(SystemTime::now());
+    let minute = i64::from(now);
+    let first = Fold::of(&[click("tog", minute, "a.example", false, 2)]);
+    let second = Fold::of(&[click("tog", minute, "b.example", false, 3)]);
+    let both = Fold::of(&[
+        click("tog", minute, "a.example", false, 2),
+        click("tog", minute, "b.example", false, 3),
+    ]);
+    ensure!(store.fold("together-1", &first, VALUES).await? == Folded::Now);
+    // together-1 was folded: nothing of the pair is written.
+    ensure!(
+        !store
+            .fold_together(&["together-1", "together-2"], &both, VALUES)
+            .await?
+    );
+    ensure!(store.totals("tog").await? == (2, 0));
+    ensure!(store.fold("together-2", &second, VALUES).await? == Folded::Now);
+    ensure!(store.totals("tog").await? == (5, 0));
+    // Two new ones: both counted once, in one transaction, and recorded.
+    ensure!(
+        store
+            .fold_together(&["together-3", "together-4"], &both, VALUES)
+            .await?
+    );
+    ensure!(store.totals("tog").await? == (10, 0));
+    ensure!(store.fold("together-4", &second, VALUES).await? == Folded::Before);
+    ensure!(
+        !store
+            .fold_together(&["together-3", "together-5"], &both, VALUES)
+            .await?
+    );
+    ensure!(store.totals("tog").await? == (10, 0));
+    let minutes = store
+        .rollups("tog", RollupTable::Minutes, now - 1, now + 1, ALL)
+        .await?;
+    let referrers: std::collections::BTreeMap<&str, i64> = minutes
+        .iter()
+        .filter(|row| row.dimension == Dimension::Referrer)
+        .map(|row| (row.value.as_str(), row.clicks))
+        .collect();
+    ensure!(
+        referrers == std::collections::BTreeMap::from([("a.example", 4), ("b.example", 6)]),
+        "{referrers:?}"
+    );
+    Ok(())
 }
 
 #[tokio::test]

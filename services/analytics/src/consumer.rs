@@ -107,6 +107,15 @@ impl Metrics {
     }
 }
 
+/// Whether `batch_id` is one a redirect writes (and safe to log).
+fn valid_batch_id(batch_id: &str) -> bool {
+    !batch_id.is_empty()
+        && batch_id.len() <= MAX_BATCH_ID_LEN
+        && batch_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+}
+
 /// Folds one batch; `Ok(false)` for a corrupt one (counted and logged here;
 /// the caller acknowledges it all the same).
 async fn fold_batch(
@@ -125,12 +134,7 @@ async fn fold_batch(
         );
         return Ok(false);
     };
-    if batch_id.is_empty()
-        || batch_id.len() > MAX_BATCH_ID_LEN
-        || !batch_id
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
-    {
+    if !valid_batch_id(batch_id) {
         metrics.corrupt.increment(1);
         tracing::warn!(entry, "skipping a click batch with a malformed id");
         return Ok(false);

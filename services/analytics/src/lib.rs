@@ -287,6 +287,21 @@ pub trait ClickStore: Send + Sync + 'static {
         values: usize,
     ) -> Result<Folded, AnalyticsError>;
 
+    /// [`Self::fold`] for several batches at once: `fold` (their clicks
+    /// together) added and every id recorded in one transaction, when none
+    /// of the ids was recorded before; `Ok(false)`, with nothing written,
+    /// when one was (or a store folds one batch at a time): the caller then
+    /// folds them one by one, so each is still counted exactly once.
+    async fn fold_together(
+        &self,
+        batch_ids: &[&str],
+        fold: &Fold,
+        values: usize,
+    ) -> Result<bool, AnalyticsError> {
+        let _ = (batch_ids, fold, values);
+        Ok(false)
+    }
+
     /// Adds the minute rows after the roll-up mark and up to `through` (at
     /// most [`ROLL_UP_SLICE_MINUTES`] of them) to the day rollups and moves
     /// the mark, in one

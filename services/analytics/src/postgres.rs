@@ -85,17 +85,69 @@ SELECT code, minute / 1440, dimension, value, bot, sum(clicks)::int8 FROM click_
  GROUP BY code, minute / 1440, dimension, value, bot
  ORDER BY code, minute / 1440, dimension, value, bot";
 
+/// `sql` as a statement prepared on the transaction's connection, kept by
+/// the pool with the connection: a fold runs the same few statements over
+/// and over, so they are parsed and planned once per connection instead of
+/// on every call (and each call is one round trip instead of two).
+async fn prepared(
+    transaction: &Transaction<'_>,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, AnalyticsError> {
+    transaction
+        .prepare_cached(sql)
+        .await
+        .map_err(AnalyticsError::from_postgres)
+}
+
 /// The roll-up mark, locked as `lock` says (`FOR SHARE` by folds, `FOR
 /// UPDATE` by the roll-up) until the transaction ends.
 async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, AnalyticsError> {
+    let statement = prepared(
+        transaction,
+        &format!("SELECT rolled_through FROM click_rollup_mark {lock}"),
+    )
+    .await?;
     transaction
-        .query_one(
-            &format!("SELECT rolled_through FROM click_rollup_mark {lock}"),
-            &[],
-        )
+        .query_one(&statement, &[])
         .await
         .and_then(|row| row.try_get(0))
         .map_err(AnalyticsError::from_postgres)
+}
+
+/// Adds `fold` to the rollups and the totals, in the caller's transaction
+/// (which has recorded the batch ids).
+async fn add_fold(
+    transaction: &Transaction<'_>,
+    fold: &Fold,
+    values: usize,
+) -> Result<(), AnalyticsError> {
+    // Shared: folds run side by side, a roll-up waits for them (and they for
+    // it).
+    let rolled_through = rollup_mark(transaction, "FOR SHARE").await?;
+    let late_days = fold.late_days(rolled_through);
+    lock_groups(
+        transaction,
+        &[
+            (RollupTable::Minutes, &fold.minutes),
+            (RollupTable::Days, &late_days),
+        ],
+    )
+    .await?;
+    add_bounded(transaction, RollupTable::Minutes, &fold.minutes, values).await?;
+    add_bounded(transaction, RollupTable::Days, &late_days, values).await?;
+    let codes: Vec<&str> = fold
+        .totals
+        .iter()
+        .map(|(code, _, _)| code.as_str())
+        .collect();
+    let humans: Vec<i64> = fold.totals.iter().map(|(_, humans, _)| *humans).collect();
+    let bots: Vec<i64> = fold.totals.iter().map(|(_, _, bots)| *bots).collect();
+    let totals = prepared(transaction, UPSERT_TOTALS).await?;
+    transaction
+        .execute(&totals, &[&codes, &humans, &bots])
+        .await
+        .map_err(AnalyticsError::from_postgres)?;
+    Ok(())
 }
 
 /// The rollup tables of the writer's Postgres database (its migrations
@@ -144,46 +196,60 @@ impl ClickStore for PostgresRollups {
             // Concurrent folds of one id (a batch reclaimed from a slow
             // consumer) meet here: the second waits for the first to commit
             // and then finds the id.
+            let record = prepared(
+                &transaction,
+                "INSERT INTO click_batches (batch_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .await?;
             let recorded = transaction
-                .execute(
-                    "INSERT INTO click_batches (batch_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                    &[&batch_id],
-                )
+                .execute(&record, &[&batch_id])
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
             if recorded == 0 {
                 return Ok(Folded::Before);
             }
-            // Shared: folds run side by side, a roll-up waits for them (and
-            // they for it).
-            let rolled_through = rollup_mark(&transaction, "FOR SHARE").await?;
-            let late_days = fold.late_days(rolled_through);
-            lock_groups(
-                &transaction,
-                &[
-                    (RollupTable::Minutes, &fold.minutes),
-                    (RollupTable::Days, &late_days),
-                ],
-            )
-            .await?;
-            add_bounded(&transaction, RollupTable::Minutes, &fold.minutes, values).await?;
-            add_bounded(&transaction, RollupTable::Days, &late_days, values).await?;
-            let codes: Vec<&str> = fold
-                .totals
-                .iter()
-                .map(|(code, _, _)| code.as_str())
-                .collect();
-            let humans: Vec<i64> = fold.totals.iter().map(|(_, humans, _)| *humans).collect();
-            let bots: Vec<i64> = fold.totals.iter().map(|(_, _, bots)| *bots).collect();
-            transaction
-                .execute(UPSERT_TOTALS, &[&codes, &humans, &bots])
-                .await
-                .map_err(AnalyticsError::from_postgres)?;
+            add_fold(&transaction, fold, values).await?;
             transaction
                 .commit()
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
             Ok(Folded::Now)
+        })
+        .await
+    }
+
+    async fn fold_together(
+        &self,
+        batch_ids: &[&str],
+        fold: &Fold,
+        values: usize,
+    ) -> Result<bool, AnalyticsError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            let record = prepared(
+                &transaction,
+                "INSERT INTO click_batches (batch_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+            let recorded = transaction
+                .execute(&record, &[&batch_ids])
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            // One of them was folded before (or is being folded now): the
+            // transaction is dropped, nothing written.
+            if usize::try_from(recorded).ok() != Some(batch_ids.len()) {
+                return Ok(false);
+            }
+            add_fold(&transaction, fold, values).await?;
+            transaction
+                .commit()
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            Ok(true)
         })
         .await
     }

@@ -76,8 +76,9 @@ pub(super) async fn lock_groups(
     if codes.is_empty() {
         return Ok(());
     }
+    let lock = prepared(transaction, LOCK_GROUPS).await?;
     transaction
-        .execute(LOCK_GROUPS, &[&codes, &buckets])
+        .execute(&lock, &[&codes, &buckets])
         .await
         .map_err(AnalyticsError::from_postgres)?;
     Ok(())
@@ -103,11 +104,9 @@ pub(super) async fn stored_values(
     let dimensions: Vec<i16> = named.iter().map(|key| key.dimension as i16).collect();
     let values: Vec<&str> = named.iter().map(|key| key.value.as_str()).collect();
     let bots: Vec<bool> = named.iter().map(|key| key.bot).collect();
+    let counts = prepared(transaction, &table_sql(STORED_COUNTS, table)).await?;
     for row in transaction
-        .query(
-            &table_sql(STORED_COUNTS, table),
-            &[&codes, &buckets, &OTHER],
-        )
+        .query(&counts, &[&codes, &buckets, &OTHER])
         .await
         .map_err(AnalyticsError::from_postgres)?
     {
@@ -123,11 +122,9 @@ pub(super) async fn stored_values(
             usize::try_from(count).unwrap_or(usize::MAX),
         );
     }
+    let keys = prepared(transaction, &table_sql(STORED_KEYS, table)).await?;
     for row in transaction
-        .query(
-            &table_sql(STORED_KEYS, table),
-            &[&codes, &buckets, &dimensions, &values, &bots],
-        )
+        .query(&keys, &[&codes, &buckets, &dimensions, &values, &bots])
         .await
         .map_err(AnalyticsError::from_postgres)?
     {
@@ -170,10 +167,7 @@ pub(super) async fn upsert_rollups(
     let values: Vec<&str> = rows.iter().map(|(key, _)| key.value.as_str()).collect();
     let bots: Vec<bool> = rows.iter().map(|(key, _)| key.bot).collect();
     let clicks: Vec<i64> = rows.iter().map(|(_, clicks)| *clicks).collect();
-    let statement = transaction
-        .prepare_cached(&table_sql(UPSERT_ROLLUP, table))
-        .await
-        .map_err(AnalyticsError::from_postgres)?;
+    let statement = prepared(transaction, &table_sql(UPSERT_ROLLUP, table)).await?;
     transaction
         .execute(
             &statement,
