@@ -35,7 +35,7 @@ use tinyurl_harness::process::{ScratchDir, cpu_seconds_tree, find_binary};
 use tinyurl_harness::services::{ServiceProcess, metric, start_redirect};
 use tinyurl_harness::system::PUBLIC_BASE_URL;
 use tinyurl_harness::{PgServer, Stack};
-use workload::{CLICK_HEADERS, zipf_lua};
+use workload::{CLICK_HEADERS, l1_counts, zipf_lua};
 use wrk::Wrk;
 
 #[derive(Parser)]
@@ -416,41 +416,24 @@ async fn measure(args: &Args) -> anyhow::Result<Run> {
     for _ in 0..args.rounds {
         let batch = meter
             .phase(|| async {
-                let mut sample =
-                    creates::run_writer(&system.writer.endpoint(), &system.key, 16, duration, 100)
-                        .await?;
-                ensure_clean(&sample, "BatchCreateLinks")?;
-                let p99 = sample.percentile_ms(0.99);
-                Ok((
-                    sample.operations as f64,
-                    BTreeMap::from([("p99_ms_per_call".to_owned(), p99)]),
-                ))
+                let endpoint = system.writer.endpoint();
+                let sample = creates::run_writer(&endpoint, &system.key, 16, duration, 100).await?;
+                created(sample, "BatchCreateLinks")
             })
             .await?;
         record(&mut run, CREATE_BATCH, batch);
         let grpc = meter
             .phase(|| async {
-                let mut sample =
-                    creates::run_writer(&system.writer.endpoint(), &system.key, 64, duration, 1)
-                        .await?;
-                ensure_clean(&sample, "CreateLink")?;
-                let p99 = sample.percentile_ms(0.99);
-                Ok((
-                    sample.operations as f64,
-                    BTreeMap::from([("p99_ms".to_owned(), p99)]),
-                ))
+                let endpoint = system.writer.endpoint();
+                let sample = creates::run_writer(&endpoint, &system.key, 64, duration, 1).await?;
+                created(sample, "CreateLink")
             })
             .await?;
         record(&mut run, CREATE_GRPC, grpc);
         let rest = meter
             .phase(|| async {
-                let mut sample = creates::run_rest(system.rest, &system.key, 64, duration).await?;
-                ensure_clean(&sample, "POST /api/v1/links")?;
-                let p99 = sample.percentile_ms(0.99);
-                Ok((
-                    sample.operations as f64,
-                    BTreeMap::from([("p99_ms".to_owned(), p99)]),
-                ))
+                let sample = creates::run_rest(system.rest, &system.key, 64, duration).await?;
+                created(sample, "POST /api/v1/links")
             })
             .await?;
         record(&mut run, CREATE_REST, rest);
@@ -581,27 +564,19 @@ async fn measure(args: &Args) -> anyhow::Result<Run> {
     Ok(run)
 }
 
+/// A create phase's operations and p99; a run with a failed call is refused.
+fn created(mut sample: common::Sample, what: &str) -> anyhow::Result<(f64, BTreeMap<String, f64>)> {
+    ensure_clean(&sample, what)?;
+    let p99 = sample.percentile_ms(0.99);
+    Ok((
+        sample.operations as f64,
+        BTreeMap::from([("p99_ms".to_owned(), p99)]),
+    ))
+}
+
 fn ensure_clean(sample: &common::Sample, what: &str) -> anyhow::Result<()> {
     anyhow::ensure!(sample.errors == 0, "{what}: {} calls failed", sample.errors);
     Ok(())
-}
-
-/// (L1 hits, L1 misses) of a redirect process.
-async fn l1_counts(admin: SocketAddr) -> anyhow::Result<(f64, f64)> {
-    Ok((
-        metric(
-            admin,
-            "redirect_tier_lookups_total",
-            &["tier=\"l1\"", "outcome=\"hit\""],
-        )
-        .await?,
-        metric(
-            admin,
-            "redirect_tier_lookups_total",
-            &["tier=\"l1\"", "outcome=\"miss\""],
-        )
-        .await?,
-    ))
 }
 
 impl System {

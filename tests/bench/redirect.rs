@@ -32,7 +32,7 @@ use tinyurl_harness::process::{ScratchDir, find_binary};
 use tinyurl_harness::services::{http_request, metric};
 use tinyurl_harness::system::System;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
-use workload::{CLICK_HEADERS, zipf_lua};
+use workload::{CLICK_HEADERS, l1_counts, zipf_lua};
 use wrk::Wrk;
 
 #[derive(Parser)]
@@ -464,24 +464,6 @@ impl EmbeddedSystem {
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let values: Vec<f64> = values.collect();
     values.iter().sum::<f64>() / values.len().max(1) as f64
-}
-
-/// (L1 hits, L1 misses) of a redirect process.
-async fn l1_counts(admin: SocketAddr) -> anyhow::Result<(f64, f64)> {
-    Ok((
-        metric(
-            admin,
-            "redirect_tier_lookups_total",
-            &["tier=\"l1\"", "outcome=\"hit\""],
-        )
-        .await?,
-        metric(
-            admin,
-            "redirect_tier_lookups_total",
-            &["tier=\"l1\"", "outcome=\"miss\""],
-        )
-        .await?,
-    ))
 }
 
 /// Creates `count` links through the writer, 1,000 per `BatchCreateLinks`,

@@ -1,7 +1,10 @@
 //! What the redirect benchmarks request: a browser's headers and codes by
 //! Zipf rank.
 
+use std::net::SocketAddr;
 use std::path::Path;
+
+use tinyurl_harness::services::metric;
 
 /// A wrk script that requests codes by Zipf(s = 1.0) rank. Ranks map to codes
 /// in creation order, which the keyed permutation makes unrelated to the
@@ -35,3 +38,21 @@ pub const CLICK_HEADERS: [&str; 2] = [
     "User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
     "Referer: https://news.example.com/item?id=1",
 ];
+
+/// (L1 hits, L1 misses) of a redirect process.
+pub async fn l1_counts(admin: SocketAddr) -> anyhow::Result<(f64, f64)> {
+    Ok((
+        metric(
+            admin,
+            "redirect_tier_lookups_total",
+            &["tier=\"l1\"", "outcome=\"hit\""],
+        )
+        .await?,
+        metric(
+            admin,
+            "redirect_tier_lookups_total",
+            &["tier=\"l1\"", "outcome=\"miss\""],
+        )
+        .await?,
+    ))
+}

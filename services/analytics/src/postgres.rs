@@ -187,35 +187,9 @@ impl ClickStore for PostgresRollups {
         fold: &Fold,
         values: usize,
     ) -> Result<Folded, AnalyticsError> {
-        self.bounded(async {
-            let mut client = self.client().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(AnalyticsError::from_postgres)?;
-            // Concurrent folds of one id (a batch reclaimed from a slow
-            // consumer) meet here: the second waits for the first to commit
-            // and then finds the id.
-            let record = prepared(
-                &transaction,
-                "INSERT INTO click_batches (batch_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            )
-            .await?;
-            let recorded = transaction
-                .execute(&record, &[&batch_id])
-                .await
-                .map_err(AnalyticsError::from_postgres)?;
-            if recorded == 0 {
-                return Ok(Folded::Before);
-            }
-            add_fold(&transaction, fold, values).await?;
-            transaction
-                .commit()
-                .await
-                .map_err(AnalyticsError::from_postgres)?;
-            Ok(Folded::Now)
-        })
-        .await
+        // One batch is a set of one: recorded now, or found (folded before).
+        let folded = self.fold_together(&[batch_id], fold, values).await?;
+        Ok(if folded { Folded::Now } else { Folded::Before })
     }
 
     async fn fold_together(
@@ -230,6 +204,9 @@ impl ClickStore for PostgresRollups {
                 .transaction()
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
+            // Concurrent folds of one id (a batch reclaimed from a slow
+            // consumer) meet here: the second waits for the first to commit
+            // and then finds the id.
             let record = prepared(
                 &transaction,
                 "INSERT INTO click_batches (batch_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",

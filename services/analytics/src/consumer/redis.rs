@@ -309,20 +309,9 @@ impl RedisConsumer {
             }
         }
         for (id, fields) in entries {
-            let field = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(field, _)| field == name)
-                    .and_then(|(_, value)| value.as_str())
-                    .map(std::borrow::Cow::into_owned)
-            };
-            let batch_id = match (field(FORMAT_FIELD).as_deref(), field(BATCH_FIELD)) {
-                (None | Some(BATCH_FORMAT), batch @ Some(_)) => batch,
-                // Format 1: the entry is the batch.
-                (None, None) => Some(format!("v1-{id}")),
-                // Missing its id: corrupt, as fold_batch says.
-                (Some(BATCH_FORMAT), None) => None,
-                (Some(newer), _) => {
+            let batch_id = match batch_id_of(&id, &fields) {
+                Ok(batch_id) => batch_id,
+                Err(newer) => {
                     self.metrics.deferred.increment(1);
                     tracing::warn!(
                         entry = id,
@@ -338,7 +327,7 @@ impl RedisConsumer {
                 &self.metrics,
                 &id,
                 batch_id.as_deref(),
-                field(CLICKS_FIELD).as_deref(),
+                text_field(&fields, CLICKS_FIELD).as_deref(),
             )
             .await;
             if let Err(error) = folded {
@@ -389,21 +378,13 @@ impl RedisConsumer {
         let mut batch_ids = Vec::with_capacity(entries.len());
         let mut lines = Vec::new();
         for (id, fields) in entries {
-            let field = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(field, _)| field == name)
-                    .and_then(|(_, value)| value.as_str())
-            };
-            let batch_id = match (field(FORMAT_FIELD).as_deref(), field(BATCH_FIELD)) {
-                (None | Some(BATCH_FORMAT), Some(batch)) => batch.into_owned(),
-                (None, None) => format!("v1-{id}"),
-                _ => return None,
+            let Ok(Some(batch_id)) = batch_id_of(id, fields) else {
+                return None;
             };
             if !valid_batch_id(&batch_id) {
                 return None;
             }
-            lines.extend(parse_batch(field(CLICKS_FIELD)?.as_ref()).ok()?);
+            lines.extend(parse_batch(&text_field(fields, CLICKS_FIELD)?).ok()?);
             ids.push(id.clone());
             batch_ids.push(batch_id);
         }
@@ -442,6 +423,31 @@ impl RedisConsumer {
             .xack::<Value, _, _, _>(CLICKS_STREAM, CLICKS_GROUP, ids.to_vec())
             .await
             .map(drop)
+    }
+}
+
+/// A stream entry's field as text.
+fn text_field(fields: &[(String, Value)], name: &str) -> Option<String> {
+    fields
+        .iter()
+        .find(|(field, _)| field == name)
+        .and_then(|(_, value)| value.as_str())
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// The batch id of entry `id`: `Ok(None)` for a batch of this format
+/// without one (corrupt, as `fold_batch` says), `Err` with the format of a
+/// newer one.
+fn batch_id_of(id: &str, fields: &[(String, Value)]) -> Result<Option<String>, String> {
+    match (
+        text_field(fields, FORMAT_FIELD).as_deref(),
+        text_field(fields, BATCH_FIELD),
+    ) {
+        (None | Some(BATCH_FORMAT), batch @ Some(_)) => Ok(batch),
+        // Format 1: the entry is the batch.
+        (None, None) => Ok(Some(format!("v1-{id}"))),
+        (Some(BATCH_FORMAT), None) => Ok(None),
+        (Some(newer), _) => Err(newer.to_owned()),
     }
 }
 
