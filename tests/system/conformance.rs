@@ -1568,3 +1568,83 @@ async fn cache_in_process() -> anyhow::Result<()> {
     });
     cache_contract(cache, shared, announcements).await
 }
+
+/// Console sessions: stored by the token's hash, read back as stored,
+/// touched forward only, ended once, pruned by idle time and by age.
+async fn session_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
+    use tinyurl_links::sessions::SessionToken;
+    let (_, key) = generate_key();
+    let opened = micros_ago(600);
+    let first = SessionToken::generate();
+    store.create_session(&first.hash(), &key, opened).await?;
+    let read = store.session(&first.hash()).await?.context("the session")?;
+    ensure!(
+        read.key == key && read.created_at == opened && read.last_seen_at == opened,
+        "read back as stored: {read:?}"
+    );
+    ensure!(
+        store
+            .session(&SessionToken::generate().hash())
+            .await?
+            .is_none(),
+        "an unknown token has no session"
+    );
+
+    let used = micros_ago(60);
+    store.touch_session(&first.hash(), used).await?;
+    store.touch_session(&first.hash(), opened).await?;
+    let read = store.session(&first.hash()).await?.context("the session")?;
+    ensure!(
+        read.last_seen_at == used && read.created_at == opened,
+        "a touch moves last use forward only: {read:?}"
+    );
+
+    ensure!(store.end_session(&first.hash()).await?, "ended");
+    ensure!(store.session(&first.hash()).await?.is_none(), "gone");
+    ensure!(!store.end_session(&first.hash()).await?, "ended once");
+
+    // Pruning: one idle, one too old, one live.
+    let idle = SessionToken::generate();
+    let old = SessionToken::generate();
+    let live = SessionToken::generate();
+    store
+        .create_session(&idle.hash(), &key, micros_ago(3_600))
+        .await?;
+    store
+        .create_session(&old.hash(), &key, micros_ago(86_400))
+        .await?;
+    store.touch_session(&old.hash(), micros_ago(10)).await?;
+    store
+        .create_session(&live.hash(), &key, micros_ago(120))
+        .await?;
+    let pruned = store
+        .prune_sessions(micros_ago(1_800), micros_ago(43_200))
+        .await?;
+    ensure!(
+        pruned == 2,
+        "the idle and the old session pruned, not {pruned}"
+    );
+    ensure!(store.session(&idle.hash()).await?.is_none());
+    ensure!(store.session(&old.hash()).await?.is_none());
+    ensure!(
+        store.session(&live.hash()).await?.is_some(),
+        "the live one kept"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn console_sessions_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
+    store.migrate().await?;
+    session_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn console_sessions_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    session_contract(Arc::new(store)).await
+}

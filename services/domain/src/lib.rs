@@ -5,6 +5,7 @@ pub mod alias;
 pub mod cached;
 pub mod clicks;
 pub mod codec;
+pub mod qr;
 pub mod status;
 pub mod target;
 

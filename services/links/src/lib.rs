@@ -22,7 +22,8 @@ pub mod leaser;
 pub mod limits;
 pub mod rate;
 mod service;
+pub mod sessions;
 pub mod store;
 
 pub use self::error::WriterError;
-pub use self::service::{Call, LinkService, Page, State, StatsInput};
+pub use self::service::{Call, LinkService, Page, SignedIn, State, StatsInput};

@@ -21,6 +21,7 @@ use crate::input::{
     page_token, parse_page_token, validate_create,
 };
 use crate::leaser::IdLeaser;
+use crate::sessions::{SessionTimeouts, SessionToken};
 use crate::store::{LinkChanges, LinkStore, StoredLink};
 use tinyurl_analytics::{ClickStore, LinkStats, StatsQuery};
 
@@ -55,6 +56,13 @@ pub struct StatsInput {
 pub struct Page {
     pub links: Vec<StoredLink>,
     pub next_page_token: Option<String>,
+}
+
+/// A console session's call, and what its key's scope allows.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub call: Call,
+    pub scope: Scope,
 }
 
 pub struct LinkService {
@@ -225,6 +233,86 @@ impl LinkService {
     /// cached; the call's own check then costs a map lookup).
     pub async fn authenticate(&self, call: &Call) -> Result<(), WriterError> {
         self.state.caller(call).await.map(drop)
+    }
+
+    /// The scope of the call's key (authenticating it, as every call does).
+    pub async fn scope(&self, call: &Call) -> Result<Scope, WriterError> {
+        Ok(self.state.caller(call).await?.scope)
+    }
+
+    /// Opens a console session for the call's key: the key is checked as
+    /// any call's is (a failure is charged to the caller's address), and
+    /// only the hash of the returned token is stored.
+    pub async fn sign_in(&self, call: &Call) -> Result<SessionToken, WriterError> {
+        measured("sign_in", async {
+            self.state.caller(call).await?;
+            let key = call.key.ok_or(WriterError::Unauthenticated("no API key"))?;
+            let token = SessionToken::generate();
+            self.state
+                .store
+                .create_session(&token.hash(), &key, SystemTime::now())
+                .await?;
+            Ok(token)
+        })
+        .await
+    }
+
+    /// The call a console session makes from `client`: `None` when there
+    /// is no such session, it timed out, or its key no longer works (then
+    /// the session is ended, on every writer, since they share the store).
+    pub async fn session(
+        &self,
+        token: &SessionToken,
+        client: Option<IpAddr>,
+        timeouts: SessionTimeouts,
+    ) -> Result<Option<SignedIn>, WriterError> {
+        let id = token.hash();
+        let Some(session) = self.state.store.session(&id).await? else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        if !timeouts.open_at(&session, now) {
+            self.state.store.end_session(&id).await?;
+            return Ok(None);
+        }
+        let call = Call {
+            key: Some(session.key),
+            client,
+        };
+        let scope = match self.state.caller(&call).await {
+            Ok(caller) => caller.scope,
+            Err(WriterError::Unauthenticated(_)) => {
+                self.state.store.end_session(&id).await?;
+                return Ok(None);
+            }
+            Err(other) => return Err(other),
+        };
+        let stale = now
+            .duration_since(session.last_seen_at)
+            .is_ok_and(|since| since >= timeouts.touch_after());
+        if stale {
+            self.state.store.touch_session(&id, now).await?;
+        }
+        Ok(Some(SignedIn { call, scope }))
+    }
+
+    /// Ends a console session; signing out twice is not an error.
+    pub async fn sign_out(&self, token: &SessionToken) -> Result<(), WriterError> {
+        self.state.store.end_session(&token.hash()).await.map(drop)
+    }
+
+    /// Deletes the sessions that timed out; how many.
+    pub async fn prune_sessions(&self, timeouts: SessionTimeouts) -> Result<u64, WriterError> {
+        let now = SystemTime::now();
+        self.state
+            .store
+            .prune_sessions(
+                now.checked_sub(timeouts.idle)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+                now.checked_sub(timeouts.absolute)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            )
+            .await
     }
 
     /// Deletes the link and keeps its code as a tombstone: never reissued.

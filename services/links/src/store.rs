@@ -1,5 +1,6 @@
-//! Where links and API keys live: the [`LinkStore`] trait (with [`KeyStore`]
-//! and [`HostStore`], the keys and the operator's blocklist) and its two
+//! Where links and API keys live: the [`LinkStore`] trait (with [`KeyStore`],
+//! [`HostStore`] and [`SessionStore`], the keys, the operator's blocklist and
+//! the console's sessions) and its two
 //! implementations, Postgres (the split deployment) and SQLite (the embedded
 //! one), chosen by the scheme of `TINYURL_DATABASE_URL`. Both pass the same
 //! conformance suite (`tests/system/conformance.rs`).
@@ -18,6 +19,7 @@ pub use self::postgres::{OnlineMigration, OnlineReport, PostgresLinkStore};
 pub use self::sqlite::SqliteLinkStore;
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
+use crate::sessions::{SessionHash, StoredSession};
 use tinyurl_analytics::ClickStore;
 
 /// How long an idempotency key answers retries unless configured: a day, as
@@ -117,7 +119,7 @@ pub struct LinkChanges {
 /// The same database holds the click rollups: [`Self::clicks`] reads and
 /// folds them.
 #[async_trait::async_trait]
-pub trait LinkStore: KeyStore + HostStore {
+pub trait LinkStore: KeyStore + HostStore + SessionStore {
     /// The click rollups in this store's database.
     fn clicks(&self) -> Arc<dyn ClickStore>;
 
@@ -222,6 +224,36 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Hashes that stopped working within the last `within`: revoked keys
     /// (both values) and values whose rotation grace ended.
     async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError>;
+}
+
+/// Console sessions (see [`crate::sessions`]): rows keyed by the hash of
+/// the cookie's token. Bounded and durable as [`LinkStore`] says.
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Records a new session of the key `key`, opened at `now`.
+    async fn create_session(
+        &self,
+        id: &SessionHash,
+        key: &KeyHash,
+        now: SystemTime,
+    ) -> Result<(), WriterError>;
+
+    /// The session, if it exists (ended or not: the caller judges expiry).
+    async fn session(&self, id: &SessionHash) -> Result<Option<StoredSession>, WriterError>;
+
+    /// Records that the session was used at `now`.
+    async fn touch_session(&self, id: &SessionHash, now: SystemTime) -> Result<(), WriterError>;
+
+    /// Ends the session; `false` when there was none.
+    async fn end_session(&self, id: &SessionHash) -> Result<bool, WriterError>;
+
+    /// Deletes sessions last used before `idle_before` or opened before
+    /// `opened_before`; how many.
+    async fn prune_sessions(
+        &self,
+        idle_before: SystemTime,
+        opened_before: SystemTime,
+    ) -> Result<u64, WriterError>;
 }
 
 /// The operator's stored blocklist (`block-host`) and the blocks it puts on

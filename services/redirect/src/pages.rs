@@ -4,13 +4,8 @@ use axum::body::Body;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use qrcode::{Color, QrCode};
 
 use crate::entry::Link;
-
-/// Pixels per QR module, and the quiet zone in modules (the spec's 4).
-const MODULE_PIXELS: usize = 8;
-const QUIET_ZONE: usize = 4;
 
 /// An HTML page that shows where a short URL leads, without going there.
 pub fn preview(short_url: &str, link: &Link) -> String {
@@ -35,28 +30,22 @@ pub fn preview(short_url: &str, link: &Link) -> String {
 
 /// A QR code of `short_url`, as PNG or SVG.
 pub fn qr(short_url: &str, svg: bool) -> Response {
-    let Ok(code) = QrCode::new(short_url.as_bytes()) else {
-        // Only a short URL longer than a QR code can hold gets here.
-        let mut response = Response::new(Body::from("the short URL does not fit a QR code\n"));
-        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        return response;
-    };
     let (body, content_type) = if svg {
-        let image = code
-            .render::<qrcode::render::svg::Color<'_>>()
-            .quiet_zone(true)
-            .module_dimensions(MODULE_PIXELS as u32, MODULE_PIXELS as u32)
-            .build();
-        (image.into_bytes(), "image/svg+xml")
+        (
+            tinyurl_domain::qr::svg(short_url).map(String::into_bytes),
+            "image/svg+xml",
+        )
     } else {
-        match png(&code) {
-            Ok(image) => (image, "image/png"),
-            Err(error) => {
-                tracing::error!(%error, "cannot encode a QR PNG");
-                let mut response = Response::new(Body::from("cannot encode the QR code\n"));
-                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                return response;
-            }
+        (tinyurl_domain::qr::png(short_url), "image/png")
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(error) => {
+            // Only a short URL longer than a QR code can hold gets here.
+            tracing::error!(%error, "cannot make a QR code");
+            let mut response = Response::new(Body::from(format!("{error}\n")));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return response;
         }
     };
     let mut response = Response::new(Body::from(body));
@@ -69,31 +58,6 @@ pub fn qr(short_url: &str, svg: bool) -> Response {
     // An SVG is a document: a browser must not sniff it into anything else.
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
-}
-
-/// Greyscale PNG, black modules on white with the quiet zone.
-fn png(code: &QrCode) -> Result<Vec<u8>, png::EncodingError> {
-    let modules = code.width();
-    let colors = code.to_colors();
-    let side = (modules + 2 * QUIET_ZONE) * MODULE_PIXELS;
-    let mut pixels = vec![255u8; side * side];
-    for (index, color) in colors.iter().enumerate() {
-        if *color != Color::Dark {
-            continue;
-        }
-        let (row, column) = (index / modules + QUIET_ZONE, index % modules + QUIET_ZONE);
-        for y in row * MODULE_PIXELS..(row + 1) * MODULE_PIXELS {
-            let start = y * side + column * MODULE_PIXELS;
-            pixels[start..start + MODULE_PIXELS].fill(0);
-        }
-    }
-    let mut out = Vec::new();
-    let side = u32::try_from(side).unwrap_or(u32::MAX);
-    let mut encoder = png::Encoder::new(&mut out, side, side);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.write_header()?.write_image_data(&pixels)?;
-    Ok(out)
 }
 
 /// HTML-escapes text for element content and double-quoted attributes.

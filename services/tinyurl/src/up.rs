@@ -68,6 +68,9 @@ pub const WRITER_SETTINGS: Table = &[
     &writer::ALLOW_PRIVATE_TARGETS,
     &writer::CODE_MIN_LENGTH,
     &writer::REST_CORS_ORIGINS,
+    &writer::CONSOLE,
+    &writer::CONSOLE_IDLE_TIMEOUT,
+    &writer::CONSOLE_SESSION_LIFETIME,
     &writer::RATE_LIMIT_PER_KEY,
     &writer::DAILY_CREATE_QUOTA,
     &writer::AUTH_FAILURE_RATE_PER_IP,
@@ -144,6 +147,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await
     .context("cannot start the redirect service")?;
     let cache_ttl = writer_config.cache_ttl;
+    let console = writer_config.console;
     let writer = tinyurl_writer::App::build_with(
         writer_config,
         tinyurl_writer::app::Backend {
@@ -164,6 +168,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         redirect: redirect.http_addr()?,
         writer: writer.grpc_addr()?,
         rest: writer.rest_addr(),
+        console,
         idalloc: idalloc_grpc,
         admin: [idalloc_admin, writer.admin_addr()?, redirect.admin_addr()?],
         public_base_url: &plan.public_base_url,
@@ -277,6 +282,8 @@ struct Banner<'a> {
     redirect: SocketAddr,
     writer: SocketAddr,
     rest: Option<SocketAddr>,
+    /// The REST listener serves the console too.
+    console: bool,
     idalloc: SocketAddr,
     admin: [SocketAddr; 3],
     public_base_url: &'a str,
@@ -291,6 +298,9 @@ fn banner(banner: &Banner<'_>) {
     println!("writer gRPC       http://{}", banner.writer);
     if let Some(rest) = banner.rest {
         println!("REST API          http://{rest}/api/v1/links (OpenAPI: /api/v1/openapi.json)");
+        if banner.console {
+            println!("web console       http://{rest}/console/ (sign in with an API key)");
+        }
     }
     println!("idalloc gRPC      http://{}", banner.idalloc);
     println!(

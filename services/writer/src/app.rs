@@ -311,6 +311,13 @@ impl App {
             .transpose()?;
         let rest = self.start_rest(&links, tls.as_ref(), &stopping)?;
         let mut followers = self.start_followers(&stopping);
+        if self.config.console && self.config.rest_listen.is_some() {
+            followers.push(tokio::spawn(prune_sessions(
+                Arc::clone(&links),
+                self.config.console_sessions,
+                stopping.clone(),
+            )));
+        }
         followers.extend(tls.map(|tls| tokio::spawn(tls.watch(stopping.clone()))));
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));
         let router = lifecycle::grpc_server()
@@ -359,7 +366,16 @@ impl App {
         let Some(listener) = self.rest_listener.take() else {
             return Ok(None);
         };
-        let router = crate::rest::router(Arc::clone(links), &self.config.rest_cors_origins);
+        let mut router = crate::rest::router(Arc::clone(links), &self.config.rest_cors_origins);
+        if self.config.console {
+            router = router.merge(crate::console::router(
+                Arc::clone(links),
+                crate::console::ConsoleSettings {
+                    timeouts: self.config.console_sessions,
+                    tls: tls.is_some(),
+                },
+            ));
+        }
         let tls = tls.map(|tls| tls.server_config(false)).transpose()?;
         Ok(Some(tokio::spawn(serve_rest(
             listener,
@@ -467,6 +483,30 @@ async fn prune_idempotency_keys(store: Arc<dyn LinkStore>, stopping: Stopping) {
                         );
                         break;
                     }
+                }
+            }
+        })
+        .await;
+}
+
+/// Deletes console sessions that timed out, every few minutes (a timed-out
+/// session is refused whether or not it was deleted; this keeps the table
+/// small).
+async fn prune_sessions(
+    links: Arc<LinkService>,
+    timeouts: tinyurl_links::sessions::SessionTimeouts,
+    stopping: Stopping,
+) {
+    let pruned = metrics::counter!("writer_console_sessions_pruned_total");
+    stopping
+        .every(Duration::from_secs(300), || async {
+            match links.prune_sessions(timeouts).await {
+                Ok(sessions) => pruned.increment(sessions),
+                Err(error) => {
+                    tracing::warn!(
+                        error = error.public_message(),
+                        "console session pruning failed"
+                    );
                 }
             }
         })

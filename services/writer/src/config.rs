@@ -37,6 +37,9 @@ pub struct Config {
     pub rest_limits: crate::rest_listener::ListenerLimits,
     /// Origins allowed by CORS; empty: CORS off.
     pub rest_cors_origins: Vec<http::HeaderValue>,
+    /// Serve the web console on the REST listener.
+    pub console: bool,
+    pub console_sessions: tinyurl_links::sessions::SessionTimeouts,
     pub code_secret: SecretString,
     pub code_min_length: usize,
     pub public_base_url: String,
@@ -129,6 +132,11 @@ impl Config {
                 max_connections_per_address: env.read(&REST_MAX_CONNECTIONS_PER_ADDRESS)?,
             },
             rest_cors_origins: env.read(&REST_CORS_ORIGINS)?,
+            console: env.read(&CONSOLE)?,
+            console_sessions: tinyurl_links::sessions::SessionTimeouts {
+                idle: env.read(&CONSOLE_IDLE_TIMEOUT)?,
+                absolute: env.read(&CONSOLE_SESSION_LIFETIME)?,
+            },
             daily_create_quota: env.read(&DAILY_CREATE_QUOTA)?,
             rate_limit_per_key: env.read(&RATE_LIMIT_PER_KEY)?,
             code_secret,

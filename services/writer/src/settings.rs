@@ -140,6 +140,21 @@ pub const REST_CORS_ORIGINS: Setting<Vec<http::HeaderValue>> = Setting {
     parse: cors_origins,
     show: unshown,
 };
+pub const CONSOLE: Setting<bool> = Setting::value(
+    "TINYURL_CONSOLE",
+    true,
+    "serve the web console at /console/ on the REST listener",
+);
+pub const CONSOLE_IDLE_TIMEOUT: Setting<Duration> = Setting::human(
+    "TINYURL_CONSOLE_IDLE_TIMEOUT",
+    tinyurl_links::sessions::SessionTimeouts::DEFAULT.idle,
+    "a console session unused this long ends (e.g. 30m)",
+);
+pub const CONSOLE_SESSION_LIFETIME: Setting<Duration> = Setting::human(
+    "TINYURL_CONSOLE_SESSION_LIFETIME",
+    tinyurl_links::sessions::SessionTimeouts::DEFAULT.absolute,
+    "a console session this old ends however busy (e.g. 12h)",
+);
 pub const TRUSTED_PROXIES: Setting<TrustedProxies> = Setting {
     name: "TINYURL_TRUSTED_PROXIES",
     meaning: "CIDRs of the proxies in front of the REST API whose x-forwarded-for names the client",
@@ -337,6 +352,9 @@ pub const SETTINGS: Table = &[
     &REST_MAX_CONNECTIONS,
     &REST_MAX_CONNECTIONS_PER_ADDRESS,
     &REST_CORS_ORIGINS,
+    &CONSOLE,
+    &CONSOLE_IDLE_TIMEOUT,
+    &CONSOLE_SESSION_LIFETIME,
     &TRUSTED_PROXIES,
     &GRPC_TRUSTED_PROXIES,
     &CODE_SECRET,

@@ -25,6 +25,7 @@ mod hosts;
 mod keys;
 mod links;
 mod online;
+mod sessions;
 
 pub use online::{OnlineMigration, OnlineReport};
 

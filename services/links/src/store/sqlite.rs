@@ -22,6 +22,7 @@ use crate::error::WriterError;
 mod hosts;
 mod keys;
 mod links;
+mod sessions;
 
 mod embedded {
     refinery::embed_migrations!("migrations-sqlite");

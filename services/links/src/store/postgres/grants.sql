@@ -12,7 +12,8 @@ BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'tinyurl_writer') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON
             links, link_idempotency, api_keys, api_key_retirements, blocked_hosts,
-            click_minutes, click_days, click_totals, click_batches, click_rollup_mark
+            click_minutes, click_days, click_totals, click_batches, click_rollup_mark,
+            console_sessions
             TO tinyurl_writer;
         -- To check at start that the schema is new enough (TINYURL_MIGRATE=false).
         GRANT SELECT ON writer_schema_history TO tinyurl_writer;

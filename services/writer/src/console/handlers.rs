@@ -1,0 +1,548 @@
+//! One handler per console route: each turns a form or a query into the
+//! link service's input, calls it with the session's call, and answers
+//! with a page or a `303 See Other` (so a reload never sends a form again).
+
+use std::time::{Duration, SystemTime};
+
+use axum::Form;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
+use tinyurl_domain::RedirectStatus;
+use tinyurl_links::auth::{Scope, bearer};
+use tinyurl_links::error::WriterError;
+use tinyurl_links::input::{CreateInput, ListInput, UpdateInput};
+use tinyurl_links::{Call, StatsInput};
+
+use super::pages::{self, CreateForm, FormError, LinkView, ListView, Nav};
+use super::{Refused, Shared, Signed, error_page, html, see_other, service_error_page};
+
+/// Links on a page of the listing.
+const PAGE_SIZE: u32 = 50;
+
+/// Statistics granularities, as the protobuf enum numbers them.
+const MINUTE: i32 = 1;
+const HOUR: i32 = 2;
+const DAY: i32 = 3;
+
+fn nav(signed: &Signed) -> Nav {
+    Nav {
+        csrf: signed.csrf(),
+        scope: signed.scope,
+    }
+}
+
+/// A form, or the page saying why it could not be read.
+fn form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, Refused> {
+    form.map(|Form(form)| form).map_err(|rejection| {
+        Refused::from(error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))
+    })
+}
+
+pub(super) async fn to_console() -> Response {
+    see_other("/console/")
+}
+
+pub(super) async fn home(_signed: Signed) -> Response {
+    see_other("/console/links")
+}
+
+pub(super) async fn not_found(_signed: Signed) -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "There is no such page in the console.",
+    )
+}
+
+pub(super) async fn sign_in_page() -> Response {
+    html(StatusCode::OK, pages::sign_in(None))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SignInForm {
+    #[serde(default)]
+    key: String,
+}
+
+pub(super) async fn sign_in(
+    State(console): State<Shared>,
+    parts: Parts,
+    body: Result<Form<SignInForm>, FormRejection>,
+) -> Result<Response, Refused> {
+    let SignInForm { key } = form(body)?;
+    let header = format!("Bearer {}", key.trim());
+    // A malformed key is still an attempt: it goes to the link service
+    // without a key, which charges it to the address like a wrong one.
+    let call = Call {
+        key: bearer(Some(header.as_bytes())).ok(),
+        client: console.client(&parts),
+    };
+    Ok(match console.links.sign_in(&call).await {
+        Ok(token) => {
+            let mut response = see_other("/console/links");
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, console.set_cookie(&parts, Some(&token)));
+            response
+        }
+        Err(WriterError::Unauthenticated(_) | WriterError::KeyBudgetSpent) => html(
+            StatusCode::UNAUTHORIZED,
+            pages::sign_in(Some("That API key is not valid, or it was revoked.")),
+        ),
+        Err(error) => {
+            let mut response = html(
+                error.kind().http_status(),
+                pages::sign_in(Some(&error.public_message())),
+            );
+            if let Some(retry) = super::retry_after(&error) {
+                response.headers_mut().insert(header::RETRY_AFTER, retry);
+            }
+            response
+        }
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct CsrfForm {
+    csrf: String,
+}
+
+pub(super) async fn sign_out(
+    State(console): State<Shared>,
+    parts: Parts,
+    signed: Signed,
+    body: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, Refused> {
+    signed.check_csrf(&form(body)?.csrf)?;
+    console
+        .links
+        .sign_out(&signed.token)
+        .await
+        .map_err(|error| service_error_page(&error))?;
+    Ok(super::to_sign_in(Some(console.set_cookie(&parts, None))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct ListParams {
+    after: Option<String>,
+}
+
+pub(super) async fn links_page(
+    State(console): State<Shared>,
+    signed: Signed,
+    params: Query<ListParams>,
+) -> Response {
+    let Query(ListParams { after }) = params;
+    let first_page = after.as_deref().is_none_or(str::is_empty);
+    let page = console
+        .links
+        .list(
+            &signed.call,
+            ListInput {
+                page_size: Some(PAGE_SIZE),
+                page_token: after,
+            },
+        )
+        .await;
+    match page {
+        Ok(page) => {
+            let short_url = |code: &str| console.links.short_url(code);
+            let view = ListView {
+                links: &page.links,
+                next: page.next_page_token.as_deref(),
+                first_page,
+                short_url: &short_url,
+            };
+            html(StatusCode::OK, pages::links(&nav(&signed), &view))
+        }
+        Err(error) => service_error_page(&error),
+    }
+}
+
+pub(super) async fn new_link_page(signed: Signed) -> Response {
+    if !signed.may(Scope::Create) {
+        return scope_page(Scope::Create, signed.scope);
+    }
+    html(
+        StatusCode::OK,
+        pages::new_link(&nav(&signed), &CreateForm::default(), None),
+    )
+}
+
+fn scope_page(needed: Scope, scope: Scope) -> Response {
+    error_page(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "This API key's scope is {}; this needs {}.",
+            scope.as_str(),
+            needed.as_str()
+        ),
+    )
+}
+
+/// A `datetime-local` value (UTC) or an RFC 3339 time; empty is none.
+fn expiry(raw: &str) -> Result<Option<SystemTime>, WriterError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let full = match raw.len() {
+        // 2030-01-31T12:00
+        16 => format!("{raw}:00Z"),
+        // 2030-01-31T12:00:30
+        19 => format!("{raw}Z"),
+        _ => raw.to_owned(),
+    };
+    humantime::parse_rfc3339_weak(&full).map(Some).map_err(|_| {
+        WriterError::invalid(
+            "expires_at",
+            "the expiry is not a date and time like 2030-01-31T12:00 (UTC)",
+        )
+    })
+}
+
+fn redirect_status(raw: &str) -> Result<Option<RedirectStatus>, WriterError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse::<i64>()
+        .ok()
+        .and_then(RedirectStatus::from_code)
+        .map(Some)
+        .ok_or_else(|| {
+            WriterError::invalid(
+                "redirect_type",
+                format!("redirect type {raw:?} is not one of 301, 302, 307, 308"),
+            )
+        })
+}
+
+fn form_error(error: &WriterError) -> FormError {
+    FormError {
+        field: error.field(),
+        message: error.public_message(),
+    }
+}
+
+pub(super) async fn create(
+    State(console): State<Shared>,
+    signed: Signed,
+    body: Result<Form<CreateForm>, FormRejection>,
+) -> Result<Response, Refused> {
+    let body = form(body)?;
+    signed.check_csrf(&body.csrf)?;
+    let input = (|| {
+        Ok(CreateInput {
+            target_url: body.target_url.trim().to_owned(),
+            alias: Some(body.alias.trim().to_owned()).filter(|alias| !alias.is_empty()),
+            expires_at: expiry(&body.expires_at)?,
+            redirect_status: redirect_status(&body.redirect_type)?,
+            forward_query: body.forward_query.is_some(),
+            idempotency_key: None,
+        })
+    })();
+    Ok(match console.links.create(&signed.call, input).await {
+        Ok(link) => see_other(&format!("/console/links/{}?created", link.code)),
+        Err(error) if error.field().is_some() || matches!(error, WriterError::AlreadyExists(_)) => {
+            html(
+                error.kind().http_status(),
+                pages::new_link(&nav(&signed), &body, Some(&form_error(&error))),
+            )
+        }
+        Err(error) => service_error_page(&error),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct LinkParams {
+    range: Option<String>,
+    created: Option<String>,
+    saved: Option<String>,
+}
+
+/// The stats range a `range` parameter names: its name, its span and the
+/// granularity (the protobuf enum number) that gives 24 to 168 bars.
+fn range(raw: Option<&str>) -> (&'static str, Duration, i32) {
+    match raw {
+        Some("1h") => ("1h", Duration::from_secs(3600), MINUTE),
+        // An hour short of 7 days, so the first hour's bucket starts
+        // within the default week of minute rollups.
+        Some("7d") => ("7d", Duration::from_secs(7 * 86_400 - 3600), HOUR),
+        Some("30d") => ("30d", Duration::from_secs(30 * 86_400), DAY),
+        _ => ("24h", Duration::from_secs(86_400), HOUR),
+    }
+}
+
+pub(super) async fn link_page(
+    State(console): State<Shared>,
+    signed: Signed,
+    Path(code): Path<String>,
+    Query(params): Query<LinkParams>,
+) -> Response {
+    let notice = if params.created.is_some() {
+        Some("Created.")
+    } else if params.saved.is_some() {
+        Some("Saved.")
+    } else {
+        None
+    };
+    render_link(
+        &console,
+        &signed,
+        &code,
+        params.range.as_deref(),
+        notice,
+        None,
+    )
+    .await
+}
+
+/// The link's page, with a notice or a form's error.
+async fn render_link(
+    console: &Shared,
+    signed: &Signed,
+    code: &str,
+    range_name: Option<&str>,
+    notice: Option<&str>,
+    error: Option<(StatusCode, FormError)>,
+) -> Response {
+    let link = match console.links.get(&signed.call, code).await {
+        Ok(link) => link,
+        Err(error) => return service_error_page(&error),
+    };
+    let (range_name, span, granularity) = range(range_name);
+    let now = SystemTime::now();
+    let stats_over = |granularity| {
+        console.links.stats(
+            &signed.call,
+            code,
+            Ok(StatsInput {
+                from: now.checked_sub(span),
+                to: Some(now),
+                granularity,
+            }),
+        )
+    };
+    let stats = match stats_over(granularity).await {
+        // Minute rollups kept for less than the range: days instead.
+        Err(WriterError::InvalidField { field: "from", .. }) => stats_over(DAY).await,
+        other => other,
+    }
+    .map_err(|error| error.public_message());
+    let (status, error) = match error {
+        Some((status, error)) => (status, Some(error)),
+        None => (StatusCode::OK, None),
+    };
+    let view = LinkView {
+        link: &link,
+        short_url: console.links.short_url(&link.code),
+        stats: stats.as_ref().map_err(Clone::clone),
+        range: range_name,
+        notice,
+        error: error.as_ref(),
+    };
+    html(status, pages::link(&nav(signed), &view))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct EditForm {
+    csrf: String,
+    target_url: Option<String>,
+    redirect_type: String,
+    forward_query: Option<String>,
+    expires_at: String,
+}
+
+pub(super) async fn update(
+    State(console): State<Shared>,
+    signed: Signed,
+    Path(code): Path<String>,
+    body: Result<Form<EditForm>, FormRejection>,
+) -> Result<Response, Refused> {
+    let body = form(body)?;
+    signed.check_csrf(&body.csrf)?;
+    let input = (|| {
+        Ok(UpdateInput {
+            target_url: body.target_url.as_deref().map(str::trim).map(str::to_owned),
+            expires_at: Some(expiry(&body.expires_at)?),
+            redirect_status: redirect_status(&body.redirect_type)?,
+            enabled: None,
+            forward_query: Some(body.forward_query.is_some()),
+        })
+    })();
+    Ok(Box::pin(changed(&console, &signed, &code, input)).await)
+}
+
+/// Applies `input` to the link: back to its page with a notice, or the
+/// page with the error next to its field.
+async fn changed(
+    console: &Shared,
+    signed: &Signed,
+    code: &str,
+    input: Result<UpdateInput, WriterError>,
+) -> Response {
+    match console.links.update(&signed.call, code, input).await {
+        Ok(link) => see_other(&format!("/console/links/{}?saved", link.code)),
+        Err(error @ (WriterError::InvalidField { .. } | WriterError::PermissionDenied(_))) => {
+            let status = error.kind().http_status();
+            render_link(
+                console,
+                signed,
+                code,
+                None,
+                None,
+                Some((status, form_error(&error))),
+            )
+            .await
+        }
+        Err(error) => service_error_page(&error),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct EnableForm {
+    csrf: String,
+    enabled: String,
+}
+
+pub(super) async fn set_enabled(
+    State(console): State<Shared>,
+    signed: Signed,
+    Path(code): Path<String>,
+    body: Result<Form<EnableForm>, FormRejection>,
+) -> Result<Response, Refused> {
+    let body = form(body)?;
+    signed.check_csrf(&body.csrf)?;
+    let enabled = match body.enabled.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(WriterError::invalid("enabled", "enabled is true or false")),
+    };
+    let input = enabled.map(|enabled| UpdateInput {
+        enabled: Some(enabled),
+        ..UpdateInput::default()
+    });
+    Ok(Box::pin(changed(&console, &signed, &code, input)).await)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct DeleteForm {
+    csrf: String,
+    confirm: Option<String>,
+}
+
+pub(super) async fn delete(
+    State(console): State<Shared>,
+    signed: Signed,
+    Path(code): Path<String>,
+    body: Result<Form<DeleteForm>, FormRejection>,
+) -> Result<Response, Refused> {
+    let body = form(body)?;
+    signed.check_csrf(&body.csrf)?;
+    if body.confirm.is_none() {
+        let error = FormError {
+            field: Some("confirm"),
+            message: "Tick the box to confirm the deletion.".to_owned(),
+        };
+        return Ok(Box::pin(render_link(
+            &console,
+            &signed,
+            &code,
+            None,
+            None,
+            Some((StatusCode::BAD_REQUEST, error)),
+        ))
+        .await);
+    }
+    console
+        .links
+        .delete(&signed.call, &code)
+        .await
+        .map_err(|error| service_error_page(&error))?;
+    Ok(see_other("/console/links"))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct QrParams {
+    download: Option<String>,
+}
+
+pub(super) async fn qr_svg(
+    state: State<Shared>,
+    signed: Signed,
+    code: Path<String>,
+    params: Query<QrParams>,
+) -> Response {
+    qr(state, signed, code, params, true).await
+}
+
+pub(super) async fn qr_png(
+    state: State<Shared>,
+    signed: Signed,
+    code: Path<String>,
+    params: Query<QrParams>,
+) -> Response {
+    qr(state, signed, code, params, false).await
+}
+
+/// The QR code of one of the key's links, shown or as a download.
+async fn qr(
+    State(console): State<Shared>,
+    signed: Signed,
+    Path(code): Path<String>,
+    Query(params): Query<QrParams>,
+    svg: bool,
+) -> Response {
+    let link = match console.links.get(&signed.call, &code).await {
+        Ok(link) => link,
+        Err(error) => return service_error_page(&error),
+    };
+    let short_url = console.links.short_url(&link.code);
+    let (body, content_type, extension) = if svg {
+        (
+            tinyurl_domain::qr::svg(&short_url).map(String::into_bytes),
+            "image/svg+xml",
+            "svg",
+        )
+    } else {
+        (tinyurl_domain::qr::png(&short_url), "image/png", "png")
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(error) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=3600"),
+            ),
+        ],
+        body,
+    )
+        .into_response();
+    if params.download.is_some() {
+        // Codes are letters, digits and a few marks: safe in the header.
+        if let Ok(disposition) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}.{extension}\"",
+            link.code
+        )) {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_DISPOSITION, disposition);
+        }
+    }
+    response
+}
