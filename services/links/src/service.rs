@@ -245,8 +245,12 @@ impl LinkService {
     /// only the hash of the returned token is stored.
     pub async fn sign_in(&self, call: &Call) -> Result<SessionToken, WriterError> {
         measured("sign_in", async {
+            // A sign-in form always sends something: a malformed key is a
+            // failed attempt like a wrong one, charged to the address.
+            let Some(key) = call.key else {
+                return Err(self.state.refuse_malformed(call).await);
+            };
             self.state.caller(call).await?;
-            let key = call.key.ok_or(WriterError::Unauthenticated("no API key"))?;
             let token = SessionToken::generate();
             self.state
                 .store
@@ -424,6 +428,20 @@ impl State {
             }
             other => other,
         }
+    }
+
+    /// The refusal of a malformed key, charged to the caller's address as
+    /// a wrong key is.
+    async fn refuse_malformed(&self, call: &Call) -> WriterError {
+        if let Some(address) = call.client.map(tinyurl_runtime::proxies::limited) {
+            if let Err(refused) = self.limits.refuse_if_blocked(address) {
+                return refused;
+            }
+            if let Some(retry_after) = self.limits.charge_failure(address).await {
+                return self.limits.too_many_failures(retry_after);
+            }
+        }
+        WriterError::Unauthenticated("the API key is malformed")
     }
 
     /// The owner of the call's key, when its scope allows `needed` and its

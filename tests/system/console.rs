@@ -1,0 +1,612 @@
+//! The web console (`/console/…`) of real writer processes against real
+//! Postgres, over HTTP as a browser speaks it: sign-in and its limits,
+//! sessions shared by every writer (sign-out, revoked keys, idle timeout),
+//! CSRF and cross-site refusals, scopes, and every link action checked
+//! through the REST API. The browser itself drives it in `console_browser`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use tinyurl_harness::services::{HttpResponse, http_send};
+use tinyurl_harness::{Stack, wait_until};
+
+/// The console tests' parts: no replica and no Redis, one idalloc.
+async fn stack() -> anyhow::Result<Stack> {
+    Stack::builder().replicas(0).without_redis().start().await
+}
+
+/// A browser's view of one console: its cookie, sent back on every request.
+struct Browser {
+    rest: SocketAddr,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(rest: SocketAddr) -> Self {
+        Self { rest, cookie: None }
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<HttpResponse> {
+        let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        let cookie = self.cookie.clone();
+        if let Some(cookie) = &cookie {
+            headers.push(("Cookie", cookie));
+        }
+        let body = form.map(encode);
+        if body.is_some() {
+            headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+        }
+        let response = http_send(
+            self.rest,
+            method,
+            path,
+            &headers,
+            body.as_deref().map(str::as_bytes),
+        )
+        .await?;
+        if let Some(set) = response.header("set-cookie") {
+            let pair = set.split(';').next().unwrap_or_default();
+            self.cookie = match pair.split_once('=') {
+                Some((_, "")) | None => None,
+                Some(_) => Some(pair.to_owned()),
+            };
+        }
+        Ok(response)
+    }
+
+    async fn get(&mut self, path: &str) -> anyhow::Result<HttpResponse> {
+        self.request("GET", path, None, &[]).await
+    }
+
+    /// A form posted as the console's own page posts it.
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> anyhow::Result<HttpResponse> {
+        self.request(
+            "POST",
+            path,
+            Some(form),
+            &[("Sec-Fetch-Site", "same-origin")],
+        )
+        .await
+    }
+
+    async fn sign_in(&mut self, key: &str) -> anyhow::Result<HttpResponse> {
+        self.post("/console/sign-in", &[("key", key)]).await
+    }
+
+    /// The anti-forgery token of a signed-in page.
+    async fn csrf(&mut self) -> anyhow::Result<String> {
+        let page = self.get("/console/links").await?;
+        ensure!(page.status == 200, "the links page: {}", page.status);
+        let text = page.text();
+        let start = text
+            .find("name=\"csrf\" value=\"")
+            .context("a csrf field")?
+            + "name=\"csrf\" value=\"".len();
+        let end = text[start..].find('"').context("the field's end")? + start;
+        Ok(text[start..end].to_owned())
+    }
+
+    /// Whether the session is refused: pages send the browser to sign in.
+    async fn signed_out(&mut self) -> anyhow::Result<bool> {
+        let page = self.get("/console/links").await?;
+        Ok(page.status == 303 && page.header("location") == Some("/console/sign-in"))
+    }
+}
+
+fn encode(form: &[(&str, &str)]) -> String {
+    form.iter()
+        .map(|(key, value)| format!("{}={}", escape(key), escape(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn escape(raw: &str) -> String {
+    raw.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The REST API's view of a link: status and JSON body.
+async fn rest_link(
+    rest: SocketAddr,
+    key: &str,
+    code: &str,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let bearer = format!("Bearer {key}");
+    let response = http_send(
+        rest,
+        "GET",
+        &format!("/api/v1/links/{code}"),
+        &[("Authorization", &bearer)],
+        None,
+    )
+    .await?;
+    let body = serde_json::from_slice(&response.body).unwrap_or_default();
+    Ok((response.status, body))
+}
+
+fn expect(response: &HttpResponse, status: u16, what: &str) -> anyhow::Result<()> {
+    ensure!(
+        response.status == status,
+        "{what}: expected {status}, got {} {}",
+        response.status,
+        response.text()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_key_signs_in_and_manages_its_links() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("console")?;
+    let mut browser = Browser::new(rest);
+
+    ensure!(browser.signed_out().await?, "no cookie: sent to sign in");
+    let refused = browser.sign_in("tu_not_a_key").await?;
+    expect(&refused, 401, "a wrong key")?;
+    ensure!(refused.text().contains("not valid"), "{}", refused.text());
+    ensure!(browser.cookie.is_none(), "no session for a wrong key");
+
+    let signed = browser.sign_in(&key).await?;
+    expect(&signed, 303, "sign-in")?;
+    let set = signed.header("set-cookie").context("a cookie")?;
+    ensure!(
+        set.starts_with("tinyurl-session=")
+            && set.contains("HttpOnly")
+            && set.contains("SameSite=Strict")
+            && set.contains("Path=/")
+            && !set.contains("Secure"),
+        "plain HTTP: a host-only, script-proof cookie: {set}"
+    );
+    ensure!(
+        !set.contains(&key),
+        "the cookie is a session token, not the key"
+    );
+    let page = browser.get("/console/links").await?;
+    expect(&page, 200, "the links page")?;
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    ensure!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let csrf = browser.csrf().await?;
+
+    // The service's own validation message, next to its field.
+    let bad = browser
+        .post(
+            "/console/links",
+            &[("csrf", &csrf), ("target_url", "ftp://example.com/")],
+        )
+        .await?;
+    expect(&bad, 400, "an ftp target")?;
+    ensure!(
+        bad.text().contains("id=\"target_url-error\"") && bad.text().contains("ftp"),
+        "{}",
+        bad.text()
+    );
+    let created = browser
+        .post(
+            "/console/links",
+            &[
+                ("csrf", &csrf),
+                ("target_url", "https://example.com/console"),
+                ("alias", "from-console"),
+                ("redirect_type", "307"),
+                ("forward_query", "on"),
+                ("expires_at", "2035-03-04T05:06"),
+            ],
+        )
+        .await?;
+    expect(&created, 303, "a create")?;
+    ensure!(created.header("location") == Some("/console/links/from-console?created"));
+    let (status, link) = rest_link(rest, &key, "from-console").await?;
+    ensure!(status == 200, "the REST API sees it: {status}");
+    ensure!(
+        link["target_url"] == "https://example.com/console"
+            && link["redirect_type"] == 307
+            && link["forward_query"] == true
+            && link["expires_at"]
+                .as_str()
+                .is_some_and(|at| at.starts_with("2035-03-04T05:06:00")),
+        "created as asked: {link}"
+    );
+    let taken = browser
+        .post(
+            "/console/links",
+            &[
+                ("csrf", &csrf),
+                ("target_url", "https://example.com/again"),
+                ("alias", "from-console"),
+            ],
+        )
+        .await?;
+    expect(&taken, 409, "a taken alias")?;
+
+    let list = browser.get("/console/links").await?;
+    ensure!(list.text().contains("/console/links/from-console"));
+    let page = browser.get("/console/links/from-console?created").await?;
+    expect(&page, 200, "the link's page")?;
+    ensure!(page.text().contains("https://example.com/console"));
+    for range in ["1h", "24h", "7d", "30d"] {
+        let page = browser
+            .get(&format!("/console/links/from-console?range={range}"))
+            .await?;
+        expect(&page, 200, range)?;
+        ensure!(
+            page.text().contains("<svg class=\"chart\""),
+            "{range}: the chart, not an error: {}",
+            page.text()
+        );
+    }
+    let svg = browser.get("/console/links/from-console/qr.svg").await?;
+    ensure!(svg.header("content-type") == Some("image/svg+xml") && svg.text().contains("<svg"));
+    let png = browser
+        .get("/console/links/from-console/qr.png?download")
+        .await?;
+    ensure!(png.body.starts_with(b"\x89PNG"), "a PNG");
+    ensure!(
+        png.header("content-disposition")
+            .is_some_and(|value| value.contains("from-console.png")),
+        "offered as a download"
+    );
+
+    // Edit, disable, delete: each visible through the REST API.
+    let edited = browser
+        .post(
+            "/console/links/from-console",
+            &[
+                ("csrf", &csrf),
+                ("target_url", "https://example.com/edited"),
+                ("redirect_type", "302"),
+                ("expires_at", ""),
+            ],
+        )
+        .await?;
+    expect(&edited, 303, "an edit")?;
+    let (_, link) = rest_link(rest, &key, "from-console").await?;
+    ensure!(
+        link["target_url"] == "https://example.com/edited"
+            && link["redirect_type"] == 302
+            && link["forward_query"] == false
+            && link
+                .get("expires_at")
+                .is_none_or(serde_json::Value::is_null),
+        "edited: {link}"
+    );
+    let bad_edit = browser
+        .post(
+            "/console/links/from-console",
+            &[("csrf", &csrf), ("target_url", "not a url")],
+        )
+        .await?;
+    expect(&bad_edit, 400, "a bad edit")?;
+    ensure!(bad_edit.text().contains("id=\"target_url-error\""));
+    let disabled = browser
+        .post(
+            "/console/links/from-console/enabled",
+            &[("csrf", &csrf), ("enabled", "false")],
+        )
+        .await?;
+    expect(&disabled, 303, "disable")?;
+    ensure!(rest_link(rest, &key, "from-console").await?.1["enabled"] == false);
+    let unconfirmed = browser
+        .post("/console/links/from-console/delete", &[("csrf", &csrf)])
+        .await?;
+    expect(&unconfirmed, 400, "a delete without confirmation")?;
+    ensure!(
+        rest_link(rest, &key, "from-console").await?.0 == 200,
+        "kept"
+    );
+    let deleted = browser
+        .post(
+            "/console/links/from-console/delete",
+            &[("csrf", &csrf), ("confirm", "on")],
+        )
+        .await?;
+    expect(&deleted, 303, "delete")?;
+    ensure!(
+        rest_link(rest, &key, "from-console").await?.0 == 404,
+        "gone"
+    );
+    let missing = browser.get("/console/links/from-console").await?;
+    expect(&missing, 404, "a deleted link's page")?;
+
+    let out = browser
+        .post("/console/sign-out", &[("csrf", &csrf)])
+        .await?;
+    expect(&out, 303, "sign-out")?;
+    ensure!(browser.cookie.is_none(), "the cookie is cleared");
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_and_cross_site_forms_change_nothing() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("victim")?;
+    let mut browser = Browser::new(rest);
+    expect(&browser.sign_in(&key).await?, 303, "sign-in")?;
+    let csrf = browser.csrf().await?;
+    let create = |csrf: &str, alias: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("target_url".to_owned(), "https://evil.example/".to_owned()),
+            ("alias".to_owned(), alias.to_owned()),
+        ]
+    };
+    let forms = [
+        (
+            "no token",
+            create("", "forged-1"),
+            ("Sec-Fetch-Site", "same-origin"),
+        ),
+        (
+            "another session's token",
+            create("x".repeat(43).as_str(), "forged-2"),
+            ("Sec-Fetch-Site", "same-origin"),
+        ),
+        (
+            "a cross-site page with the right token",
+            create(&csrf, "forged-3"),
+            ("Sec-Fetch-Site", "cross-site"),
+        ),
+        (
+            "another origin with the right token",
+            create(&csrf, "forged-4"),
+            ("Origin", "https://evil.example"),
+        ),
+    ];
+    for (what, form, header) in forms {
+        let borrowed: Vec<(&str, &str)> = form
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        let response = browser
+            .request("POST", "/console/links", Some(&borrowed), &[header])
+            .await?;
+        expect(&response, 403, what)?;
+    }
+    for alias in ["forged-1", "forged-2", "forged-3", "forged-4"] {
+        ensure!(
+            rest_link(rest, &key, alias).await?.0 == 404,
+            "{alias} was not created"
+        );
+    }
+    // Sign-out is a form too: a forged one leaves the session open.
+    let forged_out = browser.post("/console/sign-out", &[("csrf", "")]).await?;
+    expect(&forged_out, 403, "a forged sign-out")?;
+    ensure!(!browser.signed_out().await?, "still signed in");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sessions_end_everywhere_on_sign_out_revocation_and_idleness() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let idle = [("TINYURL_CONSOLE_IDLE_TIMEOUT", "3s")];
+    let (_one, rest_one) = stack.setup.start_with_rest(&[]).await?;
+    let (_two, rest_two) = stack.setup.start_with_rest(&idle).await?;
+    let key = stack.setup.create_api_key("shared")?;
+
+    // Signed in on one writer, the session works on the other; signed out
+    // on the other, it is refused by both.
+    let mut one = Browser::new(rest_one);
+    expect(&one.sign_in(&key).await?, 303, "sign-in")?;
+    let mut two = Browser::new(rest_two);
+    two.cookie.clone_from(&one.cookie);
+    ensure!(
+        !two.signed_out().await?,
+        "the session works on both writers"
+    );
+    let csrf = two.csrf().await?;
+    expect(
+        &two.post("/console/sign-out", &[("csrf", &csrf)]).await?,
+        303,
+        "sign-out",
+    )?;
+    ensure!(one.signed_out().await?, "signed out on every writer");
+
+    // A revoked key's sessions end (on every writer, as their keys do).
+    let id_line = stack.setup.api_key_command(&["list"])?;
+    let listed = String::from_utf8(id_line.stdout)?;
+    let id = listed
+        .lines()
+        .find(|line| line.contains("shared"))
+        .and_then(|line| line.split_whitespace().next())
+        .context("the key's id")?
+        .to_owned();
+    expect(&one.sign_in(&key).await?, 303, "sign-in again")?;
+    two.cookie.clone_from(&one.cookie);
+    ensure!(!one.signed_out().await?);
+    let revoked = stack.setup.api_key_command(&["revoke", &id])?;
+    ensure!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let started = Instant::now();
+    wait_until(
+        "the revoked key's session refused by both writers",
+        Duration::from_secs(20),
+        || {
+            let (mut one, mut two) = (
+                Browser {
+                    rest: one.rest,
+                    cookie: one.cookie.clone(),
+                },
+                Browser {
+                    rest: two.rest,
+                    cookie: two.cookie.clone(),
+                },
+            );
+            async move { Ok(one.signed_out().await? && two.signed_out().await?) }
+        },
+    )
+    .await?;
+    println!(
+        "a revoked key's session was refused by both writers after {:?}",
+        started.elapsed()
+    );
+
+    // Idleness: the second writer ends sessions unused for 3 s.
+    let other = stack.setup.create_api_key("idle")?;
+    let mut idle_browser = Browser::new(rest_two);
+    expect(&idle_browser.sign_in(&other).await?, 303, "sign-in")?;
+    ensure!(!idle_browser.signed_out().await?, "fresh");
+    // Unused for longer than the timeout: the next request is refused.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut after = Browser {
+        rest: rest_two,
+        cookie: idle_browser.cookie.clone(),
+    };
+    ensure!(after.signed_out().await?, "unused for 4 s: ended");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_address() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack
+        .setup
+        .start_with_rest(&[("TINYURL_AUTH_FAILURE_RATE_PER_IP", "2/s")])
+        .await?;
+    let key = stack.setup.create_api_key("honest")?;
+    let mut guesser = Browser::new(rest);
+    let mut statuses = Vec::new();
+    for attempt in 0..10 {
+        let guess = format!("tu_{attempt:0>43}");
+        statuses.push(guesser.sign_in(&guess).await?.status);
+    }
+    ensure!(
+        statuses
+            .iter()
+            .all(|status| *status == 401 || *status == 429)
+            && statuses.contains(&429),
+        "a burst of wrong keys is cut off: {statuses:?}"
+    );
+    let limited = guesser.sign_in("malformed").await?;
+    expect(&limited, 429, "a malformed key is refused at once")?;
+    ensure!(limited.header("retry-after").is_some(), "with a hint");
+    ensure!(guesser.cookie.is_none());
+    // Malformed keys alone are attempts too (another writer: without
+    // Redis each keeps its own count).
+    let (_other, other_rest) = stack
+        .setup
+        .start_with_rest(&[("TINYURL_AUTH_FAILURE_RATE_PER_IP", "2/s")])
+        .await?;
+    let mut sloppy = Browser::new(other_rest);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(sloppy.sign_in("not-a-key").await?.status);
+    }
+    ensure!(
+        statuses.contains(&429),
+        "malformed keys are cut off too: {statuses:?}"
+    );
+    // The honest key, once the address's allowance is back.
+    wait_until("the address allowed again", Duration::from_secs(20), || {
+        let mut browser = Browser::new(rest);
+        let key = key.clone();
+        async move { Ok(browser.sign_in(&key).await?.status == 303) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scopes_decide_what_the_console_offers_and_allows() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let reader = stack
+        .setup
+        .create_api_key_with(&["--name", "reader", "--scope", "read"])?;
+    let mut browser = Browser::new(rest);
+    expect(&browser.sign_in(&reader).await?, 303, "sign-in")?;
+    let list = browser.get("/console/links").await?;
+    ensure!(
+        !list.text().contains("/console/links/new"),
+        "no create link for a read key"
+    );
+    expect(
+        &browser.get("/console/links/new").await?,
+        403,
+        "the create page",
+    )?;
+    let csrf = browser.csrf().await?;
+    let create = browser
+        .post(
+            "/console/links",
+            &[("csrf", &csrf), ("target_url", "https://example.com/")],
+        )
+        .await?;
+    expect(&create, 403, "a create with a read key")?;
+    ensure!(create.text().contains("scope is read"), "{}", create.text());
+    Ok(())
+}
+
+#[tokio::test]
+async fn behind_a_tls_proxy_the_cookie_is_host_only_and_secure() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack
+        .setup
+        .start_with_rest(&[("TINYURL_TRUSTED_PROXIES", "127.0.0.1/32")])
+        .await?;
+    let key = stack.setup.create_api_key("proxied")?;
+    let https = [
+        ("X-Forwarded-Proto", "https"),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    let mut browser = Browser::new(rest);
+    let signed = browser
+        .request("POST", "/console/sign-in", Some(&[("key", &key)]), &https)
+        .await?;
+    expect(&signed, 303, "sign-in over https")?;
+    let set = signed.header("set-cookie").context("a cookie")?;
+    ensure!(
+        set.starts_with("__Host-tinyurl-session=") && set.contains("; Secure"),
+        "{set}"
+    );
+    let page = browser
+        .request("GET", "/console/links", None, &https)
+        .await?;
+    expect(&page, 200, "the session over https")?;
+    // The same token under the plain name is not the https session.
+    let token = browser
+        .cookie
+        .as_deref()
+        .and_then(|cookie| cookie.split_once('='))
+        .map(|(_, token)| token.to_owned())
+        .context("the token")?;
+    browser.cookie = Some(format!("tinyurl-session={token}"));
+    let downgraded = browser
+        .request("GET", "/console/links", None, &https)
+        .await?;
+    expect(&downgraded, 303, "the plain cookie over https")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_console_can_be_turned_off() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack
+        .setup
+        .start_with_rest(&[("TINYURL_CONSOLE", "false")])
+        .await?;
+    let page = http_send(rest, "GET", "/console/sign-in", &[], None).await?;
+    expect(&page, 404, "no console")?;
+    let api = http_send(rest, "GET", "/api/v1/openapi.json", &[], None).await?;
+    expect(&api, 200, "the API still")?;
+    Ok(())
+}
