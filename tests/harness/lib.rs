@@ -9,6 +9,7 @@
 //! nothing here ever skips.
 
 pub mod attacker;
+pub mod browser;
 pub mod embedded;
 pub mod geoip;
 pub mod hostile;

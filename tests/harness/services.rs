@@ -290,6 +290,18 @@ pub async fn http_send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> anyhow::Result<HttpResponse> {
+    http_send_within(Duration::from_secs(5), addr, method, path, headers, body).await
+}
+
+/// [`http_send`] bounded by `within` instead of 5 s.
+pub async fn http_send_within(
+    within: Duration,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<HttpResponse> {
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -307,9 +319,9 @@ pub async fn http_send(
         stream.read_to_end(&mut response).await?;
         anyhow::Ok(response)
     };
-    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+    let response = tokio::time::timeout(within, exchange)
         .await
-        .with_context(|| format!("{method} {path} on {addr} took longer than 5 s"))??;
+        .with_context(|| format!("{method} {path} on {addr} took longer than {within:?}"))??;
     let split = response
         .windows(4)
         .position(|window| window == b"\r\n\r\n")

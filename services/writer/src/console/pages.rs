@@ -390,7 +390,7 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                     @if link.enabled {
                         input type="hidden" name="enabled" value="false";
                         button.plain type="submit" #disable { "Disable" }
-                        span.muted { "A disabled link answers 404 until enabled again." }
+                        span.muted { "A disabled link answers 410 Gone until enabled again." }
                     } @else {
                         input type="hidden" name="enabled" value="true";
                         button type="submit" #enable { "Enable" }

@@ -1,0 +1,334 @@
+//! The web console in a real browser (headless Chromium through
+//! ChromeDriver) against `tinyurl up`: a person signs in, makes a mistake
+//! and sees the API's message next to the field, creates a link, watches
+//! its clicks arrive (humans and bots apart), disables, enables and
+//! deletes it, and signs out — by mouse and by keyboard, at 360 px wide, in
+//! dark mode, and with scripts off. The page's own policy (CSP) must not
+//! have refused anything along the way.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use serde_json::Value;
+use tinyurl_harness::browser::Browser;
+use tinyurl_harness::embedded::Embedded;
+use tinyurl_harness::process::ScratchDir;
+use tinyurl_harness::services::{http_request_with, http_status};
+use tinyurl_harness::wait_until;
+
+const HUMAN: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+const BOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+async fn sign_in(browser: &Browser, console: &str, key: &str) -> anyhow::Result<()> {
+    browser.open(&format!("{console}/sign-in")).await?;
+    let field = browser.find("input[name=key]").await?;
+    browser.type_into(&field, key).await?;
+    browser
+        .click_to_next_page(&browser.find("form button[type=submit]").await?)
+        .await
+}
+
+/// The answers this test provokes on purpose, which Chromium reports as
+/// failed loads: the wrong key's sign-in and the invalid create.
+const PROVOKED: [&str; 2] = [
+    "/console/sign-in - Failed to load resource: the server responded with a status of 401",
+    "/console/links - Failed to load resource: the server responded with a status of 400",
+];
+
+/// Console messages that are not the page's own: policy refusals, script
+/// errors, failed loads (of the stylesheet, script or images).
+fn complaints(messages: &[String]) -> Vec<&String> {
+    messages
+        .iter()
+        .filter(|message| {
+            message.contains("SEVERE")
+                || message.contains("Content Security Policy")
+                || message.contains("Refused")
+        })
+        .filter(|message| !message.contains("favicon.ico"))
+        .filter(|message| !PROVOKED.iter().any(|provoked| message.contains(provoked)))
+        .collect()
+}
+
+async fn text_of(browser: &Browser, selector: &str) -> anyhow::Result<String> {
+    browser.text(&browser.find(selector).await?).await
+}
+
+/// Whether the page is no wider than the window (nothing to scroll sideways).
+async fn fits(browser: &Browser) -> anyhow::Result<bool> {
+    let fits = browser
+        .script(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            &[],
+        )
+        .await?;
+    Ok(fits == Value::Bool(true))
+}
+
+#[tokio::test]
+async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("console-browser", None)?;
+    let system = Embedded::start(dir.path()).await?;
+    let key = system.printed_key.clone().context("the first key")?;
+    let console = format!("http://{}/console", system.rest);
+    let browser = Browser::start(1200, 900).await?;
+
+    // Unsigned: sent to sign in; a wrong key is told so, on the same page.
+    browser.open(&format!("{console}/")).await?;
+    ensure!(browser.url().await?.ends_with("/console/sign-in"));
+    sign_in(&browser, &console, "tu_wrong").await?;
+    ensure!(
+        text_of(&browser, "#sign-in-error")
+            .await?
+            .contains("not valid")
+    );
+    sign_in(&browser, &console, &key).await?;
+    ensure!(
+        browser.url().await?.ends_with("/console/links"),
+        "signed in: {}",
+        browser.url().await?
+    );
+    ensure!(text_of(&browser, "#no-links").await? == "No links yet.");
+    let cookies = browser.cookies().await?;
+    let session = cookies
+        .iter()
+        .find(|cookie| cookie["name"] == "tinyurl-session")
+        .context("the session cookie")?;
+    ensure!(
+        session["httpOnly"] == true && session["sameSite"] == "Strict",
+        "{session}"
+    );
+    ensure!(
+        browser.script("return document.cookie;", &[]).await? == "",
+        "scripts cannot read the session"
+    );
+
+    // A mistake, answered by the API's own message next to the field.
+    browser
+        .click_to_next_page(&browser.find("a.button[href='/console/links/new']").await?)
+        .await?;
+    let target = browser.find("input[name=target_url]").await?;
+    browser.type_into(&target, "ftp://example.com/file").await?;
+    browser
+        .click_to_next_page(&browser.find("form.stack button[type=submit]").await?)
+        .await?;
+    let error = text_of(&browser, "#target_url-error").await?;
+    ensure!(error.contains("ftp"), "the field's error: {error}");
+    let target = browser.find("input[name=target_url]").await?;
+    browser.clear(&target).await?;
+    browser
+        .type_into(&target, "https://example.com/from/the/browser")
+        .await?;
+    browser
+        .type_into(&browser.find("input[name=alias]").await?, "in-browser")
+        .await?;
+    browser
+        .click(
+            &browser
+                .find("select[name=redirect_type] option[value='301']")
+                .await?,
+        )
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("form.stack button[type=submit]").await?)
+        .await?;
+    ensure!(
+        browser
+            .url()
+            .await?
+            .ends_with("/console/links/in-browser?created"),
+        "{}",
+        browser.url().await?
+    );
+    ensure!(text_of(&browser, "#target").await? == "https://example.com/from/the/browser");
+    let qr_width = browser
+        .script("return document.querySelector('img.qr').naturalWidth;", &[])
+        .await?;
+    ensure!(
+        qr_width.as_u64().is_some_and(|width| width > 0),
+        "the QR image loaded: {qr_width}"
+    );
+    let copy_shown = browser
+        .script(
+            "return !document.querySelector('button[data-copy]').hidden;",
+            &[],
+        )
+        .await?;
+    ensure!(
+        copy_shown == Value::Bool(true),
+        "the console's script ran (it shows the copy button)"
+    );
+
+    // Clicks arrive, humans and bots apart.
+    for user_agent in [HUMAN, HUMAN, HUMAN, BOT] {
+        let response = http_request_with(
+            system.http,
+            "GET",
+            "/in-browser",
+            &[
+                ("User-Agent", user_agent),
+                ("Referer", "https://news.example/post"),
+            ],
+        )
+        .await?;
+        ensure!(response.status == 301, "a redirect: {}", response.status);
+    }
+    let link_page = format!("{console}/links/in-browser?range=1h");
+    wait_until(
+        "the clicks on the link's page",
+        Duration::from_secs(30),
+        || {
+            let browser = &browser;
+            let link_page = &link_page;
+            async move {
+                browser.open(link_page).await?;
+                let totals = text_of(browser, "#click-totals").await?;
+                Ok(totals.starts_with("3 human and 1 bot clicks"))
+            }
+        },
+    )
+    .await?;
+    ensure!(browser.count("svg.chart rect.human").await? >= 1);
+    ensure!(browser.count("svg.chart rect.bot").await? >= 1);
+    let page_text = text_of(&browser, "main").await?;
+    ensure!(page_text.contains("news.example"), "the referrer is listed");
+
+    // Disable: the short link stops redirecting; enable: it redirects again.
+    browser
+        .click_to_next_page(&browser.find("#disable").await?)
+        .await?;
+    ensure!(text_of(&browser, "#link-state").await? == "disabled");
+    wait_until("the redirect stops", Duration::from_secs(10), || async {
+        Ok(http_status(system.http, "/in-browser").await? == 410)
+    })
+    .await?;
+    browser
+        .click_to_next_page(&browser.find("#enable").await?)
+        .await?;
+    ensure!(text_of(&browser, "#link-state").await? == "active");
+
+    // Keyboard: the first Tab reaches the skip link; Enter follows it.
+    browser.open(&format!("{console}/links")).await?;
+    browser.keys("\u{E004}").await?;
+    let focused = browser
+        .script("return document.activeElement.textContent;", &[])
+        .await?;
+    ensure!(focused == "Skip to content", "focused first: {focused}");
+
+    // 360 px wide: nothing scrolls sideways, the long target wraps.
+    browser.resize(360, 740).await?;
+    for page in ["/links", "/links/in-browser", "/links/new"] {
+        browser.open(&format!("{console}{page}")).await?;
+        ensure!(fits(&browser).await?, "{page} fits 360 px");
+    }
+    browser.resize(1200, 900).await?;
+
+    // Dark mode follows the system setting.
+    let background = "return getComputedStyle(document.body).backgroundColor;";
+    browser.prefer_dark(false).await?;
+    browser.open(&format!("{console}/links")).await?;
+    let light = browser.script(background, &[]).await?;
+    browser.prefer_dark(true).await?;
+    browser.open(&format!("{console}/links")).await?;
+    let dark = browser.script(background, &[]).await?;
+    ensure!(light != dark, "light {light}, dark {dark}");
+    ensure!(dark == "rgb(21, 23, 27)", "dark background: {dark}");
+
+    // Delete: not without the confirmation box, then for good.
+    browser.open(&format!("{console}/links/in-browser")).await?;
+    let unconfirmed = browser
+        .script(
+            "const box = document.querySelector('input[name=confirm]'); \
+             return box.validity.valueMissing && !box.form.checkValidity();",
+            &[],
+        )
+        .await?;
+    ensure!(
+        unconfirmed == Value::Bool(true),
+        "the browser will not send a deletion unconfirmed"
+    );
+    browser
+        .click(&browser.find("input[name=confirm]").await?)
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("#delete").await?)
+        .await?;
+    ensure!(browser.url().await?.ends_with("/console/links"));
+    ensure!(text_of(&browser, "#no-links").await? == "No links yet.");
+    ensure!(http_status(system.http, "/in-browser").await? != 301);
+
+    // Sign out: the session is gone, pages send the browser to sign in.
+    browser
+        .click_to_next_page(
+            &browser
+                .find("form[action='/console/sign-out'] button")
+                .await?,
+        )
+        .await?;
+    ensure!(browser.url().await?.ends_with("/console/sign-in"));
+    browser.open(&format!("{console}/links")).await?;
+    ensure!(browser.url().await?.ends_with("/console/sign-in"));
+
+    let messages = browser.console_messages().await?;
+    let complaints = complaints(&messages);
+    ensure!(
+        complaints.is_empty(),
+        "the browser complained: {complaints:#?}"
+    );
+    browser.quit().await
+}
+
+#[tokio::test]
+async fn the_core_flows_work_with_scripts_off() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("console-noscript", None)?;
+    let system = Embedded::start(dir.path()).await?;
+    let key = system.printed_key.clone().context("the first key")?;
+    let console = format!("http://{}/console", system.rest);
+    let browser = Browser::start_with(1200, 900, false).await?;
+    let scripts = browser.script("return 1;", &[]).await?;
+    ensure!(scripts == 1, "WebDriver's own scripts still run");
+
+    sign_in(&browser, &console, &key).await?;
+    ensure!(browser.url().await?.ends_with("/console/links"));
+    browser.open(&format!("{console}/links/new")).await?;
+    browser
+        .type_into(
+            &browser.find("input[name=target_url]").await?,
+            "https://example.com/no-script",
+        )
+        .await?;
+    browser
+        .type_into(&browser.find("input[name=alias]").await?, "noscript")
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("form.stack button[type=submit]").await?)
+        .await?;
+    ensure!(
+        browser
+            .url()
+            .await?
+            .ends_with("/console/links/noscript?created")
+    );
+    let copy_hidden = browser
+        .script(
+            "return document.querySelector('button[data-copy]').hidden;",
+            &[],
+        )
+        .await?;
+    ensure!(
+        copy_hidden == Value::Bool(true),
+        "without the page's script the copy button stays hidden"
+    );
+    browser
+        .click_to_next_page(&browser.find("#disable").await?)
+        .await?;
+    ensure!(text_of(&browser, "#link-state").await? == "disabled");
+    browser
+        .click(&browser.find("input[name=confirm]").await?)
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("#delete").await?)
+        .await?;
+    ensure!(text_of(&browser, "#no-links").await? == "No links yet.");
+    browser.quit().await
+}
