@@ -20,6 +20,8 @@ pub const RESERVED_ALIASES: &[&str] = &[
     "app",
     "assets",
     "auth",
+    // The web console (`/console/`).
+    "console",
     // A segment of the REST API's routes (`/api/v1/links/batch`).
     "batch",
     "dashboard",
