@@ -1648,3 +1648,166 @@ async fn console_sessions_sqlite() -> anyhow::Result<()> {
     let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
     session_contract(Arc::new(store)).await
 }
+
+/// The console's search: newest or most clicked first with keyset pages,
+/// text in the code or the target (case and LIKE's wildcards taken
+/// literally), states, one owner's links only; and the owner's overview.
+async fn search_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
+    use tinyurl_links::store::{LinkOrder, LinkSearch, LinkState, SearchCursor};
+    let owner = api_key(store.as_ref(), "searcher").await?;
+    let other = api_key(store.as_ref(), "neighbour").await?;
+    let link = |code: &str, target: &str, expires_at: Option<SystemTime>| NewLink {
+        target_url: target.to_owned(),
+        expires_at,
+        ..new_link(code, None, None)
+    };
+    // One at a time, so each is newer than the one before.
+    for new in [
+        link("alpha-one", "https://alpha.example/a", None),
+        link("alpha-two", "https://beta.example/b", None),
+        link("gamma00", "https://ALPHA.example/c", None),
+        link("old0001", "https://old.example/", Some(micros_ago(60))),
+        link("off0001", "https://off.example/", None),
+    ] {
+        ok!(store.insert(owner, std::slice::from_ref(&new)));
+    }
+    ok!(store.insert(
+        other,
+        &[link("alpha-else", "https://alpha.example/else", None)]
+    ));
+    ok!(store.update(
+        owner,
+        "off0001",
+        &LinkChanges {
+            enabled: Some(false),
+            ..LinkChanges::default()
+        }
+    ));
+    let now = i64::from(minute_of(SystemTime::now()));
+    let clicks = Fold::of(&[
+        click("alpha-two", now, "-", false, 5),
+        click("gamma00", now, "-", false, 9),
+        click("alpha-one", now, "-", true, 3),
+        click("alpha-else", now, "-", false, 50),
+    ]);
+    ensure!(store.clicks().fold("search-1", &clicks, VALUES).await? == Folded::Now);
+
+    let codes = |found: &[(StoredLink, i64)]| -> Vec<String> {
+        found.iter().map(|(link, _)| link.code.clone()).collect()
+    };
+    let search = |order, text: Option<&str>, state| LinkSearch {
+        text: text.map(str::to_owned),
+        state,
+        order,
+        now: None,
+    };
+    let all = |order| search(order, None, None);
+    let newest = ok!(store.search(owner, &all(LinkOrder::Newest), 10, None));
+    ensure!(
+        codes(&newest) == ["off0001", "old0001", "gamma00", "alpha-two", "alpha-one"],
+        "newest first, one owner's: {:?}",
+        codes(&newest)
+    );
+    let clicked = ok!(store.search(owner, &all(LinkOrder::MostClicked), 10, None));
+    ensure!(
+        clicked
+            .iter()
+            .map(|(link, clicks)| (link.code.as_str(), *clicks))
+            .collect::<Vec<_>>()
+            == [
+                ("gamma00", 9),
+                ("alpha-two", 5),
+                ("old0001", 0),
+                ("off0001", 0),
+                ("alpha-one", 0)
+            ],
+        "most human clicks first, then code: {clicked:?}"
+    );
+    // Keyset pages of two give the same order, each link once.
+    for order in [LinkOrder::Newest, LinkOrder::MostClicked] {
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = ok!(store.search(owner, &all(order), 2, after.as_ref()));
+            let Some((last, clicks)) = page.last() else {
+                break;
+            };
+            after = Some(match order {
+                LinkOrder::Newest => SearchCursor::Newest(last.created_at, last.code.clone()),
+                LinkOrder::MostClicked => SearchCursor::MostClicked(*clicks, last.code.clone()),
+            });
+            paged.extend(codes(&page));
+        }
+        let whole = ok!(store.search(owner, &all(order), 10, None));
+        ensure!(paged == codes(&whole), "{order:?} pages: {paged:?}");
+    }
+
+    let texts: [(&str, &[&str]); 5] = [
+        ("alpha", &["gamma00", "alpha-two", "alpha-one"]),
+        ("beta", &["alpha-two"]),
+        ("GAMMA", &["gamma00"]),
+        ("%", &[]),
+        ("_", &[]),
+    ];
+    for (text, expected) in texts {
+        let found = ok!(store.search(
+            owner,
+            &search(LinkOrder::Newest, Some(text), None),
+            10,
+            None
+        ));
+        ensure!(codes(&found) == expected, "{text:?}: {:?}", codes(&found));
+    }
+    let states: [(LinkState, &[&str]); 4] = [
+        (LinkState::Active, &["gamma00", "alpha-two", "alpha-one"]),
+        (LinkState::Disabled, &["off0001"]),
+        (LinkState::Expired, &["old0001"]),
+        (LinkState::Blocked, &[]),
+    ];
+    for (state, expected) in states {
+        let found = ok!(store.search(
+            owner,
+            &search(LinkOrder::Newest, None, Some(state)),
+            10,
+            None
+        ));
+        ensure!(codes(&found) == expected, "{state:?}: {:?}", codes(&found));
+    }
+    let both = ok!(store.search(
+        owner,
+        &search(
+            LinkOrder::MostClicked,
+            Some("alpha"),
+            Some(LinkState::Active)
+        ),
+        10,
+        None
+    ));
+    ensure!(codes(&both) == ["gamma00", "alpha-two", "alpha-one"]);
+
+    let day = minute_of(SystemTime::now() - Duration::from_secs(86_400));
+    let overview = ok!(store.owner_overview(owner, [day, day - 6 * 1440]));
+    ensure!(
+        overview.links == 5 && overview.clicks == [(14, 3), (14, 3)],
+        "{overview:?}"
+    );
+    let later = ok!(store.owner_overview(owner, [now as i32 + 1, day]));
+    ensure!(later.clicks == [(0, 0), (14, 3)], "{later:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn console_search_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
+    store.migrate().await?;
+    search_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn console_search_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    search_contract(Arc::new(store)).await
+}

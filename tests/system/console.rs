@@ -610,3 +610,288 @@ async fn the_console_can_be_turned_off() -> anyhow::Result<()> {
     expect(&api, 200, "the API still")?;
     Ok(())
 }
+
+/// A link made through the REST API.
+async fn rest_create(rest: SocketAddr, key: &str, alias: &str, target: &str) -> anyhow::Result<()> {
+    let bearer = format!("Bearer {key}");
+    let body = serde_json::json!({ "target_url": target, "alias": alias }).to_string();
+    let response = http_send(
+        rest,
+        "POST",
+        "/api/v1/links",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+    )
+    .await?;
+    expect(&response, 201, "a REST create")
+}
+
+#[tokio::test]
+async fn the_listing_searches_filters_and_acts_in_bulk() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("lister")?;
+    let other = stack.setup.create_api_key("neighbour")?;
+    rest_create(rest, &key, "alpha-one", "https://alpha.example/1").await?;
+    rest_create(rest, &key, "alpha-two", "https://beta.example/2").await?;
+    rest_create(rest, &key, "gamma-three", "https://gamma.example/3").await?;
+    rest_create(rest, &other, "not-mine", "https://alpha.example/x").await?;
+    let mut browser = Browser::new(rest);
+    expect(&browser.sign_in(&key).await?, 303, "sign-in")?;
+
+    let overview = browser.get("/console/").await?;
+    expect(&overview, 200, "the overview")?;
+    ensure!(
+        overview.text().contains("id=\"link-count\">3<"),
+        "three links: {}",
+        overview.text()
+    );
+    let found = browser.get("/console/links?q=BETA").await?;
+    ensure!(
+        found.text().contains("/console/links/alpha-two")
+            && !found.text().contains("/console/links/alpha-one"),
+        "a target's host, case ignored"
+    );
+    let found = browser.get("/console/links?q=alpha").await?;
+    ensure!(
+        found.text().contains("/console/links/alpha-one")
+            && found.text().contains("/console/links/alpha-two")
+            && !found.text().contains("not-mine"),
+        "a code prefix, this key's links only"
+    );
+    let none = browser.get("/console/links?q=nothing-like-it").await?;
+    ensure!(none.text().contains("No links match."));
+
+    let csrf = browser.csrf().await?;
+    let disabled = browser
+        .post(
+            "/console/links/bulk",
+            &[
+                ("csrf", &csrf),
+                ("code", "alpha-one"),
+                ("code", "alpha-two"),
+                ("action", "disable"),
+            ],
+        )
+        .await?;
+    expect(&disabled, 303, "bulk disable")?;
+    let location = disabled.header("location").unwrap_or_default().to_owned();
+    ensure!(
+        location == "/console/links?done=disabled&count=2",
+        "{location}"
+    );
+    ensure!(
+        browser
+            .get(&location)
+            .await?
+            .text()
+            .contains("Disabled 2 links.")
+    );
+    for code in ["alpha-one", "alpha-two"] {
+        ensure!(rest_link(rest, &key, code).await?.1["enabled"] == false);
+    }
+    let off = browser.get("/console/links?state=disabled").await?;
+    ensure!(
+        off.text().contains("/console/links/alpha-one")
+            && !off.text().contains("/console/links/gamma-three")
+    );
+    let on = browser.get("/console/links?state=active").await?;
+    ensure!(
+        on.text().contains("/console/links/gamma-three")
+            && !on.text().contains("/console/links/alpha-one")
+    );
+
+    let exported = browser
+        .post(
+            "/console/links/bulk",
+            &[("csrf", &csrf), ("code", "alpha-one"), ("action", "export")],
+        )
+        .await?;
+    expect(&exported, 200, "export")?;
+    ensure!(exported.header("content-type") == Some("text/csv; charset=utf-8"));
+    let csv = exported.text();
+    let mut lines = csv.lines();
+    ensure!(
+        lines.next()
+            == Some(
+                "url,alias,expires,code,short_url,status,forward_query,enabled,created_at,updated_at,clicks"
+            ),
+        "{csv}"
+    );
+    let row = lines.next().unwrap_or_default();
+    ensure!(
+        row.starts_with("https://alpha.example/1,alpha-one,,alpha-one,")
+            && row.contains(",302,false,false,")
+            && row.ends_with(",0"),
+        "{row}"
+    );
+    ensure!(lines.next().is_none(), "one row: {csv}");
+
+    let unconfirmed = browser
+        .post(
+            "/console/links/bulk",
+            &[("csrf", &csrf), ("code", "alpha-one"), ("action", "delete")],
+        )
+        .await?;
+    expect(&unconfirmed, 400, "bulk delete without confirmation")?;
+    ensure!(rest_link(rest, &key, "alpha-one").await?.0 == 200);
+    let mixed = browser
+        .post(
+            "/console/links/bulk",
+            &[
+                ("csrf", &csrf),
+                ("code", "alpha-one"),
+                ("code", "not-mine"),
+                ("action", "delete"),
+                ("confirm", "on"),
+            ],
+        )
+        .await?;
+    expect(&mixed, 200, "a bulk delete with another key's link")?;
+    ensure!(
+        mixed.text().contains("Deleted 1 of 2 links.") && mixed.text().contains("not-mine"),
+        "{}",
+        mixed.text()
+    );
+    ensure!(rest_link(rest, &key, "alpha-one").await?.0 == 404);
+    ensure!(
+        rest_link(rest, &other, "not-mine").await?.0 == 200,
+        "another key's link is untouched"
+    );
+    let forged = browser
+        .post(
+            "/console/links/bulk",
+            &[
+                ("csrf", "forged"),
+                ("code", "alpha-two"),
+                ("action", "enable"),
+            ],
+        )
+        .await?;
+    expect(&forged, 403, "a forged bulk action")?;
+    Ok(())
+}
+
+/// A `multipart/form-data` body of text fields and one file, and its
+/// content type.
+fn multipart(fields: &[(&str, &str)], file: (&str, &[u8])) -> (String, Vec<u8>) {
+    let boundary = "tinyurl-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let (name, content) = file;
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"links.csv\"\r\nContent-Type: text/csv\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Browser {
+    async fn upload(&mut self, csrf: &str, csv: &str) -> anyhow::Result<HttpResponse> {
+        let (content_type, body) = multipart(
+            &[("csrf", csrf), ("status", "301")],
+            ("file", csv.as_bytes()),
+        );
+        let cookie = self.cookie.clone().unwrap_or_default();
+        http_send(
+            self.rest,
+            "POST",
+            "/console/import",
+            &[
+                ("Cookie", &cookie),
+                ("Content-Type", &content_type),
+                ("Sec-Fetch-Site", "same-origin"),
+            ],
+            Some(&body),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn an_import_reports_refused_rows_and_resumes_without_duplicates() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("importer")?;
+    let mut browser = Browser::new(rest);
+    expect(&browser.sign_in(&key).await?, 303, "sign-in")?;
+    let csrf = browser.csrf().await?;
+    let csv = "url,alias,expires\n\
+               https://example.com/1,imp-one,\n\
+               ftp://example.com/bad,,\n\
+               https://example.com/2,,30d\n\
+               \n\
+               https://example.com/3,imp-three,not-a-time\n";
+
+    let first = browser.upload(&csrf, csv).await?;
+    expect(&first, 200, "an import")?;
+    let text = first.text();
+    ensure!(
+        text.contains("4 rows: 2 created, 0 already imported, 2 refused."),
+        "{text}"
+    );
+    // Rows are numbered as `tinyurl import` numbers them (a blank line is
+    // not a row), so both derive the same idempotency keys.
+    let refused = text
+        .find("<tbody>")
+        .map(|start| &text[start..])
+        .unwrap_or_default();
+    ensure!(
+        matches!(
+            (refused.find("<td>3</td>"), refused.find("<td>5</td>")),
+            (Some(third), Some(fifth)) if third < fifth
+        ) && refused.contains("<td>target_url</td>")
+            && refused.contains("<td>expires</td>"),
+        "the refused rows in order, with the field: {text}"
+    );
+    ensure!(text.trim_end().ends_with("</html>"), "the whole page");
+    let (status, link) = rest_link(rest, &key, "imp-one").await?;
+    ensure!(
+        status == 200 && link["redirect_type"] == 301,
+        "imported with the chosen status: {link}"
+    );
+
+    // The same file again: nothing created twice, relative expiry included.
+    let again = browser.upload(&csrf, csv).await?;
+    ensure!(
+        again
+            .text()
+            .contains("4 rows: 0 created, 2 already imported, 2 refused."),
+        "{}",
+        again.text()
+    );
+    let listed = browser.get("/console/").await?;
+    ensure!(
+        listed.text().contains("id=\"link-count\">2<"),
+        "two links in all"
+    );
+
+    let forged = browser.upload("forged", csv).await?;
+    expect(&forged, 403, "a forged import")?;
+    let reader = stack
+        .setup
+        .create_api_key_with(&["--name", "reader", "--scope", "read"])?;
+    let mut reading = Browser::new(rest);
+    expect(&reading.sign_in(&reader).await?, 303, "sign-in")?;
+    let reader_csrf = reading.csrf().await?;
+    expect(
+        &reading.upload(&reader_csrf, csv).await?,
+        403,
+        "an import with a read key",
+    )?;
+    Ok(())
+}

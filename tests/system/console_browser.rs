@@ -84,11 +84,12 @@ async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
     );
     sign_in(&browser, &console, &key).await?;
     ensure!(
-        browser.url().await?.ends_with("/console/links"),
-        "signed in: {}",
+        browser.url().await?.ends_with("/console/"),
+        "signed in, to the overview: {}",
         browser.url().await?
     );
     ensure!(text_of(&browser, "#no-links").await? == "No links yet.");
+    ensure!(text_of(&browser, "#link-count").await? == "0");
     let cookies = browser.cookies().await?;
     let session = cookies
         .iter()
@@ -193,6 +194,21 @@ async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
     let page_text = text_of(&browser, "main").await?;
     ensure!(page_text.contains("news.example"), "the referrer is listed");
 
+    // The overview counts them; the listing finds the link by its target.
+    browser.open(&format!("{console}/")).await?;
+    ensure!(text_of(&browser, "#clicks-day").await? == "3");
+    ensure!(text_of(&browser, "#link-count").await? == "1");
+    browser.open(&format!("{console}/links")).await?;
+    browser
+        .type_into(&browser.find("input[name=q]").await?, "FROM/THE")
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("form.search button").await?)
+        .await?;
+    ensure!(browser.count("a[href='/console/links/in-browser']").await? == 1);
+    ensure!(text_of(&browser, "td.clicks").await? == "3");
+    browser.open(&link_page).await?;
+
     // Disable: the short link stops redirecting; enable: it redirects again.
     browser
         .click_to_next_page(&browser.find("#disable").await?)
@@ -289,7 +305,7 @@ async fn the_core_flows_work_with_scripts_off() -> anyhow::Result<()> {
     ensure!(scripts == 1, "WebDriver's own scripts still run");
 
     sign_in(&browser, &console, &key).await?;
-    ensure!(browser.url().await?.ends_with("/console/links"));
+    ensure!(browser.url().await?.ends_with("/console/"));
     browser.open(&format!("{console}/links/new")).await?;
     browser
         .type_into(
@@ -330,5 +346,26 @@ async fn the_core_flows_work_with_scripts_off() -> anyhow::Result<()> {
         .click_to_next_page(&browser.find("#delete").await?)
         .await?;
     ensure!(text_of(&browser, "#no-links").await? == "No links yet.");
+    // An import from a file chosen in the page.
+    let csv = dir.path().join("links.csv");
+    std::fs::write(
+        &csv,
+        "url,alias\nhttps://example.com/imported,imported\nnot a url,\n",
+    )?;
+    browser.open(&format!("{console}/import")).await?;
+    browser
+        .type_into(
+            &browser.find("input[type=file]").await?,
+            &csv.display().to_string(),
+        )
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("form.stack button[type=submit]").await?)
+        .await?;
+    let summary = text_of(&browser, "#import-summary").await?;
+    ensure!(
+        summary == "2 rows: 1 created, 0 already imported, 1 refused.",
+        "{summary}"
+    );
     browser.quit().await
 }

@@ -218,9 +218,40 @@ pub fn parse_page_token(token: &str) -> Result<(SystemTime, String), WriterError
     Ok((UNIX_EPOCH + Duration::from_micros(micros), code.to_owned()))
 }
 
+/// `c<clicks>.<code>`: where a most-clicked-first page ended.
+pub fn clicks_page_token(clicks: i64, code: &str) -> String {
+    format!("c{clicks}.{code}")
+}
+
+pub fn parse_clicks_page_token(token: &str) -> Result<(i64, String), WriterError> {
+    let invalid = || WriterError::invalid("page_token", "page_token is not one this server issued");
+    let (clicks, code) = token
+        .strip_prefix('c')
+        .and_then(|rest| rest.split_once('.'))
+        .ok_or_else(invalid)?;
+    let clicks: i64 = clicks.parse().map_err(|_| invalid())?;
+    if clicks < 0 {
+        return Err(invalid());
+    }
+    code_argument(code).map_err(|_| invalid())?;
+    Ok((clicks, code.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clicks_page_tokens_round_trip_and_foreign_ones_are_refused() {
+        let token = clicks_page_token(42, "abc_D-9");
+        assert_eq!(
+            parse_clicks_page_token(&token).ok(),
+            Some((42, "abc_D-9".to_owned()))
+        );
+        for bad in ["", "42.abc", "c.abc", "c-1.abc", "cx.abc", "c1.a b", "c1."] {
+            assert!(parse_clicks_page_token(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn page_tokens_round_trip_and_foreign_ones_are_refused() {

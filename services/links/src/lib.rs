@@ -16,6 +16,7 @@ pub mod blocklist;
 pub mod cache;
 mod create;
 pub mod error;
+pub mod import;
 pub mod input;
 pub mod keys;
 pub mod leaser;
@@ -26,4 +27,6 @@ pub mod sessions;
 pub mod store;
 
 pub use self::error::WriterError;
-pub use self::service::{Call, LinkService, Page, SignedIn, State, StatsInput};
+pub use self::service::{
+    Call, LinkService, Overview, Page, SearchInput, SearchPage, SignedIn, State, StatsInput,
+};

@@ -17,12 +17,12 @@ use crate::batcher::CreateBatcher;
 use crate::cache::LinkCache;
 use crate::error::WriterError;
 use crate::input::{
-    CreateInput, ListInput, MAX_BATCH, UpdateInput, check_expiry, code_argument, page_size,
-    page_token, parse_page_token, validate_create,
+    CreateInput, ListInput, MAX_BATCH, UpdateInput, check_expiry, clicks_page_token, code_argument,
+    page_size, page_token, parse_clicks_page_token, parse_page_token, validate_create,
 };
 use crate::leaser::IdLeaser;
 use crate::sessions::{SessionTimeouts, SessionToken};
-use crate::store::{LinkChanges, LinkStore, StoredLink};
+use crate::store::{LinkChanges, LinkOrder, LinkSearch, LinkStore, SearchCursor, StoredLink};
 use tinyurl_analytics::{ClickStore, LinkStats, StatsQuery};
 
 /// Group commits of single creates in flight at once: two, so one group's
@@ -50,6 +50,37 @@ pub struct StatsInput {
     pub to: Option<SystemTime>,
     /// The protobuf enum number; 0 chooses by range.
     pub granularity: i32,
+}
+
+/// A search of the caller's links (see [`LinkSearch`]), a page at a time.
+#[derive(Debug, Clone, Default)]
+pub struct SearchInput {
+    pub search: LinkSearch,
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+/// Links the overview lists of each kind.
+const OVERVIEW_LINKS: i64 = 5;
+
+/// What [`LinkService::overview`] answers.
+#[derive(Debug, Clone)]
+pub struct Overview {
+    pub links: i64,
+    /// `(human, bot)` clicks in the last 24 hours.
+    pub last_day: (i64, i64),
+    /// `(human, bot)` clicks in the last [`Self::week`].
+    pub last_week: (i64, i64),
+    /// Seven days, or the minute rollups' retention when shorter.
+    pub week: std::time::Duration,
+    pub most_clicked: Vec<(StoredLink, i64)>,
+    pub newest: Vec<(StoredLink, i64)>,
+}
+
+/// One page of a search: links with their lifetime human clicks.
+pub struct SearchPage {
+    pub links: Vec<(StoredLink, i64)>,
+    pub next_page_token: Option<String>,
 }
 
 /// One page of a listing, and the token of the next if there may be one.
@@ -354,6 +385,101 @@ impl LinkService {
             Ok(Page {
                 links,
                 next_page_token,
+            })
+        })
+        .await
+    }
+
+    /// The caller's links that `input` selects (the console's listing),
+    /// each with its lifetime human clicks, a keyset page at a time.
+    pub async fn search(&self, call: &Call, input: SearchInput) -> Result<SearchPage, WriterError> {
+        measured("search", async {
+            let owner = self.state.owner(call, Scope::Read, 1).await?;
+            let size = page_size(input.page_size)?;
+            let token = input
+                .page_token
+                .as_deref()
+                .filter(|token| !token.is_empty());
+            let after = match (token, input.search.order) {
+                (None, _) => None,
+                (Some(token), LinkOrder::Newest) => {
+                    let (at, code) = parse_page_token(token)?;
+                    Some(SearchCursor::Newest(at, code))
+                }
+                (Some(token), LinkOrder::MostClicked) => {
+                    let (clicks, code) = parse_clicks_page_token(token)?;
+                    Some(SearchCursor::MostClicked(clicks, code))
+                }
+            };
+            let links = self
+                .state
+                .store
+                .search(owner, &input.search, size, after.as_ref())
+                .await?;
+            let next_page_token = match links.last() {
+                Some((last, clicks)) if links.len() as i64 == size => {
+                    Some(match input.search.order {
+                        LinkOrder::Newest => page_token(last.created_at, &last.code),
+                        LinkOrder::MostClicked => clicks_page_token(*clicks, &last.code),
+                    })
+                }
+                _ => None,
+            };
+            Ok(SearchPage {
+                links,
+                next_page_token,
+            })
+        })
+        .await
+    }
+
+    /// The caller's links at a glance (the console's first page): how many,
+    /// human and bot clicks in the last 24 hours and 7 days (as far back as
+    /// minute rollups reach), the most clicked and the newest.
+    pub async fn overview(&self, call: &Call) -> Result<Overview, WriterError> {
+        measured("overview", async {
+            let owner = self.state.owner(call, Scope::Read, 1).await?;
+            let now = SystemTime::now();
+            let minute_ago = |span: std::time::Duration| {
+                let at = now.checked_sub(span).unwrap_or(SystemTime::UNIX_EPOCH);
+                tinyurl_analytics::minute_of(at)
+            };
+            let week = std::time::Duration::from_secs(7 * 86_400).min(self.state.minute_retention);
+            let counts = self
+                .state
+                .store
+                .owner_overview(
+                    owner,
+                    [
+                        minute_ago(std::time::Duration::from_secs(86_400)),
+                        minute_ago(week),
+                    ],
+                )
+                .await?;
+            let top = |order| LinkSearch {
+                order,
+                ..LinkSearch::default()
+            };
+            let most_clicked = self
+                .state
+                .store
+                .search(owner, &top(LinkOrder::MostClicked), OVERVIEW_LINKS, None)
+                .await?;
+            let newest = self
+                .state
+                .store
+                .search(owner, &top(LinkOrder::Newest), OVERVIEW_LINKS, None)
+                .await?;
+            Ok(Overview {
+                links: counts.links,
+                last_day: counts.clicks[0],
+                last_week: counts.clicks[1],
+                week,
+                most_clicked: most_clicked
+                    .into_iter()
+                    .filter(|(_, clicks)| *clicks > 0)
+                    .collect(),
+                newest,
             })
         })
         .await

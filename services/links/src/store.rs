@@ -162,6 +162,26 @@ pub trait LinkStore: KeyStore + HostStore + SessionStore {
     /// many went. Called repeatedly until it deletes nothing.
     async fn prune_idempotency_keys(&self, limit: i64) -> Result<u64, WriterError>;
 
+    /// The owner's links that `search` selects, with each one's lifetime
+    /// human clicks, in its order; `after` is where the previous page ended
+    /// (in the same order).
+    async fn search(
+        &self,
+        owner: OwnerId,
+        search: &LinkSearch,
+        limit: i64,
+        after: Option<&SearchCursor>,
+    ) -> Result<Vec<(StoredLink, i64)>, WriterError>;
+
+    /// How many links the owner has, and their human and bot clicks since
+    /// each of `since` (minute buckets, as the minute rollups number them;
+    /// clicks older than the minute rollups' retention are not counted).
+    async fn owner_overview(
+        &self,
+        owner: OwnerId,
+        since: [i32; 2],
+    ) -> Result<OwnerOverview, WriterError>;
+
     /// Newest first (`created_at`, then `code`, both descending); `after` is
     /// the `(created_at, code)` of the last link of the previous page.
     async fn list(
@@ -224,6 +244,66 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Hashes that stopped working within the last `within`: revoked keys
     /// (both values) and values whose rotation grace ended.
     async fn retired_key_hashes(&self, within: Duration) -> Result<Vec<KeyHash>, WriterError>;
+}
+
+/// An owner's links at a glance: how many, and their clicks since each of
+/// two minutes, as `(human, bot)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnerOverview {
+    pub links: i64,
+    pub clicks: [(i64, i64); 2],
+}
+
+/// Which of an owner's links a search selects, and their order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSearch {
+    /// A code that starts with it, or a target URL that contains it
+    /// (ASCII case ignored).
+    pub text: Option<String>,
+    pub state: Option<LinkState>,
+    pub order: LinkOrder,
+    /// What `Active` and `Expired` are judged against.
+    pub now: Option<SystemTime>,
+}
+
+/// A link's state as the console filters by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Redirects: enabled, not blocked, not expired.
+    Active,
+    /// Switched off by its owner.
+    Disabled,
+    /// Past its expiry.
+    Expired,
+    /// Blocked by an operator.
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkOrder {
+    /// `created_at`, then `code`, both descending.
+    #[default]
+    Newest,
+    /// Lifetime human clicks, then `code`, both descending.
+    MostClicked,
+}
+
+/// Where a page of a search ended: the last link's sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchCursor {
+    Newest(SystemTime, String),
+    MostClicked(i64, String),
+}
+
+/// `text` as a LIKE pattern that matches it literally (with `\\` as the
+/// escape), and as a prefix.
+fn like_literal(text: &str) -> String {
+    text.chars()
+        .flat_map(|character| match character {
+            '%' | '_' | '\\' => vec!['\\', character],
+            other => vec![other],
+        })
+        .collect()
 }
 
 /// Console sessions (see [`crate::sessions`]): rows keyed by the hash of

@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
-use sha2::{Digest as _, Sha256};
 use tinyurl_proto::v1::batch_create_links_result::Result as ItemResult;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, ListLinksRequest};
+
+use tinyurl_links::import::ImportRow as Row;
 
 use crate::client::{self, Connection, Failure, LinkView};
 
@@ -49,51 +50,6 @@ pub struct ImportSummary {
     pub already_imported: u64,
     pub rejected: u64,
     pub error_report: Option<String>,
-}
-
-struct Row {
-    line: u64,
-    url: String,
-    alias: String,
-    expires: String,
-}
-
-impl Row {
-    /// Row `line` of the file: its URL, alias and expiry cells (empty when
-    /// missing).
-    fn of(line: u64, record: &csv::StringRecord) -> Self {
-        let field = |index: usize| record.get(index).unwrap_or_default().to_owned();
-        Self {
-            line,
-            url: field(0),
-            alias: field(1),
-            expires: field(2),
-        }
-    }
-}
-
-/// Whether an `expires` cell is a duration from now rather than a time.
-fn is_relative(expires: &str) -> bool {
-    !expires.trim().is_empty() && humantime::parse_rfc3339_weak(expires.trim()).is_err()
-}
-
-fn idempotency_key(row: &Row) -> String {
-    let mut hasher = Sha256::new();
-    for part in [
-        row.line.to_string().as_str(),
-        &row.url,
-        &row.alias,
-        &row.expires,
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    let digest = hasher.finalize();
-    let hex: String = digest[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("import-{hex}")
 }
 
 /// Counts the data lines of `path`, for the progress bar.
@@ -186,15 +142,14 @@ pub async fn import(
             Ok(record) => Row::of(line, &record),
             Err(error) => {
                 import.reject(
-                    &Row::of(line, &csv::StringRecord::new()),
+                    &Row::of(line, []),
                     "",
                     &format!("unreadable CSV row: {error}"),
                 )?;
                 continue;
             }
         };
-        let is_header = line == 1 && row.url.eq_ignore_ascii_case("url");
-        if is_header || (row.url.is_empty() && row.alias.is_empty() && row.expires.is_empty()) {
+        if row.is_header() || row.is_blank() {
             import.progress.inc(1);
             continue;
         }
@@ -214,7 +169,7 @@ pub async fn import(
             expires_at,
             redirect_type: redirect_type.into(),
             forward_query: false,
-            idempotency_key: idempotency_key(&row),
+            idempotency_key: row.idempotency_key(),
         });
         import.rows.push(row);
         if import.rows.len() >= usize::from(args.batch) {
@@ -312,7 +267,7 @@ impl Import<'_> {
                 // writer sees other parameters. The row is in.
                 Some(ItemResult::Error(error))
                     if error.code == tonic::Code::FailedPrecondition as i32
-                        && is_relative(&row.expires) =>
+                        && row.expires_relative() =>
                 {
                     self.summary.already_imported += 1;
                 }

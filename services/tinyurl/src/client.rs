@@ -145,15 +145,7 @@ impl Connection {
 /// `--expires`: an RFC 3339 time (`2027-01-31T12:00:00Z`) or a duration from
 /// now (`90m`, `12h`, `30d`).
 pub fn parse_expiry(text: &str) -> Result<SystemTime, String> {
-    let text = text.trim();
-    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
-        return Ok(time);
-    }
-    humantime::parse_duration(text)
-        .map(|duration| SystemTime::now() + duration)
-        .map_err(|_| {
-            format!("{text:?} is neither an RFC 3339 time (2027-01-31T12:00:00Z) nor a duration (90m, 12h, 30d)")
-        })
+    tinyurl_links::import::parse_expiry(text, SystemTime::now())
 }
 
 pub fn timestamp(time: SystemTime) -> prost_types::Timestamp {

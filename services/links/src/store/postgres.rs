@@ -14,8 +14,9 @@ use tinyurl_runtime::postgres;
 use tokio_postgres::Row;
 
 use super::{
-    ApiKeyInfo, LinkChanges, LinkStore, NewLink, Replay, StoredLink, fingerprint_from, key_hash,
-    lifted_and_remaining, like_pattern, parse_scope, rate_column, stored_rate, stored_status,
+    ApiKeyInfo, LinkChanges, LinkOrder, LinkSearch, LinkState, LinkStore, NewLink, OwnerOverview,
+    Replay, SearchCursor, StoredLink, fingerprint_from, key_hash, lifted_and_remaining,
+    like_literal, like_pattern, parse_scope, rate_column, stored_rate, stored_status,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;

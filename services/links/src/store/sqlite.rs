@@ -13,8 +13,9 @@ use tinyurl_runtime::sqlite::rusqlite::{self, OptionalExtension as _, Row, Trans
 use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
 
 use super::{
-    ApiKeyInfo, LinkChanges, LinkStore, NewLink, Replay, StoredLink, fingerprint_from, key_hash,
-    lifted_and_remaining, like_pattern, parse_scope, rate_column, stored_rate,
+    ApiKeyInfo, LinkChanges, LinkOrder, LinkSearch, LinkState, LinkStore, NewLink, OwnerOverview,
+    Replay, SearchCursor, StoredLink, fingerprint_from, key_hash, lifted_and_remaining,
+    like_literal, like_pattern, parse_scope, rate_column, stored_rate,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use tinyurl_domain::RedirectStatus;
 use tinyurl_links::auth::{Scope, bearer};
 use tinyurl_links::error::WriterError;
-use tinyurl_links::input::{CreateInput, ListInput, UpdateInput};
-use tinyurl_links::{Call, StatsInput};
+use tinyurl_links::input::{CreateInput, UpdateInput};
+use tinyurl_links::store::{LinkOrder, LinkSearch, LinkState};
+use tinyurl_links::{Call, SearchInput, StatsInput};
 
 use super::pages::{self, CreateForm, FormError, LinkView, ListView, Nav};
 use super::{Refused, Shared, Signed, error_page, html, see_other, service_error_page};
@@ -46,8 +47,11 @@ pub(super) async fn to_console() -> Response {
     see_other("/console/")
 }
 
-pub(super) async fn home(_signed: Signed) -> Response {
-    see_other("/console/links")
+pub(super) async fn home(State(console): State<Shared>, signed: Signed) -> Response {
+    match console.links.overview(&signed.call).await {
+        Ok(overview) => html(StatusCode::OK, pages::overview(&nav(&signed), &overview)),
+        Err(error) => service_error_page(&error),
+    }
 }
 
 pub(super) async fn not_found(_signed: Signed) -> Response {
@@ -82,7 +86,7 @@ pub(super) async fn sign_in(
     };
     Ok(match console.links.sign_in(&call).await {
         Ok(token) => {
-            let mut response = see_other("/console/links");
+            let mut response = see_other("/console/");
             response
                 .headers_mut()
                 .insert(header::SET_COOKIE, console.set_cookie(&parts, Some(&token)));
@@ -129,7 +133,35 @@ pub(super) async fn sign_out(
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct ListParams {
+    q: String,
+    state: String,
+    sort: String,
     after: Option<String>,
+    /// What a bulk action just did (`disabled`, `enabled`, `deleted`), and
+    /// to how many links.
+    done: String,
+    count: u32,
+}
+
+impl ListParams {
+    fn search(&self) -> LinkSearch {
+        LinkSearch {
+            text: Some(self.q.trim().to_owned()).filter(|text| !text.is_empty()),
+            state: match self.state.as_str() {
+                "active" => Some(LinkState::Active),
+                "disabled" => Some(LinkState::Disabled),
+                "expired" => Some(LinkState::Expired),
+                "blocked" => Some(LinkState::Blocked),
+                _ => None,
+            },
+            order: if self.sort == "clicks" {
+                LinkOrder::MostClicked
+            } else {
+                LinkOrder::Newest
+            },
+            now: None,
+        }
+    }
 }
 
 pub(super) async fn links_page(
@@ -137,31 +169,221 @@ pub(super) async fn links_page(
     signed: Signed,
     params: Query<ListParams>,
 ) -> Response {
-    let Query(ListParams { after }) = params;
-    let first_page = after.as_deref().is_none_or(str::is_empty);
+    let Query(params) = params;
+    let first_page = params.after.as_deref().is_none_or(str::is_empty);
     let page = console
         .links
-        .list(
+        .search(
             &signed.call,
-            ListInput {
+            SearchInput {
+                search: params.search(),
                 page_size: Some(PAGE_SIZE),
-                page_token: after,
+                page_token: params.after.clone(),
             },
         )
         .await;
     match page {
         Ok(page) => {
-            let short_url = |code: &str| console.links.short_url(code);
             let view = ListView {
                 links: &page.links,
                 next: page.next_page_token.as_deref(),
                 first_page,
-                short_url: &short_url,
+                q: &params.q,
+                state: &params.state,
+                sort: &params.sort,
+                notice: bulk_notice(&params.done, params.count),
             };
             html(StatusCode::OK, pages::links(&nav(&signed), &view))
         }
         Err(error) => service_error_page(&error),
     }
+}
+
+/// The most links one bulk action takes (a page of the listing).
+const MAX_BULK: usize = PAGE_SIZE as usize;
+
+/// Disables, enables, deletes or exports the ticked links of a page.
+pub(super) async fn bulk(
+    State(console): State<Shared>,
+    signed: Signed,
+    body: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, Refused> {
+    let fields = form(body)?;
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    signed.check_csrf(field("csrf").unwrap_or_default())?;
+    let codes: Vec<&str> = fields
+        .iter()
+        .filter(|(key, _)| key == "code")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    let refuse = |message: &str| Refused::from(error_page(StatusCode::BAD_REQUEST, message));
+    if codes.is_empty() {
+        return Err(refuse("Tick the links to act on first."));
+    }
+    if codes.len() > MAX_BULK {
+        return Err(refuse(&format!(
+            "At most {MAX_BULK} links at once, not {}.",
+            codes.len()
+        )));
+    }
+    let action = field("action").unwrap_or_default();
+    if action == "export" {
+        return Ok(export(&console, &signed, &codes).await);
+    }
+    let (verb, enabled) = match action {
+        "disable" => ("Disabled", Some(false)),
+        "enable" => ("Enabled", Some(true)),
+        "delete" if field("confirm").is_some() => ("Deleted", None),
+        "delete" => {
+            return Err(refuse(
+                "Tick the confirmation box to delete the selected links.",
+            ));
+        }
+        _ => return Err(refuse("Choose disable, enable, delete or export.")),
+    };
+    let mut done = 0;
+    let mut failures = Vec::new();
+    for code in &codes {
+        let result = match enabled {
+            Some(enabled) => console
+                .links
+                .update(
+                    &signed.call,
+                    code,
+                    Ok(UpdateInput {
+                        enabled: Some(enabled),
+                        ..UpdateInput::default()
+                    }),
+                )
+                .await
+                .map(drop),
+            None => console.links.delete(&signed.call, code).await,
+        };
+        match result {
+            Ok(()) => done += 1,
+            // The key's rate or the store: the rest would fail alike.
+            Err(error @ (WriterError::RateLimited { .. } | WriterError::Unavailable(_))) => {
+                failures.push(((*code).to_owned(), error.public_message()));
+                break;
+            }
+            Err(error) => failures.push(((*code).to_owned(), error.public_message())),
+        }
+    }
+    if failures.is_empty() {
+        return Ok(see_other(&format!(
+            "/console/links?done={}&count={done}",
+            verb.to_ascii_lowercase()
+        )));
+    }
+    Ok(html(
+        StatusCode::OK,
+        pages::bulk_result(
+            &nav(&signed),
+            &format!("{verb} {done} of {} links.", codes.len()),
+            &failures,
+        ),
+    ))
+}
+
+/// The notice after a bulk action, from the listing's query (only words
+/// of our own: the query cannot put text on the page).
+fn bulk_notice(done: &str, count: u32) -> Option<String> {
+    let verb = match done {
+        "disabled" => "Disabled",
+        "enabled" => "Enabled",
+        "deleted" => "Deleted",
+        _ => return None,
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    Some(format!("{verb} {count} link{plural}."))
+}
+
+/// The ticked links as CSV, in the columns `tinyurl export` writes (and
+/// `tinyurl import` reads), with their lifetime human clicks last.
+async fn export(console: &Shared, signed: &Signed, codes: &[&str]) -> Response {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "url",
+        "alias",
+        "expires",
+        "code",
+        "short_url",
+        "status",
+        "forward_query",
+        "enabled",
+        "created_at",
+        "updated_at",
+        "clicks",
+    ];
+    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    for code in codes {
+        let link = match console.links.get(&signed.call, code).await {
+            Ok(link) => link,
+            Err(WriterError::NotFound(_)) => continue,
+            Err(error) => return service_error_page(&error),
+        };
+        let clicks = match console
+            .links
+            .stats(
+                &signed.call,
+                code,
+                Ok(StatsInput {
+                    granularity: DAY,
+                    ..StatsInput::default()
+                }),
+            )
+            .await
+        {
+            Ok(stats) => stats.lifetime_clicks,
+            Err(error) => return service_error_page(&error),
+        };
+        let rfc3339 = |at| humantime::format_rfc3339_micros(at).to_string();
+        rows.push(vec![
+            link.target_url.clone(),
+            if link.is_alias {
+                link.code.clone()
+            } else {
+                String::new()
+            },
+            link.expires_at.map(rfc3339).unwrap_or_default(),
+            link.code.clone(),
+            console.links.short_url(&link.code),
+            link.redirect_status.code().to_string(),
+            link.forward_query.to_string(),
+            link.enabled.to_string(),
+            rfc3339(link.created_at),
+            rfc3339(link.updated_at),
+            clicks.to_string(),
+        ]);
+    }
+    for row in rows {
+        if let Err(error) = writer.write_record(&row) {
+            return error_page(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string());
+        }
+    }
+    let body = match writer.into_inner() {
+        Ok(body) => body,
+        Err(error) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"links.csv\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 pub(super) async fn new_link_page(signed: Signed) -> Response {
@@ -174,7 +396,7 @@ pub(super) async fn new_link_page(signed: Signed) -> Response {
     )
 }
 
-fn scope_page(needed: Scope, scope: Scope) -> Response {
+pub(super) fn scope_page(needed: Scope, scope: Scope) -> Response {
     error_page(
         StatusCode::FORBIDDEN,
         &format!(
@@ -206,7 +428,7 @@ fn expiry(raw: &str) -> Result<Option<SystemTime>, WriterError> {
     })
 }
 
-fn redirect_status(raw: &str) -> Result<Option<RedirectStatus>, WriterError> {
+pub(super) fn redirect_status(raw: &str) -> Result<Option<RedirectStatus>, WriterError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(None);

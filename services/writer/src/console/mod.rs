@@ -14,6 +14,7 @@
 mod assets;
 mod chart;
 mod handlers;
+mod import;
 mod pages;
 
 use std::net::IpAddr;
@@ -82,6 +83,13 @@ pub fn router(links: Arc<LinkService>, settings: ConsoleSettings) -> Router {
             get(handlers::links_page).post(handlers::create),
         )
         .route("/console/links/new", get(handlers::new_link_page))
+        .route("/console/links/bulk", post(handlers::bulk))
+        .route(
+            "/console/import",
+            get(import::import_page).post(import::import).layer(
+                axum::extract::DefaultBodyLimit::max(import::MAX_IMPORT_BYTES),
+            ),
+        )
         .route(
             "/console/links/{code}",
             get(handlers::link_page).post(handlers::update),

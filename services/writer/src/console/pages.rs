@@ -7,6 +7,7 @@ use http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 use tinyurl_analytics::LinkStats;
 use tinyurl_domain::RedirectStatus;
+use tinyurl_links::Overview;
 use tinyurl_links::auth::Scope;
 use tinyurl_links::store::StoredLink;
 
@@ -36,9 +37,11 @@ fn layout(title: &str, nav: Option<&Nav>, content: Markup) -> Markup {
                     a.brand href="/console/" { "tinyurl" }
                     @if let Some(nav) = nav {
                         nav aria-label="Console" {
+                            a href="/console/" { "Overview" }
                             a href="/console/links" { "Links" }
                             @if nav.scope >= Scope::Create {
                                 a href="/console/links/new" { "New link" }
+                                a href="/console/import" { "Import" }
                             }
                         }
                         span.muted { "scope: " (nav.scope.as_str()) }
@@ -116,15 +119,90 @@ pub(super) fn local_input(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()[..16].to_owned()
 }
 
+fn link_rows(links: &[(StoredLink, i64)]) -> Markup {
+    let now = SystemTime::now();
+    html! {
+        table.links {
+            thead { tr { th { "Short link" } th { "Target" } th { "State" } th { "Clicks" } } }
+            tbody {
+                @for (link, clicks) in links {
+                    @let (class, label) = state(link, now);
+                    tr {
+                        td { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
+                        td.target { (link.target_url) }
+                        td { span class=(format!("badge {class}")) { (label) } }
+                        td.clicks { (clicks) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn overview(nav: &Nav, overview: &Overview) -> Markup {
+    let week = humantime::format_duration(overview.week).to_string();
+    layout(
+        "Overview",
+        Some(nav),
+        html! {
+            h1 { "Overview" }
+            div.grid2.figures {
+                div.panel {
+                    p.figure #link-count { (overview.links) }
+                    p.muted { "links" }
+                }
+                div.panel {
+                    p.figure #clicks-day { (overview.last_day.0) }
+                    p.muted { "human clicks in the last 24 hours (" (overview.last_day.1) " by bots)" }
+                }
+                div.panel {
+                    p.figure #clicks-week { (overview.last_week.0) }
+                    p.muted { "human clicks in the last " (week) " (" (overview.last_week.1) " by bots)" }
+                }
+            }
+            h2 { "Most clicked" }
+            @if overview.most_clicked.is_empty() {
+                p.muted { "No clicks yet." }
+            } @else {
+                (link_rows(&overview.most_clicked))
+                p { a href="/console/links?sort=clicks" { "All links, most clicked first" } }
+            }
+            h2 { "Newest" }
+            @if overview.newest.is_empty() {
+                p.muted #no-links { "No links yet." }
+                @if nav.scope >= Scope::Create {
+                    p { a.button href="/console/links/new" { "Create the first" } }
+                }
+            } @else {
+                (link_rows(&overview.newest))
+                p { a href="/console/links" { "All links" } }
+            }
+        },
+    )
+}
+
 pub(super) struct ListView<'a> {
-    pub links: &'a [StoredLink],
+    pub links: &'a [(StoredLink, i64)],
     pub next: Option<&'a str>,
     pub first_page: bool,
-    pub short_url: &'a dyn Fn(&str) -> String,
+    pub q: &'a str,
+    pub state: &'a str,
+    pub sort: &'a str,
+    pub notice: Option<String>,
 }
+
+const STATES: [(&str, &str); 5] = [
+    ("", "any state"),
+    ("active", "active"),
+    ("disabled", "disabled"),
+    ("expired", "expired"),
+    ("blocked", "blocked"),
+];
 
 pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
     let now = SystemTime::now();
+    let searching = !view.q.is_empty() || !view.state.is_empty();
+    let manage = nav.scope >= Scope::Manage;
     layout(
         "Links",
         Some(nav),
@@ -135,35 +213,128 @@ pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
                     a.button href="/console/links/new" { "New link" }
                 }
             }
+            @if let Some(notice) = &view.notice {
+                p.notice role="status" #bulk-notice { (notice) }
+            }
+            form.row.search method="get" action="/console/links" role="search" {
+                label.grow {
+                    span.visually-hidden { "Search" }
+                    input type="search" name="q" value=(view.q)
+                        placeholder="code, alias or target host" spellcheck="false";
+                }
+                label {
+                    span.visually-hidden { "State" }
+                    select name="state" {
+                        @for (value, label) in STATES {
+                            option value=(value) selected[value == view.state] { (label) }
+                        }
+                    }
+                }
+                label {
+                    span.visually-hidden { "Order" }
+                    select name="sort" {
+                        option value="" selected[view.sort != "clicks"] { "newest first" }
+                        option value="clicks" selected[view.sort == "clicks"] { "most clicked first" }
+                    }
+                }
+                button type="submit" { "Show" }
+            }
             @if view.links.is_empty() {
                 p.muted #no-links {
-                    @if view.first_page { "No links yet." } @else { "No more links." }
+                    @if !view.first_page { "No more links." }
+                    @else if searching { "No links match." }
+                    @else { "No links yet." }
                 }
             } @else {
-                table.links {
-                    thead { tr { th { "Short link" } th { "Target" } th { "State" } th { "Created" } } }
-                    tbody {
-                        @for link in view.links {
-                            @let (class, label) = state(link, now);
+                form method="post" action="/console/links/bulk" {
+                    input type="hidden" name="csrf" value=(nav.csrf);
+                    table.links {
+                        thead {
                             tr {
-                                td { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
-                                td.target { (link.target_url) }
-                                td { span class=(format!("badge {class}")) { (label) } }
-                                td.muted { (when(link.created_at)) }
+                                th { span.visually-hidden { "Select" } }
+                                th { "Short link" } th { "Target" } th { "State" }
+                                th { "Clicks" } th { "Created" }
                             }
+                        }
+                        tbody {
+                            @for (link, clicks) in view.links {
+                                @let (class, label) = state(link, now);
+                                tr {
+                                    td {
+                                        input type="checkbox" name="code" value=(link.code)
+                                            aria-label=(format!("Select {}", link.code));
+                                    }
+                                    td { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
+                                    td.target { (link.target_url) }
+                                    td { span class=(format!("badge {class}")) { (label) } }
+                                    td.clicks { (clicks) }
+                                    td.muted { (when(link.created_at)) }
+                                }
+                            }
+                        }
+                    }
+                    div.row.bulk {
+                        span.muted { "With the ticked links:" }
+                        button.plain type="submit" name="action" value="export" { "Export CSV" }
+                        @if manage {
+                            button.plain type="submit" name="action" value="disable" { "Disable" }
+                            button.plain type="submit" name="action" value="enable" { "Enable" }
+                            label.check {
+                                input type="checkbox" name="confirm";
+                                "confirm deletion"
+                            }
+                            button.danger type="submit" name="action" value="delete" { "Delete" }
                         }
                     }
                 }
             }
             nav.pager.row aria-label="Pages" {
-                @if !view.first_page { a href="/console/links" { "First page" } }
+                @if !view.first_page {
+                    a href=(list_url(view, None)) { "First page" }
+                }
                 @if let Some(next) = view.next {
-                    a href=(format!("/console/links?after={}", urlencode(next))) rel="next" { "Next page" }
+                    a href=(list_url(view, Some(next))) rel="next" { "Next page" }
                 }
             }
-            @if let Some(first) = view.links.first() {
-                p.muted { "Short links look like " code { ((view.short_url)(&first.code)) } "." }
+        },
+    )
+}
+
+/// The listing's URL with the same search, from `after`.
+fn list_url(view: &ListView<'_>, after: Option<&str>) -> String {
+    let mut query = Vec::new();
+    for (name, value) in [("q", view.q), ("state", view.state), ("sort", view.sort)] {
+        if !value.is_empty() {
+            query.push(format!("{name}={}", urlencode(value)));
+        }
+    }
+    if let Some(after) = after {
+        query.push(format!("after={}", urlencode(after)));
+    }
+    if query.is_empty() {
+        "/console/links".to_owned()
+    } else {
+        format!("/console/links?{}", query.join("&"))
+    }
+}
+
+/// What a bulk action did, when some links were refused.
+pub(super) fn bulk_result(nav: &Nav, summary: &str, failures: &[(String, String)]) -> Markup {
+    layout(
+        "Bulk action",
+        Some(nav),
+        html! {
+            h1 { "Bulk action" }
+            p #bulk-summary { (summary) }
+            table {
+                thead { tr { th { "Link" } th { "Why not" } } }
+                tbody {
+                    @for (code, reason) in failures {
+                        tr { td { (code) } td { (reason) } }
+                    }
+                }
             }
+            p { a href="/console/links" { "Back to the links" } }
         },
     )
 }
@@ -425,4 +596,52 @@ fn urlencode(raw: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Where an import's page is cut to stream its progress in between.
+pub(super) const STREAM_MARK: &str = "<!--progress-->";
+
+pub(super) fn import_form(nav: &Nav, error: Option<&str>) -> Markup {
+    layout(
+        "Import",
+        Some(nav),
+        html! {
+            h1 { "Import links" }
+            @if let Some(error) = error {
+                p.alert role="alert" #import-error { (error) }
+            }
+            p {
+                "A CSV file of " code { "url" } ", then optionally " code { "alias" } " and "
+                code { "expires" } " (an RFC 3339 time or a duration from now, like "
+                code { "30d" } "), one link a row; a first row starting with " code { "url" }
+                " is a header. Files that " code { "tinyurl export" } " or this console's export
+                wrote import as they are. An interrupted import resumes when the same file is
+                uploaded again: rows already imported are not created twice."
+            }
+            form.stack method="post" action="/console/import" enctype="multipart/form-data" {
+                input type="hidden" name="csrf" value=(nav.csrf);
+                label {
+                    "CSV file (at most 10 MB)"
+                    input type="file" name="file" accept=".csv,text/csv" required;
+                }
+                label {
+                    "Redirect"
+                    select name="status" { (status_options("302")) }
+                }
+                button type="submit" { "Import" }
+            }
+        },
+    )
+}
+
+/// The import's page around its streamed progress (cut at [`STREAM_MARK`]).
+pub(super) fn import_progress(nav: &Nav) -> Markup {
+    layout(
+        "Importing",
+        Some(nav),
+        html! {
+            h1 { "Importing" }
+            div #import-progress { (maud::PreEscaped(STREAM_MARK)) }
+        },
+    )
 }

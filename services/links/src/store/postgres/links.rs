@@ -260,6 +260,143 @@ impl LinkStore for PostgresLinkStore {
 
     /// Newest first; `after` is the (created_at, code) of the last link of the
     /// previous page.
+    async fn search(
+        &self,
+        owner: OwnerId,
+        search: &LinkSearch,
+        limit: i64,
+        after: Option<&SearchCursor>,
+    ) -> Result<Vec<(StoredLink, i64)>, WriterError> {
+        let now = search.now.unwrap_or_else(SystemTime::now);
+        let text = search
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(like_literal);
+        let prefix = text.as_ref().map(|text| format!("{text}%"));
+        let contains = text.as_ref().map(|text| format!("%{text}%"));
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&owner.0, &limit];
+        let mut inner = format!(
+            "SELECT {LINK_COLUMNS},
+                    COALESCE((SELECT clicks FROM click_totals WHERE click_totals.code = links.code), 0) AS total
+             FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL"
+        );
+        if let (Some(prefix), Some(contains)) = (&prefix, &contains) {
+            params.push(prefix);
+            params.push(contains);
+            inner.push_str(&format!(
+                " AND (code ILIKE ${} OR target_url ILIKE ${})",
+                params.len() - 1,
+                params.len()
+            ));
+        }
+        if let Some(state) = search.state {
+            match state {
+                LinkState::Active => {
+                    params.push(&now);
+                    inner.push_str(&format!(
+                        " AND flags & 10 = 0 AND (expires_at IS NULL OR expires_at > ${})",
+                        params.len()
+                    ));
+                }
+                LinkState::Disabled => inner.push_str(" AND flags & 2 <> 0"),
+                LinkState::Expired => {
+                    params.push(&now);
+                    inner.push_str(&format!(" AND expires_at <= ${}", params.len()));
+                }
+                LinkState::Blocked => inner.push_str(" AND flags & 8 <> 0"),
+            }
+        }
+        let mut outer = String::new();
+        match after {
+            Some(SearchCursor::Newest(created_at, code)) => {
+                params.push(created_at);
+                params.push(code);
+                let (at, code) = (params.len() - 1, params.len());
+                inner.push_str(&format!(
+                    " AND created_at <= ${at} AND (created_at < ${at} OR code < ${code})"
+                ));
+            }
+            Some(SearchCursor::MostClicked(total, code)) => {
+                params.push(total);
+                params.push(code);
+                outer.push_str(&format!(
+                    " WHERE (total, code) < (${}, ${})",
+                    params.len() - 1,
+                    params.len()
+                ));
+            }
+            None => {}
+        }
+        let order = match search.order {
+            LinkOrder::Newest => "created_at DESC, code DESC",
+            LinkOrder::MostClicked => "total DESC, code DESC",
+        };
+        // The click total is computed: it can be compared and sorted by only
+        // outside the query that computes it.
+        let sql = match search.order {
+            LinkOrder::Newest => format!("{inner} ORDER BY {order} LIMIT $2"),
+            LinkOrder::MostClicked => {
+                format!("SELECT * FROM ({inner}) AS found{outer} ORDER BY {order} LIMIT $2")
+            }
+        };
+        self.bounded(async {
+            let rows = self
+                .client()
+                .await?
+                .query(&sql, &params)
+                .await
+                .map_err(WriterError::from_postgres)?;
+            rows.iter()
+                .map(|row| {
+                    let link = StoredLink::from_row(row)?;
+                    let total: i64 = row.try_get(10).map_err(WriterError::from_postgres)?;
+                    Ok((link, total))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn owner_overview(
+        &self,
+        owner: OwnerId,
+        since: [i32; 2],
+    ) -> Result<OwnerOverview, WriterError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let links: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL",
+                    &[&owner.0],
+                )
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(WriterError::from_postgres)?;
+            let row = client
+                .query_one(
+                    "SELECT
+                         COALESCE(sum(m.clicks) FILTER (WHERE NOT m.bot AND m.minute >= $2), 0)::bigint,
+                         COALESCE(sum(m.clicks) FILTER (WHERE m.bot AND m.minute >= $2), 0)::bigint,
+                         COALESCE(sum(m.clicks) FILTER (WHERE NOT m.bot AND m.minute >= $3), 0)::bigint,
+                         COALESCE(sum(m.clicks) FILTER (WHERE m.bot AND m.minute >= $3), 0)::bigint
+                     FROM links l JOIN click_minutes m ON m.code = l.code
+                     WHERE l.owner_key_id = $1 AND l.target_url IS NOT NULL
+                       AND m.dimension = 0 AND m.minute >= least($2, $3)",
+                    &[&owner.0, &since[0], &since[1]],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let get = |index| row.try_get::<_, i64>(index).map_err(WriterError::from_postgres);
+            Ok(OwnerOverview {
+                links,
+                clicks: [(get(0)?, get(1)?), (get(2)?, get(3)?)],
+            })
+        })
+        .await
+    }
+
     async fn list(
         &self,
         owner: OwnerId,

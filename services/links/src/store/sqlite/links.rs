@@ -254,6 +254,121 @@ impl LinkStore for SqliteLinkStore {
             .map_err(WriterError::from_sqlite)
     }
 
+    async fn search(
+        &self,
+        owner: OwnerId,
+        search: &LinkSearch,
+        limit: i64,
+        after: Option<&SearchCursor>,
+    ) -> Result<Vec<(StoredLink, i64)>, WriterError> {
+        use rusqlite::types::Value;
+        let now = to_micros(search.now.unwrap_or_else(SystemTime::now));
+        let mut params: Vec<Value> = vec![Value::Integer(owner.0), Value::Integer(limit)];
+        let mut inner = format!(
+            "SELECT {LINK_COLUMNS},
+                    COALESCE((SELECT clicks FROM click_totals WHERE click_totals.code = links.code), 0) AS total,
+                    created_at AS created
+             FROM links WHERE owner_key_id = ?1 AND target_url IS NOT NULL"
+        );
+        if let Some(text) = search
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(like_literal)
+        {
+            // SQLite's LIKE ignores ASCII case.
+            params.push(Value::Text(format!("{text}%")));
+            params.push(Value::Text(format!("%{text}%")));
+            inner.push_str(&format!(
+                " AND (code LIKE ?{} ESCAPE '\\' OR target_url LIKE ?{} ESCAPE '\\')",
+                params.len() - 1,
+                params.len()
+            ));
+        }
+        match search.state {
+            Some(LinkState::Active) => {
+                params.push(Value::Integer(now));
+                inner.push_str(&format!(
+                    " AND enabled AND NOT blocked AND (expires_at IS NULL OR expires_at > ?{})",
+                    params.len()
+                ));
+            }
+            Some(LinkState::Disabled) => inner.push_str(" AND NOT enabled"),
+            Some(LinkState::Expired) => {
+                params.push(Value::Integer(now));
+                inner.push_str(&format!(" AND expires_at <= ?{}", params.len()));
+            }
+            Some(LinkState::Blocked) => inner.push_str(" AND blocked"),
+            None => {}
+        }
+        let keyset = match after {
+            Some(SearchCursor::Newest(created_at, code)) => {
+                params.push(Value::Integer(to_micros(*created_at)));
+                params.push(Value::Text(code.clone()));
+                let (at, code) = (params.len() - 1, params.len());
+                format!(" WHERE created <= ?{at} AND (created < ?{at} OR code < ?{code})")
+            }
+            Some(SearchCursor::MostClicked(total, code)) => {
+                params.push(Value::Integer(*total));
+                params.push(Value::Text(code.clone()));
+                let (total, code) = (params.len() - 1, params.len());
+                format!(" WHERE total <= ?{total} AND (total < ?{total} OR code < ?{code})")
+            }
+            None => String::new(),
+        };
+        let order = match search.order {
+            LinkOrder::Newest => "created DESC, code DESC",
+            LinkOrder::MostClicked => "total DESC, code DESC",
+        };
+        let sql = format!("SELECT * FROM ({inner}){keyset} ORDER BY {order} LIMIT ?2");
+        self.db
+            .run(move |connection| {
+                connection
+                    .prepare(&sql)?
+                    .query_map(rusqlite::params_from_iter(params), |row| {
+                        Ok((link_from_row(row)?, row.get::<_, i64>(10)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
+    async fn owner_overview(
+        &self,
+        owner: OwnerId,
+        since: [i32; 2],
+    ) -> Result<OwnerOverview, WriterError> {
+        self.db
+            .run(move |connection| {
+                let links: i64 = connection.query_row(
+                    "SELECT count(*) FROM links WHERE owner_key_id = ?1 AND target_url IS NOT NULL",
+                    [owner.0],
+                    |row| row.get(0),
+                )?;
+                connection.query_row(
+                    "SELECT
+                         COALESCE(sum(CASE WHEN NOT m.bot AND m.minute >= ?2 THEN m.clicks END), 0),
+                         COALESCE(sum(CASE WHEN m.bot AND m.minute >= ?2 THEN m.clicks END), 0),
+                         COALESCE(sum(CASE WHEN NOT m.bot AND m.minute >= ?3 THEN m.clicks END), 0),
+                         COALESCE(sum(CASE WHEN m.bot AND m.minute >= ?3 THEN m.clicks END), 0)
+                     FROM links l JOIN click_minutes m ON m.code = l.code
+                     WHERE l.owner_key_id = ?1 AND l.target_url IS NOT NULL
+                       AND m.dimension = 0 AND m.minute >= min(?2, ?3)",
+                    (owner.0, since[0], since[1]),
+                    |row| {
+                        Ok(OwnerOverview {
+                            links,
+                            clicks: [(row.get(0)?, row.get(1)?), (row.get(2)?, row.get(3)?)],
+                        })
+                    },
+                )
+            })
+            .await
+            .map_err(WriterError::from_sqlite)
+    }
+
     async fn list(
         &self,
         owner: OwnerId,
