@@ -1,0 +1,257 @@
+//! Benchmark: the web console on a key with 100,000 links. Starts Postgres,
+//! idalloc and a writer with its REST listener, creates the links through
+//! `BatchCreateLinks`, gives a fifth of them lifetime clicks and the most
+//! recent thousand a day of minute rollups (written straight into the
+//! rollup tables), disables one in a hundred, signs in, and then times each
+//! page one request at a time (a person's clicks, not a load test). The
+//! reference, measured in the same run, is the REST API's first page of the
+//! same key's links (`GET /api/v1/links?page_size=50`), the least the
+//! console's listing could cost.
+//!
+//! Run: `cargo build --release --workspace --bins && target/release/bench-console`
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use clap::Parser;
+use tinyurl_harness::Stack;
+use tinyurl_harness::services::{HttpResponse, authed, http_send, links_client};
+use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest};
+
+
+#[derive(Parser)]
+#[command(name = "bench-console", about = "console page times on 100,000 links")]
+struct Args {
+    /// Links of the signed-in key.
+    #[arg(long, default_value_t = 100_000)]
+    links: usize,
+    /// Requests timed per page.
+    #[arg(long, default_value_t = 40)]
+    samples: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let stack = Stack::builder().replicas(0).without_redis().start().await?;
+    let (writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("console-bench")?;
+
+    let started = Instant::now();
+    let mut links = links_client(&writer)?;
+    let mut codes = Vec::with_capacity(args.links);
+    for first in (0..args.links).step_by(1_000) {
+        let batch = (first..(first + 1_000).min(args.links))
+            .map(|n| CreateLinkRequest {
+                target_url: format!("https://www.example.com/articles/{n}/a-readable-slug"),
+                ..CreateLinkRequest::default()
+            })
+            .collect();
+        let response = links
+            .batch_create_links(authed(BatchCreateLinksRequest { links: batch }, &key))
+            .await?
+            .into_inner();
+        for result in response.results {
+            match result.result {
+                Some(tinyurl_proto::v1::batch_create_links_result::Result::Link(link)) => {
+                    codes.push(link.code);
+                }
+                other => anyhow::bail!("a create failed: {other:?}"),
+            }
+        }
+    }
+    println!(
+        "created {} links in {:.1} s",
+        codes.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Clicks and states, written straight into the tables.
+    let (db, connection) =
+        tokio_postgres::connect(&stack.database.primary_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let now_minute = i32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            / 60,
+    )?;
+    db.batch_execute(&format!(
+        "INSERT INTO click_totals (code, clicks, bot_clicks)
+             SELECT code, (hashtext(code) & 1023) + 1, hashtext(code) & 15
+             FROM links WHERE hashtext(code) % 5 = 0 AND target_url IS NOT NULL;
+         INSERT INTO click_minutes (code, minute, dimension, value, bot, clicks)
+             SELECT l.code, {now_minute} - m, 0, '', false, 1 + m % 3
+             FROM (SELECT code FROM links WHERE target_url IS NOT NULL
+                   ORDER BY created_at DESC LIMIT 1000) l,
+                  generate_series(0, 1439, 7) m;
+         UPDATE links SET flags = flags | 2 WHERE hashtext(code) % 100 = 0;
+         ANALYZE;"
+    ))
+    .await?;
+
+    let sign_in = http_send(
+        rest,
+        "POST",
+        "/console/sign-in",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        Some(format!("key={key}").as_bytes()),
+    )
+    .await?;
+    ensure!(sign_in.status == 303, "sign-in: {}", sign_in.status);
+    let cookie = sign_in
+        .header("set-cookie")
+        .and_then(|value| value.split(';').next())
+        .context("a session cookie")?
+        .to_owned();
+    let first_page = page(rest, &cookie, "/console/links").await?;
+    let next = between(&first_page.text(), "/console/links?after=", "\"")
+        .context("a next page link")?;
+    let csrf = between(&first_page.text(), "name=\"csrf\" value=\"", "\"")
+        .context("the csrf token")?;
+    let clicked = &codes[codes.len() - 1];
+
+    let bearer = format!("Bearer {key}");
+    let mut rows = Vec::new();
+    let mut reference = time(args.samples, || async {
+        let response = http_send(
+            rest,
+            "GET",
+            "/api/v1/links?page_size=50",
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await?;
+        ensure!(response.status == 200, "REST list: {}", response.status);
+        Ok(())
+    })
+    .await?;
+    let reference_p50 = reference.percentile_ms(0.5);
+    rows.push(("REST GET /api/v1/links (reference)".to_owned(), reference));
+    let pages = [
+        ("overview", "/console/".to_owned()),
+        ("links, first page", "/console/links".to_owned()),
+        ("links, next page", format!("/console/links?after={next}")),
+        ("links, most clicked", "/console/links?sort=clicks".to_owned()),
+        (
+            "links, search in targets",
+            "/console/links?q=articles%2F9999%2F".to_owned(),
+        ),
+        ("links, disabled", "/console/links?state=disabled".to_owned()),
+        ("a link, 24 h of clicks", format!("/console/links/{clicked}")),
+        (
+            "a link, 7 days of clicks",
+            format!("/console/links/{clicked}?range=7d"),
+        ),
+        ("a link's QR (SVG)", format!("/console/links/{clicked}/qr.svg")),
+    ];
+    for (name, path) in pages {
+        let sample = time(args.samples, || async {
+            let response = page(rest, &cookie, &path).await?;
+            ensure!(response.status == 200, "{path}: {}", response.status);
+            Ok(())
+        })
+        .await?;
+        rows.push((name.to_owned(), sample));
+    }
+    let mut created = 0;
+    let create = time(args.samples, || {
+        created += 1;
+        let body = format!(
+            "csrf={csrf}&target_url=https%3A%2F%2Fexample.com%2Fconsole-bench%2F{created}&redirect_type=302"
+        );
+        let cookie = &cookie;
+        async move {
+            let response = http_send(
+                rest,
+                "POST",
+                "/console/links",
+                &[
+                    ("Cookie", cookie),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("Sec-Fetch-Site", "same-origin"),
+                ],
+                Some(body.as_bytes()),
+            )
+            .await?;
+            ensure!(response.status == 303, "create: {}", response.status);
+            Ok(())
+        }
+    })
+    .await?;
+    rows.push(("create (form post)".to_owned(), create));
+
+    println!(
+        "\n{} links, {} requests per row, one at a time\n",
+        codes.len(),
+        args.samples
+    );
+    println!("| page | p50 ms | p95 ms | max ms | p50 ÷ REST list p50 |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, mut sample) in rows {
+        let p50 = sample.percentile_ms(0.5);
+        println!(
+            "| {name} | {p50:.2} | {:.2} | {:.2} | {:.2} |",
+            sample.percentile_ms(0.95),
+            sample.percentile_ms(1.0),
+            p50 / reference_p50
+        );
+    }
+    drop(writer);
+    Ok(())
+}
+
+async fn page(
+    rest: std::net::SocketAddr,
+    cookie: &str,
+    path: &str,
+) -> anyhow::Result<HttpResponse> {
+    http_send(rest, "GET", path, &[("Cookie", cookie)], None).await
+}
+
+/// The text between `start` and the next `end` in `text`.
+fn between(text: &str, start: &str, end: &str) -> Option<String> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(text[from..to].replace("&amp;", "&"))
+}
+
+/// The times of one page's requests.
+struct Sample(Vec<Duration>);
+
+impl Sample {
+    fn percentile_ms(&mut self, percentile: f64) -> f64 {
+        self.0.sort_unstable();
+        let index = ((self.0.len().saturating_sub(1)) as f64 * percentile).round() as usize;
+        self.0
+            .get(index)
+            .map_or(f64::NAN, |time| time.as_secs_f64() * 1000.0)
+    }
+}
+
+/// Times `samples` calls of `request`, one after another, after two warm-ups.
+async fn time<F, Fut>(samples: usize, mut request: F) -> anyhow::Result<Sample>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    for _ in 0..2 {
+        request().await?;
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let at = Instant::now();
+        request().await?;
+        times.push(at.elapsed());
+    }
+    Ok(Sample(times))
+}
