@@ -18,7 +18,6 @@ use tinyurl_harness::Stack;
 use tinyurl_harness::services::{HttpResponse, authed, http_send, links_client};
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest};
 
-
 #[derive(Parser)]
 #[command(name = "bench-console", about = "console page times on 100,000 links")]
 struct Args {
@@ -114,10 +113,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("a session cookie")?
         .to_owned();
     let first_page = page(rest, &cookie, "/console/links").await?;
-    let next = between(&first_page.text(), "/console/links?after=", "\"")
-        .context("a next page link")?;
-    let csrf = between(&first_page.text(), "name=\"csrf\" value=\"", "\"")
-        .context("the csrf token")?;
+    let next =
+        between(&first_page.text(), "/console/links?after=", "\"").context("a next page link")?;
+    let csrf =
+        between(&first_page.text(), "name=\"csrf\" value=\"", "\"").context("the csrf token")?;
     let clicked = &codes[codes.len() - 1];
 
     let bearer = format!("Bearer {key}");
@@ -141,18 +140,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ("overview", "/console/".to_owned()),
         ("links, first page", "/console/links".to_owned()),
         ("links, next page", format!("/console/links?after={next}")),
-        ("links, most clicked", "/console/links?sort=clicks".to_owned()),
+        (
+            "links, most clicked",
+            "/console/links?sort=clicks".to_owned(),
+        ),
         (
             "links, search in targets",
             "/console/links?q=articles%2F9999%2F".to_owned(),
         ),
-        ("links, disabled", "/console/links?state=disabled".to_owned()),
-        ("a link, 24 h of clicks", format!("/console/links/{clicked}")),
+        (
+            "links, disabled",
+            "/console/links?state=disabled".to_owned(),
+        ),
+        (
+            "a link, 24 h of clicks",
+            format!("/console/links/{clicked}"),
+        ),
         (
             "a link, 7 days of clicks",
             format!("/console/links/{clicked}?range=7d"),
         ),
-        ("a link's QR (SVG)", format!("/console/links/{clicked}/qr.svg")),
+        (
+            "a link's QR (SVG)",
+            format!("/console/links/{clicked}/qr.svg"),
+        ),
     ];
     for (name, path) in pages {
         let sample = time(args.samples, || async {

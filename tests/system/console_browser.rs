@@ -54,15 +54,28 @@ async fn text_of(browser: &Browser, selector: &str) -> anyhow::Result<String> {
     browser.text(&browser.find(selector).await?).await
 }
 
+/// Ticks the link page's confirmation box and deletes the link.
+async fn delete_confirmed(browser: &Browser) -> anyhow::Result<()> {
+    browser
+        .click(&browser.find("input[name=confirm]").await?)
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("#delete").await?)
+        .await
+}
+
+/// Whether a script in the page says `true`.
+async fn holds(browser: &Browser, script: &str) -> anyhow::Result<bool> {
+    Ok(browser.script(script, &[]).await? == Value::Bool(true))
+}
+
 /// Whether the page is no wider than the window (nothing to scroll sideways).
 async fn fits(browser: &Browser) -> anyhow::Result<bool> {
-    let fits = browser
-        .script(
-            "return document.documentElement.scrollWidth <= window.innerWidth;",
-            &[],
-        )
-        .await?;
-    Ok(fits == Value::Bool(true))
+    holds(
+        browser,
+        "return document.documentElement.scrollWidth <= window.innerWidth;",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -149,14 +162,12 @@ async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
         qr_width.as_u64().is_some_and(|width| width > 0),
         "the QR image loaded: {qr_width}"
     );
-    let copy_shown = browser
-        .script(
-            "return !document.querySelector('button[data-copy]').hidden;",
-            &[],
-        )
-        .await?;
     ensure!(
-        copy_shown == Value::Bool(true),
+        holds(
+            &browser,
+            "return !document.querySelector('button[data-copy]').hidden;"
+        )
+        .await?,
         "the console's script ran (it shows the copy button)"
     );
 
@@ -252,23 +263,16 @@ async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
 
     // Delete: not without the confirmation box, then for good.
     browser.open(&format!("{console}/links/in-browser")).await?;
-    let unconfirmed = browser
-        .script(
+    ensure!(
+        holds(
+            &browser,
             "const box = document.querySelector('input[name=confirm]'); \
              return box.validity.valueMissing && !box.form.checkValidity();",
-            &[],
         )
-        .await?;
-    ensure!(
-        unconfirmed == Value::Bool(true),
+        .await?,
         "the browser will not send a deletion unconfirmed"
     );
-    browser
-        .click(&browser.find("input[name=confirm]").await?)
-        .await?;
-    browser
-        .click_to_next_page(&browser.find("#delete").await?)
-        .await?;
+    delete_confirmed(&browser).await?;
     ensure!(browser.url().await?.ends_with("/console/links"));
     ensure!(text_of(&browser, "#no-links").await? == "No links yet.");
     ensure!(http_status(system.http, "/in-browser").await? != 301);
@@ -325,26 +329,19 @@ async fn the_core_flows_work_with_scripts_off() -> anyhow::Result<()> {
             .await?
             .ends_with("/console/links/noscript?created")
     );
-    let copy_hidden = browser
-        .script(
-            "return document.querySelector('button[data-copy]').hidden;",
-            &[],
-        )
-        .await?;
     ensure!(
-        copy_hidden == Value::Bool(true),
+        holds(
+            &browser,
+            "return document.querySelector('button[data-copy]').hidden;"
+        )
+        .await?,
         "without the page's script the copy button stays hidden"
     );
     browser
         .click_to_next_page(&browser.find("#disable").await?)
         .await?;
     ensure!(text_of(&browser, "#link-state").await? == "disabled");
-    browser
-        .click(&browser.find("input[name=confirm]").await?)
-        .await?;
-    browser
-        .click_to_next_page(&browser.find("#delete").await?)
-        .await?;
+    delete_confirmed(&browser).await?;
     ensure!(text_of(&browser, "#no-links").await? == "No links yet.");
     // An import from a file chosen in the page.
     let csv = dir.path().join("links.csv");

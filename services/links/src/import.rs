@@ -9,6 +9,21 @@ use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
+/// The columns of an export (`tinyurl export`, the console's), the first
+/// three those an import reads, so an export imports as it is.
+pub const EXPORT_COLUMNS: [&str; 10] = [
+    "url",
+    "alias",
+    "expires",
+    "code",
+    "short_url",
+    "status",
+    "forward_query",
+    "enabled",
+    "created_at",
+    "updated_at",
+];
+
 /// One data row of an import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportRow {

@@ -305,18 +305,7 @@ pub async fn export(connection: &Connection, args: &ExportArgs) -> Result<u64, F
     };
     let mut writer = csv::Writer::from_writer(output);
     writer
-        .write_record([
-            "url",
-            "alias",
-            "expires",
-            "code",
-            "short_url",
-            "status",
-            "forward_query",
-            "enabled",
-            "created_at",
-            "updated_at",
-        ])
+        .write_record(tinyurl_links::import::EXPORT_COLUMNS)
         .context("cannot write the export")?;
     let mut page_token = String::new();
     let mut exported = 0;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tinyurl_domain::RedirectStatus;
 use tinyurl_links::auth::{Scope, bearer};
 use tinyurl_links::error::WriterError;
+use tinyurl_links::import::EXPORT_COLUMNS;
 use tinyurl_links::input::{CreateInput, UpdateInput};
 use tinyurl_links::store::{LinkOrder, LinkSearch, LinkState};
 use tinyurl_links::{Call, SearchInput, StatsInput};
@@ -307,20 +308,9 @@ fn bulk_notice(done: &str, count: u32) -> Option<String> {
 /// `tinyurl import` reads), with their lifetime human clicks last.
 async fn export(console: &Shared, signed: &Signed, codes: &[&str]) -> Response {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let header = [
-        "url",
-        "alias",
-        "expires",
-        "code",
-        "short_url",
-        "status",
-        "forward_query",
-        "enabled",
-        "created_at",
-        "updated_at",
-        "clicks",
-    ];
-    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    let mut header: Vec<String> = EXPORT_COLUMNS.map(str::to_owned).to_vec();
+    header.push("clicks".to_owned());
+    let mut rows = vec![header];
     for code in codes {
         let link = match console.links.get(&signed.call, code).await {
             Ok(link) => link,
