@@ -252,6 +252,37 @@ async fn a_key_signs_in_and_manages_its_links() -> anyhow::Result<()> {
             page.text()
         );
     }
+    // Days chosen: today per hour; long ago per minute is past the minute
+    // rollups' reach, and a bad day is named — both said where the chart goes.
+    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let today = &today[..10];
+    let days = browser
+        .get(&format!(
+            "/console/links/from-console?from={today}&to={today}&granularity=hour"
+        ))
+        .await?;
+    ensure!(
+        days.text().contains("<svg class=\"chart\"")
+            && days
+                .text()
+                .contains("Clicks per hour: 0 human and 0 bot in 24 buckets"),
+        "today per hour: {}",
+        days.text()
+    );
+    let too_old = browser
+        .get("/console/links/from-console?from=2020-01-01&to=2020-01-02&granularity=minute")
+        .await?;
+    ensure!(
+        too_old
+            .text()
+            .contains("minute and hour statistics reach back"),
+        "{}",
+        too_old.text()
+    );
+    let bad_day = browser
+        .get("/console/links/from-console?from=someday&to=2020-01-02")
+        .await?;
+    ensure!(bad_day.text().contains("from is not a day like"));
     let svg = browser.get("/console/links/from-console/qr.svg").await?;
     ensure!(svg.header("content-type") == Some("image/svg+xml") && svg.text().contains("<svg"));
     let png = browser

@@ -475,8 +475,66 @@ pub(super) async fn create(
 #[serde(default)]
 pub(super) struct LinkParams {
     range: Option<String>,
+    /// A range of whole UTC days, `YYYY-MM-DD` to `YYYY-MM-DD` (both in).
+    from: String,
+    to: String,
+    /// `minute`, `hour`, `day`, or empty to choose by the range.
+    granularity: String,
     created: Option<String>,
     saved: Option<String>,
+}
+
+/// The statistics a link's page shows: a preset range, or days chosen.
+pub(super) enum Window<'a> {
+    Preset(Option<&'a str>),
+    Days {
+        from: &'a str,
+        to: &'a str,
+        granularity: &'a str,
+    },
+}
+
+impl<'a> Window<'a> {
+    fn of(params: &'a LinkParams) -> Self {
+        if params.from.is_empty() && params.to.is_empty() {
+            Self::Preset(params.range.as_deref())
+        } else {
+            Self::Days {
+                from: &params.from,
+                to: &params.to,
+                granularity: &params.granularity,
+            }
+        }
+    }
+}
+
+/// The start of a UTC day written `YYYY-MM-DD`.
+fn day_start(raw: &str, field: &'static str) -> Result<SystemTime, WriterError> {
+    humantime::parse_rfc3339_weak(&format!("{}T00:00:00Z", raw.trim()))
+        .map_err(|_| WriterError::invalid(field, format!("{field} is not a day like 2026-12-31")))
+}
+
+/// The statistics input of chosen days.
+fn days_input(from: &str, to: &str, granularity: &str) -> Result<StatsInput, WriterError> {
+    let from = day_start(from, "from")?;
+    let to = day_start(to, "to")? + Duration::from_secs(86_400);
+    let granularity = match granularity {
+        "" => 0,
+        "minute" => MINUTE,
+        "hour" => HOUR,
+        "day" => DAY,
+        other => {
+            return Err(WriterError::invalid(
+                "granularity",
+                format!("granularity {other:?} is not minute, hour or day"),
+            ));
+        }
+    };
+    Ok(StatsInput {
+        from: Some(from),
+        to: Some(to),
+        granularity,
+    })
 }
 
 /// The stats range a `range` parameter names: its name, its span and the
@@ -505,15 +563,7 @@ pub(super) async fn link_page(
     } else {
         None
     };
-    render_link(
-        &console,
-        &signed,
-        &code,
-        params.range.as_deref(),
-        notice,
-        None,
-    )
-    .await
+    render_link(&console, &signed, &code, &Window::of(&params), notice, None).await
 }
 
 /// The link's page, with a notice or a form's error.
@@ -521,7 +571,7 @@ async fn render_link(
     console: &Shared,
     signed: &Signed,
     code: &str,
-    range_name: Option<&str>,
+    window: &Window<'_>,
     notice: Option<&str>,
     error: Option<(StatusCode, FormError)>,
 ) -> Response {
@@ -529,25 +579,49 @@ async fn render_link(
         Ok(link) => link,
         Err(error) => return service_error_page(&error),
     };
-    let (range_name, span, granularity) = range(range_name);
-    let now = SystemTime::now();
-    let stats_over = |granularity| {
-        console.links.stats(
-            &signed.call,
-            code,
-            Ok(StatsInput {
-                from: now.checked_sub(span),
-                to: Some(now),
-                granularity,
-            }),
-        )
+    let (range_name, stats) = match window {
+        Window::Preset(name) => {
+            let (range_name, span, granularity) = range(*name);
+            let now = SystemTime::now();
+            let stats_over = |granularity| {
+                console.links.stats(
+                    &signed.call,
+                    code,
+                    Ok(StatsInput {
+                        from: now.checked_sub(span),
+                        to: Some(now),
+                        granularity,
+                    }),
+                )
+            };
+            let stats = match stats_over(granularity).await {
+                // Minute rollups kept for less than the range: days instead.
+                Err(WriterError::InvalidField { field: "from", .. }) => stats_over(DAY).await,
+                other => other,
+            };
+            (range_name, stats)
+        }
+        Window::Days {
+            from,
+            to,
+            granularity,
+        } => (
+            "",
+            console
+                .links
+                .stats(&signed.call, code, days_input(from, to, granularity))
+                .await,
+        ),
     };
-    let stats = match stats_over(granularity).await {
-        // Minute rollups kept for less than the range: days instead.
-        Err(WriterError::InvalidField { field: "from", .. }) => stats_over(DAY).await,
-        other => other,
-    }
-    .map_err(|error| error.public_message());
+    let stats = stats.map_err(|error| error.public_message());
+    let days = match window {
+        Window::Days {
+            from,
+            to,
+            granularity,
+        } => Some((*from, *to, *granularity)),
+        Window::Preset(_) => None,
+    };
     let (status, error) = match error {
         Some((status, error)) => (status, Some(error)),
         None => (StatusCode::OK, None),
@@ -557,6 +631,7 @@ async fn render_link(
         short_url: console.links.short_url(&link.code),
         stats: stats.as_ref().map_err(Clone::clone),
         range: range_name,
+        days,
         notice,
         error: error.as_ref(),
     };
@@ -609,7 +684,7 @@ async fn changed(
                 console,
                 signed,
                 code,
-                None,
+                &Window::Preset(None),
                 None,
                 Some((status, form_error(&error))),
             )
@@ -670,7 +745,7 @@ pub(super) async fn delete(
             &console,
             &signed,
             &code,
-            None,
+            &Window::Preset(None),
             None,
             Some((StatusCode::BAD_REQUEST, error)),
         ))

@@ -429,6 +429,8 @@ pub(super) struct LinkView<'a> {
     pub short_url: String,
     pub stats: Result<&'a LinkStats, String>,
     pub range: &'a str,
+    /// Chosen days: from, to, granularity (as asked).
+    pub days: Option<(&'a str, &'a str, &'a str)>,
     pub notice: Option<&'a str>,
     pub error: Option<&'a FormError>,
 }
@@ -510,6 +512,20 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                         a href=(format!("/console/links/{code}?range={range}")) { (label) }
                     }
                 }
+            }
+            @let (from, to, granularity) = view.days.unwrap_or_default();
+            form.row.days method="get" action=(format!("/console/links/{code}")) {
+                label { "From " input type="date" name="from" value=(from) required; }
+                label { "to " input type="date" name="to" value=(to) required; }
+                label {
+                    span.visually-hidden { "Granularity" }
+                    select name="granularity" {
+                        @for (value, label) in [("", "by the range"), ("minute", "per minute"), ("hour", "per hour"), ("day", "per day")] {
+                            option value=(value) selected[value == granularity] { (label) }
+                        }
+                    }
+                }
+                button.plain type="submit" { "Show days" }
             }
             @match &view.stats {
                 Ok(stats) => {
