@@ -926,3 +926,211 @@ async fn an_import_reports_refused_rows_and_resumes_without_duplicates() -> anyh
     )?;
     Ok(())
 }
+
+/// The id of the key named `name` on the keys page.
+fn key_id(page: &str, name: &str) -> Option<String> {
+    page.split("<tr id=\"key-").skip(1).find_map(|row| {
+        let (id, rest) = row.split_once('"')?;
+        rest.contains(&format!("<td>{name}</td>"))
+            .then(|| id.to_owned())
+    })
+}
+
+/// The key a "new API key" page shows once.
+fn shown_key(page: &str) -> Option<String> {
+    let start = page.find("id=\"new-key\">")? + "id=\"new-key\">".len();
+    let end = page[start..].find('<')? + start;
+    Some(page[start..end].to_owned())
+}
+
+/// The status of a REST create of `target` with `key`.
+async fn rest_create_status(rest: SocketAddr, key: &str, target: &str) -> anyhow::Result<u16> {
+    let bearer = format!("Bearer {key}");
+    let body = serde_json::json!({ "target_url": target }).to_string();
+    Ok(http_send(
+        rest,
+        "POST",
+        "/api/v1/links",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+    )
+    .await?
+    .status)
+}
+
+#[tokio::test]
+async fn an_admin_key_manages_every_key_and_the_blocklist() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let operator = stack
+        .setup
+        .create_api_key_with(&["--name", "operator", "--scope", "admin"])?;
+    let manager = stack.setup.create_api_key("manager")?;
+
+    // A manage key has no key or blocklist pages.
+    let mut managing = Browser::new(rest);
+    expect(&managing.sign_in(&manager).await?, 303, "sign-in")?;
+    ensure!(
+        !managing
+            .get("/console/")
+            .await?
+            .text()
+            .contains("/console/keys")
+    );
+    for page in ["/console/keys", "/console/blocklist"] {
+        let refused = managing.get(page).await?;
+        expect(&refused, 403, page)?;
+        ensure!(refused.text().contains("scope is manage; this needs admin"));
+    }
+    let csrf = managing.csrf().await?;
+    let forged = managing
+        .post(
+            "/console/keys",
+            &[("csrf", &csrf), ("name", "mine now"), ("scope", "admin")],
+        )
+        .await?;
+    expect(&forged, 403, "a key created with a manage key")?;
+
+    let mut browser = Browser::new(rest);
+    expect(&browser.sign_in(&operator).await?, 303, "sign-in")?;
+    let csrf = browser.csrf().await?;
+    let listed = browser.get("/console/keys").await?;
+    expect(&listed, 200, "the keys page")?;
+    ensure!(key_id(&listed.text(), "manager").is_some());
+
+    // Created with a scope and a rate, shown once, and working.
+    let bad = browser
+        .post(
+            "/console/keys",
+            &[("csrf", &csrf), ("name", "partner"), ("rate", "fast")],
+        )
+        .await?;
+    expect(&bad, 400, "a key with a bad rate")?;
+    let created = browser
+        .post(
+            "/console/keys",
+            &[
+                ("csrf", &csrf),
+                ("name", "partner"),
+                ("scope", "create"),
+                ("rate", "5/s"),
+            ],
+        )
+        .await?;
+    expect(&created, 200, "a key created")?;
+    let partner = shown_key(&created.text()).context("the new key")?;
+    ensure!(
+        rest_create_status(rest, &partner, "https://example.com/partner").await? == 201,
+        "the new key creates links"
+    );
+    let listed = browser.get("/console/keys").await?.text();
+    let id = key_id(&listed, "partner").context("the partner's row")?;
+    ensure!(listed.contains("<td>create</td>") && listed.contains("<td>5/s</td>"));
+    let rate = browser
+        .post(
+            &format!("/console/keys/{id}/rate"),
+            &[("csrf", &csrf), ("rate", "default")],
+        )
+        .await?;
+    expect(&rate, 303, "a rate set")?;
+    ensure!(
+        !browser
+            .get("/console/keys")
+            .await?
+            .text()
+            .contains("<td>5/s</td>")
+    );
+
+    // Rotated without grace: the old value stops, the new one works.
+    let rotated = browser
+        .post(
+            &format!("/console/keys/{id}/rotate"),
+            &[("csrf", &csrf), ("grace", "0")],
+        )
+        .await?;
+    expect(&rotated, 200, "a rotation")?;
+    let rotated = shown_key(&rotated.text()).context("the rotated key")?;
+    wait_until("the old value refused", Duration::from_secs(20), || async {
+        Ok(rest_create_status(rest, &partner, "https://example.com/old").await? == 401)
+    })
+    .await?;
+    ensure!(rest_create_status(rest, &rotated, "https://example.com/new").await? == 201);
+
+    // Revoked: only with the box ticked; then refused.
+    let unconfirmed = browser
+        .post(&format!("/console/keys/{id}/revoke"), &[("csrf", &csrf)])
+        .await?;
+    expect(&unconfirmed, 400, "a revocation unconfirmed")?;
+    let revoked = browser
+        .post(
+            &format!("/console/keys/{id}/revoke"),
+            &[("csrf", &csrf), ("confirm", "on")],
+        )
+        .await?;
+    expect(&revoked, 303, "a revocation")?;
+    wait_until(
+        "the revoked key refused",
+        Duration::from_secs(20),
+        || async {
+            Ok(rest_create_status(rest, &rotated, "https://example.com/late").await? == 401)
+        },
+    )
+    .await?;
+
+    // The blocklist: a host blocked for every key, then unblocked.
+    let bad_host = browser
+        .post(
+            "/console/blocklist",
+            &[
+                ("csrf", &csrf),
+                ("host", "not a host!"),
+                ("action", "block"),
+            ],
+        )
+        .await?;
+    expect(&bad_host, 400, "a malformed host")?;
+    ensure!(bad_host.text().contains("id=\"blocklist-error\""));
+    let blocked = browser
+        .post(
+            "/console/blocklist",
+            &[
+                ("csrf", &csrf),
+                ("host", "Evil.Example"),
+                ("action", "block"),
+            ],
+        )
+        .await?;
+    expect(&blocked, 303, "a block")?;
+    ensure!(
+        browser
+            .get("/console/blocklist")
+            .await?
+            .text()
+            .contains("<td>evil.example</td>")
+    );
+    wait_until("the host refused", Duration::from_secs(20), || async {
+        Ok(rest_create_status(rest, &manager, "https://evil.example/x").await? == 400)
+    })
+    .await?;
+    let unblocked = browser
+        .post(
+            "/console/blocklist",
+            &[
+                ("csrf", &csrf),
+                ("host", "evil.example"),
+                ("action", "unblock"),
+            ],
+        )
+        .await?;
+    expect(&unblocked, 303, "an unblock")?;
+    wait_until(
+        "the host allowed again",
+        Duration::from_secs(20),
+        || async { Ok(rest_create_status(rest, &manager, "https://evil.example/y").await? == 201) },
+    )
+    .await?;
+    Ok(())
+}

@@ -103,6 +103,10 @@ async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
     );
     ensure!(text_of(&browser, "#no-links").await? == "No links yet.");
     ensure!(text_of(&browser, "#link-count").await? == "0");
+    ensure!(
+        browser.count("a[href='/console/keys']").await? == 1,
+        "tinyurl up's first key is the operator's: it manages keys"
+    );
     let cookies = browser.cookies().await?;
     let session = cookies
         .iter()
@@ -244,7 +248,15 @@ async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
 
     // 360 px wide: nothing scrolls sideways, the long target wraps.
     browser.resize(360, 740).await?;
-    for page in ["/links", "/links/in-browser", "/links/new"] {
+    for page in [
+        "/",
+        "/links",
+        "/links/in-browser",
+        "/links/new",
+        "/import",
+        "/keys",
+        "/blocklist",
+    ] {
         browser.open(&format!("{console}{page}")).await?;
         ensure!(fits(&browser).await?, "{page} fits 360 px");
     }
@@ -364,5 +376,186 @@ async fn the_core_flows_work_with_scripts_off() -> anyhow::Result<()> {
         summary == "2 rows: 1 created, 0 already imported, 1 refused.",
         "{summary}"
     );
+    browser.quit().await
+}
+
+/// The status of a REST create with `key` on `tinyurl up`'s REST listener.
+async fn rest_create(system: &Embedded, key: &str, target: &str) -> anyhow::Result<u16> {
+    let bearer = format!("Bearer {key}");
+    let body = serde_json::json!({ "target_url": target }).to_string();
+    Ok(tinyurl_harness::services::http_send(
+        system.rest,
+        "POST",
+        "/api/v1/links",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+    )
+    .await?
+    .status)
+}
+
+#[tokio::test]
+async fn an_operator_manages_keys_blocks_a_host_and_imports_in_the_browser() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("console-operator", None)?;
+    let system = Embedded::start(dir.path()).await?;
+    let key = system.printed_key.clone().context("the first key")?;
+    let console = format!("http://{}/console", system.rest);
+    let browser = Browser::start(1200, 900).await?;
+    sign_in(&browser, &console, &key).await?;
+
+    // A key created with a scope, shown once, and working.
+    browser.open(&format!("{console}/keys")).await?;
+    browser
+        .type_into(
+            &browser.find("form.stack input[name=name]").await?,
+            "partner",
+        )
+        .await?;
+    browser
+        .click(
+            &browser
+                .find("form.stack select[name=scope] option[value='create']")
+                .await?,
+        )
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("form.stack button[type=submit]").await?)
+        .await?;
+    let partner = text_of(&browser, "#new-key").await?;
+    ensure!(rest_create(&system, &partner, "https://example.com/p").await? == 201);
+
+    // Rotated with no grace: the new value works, the old one stops.
+    browser.open(&format!("{console}/keys")).await?;
+    browser
+        .click(&browser.find("#key-2 summary").await?)
+        .await?;
+    browser
+        .click(
+            &browser
+                .find("#key-2 select[name=grace] option[value='0']")
+                .await?,
+        )
+        .await?;
+    browser
+        .click_to_next_page(
+            &browser
+                .find("#key-2 form[action$='/rotate'] button")
+                .await?,
+        )
+        .await?;
+    let rotated = text_of(&browser, "#new-key").await?;
+    ensure!(rotated != partner && rotated.starts_with("tu_"));
+    ensure!(rest_create(&system, &rotated, "https://example.com/r").await? == 201);
+    wait_until("the old value refused", Duration::from_secs(20), || async {
+        Ok(rest_create(&system, &partner, "https://example.com/o").await? == 401)
+    })
+    .await?;
+
+    // Revoked, with the box ticked.
+    browser.open(&format!("{console}/keys")).await?;
+    browser
+        .click(&browser.find("#key-2 summary").await?)
+        .await?;
+    browser
+        .click(&browser.find("#key-2 input[name=confirm]").await?)
+        .await?;
+    browser
+        .click_to_next_page(
+            &browser
+                .find("#key-2 form[action$='/revoke'] button")
+                .await?,
+        )
+        .await?;
+    ensure!(
+        text_of(&browser, "#keys-notice")
+            .await?
+            .starts_with("Revoked")
+    );
+    ensure!(
+        text_of(&browser, "#key-2 td.state")
+            .await?
+            .starts_with("revoked")
+    );
+    wait_until(
+        "the revoked key refused",
+        Duration::from_secs(20),
+        || async { Ok(rest_create(&system, &rotated, "https://example.com/v").await? == 401) },
+    )
+    .await?;
+
+    // A host blocked for every key, then unblocked.
+    browser.open(&format!("{console}/blocklist")).await?;
+    browser
+        .type_into(&browser.find("input[name=host]").await?, "evil.example")
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("form.stack button[value=block]").await?)
+        .await?;
+    ensure!(
+        text_of(&browser, "#blocklist-notice")
+            .await?
+            .starts_with("Blocked")
+    );
+    wait_until("the host refused", Duration::from_secs(20), || async {
+        Ok(rest_create(&system, &key, "https://evil.example/x").await? == 400)
+    })
+    .await?;
+    browser
+        .click_to_next_page(&browser.find("#blocked-hosts button[value=unblock]").await?)
+        .await?;
+    ensure!(text_of(&browser, "#no-blocks").await? == "Nothing is blocked.");
+
+    // A form sent without its anti-forgery token is refused.
+    browser.open(&format!("{console}/links/new")).await?;
+    browser
+        .script(
+            "document.querySelector('form.stack input[name=csrf]').remove();",
+            &[],
+        )
+        .await?;
+    browser
+        .type_into(
+            &browser.find("input[name=target_url]").await?,
+            "https://example.com/forged",
+        )
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("form.stack button[type=submit]").await?)
+        .await?;
+    let title = browser.title().await?;
+    ensure!(
+        title.starts_with("Forbidden"),
+        "{title} at {}",
+        browser.url().await?
+    );
+    browser.open(&format!("{console}/links?q=forged")).await?;
+    ensure!(text_of(&browser, "#no-links").await? == "No links match.");
+
+    // An import of 1,000 rows.
+    let csv = dir.path().join("thousand.csv");
+    let rows: String = (0..1_000)
+        .map(|n| format!("https://example.com/import/{n},row-{n}\n"))
+        .collect();
+    std::fs::write(&csv, format!("url,alias\n{rows}"))?;
+    browser.open(&format!("{console}/import")).await?;
+    browser
+        .type_into(
+            &browser.find("input[type=file]").await?,
+            &csv.display().to_string(),
+        )
+        .await?;
+    browser
+        .click_to_next_page(&browser.find("form.stack button[type=submit]").await?)
+        .await?;
+    let summary = text_of(&browser, "#import-summary").await?;
+    ensure!(
+        summary == "1000 rows: 1000 created, 0 already imported, 0 refused.",
+        "{summary}"
+    );
+    browser.open(&format!("{console}/links?q=row-999")).await?;
+    ensure!(browser.count("a[href='/console/links/row-999']").await? == 1);
     browser.quit().await
 }

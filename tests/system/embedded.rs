@@ -306,6 +306,10 @@ async fn api_keys_made_listed_and_revoked_on_the_data_file_of_a_running_up() -> 
         "{keys:?}"
     );
     ensure!(keys[1]["name"] == "second" && keys[1]["scope"] == "manage");
+    ensure!(
+        keys[0]["scope"] == "admin",
+        "the first key is the operator's: {keys:?}"
+    );
     ensure!(!keys[1]["last_used_at"].is_null(), "the list call used it");
     let second_id = keys[1]["id"].to_string();
     let revoked = up.system.cli(

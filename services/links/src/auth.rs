@@ -48,14 +48,30 @@ pub enum Scope {
     Create,
     /// Also update and delete them.
     Manage,
+    /// Also manage every API key and the host blocklist: the operator's
+    /// scope (the web console's key and blocklist pages).
+    Admin,
 }
 
+/// How a stored key row says its scope: the `scope` column holds the
+/// link scope (an admin's is `manage`) and `admin` the operator's flag.
+pub(crate) const STORED_SCOPE: &str = "CASE WHEN admin THEN 'admin' ELSE scope END";
+
 impl Scope {
+    /// The `scope` column's value and the `admin` flag of this scope.
+    pub(crate) fn columns(self) -> (&'static str, bool) {
+        match self {
+            Self::Admin => (Self::Manage.as_str(), true),
+            other => (other.as_str(), false),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Create => "create",
             Self::Manage => "manage",
+            Self::Admin => "admin",
         }
     }
 
@@ -65,6 +81,7 @@ impl Scope {
             "read" => Some(Self::Read),
             "create" => Some(Self::Create),
             "manage" => Some(Self::Manage),
+            "admin" => Some(Self::Admin),
             _ => None,
         }
     }
@@ -461,7 +478,7 @@ mod tests {
             CALLER.require(Scope::Manage),
             Err(WriterError::PermissionDenied(message)) if message.contains("scope is create")
         ));
-        for scope in [Scope::Read, Scope::Create, Scope::Manage] {
+        for scope in [Scope::Read, Scope::Create, Scope::Manage, Scope::Admin] {
             assert_eq!(Scope::parse(scope.as_str()), Some(scope));
         }
     }

@@ -119,17 +119,8 @@ pub async fn run(
             };
         }
         KeyCommand::SetRate { id, rate } => {
-            let rate = match rate.as_str() {
-                "default" => None,
-                other => Some(
-                    other
-                        .parse::<Rate>()
-                        .map_err(|reason| WriterError::invalid("rate", reason))?,
-                ),
-            };
-            if !store.set_api_key_rate(id, rate).await? {
-                return Err(no_such_key(id));
-            }
+            let rate = parse_rate(&rate)?;
+            set_rate(store, id, rate).await?;
             let shown = rate.map_or_else(|| "the default".to_owned(), |rate| rate.to_string());
             report.stderr =
                 format!("API key {id} now has {shown}; writers apply it within a minute");
@@ -140,9 +131,7 @@ pub async fn run(
             }
         }
         KeyCommand::Revoke { id } => {
-            if !store.revoke_api_key(id).await? {
-                return Err(no_such_key(id));
-            }
+            revoke(store, id).await?;
             report.stderr = format!("revoked API key {id}; writers refuse it within a second");
             if json {
                 report.stdout = serde_json::json!({ "id": id, "revoked": true }).to_string();
@@ -150,16 +139,7 @@ pub async fn run(
         }
         KeyCommand::Rotate { id, grace } => {
             let grace = Duration::from(grace);
-            if grace > MAX_GRACE {
-                return Err(WriterError::invalid(
-                    "grace",
-                    "the grace period is at most 30 days",
-                ));
-            }
-            let (key, hash) = generate_key();
-            if !store.rotate_api_key(id, &hash, grace).await? {
-                return Err(no_such_key(id));
-            }
+            let key = rotate(store, id, grace).await?;
             report.stderr = format!(
                 "API key {id} has a new value, shown only once; the old one works for {}:",
                 humantime::format_duration(grace)
@@ -173,6 +153,60 @@ pub async fn run(
         }
     }
     Ok(report)
+}
+
+/// `N/s`, or `default` (none of its own: the writer's default applies).
+pub fn parse_rate(raw: &str) -> Result<Option<Rate>, WriterError> {
+    match raw.trim() {
+        "default" | "" => Ok(None),
+        other => other
+            .parse::<Rate>()
+            .map(Some)
+            .map_err(|reason| WriterError::invalid("rate", reason)),
+    }
+}
+
+/// Sets key `id`'s own rate (`None`: the writer's default).
+pub async fn set_rate(
+    store: &dyn LinkStore,
+    id: i64,
+    rate: Option<Rate>,
+) -> Result<(), WriterError> {
+    if store.set_api_key_rate(id, rate).await? {
+        Ok(())
+    } else {
+        Err(no_such_key(id))
+    }
+}
+
+/// Revokes key `id`: every writer refuses it within a second.
+pub async fn revoke(store: &dyn LinkStore, id: i64) -> Result<(), WriterError> {
+    if store.revoke_api_key(id).await? {
+        Ok(())
+    } else {
+        Err(no_such_key(id))
+    }
+}
+
+/// Gives key `id` a new value, returned (shown once); the old one works
+/// for `grace` (at most 30 days).
+pub async fn rotate(
+    store: &dyn LinkStore,
+    id: i64,
+    grace: Duration,
+) -> Result<String, WriterError> {
+    if grace > MAX_GRACE {
+        return Err(WriterError::invalid(
+            "grace",
+            "the grace period is at most 30 days",
+        ));
+    }
+    let (key, hash) = generate_key();
+    if store.rotate_api_key(id, &hash, grace).await? {
+        Ok(key)
+    } else {
+        Err(no_such_key(id))
+    }
 }
 
 fn no_such_key(id: i64) -> WriterError {

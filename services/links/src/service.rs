@@ -350,6 +350,102 @@ impl LinkService {
             .await
     }
 
+    /// Every API key, oldest first (never their values): for an admin key.
+    pub async fn api_keys(&self, call: &Call) -> Result<Vec<crate::keys::ApiKeyInfo>, WriterError> {
+        measured("list_api_keys", async {
+            self.state.owner(call, Scope::Admin, 1).await?;
+            self.state.store.list_api_keys().await
+        })
+        .await
+    }
+
+    /// Creates an API key (shown once, in the answer): for an admin key.
+    pub async fn create_api_key(
+        &self,
+        call: &Call,
+        name: &str,
+        scope: Scope,
+        rate: Option<crate::rate::Rate>,
+    ) -> Result<crate::keys::IssuedKey, WriterError> {
+        measured("create_api_key", async {
+            self.state.owner(call, Scope::Admin, 1).await?;
+            let name = crate::auth::KeyName::parse(name)?;
+            crate::keys::issue_key(self.state.store.as_ref(), &name, scope, rate).await
+        })
+        .await
+    }
+
+    /// Gives key `id` a new value (returned, shown once); the old one
+    /// works for `grace`: for an admin key.
+    pub async fn rotate_api_key(
+        &self,
+        call: &Call,
+        id: i64,
+        grace: std::time::Duration,
+    ) -> Result<String, WriterError> {
+        measured("rotate_api_key", async {
+            self.state.owner(call, Scope::Admin, 1).await?;
+            crate::keys::rotate(self.state.store.as_ref(), id, grace).await
+        })
+        .await
+    }
+
+    /// Revokes key `id` (every writer refuses it within a second): for an
+    /// admin key.
+    pub async fn revoke_api_key(&self, call: &Call, id: i64) -> Result<(), WriterError> {
+        measured("revoke_api_key", async {
+            self.state.owner(call, Scope::Admin, 1).await?;
+            crate::keys::revoke(self.state.store.as_ref(), id).await
+        })
+        .await
+    }
+
+    /// Sets key `id`'s own rate (`None`: the writer's default): for an
+    /// admin key.
+    pub async fn set_api_key_rate(
+        &self,
+        call: &Call,
+        id: i64,
+        rate: Option<crate::rate::Rate>,
+    ) -> Result<(), WriterError> {
+        measured("set_api_key_rate", async {
+            self.state.owner(call, Scope::Admin, 1).await?;
+            crate::keys::set_rate(self.state.store.as_ref(), id, rate).await
+        })
+        .await
+    }
+
+    /// The stored host blocklist (`block-host`'s entries): for an admin key.
+    pub async fn blocked_hosts(&self, call: &Call) -> Result<Vec<String>, WriterError> {
+        measured("blocked_hosts", async {
+            self.state.owner(call, Scope::Admin, 1).await?;
+            self.state.store.blocked_host_entries().await
+        })
+        .await
+    }
+
+    /// Blocks (or unblocks) `entry` for every writer and its links, as
+    /// `block-host` does; the entry as stored and how many links changed:
+    /// for an admin key.
+    pub async fn change_blocked_host(
+        &self,
+        call: &Call,
+        entry: &str,
+        block: bool,
+    ) -> Result<(String, usize), WriterError> {
+        measured("change_blocked_host", async {
+            self.state.owner(call, Scope::Admin, 1).await?;
+            crate::blocklist::change(
+                self.state.store.as_ref(),
+                self.state.cache.as_ref(),
+                entry,
+                block,
+            )
+            .await
+        })
+        .await
+    }
+
     /// Deletes the link and keeps its code as a tombstone: never reissued.
     pub async fn delete(&self, call: &Call, code: &str) -> Result<(), WriterError> {
         measured("delete", async {

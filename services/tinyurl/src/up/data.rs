@@ -138,8 +138,10 @@ async fn first_api_key(
         Some((path, file))
     };
     let name = tinyurl_links::auth::KeyName::parse("first key (tinyurl up)")?;
+    // The operator's key: it also manages keys and the blocklist in the
+    // web console.
     let issued =
-        tinyurl_links::keys::issue_key(store, &name, tinyurl_links::auth::Scope::Manage, None)
+        tinyurl_links::keys::issue_key(store, &name, tinyurl_links::auth::Scope::Admin, None)
             .await
             .context("cannot create the first API key")?;
     let Some((path, mut file)) = file else {

@@ -38,7 +38,7 @@ fn nav(signed: &Signed) -> Nav {
 }
 
 /// A form, or the page saying why it could not be read.
-fn form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, Refused> {
+pub(super) fn form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, Refused> {
     form.map(|Form(form)| form).map_err(|rejection| {
         Refused::from(error_page(StatusCode::BAD_REQUEST, &rejection.body_text()))
     })

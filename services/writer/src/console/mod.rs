@@ -11,6 +11,7 @@
 //! allow only this origin's own stylesheet, script and images (strict CSP,
 //! no inline script); the core flows work with scripts off.
 
+mod admin;
 mod assets;
 mod chart;
 mod handlers;
@@ -98,6 +99,17 @@ pub fn router(links: Arc<LinkService>, settings: ConsoleSettings) -> Router {
         .route("/console/links/{code}/delete", post(handlers::delete))
         .route("/console/links/{code}/qr.svg", get(handlers::qr_svg))
         .route("/console/links/{code}/qr.png", get(handlers::qr_png))
+        .route(
+            "/console/keys",
+            get(admin::keys_page).post(admin::create_key),
+        )
+        .route("/console/keys/{id}/rotate", post(admin::rotate_key))
+        .route("/console/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/console/keys/{id}/rate", post(admin::set_key_rate))
+        .route(
+            "/console/blocklist",
+            get(admin::blocklist_page).post(admin::change_host),
+        )
         .route("/console/assets/{name}", get(assets::serve))
         .route("/console/{*rest}", get(handlers::not_found))
         .layer(axum::middleware::from_fn(guard))

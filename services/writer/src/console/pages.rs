@@ -43,6 +43,10 @@ fn layout(title: &str, nav: Option<&Nav>, content: Markup) -> Markup {
                                 a href="/console/links/new" { "New link" }
                                 a href="/console/import" { "Import" }
                             }
+                            @if nav.scope >= Scope::Admin {
+                                a href="/console/keys" { "Keys" }
+                                a href="/console/blocklist" { "Blocklist" }
+                            }
                         }
                         span.muted { "scope: " (nav.scope.as_str()) }
                         form method="post" action="/console/sign-out" {
@@ -658,6 +662,162 @@ pub(super) fn import_progress(nav: &Nav) -> Markup {
         html! {
             h1 { "Importing" }
             div #import-progress { (maud::PreEscaped(STREAM_MARK)) }
+        },
+    )
+}
+
+fn scope_options(selected: &str) -> Markup {
+    html! {
+        @for scope in [Scope::Read, Scope::Create, Scope::Manage, Scope::Admin] {
+            option value=(scope.as_str()) selected[scope.as_str() == selected] { (scope.as_str()) }
+        }
+    }
+}
+
+pub(super) fn keys(
+    nav: &Nav,
+    keys: &[tinyurl_links::keys::ApiKeyInfo],
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
+    let now = SystemTime::now();
+    layout(
+        "API keys",
+        Some(nav),
+        html! {
+            h1 { "API keys" }
+            @if let Some(notice) = notice { p.notice role="status" #keys-notice { (notice) } }
+            @if let Some(error) = error { p.alert role="alert" #keys-error { (error) } }
+            table.keys {
+                thead {
+                    tr {
+                        th { "Id" } th { "Name" } th { "Scope" } th { "Rate" }
+                        th { "Last used" } th { "State" } th { span.visually-hidden { "Actions" } }
+                    }
+                }
+                tbody {
+                    @for key in keys {
+                        @let state = match (key.revoked_at, key.previous_valid_until) {
+                            (Some(at), _) => format!("revoked {}", when(at)),
+                            (None, Some(until)) if until > now => format!("old value until {}", when(until)),
+                            _ => "active".to_owned(),
+                        };
+                        tr id=(format!("key-{}", key.id)) {
+                            td { (key.id) }
+                            td { (key.name) }
+                            td { (key.scope.as_str()) }
+                            td { @match key.rate { Some(rate) => (rate.to_string()), None => "default" } }
+                            td.muted { @match key.last_used_at { Some(at) => (when(at)), None => "never" } }
+                            td.state { (state) }
+                            td {
+                                @if key.revoked_at.is_none() {
+                                    details {
+                                        summary { "Change" }
+                                        form.row method="post" action=(format!("/console/keys/{}/rate", key.id)) {
+                                            input type="hidden" name="csrf" value=(nav.csrf);
+                                            label { "Rate " input type="text" name="rate" size="8" placeholder="100/s or default"; }
+                                            button.plain type="submit" { "Set rate" }
+                                        }
+                                        form.row method="post" action=(format!("/console/keys/{}/rotate", key.id)) {
+                                            input type="hidden" name="csrf" value=(nav.csrf);
+                                            label {
+                                                "Old value works for "
+                                                select name="grace" {
+                                                    option value="0" { "no time" }
+                                                    option value="1h" { "1 hour" }
+                                                    option value="24h" selected { "24 hours" }
+                                                    option value="7d" { "7 days" }
+                                                    option value="30d" { "30 days" }
+                                                }
+                                            }
+                                            button.plain type="submit" { "Rotate" }
+                                        }
+                                        form.row method="post" action=(format!("/console/keys/{}/revoke", key.id)) {
+                                            input type="hidden" name="csrf" value=(nav.csrf);
+                                            label.check { input type="checkbox" name="confirm" required; "confirm" }
+                                            button.danger type="submit" { "Revoke" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "New key" }
+            form.stack method="post" action="/console/keys" {
+                input type="hidden" name="csrf" value=(nav.csrf);
+                label { "Name" input type="text" name="name" required maxlength="200" placeholder="who or what it is for"; }
+                label { "Scope" select name="scope" { (scope_options("manage")) } }
+                label { "Rate (optional)" input type="text" name="rate" placeholder="100/s; empty for the writer's default"; }
+                button type="submit" { "Create key" }
+            }
+        },
+    )
+}
+
+/// A key just created or rotated: shown once.
+pub(super) fn new_key(nav: &Nav, message: &str, key: &str) -> Markup {
+    layout(
+        "New API key",
+        Some(nav),
+        html! {
+            h1 { "New API key" }
+            p.notice role="status" { (message) }
+            p { "This is the only time the key is shown: copy it now." }
+            p.row {
+                code #new-key { (key) }
+                button.plain type="button" data-copy=(key) hidden { "Copy" }
+            }
+            p { a href="/console/keys" { "Back to the keys" } }
+        },
+    )
+}
+
+pub(super) fn blocklist(
+    nav: &Nav,
+    entries: &[String],
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
+    layout(
+        "Blocklist",
+        Some(nav),
+        html! {
+            h1 { "Host blocklist" }
+            @if let Some(notice) = notice { p.notice role="status" #blocklist-notice { (notice) } }
+            @if let Some(error) = error { p.alert role="alert" #blocklist-error { (error) } }
+            p.muted {
+                "A blocked host is refused as a target on every writer, and every link to it answers "
+                "410 Gone within a second; owners cannot undo it. " code { "*.example.com" }
+                " blocks everything under example.com."
+            }
+            @if entries.is_empty() {
+                p.muted #no-blocks { "Nothing is blocked." }
+            } @else {
+                table #blocked-hosts {
+                    tbody {
+                        @for entry in entries {
+                            tr {
+                                td { (entry) }
+                                td {
+                                    form method="post" action="/console/blocklist" {
+                                        input type="hidden" name="csrf" value=(nav.csrf);
+                                        input type="hidden" name="host" value=(entry);
+                                        button.plain type="submit" name="action" value="unblock" { "Unblock" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Block a host" }
+            form.stack method="post" action="/console/blocklist" {
+                input type="hidden" name="csrf" value=(nav.csrf);
+                label { "Host" input type="text" name="host" required placeholder="bad.example or *.bad.example" spellcheck="false"; }
+                button.danger type="submit" name="action" value="block" { "Block" }
+            }
         },
     )
 }

@@ -2,6 +2,7 @@
 //! keeps the previous value for its grace period.
 
 use super::*;
+use crate::auth::STORED_SCOPE;
 use crate::store::KeyStore;
 
 #[async_trait::async_trait]
@@ -18,12 +19,13 @@ impl KeyStore for PostgresLinkStore {
                 .client()
                 .await?
                 .query_one(
-                    "INSERT INTO api_keys (name, key_hash, scope, rate_per_second)
-                     VALUES ($1, $2, $3, $4) RETURNING id",
+                    "INSERT INTO api_keys (name, key_hash, scope, admin, rate_per_second)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
                     &[
                         &name,
                         &hash.0.as_slice(),
-                        &scope.as_str(),
+                        &scope.columns().0,
+                        &scope.columns().1,
                         &rate_column(rate),
                     ],
                 )
@@ -69,12 +71,12 @@ impl KeyStore for PostgresLinkStore {
             // A lookup happens once per key per writer per cache lifetime,
             // so recording the use here costs one row update a minute.
             let statement = client
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE api_keys SET last_used_at = now()
                      WHERE (key_hash = $1 OR (previous_key_hash = $1 AND previous_valid_until > now()))
                        AND revoked_at IS NULL
-                     RETURNING id, scope, rate_per_second",
-                )
+                     RETURNING id, {STORED_SCOPE}, rate_per_second"
+                ))
                 .await
                 .map_err(WriterError::from_postgres)?;
             let row = client
@@ -99,9 +101,11 @@ impl KeyStore for PostgresLinkStore {
                 .client()
                 .await?
                 .query(
-                    "SELECT id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until,
-                            rate_per_second
-                     FROM api_keys ORDER BY id",
+                    &format!(
+                        "SELECT id, name, {STORED_SCOPE}, created_at, last_used_at, revoked_at,
+                                previous_valid_until, rate_per_second
+                         FROM api_keys ORDER BY id"
+                    ),
                     &[],
                 )
                 .await

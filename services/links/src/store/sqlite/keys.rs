@@ -1,6 +1,7 @@
 //! The API keys of the embedded store, as the Postgres store keeps them.
 
 use super::*;
+use crate::auth::STORED_SCOPE;
 use crate::store::KeyStore;
 
 #[async_trait::async_trait]
@@ -17,13 +18,14 @@ impl KeyStore for SqliteLinkStore {
         self.db
             .run(move |connection| {
                 connection.query_row(
-                    "INSERT INTO api_keys (name, key_hash, scope, created_at, rate_per_second)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO api_keys (name, key_hash, scope, admin, created_at, rate_per_second)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      RETURNING id",
                     (
                         &name,
                         hash.as_slice(),
-                        scope.as_str(),
+                        scope.columns().0,
+                        scope.columns().1,
                         to_micros(SystemTime::now()),
                         rate_column(rate),
                     ),
@@ -63,12 +65,12 @@ impl KeyStore for SqliteLinkStore {
             .run(move |connection| {
                 let now = to_micros(SystemTime::now());
                 connection
-                    .prepare_cached(
+                    .prepare_cached(&format!(
                         "UPDATE api_keys SET last_used_at = ?2
                          WHERE (key_hash = ?1 OR (previous_key_hash = ?1 AND previous_valid_until > ?2))
                            AND revoked_at IS NULL
-                         RETURNING id, scope, rate_per_second",
-                    )?
+                         RETURNING id, {STORED_SCOPE}, rate_per_second"
+                    ))?
                     .query_row((hash.as_slice(), now), |row| {
                         Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                     })
@@ -102,11 +104,11 @@ impl KeyStore for SqliteLinkStore {
             .db
             .run(|connection| {
                 connection
-                    .prepare_cached(
-                        "SELECT id, name, scope, created_at, last_used_at, revoked_at, previous_valid_until,
-                                rate_per_second
-                         FROM api_keys ORDER BY id",
-                    )?
+                    .prepare_cached(&format!(
+                        "SELECT id, name, {STORED_SCOPE}, created_at, last_used_at, revoked_at,
+                                previous_valid_until, rate_per_second
+                         FROM api_keys ORDER BY id"
+                    ))?
                     .query_map([], |row| {
                         Ok((
                             row.get(0)?,
