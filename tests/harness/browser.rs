@@ -20,6 +20,11 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// axe-core, as `npm ci` in `tests/browser` installs it (pinned there).
+const AXE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/browser/node_modules/axe-core/axe.min.js"
+);
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// A headless Chromium session; the driver is killed when dropped.
@@ -293,6 +298,56 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` in the page as an asynchronous function: it ends by
+    /// calling its last argument with the result.
+    pub async fn script_async(&self, script: &str, args: &[Value]) -> anyhow::Result<Value> {
+        self.command(
+            "POST",
+            &self.at("/execute/async"),
+            &json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// The serious and critical accessibility violations axe-core finds in
+    /// the page against WCAG 2.1 A and AA, as `rule (impact): help — nodes`
+    /// lines. axe-core comes from `tests/browser` (`npm ci` there; the
+    /// test script runs it).
+    pub async fn accessibility_violations(&self) -> anyhow::Result<Vec<String>> {
+        let source = std::fs::read_to_string(AXE).with_context(|| {
+            format!("{AXE} is missing: run `npm ci --prefix tests/browser` (scripts/test does)")
+        })?;
+        // Evaluated by the driver, not loaded by the page: the page's
+        // policy allows no script from elsewhere, and needs not.
+        let loaded = self
+            .script(&format!("{source}\nreturn typeof axe.run;"), &[])
+            .await?;
+        ensure!(loaded == "function", "axe-core did not load: {loaded}");
+        let found = self
+            .script_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { runOnly: { type: 'tag',
+                     values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+                   .then(results => done(results.violations
+                       .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                       .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' — '
+                           + v.nodes.map(n => n.target.join(' ')).join(', '))))
+                   .catch(error => done(['axe failed: ' + error]));",
+                &[],
+            )
+            .await?;
+        let lines = found
+            .as_array()
+            .with_context(|| format!("axe-core answered {found}"))?;
+        Ok(lines
+            .iter()
+            .map(|line| {
+                line.as_str()
+                    .map_or_else(|| line.to_string(), str::to_owned)
+            })
+            .collect())
+    }
+
     /// The browser console's messages since the last call (CSP violations
     /// and script errors among them), as `LEVEL message` lines.
     pub async fn console_messages(&self) -> anyhow::Result<Vec<String>> {
@@ -310,12 +365,23 @@ impl Browser {
             .unwrap_or_default())
     }
 
-    /// Sets the window's size in CSS pixels.
+    /// Makes the viewport `width` × `height` CSS pixels, as a phone's or a
+    /// desktop's (a window cannot be made narrower than the desktop's
+    /// minimum, so the viewport is emulated); narrower than 800 px is a
+    /// phone (touch, the page's viewport meta in force).
     pub async fn resize(&self, width: u32, height: u32) -> anyhow::Result<()> {
         self.command(
             "POST",
-            &self.at("/window/rect"),
-            &json!({ "width": width, "height": height }),
+            &self.at("/goog/cdp/execute"),
+            &json!({
+                "cmd": "Emulation.setDeviceMetricsOverride",
+                "params": {
+                    "width": width,
+                    "height": height,
+                    "deviceScaleFactor": 1,
+                    "mobile": width < 800,
+                },
+            }),
         )
         .await
         .map(drop)

@@ -132,7 +132,7 @@ fn link_rows(links: &[(StoredLink, i64)]) -> Markup {
                 @for (link, clicks) in links {
                     @let (class, label) = state(link, now);
                     tr {
-                        td { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
+                        td.code { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
                         td.target { (link.target_url) }
                         td { span class=(format!("badge {class}")) { (label) } }
                         td.clicks { (clicks) }
@@ -268,7 +268,7 @@ pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
                                         input type="checkbox" name="code" value=(link.code)
                                             aria-label=(format!("Select {}", link.code));
                                     }
-                                    td { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
+                                    td.code { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
                                     td.target { (link.target_url) }
                                     td { span class=(format!("badge {class}")) { (label) } }
                                     td.clicks { (clicks) }
