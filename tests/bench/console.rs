@@ -86,15 +86,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
              SELECT code, (hashtext(code) & 1023) + 1, hashtext(code) & 15
              FROM links WHERE hashtext(code) % 5 = 0 AND target_url IS NOT NULL;
          INSERT INTO click_minutes (code, minute, dimension, value, bot, clicks)
-             SELECT l.code, {now_minute} - m, 0, '', false, 1 + m % 3
+             SELECT l.code, {now_minute} - m, 0, '', false, 1 + m % 9
              FROM (SELECT code FROM links WHERE target_url IS NOT NULL
                    ORDER BY created_at DESC LIMIT 1000) l,
                   generate_series(0, 1439, 7) m;
+         INSERT INTO click_minutes (code, minute, dimension, value, bot, clicks)
+             SELECT l.code, {now_minute} - m, d, 'value-' || (m % 12), false, 1 + m % 9
+             FROM (SELECT code FROM links WHERE target_url IS NOT NULL
+                   ORDER BY created_at DESC LIMIT 1000) l,
+                  generate_series(0, 1439, 7) m, generate_series(1, 4) d;
          UPDATE links SET flags = flags | 2 WHERE hashtext(code) % 100 = 0;
          ANALYZE;"
     ))
     .await?;
 
+    let clicks: i64 = db
+        .query_one(
+            "SELECT (SELECT sum(clicks) FROM click_totals)::bigint
+                  + (SELECT sum(clicks) FROM click_minutes WHERE dimension = 0)::bigint",
+            &[],
+        )
+        .await?
+        .get(0);
+    println!("{clicks} clicks in the totals and the minute rollups");
     let sign_in = http_send(
         rest,
         "POST",
@@ -165,7 +179,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             format!("/console/links/{clicked}/qr.svg"),
         ),
     ];
+    let mut sizes = vec![None];
     for (name, path) in pages {
+        let size = page(rest, &cookie, &path).await?.body.len();
         let sample = time(args.samples, || async {
             let response = page(rest, &cookie, &path).await?;
             ensure!(response.status == 200, "{path}: {}", response.status);
@@ -173,7 +189,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         })
         .await?;
         rows.push((name.to_owned(), sample));
+        sizes.push(Some(size));
     }
+    sizes.push(None);
     let mut created = 0;
     let create = time(args.samples, || {
         created += 1;
@@ -206,15 +224,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         codes.len(),
         args.samples
     );
-    println!("| page | p50 ms | p95 ms | max ms | p50 ÷ REST list p50 |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, mut sample) in rows {
+    println!("| page | p50 ms | p95 ms | max ms | p50 ÷ REST list p50 | bytes |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for ((name, mut sample), size) in rows.into_iter().zip(sizes) {
         let p50 = sample.percentile_ms(0.5);
         println!(
-            "| {name} | {p50:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {p50:.2} | {:.2} | {:.2} | {:.2} | {} |",
             sample.percentile_ms(0.95),
             sample.percentile_ms(1.0),
-            p50 / reference_p50
+            p50 / reference_p50,
+            size.map_or_else(String::new, |size| size.to_string())
         );
     }
     drop(writer);
