@@ -680,3 +680,125 @@ async fn every_screen_passes_axe_at_desktop_and_phone_widths() -> anyhow::Result
     );
     browser.quit().await
 }
+
+#[tokio::test]
+async fn edits_downloads_and_the_refusals_of_a_read_key_and_a_revoked_one() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("console-edit", None)?;
+    let system = Embedded::start(dir.path()).await?;
+    let key = system.printed_key.clone().context("the first key")?;
+    let console = format!("http://{}/console", system.rest);
+    let operator = Browser::start(1200, 900).await?;
+    sign_in(&operator, &console, &key).await?;
+
+    // Created with an alias and an expiry.
+    operator.open(&format!("{console}/links/new")).await?;
+    operator
+        .type_into(
+            &operator.find("input[name=target_url]").await?,
+            "https://example.com/before",
+        )
+        .await?;
+    operator
+        .type_into(&operator.find("input[name=alias]").await?, "with-expiry")
+        .await?;
+    // A date input's typing depends on the locale; its value does not.
+    operator
+        .script(
+            "document.querySelector('input[name=expires_at]').value = '2035-03-04T05:06';",
+            &[],
+        )
+        .await?;
+    operator
+        .click_to_next_page(&operator.find("form.stack button[type=submit]").await?)
+        .await?;
+    let main = text_of(&operator, "main").await?;
+    ensure!(main.contains("2035-03-04 05:06 UTC"), "the expiry: {main}");
+
+    // Edited: a new target.
+    let target = operator.find("form.stack input[name=target_url]").await?;
+    operator.clear(&target).await?;
+    operator
+        .type_into(&target, "https://example.com/after")
+        .await?;
+    operator
+        .click_to_next_page(&operator.find("form.stack button[type=submit]").await?)
+        .await?;
+    ensure!(text_of(&operator, "p.notice").await? == "Saved.");
+    ensure!(text_of(&operator, "#target").await? == "https://example.com/after");
+
+    // The QR download, fetched as the page's link would fetch it.
+    let download = operator
+        .script_async(
+            "const done = arguments[arguments.length - 1];
+             const link = document.querySelector('a[download=\"with-expiry.png\"]');
+             fetch(link.href).then(async response => done([
+                 response.status,
+                 response.headers.get('content-type'),
+                 response.headers.get('content-disposition'),
+                 (await response.arrayBuffer()).byteLength,
+             ])).catch(error => done(String(error)));",
+            &[],
+        )
+        .await?;
+    ensure!(
+        download[0] == 200
+            && download[1] == "image/png"
+            && download[2]
+                .as_str()
+                .is_some_and(|value| value.contains("with-expiry.png"))
+            && download[3].as_u64().is_some_and(|bytes| bytes > 100),
+        "the PNG download: {download}"
+    );
+
+    // A read key, made on the keys page: it sees links but may not create.
+    operator.open(&format!("{console}/keys")).await?;
+    operator
+        .type_into(
+            &operator.find("form.stack input[name=name]").await?,
+            "reader",
+        )
+        .await?;
+    operator
+        .click(
+            &operator
+                .find("form.stack select[name=scope] option[value='read']")
+                .await?,
+        )
+        .await?;
+    operator
+        .click_to_next_page(&operator.find("form.stack button[type=submit]").await?)
+        .await?;
+    let reader_key = text_of(&operator, "#new-key").await?;
+    let reader = Browser::start(1200, 900).await?;
+    sign_in(&reader, &console, &reader_key).await?;
+    ensure!(reader.count("a[href='/console/links/new']").await? == 0);
+    reader.open(&format!("{console}/links/new")).await?;
+    ensure!(reader.title().await?.starts_with("Forbidden"));
+
+    // Revoked on the operator's keys page: the reader's session ends.
+    operator.open(&format!("{console}/keys")).await?;
+    operator
+        .click(&operator.find("#key-2 summary").await?)
+        .await?;
+    operator
+        .click(&operator.find("#key-2 input[name=confirm]").await?)
+        .await?;
+    operator
+        .click_to_next_page(
+            &operator
+                .find("#key-2 form[action$='/revoke'] button")
+                .await?,
+        )
+        .await?;
+    wait_until(
+        "the revoked key's session ended",
+        Duration::from_secs(20),
+        || async {
+            reader.open(&format!("{console}/links")).await?;
+            Ok(reader.url().await?.ends_with("/console/sign-in"))
+        },
+    )
+    .await?;
+    reader.quit().await?;
+    operator.quit().await
+}
