@@ -453,28 +453,14 @@ async fn measure(args: &Args) -> anyhow::Result<Run> {
     let zipf = scratch.path().join("zipf.lua");
     std::fs::write(&zipf, zipf_lua(&all_file))?;
     // Warm: L1 holds the 10,000 codes; the other tiers' connections are up.
-    wrk.run(
-        system.l1.listen_addr(),
-        "/",
-        Some(&cycle),
-        64,
-        Duration::from_secs(3),
-    )?;
-    wrk.run(
-        system.redis_tier.listen_addr(),
-        "/",
-        Some(&cycle),
-        64,
-        Duration::from_secs(2),
-    )?;
-    wrk.run(
-        system.replica_tier.listen_addr(),
-        "/",
-        Some(&cycle),
-        64,
-        Duration::from_secs(2),
-    )?;
-    wrk.run(nginx.addr, "/", Some(&cycle), 64, Duration::from_secs(2))?;
+    for (addr, seconds) in [
+        (system.l1.listen_addr(), 3),
+        (system.redis_tier.listen_addr(), 2),
+        (system.replica_tier.listen_addr(), 2),
+        (nginx.addr, 2),
+    ] {
+        wrk.run(addr, "/", Some(&cycle), 64, Duration::from_secs(seconds))?;
+    }
     system.drain_clicks().await?;
     system.writer.freeze()?;
     for _ in 0..args.rounds {

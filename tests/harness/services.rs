@@ -344,6 +344,27 @@ pub async fn http_send_within(
     })
 }
 
+/// `POST /api/v1/links` of the JSON `body` with `key` as the bearer token.
+pub async fn rest_create(
+    rest: SocketAddr,
+    key: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<HttpResponse> {
+    let bearer = format!("Bearer {key}");
+    let body = body.to_string();
+    http_send(
+        rest,
+        "POST",
+        "/api/v1/links",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+    )
+    .await
+}
+
 /// Sum of every sample of `metric` whose labels contain all of `labels`
 /// (`key="value"` strings), read from a service's `/metrics`.
 pub async fn metric(admin: SocketAddr, metric: &str, labels: &[&str]) -> anyhow::Result<f64> {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use tinyurl_harness::services::{HttpResponse, http_send};
+use tinyurl_harness::services::{self, HttpResponse, http_send};
 use tinyurl_harness::{Stack, wait_until};
 
 /// The console tests' parts: no replica and no Redis, one idalloc.
@@ -644,20 +644,12 @@ async fn the_console_can_be_turned_off() -> anyhow::Result<()> {
 
 /// A link made through the REST API.
 async fn rest_create(rest: SocketAddr, key: &str, alias: &str, target: &str) -> anyhow::Result<()> {
-    let bearer = format!("Bearer {key}");
-    let body = serde_json::json!({ "target_url": target, "alias": alias }).to_string();
-    let response = http_send(
-        rest,
-        "POST",
-        "/api/v1/links",
-        &[
-            ("Authorization", &bearer),
-            ("Content-Type", "application/json"),
-        ],
-        Some(body.as_bytes()),
+    let body = serde_json::json!({ "target_url": target, "alias": alias });
+    expect(
+        &services::rest_create(rest, key, &body).await?,
+        201,
+        "a REST create",
     )
-    .await?;
-    expect(&response, 201, "a REST create")
 }
 
 #[tokio::test]
@@ -945,20 +937,8 @@ fn shown_key(page: &str) -> Option<String> {
 
 /// The status of a REST create of `target` with `key`.
 async fn rest_create_status(rest: SocketAddr, key: &str, target: &str) -> anyhow::Result<u16> {
-    let bearer = format!("Bearer {key}");
-    let body = serde_json::json!({ "target_url": target }).to_string();
-    Ok(http_send(
-        rest,
-        "POST",
-        "/api/v1/links",
-        &[
-            ("Authorization", &bearer),
-            ("Content-Type", "application/json"),
-        ],
-        Some(body.as_bytes()),
-    )
-    .await?
-    .status)
+    let body = serde_json::json!({ "target_url": target });
+    Ok(services::rest_create(rest, key, &body).await?.status)
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tinyurl_harness::browser::Browser;
 use tinyurl_harness::embedded::Embedded;
 use tinyurl_harness::process::ScratchDir;
-use tinyurl_harness::services::{http_request_with, http_status};
+use tinyurl_harness::services::{self, http_request_with, http_status};
 use tinyurl_harness::wait_until;
 
 const HUMAN: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
@@ -384,20 +384,8 @@ async fn the_core_flows_work_with_scripts_off() -> anyhow::Result<()> {
 
 /// The status of a REST create with `key` on `tinyurl up`'s REST listener.
 async fn rest_create(system: &Embedded, key: &str, target: &str) -> anyhow::Result<u16> {
-    let bearer = format!("Bearer {key}");
-    let body = serde_json::json!({ "target_url": target }).to_string();
-    Ok(tinyurl_harness::services::http_send(
-        system.rest,
-        "POST",
-        "/api/v1/links",
-        &[
-            ("Authorization", &bearer),
-            ("Content-Type", "application/json"),
-        ],
-        Some(body.as_bytes()),
-    )
-    .await?
-    .status)
+    let body = serde_json::json!({ "target_url": target });
+    Ok(services::rest_create(system.rest, key, &body).await?.status)
 }
 
 #[tokio::test]
@@ -596,19 +584,8 @@ async fn every_screen_passes_axe_at_desktop_and_phone_widths() -> anyhow::Result
         ),
         ("talk-2026", "https://video.example.net/watch?v=Xq3f9"),
     ] {
-        let bearer = format!("Bearer {key}");
-        let body = serde_json::json!({ "target_url": target, "alias": alias }).to_string();
-        let created = tinyurl_harness::services::http_send(
-            system.rest,
-            "POST",
-            "/api/v1/links",
-            &[
-                ("Authorization", &bearer),
-                ("Content-Type", "application/json"),
-            ],
-            Some(body.as_bytes()),
-        )
-        .await?;
+        let body = serde_json::json!({ "target_url": target, "alias": alias });
+        let created = services::rest_create(system.rest, &key, &body).await?;
         ensure!(created.status == 201, "{}", created.text());
     }
     for (user_agent, referrer) in [

@@ -428,15 +428,7 @@ fn lifted_and_remaining(
 }
 
 fn like_pattern(entry: &str) -> String {
-    let host = entry.trim_start_matches("*.");
-    let escaped: String = host
-        .chars()
-        .flat_map(|character| match character {
-            '%' | '_' | '\\' => vec!['\\', character],
-            other => vec![other],
-        })
-        .collect();
-    format!("%{escaped}%")
+    format!("%{}%", like_literal(entry.trim_start_matches("*.")))
 }
 
 /// Storage settings beyond where the store is.

@@ -16,15 +16,8 @@ use tinyurl_links::auth::Scope;
 use tinyurl_links::keys::parse_rate;
 
 use super::handlers::{form, scope_page};
-use super::pages::{self, Nav};
+use super::pages;
 use super::{Refused, Shared, Signed, html, see_other, service_error_page};
-
-fn nav(signed: &Signed) -> Nav {
-    Nav {
-        csrf: signed.csrf(),
-        scope: signed.scope,
-    }
-}
 
 /// Refuses a key below `admin` with the scope page.
 fn admin(signed: &Signed) -> Result<(), Refused> {
@@ -74,7 +67,7 @@ pub(super) async fn keys_page(
         .map_err(|error| Refused::from(service_error_page(&error)))?;
     Ok(html(
         StatusCode::OK,
-        pages::keys(&nav(&signed), &keys, notice(&params).as_deref(), None),
+        pages::keys(&signed.nav(), &keys, notice(&params).as_deref(), None),
     ))
 }
 
@@ -103,7 +96,7 @@ pub(super) async fn create_key(
             .unwrap_or_default();
         html(
             error.kind().http_status(),
-            pages::keys(&nav(&signed), &keys, None, Some(&error.public_message())),
+            pages::keys(&signed.nav(), &keys, None, Some(&error.public_message())),
         )
     };
     let Some(scope) = Scope::parse(body.scope.trim()) else {
@@ -125,7 +118,7 @@ pub(super) async fn create_key(
         Ok(issued) => Ok(html(
             StatusCode::OK,
             pages::new_key(
-                &nav(&signed),
+                &signed.nav(),
                 &format!("Created API key {} ({}).", issued.id, scope.as_str()),
                 &issued.key,
             ),
@@ -172,7 +165,7 @@ pub(super) async fn rotate_key(
     Ok(html(
         StatusCode::OK,
         pages::new_key(
-            &nav(&signed),
+            &signed.nav(),
             &format!(
                 "API key {id} has a new value; the old one works for {}.",
                 humantime::format_duration(grace)
@@ -236,7 +229,7 @@ pub(super) async fn blocklist_page(
         .map_err(|error| Refused::from(service_error_page(&error)))?;
     Ok(html(
         StatusCode::OK,
-        pages::blocklist(&nav(&signed), &entries, notice(&params).as_deref(), None),
+        pages::blocklist(&signed.nav(), &entries, notice(&params).as_deref(), None),
     ))
 }
 
@@ -274,7 +267,7 @@ pub(super) async fn change_host(
                 .unwrap_or_default();
             Ok(html(
                 error.kind().http_status(),
-                pages::blocklist(&nav(&signed), &entries, None, Some(&error.public_message())),
+                pages::blocklist(&signed.nav(), &entries, None, Some(&error.public_message())),
             ))
         }
         Err(error) => Err(Refused::from(service_error_page(&error))),

@@ -19,7 +19,7 @@ use tinyurl_links::input::{CreateInput, UpdateInput};
 use tinyurl_links::store::{LinkOrder, LinkSearch, LinkState};
 use tinyurl_links::{Call, SearchInput, StatsInput};
 
-use super::pages::{self, CreateForm, FormError, LinkView, ListView, Nav};
+use super::pages::{self, CreateForm, FormError, LinkView, ListView};
 use super::{Refused, Shared, Signed, error_page, html, see_other, service_error_page};
 
 /// Links on a page of the listing.
@@ -29,13 +29,6 @@ const PAGE_SIZE: u32 = 50;
 const MINUTE: i32 = 1;
 const HOUR: i32 = 2;
 const DAY: i32 = 3;
-
-fn nav(signed: &Signed) -> Nav {
-    Nav {
-        csrf: signed.csrf(),
-        scope: signed.scope,
-    }
-}
 
 /// A form, or the page saying why it could not be read.
 pub(super) fn form<T>(form: Result<Form<T>, FormRejection>) -> Result<T, Refused> {
@@ -50,7 +43,7 @@ pub(super) async fn to_console() -> Response {
 
 pub(super) async fn home(State(console): State<Shared>, signed: Signed) -> Response {
     match console.links.overview(&signed.call).await {
-        Ok(overview) => html(StatusCode::OK, pages::overview(&nav(&signed), &overview)),
+        Ok(overview) => html(StatusCode::OK, pages::overview(&signed.nav(), &overview)),
         Err(error) => service_error_page(&error),
     }
 }
@@ -194,7 +187,7 @@ pub(super) async fn links_page(
                 sort: &params.sort,
                 notice: bulk_notice(&params.done, params.count),
             };
-            html(StatusCode::OK, pages::links(&nav(&signed), &view))
+            html(StatusCode::OK, pages::links(&signed.nav(), &view))
         }
         Err(error) => service_error_page(&error),
     }
@@ -284,7 +277,7 @@ pub(super) async fn bulk(
     Ok(html(
         StatusCode::OK,
         pages::bulk_result(
-            &nav(&signed),
+            &signed.nav(),
             &format!("{verb} {done} of {} links.", codes.len()),
             &failures,
         ),
@@ -382,7 +375,7 @@ pub(super) async fn new_link_page(signed: Signed) -> Response {
     }
     html(
         StatusCode::OK,
-        pages::new_link(&nav(&signed), &CreateForm::default(), None),
+        pages::new_link(&signed.nav(), &CreateForm::default(), None),
     )
 }
 
@@ -464,7 +457,7 @@ pub(super) async fn create(
         Err(error) if error.field().is_some() || matches!(error, WriterError::AlreadyExists(_)) => {
             html(
                 error.kind().http_status(),
-                pages::new_link(&nav(&signed), &body, Some(&form_error(&error))),
+                pages::new_link(&signed.nav(), &body, Some(&form_error(&error))),
             )
         }
         Err(error) => service_error_page(&error),
@@ -635,7 +628,7 @@ async fn render_link(
         notice,
         error: error.as_ref(),
     };
-    html(status, pages::link(&nav(signed), &view))
+    html(status, pages::link(&signed.nav(), &view))
 }
 
 #[derive(Deserialize, Default)]

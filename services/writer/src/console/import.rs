@@ -20,7 +20,7 @@ use tinyurl_links::import::ImportRow;
 use tinyurl_links::input::CreateInput;
 use tinyurl_runtime::ErrorKind;
 
-use super::pages::{self, Nav};
+use super::pages;
 use super::{Refused, Shared, Signed, error_page, html as page};
 
 /// Largest import file: about 100,000 rows of long URLs.
@@ -32,14 +32,7 @@ pub(super) async fn import_page(signed: Signed) -> Response {
     if !signed.may(Scope::Create) {
         return super::handlers::scope_page(Scope::Create, signed.scope);
     }
-    page(StatusCode::OK, pages::import_form(&nav(&signed), None))
-}
-
-fn nav(signed: &Signed) -> Nav {
-    Nav {
-        csrf: signed.csrf(),
-        scope: signed.scope,
-    }
+    page(StatusCode::OK, pages::import_form(&signed.nav(), None))
 }
 
 /// What the upload form sent.
@@ -90,7 +83,7 @@ pub(super) async fn import(
     let form_error = |message: &str| {
         page(
             StatusCode::BAD_REQUEST,
-            pages::import_form(&nav(&signed), Some(message)),
+            pages::import_form(&signed.nav(), Some(message)),
         )
     };
     let status = match super::handlers::redirect_status(&upload.status) {
@@ -103,7 +96,7 @@ pub(super) async fn import(
     let Ok(text) = String::from_utf8(upload.file) else {
         return Ok(form_error("The file is not UTF-8 text."));
     };
-    let shell = pages::import_progress(&nav(&signed)).into_string();
+    let shell = pages::import_progress(&signed.nav()).into_string();
     let (head, tail) = shell
         .split_once(pages::STREAM_MARK)
         .map(|(head, tail)| (head.to_owned(), tail.to_owned()))

@@ -273,6 +273,14 @@ impl Signed {
         self.token.csrf()
     }
 
+    /// What a signed-in page's header shows.
+    fn nav(&self) -> pages::Nav {
+        pages::Nav {
+            csrf: self.csrf(),
+            scope: self.scope,
+        }
+    }
+
     fn may(&self, scope: Scope) -> bool {
         self.scope >= scope
     }
@@ -367,8 +375,7 @@ fn retry_after(error: &WriterError) -> Option<HeaderValue> {
         | WriterError::QuotaExhausted { retry_after, .. } => *retry_after,
         _ => return None,
     };
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    HeaderValue::from_str(&seconds.max(1).to_string()).ok()
+    HeaderValue::from_str(&crate::rest::retry_seconds(wait).max(1).to_string()).ok()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod handlers;
 mod openapi;
 mod problem;
 
+pub(crate) use self::problem::retry_seconds;
 pub use self::problem::{ApiError, Problem};
 
 use std::net::SocketAddr;

@@ -90,7 +90,7 @@ impl ApiError {
 }
 
 /// Whole seconds to wait, rounded up, at least one.
-pub(super) fn retry_seconds(wait: Duration) -> u64 {
+pub(crate) fn retry_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
