@@ -48,7 +48,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for first in (0..args.links).step_by(1_000) {
         let batch = (first..(first + 1_000).min(args.links))
             .map(|n| CreateLinkRequest {
-                target_url: format!("https://www.example.com/articles/{n}/a-readable-slug"),
+                // A thousand hosts, a hundred links each: what a search
+                // by host narrows to.
+                target_url: format!(
+                    "https://www.site{}.example/articles/{n}/a-readable-slug",
+                    n % 1_000
+                ),
                 ..CreateLinkRequest::default()
             })
             .collect();
@@ -95,6 +100,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
              FROM (SELECT code FROM links WHERE target_url IS NOT NULL
                    ORDER BY created_at DESC LIMIT 1000) l,
                   generate_series(0, 1439, 7) m, generate_series(1, 4) d;
+         -- What the roll-up would have made of the minutes at or before
+         -- its mark (set when the schema was made, before these rows).
+         INSERT INTO click_days (code, day, dimension, value, bot, clicks)
+             SELECT code, minute / 1440, dimension, value, bot, sum(clicks)
+             FROM click_minutes
+             WHERE minute <= (SELECT rolled_through FROM click_rollup_mark)
+             GROUP BY code, minute / 1440, dimension, value, bot;
          UPDATE links SET flags = flags | 2 WHERE hashtext(code) % 100 = 0;
          ANALYZE;"
     ))
@@ -109,6 +121,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await?
         .get(0);
     println!("{clicks} clicks in the totals and the minute rollups");
+    let host_index: i64 = db
+        .query_one(
+            "SELECT sum(pg_relation_size(relid))::bigint FROM pg_partition_tree('links_owner_host')",
+            &[],
+        )
+        .await?
+        .get(0);
+    println!(
+        "the host search index: {:.1} B/link",
+        host_index as f64 / codes.len() as f64
+    );
     let sign_in = http_send(
         rest,
         "POST",
@@ -159,8 +182,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "/console/links?sort=clicks".to_owned(),
         ),
         (
-            "links, search in targets",
-            "/console/links?q=articles%2F9999%2F".to_owned(),
+            "links, search by host (100 found)",
+            "/console/links?q=site427.example".to_owned(),
+        ),
+        (
+            "links, search by URL start (1 found)",
+            "/console/links?q=https%3A%2F%2Fwww.site427.example%2Farticles%2F9427%2F".to_owned(),
+        ),
+        (
+            "links, search by code",
+            format!(
+                "/console/links?q={}",
+                clicked.chars().take(5).collect::<String>()
+            ),
+        ),
+        (
+            "links, search matching every link",
+            "/console/links?q=site".to_owned(),
         ),
         (
             "links, disabled",

@@ -101,7 +101,7 @@ async fn v6_key(primary_url: &str, name: &str) -> anyhow::Result<OwnerId> {
 
 macro_rules! ok {
     ($call:expr) => {
-        $call.await.map_err(|error| anyhow::anyhow!("{error}"))?
+        $call.await.map_err(|error| anyhow::anyhow!("{error:#}"))?
     };
 }
 
@@ -1682,9 +1682,9 @@ async fn search_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     for new in [
         link("alpha-one", "https://alpha.example/a", None),
         link("alpha-two", "https://beta.example/b", None),
-        link("gamma00", "https://ALPHA.example/c", None),
-        link("old0001", "https://old.example/", Some(micros_ago(60))),
-        link("off0001", "https://off.example/", None),
+        link("gamma00", "https://alpha.example/Case", None),
+        link("old0001", "http://old.example/", Some(micros_ago(60))),
+        link("off0001", "https://www.off.example/", None),
     ] {
         ok!(store.insert(owner, std::slice::from_ref(&new)));
     }
@@ -1759,10 +1759,24 @@ async fn search_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
         ensure!(paged == codes(&whole), "{order:?} pages: {paged:?}");
     }
 
-    let texts: [(&str, &[&str]); 5] = [
+    // Codes by prefix with their case; targets by the start of their host
+    // or URL, scheme, "www." and the host's case ignored, the path's kept.
+    let texts: [(&str, &[&str]); 17] = [
         ("alpha", &["gamma00", "alpha-two", "alpha-one"]),
         ("beta", &["alpha-two"]),
-        ("GAMMA", &["gamma00"]),
+        ("gamma", &["gamma00"]),
+        ("GAMMA", &[]),
+        ("amma", &[]),
+        ("alpha.example/C", &["gamma00"]),
+        ("alpha.example/c", &[]),
+        ("https://www.ALPHA.example/Ca", &["gamma00"]),
+        ("HTTP://Alpha.Example/a", &["alpha-one"]),
+        ("off.example", &["off0001"]),
+        ("www.off", &["off0001"]),
+        ("o", &["off0001", "old0001"]),
+        ("example", &[]),
+        ("alpha.example/else", &[]),
+        ("www.", &[]),
         ("%", &[]),
         ("_", &[]),
     ];
@@ -1802,13 +1816,20 @@ async fn search_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     ));
     ensure!(codes(&both) == ["gamma00", "alpha-two", "alpha-one"]);
 
-    let day = minute_of(SystemTime::now() - Duration::from_secs(86_400));
-    let overview = ok!(store.owner_overview(owner, [day, day - 6 * 1440]));
+    let today = minute_of(SystemTime::now()) / 1440;
+    let overview = ok!(store.owner_overview(owner, [today, today - 6]));
     ensure!(
         overview.links == 5 && overview.clicks == [(14, 3), (14, 3)],
         "{overview:?}"
     );
-    let later = ok!(store.owner_overview(owner, [now as i32 + 1, day]));
+    // Rolled into the day rollups, each click still counts once.
+    store
+        .clicks()
+        .roll_up_days(minute_of(SystemTime::now()) + 1, VALUES)
+        .await?;
+    let rolled = ok!(store.owner_overview(owner, [today, today - 6]));
+    ensure!(rolled.clicks == [(14, 3), (14, 3)], "{rolled:?}");
+    let later = ok!(store.owner_overview(owner, [today + 1, today]));
     ensure!(later.clicks == [(0, 0), (14, 3)], "{later:?}");
     Ok(())
 }

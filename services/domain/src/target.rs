@@ -66,6 +66,45 @@ pub fn stored_host(target_url: &str) -> Option<String> {
     })
 }
 
+/// A typed search for links by where they lead, in the form the stored
+/// targets compare with: a URL or the start of one, with the scheme and a
+/// leading `www.` dropped and the host part lowercase and punycode, so that
+/// `https://www.Example.com/a`, `example.com/a` and `EXAMPLE.COM/a` all read
+/// `example.com/a`. The path and query keep their case, as targets do.
+/// `None` when nothing of a host is left.
+pub fn target_search_form(text: &str) -> Option<String> {
+    let text = text.trim();
+    let rest = ["https://", "http://"]
+        .iter()
+        .find_map(|scheme| {
+            text.get(..scheme.len())
+                .filter(|head| head.eq_ignore_ascii_case(scheme))
+                .map(|_| &text[scheme.len()..])
+        })
+        .unwrap_or(text);
+    let end = rest.find(['/', '?', '#', ':']).unwrap_or(rest.len());
+    let (host, path) = rest.split_at(end);
+    let host = host.to_lowercase();
+    // A whole non-ASCII host compares as the punycode it is stored as; a
+    // partly typed one cannot (its punycode is not a prefix of the whole's).
+    let host = if host.is_ascii() {
+        host
+    } else {
+        match url::Host::parse(&host) {
+            Ok(url::Host::Domain(ascii)) => ascii,
+            _ => host,
+        }
+    };
+    let host = host.strip_prefix("www.").unwrap_or(&host);
+    (!host.is_empty()).then(|| format!("{host}{path}"))
+}
+
+/// The host part of [`target_search_form`]'s result: what the host index
+/// narrows by before the rest is compared.
+pub fn search_form_host(form: &str) -> &str {
+    &form[..form.find(['/', '?', '#', ':']).unwrap_or(form.len())]
+}
+
 /// Hosts refused as targets, from a file operators edit: one entry a line,
 /// `host` for that host only, `*.suffix` for every host under `suffix`
 /// (not `suffix` itself); blank lines and `#` comments are skipped. Entries
@@ -364,7 +403,7 @@ fn is_private_v4(v4: Ipv4Addr) -> bool {
 mod tests {
     use super::*;
 
-    fn policy() -> TargetPolicy {
+    pub(super) fn policy() -> TargetPolicy {
         TargetPolicy {
             own_host: Some("sho.rt".to_owned()),
             blocked_hosts: vec!["evil.example".to_owned()],
@@ -623,5 +662,35 @@ mod blocklist_tests {
                 "{url}: {parsed:?}"
             );
         }
+    }
+
+    #[test]
+    fn search_forms_compare_as_stored_targets() {
+        let cases = [
+            ("example.com", Some("example.com")),
+            (
+                "  https://www.Example.COM/Path?Q=1 ",
+                Some("example.com/Path?Q=1"),
+            ),
+            ("HTTP://WWW.example.com", Some("example.com")),
+            ("www.", None),
+            ("https://", None),
+            ("/articles", None),
+            ("bücher.example/Seite", Some("xn--bcher-kva.example/Seite")),
+            ("exam", Some("exam")),
+            ("example.com:8080/a", Some("example.com:8080/a")),
+        ];
+        for (typed, expected) in cases {
+            assert_eq!(target_search_form(typed).as_deref(), expected, "{typed:?}");
+        }
+        assert_eq!(search_form_host("example.com:8080/a"), "example.com");
+        assert_eq!(search_form_host("example.com"), "example.com");
+        // The stored form of a target, made the same way, starts with the
+        // form of any typed prefix of it.
+        let stored = TargetUrl::parse("https://www.Example.com/Long/Path", &super::tests::policy())
+            .map(TargetUrl::into_string)
+            .ok()
+            .and_then(|url| target_search_form(&url));
+        assert_eq!(stored.as_deref(), Some("example.com/Long/Path"));
     }
 }

@@ -67,12 +67,10 @@ const OVERVIEW_LINKS: i64 = 5;
 #[derive(Debug, Clone)]
 pub struct Overview {
     pub links: i64,
-    /// `(human, bot)` clicks in the last 24 hours.
-    pub last_day: (i64, i64),
-    /// `(human, bot)` clicks in the last [`Self::week`].
+    /// `(human, bot)` clicks today (UTC).
+    pub today: (i64, i64),
+    /// `(human, bot)` clicks in the last seven days (UTC), today included.
     pub last_week: (i64, i64),
-    /// Seven days, or the minute rollups' retention when shorter.
-    pub week: std::time::Duration,
     pub most_clicked: Vec<(StoredLink, i64)>,
     pub newest: Vec<(StoredLink, i64)>,
 }
@@ -530,17 +528,13 @@ impl LinkService {
     }
 
     /// The caller's links at a glance (the console's first page): how many,
-    /// human and bot clicks in the last 24 hours and 7 days (as far back as
-    /// minute rollups reach), the most clicked and the newest.
+    /// human and bot clicks today and in the last seven days (whole UTC
+    /// days, so that they are read from the day rollups: a week of minute
+    /// rollups is ten thousand rows a link), the most clicked and the newest.
     pub async fn overview(&self, call: &Call) -> Result<Overview, WriterError> {
         measured("overview", async {
             let owner = self.state.owner(call, Scope::Read, 1).await?;
-            let now = SystemTime::now();
-            let minute_ago = |span: std::time::Duration| {
-                let at = now.checked_sub(span).unwrap_or(SystemTime::UNIX_EPOCH);
-                tinyurl_analytics::minute_of(at)
-            };
-            let week = std::time::Duration::from_secs(7 * 86_400).min(self.state.minute_retention);
+            let today = tinyurl_analytics::minute_of(SystemTime::now()) / 1440;
             let top = |order| LinkSearch {
                 order,
                 ..LinkSearch::default()
@@ -549,21 +543,14 @@ impl LinkService {
             // Three reads on their own connections at once: the page waits
             // for the slowest, not the sum.
             let (counts, most_clicked, newest) = tokio::try_join!(
-                self.state.store.owner_overview(
-                    owner,
-                    [
-                        minute_ago(std::time::Duration::from_secs(86_400)),
-                        minute_ago(week),
-                    ],
-                ),
+                self.state.store.owner_overview(owner, [today, today - 6]),
                 self.state.store.search(owner, &most, OVERVIEW_LINKS, None),
                 self.state.store.search(owner, &new, OVERVIEW_LINKS, None),
             )?;
             Ok(Overview {
                 links: counts.links,
-                last_day: counts.clicks[0],
+                today: counts.clicks[0],
                 last_week: counts.clicks[1],
-                week,
                 most_clicked: most_clicked
                     .into_iter()
                     .filter(|(_, clicks)| *clicks > 0)

@@ -173,9 +173,10 @@ pub trait LinkStore: KeyStore + HostStore + SessionStore {
         after: Option<&SearchCursor>,
     ) -> Result<Vec<(StoredLink, i64)>, WriterError>;
 
-    /// How many links the owner has, and their human and bot clicks since
-    /// each of `since` (minute buckets, as the minute rollups number them;
-    /// clicks older than the minute rollups' retention are not counted).
+    /// How many links the owner has, and their human and bot clicks on and
+    /// after each of `since` (days since the Unix epoch, UTC, as the day
+    /// rollups number them): the day rollups and the minutes not yet rolled
+    /// into them, each click once.
     async fn owner_overview(
         &self,
         owner: OwnerId,
@@ -257,8 +258,12 @@ pub struct OwnerOverview {
 /// Which of an owner's links a search selects, and their order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkSearch {
-    /// A code that starts with it, or a target URL that contains it
-    /// (ASCII case ignored).
+    /// A code or alias that starts with it (case kept: codes are
+    /// case-sensitive), or a target that starts with it once both are in
+    /// [`tinyurl_domain::target::target_search_form`]: a host or the start of
+    /// one (`example`, `www.Example.com`), or a URL's start
+    /// (`example.com/articles/`). A prefix, not a substring, so that an
+    /// index finds it among any number of links.
     pub text: Option<String>,
     pub state: Option<LinkState>,
     pub order: LinkOrder,
@@ -293,6 +298,21 @@ pub enum LinkOrder {
 pub enum SearchCursor {
     Newest(SystemTime, String),
     MostClicked(i64, String),
+}
+
+/// The least string greater than every string that starts with `prefix`
+/// (compared bytewise, as `COLLATE "C"` and SQLite do): with the prefix, the
+/// bounds of a range an index finds. `None` when there is none.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut end: Vec<char> = prefix.chars().collect();
+    while let Some(last) = end.pop() {
+        // Past a surrogate gap or the last code point, carry to the one before.
+        if let Some(next) = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32) {
+            end.push(next);
+            return Some(end.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// `text` as a LIKE pattern that matches it literally (with `\\` as the

@@ -16,11 +16,12 @@ use tokio_postgres::Row;
 use super::{
     ApiKeyInfo, LinkChanges, LinkOrder, LinkSearch, LinkState, LinkStore, NewLink, OwnerOverview,
     Replay, SearchCursor, StoredLink, fingerprint_from, key_hash, lifted_and_remaining,
-    like_literal, like_pattern, parse_scope, rate_column, stored_rate, stored_status,
+    like_pattern, parse_scope, prefix_end, rate_column, stored_rate, stored_status,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
 use tinyurl_domain::RedirectStatus;
+use tinyurl_domain::target::{search_form_host, target_search_form};
 
 mod hosts;
 mod keys;

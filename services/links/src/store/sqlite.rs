@@ -15,10 +15,11 @@ use tinyurl_runtime::sqlite::{Sqlite, from_micros, to_micros};
 use super::{
     ApiKeyInfo, LinkChanges, LinkOrder, LinkSearch, LinkState, LinkStore, NewLink, OwnerOverview,
     Replay, SearchCursor, StoredLink, fingerprint_from, key_hash, lifted_and_remaining,
-    like_literal, like_pattern, parse_scope, rate_column, stored_rate,
+    like_pattern, parse_scope, rate_column, stored_rate,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
+use tinyurl_domain::target::target_search_form;
 
 mod hosts;
 mod keys;

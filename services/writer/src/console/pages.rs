@@ -144,7 +144,6 @@ fn link_rows(links: &[(StoredLink, i64)]) -> Markup {
 }
 
 pub(super) fn overview(nav: &Nav, overview: &Overview) -> Markup {
-    let week = humantime::format_duration(overview.week).to_string();
     layout(
         "Overview",
         Some(nav),
@@ -156,12 +155,12 @@ pub(super) fn overview(nav: &Nav, overview: &Overview) -> Markup {
                     p.muted { "links" }
                 }
                 div.panel {
-                    p.figure #clicks-day { (overview.last_day.0) }
-                    p.muted { "human clicks in the last 24 hours (" (overview.last_day.1) " by bots)" }
+                    p.figure #clicks-day { (overview.today.0) }
+                    p.muted { "human clicks today, UTC (" (overview.today.1) " by bots)" }
                 }
                 div.panel {
                     p.figure #clicks-week { (overview.last_week.0) }
-                    p.muted { "human clicks in the last " (week) " (" (overview.last_week.1) " by bots)" }
+                    p.muted { "human clicks in the last 7 days (" (overview.last_week.1) " by bots)" }
                 }
             }
             h2 { "Most clicked" }
@@ -224,7 +223,7 @@ pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
                 label.grow {
                     span.visually-hidden { "Search" }
                     input type="search" name="q" value=(view.q)
-                        placeholder="code, alias or target host" spellcheck="false";
+                        placeholder="code, alias, host or URL start" spellcheck="false";
                 }
                 label {
                     span.visually-hidden { "State" }

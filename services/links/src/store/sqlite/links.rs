@@ -275,16 +275,28 @@ impl LinkStore for SqliteLinkStore {
             .as_deref()
             .map(str::trim)
             .filter(|text| !text.is_empty())
-            .map(like_literal)
         {
-            // SQLite's LIKE ignores ASCII case.
-            params.push(Value::Text(format!("{text}%")));
-            params.push(Value::Text(format!("%{text}%")));
-            inner.push_str(&format!(
-                " AND (code LIKE ?{} ESCAPE '\\' OR target_url LIKE ?{} ESCAPE '\\')",
-                params.len() - 1,
-                params.len()
-            ));
+            // Prefixes compared with substr, which keeps case as the
+            // Postgres store's ranges do (LIKE would ignore it).
+            let count = |text: &str| i64::try_from(text.chars().count()).unwrap_or(i64::MAX);
+            params.push(Value::Integer(count(text)));
+            params.push(Value::Text(text.to_owned()));
+            let mut any = format!("substr(code, 1, ?{}) = ?{}", params.len() - 1, params.len());
+            if let Some(target) = target_search_form(text) {
+                params.push(Value::Integer(count(&target)));
+                params.push(Value::Text(target));
+                any.push_str(&format!(
+                    " OR substr(CASE
+                         WHEN substr(target_url, 1, 12) = 'https://www.' THEN substr(target_url, 13)
+                         WHEN substr(target_url, 1, 8) = 'https://' THEN substr(target_url, 9)
+                         WHEN substr(target_url, 1, 11) = 'http://www.' THEN substr(target_url, 12)
+                         WHEN substr(target_url, 1, 7) = 'http://' THEN substr(target_url, 8)
+                         ELSE target_url END, 1, ?{}) = ?{}",
+                    params.len() - 1,
+                    params.len()
+                ));
+            }
+            inner.push_str(&format!(" AND ({any})"));
         }
         match search.state {
             Some(LinkState::Active) => {
@@ -348,14 +360,22 @@ impl LinkStore for SqliteLinkStore {
                     |row| row.get(0),
                 )?;
                 connection.query_row(
-                    "SELECT
-                         COALESCE(sum(CASE WHEN NOT m.bot AND m.minute >= ?2 THEN m.clicks END), 0),
-                         COALESCE(sum(CASE WHEN m.bot AND m.minute >= ?2 THEN m.clicks END), 0),
-                         COALESCE(sum(CASE WHEN NOT m.bot AND m.minute >= ?3 THEN m.clicks END), 0),
-                         COALESCE(sum(CASE WHEN m.bot AND m.minute >= ?3 THEN m.clicks END), 0)
-                     FROM links l JOIN click_minutes m ON m.code = l.code
-                     WHERE l.owner_key_id = ?1 AND l.target_url IS NOT NULL
-                       AND m.dimension = 0 AND m.minute >= min(?2, ?3)",
+                    "WITH rows AS (
+                         SELECT code, day, bot, clicks FROM click_days
+                          WHERE dimension = 0 AND day >= min(?2, ?3)
+                         UNION ALL
+                         SELECT code, minute / 1440 AS day, bot, clicks FROM click_minutes
+                          WHERE dimension = 0
+                            AND minute > (SELECT rolled_through FROM click_rollup_mark)
+                            AND minute >= min(?2, ?3) * 1440
+                     )
+                     SELECT
+                         COALESCE(sum(CASE WHEN NOT r.bot AND r.day >= ?2 THEN r.clicks END), 0),
+                         COALESCE(sum(CASE WHEN r.bot AND r.day >= ?2 THEN r.clicks END), 0),
+                         COALESCE(sum(CASE WHEN NOT r.bot AND r.day >= ?3 THEN r.clicks END), 0),
+                         COALESCE(sum(CASE WHEN r.bot AND r.day >= ?3 THEN r.clicks END), 0)
+                     FROM links l JOIN rows r ON r.code = l.code
+                     WHERE l.owner_key_id = ?1 AND l.target_url IS NOT NULL",
                     (owner.0, since[0], since[1]),
                     |row| {
                         Ok(OwnerOverview {
