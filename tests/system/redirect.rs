@@ -1104,6 +1104,18 @@ async fn a_blocked_host_is_refused_and_its_links_answer_410_everywhere() -> anyh
             assert_eq!(get(redirect, &format!("/{}", link.code)).await?.status, 302);
         }
     }
+    // With Redis emptied, a new redirect process reads the links from the
+    // replica: the block is in the row, and holds there too.
+    system.redis.flush_all().await?;
+    let fresh = system.start_redirect(&[]).await?;
+    for (link, status) in [(&blocked, 410), (&unicode, 410), (&fine, 302)] {
+        assert_eq!(
+            get(&fresh, &format!("/{}", link.code)).await?.status,
+            status,
+            "{} read from the replica",
+            link.target_url
+        );
+    }
     // The writer refuses the host from now on (it polls the stored list).
     wait_until(
         "the writer to refuse the host",

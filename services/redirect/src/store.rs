@@ -17,9 +17,11 @@ use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
 
 // A deleted link's tombstone (no target) reads as missing. The row packs
-// its booleans into `flags`: 1 forward the query string, 2 disabled.
+// its booleans into `flags`: 1 forward the query string, 2 disabled by its
+// owner, 8 blocked by an operator; either of the last two stops it, as the
+// writer's cached record says.
 const FIND_SQL: &str = "SELECT target_url, redirect_status, flags & 1 <> 0, expires_at, \
-                        flags & 2 = 0 FROM links WHERE code = $1 AND target_url IS NOT NULL";
+                        flags & 10 = 0 FROM links WHERE code = $1 AND target_url IS NOT NULL";
 
 /// How often an unhealthy database is probed.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);

@@ -12,8 +12,10 @@ use tinyurl_runtime::sqlite::{Sqlite, from_micros};
 
 use super::{LinkSource, PROBE_INTERVAL, Source, StoreError};
 
-// A deleted link's tombstone (no target) reads as missing.
-const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, enabled \
+// A deleted link's tombstone (no target) reads as missing; a link disabled
+// by its owner or blocked by an operator does not redirect.
+const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, \
+                        enabled AND NOT blocked \
                         FROM links WHERE code = ?1 AND target_url IS NOT NULL";
 
 pub struct SqliteLinkSource {
