@@ -21,6 +21,7 @@ pub struct HostileCreate {
     pub expires_at: Option<Expiry>,
     pub redirect_type: Option<i32>,
     pub idempotency_key: Option<String>,
+    pub tags: Vec<String>,
     /// The field the refusal names.
     pub field: &'static str,
     /// Words the refusal's message contains.
@@ -126,6 +127,21 @@ pub fn hostile_creates() -> Vec<HostileCreate> {
         cases.push(HostileCreate {
             idempotency_key: Some(key),
             field: "idempotency_key",
+            reason,
+            ..valid()
+        });
+    }
+    let many: Vec<String> = (0..21).map(|n| format!("tag-{n}")).collect();
+    for (tags, reason) in [
+        (vec!["   ".to_owned()], "must not be empty"),
+        (vec!["t".repeat(51)], "at most 50 allowed"),
+        (vec!["a,b".to_owned()], "contains ','"),
+        (vec!["<script>".to_owned()], "contains '<'"),
+        (many, "21 tags; at most 20"),
+    ] {
+        cases.push(HostileCreate {
+            tags,
+            field: "tags",
             reason,
             ..valid()
         });

@@ -58,6 +58,7 @@ fn new_link(code: &str, id: Option<i64>, key: Option<&str>) -> NewLink {
         is_alias: id.is_none(),
         idempotency_key: key.map(str::to_owned),
         fingerprint: key.map(|_| fingerprint_of(code)),
+        tags: Vec::new(),
     }
 }
 
@@ -167,6 +168,7 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
                 created_at,
                 updated_at,
                 blocked: false,
+                tags: Vec::new(),
             },
         "stored exactly: {stored:?}"
     );
@@ -506,6 +508,7 @@ fn stored(code: &str, expires_at: Option<SystemTime>) -> StoredLink {
         created_at: micros_ago(1),
         updated_at: micros_ago(1),
         blocked: false,
+        tags: Vec::new(),
     }
 }
 
@@ -1156,6 +1159,7 @@ async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()>
                     created_at: row.get(7),
                     updated_at: row.get(8),
                     blocked: false,
+                    tags: Vec::new(),
                 },
             );
         }
@@ -1716,6 +1720,7 @@ async fn search_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
         text: text.map(str::to_owned),
         state,
         order,
+        tag: None,
         now: None,
     };
     let all = |order| search(order, None, None);
@@ -1848,4 +1853,131 @@ async fn console_search_sqlite() -> anyhow::Result<()> {
     let dir = ScratchDir::new("conformance", None)?;
     let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
     search_contract(Arc::new(store)).await
+}
+
+/// Tags: written with the link (keyed or not, one or a batch), replaced,
+/// read back sorted, filtered by, summed, renamed (merging), deleted, gone
+/// with their link, and each owner's apart.
+async fn tag_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
+    use tinyurl_links::store::{LinkOrder, LinkSearch, TagSummary};
+    let owner = api_key(store.as_ref(), "tagger").await?;
+    let other = api_key(store.as_ref(), "neighbour").await?;
+    let tagged = |code: &str, key: Option<&str>, tags: &[&str]| NewLink {
+        tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
+        ..new_link(code, None, key)
+    };
+    ok!(store.insert(owner, &[tagged("one", None, &["news", "spring sale"])]));
+    ok!(store.insert(
+        owner,
+        &[
+            tagged("two", Some("key-two"), &["news"]),
+            tagged("three", None, &[]),
+            tagged("four", None, &["spring sale"]),
+        ]
+    ));
+    ok!(store.insert(other, &[tagged("else", None, &["news"])]));
+    // A taken code inserts nothing, tags included.
+    ok!(store.insert(owner, &[tagged("one", None, &["stray"])]));
+
+    let codes = ["one", "two", "three", "four", "else"];
+    let tags = ok!(store.tags_of(owner, &codes));
+    ensure!(
+        tags.len() == 3
+            && tags["one"] == ["news", "spring sale"]
+            && tags["two"] == ["news"]
+            && tags["four"] == ["spring sale"],
+        "each link's tags, sorted, this owner's only: {tags:?}"
+    );
+    let with = |tag: &str| LinkSearch {
+        tag: Some(tag.to_owned()),
+        order: LinkOrder::Newest,
+        ..LinkSearch::default()
+    };
+    let found = ok!(store.search(owner, &with("news"), 10, None));
+    let mut found: Vec<_> = found.iter().map(|(link, _)| link.code.clone()).collect();
+    found.sort();
+    ensure!(found == ["one", "two"], "links with a tag: {found:?}");
+    let text_and_tag = LinkSearch {
+        text: Some("fo".to_owned()),
+        ..with("spring sale")
+    };
+    let found = ok!(store.search(owner, &text_and_tag, 10, None));
+    ensure!(found.len() == 1 && found[0].0.code == "four", "{found:?}");
+
+    let now = i64::from(minute_of(SystemTime::now()));
+    let clicks = Fold::of(&[
+        click("one", now, "-", false, 4),
+        click("two", now, "-", false, 6),
+        click("two", now, "-", true, 1),
+        click("else", now, "-", false, 50),
+    ]);
+    ensure!(store.clicks().fold("tags-1", &clicks, VALUES).await? == Folded::Now);
+    let summary = |tag: &str, links, clicks| TagSummary {
+        tag: tag.to_owned(),
+        links,
+        clicks,
+    };
+    let listed = ok!(store.list_tags(owner));
+    ensure!(
+        listed
+            == [
+                summary("news", 2, (10, 1)),
+                summary("spring sale", 2, (4, 0))
+            ],
+        "{listed:?}"
+    );
+    ensure!(ok!(store.tag_summary(owner, "news")) == Some(summary("news", 2, (10, 1))));
+    ensure!(ok!(store.tag_summary(owner, "nothing")).is_none());
+
+    // Replacing: "one" keeps news, drops spring sale, gains later.
+    ensure!(ok!(store.set_tags(
+        owner,
+        "one",
+        &["later".to_owned(), "news".to_owned()]
+    )));
+    ensure!(ok!(store.tags_of(owner, &["one"]))["one"] == ["later", "news"]);
+    ensure!(
+        !ok!(store.set_tags(other, "one", &["mine".to_owned()])),
+        "another owner's link cannot be tagged"
+    );
+    ensure!(!ok!(store.set_tags(owner, "missing", &["x".to_owned()])));
+
+    // Renaming merges: "one" has both later and news.
+    ensure!(ok!(store.rename_tag(owner, "later", "news")) == 1);
+    ensure!(ok!(store.tags_of(owner, &["one"]))["one"] == ["news"]);
+    ensure!(ok!(store.rename_tag(owner, "news", "updates")) == 2);
+    ensure!(
+        ok!(store.tag_summary(other, "news")).is_some(),
+        "the neighbour's tag stays"
+    );
+    ensure!(ok!(store.delete_tag(owner, "spring sale")) == 1);
+    let listed = ok!(store.list_tags(owner));
+    ensure!(listed == [summary("updates", 2, (10, 1))], "{listed:?}");
+
+    // A deleted link takes its tags with it.
+    ensure!(ok!(store.delete(owner, "two")));
+    ensure!(ok!(store.tags_of(owner, &["two"])).is_empty());
+    let listed = ok!(store.list_tags(owner));
+    ensure!(listed == [summary("updates", 1, (4, 0))], "{listed:?}");
+    ensure!(
+        !ok!(store.set_tags(owner, "two", &["back".to_owned()])),
+        "not on a tombstone"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn link_tags_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
+    store.migrate().await?;
+    tag_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn link_tags_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    tag_contract(Arc::new(store)).await
 }

@@ -808,3 +808,61 @@ async fn the_first_key_file_is_made_anew_and_follows_no_link() -> anyhow::Result
     );
     Ok(())
 }
+
+/// Tags from the command line, on the embedded store: created with a link,
+/// shown, listed by, replaced, summed, renamed and deleted.
+#[tokio::test]
+async fn tags_from_the_command_line() -> anyhow::Result<()> {
+    let up = Up::start("embedded-tags").await?;
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let output = up.cli(args)?;
+        ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
+        Ok(stdout(&output))
+    };
+    let created = run(&[
+        "--json",
+        "shorten",
+        "https://example.com/a",
+        "--alias",
+        "with-tags",
+        "--tag",
+        "News",
+        "--tag",
+        "spring sale",
+    ])?;
+    let link: serde_json::Value = serde_json::from_str(&created)?;
+    ensure!(
+        link["tags"] == serde_json::json!(["news", "spring sale"]),
+        "{link}"
+    );
+    run(&["shorten", "https://example.com/b", "--alias", "plain"])?;
+    ensure!(run(&["get", "with-tags"])?.contains("tags: news, spring sale"));
+
+    let listed = run(&["--json", "list", "--tag", "news"])?;
+    let listed: serde_json::Value = serde_json::from_str(&listed)?;
+    ensure!(
+        listed.as_array().is_some_and(|links| links.len() == 1) && listed[0]["code"] == "with-tags",
+        "{listed}"
+    );
+    run(&["update", "with-tags", "--tag", "later"])?;
+    let tags: serde_json::Value = serde_json::from_str(&run(&["--json", "tags"])?)?;
+    ensure!(
+        tags == serde_json::json!([
+            { "name": "later", "links": 1, "lifetime_clicks": 0, "lifetime_bot_clicks": 0 }
+        ]),
+        "{tags}"
+    );
+    ensure!(run(&["tags", "rename", "later", "archive"])?.contains("on 1 links"));
+    ensure!(run(&["tags", "show", "archive"])?.starts_with("archive\t1 links"));
+    ensure!(run(&["tags", "delete", "archive"])?.contains("off 1 links"));
+    let missing = up.cli(&["tags", "show", "archive"])?;
+    ensure!(
+        missing.status.code() == Some(3),
+        "not found: {}",
+        stderr(&missing)
+    );
+    run(&["update", "with-tags", "--tag", "x"])?;
+    run(&["update", "with-tags", "--no-tags"])?;
+    ensure!(!run(&["get", "with-tags"])?.contains("tags:"));
+    Ok(())
+}

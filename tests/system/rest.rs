@@ -14,7 +14,10 @@ use tinyurl_harness::hostile::{Expiry, hostile_creates};
 use tinyurl_harness::services::{
     HttpResponse, authed, http_send, links_client, unissued_api_key as random_key,
 };
-use tinyurl_proto::v1::CreateLinkRequest;
+use tinyurl_proto::v1::{
+    CreateLinkRequest, DeleteTagRequest, GetLinkRequest, GetTagRequest, ListLinksRequest,
+    ListTagsRequest, RenameTagRequest, Tags, UpdateLinkRequest,
+};
 use tonic_types::StatusExt as _;
 
 /// The REST tests' parts: no replica and no Redis (the limits and caches
@@ -121,6 +124,7 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
             redirect_type: case.redirect_type.unwrap_or_default(),
             forward_query: false,
             idempotency_key: case.idempotency_key.clone().unwrap_or_default(),
+            tags: case.tags.clone(),
         };
         let status = grpc
             .create_link(authed(request, &key))
@@ -156,6 +160,9 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
         }
         if let Some(redirect_type) = case.redirect_type {
             body["redirect_type"] = json!(redirect_type);
+        }
+        if !case.tags.is_empty() {
+            body["tags"] = json!(case.tags);
         }
         let mut headers = Vec::new();
         if let Some(idempotency_key) = &case.idempotency_key {
@@ -1010,5 +1017,229 @@ async fn the_rest_listener_holds_nothing_for_strangers() -> anyhow::Result<()> {
         ),
         "200 during the half-header flood; served again once the address's connections close",
     );
+    Ok(())
+}
+
+/// Tags end to end, each step on one transport and checked on the other:
+/// created with links (normalised), read back, listed by, replaced, summed,
+/// renamed (merging), deleted; a read key may look but not change; a bad
+/// tag names its field.
+#[tokio::test]
+async fn tags_work_alike_over_rest_and_grpc() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("tagger")?;
+    let reader = stack
+        .setup
+        .create_api_key_with(&["--name", "tag-reader", "--scope", "read"])?;
+    let mut grpc = links_client(&writer)?;
+
+    let created = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &json!({ "target_url": "https://example.com/a", "alias": "tagged-a",
+                 "tags": ["Spring  Sale", "news", "NEWS"] }),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(created.status == 201, "{}", created.text());
+    anyhow::ensure!(json_of(&created)?["tags"] == json!(["news", "spring sale"]));
+    let over_grpc = grpc
+        .get_link(authed(
+            GetLinkRequest {
+                code: "tagged-a".to_owned(),
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(over_grpc.tags == ["news", "spring sale"], "{over_grpc:?}");
+    let b = grpc
+        .create_link(authed(
+            CreateLinkRequest {
+                target_url: "https://example.com/b".to_owned(),
+                alias: "tagged-b".to_owned(),
+                tags: vec!["news".to_owned()],
+                ..CreateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(b.tags == ["news"]);
+    post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &json!({ "target_url": "https://example.com/plain", "alias": "untagged" }),
+        &[],
+    )
+    .await?;
+
+    let listed = get(rest, "/api/v1/links?tag=news", &key).await?;
+    let codes: HashSet<String> = json_of(&listed)?["links"]
+        .as_array()
+        .context("links")?
+        .iter()
+        .filter_map(|link| link["code"].as_str().map(str::to_owned))
+        .collect();
+    anyhow::ensure!(codes == HashSet::from(["tagged-a".to_owned(), "tagged-b".to_owned()]));
+    let page = grpc
+        .list_links(authed(
+            ListLinksRequest {
+                tag: "Spring Sale".to_owned(),
+                ..ListLinksRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        page.links.len() == 1 && page.links[0].code == "tagged-a",
+        "{page:?}"
+    );
+
+    // Replaced over REST, seen over gRPC; cleared over gRPC, seen over REST.
+    let patched = call(
+        rest,
+        "PATCH",
+        "/api/v1/links/tagged-a",
+        Some(&key),
+        Some(&json!({ "tags": ["later", "news"] })),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(
+        json_of(&patched)?["tags"] == json!(["later", "news"]),
+        "{}",
+        patched.text()
+    );
+    let cleared = grpc
+        .update_link(authed(
+            UpdateLinkRequest {
+                code: "tagged-b".to_owned(),
+                tags: Some(Tags { tags: Vec::new() }),
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(cleared.tags.is_empty());
+    let unchanged = grpc
+        .update_link(authed(
+            UpdateLinkRequest {
+                code: "tagged-a".to_owned(),
+                enabled: Some(true),
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(unchanged.tags == ["later", "news"], "absent tags are kept");
+
+    let tags = json_of(&get(rest, "/api/v1/tags", &key).await?)?;
+    anyhow::ensure!(
+        tags == json!({ "tags": [
+            { "name": "later", "links": 1, "lifetime_clicks": 0, "lifetime_bot_clicks": 0 },
+            { "name": "news", "links": 1, "lifetime_clicks": 0, "lifetime_bot_clicks": 0 },
+        ]}),
+        "{tags}"
+    );
+    let listed = grpc.list_tags(authed(ListTagsRequest {}, &reader)).await;
+    anyhow::ensure!(
+        listed.is_ok_and(|listed| listed.into_inner().tags.is_empty()),
+        "a key sees only its own links' tags"
+    );
+
+    // A read key may not rename; the manage key renames, merging.
+    let refused = call(
+        rest,
+        "PATCH",
+        "/api/v1/tags/later",
+        Some(&reader),
+        Some(&json!({ "name": "news" })),
+        &[],
+    )
+    .await?;
+    problem(&refused, 403)?;
+    let renamed = grpc
+        .rename_tag(authed(
+            RenameTagRequest {
+                tag: "later".to_owned(),
+                new_name: "news".to_owned(),
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(renamed.links == 1);
+    let news = json_of(&get(rest, "/api/v1/tags/news", &key).await?)?;
+    anyhow::ensure!(news["links"] == 1, "{news}");
+    let renamed = call(
+        rest,
+        "PATCH",
+        "/api/v1/tags/news",
+        Some(&key),
+        Some(&json!({ "name": "Spring Sale" })),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(json_of(&renamed)?["links"] == 1, "{}", renamed.text());
+    let spring = grpc
+        .get_tag(authed(
+            GetTagRequest {
+                tag: "SPRING SALE".to_owned(),
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        spring.name == "spring sale" && spring.links == 1,
+        "{spring:?}"
+    );
+    let deleted = call(
+        rest,
+        "DELETE",
+        "/api/v1/tags/spring%20sale",
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(json_of(&deleted)?["links"] == 1, "{}", deleted.text());
+    let gone = grpc
+        .delete_tag(authed(
+            DeleteTagRequest {
+                tag: "spring sale".to_owned(),
+            },
+            &key,
+        ))
+        .await
+        .expect_err("nothing has it any more");
+    anyhow::ensure!(gone.code() == tonic::Code::NotFound, "{gone:?}");
+    let gone = get(rest, "/api/v1/tags/spring%20sale", &key).await?;
+    anyhow::ensure!(
+        problem(&gone, 404)?["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("spring sale"))
+    );
+
+    let bad = get(rest, "/api/v1/links?tag=a%2Cb", &key).await?;
+    anyhow::ensure!(problem(&bad, 400)?["field"] == "tag");
+    let bad = grpc
+        .list_links(authed(
+            ListLinksRequest {
+                tag: "<b>".to_owned(),
+                ..ListLinksRequest::default()
+            },
+            &key,
+        ))
+        .await
+        .expect_err("a tag with '<' is refused");
+    anyhow::ensure!(bad.code() == tonic::Code::InvalidArgument, "{bad:?}");
     Ok(())
 }

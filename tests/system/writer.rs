@@ -427,6 +427,7 @@ async fn a_batch_fails_item_by_item_and_keyset_pages_list_every_link_once() -> a
                 ListLinksRequest {
                     page_size: 3,
                     page_token: token.clone(),
+                    ..ListLinksRequest::default()
                 },
                 &key,
             ))
@@ -446,6 +447,7 @@ async fn a_batch_fails_item_by_item_and_keyset_pages_list_every_link_once() -> a
             ListLinksRequest {
                 page_size: 3,
                 page_token: "garbage".to_owned(),
+                ..ListLinksRequest::default()
             },
             &key,
         ))

@@ -245,6 +245,7 @@ mod tests {
                         created_at: SystemTime::UNIX_EPOCH,
                         updated_at: SystemTime::UNIX_EPOCH,
                         blocked: false,
+                        tags: Vec::new(),
                     })
                 })
                 .collect()
@@ -264,6 +265,7 @@ mod tests {
             redirect_status: tinyurl_domain::RedirectStatus::default(),
             forward_query: false,
             idempotency_key: None,
+            tags: Vec::new(),
         }
     }
 

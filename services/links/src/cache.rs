@@ -415,6 +415,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             blocked: false,
+            tags: Vec::new(),
         }
     }
 

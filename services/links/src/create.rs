@@ -147,6 +147,7 @@ impl State {
                     is_alias: item.alias.is_some(),
                     idempotency_key: item.idempotency_key.clone(),
                     fingerprint: item.idempotency_key.as_ref().map(|_| item.fingerprint()),
+                    tags: item.tags.clone(),
                 }
             })
             .collect()
@@ -238,6 +239,7 @@ fn claim_inserted(
                     created_at: *created_at,
                     updated_at: *updated_at,
                     blocked: false,
+                    tags: row.tags,
                 };
                 created.push((index, link));
             }

@@ -21,6 +21,8 @@ pub enum WriterError {
     AlreadyExists(String),
     #[error("no link {0} for this API key")]
     NotFound(String),
+    #[error("no link of this API key has the tag {0:?}")]
+    TagNotFound(String),
     /// An idempotency key sent again with a different request.
     #[error("{0}")]
     IdempotencyKeyReused(String),
@@ -97,7 +99,7 @@ impl WriterError {
             Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
-            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::NotFound(_) | Self::TagNotFound(_) => ErrorKind::NotFound,
             Self::IdempotencyKeyReused(_) => ErrorKind::FailedPrecondition,
             Self::RateLimited { .. }
             | Self::TooManyFailures { .. }

@@ -17,6 +17,10 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 pub const MAX_PAGE_SIZE: u32 = 1_000;
 /// Links in a page when the caller does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Most tags on one link.
+pub const MAX_TAGS: usize = 20;
+/// Longest tag, in characters.
+pub const MAX_TAG_LEN: usize = 50;
 /// Furthest accepted expiry.
 const MAX_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -30,6 +34,8 @@ pub struct CreateInput {
     pub redirect_status: Option<RedirectStatus>,
     pub forward_query: bool,
     pub idempotency_key: Option<String>,
+    /// As typed; [`tags`] makes them what is stored.
+    pub tags: Vec<String>,
 }
 
 /// A digest of a create request's parameters ([`ValidCreate::fingerprint`]),
@@ -45,6 +51,8 @@ pub struct ValidCreate {
     pub redirect_status: RedirectStatus,
     pub forward_query: bool,
     pub idempotency_key: Option<String>,
+    /// Valid, sorted, without repeats.
+    pub tags: Vec<String>,
 }
 
 /// Changes to a link; `None` leaves a field as it is.
@@ -56,6 +64,8 @@ pub struct UpdateInput {
     pub redirect_status: Option<RedirectStatus>,
     pub enabled: Option<bool>,
     pub forward_query: Option<bool>,
+    /// The tags from now on, as typed (`Some(vec![])` removes them all).
+    pub tags: Option<Vec<String>>,
 }
 
 /// A listing page request.
@@ -63,6 +73,8 @@ pub struct UpdateInput {
 pub struct ListInput {
     pub page_size: Option<u32>,
     pub page_token: Option<String>,
+    /// Only the links with this tag.
+    pub tag: Option<String>,
 }
 
 #[tracing::instrument(name = "validate", skip_all)]
@@ -95,6 +107,7 @@ pub fn validate_create(
         redirect_status: input.redirect_status.unwrap_or_default(),
         forward_query: input.forward_query,
         idempotency_key,
+        tags: tags(&input.tags)?,
     })
 }
 
@@ -123,6 +136,12 @@ impl ValidCreate {
         digest.update([u8::from(self.alias.is_some()), u8::from(self.forward_query)]);
         digest.update(self.redirect_status.column().to_le_bytes());
         digest.update(expires.to_le_bytes());
+        // Only when there are tags, so the keys stored before tags were
+        // keep their fingerprints.
+        for tag in &self.tags {
+            digest.update((tag.len() as u64).to_le_bytes());
+            digest.update(tag.as_bytes());
+        }
         let mut fingerprint = [0; 16];
         fingerprint.copy_from_slice(&digest.finalize()[..16]);
         fingerprint
@@ -146,6 +165,59 @@ fn idempotency_key(key: String) -> Result<String, WriterError> {
         ));
     }
     Ok(key)
+}
+
+/// One tag as stored: trimmed, runs of whitespace made one space,
+/// lowercase (so `Spring Sale` and `spring  sale` are one tag), 1 to
+/// [`MAX_TAG_LEN`] characters of letters, digits, spaces and `-_.:/+#@`
+/// (no commas: the CLI and CSV files separate tags with them). `field` names
+/// where it came from in the error.
+pub fn tag(raw: &str, field: &'static str) -> Result<String, WriterError> {
+    let tag = raw
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    if tag.is_empty() {
+        return Err(WriterError::invalid(field, "a tag must not be empty"));
+    }
+    let length = tag.chars().count();
+    if length > MAX_TAG_LEN {
+        return Err(WriterError::invalid(
+            field,
+            format!("tag {tag:?} is {length} characters; at most {MAX_TAG_LEN} allowed"),
+        ));
+    }
+    if let Some(refused) = tag
+        .chars()
+        .find(|&character| !(character.is_alphanumeric() || " -_.:/+#@".contains(character)))
+    {
+        return Err(WriterError::invalid(
+            field,
+            format!(
+                "tag {tag:?} contains {refused:?}; tags hold letters, digits, spaces and -_.:/+#@"
+            ),
+        ));
+    }
+    Ok(tag)
+}
+
+/// A link's tags as stored: each as [`tag`] makes it, repeats dropped,
+/// sorted, at most [`MAX_TAGS`].
+pub fn tags(raw: &[String]) -> Result<Vec<String>, WriterError> {
+    let mut tags = raw
+        .iter()
+        .map(|raw| tag(raw, "tags"))
+        .collect::<Result<Vec<_>, _>>()?;
+    tags.sort();
+    tags.dedup();
+    if tags.len() > MAX_TAGS {
+        return Err(WriterError::invalid(
+            "tags",
+            format!("{} tags; at most {MAX_TAGS} on a link", tags.len()),
+        ));
+    }
+    Ok(tags)
 }
 
 /// An expiry in the future and within 100 years, rounded to the

@@ -22,7 +22,9 @@ use crate::input::{
 };
 use crate::leaser::IdLeaser;
 use crate::sessions::{SessionTimeouts, SessionToken};
-use crate::store::{LinkChanges, LinkOrder, LinkSearch, LinkStore, SearchCursor, StoredLink};
+use crate::store::{
+    LinkChanges, LinkOrder, LinkSearch, LinkStore, SearchCursor, StoredLink, TagSummary,
+};
 use tinyurl_analytics::{ClickStore, LinkStats, StatsQuery};
 
 /// Group commits of single creates in flight at once: two, so one group's
@@ -187,11 +189,86 @@ impl LinkService {
         measured("get", async {
             let owner = self.state.owner(call, Scope::Read, 1).await?;
             let code = code_argument(code)?;
-            self.state
+            let mut link = self
+                .state
                 .store
                 .get(owner, code)
                 .await?
-                .ok_or_else(|| WriterError::NotFound(code.to_owned()))
+                .ok_or_else(|| WriterError::NotFound(code.to_owned()))?;
+            self.fill_tags(owner, std::slice::from_mut(&mut link))
+                .await?;
+            Ok(link)
+        })
+        .await
+    }
+
+    /// Sets each link's tags, read in one query for all of them.
+    async fn fill_tags(&self, owner: OwnerId, links: &mut [StoredLink]) -> Result<(), WriterError> {
+        let codes: Vec<&str> = links.iter().map(|link| link.code.as_str()).collect();
+        let mut tags = self.state.store.tags_of(owner, &codes).await?;
+        for link in links {
+            link.tags = tags.remove(&link.code).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// The caller's tags, each with its links and their lifetime clicks.
+    pub async fn tags(&self, call: &Call) -> Result<Vec<TagSummary>, WriterError> {
+        measured("list_tags", async {
+            let owner = self.state.owner(call, Scope::Read, 1).await?;
+            self.state.store.list_tags(owner).await
+        })
+        .await
+    }
+
+    /// One of the caller's tags: its links and their lifetime clicks (the
+    /// sum of its links' statistics).
+    pub async fn tag_stats(&self, call: &Call, tag: &str) -> Result<TagSummary, WriterError> {
+        measured("tag_stats", async {
+            let owner = self.state.owner(call, Scope::Read, 1).await?;
+            let tag = crate::input::tag(tag, "tag")?;
+            self.state
+                .store
+                .tag_summary(owner, &tag)
+                .await?
+                .ok_or_else(|| WriterError::TagNotFound(tag))
+        })
+        .await
+    }
+
+    /// Renames the caller's tag `from` to `to` on every link that carries
+    /// it (links with both keep one); how many links carried `from`.
+    pub async fn rename_tag(&self, call: &Call, from: &str, to: &str) -> Result<u64, WriterError> {
+        measured("rename_tag", async {
+            let owner = self.state.owner(call, Scope::Manage, 1).await?;
+            let from = crate::input::tag(from, "tag")?;
+            let to = crate::input::tag(to, "name")?;
+            let renamed = if from == to {
+                self.state
+                    .store
+                    .tag_summary(owner, &from)
+                    .await?
+                    .map_or(0, |summary| summary.links.unsigned_abs())
+            } else {
+                self.state.store.rename_tag(owner, &from, &to).await?
+            };
+            if renamed == 0 {
+                return Err(WriterError::TagNotFound(from));
+            }
+            Ok(renamed)
+        })
+        .await
+    }
+
+    /// Takes the caller's tag off every link; how many carried it.
+    pub async fn delete_tag(&self, call: &Call, tag: &str) -> Result<u64, WriterError> {
+        measured("delete_tag", async {
+            let owner = self.state.owner(call, Scope::Manage, 1).await?;
+            let tag = crate::input::tag(tag, "tag")?;
+            match self.state.store.delete_tag(owner, &tag).await? {
+                0 => Err(WriterError::TagNotFound(tag)),
+                deleted => Ok(deleted),
+            }
         })
         .await
     }
@@ -202,52 +279,65 @@ impl LinkService {
         code: &str,
         input: Result<UpdateInput, WriterError>,
     ) -> Result<StoredLink, WriterError> {
-        measured("update", async {
-            let owner = self.state.owner(call, Scope::Manage, 1).await?;
-            let code = code_argument(code)?;
-            let input = input?;
-            let changes = LinkChanges {
-                target_url: input
-                    .target_url
-                    .as_deref()
-                    .map(|raw| TargetUrl::parse(raw, &self.state.policy()))
-                    .transpose()
-                    .map_err(|error| WriterError::invalid("target_url", error.to_string()))?
-                    .map(TargetUrl::into_string),
-                expires_at: input
-                    .expires_at
-                    .flatten()
-                    .map(|at| check_expiry(at, "expires_at"))
-                    .transpose()?,
-                clear_expiry: matches!(input.expires_at, Some(None)),
-                redirect_status: input.redirect_status,
-                enabled: input.enabled,
-                forward_query: input.forward_query,
-            };
-            // A link an operator blocked, or whose target's host is on the
-            // blocklist now (blocked before blocks had a flag of their own,
-            // or listed in the file), is its owner's only to delete.
-            let current = self
-                .state
-                .store
-                .get(owner, code)
-                .await?
-                .ok_or_else(|| WriterError::NotFound(code.to_owned()))?;
-            self.state.refuse_if_blocked(&current)?;
-            let Some(link) = self.state.store.update(owner, code, &changes).await? else {
-                // Deleted, or blocked, since it was read.
-                return Err(match self.state.store.get(owner, code).await? {
-                    Some(link) => self
-                        .state
-                        .refuse_if_blocked(&link)
-                        .err()
-                        .unwrap_or_else(|| WriterError::NotFound(code.to_owned())),
-                    None => WriterError::NotFound(code.to_owned()),
-                });
-            };
-            self.state.cache.replace(&link).await;
-            Ok(link)
-        })
+        // Boxed: with the tags its state outgrew what a future should carry
+        // on the stack.
+        measured(
+            "update",
+            Box::pin(async {
+                let owner = self.state.owner(call, Scope::Manage, 1).await?;
+                let code = code_argument(code)?;
+                let input = input?;
+                let changes = LinkChanges {
+                    target_url: input
+                        .target_url
+                        .as_deref()
+                        .map(|raw| TargetUrl::parse(raw, &self.state.policy()))
+                        .transpose()
+                        .map_err(|error| WriterError::invalid("target_url", error.to_string()))?
+                        .map(TargetUrl::into_string),
+                    expires_at: input
+                        .expires_at
+                        .flatten()
+                        .map(|at| check_expiry(at, "expires_at"))
+                        .transpose()?,
+                    clear_expiry: matches!(input.expires_at, Some(None)),
+                    redirect_status: input.redirect_status,
+                    enabled: input.enabled,
+                    forward_query: input.forward_query,
+                    tags: input.tags.as_deref().map(crate::input::tags).transpose()?,
+                };
+                // A link an operator blocked, or whose target's host is on the
+                // blocklist now (blocked before blocks had a flag of their own,
+                // or listed in the file), is its owner's only to delete.
+                let current = self
+                    .state
+                    .store
+                    .get(owner, code)
+                    .await?
+                    .ok_or_else(|| WriterError::NotFound(code.to_owned()))?;
+                self.state.refuse_if_blocked(&current)?;
+                let Some(mut link) = self.state.store.update(owner, code, &changes).await? else {
+                    // Deleted, or blocked, since it was read.
+                    return Err(match self.state.store.get(owner, code).await? {
+                        Some(link) => self
+                            .state
+                            .refuse_if_blocked(&link)
+                            .err()
+                            .unwrap_or_else(|| WriterError::NotFound(code.to_owned())),
+                        None => WriterError::NotFound(code.to_owned()),
+                    });
+                };
+                self.state.cache.replace(&link).await;
+                match changes.tags {
+                    Some(tags) => link.tags = tags,
+                    None => {
+                        self.fill_tags(owner, std::slice::from_mut(&mut link))
+                            .await?;
+                    }
+                }
+                Ok(link)
+            }),
+        )
         .await
     }
 
@@ -469,7 +559,25 @@ impl LinkService {
                 .filter(|token| !token.is_empty())
                 .map(parse_page_token)
                 .transpose()?;
-            let links = self.state.store.list(owner, size, after).await?;
+            let mut links = match input.tag.as_deref().filter(|tag| !tag.is_empty()) {
+                None => self.state.store.list(owner, size, after).await?,
+                // The search's newest-first pages are the listing's.
+                Some(tag) => {
+                    let search = LinkSearch {
+                        tag: Some(crate::input::tag(tag, "tag")?),
+                        ..LinkSearch::default()
+                    };
+                    let after = after.map(|(at, code)| SearchCursor::Newest(at, code));
+                    self.state
+                        .store
+                        .search(owner, &search, size, after.as_ref())
+                        .await?
+                        .into_iter()
+                        .map(|(link, _)| link)
+                        .collect()
+                }
+            };
+            self.fill_tags(owner, &mut links).await?;
             let next_page_token = match links.last() {
                 Some(last) if links.len() as i64 == size => {
                     Some(page_token(last.created_at, &last.code))
@@ -505,11 +613,16 @@ impl LinkService {
                     Some(SearchCursor::MostClicked(clicks, code))
                 }
             };
-            let links = self
+            let mut links = self
                 .state
                 .store
                 .search(owner, &input.search, size, after.as_ref())
                 .await?;
+            let codes: Vec<&str> = links.iter().map(|(link, _)| link.code.as_str()).collect();
+            let mut tags = self.state.store.tags_of(owner, &codes).await?;
+            for (link, _) in &mut links {
+                link.tags = tags.remove(&link.code).unwrap_or_default();
+            }
             let next_page_token = match links.last() {
                 Some((last, clicks)) if links.len() as i64 == size => {
                     Some(match input.search.order {

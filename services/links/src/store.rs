@@ -44,6 +44,9 @@ pub struct StoredLink {
     /// Blocked by an operator (`block-host`): it answers 410 whatever
     /// `enabled` (its owner's choice) says, and its owner may only delete it.
     pub blocked: bool,
+    /// Sorted. The stores' link reads leave it empty (tags live apart, see
+    /// [`TagStore`]); the link service fills it where it answers with links.
+    pub tags: Vec<String>,
 }
 
 impl StoredLink {
@@ -84,6 +87,9 @@ pub struct NewLink {
     /// What the request that carries the idempotency key asked for, kept
     /// with the key: a retry must ask for the same.
     pub fingerprint: Option<Fingerprint>,
+    /// Its tags, valid ([`crate::input::tags`]) and without repeats;
+    /// written with the link, in the same transaction.
+    pub tags: Vec<String>,
 }
 
 pub use crate::input::Fingerprint;
@@ -110,6 +116,9 @@ pub struct LinkChanges {
     pub redirect_status: Option<RedirectStatus>,
     pub enabled: Option<bool>,
     pub forward_query: Option<bool>,
+    /// The link's tags from now on (valid, sorted, without repeats);
+    /// `None` keeps them.
+    pub tags: Option<Vec<String>>,
 }
 
 /// The storage operations of the writer. Every method is bounded by the
@@ -119,7 +128,7 @@ pub struct LinkChanges {
 /// The same database holds the click rollups: [`Self::clicks`] reads and
 /// folds them.
 #[async_trait::async_trait]
-pub trait LinkStore: KeyStore + HostStore + SessionStore {
+pub trait LinkStore: KeyStore + HostStore + SessionStore + TagStore {
     /// The click rollups in this store's database.
     fn clicks(&self) -> Arc<dyn ClickStore>;
 
@@ -266,6 +275,8 @@ pub struct LinkSearch {
     /// index finds it among any number of links.
     pub text: Option<String>,
     pub state: Option<LinkState>,
+    /// Only the links with this tag.
+    pub tag: Option<String>,
     pub order: LinkOrder,
     /// What `Active` and `Expired` are judged against.
     pub now: Option<SystemTime>,
@@ -324,6 +335,55 @@ fn like_literal(text: &str) -> String {
             other => vec![other],
         })
         .collect()
+}
+
+/// A key's tag, with how many of its live links carry it and their
+/// lifetime `(human, bot)` clicks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagSummary {
+    pub tag: String,
+    pub links: i64,
+    pub clicks: (i64, i64),
+}
+
+/// Tags of links: rows only for tagged links (a plain link pays nothing),
+/// each owner's apart. Bounded and durable as [`LinkStore`] says.
+#[async_trait::async_trait]
+pub trait TagStore: Send + Sync + 'static {
+    /// Replaces the tags of the owner's live link `code` with `tags`;
+    /// false when the owner has no such link.
+    async fn set_tags(
+        &self,
+        owner: OwnerId,
+        code: &str,
+        tags: &[String],
+    ) -> Result<bool, WriterError>;
+
+    /// The tags of those of the owner's links in `codes` that have any,
+    /// each link's sorted.
+    async fn tags_of(
+        &self,
+        owner: OwnerId,
+        codes: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>, WriterError>;
+
+    /// The owner's tags, sorted, with their links and clicks.
+    async fn list_tags(&self, owner: OwnerId) -> Result<Vec<TagSummary>, WriterError>;
+
+    /// The owner's tag `tag` alone, as [`Self::list_tags`] gives it; `None`
+    /// when no link carries it.
+    async fn tag_summary(
+        &self,
+        owner: OwnerId,
+        tag: &str,
+    ) -> Result<Option<TagSummary>, WriterError>;
+
+    /// Renames `from` to `to` on every link of the owner that carries it (a
+    /// link with both keeps one); how many links carried `from`.
+    async fn rename_tag(&self, owner: OwnerId, from: &str, to: &str) -> Result<u64, WriterError>;
+
+    /// Takes `tag` off every link of the owner; how many carried it.
+    async fn delete_tag(&self, owner: OwnerId, tag: &str) -> Result<u64, WriterError>;
 }
 
 /// Console sessions (see [`crate::sessions`]): rows keyed by the hash of

@@ -92,6 +92,7 @@ impl Fixture {
                     is_alias: true,
                     idempotency_key: None,
                     fingerprint: None,
+                    tags: Vec::new(),
                 }],
             )
             .await?;
@@ -214,6 +215,7 @@ async fn the_shared_cache_answers_before_the_database_and_a_flush_empties_l1() -
             created_at: now,
             updated_at: now,
             blocked: false,
+            tags: Vec::new(),
         }])
         .await;
     let entry = fixture.resolve("cached").await?;

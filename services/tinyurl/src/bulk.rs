@@ -170,6 +170,7 @@ pub async fn import(
             redirect_type: redirect_type.into(),
             forward_query: false,
             idempotency_key: row.idempotency_key(),
+            tags: Vec::new(),
         });
         import.rows.push(row);
         if import.rows.len() >= usize::from(args.batch) {
@@ -315,6 +316,7 @@ pub async fn export(connection: &Connection, args: &ExportArgs) -> Result<u64, F
             links.list_links(ListLinksRequest {
                 page_size: 1000,
                 page_token,
+                tag: String::new(),
             }),
         )
         .await?;

@@ -35,6 +35,25 @@ pub struct UpdateArgs {
     pub status: Option<u16>,
     #[arg(long)]
     pub forward_query: Option<bool>,
+    /// The link's tags from now on (repeat for more; replaces the old ones).
+    #[arg(long = "tag", conflicts_with = "no_tags")]
+    pub tags: Vec<String>,
+    /// Remove every tag.
+    #[arg(long)]
+    pub no_tags: bool,
+}
+
+/// `tags`: the key's tags, or one of them, renamed or deleted.
+#[derive(Subcommand)]
+pub enum TagsCommand {
+    /// Every tag with its links and their lifetime clicks (the default).
+    List,
+    /// One tag's links and their lifetime clicks.
+    Show { tag: String },
+    /// Rename a tag on every link that has it.
+    Rename { tag: String, new_name: String },
+    /// Take a tag off every link that has it.
+    Delete { tag: String },
 }
 
 /// The store the administration commands work on unless told: the one
@@ -66,6 +85,9 @@ pub enum Command {
         /// Makes a retried command return the link the first attempt created.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// A tag (repeat for more).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
     },
     /// Show a link.
     Get { code: String },
@@ -82,6 +104,14 @@ pub enum Command {
         /// At most this many links.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only the links with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// The tags of the key's links (`tags list`, `show`, `rename`, `delete`).
+    Tags {
+        #[command(subcommand)]
+        command: Option<TagsCommand>,
     },
     /// Click statistics of a link: a summary and a chart (`--json` for scripts).
     Stats(StatsArgs),
@@ -111,6 +141,7 @@ impl Command {
             Self::Enable { .. } => "enable",
             Self::Delete { .. } => "delete",
             Self::List { .. } => "list",
+            Self::Tags { .. } => "tags",
             Self::Stats(_) => "stats",
             Self::Import(_) => "import",
             Self::Export(_) => "export",

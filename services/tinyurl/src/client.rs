@@ -175,6 +175,7 @@ pub struct LinkView {
     pub is_alias: bool,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
+    pub tags: Vec<String>,
 }
 
 fn rfc3339(timestamp: Option<&prost_types::Timestamp>) -> Option<String> {
@@ -202,6 +203,7 @@ impl From<&Link> for LinkView {
             is_alias: link.is_alias,
             created_at: rfc3339(link.created_at.as_ref()),
             updated_at: rfc3339(link.updated_at.as_ref()),
+            tags: link.tags.clone(),
         }
     }
 }
@@ -222,6 +224,9 @@ impl LinkView {
         }
         if let Some(expires_at) = &self.expires_at {
             out.push_str(&format!("\n  expires {expires_at}"));
+        }
+        if !self.tags.is_empty() {
+            out.push_str(&format!("\n  tags: {}", self.tags.join(", ")));
         }
         if let Some(created_at) = &self.created_at {
             out.push_str(&format!("\n  created {created_at}"));

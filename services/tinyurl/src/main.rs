@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use tinyurl::bulk::{self, ImportArgs};
-use tinyurl::cli::{Cli, Command, DEFAULT_STORE, UpdateArgs};
+use tinyurl::cli::{Cli, Command, DEFAULT_STORE, TagsCommand, UpdateArgs};
 use tinyurl::client::{self, Connection, Failure, LinkView, exit};
 use tinyurl_links::admin::AdminCommand;
 use tinyurl_proto::v1::{
-    CreateLinkRequest, DeleteLinkRequest, GetLinkRequest, ListLinksRequest, UpdateLinkRequest,
+    CreateLinkRequest, DeleteLinkRequest, DeleteTagRequest, GetLinkRequest, GetTagRequest,
+    ListLinksRequest, ListTagsRequest, RenameTagRequest, Tag, Tags, UpdateLinkRequest,
 };
 
 // The redirect hot path of `tinyurl up` allocates across threads on every
@@ -161,6 +162,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             status,
             forward_query,
             idempotency_key,
+            tags,
         } => {
             let request = CreateLinkRequest {
                 target_url: url,
@@ -171,6 +173,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                     .into(),
                 forward_query,
                 idempotency_key: idempotency_key.unwrap_or_default(),
+                tags,
             };
             let link = client::call(connection, connection.links()?.create_link(request)).await?;
             print_link(&link, json)
@@ -187,7 +190,8 @@ async fn command(cli: Cli) -> Result<(), Failure> {
         Command::Disable { code } => set_enabled(connection, code, false, json).await,
         Command::Enable { code } => set_enabled(connection, code, true, json).await,
         Command::Delete { code } => delete(connection, code, json).await,
-        Command::List { limit } => list(connection, limit, json).await,
+        Command::List { limit, tag } => list(connection, limit, tag, json).await,
+        Command::Tags { command } => tags(connection, command, json).await,
         Command::Stats(args) => {
             let stats = tinyurl::stats::fetch(connection, &args).await?;
             if json {
@@ -218,6 +222,8 @@ async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result
         no_expiry,
         status,
         forward_query,
+        tags,
+        no_tags,
     } = args;
     let redirect_type = status
         .map(client::redirect_type)
@@ -231,6 +237,7 @@ async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result
         redirect_type: redirect_type.map_or(0, Into::into),
         enabled: None,
         forward_query,
+        tags: (no_tags || !tags.is_empty()).then_some(Tags { tags }),
     };
     let link = client::call(connection, connection.links()?.update_link(request)).await?;
     print_link(&link, json)
@@ -255,7 +262,12 @@ async fn delete(connection: &Connection, code: String, json: bool) -> Result<(),
 
 /// `list`: up to `limit` links, newest first, a page of at most 1,000 at a
 /// time.
-async fn list(connection: &Connection, limit: u32, json: bool) -> Result<(), Failure> {
+async fn list(
+    connection: &Connection,
+    limit: u32,
+    tag: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
     let mut links = connection.links()?;
     let mut page_token = String::new();
     let mut listed = Vec::new();
@@ -266,6 +278,7 @@ async fn list(connection: &Connection, limit: u32, json: bool) -> Result<(), Fai
             links.list_links(ListLinksRequest {
                 page_size,
                 page_token,
+                tag: tag.clone().unwrap_or_default(),
             }),
         )
         .await?;
@@ -283,6 +296,87 @@ async fn list(connection: &Connection, limit: u32, json: bool) -> Result<(), Fai
     } else {
         for view in &listed {
             out!("{}", view.render());
+        }
+    }
+    Ok(())
+}
+
+/// `tags`: the key's tags with their links and clicks, one tag's, or a
+/// rename or delete across the key's links.
+async fn tags(
+    connection: &Connection,
+    command: Option<TagsCommand>,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut links = connection.links()?;
+    let render = |tag: &Tag| {
+        format!(
+            "{}\t{} links\t{} clicks ({} by bots)",
+            tag.name, tag.links, tag.lifetime_clicks, tag.lifetime_bot_clicks
+        )
+    };
+    let as_json = |tag: &Tag| {
+        serde_json::json!({
+            "name": tag.name,
+            "links": tag.links,
+            "lifetime_clicks": tag.lifetime_clicks,
+            "lifetime_bot_clicks": tag.lifetime_bot_clicks,
+        })
+    };
+    match command.unwrap_or(TagsCommand::List) {
+        TagsCommand::List => {
+            let listed = client::call(connection, links.list_tags(ListTagsRequest {})).await?;
+            if json {
+                out!(
+                    "{}",
+                    serde_json::Value::Array(listed.tags.iter().map(as_json).collect())
+                );
+            } else {
+                for tag in &listed.tags {
+                    out!("{}", render(tag));
+                }
+            }
+        }
+        TagsCommand::Show { tag } => {
+            let tag = client::call(connection, links.get_tag(GetTagRequest { tag })).await?;
+            if json {
+                out!("{}", as_json(&tag));
+            } else {
+                out!("{}", render(&tag));
+            }
+        }
+        TagsCommand::Rename { tag, new_name } => {
+            let changed = client::call(
+                connection,
+                links.rename_tag(RenameTagRequest {
+                    tag: tag.clone(),
+                    new_name: new_name.clone(),
+                }),
+            )
+            .await?;
+            if json {
+                out!(
+                    "{}",
+                    serde_json::json!({ "renamed": tag, "to": new_name, "links": changed.links })
+                );
+            } else {
+                out!("renamed {tag:?} to {new_name:?} on {} links", changed.links);
+            }
+        }
+        TagsCommand::Delete { tag } => {
+            let changed = client::call(
+                connection,
+                links.delete_tag(DeleteTagRequest { tag: tag.clone() }),
+            )
+            .await?;
+            if json {
+                out!(
+                    "{}",
+                    serde_json::json!({ "deleted": tag, "links": changed.links })
+                );
+            } else {
+                out!("took {tag:?} off {} links", changed.links);
+            }
         }
     }
     Ok(())

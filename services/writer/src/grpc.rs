@@ -10,9 +10,10 @@ use tinyurl_domain::RedirectStatus;
 use tinyurl_proto::v1::links_server::Links;
 use tinyurl_proto::v1::{
     BatchCreateLinksRequest, BatchCreateLinksResponse, BatchCreateLinksResult, BatchItemError,
-    CreateLinkRequest, DeleteLinkRequest, DeleteLinkResponse, GetLinkRequest, GetLinkStatsRequest,
-    Link, ListLinksRequest, ListLinksResponse, RedirectType, StatsCount, StatsPoint,
-    UpdateLinkRequest, batch_create_links_result,
+    CreateLinkRequest, DeleteLinkRequest, DeleteLinkResponse, DeleteTagRequest, GetLinkRequest,
+    GetLinkStatsRequest, GetTagRequest, Link, ListLinksRequest, ListLinksResponse, ListTagsRequest,
+    ListTagsResponse, RedirectType, RenameTagRequest, StatsCount, StatsPoint, Tag,
+    TagChangeResponse, UpdateLinkRequest, batch_create_links_result,
 };
 
 use tinyurl_links::auth::{KeyHash, bearer};
@@ -20,7 +21,7 @@ use tinyurl_links::error::WriterError;
 use tinyurl_links::input::{
     CreateInput, ListInput, MAX_BATCH, MAX_IDEMPOTENCY_KEY_LEN, UpdateInput,
 };
-use tinyurl_links::store::StoredLink;
+use tinyurl_links::store::{StoredLink, TagSummary};
 use tinyurl_links::{Call, LinkService, StatsInput};
 
 /// Largest request decoded: a full batch of the longest legitimate items
@@ -115,7 +116,17 @@ fn create_input(request: CreateLinkRequest) -> Result<CreateInput, WriterError> 
         alias: Some(request.alias),
         forward_query: request.forward_query,
         idempotency_key: Some(request.idempotency_key),
+        tags: request.tags,
     })
+}
+
+fn tag_to_proto(summary: TagSummary) -> Tag {
+    Tag {
+        name: summary.tag,
+        links: summary.links.unsigned_abs(),
+        lifetime_clicks: summary.clicks.0.unsigned_abs(),
+        lifetime_bot_clicks: summary.clicks.1.unsigned_abs(),
+    }
 }
 
 /// `Ok(None)` for unspecified.
@@ -163,6 +174,7 @@ fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
         created_at: Some(prost_types::Timestamp::from(link.created_at)),
         updated_at: Some(prost_types::Timestamp::from(link.updated_at)),
         blocked: link.blocked,
+        tags: link.tags.clone(),
     }
 }
 
@@ -245,6 +257,7 @@ impl Links for LinksService {
                 redirect_status: redirect_status(message.redirect_type)?,
                 enabled: message.enabled,
                 forward_query: message.forward_query,
+                tags: message.tags.map(|tags| tags.tags),
             })
         })();
         let link = self
@@ -281,6 +294,7 @@ impl Links for LinksService {
                 ListInput {
                     page_size: Some(message.page_size),
                     page_token: Some(message.page_token),
+                    tag: Some(message.tag),
                 },
             )
             .await
@@ -293,6 +307,59 @@ impl Links for LinksService {
                 .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_tags(
+        &self,
+        request: tonic::Request<ListTagsRequest>,
+    ) -> Answer<ListTagsResponse> {
+        let tags = self
+            .links
+            .tags(&self.call(&request))
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(ListTagsResponse {
+            tags: tags.into_iter().map(tag_to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_tag(&self, request: tonic::Request<GetTagRequest>) -> Answer<Tag> {
+        let summary = self
+            .links
+            .tag_stats(&self.call(&request), &request.get_ref().tag)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(tag_to_proto(summary)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rename_tag(
+        &self,
+        request: tonic::Request<RenameTagRequest>,
+    ) -> Answer<TagChangeResponse> {
+        let call = self.call(&request);
+        let message = request.into_inner();
+        let links = self
+            .links
+            .rename_tag(&call, &message.tag, &message.new_name)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(TagChangeResponse { links }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_tag(
+        &self,
+        request: tonic::Request<DeleteTagRequest>,
+    ) -> Answer<TagChangeResponse> {
+        let links = self
+            .links
+            .delete_tag(&self.call(&request), &request.get_ref().tag)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(TagChangeResponse { links }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -28,6 +28,7 @@ mod keys;
 mod links;
 mod online;
 mod sessions;
+mod tags;
 
 pub use online::{OnlineMigration, OnlineReport};
 
@@ -77,6 +78,7 @@ impl StoredLink {
                 created_at: row.try_get(offset + 7)?,
                 updated_at: row.try_get(offset + 8)?,
                 blocked: row.try_get(offset + 9)?,
+                tags: Vec::new(),
             })
         };
         read().map_err(WriterError::from_postgres)

@@ -25,6 +25,7 @@ mod hosts;
 mod keys;
 mod links;
 mod sessions;
+mod tags;
 
 mod embedded {
     refinery::embed_migrations!("migrations-sqlite");
@@ -59,6 +60,7 @@ fn link_from_row(row: &Row<'_>) -> rusqlite::Result<StoredLink> {
         created_at: from_micros(row.get(7)?),
         updated_at: from_micros(row.get(8)?),
         blocked: row.get(9)?,
+        tags: Vec::new(),
     })
 }
 

@@ -141,6 +141,7 @@ impl ListParams {
     fn search(&self) -> LinkSearch {
         LinkSearch {
             text: Some(self.q.trim().to_owned()).filter(|text| !text.is_empty()),
+            tag: None,
             state: match self.state.as_str() {
                 "active" => Some(LinkState::Active),
                 "disabled" => Some(LinkState::Disabled),
@@ -450,6 +451,7 @@ pub(super) async fn create(
             redirect_status: redirect_status(&body.redirect_type)?,
             forward_query: body.forward_query.is_some(),
             idempotency_key: None,
+            tags: Vec::new(),
         })
     })();
     Ok(match console.links.create(&signed.call, input).await {
@@ -656,6 +658,7 @@ pub(super) async fn update(
             redirect_status: redirect_status(&body.redirect_type)?,
             enabled: None,
             forward_query: Some(body.forward_query.is_some()),
+            tags: None,
         })
     })();
     Ok(Box::pin(changed(&console, &signed, &code, input)).await)

@@ -197,6 +197,7 @@ async fn run(
                 redirect_status: status,
                 forward_query: false,
                 idempotency_key: Some(row.idempotency_key()),
+                tags: Vec::new(),
             };
             batch.push((row, input));
             if batch.len() == BATCH {

@@ -40,6 +40,9 @@ pub struct LinkBody {
     /// Blocked by an operator because of its target's host: it answers 410
     /// whatever `enabled` says, and may only be deleted.
     pub blocked: bool,
+    /// Sorted, lowercase.
+    #[schema(example = json!(["newsletter", "spring sale"]))]
+    pub tags: Vec<String>,
 }
 
 /// A new link. A retried create sends the same `Idempotency-Key` header.
@@ -67,6 +70,11 @@ pub struct CreateLinkBody {
     pub redirect_type: Option<i64>,
     #[serde(default)]
     pub forward_query: bool,
+    /// At most 20, each 1 to 50 characters of letters, digits, spaces and
+    /// `-_.:/+#@`; stored trimmed and lowercase, without repeats.
+    #[serde(default)]
+    #[schema(max_items = 20, example = json!(["newsletter"]))]
+    pub tags: Vec<String>,
 }
 
 /// One link of a batch; `idempotency_key` plays the header's part per item.
@@ -88,6 +96,9 @@ pub struct BatchItemBody {
     pub forward_query: bool,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub tags: Vec<String>,
 }
 
 /// Up to 1,000 links created together.
@@ -125,6 +136,9 @@ pub struct UpdateLinkBody {
     pub redirect_type: Option<i64>,
     pub enabled: Option<bool>,
     pub forward_query: Option<bool>,
+    /// The link's tags from now on (`[]` removes them all).
+    #[schema(max_items = 20)]
+    pub tags: Option<Vec<String>>,
 }
 
 /// A field that is present, even as null (`Some(None)`), unlike one that is
@@ -146,6 +160,50 @@ pub struct ListQuery {
     pub page_size: Option<u32>,
     /// `next_page_token` of the previous page.
     pub page_token: Option<String>,
+    /// Only the links with this tag.
+    pub tag: Option<String>,
+}
+
+/// A tag of the key's links.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagBody {
+    #[schema(example = "newsletter")]
+    pub name: String,
+    /// The key's links that have it.
+    pub links: u64,
+    /// Their lifetime human clicks, summed.
+    pub lifetime_clicks: u64,
+    pub lifetime_bot_clicks: u64,
+}
+
+/// The key's tags, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagList {
+    pub tags: Vec<TagBody>,
+}
+
+/// A tag's new name; a link that has both keeps one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameTagBody {
+    #[schema(example = "spring sale")]
+    pub name: String,
+}
+
+/// What a rename or delete changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TagChange {
+    /// The links that had the tag.
+    pub links: u64,
+}
+
+pub(super) fn tag_body(summary: tinyurl_links::store::TagSummary) -> TagBody {
+    TagBody {
+        name: summary.tag,
+        links: summary.links.unsigned_abs(),
+        lifetime_clicks: summary.clicks.0.unsigned_abs(),
+        lifetime_bot_clicks: summary.clicks.1.unsigned_abs(),
+    }
 }
 
 /// A page of links, newest first.
@@ -254,6 +312,7 @@ pub(super) fn link_body(links: &LinkService, link: &StoredLink) -> LinkBody {
         created_at: rfc3339(link.created_at),
         updated_at: rfc3339(link.updated_at),
         blocked: link.blocked,
+        tags: link.tags.clone(),
     }
 }
 

@@ -85,6 +85,7 @@ pub(super) fn create_input(
     redirect_type: Option<i64>,
     forward_query: bool,
     idempotency_key: Option<String>,
+    tags: Vec<String>,
 ) -> Result<CreateInput, WriterError> {
     Ok(CreateInput {
         expires_at: time(expires_at, "expires_at")?,
@@ -93,7 +94,22 @@ pub(super) fn create_input(
         alias,
         forward_query,
         idempotency_key,
+        tags,
     })
+}
+
+/// The `{tag}` of the path (percent-decoded: `spring%20sale`).
+pub(super) struct TagName(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TagName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(tag)| Self(tag))
+            .map_err(|error| ApiError::invalid("tag", error.body_text()))
+    }
 }
 
 /// The `{code}` of the path.

@@ -9,10 +9,10 @@ use http::{HeaderMap, StatusCode, header};
 
 use super::bodies::{
     BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody, LinkBody, LinkPage,
-    ListQuery, StatsBody, StatsQueryParams, UpdateLinkBody, link_body, redirect_status, stats_body,
-    time,
+    ListQuery, RenameTagBody, StatsBody, StatsQueryParams, TagBody, TagChange, TagList,
+    UpdateLinkBody, link_body, redirect_status, stats_body, tag_body, time,
 };
-use super::extract::{Caller, JsonBody, LinkCode, create_input, decoded, query};
+use super::extract::{Caller, JsonBody, LinkCode, TagName, create_input, decoded, query};
 use super::{ApiError, Problem};
 use tinyurl_analytics::Granularity;
 use tinyurl_links::error::WriterError;
@@ -62,6 +62,7 @@ pub(super) async fn create_link(
             body.redirect_type,
             body.forward_query,
             idempotency_key?,
+            body.tags,
         )
     });
     let link = links.create(&call, input).await?;
@@ -110,6 +111,7 @@ pub(super) async fn batch_create_links(
                 item.redirect_type,
                 item.forward_query,
                 item.idempotency_key,
+                item.tags,
             )
         })
         .collect();
@@ -143,7 +145,7 @@ pub(super) async fn get_link(
     Ok(axum::Json(link_body(&links, &link)))
 }
 
-/// Change a link's target, expiry, redirect type, or switch it off and on.
+/// Change a link's target, expiry, redirect type or tags, or switch it off and on.
 #[utoipa::path(
     patch,
     path = "/api/v1/links/{code}",
@@ -170,6 +172,7 @@ pub(super) async fn update_link(
             target_url: body.target_url,
             enabled: body.enabled,
             forward_query: body.forward_query,
+            tags: body.tags,
         })
     });
     let link = links.update(&call, &code, input).await?;
@@ -194,7 +197,8 @@ pub(super) async fn delete_link(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The key's links, newest first, a page at a time.
+/// The key's links, newest first, a page at a time; all of them or those
+/// with a tag.
 #[utoipa::path(
     get,
     path = "/api/v1/links",
@@ -215,6 +219,7 @@ pub(super) async fn list_links(
             ListInput {
                 page_size: params.page_size,
                 page_token: params.page_token,
+                tag: params.tag,
             },
         )
         .await?;
@@ -264,4 +269,78 @@ pub(super) async fn link_stats(
     let input = decoded(input)?;
     let stats = links.stats(&call, &code, input).await?;
     Ok(axum::Json(stats_body(code, stats)))
+}
+
+/// The key's tags, by name, each with its links and their lifetime clicks.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tags",
+    tag = "tags",
+    responses((status = 200, description = "The tags", body = TagList)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn list_tags(
+    State(links): Links,
+    Caller(call): Caller,
+) -> Result<axum::Json<TagList>, ApiError> {
+    let tags = links.tags(&call).await?;
+    Ok(axum::Json(TagList {
+        tags: tags.into_iter().map(tag_body).collect(),
+    }))
+}
+
+/// One tag: its links and their lifetime clicks, summed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tags/{tag}",
+    tag = "tags",
+    params(("tag" = String, Path, description = "The tag, percent-encoded")),
+    responses((status = 200, description = "The tag", body = TagBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn get_tag(
+    State(links): Links,
+    Caller(call): Caller,
+    TagName(tag): TagName,
+) -> Result<axum::Json<TagBody>, ApiError> {
+    Ok(axum::Json(tag_body(links.tag_stats(&call, &tag).await?)))
+}
+
+/// Rename a tag on every link that has it; a link with both names keeps one.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tags/{tag}",
+    tag = "tags",
+    params(("tag" = String, Path, description = "The tag, percent-encoded")),
+    request_body = RenameTagBody,
+    responses((status = 200, description = "Renamed", body = TagChange)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn rename_tag(
+    State(links): Links,
+    Caller(call): Caller,
+    TagName(tag): TagName,
+    body: Result<JsonBody<RenameTagBody>, ApiError>,
+) -> Result<axum::Json<TagChange>, ApiError> {
+    let JsonBody(body) = body?;
+    let links = links.rename_tag(&call, &tag, &body.name).await?;
+    Ok(axum::Json(TagChange { links }))
+}
+
+/// Take a tag off every link that has it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tags/{tag}",
+    tag = "tags",
+    params(("tag" = String, Path, description = "The tag, percent-encoded")),
+    responses((status = 200, description = "Deleted", body = TagChange)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn delete_tag(
+    State(links): Links,
+    Caller(call): Caller,
+    TagName(tag): TagName,
+) -> Result<axum::Json<TagChange>, ApiError> {
+    let links = links.delete_tag(&call, &tag).await?;
+    Ok(axum::Json(TagChange { links }))
 }

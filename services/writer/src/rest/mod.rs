@@ -24,7 +24,8 @@ use http::{HeaderName, HeaderValue, header};
 use utoipa::OpenApi as _;
 
 use self::handlers::{
-    batch_create_links, create_link, delete_link, get_link, link_stats, list_links, update_link,
+    batch_create_links, create_link, delete_link, delete_tag, get_link, get_tag, link_stats,
+    list_links, list_tags, rename_tag, update_link,
 };
 use self::openapi::ApiDoc;
 use self::problem::{method_not_allowed, not_found};
@@ -45,6 +46,11 @@ pub fn router(links: Arc<LinkService>, cors_origins: &[HeaderValue]) -> Router {
             get(get_link).patch(update_link).delete(delete_link),
         )
         .route("/api/v1/links/{code}/stats", get(link_stats))
+        .route("/api/v1/tags", get(list_tags))
+        .route(
+            "/api/v1/tags/{tag}",
+            get(get_tag).patch(rename_tag).delete(delete_tag),
+        )
         .route("/api/v1/openapi.json", get(serve_openapi))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

@@ -5,8 +5,9 @@ use utoipa::OpenApi;
 
 use super::Problem;
 use super::handlers::{
-    __path_batch_create_links, __path_create_link, __path_delete_link, __path_get_link,
-    __path_link_stats, __path_list_links, __path_update_link,
+    __path_batch_create_links, __path_create_link, __path_delete_link, __path_delete_tag,
+    __path_get_link, __path_get_tag, __path_link_stats, __path_list_links, __path_list_tags,
+    __path_rename_tag, __path_update_link,
 };
 
 #[derive(OpenApi)]
@@ -16,10 +17,12 @@ use super::handlers::{
         description = "Create and manage short links. Every call takes an API key as `Authorization: Bearer tu_…`. Errors are RFC 9457 problem documents (`application/problem+json`) naming the field at fault; 429 answers carry `Retry-After` and the IETF `RateLimit-Policy` and `RateLimit` fields.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(create_link, batch_create_links, get_link, update_link, delete_link, list_links, link_stats),
+    paths(create_link, batch_create_links, get_link, update_link, delete_link, list_links, link_stats,
+          list_tags, get_tag, rename_tag, delete_tag),
     components(schemas(Problem)),
     modifiers(&Conventions),
-    tags((name = "links", description = "Short links")),
+    tags((name = "links", description = "Short links"),
+         (name = "tags", description = "The tags of a key's links")),
 )]
 pub struct ApiDoc;
 
@@ -32,7 +35,7 @@ pub(super) const PROBLEMS: [(&str, &str); 9] = [
     ("400", "The request is invalid; `field` names what is wrong"),
     ("401", "No API key, or not a valid one"),
     ("403", "The key's scope does not allow this"),
-    ("404", "No such link for this key"),
+    ("404", "No such link (or tag) for this key"),
     ("409", "The alias is taken"),
     ("413", "The body is too large"),
     ("415", "The body is not application/json"),

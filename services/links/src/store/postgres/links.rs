@@ -61,9 +61,16 @@ SELECT NULL, NULL, NULL, key FROM claimed WHERE code NOT IN (SELECT code FROM in
 /// target goes. A key that created the link no longer answers with it: a
 /// retried create with that key claims the key anew and makes a new link, as
 /// it would after a real delete.
+/// A tombstone, and the link's tags gone with it, in one statement.
 const DELETE_SQL: &str = "
-UPDATE links SET target_url = NULL, flags = flags | 2, expires_at = NULL, updated_at = now()
-WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL";
+WITH gone AS (
+    UPDATE links SET target_url = NULL, flags = flags | 2, expires_at = NULL, updated_at = now()
+    WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
+    RETURNING code
+), untagged AS (
+    DELETE FROM link_tags WHERE owner_key_id = $1 AND code IN (SELECT code FROM gone)
+)
+SELECT count(*) FROM gone";
 
 #[async_trait::async_trait]
 impl LinkStore for PostgresLinkStore {
@@ -83,8 +90,12 @@ impl LinkStore for PostgresLinkStore {
         let columns = Columns::of(links);
         self.bounded(async {
             let mut client = self.client().await?;
-            if columns.keys.iter().any(Option::is_some) {
-                return self.insert_keyed(&mut client, owner, &columns).await;
+            if columns.keys.iter().any(Option::is_some)
+                || links.iter().any(|link| !link.tags.is_empty())
+            {
+                return self
+                    .insert_in_transaction(&mut client, owner, &columns, links)
+                    .await;
             }
             let rows = if let [link] = links {
                 let statement = client
@@ -194,10 +205,11 @@ impl LinkStore for PostgresLinkStore {
     ) -> Result<Option<StoredLink>, WriterError> {
         self.bounded(async {
             let client = self.client().await?;
+            // The tags with the row, in one statement: all or nothing.
             let row = client
                 .query_opt(
                     &format!(
-                        "UPDATE links SET
+                        "WITH changed AS (UPDATE links SET
                              target_url = COALESCE($3, target_url),
                              expires_at = CASE WHEN $4 THEN NULL ELSE COALESCE($5, expires_at) END,
                              redirect_status = COALESCE($6, redirect_status),
@@ -207,7 +219,17 @@ impl LinkStore for PostgresLinkStore {
                              updated_at = now()
                          WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
                            AND flags & 8 = 0
-                         RETURNING {LINK_COLUMNS}"
+                         RETURNING {LINK_COLUMNS}
+                         ), dropped AS (
+                             DELETE FROM link_tags
+                             WHERE $9::text[] IS NOT NULL AND owner_key_id = $1
+                               AND code IN (SELECT code FROM changed) AND NOT tag = ANY($9)
+                         ), added AS (
+                             INSERT INTO link_tags (owner_key_id, tag, code)
+                             SELECT $1, tag, changed.code FROM changed, unnest($9::text[]) AS tag
+                             ON CONFLICT DO NOTHING
+                         )
+                         SELECT * FROM changed"
                     ),
                     &[
                         &owner.0,
@@ -218,6 +240,7 @@ impl LinkStore for PostgresLinkStore {
                         &changes.redirect_status.map(RedirectStatus::column),
                         &changes.enabled,
                         &changes.forward_query,
+                        &changes.tags,
                     ],
                 )
                 .await
@@ -229,11 +252,12 @@ impl LinkStore for PostgresLinkStore {
 
     async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError> {
         self.bounded(async {
-            let deleted = self
+            let deleted: i64 = self
                 .client()
                 .await?
-                .execute(DELETE_SQL, &[&owner.0, &code])
+                .query_one(DELETE_SQL, &[&owner.0, &code])
                 .await
+                .and_then(|row| row.try_get(0))
                 .map_err(WriterError::from_postgres)?;
             Ok(deleted > 0)
         })
@@ -314,6 +338,13 @@ impl LinkStore for PostgresLinkStore {
             }
             inner.push_str(&format!(" AND (({}))", any.join(") OR (")));
         }
+        if let Some(tag) = &search.tag {
+            params.push(tag);
+            inner.push_str(&format!(
+                " AND code IN (SELECT code FROM link_tags WHERE owner_key_id = $1 AND tag = ${})",
+                params.len()
+            ));
+        }
         if let Some(state) = search.state {
             match state {
                 LinkState::Active => {
@@ -367,15 +398,16 @@ impl LinkStore for PostgresLinkStore {
                  ON totals.clicked = links.code
              WHERE {inner}"
         );
-        // With text, the matches are found through the indexes first
+        // With text or a tag, the matches are found through the indexes first
         // (OFFSET 0 keeps the planner from folding the LIMIT in): left to
         // itself it walks the owner's links newest first and filters, on
         // the guess that matches are spread evenly, which reads every link
         // when they are few (440 ms for 100 among 100,000, against 7).
-        let fence = if text.is_some() { " OFFSET 0" } else { "" };
+        let narrowed = text.is_some() || search.tag.is_some();
+        let fence = if narrowed { " OFFSET 0" } else { "" };
         // The click total is computed: it can be compared and sorted by only
         // outside the query that computes it.
-        let sql = match (search.order, text.is_some()) {
+        let sql = match (search.order, narrowed) {
             (LinkOrder::Newest, false) => format!("{joined} ORDER BY {order} LIMIT $2"),
             // Totals only for the page's links: every match's would be a
             // hash of the whole table when the text matches most links.
@@ -560,42 +592,67 @@ fn inserted(rows: &[Row]) -> Result<HashMap<String, (SystemTime, SystemTime)>, W
 }
 
 impl PostgresLinkStore {
-    /// The insert of links that carry idempotency keys: the links and the
-    /// claims of their keys in one transaction; a claim whose link was not
-    /// inserted (its code was taken) is let go.
-    async fn insert_keyed(
+    /// The insert of links that carry idempotency keys or tags: the links,
+    /// the claims of their keys and their tags in one transaction; a claim
+    /// whose link was not inserted (its code was taken) is let go, and so
+    /// are its tags.
+    async fn insert_in_transaction(
         &self,
         client: &mut deadpool_postgres::Object,
         owner: OwnerId,
         columns: &Columns<'_>,
+        links: &[NewLink],
     ) -> Result<HashMap<String, (SystemTime, SystemTime)>, WriterError> {
         let transaction = client
             .transaction()
             .await
             .map_err(WriterError::from_postgres)?;
-        let statement = transaction
-            .prepare_cached(INSERT_KEYED_SQL)
-            .await
-            .map_err(WriterError::from_postgres)?;
-        let rows = transaction
-            .query(
-                &statement,
-                &[
-                    &owner.0,
-                    &columns.codes,
-                    &columns.targets,
-                    &columns.statuses,
-                    &columns.flags,
-                    &columns.expiries,
-                    &self.idempotency_retention.as_secs_f64(),
-                    &columns.keys,
-                    &columns.fingerprints,
-                ],
-            )
-            .await
-            .map_err(WriterError::from_postgres)?;
+        let keyed = columns.keys.iter().any(Option::is_some);
+        let rows = if keyed {
+            let statement = transaction
+                .prepare_cached(INSERT_KEYED_SQL)
+                .await
+                .map_err(WriterError::from_postgres)?;
+            transaction
+                .query(
+                    &statement,
+                    &[
+                        &owner.0,
+                        &columns.codes,
+                        &columns.targets,
+                        &columns.statuses,
+                        &columns.flags,
+                        &columns.expiries,
+                        &self.idempotency_retention.as_secs_f64(),
+                        &columns.keys,
+                        &columns.fingerprints,
+                    ],
+                )
+                .await
+        } else {
+            let statement = transaction
+                .prepare_cached(INSERT_SQL)
+                .await
+                .map_err(WriterError::from_postgres)?;
+            transaction
+                .query(
+                    &statement,
+                    &[
+                        &owner.0,
+                        &columns.codes,
+                        &columns.targets,
+                        &columns.statuses,
+                        &columns.flags,
+                        &columns.expiries,
+                    ],
+                )
+                .await
+        }
+        .map_err(WriterError::from_postgres)?;
+        // Only the keyed insert answers with the keys it let go.
         let orphans = rows
             .iter()
+            .filter(|_| keyed)
             .map(|row| row.try_get::<_, Option<String>>(3))
             .filter_map(Result::transpose)
             .collect::<Result<Vec<String>, _>>()
@@ -610,6 +667,26 @@ impl PostgresLinkStore {
                 .map_err(WriterError::from_postgres)?;
         }
         let inserted = inserted(&rows)?;
+        let (codes, tags): (Vec<&str>, Vec<&str>) = links
+            .iter()
+            .filter(|link| inserted.contains_key(&link.code))
+            .flat_map(|link| {
+                link.tags
+                    .iter()
+                    .map(|tag| (link.code.as_str(), tag.as_str()))
+            })
+            .unzip();
+        if !codes.is_empty() {
+            transaction
+                .execute(
+                    "INSERT INTO link_tags (owner_key_id, code, tag)
+                     SELECT $1, code, tag FROM unnest($2::text[], $3::text[]) AS t(code, tag)
+                     ON CONFLICT DO NOTHING",
+                    &[&owner.0, &codes, &tags],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+        }
         transaction
             .commit()
             .await

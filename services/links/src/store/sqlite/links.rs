@@ -45,6 +45,10 @@ impl LinkStore for SqliteLinkStore {
                     let mut unclaim = transaction.prepare_cached(
                         "DELETE FROM link_idempotency WHERE owner_key_id = ?1 AND key = ?2",
                     )?;
+                    let mut tag = transaction.prepare_cached(
+                        "INSERT INTO link_tags (owner_key_id, tag, code) VALUES (?1, ?2, ?3)
+                         ON CONFLICT DO NOTHING",
+                    )?;
                     let mut statement = transaction.prepare_cached(
                         "INSERT INTO links (code, owner_key_id, target_url, redirect_status,
                                             forward_query, expires_at, is_alias, created_at)
@@ -90,6 +94,9 @@ impl LinkStore for SqliteLinkStore {
                             .optional()?;
                         match (code, &link.idempotency_key) {
                             (Some(code), _) => {
+                                for name in &link.tags {
+                                    tag.execute((owner.0, name, &code))?;
+                                }
                                 inserted.insert(code, (from_micros(now), from_micros(now)));
                             }
                             // The code is taken: the key must not name it.
@@ -176,7 +183,8 @@ impl LinkStore for SqliteLinkStore {
         let changes = changes.clone();
         self.db
             .run(move |connection| {
-                connection
+                let transaction = connection.transaction()?;
+                let link = transaction
                     .prepare_cached(&format!(
                         "UPDATE links SET
                              target_url = COALESCE(?3, target_url),
@@ -205,7 +213,21 @@ impl LinkStore for SqliteLinkStore {
                         ],
                         link_from_row,
                     )
-                    .optional()
+                    .optional()?;
+                if let (Some(_), Some(tags)) = (&link, &changes.tags) {
+                    transaction.execute(
+                        "DELETE FROM link_tags WHERE owner_key_id = ?1 AND code = ?2",
+                        (owner.0, &code),
+                    )?;
+                    let mut insert = transaction.prepare_cached(
+                        "INSERT INTO link_tags (owner_key_id, tag, code) VALUES (?1, ?2, ?3)",
+                    )?;
+                    for tag in tags {
+                        insert.execute((owner.0, tag, &code))?;
+                    }
+                }
+                transaction.commit()?;
+                Ok(link)
             })
             .await
             .map_err(WriterError::from_sqlite)
@@ -215,13 +237,21 @@ impl LinkStore for SqliteLinkStore {
         let code = code.to_owned();
         self.db
             .run(move |connection| {
-                // A tombstone, as in the Postgres store: the code stays taken.
-                connection.execute(
+                // A tombstone, as in the Postgres store: the code stays
+                // taken; its tags go with the link.
+                let transaction = connection.transaction()?;
+                let deleted = transaction.execute(
                     "UPDATE links SET target_url = NULL, enabled = 0,
                                       expires_at = NULL, updated_at = ?3
                      WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL",
                     (owner.0, &code, to_micros(SystemTime::now())),
-                )
+                )?;
+                transaction.execute(
+                    "DELETE FROM link_tags WHERE owner_key_id = ?1 AND code = ?2",
+                    (owner.0, &code),
+                )?;
+                transaction.commit()?;
+                Ok(deleted)
             })
             .await
             .map(|deleted| deleted > 0)
@@ -297,6 +327,13 @@ impl LinkStore for SqliteLinkStore {
                 ));
             }
             inner.push_str(&format!(" AND ({any})"));
+        }
+        if let Some(tag) = &search.tag {
+            params.push(Value::Text(tag.clone()));
+            inner.push_str(&format!(
+                " AND code IN (SELECT code FROM link_tags WHERE owner_key_id = ?1 AND tag = ?{})",
+                params.len()
+            ));
         }
         match search.state {
             Some(LinkState::Active) => {
