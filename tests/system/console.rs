@@ -1114,3 +1114,83 @@ async fn an_admin_key_manages_every_key_and_the_blocklist() -> anyhow::Result<()
     .await?;
     Ok(())
 }
+
+/// Tags in the console: given on create (commas, any case), shown on the
+/// link's page as links to the listing of that tag, filtered by, refused
+/// with the API's message next to the field, and replaced by an edit.
+#[tokio::test]
+async fn tags_are_given_shown_filtered_and_changed() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("console-tagger")?;
+    let mut browser = Browser::new(rest);
+    expect(&browser.sign_in(&key).await?, 303, "sign-in")?;
+    let csrf = browser.csrf().await?;
+    let create = |tags: &'static str, alias: &'static str| {
+        [
+            ("target_url", "https://example.com/tagged"),
+            ("alias", alias),
+            ("redirect_type", "302"),
+            ("expires_at", ""),
+            ("tags", tags),
+        ]
+    };
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend(create("Spring  Sale, news, ", "console-tags"));
+    expect(
+        &browser.post("/console/links", &form).await?,
+        303,
+        "a create with tags",
+    )?;
+    let (_, link) = rest_link(rest, &key, "console-tags").await?;
+    ensure!(
+        link["tags"] == serde_json::json!(["news", "spring sale"]),
+        "{link}"
+    );
+    rest_create(rest, &key, "console-plain", "https://example.com/plain").await?;
+
+    let page = browser.get("/console/links/console-tags").await?;
+    ensure!(
+        page.text()
+            .contains("href=\"/console/links?tag=spring%20sale\""),
+        "the tag links to its links: {}",
+        page.text()
+    );
+    let tagged = browser.get("/console/links?tag=Spring%20Sale").await?;
+    expect(&tagged, 200, "the listing by tag")?;
+    ensure!(
+        tagged.text().contains("/console/links/console-tags")
+            && !tagged.text().contains("/console/links/console-plain")
+            && tagged.text().contains("id=\"tag-filter\""),
+        "{}",
+        tagged.text()
+    );
+
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend(create("a<b", "console-bad"));
+    let refused = browser.post("/console/links", &form).await?;
+    expect(&refused, 400, "a bad tag")?;
+    ensure!(
+        refused.text().contains("id=\"tags-error\""),
+        "{}",
+        refused.text()
+    );
+    ensure!(rest_link(rest, &key, "console-bad").await?.0 == 404);
+
+    let edited = browser
+        .post(
+            "/console/links/console-tags",
+            &[
+                ("csrf", csrf.as_str()),
+                ("target_url", "https://example.com/tagged"),
+                ("redirect_type", "302"),
+                ("expires_at", ""),
+                ("tags", "later"),
+            ],
+        )
+        .await?;
+    expect(&edited, 303, "an edit of the tags")?;
+    let (_, link) = rest_link(rest, &key, "console-tags").await?;
+    ensure!(link["tags"] == serde_json::json!(["later"]), "{link}");
+    Ok(())
+}

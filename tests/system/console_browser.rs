@@ -593,7 +593,13 @@ async fn every_screen_passes_axe_at_desktop_and_phone_widths() -> anyhow::Result
         ),
         ("talk-2026", "https://video.example.net/watch?v=Xq3f9"),
     ] {
-        let body = serde_json::json!({ "target_url": target, "alias": alias });
+        // Tags on some, so that their links are checked and shown too.
+        let tags: &[&str] = if alias == "talk-2026" {
+            &[]
+        } else {
+            &["campaign", "spring 2026"]
+        };
+        let body = serde_json::json!({ "target_url": target, "alias": alias, "tags": tags });
         let created = services::rest_create(system.rest, &key, &body).await?;
         ensure!(created.status == 201, "{}", created.text());
     }

@@ -613,10 +613,19 @@ impl LinkService {
                     Some(SearchCursor::MostClicked(clicks, code))
                 }
             };
+            let search = LinkSearch {
+                tag: input
+                    .search
+                    .tag
+                    .as_deref()
+                    .map(|tag| crate::input::tag(tag, "tag"))
+                    .transpose()?,
+                ..input.search.clone()
+            };
             let mut links = self
                 .state
                 .store
-                .search(owner, &input.search, size, after.as_ref())
+                .search(owner, &search, size, after.as_ref())
                 .await?;
             let codes: Vec<&str> = links.iter().map(|(link, _)| link.code.as_str()).collect();
             let mut tags = self.state.store.tags_of(owner, &codes).await?;

@@ -131,6 +131,8 @@ pub(super) struct ListParams {
     state: String,
     sort: String,
     after: Option<String>,
+    /// Only the links with this tag.
+    tag: String,
     /// What a bulk action just did (`disabled`, `enabled`, `deleted`), and
     /// to how many links.
     done: String,
@@ -141,7 +143,7 @@ impl ListParams {
     fn search(&self) -> LinkSearch {
         LinkSearch {
             text: Some(self.q.trim().to_owned()).filter(|text| !text.is_empty()),
-            tag: None,
+            tag: Some(self.tag.trim().to_owned()).filter(|tag| !tag.is_empty()),
             state: match self.state.as_str() {
                 "active" => Some(LinkState::Active),
                 "disabled" => Some(LinkState::Disabled),
@@ -186,6 +188,7 @@ pub(super) async fn links_page(
                 q: &params.q,
                 state: &params.state,
                 sort: &params.sort,
+                tag: &params.tag,
                 notice: bulk_notice(&params.done, params.count),
             };
             html(StatusCode::OK, pages::links(&signed.nav(), &view))
@@ -451,7 +454,7 @@ pub(super) async fn create(
             redirect_status: redirect_status(&body.redirect_type)?,
             forward_query: body.forward_query.is_some(),
             idempotency_key: None,
-            tags: Vec::new(),
+            tags: split_tags(&body.tags),
         })
     })();
     Ok(match console.links.create(&signed.call, input).await {
@@ -641,6 +644,17 @@ pub(super) struct EditForm {
     redirect_type: String,
     forward_query: Option<String>,
     expires_at: String,
+    /// Comma-separated; absent (a form without the field) keeps the tags.
+    tags: Option<String>,
+}
+
+/// The tags typed into a form's field, separated by commas.
+fn split_tags(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 pub(super) async fn update(
@@ -658,7 +672,7 @@ pub(super) async fn update(
             redirect_status: redirect_status(&body.redirect_type)?,
             enabled: None,
             forward_query: Some(body.forward_query.is_some()),
-            tags: None,
+            tags: body.tags.as_deref().map(split_tags),
         })
     })();
     Ok(Box::pin(changed(&console, &signed, &code, input)).await)

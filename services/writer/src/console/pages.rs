@@ -191,6 +191,8 @@ pub(super) struct ListView<'a> {
     pub q: &'a str,
     pub state: &'a str,
     pub sort: &'a str,
+    /// Only the links with this tag (empty: all).
+    pub tag: &'a str,
     pub notice: Option<String>,
 }
 
@@ -204,7 +206,7 @@ const STATES: [(&str, &str); 5] = [
 
 pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
     let now = SystemTime::now();
-    let searching = !view.q.is_empty() || !view.state.is_empty();
+    let searching = !view.q.is_empty() || !view.state.is_empty() || !view.tag.is_empty();
     let manage = nav.scope >= Scope::Manage;
     layout(
         "Links",
@@ -219,7 +221,16 @@ pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
             @if let Some(notice) = &view.notice {
                 p.notice role="status" #bulk-notice { (notice) }
             }
+            @if !view.tag.is_empty() {
+                p.row #tag-filter {
+                    "Tagged " span.tag { (view.tag) }
+                    a href=(list_url_tagged(view, None, "")) { "show every tag" }
+                }
+            }
             form.row.search method="get" action="/console/links" role="search" {
+                @if !view.tag.is_empty() {
+                    input type="hidden" name="tag" value=(view.tag);
+                }
                 label.grow {
                     span.visually-hidden { "Search" }
                     input type="search" name="q" value=(view.q)
@@ -268,7 +279,10 @@ pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
                                             aria-label=(format!("Select {}", link.code));
                                     }
                                     td.code { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
-                                    td.target { (link.target_url) }
+                                    td.target {
+                                        (link.target_url)
+                                        (tag_links(&link.tags))
+                                    }
                                     td { span class=(format!("badge {class}")) { (label) } }
                                     td.clicks { (clicks) }
                                     td.muted { (when(link.created_at)) }
@@ -305,8 +319,18 @@ pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
 
 /// The listing's URL with the same search, from `after`.
 fn list_url(view: &ListView<'_>, after: Option<&str>) -> String {
+    list_url_tagged(view, after, view.tag)
+}
+
+/// [`list_url`] with another tag (empty: every tag).
+fn list_url_tagged(view: &ListView<'_>, after: Option<&str>, tag: &str) -> String {
     let mut query = Vec::new();
-    for (name, value) in [("q", view.q), ("state", view.state), ("sort", view.sort)] {
+    for (name, value) in [
+        ("q", view.q),
+        ("state", view.state),
+        ("sort", view.sort),
+        ("tag", tag),
+    ] {
         if !value.is_empty() {
             query.push(format!("{name}={}", urlencode(value)));
         }
@@ -352,6 +376,21 @@ pub(super) struct CreateForm {
     pub redirect_type: String,
     pub forward_query: Option<String>,
     pub expires_at: String,
+    /// Comma-separated.
+    pub tags: String,
+}
+
+/// A link's tags, each a link to the listing of its links.
+fn tag_links(tags: &[String]) -> Markup {
+    html! {
+        @if !tags.is_empty() {
+            span.tags {
+                @for tag in tags {
+                    a.tag href=(format!("/console/links?tag={}", urlencode(tag))) { (tag) }
+                }
+            }
+        }
+    }
 }
 
 /// An error to show next to a field (or above the form, without one).
@@ -420,6 +459,12 @@ pub(super) fn new_link(nav: &Nav, form: &CreateForm, error: Option<&FormError>) 
                     "Expires (UTC, optional)"
                     input type="datetime-local" name="expires_at" value=(form.expires_at);
                     (field_error(error, "expires_at"))
+                }
+                label {
+                    "Tags (optional, separated by commas)"
+                    input type="text" name="tags" value=(form.tags) spellcheck="false"
+                        placeholder="newsletter, spring sale";
+                    (field_error(error, "tags"))
                 }
                 button type="submit" { "Create" }
             }
@@ -494,6 +539,10 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                         dt { "Redirect" } dd { (link.redirect_status.code()) }
                         dt { "Query" } dd { @if link.forward_query { "passed on" } @else { "dropped" } }
                         dt { "Expires" } dd { @match link.expires_at { Some(at) => (when(at)), None => "never" } }
+                        dt { "Tags" }
+                        dd #tags {
+                            @if link.tags.is_empty() { "none" } @else { (tag_links(&link.tags)) }
+                        }
                         dt { "Created" } dd { (when(link.created_at)) }
                         dt { "Changed" } dd { (when(link.updated_at)) }
                     }
@@ -572,6 +621,11 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                         input type="datetime-local" name="expires_at"
                             value=(link.expires_at.map(local_input).unwrap_or_default());
                         (field_error(view.error, "expires_at"))
+                    }
+                    label {
+                        "Tags (separated by commas)"
+                        input type="text" name="tags" value=(link.tags.join(", ")) spellcheck="false";
+                        (field_error(view.error, "tags"))
                     }
                     button type="submit" { "Save" }
                 }
