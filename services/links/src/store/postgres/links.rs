@@ -608,47 +608,33 @@ impl PostgresLinkStore {
             .await
             .map_err(WriterError::from_postgres)?;
         let keyed = columns.keys.iter().any(Option::is_some);
-        let rows = if keyed {
-            let statement = transaction
-                .prepare_cached(INSERT_KEYED_SQL)
-                .await
-                .map_err(WriterError::from_postgres)?;
-            transaction
-                .query(
-                    &statement,
-                    &[
-                        &owner.0,
-                        &columns.codes,
-                        &columns.targets,
-                        &columns.statuses,
-                        &columns.flags,
-                        &columns.expiries,
-                        &self.idempotency_retention.as_secs_f64(),
-                        &columns.keys,
-                        &columns.fingerprints,
-                    ],
-                )
-                .await
+        let retention = self.idempotency_retention.as_secs_f64();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &owner.0,
+            &columns.codes,
+            &columns.targets,
+            &columns.statuses,
+            &columns.flags,
+            &columns.expiries,
+        ];
+        let sql = if keyed {
+            params.extend([
+                &retention as &(dyn tokio_postgres::types::ToSql + Sync),
+                &columns.keys,
+                &columns.fingerprints,
+            ]);
+            INSERT_KEYED_SQL
         } else {
-            let statement = transaction
-                .prepare_cached(INSERT_SQL)
-                .await
-                .map_err(WriterError::from_postgres)?;
-            transaction
-                .query(
-                    &statement,
-                    &[
-                        &owner.0,
-                        &columns.codes,
-                        &columns.targets,
-                        &columns.statuses,
-                        &columns.flags,
-                        &columns.expiries,
-                    ],
-                )
-                .await
-        }
-        .map_err(WriterError::from_postgres)?;
+            INSERT_SQL
+        };
+        let statement = transaction
+            .prepare_cached(sql)
+            .await
+            .map_err(WriterError::from_postgres)?;
+        let rows = transaction
+            .query(&statement, &params)
+            .await
+            .map_err(WriterError::from_postgres)?;
         // Only the keyed insert answers with the keys it let go.
         let orphans = rows
             .iter()
