@@ -203,10 +203,15 @@ impl LinkService {
     }
 
     /// Sets each link's tags, read in one query for all of them.
-    async fn fill_tags(&self, owner: OwnerId, links: &mut [StoredLink]) -> Result<(), WriterError> {
+    async fn fill_tags<'a>(
+        &self,
+        owner: OwnerId,
+        links: impl IntoIterator<Item = &'a mut StoredLink>,
+    ) -> Result<(), WriterError> {
+        let mut links: Vec<&mut StoredLink> = links.into_iter().collect();
         let codes: Vec<&str> = links.iter().map(|link| link.code.as_str()).collect();
         let mut tags = self.state.store.tags_of(owner, &codes).await?;
-        for link in links {
+        for link in &mut links {
             link.tags = tags.remove(&link.code).unwrap_or_default();
         }
         Ok(())
@@ -613,32 +618,24 @@ impl LinkService {
                     Some(SearchCursor::MostClicked(clicks, code))
                 }
             };
-            let search = LinkSearch {
-                tag: input
-                    .search
-                    .tag
-                    .as_deref()
-                    .map(|tag| crate::input::tag(tag, "tag"))
-                    .transpose()?,
-                ..input.search.clone()
-            };
+            let mut search = input.search;
+            search.tag = search
+                .tag
+                .as_deref()
+                .map(|tag| crate::input::tag(tag, "tag"))
+                .transpose()?;
             let mut links = self
                 .state
                 .store
                 .search(owner, &search, size, after.as_ref())
                 .await?;
-            let codes: Vec<&str> = links.iter().map(|(link, _)| link.code.as_str()).collect();
-            let mut tags = self.state.store.tags_of(owner, &codes).await?;
-            for (link, _) in &mut links {
-                link.tags = tags.remove(&link.code).unwrap_or_default();
-            }
+            self.fill_tags(owner, links.iter_mut().map(|(link, _)| link))
+                .await?;
             let next_page_token = match links.last() {
-                Some((last, clicks)) if links.len() as i64 == size => {
-                    Some(match input.search.order {
-                        LinkOrder::Newest => page_token(last.created_at, &last.code),
-                        LinkOrder::MostClicked => clicks_page_token(*clicks, &last.code),
-                    })
-                }
+                Some((last, clicks)) if links.len() as i64 == size => Some(match search.order {
+                    LinkOrder::Newest => page_token(last.created_at, &last.code),
+                    LinkOrder::MostClicked => clicks_page_token(*clicks, &last.code),
+                }),
                 _ => None,
             };
             Ok(SearchPage {

@@ -17,7 +17,7 @@ use tinyurl_links::keys::parse_rate;
 
 use super::handlers::{form, scope_page};
 use super::pages;
-use super::{Refused, Shared, Signed, html, see_other, service_error_page};
+use super::{Refused, Shared, Signed, html, see_other};
 
 /// Refuses a key below `admin` with the scope page.
 fn admin(signed: &Signed) -> Result<(), Refused> {
@@ -60,11 +60,7 @@ pub(super) async fn keys_page(
     Query(params): Query<DoneParams>,
 ) -> Result<Response, Refused> {
     admin(&signed)?;
-    let keys = console
-        .links
-        .api_keys(&signed.call)
-        .await
-        .map_err(|error| Refused::from(service_error_page(&error)))?;
+    let keys = console.links.api_keys(&signed.call).await?;
     Ok(html(
         StatusCode::OK,
         pages::keys(&signed.nav(), &keys, notice(&params).as_deref(), None),
@@ -160,8 +156,7 @@ pub(super) async fn rotate_key(
     let key = console
         .links
         .rotate_api_key(&signed.call, id, grace)
-        .await
-        .map_err(|error| Refused::from(service_error_page(&error)))?;
+        .await?;
     Ok(html(
         StatusCode::OK,
         pages::new_key(
@@ -190,11 +185,7 @@ pub(super) async fn revoke_key(
             "Tick the box to confirm the revocation.",
         )));
     }
-    console
-        .links
-        .revoke_api_key(&signed.call, id)
-        .await
-        .map_err(|error| Refused::from(service_error_page(&error)))?;
+    console.links.revoke_api_key(&signed.call, id).await?;
     Ok(see_other("/console/keys?done=revoked"))
 }
 
@@ -207,12 +198,11 @@ pub(super) async fn set_key_rate(
     let body = form(body)?;
     signed.check_csrf(&body.csrf)?;
     admin(&signed)?;
-    let rate = parse_rate(&body.rate).map_err(|error| Refused::from(service_error_page(&error)))?;
+    let rate = parse_rate(&body.rate)?;
     console
         .links
         .set_api_key_rate(&signed.call, id, rate)
-        .await
-        .map_err(|error| Refused::from(service_error_page(&error)))?;
+        .await?;
     Ok(see_other("/console/keys?done=rate"))
 }
 
@@ -222,11 +212,7 @@ pub(super) async fn blocklist_page(
     Query(params): Query<DoneParams>,
 ) -> Result<Response, Refused> {
     admin(&signed)?;
-    let entries = console
-        .links
-        .blocked_hosts(&signed.call)
-        .await
-        .map_err(|error| Refused::from(service_error_page(&error)))?;
+    let entries = console.links.blocked_hosts(&signed.call).await?;
     Ok(html(
         StatusCode::OK,
         pages::blocklist(&signed.nav(), &entries, notice(&params).as_deref(), None),
@@ -270,6 +256,6 @@ pub(super) async fn change_host(
                 pages::blocklist(&signed.nav(), &entries, None, Some(&error.public_message())),
             ))
         }
-        Err(error) => Err(Refused::from(service_error_page(&error))),
+        Err(error) => Err(Refused::from(error)),
     }
 }

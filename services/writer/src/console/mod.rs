@@ -317,6 +317,13 @@ impl From<Response> for Refused {
     }
 }
 
+/// A service error as its page, so handlers can `?` the link service.
+impl From<WriterError> for Refused {
+    fn from(error: WriterError) -> Self {
+        Self::from(service_error_page(&error))
+    }
+}
+
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         *self.0
