@@ -219,6 +219,25 @@ async fn one_shorten_is_one_trace_across_client_writer_and_idalloc() -> anyhow::
         ("TINYURL_PUBLIC_BASE_URL", "https://sho.rt"),
     ]);
     let redirect = start_redirect(&redirect_env).await?;
+    // The process empties its L1 when its invalidation subscription first
+    // connects (messages from before may be missed): before that, the first
+    // request's entry could be flushed before the second asks for it.
+    let admin = redirect.admin_addr();
+    tinyurl_harness::wait_until(
+        "the invalidation subscription and its first flush",
+        std::time::Duration::from_secs(10),
+        || async move {
+            Ok(
+                tinyurl_harness::services::metric(admin, "redirect_invalidations_subscribed", &[])
+                    .await?
+                    == 1.0
+                    && tinyurl_harness::services::metric(admin, "redirect_l1_flushes_total", &[])
+                        .await?
+                        >= 1.0,
+            )
+        },
+    )
+    .await?;
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
     let traceparent = format!("00-{caller_trace}-{caller_span}-01");
