@@ -6,7 +6,9 @@
 //! (c) Zipf(s = 1.0) over `--links` links with L1 sized to 1% of them, with
 //! the writer's analytics consumer folding every click (its stream lag and
 //! fold rate are reported); (u) `tinyurl up`, the embedded system, serving a
-//! hot code from L1. Every request carries a browser's User-Agent and a
+//! hot code from L1; (r) an L1 hit of a link with three redirect rules and
+//! UTM fields, every rule checked and none met (the link's cost beside a
+//! plain one's). Every request carries a browser's User-Agent and a
 //! Referer, as real clicks do.
 //! Every variant run is bracketed by nginx runs of the same workload shape
 //! (the same wrk script), and its ratio is taken against the mean of the two,
@@ -60,8 +62,8 @@ struct Args {
     server_threads: Option<usize>,
     /// Variants to run: a (L1 hit), o (L1 hit, analytics off), b (L1 off),
     /// q (L1 off, analytics off), f (the Redis path's floor), c (Zipf),
-    /// u (`tinyurl up`).
-    #[arg(long, value_delimiter = ',', default_value = "a,o,b,q,f,c,u")]
+    /// u (`tinyurl up`), r (L1 hit of a link with rules).
+    #[arg(long, value_delimiter = ',', default_value = "a,o,b,q,f,c,u,r")]
     variants: Vec<char>,
     /// Links created for the Zipf workload.
     #[arg(long, default_value_t = 1_000_000)]
@@ -83,6 +85,7 @@ enum Variant {
     Floor,
     Zipf,
     Embedded,
+    Rules,
 }
 
 impl Variant {
@@ -96,6 +99,7 @@ impl Variant {
             Self::Floor => 'f',
             Self::Zipf => 'c',
             Self::Embedded => 'u',
+            Self::Rules => 'r',
         }
     }
 
@@ -108,6 +112,7 @@ impl Variant {
             Self::Floor => "(f) floor: hyper + one fred GET",
             Self::Zipf => "(c) Zipf 1M, L1 1%",
             Self::Embedded => "(u) tinyurl up, L1 hit",
+            Self::Rules => "(r) L1 hit, 3 rules + UTM",
         }
     }
 }
@@ -136,7 +141,7 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
     let split_variants = args
         .variants
         .iter()
-        .any(|letter| "aobqfc".contains(*letter));
+        .any(|letter| "aobqfcr".contains(*letter));
     let split = if split_variants {
         Some(SplitSystem::start(&args, server_threads, scratch.path()).await?)
     } else {
@@ -172,6 +177,7 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
             Variant::Floor,
             Variant::Zipf,
             Variant::Embedded,
+            Variant::Rules,
         ] {
             if !args.variants.contains(&variant.letter()) {
                 continue;
@@ -213,6 +219,12 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
                     Some(split.zipf_script.as_path()),
                     split.hot_path(),
                     split.zipf.admin_addr(),
+                ),
+                (Variant::Rules, Some(split), _) => (
+                    split.l1.listen_addr(),
+                    None,
+                    format!("/{}", split.ruled),
+                    split.l1.admin_addr(),
                 ),
                 (Variant::Embedded, _, Some(embedded)) => (
                     embedded.system.http,
@@ -306,6 +318,8 @@ struct SplitSystem {
     _system: System,
     writer_admin: SocketAddr,
     hot: String,
+    /// A link with three rules that the benchmark's requests never meet.
+    ruled: String,
     l1: ServiceProcess,
     quiet: ServiceProcess,
     redis: ServiceProcess,
@@ -322,6 +336,7 @@ impl SplitSystem {
         eprintln!("creating {} links …", args.links);
         let codes = seed(&system, args.links).await?;
         let hot = codes.first().context("no links")?.clone();
+        let ruled = ruled_link(&system).await?;
         let zipf_l1 = (args.links / 100).max(1).to_string();
         let threads = server_threads.to_string();
         let env = |extra: &[(&'static str, &'static str)]| {
@@ -361,10 +376,15 @@ impl SplitSystem {
             let status = http_request(addr, "GET", &format!("/{hot}")).await?.status;
             anyhow::ensure!(status == 302, "warm-up answered {status}");
         }
+        let status = http_request(l1.listen_addr(), "GET", &format!("/{ruled}"))
+            .await?
+            .status;
+        anyhow::ensure!(status == 302, "warm-up of the ruled link answered {status}");
         Ok(Self {
             writer_admin: system.writer.admin_addr(),
             _system: system,
             hot,
+            ruled,
             l1,
             quiet,
             redis,
@@ -378,6 +398,40 @@ impl SplitSystem {
     fn hot_path(&self) -> String {
         format!("/{}", self.hot)
     }
+}
+
+/// A link with UTM fields and three rules (iOS, Android, Germany) that a
+/// desktop browser from loopback meets none of: every rule is checked.
+async fn ruled_link(system: &System) -> anyhow::Result<String> {
+    use tinyurl_proto::v1::{RedirectRule, Utm};
+    let rule = |devices: &[&str], countries: &[&str], target: &str| RedirectRule {
+        devices: devices.iter().map(|device| (*device).to_owned()).collect(),
+        countries: countries
+            .iter()
+            .map(|country| (*country).to_owned())
+            .collect(),
+        languages: Vec::new(),
+        target_url: target.to_owned(),
+    };
+    let link = system
+        .links()?
+        .create_link(system.authed(CreateLinkRequest {
+            target_url: "https://example.com/ruled".to_owned(),
+            utm: Some(Utm {
+                source: "bench".to_owned(),
+                campaign: "rules".to_owned(),
+                ..Utm::default()
+            }),
+            rules: vec![
+                rule(&["ios"], &[], "https://example.com/ios"),
+                rule(&["android"], &[], "https://example.com/android"),
+                rule(&[], &["DE"], "https://example.com/de"),
+            ],
+            ..CreateLinkRequest::default()
+        }))
+        .await?
+        .into_inner();
+    Ok(link.code)
 }
 
 /// This binary serving the Redis path's floor ([`floor`]).

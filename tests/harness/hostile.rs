@@ -22,10 +22,32 @@ pub struct HostileCreate {
     pub redirect_type: Option<i32>,
     pub idempotency_key: Option<String>,
     pub tags: Vec<String>,
+    /// One UTM field, `(name, value)`: `source`, `medium`…
+    pub utm: Option<(&'static str, String)>,
+    pub rules: Vec<HostileRule>,
     /// The field the refusal names.
     pub field: &'static str,
     /// Words the refusal's message contains.
     pub reason: &'static str,
+}
+
+/// A redirect rule of a hostile create.
+#[derive(Debug, Clone, Default)]
+pub struct HostileRule {
+    pub devices: Vec<String>,
+    pub countries: Vec<String>,
+    pub languages: Vec<String>,
+    pub target_url: String,
+}
+
+impl HostileRule {
+    fn ios(target: &str) -> Self {
+        Self {
+            devices: vec!["ios".to_owned()],
+            target_url: target.to_owned(),
+            ..Self::default()
+        }
+    }
 }
 
 /// The table, with targets judged against a writer whose public base URL
@@ -142,6 +164,88 @@ pub fn hostile_creates() -> Vec<HostileCreate> {
         cases.push(HostileCreate {
             tags,
             field: "tags",
+            reason,
+            ..valid()
+        });
+    }
+    for (utm, reason) in [
+        (
+            ("campaign", "c".repeat(201)),
+            "is 201 characters; at most 200 allowed",
+        ),
+        (
+            ("source", "a\u{7}b".to_owned()),
+            "contains a control character",
+        ),
+    ] {
+        cases.push(HostileCreate {
+            utm: Some(utm),
+            field: "utm",
+            reason,
+            ..valid()
+        });
+    }
+    let strings = |values: &[&str]| values.iter().map(|value| (*value).to_owned()).collect();
+    let countries: Vec<String> = (0..21)
+        .map(|n| format!("{}{}", char::from(b'A' + n / 10), char::from(b'A' + n % 10)))
+        .collect();
+    for (rules, reason) in [
+        (
+            vec![HostileRule::ios("https://example.com/ios"); 11],
+            "11 rules; at most 10",
+        ),
+        (
+            vec![HostileRule {
+                devices: strings(&["tv"]),
+                ..HostileRule::ios("https://example.com/tv")
+            }],
+            "rule 1: device \"tv\" is not one of ios, android, desktop",
+        ),
+        (
+            vec![
+                HostileRule::ios("https://example.com/ios"),
+                HostileRule {
+                    devices: Vec::new(),
+                    countries: strings(&["DEU"]),
+                    ..HostileRule::ios("https://example.com/de")
+                },
+            ],
+            "rule 2: country \"DEU\" is not an ISO 3166-1 alpha-2 code",
+        ),
+        (
+            vec![HostileRule {
+                devices: Vec::new(),
+                countries,
+                ..HostileRule::ios("https://example.com/de")
+            }],
+            "21 countries; at most 20",
+        ),
+        (
+            vec![HostileRule {
+                languages: strings(&["english!"]),
+                ..HostileRule::ios("https://example.com/en")
+            }],
+            "is not a language tag",
+        ),
+        (
+            vec![HostileRule {
+                devices: Vec::new(),
+                ..HostileRule::ios("https://example.com/all")
+            }],
+            "needs a condition",
+        ),
+        (
+            vec![HostileRule::ios("javascript:alert(1)")],
+            "scheme \"javascript\" is not allowed",
+        ),
+        (
+            vec![HostileRule::ios("https://evil.example/phish")],
+            "is blocked",
+        ),
+    ] {
+        cases.push(HostileCreate {
+            rules,
+            field: "rules",
             reason,
             ..valid()
         });

@@ -17,6 +17,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod rules;
 pub mod services;
 pub mod stack;
 pub mod system;

@@ -17,7 +17,7 @@ use tinyurl_analytics::{
     ROLL_UP_SLICE_MINUTES, RolledUp, RollupRow, RollupTable, minute_of,
 };
 use tinyurl_domain::clicks::ClickLine;
-use tinyurl_domain::{CachedLink, RedirectStatus};
+use tinyurl_domain::{CachedLink, Device, LinkOptions, RedirectRule, RedirectStatus, Utm};
 use tinyurl_harness::process::ScratchDir;
 use tinyurl_harness::{PgCluster, RedisServer, wait_until};
 use tinyurl_idalloc::lease::LeaseRequest;
@@ -59,6 +59,7 @@ fn new_link(code: &str, id: Option<i64>, key: Option<&str>) -> NewLink {
         idempotency_key: key.map(str::to_owned),
         fingerprint: key.map(|_| fingerprint_of(code)),
         tags: Vec::new(),
+        options: LinkOptions::default(),
     }
 }
 
@@ -169,6 +170,7 @@ async fn link_store_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
                 updated_at,
                 blocked: false,
                 tags: Vec::new(),
+                options: LinkOptions::default(),
             },
         "stored exactly: {stored:?}"
     );
@@ -479,8 +481,22 @@ async fn link_source_contract(
                 forward_query: true,
                 expires_at: Some(expires_at),
                 enabled: false,
+                options: LinkOptions::default(),
             }),
         "read as written: {found:?}"
+    );
+    // Options, where a link has them, come with it.
+    let options = sample_options();
+    ok!(writer.insert(
+        owner,
+        &[NewLink {
+            options: options.clone(),
+            ..new_link("Src0002", Some(2), None)
+        }]
+    ));
+    ensure!(
+        ok!(source.find("Src0002")).0.map(|found| found.options) == Some(options),
+        "options read as written"
     );
     ensure!(
         ok!(source.find("src0001")).0.is_none(),
@@ -509,6 +525,7 @@ fn stored(code: &str, expires_at: Option<SystemTime>) -> StoredLink {
         updated_at: micros_ago(1),
         blocked: false,
         tags: Vec::new(),
+        options: LinkOptions::default(),
     }
 }
 
@@ -551,6 +568,7 @@ async fn cache_contract(
         forward_query: false,
         expires_at: None,
         enabled: true,
+        options: LinkOptions::default(),
     };
     shared.fill("Cch0001", Some(&stale)).await?;
     shared.fill("Cch0002", None).await?;
@@ -1160,6 +1178,7 @@ async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()>
                     updated_at: row.get(8),
                     blocked: false,
                     tags: Vec::new(),
+                    options: LinkOptions::default(),
                 },
             );
         }
@@ -1980,4 +1999,160 @@ async fn link_tags_sqlite() -> anyhow::Result<()> {
     let dir = ScratchDir::new("conformance", None)?;
     let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
     tag_contract(Arc::new(store)).await
+}
+
+fn sample_options() -> LinkOptions {
+    LinkOptions {
+        utm: Utm {
+            source: Some("news letter".to_owned()),
+            campaign: Some("spring".to_owned()),
+            ..Utm::default()
+        },
+        rules: vec![
+            RedirectRule {
+                devices: vec![Device::Ios],
+                countries: vec!["DE".to_owned()],
+                languages: Vec::new(),
+                target_url: "https://example.com/ios".to_owned(),
+            },
+            RedirectRule {
+                languages: vec!["pt-br".to_owned()],
+                target_url: "https://example.com/pt".to_owned(),
+                ..RedirectRule::default()
+            },
+        ],
+    }
+}
+
+/// Options are written with their link on every insert path, read back by
+/// every read, replaced one at a time by updates that merge in the
+/// database, and gone with the link.
+async fn options_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
+    use tinyurl_links::store::{LinkOrder, LinkSearch};
+    let owner = api_key(store.as_ref(), "optioned").await?;
+    let options = sample_options();
+    let with = |code: &str, key: Option<&str>| NewLink {
+        options: options.clone(),
+        ..new_link(code, None, key)
+    };
+    // One row, a batch, and a batch with idempotency keys.
+    ok!(store.insert(owner, &[with("opt-one", None)]));
+    ok!(store.insert(
+        owner,
+        &[with("opt-two", None), new_link("opt-plain", None, None)]
+    ));
+    ok!(store.insert(owner, &[with("opt-keyed", Some("opt-key"))]));
+    for code in ["opt-one", "opt-two", "opt-keyed"] {
+        let link = ok!(store.get(owner, code)).context("inserted")?;
+        ensure!(link.options == options, "{code}: {:?}", link.options);
+    }
+    let plain = ok!(store.get(owner, "opt-plain")).context("inserted")?;
+    ensure!(plain.options.is_empty());
+    let replays = ok!(store.find_by_idempotency_keys(owner, &["opt-key"]));
+    ensure!(replays.get("opt-key").map(|replay| &replay.link.options) == Some(&options));
+    let listed = ok!(store.list(owner, 10, None));
+    ensure!(listed.iter().filter(|link| link.options == options).count() == 3);
+    for order in [LinkOrder::Newest, LinkOrder::MostClicked] {
+        let search = LinkSearch {
+            text: Some("opt-".to_owned()),
+            order,
+            ..LinkSearch::default()
+        };
+        let found = ok!(store.search(owner, &search, 10, None));
+        ensure!(
+            found
+                .iter()
+                .filter(|(link, _)| link.options == options)
+                .count()
+                == 3,
+            "{order:?}"
+        );
+    }
+
+    // One option at a time; the other stays.
+    let medium = Utm {
+        medium: Some("email".to_owned()),
+        ..Utm::default()
+    };
+    let changed = ok!(store.update(
+        owner,
+        "opt-one",
+        &LinkChanges {
+            utm: Some(medium.clone()),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("updated")?;
+    ensure!(changed.options.utm == medium && changed.options.rules == options.rules);
+    let changed = ok!(store.update(
+        owner,
+        "opt-one",
+        &LinkChanges {
+            rules: Some(Vec::new()),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("updated")?;
+    ensure!(changed.options.utm == medium && changed.options.rules.is_empty());
+    let changed = ok!(store.update(
+        owner,
+        "opt-one",
+        &LinkChanges {
+            enabled: Some(false),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("updated")?;
+    ensure!(changed.options.utm == medium, "other changes keep them");
+    let changed = ok!(store.update(
+        owner,
+        "opt-one",
+        &LinkChanges {
+            utm: Some(Utm::default()),
+            rules: Some(options.rules.clone()),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("updated")?;
+    ensure!(changed.options.utm.is_empty() && changed.options.rules == options.rules);
+    let emptied = ok!(store.update(
+        owner,
+        "opt-one",
+        &LinkChanges {
+            rules: Some(Vec::new()),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("updated")?;
+    ensure!(emptied.options.is_empty());
+    // Options on a link that had none.
+    let given = ok!(store.update(
+        owner,
+        "opt-plain",
+        &LinkChanges {
+            utm: Some(options.utm.clone()),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("updated")?;
+    ensure!(given.options.utm == options.utm && given.options.rules.is_empty());
+    ensure!(ok!(store.delete(owner, "opt-two")));
+    ensure!(ok!(store.get(owner, "opt-two")).is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn link_options_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
+    store.migrate().await?;
+    options_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn link_options_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    options_contract(Arc::new(store)).await
 }

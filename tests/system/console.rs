@@ -1194,3 +1194,145 @@ async fn tags_are_given_shown_filtered_and_changed() -> anyhow::Result<()> {
     ensure!(link["tags"] == serde_json::json!(["later"]), "{link}");
     Ok(())
 }
+
+/// UTM fields and redirect rules from the console's forms: given on
+/// create (rules one per line), shown on the link's page, a bad rule named
+/// next to its field with nothing stored, changed and removed by an edit,
+/// and an edit that leaves the fields out (an old form) keeps them.
+#[tokio::test]
+async fn utm_and_rules_are_given_shown_and_changed() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("console-rules")?;
+    let mut browser = Browser::new(rest);
+    expect(&browser.sign_in(&key).await?, 303, "sign-in")?;
+    let csrf = browser.csrf().await?;
+    let create = |alias: &'static str, rules: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("target_url", "https://example.com/app".to_owned()),
+            ("alias", alias.to_owned()),
+            ("redirect_type", "302".to_owned()),
+            ("expires_at", String::new()),
+            ("tags", String::new()),
+            ("utm_source", " newsletter ".to_owned()),
+            ("utm_medium", String::new()),
+            ("utm_campaign", "spring sale".to_owned()),
+            ("utm_term", String::new()),
+            ("utm_content", String::new()),
+            ("rules", rules.to_owned()),
+        ]
+    };
+    let form = create(
+        "console-rules",
+        "device=ios country=de https://apps.example/de\r\n\r\nlang=PT-br https://example.com/pt\r\n",
+    );
+    let pairs: Vec<(&str, &str)> = form
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    expect(
+        &browser.post("/console/links", &pairs).await?,
+        303,
+        "a create with rules",
+    )?;
+    let (_, link) = rest_link(rest, &key, "console-rules").await?;
+    ensure!(
+        link["utm"] == serde_json::json!({ "source": "newsletter", "campaign": "spring sale" })
+            && link["rules"]
+                == serde_json::json!([
+                    { "devices": ["ios"], "countries": ["DE"], "languages": [],
+                      "target_url": "https://apps.example/de" },
+                    { "devices": [], "countries": [], "languages": ["pt-br"],
+                      "target_url": "https://example.com/pt" },
+                ]),
+        "{link}"
+    );
+    let page = browser.get("/console/links/console-rules").await?;
+    expect(&page, 200, "the link's page")?;
+    let text = page.text();
+    ensure!(
+        text.contains("utm_source=newsletter")
+            && text.contains("iOS, in DE")
+            && text.contains("speaking pt-br")
+            && text.contains(
+                "device=ios country=DE https://apps.example/de\nlang=pt-br https://example.com/pt"
+            ),
+        "the page shows them and the edit form holds them: {text}"
+    );
+
+    let form = create("console-bad-rule", "device=tv https://example.com/tv");
+    let pairs: Vec<(&str, &str)> = form
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let refused = browser.post("/console/links", &pairs).await?;
+    expect(&refused, 400, "a bad rule")?;
+    ensure!(
+        refused.text().contains("id=\"rules-error\"")
+            && refused
+                .text()
+                .contains("device &quot;tv&quot; is not one of"),
+        "{}",
+        refused.text()
+    );
+    let form = create("console-bad-line", "https://example.com/no-condition");
+    let pairs: Vec<(&str, &str)> = form
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let refused = browser.post("/console/links", &pairs).await?;
+    expect(&refused, 400, "a rule without a condition")?;
+    ensure!(
+        refused.text().contains("line 1: a rule needs a condition"),
+        "{}",
+        refused.text()
+    );
+    ensure!(rest_link(rest, &key, "console-bad-rule").await?.0 == 404);
+
+    // An edit without the fields keeps them; with them empty, removes them.
+    let edited = browser
+        .post(
+            "/console/links/console-rules",
+            &[
+                ("csrf", csrf.as_str()),
+                ("target_url", "https://example.com/app2"),
+                ("redirect_type", "302"),
+                ("expires_at", ""),
+            ],
+        )
+        .await?;
+    expect(&edited, 303, "an edit without the option fields")?;
+    let (_, link) = rest_link(rest, &key, "console-rules").await?;
+    ensure!(
+        link["rules"]
+            .as_array()
+            .is_some_and(|rules| rules.len() == 2),
+        "{link}"
+    );
+    let edited = browser
+        .post(
+            "/console/links/console-rules",
+            &[
+                ("csrf", csrf.as_str()),
+                ("target_url", "https://example.com/app2"),
+                ("redirect_type", "302"),
+                ("expires_at", ""),
+                ("utm_source", ""),
+                ("utm_medium", "email"),
+                ("utm_campaign", ""),
+                ("utm_term", ""),
+                ("utm_content", ""),
+                ("rules", ""),
+            ],
+        )
+        .await?;
+    expect(&edited, 303, "an edit of the option fields")?;
+    let (_, link) = rest_link(rest, &key, "console-rules").await?;
+    ensure!(
+        link["utm"] == serde_json::json!({ "medium": "email" })
+            && link["rules"] == serde_json::json!([]),
+        "{link}"
+    );
+    Ok(())
+}

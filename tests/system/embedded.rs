@@ -866,3 +866,142 @@ async fn tags_from_the_command_line() -> anyhow::Result<()> {
     ensure!(!run(&["get", "with-tags"])?.contains("tags:"));
     Ok(())
 }
+
+/// The rules table (`tinyurl_harness::rules`) on `tinyurl up`, the link made
+/// with the command line's `--rule` and `--utm-*`, then changed and
+/// refused by it.
+#[tokio::test]
+async fn rules_and_utm_from_the_command_line() -> anyhow::Result<()> {
+    use tinyurl_harness::rules;
+
+    let mut up = Up::start("embedded-rules").await?;
+    let database = up._dir.path().join("countries.mmdb");
+    tinyurl_harness::geoip::write_country_db(&database, &rules::NETWORKS)?;
+    up.system.stop()?;
+    up.system
+        .set_env("TINYURL_GEOIP_DB", &database.to_string_lossy());
+    up.system.set_env("TINYURL_TRUSTED_PROXIES", "127.0.0.0/8");
+    up.system.start_again().await?;
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let output = up.cli(args)?;
+        ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
+        Ok(stdout(&output))
+    };
+
+    let rule_arguments = rules::rule_arguments();
+    let mut args = vec![
+        "--json",
+        "shorten",
+        rules::TARGET,
+        "--alias",
+        "ruled",
+        "--status",
+        "301",
+        "--utm-source",
+        rules::UTM[0].1,
+        "--utm-campaign",
+        rules::UTM[1].1,
+    ];
+    for rule in &rule_arguments {
+        args.extend(["--rule", rule.as_str()]);
+    }
+    let link: serde_json::Value = serde_json::from_str(&run(&args)?)?;
+    ensure!(
+        link["utm"]
+            == serde_json::json!({ "utm_source": "newsletter", "utm_campaign": "spring sale" }),
+        "{link}"
+    );
+    ensure!(
+        link["rules"][0]
+            == serde_json::json!({
+                "devices": ["ios"], "countries": ["DE"], "languages": [],
+                "target_url": "https://apps.example/de-ios"
+            }),
+        "{link}"
+    );
+    let shown = run(&["get", "ruled"])?;
+    ensure!(
+        shown.contains("rule 1: device=ios country=DE https://apps.example/de-ios")
+            && shown.contains("rule 5: lang=de,fr-ca https://example.com/lang#top")
+            && shown.contains(r#"utm: utm_campaign="spring sale" utm_source="newsletter""#),
+        "{shown}"
+    );
+
+    for (index, visit) in rules::visits().iter().enumerate() {
+        let response = tinyurl_harness::services::http_request_with(
+            up.system.http,
+            "GET",
+            "/ruled",
+            &visit.headers(),
+        )
+        .await?;
+        ensure!(
+            response.status == 301 && response.header("location") == Some(visit.location),
+            "visit {index}: {} {:?}, expected {}",
+            response.status,
+            response.header("location"),
+            visit.location
+        );
+    }
+
+    // The UTM fields given replace the old ones; the rules stay until removed.
+    run(&["update", "ruled", "--utm-medium", "email"])?;
+    let iphone = [("User-Agent", rules::IPHONE)];
+    let location = |response: tinyurl_harness::services::HttpResponse| {
+        response.header("location").map(str::to_owned)
+    };
+    wait_until("the new UTM fields", Duration::from_secs(5), || async {
+        let response =
+            tinyurl_harness::services::http_request_with(up.system.http, "GET", "/ruled", &iphone)
+                .await?;
+        Ok(location(response).as_deref() == Some("https://apps.example/ios?utm_medium=email"))
+    })
+    .await?;
+    run(&["update", "ruled", "--no-rules", "--no-utm"])?;
+    wait_until("the rules to go", Duration::from_secs(5), || async {
+        let response =
+            tinyurl_harness::services::http_request_with(up.system.http, "GET", "/ruled", &iphone)
+                .await?;
+        Ok(location(response).as_deref() == Some(rules::TARGET))
+    })
+    .await?;
+    ensure!(!run(&["get", "ruled"])?.contains("rule 1"));
+
+    for (rule, reason) in [
+        (
+            "device=tv https://example.com/tv",
+            r#"device "tv" is not one of ios, android, desktop"#,
+        ),
+        (
+            "country=Germany https://example.com/de",
+            "is not an ISO 3166-1 alpha-2 code",
+        ),
+        (
+            "lang=english! https://example.com/en",
+            "is not a language tag",
+        ),
+        (
+            "device=ios javascript:alert(1)",
+            "scheme \"javascript\" is not allowed",
+        ),
+    ] {
+        let refused = up.cli(&["shorten", "https://example.com/x", "--rule", rule])?;
+        ensure!(
+            !refused.status.success() && stderr(&refused).contains(reason),
+            "{rule}: {}",
+            stderr(&refused)
+        );
+    }
+    let refused = up.cli(&[
+        "shorten",
+        "https://example.com/x",
+        "--rule",
+        "https://example.com/y",
+    ])?;
+    ensure!(
+        refused.status.code() == Some(2) && stderr(&refused).contains("needs a condition"),
+        "{}",
+        stderr(&refused)
+    );
+    Ok(())
+}

@@ -1133,3 +1133,160 @@ async fn a_blocked_host_is_refused_and_its_links_answer_410_everywhere() -> anyh
     assert!(!malformed.status.success());
     Ok(())
 }
+
+/// The rules table (`tinyurl_harness::rules`) over two redirect processes,
+/// one answering from Redis and one from the replica, both trusting the
+/// tests' loopback proxy and reading the test country database; and a link
+/// that forwards query strings keeps its own UTM fields.
+#[tokio::test]
+async fn rules_and_utm_choose_each_visitors_target() -> anyhow::Result<()> {
+    use tinyurl_harness::rules;
+    use tinyurl_proto::v1::{RedirectRule, Utm};
+
+    let scratch = tinyurl_harness::process::ScratchDir::new("rules-geoip", None)?;
+    let database = scratch.path().join("countries.mmdb");
+    tinyurl_harness::geoip::write_country_db(&database, &rules::NETWORKS)?;
+    let database = database.to_string_lossy().into_owned();
+    let system = System::start(&[]).await?;
+    let env = [
+        ("TINYURL_GEOIP_DB", database.as_str()),
+        ("TINYURL_TRUSTED_PROXIES", "127.0.0.0/8"),
+    ];
+    let cached = system.start_redirect(&env).await?;
+    // Without Redis, nothing tells it of a change: its cache lives 2 s.
+    let mut replica_only = env.to_vec();
+    replica_only.extend([("TINYURL_REDIS_URL", ""), ("TINYURL_L1_TTL_SECS", "2")]);
+    let uncached = system.start_redirect(&replica_only).await?;
+
+    let utm = Utm {
+        source: rules::UTM[0].1.to_owned(),
+        campaign: rules::UTM[1].1.to_owned(),
+        ..Utm::default()
+    };
+    let link = create(
+        &system,
+        CreateLinkRequest {
+            redirect_type: RedirectType::RedirectType301.into(),
+            utm: Some(utm.clone()),
+            rules: rules::RULES
+                .iter()
+                .map(|(devices, countries, languages, target)| RedirectRule {
+                    devices: devices.iter().map(|d| (*d).to_owned()).collect(),
+                    countries: countries.iter().map(|c| (*c).to_owned()).collect(),
+                    languages: languages.iter().map(|l| (*l).to_owned()).collect(),
+                    target_url: (*target).to_owned(),
+                })
+                .collect(),
+            ..to(rules::TARGET)
+        },
+    )
+    .await?;
+    anyhow::ensure!(link.rules.len() == rules::RULES.len(), "{link:?}");
+    anyhow::ensure!(link.rules[4].languages == ["de", "fr-ca"], "{link:?}");
+    anyhow::ensure!(link.utm == Some(utm.clone()), "{link:?}");
+    // The replica must have the link before the uncached process asks it.
+    wait_until(
+        "the replica to have the link",
+        Duration::from_secs(10),
+        || {
+            let uncached = &uncached;
+            let code = link.code.clone();
+            async move { Ok(get(uncached, &format!("/{code}")).await?.status == 301) }
+        },
+    )
+    .await?;
+
+    let path = format!("/{}", link.code);
+    for (which, redirect) in [("redis", &cached), ("replica", &uncached)] {
+        for (index, visit) in rules::visits().iter().enumerate() {
+            for method in ["GET", "HEAD"] {
+                let response = tinyurl_harness::services::http_request_with(
+                    redirect.listen_addr(),
+                    method,
+                    &path,
+                    &visit.headers(),
+                )
+                .await?;
+                anyhow::ensure!(
+                    response.status == 301 && response.header("location") == Some(visit.location),
+                    "{which} {method} visit {index}: {} {:?}, expected {}",
+                    response.status,
+                    response.header("location"),
+                    visit.location
+                );
+                // Each visitor is answered in their own way: no shared cache
+                // may keep one answer for all.
+                anyhow::ensure!(
+                    response.header("cache-control") == Some("private, no-cache"),
+                    "{which} visit {index}: {:?}",
+                    response.header("cache-control")
+                );
+            }
+        }
+    }
+
+    // Forwarded query strings do not override the link's UTM fields.
+    let forwarding = create(
+        &system,
+        CreateLinkRequest {
+            forward_query: true,
+            utm: Some(Utm {
+                source: "newsletter".to_owned(),
+                ..Utm::default()
+            }),
+            ..to("https://example.com/b?utm_source=old&k=v")
+        },
+    )
+    .await?;
+    for redirect in [&cached, &uncached] {
+        let response = get(
+            redirect,
+            &format!(
+                "/{}?utm_source=elsewhere&x=1&utm_medium=mail",
+                forwarding.code
+            ),
+        )
+        .await?;
+        anyhow::ensure!(
+            response.header("location")
+                == Some("https://example.com/b?k=v&utm_source=newsletter&x=1&utm_medium=mail"),
+            "{:?}",
+            response.header("location")
+        );
+        let bare = get(
+            redirect,
+            &format!("/{}?utm_source=elsewhere", forwarding.code),
+        )
+        .await?;
+        anyhow::ensure!(
+            bare.header("location") == Some("https://example.com/b?k=v&utm_source=newsletter"),
+            "{:?}",
+            bare.header("location")
+        );
+    }
+
+    // Removing the rules reaches both processes; the UTM fields stay.
+    system
+        .links()?
+        .update_link(system.authed(UpdateLinkRequest {
+            code: link.code.clone(),
+            rules: Some(tinyurl_proto::v1::RedirectRules::default()),
+            ..UpdateLinkRequest::default()
+        }))
+        .await?;
+    let plain = "https://example.com/home?ref=1&utm_source=newsletter&utm_campaign=spring+sale";
+    for redirect in [&cached, &uncached] {
+        wait_until("the rules to go", Duration::from_secs(10), || async {
+            let response = tinyurl_harness::services::http_request_with(
+                redirect.listen_addr(),
+                "GET",
+                &path,
+                &[("User-Agent", tinyurl_harness::rules::IPHONE)],
+            )
+            .await?;
+            Ok(response.header("location") == Some(plain))
+        })
+        .await?;
+    }
+    Ok(())
+}

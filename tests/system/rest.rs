@@ -125,6 +125,28 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
             forward_query: false,
             idempotency_key: case.idempotency_key.clone().unwrap_or_default(),
             tags: case.tags.clone(),
+            utm: case.utm.as_ref().map(|(name, value)| {
+                let mut utm = tinyurl_proto::v1::Utm::default();
+                let slot = match *name {
+                    "source" => &mut utm.source,
+                    "medium" => &mut utm.medium,
+                    "campaign" => &mut utm.campaign,
+                    "term" => &mut utm.term,
+                    _ => &mut utm.content,
+                };
+                slot.clone_from(value);
+                utm
+            }),
+            rules: case
+                .rules
+                .iter()
+                .map(|rule| tinyurl_proto::v1::RedirectRule {
+                    devices: rule.devices.clone(),
+                    countries: rule.countries.clone(),
+                    languages: rule.languages.clone(),
+                    target_url: rule.target_url.clone(),
+                })
+                .collect(),
         };
         let status = grpc
             .create_link(authed(request, &key))
@@ -163,6 +185,22 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
         }
         if !case.tags.is_empty() {
             body["tags"] = json!(case.tags);
+        }
+        if let Some((name, value)) = &case.utm {
+            body["utm"] = json!({ *name: value });
+        }
+        if !case.rules.is_empty() {
+            body["rules"] = json!(
+                case.rules
+                    .iter()
+                    .map(|rule| json!({
+                        "devices": rule.devices,
+                        "countries": rule.countries,
+                        "languages": rule.languages,
+                        "target_url": rule.target_url,
+                    }))
+                    .collect::<Vec<_>>()
+            );
         }
         let mut headers = Vec::new();
         if let Some(idempotency_key) = &case.idempotency_key {
@@ -1241,5 +1279,161 @@ async fn tags_work_alike_over_rest_and_grpc() -> anyhow::Result<()> {
         .await
         .expect_err("a tag with '<' is refused");
     anyhow::ensure!(bad.code() == tonic::Code::InvalidArgument, "{bad:?}");
+    Ok(())
+}
+
+/// UTM fields and redirect rules end to end, each step on one transport
+/// and checked on the other: normalised on create, replaced one option at a
+/// time (an update of one leaves the other), removed; a plain link shows
+/// none; an idempotency key's retry must ask for the same options.
+#[tokio::test]
+async fn options_work_alike_over_rest_and_grpc() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    let key = stack.setup.create_api_key("options")?;
+    let mut grpc = links_client(&writer)?;
+
+    let body = json!({
+        "target_url": "https://example.com/app",
+        "alias": "with-options",
+        "utm": { "source": " news ", "campaign": "" },
+        "rules": [{ "devices": ["iOS", "ios"], "countries": ["de"], "languages": ["PT-br"],
+                    "target_url": "https://Example.com/ios" }],
+    });
+    let created = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &body,
+        &[("Idempotency-Key", "opt-1")],
+    )
+    .await?;
+    anyhow::ensure!(created.status == 201, "{}", created.text());
+    let created = json_of(&created)?;
+    let rule = json!({ "devices": ["ios"], "countries": ["DE"], "languages": ["pt-br"],
+                       "target_url": "https://example.com/ios" });
+    anyhow::ensure!(created["utm"] == json!({ "source": "news" }), "{created}");
+    anyhow::ensure!(created["rules"] == json!([rule]), "{created}");
+    let over_grpc = grpc
+        .get_link(authed(
+            GetLinkRequest {
+                code: "with-options".to_owned(),
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        over_grpc.utm.as_ref().map(|utm| utm.source.as_str()) == Some("news")
+            && over_grpc.rules.len() == 1
+            && over_grpc.rules[0].languages == ["pt-br"]
+            && over_grpc.rules[0].target_url == "https://example.com/ios",
+        "{over_grpc:?}"
+    );
+
+    // The same key and request: the same link; other options: refused.
+    let again = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &body,
+        &[("Idempotency-Key", "opt-1")],
+    )
+    .await?;
+    anyhow::ensure!(
+        again.status < 300 && json_of(&again)?["code"] == "with-options",
+        "{}",
+        again.text()
+    );
+    let mut other = body.clone();
+    other["rules"][0]["countries"] = json!(["AT"]);
+    let reused = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &other,
+        &[("Idempotency-Key", "opt-1")],
+    )
+    .await?;
+    anyhow::ensure!(reused.status == 422, "{} {}", reused.status, reused.text());
+
+    // UTM over gRPC: the rules stay.
+    let changed = grpc
+        .update_link(authed(
+            UpdateLinkRequest {
+                code: "with-options".to_owned(),
+                utm: Some(tinyurl_proto::v1::Utm {
+                    medium: "email".to_owned(),
+                    ..tinyurl_proto::v1::Utm::default()
+                }),
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        changed
+            .utm
+            .as_ref()
+            .map(|utm| (utm.source.as_str(), utm.medium.as_str()))
+            == Some(("", "email"))
+            && changed.rules.len() == 1,
+        "{changed:?}"
+    );
+    // Rules over REST: the UTM fields stay.
+    let patched = call(
+        rest,
+        "PATCH",
+        "/api/v1/links/with-options",
+        Some(&key),
+        Some(&json!({ "rules": [] })),
+        &[],
+    )
+    .await?;
+    let patched = json_of(&patched)?;
+    anyhow::ensure!(
+        patched["rules"] == json!([]) && patched["utm"] == json!({ "medium": "email" }),
+        "{patched}"
+    );
+    let patched = call(
+        rest,
+        "PATCH",
+        "/api/v1/links/with-options",
+        Some(&key),
+        Some(&json!({ "utm": null, "rules": [rule] })),
+        &[],
+    )
+    .await?;
+    let patched = json_of(&patched)?;
+    anyhow::ensure!(
+        patched["utm"].is_null() && patched["rules"] == json!([rule]),
+        "{patched}"
+    );
+    // A change of something else keeps both.
+    let retargeted = call(
+        rest,
+        "PATCH",
+        "/api/v1/links/with-options",
+        Some(&key),
+        Some(&json!({ "target_url": "https://example.com/app2" })),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(json_of(&retargeted)?["rules"] == json!([rule]));
+
+    let plain = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &json!({ "target_url": "https://example.com/plain" }),
+        &[],
+    )
+    .await?;
+    let plain = json_of(&plain)?;
+    anyhow::ensure!(
+        plain["utm"].is_null() && plain["rules"] == json!([]),
+        "{plain}"
+    );
     Ok(())
 }

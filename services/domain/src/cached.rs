@@ -37,32 +37,44 @@ pub struct CachedLink {
     pub forward_query: bool,
     pub expires_at: Option<SystemTime>,
     pub enabled: bool,
+    /// UTM fields and redirect rules; empty for a plain link.
+    pub options: crate::LinkOptions,
 }
 
 impl CachedLink {
     /// `v1 <status> <forward 0|1> <enabled 0|1> <expires unix seconds or -> <target>`,
     /// space-separated; the target comes last and never contains a space.
+    /// A link with options is `v2`, the same fields and then, after the
+    /// target and a space, the options' stored JSON: a plain link's record
+    /// stays the short v1 form.
     pub fn encode(&self) -> String {
         let expires = self
             .expires_at
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map_or_else(|| "-".to_owned(), |since| since.as_secs().to_string());
-        format!(
-            "v1 {} {} {} {} {}",
+        let fields = format!(
+            "{} {} {} {} {}",
             self.redirect_status.code(),
             u8::from(self.forward_query),
             u8::from(self.enabled),
             expires,
             self.target_url
-        )
+        );
+        match self.options.to_stored() {
+            None => format!("v1 {fields}"),
+            Some(options) => format!("v2 {fields} {options}"),
+        }
     }
 
-    /// `None` for anything that is not a well-formed v1 record.
+    /// `None` for anything that is not a well-formed v1 or v2 record.
     pub fn decode(raw: &str) -> Option<Self> {
-        let mut parts = raw.splitn(6, ' ');
-        if parts.next()? != "v1" {
-            return None;
-        }
+        let (version, rest) = raw.split_once(' ')?;
+        let with_options = match version {
+            "v1" => false,
+            "v2" => true,
+            _ => return None,
+        };
+        let mut parts = rest.splitn(if with_options { 6 } else { 5 }, ' ');
         let redirect_status = crate::RedirectStatus::from_code(parts.next()?.parse::<u16>().ok()?)?;
         let forward_query = parse_flag(parts.next()?)?;
         let enabled = parse_flag(parts.next()?)?;
@@ -74,12 +86,23 @@ impl CachedLink {
         if target_url.is_empty() {
             return None;
         }
+        let options = if with_options {
+            let options = crate::LinkOptions::from_stored(Some(parts.next()?)).ok()?;
+            // A v2 record says it has options.
+            if options.is_empty() {
+                return None;
+            }
+            options
+        } else {
+            crate::LinkOptions::default()
+        };
         Some(Self {
             target_url,
             redirect_status,
             forward_query,
             expires_at,
             enabled,
+            options,
         })
     }
 }
@@ -115,13 +138,32 @@ mod tests {
             forward_query: true,
             expires_at: Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
             enabled: false,
+            options: crate::LinkOptions::default(),
         };
+        assert!(link.encode().starts_with("v1 308 1 0 1900000000 https://"));
         assert_eq!(CachedLink::decode(&link.encode()), Some(link.clone()));
         let forever = CachedLink {
             expires_at: None,
-            ..link
+            ..link.clone()
         };
         assert_eq!(CachedLink::decode(&forever.encode()), Some(forever));
+        let with_options = CachedLink {
+            options: crate::LinkOptions {
+                utm: crate::Utm {
+                    campaign: Some("a spring sale".to_owned()),
+                    ..crate::Utm::default()
+                },
+                rules: vec![crate::RedirectRule {
+                    languages: vec!["de".to_owned()],
+                    target_url: "https://example.de/a".to_owned(),
+                    ..crate::RedirectRule::default()
+                }],
+            },
+            ..link
+        };
+        let encoded = with_options.encode();
+        assert!(encoded.starts_with("v2 308 1 0 1900000000 https://example.com/a?b=c#d {"));
+        assert_eq!(CachedLink::decode(&encoded), Some(with_options));
     }
 
     #[test]
@@ -133,6 +175,9 @@ mod tests {
             "v1 301 2 1 - https://x",
             "v1 301 0 1 soon https://x",
             "v1 301 0 1 -",
+            "v2 301 0 1 - https://x",
+            "v2 301 0 1 - https://x {}",
+            "v2 301 0 1 - https://x {\"utm\":3}",
         ] {
             assert_eq!(CachedLink::decode(raw), None, "{raw:?}");
         }

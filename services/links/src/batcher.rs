@@ -246,6 +246,7 @@ mod tests {
                         updated_at: SystemTime::UNIX_EPOCH,
                         blocked: false,
                         tags: Vec::new(),
+                        options: tinyurl_domain::LinkOptions::default(),
                     })
                 })
                 .collect()
@@ -266,6 +267,7 @@ mod tests {
             forward_query: false,
             idempotency_key: None,
             tags: Vec::new(),
+            options: tinyurl_domain::LinkOptions::default(),
         }
     }
 

@@ -369,6 +369,7 @@ fn cached(link: &StoredLink) -> CachedLink {
         forward_query: link.forward_query,
         expires_at: link.expires_at,
         enabled: link.redirects(),
+        options: link.options.clone(),
     }
 }
 
@@ -416,6 +417,7 @@ mod tests {
             updated_at: now,
             blocked: false,
             tags: Vec::new(),
+            options: Default::default(),
         }
     }
 

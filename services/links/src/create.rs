@@ -148,6 +148,7 @@ impl State {
                     idempotency_key: item.idempotency_key.clone(),
                     fingerprint: item.idempotency_key.as_ref().map(|_| item.fingerprint()),
                     tags: item.tags.clone(),
+                    options: item.options.clone(),
                 }
             })
             .collect()
@@ -240,6 +241,7 @@ fn claim_inserted(
                     updated_at: *updated_at,
                     blocked: false,
                     tags: row.tags,
+                    options: row.options,
                 };
                 created.push((index, link));
             }

@@ -5,7 +5,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tinyurl_domain::{Alias, RedirectStatus, TargetPolicy, TargetUrl};
+use tinyurl_domain::options::{MAX_CONDITION_VALUES, MAX_RULES, MAX_UTM_LEN};
+use tinyurl_domain::{
+    Alias, Device, LinkOptions, RedirectRule, RedirectStatus, TargetPolicy, TargetUrl, Utm,
+};
 
 use crate::error::WriterError;
 
@@ -36,6 +39,94 @@ pub struct CreateInput {
     pub idempotency_key: Option<String>,
     /// As typed; [`tags`] makes them what is stored.
     pub tags: Vec<String>,
+    /// As typed; [`utm`] makes them what is stored.
+    pub utm: Utm,
+    /// As typed; [`rules`] makes them what is stored.
+    pub rules: Vec<RuleInput>,
+}
+
+/// A redirect rule as the caller typed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleInput {
+    /// `ios`, `android`, `desktop`.
+    pub devices: Vec<String>,
+    /// ISO 3166-1 alpha-2 codes, any case.
+    pub countries: Vec<String>,
+    /// Language ranges (`en`, `pt-BR`).
+    pub languages: Vec<String>,
+    pub target_url: String,
+}
+
+impl RuleInput {
+    /// A rule as one line of text, the command line's and the console's
+    /// form: `device=ios,android country=DE,AT lang=de TARGET`, conditions
+    /// space-separated (values comma-separated), the target last. Only the
+    /// shape is checked here; [`rules`] checks the values.
+    pub fn parse_line(text: &str) -> Result<Self, String> {
+        let mut rule = Self::default();
+        let mut words: Vec<&str> = text.split_whitespace().collect();
+        let target = words
+            .pop()
+            .ok_or("a rule is its conditions and then its target")?;
+        if target.contains('=') && !target.contains("://") {
+            return Err(format!("a rule ends with its target URL, not {target:?}"));
+        }
+        rule.target_url = target.to_owned();
+        for word in words {
+            let (name, values) = word
+                .split_once('=')
+                .ok_or_else(|| format!("{word:?} is not a condition (device=, country=, lang=)"))?;
+            let values = values
+                .split(',')
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned);
+            match name {
+                "device" | "devices" => rule.devices.extend(values),
+                "country" | "countries" => rule.countries.extend(values),
+                "lang" | "language" | "languages" => rule.languages.extend(values),
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a condition (device, country, lang)"
+                    ));
+                }
+            }
+        }
+        if rule.devices.is_empty() && rule.countries.is_empty() && rule.languages.is_empty() {
+            return Err("a rule needs a condition: device=, country= or lang=".to_owned());
+        }
+        Ok(rule)
+    }
+
+    /// The rule as [`Self::parse_line`] reads it.
+    pub fn to_line(&self) -> String {
+        let mut words = Vec::new();
+        for (name, values) in [
+            ("device", &self.devices),
+            ("country", &self.countries),
+            ("lang", &self.languages),
+        ] {
+            if !values.is_empty() {
+                words.push(format!("{name}={}", values.join(",")));
+            }
+        }
+        words.push(self.target_url.clone());
+        words.join(" ")
+    }
+}
+
+impl From<&RedirectRule> for RuleInput {
+    fn from(rule: &RedirectRule) -> Self {
+        Self {
+            devices: rule
+                .devices
+                .iter()
+                .map(|device| device.name().to_owned())
+                .collect(),
+            countries: rule.countries.clone(),
+            languages: rule.languages.clone(),
+            target_url: rule.target_url.clone(),
+        }
+    }
 }
 
 /// A digest of a create request's parameters ([`ValidCreate::fingerprint`]),
@@ -53,6 +144,8 @@ pub struct ValidCreate {
     pub idempotency_key: Option<String>,
     /// Valid, sorted, without repeats.
     pub tags: Vec<String>,
+    /// Valid UTM fields and rules.
+    pub options: LinkOptions,
 }
 
 /// Changes to a link; `None` leaves a field as it is.
@@ -66,6 +159,10 @@ pub struct UpdateInput {
     pub forward_query: Option<bool>,
     /// The tags from now on, as typed (`Some(vec![])` removes them all).
     pub tags: Option<Vec<String>>,
+    /// The UTM fields from now on (all empty removes them).
+    pub utm: Option<Utm>,
+    /// The redirect rules from now on (`Some(vec![])` removes them).
+    pub rules: Option<Vec<RuleInput>>,
 }
 
 /// A listing page request.
@@ -108,6 +205,10 @@ pub fn validate_create(
         forward_query: input.forward_query,
         idempotency_key,
         tags: tags(&input.tags)?,
+        options: LinkOptions {
+            utm: utm(input.utm)?,
+            rules: rules(&input.rules, policy)?,
+        },
     })
 }
 
@@ -141,6 +242,13 @@ impl ValidCreate {
         for tag in &self.tags {
             digest.update((tag.len() as u64).to_le_bytes());
             digest.update(tag.as_bytes());
+        }
+        // Likewise only when there are options; tagged so they cannot be
+        // confused with a tag.
+        if let Some(options) = self.options.to_stored() {
+            digest.update(b"\0options");
+            digest.update((options.len() as u64).to_le_bytes());
+            digest.update(options.as_bytes());
         }
         let mut fingerprint = [0; 16];
         fingerprint.copy_from_slice(&digest.finalize()[..16]);
@@ -218,6 +326,142 @@ pub fn tags(raw: &[String]) -> Result<Vec<String>, WriterError> {
         ));
     }
     Ok(tags)
+}
+
+/// UTM fields as stored: trimmed, an empty one unset, each at most
+/// [`MAX_UTM_LEN`] characters without control characters.
+pub fn utm(raw: Utm) -> Result<Utm, WriterError> {
+    let field = |value: Option<String>, name: &str| -> Result<Option<String>, WriterError> {
+        let Some(value) = value.map(|value| value.trim().to_owned()) else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let length = value.chars().count();
+        if length > MAX_UTM_LEN {
+            return Err(WriterError::invalid(
+                "utm",
+                format!("utm {name} is {length} characters; at most {MAX_UTM_LEN} allowed"),
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(WriterError::invalid(
+                "utm",
+                format!("utm {name} contains a control character"),
+            ));
+        }
+        Ok(Some(value))
+    };
+    Ok(Utm {
+        source: field(raw.source, "source")?,
+        medium: field(raw.medium, "medium")?,
+        campaign: field(raw.campaign, "campaign")?,
+        term: field(raw.term, "term")?,
+        content: field(raw.content, "content")?,
+    })
+}
+
+/// Redirect rules as stored, in the order given: at most [`MAX_RULES`],
+/// each with at least one condition and a target that passes the same
+/// checks as a link's. Devices are `ios`, `android` or `desktop`;
+/// countries ISO 3166-1 alpha-2 (kept upper case); languages BCP 47 ranges
+/// (`en`, `pt-BR`; kept lower case); repeats dropped, at most
+/// [`MAX_CONDITION_VALUES`] of each.
+pub fn rules(raw: &[RuleInput], policy: &TargetPolicy) -> Result<Vec<RedirectRule>, WriterError> {
+    if raw.len() > MAX_RULES {
+        return Err(WriterError::invalid(
+            "rules",
+            format!("{} rules; at most {MAX_RULES} on a link", raw.len()),
+        ));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            let number = index + 1;
+            let refuse = |message: String| {
+                WriterError::invalid("rules", format!("rule {number}: {message}"))
+            };
+            let bounded = |kind: &str, count: usize| {
+                if count > MAX_CONDITION_VALUES {
+                    Err(refuse(format!(
+                        "{count} {kind}; at most {MAX_CONDITION_VALUES}"
+                    )))
+                } else {
+                    Ok(())
+                }
+            };
+            bounded("devices", rule.devices.len())?;
+            bounded("countries", rule.countries.len())?;
+            bounded("languages", rule.languages.len())?;
+            let mut devices = Vec::new();
+            for name in &rule.devices {
+                let device = Device::parse(name).ok_or_else(|| {
+                    refuse(format!(
+                        "device {name:?} is not one of ios, android, desktop"
+                    ))
+                })?;
+                if !devices.contains(&device) {
+                    devices.push(device);
+                }
+            }
+            let mut countries = Vec::new();
+            for name in &rule.countries {
+                let country = name.trim().to_ascii_uppercase();
+                if country.len() != 2 || !country.bytes().all(|byte| byte.is_ascii_uppercase()) {
+                    return Err(refuse(format!(
+                        "country {name:?} is not an ISO 3166-1 alpha-2 code (two letters, like DE)"
+                    )));
+                }
+                if !countries.contains(&country) {
+                    countries.push(country);
+                }
+            }
+            let mut languages = Vec::new();
+            for name in &rule.languages {
+                let language = name.trim().to_ascii_lowercase();
+                if !is_language_range(&language) {
+                    return Err(refuse(format!(
+                        "language {name:?} is not a language tag (like en or pt-BR)"
+                    )));
+                }
+                if !languages.contains(&language) {
+                    languages.push(language);
+                }
+            }
+            let target = TargetUrl::parse(&rule.target_url, policy)
+                .map_err(|error| refuse(format!("target_url: {error}")))?;
+            let rule = RedirectRule {
+                devices,
+                countries,
+                languages,
+                target_url: target.as_str().to_owned(),
+            };
+            if !rule.has_condition() {
+                return Err(refuse(
+                    "a rule needs a condition (devices, countries or languages); \
+                     the link's own target answers everyone else"
+                        .to_owned(),
+                ));
+            }
+            Ok(rule)
+        })
+        .collect()
+}
+
+/// A lower-case BCP 47 tag's shape: a 2–3 letter language, then subtags of
+/// 1–8 letters or digits.
+fn is_language_range(range: &str) -> bool {
+    let mut subtags = range.split('-');
+    let primary = subtags.next().unwrap_or_default();
+    (2..=3).contains(&primary.len())
+        && primary.bytes().all(|byte| byte.is_ascii_lowercase())
+        && subtags.all(|subtag| {
+            (1..=8).contains(&subtag.len())
+                && subtag
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit())
+        })
 }
 
 /// An expiry in the future and within 100 years, rounded to the
@@ -312,6 +556,26 @@ pub fn parse_clicks_page_token(token: &str) -> Result<(i64, String), WriterError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_lines_round_trip_and_malformed_ones_are_refused() {
+        let line = "device=ios,android country=DE lang=de,fr-ca https://example.com/a?b=c";
+        let rule = RuleInput::parse_line(&format!("  {line} ")).unwrap_or_default();
+        assert_eq!(rule.devices, ["ios", "android"]);
+        assert_eq!(rule.countries, ["DE"]);
+        assert_eq!(rule.languages, ["de", "fr-ca"]);
+        assert_eq!(rule.target_url, "https://example.com/a?b=c");
+        assert_eq!(rule.to_line(), line);
+        for bad in [
+            "",
+            "https://example.com/",
+            "device=ios",
+            "colour=red https://example.com/",
+            "ios https://example.com/",
+        ] {
+            assert!(RuleInput::parse_line(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn clicks_page_tokens_round_trip_and_foreign_ones_are_refused() {

@@ -145,12 +145,17 @@ impl LinkService {
         call: &Call,
         input: Result<CreateInput, WriterError>,
     ) -> Result<StoredLink, WriterError> {
-        measured("create", async {
-            let owner = self.state.owner(call, Scope::Create, 1).await?;
-            let valid = validate_create(input?, &self.state.policy())?;
-            self.state.limits.spend_daily_creates(owner, 1).await?;
-            self.batcher.create(owner, valid).await
-        })
+        // Boxed: with a link's options its state outgrew what a future
+        // should carry on the stack (one allocation beside a commit).
+        measured(
+            "create",
+            Box::pin(async {
+                let owner = self.state.owner(call, Scope::Create, 1).await?;
+                let valid = validate_create(input?, &self.state.policy())?;
+                self.state.limits.spend_daily_creates(owner, 1).await?;
+                self.batcher.create(owner, valid).await
+            }),
+        )
         .await
     }
 
@@ -310,6 +315,12 @@ impl LinkService {
                     enabled: input.enabled,
                     forward_query: input.forward_query,
                     tags: input.tags.as_deref().map(crate::input::tags).transpose()?,
+                    utm: input.utm.map(crate::input::utm).transpose()?,
+                    rules: input
+                        .rules
+                        .as_deref()
+                        .map(|rules| crate::input::rules(rules, &self.state.policy()))
+                        .transpose()?,
                 };
                 // A link an operator blocked, or whose target's host is on the
                 // blocklist now (blocked before blocks had a flag of their own,

@@ -47,6 +47,8 @@ pub struct StoredLink {
     /// Sorted. The stores' link reads leave it empty (tags live apart, see
     /// [`TagStore`]); the link service fills it where it answers with links.
     pub tags: Vec<String>,
+    /// UTM fields and redirect rules; empty (stored as NULL) for most links.
+    pub options: tinyurl_domain::LinkOptions,
 }
 
 impl StoredLink {
@@ -90,6 +92,8 @@ pub struct NewLink {
     /// Its tags, valid ([`crate::input::tags`]) and without repeats;
     /// written with the link, in the same transaction.
     pub tags: Vec<String>,
+    /// Valid ([`crate::input::options`]).
+    pub options: tinyurl_domain::LinkOptions,
 }
 
 pub use crate::input::Fingerprint;
@@ -119,6 +123,31 @@ pub struct LinkChanges {
     /// The link's tags from now on (valid, sorted, without repeats);
     /// `None` keeps them.
     pub tags: Option<Vec<String>>,
+    /// The link's UTM fields from now on (valid; empty removes them);
+    /// `None` keeps them.
+    pub utm: Option<tinyurl_domain::Utm>,
+    /// The link's redirect rules from now on (valid); `None` keeps them.
+    pub rules: Option<Vec<tinyurl_domain::RedirectRule>>,
+}
+
+impl LinkChanges {
+    /// The keys of the stored options this update replaces, and the JSON
+    /// object of their new values (`None` when they are all emptied):
+    /// the stores merge them into the row in the update statement itself,
+    /// so an update of one option never undoes a concurrent one of another.
+    fn options_patch(&self) -> (Vec<&'static str>, Option<String>) {
+        let mut replaced = Vec::new();
+        let mut patch = tinyurl_domain::LinkOptions::default();
+        if let Some(utm) = &self.utm {
+            replaced.push("utm");
+            patch.utm = utm.clone();
+        }
+        if let Some(rules) = &self.rules {
+            replaced.push("rules");
+            patch.rules = rules.clone();
+        }
+        (replaced, patch.to_stored())
+    }
 }
 
 /// The storage operations of the writer. Every method is bounded by the
@@ -479,6 +508,16 @@ fn key_hash(stored: &[u8]) -> Result<KeyHash, WriterError> {
         WriterError::Unexpected(anyhow::anyhow!(
             "a stored key hash is {} bytes, not 32",
             stored.len()
+        ))
+    })
+}
+
+/// Stored options (NULL: none); what the writer wrote, so anything else
+/// is a broken invariant.
+fn stored_options(stored: Option<&str>) -> Result<tinyurl_domain::LinkOptions, WriterError> {
+    tinyurl_domain::LinkOptions::from_stored(stored).map_err(|reason| {
+        WriterError::Unexpected(anyhow::anyhow!(
+            "stored link options do not parse: {reason}"
         ))
     })
 }

@@ -20,6 +20,7 @@ use crate::http::{HttpMetrics, Shared};
 use crate::l2::{MemorySharedCache, RedisSharedCache, SharedCache};
 use crate::resolve::{Resolver, Settings};
 use crate::store::{LinkSource, PostgresLinkSource, SqliteLinkSource};
+use crate::visitors::Visitors;
 use tinyurl_runtime::memory::MemoryCache;
 
 /// Where links are read from and which shared cache sits in front.
@@ -69,6 +70,8 @@ pub struct App {
     resolver: Arc<Resolver>,
     /// `None` when clicks are not counted (turned off, or nowhere to send them).
     clicks: Option<Arc<Clicks>>,
+    /// What redirect rules read of a request.
+    visitors: Arc<Visitors>,
     store: Arc<dyn LinkSource>,
     cache: CacheTier,
     listener: std::net::TcpListener,
@@ -123,22 +126,29 @@ impl App {
             AdminServer::bind(config.common.admin_listen, metrics, readiness.clone()).await?;
         let counts_clicks = config.clicks_enabled
             && (!matches!(cache, CacheTier::None) || config.clicks_redis_url.is_some());
+        // Read by the click counter and by redirect rules alike.
+        let countries = config
+            .geoip_db
+            .as_deref()
+            .map(Countries::open)
+            .transpose()?
+            .map(Arc::new);
         let clicks = if counts_clicks {
-            let countries = config
-                .geoip_db
-                .as_deref()
-                .map(Countries::open)
-                .transpose()?;
             Some(Arc::new(Clicks::new(ClickSettings {
                 max_keys: config.clicks_max_codes,
                 trusted_proxies: config.trusted_proxies.clone(),
-                countries,
+                countries: countries.clone(),
             })))
         } else {
             None
         };
+        let visitors = Arc::new(Visitors {
+            countries,
+            trusted_proxies: config.trusted_proxies.clone(),
+        });
         Ok(Self {
             clicks,
+            visitors,
             config,
             resolver,
             store,
@@ -224,6 +234,7 @@ impl App {
             resolver: Arc::clone(&self.resolver),
             scanners,
             clicks: self.clicks.clone(),
+            visitors: Arc::clone(&self.visitors),
             config: self.config.clone(),
             cache: self.cache.clone(),
             stopping: stopping.clone(),
@@ -338,6 +349,7 @@ struct ThreadContext {
     resolver: Arc<Resolver>,
     scanners: Option<Arc<crate::scanners::Scanners>>,
     clicks: Option<Arc<Clicks>>,
+    visitors: Arc<Visitors>,
     config: Config,
     cache: CacheTier,
     stopping: Stopping,
@@ -390,6 +402,7 @@ impl ThreadContext {
                 resolver: self.resolver,
                 l2: connect_l2(&self.config, &self.cache)?,
                 clicks: self.clicks,
+                visitors: self.visitors,
                 public_base_url: self.config.public_base_url.clone(),
                 metrics: HttpMetrics::new(),
                 scanners: self.scanners,

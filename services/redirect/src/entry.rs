@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderValue, StatusCode};
-use tinyurl_domain::{CachedLink, RedirectStatus};
+use tinyurl_domain::options::Visit;
+use tinyurl_domain::{CachedLink, LinkOptions, RedirectStatus};
 
 /// The answer for one code.
 #[derive(Debug)]
@@ -27,6 +28,51 @@ pub struct Link {
     pub cache_control: HeaderValue,
     pub forward_query: bool,
     pub expires_at: Option<SystemTime>,
+    /// UTM fields and rules; `None` for a plain link, whose answer is decided
+    /// by this one test.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// What a link with options adds to its entry, prepared once.
+#[derive(Debug)]
+pub struct Extra {
+    pub options: LinkOptions,
+    /// Each rule's target with the link's UTM fields merged in, and its
+    /// `Location` value, in the rules' order.
+    pub rule_targets: Vec<(Box<str>, HeaderValue)>,
+}
+
+/// Where one visit goes: the link's target or a rule's.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    pub target: &'a str,
+    pub location: &'a HeaderValue,
+    /// The rule that answered (counted from 0), if one did.
+    pub rule: Option<usize>,
+}
+
+impl Link {
+    /// Where the visit described by `visit` goes; the function is called
+    /// only for a link with rules.
+    pub fn destination<'v>(&self, visit: impl FnOnce() -> Visit<'v>) -> Destination<'_> {
+        let mut destination = Destination {
+            target: &self.target,
+            location: &self.location,
+            rule: None,
+        };
+        if let Some(extra) = &self.extra
+            && !extra.rule_targets.is_empty()
+            && let Some(index) = extra.options.rule_for(&visit())
+            && let Some((target, location)) = extra.rule_targets.get(index)
+        {
+            destination = Destination {
+                target,
+                location,
+                rule: Some(index),
+            };
+        }
+        destination
+    }
 }
 
 /// Per-status browser caching.
@@ -43,11 +89,30 @@ impl Entry {
         if !record.enabled || record.expires_at.is_some_and(|at| at <= now) {
             return Self::Gone;
         }
-        let Ok(location) = HeaderValue::try_from(record.target_url.as_str()) else {
+        let target = record.options.utm.apply(&record.target_url);
+        let has_rules = !record.options.rules.is_empty();
+        let Ok(location) = HeaderValue::try_from(target.as_str()) else {
             // The writer validates targets; a record that is not a valid header
             // value is corrupt, and redirecting to it is not an option.
             tracing::error!(target = %record.target_url, "stored target is not a valid Location");
             return Self::Gone;
+        };
+        let extra = if record.options.is_empty() {
+            None
+        } else {
+            let mut rule_targets = Vec::with_capacity(record.options.rules.len());
+            for rule in &record.options.rules {
+                let target = record.options.utm.apply(&rule.target_url);
+                let Ok(location) = HeaderValue::try_from(target.as_str()) else {
+                    tracing::error!(target = %rule.target_url, "a stored rule's target is not a valid Location");
+                    return Self::Gone;
+                };
+                rule_targets.push((target.into_boxed_str(), location));
+            }
+            Some(Box::new(Extra {
+                options: record.options,
+                rule_targets,
+            }))
         };
         let status = match record.redirect_status {
             RedirectStatus::MovedPermanently => StatusCode::MOVED_PERMANENTLY,
@@ -55,7 +120,9 @@ impl Entry {
             RedirectStatus::TemporaryRedirect => StatusCode::TEMPORARY_REDIRECT,
             RedirectStatus::PermanentRedirect => StatusCode::PERMANENT_REDIRECT,
         };
-        let cache_control = if record.redirect_status.is_permanent() {
+        // A link with rules answers each visitor in their own way: no cache
+        // between us and them may keep one answer for all.
+        let cache_control = if record.redirect_status.is_permanent() && !has_rules {
             let mut max_age = policy.permanent_max_age;
             if let Some(left) = record.expires_at.and_then(|at| at.duration_since(now).ok()) {
                 max_age = max_age.min(left);
@@ -68,11 +135,12 @@ impl Entry {
         };
         Self::Link(Link {
             status,
-            target: record.target_url.into_boxed_str(),
+            target: target.into_boxed_str(),
             location,
             cache_control,
             forward_query: record.forward_query,
             expires_at: record.expires_at,
+            extra,
         })
     }
 
@@ -125,6 +193,7 @@ mod tests {
             forward_query: false,
             expires_at: None,
             enabled: true,
+            options: LinkOptions::default(),
         }
     }
 

@@ -21,7 +21,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use crate::clicks::Clicks;
-use crate::entry::{Entry, Link, location_with_query};
+use crate::entry::{Destination, Entry, Link, location_with_query};
 use crate::l2::SharedCache;
 use crate::pages;
 use crate::resolve::{Resolution, Resolver};
@@ -34,6 +34,8 @@ pub struct Shared {
     pub l2: Option<Arc<dyn SharedCache>>,
     /// `None` when clicks are not counted.
     pub clicks: Option<Arc<Clicks>>,
+    /// What redirect rules read of a request.
+    pub visitors: Arc<crate::visitors::Visitors>,
     pub public_base_url: String,
     pub metrics: HttpMetrics,
     /// `None` when scanners are not throttled.
@@ -238,7 +240,8 @@ fn answer(
             if let Some(clicks) = shared.clicks.as_ref().filter(|_| !head) {
                 clicks.record(code, &request.headers, peer);
             }
-            redirect(link, query)
+            let destination = link.destination(|| shared.visitors.visit(&request.headers, peer));
+            redirect(link, destination, query)
         }
         Page::Preview(_) => {
             shared.metrics.previews.increment(1);
@@ -254,13 +257,24 @@ fn answer(
     }
 }
 
-fn redirect(link: &Link, query: Option<&str>) -> Response {
+fn redirect(link: &Link, destination: Destination<'_>, query: Option<&str>) -> Response {
     let location = match query {
         Some(query) if link.forward_query && !query.is_empty() => {
-            HeaderValue::try_from(location_with_query(&link.target, query))
-                .unwrap_or_else(|_| link.location.clone())
+            // The link's own UTM fields are not overridden by the request's.
+            let stripped = link
+                .extra
+                .as_ref()
+                .filter(|extra| !extra.options.utm.is_empty())
+                .map(|extra| extra.options.utm.strip_from_query(query));
+            let query = stripped.as_deref().unwrap_or(query);
+            if query.is_empty() {
+                destination.location.clone()
+            } else {
+                HeaderValue::try_from(location_with_query(destination.target, query))
+                    .unwrap_or_else(|_| destination.location.clone())
+            }
         }
-        _ => link.location.clone(),
+        _ => destination.location.clone(),
     };
     let mut response = Response::new(Body::empty());
     *response.status_mut() = link.status;

@@ -12,6 +12,7 @@ pub mod resolve;
 pub mod scanners;
 pub mod server;
 pub mod store;
+pub mod visitors;
 
 pub use app::App;
 pub use config::Config;

@@ -20,8 +20,9 @@ use tinyurl_domain::CachedLink;
 // its booleans into `flags`: 1 forward the query string, 2 disabled by its
 // owner, 8 blocked by an operator; either of the last two stops it, as the
 // writer's cached record says.
+// `options` is NULL for a plain link.
 const FIND_SQL: &str = "SELECT target_url, redirect_status, flags & 1 <> 0, expires_at, \
-                        flags & 10 = 0 FROM links WHERE code = $1 AND target_url IS NOT NULL";
+                        flags & 10 = 0, options FROM links WHERE code = $1 AND target_url IS NOT NULL";
 
 /// How often an unhealthy database is probed.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -149,16 +150,19 @@ impl PostgresLinkSource {
             Err(_) => return Err(self.mark_down(db, slot, "query timed out")),
         };
         let Some(row) = row else { return Ok(None) };
-        let record = (|| -> Result<CachedLink, tokio_postgres::Error> {
-            let status: i16 = row.try_get(1)?;
+        let record = (|| -> Result<CachedLink, String> {
+            let get_error = |error: tokio_postgres::Error| error.to_string();
+            let status: i16 = row.try_get(1).map_err(get_error)?;
+            let options: Option<&str> = row.try_get(5).map_err(get_error)?;
             Ok(CachedLink {
-                target_url: row.try_get(0)?,
+                target_url: row.try_get(0).map_err(get_error)?,
                 // The schema's CHECK allows only the four statuses.
                 redirect_status: tinyurl_domain::RedirectStatus::from_code(status)
                     .unwrap_or_default(),
-                forward_query: row.try_get(2)?,
-                expires_at: row.try_get::<_, Option<SystemTime>>(3)?,
-                enabled: row.try_get(4)?,
+                forward_query: row.try_get(2).map_err(get_error)?,
+                expires_at: row.try_get::<_, Option<SystemTime>>(3).map_err(get_error)?,
+                enabled: row.try_get(4).map_err(get_error)?,
+                options: tinyurl_domain::LinkOptions::from_stored(options)?,
             })
         })();
         record.map(Some).map_err(|error| {

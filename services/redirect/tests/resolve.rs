@@ -93,6 +93,7 @@ impl Fixture {
                     idempotency_key: None,
                     fingerprint: None,
                     tags: Vec::new(),
+                    options: Default::default(),
                 }],
             )
             .await?;
@@ -216,6 +217,7 @@ async fn the_shared_cache_answers_before_the_database_and_a_flush_empties_l1() -
             updated_at: now,
             blocked: false,
             tags: Vec::new(),
+            options: Default::default(),
         }])
         .await;
     let entry = fixture.resolve("cached").await?;

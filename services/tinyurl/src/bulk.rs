@@ -170,7 +170,7 @@ pub async fn import(
             redirect_type: redirect_type.into(),
             forward_query: false,
             idempotency_key: row.idempotency_key(),
-            tags: Vec::new(),
+            ..CreateLinkRequest::default()
         });
         import.rows.push(row);
         if import.rows.len() >= usize::from(args.batch) {

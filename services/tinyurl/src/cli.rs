@@ -2,11 +2,13 @@
 
 use clap::{Parser, Subcommand};
 use tinyurl_links::admin::AdminCommand;
+use tinyurl_links::input::RuleInput;
 
 use crate::bulk::{ExportArgs, ImportArgs};
 use crate::client::Connection;
 use crate::stats::StatsArgs;
 use crate::up::UpArgs;
+use tinyurl_proto::v1::{RedirectRule, Utm};
 
 /// tinyurl: run the whole URL shortener with `tinyurl up`, and manage links.
 #[derive(Parser)]
@@ -41,6 +43,64 @@ pub struct UpdateArgs {
     /// Remove every tag.
     #[arg(long)]
     pub no_tags: bool,
+    /// UTM fields from now on (the ones not given are removed) and rules
+    /// from now on (replacing the old ones).
+    #[command(flatten)]
+    pub options: OptionArgs,
+    /// Remove every UTM field.
+    #[arg(long, conflicts_with_all = ["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"])]
+    pub no_utm: bool,
+    /// Remove every rule.
+    #[arg(long, conflicts_with = "rules")]
+    pub no_rules: bool,
+}
+
+/// A link's UTM fields and redirect rules.
+#[derive(clap::Args, Default)]
+pub struct OptionArgs {
+    /// utm_source, merged into the target's query on every redirect.
+    #[arg(long)]
+    pub utm_source: Option<String>,
+    #[arg(long)]
+    pub utm_medium: Option<String>,
+    #[arg(long)]
+    pub utm_campaign: Option<String>,
+    #[arg(long)]
+    pub utm_term: Option<String>,
+    #[arg(long)]
+    pub utm_content: Option<String>,
+    /// A redirect rule, `device=ios,android country=DE,AT lang=de TARGET`:
+    /// conditions (any of `device`, `country`, `lang`; values
+    /// comma-separated) and the target last, space-separated. Repeat for
+    /// more; the first a visit meets answers it.
+    #[arg(long = "rule", value_parser = parse_rule)]
+    pub rules: Vec<RedirectRule>,
+}
+
+impl OptionArgs {
+    /// The UTM fields given, `None` when none is.
+    pub fn utm(&self) -> Option<Utm> {
+        let utm = Utm {
+            source: self.utm_source.clone().unwrap_or_default(),
+            medium: self.utm_medium.clone().unwrap_or_default(),
+            campaign: self.utm_campaign.clone().unwrap_or_default(),
+            term: self.utm_term.clone().unwrap_or_default(),
+            content: self.utm_content.clone().unwrap_or_default(),
+        };
+        (utm != Utm::default()).then_some(utm)
+    }
+}
+
+/// `--rule`'s syntax ([`RuleInput::parse_line`]); the server checks the
+/// values.
+pub fn parse_rule(text: &str) -> Result<RedirectRule, String> {
+    let rule = RuleInput::parse_line(text)?;
+    Ok(RedirectRule {
+        devices: rule.devices,
+        countries: rule.countries,
+        languages: rule.languages,
+        target_url: rule.target_url,
+    })
 }
 
 /// `tags`: the key's tags, or one of them, renamed or deleted.
@@ -88,6 +148,8 @@ pub enum Command {
         /// A tag (repeat for more).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        #[command(flatten)]
+        options: OptionArgs,
     },
     /// Show a link.
     Get { code: String },

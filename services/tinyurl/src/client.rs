@@ -176,6 +176,31 @@ pub struct LinkView {
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
     pub tags: Vec<String>,
+    /// `utm_source` and so on: the fields set.
+    pub utm: std::collections::BTreeMap<&'static str, String>,
+    pub rules: Vec<RuleView>,
+}
+
+/// A redirect rule as the client prints it.
+#[derive(Debug, serde::Serialize)]
+pub struct RuleView {
+    pub devices: Vec<String>,
+    pub countries: Vec<String>,
+    pub languages: Vec<String>,
+    pub target_url: String,
+}
+
+impl RuleView {
+    /// The rule as `--rule` takes it.
+    pub fn render(&self) -> String {
+        tinyurl_links::input::RuleInput {
+            devices: self.devices.clone(),
+            countries: self.countries.clone(),
+            languages: self.languages.clone(),
+            target_url: self.target_url.clone(),
+        }
+        .to_line()
+    }
 }
 
 fn rfc3339(timestamp: Option<&prost_types::Timestamp>) -> Option<String> {
@@ -204,6 +229,31 @@ impl From<&Link> for LinkView {
             created_at: rfc3339(link.created_at.as_ref()),
             updated_at: rfc3339(link.updated_at.as_ref()),
             tags: link.tags.clone(),
+            utm: link
+                .utm
+                .iter()
+                .flat_map(|utm| {
+                    [
+                        ("utm_source", &utm.source),
+                        ("utm_medium", &utm.medium),
+                        ("utm_campaign", &utm.campaign),
+                        ("utm_term", &utm.term),
+                        ("utm_content", &utm.content),
+                    ]
+                })
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| (name, value.clone()))
+                .collect(),
+            rules: link
+                .rules
+                .iter()
+                .map(|rule| RuleView {
+                    devices: rule.devices.clone(),
+                    countries: rule.countries.clone(),
+                    languages: rule.languages.clone(),
+                    target_url: rule.target_url.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -227,6 +277,17 @@ impl LinkView {
         }
         if !self.tags.is_empty() {
             out.push_str(&format!("\n  tags: {}", self.tags.join(", ")));
+        }
+        if !self.utm.is_empty() {
+            let fields: Vec<String> = self
+                .utm
+                .iter()
+                .map(|(name, value)| format!("{name}={value:?}"))
+                .collect();
+            out.push_str(&format!("\n  utm: {}", fields.join(" ")));
+        }
+        for (index, rule) in self.rules.iter().enumerate() {
+            out.push_str(&format!("\n  rule {}: {}", index + 1, rule.render()));
         }
         if let Some(created_at) = &self.created_at {
             out.push_str(&format!("\n  created {created_at}"));

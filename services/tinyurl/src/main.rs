@@ -163,6 +163,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             forward_query,
             idempotency_key,
             tags,
+            options,
         } => {
             let request = CreateLinkRequest {
                 target_url: url,
@@ -174,6 +175,8 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                 forward_query,
                 idempotency_key: idempotency_key.unwrap_or_default(),
                 tags,
+                utm: options.utm(),
+                rules: options.rules,
             };
             let link = client::call(connection, connection.links()?.create_link(request)).await?;
             print_link(&link, json)
@@ -224,6 +227,9 @@ async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result
         forward_query,
         tags,
         no_tags,
+        options,
+        no_utm,
+        no_rules,
     } = args;
     let redirect_type = status
         .map(client::redirect_type)
@@ -238,6 +244,16 @@ async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result
         enabled: None,
         forward_query,
         tags: (no_tags || !tags.is_empty()).then_some(Tags { tags }),
+        utm: if no_utm {
+            Some(tinyurl_proto::v1::Utm::default())
+        } else {
+            options.utm()
+        },
+        rules: (no_rules || !options.rules.is_empty()).then_some(
+            tinyurl_proto::v1::RedirectRules {
+                rules: options.rules,
+            },
+        ),
     };
     let link = client::call(connection, connection.links()?.update_link(request)).await?;
     print_link(&link, json)

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use tinyurl_runtime::proxies::TrustedProxies;
 
 use tinyurl_domain::RedirectStatus;
+use tinyurl_proto::v1 as proto;
 use tinyurl_proto::v1::links_server::Links;
 use tinyurl_proto::v1::{
     BatchCreateLinksRequest, BatchCreateLinksResponse, BatchCreateLinksResult, BatchItemError,
@@ -117,7 +118,54 @@ fn create_input(request: CreateLinkRequest) -> Result<CreateInput, WriterError> 
         forward_query: request.forward_query,
         idempotency_key: Some(request.idempotency_key),
         tags: request.tags,
+        utm: request.utm.map(utm_input).unwrap_or_default(),
+        rules: request.rules.into_iter().map(rule_input).collect(),
     })
+}
+
+/// Empty strings are unset, as everywhere in the proto.
+fn utm_input(utm: proto::Utm) -> tinyurl_domain::Utm {
+    let set = |value: String| (!value.is_empty()).then_some(value);
+    tinyurl_domain::Utm {
+        source: set(utm.source),
+        medium: set(utm.medium),
+        campaign: set(utm.campaign),
+        term: set(utm.term),
+        content: set(utm.content),
+    }
+}
+
+fn rule_input(rule: proto::RedirectRule) -> tinyurl_links::input::RuleInput {
+    tinyurl_links::input::RuleInput {
+        devices: rule.devices,
+        countries: rule.countries,
+        languages: rule.languages,
+        target_url: rule.target_url,
+    }
+}
+
+fn utm_to_proto(utm: &tinyurl_domain::Utm) -> Option<proto::Utm> {
+    let value = |field: &Option<String>| field.clone().unwrap_or_default();
+    (!utm.is_empty()).then(|| proto::Utm {
+        source: value(&utm.source),
+        medium: value(&utm.medium),
+        campaign: value(&utm.campaign),
+        term: value(&utm.term),
+        content: value(&utm.content),
+    })
+}
+
+fn rule_to_proto(rule: &tinyurl_domain::RedirectRule) -> proto::RedirectRule {
+    proto::RedirectRule {
+        devices: rule
+            .devices
+            .iter()
+            .map(|device| device.name().to_owned())
+            .collect(),
+        countries: rule.countries.clone(),
+        languages: rule.languages.clone(),
+        target_url: rule.target_url.clone(),
+    }
 }
 
 fn tag_to_proto(summary: TagSummary) -> Tag {
@@ -175,6 +223,8 @@ fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
         updated_at: Some(prost_types::Timestamp::from(link.updated_at)),
         blocked: link.blocked,
         tags: link.tags.clone(),
+        utm: utm_to_proto(&link.options.utm),
+        rules: link.options.rules.iter().map(rule_to_proto).collect(),
     }
 }
 
@@ -258,6 +308,10 @@ impl Links for LinksService {
                 enabled: message.enabled,
                 forward_query: message.forward_query,
                 tags: message.tags.map(|tags| tags.tags),
+                utm: message.utm.map(utm_input),
+                rules: message
+                    .rules
+                    .map(|rules| rules.rules.into_iter().map(rule_input).collect()),
             })
         })();
         let link = self

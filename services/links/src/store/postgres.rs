@@ -16,7 +16,7 @@ use tokio_postgres::Row;
 use super::{
     ApiKeyInfo, LinkChanges, LinkOrder, LinkSearch, LinkState, LinkStore, NewLink, OwnerOverview,
     Replay, SearchCursor, StoredLink, fingerprint_from, key_hash, lifted_and_remaining,
-    like_pattern, parse_scope, prefix_end, rate_column, stored_rate, stored_status,
+    like_pattern, parse_scope, prefix_end, rate_column, stored_options, stored_rate, stored_status,
 };
 use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
@@ -48,7 +48,7 @@ const GRANTS: &str = include_str!("postgres/grants.sql");
 /// the first change (migrations V7, V8).
 const LINK_COLUMNS: &str = "code, target_url, redirect_status, flags & 1 <> 0, expires_at, \
                             flags & 2 = 0, flags & 4 <> 0, created_at, \
-                            COALESCE(updated_at, created_at), flags & 8 <> 0";
+                            COALESCE(updated_at, created_at), flags & 8 <> 0, options";
 
 /// The `flags` of a new link (enabled).
 fn new_flags(link: &NewLink) -> i16 {
@@ -79,9 +79,15 @@ impl StoredLink {
                 updated_at: row.try_get(offset + 8)?,
                 blocked: row.try_get(offset + 9)?,
                 tags: Vec::new(),
+                options: tinyurl_domain::LinkOptions::default(),
             })
         };
-        read().map_err(WriterError::from_postgres)
+        let mut link = read().map_err(WriterError::from_postgres)?;
+        let options: Option<&str> = row
+            .try_get(offset + 10)
+            .map_err(WriterError::from_postgres)?;
+        link.options = stored_options(options)?;
+        Ok(link)
     }
 }
 

@@ -32,7 +32,7 @@ mod embedded {
 }
 
 /// `updated_at` is NULL until the first change (migration V7).
-const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, COALESCE(updated_at, created_at), blocked";
+const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, COALESCE(updated_at, created_at), blocked, options";
 
 /// Writes serialise on SQLite's lock anyway; a few connections let reads
 /// proceed beside a write.
@@ -61,6 +61,16 @@ fn link_from_row(row: &Row<'_>) -> rusqlite::Result<StoredLink> {
         updated_at: from_micros(row.get(8)?),
         blocked: row.get(9)?,
         tags: Vec::new(),
+        options: {
+            let stored: Option<String> = row.get(10)?;
+            tinyurl_domain::LinkOptions::from_stored(stored.as_deref()).map_err(|reason| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    10,
+                    rusqlite::types::Type::Text,
+                    reason.into(),
+                )
+            })?
+        },
     })
 }
 

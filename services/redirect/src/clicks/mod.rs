@@ -49,7 +49,7 @@ pub struct ClickSettings {
     /// Distinct keys held, counting and unsent, before clicks are dropped.
     pub max_keys: usize,
     pub trusted_proxies: TrustedProxies,
-    pub countries: Option<Countries>,
+    pub countries: Option<std::sync::Arc<Countries>>,
 }
 
 pub struct Clicks {
@@ -57,7 +57,7 @@ pub struct Clicks {
     hasher: FixedState,
     agents: Agents,
     trusted_proxies: TrustedProxies,
-    countries: Option<Countries>,
+    countries: Option<std::sync::Arc<Countries>>,
     /// Distinct keys held across the shards and the unsent batches.
     held: AtomicUsize,
     max_keys: usize,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tinyurl_domain::CachedLink;
+use tinyurl_runtime::sqlite::rusqlite;
 use tinyurl_runtime::sqlite::rusqlite::OptionalExtension as _;
 use tinyurl_runtime::sqlite::{Sqlite, from_micros};
 
@@ -15,7 +16,7 @@ use super::{LinkSource, PROBE_INTERVAL, Source, StoreError};
 // A deleted link's tombstone (no target) reads as missing; a link disabled
 // by its owner or blocked by an operator does not redirect.
 const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, \
-                        enabled AND NOT blocked \
+                        enabled AND NOT blocked, options \
                         FROM links WHERE code = ?1 AND target_url IS NOT NULL";
 
 pub struct SqliteLinkSource {
@@ -55,6 +56,15 @@ impl LinkSource for SqliteLinkSource {
                     .prepare_cached(FIND_SQL)?
                     .query_row([code], |row| {
                         let status: i64 = row.get(1)?;
+                        let options: Option<String> = row.get(5)?;
+                        let options = tinyurl_domain::LinkOptions::from_stored(options.as_deref())
+                            .map_err(|reason| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    5,
+                                    rusqlite::types::Type::Text,
+                                    reason.into(),
+                                )
+                            })?;
                         Ok(CachedLink {
                             target_url: row.get(0)?,
                             // The schema's CHECK allows only the four statuses.
@@ -63,6 +73,7 @@ impl LinkSource for SqliteLinkSource {
                             forward_query: row.get(2)?,
                             expires_at: row.get::<_, Option<i64>>(3)?.map(from_micros),
                             enabled: row.get(4)?,
+                            options,
                         })
                     })
                     .optional()

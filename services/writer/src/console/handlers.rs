@@ -15,7 +15,7 @@ use tinyurl_domain::RedirectStatus;
 use tinyurl_links::auth::{Scope, bearer};
 use tinyurl_links::error::WriterError;
 use tinyurl_links::import::EXPORT_COLUMNS;
-use tinyurl_links::input::{CreateInput, UpdateInput};
+use tinyurl_links::input::{CreateInput, RuleInput, UpdateInput};
 use tinyurl_links::store::{LinkOrder, LinkSearch, LinkState};
 use tinyurl_links::{Call, SearchInput, StatsInput};
 
@@ -231,7 +231,7 @@ pub(super) async fn bulk(
     }
     let action = field("action").unwrap_or_default();
     if action == "export" {
-        return Ok(export(&console, &signed, &codes).await);
+        return Ok(Box::pin(export(&console, &signed, &codes)).await);
     }
     let (verb, enabled) = match action {
         "disable" => ("Disabled", Some(false)),
@@ -455,6 +455,14 @@ pub(super) async fn create(
             forward_query: body.forward_query.is_some(),
             idempotency_key: None,
             tags: split_tags(&body.tags),
+            utm: utm_of([
+                &body.utm_source,
+                &body.utm_medium,
+                &body.utm_campaign,
+                &body.utm_term,
+                &body.utm_content,
+            ]),
+            rules: rule_lines(&body.rules)?,
         })
     })();
     Ok(match console.links.create(&signed.call, input).await {
@@ -561,7 +569,15 @@ pub(super) async fn link_page(
     } else {
         None
     };
-    render_link(&console, &signed, &code, &Window::of(&params), notice, None).await
+    Box::pin(render_link(
+        &console,
+        &signed,
+        &code,
+        &Window::of(&params),
+        notice,
+        None,
+    ))
+    .await
 }
 
 /// The link's page, with a notice or a form's error.
@@ -646,6 +662,40 @@ pub(super) struct EditForm {
     expires_at: String,
     /// Comma-separated; absent (a form without the field) keeps the tags.
     tags: Option<String>,
+    /// Absent (a form without them) keeps the UTM fields.
+    utm_source: Option<String>,
+    utm_medium: Option<String>,
+    utm_campaign: Option<String>,
+    utm_term: Option<String>,
+    utm_content: Option<String>,
+    /// One per line; absent keeps the rules.
+    rules: Option<String>,
+}
+
+/// A form's UTM fields (source, medium, campaign, term, content); the
+/// link service trims them and drops the empty ones.
+fn utm_of(fields: [&String; 5]) -> tinyurl_domain::Utm {
+    let [source, medium, campaign, term, content] = fields.map(|field| Some(field.clone()));
+    tinyurl_domain::Utm {
+        source,
+        medium,
+        campaign,
+        term,
+        content,
+    }
+}
+
+/// A form's rules, one per line, blank lines skipped.
+fn rule_lines(raw: &str) -> Result<Vec<RuleInput>, WriterError> {
+    raw.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            RuleInput::parse_line(line).map_err(|reason| {
+                WriterError::invalid("rules", format!("line {}: {reason}", index + 1))
+            })
+        })
+        .collect()
 }
 
 /// The tags typed into a form's field, separated by commas.
@@ -673,6 +723,19 @@ pub(super) async fn update(
             enabled: None,
             forward_query: Some(body.forward_query.is_some()),
             tags: body.tags.as_deref().map(split_tags),
+            utm: match (
+                &body.utm_source,
+                &body.utm_medium,
+                &body.utm_campaign,
+                &body.utm_term,
+                &body.utm_content,
+            ) {
+                (Some(source), Some(medium), Some(campaign), Some(term), Some(content)) => {
+                    Some(utm_of([source, medium, campaign, term, content]))
+                }
+                _ => None,
+            },
+            rules: body.rules.as_deref().map(rule_lines).transpose()?,
         })
     })();
     Ok(Box::pin(changed(&console, &signed, &code, input)).await)
@@ -690,14 +753,14 @@ async fn changed(
         Ok(link) => see_other(&format!("/console/links/{}?saved", link.code)),
         Err(error @ (WriterError::InvalidField { .. } | WriterError::PermissionDenied(_))) => {
             let status = error.kind().http_status();
-            render_link(
+            Box::pin(render_link(
                 console,
                 signed,
                 code,
                 &Window::Preset(None),
                 None,
                 Some((status, form_error(&error))),
-            )
+            ))
             .await
         }
         Err(error) => service_error_page(&error),

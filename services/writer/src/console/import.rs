@@ -197,7 +197,7 @@ async fn run(
                 redirect_status: status,
                 forward_query: false,
                 idempotency_key: Some(row.idempotency_key()),
-                tags: Vec::new(),
+                ..CreateInput::default()
             };
             batch.push((row, input));
             if batch.len() == BATCH {

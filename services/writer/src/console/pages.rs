@@ -378,6 +378,116 @@ pub(super) struct CreateForm {
     pub expires_at: String,
     /// Comma-separated.
     pub tags: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_term: String,
+    pub utm_content: String,
+    /// One rule per line ([`tinyurl_links::input::RuleInput::parse_line`]).
+    pub rules: String,
+}
+
+/// What the campaign and rules fields of a form show.
+pub(super) struct OptionFields<'a> {
+    pub utm: [(&'static str, &'static str, &'a str); 5],
+    pub rules: String,
+}
+
+impl<'a> OptionFields<'a> {
+    pub fn of_form(form: &'a CreateForm) -> Self {
+        Self {
+            utm: [
+                ("utm_source", "Source", form.utm_source.as_str()),
+                ("utm_medium", "Medium", form.utm_medium.as_str()),
+                ("utm_campaign", "Campaign", form.utm_campaign.as_str()),
+                ("utm_term", "Term", form.utm_term.as_str()),
+                ("utm_content", "Content", form.utm_content.as_str()),
+            ],
+            rules: form.rules.clone(),
+        }
+    }
+
+    pub fn of_link(link: &'a StoredLink) -> Self {
+        let utm = &link.options.utm;
+        let value = |field: &'a Option<String>| field.as_deref().unwrap_or_default();
+        Self {
+            utm: [
+                ("utm_source", "Source", value(&utm.source)),
+                ("utm_medium", "Medium", value(&utm.medium)),
+                ("utm_campaign", "Campaign", value(&utm.campaign)),
+                ("utm_term", "Term", value(&utm.term)),
+                ("utm_content", "Content", value(&utm.content)),
+            ],
+            rules: link
+                .options
+                .rules
+                .iter()
+                .map(|rule| tinyurl_links::input::RuleInput::from(rule).to_line())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rules.trim().is_empty() && self.utm.iter().all(|(_, _, value)| value.is_empty())
+    }
+}
+
+/// The UTM fields and the rules of a form, folded away unless they hold
+/// something or an error.
+fn option_fields(fields: &OptionFields<'_>, error: Option<&FormError>) -> Markup {
+    let open = !fields.is_empty()
+        || error.is_some_and(|error| matches!(error.field, Some("utm" | "rules")));
+    html! {
+        details.options open[open] {
+            summary { "Campaign (UTM) and redirect rules" }
+            fieldset.stack {
+                legend { "UTM parameters added to the target" }
+                @for (name, label, value) in &fields.utm {
+                    label {
+                        (label)
+                        input type="text" name=(name) value=(value) spellcheck="false" maxlength="200";
+                    }
+                }
+                (field_error(error, "utm"))
+            }
+            label {
+                "Rules, one per line: conditions, then the target"
+                textarea name="rules" rows="3" spellcheck="false"
+                    placeholder="device=ios country=DE,AT lang=de https://example.com/de-app" { (fields.rules) }
+                (field_error(error, "rules"))
+            }
+            p.muted {
+                "Conditions: " code { "device=" } "ios, android or desktop; "
+                code { "country=" } "two-letter codes; " code { "lang=" } "languages like en or pt-BR. "
+                "The first rule a visit meets answers it; the target above answers the rest."
+            }
+        }
+    }
+}
+
+/// A rule's conditions in words: `iOS or Android, in DE or AT, speaking de`.
+fn rule_summary(rule: &tinyurl_domain::RedirectRule) -> String {
+    let mut parts = Vec::new();
+    if !rule.devices.is_empty() {
+        let devices: Vec<&str> = rule
+            .devices
+            .iter()
+            .map(|device| match device {
+                tinyurl_domain::Device::Ios => "iOS",
+                tinyurl_domain::Device::Android => "Android",
+                tinyurl_domain::Device::Desktop => "desktop",
+            })
+            .collect();
+        parts.push(devices.join(" or "));
+    }
+    if !rule.countries.is_empty() {
+        parts.push(format!("in {}", rule.countries.join(" or ")));
+    }
+    if !rule.languages.is_empty() {
+        parts.push(format!("speaking {}", rule.languages.join(" or ")));
+    }
+    parts.join(", ")
 }
 
 /// A link's tags, each a link to the listing of its links.
@@ -466,6 +576,7 @@ pub(super) fn new_link(nav: &Nav, form: &CreateForm, error: Option<&FormError>) 
                         placeholder="newsletter, spring sale";
                     (field_error(error, "tags"))
                 }
+                (option_fields(&OptionFields::of_form(form), error))
                 button type="submit" { "Create" }
             }
         },
@@ -542,6 +653,24 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                         dt { "Tags" }
                         dd #tags {
                             @if link.tags.is_empty() { "none" } @else { (tag_links(&link.tags)) }
+                        }
+                        @if !link.options.utm.is_empty() {
+                            dt { "UTM" }
+                            dd #utm {
+                                @for (name, value) in link.options.utm.pairs() {
+                                    code { (name) "=" (value) } " "
+                                }
+                            }
+                        }
+                        @if !link.options.rules.is_empty() {
+                            dt { "Rules" }
+                            dd #rules {
+                                ol {
+                                    @for rule in &link.options.rules {
+                                        li { (rule_summary(rule)) " → " (rule.target_url) }
+                                    }
+                                }
+                            }
                         }
                         dt { "Created" } dd { (when(link.created_at)) }
                         dt { "Changed" } dd { (when(link.updated_at)) }
@@ -627,6 +756,7 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                         input type="text" name="tags" value=(link.tags.join(", ")) spellcheck="false";
                         (field_error(view.error, "tags"))
                     }
+                    (option_fields(&OptionFields::of_link(link), view.error))
                     button type="submit" { "Save" }
                 }
                 form.row method="post" action=(format!("/console/links/{code}/enabled")) {

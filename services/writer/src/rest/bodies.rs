@@ -43,6 +43,110 @@ pub struct LinkBody {
     /// Sorted, lowercase.
     #[schema(example = json!(["newsletter", "spring sale"]))]
     pub tags: Vec<String>,
+    /// Null when the link sets no UTM field.
+    pub utm: Option<UtmBody>,
+    /// In order: the first a visit meets answers it.
+    pub rules: Vec<RuleBody>,
+}
+
+/// UTM parameters merged into the query of whichever target a visit goes
+/// to (the link's or a rule's): a parameter of the same name already in
+/// that target is replaced, and when the link forwards query strings the
+/// visitor's own `utm_*` parameters of the names set here are not
+/// forwarded. Each at most 200 characters, trimmed; empty or null is unset.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UtmBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "newsletter", max_length = 200)]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "email", max_length = 200)]
+    pub medium: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "spring-sale", max_length = 200)]
+    pub campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
+    pub term: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
+    pub content: Option<String>,
+}
+
+/// Sends the visits that meet its condition to its own target. Within each
+/// list the values are alternatives; the lists given must all hold; at
+/// least one must be given. A visit that meets no rule of its link goes to
+/// the link's target.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleBody {
+    /// `ios` (iPhone, iPad before iPadOS 13, iPod), `android`, `desktop`
+    /// (anything else), from the User-Agent.
+    #[serde(default)]
+    #[schema(max_items = 20, example = json!(["ios"]))]
+    pub devices: Vec<String>,
+    /// ISO 3166-1 alpha-2 codes of the visitor's country (from its address
+    /// and the country database; an unknown country meets no list).
+    #[serde(default)]
+    #[schema(max_items = 20, example = json!(["DE", "AT"]))]
+    pub countries: Vec<String>,
+    /// BCP 47 ranges matched against the visitor's preferred language (the
+    /// first of the highest weight in `Accept-Language`): `en` meets
+    /// `en-GB`, `pt-BR` only `pt-BR`.
+    #[serde(default)]
+    #[schema(max_items = 20, example = json!(["de"]))]
+    pub languages: Vec<String>,
+    /// Checked like a link's target.
+    #[schema(
+        example = "https://apps.apple.com/app/id1",
+        format = "uri",
+        max_length = 2048
+    )]
+    pub target_url: String,
+}
+
+impl UtmBody {
+    pub(super) fn into_utm(self) -> tinyurl_domain::Utm {
+        tinyurl_domain::Utm {
+            source: self.source,
+            medium: self.medium,
+            campaign: self.campaign,
+            term: self.term,
+            content: self.content,
+        }
+    }
+
+    fn of(utm: &tinyurl_domain::Utm) -> Option<Self> {
+        (!utm.is_empty()).then(|| Self {
+            source: utm.source.clone(),
+            medium: utm.medium.clone(),
+            campaign: utm.campaign.clone(),
+            term: utm.term.clone(),
+            content: utm.content.clone(),
+        })
+    }
+}
+
+impl RuleBody {
+    pub(super) fn into_input(self) -> tinyurl_links::input::RuleInput {
+        tinyurl_links::input::RuleInput {
+            devices: self.devices,
+            countries: self.countries,
+            languages: self.languages,
+            target_url: self.target_url,
+        }
+    }
+
+    fn of(rule: &tinyurl_domain::RedirectRule) -> Self {
+        let input = tinyurl_links::input::RuleInput::from(rule);
+        Self {
+            devices: input.devices,
+            countries: input.countries,
+            languages: input.languages,
+            target_url: input.target_url,
+        }
+    }
 }
 
 /// A new link. A retried create sends the same `Idempotency-Key` header.
@@ -75,6 +179,12 @@ pub struct CreateLinkBody {
     #[serde(default)]
     #[schema(max_items = 20, example = json!(["newsletter"]))]
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub utm: Option<UtmBody>,
+    /// At most 10, in order.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    pub rules: Vec<RuleBody>,
 }
 
 /// One link of a batch; `idempotency_key` plays the header's part per item.
@@ -99,6 +209,11 @@ pub struct BatchItemBody {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub utm: Option<UtmBody>,
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    pub rules: Vec<RuleBody>,
 }
 
 /// Up to 1,000 links created together.
@@ -139,6 +254,13 @@ pub struct UpdateLinkBody {
     /// The link's tags from now on (`[]` removes them all).
     #[schema(max_items = 20)]
     pub tags: Option<Vec<String>>,
+    /// The link's UTM fields from now on (`{}` or null removes them).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<UtmBody>)]
+    pub utm: Option<Option<UtmBody>>,
+    /// The link's rules from now on (`[]` removes them all).
+    #[schema(max_items = 10)]
+    pub rules: Option<Vec<RuleBody>>,
 }
 
 /// A field that is present, even as null (`Some(None)`), unlike one that is
@@ -313,6 +435,8 @@ pub(super) fn link_body(links: &LinkService, link: &StoredLink) -> LinkBody {
         updated_at: rfc3339(link.updated_at),
         blocked: link.blocked,
         tags: link.tags.clone(),
+        utm: UtmBody::of(&link.options.utm),
+        rules: link.options.rules.iter().map(RuleBody::of).collect(),
     }
 }
 

@@ -95,6 +95,7 @@ pub(super) fn create_input(
         forward_query,
         idempotency_key,
         tags,
+        ..CreateInput::default()
     })
 }
 

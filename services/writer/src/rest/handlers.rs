@@ -9,14 +9,14 @@ use http::{HeaderMap, StatusCode, header};
 
 use super::bodies::{
     BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody, LinkBody, LinkPage,
-    ListQuery, RenameTagBody, StatsBody, StatsQueryParams, TagBody, TagChange, TagList,
-    UpdateLinkBody, link_body, redirect_status, stats_body, tag_body, time,
+    ListQuery, RenameTagBody, RuleBody, StatsBody, StatsQueryParams, TagBody, TagChange, TagList,
+    UpdateLinkBody, UtmBody, link_body, redirect_status, stats_body, tag_body, time,
 };
 use super::extract::{Caller, JsonBody, LinkCode, TagName, create_input, decoded, query};
 use super::{ApiError, Problem};
 use tinyurl_analytics::Granularity;
 use tinyurl_links::error::WriterError;
-use tinyurl_links::input::{ListInput, MAX_BATCH, UpdateInput};
+use tinyurl_links::input::{CreateInput, ListInput, MAX_BATCH, UpdateInput};
 use tinyurl_links::{LinkService, StatsInput};
 
 pub(super) type Links = State<Arc<LinkService>>;
@@ -64,6 +64,7 @@ pub(super) async fn create_link(
             idempotency_key?,
             body.tags,
         )
+        .map(|input| with_options(input, body.utm, body.rules))
     });
     let link = links.create(&call, input).await?;
     let location = format!("/api/v1/links/{}", link.code);
@@ -113,6 +114,7 @@ pub(super) async fn batch_create_links(
                 item.idempotency_key,
                 item.tags,
             )
+            .map(|input| with_options(input, item.utm, item.rules))
         })
         .collect();
     let results = links.batch_create(&call, items).await?;
@@ -145,7 +147,8 @@ pub(super) async fn get_link(
     Ok(axum::Json(link_body(&links, &link)))
 }
 
-/// Change a link's target, expiry, redirect type or tags, or switch it off and on.
+/// Change a link's target, expiry, redirect type, tags, UTM fields or rules,
+/// or switch it off and on.
 #[utoipa::path(
     patch,
     path = "/api/v1/links/{code}",
@@ -173,6 +176,10 @@ pub(super) async fn update_link(
             enabled: body.enabled,
             forward_query: body.forward_query,
             tags: body.tags,
+            utm: body.utm.map(|utm| utm.unwrap_or_default().into_utm()),
+            rules: body
+                .rules
+                .map(|rules| rules.into_iter().map(RuleBody::into_input).collect()),
         })
     });
     let link = links.update(&call, &code, input).await?;
@@ -343,4 +350,13 @@ pub(super) async fn delete_tag(
 ) -> Result<axum::Json<TagChange>, ApiError> {
     let links = links.delete_tag(&call, &tag).await?;
     Ok(axum::Json(TagChange { links }))
+}
+
+/// A create's UTM fields and rules, as sent.
+fn with_options(input: CreateInput, utm: Option<UtmBody>, rules: Vec<RuleBody>) -> CreateInput {
+    CreateInput {
+        utm: utm.map(UtmBody::into_utm).unwrap_or_default(),
+        rules: rules.into_iter().map(RuleBody::into_input).collect(),
+        ..input
+    }
 }

@@ -21,7 +21,7 @@ BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'tinyurl_redirect') THEN
         -- Not owner_key_id, created_at or anything of the keys: a redirect
         -- that is taken over reads targets, as any visitor could.
-        GRANT SELECT (code, target_url, redirect_status, flags, expires_at)
+        GRANT SELECT (code, target_url, redirect_status, flags, expires_at, options)
             ON links TO tinyurl_redirect;
     END IF;
 END

@@ -6,25 +6,26 @@ use super::*;
 /// Inserts a whole batch in one statement; conflicting rows (a taken code or
 /// alias) are skipped, not errors.
 const INSERT_SQL: &str = "
-INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
-SELECT code, $1, target_url, redirect_status, flags, expires_at
-FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[])
-     AS new (code, target_url, redirect_status, flags, expires_at)
+INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at, options)
+SELECT code, $1, target_url, redirect_status, flags, expires_at, options
+FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[], $7::text[])
+     AS new (code, target_url, redirect_status, flags, expires_at, options)
 ON CONFLICT DO NOTHING
 RETURNING code, created_at, COALESCE(updated_at, created_at)";
 
 /// The single-row form of [`INSERT_SQL`]: cheaper to bind and plan than
 /// one-element arrays, and single creates are the hot path.
 const INSERT_ONE_SQL: &str = "
-INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
-VALUES ($2, $1, $3, $4, $5, $6)
+INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at, options)
+VALUES ($2, $1, $3, $4, $5, $6, $7)
 ON CONFLICT DO NOTHING
 RETURNING code, created_at, COALESCE(updated_at, created_at)";
 
 /// A batch with idempotency keys, run in a transaction. Each key is claimed
 /// first (a concurrent create with the same key waits on the unique index,
 /// then finds it taken); a key older than the retention (`$7` seconds), or
-/// whose link was deleted, is claimed anew. Only the items whose key was
+/// whose link was deleted, is claimed anew (`$7` here is the options,
+/// `$8` the retention). Only the items whose key was
 /// claimed (or that have none) are inserted, the first item of each code
 /// only. Returns the inserted codes and, with a NULL code, the claimed keys
 /// whose code turned out to be taken: the caller deletes those claims before
@@ -32,8 +33,9 @@ RETURNING code, created_at, COALESCE(updated_at, created_at)";
 const INSERT_KEYED_SQL: &str = "
 WITH new AS (
     SELECT * FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[],
-                         $8::text[], $9::bytea[]) WITH ORDINALITY
-        AS new (code, target_url, redirect_status, flags, expires_at, key, fingerprint, position)
+                         $7::text[], $9::text[], $10::bytea[]) WITH ORDINALITY
+        AS new (code, target_url, redirect_status, flags, expires_at, options, key, fingerprint,
+                position)
 ), candidates AS (
     SELECT DISTINCT ON (code) * FROM new ORDER BY code, position
 ), claimed AS (
@@ -42,13 +44,13 @@ WITH new AS (
     ORDER BY key, position
     ON CONFLICT (owner_key_id, key) DO UPDATE
         SET code = EXCLUDED.code, created_at = now(), fingerprint = EXCLUDED.fingerprint
-        WHERE held.created_at <= now() - make_interval(secs => $7)
+        WHERE held.created_at <= now() - make_interval(secs => $8)
            OR NOT EXISTS (SELECT 1 FROM links
                           WHERE links.code = held.code AND links.target_url IS NOT NULL)
     RETURNING key, code
 ), inserted AS (
-    INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
-    SELECT code, $1, target_url, redirect_status, flags, expires_at FROM candidates
+    INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at, options)
+    SELECT code, $1, target_url, redirect_status, flags, expires_at, options FROM candidates
     WHERE key IS NULL OR (key, code) IN (SELECT key, code FROM claimed)
     ON CONFLICT DO NOTHING
     RETURNING code, created_at, COALESCE(updated_at, created_at) AS updated_at
@@ -64,7 +66,8 @@ SELECT NULL, NULL, NULL, key FROM claimed WHERE code NOT IN (SELECT code FROM in
 /// A tombstone, and the link's tags gone with it, in one statement.
 const DELETE_SQL: &str = "
 WITH gone AS (
-    UPDATE links SET target_url = NULL, flags = flags | 2, expires_at = NULL, updated_at = now()
+    UPDATE links SET target_url = NULL, flags = flags | 2, expires_at = NULL, options = NULL,
+                     updated_at = now()
     WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
     RETURNING code
 ), untagged AS (
@@ -112,6 +115,7 @@ impl LinkStore for PostgresLinkStore {
                             &link.redirect_status.column(),
                             &new_flags(link),
                             &link.expires_at,
+                            &link.options.to_stored(),
                         ],
                     )
                     .await
@@ -126,12 +130,13 @@ impl LinkStore for PostgresLinkStore {
                     statuses,
                     flags,
                     expiries,
+                    options,
                     ..
                 } = &columns;
                 client
                     .query(
                         &statement,
-                        &[&owner.0, codes, targets, statuses, flags, expiries],
+                        &[&owner.0, codes, targets, statuses, flags, expiries, options],
                     )
                     .await
             }
@@ -203,6 +208,7 @@ impl LinkStore for PostgresLinkStore {
         code: &str,
         changes: &LinkChanges,
     ) -> Result<Option<StoredLink>, WriterError> {
+        let (replaced_options, options_patch) = changes.options_patch();
         self.bounded(async {
             let client = self.client().await?;
             // The tags with the row, in one statement: all or nothing.
@@ -216,6 +222,9 @@ impl LinkStore for PostgresLinkStore {
                              flags = (flags & 4)
                                  | CASE WHEN COALESCE($8, flags & 1 <> 0) THEN 1 ELSE 0 END
                                  | CASE WHEN COALESCE($7, flags & 2 = 0) THEN 0 ELSE 2 END,
+                             options = CASE WHEN cardinality($10::text[]) = 0 THEN options
+                                 ELSE NULLIF(((COALESCE(options::jsonb, '{{}}') - $10::text[])
+                                              || COALESCE($11::text::jsonb, '{{}}'))::text, '{{}}') END,
                              updated_at = now()
                          WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
                            AND flags & 8 = 0
@@ -241,6 +250,8 @@ impl LinkStore for PostgresLinkStore {
                         &changes.enabled,
                         &changes.forward_query,
                         &changes.tags,
+                        &replaced_options,
+                        &options_patch,
                     ],
                 )
                 .await
@@ -414,7 +425,8 @@ impl LinkStore for PostgresLinkStore {
             (LinkOrder::Newest, true) => format!(
                 "SELECT {LINK_COLUMNS},
                         COALESCE((SELECT clicks FROM click_totals WHERE click_totals.code = found.code), 0)
-                 FROM (SELECT code, target_url, redirect_status, flags, expires_at, created_at, updated_at
+                 FROM (SELECT code, target_url, redirect_status, flags, expires_at, created_at, updated_at,
+                              options
                        FROM links WHERE {inner}{fence}) AS found
                  ORDER BY {order} LIMIT $2"
             ),
@@ -432,7 +444,7 @@ impl LinkStore for PostgresLinkStore {
             rows.iter()
                 .map(|row| {
                     let link = StoredLink::from_row(row)?;
-                    let total: i64 = row.try_get(10).map_err(WriterError::from_postgres)?;
+                    let total: i64 = row.try_get(11).map_err(WriterError::from_postgres)?;
                     Ok((link, total))
                 })
                 .collect()
@@ -547,6 +559,7 @@ struct Columns<'a> {
     statuses: Vec<i16>,
     flags: Vec<i16>,
     expiries: Vec<Option<SystemTime>>,
+    options: Vec<Option<String>>,
     keys: Vec<Option<&'a str>>,
     fingerprints: Vec<Option<&'a [u8]>>,
 }
@@ -562,6 +575,7 @@ impl<'a> Columns<'a> {
                 .collect(),
             flags: links.iter().map(new_flags).collect(),
             expiries: links.iter().map(|link| link.expires_at).collect(),
+            options: links.iter().map(|link| link.options.to_stored()).collect(),
             keys: links
                 .iter()
                 .map(|link| link.idempotency_key.as_deref())
@@ -616,6 +630,7 @@ impl PostgresLinkStore {
             &columns.statuses,
             &columns.flags,
             &columns.expiries,
+            &columns.options,
         ];
         let sql = if keyed {
             params.extend([

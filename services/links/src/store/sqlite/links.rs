@@ -51,8 +51,9 @@ impl LinkStore for SqliteLinkStore {
                     )?;
                     let mut statement = transaction.prepare_cached(
                         "INSERT INTO links (code, owner_key_id, target_url, redirect_status,
-                                            forward_query, expires_at, is_alias, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                                            forward_query, expires_at, is_alias, created_at,
+                                            options)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                          ON CONFLICT DO NOTHING
                          RETURNING code",
                     )?;
@@ -88,6 +89,7 @@ impl LinkStore for SqliteLinkStore {
                                     link.expires_at.map(to_micros),
                                     link.is_alias,
                                     now,
+                                    link.options.to_stored(),
                                 ],
                                 |row| row.get(0),
                             )
@@ -181,6 +183,15 @@ impl LinkStore for SqliteLinkStore {
     ) -> Result<Option<StoredLink>, WriterError> {
         let code = code.to_owned();
         let changes = changes.clone();
+        // JSON merge patch: a null member removes the option it names.
+        let (replaced, options_patch) = changes.options_patch();
+        let removal = (!replaced.is_empty()).then(|| {
+            let members: Vec<String> = replaced
+                .iter()
+                .map(|key| format!("\"{key}\":null"))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        });
         self.db
             .run(move |connection| {
                 let transaction = connection.transaction()?;
@@ -192,6 +203,9 @@ impl LinkStore for SqliteLinkStore {
                              redirect_status = COALESCE(?6, redirect_status),
                              enabled = COALESCE(?7, enabled),
                              forward_query = COALESCE(?8, forward_query),
+                             options = CASE WHEN ?10 IS NULL THEN options
+                                 ELSE NULLIF(json_patch(json_patch(COALESCE(options, '{{}}'), ?10),
+                                                        COALESCE(?11, '{{}}')), '{{}}') END,
                              updated_at = ?9
                          WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL
                            AND blocked = 0
@@ -210,6 +224,8 @@ impl LinkStore for SqliteLinkStore {
                             changes.enabled,
                             changes.forward_query,
                             to_micros(SystemTime::now()),
+                            removal,
+                            options_patch,
                         ],
                         link_from_row,
                     )
@@ -242,7 +258,7 @@ impl LinkStore for SqliteLinkStore {
                 let transaction = connection.transaction()?;
                 let deleted = transaction.execute(
                     "UPDATE links SET target_url = NULL, enabled = 0,
-                                      expires_at = NULL, updated_at = ?3
+                                      expires_at = NULL, options = NULL, updated_at = ?3
                      WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL",
                     (owner.0, &code, to_micros(SystemTime::now())),
                 )?;
@@ -376,7 +392,7 @@ impl LinkStore for SqliteLinkStore {
                 connection
                     .prepare(&sql)?
                     .query_map(rusqlite::params_from_iter(params), |row| {
-                        Ok((link_from_row(row)?, row.get::<_, i64>(10)?))
+                        Ok((link_from_row(row)?, row.get::<_, i64>(11)?))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
