@@ -767,7 +767,7 @@ async fn old_formats_fold_newer_ones_wait_and_poison_is_dead_lettered() -> anyho
     // rollups) is dead-lettered; a good batch behind them is folded.
     add(vec![
         "format".to_owned(),
-        "3".to_owned(),
+        "4".to_owned(),
         "batch".to_owned(),
         "from-the-future".to_owned(),
         "clicks".to_owned(),
@@ -829,5 +829,79 @@ async fn old_formats_fold_newer_ones_wait_and_poison_is_dead_lettered() -> anyho
         "—",
         "folded and counted (3 clicks), its entry id standing in for the batch id",
     );
+    Ok(())
+}
+
+/// The statistics of a link with redirect rules say which rule answered
+/// each human visit (and how many went to the link's own target); a plain
+/// link's have no such list.
+#[tokio::test]
+async fn stats_say_which_rule_answered() -> anyhow::Result<()> {
+    use tinyurl_proto::v1::RedirectRule;
+    let system = System::start(&[]).await?;
+    let redirect = system.start_redirect(FAST_CLICKS).await?;
+    let rule = |device: &str, target: &str| RedirectRule {
+        devices: vec![device.to_owned()],
+        target_url: target.to_owned(),
+        ..RedirectRule::default()
+    };
+    let ruled = system
+        .links()?
+        .create_link(system.authed(CreateLinkRequest {
+            target_url: "https://example.com/desktop".to_owned(),
+            rules: vec![
+                rule("ios", "https://example.com/ios"),
+                rule("android", "https://example.com/android"),
+            ],
+            ..CreateLinkRequest::default()
+        }))
+        .await?
+        .into_inner()
+        .code;
+    let plain = create(&system, "https://example.com/plain").await?;
+    const ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36";
+    let visits = [
+        (IPHONE, 3),
+        (ANDROID, 2),
+        (CHROME, 1),
+        // A bot is answered by the rules too, and counted apart.
+        (GOOGLEBOT, 2),
+    ];
+    for (agent, times) in visits {
+        for _ in 0..times {
+            click(&redirect, &ruled, &[("User-Agent", agent)]).await?;
+        }
+    }
+    click(&redirect, &plain, &[("User-Agent", CHROME)]).await?;
+    let system = &system;
+    let ruled = &ruled;
+    wait_until(
+        "the clicks to be folded",
+        Duration::from_secs(20),
+        || async move {
+            let stats = stats(system, ruled).await?;
+            Ok(stats.clicks == 6 && stats.bot_clicks == 2)
+        },
+    )
+    .await?;
+    let folded = stats(system, ruled).await?;
+    anyhow::ensure!(
+        counts(&folded.rules)
+            == HashMap::from([
+                ("1".to_owned(), 3),
+                ("2".to_owned(), 2),
+                ("target".to_owned(), 1)
+            ]),
+        "{:?}",
+        folded.rules
+    );
+    let plain = &plain;
+    wait_until(
+        "the plain link's click",
+        Duration::from_secs(20),
+        || async move { Ok(stats(system, plain).await?.clicks == 1) },
+    )
+    .await?;
+    anyhow::ensure!(stats(system, plain).await?.rules.is_empty());
     Ok(())
 }

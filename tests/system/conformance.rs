@@ -619,6 +619,7 @@ fn click(code: &str, minute: i64, referrer: &str, bot: bool, count: u64) -> Clic
         country: "NL".to_owned(),
         bot,
         count,
+        rule: None,
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use fred::prelude::*;
 use tinyurl_domain::clicks::{
     BATCH_FIELD, BATCH_FORMAT, CLICKS_FIELD, CLICKS_GROUP, CLICKS_STREAM, DEAD_LETTER_STREAM,
-    FORMAT_FIELD, parse_batch,
+    FORMAT_FIELD, PREVIOUS_BATCH_FORMAT, parse_batch,
 };
 use tinyurl_runtime::Stopping;
 use tinyurl_runtime::memory::ClickBatch;

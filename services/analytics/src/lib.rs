@@ -28,7 +28,13 @@ pub enum Dimension {
     Country = 2,
     Browser = 3,
     Device = 4,
+    /// Which redirect rule answered (`1`…), or [`TARGET_RULE`]: rows only for
+    /// links with rules.
+    Rule = 5,
 }
+
+/// The [`Dimension::Rule`] value of a visit no rule answered.
+pub const TARGET_RULE: &str = "target";
 
 impl Dimension {
     /// The dimension a stored number stands for; another number means the
@@ -40,6 +46,7 @@ impl Dimension {
             Self::Country,
             Self::Browser,
             Self::Device,
+            Self::Rule,
         ]
         .into_iter()
         .find(|dimension| *dimension as i16 == raw)
@@ -179,13 +186,19 @@ impl Fold {
             let count = i64::try_from(line.count).unwrap_or(i64::MAX);
             clicks = clicks.saturating_add(line.count);
             let minute = i32::try_from(line.minute).unwrap_or(i32::MAX);
+            let rule = line.rule.map(|rule| match rule {
+                0 => TARGET_RULE.to_owned(),
+                number => number.to_string(),
+            });
             let dimensions = [
                 (Dimension::Total, ""),
                 (Dimension::Referrer, line.referrer.as_str()),
                 (Dimension::Country, line.country.as_str()),
                 (Dimension::Browser, line.browser.as_str()),
                 (Dimension::Device, line.device.as_str()),
-            ];
+            ]
+            .into_iter()
+            .chain(rule.as_deref().map(|rule| (Dimension::Rule, rule)));
             for (dimension, value) in dimensions {
                 let key = RollupKey {
                     code: line.code.clone(),
@@ -352,7 +365,25 @@ mod tests {
             country: "DE".to_owned(),
             bot,
             count,
+            rule: None,
         }
+    }
+
+    #[test]
+    fn rule_rows_only_for_links_with_rules() {
+        let ruled = |rule| ClickLine {
+            rule: Some(rule),
+            ..line("r", 10, "-", false, 2)
+        };
+        let fold = Fold::of(&[ruled(2), ruled(0), ruled(2), line("p", 10, "-", false, 1)]);
+        let rules: Vec<(&str, &str, i64)> = fold
+            .minutes
+            .iter()
+            .filter(|(key, _)| key.dimension == Dimension::Rule)
+            .map(|(key, clicks)| (key.code.as_str(), key.value.as_str(), *clicks))
+            .collect();
+        assert_eq!(rules, [("r", "2", 4), ("r", TARGET_RULE, 2)]);
+        assert_eq!(Dimension::from_stored(5).ok(), Some(Dimension::Rule));
     }
 
     #[test]

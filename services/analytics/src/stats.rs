@@ -164,6 +164,9 @@ pub struct LinkStats {
     pub browsers: Vec<(String, u64)>,
     pub devices: Vec<(String, u64)>,
     pub bots: Vec<(String, u64)>,
+    /// For a link with redirect rules: the human clicks each rule answered
+    /// (`1`…) and the link's own target answered ([`crate::TARGET_RULE`]).
+    pub rules: Vec<(String, u64)>,
 }
 
 impl LinkStats {
@@ -244,6 +247,7 @@ impl LinkStats {
             browsers: top(Dimension::Browser, false),
             devices: top(Dimension::Device, false),
             bots: top(Dimension::Browser, true),
+            rules: top(Dimension::Rule, false),
         }
     }
 }

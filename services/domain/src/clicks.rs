@@ -11,10 +11,13 @@
 //!   id stands in for the batch id, so a redelivery is still found.
 //! - 2: `batch` and `clicks`, with `format` = 2 (or, written before the
 //!   field existed, without it).
+//! - 3: as 2, and a line may end with the redirect rule that answered.
 //!
-//! A line is `code minute referrer browser device country bot count`,
-//! space-separated: `minute` in whole minutes since the Unix epoch,
-//! `referrer` a normalised host (or [`DIRECT`], [`OTHER`]), `bot` 0 or 1.
+//! A line is `code minute referrer browser device country bot count
+//! [rule]`, space-separated: `minute` in whole minutes since the Unix epoch,
+//! `referrer` a normalised host (or [`DIRECT`], [`OTHER`]), `bot` 0 or 1,
+//! `rule` (only for a link with redirect rules) the number of the rule that
+//! answered, from 1, or 0 for the link's own target.
 //! Every field is a token without spaces, checked on the way in, so a
 //! corrupt entry is refused whole rather than half-folded.
 
@@ -30,7 +33,9 @@ pub const CLICKS_GROUP: &str = "tinyurl-analytics";
 /// Stream field holding the batch's format.
 pub const FORMAT_FIELD: &str = "format";
 /// The format this version writes.
-pub const BATCH_FORMAT: &str = "2";
+pub const BATCH_FORMAT: &str = "3";
+/// The format before it, which this version folds too.
+pub const PREVIOUS_BATCH_FORMAT: &str = "2";
 /// Stream of the batches no consumer could fold after repeated attempts
 /// (each with the error and the original entry's id), for an operator.
 pub const DEAD_LETTER_STREAM: &str = "tinyurl:clicks:dead";
@@ -60,6 +65,9 @@ pub struct ClickLine {
     pub country: String,
     pub bot: bool,
     pub count: u64,
+    /// For a link with redirect rules: the rule that answered (from 1), or
+    /// 0 for the link's own target.
+    pub rule: Option<u8>,
 }
 
 /// Minutes since the Unix epoch (UTC) of `at`: the bucket of a click, of
@@ -83,13 +91,18 @@ pub fn push_line(
     country: &str,
     bot: bool,
     count: u64,
+    rule: Option<u8>,
 ) {
     // Writing to a String cannot fail.
-    let _ = writeln!(
+    let _ = write!(
         batch,
         "{code} {minute} {referrer} {browser} {device} {country} {} {count}",
         u8::from(bot)
     );
+    if let Some(rule) = rule {
+        let _ = write!(batch, " {rule}");
+    }
+    batch.push('\n');
 }
 
 /// Why a batch was refused.
@@ -125,6 +138,18 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
     let country = next("missing country")?;
     let bot = next("missing bot flag")?;
     let count = next("missing count")?;
+    let rule = fields
+        .next()
+        .map(|text| match text.parse::<u8>() {
+            // Digits only, no sign or leading zero: one spelling per rule.
+            Ok(rule)
+                if usize::from(rule) <= crate::options::MAX_RULES && rule.to_string() == text =>
+            {
+                Ok(rule)
+            }
+            _ => Err("malformed rule"),
+        })
+        .transpose()?;
     if fields.next().is_some() {
         return Err("too many fields");
     }
@@ -161,6 +186,7 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
         country: country.to_owned(),
         bot,
         count,
+        rule,
     })
 }
 
@@ -257,6 +283,7 @@ mod tests {
             "DE",
             false,
             3,
+            None,
         );
         push_line(
             &mut batch,
@@ -268,9 +295,25 @@ mod tests {
             UNKNOWN_COUNTRY,
             true,
             1,
+            None,
+        );
+        push_line(
+            &mut batch,
+            "ruled",
+            29_000_002,
+            DIRECT,
+            "safari",
+            "mobile",
+            "DE",
+            false,
+            2,
+            Some(3),
         );
         let lines = parse_batch(&batch).expect("well-formed");
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].rule, None);
+        assert_eq!(lines[2].rule, Some(3));
+        assert!(batch.ends_with("DE 0 2 3\n"), "{batch}");
         assert_eq!(lines[0].code, "Ab3xY9q");
         assert_eq!(lines[0].referrer, "news.ycombinator.com");
         assert_eq!(lines[0].count, 3);
@@ -283,6 +326,10 @@ mod tests {
         for raw in [
             "Ab3xY9q 1 - chrome desktop DE 0",
             "Ab3xY9q 1 - chrome desktop DE 0 1 extra",
+            "Ab3xY9q 1 - chrome desktop DE 0 1 11",
+            "Ab3xY9q 1 - chrome desktop DE 0 1 01",
+            "Ab3xY9q 1 - chrome desktop DE 0 1 -1",
+            "Ab3xY9q 1 - chrome desktop DE 0 1 2 3",
             "a/b 1 - chrome desktop DE 0 1",
             "Ab3xY9q -1 - chrome desktop DE 0 1",
             "Ab3xY9q 1 Bad.Host chrome desktop DE 0 1",

@@ -49,6 +49,20 @@ pub struct Destination<'a> {
     pub location: &'a HeaderValue,
     /// The rule that answered (counted from 0), if one did.
     pub rule: Option<usize>,
+    /// Whether the link has rules at all.
+    pub has_rules: bool,
+}
+
+impl Destination<'_> {
+    /// What the click counts: for a link with rules, the rule that answered
+    /// (from 1) or 0 for the link's own target; nothing for a plain link.
+    pub fn rule_number(&self) -> Option<u8> {
+        match self.rule {
+            Some(index) => u8::try_from(index + 1).ok(),
+            None if self.has_rules => Some(0),
+            None => None,
+        }
+    }
 }
 
 impl Link {
@@ -59,17 +73,19 @@ impl Link {
             target: &self.target,
             location: &self.location,
             rule: None,
+            has_rules: false,
         };
         if let Some(extra) = &self.extra
             && !extra.rule_targets.is_empty()
-            && let Some(index) = extra.options.rule_for(&visit())
-            && let Some((target, location)) = extra.rule_targets.get(index)
         {
-            destination = Destination {
-                target,
-                location,
-                rule: Some(index),
-            };
+            destination.has_rules = true;
+            if let Some(index) = extra.options.rule_for(&visit())
+                && let Some((target, location)) = extra.rule_targets.get(index)
+            {
+                destination.target = target;
+                destination.location = location;
+                destination.rule = Some(index);
+            }
         }
         destination
     }

@@ -237,10 +237,10 @@ fn answer(
                 return query_too_long();
             }
             shared.metrics.redirects.increment(1);
-            if let Some(clicks) = shared.clicks.as_ref().filter(|_| !head) {
-                clicks.record(code, &request.headers, peer);
-            }
             let destination = link.destination(|| shared.visitors.visit(&request.headers, peer));
+            if let Some(clicks) = shared.clicks.as_ref().filter(|_| !head) {
+                clicks.record(code, &request.headers, peer, destination.rule_number());
+            }
             redirect(link, destination, query)
         }
         Page::Preview(_) => {

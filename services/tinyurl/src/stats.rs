@@ -47,6 +47,7 @@ struct StatsView {
     browsers: Vec<CountView>,
     devices: Vec<CountView>,
     bots: Vec<CountView>,
+    rules: Vec<CountView>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -112,6 +113,7 @@ impl From<&LinkStats> for StatsView {
             browsers: counts(&stats.browsers),
             devices: counts(&stats.devices),
             bots: counts(&stats.bots),
+            rules: counts(&stats.rules),
         }
     }
 }
@@ -197,7 +199,10 @@ pub fn render(stats: &LinkStats) -> String {
         ("browsers", &view.browsers),
         ("devices", &view.devices),
         ("bots", &view.bots),
-    ] {
+    ]
+    .into_iter()
+    .chain((!view.rules.is_empty()).then_some(("rules", &view.rules)))
+    {
         let listed = if counts.is_empty() {
             "(none)".to_owned()
         } else {

@@ -468,6 +468,7 @@ impl Links for LinksService {
             browsers: counts(stats.browsers),
             devices: counts(stats.devices),
             bots: counts(stats.bots),
+            rules: counts(stats.rules),
         }))
     }
 }

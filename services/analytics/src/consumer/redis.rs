@@ -443,10 +443,10 @@ fn batch_id_of(id: &str, fields: &[(String, Value)]) -> Result<Option<String>, S
         text_field(fields, FORMAT_FIELD).as_deref(),
         text_field(fields, BATCH_FIELD),
     ) {
-        (None | Some(BATCH_FORMAT), batch @ Some(_)) => Ok(batch),
+        (None | Some(BATCH_FORMAT | PREVIOUS_BATCH_FORMAT), batch @ Some(_)) => Ok(batch),
         // Format 1: the entry is the batch.
         (None, None) => Ok(Some(format!("v1-{id}"))),
-        (Some(BATCH_FORMAT), None) => Ok(None),
+        (Some(BATCH_FORMAT | PREVIOUS_BATCH_FORMAT), None) => Ok(None),
         (Some(newer), _) => Err(newer.to_owned()),
     }
 }

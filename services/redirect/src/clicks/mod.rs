@@ -95,6 +95,7 @@ struct Counted {
     referrer: StoredReferrer,
     agent: AgentKey,
     country: [u8; 2],
+    rule: Option<u8>,
     count: u64,
 }
 
@@ -114,6 +115,7 @@ struct KeyView<'a> {
     referrer: Referrer<'a>,
     agent: AgentKey,
     country: [u8; 2],
+    rule: Option<u8>,
 }
 
 impl KeyView<'_> {
@@ -128,6 +130,7 @@ impl KeyView<'_> {
         }
         self.agent.hash(&mut state);
         self.country.hash(&mut state);
+        self.rule.hash(&mut state);
         state.finish()
     }
 
@@ -142,6 +145,7 @@ impl KeyView<'_> {
             && self.minute == counted.minute
             && self.agent == counted.agent
             && self.country == counted.country
+            && self.rule == counted.rule
             && *counted.code == *self.code
     }
 
@@ -156,6 +160,7 @@ impl KeyView<'_> {
             },
             agent: self.agent,
             country: self.country,
+            rule: self.rule,
             count: 1,
         }
     }
@@ -185,8 +190,9 @@ impl Clicks {
     }
 
     /// Counts one redirect; constant time, no await, no parsing beyond the
-    /// `Referer` host.
-    pub fn record(&self, code: &str, headers: &HeaderMap, peer: Option<IpAddr>) {
+    /// `Referer` host. `rule`: for a link with redirect rules, the one that
+    /// answered (from 1), or 0 for the link's own target.
+    pub fn record(&self, code: &str, headers: &HeaderMap, peer: Option<IpAddr>, rule: Option<u8>) {
         let minute = minute_of(SystemTime::now());
         let mut lowered = [0u8; MAX_VALUE_LEN];
         let referrer = match referrer_host(headers.get(REFERER).map(|value| value.as_bytes())) {
@@ -217,6 +223,7 @@ impl Clicks {
             referrer,
             agent,
             country,
+            rule,
         };
         let code_hash = self.hasher.hash_one(code);
         let Ok(mut shard) = self.shards[(code_hash as usize) % SHARDS].lock() else {
@@ -304,6 +311,7 @@ impl Clicks {
                     country,
                     class.bot,
                     counted.count,
+                    counted.rule,
                 );
                 clicks += counted.count;
             }
@@ -408,17 +416,19 @@ mod tests {
                 "aaa",
                 &headers(Some("https://www.Example.com/x"), chrome),
                 None,
+                None,
             );
         }
         clicks.record(
             "aaa",
             &headers(Some("https://example.com:8443/"), chrome),
             None,
+            None,
         );
-        clicks.record("aaa", &headers(None, "curl/8.5.0"), None);
-        clicks.record("bbb", &headers(None, chrome), None);
+        clicks.record("aaa", &headers(None, "curl/8.5.0"), None, None);
+        clicks.record("bbb", &headers(None, chrome), None, None);
         // Past the bound of three keys.
-        clicks.record("ccc", &headers(None, chrome), None);
+        clicks.record("ccc", &headers(None, chrome), None, None);
         let batches = clicks.take_batches();
         let totals = totals(&batches);
         let key = |code: &str, referrer: &str, browser: &str| {
@@ -429,14 +439,14 @@ mod tests {
         assert_eq!(totals.get(&key("bbb", "-", "chrome")), Some(&1));
         assert_eq!(totals.len(), 3, "ccc was past the bound");
         // Unsent batches still hold their keys: nothing new is counted...
-        clicks.record("ddd", &headers(None, chrome), None);
+        clicks.record("ddd", &headers(None, chrome), None, None);
         assert!(clicks.take_batches().is_empty());
         // ...until they are sent.
         clicks.held.fetch_sub(
             batches.iter().map(|batch| batch.line_count).sum(),
             Ordering::Relaxed,
         );
-        clicks.record("ddd", &headers(None, chrome), None);
+        clicks.record("ddd", &headers(None, chrome), None, None);
         assert_eq!(clicks.take_batches().len(), 1);
     }
 
@@ -450,7 +460,7 @@ mod tests {
             .map(|index| &*Box::leak(format!("https://site{index}.example/").into_boxed_str()))
             .collect();
         for referrer in &referrers {
-            clicks.record("aaa", &headers(Some(referrer), "curl/8"), None);
+            clicks.record("aaa", &headers(Some(referrer), "curl/8"), None, None);
         }
         let lines: Vec<_> = clicks
             .take_batches()

@@ -717,13 +717,16 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                     }
                     (chart::clicks(&stats.series, stats.query.granularity))
                     p.legend.muted { span.human {} " humans " span.bot {} " bots" }
-                    p.muted { "Referrers, countries, browsers and devices count human clicks." }
+                    p.muted { "Referrers, countries, browsers, devices and rules count human clicks." }
                     div.grid2 {
                         (counts("Referrers", &stats.referrers))
                         (counts("Countries", &stats.countries))
                         (counts("Browsers", &stats.browsers))
                         (counts("Devices", &stats.devices))
                         (counts("Bots", &stats.bots))
+                        @if !stats.rules.is_empty() {
+                            (counts("Rules (the link's own target: target)", &stats.rules))
+                        }
                     }
                 }
                 Err(message) => { p.alert role="alert" { (message) } }

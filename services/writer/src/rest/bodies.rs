@@ -386,6 +386,10 @@ pub struct StatsBody {
     pub browsers: Vec<CountBody>,
     pub devices: Vec<CountBody>,
     pub bots: Vec<CountBody>,
+    /// For a link with redirect rules: the human clicks each rule answered
+    /// (`1` for the first) and the link's own target answered (`target`);
+    /// empty for a link without rules.
+    pub rules: Vec<CountBody>,
 }
 
 pub(super) fn rfc3339(at: SystemTime) -> String {
@@ -481,5 +485,6 @@ pub(super) fn stats_body(code: String, stats: LinkStats) -> StatsBody {
         browsers: counts(stats.browsers),
         devices: counts(stats.devices),
         bots: counts(stats.bots),
+        rules: counts(stats.rules),
     }
 }
