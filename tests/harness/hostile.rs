@@ -25,6 +25,7 @@ pub struct HostileCreate {
     /// One UTM field, `(name, value)`: `source`, `medium`…
     pub utm: Option<(&'static str, String)>,
     pub rules: Vec<HostileRule>,
+    pub max_visits: Option<u64>,
     /// The field the refusal names.
     pub field: &'static str,
     /// Words the refusal's message contains.
@@ -247,6 +248,14 @@ pub fn hostile_creates() -> Vec<HostileCreate> {
             rules,
             field: "rules",
             reason,
+            ..valid()
+        });
+    }
+    for cap in [0, 1_000_000_001] {
+        cases.push(HostileCreate {
+            max_visits: Some(cap),
+            field: "max_visits",
+            reason: "max_visits must be 1 to 1000000000",
             ..valid()
         });
     }

@@ -599,7 +599,7 @@ async fn cache_contract(
     shared.fill("Cch0003", None).await?;
     ensure!(matches!(shared.get("Cch0003").await?, Cached::Missing));
     shared.fill("Cch0004", Some(&stale)).await?;
-    ensure!(matches!(shared.get("Cch0004").await?, Cached::Link(link) if link == stale));
+    ensure!(matches!(shared.get("Cch0004").await?, Cached::Link(link) if *link == stale));
     Ok(())
 }
 
@@ -2004,6 +2004,7 @@ async fn link_tags_sqlite() -> anyhow::Result<()> {
 
 fn sample_options() -> LinkOptions {
     LinkOptions {
+        max_visits: Some(100),
         utm: Utm {
             source: Some("news letter".to_owned()),
             campaign: Some("spring".to_owned()),
@@ -2084,7 +2085,21 @@ async fn options_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
         }
     ))
     .context("updated")?;
-    ensure!(changed.options.utm == medium && changed.options.rules == options.rules);
+    ensure!(
+        changed.options.utm == medium
+            && changed.options.rules == options.rules
+            && changed.options.max_visits == Some(100)
+    );
+    let changed = ok!(store.update(
+        owner,
+        "opt-one",
+        &LinkChanges {
+            max_visits: Some(None),
+            ..LinkChanges::default()
+        }
+    ))
+    .context("updated")?;
+    ensure!(changed.options.max_visits.is_none() && changed.options.rules == options.rules);
     let changed = ok!(store.update(
         owner,
         "opt-one",

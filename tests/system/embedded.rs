@@ -1005,3 +1005,64 @@ async fn rules_and_utm_from_the_command_line() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A visit cap on `tinyurl up`: set by the command line, counted in the
+/// process (exactly, across its serving threads), shown, raised, removed.
+#[tokio::test]
+async fn a_capped_link_from_the_command_line() -> anyhow::Result<()> {
+    let up = Up::start("embedded-capped").await?;
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let output = up.cli(args)?;
+        ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
+        Ok(stdout(&output))
+    };
+    let visit = |method: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let http = up.system.http;
+        async move {
+            tinyurl_harness::services::http_request_with(http, method, "/capped", headers)
+                .await
+                .map(|response| response.status)
+        }
+    };
+    run(&[
+        "shorten",
+        "https://example.com/c",
+        "--alias",
+        "capped",
+        "--max-visits",
+        "3",
+    ])?;
+    ensure!(run(&["get", "capped"])?.contains("at most 3 visits"));
+    const PERSON: &[(&str, &str)] = &[(
+        "User-Agent",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+    )];
+    const CRAWLER: &[(&str, &str)] = &[(
+        "User-Agent",
+        "Googlebot/2.1 (+http://www.google.com/bot.html)",
+    )];
+    ensure!(visit("HEAD", PERSON).await? == 410, "a HEAD uses no visit");
+    ensure!(
+        visit("GET", CRAWLER).await? == 410,
+        "a crawler uses no visit"
+    );
+    ensure!(visit("GET", &[]).await? == 410, "no User-Agent is a tool");
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(visit("GET", PERSON).await?);
+    }
+    ensure!(answers == [302, 302, 302, 410, 410], "{answers:?}");
+    run(&["update", "capped", "--max-visits", "4"])?;
+    wait_until("the raised cap", Duration::from_secs(5), || async {
+        Ok(visit("GET", PERSON).await? == 302)
+    })
+    .await?;
+    ensure!(visit("GET", PERSON).await? == 410);
+    run(&["update", "capped", "--no-max-visits"])?;
+    wait_until("the cap to go", Duration::from_secs(5), || async {
+        Ok(visit("HEAD", PERSON).await? == 302)
+    })
+    .await?;
+    ensure!(!run(&["get", "capped"])?.contains("visits"));
+    Ok(())
+}

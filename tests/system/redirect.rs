@@ -1290,3 +1290,167 @@ async fn rules_and_utm_choose_each_visitors_target() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The visits a capped link has used, as Redis holds them.
+async fn visits_used(system: &System, code: &str) -> anyhow::Result<i64> {
+    match command(system.redis.port(), &["GET", &format!("visits:{code}")]).await? {
+        Reply::Bulk(Some(used)) => Ok(used.parse()?),
+        Reply::Bulk(None) => Ok(0),
+        other => anyhow::bail!("GET visits: {other:?}"),
+    }
+}
+
+/// One request of the visit-cap runs: who sends it, to which process.
+#[derive(Clone, Copy)]
+enum Visitor {
+    Person,
+    Crawler,
+    Head,
+}
+
+/// Sends `visits` (spread over `redirects` in turn, 64 at a time) to
+/// `path`; the statuses answered, and how many requests got no answer.
+async fn visit_all(
+    redirects: &[SocketAddr],
+    path: &str,
+    visits: &[Visitor],
+) -> (HashMap<u16, usize>, usize) {
+    use futures::StreamExt as _;
+    const PERSON: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    const CRAWLER: &str =
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let answers: Vec<Option<u16>> = futures::stream::iter(visits.iter().enumerate())
+        .map(|(index, visitor)| {
+            let addr = redirects[index % redirects.len()];
+            let path = path.to_owned();
+            let visitor = *visitor;
+            async move {
+                let (method, agent) = match visitor {
+                    Visitor::Person => ("GET", PERSON),
+                    Visitor::Crawler => ("GET", CRAWLER),
+                    Visitor::Head => ("HEAD", PERSON),
+                };
+                tinyurl_harness::services::http_request_with(
+                    addr,
+                    method,
+                    &path,
+                    &[("User-Agent", agent)],
+                )
+                .await
+                .ok()
+                .map(|response| response.status)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut statuses = HashMap::new();
+    let mut unanswered = 0;
+    for answer in answers {
+        match answer {
+            Some(status) => *statuses.entry(status).or_default() += 1,
+            None => unanswered += 1,
+        }
+    }
+    (statuses, unanswered)
+}
+
+/// 2,000 people, 500 crawler requests and 500 HEADs, interleaved.
+fn mixed_visits() -> Vec<Visitor> {
+    (0..3_000)
+        .map(|index| match index % 6 {
+            4 => Visitor::Crawler,
+            5 => Visitor::Head,
+            _ => Visitor::Person,
+        })
+        .collect()
+}
+
+/// A link capped at 100 visits, asked by 2,000 people over two redirect
+/// processes at once, and by crawlers and HEAD requests that may use none:
+/// exactly 100 redirects, every other answer 410. Then again while one of
+/// the two processes is SIGKILLed mid-run: never more than 100 redirects,
+/// all 100 visits used, and the only ones missing are the requests the
+/// killed process had taken when it died.
+#[tokio::test]
+async fn a_capped_link_redirects_exactly_its_visits_across_processes() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let first = system.start_redirect(&[]).await?;
+    let mut second = system.start_redirect(&[]).await?;
+    let capped = |target: &str| CreateLinkRequest {
+        max_visits: Some(100),
+        ..to(target)
+    };
+    let link = create(&system, capped("https://example.com/capped")).await?;
+    anyhow::ensure!(link.max_visits == Some(100), "{link:?}");
+    let path = format!("/{}", link.code);
+    let addrs = [first.listen_addr(), second.listen_addr()];
+    let (statuses, unanswered) = visit_all(&addrs, &path, &mixed_visits()).await;
+    anyhow::ensure!(unanswered == 0, "{unanswered} requests got no answer");
+    anyhow::ensure!(
+        statuses.get(&302) == Some(&100)
+            && statuses.get(&410) == Some(&2_900)
+            && statuses.len() == 2,
+        "{statuses:?}"
+    );
+    anyhow::ensure!(visits_used(&system, &link.code).await? == 100);
+    // A plain link beside it redirects every time, bots and HEADs included.
+    let plain = create(&system, to("https://example.com/plain")).await?;
+    let (statuses, _) = visit_all(&addrs, &format!("/{}", plain.code), &mixed_visits()[..60]).await;
+    anyhow::ensure!(statuses.get(&302) == Some(&60), "{statuses:?}");
+
+    // Raising the cap gives exactly the difference.
+    system
+        .links()?
+        .update_link(system.authed(UpdateLinkRequest {
+            code: link.code.clone(),
+            max_visits: Some(105),
+            ..UpdateLinkRequest::default()
+        }))
+        .await?;
+    wait_until("the new cap", Duration::from_secs(10), || async {
+        let response = tinyurl_harness::services::http_request_with(
+            first.listen_addr(),
+            "GET",
+            &path,
+            &[(
+                "User-Agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+            )],
+        )
+        .await?;
+        Ok(response.status == 302)
+    })
+    .await?;
+    let (statuses, _) = visit_all(&addrs, &path, &mixed_visits()[..60]).await;
+    anyhow::ensure!(statuses.get(&302) == Some(&4), "{statuses:?}");
+    anyhow::ensure!(visits_used(&system, &link.code).await? == 105);
+
+    // The same while the second process is SIGKILLed mid-run.
+    let link = create(&system, capped("https://example.com/capped-kill")).await?;
+    let path = format!("/{}", link.code);
+    let visits = mixed_visits();
+    let system = &system;
+    let code = link.code.clone();
+    let kill = async {
+        wait_until("visits to be under way", Duration::from_secs(20), || {
+            let code = code.clone();
+            async move { Ok(visits_used(system, &code).await? >= 30) }
+        })
+        .await?;
+        second.kill()
+    };
+    let ((statuses, unanswered), killed) = tokio::join!(visit_all(&addrs, &path, &visits), kill);
+    killed?;
+    let redirects = statuses.get(&302).copied().unwrap_or(0);
+    let used = visits_used(system, &link.code).await?;
+    anyhow::ensure!(
+        redirects <= 100 && used == 100 && redirects + unanswered >= 100,
+        "{redirects} redirects, {unanswered} unanswered, {used} used: {statuses:?}"
+    );
+    anyhow::ensure!(
+        statuses.keys().all(|status| [302, 410].contains(status)),
+        "{statuses:?}"
+    );
+    Ok(())
+}

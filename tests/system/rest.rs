@@ -147,6 +147,7 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
                     target_url: rule.target_url.clone(),
                 })
                 .collect(),
+            max_visits: case.max_visits,
         };
         let status = grpc
             .create_link(authed(request, &key))
@@ -188,6 +189,9 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
         }
         if let Some((name, value)) = &case.utm {
             body["utm"] = json!({ *name: value });
+        }
+        if let Some(cap) = case.max_visits {
+            body["max_visits"] = json!(cap);
         }
         if !case.rules.is_empty() {
             body["rules"] = json!(

@@ -9,6 +9,12 @@ pub fn link_key(code: &str) -> String {
     format!("link:{code}")
 }
 
+/// Redis key of the visits a capped link has used: an integer, kept as long
+/// as the link (no expiry), counted by the redirects.
+pub fn visits_key(code: &str) -> String {
+    format!("visits:{code}")
+}
+
 /// Redis pub/sub channel on which created, changed and deleted codes are
 /// announced; a message holds one or more codes separated by spaces.
 pub const INVALIDATION_CHANNEL: &str = "tinyurl:invalidate";
@@ -153,6 +159,7 @@ mod tests {
                     campaign: Some("a spring sale".to_owned()),
                     ..crate::Utm::default()
                 },
+                max_visits: Some(100),
                 rules: vec![crate::RedirectRule {
                     languages: vec!["de".to_owned()],
                     target_url: "https://example.de/a".to_owned(),

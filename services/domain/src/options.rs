@@ -15,6 +15,8 @@ pub const MAX_RULES: usize = 10;
 pub const MAX_CONDITION_VALUES: usize = 20;
 /// Longest UTM value, in characters.
 pub const MAX_UTM_LEN: usize = 200;
+/// Largest visit cap.
+pub const MAX_VISITS: u64 = 1_000_000_000;
 
 /// A link's options; the default is none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +27,10 @@ pub struct LinkOptions {
     /// In order: the first that matches a request answers it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RedirectRule>,
+    /// The link redirects this many human visits, then answers 410; bots,
+    /// link previewers and HEAD requests never use one (nor are redirected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_visits: Option<u64>,
 }
 
 /// The five UTM fields; each one set is merged into the query of whichever
@@ -118,7 +124,7 @@ pub struct Visit<'a> {
 
 impl LinkOptions {
     pub fn is_empty(&self) -> bool {
-        self.utm.is_empty() && self.rules.is_empty()
+        self.utm.is_empty() && self.rules.is_empty() && self.max_visits.is_none()
     }
 
     /// The stored form: compact JSON, `None` when there are no options
@@ -402,6 +408,7 @@ mod tests {
         };
         let options = LinkOptions {
             utm: Utm::default(),
+            max_visits: None,
             rules: vec![
                 rule(&[Device::Ios], &["DE", "AT"], &[], "https://de.example/ios"),
                 rule(
@@ -446,6 +453,7 @@ mod tests {
         assert_eq!(LinkOptions::from_stored(None), Ok(LinkOptions::default()));
         let options = LinkOptions {
             utm: utm(),
+            max_visits: None,
             rules: vec![RedirectRule {
                 devices: vec![Device::Android],
                 countries: vec!["FR".to_owned()],

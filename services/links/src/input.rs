@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tinyurl_domain::options::{MAX_CONDITION_VALUES, MAX_RULES, MAX_UTM_LEN};
+use tinyurl_domain::options::{MAX_CONDITION_VALUES, MAX_RULES, MAX_UTM_LEN, MAX_VISITS};
 use tinyurl_domain::{
     Alias, Device, LinkOptions, RedirectRule, RedirectStatus, TargetPolicy, TargetUrl, Utm,
 };
@@ -43,6 +43,8 @@ pub struct CreateInput {
     pub utm: Utm,
     /// As typed; [`rules`] makes them what is stored.
     pub rules: Vec<RuleInput>,
+    /// Human visits the link redirects before it answers 410.
+    pub max_visits: Option<u64>,
 }
 
 /// A redirect rule as the caller typed it.
@@ -163,6 +165,8 @@ pub struct UpdateInput {
     pub utm: Option<Utm>,
     /// The redirect rules from now on (`Some(vec![])` removes them).
     pub rules: Option<Vec<RuleInput>>,
+    /// `Some(None)` removes the cap.
+    pub max_visits: Option<Option<u64>>,
 }
 
 /// A listing page request.
@@ -208,6 +212,7 @@ pub fn validate_create(
         options: LinkOptions {
             utm: utm(input.utm)?,
             rules: rules(&input.rules, policy)?,
+            max_visits: input.max_visits.map(max_visits).transpose()?,
         },
     })
 }
@@ -326,6 +331,17 @@ pub fn tags(raw: &[String]) -> Result<Vec<String>, WriterError> {
         ));
     }
     Ok(tags)
+}
+
+/// A visit cap: 1 to [`MAX_VISITS`].
+pub fn max_visits(cap: u64) -> Result<u64, WriterError> {
+    if !(1..=MAX_VISITS).contains(&cap) {
+        return Err(WriterError::invalid(
+            "max_visits",
+            format!("max_visits must be 1 to {MAX_VISITS}, got {cap}"),
+        ));
+    }
+    Ok(cap)
 }
 
 /// UTM fields as stored: trimmed, an empty one unset, each at most

@@ -321,6 +321,10 @@ impl LinkService {
                         .as_deref()
                         .map(|rules| crate::input::rules(rules, &self.state.policy()))
                         .transpose()?,
+                    max_visits: input
+                        .max_visits
+                        .map(|cap| cap.map(crate::input::max_visits).transpose())
+                        .transpose()?,
                 };
                 // A link an operator blocked, or whose target's host is on the
                 // blocklist now (blocked before blocks had a flag of their own,

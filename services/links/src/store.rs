@@ -128,6 +128,8 @@ pub struct LinkChanges {
     pub utm: Option<tinyurl_domain::Utm>,
     /// The link's redirect rules from now on (valid); `None` keeps them.
     pub rules: Option<Vec<tinyurl_domain::RedirectRule>>,
+    /// The visit cap from now on (`Some(None)` removes it); `None` keeps it.
+    pub max_visits: Option<Option<u64>>,
 }
 
 impl LinkChanges {
@@ -145,6 +147,10 @@ impl LinkChanges {
         if let Some(rules) = &self.rules {
             replaced.push("rules");
             patch.rules = rules.clone();
+        }
+        if let Some(cap) = self.max_visits {
+            replaced.push("max_visits");
+            patch.max_visits = cap;
         }
         (replaced, patch.to_stored())
     }

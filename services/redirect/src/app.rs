@@ -145,6 +145,7 @@ impl App {
         let visitors = Arc::new(Visitors {
             countries,
             trusted_proxies: config.trusted_proxies.clone(),
+            bots: isbot::Bots::default(),
         });
         Ok(Self {
             clicks,

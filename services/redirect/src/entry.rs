@@ -66,6 +66,13 @@ impl Destination<'_> {
 }
 
 impl Link {
+    /// The visit cap, for a capped link.
+    pub fn max_visits(&self) -> Option<u64> {
+        self.extra
+            .as_ref()
+            .and_then(|extra| extra.options.max_visits)
+    }
+
     /// Where the visit described by `visit` goes; the function is called
     /// only for a link with rules.
     pub fn destination<'v>(&self, visit: impl FnOnce() -> Visit<'v>) -> Destination<'_> {
@@ -106,7 +113,10 @@ impl Entry {
             return Self::Gone;
         }
         let target = record.options.utm.apply(&record.target_url);
-        let has_rules = !record.options.rules.is_empty();
+        // A link with rules answers each visitor in their own way, and a
+        // capped one must see every visit: no cache between us and them
+        // may keep an answer.
+        let private = !record.options.rules.is_empty() || record.options.max_visits.is_some();
         let Ok(location) = HeaderValue::try_from(target.as_str()) else {
             // The writer validates targets; a record that is not a valid header
             // value is corrupt, and redirecting to it is not an option.
@@ -136,9 +146,7 @@ impl Entry {
             RedirectStatus::TemporaryRedirect => StatusCode::TEMPORARY_REDIRECT,
             RedirectStatus::PermanentRedirect => StatusCode::PERMANENT_REDIRECT,
         };
-        // A link with rules answers each visitor in their own way: no cache
-        // between us and them may keep one answer for all.
-        let cache_control = if record.redirect_status.is_permanent() && !has_rules {
+        let cache_control = if record.redirect_status.is_permanent() && !private {
             let mut max_age = policy.permanent_max_age;
             if let Some(left) = record.expires_at.and_then(|at| at.duration_since(now).ok()) {
                 max_age = max_age.min(left);

@@ -143,18 +143,16 @@ async fn respond(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Resp
         if shared.traced {
             tracing::Span::current().record("tier", "l1");
         }
+        let asked = Asked {
+            request,
+            peer,
+            head,
+        };
+        if let Some(cap) = capped(&entry, &page) {
+            return answer_capped(shared, code, asked, &entry, cap).await;
+        }
         // The hot path: counted, not timed (it is sub-microsecond).
-        return answer(
-            shared,
-            &page,
-            code,
-            Asked {
-                request,
-                peer,
-                head,
-            },
-            Resolution::Entry(entry),
-        );
+        return answer(shared, &page, code, asked, Resolution::Entry(entry));
     }
     // Beyond this point a request costs I/O: not for an address that keeps
     // asking for codes that do not exist.
@@ -185,7 +183,81 @@ async fn respond(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Resp
         peer,
         head,
     };
+    if let Resolution::Entry(entry) = &resolution
+        && let Some(cap) = capped(entry, &page)
+    {
+        return answer_capped(shared, code, asked, entry, cap).await;
+    }
     answer(shared, &page, code, asked, resolution)
+}
+
+/// The cap of a live capped link asked for its redirect.
+fn capped(entry: &Entry, page: &Page<'_>) -> Option<u64> {
+    match (entry, page) {
+        (Entry::Link(link), Page::Redirect(_))
+            if link.expires_at.is_none_or(|at| at > SystemTime::now()) =>
+        {
+            link.max_visits()
+        }
+        _ => None,
+    }
+}
+
+/// A capped link's redirect: a person's visit uses one of the link's visits
+/// (counted in the shared tier, so exactly `cap` across every redirect
+/// process) and is redirected while any is left; a bot, a link previewer
+/// or a HEAD request uses none and is never redirected.
+async fn answer_capped(
+    shared: &Shared,
+    code: &str,
+    Asked {
+        request,
+        peer,
+        head,
+    }: Asked<'_>,
+    entry: &Entry,
+    cap: u64,
+) -> Response {
+    let Entry::Link(link) = entry else {
+        return gone();
+    };
+    if head || shared.visitors.is_bot(&request.headers) {
+        shared.metrics.gone.increment(1);
+        return visits_used_up();
+    }
+    let query = request.uri.query();
+    if link.forward_query && query.is_some_and(|query| query.len() > MAX_FORWARDED_QUERY) {
+        shared.metrics.query_too_long.increment(1);
+        return query_too_long();
+    }
+    // No shared tier, or it cannot count now: refusing is exact, guessing
+    // is not.
+    let Some(l2) = shared.l2.as_ref() else {
+        shared.metrics.unavailable.increment(1);
+        return unavailable();
+    };
+    match l2.spend_visit(code, cap).await {
+        Ok(true) => {}
+        Ok(false) => {
+            shared.metrics.gone.increment(1);
+            return visits_used_up();
+        }
+        Err(error) => {
+            tracing::warn!(
+                code,
+                error = format!("{error:#}"),
+                "cannot count a capped link's visit"
+            );
+            shared.metrics.unavailable.increment(1);
+            return unavailable();
+        }
+    }
+    shared.metrics.redirects.increment(1);
+    let destination = link.destination(|| shared.visitors.visit(&request.headers, peer));
+    if let Some(clicks) = shared.clicks.as_ref() {
+        clicks.record(code, &request.headers, peer, destination.rule_number());
+    }
+    redirect(link, destination, query)
 }
 
 /// The request as the answer needs it.
@@ -336,6 +408,14 @@ fn query_too_long() -> Response {
     plain(
         StatusCode::URI_TOO_LONG,
         "414 URI Too Long: this link forwards its query string, and at most 1024 bytes of it.\n",
+        "no-store",
+    )
+}
+
+fn visits_used_up() -> Response {
+    plain(
+        StatusCode::GONE,
+        "410 Gone: this link has been visited as many times as it may be, or only redirects people.\n",
         "no-store",
     )
 }

@@ -7,17 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::scripts::Script;
 use fred::types::{Expiration, SetOptions};
 use rand::Rng as _;
 use secrecy::SecretString;
 use tinyurl_domain::CachedLink;
-use tinyurl_domain::cached::{NEGATIVE_ENTRY, link_key};
+use tinyurl_domain::cached::{NEGATIVE_ENTRY, link_key, visits_key};
 use tinyurl_runtime::memory::MemoryCache;
 
 /// What Redis holds for a code.
 #[derive(Debug)]
 pub enum Cached {
-    Link(CachedLink),
+    /// Boxed: a record is far larger than the other answers.
+    Link(Box<CachedLink>),
     /// A negative entry or a deletion tombstone.
     Missing,
     /// Nothing (or an entry this version cannot read).
@@ -33,7 +35,20 @@ pub trait SharedCache: Send + Sync + 'static {
     /// link the writer wrote (or a tombstone) always wins over a possibly
     /// stale read. `None` caches "not found" for the negative TTL.
     async fn fill(&self, code: &str, found: Option<&CachedLink>) -> anyhow::Result<()>;
+
+    /// Uses one of the `cap` visits of `code`, atomically for every redirect
+    /// process: false when they are all used.
+    async fn spend_visit(&self, code: &str, cap: u64) -> anyhow::Result<bool>;
 }
+
+/// Uses a visit of a capped link when one is left: the count never passes
+/// the cap (so raising the cap later gives exactly the difference), and the
+/// key has no expiry (it lasts as long as the link).
+const SPEND_VISIT_LUA: &str = "
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+return 1";
 
 /// Reads a cache entry as the writer encodes it.
 fn parse(code: &str, raw: Option<&str>) -> Cached {
@@ -41,7 +56,7 @@ fn parse(code: &str, raw: Option<&str>) -> Cached {
         None => Cached::Absent,
         Some(NEGATIVE_ENTRY) => Cached::Missing,
         Some(raw) => match CachedLink::decode(raw) {
-            Some(link) => Cached::Link(link),
+            Some(link) => Cached::Link(Box::new(link)),
             None => {
                 tracing::warn!(code, "unreadable cache entry; reading the database");
                 Cached::Absent
@@ -68,6 +83,7 @@ pub struct RedisSharedCache {
     options: Options,
     ttl: Duration,
     negative_ttl: Duration,
+    spend_visit: Script,
 }
 
 impl RedisSharedCache {
@@ -84,6 +100,7 @@ impl RedisSharedCache {
             options: tinyurl_runtime::redis::command_options(timeout),
             ttl,
             negative_ttl,
+            spend_visit: Script::from_lua(SPEND_VISIT_LUA),
         })
     }
 
@@ -105,6 +122,23 @@ impl SharedCache for RedisSharedCache {
             .get(link_key(code))
             .await?;
         Ok(parse(code, raw.as_deref()))
+    }
+
+    async fn spend_visit(&self, code: &str, cap: u64) -> anyhow::Result<bool> {
+        let client = self.client.with_options(&self.options);
+        let key = vec![visits_key(code)];
+        let args = vec![cap.to_string()];
+        let granted: i64 = match client
+            .evalsha(self.spend_visit.sha1().clone(), key.clone(), args.clone())
+            .await
+        {
+            // First use on this server (or after a restart or SCRIPT FLUSH).
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                client.eval(SPEND_VISIT_LUA, key, args).await?
+            }
+            other => other?,
+        };
+        Ok(granted == 1)
     }
 
     async fn fill(&self, code: &str, found: Option<&CachedLink>) -> anyhow::Result<()> {
@@ -151,6 +185,10 @@ impl SharedCache for MemorySharedCache {
         let (value, ttl) = fill_entry(found, self.ttl, self.negative_ttl);
         self.cache.set_if_absent(code.to_owned(), &value, ttl);
         Ok(())
+    }
+
+    async fn spend_visit(&self, code: &str, cap: u64) -> anyhow::Result<bool> {
+        Ok(self.cache.spend_visit(code, cap))
     }
 }
 

@@ -150,7 +150,7 @@ impl Resolver {
         match l2?.get(code).await {
             Ok(Cached::Link(link)) => {
                 self.metrics.l2_hit.increment(1);
-                Some(self.prepare(link))
+                Some(self.prepare(*link))
             }
             Ok(Cached::Missing) => {
                 self.metrics.l2_negative.increment(1);

@@ -31,6 +31,8 @@ pub struct MemoryCache {
     announcements: broadcast::Sender<Arc<str>>,
     clicks: mpsc::Sender<ClickBatch>,
     click_reader: Mutex<Option<mpsc::Receiver<ClickBatch>>>,
+    /// Visits used by capped links, by code (see [`Self::spend_visit`]).
+    visits: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl MemoryCache {
@@ -42,6 +44,7 @@ impl MemoryCache {
             announcements: broadcast::channel(ANNOUNCEMENT_BUFFER).0,
             clicks,
             click_reader: Mutex::new(Some(click_reader)),
+            visits: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -57,6 +60,30 @@ impl MemoryCache {
     /// `SET key value PX ttl NX`: whether the value was stored.
     pub fn set_if_absent(&self, key: String, value: &str, ttl: Duration) -> bool {
         self.entries.insert_if_absent(key, value.into(), ttl)
+    }
+
+    /// Uses one of `code`'s `cap` visits: false when they are all used. In
+    /// process, so the count lasts as long as the process (the split
+    /// deployment counts in Redis).
+    pub fn spend_visit(&self, code: &str, cap: u64) -> bool {
+        let mut visits = match self.visits.lock() {
+            Ok(visits) => visits,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let used = visits.entry(code.to_owned()).or_default();
+        if *used >= cap {
+            return false;
+        }
+        *used += 1;
+        true
+    }
+
+    /// Visits `code` has used.
+    pub fn visits_used(&self, code: &str) -> u64 {
+        match self.visits.lock() {
+            Ok(visits) => visits.get(code).copied().unwrap_or(0),
+            Err(poisoned) => poisoned.into_inner().get(code).copied().unwrap_or(0),
+        }
     }
 
     pub fn delete(&self, key: &str) {

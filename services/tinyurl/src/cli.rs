@@ -53,6 +53,9 @@ pub struct UpdateArgs {
     /// Remove every rule.
     #[arg(long, conflicts_with = "rules")]
     pub no_rules: bool,
+    /// Remove the visit cap.
+    #[arg(long, conflicts_with = "max_visits")]
+    pub no_max_visits: bool,
 }
 
 /// A link's UTM fields and redirect rules.
@@ -75,6 +78,10 @@ pub struct OptionArgs {
     /// more; the first a visit meets answers it.
     #[arg(long = "rule", value_parser = parse_rule)]
     pub rules: Vec<RedirectRule>,
+    /// Visits by people the link redirects, then 410 (bots, previewers and
+    /// HEAD requests use none).
+    #[arg(long)]
+    pub max_visits: Option<u64>,
 }
 
 impl OptionArgs {

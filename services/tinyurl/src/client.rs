@@ -179,6 +179,7 @@ pub struct LinkView {
     /// `utm_source` and so on: the fields set.
     pub utm: std::collections::BTreeMap<&'static str, String>,
     pub rules: Vec<RuleView>,
+    pub max_visits: Option<u64>,
 }
 
 /// A redirect rule as the client prints it.
@@ -254,6 +255,7 @@ impl From<&Link> for LinkView {
                     target_url: rule.target_url.clone(),
                 })
                 .collect(),
+            max_visits: link.max_visits,
         }
     }
 }
@@ -285,6 +287,9 @@ impl LinkView {
                 .map(|(name, value)| format!("{name}={value:?}"))
                 .collect();
             out.push_str(&format!("\n  utm: {}", fields.join(" ")));
+        }
+        if let Some(cap) = self.max_visits {
+            out.push_str(&format!("\n  at most {cap} visits"));
         }
         for (index, rule) in self.rules.iter().enumerate() {
             out.push_str(&format!("\n  rule {}: {}", index + 1, rule.render()));

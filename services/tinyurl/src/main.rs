@@ -177,6 +177,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                 tags,
                 utm: options.utm(),
                 rules: options.rules,
+                max_visits: options.max_visits,
             };
             let link = client::call(connection, connection.links()?.create_link(request)).await?;
             print_link(&link, json)
@@ -230,6 +231,7 @@ async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result
         options,
         no_utm,
         no_rules,
+        no_max_visits,
     } = args;
     let redirect_type = status
         .map(client::redirect_type)
@@ -254,6 +256,8 @@ async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result
                 rules: options.rules,
             },
         ),
+        max_visits: options.max_visits,
+        clear_max_visits: no_max_visits,
     };
     let link = client::call(connection, connection.links()?.update_link(request)).await?;
     print_link(&link, json)

@@ -120,6 +120,7 @@ fn create_input(request: CreateLinkRequest) -> Result<CreateInput, WriterError> 
         tags: request.tags,
         utm: request.utm.map(utm_input).unwrap_or_default(),
         rules: request.rules.into_iter().map(rule_input).collect(),
+        max_visits: request.max_visits,
     })
 }
 
@@ -225,6 +226,7 @@ fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
         tags: link.tags.clone(),
         utm: utm_to_proto(&link.options.utm),
         rules: link.options.rules.iter().map(rule_to_proto).collect(),
+        max_visits: link.options.max_visits,
     }
 }
 
@@ -312,6 +314,17 @@ impl Links for LinksService {
                 rules: message
                     .rules
                     .map(|rules| rules.rules.into_iter().map(rule_input).collect()),
+                max_visits: match (message.max_visits, message.clear_max_visits) {
+                    (Some(_), true) => {
+                        return Err(WriterError::invalid(
+                            "clear_max_visits",
+                            "set either max_visits or clear_max_visits, not both",
+                        ));
+                    }
+                    (Some(cap), false) => Some(Some(cap)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
             })
         })();
         let link = self

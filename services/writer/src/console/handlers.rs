@@ -463,6 +463,7 @@ pub(super) async fn create(
                 &body.utm_content,
             ]),
             rules: rule_lines(&body.rules)?,
+            max_visits: visit_cap(&body.max_visits)?,
         })
     })();
     Ok(match console.links.create(&signed.call, input).await {
@@ -670,6 +671,22 @@ pub(super) struct EditForm {
     utm_content: Option<String>,
     /// One per line; absent keeps the rules.
     rules: Option<String>,
+    /// Empty removes the cap; absent keeps it.
+    max_visits: Option<String>,
+}
+
+/// A form's visit cap: empty for none.
+fn visit_cap(raw: &str) -> Result<Option<u64>, WriterError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse::<u64>().map(Some).map_err(|_| {
+        WriterError::invalid(
+            "max_visits",
+            format!("{raw:?} is not a whole number of visits"),
+        )
+    })
 }
 
 /// A form's UTM fields (source, medium, campaign, term, content); the
@@ -736,6 +753,7 @@ pub(super) async fn update(
                 _ => None,
             },
             rules: body.rules.as_deref().map(rule_lines).transpose()?,
+            max_visits: body.max_visits.as_deref().map(visit_cap).transpose()?,
         })
     })();
     Ok(Box::pin(changed(&console, &signed, &code, input)).await)

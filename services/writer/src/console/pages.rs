@@ -385,12 +385,15 @@ pub(super) struct CreateForm {
     pub utm_content: String,
     /// One rule per line ([`tinyurl_links::input::RuleInput::parse_line`]).
     pub rules: String,
+    /// Empty for no cap.
+    pub max_visits: String,
 }
 
 /// What the campaign and rules fields of a form show.
 pub(super) struct OptionFields<'a> {
     pub utm: [(&'static str, &'static str, &'a str); 5],
     pub rules: String,
+    pub max_visits: String,
 }
 
 impl<'a> OptionFields<'a> {
@@ -404,6 +407,7 @@ impl<'a> OptionFields<'a> {
                 ("utm_content", "Content", form.utm_content.as_str()),
             ],
             rules: form.rules.clone(),
+            max_visits: form.max_visits.clone(),
         }
     }
 
@@ -425,11 +429,18 @@ impl<'a> OptionFields<'a> {
                 .map(|rule| tinyurl_links::input::RuleInput::from(rule).to_line())
                 .collect::<Vec<_>>()
                 .join("\n"),
+            max_visits: link
+                .options
+                .max_visits
+                .map(|cap| cap.to_string())
+                .unwrap_or_default(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.rules.trim().is_empty() && self.utm.iter().all(|(_, _, value)| value.is_empty())
+        self.rules.trim().is_empty()
+            && self.max_visits.trim().is_empty()
+            && self.utm.iter().all(|(_, _, value)| value.is_empty())
     }
 }
 
@@ -437,10 +448,10 @@ impl<'a> OptionFields<'a> {
 /// something or an error.
 fn option_fields(fields: &OptionFields<'_>, error: Option<&FormError>) -> Markup {
     let open = !fields.is_empty()
-        || error.is_some_and(|error| matches!(error.field, Some("utm" | "rules")));
+        || error.is_some_and(|error| matches!(error.field, Some("utm" | "rules" | "max_visits")));
     html! {
         details.options open[open] {
-            summary { "Campaign (UTM) and redirect rules" }
+            summary { "Campaign (UTM), redirect rules and a visit cap" }
             fieldset.stack {
                 legend { "UTM parameters added to the target" }
                 @for (name, label, value) in &fields.utm {
@@ -456,6 +467,12 @@ fn option_fields(fields: &OptionFields<'_>, error: Option<&FormError>) -> Markup
                 textarea name="rules" rows="3" spellcheck="false"
                     placeholder="device=ios country=DE,AT lang=de https://example.com/de-app" { (fields.rules) }
                 (field_error(error, "rules"))
+            }
+            label {
+                "Visits by people before the link answers 410 (empty for no cap)"
+                input type="text" inputmode="numeric" name="max_visits" value=(fields.max_visits)
+                    spellcheck="false";
+                (field_error(error, "max_visits"))
             }
             p.muted {
                 "Conditions: " code { "device=" } "ios, android or desktop; "

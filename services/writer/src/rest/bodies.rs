@@ -47,6 +47,8 @@ pub struct LinkBody {
     pub utm: Option<UtmBody>,
     /// In order: the first a visit meets answers it.
     pub rules: Vec<RuleBody>,
+    /// Null when the link has no visit cap.
+    pub max_visits: Option<u64>,
 }
 
 /// UTM parameters merged into the query of whichever target a visit goes
@@ -185,6 +187,13 @@ pub struct CreateLinkBody {
     #[serde(default)]
     #[schema(max_items = 10)]
     pub rules: Vec<RuleBody>,
+    /// The link redirects this many visits by people, counted exactly
+    /// across every redirect process, then answers 410. Bots, link
+    /// previewers and HEAD requests use none and are answered 410, never
+    /// redirected.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub max_visits: Option<u64>,
 }
 
 /// One link of a batch; `idempotency_key` plays the header's part per item.
@@ -214,6 +223,9 @@ pub struct BatchItemBody {
     #[serde(default)]
     #[schema(max_items = 10)]
     pub rules: Vec<RuleBody>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    pub max_visits: Option<u64>,
 }
 
 /// Up to 1,000 links created together.
@@ -227,7 +239,8 @@ pub struct BatchCreateBody {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchResult {
-    Link(LinkBody),
+    // Boxed: a link is far larger than a problem.
+    Link(Box<LinkBody>),
     Error(Problem),
 }
 
@@ -261,6 +274,11 @@ pub struct UpdateLinkBody {
     /// The link's rules from now on (`[]` removes them all).
     #[schema(max_items = 10)]
     pub rules: Option<Vec<RuleBody>>,
+    /// A new visit cap (the visits used so far stay used), or null to
+    /// remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)]
+    pub max_visits: Option<Option<u64>>,
 }
 
 /// A field that is present, even as null (`Some(None)`), unlike one that is
@@ -441,6 +459,7 @@ pub(super) fn link_body(links: &LinkService, link: &StoredLink) -> LinkBody {
         tags: link.tags.clone(),
         utm: UtmBody::of(&link.options.utm),
         rules: link.options.rules.iter().map(RuleBody::of).collect(),
+        max_visits: link.options.max_visits,
     }
 }
 

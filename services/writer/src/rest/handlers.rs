@@ -64,7 +64,10 @@ pub(super) async fn create_link(
             idempotency_key?,
             body.tags,
         )
-        .map(|input| with_options(input, body.utm, body.rules))
+        .map(|input| CreateInput {
+            max_visits: body.max_visits,
+            ..with_options(input, body.utm, body.rules)
+        })
     });
     let link = links.create(&call, input).await?;
     let location = format!("/api/v1/links/{}", link.code);
@@ -114,7 +117,10 @@ pub(super) async fn batch_create_links(
                 item.idempotency_key,
                 item.tags,
             )
-            .map(|input| with_options(input, item.utm, item.rules))
+            .map(|input| CreateInput {
+                max_visits: item.max_visits,
+                ..with_options(input, item.utm, item.rules)
+            })
         })
         .collect();
     let results = links.batch_create(&call, items).await?;
@@ -122,7 +128,7 @@ pub(super) async fn batch_create_links(
         results: results
             .into_iter()
             .map(|result| match result {
-                Ok(link) => BatchResult::Link(link_body(&links, &link)),
+                Ok(link) => BatchResult::Link(Box::new(link_body(&links, &link))),
                 Err(error) => BatchResult::Error(ApiError::Service(error).problem()),
             })
             .collect(),
@@ -180,6 +186,7 @@ pub(super) async fn update_link(
             rules: body
                 .rules
                 .map(|rules| rules.into_iter().map(RuleBody::into_input).collect()),
+            max_visits: body.max_visits,
         })
     });
     let link = links.update(&call, &code, input).await?;
