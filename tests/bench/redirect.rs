@@ -409,7 +409,10 @@ impl SplitSystem {
             .status;
         // No User-Agent: a tool, answered 410 without using a visit; the
         // entry is in L1 all the same.
-        anyhow::ensure!(status == 410, "warm-up of the capped link answered {status}");
+        anyhow::ensure!(
+            status == 410,
+            "warm-up of the capped link answered {status}"
+        );
         Ok(Self {
             writer_admin: system.writer.admin_addr(),
             _system: system,

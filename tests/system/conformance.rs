@@ -2154,6 +2154,15 @@ async fn options_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     ensure!(given.options.utm == options.utm && given.options.rules.is_empty());
     ensure!(ok!(store.delete(owner, "opt-two")));
     ensure!(ok!(store.get(owner, "opt-two")).is_none());
+    // An operator's block and its lifting leave the options as they were.
+    let list = tinyurl_domain::HostBlocklist::parse("example.com")
+        .map_err(|reason| anyhow::anyhow!(reason))?;
+    ok!(store.block_host("example.com", &list));
+    let blocked = ok!(store.get(owner, "opt-keyed")).context("still there")?;
+    ensure!(blocked.blocked && blocked.options == options, "{blocked:?}");
+    ok!(store.unblock_host("example.com"));
+    let lifted = ok!(store.get(owner, "opt-keyed")).context("still there")?;
+    ensure!(!lifted.blocked && lifted.options == options, "{lifted:?}");
     Ok(())
 }
 
@@ -2163,7 +2172,41 @@ async fn link_options_postgres() -> anyhow::Result<()> {
     let database = cluster.create_database().await?;
     let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
     store.migrate().await?;
-    options_contract(Arc::new(store)).await
+    options_contract(Arc::new(store)).await?;
+    // Options live apart: a row of link_options only for a live link that
+    // has them, and the flag bit says so; plain links and tombstones have
+    // neither.
+    let db = tinyurl_harness::postgres::connect(&database.primary_url).await?;
+    let rows = db
+        .query(
+            "SELECT l.code, l.flags & 16 <> 0, o.code IS NOT NULL
+             FROM links l LEFT JOIN link_options o ON o.code = l.code
+             WHERE l.code LIKE 'opt-%' ORDER BY l.code",
+            &[],
+        )
+        .await?;
+    let found: Vec<(String, bool, bool)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    ensure!(
+        found
+            == [
+                ("opt-keyed".to_owned(), true, true),
+                ("opt-one".to_owned(), false, false),
+                ("opt-plain".to_owned(), true, true),
+                ("opt-two".to_owned(), false, false),
+            ],
+        "{found:?}"
+    );
+    ensure!(
+        db.query_one("SELECT count(*) FROM link_options", &[])
+            .await?
+            .get::<_, i64>(0)
+            == 2,
+        "no row is left behind"
+    );
+    Ok(())
 }
 
 #[tokio::test]

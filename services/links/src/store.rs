@@ -133,6 +133,28 @@ pub struct LinkChanges {
 }
 
 impl LinkChanges {
+    /// Whether the update changes any option.
+    pub fn changes_options(&self) -> bool {
+        self.utm.is_some() || self.rules.is_some() || self.max_visits.is_some()
+    }
+
+    /// `current` with this update's options in place of its own.
+    pub fn merged_options(
+        &self,
+        mut current: tinyurl_domain::LinkOptions,
+    ) -> tinyurl_domain::LinkOptions {
+        if let Some(utm) = &self.utm {
+            current.utm = utm.clone();
+        }
+        if let Some(rules) = &self.rules {
+            current.rules = rules.clone();
+        }
+        if let Some(cap) = self.max_visits {
+            current.max_visits = cap;
+        }
+        current
+    }
+
     /// The keys of the stored options this update replaces, and the JSON
     /// object of their new values (`None` when they are all emptied):
     /// the stores merge them into the row in the update statement itself,

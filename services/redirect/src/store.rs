@@ -20,9 +20,14 @@ use tinyurl_domain::CachedLink;
 // its booleans into `flags`: 1 forward the query string, 2 disabled by its
 // owner, 8 blocked by an operator; either of the last two stops it, as the
 // writer's cached record says.
-// `options` is NULL for a plain link.
+// Bit 16 says the link has options (UTM fields, rules, a cap) in
+// `link_options`; a plain link's row says it has none, and the subquery is
+// not run for it (an init plan runs when its value is first needed).
 const FIND_SQL: &str = "SELECT target_url, redirect_status, flags & 1 <> 0, expires_at, \
-                        flags & 10 = 0, options FROM links WHERE code = $1 AND target_url IS NOT NULL";
+                        flags & 10 = 0, \
+                        CASE WHEN flags & 16 <> 0 \
+                             THEN (SELECT options FROM link_options WHERE code = $1) END \
+                        FROM links WHERE code = $1 AND target_url IS NOT NULL";
 
 /// How often an unhealthy database is probed.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(500);

@@ -48,11 +48,21 @@ const GRANTS: &str = include_str!("postgres/grants.sql");
 /// the first change (migrations V7, V8).
 const LINK_COLUMNS: &str = "code, target_url, redirect_status, flags & 1 <> 0, expires_at, \
                             flags & 2 = 0, flags & 4 <> 0, created_at, \
-                            COALESCE(updated_at, created_at), flags & 8 <> 0, options";
+                            COALESCE(updated_at, created_at), flags & 8 <> 0, \
+                            CASE WHEN flags & 16 <> 0 THEN (SELECT o.options FROM link_options o \
+                                                            WHERE o.code = links.code) END";
+
+/// The bit of `flags` that says the link has a row in `link_options`.
+const HAS_OPTIONS: i16 = 16;
 
 /// The `flags` of a new link (enabled).
 fn new_flags(link: &NewLink) -> i16 {
-    i16::from(link.forward_query) | (i16::from(link.is_alias) << 2)
+    let options = if link.options.is_empty() {
+        0
+    } else {
+        HAS_OPTIONS
+    };
+    i16::from(link.forward_query) | (i16::from(link.is_alias) << 2) | options
 }
 
 impl StoredLink {

@@ -6,26 +6,25 @@ use super::*;
 /// Inserts a whole batch in one statement; conflicting rows (a taken code or
 /// alias) are skipped, not errors.
 const INSERT_SQL: &str = "
-INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at, options)
-SELECT code, $1, target_url, redirect_status, flags, expires_at, options
-FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[], $7::text[])
-     AS new (code, target_url, redirect_status, flags, expires_at, options)
+INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+SELECT code, $1, target_url, redirect_status, flags, expires_at
+FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[])
+     AS new (code, target_url, redirect_status, flags, expires_at)
 ON CONFLICT DO NOTHING
 RETURNING code, created_at, COALESCE(updated_at, created_at)";
 
 /// The single-row form of [`INSERT_SQL`]: cheaper to bind and plan than
 /// one-element arrays, and single creates are the hot path.
 const INSERT_ONE_SQL: &str = "
-INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at, options)
-VALUES ($2, $1, $3, $4, $5, $6, $7)
+INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+VALUES ($2, $1, $3, $4, $5, $6)
 ON CONFLICT DO NOTHING
 RETURNING code, created_at, COALESCE(updated_at, created_at)";
 
 /// A batch with idempotency keys, run in a transaction. Each key is claimed
 /// first (a concurrent create with the same key waits on the unique index,
 /// then finds it taken); a key older than the retention (`$7` seconds), or
-/// whose link was deleted, is claimed anew (`$7` here is the options,
-/// `$8` the retention). Only the items whose key was
+/// whose link was deleted, is claimed anew. Only the items whose key was
 /// claimed (or that have none) are inserted, the first item of each code
 /// only. Returns the inserted codes and, with a NULL code, the claimed keys
 /// whose code turned out to be taken: the caller deletes those claims before
@@ -33,9 +32,8 @@ RETURNING code, created_at, COALESCE(updated_at, created_at)";
 const INSERT_KEYED_SQL: &str = "
 WITH new AS (
     SELECT * FROM UNNEST($2::text[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[],
-                         $7::text[], $9::text[], $10::bytea[]) WITH ORDINALITY
-        AS new (code, target_url, redirect_status, flags, expires_at, options, key, fingerprint,
-                position)
+                         $8::text[], $9::bytea[]) WITH ORDINALITY
+        AS new (code, target_url, redirect_status, flags, expires_at, key, fingerprint, position)
 ), candidates AS (
     SELECT DISTINCT ON (code) * FROM new ORDER BY code, position
 ), claimed AS (
@@ -44,13 +42,13 @@ WITH new AS (
     ORDER BY key, position
     ON CONFLICT (owner_key_id, key) DO UPDATE
         SET code = EXCLUDED.code, created_at = now(), fingerprint = EXCLUDED.fingerprint
-        WHERE held.created_at <= now() - make_interval(secs => $8)
+        WHERE held.created_at <= now() - make_interval(secs => $7)
            OR NOT EXISTS (SELECT 1 FROM links
                           WHERE links.code = held.code AND links.target_url IS NOT NULL)
     RETURNING key, code
 ), inserted AS (
-    INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at, options)
-    SELECT code, $1, target_url, redirect_status, flags, expires_at, options FROM candidates
+    INSERT INTO links (code, owner_key_id, target_url, redirect_status, flags, expires_at)
+    SELECT code, $1, target_url, redirect_status, flags, expires_at FROM candidates
     WHERE key IS NULL OR (key, code) IN (SELECT key, code FROM claimed)
     ON CONFLICT DO NOTHING
     RETURNING code, created_at, COALESCE(updated_at, created_at) AS updated_at
@@ -66,12 +64,14 @@ SELECT NULL, NULL, NULL, key FROM claimed WHERE code NOT IN (SELECT code FROM in
 /// A tombstone, and the link's tags gone with it, in one statement.
 const DELETE_SQL: &str = "
 WITH gone AS (
-    UPDATE links SET target_url = NULL, flags = flags | 2, expires_at = NULL, options = NULL,
+    UPDATE links SET target_url = NULL, flags = (flags | 2) & 15, expires_at = NULL,
                      updated_at = now()
     WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
     RETURNING code
 ), untagged AS (
     DELETE FROM link_tags WHERE owner_key_id = $1 AND code IN (SELECT code FROM gone)
+), unoptioned AS (
+    DELETE FROM link_options WHERE code IN (SELECT code FROM gone)
 )
 SELECT count(*) FROM gone";
 
@@ -94,7 +94,9 @@ impl LinkStore for PostgresLinkStore {
         self.bounded(async {
             let mut client = self.client().await?;
             if columns.keys.iter().any(Option::is_some)
-                || links.iter().any(|link| !link.tags.is_empty())
+                || links
+                    .iter()
+                    .any(|link| !link.tags.is_empty() || !link.options.is_empty())
             {
                 return self
                     .insert_in_transaction(&mut client, owner, &columns, links)
@@ -115,7 +117,6 @@ impl LinkStore for PostgresLinkStore {
                             &link.redirect_status.column(),
                             &new_flags(link),
                             &link.expires_at,
-                            &link.options.to_stored(),
                         ],
                     )
                     .await
@@ -130,13 +131,12 @@ impl LinkStore for PostgresLinkStore {
                     statuses,
                     flags,
                     expiries,
-                    options,
                     ..
                 } = &columns;
                 client
                     .query(
                         &statement,
-                        &[&owner.0, codes, targets, statuses, flags, expiries, options],
+                        &[&owner.0, codes, targets, statuses, flags, expiries],
                     )
                     .await
             }
@@ -208,23 +208,49 @@ impl LinkStore for PostgresLinkStore {
         code: &str,
         changes: &LinkChanges,
     ) -> Result<Option<StoredLink>, WriterError> {
-        let (replaced_options, options_patch) = changes.options_patch();
         self.bounded(async {
-            let client = self.client().await?;
-            // The tags with the row, in one statement: all or nothing.
-            let row = client
+            let mut client = self.client().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            // New options are merged into the current ones under the row's
+            // lock (read after it is taken), so an update of one option never
+            // undoes a concurrent update of another.
+            let has_options = if changes.changes_options() {
+                let Some(current) = self.locked_options(&transaction, owner, code).await? else {
+                    return Ok(None);
+                };
+                let merged = changes.merged_options(current);
+                match merged.to_stored() {
+                    Some(stored) => transaction
+                        .execute(
+                            "INSERT INTO link_options (code, options) VALUES ($1, $2)
+                             ON CONFLICT (code) DO UPDATE SET options = EXCLUDED.options",
+                            &[&code, &stored],
+                        )
+                        .await
+                        .map_err(WriterError::from_postgres)?,
+                    None => transaction
+                        .execute("DELETE FROM link_options WHERE code = $1", &[&code])
+                        .await
+                        .map_err(WriterError::from_postgres)?,
+                };
+                Some(if merged.is_empty() { 0 } else { HAS_OPTIONS })
+            } else {
+                None
+            };
+            // The tags with the row, in one statement.
+            let row = transaction
                 .query_opt(
                     &format!(
                         "WITH changed AS (UPDATE links SET
                              target_url = COALESCE($3, target_url),
                              expires_at = CASE WHEN $4 THEN NULL ELSE COALESCE($5, expires_at) END,
                              redirect_status = COALESCE($6, redirect_status),
-                             flags = (flags & 4)
+                             flags = (flags & 4) | COALESCE($10::int2, flags & 16)
                                  | CASE WHEN COALESCE($8, flags & 1 <> 0) THEN 1 ELSE 0 END
                                  | CASE WHEN COALESCE($7, flags & 2 = 0) THEN 0 ELSE 2 END,
-                             options = CASE WHEN cardinality($10::text[]) = 0 THEN options
-                                 ELSE NULLIF(((COALESCE(options::jsonb, '{{}}') - $10::text[])
-                                              || COALESCE($11::text::jsonb, '{{}}'))::text, '{{}}') END,
                              updated_at = now()
                          WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL
                            AND flags & 8 = 0
@@ -250,13 +276,17 @@ impl LinkStore for PostgresLinkStore {
                         &changes.enabled,
                         &changes.forward_query,
                         &changes.tags,
-                        &replaced_options,
-                        &options_patch,
+                        &has_options,
                     ],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
-            row.as_ref().map(StoredLink::from_row).transpose()
+            let link = row.as_ref().map(StoredLink::from_row).transpose()?;
+            transaction
+                .commit()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(link)
         })
         .await
     }
@@ -424,10 +454,9 @@ impl LinkStore for PostgresLinkStore {
             // hash of the whole table when the text matches most links.
             (LinkOrder::Newest, true) => format!(
                 "SELECT {LINK_COLUMNS},
-                        COALESCE((SELECT clicks FROM click_totals WHERE click_totals.code = found.code), 0)
-                 FROM (SELECT code, target_url, redirect_status, flags, expires_at, created_at, updated_at,
-                              options
-                       FROM links WHERE {inner}{fence}) AS found
+                        COALESCE((SELECT clicks FROM click_totals WHERE click_totals.code = links.code), 0)
+                 FROM (SELECT code, target_url, redirect_status, flags, expires_at, created_at, updated_at
+                       FROM links WHERE {inner}{fence}) AS links
                  ORDER BY {order} LIMIT $2"
             ),
             (LinkOrder::MostClicked, _) => {
@@ -559,7 +588,6 @@ struct Columns<'a> {
     statuses: Vec<i16>,
     flags: Vec<i16>,
     expiries: Vec<Option<SystemTime>>,
-    options: Vec<Option<String>>,
     keys: Vec<Option<&'a str>>,
     fingerprints: Vec<Option<&'a [u8]>>,
 }
@@ -575,7 +603,6 @@ impl<'a> Columns<'a> {
                 .collect(),
             flags: links.iter().map(new_flags).collect(),
             expiries: links.iter().map(|link| link.expires_at).collect(),
-            options: links.iter().map(|link| link.options.to_stored()).collect(),
             keys: links
                 .iter()
                 .map(|link| link.idempotency_key.as_deref())
@@ -606,7 +633,42 @@ fn inserted(rows: &[Row]) -> Result<HashMap<String, (SystemTime, SystemTime)>, W
 }
 
 impl PostgresLinkStore {
-    /// The insert of links that carry idempotency keys or tags: the links,
+    /// Locks the owner's live, unblocked link `code` for the rest of
+    /// `transaction` and reads its options after the lock is held; `None`
+    /// when there is no such link.
+    async fn locked_options(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+        owner: OwnerId,
+        code: &str,
+    ) -> Result<Option<tinyurl_domain::LinkOptions>, WriterError> {
+        let locked = transaction
+            .query_opt(
+                "SELECT flags & 16 <> 0 FROM links
+                 WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL AND flags & 8 = 0
+                 FOR UPDATE",
+                &[&owner.0, &code],
+            )
+            .await
+            .map_err(WriterError::from_postgres)?;
+        let Some(locked) = locked else {
+            return Ok(None);
+        };
+        let has_options: bool = locked.try_get(0).map_err(WriterError::from_postgres)?;
+        if !has_options {
+            return Ok(Some(tinyurl_domain::LinkOptions::default()));
+        }
+        let stored: Option<String> = transaction
+            .query_opt("SELECT options FROM link_options WHERE code = $1", &[&code])
+            .await
+            .map_err(WriterError::from_postgres)?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(WriterError::from_postgres)?;
+        stored_options(stored.as_deref()).map(Some)
+    }
+
+    /// The insert of links that carry idempotency keys, tags or options: the links,
     /// the claims of their keys and their tags in one transaction; a claim
     /// whose link was not inserted (its code was taken) is let go, and so
     /// are its tags.
@@ -630,7 +692,6 @@ impl PostgresLinkStore {
             &columns.statuses,
             &columns.flags,
             &columns.expiries,
-            &columns.options,
         ];
         let sql = if keyed {
             params.extend([
@@ -684,6 +745,22 @@ impl PostgresLinkStore {
                      SELECT $1, code, tag FROM unnest($2::text[], $3::text[]) AS t(code, tag)
                      ON CONFLICT DO NOTHING",
                     &[&owner.0, &codes, &tags],
+                )
+                .await
+                .map_err(WriterError::from_postgres)?;
+        }
+        let (codes, options): (Vec<&str>, Vec<String>) = links
+            .iter()
+            .filter(|link| inserted.contains_key(&link.code))
+            .filter_map(|link| Some((link.code.as_str(), link.options.to_stored()?)))
+            .unzip();
+        if !codes.is_empty() {
+            transaction
+                .execute(
+                    "INSERT INTO link_options (code, options)
+                     SELECT * FROM unnest($1::text[], $2::text[])
+                     ON CONFLICT (code) DO UPDATE SET options = EXCLUDED.options",
+                    &[&codes, &options],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
