@@ -1436,8 +1436,68 @@ async fn options_work_alike_over_rest_and_grpc() -> anyhow::Result<()> {
     .await?;
     let plain = json_of(&plain)?;
     anyhow::ensure!(
-        plain["utm"].is_null() && plain["rules"] == json!([]),
+        plain["utm"].is_null() && plain["rules"] == json!([]) && plain["max_visits"].is_null(),
         "{plain}"
     );
+
+    // A visit cap: set over REST, seen and cleared over gRPC (not both at
+    // once), set again and removed with null over REST.
+    let capped = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &json!({ "target_url": "https://example.com/capped", "alias": "capped-rest",
+                 "max_visits": 5 }),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(json_of(&capped)?["max_visits"] == 5, "{}", capped.text());
+    let both = grpc
+        .update_link(authed(
+            UpdateLinkRequest {
+                code: "capped-rest".to_owned(),
+                clear_max_visits: true,
+                max_visits: Some(3),
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await;
+    anyhow::ensure!(
+        both.as_ref()
+            .is_err_and(|status| status.code() == tonic::Code::InvalidArgument),
+        "{both:?}"
+    );
+    let cleared = grpc
+        .update_link(authed(
+            UpdateLinkRequest {
+                code: "capped-rest".to_owned(),
+                clear_max_visits: true,
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(cleared.max_visits.is_none(), "{cleared:?}");
+    for (patch, expected) in [
+        (json!({ "max_visits": 7 }), json!(7)),
+        (json!({ "max_visits": null }), json!(null)),
+    ] {
+        let patched = call(
+            rest,
+            "PATCH",
+            "/api/v1/links/capped-rest",
+            Some(&key),
+            Some(&patch),
+            &[],
+        )
+        .await?;
+        anyhow::ensure!(
+            json_of(&patched)?["max_visits"] == expected,
+            "{}",
+            patched.text()
+        );
+    }
     Ok(())
 }
