@@ -225,10 +225,9 @@ async fn answer_capped(
         shared.metrics.gone.increment(1);
         return visits_used_up();
     }
-    let query = request.uri.query();
-    if link.forward_query && query.is_some_and(|query| query.len() > MAX_FORWARDED_QUERY) {
-        shared.metrics.query_too_long.increment(1);
-        return query_too_long();
+    // Refused before a visit is used on it.
+    if let Some(refused) = refuse_long_query(shared, link, request) {
+        return refused;
     }
     // No shared tier, or it cannot count now: refusing is exact, guessing
     // is not.
@@ -252,12 +251,35 @@ async fn answer_capped(
             return unavailable();
         }
     }
+    redirect_counted(shared, link, code, request, peer, true)
+}
+
+/// 414 for a link that forwards its query when the query is too long.
+fn refuse_long_query(shared: &Shared, link: &Link, request: &Parts) -> Option<Response> {
+    let query = request.uri.query()?;
+    if !link.forward_query || query.len() <= MAX_FORWARDED_QUERY {
+        return None;
+    }
+    shared.metrics.query_too_long.increment(1);
+    Some(query_too_long())
+}
+
+/// The redirect to the target the visit chooses, its click counted when
+/// `count` says so.
+fn redirect_counted(
+    shared: &Shared,
+    link: &Link,
+    code: &str,
+    request: &Parts,
+    peer: Option<IpAddr>,
+    count: bool,
+) -> Response {
     shared.metrics.redirects.increment(1);
     let destination = link.destination(|| shared.visitors.visit(&request.headers, peer));
-    if let Some(clicks) = shared.clicks.as_ref() {
+    if let Some(clicks) = shared.clicks.as_ref().filter(|_| count) {
         clicks.record(code, &request.headers, peer, destination.rule_number());
     }
-    redirect(link, destination, query)
+    redirect(link, destination, request.uri.query())
 }
 
 /// The request as the answer needs it.
@@ -303,18 +325,8 @@ fn answer(
         }
     };
     match page {
-        Page::Redirect(_) => {
-            if link.forward_query && query.is_some_and(|query| query.len() > MAX_FORWARDED_QUERY) {
-                shared.metrics.query_too_long.increment(1);
-                return query_too_long();
-            }
-            shared.metrics.redirects.increment(1);
-            let destination = link.destination(|| shared.visitors.visit(&request.headers, peer));
-            if let Some(clicks) = shared.clicks.as_ref().filter(|_| !head) {
-                clicks.record(code, &request.headers, peer, destination.rule_number());
-            }
-            redirect(link, destination, query)
-        }
+        Page::Redirect(_) => refuse_long_query(shared, link, request)
+            .unwrap_or_else(|| redirect_counted(shared, link, code, request, peer, !head)),
         Page::Preview(_) => {
             shared.metrics.previews.increment(1);
             let short_url = format!("{}/{code}", shared.public_base_url);

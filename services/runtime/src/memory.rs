@@ -78,14 +78,6 @@ impl MemoryCache {
         true
     }
 
-    /// Visits `code` has used.
-    pub fn visits_used(&self, code: &str) -> u64 {
-        match self.visits.lock() {
-            Ok(visits) => visits.get(code).copied().unwrap_or(0),
-            Err(poisoned) => poisoned.into_inner().get(code).copied().unwrap_or(0),
-        }
-    }
-
     pub fn delete(&self, key: &str) {
         self.entries.remove(key);
     }

@@ -157,15 +157,12 @@ fn utm_to_proto(utm: &tinyurl_domain::Utm) -> Option<proto::Utm> {
 }
 
 fn rule_to_proto(rule: &tinyurl_domain::RedirectRule) -> proto::RedirectRule {
+    let rule = tinyurl_links::input::RuleInput::from(rule);
     proto::RedirectRule {
-        devices: rule
-            .devices
-            .iter()
-            .map(|device| device.name().to_owned())
-            .collect(),
-        countries: rule.countries.clone(),
-        languages: rule.languages.clone(),
-        target_url: rule.target_url.clone(),
+        devices: rule.devices,
+        countries: rule.countries,
+        languages: rule.languages,
+        target_url: rule.target_url,
     }
 }
 
