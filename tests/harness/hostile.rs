@@ -26,6 +26,7 @@ pub struct HostileCreate {
     pub utm: Option<(&'static str, String)>,
     pub rules: Vec<HostileRule>,
     pub max_visits: Option<u64>,
+    pub password: Option<String>,
     /// The field the refusal names.
     pub field: &'static str,
     /// Words the refusal's message contains.
@@ -256,6 +257,18 @@ pub fn hostile_creates() -> Vec<HostileCreate> {
             max_visits: Some(cap),
             field: "max_visits",
             reason: "max_visits must be 1 to 1000000000",
+            ..valid()
+        });
+    }
+    for (password, reason) in [
+        ("abc".to_owned(), "4 to 128 characters, got 3"),
+        ("é".repeat(129), "4 to 128 characters, got 129"),
+        ("pass\nword".to_owned(), "control characters"),
+    ] {
+        cases.push(HostileCreate {
+            password: Some(password),
+            field: "password",
+            reason,
             ..valid()
         });
     }

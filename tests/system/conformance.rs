@@ -1599,6 +1599,7 @@ async fn cache_in_process() -> anyhow::Result<()> {
         Arc::clone(&memory),
         Duration::from_secs(600),
         Duration::from_secs(30),
+        Default::default(),
     ));
     let mut messages = memory.subscribe();
     let (sender, announcements) = mpsc::unbounded_channel();
@@ -2005,6 +2006,7 @@ async fn link_tags_sqlite() -> anyhow::Result<()> {
 fn sample_options() -> LinkOptions {
     LinkOptions {
         max_visits: Some(100),
+        password: None,
         utm: Utm {
             source: Some("news letter".to_owned()),
             campaign: Some("spring".to_owned()),

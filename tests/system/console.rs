@@ -1334,5 +1334,76 @@ async fn utm_and_rules_are_given_shown_and_changed() -> anyhow::Result<()> {
             && link["rules"] == serde_json::json!([]),
         "{link}"
     );
+
+    // A password: given on the form (a short one refused beside its
+    // field), shown as a fact on the link's page, kept by an edit that
+    // leaves the field empty, removed by the checkbox.
+    let protect = |password: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("target_url", "https://example.com/app2".to_owned()),
+            ("redirect_type", "302".to_owned()),
+            ("expires_at", String::new()),
+            ("password", password.to_owned()),
+        ]
+    };
+    let short = protect("abc");
+    let pairs: Vec<(&str, &str)> = short
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let refused = browser.post("/console/links/console-rules", &pairs).await?;
+    expect(&refused, 400, "a short password")?;
+    ensure!(
+        refused.text().contains("id=\"password-error\"")
+            && refused.text().contains("4 to 128 characters")
+            && !refused.text().contains("value=\"abc\""),
+        "{}",
+        refused.text()
+    );
+    let given = protect("open sesame");
+    let pairs: Vec<(&str, &str)> = given
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    expect(
+        &browser.post("/console/links/console-rules", &pairs).await?,
+        303,
+        "a password given",
+    )?;
+    let (_, link) = rest_link(rest, &key, "console-rules").await?;
+    ensure!(link["password_protected"] == true, "{link}");
+    let page = browser.get("/console/links/console-rules").await?;
+    ensure!(
+        page.text().contains("visitors must give it first")
+            && page.text().contains("Remove the password")
+            && !page.text().contains("sesame"),
+        "{}",
+        page.text()
+    );
+    let kept = protect("");
+    let pairs: Vec<(&str, &str)> = kept
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    expect(
+        &browser.post("/console/links/console-rules", &pairs).await?,
+        303,
+        "an edit that keeps the password",
+    )?;
+    ensure!(rest_link(rest, &key, "console-rules").await?.1["password_protected"] == true);
+    let mut removal: Vec<(&str, &str)> = kept
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    removal.push(("remove_password", "1"));
+    expect(
+        &browser
+            .post("/console/links/console-rules", &removal)
+            .await?,
+        303,
+        "the password removed",
+    )?;
+    ensure!(rest_link(rest, &key, "console-rules").await?.1["password_protected"] == false);
     Ok(())
 }

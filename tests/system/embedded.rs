@@ -1066,3 +1066,106 @@ async fn a_capped_link_from_the_command_line() -> anyhow::Result<()> {
     ensure!(!run(&["get", "capped"])?.contains("visits"));
     Ok(())
 }
+
+/// A password-protected link on `tinyurl up`: the password given on
+/// standard input, never on the command line; the form, a wrong password, the
+/// right one (303 and a cookie), the cookie's redirect; the password removed.
+#[tokio::test]
+async fn a_protected_link_from_the_command_line() -> anyhow::Result<()> {
+    let up = Up::start("embedded-password").await?;
+    let mut shorten = up
+        .system
+        .cli_command(
+            &up.key,
+            &[
+                "shorten",
+                "https://example.com/behind-a-password",
+                "--alias",
+                "locked",
+                "--password-stdin",
+            ],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    shorten
+        .stdin
+        .take()
+        .context("the client's standard input")?
+        .write_all(b"open sesame\n")?;
+    let shortened = shorten.wait_with_output()?;
+    ensure!(shortened.status.success(), "{}", stderr(&shortened));
+    let shown = up.cli(&["get", "locked"])?;
+    ensure!(
+        stdout(&shown).contains("password protected"),
+        "{}",
+        stdout(&shown)
+    );
+    let http = up.system.http;
+    let form = tinyurl_harness::services::http_request(http, "GET", "/locked").await?;
+    ensure!(
+        form.status == 403 && !form.text().contains("behind-a-password"),
+        "{} {}",
+        form.status,
+        form.text()
+    );
+    let post = |password: &'static str| {
+        tinyurl_harness::services::http_send(
+            http,
+            "POST",
+            "/locked",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(password.as_bytes()),
+        )
+    };
+    let wrong = post("password=open+sesam").await?;
+    ensure!(
+        wrong.status == 403 && !wrong.text().contains("behind-a-password"),
+        "{}",
+        wrong.status
+    );
+    let right = post("password=open+sesame").await?;
+    ensure!(
+        right.status == 303
+            && right.header("location") == Some("https://example.com/behind-a-password"),
+        "{} {:?}",
+        right.status,
+        right.headers
+    );
+    let cookie = right
+        .header("set-cookie")
+        .and_then(|set| set.split(';').next())
+        .context("a cookie")?
+        .to_owned();
+    let opened = tinyurl_harness::services::http_request_with(
+        http,
+        "GET",
+        "/locked",
+        &[("Cookie", cookie.as_str())],
+    )
+    .await?;
+    ensure!(
+        opened.status == 302
+            && opened.header("location") == Some("https://example.com/behind-a-password"),
+        "{} {:?}",
+        opened.status,
+        opened.headers
+    );
+    let removed = up.cli(&["update", "locked", "--no-password"])?;
+    ensure!(removed.status.success(), "{}", stderr(&removed));
+    ensure!(
+        !stdout(&up.cli(&["get", "locked"])?).contains("password protected"),
+        "the password is gone"
+    );
+    wait_until("the plain link", Duration::from_secs(5), || async {
+        Ok(
+            tinyurl_harness::services::http_request(http, "GET", "/locked")
+                .await?
+                .status
+                == 302,
+        )
+    })
+    .await?;
+    Ok(())
+}

@@ -1454,3 +1454,340 @@ async fn a_capped_link_redirects_exactly_its_visits_across_processes() -> anyhow
     );
     Ok(())
 }
+
+/// Strings of a protected link that nothing may show before its password.
+const SECRETS: [&str; 3] = ["secret-target-7f3a", "secret-rule-9b1c", "hidden-campaign"];
+
+/// Fails when `response` shows any of [`SECRETS`] in its body or headers.
+fn shows_nothing(what: &str, response: &HttpResponse) -> anyhow::Result<()> {
+    let text = response.text();
+    for secret in SECRETS {
+        anyhow::ensure!(
+            !text.contains(secret),
+            "{what}: the body shows {secret}: {text}"
+        );
+        for (name, value) in &response.headers {
+            anyhow::ensure!(
+                !value.contains(secret),
+                "{what}: header {name} shows {secret}: {value}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A POST of the password form from `client` (through a trusted proxy).
+async fn give_password(
+    addr: SocketAddr,
+    path: &str,
+    client: &str,
+    password: &str,
+) -> anyhow::Result<HttpResponse> {
+    // The test's passwords are letters and spaces.
+    let body = format!("password={}", password.replace(' ', "+"));
+    tinyurl_harness::services::http_send(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Forwarded-For", client),
+        ],
+        Some(body.as_bytes()),
+    )
+    .await
+}
+
+/// The `name=value` a `Set-Cookie` header sets.
+fn cookie_pair(response: &HttpResponse) -> anyhow::Result<String> {
+    let set = response
+        .header("set-cookie")
+        .ok_or_else(|| anyhow::anyhow!("no Set-Cookie: {:?}", response.headers))?;
+    Ok(set.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// A password-protected link over two redirect processes (and one that
+/// reads only the database): nothing of its target, UTM fields or rules in
+/// any answer before the right password, nor in the record Redis holds or
+/// in what the redirect's database role can read; wrong passwords limited
+/// per address and per link (429); the right one answers 303 with a cookie
+/// that opens the link on every process and no other link; the owner
+/// changes the target without the password; removing it makes the link
+/// plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_link_shows_nothing_before_its_password() -> anyhow::Result<()> {
+    use tinyurl_proto::v1::{RedirectRule, Utm};
+
+    let system = System::start(&[]).await?;
+    let env = [
+        ("TINYURL_TRUSTED_PROXIES", "127.0.0.0/8"),
+        ("TINYURL_COOKIE_SECRET", "one secret for every redirect"),
+        ("TINYURL_PASSWORD_ATTEMPTS_PER_ADDRESS", "5"),
+        ("TINYURL_PASSWORD_ATTEMPTS_PER_LINK", "12"),
+    ];
+    let first = system.start_redirect(&env).await?;
+    let second = system.start_redirect(&env).await?;
+    let mut database_only = env.to_vec();
+    database_only.push(("TINYURL_REDIS_URL", ""));
+    let uncached = system.start_redirect(&database_only).await?;
+    let protected = |target: &str| CreateLinkRequest {
+        password: Some("correct horse".to_owned()),
+        utm: Some(Utm {
+            campaign: "hidden-campaign".to_owned(),
+            ..Utm::default()
+        }),
+        rules: vec![RedirectRule {
+            languages: vec!["de".to_owned()],
+            target_url: "https://example.de/secret-rule-9b1c".to_owned(),
+            ..RedirectRule::default()
+        }],
+        ..to(target)
+    };
+    let link = create(&system, protected("https://example.com/secret-target-7f3a")).await?;
+    anyhow::ensure!(link.password_protected, "{link:?}");
+    let owner_view = system
+        .links()?
+        .get_link(system.authed(tinyurl_proto::v1::GetLinkRequest {
+            code: link.code.clone(),
+        }))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        owner_view.target_url == "https://example.com/secret-target-7f3a"
+            && owner_view.rules.len() == 1
+            && owner_view.password_protected,
+        "the owner sees the link: {owner_view:?}"
+    );
+    let path = format!("/{}", link.code);
+    system.wait_replicated(&link.code).await?;
+
+    // What the redirect tiers hold: sealed.
+    let Reply::Bulk(Some(record)) = command(
+        system.redis.port(),
+        &["GET", &format!("link:{}", link.code)],
+    )
+    .await?
+    else {
+        anyhow::bail!("no record in Redis");
+    };
+    anyhow::ensure!(
+        SECRETS.iter().all(|secret| !record.contains(secret)),
+        "the Redis record shows the link: {record}"
+    );
+    let redirect_role = tinyurl_harness::postgres::connect(&tinyurl_harness::postgres::as_role(
+        &system.database.primary_url,
+        tinyurl_harness::postgres::roles::REDIRECT,
+    ))
+    .await?;
+    let options: String = redirect_role
+        .query_one(
+            "SELECT options FROM link_options WHERE code = $1",
+            &[&link.code],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        SECRETS.iter().all(|secret| !options.contains(secret)),
+        "the redirect role reads the link: {options}"
+    );
+    anyhow::ensure!(
+        redirect_role
+            .query_one(
+                "SELECT owner_options FROM link_options WHERE code = $1",
+                &[&link.code],
+            )
+            .await
+            .is_err(),
+        "the redirect role must not read the owner's options"
+    );
+
+    // Every answer before the right password, from every process.
+    let processes = [&first, &second, &uncached];
+    for redirect in processes {
+        let addr = redirect.listen_addr();
+        for (method, page) in [
+            ("GET", path.clone()),
+            ("HEAD", path.clone()),
+            ("GET", format!("{path}/")),
+            ("GET", format!("{path}+")),
+            ("GET", format!("{path}/qr")),
+            ("GET", format!("{path}/qr?format=svg")),
+        ] {
+            let response = tinyurl_harness::services::http_request_with(
+                addr,
+                method,
+                &page,
+                &[("Accept-Language", "de")],
+            )
+            .await?;
+            shows_nothing(&format!("{method} {page}"), &response)?;
+            if !page.contains("/qr") {
+                anyhow::ensure!(
+                    response.status == 403 && response.header("location").is_none(),
+                    "{method} {page}: {} {:?}",
+                    response.status,
+                    response.headers
+                );
+            }
+        }
+        let refused = give_password(addr, &path, "10.9.0.1", "wrong horse").await?;
+        shows_nothing("a wrong password", &refused)?;
+        anyhow::ensure!(refused.status == 403, "{}", refused.status);
+    }
+
+    // Wrong passwords from one address: 5, then 429, even for the right one.
+    let addr = first.listen_addr();
+    for attempt in 0..5 {
+        let response = give_password(addr, &path, "10.9.1.1", "wrong horse").await?;
+        shows_nothing("a wrong password", &response)?;
+        anyhow::ensure!(
+            response.status == 403,
+            "attempt {attempt}: {}",
+            response.status
+        );
+    }
+    for password in ["wrong horse", "correct horse"] {
+        let response = give_password(second.listen_addr(), &path, "10.9.1.1", password).await?;
+        shows_nothing("a limited address", &response)?;
+        anyhow::ensure!(
+            response.status == 429 && response.header("retry-after").is_some(),
+            "{}: {:?}",
+            response.status,
+            response.headers
+        );
+    }
+
+    // The right password from another address: 303 to the rule's target
+    // (German first) with the campaign, and a cookie.
+    let opened = tinyurl_harness::services::http_send(
+        addr,
+        "POST",
+        &path,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Forwarded-For", "10.9.2.1"),
+            ("Accept-Language", "de-DE, en;q=0.5"),
+        ],
+        Some(b"password=correct+horse"),
+    )
+    .await?;
+    anyhow::ensure!(
+        opened.status == 303
+            && opened.header("location")
+                == Some("https://example.de/secret-rule-9b1c?utm_campaign=hidden-campaign"),
+        "{} {:?}",
+        opened.status,
+        opened.headers
+    );
+    let set_cookie = opened.header("set-cookie").unwrap_or_default();
+    anyhow::ensure!(
+        set_cookie.contains(&format!("Path={path};")) && set_cookie.contains("HttpOnly"),
+        "{set_cookie}"
+    );
+    let cookie = cookie_pair(&opened)?;
+    // The cookie opens the link on every process, and only for its
+    // lifetime's answers: never cached, a temporary status.
+    for redirect in processes {
+        let response = tinyurl_harness::services::http_request_with(
+            redirect.listen_addr(),
+            "GET",
+            &path,
+            &[("Cookie", cookie.as_str())],
+        )
+        .await?;
+        anyhow::ensure!(
+            response.status == 302
+                && response.header("location")
+                    == Some("https://example.com/secret-target-7f3a?utm_campaign=hidden-campaign")
+                && response.header("cache-control") == Some("private, no-store"),
+            "{} {:?}",
+            response.status,
+            response.headers
+        );
+        let preview = tinyurl_harness::services::http_request_with(
+            redirect.listen_addr(),
+            "GET",
+            &format!("{path}+"),
+            &[("Cookie", cookie.as_str())],
+        )
+        .await?;
+        anyhow::ensure!(
+            preview.status == 200 && preview.text().contains("secret-target-7f3a"),
+            "{} {}",
+            preview.status,
+            preview.text()
+        );
+    }
+
+    // The cookie opens no other link, even one with the same password.
+    let other = create(
+        &system,
+        protected("https://example.com/secret-target-7f3a-2"),
+    )
+    .await?;
+    let other_path = format!("/{}", other.code);
+    let response = tinyurl_harness::services::http_request_with(
+        addr,
+        "GET",
+        &other_path,
+        &[("Cookie", cookie.as_str())],
+    )
+    .await?;
+    shows_nothing("another link's cookie", &response)?;
+    anyhow::ensure!(response.status == 403, "{}", response.status);
+
+    // Wrong passwords for one link from many addresses: 12, then 429 for
+    // everyone, the right password included.
+    for index in 0..12 {
+        let client = format!("10.9.3.{index}");
+        let response = give_password(addr, &other_path, &client, "wrong horse").await?;
+        anyhow::ensure!(response.status == 403, "{index}: {}", response.status);
+    }
+    let response = give_password(addr, &other_path, "10.9.4.1", "correct horse").await?;
+    anyhow::ensure!(response.status == 429, "{}", response.status);
+    shows_nothing("a limited link", &response)?;
+
+    // The owner changes the target without the password: sealed again, the
+    // cookie still opens it, to the new target.
+    system
+        .links()?
+        .update_link(system.authed(UpdateLinkRequest {
+            code: link.code.clone(),
+            target_url: Some("https://example.com/secret-target-7f3a/moved".to_owned()),
+            ..UpdateLinkRequest::default()
+        }))
+        .await?;
+    wait_until("the moved target", Duration::from_secs(10), || async {
+        let response = tinyurl_harness::services::http_request_with(
+            second.listen_addr(),
+            "GET",
+            &path,
+            &[("Cookie", cookie.as_str())],
+        )
+        .await?;
+        Ok(response.header("location")
+            == Some("https://example.com/secret-target-7f3a/moved?utm_campaign=hidden-campaign"))
+    })
+    .await?;
+
+    // A POST to a link without a password is refused like any other method.
+    let plain = create(&system, to("https://example.com/plain-one")).await?;
+    let response = give_password(addr, &format!("/{}", plain.code), "10.9.5.1", "x").await?;
+    anyhow::ensure!(response.status == 405, "{}", response.status);
+
+    // Without the password the link is plain again.
+    system
+        .links()?
+        .update_link(system.authed(UpdateLinkRequest {
+            code: link.code.clone(),
+            clear_password: true,
+            ..UpdateLinkRequest::default()
+        }))
+        .await?;
+    wait_until("the plain link", Duration::from_secs(10), || async {
+        let response = get(&first, &path).await?;
+        Ok(response.status == 302)
+    })
+    .await?;
+    Ok(())
+}

@@ -148,6 +148,7 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
                 })
                 .collect(),
             max_visits: case.max_visits,
+            password: case.password.clone(),
         };
         let status = grpc
             .create_link(authed(request, &key))
@@ -189,6 +190,9 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
         }
         if let Some((name, value)) = &case.utm {
             body["utm"] = json!({ *name: value });
+        }
+        if let Some(password) = &case.password {
+            body["password"] = json!(password);
         }
         if let Some(cap) = case.max_visits {
             body["max_visits"] = json!(cap);
@@ -1499,5 +1503,98 @@ async fn options_work_alike_over_rest_and_grpc() -> anyhow::Result<()> {
             patched.text()
         );
     }
+
+    // A password: set over REST (never returned), seen over gRPC, changed
+    // over gRPC (not set and cleared at once), removed with null over REST.
+    let protected = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &json!({ "target_url": "https://example.com/locked", "alias": "locked-rest",
+                 "password": "open sesame" }),
+        &[],
+    )
+    .await?;
+    let protected_body = json_of(&protected)?;
+    anyhow::ensure!(
+        protected_body["password_protected"] == true
+            && protected_body["target_url"] == "https://example.com/locked"
+            && !protected.text().contains("sesame")
+            && protected_body.get("password").is_none(),
+        "{}",
+        protected.text()
+    );
+    let seen = grpc
+        .get_link(authed(
+            tinyurl_proto::v1::GetLinkRequest {
+                code: "locked-rest".to_owned(),
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(seen.password_protected, "{seen:?}");
+    let both = grpc
+        .update_link(authed(
+            UpdateLinkRequest {
+                code: "locked-rest".to_owned(),
+                password: Some("another one".to_owned()),
+                clear_password: true,
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await;
+    anyhow::ensure!(
+        both.as_ref().is_err_and(|status| {
+            status.code() == tonic::Code::InvalidArgument
+                && status.message().contains("clear_password")
+        }),
+        "{both:?}"
+    );
+    let changed = grpc
+        .update_link(authed(
+            UpdateLinkRequest {
+                code: "locked-rest".to_owned(),
+                password: Some("another one".to_owned()),
+                target_url: Some("https://example.com/locked/2".to_owned()),
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        changed.password_protected && changed.target_url == "https://example.com/locked/2",
+        "{changed:?}"
+    );
+    let short = call(
+        rest,
+        "PATCH",
+        "/api/v1/links/locked-rest",
+        Some(&key),
+        Some(&json!({ "password": "abc" })),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(
+        short.status == 400 && short.text().contains("4 to 128 characters"),
+        "{}",
+        short.text()
+    );
+    let removed = call(
+        rest,
+        "PATCH",
+        "/api/v1/links/locked-rest",
+        Some(&key),
+        Some(&json!({ "password": null })),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(
+        json_of(&removed)?["password_protected"] == false,
+        "{}",
+        removed.text()
+    );
     Ok(())
 }

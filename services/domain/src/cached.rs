@@ -35,6 +35,10 @@ pub fn announced_codes(message: &str) -> impl Iterator<Item = &str> {
 /// lagging replica cannot put the deleted link back).
 pub const NEGATIVE_ENTRY: &str = "none";
 
+/// The target field of a password-protected link's record: its target is
+/// in the options, sealed.
+pub const SEALED_TARGET: &str = "-";
+
 /// What redirect needs to answer for a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedLink {
@@ -160,6 +164,7 @@ mod tests {
                     ..crate::Utm::default()
                 },
                 max_visits: Some(100),
+                password: None,
                 rules: vec![crate::RedirectRule {
                     languages: vec!["de".to_owned()],
                     target_url: "https://example.de/a".to_owned(),

@@ -6,6 +6,7 @@ pub mod cached;
 pub mod clicks;
 pub mod codec;
 pub mod options;
+pub mod protect;
 pub mod qr;
 pub mod status;
 pub mod target;

@@ -31,6 +31,9 @@ pub struct LinkOptions {
     /// link previewers and HEAD requests never use one (nor are redirected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_visits: Option<u64>,
+    /// A password protects the link (see [`crate::protect`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<crate::protect::Password>,
 }
 
 /// The five UTM fields; each one set is merged into the query of whichever
@@ -124,7 +127,10 @@ pub struct Visit<'a> {
 
 impl LinkOptions {
     pub fn is_empty(&self) -> bool {
-        self.utm.is_empty() && self.rules.is_empty() && self.max_visits.is_none()
+        self.utm.is_empty()
+            && self.rules.is_empty()
+            && self.max_visits.is_none()
+            && self.password.is_none()
     }
 
     /// The stored form: compact JSON, `None` when there are no options
@@ -409,6 +415,7 @@ mod tests {
         let options = LinkOptions {
             utm: Utm::default(),
             max_visits: None,
+            password: None,
             rules: vec![
                 rule(&[Device::Ios], &["DE", "AT"], &[], "https://de.example/ios"),
                 rule(
@@ -454,6 +461,7 @@ mod tests {
         let options = LinkOptions {
             utm: utm(),
             max_visits: None,
+            password: None,
             rules: vec![RedirectRule {
                 devices: vec![Device::Android],
                 countries: vec!["FR".to_owned()],

@@ -268,6 +268,7 @@ mod tests {
             idempotency_key: None,
             tags: Vec::new(),
             options: tinyurl_domain::LinkOptions::default(),
+            password: None,
         }
     }
 

@@ -362,14 +362,20 @@ fn entry_ttl(ttl: Duration, link: &StoredLink) -> Option<Duration> {
     (ttl.as_millis() > 0).then_some(ttl)
 }
 
+/// The record of `link` as the redirect reads it: a protected link's target,
+/// UTM fields and rules only sealed, as the redirect's database read has them.
 fn cached(link: &StoredLink) -> CachedLink {
+    let (target_url, options) = match link.options.redirect_view() {
+        Some(view) => (tinyurl_domain::cached::SEALED_TARGET.to_owned(), view),
+        None => (link.target_url.clone(), link.options.clone()),
+    };
     CachedLink {
-        target_url: link.target_url.clone(),
+        target_url,
         redirect_status: link.redirect_status,
         forward_query: link.forward_query,
         expires_at: link.expires_at,
         enabled: link.redirects(),
-        options: link.options.clone(),
+        options,
     }
 }
 

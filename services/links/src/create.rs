@@ -138,6 +138,14 @@ impl State {
                         .encode(ids.next().unwrap_or_default())
                         .into_string(),
                 };
+                let mut options = item.options.clone();
+                if let Some(password) = &item.password {
+                    // Derived by the service before the item was queued.
+                    options.password = password.stored(&code, &self.link_secret);
+                    if let crate::input::NewPassword::Derived { key, .. } = password {
+                        options.seal_with_key(&code, item.target.as_str(), key, rand::random());
+                    }
+                }
                 NewLink {
                     code,
                     target_url: item.target.as_str().to_owned(),
@@ -148,7 +156,7 @@ impl State {
                     idempotency_key: item.idempotency_key.clone(),
                     fingerprint: item.idempotency_key.as_ref().map(|_| item.fingerprint()),
                     tags: item.tags.clone(),
-                    options: item.options.clone(),
+                    options,
                 }
             })
             .collect()

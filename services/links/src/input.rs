@@ -45,6 +45,8 @@ pub struct CreateInput {
     pub rules: Vec<RuleInput>,
     /// Human visits the link redirects before it answers 410.
     pub max_visits: Option<u64>,
+    /// The password that must be given before the link redirects.
+    pub password: Option<String>,
 }
 
 /// A redirect rule as the caller typed it.
@@ -148,6 +150,67 @@ pub struct ValidCreate {
     pub tags: Vec<String>,
     /// Valid UTM fields and rules.
     pub options: LinkOptions,
+    /// A valid password; [`NewPassword::derive`] turns it into its key
+    /// before the link is stored.
+    pub password: Option<NewPassword>,
+}
+
+/// A link's new password: as typed until its key is derived (off the
+/// request threads), then only the key and its salt.
+#[derive(Clone)]
+pub enum NewPassword {
+    Typed(String),
+    Derived {
+        key: tinyurl_domain::protect::Key,
+        salt: [u8; tinyurl_domain::protect::SALT_LEN],
+    },
+}
+
+impl std::fmt::Debug for NewPassword {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("NewPassword(…)")
+    }
+}
+
+impl NewPassword {
+    /// Derives the key of a typed password with a new random salt: one
+    /// Argon2id, on the blocking pool.
+    pub async fn derive(self) -> Result<Self, WriterError> {
+        let Self::Typed(password) = self else {
+            return Ok(self);
+        };
+        let salt: [u8; tinyurl_domain::protect::SALT_LEN] = rand::random();
+        let key = tokio::task::spawn_blocking(move || {
+            tinyurl_domain::protect::Key::derive(
+                &password,
+                tinyurl_domain::protect::DEFAULT_COST,
+                &salt,
+            )
+        })
+        .await
+        .map_err(|error| WriterError::Unexpected(anyhow::anyhow!("password hashing: {error}")))?
+        .map_err(|error| WriterError::Unexpected(anyhow::anyhow!("{error}")))?;
+        Ok(Self::Derived { key, salt })
+    }
+
+    /// The stored password of link `code` (not yet sealed): `None` before
+    /// [`Self::derive`].
+    pub fn stored(
+        &self,
+        code: &str,
+        link_secret: &tinyurl_domain::protect::Key,
+    ) -> Option<tinyurl_domain::protect::Password> {
+        let Self::Derived { key, salt } = self else {
+            return None;
+        };
+        Some(tinyurl_domain::protect::Password::new(
+            key,
+            *salt,
+            code,
+            link_secret,
+            rand::random(),
+        ))
+    }
 }
 
 /// Changes to a link; `None` leaves a field as it is.
@@ -167,6 +230,8 @@ pub struct UpdateInput {
     pub rules: Option<Vec<RuleInput>>,
     /// `Some(None)` removes the cap.
     pub max_visits: Option<Option<u64>>,
+    /// A new password (`Some(None)` removes the password).
+    pub password: Option<Option<String>>,
 }
 
 /// A listing page request.
@@ -213,7 +278,12 @@ pub fn validate_create(
             utm: utm(input.utm)?,
             rules: rules(&input.rules, policy)?,
             max_visits: input.max_visits.map(max_visits).transpose()?,
+            password: None,
         },
+        password: input
+            .password
+            .map(|typed| password(typed).map(NewPassword::Typed))
+            .transpose()?,
     })
 }
 
@@ -254,6 +324,11 @@ impl ValidCreate {
             digest.update(b"\0options");
             digest.update((options.len() as u64).to_le_bytes());
             digest.update(options.as_bytes());
+        }
+        // That there is a password, not a digest of it: a fast hash of a
+        // password stored beside its link would undo Argon2id's cost.
+        if self.password.is_some() {
+            digest.update(b"\0password");
         }
         let mut fingerprint = [0; 16];
         fingerprint.copy_from_slice(&digest.finalize()[..16]);
@@ -331,6 +406,23 @@ pub fn tags(raw: &[String]) -> Result<Vec<String>, WriterError> {
         ));
     }
     Ok(tags)
+}
+
+/// A link password: [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`]
+/// characters, no control characters (a form could not send them back).
+pub fn password(typed: String) -> Result<String, WriterError> {
+    use tinyurl_domain::protect::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
+    let refuse = |reason: String| Err(WriterError::invalid("password", reason));
+    let chars = typed.chars().count();
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+        return refuse(format!(
+            "a link password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters, got {chars}"
+        ));
+    }
+    if typed.chars().any(char::is_control) {
+        return refuse("a link password cannot contain control characters".to_owned());
+    }
+    Ok(typed)
 }
 
 /// A visit cap: 1 to [`MAX_VISITS`].

@@ -29,4 +29,5 @@ pub mod store;
 pub use self::error::WriterError;
 pub use self::service::{
     Call, LinkService, Overview, Page, SearchInput, SearchPage, SignedIn, State, StatsInput,
+    link_secret,
 };

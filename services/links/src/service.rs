@@ -121,6 +121,15 @@ pub struct State {
     /// The proxies in front of the REST API, whose `x-forwarded-for` names
     /// the client.
     pub proxies: TrustedProxies,
+    /// Wraps the keys of password-protected links, so that the writer can
+    /// seal them again when their owner changes them (derived from the code
+    /// secret: one secret per deployment, the same on every writer).
+    pub link_secret: tinyurl_domain::protect::Key,
+}
+
+/// The link secret of a deployment whose code secret is `code_secret`.
+pub fn link_secret(code_secret: &[u8]) -> tinyurl_domain::protect::Key {
+    tinyurl_domain::protect::Key::from_secret("tinyurl link secret v1", code_secret)
 }
 
 impl LinkService {
@@ -151,8 +160,11 @@ impl LinkService {
             "create",
             Box::pin(async {
                 let owner = self.state.owner(call, Scope::Create, 1).await?;
-                let valid = validate_create(input?, &self.state.policy())?;
+                let mut valid = validate_create(input?, &self.state.policy())?;
                 self.state.limits.spend_daily_creates(owner, 1).await?;
+                if let Some(password) = valid.password.take() {
+                    valid.password = Some(password.derive().await?);
+                }
                 self.batcher.create(owner, valid).await
             }),
         )
@@ -181,10 +193,16 @@ impl LinkService {
                 .await?;
             metrics::histogram!("writer_batch_size").record(items.len() as f64);
             let policy = self.state.policy();
-            let validated = items
-                .into_iter()
-                .map(|item| item.and_then(|input| validate_create(input, &policy)))
-                .collect();
+            let mut validated = Vec::with_capacity(items.len());
+            for item in items {
+                let mut item = item.and_then(|input| validate_create(input, &policy));
+                if let Ok(valid) = &mut item
+                    && let Some(password) = valid.password.take()
+                {
+                    valid.password = Some(password.derive().await?);
+                }
+                validated.push(item);
+            }
             Ok(self.state.create_many(owner, validated).await)
         })
         .await
@@ -325,7 +343,21 @@ impl LinkService {
                         .max_visits
                         .map(|cap| cap.map(crate::input::max_visits).transpose())
                         .transpose()?,
+                    password: None,
+                    link_secret: Some(self.state.link_secret.clone()),
                 };
+                let mut changes = changes;
+                if let Some(password) = input.password {
+                    changes.password = Some(match password {
+                        None => None,
+                        Some(typed) => {
+                            crate::input::NewPassword::Typed(crate::input::password(typed)?)
+                                .derive()
+                                .await?
+                                .stored(code, &self.state.link_secret)
+                        }
+                    });
+                }
                 // A link an operator blocked, or whose target's host is on the
                 // blocklist now (blocked before blocks had a flag of their own,
                 // or listed in the file), is its owner's only to delete.

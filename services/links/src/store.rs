@@ -130,12 +130,54 @@ pub struct LinkChanges {
     pub rules: Option<Vec<tinyurl_domain::RedirectRule>>,
     /// The visit cap from now on (`Some(None)` removes it); `None` keeps it.
     pub max_visits: Option<Option<u64>>,
+    /// The password from now on, its key wrapped (`Some(None)` removes it);
+    /// `None` keeps it.
+    pub password: Option<Option<tinyurl_domain::protect::Password>>,
+    /// The deployment's link secret, to seal a protected link again when
+    /// its target, UTM fields or rules change.
+    pub link_secret: Option<tinyurl_domain::protect::Key>,
 }
 
 impl LinkChanges {
     /// Whether the update changes any option.
     pub fn changes_options(&self) -> bool {
-        self.utm.is_some() || self.rules.is_some() || self.max_visits.is_some()
+        self.utm.is_some()
+            || self.rules.is_some()
+            || self.max_visits.is_some()
+            || self.password.is_some()
+    }
+
+    /// Whether the stores must read the link's options under its lock and
+    /// write them again: an option changes, or the target, which a
+    /// protected link keeps sealed with its options.
+    pub fn rewrites_options(&self) -> bool {
+        self.changes_options() || self.target_url.is_some()
+    }
+
+    /// The options of link `code` after this update, from its `current`
+    /// ones and target, sealed again when it is protected.
+    pub fn next_options(
+        &self,
+        code: &str,
+        current_target: &str,
+        current: tinyurl_domain::LinkOptions,
+    ) -> Result<tinyurl_domain::LinkOptions, WriterError> {
+        let mut next = self.merged_options(current);
+        if next.is_protected() {
+            let secret = self.link_secret.as_ref().ok_or_else(|| {
+                WriterError::Unexpected(anyhow::anyhow!(
+                    "an update of a protected link without the link secret"
+                ))
+            })?;
+            next.seal(
+                code,
+                self.target_url.as_deref().unwrap_or(current_target),
+                secret,
+                rand::random(),
+            )
+            .map_err(|error| WriterError::Unexpected(anyhow::anyhow!("{error}")))?;
+        }
+        Ok(next)
     }
 
     /// `current` with this update's options in place of its own.
@@ -152,29 +194,22 @@ impl LinkChanges {
         if let Some(cap) = self.max_visits {
             current.max_visits = cap;
         }
+        if let Some(password) = &self.password {
+            current.password = password.clone();
+        }
         current
     }
+}
 
-    /// The keys of the stored options this update replaces, and the JSON
-    /// object of their new values (`None` when they are all emptied):
-    /// the stores merge them into the row in the update statement itself,
-    /// so an update of one option never undoes a concurrent one of another.
-    fn options_patch(&self) -> (Vec<&'static str>, Option<String>) {
-        let mut replaced = Vec::new();
-        let mut patch = tinyurl_domain::LinkOptions::default();
-        if let Some(utm) = &self.utm {
-            replaced.push("utm");
-            patch.utm = utm.clone();
-        }
-        if let Some(rules) = &self.rules {
-            replaced.push("rules");
-            patch.rules = rules.clone();
-        }
-        if let Some(cap) = self.max_visits {
-            replaced.push("max_visits");
-            patch.max_visits = cap;
-        }
-        (replaced, patch.to_stored())
+/// The stored forms of a link's options: what the redirect reads (`None`
+/// for a plain link), and for a protected link the owner's, which keeps the
+/// UTM fields and rules in clear and the link's key wrapped.
+pub fn stored_options_forms(
+    options: &tinyurl_domain::LinkOptions,
+) -> (Option<String>, Option<String>) {
+    match options.redirect_view() {
+        Some(view) => (view.to_stored(), options.to_stored()),
+        None => (options.to_stored(), None),
     }
 }
 

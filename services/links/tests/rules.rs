@@ -74,6 +74,7 @@ impl Rules {
             keys: KeyCache::new(KeyCacheSettings::default()),
             limits: RateLimits::new(limits.per_key, limits.daily_creates, None, None)?,
             proxies: tinyurl_runtime::proxies::TrustedProxies::NONE,
+            link_secret: tinyurl_links::link_secret(b"a code secret for the rules tests"),
         });
         Ok(Self {
             links: LinkService::new(state),

@@ -18,9 +18,12 @@ use crate::config::Config;
 use crate::entry::CachePolicy;
 use crate::http::{HttpMetrics, Shared};
 use crate::l2::{MemorySharedCache, RedisSharedCache, SharedCache};
+use crate::protected::Passwords;
 use crate::resolve::{Resolver, Settings};
 use crate::store::{LinkSource, PostgresLinkSource, SqliteLinkSource};
 use crate::visitors::Visitors;
+use secrecy::ExposeSecret as _;
+use tinyurl_domain::protect::Key;
 use tinyurl_runtime::memory::MemoryCache;
 
 /// Where links are read from and which shared cache sits in front.
@@ -72,6 +75,7 @@ pub struct App {
     clicks: Option<Arc<Clicks>>,
     /// What redirect rules read of a request.
     visitors: Arc<Visitors>,
+    passwords: Arc<Passwords>,
     store: Arc<dyn LinkSource>,
     cache: CacheTier,
     listener: std::net::TcpListener,
@@ -147,9 +151,31 @@ impl App {
             trusted_proxies: config.trusted_proxies.clone(),
             bots: isbot::Bots::default(),
         });
+        let cookie_secret = match &config.cookie_secret {
+            Some(secret) => Key::from_secret(
+                "tinyurl cookie secret v1",
+                secret.expose_secret().as_bytes(),
+            ),
+            None => {
+                if matches!(cache, CacheTier::Redis(_)) {
+                    tracing::warn!(
+                        "TINYURL_COOKIE_SECRET is not set: the cookie a password earns opens \
+                         its link only on this redirect process"
+                    );
+                }
+                Key::from_bytes(rand::random())
+            }
+        };
+        let passwords = Arc::new(Passwords::new(
+            cookie_secret,
+            config.password_attempts_per_address,
+            config.password_attempts_per_link,
+            config.public_base_url.starts_with("https://"),
+        ));
         Ok(Self {
             clicks,
             visitors,
+            passwords,
             config,
             resolver,
             store,
@@ -236,6 +262,7 @@ impl App {
             scanners,
             clicks: self.clicks.clone(),
             visitors: Arc::clone(&self.visitors),
+            passwords: Arc::clone(&self.passwords),
             config: self.config.clone(),
             cache: self.cache.clone(),
             stopping: stopping.clone(),
@@ -304,13 +331,18 @@ fn click_sink(config: &Config, cache: &CacheTier) -> anyhow::Result<Option<Click
 }
 
 /// The shared tier as the calling serving thread uses it.
-fn connect_l2(config: &Config, cache: &CacheTier) -> anyhow::Result<Option<Arc<dyn SharedCache>>> {
+fn connect_l2(
+    config: &Config,
+    cache: &CacheTier,
+    passwords: &Passwords,
+) -> anyhow::Result<Option<Arc<dyn SharedCache>>> {
     Ok(match cache {
         CacheTier::Redis(url) => Some(Arc::new(connect_redis(config, url)?)),
         CacheTier::Memory(cache) => Some(Arc::new(MemorySharedCache::new(
             Arc::clone(cache),
             config.cache_ttl,
             config.negative_ttl,
+            passwords.local_attempts(),
         ))),
         CacheTier::None => None,
     })
@@ -351,6 +383,7 @@ struct ThreadContext {
     scanners: Option<Arc<crate::scanners::Scanners>>,
     clicks: Option<Arc<Clicks>>,
     visitors: Arc<Visitors>,
+    passwords: Arc<Passwords>,
     config: Config,
     cache: CacheTier,
     stopping: Stopping,
@@ -401,13 +434,14 @@ impl ThreadContext {
             };
             let shared = Arc::new(Shared {
                 resolver: self.resolver,
-                l2: connect_l2(&self.config, &self.cache)?,
+                l2: connect_l2(&self.config, &self.cache, &self.passwords)?,
                 clicks: self.clicks,
                 visitors: self.visitors,
                 public_base_url: self.config.public_base_url.clone(),
                 metrics: HttpMetrics::new(),
                 scanners: self.scanners,
                 traced: self.config.common.otlp_endpoint.is_some(),
+                passwords: self.passwords,
             });
             crate::server::serve(listener, shared, self.stopping.wait()).await;
             Ok(())

@@ -149,6 +149,21 @@ pub const SCANNER_404_PER_MINUTE: Setting<u32> = Setting::value(
     300,
     "unknown codes one client address may look up a minute before its uncached requests get 429 (0: off)",
 );
+pub const COOKIE_SECRET: Setting<Option<SecretString>> = Setting::optional_secret(
+    "TINYURL_COOKIE_SECRET",
+    "a random key per process: a cookie opens links only on the process that issued it",
+    "key of the cookies that open password-protected links; the same on every redirect",
+);
+pub const PASSWORD_ATTEMPTS_PER_ADDRESS: Setting<u32> = Setting::value(
+    "TINYURL_PASSWORD_ATTEMPTS_PER_ADDRESS",
+    10,
+    "wrong link passwords one client address may try in 10 minutes, over all links",
+);
+pub const PASSWORD_ATTEMPTS_PER_LINK: Setting<u32> = Setting::value(
+    "TINYURL_PASSWORD_ATTEMPTS_PER_LINK",
+    100,
+    "wrong passwords one protected link may be tried with in 10 minutes, from anywhere",
+);
 pub const GEOIP_DB: Setting<Option<PathBuf>> = Setting::optional(
     "TINYURL_GEOIP_DB",
     "none: country \"unknown\"",
@@ -187,6 +202,9 @@ pub const SETTINGS: Table = &[
     &CLICKS_STREAM_MAX_AGE,
     &TRUSTED_PROXIES,
     &SCANNER_404_PER_MINUTE,
+    &COOKIE_SECRET,
+    &PASSWORD_ATTEMPTS_PER_ADDRESS,
+    &PASSWORD_ATTEMPTS_PER_LINK,
     &GEOIP_DB,
     &WORKER_THREADS,
 ];
@@ -219,6 +237,9 @@ pub struct Config {
     pub clicks_stream_max_age: Duration,
     pub trusted_proxies: crate::clicks::TrustedProxies,
     pub scanner_404_per_minute: u32,
+    pub cookie_secret: Option<SecretString>,
+    pub password_attempts_per_address: u32,
+    pub password_attempts_per_link: u32,
     pub geoip_db: Option<PathBuf>,
     pub worker_threads: Option<usize>,
 }
@@ -267,6 +288,9 @@ impl Config {
             clicks_stream_max_age: env.read(&CLICKS_STREAM_MAX_AGE)?,
             trusted_proxies: env.read(&TRUSTED_PROXIES)?,
             scanner_404_per_minute: env.read(&SCANNER_404_PER_MINUTE)?,
+            cookie_secret: env.read(&COOKIE_SECRET)?,
+            password_attempts_per_address: env.read(&PASSWORD_ATTEMPTS_PER_ADDRESS)?,
+            password_attempts_per_link: env.read(&PASSWORD_ATTEMPTS_PER_LINK)?,
             geoip_db: env.read(&GEOIP_DB)?,
             worker_threads: env.read(&WORKER_THREADS)?,
         })

@@ -13,6 +13,9 @@ use tinyurl_domain::{CachedLink, LinkOptions, RedirectStatus};
 pub enum Entry {
     /// A live link.
     Link(Link),
+    /// A live link behind a password: what it leads to is sealed until the
+    /// password (or a cookie that holds its key) opens it.
+    Protected(Box<Protected>),
     /// Disabled, or past its expiry: 410.
     Gone,
     /// No link has this code: 404.
@@ -31,6 +34,50 @@ pub struct Link {
     /// UTM fields and rules; `None` for a plain link, whose answer is decided
     /// by this one test.
     pub extra: Option<Box<Extra>>,
+}
+
+/// A password-protected link as the redirect holds it: its record, whose
+/// target is a placeholder and whose options hold the sealed part.
+#[derive(Debug)]
+pub struct Protected {
+    pub record: CachedLink,
+    pub password: tinyurl_domain::protect::Password,
+}
+
+impl Protected {
+    /// The link `locked` (what its key opened) describes, prepared like any
+    /// other, except that no cache may keep its answer and a permanent
+    /// status is answered as its temporary twin: a browser must ask again
+    /// once its cookie has expired.
+    pub fn opened(&self, locked: tinyurl_domain::protect::Locked, now: SystemTime) -> Option<Link> {
+        let record = CachedLink {
+            target_url: locked.target_url,
+            options: LinkOptions {
+                utm: locked.utm,
+                rules: locked.rules,
+                max_visits: self.record.options.max_visits,
+                password: None,
+            },
+            ..self.record.clone()
+        };
+        let policy = CachePolicy {
+            permanent_max_age: Duration::ZERO,
+        };
+        let Entry::Link(mut link) = Entry::from_record(record, now, policy) else {
+            return None;
+        };
+        link.status = match link.status {
+            StatusCode::MOVED_PERMANENTLY => StatusCode::FOUND,
+            StatusCode::PERMANENT_REDIRECT => StatusCode::TEMPORARY_REDIRECT,
+            other => other,
+        };
+        link.cache_control = HeaderValue::from_static("private, no-store");
+        Some(link)
+    }
+
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.record.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// What a link with options adds to its entry, prepared once.
@@ -112,6 +159,16 @@ impl Entry {
         if !record.enabled || record.expires_at.is_some_and(|at| at <= now) {
             return Self::Gone;
         }
+        if let Some(password) = &record.options.password {
+            if password.sealed.is_none() {
+                tracing::error!("a protected link's record has nothing sealed");
+                return Self::Gone;
+            }
+            return Self::Protected(Box::new(Protected {
+                password: password.clone(),
+                record,
+            }));
+        }
         let target = record.options.utm.apply(&record.target_url);
         // A link with rules answers each visitor in their own way, and a
         // capped one must see every visit: no cache between us and them
@@ -172,6 +229,9 @@ impl Entry {
     pub fn l1_lifetime(&self, ttl: Duration, negative_ttl: Duration, now: SystemTime) -> Duration {
         match self {
             Self::Link(link) => link.expires_at.map_or(ttl, |at| {
+                ttl.min(at.duration_since(now).unwrap_or_default())
+            }),
+            Self::Protected(protected) => protected.record.expires_at.map_or(ttl, |at| {
                 ttl.min(at.duration_since(now).unwrap_or_default())
             }),
             Self::Gone => ttl,

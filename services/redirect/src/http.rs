@@ -4,6 +4,8 @@
 //!   trailing slash is ignored). Codes and aliases are case-sensitive.
 //! - `GET|HEAD /{code}+`: an HTML preview of the destination, no redirect.
 //! - `GET|HEAD /{code}/qr`: a PNG QR code of the short URL (`?format=svg` for SVG).
+//! - `POST /{code}`: the password form of a password-protected link (see
+//!   [`crate::protected`]); 405 for any other link.
 //!
 //! A path that cannot be a code or alias is answered 404 before any I/O.
 
@@ -21,7 +23,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
 
 use crate::clicks::Clicks;
-use crate::entry::{Destination, Entry, Link, location_with_query};
+use crate::entry::{Destination, Entry, Link, Protected, location_with_query};
 use crate::l2::SharedCache;
 use crate::pages;
 use crate::resolve::{Resolution, Resolver};
@@ -43,6 +45,8 @@ pub struct Shared {
     /// Whether traces are exported: only then does a request get a span
     /// (the L1 path is otherwise a few hundred nanoseconds).
     pub traced: bool,
+    /// Cookies and attempt allowances of password-protected links.
+    pub passwords: Arc<crate::protected::Passwords>,
 }
 
 /// Counter handles registered once: the hot path does no label lookups.
@@ -100,10 +104,16 @@ fn route(path: &str) -> Option<Page<'_>> {
     tinyurl_domain::is_link_shaped(code).then_some(page)
 }
 
-/// Answers one request from `peer` (the direct peer's address).
-pub async fn handle(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Response {
+/// Answers one request from `peer` (the direct peer's address); `body` is
+/// a POST's (only a password form has one worth reading).
+pub async fn handle(
+    shared: &Shared,
+    request: &Parts,
+    body: Option<hyper::body::Incoming>,
+    peer: Option<IpAddr>,
+) -> Response {
     if !shared.traced {
-        return respond(shared, request, peer).await;
+        return respond(shared, request, body, peer).await;
     }
     // Fields filled as the answer takes shape: `code` once routed, `tier`
     // by whichever cache or database answered.
@@ -118,21 +128,30 @@ pub async fn handle(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> R
     );
     tinyurl_runtime::telemetry::join_trace(&span, &request.headers);
     let response =
-        tracing::Instrument::instrument(respond(shared, request, peer), span.clone()).await;
+        tracing::Instrument::instrument(respond(shared, request, body, peer), span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     response
 }
 
-async fn respond(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Response {
-    let head = match request.method {
-        Method::GET => false,
-        Method::HEAD => true,
+async fn respond(
+    shared: &Shared,
+    request: &Parts,
+    body: Option<hyper::body::Incoming>,
+    peer: Option<IpAddr>,
+) -> Response {
+    let (head, post) = match request.method {
+        Method::GET => (false, false),
+        Method::HEAD => (true, false),
+        Method::POST => (false, true),
         _ => return method_not_allowed(),
     };
     let Some(page) = route(request.uri.path()) else {
         shared.metrics.malformed.increment(1);
         return not_found(false);
     };
+    if post && !matches!(page, Page::Redirect(_)) {
+        return method_not_allowed();
+    }
     let code = match page {
         Page::Redirect(code) | Page::Preview(code) | Page::Qr(code) => code,
     };
@@ -148,6 +167,12 @@ async fn respond(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Resp
             peer,
             head,
         };
+        if let Entry::Protected(protected) = &*entry {
+            return answer_protected(shared, &page, code, asked, protected, body).await;
+        }
+        if post {
+            return method_not_allowed();
+        }
         if let Some(cap) = capped(&entry, &page) {
             return answer_capped(shared, code, asked, &entry, cap).await;
         }
@@ -183,12 +208,103 @@ async fn respond(shared: &Shared, request: &Parts, peer: Option<IpAddr>) -> Resp
         peer,
         head,
     };
-    if let Resolution::Entry(entry) = &resolution
-        && let Some(cap) = capped(entry, &page)
-    {
-        return answer_capped(shared, code, asked, entry, cap).await;
+    if let Resolution::Entry(entry) = &resolution {
+        if let Entry::Protected(protected) = &**entry {
+            return answer_protected(shared, &page, code, asked, protected, body).await;
+        }
+        if post {
+            return method_not_allowed();
+        }
+        if let Some(cap) = capped(entry, &page) {
+            return answer_capped(shared, code, asked, entry, cap).await;
+        }
+    }
+    if post {
+        return method_not_allowed();
     }
     answer(shared, &page, code, asked, resolution)
+}
+
+/// A password-protected link: its form, or what its cookie or a right
+/// password opens.
+async fn answer_protected(
+    shared: &Shared,
+    page: &Page<'_>,
+    code: &str,
+    asked: Asked<'_>,
+    protected: &Protected,
+    body: Option<hyper::body::Incoming>,
+) -> Response {
+    use crate::protected::Outcome;
+    if protected.expired(SystemTime::now()) {
+        shared.metrics.gone.increment(1);
+        return gone();
+    }
+    let request = asked.request;
+    let outcome = match (page, body) {
+        (Page::Qr(_), _) => {
+            // The short URL's code: nothing of where it leads.
+            shared.metrics.qr_codes.increment(1);
+            let short_url = format!("{}/{code}", shared.public_base_url);
+            let svg = request
+                .uri
+                .query()
+                .is_some_and(|query| query.split('&').any(|pair| pair == "format=svg"));
+            return pages::qr(&short_url, svg);
+        }
+        (Page::Redirect(_), Some(body)) if request.method == Method::POST => {
+            let client = asked.peer.map(|peer| {
+                let forwarded = request
+                    .headers
+                    .get("x-forwarded-for")
+                    .map(HeaderValue::as_bytes);
+                shared.visitors.trusted_proxies.client(peer, forwarded)
+            });
+            crate::protected::submit(
+                &shared.passwords,
+                shared.l2.as_ref(),
+                code,
+                protected,
+                body,
+                client,
+            )
+            .await
+        }
+        _ => crate::protected::visit(&shared.passwords, code, protected, request),
+    };
+    let (link, cookie) = match outcome {
+        Outcome::Answer(response) => return response,
+        Outcome::Opened(link) => (link, None),
+        Outcome::Unlocked(link, cookie) => (link, Some(cookie)),
+    };
+    if let Page::Preview(_) = page {
+        shared.metrics.previews.increment(1);
+        let short_url = format!("{}/{code}", shared.public_base_url);
+        let mut response = html(pages::preview(&short_url, &link));
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        return response;
+    }
+    let entry = Entry::Link(link);
+    let mut response = match (&entry, capped(&entry, page)) {
+        (_, Some(cap)) => answer_capped(shared, code, asked, &entry, cap).await,
+        (Entry::Link(link), None) => {
+            refuse_long_query(shared, link, request).unwrap_or_else(|| {
+                redirect_counted(shared, link, code, request, asked.peer, !asked.head)
+            })
+        }
+        _ => gone(),
+    };
+    if let Some(cookie) = cookie {
+        if response.status().is_redirection() {
+            *response.status_mut() = StatusCode::SEE_OTHER;
+        }
+        response
+            .headers_mut()
+            .insert(axum::http::header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// The cap of a live capped link asked for its redirect.
@@ -315,7 +431,8 @@ fn answer(
     };
     let link = match &*entry {
         Entry::Link(link) if link.expires_at.is_none_or(|at| at > SystemTime::now()) => link,
-        Entry::Link(_) | Entry::Gone => {
+        // A protected link is answered before this; here it would be gone.
+        Entry::Link(_) | Entry::Gone | Entry::Protected(_) => {
             shared.metrics.gone.increment(1);
             return gone();
         }
@@ -432,7 +549,7 @@ fn visits_used_up() -> Response {
     )
 }
 
-fn gone() -> Response {
+pub(crate) fn gone() -> Response {
     plain(
         StatusCode::GONE,
         "410 Gone: this link has expired or was disabled.\n",
@@ -440,7 +557,7 @@ fn gone() -> Response {
     )
 }
 
-fn unavailable() -> Response {
+pub(crate) fn unavailable() -> Response {
     let mut response = plain(
         StatusCode::SERVICE_UNAVAILABLE,
         "503 Service Unavailable: links cannot be read right now; try again shortly.\n",

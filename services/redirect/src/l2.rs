@@ -39,6 +39,85 @@ pub trait SharedCache: Send + Sync + 'static {
     /// Uses one of the `cap` visits of `code`, atomically for every redirect
     /// process: false when they are all used.
     async fn spend_visit(&self, code: &str, cap: u64) -> anyhow::Result<bool>;
+
+    /// Takes one of the `limit` attempts `key` has in its window (fixed,
+    /// `window` long from its first attempt), for every redirect process:
+    /// `Err(wait)` when none is left.
+    async fn take_attempt(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> anyhow::Result<Result<(), Duration>>;
+
+    /// Gives back an attempt taken at `key`.
+    async fn refund_attempt(&self, key: &str) -> anyhow::Result<()>;
+}
+
+/// Takes an attempt while fewer than ARGV[1] were taken in the window
+/// (ARGV[2] milliseconds from the first): 1, or minus the milliseconds left.
+const TAKE_ATTEMPT_LUA: &str = "
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    left = tonumber(ARGV[2])
+  end
+  return -math.max(left, 1)
+end
+redis.call('INCR', KEYS[1])
+if used == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1";
+
+/// Gives an attempt back, never below zero (a window that ended is gone).
+const REFUND_ATTEMPT_LUA: &str = "
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used > 0 then redis.call('DECR', KEYS[1]) end
+return 0";
+
+/// Attempts counted in one process: the embedded deployment's, and a
+/// redirect's without Redis. Keys past their window are swept when the
+/// map grows.
+#[derive(Default)]
+pub struct LocalAttempts {
+    windows: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+}
+
+/// Keys held before the ended windows are swept.
+const MAX_LOCAL_ATTEMPT_KEYS: usize = 100_000;
+
+impl LocalAttempts {
+    pub fn take(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
+        let now = std::time::Instant::now();
+        let mut windows = match self.windows.lock() {
+            Ok(windows) => windows,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if windows.len() >= MAX_LOCAL_ATTEMPT_KEYS {
+            windows.retain(|_, (ends, _)| *ends > now);
+        }
+        let (ends, used) = windows.entry(key.to_owned()).or_insert((now + window, 0));
+        if *ends <= now {
+            *ends = now + window;
+            *used = 0;
+        }
+        if *used >= limit {
+            return Err(ends.saturating_duration_since(now));
+        }
+        *used += 1;
+        Ok(())
+    }
+
+    pub fn refund(&self, key: &str) {
+        let mut windows = match self.windows.lock() {
+            Ok(windows) => windows,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((_, used)) = windows.get_mut(key) {
+            *used = used.saturating_sub(1);
+        }
+    }
 }
 
 /// Uses a visit of a capped link when one is left: the count never passes
@@ -84,6 +163,8 @@ pub struct RedisSharedCache {
     ttl: Duration,
     negative_ttl: Duration,
     spend_visit: Script,
+    take_attempt: Script,
+    refund_attempt: Script,
 }
 
 impl RedisSharedCache {
@@ -101,11 +182,37 @@ impl RedisSharedCache {
             ttl,
             negative_ttl,
             spend_visit: Script::from_lua(SPEND_VISIT_LUA),
+            take_attempt: Script::from_lua(TAKE_ATTEMPT_LUA),
+            refund_attempt: Script::from_lua(REFUND_ATTEMPT_LUA),
         })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Runs `script` on `key`, loading it first where the server does not
+    /// have it (its first use there, or after a restart or SCRIPT FLUSH).
+    async fn run(
+        &self,
+        script: &Script,
+        lua: &'static str,
+        key: String,
+        args: Vec<String>,
+    ) -> anyhow::Result<i64> {
+        let client = self.client.with_options(&self.options);
+        let keys = vec![key];
+        Ok(
+            match client
+                .evalsha(script.sha1().clone(), keys.clone(), args.clone())
+                .await
+            {
+                Err(error) if error.details().starts_with("NOSCRIPT") => {
+                    client.eval(lua, keys, args).await?
+                }
+                other => other?,
+            },
+        )
     }
 
     pub fn options(&self) -> &Options {
@@ -125,20 +232,46 @@ impl SharedCache for RedisSharedCache {
     }
 
     async fn spend_visit(&self, code: &str, cap: u64) -> anyhow::Result<bool> {
-        let client = self.client.with_options(&self.options);
-        let key = vec![visits_key(code)];
-        let args = vec![cap.to_string()];
-        let granted: i64 = match client
-            .evalsha(self.spend_visit.sha1().clone(), key.clone(), args.clone())
-            .await
-        {
-            // First use on this server (or after a restart or SCRIPT FLUSH).
-            Err(error) if error.details().starts_with("NOSCRIPT") => {
-                client.eval(SPEND_VISIT_LUA, key, args).await?
-            }
-            other => other?,
-        };
+        let granted = self
+            .run(
+                &self.spend_visit,
+                SPEND_VISIT_LUA,
+                visits_key(code),
+                vec![cap.to_string()],
+            )
+            .await?;
         Ok(granted == 1)
+    }
+
+    async fn take_attempt(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> anyhow::Result<Result<(), Duration>> {
+        let args = vec![
+            limit.to_string(),
+            tinyurl_runtime::redis::px_millis(window).to_string(),
+        ];
+        let taken = self
+            .run(&self.take_attempt, TAKE_ATTEMPT_LUA, key.to_owned(), args)
+            .await?;
+        Ok(if taken == 1 {
+            Ok(())
+        } else {
+            Err(Duration::from_millis(taken.unsigned_abs()))
+        })
+    }
+
+    async fn refund_attempt(&self, key: &str) -> anyhow::Result<()> {
+        self.run(
+            &self.refund_attempt,
+            REFUND_ATTEMPT_LUA,
+            key.to_owned(),
+            Vec::new(),
+        )
+        .await?;
+        Ok(())
     }
 
     async fn fill(&self, code: &str, found: Option<&CachedLink>) -> anyhow::Result<()> {
@@ -163,14 +296,22 @@ pub struct MemorySharedCache {
     cache: Arc<MemoryCache>,
     ttl: Duration,
     negative_ttl: Duration,
+    attempts: Arc<LocalAttempts>,
 }
 
 impl MemorySharedCache {
-    pub fn new(cache: Arc<MemoryCache>, ttl: Duration, negative_ttl: Duration) -> Self {
+    /// `attempts` is shared by every serving thread's tier.
+    pub fn new(
+        cache: Arc<MemoryCache>,
+        ttl: Duration,
+        negative_ttl: Duration,
+        attempts: Arc<LocalAttempts>,
+    ) -> Self {
         Self {
             cache,
             ttl,
             negative_ttl,
+            attempts,
         }
     }
 }
@@ -189,6 +330,20 @@ impl SharedCache for MemorySharedCache {
 
     async fn spend_visit(&self, code: &str, cap: u64) -> anyhow::Result<bool> {
         Ok(self.cache.spend_visit(code, cap))
+    }
+
+    async fn take_attempt(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> anyhow::Result<Result<(), Duration>> {
+        Ok(self.attempts.take(key, limit, window))
+    }
+
+    async fn refund_attempt(&self, key: &str) -> anyhow::Result<()> {
+        self.attempts.refund(key);
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod http;
 pub mod invalidation;
 pub mod l2;
 pub mod pages;
+pub mod protected;
 pub mod resolve;
 pub mod scanners;
 pub mod server;

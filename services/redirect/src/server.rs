@@ -63,9 +63,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                 let shared = Arc::clone(&shared);
-                // The body is never read: only the request line matters.
-                let (parts, _body) = request.into_parts();
-                async move { Ok::<_, Infallible>(crate::http::handle(&shared, &parts, peer).await) }
+                // Only a POST's body is read (a password form); for the rest
+                // the request line and headers are all that matters.
+                let (parts, body) = request.into_parts();
+                let body = (parts.method == hyper::Method::POST).then_some(body);
+                async move {
+                    Ok::<_, Infallible>(crate::http::handle(&shared, &parts, body, peer).await)
+                }
             });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);

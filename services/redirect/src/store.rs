@@ -23,7 +23,10 @@ use tinyurl_domain::CachedLink;
 // Bit 16 says the link has options (UTM fields, rules, a cap) in
 // `link_options`; a plain link's row says it has none, and the subquery is
 // not run for it (an init plan runs when its value is first needed).
-const FIND_SQL: &str = "SELECT target_url, redirect_status, flags & 1 <> 0, expires_at, \
+// Bit 32 says a password protects it: its target is not read at all (it is
+// in the options, sealed), so it never reaches this process in clear.
+const FIND_SQL: &str = "SELECT CASE WHEN flags & 32 = 0 THEN target_url ELSE '-' END, \
+                        redirect_status, flags & 1 <> 0, expires_at, \
                         flags & 10 = 0, \
                         CASE WHEN flags & 16 <> 0 \
                              THEN (SELECT options FROM link_options WHERE code = $1) END \

@@ -67,6 +67,7 @@ impl Fixture {
             Arc::clone(&memory),
             Duration::from_secs(3600),
             Duration::from_secs(30),
+            Default::default(),
         ));
         Ok(Self {
             resolver,

@@ -56,6 +56,9 @@ pub struct UpdateArgs {
     /// Remove the visit cap.
     #[arg(long, conflicts_with = "max_visits")]
     pub no_max_visits: bool,
+    /// Remove the password.
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub no_password: bool,
 }
 
 /// A link's UTM fields and redirect rules.
@@ -82,9 +85,30 @@ pub struct OptionArgs {
     /// HEAD requests use none).
     #[arg(long)]
     pub max_visits: Option<u64>,
+    /// Read a password from the first line of standard input: visitors
+    /// must give it before the link redirects (a password on the command
+    /// line would show in `ps` and the shell's history).
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 impl OptionArgs {
+    /// The password on standard input, when `--password-stdin` asks for it.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        if !self.password_stdin {
+            return Ok(None);
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|error| format!("cannot read the password from standard input: {error}"))?;
+        let password = line.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err("--password-stdin: standard input holds no password".to_owned());
+        }
+        Ok(Some(password.to_owned()))
+    }
+
     /// The UTM fields given, `None` when none is.
     pub fn utm(&self) -> Option<Utm> {
         let utm = Utm {

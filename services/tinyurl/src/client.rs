@@ -180,6 +180,7 @@ pub struct LinkView {
     pub utm: std::collections::BTreeMap<&'static str, String>,
     pub rules: Vec<RuleView>,
     pub max_visits: Option<u64>,
+    pub password_protected: bool,
 }
 
 /// A redirect rule as the client prints it.
@@ -256,6 +257,7 @@ impl From<&Link> for LinkView {
                 })
                 .collect(),
             max_visits: link.max_visits,
+            password_protected: link.password_protected,
         }
     }
 }
@@ -290,6 +292,9 @@ impl LinkView {
         }
         if let Some(cap) = self.max_visits {
             out.push_str(&format!("\n  at most {cap} visits"));
+        }
+        if self.password_protected {
+            out.push_str("\n  password protected");
         }
         for (index, rule) in self.rules.iter().enumerate() {
             out.push_str(&format!("\n  rule {}: {}", index + 1, rule.render()));

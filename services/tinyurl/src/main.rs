@@ -176,6 +176,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                 idempotency_key: idempotency_key.unwrap_or_default(),
                 tags,
                 utm: options.utm(),
+                password: options.password().map_err(Failure::usage)?,
                 rules: options.rules,
                 max_visits: options.max_visits,
             };
@@ -232,7 +233,9 @@ async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result
         no_utm,
         no_rules,
         no_max_visits,
+        no_password,
     } = args;
+    let password = options.password().map_err(Failure::usage)?;
     let redirect_type = status
         .map(client::redirect_type)
         .transpose()
@@ -258,6 +261,8 @@ async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result
         ),
         max_visits: options.max_visits,
         clear_max_visits: no_max_visits,
+        password,
+        clear_password: no_password,
     };
     let link = client::call(connection, connection.links()?.update_link(request)).await?;
     print_link(&link, json)

@@ -85,7 +85,12 @@ pub const WRITER_SETTINGS: Table = &[
     &writer::CLICKS_VALUES_PER_BUCKET,
     &writer::IDEMPOTENCY_RETENTION,
 ];
-pub const REDIRECT_SETTINGS: Table = &[&redirect::SCANNER_404_PER_MINUTE, &redirect::GEOIP_DB];
+pub const REDIRECT_SETTINGS: Table = &[
+    &redirect::SCANNER_404_PER_MINUTE,
+    &redirect::PASSWORD_ATTEMPTS_PER_ADDRESS,
+    &redirect::PASSWORD_ATTEMPTS_PER_LINK,
+    &redirect::GEOIP_DB,
+];
 
 /// The variables of `settings` that `from` sets.
 fn only(from: &Env, settings: Table) -> Env {

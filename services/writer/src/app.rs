@@ -197,6 +197,7 @@ impl App {
             keys: KeyCache::new(config.key_cache),
             proxies: config.trusted_proxies.clone(),
             limits,
+            link_secret: tinyurl_links::link_secret(config.code_secret.expose_secret().as_bytes()),
         });
         Ok(Self {
             blocklist_bytes,

@@ -121,6 +121,7 @@ fn create_input(request: CreateLinkRequest) -> Result<CreateInput, WriterError> 
         utm: request.utm.map(utm_input).unwrap_or_default(),
         rules: request.rules.into_iter().map(rule_input).collect(),
         max_visits: request.max_visits,
+        password: request.password,
     })
 }
 
@@ -224,6 +225,7 @@ fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
         utm: utm_to_proto(&link.options.utm),
         rules: link.options.rules.iter().map(rule_to_proto).collect(),
         max_visits: link.options.max_visits,
+        password_protected: link.options.is_protected(),
     }
 }
 
@@ -319,6 +321,17 @@ impl Links for LinksService {
                         ));
                     }
                     (Some(cap), false) => Some(Some(cap)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+                password: match (message.password, message.clear_password) {
+                    (Some(_), true) => {
+                        return Err(WriterError::invalid(
+                            "clear_password",
+                            "set either password or clear_password, not both",
+                        ));
+                    }
+                    (Some(password), false) => Some(Some(password)),
                     (None, true) => Some(None),
                     (None, false) => None,
                 },

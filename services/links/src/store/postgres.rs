@@ -44,25 +44,34 @@ const GRANTS: &str = include_str!("postgres/grants.sql");
 
 /// A link's columns as [`StoredLink::from_row`] reads them. The row packs
 /// the booleans into `flags` (1 forward the query, 2 disabled by its owner,
-/// 4 alias, 8 blocked by an operator) and leaves `updated_at` NULL until
-/// the first change (migrations V7, V8).
+/// 4 alias, 8 blocked by an operator, 16 has options, 32 protected by a
+/// password) and leaves `updated_at` NULL until the first change
+/// (migrations V7, V8, V16, V17). The options are the owner's form.
 const LINK_COLUMNS: &str = "code, target_url, redirect_status, flags & 1 <> 0, expires_at, \
                             flags & 2 = 0, flags & 4 <> 0, created_at, \
                             COALESCE(updated_at, created_at), flags & 8 <> 0, \
-                            CASE WHEN flags & 16 <> 0 THEN (SELECT o.options FROM link_options o \
-                                                            WHERE o.code = links.code) END";
+                            CASE WHEN flags & 16 <> 0 THEN \
+                                (SELECT COALESCE(o.owner_options, o.options) FROM link_options o \
+                                 WHERE o.code = links.code) END";
 
 /// The bit of `flags` that says the link has a row in `link_options`.
 const HAS_OPTIONS: i16 = 16;
+/// The bit of `flags` that says the link is protected by a password: the
+/// redirect's read leaves its target out.
+const PROTECTED: i16 = 32;
+
+/// The option bits of `flags` for `options`.
+fn option_flags(options: &tinyurl_domain::LinkOptions) -> i16 {
+    match (options.is_empty(), options.is_protected()) {
+        (true, _) => 0,
+        (false, false) => HAS_OPTIONS,
+        (false, true) => HAS_OPTIONS | PROTECTED,
+    }
+}
 
 /// The `flags` of a new link (enabled).
 fn new_flags(link: &NewLink) -> i16 {
-    let options = if link.options.is_empty() {
-        0
-    } else {
-        HAS_OPTIONS
-    };
-    i16::from(link.forward_query) | (i16::from(link.is_alias) << 2) | options
+    i16::from(link.forward_query) | (i16::from(link.is_alias) << 2) | option_flags(&link.options)
 }
 
 impl StoredLink {

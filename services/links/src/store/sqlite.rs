@@ -32,7 +32,7 @@ mod embedded {
 }
 
 /// `updated_at` is NULL until the first change (migration V7).
-const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, COALESCE(updated_at, created_at), blocked, options";
+const LINK_COLUMNS: &str = "code, target_url, redirect_status, forward_query, expires_at, enabled, is_alias, created_at, COALESCE(updated_at, created_at), blocked, COALESCE(owner_options, options)";
 
 /// Writes serialise on SQLite's lock anyway; a few connections let reads
 /// proceed beside a write.

@@ -15,7 +15,8 @@ use super::{LinkSource, PROBE_INTERVAL, Source, StoreError};
 
 // A deleted link's tombstone (no target) reads as missing; a link disabled
 // by its owner or blocked by an operator does not redirect.
-const FIND_SQL: &str = "SELECT target_url, redirect_status, forward_query, expires_at, \
+const FIND_SQL: &str = "SELECT CASE WHEN owner_options IS NULL THEN target_url ELSE '-' END, \
+                        redirect_status, forward_query, expires_at, \
                         enabled AND NOT blocked, options \
                         FROM links WHERE code = ?1 AND target_url IS NOT NULL";
 

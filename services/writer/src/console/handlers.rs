@@ -464,6 +464,7 @@ pub(super) async fn create(
             ]),
             rules: rule_lines(&body.rules)?,
             max_visits: visit_cap(&body.max_visits)?,
+            password: Some(body.password.clone()).filter(|password| !password.is_empty()),
         })
     })();
     Ok(match console.links.create(&signed.call, input).await {
@@ -673,6 +674,10 @@ pub(super) struct EditForm {
     rules: Option<String>,
     /// Empty removes the cap; absent keeps it.
     max_visits: Option<String>,
+    /// A new password; empty or absent keeps the current one.
+    password: Option<String>,
+    /// Present: remove the password.
+    remove_password: Option<String>,
 }
 
 /// A form's visit cap: empty for none.
@@ -754,6 +759,17 @@ pub(super) async fn update(
             },
             rules: body.rules.as_deref().map(rule_lines).transpose()?,
             max_visits: body.max_visits.as_deref().map(visit_cap).transpose()?,
+            password: match (&body.password, &body.remove_password) {
+                (Some(password), Some(_)) if !password.is_empty() => {
+                    return Err(WriterError::invalid(
+                        "password",
+                        "give a new password or remove it, not both",
+                    ));
+                }
+                (_, Some(_)) => Some(None),
+                (Some(password), None) if !password.is_empty() => Some(Some(password.clone())),
+                _ => None,
+            },
         })
     })();
     Ok(Box::pin(changed(&console, &signed, &code, input)).await)

@@ -387,6 +387,8 @@ pub(super) struct CreateForm {
     pub rules: String,
     /// Empty for no cap.
     pub max_visits: String,
+    /// Empty for none; never shown again.
+    pub password: String,
 }
 
 /// What the campaign and rules fields of a form show.
@@ -394,6 +396,8 @@ pub(super) struct OptionFields<'a> {
     pub utm: [(&'static str, &'static str, &'a str); 5],
     pub rules: String,
     pub max_visits: String,
+    /// The link has a password (an edit form offers to remove it).
+    pub protected: bool,
 }
 
 impl<'a> OptionFields<'a> {
@@ -408,6 +412,7 @@ impl<'a> OptionFields<'a> {
             ],
             rules: form.rules.clone(),
             max_visits: form.max_visits.clone(),
+            protected: false,
         }
     }
 
@@ -434,11 +439,13 @@ impl<'a> OptionFields<'a> {
                 .max_visits
                 .map(|cap| cap.to_string())
                 .unwrap_or_default(),
+            protected: link.options.is_protected(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.rules.trim().is_empty()
+        !self.protected
+            && self.rules.trim().is_empty()
             && self.max_visits.trim().is_empty()
             && self.utm.iter().all(|(_, _, value)| value.is_empty())
     }
@@ -448,10 +455,15 @@ impl<'a> OptionFields<'a> {
 /// something or an error.
 fn option_fields(fields: &OptionFields<'_>, error: Option<&FormError>) -> Markup {
     let open = !fields.is_empty()
-        || error.is_some_and(|error| matches!(error.field, Some("utm" | "rules" | "max_visits")));
+        || error.is_some_and(|error| {
+            matches!(
+                error.field,
+                Some("utm" | "rules" | "max_visits" | "password" | "clear_password")
+            )
+        });
     html! {
         details.options open[open] {
-            summary { "Campaign (UTM), redirect rules and a visit cap" }
+            summary { "Campaign (UTM), redirect rules, a visit cap and a password" }
             fieldset.stack {
                 legend { "UTM parameters added to the target" }
                 @for (name, label, value) in &fields.utm {
@@ -473,6 +485,21 @@ fn option_fields(fields: &OptionFields<'_>, error: Option<&FormError>) -> Markup
                 input type="text" inputmode="numeric" name="max_visits" value=(fields.max_visits)
                     spellcheck="false";
                 (field_error(error, "max_visits"))
+            }
+            label {
+                @if fields.protected {
+                    "New password (empty keeps the current one)"
+                } @else {
+                    "Password visitors must give first (empty for none)"
+                }
+                input type="password" name="password" autocomplete="new-password" maxlength="128";
+                (field_error(error, "password"))
+            }
+            @if fields.protected {
+                label.check {
+                    input type="checkbox" name="remove_password" value="1";
+                    " Remove the password"
+                }
             }
             p.muted {
                 "Conditions: " code { "device=" } "ios, android or desktop; "
@@ -688,6 +715,12 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                                     }
                                 }
                             }
+                        }
+                        @if let Some(cap) = link.options.max_visits {
+                            dt { "Visits" } dd #visit-cap { "at most " (cap) }
+                        }
+                        @if link.options.is_protected() {
+                            dt { "Password" } dd #password { "visitors must give it first" }
                         }
                         dt { "Created" } dd { (when(link.created_at)) }
                         dt { "Changed" } dd { (when(link.updated_at)) }

@@ -49,6 +49,9 @@ pub struct LinkBody {
     pub rules: Vec<RuleBody>,
     /// Null when the link has no visit cap.
     pub max_visits: Option<u64>,
+    /// Visitors must give a password before the link redirects (the
+    /// password itself is never returned).
+    pub password_protected: bool,
 }
 
 /// UTM parameters merged into the query of whichever target a visit goes
@@ -194,6 +197,11 @@ pub struct CreateLinkBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_visits: Option<u64>,
+    /// Visitors must give this password before the link redirects (its
+    /// target, UTM fields and rules are sealed under it); never returned.
+    #[serde(default)]
+    #[schema(min_length = 4, max_length = 128, write_only)]
+    pub password: Option<String>,
 }
 
 /// One link of a batch; `idempotency_key` plays the header's part per item.
@@ -226,6 +234,9 @@ pub struct BatchItemBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub max_visits: Option<u64>,
+    #[serde(default)]
+    #[schema(min_length = 4, max_length = 128, write_only)]
+    pub password: Option<String>,
 }
 
 /// Up to 1,000 links created together.
@@ -279,6 +290,11 @@ pub struct UpdateLinkBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u64>, minimum = 1, maximum = 1_000_000_000)]
     pub max_visits: Option<Option<u64>>,
+    /// A new password (visitors' cookies for the old one stop working), or
+    /// null to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 4, max_length = 128, write_only)]
+    pub password: Option<Option<String>>,
 }
 
 /// A field that is present, even as null (`Some(None)`), unlike one that is
@@ -460,6 +476,7 @@ pub(super) fn link_body(links: &LinkService, link: &StoredLink) -> LinkBody {
         utm: UtmBody::of(&link.options.utm),
         rules: link.options.rules.iter().map(RuleBody::of).collect(),
         max_visits: link.options.max_visits,
+        password_protected: link.options.is_protected(),
     }
 }
 

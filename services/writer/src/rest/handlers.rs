@@ -66,6 +66,7 @@ pub(super) async fn create_link(
         )
         .map(|input| CreateInput {
             max_visits: body.max_visits,
+            password: body.password,
             ..with_options(input, body.utm, body.rules)
         })
     });
@@ -119,6 +120,7 @@ pub(super) async fn batch_create_links(
             )
             .map(|input| CreateInput {
                 max_visits: item.max_visits,
+                password: item.password,
                 ..with_options(input, item.utm, item.rules)
             })
         })
@@ -187,6 +189,7 @@ pub(super) async fn update_link(
                 .rules
                 .map(|rules| rules.into_iter().map(RuleBody::into_input).collect()),
             max_visits: body.max_visits,
+            password: body.password,
         })
     });
     let link = links.update(&call, &code, input).await?;

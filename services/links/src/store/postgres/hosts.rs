@@ -138,7 +138,7 @@ async fn set_blocked_and_commit(
     let rows = transaction
         .query(
             &format!(
-                "UPDATE links SET flags = CASE WHEN $2 THEN flags | 8 ELSE flags & 23 END,
+                "UPDATE links SET flags = CASE WHEN $2 THEN flags | 8 ELSE flags & 55 END,
                                   updated_at = now()
                  WHERE code = ANY($1) AND (flags & 8 <> 0) <> $2 RETURNING {LINK_COLUMNS}"
             ),

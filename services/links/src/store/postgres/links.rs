@@ -217,26 +217,29 @@ impl LinkStore for PostgresLinkStore {
             // New options are merged into the current ones under the row's
             // lock (read after it is taken), so an update of one option never
             // undoes a concurrent update of another.
-            let has_options = if changes.changes_options() {
-                let Some(current) = self.locked_options(&transaction, owner, code).await? else {
+            let option_bits = if changes.rewrites_options() {
+                let Some((target, current)) = self.locked_options(&transaction, owner, code).await?
+                else {
                     return Ok(None);
                 };
-                let merged = changes.merged_options(current);
-                match merged.to_stored() {
-                    Some(stored) => transaction
+                let next = changes.next_options(code, &target, current)?;
+                match crate::store::stored_options_forms(&next) {
+                    (Some(stored), owner_form) => transaction
                         .execute(
-                            "INSERT INTO link_options (code, options) VALUES ($1, $2)
-                             ON CONFLICT (code) DO UPDATE SET options = EXCLUDED.options",
-                            &[&code, &stored],
+                            "INSERT INTO link_options (code, options, owner_options)
+                             VALUES ($1, $2, $3)
+                             ON CONFLICT (code) DO UPDATE
+                             SET options = EXCLUDED.options, owner_options = EXCLUDED.owner_options",
+                            &[&code, &stored, &owner_form],
                         )
                         .await
                         .map_err(WriterError::from_postgres)?,
-                    None => transaction
+                    (None, _) => transaction
                         .execute("DELETE FROM link_options WHERE code = $1", &[&code])
                         .await
                         .map_err(WriterError::from_postgres)?,
                 };
-                Some(if merged.is_empty() { 0 } else { HAS_OPTIONS })
+                Some(option_flags(&next))
             } else {
                 None
             };
@@ -248,7 +251,7 @@ impl LinkStore for PostgresLinkStore {
                              target_url = COALESCE($3, target_url),
                              expires_at = CASE WHEN $4 THEN NULL ELSE COALESCE($5, expires_at) END,
                              redirect_status = COALESCE($6, redirect_status),
-                             flags = (flags & 4) | COALESCE($10::int2, flags & 16)
+                             flags = (flags & 4) | COALESCE($10::int2, flags & 48)
                                  | CASE WHEN COALESCE($8, flags & 1 <> 0) THEN 1 ELSE 0 END
                                  | CASE WHEN COALESCE($7, flags & 2 = 0) THEN 0 ELSE 2 END,
                              updated_at = now()
@@ -276,7 +279,7 @@ impl LinkStore for PostgresLinkStore {
                         &changes.enabled,
                         &changes.forward_query,
                         &changes.tags,
-                        &has_options,
+                        &option_bits,
                     ],
                 )
                 .await
@@ -634,17 +637,21 @@ fn inserted(rows: &[Row]) -> Result<HashMap<String, (SystemTime, SystemTime)>, W
 
 impl PostgresLinkStore {
     /// Locks the owner's live, unblocked link `code` for the rest of
-    /// `transaction` and reads its options after the lock is held; `None`
-    /// when there is no such link.
+    /// `transaction` and reads its target and (owner's) options after the
+    /// lock is held; `None` when there is no such link.
     async fn locked_options(
         &self,
         transaction: &deadpool_postgres::Transaction<'_>,
         owner: OwnerId,
         code: &str,
-    ) -> Result<Option<tinyurl_domain::LinkOptions>, WriterError> {
+    ) -> Result<Option<(String, tinyurl_domain::LinkOptions)>, WriterError> {
         let locked = transaction
             .query_opt(
-                "SELECT flags & 16 <> 0 FROM links
+                "SELECT target_url,
+                        CASE WHEN flags & 16 <> 0 THEN
+                            (SELECT COALESCE(o.owner_options, o.options) FROM link_options o
+                             WHERE o.code = links.code) END
+                 FROM links
                  WHERE owner_key_id = $1 AND code = $2 AND target_url IS NOT NULL AND flags & 8 = 0
                  FOR UPDATE",
                 &[&owner.0, &code],
@@ -654,18 +661,9 @@ impl PostgresLinkStore {
         let Some(locked) = locked else {
             return Ok(None);
         };
-        let has_options: bool = locked.try_get(0).map_err(WriterError::from_postgres)?;
-        if !has_options {
-            return Ok(Some(tinyurl_domain::LinkOptions::default()));
-        }
-        let stored: Option<String> = transaction
-            .query_opt("SELECT options FROM link_options WHERE code = $1", &[&code])
-            .await
-            .map_err(WriterError::from_postgres)?
-            .map(|row| row.try_get(0))
-            .transpose()
-            .map_err(WriterError::from_postgres)?;
-        stored_options(stored.as_deref()).map(Some)
+        let target: String = locked.try_get(0).map_err(WriterError::from_postgres)?;
+        let stored: Option<&str> = locked.try_get(1).map_err(WriterError::from_postgres)?;
+        Ok(Some((target, stored_options(stored)?)))
     }
 
     /// The insert of links that carry idempotency keys, tags or options: the links,
@@ -749,18 +747,27 @@ impl PostgresLinkStore {
                 .await
                 .map_err(WriterError::from_postgres)?;
         }
-        let (codes, options): (Vec<&str>, Vec<String>) = links
+        let mut codes = Vec::new();
+        let mut options = Vec::new();
+        let mut owner_forms = Vec::new();
+        for link in links
             .iter()
             .filter(|link| inserted.contains_key(&link.code))
-            .filter_map(|link| Some((link.code.as_str(), link.options.to_stored()?)))
-            .unzip();
+        {
+            if let (Some(stored), owner_form) = crate::store::stored_options_forms(&link.options) {
+                codes.push(link.code.as_str());
+                options.push(stored);
+                owner_forms.push(owner_form);
+            }
+        }
         if !codes.is_empty() {
             transaction
                 .execute(
-                    "INSERT INTO link_options (code, options)
-                     SELECT * FROM unnest($1::text[], $2::text[])
-                     ON CONFLICT (code) DO UPDATE SET options = EXCLUDED.options",
-                    &[&codes, &options],
+                    "INSERT INTO link_options (code, options, owner_options)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                     ON CONFLICT (code) DO UPDATE
+                     SET options = EXCLUDED.options, owner_options = EXCLUDED.owner_options",
+                    &[&codes, &options, &owner_forms],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;

@@ -52,8 +52,8 @@ impl LinkStore for SqliteLinkStore {
                     let mut statement = transaction.prepare_cached(
                         "INSERT INTO links (code, owner_key_id, target_url, redirect_status,
                                             forward_query, expires_at, is_alias, created_at,
-                                            options)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                            options, owner_options)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                          ON CONFLICT DO NOTHING
                          RETURNING code",
                     )?;
@@ -78,6 +78,8 @@ impl LinkStore for SqliteLinkStore {
                                 continue;
                             }
                         }
+                        let (options, owner_options) =
+                            crate::store::stored_options_forms(&link.options);
                         let code: Option<String> = statement
                             .query_row(
                                 rusqlite::params![
@@ -89,7 +91,8 @@ impl LinkStore for SqliteLinkStore {
                                     link.expires_at.map(to_micros),
                                     link.is_alias,
                                     now,
-                                    link.options.to_stored(),
+                                    options,
+                                    owner_options,
                                 ],
                                 |row| row.get(0),
                             )
@@ -183,18 +186,39 @@ impl LinkStore for SqliteLinkStore {
     ) -> Result<Option<StoredLink>, WriterError> {
         let code = code.to_owned();
         let changes = changes.clone();
-        // JSON merge patch: a null member removes the option it names.
-        let (replaced, options_patch) = changes.options_patch();
-        let removal = (!replaced.is_empty()).then(|| {
-            let members: Vec<String> = replaced
-                .iter()
-                .map(|key| format!("\"{key}\":null"))
-                .collect();
-            format!("{{{}}}", members.join(","))
-        });
         self.db
             .run(move |connection| {
-                let transaction = connection.transaction()?;
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // The options after the update, from the current ones read
+                // inside this (write-locked) transaction, so an update of one
+                // option never undoes a concurrent update of another.
+                let options = if changes.rewrites_options() {
+                    let current: Option<(String, Option<String>)> = transaction
+                        .prepare_cached(
+                            "SELECT target_url, COALESCE(owner_options, options) FROM links
+                             WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL
+                               AND blocked = 0",
+                        )?
+                        .query_row((owner.0, &code), |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?;
+                    let Some((target, stored)) = current else {
+                        return Ok(Ok(None));
+                    };
+                    let next = match tinyurl_domain::LinkOptions::from_stored(stored.as_deref())
+                        .map_err(|error| {
+                            WriterError::Unexpected(anyhow::anyhow!("stored options: {error}"))
+                        })
+                        .and_then(|current| changes.next_options(&code, &target, current))
+                    {
+                        Ok(next) => next,
+                        Err(error) => return Ok(Err(error)),
+                    };
+                    Some(crate::store::stored_options_forms(&next))
+                } else {
+                    None
+                };
+                let (options, owner_options) = options.unwrap_or_default();
                 let link = transaction
                     .prepare_cached(&format!(
                         "UPDATE links SET
@@ -203,9 +227,8 @@ impl LinkStore for SqliteLinkStore {
                              redirect_status = COALESCE(?6, redirect_status),
                              enabled = COALESCE(?7, enabled),
                              forward_query = COALESCE(?8, forward_query),
-                             options = CASE WHEN ?10 IS NULL THEN options
-                                 ELSE NULLIF(json_patch(json_patch(COALESCE(options, '{{}}'), ?10),
-                                                        COALESCE(?11, '{{}}')), '{{}}') END,
+                             options = CASE WHEN ?10 THEN ?11 ELSE options END,
+                             owner_options = CASE WHEN ?10 THEN ?12 ELSE owner_options END,
                              updated_at = ?9
                          WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL
                            AND blocked = 0
@@ -224,8 +247,9 @@ impl LinkStore for SqliteLinkStore {
                             changes.enabled,
                             changes.forward_query,
                             to_micros(SystemTime::now()),
-                            removal,
-                            options_patch,
+                            changes.rewrites_options(),
+                            options,
+                            owner_options,
                         ],
                         link_from_row,
                     )
@@ -243,10 +267,10 @@ impl LinkStore for SqliteLinkStore {
                     }
                 }
                 transaction.commit()?;
-                Ok(link)
+                Ok(Ok(link))
             })
             .await
-            .map_err(WriterError::from_sqlite)
+            .map_err(WriterError::from_sqlite)?
     }
 
     async fn delete(&self, owner: OwnerId, code: &str) -> Result<bool, WriterError> {
@@ -258,7 +282,7 @@ impl LinkStore for SqliteLinkStore {
                 let transaction = connection.transaction()?;
                 let deleted = transaction.execute(
                     "UPDATE links SET target_url = NULL, enabled = 0,
-                                      expires_at = NULL, options = NULL, updated_at = ?3
+                                      expires_at = NULL, options = NULL, owner_options = NULL, updated_at = ?3
                      WHERE owner_key_id = ?1 AND code = ?2 AND target_url IS NOT NULL",
                     (owner.0, &code, to_micros(SystemTime::now())),
                 )?;
