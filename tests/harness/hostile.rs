@@ -27,6 +27,7 @@ pub struct HostileCreate {
     pub rules: Vec<HostileRule>,
     pub max_visits: Option<u64>,
     pub password: Option<String>,
+    pub domain: Option<String>,
     /// The field the refusal names.
     pub field: &'static str,
     /// Words the refusal's message contains.
@@ -268,6 +269,21 @@ pub fn hostile_creates() -> Vec<HostileCreate> {
         cases.push(HostileCreate {
             password: Some(password),
             field: "password",
+            reason,
+            ..valid()
+        });
+    }
+    for (domain, reason) in [
+        ("not a host", "is not a host name"),
+        ("127.0.0.1", "an IP address"),
+        (
+            "unregistered.example",
+            "no domain unregistered.example is registered",
+        ),
+    ] {
+        cases.push(HostileCreate {
+            domain: Some(domain.to_owned()),
+            field: "domain",
             reason,
             ..valid()
         });

@@ -302,7 +302,14 @@ pub async fn http_send_within(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> anyhow::Result<HttpResponse> {
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    let mut request = format!("{method} {path} HTTP/1.0\r\n");
+    // The caller's own Host, when it names one (a request has one Host).
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

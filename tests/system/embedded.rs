@@ -1169,3 +1169,67 @@ async fn a_protected_link_from_the_command_line() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// Several domains on `tinyurl up` (its embedded store): a domain added by
+/// the command line, the same alias on it and on the default domain, each
+/// answered by its host, the link named `domain/code` by the other
+/// commands, and the domain removed once its link is gone.
+#[tokio::test]
+async fn domains_from_the_command_line() -> anyhow::Result<()> {
+    let up = Up::start("embedded-domains").await?;
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let output = up.cli(args)?;
+        ensure!(output.status.success(), "{args:?}: {}", stderr(&output));
+        Ok(stdout(&output))
+    };
+    run(&[
+        "domains",
+        "add",
+        "Go.Example",
+        "--not-found-url",
+        "https://example.com/lost",
+    ])?;
+    ensure!(run(&["domains"])?.contains("go.example\tunknown codes → https://example.com/lost"));
+    run(&["shorten", "https://example.com/default", "--alias", "same"])?;
+    let made = run(&[
+        "shorten",
+        "https://example.com/on-go",
+        "--alias",
+        "same",
+        "--domain",
+        "go.example",
+    ])?;
+    ensure!(made.contains("/same"), "{made}");
+    ensure!(run(&["get", "go.example/same"])?.contains("https://example.com/on-go"));
+    let http = up.system.http;
+    let on = |host: &'static str, path: &'static str| async move {
+        tinyurl_harness::services::http_request_with(http, "GET", path, &[("Host", host)]).await
+    };
+    wait_until("the domain", Duration::from_secs(10), || async {
+        Ok(
+            on("go.example", "/same").await?.header("location")
+                == Some("https://example.com/on-go"),
+        )
+    })
+    .await?;
+    ensure!(
+        on("localhost", "/same").await?.header("location") == Some("https://example.com/default")
+    );
+    ensure!(
+        on("go.example", "/nothing").await?.header("location") == Some("https://example.com/lost")
+    );
+    let refused = up.cli(&["domains", "remove", "go.example"])?;
+    ensure!(!refused.status.success(), "a domain with links stays");
+    run(&["delete", "go.example/same"])?;
+    wait_until("the delete", Duration::from_secs(5), || async {
+        Ok(on("go.example", "/same").await?.header("location") == Some("https://example.com/lost"))
+    })
+    .await?;
+    ensure!(
+        on("localhost", "/same").await?.status == 302,
+        "the default domain's link stays"
+    );
+    run(&["domains", "remove", "go.example"])?;
+    ensure!(!run(&["domains", "list"])?.contains("go.example"));
+    Ok(())
+}

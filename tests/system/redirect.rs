@@ -1791,3 +1791,232 @@ async fn a_password_protected_link_shows_nothing_before_its_password() -> anyhow
     .await?;
     Ok(())
 }
+
+/// A request for `path` naming `host` in its `Host` header.
+async fn get_on(redirect: &ServiceProcess, host: &str, path: &str) -> anyhow::Result<HttpResponse> {
+    tinyurl_harness::services::http_request_with(
+        redirect.listen_addr(),
+        "GET",
+        path,
+        &[("Host", host)],
+    )
+    .await
+}
+
+/// Several short domains: the same alias on the default domain and two
+/// registered ones leads to three targets on both redirect processes (a host
+/// that is no domain gets the default's, or 404 where unknown hosts are
+/// refused); deleting it on one domain leaves the others, and every process
+/// stops redirecting it there at once (the invalidation carries the
+/// domain's key; timed over trials); a domain's own page for codes it does
+/// not have; a domain with links cannot be removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_code_on_two_domains_leads_to_two_targets() -> anyhow::Result<()> {
+    use tinyurl_proto::v1::{AddDomainRequest, DeleteLinkRequest, RemoveDomainRequest};
+
+    const TRIALS: usize = 20;
+    let system = System::start(&[]).await?;
+    let redirects = [
+        system.start_redirect(&[]).await?,
+        system.start_redirect(&[]).await?,
+    ];
+    let strict = system
+        .start_redirect(&[("TINYURL_UNKNOWN_HOSTS", "404")])
+        .await?;
+    for redirect in &redirects {
+        wait_subscribed(redirect).await?;
+    }
+    let mut links = system.links()?;
+    for (host, not_found_url) in [
+        ("A.Example", ""),
+        ("b.example", "https://b.example/missing"),
+    ] {
+        links
+            .add_domain(system.authed(AddDomainRequest {
+                host: host.to_owned(),
+                not_found_url: not_found_url.to_owned(),
+            }))
+            .await?;
+    }
+    let again = links
+        .add_domain(system.authed(AddDomainRequest {
+            host: "a.example".to_owned(),
+            not_found_url: String::new(),
+        }))
+        .await;
+    anyhow::ensure!(
+        again
+            .as_ref()
+            .is_err_and(|status| status.code() == tonic::Code::AlreadyExists),
+        "{again:?}"
+    );
+    let on = |domain: &str, target: &str| CreateLinkRequest {
+        alias: "same".to_owned(),
+        domain: domain.to_owned(),
+        ..to(target)
+    };
+    let default = create(&system, on("", "https://example.com/default")).await?;
+    let on_a = create(&system, on("a.example", "https://example.com/a")).await?;
+    let on_b = create(&system, on("B.EXAMPLE", "https://example.com/b")).await?;
+    anyhow::ensure!(
+        default.domain.is_empty()
+            && on_a.code == "same"
+            && on_a.domain == "a.example"
+            && on_a.short_url == "https://a.example/same"
+            && on_b.domain == "b.example",
+        "{default:?} {on_a:?} {on_b:?}"
+    );
+    let taken = system
+        .links()?
+        .create_link(system.authed(on("a.example", "https://example.com/again")))
+        .await;
+    anyhow::ensure!(
+        taken
+            .as_ref()
+            .is_err_and(|status| status.code() == tonic::Code::AlreadyExists),
+        "{taken:?}"
+    );
+    let seen = links
+        .get_link(system.authed(tinyurl_proto::v1::GetLinkRequest {
+            code: "a.example/same".to_owned(),
+        }))
+        .await?
+        .into_inner();
+    anyhow::ensure!(seen.target_url == "https://example.com/a", "{seen:?}");
+
+    // Every process reads the domains within its refresh interval.
+    for redirect in redirects.iter().chain([&strict]) {
+        wait_until("the domains", Duration::from_secs(10), || async {
+            Ok(get_on(redirect, "b.example", "/same")
+                .await?
+                .header("location")
+                == Some("https://example.com/b"))
+        })
+        .await?;
+    }
+    for redirect in &redirects {
+        for (host, expected) in [
+            ("sho.rt", Some("https://example.com/default")),
+            ("a.example", Some("https://example.com/a")),
+            ("A.EXAMPLE:443", Some("https://example.com/a")),
+            ("b.example", Some("https://example.com/b")),
+            ("other.example", Some("https://example.com/default")),
+        ] {
+            let response = get_on(redirect, host, "/same").await?;
+            anyhow::ensure!(
+                response.status == 302 && response.header("location") == expected,
+                "{host}: {} {:?}",
+                response.status,
+                response.headers
+            );
+        }
+        // A domain's page for codes it does not have; the built-in 404
+        // elsewhere.
+        let missing = get_on(redirect, "b.example", "/no-such-code").await?;
+        anyhow::ensure!(
+            missing.status == 302
+                && missing.header("location") == Some("https://b.example/missing"),
+            "{} {:?}",
+            missing.status,
+            missing.headers
+        );
+        anyhow::ensure!(get_on(redirect, "a.example", "/no-such-code").await?.status == 404);
+        // The preview names the link's own short URL.
+        let preview = get_on(redirect, "a.example", "/same+").await?;
+        anyhow::ensure!(
+            preview.text().contains("https://a.example/same"),
+            "{}",
+            preview.text()
+        );
+    }
+    anyhow::ensure!(get_on(&strict, "other.example", "/same").await?.status == 404);
+    anyhow::ensure!(get_on(&strict, "sho.rt", "/same").await?.status == 302);
+
+    // A delete on one domain leaves the others; both processes stop
+    // redirecting it at once (polled back to back, as for invalidations).
+    let mut latencies = Vec::with_capacity(TRIALS);
+    for trial in 0..TRIALS {
+        let alias = format!("trial-{trial}");
+        for domain in ["a.example", "b.example"] {
+            create(
+                &system,
+                CreateLinkRequest {
+                    alias: alias.clone(),
+                    domain: domain.to_owned(),
+                    ..to(&format!("https://example.com/{domain}/{trial}"))
+                },
+            )
+            .await?;
+        }
+        let path = format!("/{alias}");
+        for redirect in &redirects {
+            wait_until("the new links", Duration::from_secs(10), || async {
+                Ok(get_on(redirect, "a.example", &path).await?.status == 302)
+            })
+            .await?;
+        }
+        let started = Instant::now();
+        links
+            .delete_link(system.authed(DeleteLinkRequest {
+                code: format!("a.example/{alias}"),
+            }))
+            .await?;
+        for redirect in &redirects {
+            while get_on(redirect, "a.example", &path).await?.status != 404 {
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "trial {trial}: still redirecting 30 s after the delete"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        latencies.push(started.elapsed());
+        for redirect in &redirects {
+            let kept = get_on(redirect, "b.example", &path).await?;
+            anyhow::ensure!(
+                kept.header("location")
+                    == Some(format!("https://example.com/b.example/{trial}").as_str()),
+                "trial {trial}: {} {:?}",
+                kept.status,
+                kept.headers
+            );
+        }
+    }
+    latencies.sort();
+    println!(
+        "delete on one domain → 404 there on both processes: p50 {:?}, max {:?} over {TRIALS} trials",
+        latencies[TRIALS / 2],
+        latencies[TRIALS - 1]
+    );
+
+    // A domain with links stays; without them it goes.
+    let busy = links
+        .remove_domain(system.authed(RemoveDomainRequest {
+            host: "b.example".to_owned(),
+        }))
+        .await;
+    anyhow::ensure!(
+        busy.as_ref()
+            .is_err_and(|status| status.code() == tonic::Code::FailedPrecondition),
+        "{busy:?}"
+    );
+    links
+        .delete_link(system.authed(DeleteLinkRequest {
+            code: "a.example/same".to_owned(),
+        }))
+        .await?;
+    links
+        .remove_domain(system.authed(RemoveDomainRequest {
+            host: "a.example".to_owned(),
+        }))
+        .await?;
+    let gone = links
+        .create_link(system.authed(on("a.example", "https://example.com/a2")))
+        .await;
+    anyhow::ensure!(
+        gone.as_ref()
+            .is_err_and(|status| status.code() == tonic::Code::InvalidArgument),
+        "{gone:?}"
+    );
+    Ok(())
+}

@@ -149,6 +149,7 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
                 .collect(),
             max_visits: case.max_visits,
             password: case.password.clone(),
+            domain: case.domain.clone().unwrap_or_default(),
         };
         let status = grpc
             .create_link(authed(request, &key))
@@ -193,6 +194,9 @@ async fn the_hostile_input_table_is_refused_alike_over_grpc_and_rest() -> anyhow
         }
         if let Some(password) = &case.password {
             body["password"] = json!(password);
+        }
+        if let Some(domain) = &case.domain {
+            body["domain"] = json!(domain);
         }
         if let Some(cap) = case.max_visits {
             body["max_visits"] = json!(cap);

@@ -5,6 +5,7 @@ pub mod alias;
 pub mod cached;
 pub mod clicks;
 pub mod codec;
+pub mod domains;
 pub mod options;
 pub mod protect;
 pub mod qr;

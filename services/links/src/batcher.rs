@@ -269,6 +269,7 @@ mod tests {
             tags: Vec::new(),
             options: tinyurl_domain::LinkOptions::default(),
             password: None,
+            domain: None,
         }
     }
 

@@ -138,6 +138,8 @@ impl State {
                         .encode(ids.next().unwrap_or_default())
                         .into_string(),
                 };
+                // On a domain of its own, keyed `{host}/{code}`.
+                let code = tinyurl_domain::domains::link_key(item.domain.as_deref(), &code);
                 let mut options = item.options.clone();
                 if let Some(password) = &item.password {
                     // Derived by the service before the item was queued.

@@ -23,6 +23,11 @@ pub enum WriterError {
     NotFound(String),
     #[error("no link of this API key has the tag {0:?}")]
     TagNotFound(String),
+    #[error("no domain {0} is registered")]
+    DomainNotFound(String),
+    /// A domain with live links cannot be removed.
+    #[error("domain {0} has links; delete them first")]
+    DomainInUse(String),
     /// An idempotency key sent again with a different request.
     #[error("{0}")]
     IdempotencyKeyReused(String),
@@ -99,8 +104,10 @@ impl WriterError {
             Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
-            Self::NotFound(_) | Self::TagNotFound(_) => ErrorKind::NotFound,
-            Self::IdempotencyKeyReused(_) => ErrorKind::FailedPrecondition,
+            Self::NotFound(_) | Self::TagNotFound(_) | Self::DomainNotFound(_) => {
+                ErrorKind::NotFound
+            }
+            Self::IdempotencyKeyReused(_) | Self::DomainInUse(_) => ErrorKind::FailedPrecondition,
             Self::RateLimited { .. }
             | Self::TooManyFailures { .. }
             | Self::QuotaExhausted { .. } => ErrorKind::ResourceExhausted,

@@ -47,6 +47,8 @@ pub struct CreateInput {
     pub max_visits: Option<u64>,
     /// The password that must be given before the link redirects.
     pub password: Option<String>,
+    /// The registered domain the link is made on; `None`: the default one.
+    pub domain: Option<String>,
 }
 
 /// A redirect rule as the caller typed it.
@@ -153,6 +155,9 @@ pub struct ValidCreate {
     /// A valid password; [`NewPassword::derive`] turns it into its key
     /// before the link is stored.
     pub password: Option<NewPassword>,
+    /// The domain's normalized host (the service checks it is registered);
+    /// `None`: the default domain.
+    pub domain: Option<String>,
 }
 
 /// A link's new password: as typed until its key is derived (off the
@@ -284,6 +289,11 @@ pub fn validate_create(
             .password
             .map(|typed| password(typed).map(NewPassword::Typed))
             .transpose()?,
+        domain: input
+            .domain
+            .filter(|raw| !raw.trim().is_empty())
+            .map(|raw| domain(&raw))
+            .transpose()?,
     })
 }
 
@@ -329,6 +339,11 @@ impl ValidCreate {
         // password stored beside its link would undo Argon2id's cost.
         if self.password.is_some() {
             digest.update(b"\0password");
+        }
+        if let Some(domain) = &self.domain {
+            digest.update(b"\0domain");
+            digest.update((domain.len() as u64).to_le_bytes());
+            digest.update(domain.as_bytes());
         }
         let mut fingerprint = [0; 16];
         fingerprint.copy_from_slice(&digest.finalize()[..16]);
@@ -597,13 +612,30 @@ pub fn check_expiry(at: SystemTime, field: &'static str) -> Result<SystemTime, W
 /// A code or alias as a caller names it: anything a link could have, by
 /// the one definition the redirect service screens paths with too.
 pub fn code_argument(code: &str) -> Result<&str, WriterError> {
-    if !tinyurl_domain::is_link_shaped(code) {
+    // A link on another domain than the default is named `{host}/{code}`.
+    let (host, bare) = tinyurl_domain::domains::split_key(code);
+    if !tinyurl_domain::is_link_shaped(bare) {
         return Err(WriterError::invalid(
             "code",
-            "code must be 3 to 64 of A-Z, a-z, 0-9, '_' and '-', starting with a letter or digit",
+            "code must be 3 to 64 of A-Z, a-z, 0-9, '_' and '-', starting with a letter or digit \
+             (a link on another domain: host/code)",
+        ));
+    }
+    if let Some(host) = host
+        && tinyurl_domain::domains::normalize_host(host).as_deref() != Ok(host)
+    {
+        return Err(WriterError::invalid(
+            "code",
+            format!("{host:?} is not a domain's host name (lower case, without a port)"),
         ));
     }
     Ok(code)
+}
+
+/// A domain a link is made on: a normalized host name.
+pub fn domain(raw: &str) -> Result<String, WriterError> {
+    tinyurl_domain::domains::normalize_host(raw)
+        .map_err(|reason| WriterError::invalid("domain", reason))
 }
 
 /// The page size asked for, within bounds.

@@ -143,8 +143,85 @@ impl LinkService {
     }
 
     /// The public short URL of `code`.
+    /// A link on another domain (keyed `{host}/{code}`) has its short URL
+    /// there, with the default domain's scheme.
     pub fn short_url(&self, code: &str) -> String {
-        format!("{}/{code}", self.state.public_base_url)
+        match tinyurl_domain::domains::split_key(code) {
+            (Some(host), bare) => {
+                let scheme = self
+                    .state
+                    .public_base_url
+                    .split_once("://")
+                    .map_or("https", |(scheme, _)| scheme);
+                format!("{scheme}://{host}/{bare}")
+            }
+            (None, _) => format!("{}/{code}", self.state.public_base_url),
+        }
+    }
+
+    /// Registers a short domain (manage scope): links can be made on it,
+    /// and the redirects answer its host.
+    pub async fn add_domain(
+        &self,
+        call: &Call,
+        host: &str,
+        not_found_url: Option<&str>,
+    ) -> Result<crate::store::Domain, WriterError> {
+        measured("add_domain", async {
+            self.state.owner(call, Scope::Manage, 1).await?;
+            let host = crate::input::domain(host)?;
+            if self.state.public_host() == Some(host.as_str()) {
+                return Err(WriterError::invalid(
+                    "host",
+                    format!("{host} is the default domain (TINYURL_PUBLIC_BASE_URL)"),
+                ));
+            }
+            let not_found_url = not_found_url
+                .filter(|url| !url.is_empty())
+                .map(|raw| {
+                    TargetUrl::parse(raw, &self.state.policy())
+                        .map(TargetUrl::into_string)
+                        .map_err(|error| WriterError::invalid("not_found_url", error.to_string()))
+                })
+                .transpose()?;
+            let domain = crate::store::Domain {
+                host,
+                not_found_url,
+                created_at: SystemTime::now(),
+            };
+            if !self.state.store.add_domain(&domain).await? {
+                return Err(WriterError::AlreadyExists(format!(
+                    "domain {} is registered already",
+                    domain.host
+                )));
+            }
+            // The redirects read the domains again every few seconds.
+            Ok(domain)
+        })
+        .await
+    }
+
+    /// The registered domains (any key may see them: they are public).
+    pub async fn domains(&self, call: &Call) -> Result<Vec<crate::store::Domain>, WriterError> {
+        measured("list_domains", async {
+            self.state.owner(call, Scope::Read, 1).await?;
+            self.state.store.domains().await
+        })
+        .await
+    }
+
+    /// Removes a domain that has no live links (manage scope).
+    pub async fn remove_domain(&self, call: &Call, host: &str) -> Result<(), WriterError> {
+        measured("remove_domain", async {
+            self.state.owner(call, Scope::Manage, 1).await?;
+            let host = crate::input::domain(host)?;
+            match self.state.store.remove_domain(&host).await? {
+                crate::store::DomainRemoval::Removed => Ok(()),
+                crate::store::DomainRemoval::NotFound => Err(WriterError::DomainNotFound(host)),
+                crate::store::DomainRemoval::HasLinks => Err(WriterError::DomainInUse(host)),
+            }
+        })
+        .await
     }
 
     /// `input` is what the transport decoded, or why it could not: callers
@@ -161,6 +238,7 @@ impl LinkService {
             Box::pin(async {
                 let owner = self.state.owner(call, Scope::Create, 1).await?;
                 let mut valid = validate_create(input?, &self.state.policy())?;
+                self.state.check_domain(valid.domain.as_deref()).await?;
                 self.state.limits.spend_daily_creates(owner, 1).await?;
                 if let Some(password) = valid.password.take() {
                     valid.password = Some(password.derive().await?);
@@ -178,33 +256,43 @@ impl LinkService {
         call: &Call,
         items: Vec<Result<CreateInput, WriterError>>,
     ) -> Result<Vec<Result<StoredLink, WriterError>>, WriterError> {
-        measured("batch_create", async {
-            let cost = u32::try_from(items.len()).unwrap_or(u32::MAX);
-            let owner = self.state.owner(call, Scope::Create, cost).await?;
-            if items.is_empty() || items.len() > MAX_BATCH {
-                return Err(WriterError::invalid(
-                    "links",
-                    format!("a batch holds 1 to {MAX_BATCH} links, got {}", items.len()),
-                ));
-            }
-            self.state
-                .limits
-                .spend_daily_creates(owner, items.len() as u64)
-                .await?;
-            metrics::histogram!("writer_batch_size").record(items.len() as f64);
-            let policy = self.state.policy();
-            let mut validated = Vec::with_capacity(items.len());
-            for item in items {
-                let mut item = item.and_then(|input| validate_create(input, &policy));
-                if let Ok(valid) = &mut item
-                    && let Some(password) = valid.password.take()
-                {
-                    valid.password = Some(password.derive().await?);
+        // Boxed: with each item's password and domain checks its state
+        // outgrew what a future should carry on the stack.
+        measured(
+            "batch_create",
+            Box::pin(async {
+                let cost = u32::try_from(items.len()).unwrap_or(u32::MAX);
+                let owner = self.state.owner(call, Scope::Create, cost).await?;
+                if items.is_empty() || items.len() > MAX_BATCH {
+                    return Err(WriterError::invalid(
+                        "links",
+                        format!("a batch holds 1 to {MAX_BATCH} links, got {}", items.len()),
+                    ));
                 }
-                validated.push(item);
-            }
-            Ok(self.state.create_many(owner, validated).await)
-        })
+                self.state
+                    .limits
+                    .spend_daily_creates(owner, items.len() as u64)
+                    .await?;
+                metrics::histogram!("writer_batch_size").record(items.len() as f64);
+                let policy = self.state.policy();
+                let mut validated = Vec::with_capacity(items.len());
+                for item in items {
+                    let mut item = item.and_then(|input| validate_create(input, &policy));
+                    if let Ok(valid) = &item
+                        && let Err(error) = self.state.check_domain(valid.domain.as_deref()).await
+                    {
+                        item = Err(error);
+                    }
+                    if let Ok(valid) = &mut item
+                        && let Some(password) = valid.password.take()
+                    {
+                        valid.password = Some(password.derive().await?);
+                    }
+                    validated.push(item);
+                }
+                Ok(self.state.create_many(owner, validated).await)
+            }),
+        )
         .await
     }
 
@@ -761,6 +849,34 @@ async fn measured<T>(
 }
 
 impl State {
+    /// The default domain's host (of the public base URL).
+    fn public_host(&self) -> Option<&str> {
+        let rest = self.public_base_url.split_once("://")?.1;
+        let host = rest.split(['/', ':']).next()?;
+        (!host.is_empty()).then_some(host)
+    }
+
+    /// Refuses a link on a domain that is not registered.
+    async fn check_domain(&self, domain: Option<&str>) -> Result<(), WriterError> {
+        let Some(host) = domain else {
+            return Ok(());
+        };
+        if self
+            .store
+            .domains()
+            .await?
+            .iter()
+            .any(|registered| registered.host == host)
+        {
+            Ok(())
+        } else {
+            Err(WriterError::invalid(
+                "domain",
+                format!("no domain {host} is registered (a manage key registers domains)"),
+            ))
+        }
+    }
+
     /// The caller behind the call's key; a refused key is charged to the
     /// caller's address.
     async fn caller(&self, call: &Call) -> Result<crate::auth::Caller, WriterError> {

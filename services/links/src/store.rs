@@ -220,7 +220,7 @@ pub fn stored_options_forms(
 /// The same database holds the click rollups: [`Self::clicks`] reads and
 /// folds them.
 #[async_trait::async_trait]
-pub trait LinkStore: KeyStore + HostStore + SessionStore + TagStore {
+pub trait LinkStore: KeyStore + HostStore + SessionStore + TagStore + DomainStore {
     /// The click rollups in this store's database.
     fn clicks(&self) -> Arc<dyn ClickStore>;
 
@@ -436,6 +436,38 @@ pub struct TagSummary {
     pub tag: String,
     pub links: i64,
     pub clicks: (i64, i64),
+}
+
+/// A short domain besides the default one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// Normalized ([`tinyurl_domain::domains::normalize_host`]).
+    pub host: String,
+    /// Where codes that do not exist on it are sent; `None`: the built-in 404.
+    pub not_found_url: Option<String>,
+    pub created_at: SystemTime,
+}
+
+/// What removing a domain did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainRemoval {
+    Removed,
+    NotFound,
+    /// Live links are on it: they must be deleted first.
+    HasLinks,
+}
+
+/// The installation's short domains (one table, read by every redirect).
+#[async_trait::async_trait]
+pub trait DomainStore: Send + Sync + 'static {
+    /// Registers `domain`; false when its host is registered already.
+    async fn add_domain(&self, domain: &Domain) -> Result<bool, WriterError>;
+
+    /// Every registered domain, by host.
+    async fn domains(&self) -> Result<Vec<Domain>, WriterError>;
+
+    /// Removes the domain `host` unless live links are on it.
+    async fn remove_domain(&self, host: &str) -> Result<DomainRemoval, WriterError>;
 }
 
 /// Tags of links: rows only for tagged links (a plain link pays nothing),

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::clicks::{ClickSettings, ClickSink, Clicks, Countries, StreamBounds};
 use crate::config::Config;
+use crate::domains::Domains;
 use crate::entry::CachePolicy;
 use crate::http::{HttpMetrics, Shared};
 use crate::l2::{MemorySharedCache, RedisSharedCache, SharedCache};
@@ -76,6 +77,7 @@ pub struct App {
     /// What redirect rules read of a request.
     visitors: Arc<Visitors>,
     passwords: Arc<Passwords>,
+    domains: Arc<Domains>,
     store: Arc<dyn LinkSource>,
     cache: CacheTier,
     listener: std::net::TcpListener,
@@ -172,10 +174,12 @@ impl App {
             config.password_attempts_per_link,
             config.public_base_url.starts_with("https://"),
         ));
+        let domains = Arc::new(Domains::new(&config.public_base_url, config.unknown_hosts));
         Ok(Self {
             clicks,
             visitors,
             passwords,
+            domains,
             config,
             resolver,
             store,
@@ -241,6 +245,11 @@ impl App {
             _ => None,
         };
         let gauges = tokio::spawn(report_gauges(Arc::clone(&self.resolver), stopping.clone()));
+        // The domains are read before the first request is served.
+        if let Ok(domains) = self.store.domains().await {
+            self.domains.set(domains);
+        }
+        tokio::spawn(Arc::clone(&self.domains).refresh(Arc::clone(&self.store), stopping.clone()));
         // New Postgres and Redis connections present the current certificate.
         if let Some(tls) = tinyurl_runtime::tls::installed() {
             tokio::spawn(tls.watch(stopping.clone()));
@@ -263,6 +272,7 @@ impl App {
             clicks: self.clicks.clone(),
             visitors: Arc::clone(&self.visitors),
             passwords: Arc::clone(&self.passwords),
+            domains: Arc::clone(&self.domains),
             config: self.config.clone(),
             cache: self.cache.clone(),
             stopping: stopping.clone(),
@@ -384,6 +394,7 @@ struct ThreadContext {
     clicks: Option<Arc<Clicks>>,
     visitors: Arc<Visitors>,
     passwords: Arc<Passwords>,
+    domains: Arc<Domains>,
     config: Config,
     cache: CacheTier,
     stopping: Stopping,
@@ -442,6 +453,7 @@ impl ThreadContext {
                 scanners: self.scanners,
                 traced: self.config.common.otlp_endpoint.is_some(),
                 passwords: self.passwords,
+                domains: self.domains,
             });
             crate::server::serve(listener, shared, self.stopping.wait()).await;
             Ok(())

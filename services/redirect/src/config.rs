@@ -164,6 +164,13 @@ pub const PASSWORD_ATTEMPTS_PER_LINK: Setting<u32> = Setting::value(
     100,
     "wrong passwords one protected link may be tried with in 10 minutes, from anywhere",
 );
+pub const UNKNOWN_HOSTS: Setting<crate::domains::UnknownHosts> = Setting {
+    name: "TINYURL_UNKNOWN_HOSTS",
+    meaning: "requests for a host that is neither the default domain nor a registered one: \"default\" answers them as the default domain, \"404\" refuses them with no I/O",
+    default: Fallback::Said(crate::domains::UnknownHosts::Default, "default"),
+    parse: crate::domains::UnknownHosts::parse,
+    show: unshown,
+};
 pub const GEOIP_DB: Setting<Option<PathBuf>> = Setting::optional(
     "TINYURL_GEOIP_DB",
     "none: country \"unknown\"",
@@ -205,6 +212,7 @@ pub const SETTINGS: Table = &[
     &COOKIE_SECRET,
     &PASSWORD_ATTEMPTS_PER_ADDRESS,
     &PASSWORD_ATTEMPTS_PER_LINK,
+    &UNKNOWN_HOSTS,
     &GEOIP_DB,
     &WORKER_THREADS,
 ];
@@ -240,6 +248,7 @@ pub struct Config {
     pub cookie_secret: Option<SecretString>,
     pub password_attempts_per_address: u32,
     pub password_attempts_per_link: u32,
+    pub unknown_hosts: crate::domains::UnknownHosts,
     pub geoip_db: Option<PathBuf>,
     pub worker_threads: Option<usize>,
 }
@@ -291,6 +300,7 @@ impl Config {
             cookie_secret: env.read(&COOKIE_SECRET)?,
             password_attempts_per_address: env.read(&PASSWORD_ATTEMPTS_PER_ADDRESS)?,
             password_attempts_per_link: env.read(&PASSWORD_ATTEMPTS_PER_LINK)?,
+            unknown_hosts: env.read(&UNKNOWN_HOSTS)?,
             geoip_db: env.read(&GEOIP_DB)?,
             worker_threads: env.read(&WORKER_THREADS)?,
         })

@@ -47,6 +47,25 @@ pub struct Shared {
     pub traced: bool,
     /// Cookies and attempt allowances of password-protected links.
     pub passwords: Arc<crate::protected::Passwords>,
+    /// The registered short domains, by host.
+    pub domains: Arc<crate::domains::Domains>,
+}
+
+impl Shared {
+    /// The short URL of the link keyed `key` (on its own domain when it
+    /// has one).
+    fn short_url(&self, key: &str) -> String {
+        match tinyurl_domain::domains::split_key(key) {
+            (Some(host), code) => {
+                let scheme = self
+                    .public_base_url
+                    .split_once("://")
+                    .map_or("https", |(scheme, _)| scheme);
+                format!("{scheme}://{host}/{code}")
+            }
+            (None, _) => format!("{}/{key}", self.public_base_url),
+        }
+    }
 }
 
 /// Counter handles registered once: the hot path does no label lookups.
@@ -155,6 +174,15 @@ async fn respond(
     let code = match page {
         Page::Redirect(code) | Page::Preview(code) | Page::Qr(code) => code,
     };
+    // On a registered domain the link's key is `{host}/{code}`; from here
+    // on `code` is that key.
+    let scope = shared.domains.scope(&request.headers);
+    if let crate::domains::Scope::Refused = scope {
+        shared.metrics.not_found.increment(1);
+        return not_found(false);
+    }
+    let key = scope.key(code);
+    let code: &str = &key;
     if shared.traced {
         tracing::Span::current().record("code", code);
     }
@@ -175,6 +203,11 @@ async fn respond(
         }
         if let Some(cap) = capped(&entry, &page) {
             return answer_capped(shared, code, asked, &entry, cap).await;
+        }
+        if let Entry::Missing = *entry
+            && let Some(page) = domain_not_found(shared, &scope)
+        {
+            return page;
         }
         // The hot path: counted, not timed (it is sub-microsecond).
         return answer(shared, &page, code, asked, Resolution::Entry(entry));
@@ -222,7 +255,29 @@ async fn respond(
     if post {
         return method_not_allowed();
     }
+    if is_missing(&resolution)
+        && let Some(page) = domain_not_found(shared, &scope)
+    {
+        return page;
+    }
     answer(shared, &page, code, asked, resolution)
+}
+
+/// A registered domain's own page for codes it does not have: a redirect
+/// there, re-asked every time (the code may be created any moment).
+fn domain_not_found(shared: &Shared, scope: &crate::domains::Scope) -> Option<Response> {
+    let crate::domains::Scope::Domain(domain) = scope else {
+        return None;
+    };
+    let location = domain.not_found.clone()?;
+    shared.metrics.not_found.increment(1);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    response.headers_mut().insert(LOCATION, location);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(response)
 }
 
 /// A password-protected link: its form, or what its cookie or a right
@@ -245,7 +300,7 @@ async fn answer_protected(
         (Page::Qr(_), _) => {
             // The short URL's code: nothing of where it leads.
             shared.metrics.qr_codes.increment(1);
-            let short_url = format!("{}/{code}", shared.public_base_url);
+            let short_url = shared.short_url(code);
             let svg = request
                 .uri
                 .query()
@@ -279,7 +334,7 @@ async fn answer_protected(
     };
     if let Page::Preview(_) = page {
         shared.metrics.previews.increment(1);
-        let short_url = format!("{}/{code}", shared.public_base_url);
+        let short_url = shared.short_url(code);
         let mut response = html(pages::preview(&short_url, &link));
         response
             .headers_mut()
@@ -446,12 +501,12 @@ fn answer(
             .unwrap_or_else(|| redirect_counted(shared, link, code, request, peer, !head)),
         Page::Preview(_) => {
             shared.metrics.previews.increment(1);
-            let short_url = format!("{}/{code}", shared.public_base_url);
+            let short_url = shared.short_url(code);
             html(pages::preview(&short_url, link))
         }
         Page::Qr(_) => {
             shared.metrics.qr_codes.increment(1);
-            let short_url = format!("{}/{code}", shared.public_base_url);
+            let short_url = shared.short_url(code);
             let svg = query.is_some_and(|query| query.split('&').any(|pair| pair == "format=svg"));
             pages::qr(&short_url, svg)
         }

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod clicks;
 pub mod config;
+pub mod domains;
 pub mod entry;
 pub mod http;
 pub mod invalidation;

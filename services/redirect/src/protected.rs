@@ -111,8 +111,10 @@ impl Passwords {
             rand::random(),
         );
         let secure = if self.secure { "; Secure" } else { "" };
+        // The path of the link on its own domain: its bare code.
+        let path = tinyurl_domain::domains::split_key(code).1;
         HeaderValue::try_from(format!(
-            "{COOKIE}={value}; Path=/{code}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+            "{COOKIE}={value}; Path=/{path}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
             UNLOCKED_FOR.as_secs()
         ))
         .ok()

@@ -77,6 +77,10 @@ pub trait LinkSource: Send + Sync + 'static {
 
     fn has_primary(&self) -> bool;
 
+    /// The registered short domains and where each sends codes it does not
+    /// have (`None`: the built-in 404).
+    async fn domains(&self) -> Result<Vec<(String, Option<String>)>, StoreError>;
+
     /// Whether some database can answer: the readiness of this process.
     fn any_healthy(&self) -> bool;
 
@@ -239,6 +243,34 @@ impl LinkSource for PostgresLinkSource {
         }
         Ok(found)
     }
+    async fn domains(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        // A replica is as good as the primary for a list that changes
+        // rarely; the first that answers.
+        for db in self.replicas.iter().chain(self.primary.iter()) {
+            if !db.healthy.load(Ordering::Relaxed) {
+                continue;
+            }
+            let query = async {
+                let client = db.pool.get().await.ok()?;
+                client
+                    .query("SELECT host, not_found_url FROM domains", &[])
+                    .await
+                    .ok()
+            };
+            if let Ok(Some(rows)) = tokio::time::timeout(self.timeout, query).await {
+                return rows
+                    .iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<_, tokio_postgres::Error>>()
+                    .map_err(|error| {
+                        tracing::error!(db = %db.name, %error, "unexpected domains row");
+                        StoreError::Unavailable
+                    });
+            }
+        }
+        Err(StoreError::Unavailable)
+    }
+
     fn any_healthy(&self) -> bool {
         self.replicas
             .iter()

@@ -147,6 +147,22 @@ pub enum TagsCommand {
     Delete { tag: String },
 }
 
+/// `domains`: the installation's short domains.
+#[derive(Subcommand)]
+pub enum DomainsCommand {
+    /// Every registered domain (the default).
+    List,
+    /// Register a domain (a manage key): links can be made on it.
+    Add {
+        host: String,
+        /// Where codes that do not exist on it are sent (default: a 404 page).
+        #[arg(long)]
+        not_found_url: Option<String>,
+    },
+    /// Remove a domain that has no links.
+    Remove { host: String },
+}
+
 /// The store the administration commands work on unless told: the one
 /// `tinyurl up` makes by default.
 pub const DEFAULT_STORE: &str = "sqlite:./tinyurl.db";
@@ -179,6 +195,10 @@ pub enum Command {
         /// A tag (repeat for more).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// A registered domain to make the link on (other commands then
+        /// name it `DOMAIN/CODE`).
+        #[arg(long)]
+        domain: Option<String>,
         #[command(flatten)]
         options: OptionArgs,
     },
@@ -205,6 +225,11 @@ pub enum Command {
     Tags {
         #[command(subcommand)]
         command: Option<TagsCommand>,
+    },
+    /// Short domains besides the default one (`domains list`, `add`, `remove`).
+    Domains {
+        #[command(subcommand)]
+        command: Option<DomainsCommand>,
     },
     /// Click statistics of a link: a summary and a chart (`--json` for scripts).
     Stats(StatsArgs),
@@ -235,6 +260,7 @@ impl Command {
             Self::Delete { .. } => "delete",
             Self::List { .. } => "list",
             Self::Tags { .. } => "tags",
+            Self::Domains { .. } => "domains",
             Self::Stats(_) => "stats",
             Self::Import(_) => "import",
             Self::Export(_) => "export",

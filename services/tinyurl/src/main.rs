@@ -163,6 +163,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             forward_query,
             idempotency_key,
             tags,
+            domain,
             options,
         } => {
             let request = CreateLinkRequest {
@@ -177,6 +178,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
                 tags,
                 utm: options.utm(),
                 password: options.password().map_err(Failure::usage)?,
+                domain: domain.unwrap_or_default(),
                 rules: options.rules,
                 max_visits: options.max_visits,
             };
@@ -197,6 +199,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
         Command::Delete { code } => delete(connection, code, json).await,
         Command::List { limit, tag } => list(connection, limit, tag, json).await,
         Command::Tags { command } => tags(connection, command, json).await,
+        Command::Domains { command } => domains(connection, command, json).await,
         Command::Stats(args) => {
             let stats = tinyurl::stats::fetch(connection, &args).await?;
             if json {
@@ -328,6 +331,77 @@ async fn list(
 
 /// `tags`: the key's tags with their links and clicks, one tag's, or a
 /// rename or delete across the key's links.
+/// `domains`: list, add or remove the installation's short domains.
+async fn domains(
+    connection: &Connection,
+    command: Option<tinyurl::cli::DomainsCommand>,
+    json: bool,
+) -> Result<(), Failure> {
+    use tinyurl::cli::DomainsCommand;
+    use tinyurl_proto::v1::{AddDomainRequest, Domain, ListDomainsRequest, RemoveDomainRequest};
+    let mut links = connection.links()?;
+    let as_json = |domain: &Domain| {
+        serde_json::json!({
+            "host": domain.host,
+            "not_found_url": (!domain.not_found_url.is_empty()).then_some(&domain.not_found_url),
+        })
+    };
+    let render = |domain: &Domain| {
+        if domain.not_found_url.is_empty() {
+            domain.host.clone()
+        } else {
+            format!("{}\tunknown codes → {}", domain.host, domain.not_found_url)
+        }
+    };
+    match command.unwrap_or(DomainsCommand::List) {
+        DomainsCommand::List => {
+            let listed =
+                client::call(connection, links.list_domains(ListDomainsRequest {})).await?;
+            if json {
+                out!(
+                    "{}",
+                    serde_json::Value::Array(listed.domains.iter().map(as_json).collect())
+                );
+            } else {
+                for domain in &listed.domains {
+                    out!("{}", render(domain));
+                }
+            }
+        }
+        DomainsCommand::Add {
+            host,
+            not_found_url,
+        } => {
+            let domain = client::call(
+                connection,
+                links.add_domain(AddDomainRequest {
+                    host,
+                    not_found_url: not_found_url.unwrap_or_default(),
+                }),
+            )
+            .await?;
+            if json {
+                out!("{}", as_json(&domain));
+            } else {
+                out!("added {}", render(&domain));
+            }
+        }
+        DomainsCommand::Remove { host } => {
+            client::call(
+                connection,
+                links.remove_domain(RemoveDomainRequest { host: host.clone() }),
+            )
+            .await?;
+            if json {
+                out!("{}", serde_json::json!({ "removed": host }));
+            } else {
+                out!("removed {host}");
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn tags(
     connection: &Connection,
     command: Option<TagsCommand>,

@@ -89,6 +89,7 @@ pub const REDIRECT_SETTINGS: Table = &[
     &redirect::SCANNER_404_PER_MINUTE,
     &redirect::PASSWORD_ATTEMPTS_PER_ADDRESS,
     &redirect::PASSWORD_ATTEMPTS_PER_LINK,
+    &redirect::UNKNOWN_HOSTS,
     &redirect::GEOIP_DB,
 ];
 

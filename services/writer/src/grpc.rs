@@ -122,6 +122,7 @@ fn create_input(request: CreateLinkRequest) -> Result<CreateInput, WriterError> 
         rules: request.rules.into_iter().map(rule_input).collect(),
         max_visits: request.max_visits,
         password: request.password,
+        domain: Some(request.domain),
     })
 }
 
@@ -209,9 +210,11 @@ fn timestamp(
 }
 
 fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
+    let (domain, code) = tinyurl_domain::domains::split_key(&link.code);
     Link {
         short_url: links.short_url(&link.code),
-        code: link.code.clone(),
+        code: code.to_owned(),
+        domain: domain.unwrap_or_default().to_owned(),
         target_url: link.target_url.clone(),
         redirect_type: i32::from(link.redirect_status.code()),
         forward_query: link.forward_query,
@@ -226,6 +229,14 @@ fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
         rules: link.options.rules.iter().map(rule_to_proto).collect(),
         max_visits: link.options.max_visits,
         password_protected: link.options.is_protected(),
+    }
+}
+
+fn domain_to_proto(domain: &tinyurl_links::store::Domain) -> tinyurl_proto::v1::Domain {
+    tinyurl_proto::v1::Domain {
+        host: domain.host.clone(),
+        not_found_url: domain.not_found_url.clone().unwrap_or_default(),
+        created_at: Some(prost_types::Timestamp::from(domain.created_at)),
     }
 }
 
@@ -427,6 +438,52 @@ impl Links for LinksService {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn add_domain(
+        &self,
+        request: tonic::Request<tinyurl_proto::v1::AddDomainRequest>,
+    ) -> Answer<tinyurl_proto::v1::Domain> {
+        let message = request.get_ref();
+        let domain = self
+            .links
+            .add_domain(
+                &self.call(&request),
+                &message.host,
+                Some(message.not_found_url.as_str()),
+            )
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(domain_to_proto(&domain)))
+    }
+
+    async fn list_domains(
+        &self,
+        request: tonic::Request<tinyurl_proto::v1::ListDomainsRequest>,
+    ) -> Answer<tinyurl_proto::v1::ListDomainsResponse> {
+        let domains = self
+            .links
+            .domains(&self.call(&request))
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(
+            tinyurl_proto::v1::ListDomainsResponse {
+                domains: domains.iter().map(domain_to_proto).collect(),
+            },
+        ))
+    }
+
+    async fn remove_domain(
+        &self,
+        request: tonic::Request<tinyurl_proto::v1::RemoveDomainRequest>,
+    ) -> Answer<tinyurl_proto::v1::RemoveDomainResponse> {
+        self.links
+            .remove_domain(&self.call(&request), &request.get_ref().host)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(
+            tinyurl_proto::v1::RemoveDomainResponse {},
+        ))
+    }
+
     async fn delete_tag(
         &self,
         request: tonic::Request<DeleteTagRequest>,

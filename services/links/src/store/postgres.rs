@@ -23,6 +23,7 @@ use crate::error::WriterError;
 use tinyurl_domain::RedirectStatus;
 use tinyurl_domain::target::{search_form_host, target_search_form};
 
+mod domains;
 mod hosts;
 mod keys;
 mod links;

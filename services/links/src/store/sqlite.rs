@@ -21,6 +21,7 @@ use crate::auth::{Caller, KeyHash, OwnerId, Rate, Scope};
 use crate::error::WriterError;
 use tinyurl_domain::target::target_search_form;
 
+mod domains;
 mod hosts;
 mod keys;
 mod links;

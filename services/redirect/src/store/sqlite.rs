@@ -99,6 +99,18 @@ impl LinkSource for SqliteLinkSource {
         true
     }
 
+    async fn domains(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.db
+            .run(|connection| {
+                let mut statement =
+                    connection.prepare_cached("SELECT host, not_found_url FROM domains")?;
+                let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                rows.collect()
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable)
+    }
+
     fn any_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }

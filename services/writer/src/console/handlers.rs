@@ -465,10 +465,14 @@ pub(super) async fn create(
             rules: rule_lines(&body.rules)?,
             max_visits: visit_cap(&body.max_visits)?,
             password: Some(body.password.clone()).filter(|password| !password.is_empty()),
+            domain: Some(body.domain.clone()),
         })
     })();
     Ok(match console.links.create(&signed.call, input).await {
-        Ok(link) => see_other(&format!("/console/links/{}?created", link.code)),
+        Ok(link) => see_other(&format!(
+            "/console/links/{}?created",
+            link.code.replace('/', "%2F")
+        )),
         Err(error) if error.field().is_some() || matches!(error, WriterError::AlreadyExists(_)) => {
             html(
                 error.kind().http_status(),
@@ -784,7 +788,10 @@ async fn changed(
     input: Result<UpdateInput, WriterError>,
 ) -> Response {
     match console.links.update(&signed.call, code, input).await {
-        Ok(link) => see_other(&format!("/console/links/{}?saved", link.code)),
+        Ok(link) => see_other(&format!(
+            "/console/links/{}?saved",
+            link.code.replace('/', "%2F")
+        )),
         Err(error @ (WriterError::InvalidField { .. } | WriterError::PermissionDenied(_))) => {
             let status = error.kind().http_status();
             Box::pin(render_link(

@@ -132,7 +132,7 @@ fn link_rows(links: &[(StoredLink, i64)]) -> Markup {
                 @for (link, clicks) in links {
                     @let (class, label) = state(link, now);
                     tr {
-                        td.code { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
+                        td.code { a href=(format!("/console/links/{}", link.code.replace('/', "%2F"))) { (link.code) } }
                         td.target { (link.target_url) }
                         td { span class=(format!("badge {class}")) { (label) } }
                         td.clicks { (clicks) }
@@ -278,7 +278,7 @@ pub(super) fn links(nav: &Nav, view: &ListView<'_>) -> Markup {
                                         input type="checkbox" name="code" value=(link.code)
                                             aria-label=(format!("Select {}", link.code));
                                     }
-                                    td.code { a href=(format!("/console/links/{}", link.code)) { (link.code) } }
+                                    td.code { a href=(format!("/console/links/{}", link.code.replace('/', "%2F"))) { (link.code) } }
                                     td.target {
                                         (link.target_url)
                                         (tag_links(&link.tags))
@@ -378,6 +378,8 @@ pub(super) struct CreateForm {
     pub expires_at: String,
     /// Comma-separated.
     pub tags: String,
+    /// A registered domain's host; empty: the default domain.
+    pub domain: String,
     pub utm_source: String,
     pub utm_medium: String,
     pub utm_campaign: String,
@@ -601,6 +603,12 @@ pub(super) fn new_link(nav: &Nav, form: &CreateForm, error: Option<&FormError>) 
                     (field_error(error, "alias"))
                 }
                 label {
+                    "Domain (optional)"
+                    input type="text" name="domain" value=(form.domain) spellcheck="false"
+                        placeholder="the default domain";
+                    (field_error(error, "domain"))
+                }
+                label {
                     "Redirect"
                     select name="redirect_type" { (status_options(selected)) }
                     (field_error(error, "redirect_type"))
@@ -666,7 +674,8 @@ fn counts(title: &str, rows: &[(String, u64)]) -> Markup {
 pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
     let link = view.link;
     let (class, label) = state(link, SystemTime::now());
-    let code = &link.code;
+    // A link on another domain is keyed `{host}/{code}`: one path segment.
+    let code = &link.code.replace('/', "%2F");
     let manage = nav.scope >= Scope::Manage;
     layout(
         code,

@@ -16,9 +16,13 @@ use tinyurl_links::store::StoredLink;
 /// A link.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LinkBody {
-    /// The short code: minted, or the alias.
+    /// The short code: minted, or the alias; the link's path on its domain.
     #[schema(example = "4kPq9xZ")]
     pub code: String,
+    /// The registered domain the link is on; null: the default domain. The
+    /// link's path in this API is then `{domain}%2F{code}`.
+    #[schema(example = json!(null))]
+    pub domain: Option<String>,
     #[schema(example = "https://sho.rt/4kPq9xZ")]
     pub short_url: String,
     #[schema(example = "https://example.com/some/long/path")]
@@ -202,6 +206,11 @@ pub struct CreateLinkBody {
     #[serde(default)]
     #[schema(min_length = 4, max_length = 128, write_only)]
     pub password: Option<String>,
+    /// A registered domain to make the link on (its code or alias is its
+    /// own there); absent: the default domain.
+    #[serde(default)]
+    #[schema(example = "go.example", max_length = 253)]
+    pub domain: Option<String>,
 }
 
 /// One link of a batch; `idempotency_key` plays the header's part per item.
@@ -237,6 +246,9 @@ pub struct BatchItemBody {
     #[serde(default)]
     #[schema(min_length = 4, max_length = 128, write_only)]
     pub password: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 253)]
+    pub domain: Option<String>,
 }
 
 /// Up to 1,000 links created together.
@@ -344,6 +356,45 @@ pub struct TagList {
 pub struct RenameTagBody {
     #[schema(example = "spring sale")]
     pub name: String,
+}
+
+/// A short domain besides the default one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainBody {
+    #[schema(example = "go.example")]
+    pub host: String,
+    /// Where a code that does not exist on it is sent; null: the built-in 404.
+    pub not_found_url: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// A domain to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddDomainBody {
+    /// A DNS name (lower-cased; an internationalised one is kept in its
+    /// punycode form), not the default domain's.
+    #[schema(example = "go.example", max_length = 253)]
+    pub host: String,
+    /// Where codes that do not exist on it are sent; absent: the built-in 404.
+    #[serde(default)]
+    #[schema(format = "uri", max_length = 2048)]
+    pub not_found_url: Option<String>,
+}
+
+/// The registered domains.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainList {
+    pub domains: Vec<DomainBody>,
+}
+
+pub(super) fn domain_body(domain: tinyurl_links::store::Domain) -> DomainBody {
+    DomainBody {
+        host: domain.host,
+        not_found_url: domain.not_found_url,
+        created_at: rfc3339(domain.created_at),
+    }
 }
 
 /// What a rename or delete changed.
@@ -459,10 +510,18 @@ pub(super) fn redirect_status(raw: Option<i64>) -> Result<Option<RedirectStatus>
     .transpose()
 }
 
+/// The path of link `code` (its key) in this API: a link on another
+/// domain is `{domain}%2F{code}`.
+pub(super) fn link_path(code: &str) -> String {
+    format!("/api/v1/links/{}", code.replace('/', "%2F"))
+}
+
 pub(super) fn link_body(links: &LinkService, link: &StoredLink) -> LinkBody {
+    let (domain, code) = tinyurl_domain::domains::split_key(&link.code);
     LinkBody {
         short_url: links.short_url(&link.code),
-        code: link.code.clone(),
+        code: code.to_owned(),
+        domain: domain.map(str::to_owned),
         target_url: link.target_url.clone(),
         redirect_type: link.redirect_status.code(),
         forward_query: link.forward_query,

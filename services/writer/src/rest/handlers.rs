@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 
 use super::bodies::{
-    BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody, LinkBody, LinkPage,
-    ListQuery, RenameTagBody, RuleBody, StatsBody, StatsQueryParams, TagBody, TagChange, TagList,
-    UpdateLinkBody, UtmBody, link_body, redirect_status, stats_body, tag_body, time,
+    AddDomainBody, BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody, DomainBody,
+    DomainList, LinkBody, LinkPage, ListQuery, RenameTagBody, RuleBody, StatsBody,
+    StatsQueryParams, TagBody, TagChange, TagList, UpdateLinkBody, UtmBody, domain_body, link_body,
+    link_path, redirect_status, stats_body, tag_body, time,
 };
 use super::extract::{Caller, JsonBody, LinkCode, TagName, create_input, decoded, query};
 use super::{ApiError, Problem};
@@ -67,11 +68,12 @@ pub(super) async fn create_link(
         .map(|input| CreateInput {
             max_visits: body.max_visits,
             password: body.password,
+            domain: body.domain,
             ..with_options(input, body.utm, body.rules)
         })
     });
     let link = links.create(&call, input).await?;
-    let location = format!("/api/v1/links/{}", link.code);
+    let location = link_path(&link.code);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
@@ -121,6 +123,7 @@ pub(super) async fn batch_create_links(
             .map(|input| CreateInput {
                 max_visits: item.max_visits,
                 password: item.password,
+                domain: item.domain,
                 ..with_options(input, item.utm, item.rules)
             })
         })
@@ -360,6 +363,64 @@ pub(super) async fn delete_tag(
 ) -> Result<axum::Json<TagChange>, ApiError> {
     let links = links.delete_tag(&call, &tag).await?;
     Ok(axum::Json(TagChange { links }))
+}
+
+/// Register a short domain (manage scope): links can be made on it, and
+/// every redirect answers its host within seconds.
+#[utoipa::path(
+    post,
+    path = "/api/v1/domains",
+    tag = "domains",
+    request_body = AddDomainBody,
+    responses((status = 201, description = "Registered", body = DomainBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn add_domain(
+    State(links): Links,
+    Caller(call): Caller,
+    body: Result<JsonBody<AddDomainBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = body?;
+    let domain = links
+        .add_domain(&call, &body.host, body.not_found_url.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(domain_body(domain))).into_response())
+}
+
+/// The registered domains.
+#[utoipa::path(
+    get,
+    path = "/api/v1/domains",
+    tag = "domains",
+    responses((status = 200, description = "The domains", body = DomainList)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn list_domains(
+    State(links): Links,
+    Caller(call): Caller,
+) -> Result<axum::Json<DomainList>, ApiError> {
+    let domains = links.domains(&call).await?;
+    Ok(axum::Json(DomainList {
+        domains: domains.into_iter().map(domain_body).collect(),
+    }))
+}
+
+/// Remove a domain (manage scope); refused while links are on it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/domains/{host}",
+    tag = "domains",
+    params(("host" = String, Path, description = "The domain's host")),
+    responses((status = 204, description = "Removed")),
+    security(("api_key" = [])),
+)]
+pub(super) async fn remove_domain(
+    State(links): Links,
+    Caller(call): Caller,
+    TagName(host): TagName,
+) -> Result<StatusCode, ApiError> {
+    links.remove_domain(&call, &host).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A create's UTM fields and rules, as sent.

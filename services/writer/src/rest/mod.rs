@@ -24,8 +24,8 @@ use http::{HeaderName, HeaderValue, header};
 use utoipa::OpenApi as _;
 
 use self::handlers::{
-    batch_create_links, create_link, delete_link, delete_tag, get_link, get_tag, link_stats,
-    list_links, list_tags, rename_tag, update_link,
+    add_domain, batch_create_links, create_link, delete_link, delete_tag, get_link, get_tag,
+    link_stats, list_domains, list_links, list_tags, remove_domain, rename_tag, update_link,
 };
 use self::openapi::ApiDoc;
 use self::problem::{method_not_allowed, not_found};
@@ -50,6 +50,11 @@ pub fn router(links: Arc<LinkService>, cors_origins: &[HeaderValue]) -> Router {
         .route(
             "/api/v1/tags/{tag}",
             get(get_tag).patch(rename_tag).delete(delete_tag),
+        )
+        .route("/api/v1/domains", post(add_domain).get(list_domains))
+        .route(
+            "/api/v1/domains/{host}",
+            axum::routing::delete(remove_domain),
         )
         .route("/api/v1/openapi.json", get(serve_openapi))
         .method_not_allowed_fallback(method_not_allowed)

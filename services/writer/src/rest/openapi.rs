@@ -5,9 +5,10 @@ use utoipa::OpenApi;
 
 use super::Problem;
 use super::handlers::{
-    __path_batch_create_links, __path_create_link, __path_delete_link, __path_delete_tag,
-    __path_get_link, __path_get_tag, __path_link_stats, __path_list_links, __path_list_tags,
-    __path_rename_tag, __path_update_link,
+    __path_add_domain, __path_batch_create_links, __path_create_link, __path_delete_link,
+    __path_delete_tag, __path_get_link, __path_get_tag, __path_link_stats, __path_list_domains,
+    __path_list_links, __path_list_tags, __path_remove_domain, __path_rename_tag,
+    __path_update_link,
 };
 
 #[derive(OpenApi)]
@@ -18,11 +19,12 @@ use super::handlers::{
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(create_link, batch_create_links, get_link, update_link, delete_link, list_links, link_stats,
-          list_tags, get_tag, rename_tag, delete_tag),
+          list_tags, get_tag, rename_tag, delete_tag, add_domain, list_domains, remove_domain),
     components(schemas(Problem)),
     modifiers(&Conventions),
     tags((name = "links", description = "Short links"),
-         (name = "tags", description = "The tags of a key's links")),
+         (name = "tags", description = "The tags of a key's links"),
+         (name = "domains", description = "Short domains besides the default one")),
 )]
 pub struct ApiDoc;
 

@@ -13,7 +13,7 @@ BEGIN
         GRANT SELECT, INSERT, UPDATE, DELETE ON
             links, link_idempotency, api_keys, api_key_retirements, blocked_hosts,
             click_minutes, click_days, click_totals, click_batches, click_rollup_mark,
-            console_sessions, link_tags, link_options
+            console_sessions, link_tags, link_options, domains
             TO tinyurl_writer;
         -- To check at start that the schema is new enough (TINYURL_MIGRATE=false).
         GRANT SELECT ON writer_schema_history TO tinyurl_writer;
@@ -24,6 +24,7 @@ BEGIN
         GRANT SELECT (code, target_url, redirect_status, flags, expires_at)
             ON links TO tinyurl_redirect;
         GRANT SELECT (code, options) ON link_options TO tinyurl_redirect;
+        GRANT SELECT (host, not_found_url) ON domains TO tinyurl_redirect;
     END IF;
 END
 $grants$;
