@@ -1052,6 +1052,8 @@ async fn a_capped_link_from_the_command_line() -> anyhow::Result<()> {
         answers.push(visit("GET", PERSON).await?);
     }
     ensure!(answers == [302, 302, 302, 410, 410], "{answers:?}");
+    let shown = run(&["get", "capped"])?;
+    ensure!(shown.contains("at most 3 visits (3 used)"), "{shown}");
     run(&["update", "capped", "--max-visits", "4"])?;
     wait_until("the raised cap", Duration::from_secs(5), || async {
         Ok(visit("GET", PERSON).await? == 302)

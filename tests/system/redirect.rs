@@ -1394,6 +1394,15 @@ async fn a_capped_link_redirects_exactly_its_visits_across_processes() -> anyhow
         "{statuses:?}"
     );
     anyhow::ensure!(visits_used(&system, &link.code).await? == 100);
+    // Its owner reads the count.
+    let owned = system
+        .links()?
+        .get_link(system.authed(tinyurl_proto::v1::GetLinkRequest {
+            code: link.code.clone(),
+        }))
+        .await?
+        .into_inner();
+    anyhow::ensure!(owned.visits_used == Some(100), "{owned:?}");
     // A plain link beside it redirects every time, bots and HEADs included.
     let plain = create(&system, to("https://example.com/plain")).await?;
     let (statuses, _) = visit_all(&addrs, &format!("/{}", plain.code), &mixed_visits()[..60]).await;

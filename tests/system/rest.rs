@@ -1600,5 +1600,106 @@ async fn options_work_alike_over_rest_and_grpc() -> anyhow::Result<()> {
         "{}",
         removed.text()
     );
+
+    // Domains: registered over REST (a create on an unknown one refused),
+    // a link made on one and named `{domain}%2F{code}`, the domain listed
+    // over gRPC, not removable while the link lives.
+    let unknown = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &json!({ "target_url": "https://example.com/d", "domain": "go.example" }),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(
+        problem(&unknown, 400)?["field"] == "domain",
+        "{}",
+        unknown.text()
+    );
+    let added = post(
+        rest,
+        "/api/v1/domains",
+        &key,
+        &json!({ "host": "Go.Example", "not_found_url": "https://example.com/lost" }),
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(
+        added.status == 201 && json_of(&added)?["host"] == "go.example",
+        "{}",
+        added.text()
+    );
+    let on_domain = post(
+        rest,
+        "/api/v1/links",
+        &key,
+        &json!({ "target_url": "https://example.com/d", "alias": "locked-rest",
+                 "domain": "go.example" }),
+        &[],
+    )
+    .await?;
+    let body = json_of(&on_domain)?;
+    anyhow::ensure!(
+        on_domain.status == 201
+            && body["code"] == "locked-rest"
+            && body["domain"] == "go.example"
+            && body["short_url"] == "https://go.example/locked-rest"
+            && on_domain.header("location") == Some("/api/v1/links/go.example%2Flocked-rest"),
+        "{} {:?}",
+        on_domain.text(),
+        on_domain.headers
+    );
+    let fetched = call(
+        rest,
+        "GET",
+        "/api/v1/links/go.example%2Flocked-rest",
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(
+        json_of(&fetched)?["target_url"] == "https://example.com/d",
+        "{}",
+        fetched.text()
+    );
+    let listed = grpc
+        .list_domains(authed(tinyurl_proto::v1::ListDomainsRequest {}, &key))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        listed.domains.len() == 1 && listed.domains[0].not_found_url == "https://example.com/lost",
+        "{listed:?}"
+    );
+    let busy = call(
+        rest,
+        "DELETE",
+        "/api/v1/domains/go.example",
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    problem(&busy, 422)?;
+    call(
+        rest,
+        "DELETE",
+        "/api/v1/links/go.example%2Flocked-rest",
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    let removed = call(
+        rest,
+        "DELETE",
+        "/api/v1/domains/go.example",
+        Some(&key),
+        None,
+        &[],
+    )
+    .await?;
+    anyhow::ensure!(removed.status == 204, "{}", removed.text());
     Ok(())
 }

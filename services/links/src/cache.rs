@@ -45,6 +45,13 @@ pub trait LinkCache: Send + Sync + 'static {
     /// lives.
     async fn remove(&self, code: &str);
 
+    /// The visits a capped link has used, as the redirects count them;
+    /// `None` when that cannot be read now (or nothing counts them).
+    async fn visits_used(&self, code: &str) -> Option<u64> {
+        let _ = code;
+        None
+    }
+
     /// Whether the cache lives in this process only, so that a change made
     /// by another process (the command line's `block-host` beside a
     /// running `tinyurl up`) cannot have reached it.
@@ -272,6 +279,17 @@ impl LinkCache for RedisLinkCache {
         self.announce(&link.code).await;
     }
 
+    async fn visits_used(&self, code: &str) -> Option<u64> {
+        let client = self.connected("visits_used")?;
+        let used: Option<u64> = client
+            .with_options(&self.options)
+            .get(tinyurl_domain::cached::visits_key(code))
+            .await
+            .map_err(|error| record_failure("visits_used", &error))
+            .ok()?;
+        Some(used.unwrap_or(0))
+    }
+
     async fn remove(&self, code: &str) {
         let Some(client) = self.connected("remove") else {
             return;
@@ -343,6 +361,10 @@ impl LinkCache for MemoryLinkCache {
     async fn replace(&self, link: &StoredLink) {
         self.set_entry(link);
         self.announce(&link.code);
+    }
+
+    async fn visits_used(&self, code: &str) -> Option<u64> {
+        Some(self.cache.visits_used(code))
     }
 
     async fn remove(&self, code: &str) {

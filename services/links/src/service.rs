@@ -159,6 +159,13 @@ impl LinkService {
         }
     }
 
+    /// The visits a capped link has used, as the redirects count them;
+    /// `None` for a link without a cap, or when the count cannot be read.
+    pub async fn visits_used(&self, link: &StoredLink) -> Option<u64> {
+        link.options.max_visits?;
+        self.state.cache.visits_used(&link.code).await
+    }
+
     /// Registers a short domain (manage scope): links can be made on it,
     /// and the redirects answer its host.
     pub async fn add_domain(

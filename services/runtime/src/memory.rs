@@ -78,6 +78,15 @@ impl MemoryCache {
         true
     }
 
+    /// The visits `code` has used ([`Self::spend_visit`]).
+    pub fn visits_used(&self, code: &str) -> u64 {
+        let visits = match self.visits.lock() {
+            Ok(visits) => visits,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        visits.get(code).copied().unwrap_or(0)
+    }
+
     pub fn delete(&self, key: &str) {
         self.entries.remove(key);
     }

@@ -180,6 +180,7 @@ pub struct LinkView {
     pub utm: std::collections::BTreeMap<&'static str, String>,
     pub rules: Vec<RuleView>,
     pub max_visits: Option<u64>,
+    pub visits_used: Option<u64>,
     pub password_protected: bool,
 }
 
@@ -257,6 +258,7 @@ impl From<&Link> for LinkView {
                 })
                 .collect(),
             max_visits: link.max_visits,
+            visits_used: link.visits_used,
             password_protected: link.password_protected,
         }
     }
@@ -290,8 +292,12 @@ impl LinkView {
                 .collect();
             out.push_str(&format!("\n  utm: {}", fields.join(" ")));
         }
-        if let Some(cap) = self.max_visits {
-            out.push_str(&format!("\n  at most {cap} visits"));
+        match (self.max_visits, self.visits_used) {
+            (Some(cap), Some(used)) => {
+                out.push_str(&format!("\n  at most {cap} visits ({used} used)"));
+            }
+            (Some(cap), None) => out.push_str(&format!("\n  at most {cap} visits")),
+            (None, _) => {}
         }
         if self.password_protected {
             out.push_str("\n  password protected");

@@ -229,6 +229,7 @@ fn to_proto(links: &LinkService, link: &StoredLink) -> Link {
         rules: link.options.rules.iter().map(rule_to_proto).collect(),
         max_visits: link.options.max_visits,
         password_protected: link.options.is_protected(),
+        visits_used: None,
     }
 }
 
@@ -294,7 +295,9 @@ impl Links for LinksService {
             .get(&self.call(&request), &request.get_ref().code)
             .await
             .map_err(status)?;
-        Ok(tonic::Response::new(to_proto(&self.links, &link)))
+        let mut answer = to_proto(&self.links, &link);
+        answer.visits_used = self.links.visits_used(&link).await;
+        Ok(tonic::Response::new(answer))
     }
 
     #[tracing::instrument(skip_all)]

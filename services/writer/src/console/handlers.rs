@@ -646,7 +646,9 @@ async fn render_link(
         Some((status, error)) => (status, Some(error)),
         None => (StatusCode::OK, None),
     };
+    let visits_used = console.links.visits_used(&link).await;
     let view = LinkView {
+        visits_used,
         link: &link,
         short_url: console.links.short_url(&link.code),
         stats: stats.as_ref().map_err(Clone::clone),

@@ -644,6 +644,8 @@ pub(super) struct LinkView<'a> {
     pub days: Option<(&'a str, &'a str, &'a str)>,
     pub notice: Option<&'a str>,
     pub error: Option<&'a FormError>,
+    /// A capped link's visits used, when they could be read.
+    pub visits_used: Option<u64>,
 }
 
 /// The ranges the stats can be shown over.
@@ -726,7 +728,11 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                             }
                         }
                         @if let Some(cap) = link.options.max_visits {
-                            dt { "Visits" } dd #visit-cap { "at most " (cap) }
+                            dt { "Visits" }
+                            dd #visit-cap {
+                                "at most " (cap)
+                                @if let Some(used) = view.visits_used { ", " (used) " used" }
+                            }
                         }
                         @if link.options.is_protected() {
                             dt { "Password" } dd #password { "visitors must give it first" }

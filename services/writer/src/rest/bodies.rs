@@ -56,6 +56,11 @@ pub struct LinkBody {
     /// Visitors must give a password before the link redirects (the
     /// password itself is never returned).
     pub password_protected: bool,
+    /// For a capped link read on its own (`GET /api/v1/links/{code}`), the
+    /// visits it has used so far, as the redirects count them; absent
+    /// elsewhere, or when the count cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visits_used: Option<u64>,
 }
 
 /// UTM parameters merged into the query of whichever target a visit goes
@@ -536,6 +541,7 @@ pub(super) fn link_body(links: &LinkService, link: &StoredLink) -> LinkBody {
         rules: link.options.rules.iter().map(RuleBody::of).collect(),
         max_visits: link.options.max_visits,
         password_protected: link.options.is_protected(),
+        visits_used: None,
     }
 }
 

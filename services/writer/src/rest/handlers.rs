@@ -155,7 +155,9 @@ pub(super) async fn get_link(
     LinkCode(code): LinkCode,
 ) -> Result<axum::Json<LinkBody>, ApiError> {
     let link = links.get(&call, &code).await?;
-    Ok(axum::Json(link_body(&links, &link)))
+    let mut body = link_body(&links, &link);
+    body.visits_used = links.visits_used(&link).await;
+    Ok(axum::Json(body))
 }
 
 /// Change a link's target, expiry, redirect type, tags, UTM fields or rules,
