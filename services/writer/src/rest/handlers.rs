@@ -413,7 +413,10 @@ pub(super) async fn list_domains(
     path = "/api/v1/domains/{host}",
     tag = "domains",
     params(("host" = String, Path, description = "The domain's host")),
-    responses((status = 204, description = "Removed")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 422, description = "Links are on the domain: delete them first", body = Problem),
+    ),
     security(("api_key" = [])),
 )]
 pub(super) async fn remove_domain(
