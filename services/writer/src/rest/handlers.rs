@@ -415,7 +415,8 @@ pub(super) async fn list_domains(
     params(("host" = String, Path, description = "The domain's host")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 422, description = "Links are on the domain: delete them first", body = Problem),
+        (status = 422, description = "Links are on the domain: delete them first", body = Problem,
+         content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
