@@ -740,7 +740,7 @@ async fn the_listing_searches_filters_and_acts_in_bulk() -> anyhow::Result<()> {
     ensure!(
         lines.next()
             == Some(
-                "url,alias,expires,code,short_url,status,forward_query,enabled,created_at,updated_at,clicks"
+                "url,alias,expires,code,short_url,status,forward_query,enabled,created_at,updated_at,domain,tags,max_visits,password_protected,clicks"
             ),
         "{csv}"
     );

@@ -1203,6 +1203,17 @@ async fn domains_from_the_command_line() -> anyhow::Result<()> {
     ])?;
     ensure!(made.contains("/same"), "{made}");
     ensure!(run(&["get", "go.example/same"])?.contains("https://example.com/on-go"));
+    // The export names each link's domain, its alias the path there.
+    let exported = run(&["export"])?;
+    ensure!(
+        exported.contains("https://example.com/on-go,same,,same,http")
+            && exported.contains(",go.example,,,false")
+            && exported
+                .lines()
+                .next()
+                .is_some_and(|header| header.ends_with("domain,tags,max_visits,password_protected")),
+        "{exported}"
+    );
     let http = up.system.http;
     let on = |host: &'static str, path: &'static str| async move {
         tinyurl_harness::services::http_request_with(http, "GET", path, &[("Host", host)]).await

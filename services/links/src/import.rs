@@ -10,8 +10,10 @@ use std::time::SystemTime;
 use sha2::{Digest as _, Sha256};
 
 /// The columns of an export (`tinyurl export`, the console's), the first
-/// three those an import reads, so an export imports as it is.
-pub const EXPORT_COLUMNS: [&str; 10] = [
+/// three those an import reads, so an export imports as it is. `code` and
+/// `alias` are the link's path on its `domain` (empty: the default one);
+/// `tags` are separated by `|` (a tag cannot hold one).
+pub const EXPORT_COLUMNS: [&str; 14] = [
     "url",
     "alias",
     "expires",
@@ -22,6 +24,10 @@ pub const EXPORT_COLUMNS: [&str; 10] = [
     "enabled",
     "created_at",
     "updated_at",
+    "domain",
+    "tags",
+    "max_visits",
+    "password_protected",
 ];
 
 /// One data row of an import.

@@ -339,6 +339,13 @@ pub async fn export(connection: &Connection, args: &ExportArgs) -> Result<u64, F
                     &view.enabled.to_string(),
                     view.created_at.as_deref().unwrap_or_default(),
                     view.updated_at.as_deref().unwrap_or_default(),
+                    &link.domain,
+                    &view.tags.join("|"),
+                    &view
+                        .max_visits
+                        .map(|cap| cap.to_string())
+                        .unwrap_or_default(),
+                    &view.password_protected.to_string(),
                 ])
                 .context("cannot write the export")?;
             exported += 1;

@@ -330,21 +330,29 @@ async fn export(console: &Shared, signed: &Signed, codes: &[&str]) -> Response {
             Err(error) => return service_error_page(&error),
         };
         let rfc3339 = |at| humantime::format_rfc3339_micros(at).to_string();
+        let (domain, bare) = tinyurl_domain::domains::split_key(&link.code);
         rows.push(vec![
             link.target_url.clone(),
             if link.is_alias {
-                link.code.clone()
+                bare.to_owned()
             } else {
                 String::new()
             },
             link.expires_at.map(rfc3339).unwrap_or_default(),
-            link.code.clone(),
+            bare.to_owned(),
             console.links.short_url(&link.code),
             link.redirect_status.code().to_string(),
             link.forward_query.to_string(),
             link.enabled.to_string(),
             rfc3339(link.created_at),
             rfc3339(link.updated_at),
+            domain.unwrap_or_default().to_owned(),
+            link.tags.join("|"),
+            link.options
+                .max_visits
+                .map(|cap| cap.to_string())
+                .unwrap_or_default(),
+            link.options.is_protected().to_string(),
             clicks.to_string(),
         ]);
     }
