@@ -1630,6 +1630,25 @@ async fn options_work_alike_over_rest_and_grpc() -> anyhow::Result<()> {
         "{}",
         added.text()
     );
+    // A link may not lead to a short domain, as to the default one.
+    for (body, field) in [
+        (json!({ "target_url": "https://Go.Example/x" }), "target_url"),
+        (
+            json!({ "target_url": "https://example.com/r",
+                    "rules": [{ "devices": ["ios"], "target_url": "https://go.example/y" }] }),
+            "rules",
+        ),
+    ] {
+        let looping = post(rest, "/api/v1/links", &key, &body, &[]).await?;
+        let problem = problem(&looping, 400)?;
+        anyhow::ensure!(
+            problem["field"] == field
+                && problem["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.contains("go.example is a short domain")),
+            "{problem}"
+        );
+    }
     let on_domain = post(
         rest,
         "/api/v1/links",

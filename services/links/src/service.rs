@@ -125,7 +125,13 @@ pub struct State {
     /// seal them again when their owner changes them (derived from the code
     /// secret: one secret per deployment, the same on every writer).
     pub link_secret: tinyurl_domain::protect::Key,
+    /// The registered short domains' hosts and when they were read: links
+    /// must not lead to them, and links are made only on them.
+    pub short_hosts: std::sync::RwLock<(Option<Instant>, Arc<std::collections::HashSet<String>>)>,
 }
+
+/// How long the writer trusts the short domains it read.
+const SHORT_HOSTS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The link secret of a deployment whose code secret is `code_secret`.
 pub fn link_secret(code_secret: &[u8]) -> tinyurl_domain::protect::Key {
@@ -202,7 +208,9 @@ impl LinkService {
                     domain.host
                 )));
             }
-            // The redirects read the domains again every few seconds.
+            // This writer reads them again now; the redirects (and other
+            // writers) within seconds.
+            self.state.short_hosts(true).await?;
             Ok(domain)
         })
         .await
@@ -223,7 +231,10 @@ impl LinkService {
             self.state.owner(call, Scope::Manage, 1).await?;
             let host = crate::input::domain(host)?;
             match self.state.store.remove_domain(&host).await? {
-                crate::store::DomainRemoval::Removed => Ok(()),
+                crate::store::DomainRemoval::Removed => {
+                    self.state.short_hosts(true).await?;
+                    Ok(())
+                }
                 crate::store::DomainRemoval::NotFound => Err(WriterError::DomainNotFound(host)),
                 crate::store::DomainRemoval::HasLinks => Err(WriterError::DomainInUse(host)),
             }
@@ -245,7 +256,7 @@ impl LinkService {
             Box::pin(async {
                 let owner = self.state.owner(call, Scope::Create, 1).await?;
                 let mut valid = validate_create(input?, &self.state.policy())?;
-                self.state.check_domain(valid.domain.as_deref()).await?;
+                self.state.check_create(&valid).await?;
                 self.state.limits.spend_daily_creates(owner, 1).await?;
                 if let Some(password) = valid.password.take() {
                     valid.password = Some(password.derive().await?);
@@ -286,7 +297,7 @@ impl LinkService {
                 for item in items {
                     let mut item = item.and_then(|input| validate_create(input, &policy));
                     if let Ok(valid) = &item
-                        && let Err(error) = self.state.check_domain(valid.domain.as_deref()).await
+                        && let Err(error) = self.state.check_create(valid).await
                     {
                         item = Err(error);
                     }
@@ -442,6 +453,17 @@ impl LinkService {
                     link_secret: Some(self.state.link_secret.clone()),
                 };
                 let mut changes = changes;
+                self.state
+                    .refuse_short_targets("target_url", changes.target_url.as_deref())
+                    .await?;
+                if let Some(rules) = &changes.rules {
+                    self.state
+                        .refuse_short_targets(
+                            "rules",
+                            rules.iter().map(|rule| rule.target_url.as_str()),
+                        )
+                        .await?;
+                }
                 if let Some(password) = input.password {
                     changes.password = Some(match password {
                         None => None,
@@ -863,25 +885,92 @@ impl State {
         (!host.is_empty()).then_some(host)
     }
 
-    /// Refuses a link on a domain that is not registered.
+    /// The registered short domains' hosts, read again when older than
+    /// [`SHORT_HOSTS_TTL`] or when `fresh` asks.
+    async fn short_hosts(
+        &self,
+        fresh: bool,
+    ) -> Result<Arc<std::collections::HashSet<String>>, WriterError> {
+        {
+            let cached = self
+                .short_hosts
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !fresh && cached.0.is_some_and(|at| at.elapsed() < SHORT_HOSTS_TTL) {
+                return Ok(Arc::clone(&cached.1));
+            }
+        }
+        let hosts: Arc<std::collections::HashSet<String>> = Arc::new(
+            self.store
+                .domains()
+                .await?
+                .into_iter()
+                .map(|domain| domain.host)
+                .collect(),
+        );
+        *self
+            .short_hosts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (Some(Instant::now()), Arc::clone(&hosts));
+        Ok(hosts)
+    }
+
+    /// Refuses a link on a domain that is not registered (read again before
+    /// refusing: another writer may have registered it a moment ago).
     async fn check_domain(&self, domain: Option<&str>) -> Result<(), WriterError> {
         let Some(host) = domain else {
             return Ok(());
         };
-        if self
-            .store
-            .domains()
-            .await?
-            .iter()
-            .any(|registered| registered.host == host)
+        if self.short_hosts(false).await?.contains(host)
+            || self.short_hosts(true).await?.contains(host)
         {
-            Ok(())
-        } else {
-            Err(WriterError::invalid(
-                "domain",
-                format!("no domain {host} is registered (a manage key registers domains)"),
-            ))
+            return Ok(());
         }
+        Err(WriterError::invalid(
+            "domain",
+            format!("no domain {host} is registered (a manage key registers domains)"),
+        ))
+    }
+
+    /// Refuses targets on one of this service's short domains, as on its
+    /// default one: such a link would only lead to another short link.
+    async fn refuse_short_targets<'a>(
+        &self,
+        field: &'static str,
+        targets: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), WriterError> {
+        let hosts = self.short_hosts(false).await?;
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        for target in targets {
+            if let Some(host) = tinyurl_domain::target::stored_host(target)
+                && hosts.contains(&host)
+            {
+                return Err(WriterError::invalid(
+                    field,
+                    format!("{host} is a short domain of this service; a link cannot lead to it"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_domain`] and [`Self::refuse_short_targets`] for a create.
+    async fn check_create(&self, valid: &crate::input::ValidCreate) -> Result<(), WriterError> {
+        self.check_domain(valid.domain.as_deref()).await?;
+        self.refuse_short_targets("target_url", [valid.target.as_str()])
+            .await?;
+        self.refuse_short_targets(
+            "rules",
+            valid
+                .options
+                .rules
+                .iter()
+                .map(|rule| rule.target_url.as_str()),
+        )
+        .await
     }
 
     /// The caller behind the call's key; a refused key is charged to the

@@ -75,6 +75,7 @@ impl Rules {
             limits: RateLimits::new(limits.per_key, limits.daily_creates, None, None)?,
             proxies: tinyurl_runtime::proxies::TrustedProxies::NONE,
             link_secret: tinyurl_links::link_secret(b"a code secret for the rules tests"),
+            short_hosts: Default::default(),
         });
         Ok(Self {
             links: LinkService::new(state),

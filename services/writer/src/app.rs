@@ -198,6 +198,7 @@ impl App {
             proxies: config.trusted_proxies.clone(),
             limits,
             link_secret: tinyurl_links::link_secret(config.code_secret.expose_secret().as_bytes()),
+            short_hosts: Default::default(),
         });
         Ok(Self {
             blocklist_bytes,
