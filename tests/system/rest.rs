@@ -1632,7 +1632,10 @@ async fn options_work_alike_over_rest_and_grpc() -> anyhow::Result<()> {
     );
     // A link may not lead to a short domain, as to the default one.
     for (body, field) in [
-        (json!({ "target_url": "https://Go.Example/x" }), "target_url"),
+        (
+            json!({ "target_url": "https://Go.Example/x" }),
+            "target_url",
+        ),
         (
             json!({ "target_url": "https://example.com/r",
                     "rules": [{ "devices": ["ios"], "target_url": "https://go.example/y" }] }),

@@ -636,7 +636,7 @@ fn method_not_allowed() -> Response {
     response
 }
 
-fn html(body: String) -> Response {
+pub(crate) fn html(body: String) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(

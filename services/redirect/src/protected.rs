@@ -19,10 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY, RETRY_AFTER,
-    SET_COOKIE, X_CONTENT_TYPE_OPTIONS,
-};
+use axum::http::header::{CACHE_CONTROL, LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
@@ -305,23 +302,13 @@ fn form(status: StatusCode, message: Option<&str>) -> Response {
          autocomplete=\"current-password\" maxlength=\"128\" autofocus></p>\
          <p><button type=\"submit\">Continue</button></p></form></body></html>\n"
     );
-    let mut response = Response::new(Body::from(body));
+    // The preview's headers (no scripts, no framing, no referrer; no
+    // form-action either, which Chrome would apply to the redirect after
+    // the post), never stored.
+    let mut response = crate::http::html(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // No form-action: Chrome applies it to the redirect after the post.
-    headers.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     response
 }
