@@ -381,13 +381,29 @@ async fn export(console: &Shared, signed: &Signed, codes: &[&str]) -> Response {
         .into_response()
 }
 
-pub(super) async fn new_link_page(signed: Signed) -> Response {
+/// The registered short domains' hosts, for the create form's domain
+/// field (none when they cannot be read: the field still takes any).
+async fn domain_hosts(console: &Shared, signed: &Signed) -> Vec<String> {
+    console
+        .links
+        .domains(&signed.call)
+        .await
+        .map(|domains| domains.into_iter().map(|domain| domain.host).collect())
+        .unwrap_or_default()
+}
+
+pub(super) async fn new_link_page(State(console): State<Shared>, signed: Signed) -> Response {
     if !signed.may(Scope::Create) {
         return scope_page(Scope::Create, signed.scope);
     }
     html(
         StatusCode::OK,
-        pages::new_link(&signed.nav(), &CreateForm::default(), None),
+        pages::new_link(
+            &signed.nav(),
+            &CreateForm::default(),
+            None,
+            &domain_hosts(&console, &signed).await,
+        ),
     )
 }
 
@@ -484,7 +500,12 @@ pub(super) async fn create(
         Err(error) if error.field().is_some() || matches!(error, WriterError::AlreadyExists(_)) => {
             html(
                 error.kind().http_status(),
-                pages::new_link(&signed.nav(), &body, Some(&form_error(&error))),
+                pages::new_link(
+                    &signed.nav(),
+                    &body,
+                    Some(&form_error(&error)),
+                    &domain_hosts(&console, &signed).await,
+                ),
             )
         }
         Err(error) => service_error_page(&error),

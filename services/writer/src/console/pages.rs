@@ -574,7 +574,14 @@ fn status_options(selected: &str) -> Markup {
     }
 }
 
-pub(super) fn new_link(nav: &Nav, form: &CreateForm, error: Option<&FormError>) -> Markup {
+/// `domains`: the registered short domains' hosts, offered for the domain
+/// field.
+pub(super) fn new_link(
+    nav: &Nav,
+    form: &CreateForm,
+    error: Option<&FormError>,
+    domains: &[String],
+) -> Markup {
     let selected = if form.redirect_type.is_empty() {
         "302"
     } else {
@@ -605,7 +612,10 @@ pub(super) fn new_link(nav: &Nav, form: &CreateForm, error: Option<&FormError>) 
                 label {
                     "Domain (optional)"
                     input type="text" name="domain" value=(form.domain) spellcheck="false"
-                        placeholder="the default domain";
+                        placeholder="the default domain" list="domains";
+                    datalist #domains {
+                        @for host in domains { option value=(host) {} }
+                    }
                     (field_error(error, "domain"))
                 }
                 label {
