@@ -454,16 +454,8 @@ impl LinkService {
                 };
                 let mut changes = changes;
                 self.state
-                    .refuse_short_targets("target_url", changes.target_url.as_deref())
+                    .check_targets(changes.target_url.as_deref(), changes.rules.as_deref())
                     .await?;
-                if let Some(rules) = &changes.rules {
-                    self.state
-                        .refuse_short_targets(
-                            "rules",
-                            rules.iter().map(|rule| rule.target_url.as_str()),
-                        )
-                        .await?;
-                }
                 if let Some(password) = input.password {
                     changes.password = Some(match password {
                         None => None,
@@ -933,14 +925,14 @@ impl State {
         ))
     }
 
-    /// Refuses targets on one of this service's short domains, as on its
-    /// default one: such a link would only lead to another short link.
-    async fn refuse_short_targets<'a>(
-        &self,
+    /// Refuses targets on one of this service's short domains (`hosts`),
+    /// as on its default one: such a link would only lead to another short
+    /// link.
+    fn refuse_short_targets<'a>(
+        hosts: &std::collections::HashSet<String>,
         field: &'static str,
         targets: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), WriterError> {
-        let hosts = self.short_hosts(false).await?;
         if hosts.is_empty() {
             return Ok(());
         }
@@ -957,20 +949,29 @@ impl State {
         Ok(())
     }
 
-    /// [`Self::check_domain`] and [`Self::refuse_short_targets`] for a create.
-    async fn check_create(&self, valid: &crate::input::ValidCreate) -> Result<(), WriterError> {
-        self.check_domain(valid.domain.as_deref()).await?;
-        self.refuse_short_targets("target_url", [valid.target.as_str()])
-            .await?;
-        self.refuse_short_targets(
+    /// The targets of a new link and its rules, against the short domains.
+    async fn check_targets(
+        &self,
+        target: Option<&str>,
+        rules: Option<&[tinyurl_domain::RedirectRule]>,
+    ) -> Result<(), WriterError> {
+        let hosts = self.short_hosts(false).await?;
+        Self::refuse_short_targets(&hosts, "target_url", target)?;
+        Self::refuse_short_targets(
+            &hosts,
             "rules",
-            valid
-                .options
-                .rules
+            rules
+                .unwrap_or_default()
                 .iter()
                 .map(|rule| rule.target_url.as_str()),
         )
-        .await
+    }
+
+    /// [`Self::check_domain`] and [`Self::check_targets`] for a create.
+    async fn check_create(&self, valid: &crate::input::ValidCreate) -> Result<(), WriterError> {
+        self.check_domain(valid.domain.as_deref()).await?;
+        self.check_targets(Some(valid.target.as_str()), Some(&valid.options.rules))
+            .await
     }
 
     /// The caller behind the call's key; a refused key is charged to the

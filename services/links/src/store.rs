@@ -155,13 +155,17 @@ impl LinkChanges {
     }
 
     /// The options of link `code` after this update, from its `current`
-    /// ones and target, sealed again when it is protected.
+    /// ones and target, sealed again when it is protected; `None` when they
+    /// stay as stored (only the target of an unprotected link changes).
     pub fn next_options(
         &self,
         code: &str,
         current_target: &str,
         current: tinyurl_domain::LinkOptions,
-    ) -> Result<tinyurl_domain::LinkOptions, WriterError> {
+    ) -> Result<Option<tinyurl_domain::LinkOptions>, WriterError> {
+        if !self.changes_options() && !current.is_protected() {
+            return Ok(None);
+        }
         let mut next = self.merged_options(current);
         if next.is_protected() {
             let secret = self.link_secret.as_ref().ok_or_else(|| {
@@ -177,7 +181,7 @@ impl LinkChanges {
             )
             .map_err(|error| WriterError::Unexpected(anyhow::anyhow!("{error}")))?;
         }
-        Ok(next)
+        Ok(Some(next))
     }
 
     /// `current` with this update's options in place of its own.

@@ -88,12 +88,18 @@ pub struct LocalAttempts {
 const MAX_LOCAL_ATTEMPT_KEYS: usize = 100_000;
 
 impl LocalAttempts {
+    fn windows(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (std::time::Instant, u32)>>
+    {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn take(&self, key: &str, limit: u32, window: Duration) -> Result<(), Duration> {
         let now = std::time::Instant::now();
-        let mut windows = match self.windows.lock() {
-            Ok(windows) => windows,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut windows = self.windows();
         if windows.len() >= MAX_LOCAL_ATTEMPT_KEYS {
             windows.retain(|_, (ends, _)| *ends > now);
         }
@@ -110,11 +116,7 @@ impl LocalAttempts {
     }
 
     pub fn refund(&self, key: &str) {
-        let mut windows = match self.windows.lock() {
-            Ok(windows) => windows,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some((_, used)) = windows.get_mut(key) {
+        if let Some((_, used)) = self.windows().get_mut(key) {
             *used = used.saturating_sub(1);
         }
     }

@@ -218,28 +218,34 @@ impl LinkStore for PostgresLinkStore {
             // lock (read after it is taken), so an update of one option never
             // undoes a concurrent update of another.
             let option_bits = if changes.rewrites_options() {
-                let Some((target, current)) = self.locked_options(&transaction, owner, code).await?
+                let Some((target, current)) =
+                    self.locked_options(&transaction, owner, code).await?
                 else {
                     return Ok(None);
                 };
-                let next = changes.next_options(code, &target, current)?;
-                match crate::store::stored_options_forms(&next) {
-                    (Some(stored), owner_form) => transaction
-                        .execute(
-                            "INSERT INTO link_options (code, options, owner_options)
-                             VALUES ($1, $2, $3)
-                             ON CONFLICT (code) DO UPDATE
-                             SET options = EXCLUDED.options, owner_options = EXCLUDED.owner_options",
-                            &[&code, &stored, &owner_form],
-                        )
-                        .await
-                        .map_err(WriterError::from_postgres)?,
-                    (None, _) => transaction
-                        .execute("DELETE FROM link_options WHERE code = $1", &[&code])
-                        .await
-                        .map_err(WriterError::from_postgres)?,
-                };
-                Some(option_flags(&next))
+                match changes.next_options(code, &target, current)? {
+                    Some(next) => {
+                        match crate::store::stored_options_forms(&next) {
+                            (Some(stored), owner_form) => transaction
+                                .execute(
+                                    "INSERT INTO link_options (code, options, owner_options)
+                                     VALUES ($1, $2, $3)
+                                     ON CONFLICT (code) DO UPDATE
+                                     SET options = EXCLUDED.options,
+                                         owner_options = EXCLUDED.owner_options",
+                                    &[&code, &stored, &owner_form],
+                                )
+                                .await
+                                .map_err(WriterError::from_postgres)?,
+                            (None, _) => transaction
+                                .execute("DELETE FROM link_options WHERE code = $1", &[&code])
+                                .await
+                                .map_err(WriterError::from_postgres)?,
+                        };
+                        Some(option_flags(&next))
+                    }
+                    None => None,
+                }
             } else {
                 None
             };

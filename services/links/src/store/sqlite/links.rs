@@ -214,10 +214,11 @@ impl LinkStore for SqliteLinkStore {
                         Ok(next) => next,
                         Err(error) => return Ok(Err(error)),
                     };
-                    Some(crate::store::stored_options_forms(&next))
+                    next.as_ref().map(crate::store::stored_options_forms)
                 } else {
                     None
                 };
+                let rewrite = options.is_some();
                 let (options, owner_options) = options.unwrap_or_default();
                 let link = transaction
                     .prepare_cached(&format!(
@@ -247,7 +248,7 @@ impl LinkStore for SqliteLinkStore {
                             changes.enabled,
                             changes.forward_query,
                             to_micros(SystemTime::now()),
-                            changes.rewrites_options(),
+                            rewrite,
                             options,
                             owner_options,
                         ],
