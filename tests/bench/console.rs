@@ -99,13 +99,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
                    ORDER BY created_at DESC LIMIT 1000) l,
                   generate_series(0, 1439, 7) m, generate_series(0, 4) d
              ORDER BY {now_minute} - m;
+         -- The roll-up runs every minute two minutes behind: the last
+         -- minutes' rows are still to be rolled up.
+         UPDATE click_rollup_mark SET rolled_through = {now_minute} - 3;
          -- What the roll-up would have made of the minutes at or before
-         -- its mark (set when the schema was made, before these rows).
+         -- its mark: the day rollups, the keys' day totals and the links'
+         -- ranks (the lifetime totals less the minutes after the mark).
          INSERT INTO click_days (code, day, dimension, value, bot, clicks)
              SELECT code, minute / 1440, dimension, value, bot, sum(clicks)
              FROM click_minutes
              WHERE minute <= (SELECT rolled_through FROM click_rollup_mark)
              GROUP BY code, minute / 1440, dimension, value, bot;
+         INSERT INTO owner_click_days (owner_key_id, day, bot, clicks)
+             SELECT l.owner_key_id, d.day, d.bot, sum(d.clicks)
+             FROM click_days d JOIN links l ON l.code = d.code
+             WHERE d.dimension = 0 GROUP BY 1, 2, 3;
+         INSERT INTO click_totals AS t (code, clicks, bot_clicks)
+             SELECT code, sum(clicks), 0 FROM click_minutes
+             WHERE dimension = 0 AND NOT bot
+               AND minute > (SELECT rolled_through FROM click_rollup_mark)
+             GROUP BY code
+             ON CONFLICT (code) DO UPDATE SET clicks = t.clicks + EXCLUDED.clicks;
+         INSERT INTO click_ranks (owner_key_id, code, created_at, clicks)
+             SELECT l.owner_key_id, l.code, l.created_at, t.clicks - COALESCE(recent.clicks, 0)
+             FROM click_totals t JOIN links l ON l.code = t.code
+             LEFT JOIN (SELECT code, sum(clicks) AS clicks FROM click_minutes
+                        WHERE dimension = 0 AND NOT bot
+                          AND minute > (SELECT rolled_through FROM click_rollup_mark)
+                        GROUP BY code) recent ON recent.code = t.code
+             WHERE t.clicks > COALESCE(recent.clicks, 0);
          UPDATE links SET flags = flags | 2 WHERE hashtext(code) % 100 = 0;"
     ))
     .await?;
@@ -133,6 +155,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "the host search index: {:.1} B/link",
         host_index as f64 / codes.len() as f64
     );
+    let ranks = db
+        .query_one(
+            "SELECT (pg_total_relation_size('click_ranks')::float8 / greatest(count(*), 1))::float8,
+                    count(*) FROM click_ranks",
+            &[],
+        )
+        .await?;
+    println!(
+        "the most-clicked ranks: {:.1} B per link with clicks ({} links)",
+        ranks.get::<_, f64>(0),
+        ranks.get::<_, i64>(1)
+    );
     let sign_in = http_send(
         rest,
         "POST",
@@ -156,6 +190,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let csrf =
         between(&first_page.text(), "name=\"csrf\" value=\"", "\"").context("the csrf token")?;
     let clicked = &codes[codes.len() - 1];
+    let most_clicked = page(rest, &cookie, "/console/links?sort=clicks").await?;
+    let next_most_clicked = between(&most_clicked.text(), "sort=clicks&amp;after=", "\"")
+        .context("a next page of the most clicked")?;
 
     let bearer = format!("Bearer {key}");
     let mut rows = Vec::new();
@@ -181,6 +218,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (
             "links, most clicked",
             "/console/links?sort=clicks".to_owned(),
+        ),
+        (
+            "links, most clicked, next page",
+            format!("/console/links?sort=clicks&after={next_most_clicked}"),
+        ),
+        (
+            // Where the links nobody clicked begin (the last year's
+            // microseconds: past every link's creation).
+            "links, most clicked, the unclicked",
+            "/console/links?sort=clicks&after=c0.253402300799999999.zzz".to_owned(),
         ),
         (
             "links, search by host (100 found)",

@@ -28,6 +28,35 @@ ON CONFLICT (code)
 DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks,
               bot_clicks = stored.bot_clicks + EXCLUDED.bot_clicks";
 
+/// The day rows' totals (dimension 0) added to what each key's links have
+/// had: clicks per key per day, and each link's human clicks, ranked per key
+/// (the console's overview and its most-clicked order read these rather than
+/// every link's rows). Kept by the roll-up, and by a fold only for the late
+/// minutes it writes to the day rollups itself, so the click path writes
+/// nothing more; a rank row changes once per roll-up window, not per fold
+/// (its clicks are indexed: every change is a new index entry). The owner
+/// and the creation time are the link's: a day row whose link is gone
+/// (never in the table) counts for no key.
+const UPSERT_OWNER_DAYS: &str = "
+INSERT INTO owner_click_days AS stored (owner_key_id, day, bot, clicks)
+SELECT l.owner_key_id, r.day, r.bot, sum(r.clicks)::int8
+  FROM UNNEST($1::text[], $2::int4[], $3::bool[], $4::int8[]) AS r(code, day, bot, clicks)
+  JOIN links l ON l.code = r.code
+ GROUP BY 1, 2, 3
+ON CONFLICT (owner_key_id, day, bot)
+DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks";
+
+/// [`UPSERT_OWNER_DAYS`]'s ranks: human clicks only, as the console orders by.
+const UPSERT_RANKS: &str = "
+INSERT INTO click_ranks AS stored (owner_key_id, code, created_at, clicks)
+SELECT l.owner_key_id, l.code, l.created_at, sum(r.clicks)::int8
+  FROM UNNEST($1::text[], $2::int4[], $3::bool[], $4::int8[]) AS r(code, day, bot, clicks)
+  JOIN links l ON l.code = r.code
+ WHERE NOT r.bot
+ GROUP BY 1, 2, 3
+ON CONFLICT (owner_key_id, code)
+DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks";
+
 /// The breakdowns of `{rows}` over the range: per (dimension, bot) the `$4`
 /// values with the most clicks, and everything else (the stored "other"
 /// included) summed into one "other" row, so the answer is small however
@@ -114,6 +143,34 @@ async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, A
         .map_err(AnalyticsError::from_postgres)
 }
 
+/// Adds day rows (of any dimension; only the totals are read) to the keys'
+/// day totals and the links' ranks ([`UPSERT_OWNER_DAYS`]), in the caller's
+/// transaction, which holds the roll-up mark.
+async fn add_owner_days(
+    transaction: &Transaction<'_>,
+    days: &[(RollupKey, i64)],
+) -> Result<(), AnalyticsError> {
+    let totals: Vec<&(RollupKey, i64)> = days
+        .iter()
+        .filter(|(key, _)| key.dimension == Dimension::Total)
+        .collect();
+    if totals.is_empty() {
+        return Ok(());
+    }
+    let codes: Vec<&str> = totals.iter().map(|(key, _)| key.code.as_str()).collect();
+    let buckets: Vec<i32> = totals.iter().map(|(key, _)| key.bucket).collect();
+    let bots: Vec<bool> = totals.iter().map(|(key, _)| key.bot).collect();
+    let clicks: Vec<i64> = totals.iter().map(|(_, clicks)| *clicks).collect();
+    for sql in [UPSERT_OWNER_DAYS, UPSERT_RANKS] {
+        let statement = prepared(transaction, sql).await?;
+        transaction
+            .execute(&statement, &[&codes, &buckets, &bots, &clicks])
+            .await
+            .map_err(AnalyticsError::from_postgres)?;
+    }
+    Ok(())
+}
+
 /// Adds `fold` to the rollups and the totals, in the caller's transaction
 /// (which has recorded the batch ids).
 async fn add_fold(
@@ -135,6 +192,7 @@ async fn add_fold(
     .await?;
     add_bounded(transaction, RollupTable::Minutes, &fold.minutes, values).await?;
     add_bounded(transaction, RollupTable::Days, &late_days, values).await?;
+    add_owner_days(transaction, &late_days).await?;
     let codes: Vec<&str> = fold
         .totals
         .iter()
@@ -275,6 +333,7 @@ impl ClickStore for PostgresRollups {
                 })
                 .collect::<Result<Vec<(RollupKey, i64)>, AnalyticsError>>()?;
             let rows = add_bounded(&transaction, RollupTable::Days, &window, values).await?;
+            add_owner_days(&transaction, &window).await?;
             transaction
                 .execute(
                     "UPDATE click_rollup_mark SET rolled_through = $1",
@@ -388,6 +447,15 @@ impl ClickStore for PostgresRollups {
                 )
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
+            // A key's day totals: a few rows a day, deleted with the days.
+            let owner_days = client
+                .execute(
+                    "DELETE FROM owner_click_days WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM owner_click_days WHERE day < $1 LIMIT $2))",
+                    &[&day, &limit],
+                )
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
             let batches = client
                 .execute(
                     "DELETE FROM click_batches WHERE ctid = ANY(ARRAY(
@@ -396,7 +464,7 @@ impl ClickStore for PostgresRollups {
                 )
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
-            Ok(minutes + days + batches)
+            Ok(minutes + days + owner_days + batches)
         })
         .await
     }

@@ -674,14 +674,15 @@ pub fn parse_page_token(token: &str) -> Result<(SystemTime, String), WriterError
     Ok((UNIX_EPOCH + Duration::from_micros(micros), code.to_owned()))
 }
 
-/// `c<clicks>.<code>`: where a most-clicked-first page ended.
-pub fn clicks_page_token(clicks: i64, code: &str) -> String {
-    format!("c{clicks}.{code}")
+/// `c<clicks>.<created_at micros>.<code>`: where a most-clicked-first page
+/// ended.
+pub fn clicks_page_token(clicks: i64, created_at: SystemTime, code: &str) -> String {
+    format!("c{clicks}.{}", page_token(created_at, code))
 }
 
-pub fn parse_clicks_page_token(token: &str) -> Result<(i64, String), WriterError> {
+pub fn parse_clicks_page_token(token: &str) -> Result<(i64, SystemTime, String), WriterError> {
     let invalid = || WriterError::invalid("page_token", "page_token is not one this server issued");
-    let (clicks, code) = token
+    let (clicks, rest) = token
         .strip_prefix('c')
         .and_then(|rest| rest.split_once('.'))
         .ok_or_else(invalid)?;
@@ -689,8 +690,8 @@ pub fn parse_clicks_page_token(token: &str) -> Result<(i64, String), WriterError
     if clicks < 0 {
         return Err(invalid());
     }
-    code_argument(code).map_err(|_| invalid())?;
-    Ok((clicks, code.to_owned()))
+    let (created_at, code) = parse_page_token(rest)?;
+    Ok((clicks, created_at, code))
 }
 
 #[cfg(test)]
@@ -719,12 +720,25 @@ mod tests {
 
     #[test]
     fn clicks_page_tokens_round_trip_and_foreign_ones_are_refused() {
-        let token = clicks_page_token(42, "abc_D-9");
-        assert_eq!(
-            parse_clicks_page_token(&token).ok(),
-            Some((42, "abc_D-9".to_owned()))
-        );
-        for bad in ["", "42.abc", "c.abc", "c-1.abc", "cx.abc", "c1.a b", "c1."] {
+        let at = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        for code in ["abc_D-9", "go.example/sale"] {
+            let token = clicks_page_token(42, at, code);
+            assert_eq!(
+                parse_clicks_page_token(&token).ok(),
+                Some((42, at, code.to_owned()))
+            );
+        }
+        for bad in [
+            "",
+            "42.1.abc",
+            "c.1.abc",
+            "c-1.1.abc",
+            "cx.1.abc",
+            "c1.1.a b",
+            "c1.1.",
+            "c1.abc",
+            "c1.x.abc",
+        ] {
             assert!(parse_clicks_page_token(bad).is_err(), "{bad:?}");
         }
     }

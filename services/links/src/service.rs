@@ -770,8 +770,8 @@ impl LinkService {
                     Some(SearchCursor::Newest(at, code))
                 }
                 (Some(token), LinkOrder::MostClicked) => {
-                    let (clicks, code) = parse_clicks_page_token(token)?;
-                    Some(SearchCursor::MostClicked(clicks, code))
+                    let (clicks, at, code) = parse_clicks_page_token(token)?;
+                    Some(SearchCursor::MostClicked(clicks, at, code))
                 }
             };
             let mut search = input.search;
@@ -790,7 +790,9 @@ impl LinkService {
             let next_page_token = match links.last() {
                 Some((last, clicks)) if links.len() as i64 == size => Some(match search.order {
                     LinkOrder::Newest => page_token(last.created_at, &last.code),
-                    LinkOrder::MostClicked => clicks_page_token(*clicks, &last.code),
+                    LinkOrder::MostClicked => {
+                        clicks_page_token(*clicks, last.created_at, &last.code)
+                    }
                 }),
                 _ => None,
             };

@@ -278,10 +278,10 @@ pub trait LinkStore: KeyStore + HostStore + SessionStore + TagStore + DomainStor
         after: Option<&SearchCursor>,
     ) -> Result<Vec<(StoredLink, i64)>, WriterError>;
 
-    /// How many links the owner has, and their human and bot clicks on and
-    /// after each of `since` (days since the Unix epoch, UTC, as the day
-    /// rollups number them): the day rollups and the minutes not yet rolled
-    /// into them, each click once.
+    /// How many links the owner has, and the human and bot clicks of its
+    /// links (those deleted since included) on and after each of `since`
+    /// (days since the Unix epoch, UTC, as the day rollups number them): the
+    /// day rollups and the minutes not yet rolled into them, each click once.
     async fn owner_overview(
         &self,
         owner: OwnerId,
@@ -396,7 +396,8 @@ pub enum LinkOrder {
     /// `created_at`, then `code`, both descending.
     #[default]
     Newest,
-    /// Lifetime human clicks, then `code`, both descending.
+    /// Lifetime human clicks, then `created_at`, then `code`, all
+    /// descending.
     MostClicked,
 }
 
@@ -404,7 +405,7 @@ pub enum LinkOrder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SearchCursor {
     Newest(SystemTime, String),
-    MostClicked(i64, String),
+    MostClicked(i64, SystemTime, String),
 }
 
 /// The least string greater than every string that starts with `prefix`

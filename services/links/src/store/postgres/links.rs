@@ -412,80 +412,108 @@ impl LinkStore for PostgresLinkStore {
                 LinkState::Blocked => inner.push_str(" AND flags & 8 <> 0"),
             }
         }
+        let narrowed = text.is_some() || search.tag.is_some();
+        if search.order == LinkOrder::MostClicked && !narrowed {
+            return self.most_clicked(&inner, params, limit, after).await;
+        }
         let mut outer = String::new();
+        let mut walk_after = String::new();
         match after {
             Some(SearchCursor::Newest(created_at, code)) => {
                 params.push(created_at);
                 params.push(code);
                 let (at, code) = (params.len() - 1, params.len());
-                inner.push_str(&format!(
-                    " AND created_at <= ${at} AND (created_at < ${at} OR code < ${code})"
-                ));
+                walk_after =
+                    format!(" AND created_at <= ${at} AND (created_at < ${at} OR code < ${code})");
+                inner.push_str(&walk_after);
             }
-            Some(SearchCursor::MostClicked(total, code)) => {
+            Some(SearchCursor::MostClicked(total, created_at, code)) => {
                 params.push(total);
+                params.push(created_at);
                 params.push(code);
+                let last = params.len();
                 outer.push_str(&format!(
-                    " WHERE (total, code) < (${}, ${})",
-                    params.len() - 1,
-                    params.len()
+                    " WHERE (total, created_at, code) < (${}, ${}, ${last})",
+                    last - 2,
+                    last - 1,
                 ));
             }
             None => {}
         }
         let order = match search.order {
             LinkOrder::Newest => "created_at DESC, code DESC",
-            LinkOrder::MostClicked => "total DESC, code DESC",
+            LinkOrder::MostClicked => "total DESC, created_at DESC, code DESC",
         };
-        // A join, not a subquery per link, where every link's total is
-        // needed: the planner hashes the totals (56 ms for 100,000 links
-        // here), where a subquery per row costs an index probe each and,
-        // estimated dear, a JIT compilation (0.6 s).
-        let joined = format!(
-            "SELECT {LINK_COLUMNS}, COALESCE(totals.clicks, 0) AS total
-             FROM links
-             LEFT JOIN (SELECT code AS clicked, clicks FROM click_totals) AS totals
-                 ON totals.clicked = links.code
-             WHERE {inner}"
-        );
         // With text or a tag, the matches are found through the indexes first
         // (OFFSET 0 keeps the planner from folding the LIMIT in): left to
         // itself it walks the owner's links newest first and filters, on
         // the guess that matches are spread evenly, which reads every link
         // when they are few (440 ms for 100 among 100,000, against 7).
-        let narrowed = text.is_some() || search.tag.is_some();
         let fence = if narrowed { " OFFSET 0" } else { "" };
         // The click total is computed: it can be compared and sorted by only
         // outside the query that computes it.
-        let sql = match (search.order, narrowed) {
-            (LinkOrder::Newest, false) => format!("{joined} ORDER BY {order} LIMIT $2"),
+        let sql = match search.order {
+            LinkOrder::Newest if !narrowed => format!(
+                "SELECT {LINK_COLUMNS}, COALESCE(totals.clicks, 0) AS total
+                 FROM links
+                 LEFT JOIN (SELECT code AS clicked, clicks FROM click_totals) AS totals
+                     ON totals.clicked = links.code
+                 WHERE {inner} ORDER BY {order} LIMIT $2"
+            ),
             // Totals only for the page's links: every match's would be a
             // hash of the whole table when the text matches most links.
-            (LinkOrder::Newest, true) => format!(
+            LinkOrder::Newest => format!(
                 "SELECT {LINK_COLUMNS},
                         COALESCE((SELECT clicks FROM click_totals WHERE click_totals.code = links.code), 0)
                  FROM (SELECT code, target_url, redirect_status, flags, expires_at, created_at, updated_at
                        FROM links WHERE {inner}{fence}) AS links
                  ORDER BY {order} LIMIT $2"
             ),
-            (LinkOrder::MostClicked, _) => {
-                format!("SELECT * FROM ({joined}{fence}) AS found{outer} ORDER BY {order} LIMIT $2")
-            }
+            // Every match's total, joined (not a subquery per link: the
+            // planner hashes the totals, where a subquery per row costs an
+            // index probe each and, estimated dear, a JIT compilation).
+            LinkOrder::MostClicked => format!(
+                "SELECT * FROM (
+                     SELECT {LINK_COLUMNS}, COALESCE(totals.clicks, 0) AS total
+                     FROM links
+                     LEFT JOIN (SELECT code AS clicked, clicks FROM click_totals) AS totals
+                         ON totals.clicked = links.code
+                     WHERE {inner}{fence}) AS found{outer}
+                 ORDER BY {order} LIMIT $2"
+            ),
         };
+        // Newest first with text or a tag: the key's newest links after the
+        // cursor are looked through first, a bounded number of them; when
+        // the page is among them (a text most links match, where finding
+        // every match first means sorting them all: 99 ms for 100,000) it
+        // is the answer, else the matches are few and found as above.
+        let probe = (search.order == LinkOrder::Newest && narrowed).then(|| {
+            format!(
+                "SELECT {LINK_COLUMNS},
+                        COALESCE((SELECT clicks FROM click_totals WHERE click_totals.code = links.code), 0)
+                 FROM (SELECT * FROM links
+                        WHERE owner_key_id = $1 AND target_url IS NOT NULL{walk_after}
+                        ORDER BY created_at DESC, code DESC LIMIT {NEWEST_PROBE}) AS links
+                 WHERE {inner}
+                 ORDER BY {order} LIMIT $2"
+            )
+        });
         self.bounded(async {
-            let rows = self
-                .client()
-                .await?
+            let client = self.client().await?;
+            if let Some(probe) = probe {
+                let rows = client
+                    .query(&probe, &params)
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                if rows.len() as i64 == limit {
+                    return rows.iter().map(link_and_total).collect();
+                }
+            }
+            let rows = client
                 .query(&sql, &params)
                 .await
                 .map_err(WriterError::from_postgres)?;
-            rows.iter()
-                .map(|row| {
-                    let link = StoredLink::from_row(row)?;
-                    let total: i64 = row.try_get(11).map_err(WriterError::from_postgres)?;
-                    Ok((link, total))
-                })
-                .collect()
+            rows.iter().map(link_and_total).collect()
         })
         .await
     }
@@ -517,30 +545,35 @@ impl LinkStore for PostgresLinkStore {
                 .await
                 .and_then(|row| row.try_get(0))
                 .map_err(WriterError::from_postgres)?;
-            let mark: i32 = transaction
-                .query_one("SELECT rolled_through FROM click_rollup_mark", &[])
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(WriterError::from_postgres)?;
-            let first_minute = i64::from(since[0].min(since[1])) * 1440;
-            let after = i64::from(mark).max(first_minute - 1);
+            let mark = rollup_mark(&transaction).await?;
+            // The key's day totals (the roll-up keeps them) and the few
+            // minutes after the mark, each code's owner looked up one by one
+            // (left to itself the planner hashes every link of the key: it
+            // cannot tell the minutes are few).
             let row = transaction
                 .query_one(
-                    "WITH rows AS (
-                         SELECT code, day, bot, clicks FROM click_days
-                          WHERE dimension = 0 AND day >= least($2::int4, $3::int4)
+                    "WITH recent AS MATERIALIZED (
+                         SELECT code, minute / 1440 AS day, bot, sum(clicks) AS clicks
+                           FROM click_minutes
+                          WHERE dimension = 0 AND minute > $4::int4
+                          GROUP BY 1, 2, 3
+                     ),
+                     rows AS (
+                         SELECT day, bot, clicks FROM owner_click_days
+                          WHERE owner_key_id = $1 AND day >= least($2::int4, $3::int4)
                          UNION ALL
-                         SELECT code, minute / 1440, bot, clicks FROM click_minutes
-                          WHERE dimension = 0 AND minute > $4::int8
+                         SELECT r.day, r.bot, r.clicks FROM recent r
+                          CROSS JOIN LATERAL (SELECT FROM links l
+                                               WHERE l.code = r.code AND l.owner_key_id = $1
+                                               LIMIT 1) AS owned
                      )
                      SELECT
-                         COALESCE(sum(r.clicks) FILTER (WHERE NOT r.bot AND r.day >= $2), 0)::bigint,
-                         COALESCE(sum(r.clicks) FILTER (WHERE r.bot AND r.day >= $2), 0)::bigint,
-                         COALESCE(sum(r.clicks) FILTER (WHERE NOT r.bot AND r.day >= $3), 0)::bigint,
-                         COALESCE(sum(r.clicks) FILTER (WHERE r.bot AND r.day >= $3), 0)::bigint
-                     FROM links l JOIN rows r ON r.code = l.code
-                     WHERE l.owner_key_id = $1 AND l.target_url IS NOT NULL",
-                    &[&owner.0, &since[0], &since[1], &after],
+                         COALESCE(sum(clicks) FILTER (WHERE NOT bot AND day >= $2), 0)::bigint,
+                         COALESCE(sum(clicks) FILTER (WHERE bot AND day >= $2), 0)::bigint,
+                         COALESCE(sum(clicks) FILTER (WHERE NOT bot AND day >= $3), 0)::bigint,
+                         COALESCE(sum(clicks) FILTER (WHERE bot AND day >= $3), 0)::bigint
+                     FROM rows",
+                    &[&owner.0, &since[0], &since[1], &mark],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
@@ -548,7 +581,10 @@ impl LinkStore for PostgresLinkStore {
                 .commit()
                 .await
                 .map_err(WriterError::from_postgres)?;
-            let get = |index| row.try_get::<_, i64>(index).map_err(WriterError::from_postgres);
+            let get = |index| {
+                row.try_get::<_, i64>(index)
+                    .map_err(WriterError::from_postgres)
+            };
             Ok(OwnerOverview {
                 links,
                 clicks: [(get(0)?, get(1)?), (get(2)?, get(3)?)],
@@ -642,6 +678,132 @@ fn inserted(rows: &[Row]) -> Result<HashMap<String, (SystemTime, SystemTime)>, W
 }
 
 impl PostgresLinkStore {
+    /// The owner's links that `inner` selects, most human clicks first (then
+    /// newest), from the ranks the roll-up keeps rather than every link's
+    /// total: the links ranked after `after` that no click has moved since
+    /// the roll-up mark are exact in the ranks' order, so the first `limit`
+    /// of them plus every link clicked after the mark (a few minutes' worth,
+    /// totalled from the minute rollups) hold the page; links without human
+    /// clicks follow, newest first, through the owner's newest-first index.
+    /// `params` holds `inner`'s values ($1 the owner, $2 the limit).
+    async fn most_clicked(
+        &self,
+        inner: &str,
+        params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)>,
+        limit: i64,
+        after: Option<&SearchCursor>,
+    ) -> Result<Vec<(StoredLink, i64)>, WriterError> {
+        let (total, at, code) = match after {
+            Some(SearchCursor::MostClicked(total, at, code)) => (*total, *at, code.as_str()),
+            // Past the largest total: every link comes after it.
+            _ => (i64::MAX, SystemTime::UNIX_EPOCH, ""),
+        };
+        // The candidates' links are read one by one (the LIMIT keeps the
+        // planner from joining them to every link of the key, which it
+        // would, unable to tell the candidates are few; and a lookup by
+        // code goes to one partition, where a list of codes goes to all).
+        // Each statement numbers the parameters it uses after `inner`'s; the
+        // roll-up mark, read in the transaction, comes last.
+        let base = params.len();
+        let mut clicked_params = params.clone();
+        clicked_params.extend([
+            &total as &(dyn tokio_postgres::types::ToSql + Sync),
+            &at,
+            &code,
+        ]);
+        let (total_at, at_at, code_at, mark_at) = (base + 1, base + 2, base + 3, base + 4);
+        let clicked = format!(
+            "WITH recent AS MATERIALIZED (
+                 SELECT code, sum(clicks)::int8 AS clicks FROM click_minutes
+                  WHERE minute > ${mark_at}::int4 AND dimension = 0 AND NOT bot
+                  GROUP BY code
+             ),
+             candidates AS MATERIALIZED (
+                 (SELECT k.code AS clicked, k.clicks AS total FROM click_ranks k
+                   WHERE k.owner_key_id = $1 AND k.clicks > 0
+                     AND (k.clicks, k.created_at, k.code) < (${total_at}, ${at_at}, ${code_at})
+                     AND k.code NOT IN (SELECT code FROM recent)
+                     AND EXISTS (SELECT FROM links WHERE links.code = k.code AND {inner})
+                   ORDER BY k.clicks DESC, k.created_at DESC, k.code DESC LIMIT $2)
+                 UNION ALL
+                 SELECT r.code, r.clicks + COALESCE((SELECT k.clicks FROM click_ranks k
+                                                      WHERE k.owner_key_id = $1 AND k.code = r.code), 0)
+                   FROM recent r
+             )
+             SELECT found.*, c.total FROM candidates c
+              CROSS JOIN LATERAL (SELECT {LINK_COLUMNS} FROM links
+                                   WHERE links.code = c.clicked AND {inner} LIMIT 1) AS found
+              WHERE (c.total, found.created_at, found.code) < (${total_at}, ${at_at}, ${code_at})
+              ORDER BY c.total DESC, found.created_at DESC, found.code DESC LIMIT $2"
+        );
+        // Links with no human click: neither ranked above zero nor clicked
+        // since the mark (an index probe each, as the walk meets them); after
+        // a page that ended among them, those after its last.
+        let mut unclicked_params = params;
+        let mut unclicked_after = String::new();
+        if total == 0 {
+            unclicked_params.extend([&at as &(dyn tokio_postgres::types::ToSql + Sync), &code]);
+            unclicked_after = format!(" AND (created_at, code) < (${}, ${})", base + 1, base + 2);
+        }
+        let unclicked = format!(
+            "SELECT {LINK_COLUMNS}, 0::int8 FROM links
+              WHERE {inner}{unclicked_after}
+                AND NOT EXISTS (SELECT FROM click_ranks k
+                                 WHERE k.owner_key_id = $1 AND k.code = links.code AND k.clicks > 0)
+                AND NOT EXISTS (SELECT FROM click_minutes m
+                                 WHERE m.code = links.code AND m.minute > ${}::int4
+                                   AND m.dimension = 0 AND NOT m.bot)
+              ORDER BY created_at DESC, code DESC LIMIT $2",
+            unclicked_params.len() + 1
+        );
+        self.bounded(async {
+            let mut client = self.client().await?;
+            // One snapshot: the mark, the ranks and the minutes after it agree.
+            let transaction = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            let mark = rollup_mark(&transaction).await?;
+            let mut clicked_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                clicked_params.iter().copied().collect();
+            clicked_params.push(&mark);
+            let mut unclicked_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                unclicked_params.iter().copied().collect();
+            unclicked_params.push(&mark);
+            let mut found = Vec::new();
+            if total > 0 {
+                for row in transaction
+                    .query(&clicked, &clicked_params)
+                    .await
+                    .map_err(WriterError::from_postgres)?
+                {
+                    found.push(link_and_total(&row)?);
+                }
+            }
+            let missing = usize::try_from(limit)
+                .unwrap_or(0)
+                .saturating_sub(found.len());
+            if missing > 0 {
+                let rows = transaction
+                    .query(&unclicked, &unclicked_params)
+                    .await
+                    .map_err(WriterError::from_postgres)?;
+                for row in rows.iter().take(missing) {
+                    found.push(link_and_total(row)?);
+                }
+            }
+            transaction
+                .commit()
+                .await
+                .map_err(WriterError::from_postgres)?;
+            Ok(found)
+        })
+        .await
+    }
+
     /// Locks the owner's live, unblocked link `code` for the rest of
     /// `transaction` and reads its target and (owner's) options after the
     /// lock is held; `None` when there is no such link.
@@ -784,4 +946,25 @@ impl PostgresLinkStore {
             .map_err(WriterError::from_postgres)?;
         Ok(inserted)
     }
+}
+
+/// How many of a key's newest links a narrowed newest-first search looks
+/// through before it finds the matches through the indexes instead.
+const NEWEST_PROBE: i64 = 2_000;
+
+/// A searched link and its lifetime human clicks (the last column).
+fn link_and_total(row: &tokio_postgres::Row) -> Result<(StoredLink, i64), WriterError> {
+    let link = StoredLink::from_row(row)?;
+    let total: i64 = row.try_get(11).map_err(WriterError::from_postgres)?;
+    Ok((link, total))
+}
+
+/// The click roll-up's mark: minutes at or before it are in the day rollups
+/// (and the keys' day totals and ranks).
+async fn rollup_mark(transaction: &tokio_postgres::Transaction<'_>) -> Result<i32, WriterError> {
+    transaction
+        .query_one("SELECT rolled_through FROM click_rollup_mark", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(WriterError::from_postgres)
 }

@@ -399,17 +399,22 @@ impl LinkStore for SqliteLinkStore {
                 let (at, code) = (params.len() - 1, params.len());
                 format!(" WHERE created <= ?{at} AND (created < ?{at} OR code < ?{code})")
             }
-            Some(SearchCursor::MostClicked(total, code)) => {
+            Some(SearchCursor::MostClicked(total, created_at, code)) => {
                 params.push(Value::Integer(*total));
+                params.push(Value::Integer(to_micros(*created_at)));
                 params.push(Value::Text(code.clone()));
-                let (total, code) = (params.len() - 1, params.len());
-                format!(" WHERE total <= ?{total} AND (total < ?{total} OR code < ?{code})")
+                let last = params.len();
+                format!(
+                    " WHERE (total, created, code) < (?{}, ?{}, ?{last})",
+                    last - 2,
+                    last - 1
+                )
             }
             None => String::new(),
         };
         let order = match search.order {
             LinkOrder::Newest => "created DESC, code DESC",
-            LinkOrder::MostClicked => "total DESC, code DESC",
+            LinkOrder::MostClicked => "total DESC, created DESC, code DESC",
         };
         let sql = format!("SELECT * FROM ({inner}){keyset} ORDER BY {order} LIMIT ?2");
         self.db
@@ -453,7 +458,7 @@ impl LinkStore for SqliteLinkStore {
                          COALESCE(sum(CASE WHEN NOT r.bot AND r.day >= ?3 THEN r.clicks END), 0),
                          COALESCE(sum(CASE WHEN r.bot AND r.day >= ?3 THEN r.clicks END), 0)
                      FROM links l JOIN rows r ON r.code = l.code
-                     WHERE l.owner_key_id = ?1 AND l.target_url IS NOT NULL",
+                     WHERE l.owner_key_id = ?1",
                     (owner.0, since[0], since[1]),
                     |row| {
                         Ok(OwnerOverview {
