@@ -1830,6 +1830,25 @@ async fn search_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
             None
         ));
         ensure!(codes(&found) == expected, "{text:?}: {:?}", codes(&found));
+        // A page at a time: the page is found among the newest links
+        // looked through first, or (when they hold too few) through the
+        // indexes; the same links either way.
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = ok!(store.search(
+                owner,
+                &search(LinkOrder::Newest, Some(text), None),
+                1,
+                after.as_ref()
+            ));
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(SearchCursor::Newest(last.created_at, last.code.clone()));
+            paged.extend(codes(&page));
+        }
+        ensure!(paged == expected, "{text:?} a page at a time: {paged:?}");
     }
     let states: [(LinkState, &[&str]); 4] = [
         (LinkState::Active, &["gamma00", "alpha-two", "alpha-one"]),

@@ -483,7 +483,7 @@ impl LinkStore for PostgresLinkStore {
             ),
         };
         // Newest first with text or a tag: the key's newest links after the
-        // cursor are looked through first, a bounded number of them; when
+        // cursor are looked through first, [`NEWEST_PROBE`] of them; when
         // the page is among them (a text most links match, where finding
         // every match first means sorting them all: 99 ms for 100,000) it
         // is the answer, else the matches are few and found as above.
@@ -949,8 +949,10 @@ impl PostgresLinkStore {
 }
 
 /// How many of a key's newest links a narrowed newest-first search looks
-/// through before it finds the matches through the indexes instead.
-const NEWEST_PROBE: i64 = 2_000;
+/// through before it finds the matches through the indexes instead: enough
+/// for a page of a text one link in five matches, few enough to cost a
+/// search that finds a handful about a millisecond (2,000 cost 10).
+const NEWEST_PROBE: i64 = 250;
 
 /// A searched link and its lifetime human clicks (the last column).
 fn link_and_total(row: &tokio_postgres::Row) -> Result<(StoredLink, i64), WriterError> {
