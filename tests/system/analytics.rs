@@ -567,6 +567,74 @@ async fn puts_each_request_in_its_dimensions() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn visitors_who_ask_not_to_be_tracked_count_in_the_totals_only() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let honouring = system.start_redirect(FAST_CLICKS).await?;
+    let mut ignoring_env = FAST_CLICKS.to_vec();
+    ignoring_env.extend([
+        ("TINYURL_CLICKS_HONOR_DNT", "false"),
+        ("TINYURL_CLICKS_DIMENSIONS", "browser"),
+    ]);
+    let ignoring = system.start_redirect(&ignoring_env).await?;
+    let referred = [
+        ("User-Agent", CHROME),
+        ("Referer", "https://news.example/a"),
+    ];
+    let asking = |name| [referred[0], referred[1], (name, "1")];
+
+    let code = create(&system, "https://example.com/private").await?;
+    click(&honouring, &code, &asking("DNT")).await?;
+    click(&honouring, &code, &asking("Sec-GPC")).await?;
+    click(
+        &honouring,
+        &code,
+        &[("User-Agent", GOOGLEBOT), ("DNT", "1")],
+    )
+    .await?;
+    click(&honouring, &code, &referred).await?;
+    click(&honouring, &code, &[referred[0], referred[1], ("DNT", "0")]).await?;
+    let system_ref = &system;
+    let folded = |code: String, total: u64| async move {
+        wait_until("the clicks to be folded", Duration::from_secs(30), || {
+            let code = code.clone();
+            async move {
+                let stats = stats(system_ref, &code).await?;
+                Ok(stats.lifetime_clicks + stats.lifetime_bot_clicks == total)
+            }
+        })
+        .await
+    };
+    folded(code.clone(), 5).await?;
+    let seen = stats(&system, &code).await?;
+    anyhow::ensure!(
+        (seen.lifetime_clicks, seen.lifetime_bot_clicks) == (4, 1),
+        "every visit in the totals: {seen:?}"
+    );
+    let one = |value: &str, clicks| HashMap::from([(value.to_owned(), clicks)]);
+    anyhow::ensure!(
+        counts(&seen.referrers) == one("news.example", 2),
+        "{seen:?}"
+    );
+    anyhow::ensure!(counts(&seen.browsers) == one("chrome", 2), "{seen:?}");
+    anyhow::ensure!(counts(&seen.devices) == one("desktop", 2), "{seen:?}");
+    anyhow::ensure!(counts(&seen.countries) == one("unknown", 2), "{seen:?}");
+    anyhow::ensure!(seen.bots.is_empty(), "the bot asked too: {seen:?}");
+
+    // An operator who does not honour the headers and counts browsers only.
+    let code = create(&system, "https://example.com/browsers-only").await?;
+    click(&ignoring, &code, &asking("DNT")).await?;
+    click(&ignoring, &code, &referred).await?;
+    folded(code.clone(), 2).await?;
+    let seen = stats(&system, &code).await?;
+    anyhow::ensure!(counts(&seen.browsers) == one("chrome", 2), "{seen:?}");
+    anyhow::ensure!(
+        seen.referrers.is_empty() && seen.devices.is_empty() && seen.countries.is_empty(),
+        "dimensions turned off: {seen:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_click_is_visible_within_the_flush_interval_plus_a_little() -> anyhow::Result<()> {
     let system = System::start(&[]).await?;
     let redirect = system.start_redirect(FAST_CLICKS).await?;
@@ -767,7 +835,7 @@ async fn old_formats_fold_newer_ones_wait_and_poison_is_dead_lettered() -> anyho
     // rollups) is dead-lettered; a good batch behind them is folded.
     add(vec![
         "format".to_owned(),
-        "4".to_owned(),
+        "5".to_owned(),
         "batch".to_owned(),
         "from-the-future".to_owned(),
         "clicks".to_owned(),
@@ -776,7 +844,7 @@ async fn old_formats_fold_newer_ones_wait_and_poison_is_dead_lettered() -> anyho
     .await?;
     let poison = add(vec![
         "format".to_owned(),
-        "2".to_owned(),
+        "3".to_owned(),
         "batch".to_owned(),
         "poison".to_owned(),
         "clicks".to_owned(),
@@ -785,7 +853,7 @@ async fn old_formats_fold_newer_ones_wait_and_poison_is_dead_lettered() -> anyho
     .await?;
     add(vec![
         "format".to_owned(),
-        "2".to_owned(),
+        "3".to_owned(),
         "batch".to_owned(),
         "good".to_owned(),
         "clicks".to_owned(),

@@ -11,7 +11,7 @@ pub mod stats;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
-use tinyurl_domain::clicks::ClickLine;
+use tinyurl_domain::clicks::{ClickLine, NOT_RECORDED};
 pub use tinyurl_domain::clicks::{OTHER, minute_of};
 
 pub use self::error::AnalyticsError;
@@ -198,7 +198,8 @@ impl Fold {
                 (Dimension::Device, line.device.as_str()),
             ]
             .into_iter()
-            .chain(rule.as_deref().map(|rule| (Dimension::Rule, rule)));
+            .chain(rule.as_deref().map(|rule| (Dimension::Rule, rule)))
+            .filter(|(_, value)| *value != NOT_RECORDED);
             for (dimension, value) in dimensions {
                 let key = RollupKey {
                     code: line.code.clone(),
@@ -384,6 +385,46 @@ mod tests {
             .collect();
         assert_eq!(rules, [("r", "2", 4), ("r", TARGET_RULE, 2)]);
         assert_eq!(Dimension::from_stored(5).ok(), Some(Dimension::Rule));
+    }
+
+    #[test]
+    fn values_not_recorded_have_no_rows_and_count_in_the_totals() {
+        let private = ClickLine {
+            referrer: NOT_RECORDED.to_owned(),
+            browser: NOT_RECORDED.to_owned(),
+            device: NOT_RECORDED.to_owned(),
+            country: NOT_RECORDED.to_owned(),
+            ..line("p", 10, "-", false, 3)
+        };
+        let no_country = ClickLine {
+            country: NOT_RECORDED.to_owned(),
+            ..line("p", 10, "-", true, 1)
+        };
+        let fold = Fold::of(&[private, no_country, line("p", 10, "-", false, 2)]);
+        let rows = |dimension| -> Vec<(String, bool, i64)> {
+            fold.minutes
+                .iter()
+                .filter(|(key, _)| key.dimension == dimension)
+                .map(|(key, clicks)| (key.value.clone(), key.bot, *clicks))
+                .collect()
+        };
+        assert_eq!(
+            rows(Dimension::Total),
+            [(String::new(), false, 5), (String::new(), true, 1)]
+        );
+        assert_eq!(
+            rows(Dimension::Referrer),
+            [("-".to_owned(), false, 2), ("-".to_owned(), true, 1)]
+        );
+        assert_eq!(rows(Dimension::Country), [("DE".to_owned(), false, 2)]);
+        assert_eq!(
+            rows(Dimension::Browser),
+            [
+                ("chrome".to_owned(), false, 2),
+                ("googlebot".to_owned(), true, 1)
+            ]
+        );
+        assert_eq!(fold.totals, [("p".to_owned(), 5, 1)]);
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - 2: `batch` and `clicks`, with `format` = 2 (or, written before the
 //!   field existed, without it).
 //! - 3: as 2, and a line may end with the redirect rule that answered.
+//! - 4: as 3, and a referrer, browser, device or country may be
+//!   [`NOT_RECORDED`]: the visitor asked not to be tracked (`DNT: 1`,
+//!   `Sec-GPC: 1`) or the operator turned that dimension off.
 //!
 //! A line is `code minute referrer browser device country bot count
 //! [rule]`, space-separated: `minute` in whole minutes since the Unix epoch,
@@ -33,9 +36,9 @@ pub const CLICKS_GROUP: &str = "tinyurl-analytics";
 /// Stream field holding the batch's format.
 pub const FORMAT_FIELD: &str = "format";
 /// The format this version writes.
-pub const BATCH_FORMAT: &str = "3";
+pub const BATCH_FORMAT: &str = "4";
 /// The format before it, which this version folds too.
-pub const PREVIOUS_BATCH_FORMAT: &str = "2";
+pub const PREVIOUS_BATCH_FORMAT: &str = "3";
 /// Stream of the batches no consumer could fold after repeated attempts
 /// (each with the error and the original entry's id), for an operator.
 pub const DEAD_LETTER_STREAM: &str = "tinyurl:clicks:dead";
@@ -48,6 +51,9 @@ pub const DIRECT: &str = "-";
 /// The bucket of referrers past the per-code bound, and of hosts that are
 /// not host names.
 pub const OTHER: &str = "other";
+/// A dimension's value that was not recorded: the click counts in the
+/// link's totals and in no row of that dimension.
+pub const NOT_RECORDED: &str = "*";
 /// Country when no IP-to-country database is configured or it has no answer.
 pub const UNKNOWN_COUNTRY: &str = "unknown";
 /// Longest dimension value kept; longer values are folded into [`OTHER`].
@@ -192,6 +198,7 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
 
 fn is_referrer_token(value: &str) -> bool {
     value == DIRECT
+        || value == NOT_RECORDED
         || (!value.is_empty()
             && value.len() <= MAX_VALUE_LEN
             && value.bytes().all(|byte| {
@@ -200,11 +207,12 @@ fn is_referrer_token(value: &str) -> bool {
 }
 
 fn is_label_token(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_VALUE_LEN
-        && value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte))
+    value == NOT_RECORDED
+        || !value.is_empty()
+            && value.len() <= MAX_VALUE_LEN
+            && value
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte))
 }
 
 /// The referrer dimension of a `Referer` header: its host, lowercased, without
@@ -319,6 +327,29 @@ mod tests {
         assert_eq!(lines[0].count, 3);
         assert!(lines[1].bot);
         assert_eq!(lines[1].country, "unknown");
+    }
+
+    #[test]
+    fn values_not_recorded_round_trip() {
+        let mut batch = String::new();
+        push_line(
+            &mut batch,
+            "private",
+            29_000_000,
+            NOT_RECORDED,
+            NOT_RECORDED,
+            NOT_RECORDED,
+            NOT_RECORDED,
+            false,
+            1,
+            None,
+        );
+        let lines = parse_batch(&batch).expect("well-formed");
+        assert_eq!(lines[0].referrer, NOT_RECORDED);
+        assert_eq!(lines[0].country, NOT_RECORDED);
+        // Only the whole token: a value with a star in it is malformed.
+        assert!(parse_batch("private 29000000 a*b chrome desktop DE 0 1").is_err());
+        assert!(parse_batch("private 29000000 - ch*rome desktop DE 0 1").is_err());
     }
 
     #[test]

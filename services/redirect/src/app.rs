@@ -144,6 +144,7 @@ impl App {
                 max_keys: config.clicks_max_codes,
                 trusted_proxies: config.trusted_proxies.clone(),
                 countries: countries.clone(),
+                privacy: config.clicks_privacy,
             })))
         } else {
             None

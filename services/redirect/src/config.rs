@@ -117,6 +117,21 @@ pub const CLICKS_REDIS_URL: Setting<Option<SecretString>> = Setting::optional_se
     "TINYURL_REDIS_URL",
     "a separate Redis for the click stream",
 );
+pub const CLICKS_HONOR_DNT: Setting<bool> = Setting::value(
+    "TINYURL_CLICKS_HONOR_DNT",
+    true,
+    "a visit sent with `DNT: 1` or `Sec-GPC: 1` counts in its link's totals and in no dimension (no referrer, country, browser or device)",
+);
+pub const CLICKS_DIMENSIONS: Setting<crate::clicks::Dimensions> = Setting {
+    name: "TINYURL_CLICKS_DIMENSIONS",
+    meaning: "the dimensions clicks are counted by, comma-separated, of referrer, country, browser and device (`none`: totals only); one left out is never read from a request",
+    default: Fallback::Said(
+        crate::clicks::Dimensions::ALL,
+        "referrer,country,browser,device",
+    ),
+    parse: crate::clicks::Dimensions::parse,
+    show: unshown,
+};
 pub const CLICKS_FLUSH: Setting<Duration> = Setting::millis(
     "TINYURL_CLICKS_FLUSH_MS",
     Duration::from_secs(1),
@@ -203,6 +218,8 @@ pub const SETTINGS: Table = &[
     &REDIS_TIMEOUT,
     &CLICKS_ENABLED,
     &CLICKS_REDIS_URL,
+    &CLICKS_HONOR_DNT,
+    &CLICKS_DIMENSIONS,
     &CLICKS_FLUSH,
     &CLICKS_MAX_CODES,
     &CLICKS_STREAM_MAX_ENTRIES,
@@ -239,6 +256,7 @@ pub struct Config {
     pub redis_timeout: Duration,
     pub clicks_enabled: bool,
     pub clicks_redis_url: Option<SecretString>,
+    pub clicks_privacy: crate::clicks::Privacy,
     pub clicks_flush: Duration,
     pub clicks_max_codes: usize,
     pub clicks_stream_max_entries: u64,
@@ -291,6 +309,10 @@ impl Config {
             redis_timeout: env.read(&REDIS_TIMEOUT)?,
             clicks_enabled: env.read(&CLICKS_ENABLED)?,
             clicks_redis_url: env.read(&CLICKS_REDIS_URL)?,
+            clicks_privacy: crate::clicks::Privacy {
+                honor_do_not_track: env.read(&CLICKS_HONOR_DNT)?,
+                dimensions: env.read(&CLICKS_DIMENSIONS)?,
+            },
             clicks_flush: env.read(&CLICKS_FLUSH)?,
             clicks_max_codes: env.read(&CLICKS_MAX_CODES)?,
             clicks_stream_max_entries: env.read(&CLICKS_STREAM_MAX_ENTRIES)?,

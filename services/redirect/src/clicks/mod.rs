@@ -26,7 +26,8 @@ use axum::http::HeaderMap;
 use axum::http::header::{REFERER, USER_AGENT};
 use foldhash::fast::FixedState;
 use tinyurl_domain::clicks::{
-    DIRECT, MAX_VALUE_LEN, OTHER, Referrer, UNKNOWN_COUNTRY, minute_of, push_line, referrer_host,
+    DIRECT, MAX_VALUE_LEN, NOT_RECORDED, OTHER, Referrer, UNKNOWN_COUNTRY, minute_of, push_line,
+    referrer_host,
 };
 
 use tinyurl_runtime::memory::ClickBatch;
@@ -50,6 +51,95 @@ pub struct ClickSettings {
     pub max_keys: usize,
     pub trusted_proxies: TrustedProxies,
     pub countries: Option<std::sync::Arc<Countries>>,
+    pub privacy: Privacy,
+}
+
+/// What is kept of a visit besides its count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privacy {
+    /// A visit with `DNT: 1` or `Sec-GPC: 1` counts in its link's totals
+    /// (humans or bots) and in no dimension.
+    pub honor_do_not_track: bool,
+    pub dimensions: Dimensions,
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Self {
+            honor_do_not_track: true,
+            dimensions: Dimensions::ALL,
+        }
+    }
+}
+
+/// The dimensions clicks are counted by (`TINYURL_CLICKS_DIMENSIONS`); one
+/// turned off is never read from a request (no `Referer` parsed, no country
+/// looked up) and its value is sent as not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dimensions {
+    pub referrer: bool,
+    pub country: bool,
+    pub browser: bool,
+    pub device: bool,
+}
+
+impl Dimensions {
+    pub const ALL: Self = Self {
+        referrer: true,
+        country: true,
+        browser: true,
+        device: true,
+    };
+
+    /// A comma-separated list of `referrer`, `country`, `browser`,
+    /// `device`, or `none`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut dimensions = Self {
+            referrer: false,
+            country: false,
+            browser: false,
+            device: false,
+        };
+        if raw.trim() == "none" {
+            return Ok(dimensions);
+        }
+        for name in raw
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            let on = match name {
+                "referrer" => &mut dimensions.referrer,
+                "country" => &mut dimensions.country,
+                "browser" => &mut dimensions.browser,
+                "device" => &mut dimensions.device,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not one of referrer, country, browser, device (or none)"
+                    ));
+                }
+            };
+            *on = true;
+        }
+        if dimensions == Self::parse("none")? {
+            return Err("name at least one dimension, or none".to_owned());
+        }
+        Ok(dimensions)
+    }
+}
+
+/// `value`, or [`NOT_RECORDED`] when it is not to be recorded.
+fn recorded(on: bool, value: &str) -> &str {
+    if on { value } else { NOT_RECORDED }
+}
+
+/// Whether the request asks not to be tracked: `DNT: 1` or `Sec-GPC: 1`.
+fn asks_not_to_be_tracked(headers: &HeaderMap) -> bool {
+    ["dnt", "sec-gpc"].iter().any(|name| {
+        headers
+            .get(*name)
+            .is_some_and(|value| value.as_bytes() == b"1")
+    })
 }
 
 pub struct Clicks {
@@ -58,6 +148,7 @@ pub struct Clicks {
     agents: Agents,
     trusted_proxies: TrustedProxies,
     countries: Option<std::sync::Arc<Countries>>,
+    privacy: Privacy,
     /// Distinct keys held across the shards and the unsent batches.
     held: AtomicUsize,
     max_keys: usize,
@@ -96,6 +187,8 @@ struct Counted {
     agent: AgentKey,
     country: [u8; 2],
     rule: Option<u8>,
+    /// Counted in the totals only (the visitor asked not to be tracked).
+    private: bool,
     count: u64,
 }
 
@@ -116,6 +209,7 @@ struct KeyView<'a> {
     agent: AgentKey,
     country: [u8; 2],
     rule: Option<u8>,
+    private: bool,
 }
 
 impl KeyView<'_> {
@@ -131,6 +225,7 @@ impl KeyView<'_> {
         self.agent.hash(&mut state);
         self.country.hash(&mut state);
         self.rule.hash(&mut state);
+        self.private.hash(&mut state);
         state.finish()
     }
 
@@ -146,6 +241,7 @@ impl KeyView<'_> {
             && self.agent == counted.agent
             && self.country == counted.country
             && self.rule == counted.rule
+            && self.private == counted.private
             && *counted.code == *self.code
     }
 
@@ -161,6 +257,7 @@ impl KeyView<'_> {
             agent: self.agent,
             country: self.country,
             rule: self.rule,
+            private: self.private,
             count: 1,
         }
     }
@@ -183,6 +280,7 @@ impl Clicks {
             agents: Agents::new(),
             trusted_proxies: settings.trusted_proxies,
             countries: settings.countries,
+            privacy: settings.privacy,
             held: AtomicUsize::new(0),
             max_keys: settings.max_keys,
             dropped: metrics::counter!("redirect_clicks_dropped_total"),
@@ -194,8 +292,15 @@ impl Clicks {
     /// answered (from 1), or 0 for the link's own target.
     pub fn record(&self, code: &str, headers: &HeaderMap, peer: Option<IpAddr>, rule: Option<u8>) {
         let minute = minute_of(SystemTime::now());
+        let private = self.privacy.honor_do_not_track && asks_not_to_be_tracked(headers);
+        let dimensions = self.privacy.dimensions;
         let mut lowered = [0u8; MAX_VALUE_LEN];
-        let referrer = match referrer_host(headers.get(REFERER).map(|value| value.as_bytes())) {
+        // What is not recorded is not read: one key for all its values.
+        let referrer_header = headers
+            .get(REFERER)
+            .filter(|_| dimensions.referrer && !private)
+            .map(|value| value.as_bytes());
+        let referrer = match referrer_host(referrer_header) {
             Referrer::Host(host) => {
                 let lowered = &mut lowered[..host.len()];
                 lowered.copy_from_slice(host.as_bytes());
@@ -209,7 +314,7 @@ impl Clicks {
             .agents
             .key(headers.get(USER_AGENT).map(|value| value.as_bytes()));
         let country = match (&self.countries, peer) {
-            (Some(countries), Some(peer)) => {
+            (Some(countries), Some(peer)) if dimensions.country && !private => {
                 let forwarded = headers.get("x-forwarded-for").map(|value| value.as_bytes());
                 countries
                     .country(self.trusted_proxies.client(peer, forwarded))
@@ -224,6 +329,7 @@ impl Clicks {
             agent,
             country,
             rule,
+            private,
         };
         let code_hash = self.hasher.hash_one(code);
         let Ok(mut shard) = self.shards[(code_hash as usize) % SHARDS].lock() else {
@@ -290,8 +396,11 @@ impl Clicks {
         for chunk in drained.chunks(LINES_PER_BATCH) {
             let mut lines = String::with_capacity(chunk.len() * 64);
             let mut clicks = 0;
+            let dimensions = self.privacy.dimensions;
             for counted in chunk {
                 let class = self.agents.class(counted.agent);
+                // The bot flag is kept either way: it splits the totals.
+                let kept = !counted.private;
                 let referrer = match &counted.referrer {
                     StoredReferrer::Direct => DIRECT,
                     StoredReferrer::Other => OTHER,
@@ -305,10 +414,10 @@ impl Clicks {
                     &mut lines,
                     &counted.code,
                     i64::from(counted.minute),
-                    referrer,
-                    &class.browser,
-                    class.device,
-                    country,
+                    recorded(kept && dimensions.referrer, referrer),
+                    recorded(kept && dimensions.browser, &class.browser),
+                    recorded(kept && dimensions.device, class.device),
+                    recorded(kept && dimensions.country, country),
                     class.bot,
                     counted.count,
                     counted.rule,
@@ -448,6 +557,127 @@ mod tests {
         );
         clicks.record("ddd", &headers(None, chrome), None, None);
         assert_eq!(clicks.take_batches().len(), 1);
+    }
+
+    #[test]
+    fn a_visitor_who_asks_not_to_be_tracked_counts_in_the_totals_only() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0 Safari/537.36";
+        let asking = |name: &'static str| {
+            let mut asking = headers(Some("https://news.example/"), chrome);
+            asking.insert(name, HeaderValue::from_static("1"));
+            asking
+        };
+        let lines = |clicks: &Clicks| -> Vec<(String, String, String, String, bool, u64)> {
+            let mut lines: Vec<_> = clicks
+                .take_batches()
+                .iter()
+                .flat_map(|batch| parse_batch(&batch.batch.lines).expect("well-formed"))
+                .map(|line| {
+                    (
+                        line.referrer,
+                        line.browser,
+                        line.device,
+                        line.country,
+                        line.bot,
+                        line.count,
+                    )
+                })
+                .collect();
+            lines.sort();
+            lines
+        };
+        let line = |referrer: &str, browser: &str, device: &str, bot, count| {
+            (
+                referrer.to_owned(),
+                browser.to_owned(),
+                device.to_owned(),
+                if referrer == NOT_RECORDED {
+                    NOT_RECORDED
+                } else {
+                    UNKNOWN_COUNTRY
+                }
+                .to_owned(),
+                bot,
+                count,
+            )
+        };
+        let honouring = Clicks::new(ClickSettings {
+            max_keys: 100,
+            ..ClickSettings::default()
+        });
+        honouring.record("aaa", &asking("dnt"), None, None);
+        honouring.record("aaa", &asking("sec-gpc"), None, None);
+        honouring.record(
+            "aaa",
+            &headers(Some("https://news.example/"), chrome),
+            None,
+            None,
+        );
+        let mut bot = headers(None, "curl/8.5.0");
+        bot.insert("dnt", HeaderValue::from_static("1"));
+        honouring.record("aaa", &bot, None, None);
+        // `DNT: 0` asks nothing.
+        let mut zero = headers(Some("https://news.example/"), chrome);
+        zero.insert("dnt", HeaderValue::from_static("0"));
+        honouring.record("aaa", &zero, None, None);
+        assert_eq!(
+            lines(&honouring),
+            [
+                line(NOT_RECORDED, NOT_RECORDED, NOT_RECORDED, false, 2),
+                line(NOT_RECORDED, NOT_RECORDED, NOT_RECORDED, true, 1),
+                line("news.example", "chrome", "desktop", false, 2),
+            ]
+        );
+
+        // Not honoured, or with dimensions turned off.
+        let ignoring = Clicks::new(ClickSettings {
+            max_keys: 100,
+            privacy: Privacy {
+                honor_do_not_track: false,
+                dimensions: Dimensions::parse("browser").expect("a dimension"),
+            },
+            ..ClickSettings::default()
+        });
+        ignoring.record("aaa", &asking("dnt"), None, None);
+        ignoring.record(
+            "aaa",
+            &headers(Some("https://news.example/"), chrome),
+            None,
+            None,
+        );
+        let lines = lines(&ignoring);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            (
+                lines[0].0.as_str(),
+                lines[0].1.as_str(),
+                lines[0].2.as_str(),
+                lines[0].3.as_str(),
+                lines[0].5
+            ),
+            (NOT_RECORDED, "chrome", NOT_RECORDED, NOT_RECORDED, 2)
+        );
+    }
+
+    #[test]
+    fn dimension_lists_are_parsed_strictly() {
+        assert_eq!(
+            Dimensions::parse("referrer,country,browser,device"),
+            Ok(Dimensions::ALL)
+        );
+        assert_eq!(
+            Dimensions::parse(" country , device "),
+            Ok(Dimensions {
+                referrer: false,
+                country: true,
+                browser: false,
+                device: true,
+            })
+        );
+        assert!(!Dimensions::parse("none").expect("none").country);
+        for bad in ["", ",", "referer", "country,ip"] {
+            assert!(Dimensions::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
