@@ -474,6 +474,7 @@ async fn puts_each_request_in_its_dimensions() -> anyhow::Result<()> {
                 ("browser", "chrome"),
                 ("device", "desktop"),
                 ("country", "unknown"),
+                ("class", "human"),
             ],
         ),
         (
@@ -495,8 +496,28 @@ async fn puts_each_request_in_its_dimensions() -> anyhow::Result<()> {
             None,
             &[("referrer", "-")],
         ),
-        ("trusting", None, GOOGLEBOT, None, &[("bot", "googlebot")]),
+        (
+            "trusting",
+            None,
+            GOOGLEBOT,
+            None,
+            &[("bot", "googlebot"), ("class", "crawler")],
+        ),
         ("trusting", None, CURL, None, &[("bot", "curl")]),
+        (
+            "trusting",
+            Some("https://app.slack.com/"),
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+            None,
+            &[("bot", "slack"), ("class", "previewer")],
+        ),
+        (
+            "trusting",
+            None,
+            "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+            None,
+            &[("bot", "uptimerobot"), ("class", "monitor")],
+        ),
         (
             "trusting",
             None,
@@ -554,6 +575,7 @@ async fn puts_each_request_in_its_dimensions() -> anyhow::Result<()> {
                 "browser" => &stats.browsers,
                 "device" => &stats.devices,
                 "country" => &stats.countries,
+                "class" => &stats.classes,
                 _ => &stats.bots,
             };
             assert_eq!(

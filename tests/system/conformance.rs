@@ -16,7 +16,7 @@ use tinyurl_analytics::{
     ClickStore, DEFAULT_VALUES_PER_BUCKET, Dimension, Fold, Folded, MINUTES_PER_DAY, OTHER,
     ROLL_UP_SLICE_MINUTES, RolledUp, RollupRow, RollupTable, minute_of,
 };
-use tinyurl_domain::clicks::ClickLine;
+use tinyurl_domain::clicks::{ClickLine, TrafficClass};
 use tinyurl_domain::{CachedLink, Device, LinkOptions, RedirectRule, RedirectStatus, Utm};
 use tinyurl_harness::process::ScratchDir;
 use tinyurl_harness::{PgCluster, RedisServer, wait_until};
@@ -617,7 +617,11 @@ fn click(code: &str, minute: i64, referrer: &str, bot: bool, count: u64) -> Clic
         browser: if bot { "googlebot" } else { "firefox" }.to_owned(),
         device: if bot { "bot" } else { "desktop" }.to_owned(),
         country: "NL".to_owned(),
-        bot,
+        class: if bot {
+            TrafficClass::Crawler
+        } else {
+            TrafficClass::Human
+        },
         count,
         rule: None,
     }

@@ -11,6 +11,7 @@ pub mod stats;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
+pub use tinyurl_domain::clicks::TrafficClass;
 use tinyurl_domain::clicks::{ClickLine, NOT_RECORDED};
 pub use tinyurl_domain::clicks::{OTHER, minute_of};
 
@@ -31,6 +32,9 @@ pub enum Dimension {
     /// Which redirect rule answered (`1`…), or [`TARGET_RULE`]: rows only for
     /// links with rules.
     Rule = 5,
+    /// The kind of bot (`crawler`, `previewer`, `monitor`): rows for bots
+    /// only, a person's clicks being the totals' human ones.
+    Class = 6,
 }
 
 /// The [`Dimension::Rule`] value of a visit no rule answered.
@@ -47,6 +51,7 @@ impl Dimension {
             Self::Browser,
             Self::Device,
             Self::Rule,
+            Self::Class,
         ]
         .into_iter()
         .find(|dimension| *dimension as i16 == raw)
@@ -199,6 +204,7 @@ impl Fold {
             ]
             .into_iter()
             .chain(rule.as_deref().map(|rule| (Dimension::Rule, rule)))
+            .chain(line.bot().then(|| (Dimension::Class, line.class.as_str())))
             .filter(|(_, value)| *value != NOT_RECORDED);
             for (dimension, value) in dimensions {
                 let key = RollupKey {
@@ -206,13 +212,13 @@ impl Fold {
                     bucket: minute,
                     dimension,
                     value: value.to_owned(),
-                    bot: line.bot,
+                    bot: line.bot(),
                 };
                 let sum = minutes.entry(key).or_default();
                 *sum = sum.saturating_add(count);
             }
             let total = totals.entry(line.code.as_str()).or_default();
-            if line.bot {
+            if line.bot() {
                 total.1 = total.1.saturating_add(count);
             } else {
                 total.0 = total.0.saturating_add(count);
@@ -364,7 +370,11 @@ mod tests {
             browser: if bot { "googlebot" } else { "chrome" }.to_owned(),
             device: if bot { "bot" } else { "desktop" }.to_owned(),
             country: "DE".to_owned(),
-            bot,
+            class: if bot {
+                TrafficClass::Crawler
+            } else {
+                TrafficClass::Human
+            },
             count,
             rule: None,
         }
@@ -425,6 +435,29 @@ mod tests {
             ]
         );
         assert_eq!(fold.totals, [("p".to_owned(), 5, 1)]);
+        assert_eq!(rows(Dimension::Class), [("crawler".to_owned(), true, 1)]);
+    }
+
+    #[test]
+    fn bots_are_counted_by_class() {
+        let previewer = ClickLine {
+            class: TrafficClass::Previewer,
+            ..line("p", 10, "-", true, 2)
+        };
+        let monitor = ClickLine {
+            class: TrafficClass::Monitor,
+            ..line("p", 10, "-", true, 1)
+        };
+        let fold = Fold::of(&[previewer, monitor, line("p", 10, "-", false, 4)]);
+        let classes: Vec<(&str, i64)> = fold
+            .minutes
+            .iter()
+            .filter(|(key, _)| key.dimension == Dimension::Class)
+            .map(|(key, clicks)| (key.value.as_str(), *clicks))
+            .collect();
+        assert_eq!(classes, [("monitor", 1), ("previewer", 2)]);
+        assert_eq!(fold.totals, [("p".to_owned(), 4, 3)]);
+        assert_eq!(Dimension::from_stored(6).ok(), Some(Dimension::Class));
     }
 
     #[test]

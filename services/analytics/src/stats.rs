@@ -164,6 +164,9 @@ pub struct LinkStats {
     pub browsers: Vec<(String, u64)>,
     pub devices: Vec<(String, u64)>,
     pub bots: Vec<(String, u64)>,
+    /// Clicks by who made them: `human`, then the kinds of bot (`crawler`,
+    /// `previewer`, `monitor`), most first; only those with clicks.
+    pub classes: Vec<(String, u64)>,
     /// For a link with redirect rules: the human clicks each rule answered
     /// (`1`…) and the link's own target answered ([`crate::TARGET_RULE`]).
     pub rules: Vec<(String, u64)>,
@@ -235,8 +238,13 @@ impl LinkStats {
             }
             counts
         };
+        let mut classes = top(Dimension::Class, true);
+        if clicks > 0 {
+            classes.insert(0, (crate::TrafficClass::Human.as_str().to_owned(), clicks));
+        }
         Self {
             query,
+            classes,
             lifetime_clicks: u64::try_from(lifetime.0).unwrap_or(0),
             lifetime_bot_clicks: u64::try_from(lifetime.1).unwrap_or(0),
             clicks,

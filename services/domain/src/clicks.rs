@@ -14,11 +14,14 @@
 //! - 3: as 2, and a line may end with the redirect rule that answered.
 //! - 4: as 3, and a referrer, browser, device or country may be
 //!   [`NOT_RECORDED`]: the visitor asked not to be tracked (`DNT: 1`,
-//!   `Sec-GPC: 1`) or the operator turned that dimension off.
+//!   `Sec-GPC: 1`) or the operator turned that dimension off; the bot flag
+//!   became the traffic class (0 a person, 1 a crawler, 2 a link previewer,
+//!   3 a monitor or scanner).
 //!
-//! A line is `code minute referrer browser device country bot count
+//! A line is `code minute referrer browser device country class count
 //! [rule]`, space-separated: `minute` in whole minutes since the Unix epoch,
-//! `referrer` a normalised host (or [`DIRECT`], [`OTHER`]), `bot` 0 or 1,
+//! `referrer` a normalised host (or [`DIRECT`], [`OTHER`]), `class` the
+//! [`TrafficClass`]'s digit (formats up to 3: 0 a person, 1 a bot),
 //! `rule` (only for a link with redirect rules) the number of the rule that
 //! answered, from 1, or 0 for the link's own target.
 //! Every field is a token without spaces, checked on the way in, so a
@@ -69,11 +72,65 @@ pub struct ClickLine {
     pub browser: String,
     pub device: String,
     pub country: String,
-    pub bot: bool,
+    pub class: TrafficClass,
     pub count: u64,
     /// For a link with redirect rules: the rule that answered (from 1), or
     /// 0 for the link's own target.
     pub rule: Option<u8>,
+}
+
+impl ClickLine {
+    /// Whether the click is a bot's (any class but a person's): every
+    /// dimension is split into humans and bots.
+    pub fn bot(&self) -> bool {
+        self.class != TrafficClass::Human
+    }
+}
+
+/// Who made a visit, from its User-Agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrafficClass {
+    /// A person's browser.
+    #[default]
+    Human,
+    /// A search engine's or other crawler, or a tool (curl, python-requests).
+    Crawler,
+    /// A chat or social app fetching the link to show a preview of it
+    /// (Slack, X, Facebook, LinkedIn, Discord, Telegram, WhatsApp, iMessage,
+    /// Mastodon…).
+    Previewer,
+    /// An uptime monitor or a security scanner.
+    Monitor,
+}
+
+impl TrafficClass {
+    pub const ALL: [Self; 4] = [Self::Human, Self::Crawler, Self::Previewer, Self::Monitor];
+
+    /// Its name in statistics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::Crawler => "crawler",
+            Self::Previewer => "previewer",
+            Self::Monitor => "monitor",
+        }
+    }
+
+    /// Its digit in a click line.
+    fn digit(self) -> u8 {
+        match self {
+            Self::Human => 0,
+            Self::Crawler => 1,
+            Self::Previewer => 2,
+            Self::Monitor => 3,
+        }
+    }
+
+    fn from_digit(digit: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|class| digit.len() == 1 && digit.as_bytes()[0] == b'0' + class.digit())
+    }
 }
 
 /// Minutes since the Unix epoch (UTC) of `at`: the bucket of a click, of
@@ -95,7 +152,7 @@ pub fn push_line(
     browser: &str,
     device: &str,
     country: &str,
-    bot: bool,
+    class: TrafficClass,
     count: u64,
     rule: Option<u8>,
 ) {
@@ -103,7 +160,7 @@ pub fn push_line(
     let _ = write!(
         batch,
         "{code} {minute} {referrer} {browser} {device} {country} {} {count}",
-        u8::from(bot)
+        class.digit()
     );
     if let Some(rule) = rule {
         let _ = write!(batch, " {rule}");
@@ -142,7 +199,7 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
     let browser = next("missing browser")?;
     let device = next("missing device")?;
     let country = next("missing country")?;
-    let bot = next("missing bot flag")?;
+    let class = next("missing class")?;
     let count = next("missing count")?;
     let rule = fields
         .next()
@@ -174,11 +231,7 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
             return Err("malformed browser, device or country");
         }
     }
-    let bot = match bot {
-        "0" => false,
-        "1" => true,
-        _ => return Err("malformed bot flag"),
-    };
+    let class = TrafficClass::from_digit(class).ok_or("malformed class")?;
     let count: u64 = count.parse().map_err(|_| "malformed count")?;
     if count == 0 || count > i64::MAX as u64 {
         return Err("count out of range");
@@ -190,7 +243,7 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
         browser: browser.to_owned(),
         device: device.to_owned(),
         country: country.to_owned(),
-        bot,
+        class,
         count,
         rule,
     })
@@ -289,7 +342,7 @@ mod tests {
             "chrome",
             "desktop",
             "DE",
-            false,
+            TrafficClass::Human,
             3,
             None,
         );
@@ -301,7 +354,7 @@ mod tests {
             "googlebot",
             "bot",
             UNKNOWN_COUNTRY,
-            true,
+            TrafficClass::Crawler,
             1,
             None,
         );
@@ -313,7 +366,7 @@ mod tests {
             "safari",
             "mobile",
             "DE",
-            false,
+            TrafficClass::Human,
             2,
             Some(3),
         );
@@ -325,7 +378,7 @@ mod tests {
         assert_eq!(lines[0].code, "Ab3xY9q");
         assert_eq!(lines[0].referrer, "news.ycombinator.com");
         assert_eq!(lines[0].count, 3);
-        assert!(lines[1].bot);
+        assert!(lines[1].bot());
         assert_eq!(lines[1].country, "unknown");
     }
 
@@ -340,13 +393,27 @@ mod tests {
             NOT_RECORDED,
             NOT_RECORDED,
             NOT_RECORDED,
-            false,
+            TrafficClass::Previewer,
             1,
             None,
         );
         let lines = parse_batch(&batch).expect("well-formed");
         assert_eq!(lines[0].referrer, NOT_RECORDED);
         assert_eq!(lines[0].country, NOT_RECORDED);
+        assert_eq!(lines[0].class, TrafficClass::Previewer);
+        for (digit, class) in [
+            ("0", "human"),
+            ("1", "crawler"),
+            ("2", "previewer"),
+            ("3", "monitor"),
+        ] {
+            let line = format!("c0de 29000000 - chrome desktop DE {digit} 1");
+            let parsed = parse_batch(&line).expect("a class");
+            assert_eq!(parsed[0].class.as_str(), class);
+        }
+        for bad in ["4", "01", "", "x"] {
+            assert!(parse_batch(&format!("c0de 29000000 - chrome desktop DE {bad} 1")).is_err());
+        }
         // Only the whole token: a value with a star in it is malformed.
         assert!(parse_batch("private 29000000 a*b chrome desktop DE 0 1").is_err());
         assert!(parse_batch("private 29000000 - ch*rome desktop DE 0 1").is_err());

@@ -48,6 +48,7 @@ struct StatsView {
     devices: Vec<CountView>,
     bots: Vec<CountView>,
     rules: Vec<CountView>,
+    classes: Vec<CountView>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -114,6 +115,7 @@ impl From<&LinkStats> for StatsView {
             devices: counts(&stats.devices),
             bots: counts(&stats.bots),
             rules: counts(&stats.rules),
+            classes: counts(&stats.classes),
         }
     }
 }
@@ -199,6 +201,7 @@ pub fn render(stats: &LinkStats) -> String {
         ("browsers", &view.browsers),
         ("devices", &view.devices),
         ("bots", &view.bots),
+        ("who", &view.classes),
     ]
     .into_iter()
     .chain((!view.rules.is_empty()).then_some(("rules", &view.rules)))

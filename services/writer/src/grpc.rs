@@ -552,6 +552,7 @@ impl Links for LinksService {
             devices: counts(stats.devices),
             bots: counts(stats.bots),
             rules: counts(stats.rules),
+            classes: counts(stats.classes),
         }))
     }
 }

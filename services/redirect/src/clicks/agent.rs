@@ -12,6 +12,7 @@ use std::sync::{Mutex, RwLock};
 
 use foldhash::fast::FixedState;
 use quick_cache::sync::Cache;
+use tinyurl_domain::clicks::TrafficClass;
 
 /// Bytes of a User-Agent that are hashed and classified; real ones are far
 /// shorter, and a longer one is no more informative.
@@ -28,7 +29,7 @@ pub const OTHER: u32 = 0;
 /// What is kept of a User-Agent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientClass {
-    pub bot: bool,
+    pub class: TrafficClass,
     /// Browser family (`chrome`, `safari`…) or, for a bot, the bot's name
     /// (`googlebot`, `curl`…); from the parsers' fixed datasets, so bounded.
     pub browser: String,
@@ -62,7 +63,7 @@ struct Classes {
 impl Agents {
     pub fn new() -> Self {
         let other = ClientClass {
-            bot: false,
+            class: TrafficClass::Human,
             browser: "other".to_owned(),
             device: "other",
         };
@@ -148,9 +149,18 @@ impl Agents {
         id
     }
 
-    /// woothee names the browser and device and knows the major crawlers;
-    /// isbot knows far more bots and tools (curl, python-requests…).
+    /// Link previewers and monitors by [`KNOWN_AGENTS`] first (they look
+    /// like browsers or crawlers to the datasets); then woothee names the
+    /// browser and device and knows the major crawlers, and isbot knows far
+    /// more bots and tools (curl, python-requests…), all crawlers here.
     pub fn classify(&self, header: &str) -> ClientClass {
+        if let Some((class, name)) = known_agent(header) {
+            return ClientClass {
+                class,
+                browser: name.to_owned(),
+                device: "bot",
+            };
+        }
         let parsed = self.parser.parse(header);
         let category = parsed.as_ref().map_or("UNKNOWN", |parsed| parsed.category);
         let is_bot = category == "crawler" || self.bots.is_bot(header);
@@ -162,14 +172,14 @@ impl Agents {
                 _ => "other",
             };
             return ClientClass {
-                bot: true,
+                class: TrafficClass::Crawler,
                 browser: token(name),
                 device: "bot",
             };
         }
         let Some(parsed) = parsed else {
             return ClientClass {
-                bot: false,
+                class: TrafficClass::Human,
                 browser: "other".to_owned(),
                 device: "other",
             };
@@ -185,11 +195,119 @@ impl Agents {
             name => name,
         };
         ClientClass {
-            bot: false,
+            class: TrafficClass::Human,
             browser: token(browser),
             device,
         }
     }
+}
+
+/// The version of [`KNOWN_AGENTS`]: the day it was last checked against
+/// the previewers' and monitors' published User-Agents.
+pub const KNOWN_AGENTS_VERSION: &str = "2026-12-07";
+
+/// Link previewers and monitors, by a piece of their User-Agent (compared
+/// without case; `^` : at its start) and the name they are counted under,
+/// in the order they are tried: the first match wins, so a User-Agent that
+/// names several (Apple's iMessage sends "facebookexternalhit/1.1 Facebot
+/// Twitterbot/1.0") is listed before its parts. Apps whose in-app browsers
+/// carry the app's name (Snapchat, Line, Slack's and Mattermost's desktop
+/// apps) are matched only by their fetcher's own token, so their people stay
+/// people. No maintained crate or list tells previewers and monitors from
+/// crawlers (isbot and crawler-user-agents call them all bots), so the list
+/// is kept here, from the agents' own documentation.
+const KNOWN_AGENTS: &[(&str, TrafficClass, &str)] = &[
+    // Previewers: a person shared the link in an app, and the app (or the
+    // sender's phone) fetched it to draw a card.
+    ("facebot twitterbot", TrafficClass::Previewer, "imessage"),
+    ("slackbot-linkexpanding", TrafficClass::Previewer, "slack"),
+    ("slack-imgproxy", TrafficClass::Previewer, "slack"),
+    ("slackbot", TrafficClass::Previewer, "slack"),
+    ("twitterbot", TrafficClass::Previewer, "x"),
+    ("kakaotalk-scrap", TrafficClass::Previewer, "kakaotalk"),
+    ("line-poker", TrafficClass::Previewer, "line"),
+    ("facebookexternalhit", TrafficClass::Previewer, "facebook"),
+    ("facebookcatalog", TrafficClass::Previewer, "facebook"),
+    ("linkedinbot", TrafficClass::Previewer, "linkedin"),
+    ("discordbot", TrafficClass::Previewer, "discord"),
+    ("telegrambot", TrafficClass::Previewer, "telegram"),
+    ("^whatsapp/", TrafficClass::Previewer, "whatsapp"),
+    ("(mastodon/", TrafficClass::Previewer, "mastodon"),
+    ("pleroma", TrafficClass::Previewer, "pleroma"),
+    ("misskey", TrafficClass::Previewer, "misskey"),
+    ("bluesky cardyb", TrafficClass::Previewer, "bluesky"),
+    ("skypeuripreview", TrafficClass::Previewer, "teams-skype"),
+    ("microsoftpreview", TrafficClass::Previewer, "microsoft"),
+    ("pinterestbot", TrafficClass::Previewer, "pinterest"),
+    ("^pinterest/", TrafficClass::Previewer, "pinterest"),
+    ("redditbot", TrafficClass::Previewer, "reddit"),
+    ("vkshare", TrafficClass::Previewer, "vk"),
+    ("^tumblr/", TrafficClass::Previewer, "tumblr"),
+    ("embedly", TrafficClass::Previewer, "embedly"),
+    ("iframely", TrafficClass::Previewer, "iframely"),
+    (
+        "google-pagerenderer",
+        TrafficClass::Previewer,
+        "google-chat",
+    ),
+    ("googledocs", TrafficClass::Previewer, "google-docs"),
+    ("yahoo link preview", TrafficClass::Previewer, "yahoo"),
+    ("bingpreview", TrafficClass::Previewer, "bing"),
+    ("mattermost-bot", TrafficClass::Previewer, "mattermost"),
+    (
+        "the lounge irc client",
+        TrafficClass::Previewer,
+        "thelounge",
+    ),
+    // Monitors and scanners: nobody clicked.
+    ("uptimerobot", TrafficClass::Monitor, "uptimerobot"),
+    ("pingdom", TrafficClass::Monitor, "pingdom"),
+    ("statuscake", TrafficClass::Monitor, "statuscake"),
+    ("site24x7", TrafficClass::Monitor, "site24x7"),
+    ("better uptime", TrafficClass::Monitor, "better-uptime"),
+    ("betterstack", TrafficClass::Monitor, "better-uptime"),
+    ("datadog/synthetics", TrafficClass::Monitor, "datadog"),
+    ("newrelicpinger", TrafficClass::Monitor, "new-relic"),
+    ("checkly", TrafficClass::Monitor, "checkly"),
+    (
+        "stackdrivermonitoring",
+        TrafficClass::Monitor,
+        "google-cloud",
+    ),
+    ("uptime-kuma", TrafficClass::Monitor, "uptime-kuma"),
+    ("hetrixtools", TrafficClass::Monitor, "hetrixtools"),
+    ("freshping", TrafficClass::Monitor, "freshping"),
+    ("catchpoint", TrafficClass::Monitor, "catchpoint"),
+    ("zabbix", TrafficClass::Monitor, "zabbix"),
+    ("check_http", TrafficClass::Monitor, "nagios"),
+    ("blackbox exporter", TrafficClass::Monitor, "prometheus"),
+    ("nuclei", TrafficClass::Monitor, "nuclei"),
+    ("zgrab", TrafficClass::Monitor, "zgrab"),
+    ("masscan", TrafficClass::Monitor, "masscan"),
+    ("nmap scripting engine", TrafficClass::Monitor, "nmap"),
+    ("sqlmap", TrafficClass::Monitor, "sqlmap"),
+    ("wpscan", TrafficClass::Monitor, "wpscan"),
+    ("nikto", TrafficClass::Monitor, "nikto"),
+    ("censysinspect", TrafficClass::Monitor, "censys"),
+    ("expanse", TrafficClass::Monitor, "expanse"),
+    (
+        "internetmeasurement",
+        TrafficClass::Monitor,
+        "internetmeasurement",
+    ),
+    ("l9explore", TrafficClass::Monitor, "leakix"),
+];
+
+/// The first of [`KNOWN_AGENTS`] `header` names.
+fn known_agent(header: &str) -> Option<(TrafficClass, &'static str)> {
+    let lowered = header.to_ascii_lowercase();
+    KNOWN_AGENTS
+        .iter()
+        .find(|(piece, _, _)| match piece.strip_prefix('^') {
+            Some(start) => lowered.starts_with(start),
+            None => lowered.contains(piece),
+        })
+        .map(|(_, class, name)| (*class, *name))
 }
 
 impl Default for Agents {
@@ -248,10 +366,222 @@ mod tests {
         for (header, (bot, browser, device)) in cases {
             let class = agents.classify(header);
             assert_eq!(
-                (class.bot, class.browser.as_str(), class.device),
+                (
+                    class.class != TrafficClass::Human,
+                    class.browser.as_str(),
+                    class.device
+                ),
                 (bot, browser, device),
                 "{header:?}"
             );
+        }
+    }
+
+    /// Real User-Agents (from the agents' documentation and from logs) and
+    /// the class each is counted in.
+    #[test]
+    fn tells_people_previewers_crawlers_and_monitors_apart() {
+        use TrafficClass::{Crawler, Human, Monitor, Previewer};
+        let agents = Agents::new();
+        let cases: &[(&str, TrafficClass, &str)] = &[
+            // People, in browsers and in apps' own browsers.
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+                Human,
+                "chrome",
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+                Human,
+                "safari",
+            ),
+            (
+                "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+                Human,
+                "firefox",
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+                Human,
+                "edge",
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Snapchat/13.16.0.36 (like Safari/8618.3.11.10.5, panda)",
+                Human,
+                "",
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36 Line/14.19.1",
+                Human,
+                "",
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Slack/4.41.105 Chrome/130.0.6723.152 Electron/33.2.1 Safari/537.36 AtomShell/33.2.1 Sonic Slack_SSB/4.41.105",
+                Human,
+                "",
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/489.0.0.43.107;FBBV/650000000;FBDV/iPhone14,5;FBMD/iPhone;FBSN/iOS;FBSV/17.6;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5]",
+                Human,
+                "",
+            ),
+            // Link previewers.
+            (
+                "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+                Previewer,
+                "slack",
+            ),
+            (
+                "Slack-ImgProxy (+https://api.slack.com/robots)",
+                Previewer,
+                "slack",
+            ),
+            ("Twitterbot/1.0", Previewer, "x"),
+            (
+                "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+                Previewer,
+                "facebook",
+            ),
+            (
+                "LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)",
+                Previewer,
+                "linkedin",
+            ),
+            (
+                "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+                Previewer,
+                "discord",
+            ),
+            ("TelegramBot (like TwitterBot)", Previewer, "telegram"),
+            ("WhatsApp/2.23.20.0 A", Previewer, "whatsapp"),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_11_1) AppleWebKit/601.2.4 (KHTML, like Gecko) Version/9.0.1 Safari/601.2.4 facebookexternalhit/1.1 Facebot Twitterbot/1.0",
+                Previewer,
+                "imessage",
+            ),
+            (
+                "http.rb/5.1.1 (Mastodon/4.2.1; +https://mastodon.social/)",
+                Previewer,
+                "mastodon",
+            ),
+            (
+                "Mozilla/5.0 (compatible; Bluesky Cardyb/1.1; +mailto:support@bsky.app)",
+                Previewer,
+                "bluesky",
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 6.1; WOW64) SkypeUriPreview Preview/0.5 skype-url-preview@microsoft.com",
+                Previewer,
+                "teams-skype",
+            ),
+            (
+                "Mozilla/5.0 (compatible; redditbot/1.0; +http://www.reddit.com/feedback)",
+                Previewer,
+                "reddit",
+            ),
+            (
+                "Pinterest/0.2 (+https://www.pinterest.com/bot.html)",
+                Previewer,
+                "pinterest",
+            ),
+            (
+                "facebookexternalhit/1.1;kakaotalk-scrap/1.0; +https://devtalk.kakao.com/t/scrap/33984",
+                Previewer,
+                "kakaotalk",
+            ),
+            ("facebookexternalhit/1.1;line-poker/1.0", Previewer, "line"),
+            (
+                "Mozilla/5.0 (compatible; Embedly/0.2; +http://support.embed.ly/)",
+                Previewer,
+                "embedly",
+            ),
+            (
+                "Iframely/1.3.1 (+https://iframely.com/docs/about)",
+                Previewer,
+                "iframely",
+            ),
+            ("Mattermost-Bot/1.1", Previewer, "mattermost"),
+            // Crawlers and tools.
+            (
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                Crawler,
+                "googlebot",
+            ),
+            (
+                "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+                Crawler,
+                "",
+            ),
+            (
+                "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+                Crawler,
+                "",
+            ),
+            (
+                "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+                Crawler,
+                "",
+            ),
+            ("curl/8.5.0", Crawler, "curl"),
+            ("python-requests/2.32.3", Crawler, ""),
+            ("Go-http-client/1.1", Crawler, ""),
+            // Monitors and scanners.
+            (
+                "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+                Monitor,
+                "uptimerobot",
+            ),
+            (
+                "Pingdom.com_bot_version_1.4_(http://www.pingdom.com/)",
+                Monitor,
+                "pingdom",
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 StatusCake",
+                Monitor,
+                "statuscake",
+            ),
+            (
+                "Better Uptime Bot Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                Monitor,
+                "better-uptime",
+            ),
+            ("Datadog/Synthetics", Monitor, "datadog"),
+            (
+                "GoogleStackdriverMonitoring-UptimeChecks(https://cloud.google.com/monitoring)",
+                Monitor,
+                "google-cloud",
+            ),
+            ("Uptime-Kuma/1.23.16", Monitor, "uptime-kuma"),
+            (
+                "check_http/v2.3.3 (monitoring-plugins 2.3.3)",
+                Monitor,
+                "nagios",
+            ),
+            (
+                "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)",
+                Monitor,
+                "nmap",
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/114.0.0.0 Safari/537.36 Nuclei - Open-source project (github.com/projectdiscovery/nuclei)",
+                Monitor,
+                "nuclei",
+            ),
+            ("Mozilla/5.0 zgrab/0.x", Monitor, "zgrab"),
+            (
+                "Mozilla/5.0 (compatible; CensysInspect/1.1; +https://about.censys.io/)",
+                Monitor,
+                "censys",
+            ),
+        ];
+        assert!(cases.len() >= 30);
+        for (header, class, name) in cases {
+            let classified = agents.classify(header);
+            assert_eq!(classified.class, *class, "{header:?}");
+            if !name.is_empty() {
+                assert_eq!(classified.browser, *name, "{header:?}");
+            }
         }
     }
 

@@ -418,7 +418,7 @@ impl Clicks {
                     recorded(kept && dimensions.browser, &class.browser),
                     recorded(kept && dimensions.device, class.device),
                     recorded(kept && dimensions.country, country),
-                    class.bot,
+                    class.class,
                     counted.count,
                     counted.rule,
                 );
@@ -573,12 +573,13 @@ mod tests {
                 .iter()
                 .flat_map(|batch| parse_batch(&batch.batch.lines).expect("well-formed"))
                 .map(|line| {
+                    let bot = line.bot();
                     (
                         line.referrer,
                         line.browser,
                         line.device,
                         line.country,
-                        line.bot,
+                        bot,
                         line.count,
                     )
                 })

@@ -799,6 +799,7 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                         (counts("Browsers", &stats.browsers))
                         (counts("Devices", &stats.devices))
                         (counts("Bots", &stats.bots))
+                        (counts("Who: people, crawlers, link previewers, monitors", &stats.classes))
                         @if !stats.rules.is_empty() {
                             (counts("Rules (the link's own target: target)", &stats.rules))
                         }

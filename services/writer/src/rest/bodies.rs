@@ -480,6 +480,11 @@ pub struct StatsBody {
     /// (`1` for the first) and the link's own target answered (`target`);
     /// empty for a link without rules.
     pub rules: Vec<CountBody>,
+    /// Clicks by who made them: `human`, then the kinds of bot (`crawler`:
+    /// search engines and tools; `previewer`: chat and social apps showing
+    /// a preview; `monitor`: uptime monitors and scanners), most first;
+    /// only those with clicks.
+    pub classes: Vec<CountBody>,
 }
 
 pub(super) fn rfc3339(at: SystemTime) -> String {
@@ -587,5 +592,6 @@ pub(super) fn stats_body(code: String, stats: LinkStats) -> StatsBody {
         devices: counts(stats.devices),
         bots: counts(stats.bots),
         rules: counts(stats.rules),
+        classes: counts(stats.classes),
     }
 }
