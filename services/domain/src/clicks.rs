@@ -432,7 +432,7 @@ mod tests {
             "Ab3xY9q -1 - chrome desktop DE 0 1",
             "Ab3xY9q 1 Bad.Host chrome desktop DE 0 1",
             "Ab3xY9q 1 - chr%me desktop DE 0 1",
-            "Ab3xY9q 1 - chrome desktop DE 2 1",
+            "Ab3xY9q 1 - chrome desktop DE 4 1",
             "Ab3xY9q 1 - chrome desktop DE 0 0",
             "Ab3xY9q 1 - chrome desktop DE 0 many",
             "Ab3xY9q 1 - chrome desktop DE 0 1\ngarbage",

@@ -223,6 +223,8 @@ const KNOWN_AGENTS: &[(&str, TrafficClass, &str)] = &[
     ("slackbot-linkexpanding", TrafficClass::Previewer, "slack"),
     ("slack-imgproxy", TrafficClass::Previewer, "slack"),
     ("slackbot", TrafficClass::Previewer, "slack"),
+    // Telegram says it is "like TwitterBot".
+    ("telegrambot", TrafficClass::Previewer, "telegram"),
     ("twitterbot", TrafficClass::Previewer, "x"),
     ("kakaotalk-scrap", TrafficClass::Previewer, "kakaotalk"),
     ("line-poker", TrafficClass::Previewer, "line"),
@@ -230,7 +232,6 @@ const KNOWN_AGENTS: &[(&str, TrafficClass, &str)] = &[
     ("facebookcatalog", TrafficClass::Previewer, "facebook"),
     ("linkedinbot", TrafficClass::Previewer, "linkedin"),
     ("discordbot", TrafficClass::Previewer, "discord"),
-    ("telegrambot", TrafficClass::Previewer, "telegram"),
     ("^whatsapp/", TrafficClass::Previewer, "whatsapp"),
     ("(mastodon/", TrafficClass::Previewer, "mastodon"),
     ("pleroma", TrafficClass::Previewer, "pleroma"),

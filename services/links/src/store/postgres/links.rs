@@ -768,10 +768,10 @@ impl PostgresLinkStore {
                 .map_err(WriterError::from_postgres)?;
             let mark = rollup_mark(&transaction).await?;
             let mut clicked_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                clicked_params.iter().copied().collect();
+                clicked_params.to_vec();
             clicked_params.push(&mark);
             let mut unclicked_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                unclicked_params.iter().copied().collect();
+                unclicked_params.to_vec();
             unclicked_params.push(&mark);
             let mut found = Vec::new();
             if total > 0 {
