@@ -530,13 +530,7 @@ impl LinkStore for PostgresLinkStore {
             // first, so that the minutes after it are planned as the few they
             // are rather than as a third of the table (a scan of every minute
             // row kept, 175 ms on 1,000,000).
-            let transaction = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(WriterError::from_postgres)?;
+            let transaction = snapshot(&mut client).await?;
             let links: i64 = transaction
                 .query_one(
                     "SELECT count(*) FROM links WHERE owner_key_id = $1 AND target_url IS NOT NULL",
@@ -759,13 +753,7 @@ impl PostgresLinkStore {
         self.bounded(async {
             let mut client = self.client().await?;
             // One snapshot: the mark, the ranks and the minutes after it agree.
-            let transaction = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(WriterError::from_postgres)?;
+            let transaction = snapshot(&mut client).await?;
             let mark = rollup_mark(&transaction).await?;
             let mut clicked_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 clicked_params.to_vec();
@@ -961,9 +949,22 @@ fn link_and_total(row: &tokio_postgres::Row) -> Result<(StoredLink, i64), Writer
     Ok((link, total))
 }
 
+/// A read-only transaction whose statements all see one snapshot.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, WriterError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(WriterError::from_postgres)
+}
+
 /// The click roll-up's mark: minutes at or before it are in the day rollups
 /// (and the keys' day totals and ranks).
-async fn rollup_mark(transaction: &tokio_postgres::Transaction<'_>) -> Result<i32, WriterError> {
+async fn rollup_mark(transaction: &deadpool_postgres::Transaction<'_>) -> Result<i32, WriterError> {
     transaction
         .query_one("SELECT rolled_through FROM click_rollup_mark", &[])
         .await
