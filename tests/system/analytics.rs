@@ -656,6 +656,67 @@ async fn visitors_who_ask_not_to_be_tracked_count_in_the_totals_only() -> anyhow
     Ok(())
 }
 
+/// A link on a registered domain is counted under its key (`host/code`), in
+/// the same batches as the default domain's links: neither is lost.
+#[tokio::test]
+async fn clicks_on_a_registered_domain_are_counted() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let redirect = system.start_redirect(FAST_CLICKS).await?;
+    let mut links = system.links()?;
+    links
+        .add_domain(system.authed(tinyurl_proto::v1::AddDomainRequest {
+            host: "go.example".to_owned(),
+            not_found_url: String::new(),
+        }))
+        .await?;
+    let on = |domain: &str| CreateLinkRequest {
+        target_url: format!("https://example.com/on/{domain}"),
+        alias: "sale".to_owned(),
+        domain: domain.to_owned(),
+        ..CreateLinkRequest::default()
+    };
+    links.create_link(system.authed(on("go.example"))).await?;
+    links.create_link(system.authed(on(""))).await?;
+    let visit = |method: &'static str, host: &'static str| {
+        let redirect = &redirect;
+        async move {
+            http_request_with(
+                redirect.listen_addr(),
+                method,
+                "/sale",
+                &[("Host", host), ("User-Agent", CHROME)],
+            )
+            .await
+        }
+    };
+    // The redirect reads the domains every 2 s; a HEAD is not counted.
+    wait_until("the domain", Duration::from_secs(10), || async {
+        Ok(visit("HEAD", "go.example").await?.header("location")
+            == Some("https://example.com/on/go.example"))
+    })
+    .await?;
+    for _ in 0..3 {
+        anyhow::ensure!(visit("GET", "go.example").await?.status == 302);
+    }
+    anyhow::ensure!(visit("GET", "127.0.0.1").await?.status == 302);
+    let system = &system;
+    wait_until(
+        "both links' clicks",
+        Duration::from_secs(30),
+        || async move {
+            Ok(stats(system, "go.example/sale").await?.lifetime_clicks == 3
+                && stats(system, "sale").await?.lifetime_clicks == 1)
+        },
+    )
+    .await?;
+    let dead = command(system.redis.port(), &["XLEN", "tinyurl:clicks:dead"]).await?;
+    anyhow::ensure!(
+        matches!(dead, Reply::Integer(0)),
+        "nothing dead-lettered: {dead:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_click_is_visible_within_the_flush_interval_plus_a_little() -> anyhow::Result<()> {
     let system = System::start(&[]).await?;

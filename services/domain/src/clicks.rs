@@ -30,8 +30,6 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::alias::is_link_shaped;
-
 /// Redis stream the redirect services append click batches to.
 pub const CLICKS_STREAM: &str = "tinyurl:clicks";
 /// The consumer group of the writers' analytics consumers.
@@ -216,7 +214,8 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
     if fields.next().is_some() {
         return Err("too many fields");
     }
-    if !is_link_shaped(code) {
+    // A link on a registered domain is counted under its key, `host/code`.
+    if !crate::domains::is_link_key(code) {
         return Err("malformed code");
     }
     let minute: i64 = minute.parse().map_err(|_| "malformed minute")?;
@@ -380,6 +379,28 @@ mod tests {
         assert_eq!(lines[0].count, 3);
         assert!(lines[1].bot());
         assert_eq!(lines[1].country, "unknown");
+    }
+
+    #[test]
+    fn links_on_registered_domains_are_counted_under_their_key() {
+        let lines = parse_batch("go.example/sale 29000000 - chrome desktop DE 0 2\nsale 29000000 - chrome desktop DE 0 1")
+            .expect("well-formed");
+        assert_eq!(lines[0].code, "go.example/sale");
+        assert_eq!(lines[1].code, "sale");
+        for bad in [
+            "Go.example/sale",
+            "go/sale",
+            "go.example/s",
+            "go.example/",
+            "/sale",
+            "go.example/sa le",
+            "a.b/c/sale",
+        ] {
+            assert!(
+                parse_batch(&format!("{bad} 29000000 - chrome desktop DE 0 1")).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,23 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// Whether `key` has a link key's shape: a code, or `{host}/{code}` with a
+/// host as [`normalize_host`] leaves one (lower-case ASCII letters, digits,
+/// `-` and `.`, at least one dot). A syntactic check, for keys that come
+/// back from elsewhere (a click batch); creating a link checks the host in
+/// full.
+pub fn is_link_key(key: &str) -> bool {
+    let (host, code) = split_key(key);
+    crate::is_link_shaped(code)
+        && host.is_none_or(|host| {
+            (1..=MAX_HOST_LEN).contains(&host.len())
+                && host.contains('.')
+                && host.bytes().all(|byte| {
+                    byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-.".contains(&byte)
+                })
+        })
+}
+
 /// A host name as domains are registered and looked up: lower case, no
 /// port, no trailing dot, internationalised names in their ASCII (punycode)
 /// form; refused when it is not a DNS name (an IP address included).
