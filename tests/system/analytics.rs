@@ -717,6 +717,177 @@ async fn clicks_on_a_registered_domain_are_counted() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Visits to codes that do not exist (and to paths that are no code),
+/// counted per domain with the paths asked for, bounded; the scanner
+/// throttle still answers an address that keeps missing; purgeable.
+#[tokio::test]
+async fn visits_to_codes_that_do_not_exist_are_counted_by_path() -> anyhow::Result<()> {
+    use tinyurl_proto::v1::{AddDomainRequest, GetOrphanVisitsRequest, PurgeOrphanVisitsRequest};
+    let system = System::start(&[]).await?;
+    let mut env = FAST_CLICKS.to_vec();
+    env.push(("TINYURL_TRUSTED_PROXIES", "127.0.0.0/8"));
+    let redirect = system.start_redirect(&env).await?;
+    let mut links = system.links()?;
+    links
+        .add_domain(system.authed(AddDomainRequest {
+            host: "go.example".to_owned(),
+            not_found_url: String::new(),
+        }))
+        .await?;
+    let orphans = |domain: &str| {
+        let request = system.authed(GetOrphanVisitsRequest {
+            domain: domain.to_owned(),
+            granularity: StatsGranularity::Day.into(),
+            ..GetOrphanVisitsRequest::default()
+        });
+        let mut links = links.clone();
+        async move { anyhow::Ok(links.get_orphan_visits(request).await?.into_inner()) }
+    };
+
+    // 100 paths, codes and not: the first ten asked 46 times each, the rest
+    // 6 times, 1,000 in all, each from an address of its own (the scanner
+    // throttle counts per address), people and curl.
+    let paths: Vec<String> = (0..100)
+        .map(|index| match index % 4 {
+            0 => format!("/nope{index:03}"),
+            1 => format!("/wp-content/{index}.php"),
+            2 => format!("/.env{index}"),
+            _ => format!("/No_Such-{index}"),
+        })
+        .collect();
+    let mut asked = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
+        let times = if index < 10 { 46 } else { 6 };
+        asked.extend(std::iter::repeat_n(path.as_str(), times));
+    }
+    anyhow::ensure!(asked.len() == 1_000);
+    let mut humans = 0;
+    for (index, path) in asked.iter().enumerate() {
+        let address = format!("10.0.{}.{}", index / 250, index % 250);
+        let agent = if index % 3 == 0 { CURL } else { CHROME };
+        humans += u64::from(agent == CHROME);
+        let response = http_request_with(
+            redirect.listen_addr(),
+            "GET",
+            path,
+            &[("User-Agent", agent), ("X-Forwarded-For", address.as_str())],
+        )
+        .await?;
+        anyhow::ensure!(response.status == 404, "{path}: {}", response.status);
+    }
+    // Two on the registered domain, counted there alone.
+    for path in ["/gone-sale", "/.git/config"] {
+        let response = http_request_with(
+            redirect.listen_addr(),
+            "GET",
+            path,
+            &[("Host", "go.example"), ("User-Agent", CHROME)],
+        )
+        .await?;
+        anyhow::ensure!(
+            response.status == 404,
+            "{path} on go.example: {}",
+            response.status
+        );
+    }
+    wait_until(
+        "the visits to be folded",
+        Duration::from_secs(30),
+        || async {
+            let seen = orphans("").await?;
+            Ok(seen.lifetime_clicks + seen.lifetime_bot_clicks == 1_000)
+        },
+    )
+    .await?;
+    let seen = orphans("").await?;
+    anyhow::ensure!(
+        (seen.lifetime_clicks, seen.lifetime_bot_clicks) == (humans, 1_000 - humans),
+        "people and curl apart: {seen:?}"
+    );
+    let top = counts(&seen.paths);
+    anyhow::ensure!(top.len() == 11, "ten paths and other: {:?}", seen.paths);
+    for path in &paths[..10] {
+        anyhow::ensure!(
+            top.get(path.as_str()) == Some(&46),
+            "{path}: {:?}",
+            seen.paths
+        );
+    }
+    anyhow::ensure!(top.get("other") == Some(&540), "{:?}", seen.paths);
+    anyhow::ensure!(seen.paths.last().is_some_and(|last| last.value == "other"));
+    anyhow::ensure!(
+        counts(&seen.classes)
+            == HashMap::from([
+                ("human".to_owned(), humans),
+                ("crawler".to_owned(), 1_000 - humans)
+            ]),
+        "{:?}",
+        seen.classes
+    );
+    anyhow::ensure!(
+        seen.referrers.is_empty() && seen.countries.is_empty() && seen.browsers.is_empty(),
+        "nothing of the visitor: {seen:?}"
+    );
+    wait_until("the domain's visits", Duration::from_secs(30), || async {
+        let seen = orphans("go.example").await?;
+        Ok(seen.lifetime_clicks == 2
+            && counts(&seen.paths)
+                == HashMap::from([("/gone-sale".to_owned(), 1), ("/.git/config".to_owned(), 1)]))
+    })
+    .await?;
+    let unknown = orphans("no.example").await;
+    anyhow::ensure!(
+        unknown
+            .as_ref()
+            .is_err_and(|error| error.to_string().contains("no domain")),
+        "an unregistered domain is refused: {unknown:?}"
+    );
+
+    // An address that keeps missing is still throttled (429 before any
+    // I/O), and only its answered misses are counted.
+    let mut throttled_env = FAST_CLICKS.to_vec();
+    throttled_env.push(("TINYURL_SCANNER_404_PER_MINUTE", "5"));
+    let throttled = system.start_redirect(&throttled_env).await?;
+    let mut statuses = HashMap::new();
+    for index in 0..20 {
+        let response = http_request_with(
+            throttled.listen_addr(),
+            "GET",
+            &format!("/scan{index:04}"),
+            &[("User-Agent", CHROME)],
+        )
+        .await?;
+        *statuses.entry(response.status).or_insert(0u64) += 1;
+    }
+    let missed = statuses.get(&404).copied().unwrap_or(0);
+    anyhow::ensure!(
+        statuses.get(&429).copied().unwrap_or(0) > 0 && missed + statuses[&429] == 20,
+        "{statuses:?}"
+    );
+    wait_until("the answered misses", Duration::from_secs(30), || async {
+        let seen = orphans("").await?;
+        Ok(seen.lifetime_clicks + seen.lifetime_bot_clicks == 1_000 + missed)
+    })
+    .await?;
+
+    // Purged: the default domain's counts go, the other domain's stay.
+    let purged = system
+        .links()?
+        .purge_orphan_visits(system.authed(PurgeOrphanVisitsRequest {
+            domain: String::new(),
+        }))
+        .await?
+        .into_inner();
+    anyhow::ensure!(purged.rows > 0, "{purged:?}");
+    let seen = orphans("").await?;
+    anyhow::ensure!(
+        seen.lifetime_clicks + seen.lifetime_bot_clicks == 0 && seen.paths.is_empty(),
+        "{seen:?}"
+    );
+    anyhow::ensure!(orphans("go.example").await?.lifetime_clicks == 2);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_click_is_visible_within_the_flush_interval_plus_a_little() -> anyhow::Result<()> {
     let system = System::start(&[]).await?;

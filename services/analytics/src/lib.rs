@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 pub use tinyurl_domain::clicks::TrafficClass;
-use tinyurl_domain::clicks::{ClickLine, NOT_RECORDED};
+use tinyurl_domain::clicks::{ClickLine, NOT_RECORDED, is_orphan_key};
 pub use tinyurl_domain::clicks::{OTHER, minute_of};
 
 pub use self::error::AnalyticsError;
@@ -35,6 +35,9 @@ pub enum Dimension {
     /// The kind of bot (`crawler`, `previewer`, `monitor`): rows for bots
     /// only, a person's clicks being the totals' human ones.
     Class = 6,
+    /// The path asked for: rows only under the orphan keys (visits to codes
+    /// that do not exist, [`tinyurl_domain::clicks::orphan_key`]).
+    Path = 7,
 }
 
 /// The [`Dimension::Rule`] value of a visit no rule answered.
@@ -52,6 +55,7 @@ impl Dimension {
             Self::Device,
             Self::Rule,
             Self::Class,
+            Self::Path,
         ]
         .into_iter()
         .find(|dimension| *dimension as i16 == raw)
@@ -195,9 +199,16 @@ impl Fold {
                 0 => TARGET_RULE.to_owned(),
                 number => number.to_string(),
             });
+            // A visit to a code that does not exist carries its path where
+            // a click carries its referrer.
+            let third = if is_orphan_key(&line.code) {
+                Dimension::Path
+            } else {
+                Dimension::Referrer
+            };
             let dimensions = [
                 (Dimension::Total, ""),
-                (Dimension::Referrer, line.referrer.as_str()),
+                (third, line.referrer.as_str()),
                 (Dimension::Country, line.country.as_str()),
                 (Dimension::Browser, line.browser.as_str()),
                 (Dimension::Device, line.device.as_str()),
@@ -345,6 +356,11 @@ pub trait ClickStore: Send + Sync + 'static {
     /// Lifetime (human, bot) clicks of `code`.
     async fn totals(&self, code: &str) -> Result<(i64, i64), AnalyticsError>;
 
+    /// Deletes every rollup row and the totals of `code`, in one
+    /// transaction; how many rows went. For keys no link owns (the orphan
+    /// keys): a key's day totals and ranks are not touched.
+    async fn purge(&self, code: &str) -> Result<u64, AnalyticsError>;
+
     /// Deletes up to `limit` minute rows older than `minute` (never one not
     /// rolled up into days yet), day rows older than `day`, and batch ids
     /// folded before `batches_before`; how many rows went. Called
@@ -436,6 +452,34 @@ mod tests {
         );
         assert_eq!(fold.totals, [("p".to_owned(), 5, 1)]);
         assert_eq!(rows(Dimension::Class), [("crawler".to_owned(), true, 1)]);
+    }
+
+    #[test]
+    fn visits_to_codes_that_do_not_exist_are_counted_by_path() {
+        let orphan = |path: &str, bot| ClickLine {
+            code: "go.example/~".to_owned(),
+            referrer: path.to_owned(),
+            browser: NOT_RECORDED.to_owned(),
+            device: NOT_RECORDED.to_owned(),
+            country: NOT_RECORDED.to_owned(),
+            ..line("x", 10, "-", bot, 2)
+        };
+        let fold = Fold::of(&[orphan("/nope", false), orphan("/.env", true)]);
+        let rows: Vec<(Dimension, &str, bool, i64)> = fold
+            .minutes
+            .iter()
+            .map(|(key, clicks)| (key.dimension, key.value.as_str(), key.bot, *clicks))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Dimension::Total, "", false, 2),
+                (Dimension::Total, "", true, 2),
+                (Dimension::Class, "crawler", true, 2),
+                (Dimension::Path, "/.env", true, 2),
+                (Dimension::Path, "/nope", false, 2),
+            ]
+        );
     }
 
     #[test]

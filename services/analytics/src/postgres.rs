@@ -416,6 +416,29 @@ impl ClickStore for PostgresRollups {
         .await
     }
 
+    async fn purge(&self, code: &str) -> Result<u64, AnalyticsError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            let mut rows = 0;
+            for table in ["click_minutes", "click_days", "click_totals"] {
+                rows += transaction
+                    .execute(&format!("DELETE FROM {table} WHERE code = $1"), &[&code])
+                    .await
+                    .map_err(AnalyticsError::from_postgres)?;
+            }
+            transaction
+                .commit()
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn prune(
         &self,
         minute: i32,

@@ -310,6 +310,24 @@ impl ClickStore for SqliteRollups {
             .map_err(AnalyticsError::from_sqlite)
     }
 
+    async fn purge(&self, code: &str) -> Result<u64, AnalyticsError> {
+        let code = code.to_owned();
+        self.db
+            .run(move |connection| {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut rows = 0;
+                for table in ["click_minutes", "click_days", "click_totals"] {
+                    rows += transaction
+                        .execute(&format!("DELETE FROM {table} WHERE code = ?1"), [&code])?;
+                }
+                transaction.commit()?;
+                Ok(rows as u64)
+            })
+            .await
+            .map_err(AnalyticsError::from_sqlite)
+    }
+
     async fn prune(
         &self,
         minute: i32,

@@ -167,6 +167,9 @@ pub struct LinkStats {
     /// Clicks by who made them: `human`, then the kinds of bot (`crawler`,
     /// `previewer`, `monitor`), most first; only those with clicks.
     pub classes: Vec<(String, u64)>,
+    /// For visits to codes that do not exist: the paths asked for, people's
+    /// and bots' together, most first.
+    pub paths: Vec<(String, u64)>,
     /// For a link with redirect rules: the human clicks each rule answered
     /// (`1`…) and the link's own target answered ([`crate::TARGET_RULE`]).
     pub rules: Vec<(String, u64)>,
@@ -238,6 +241,23 @@ impl LinkStats {
             }
             counts
         };
+        let paths = {
+            let mut merged: HashMap<String, u64> = HashMap::new();
+            for bot in [false, true] {
+                for (path, count) in top(Dimension::Path, bot) {
+                    *merged.entry(path).or_default() += count;
+                }
+            }
+            let mut paths: Vec<(String, u64)> = merged.into_iter().collect();
+            // "other" last, the rest by clicks.
+            paths.sort_by(|left, right| {
+                (left.0 == OTHER)
+                    .cmp(&(right.0 == OTHER))
+                    .then_with(|| right.1.cmp(&left.1))
+                    .then_with(|| left.0.cmp(&right.0))
+            });
+            paths
+        };
         let mut classes = top(Dimension::Class, true);
         if clicks > 0 {
             classes.insert(0, (crate::TrafficClass::Human.as_str().to_owned(), clicks));
@@ -245,6 +265,7 @@ impl LinkStats {
         Self {
             query,
             classes,
+            paths,
             lifetime_clicks: u64::try_from(lifetime.0).unwrap_or(0),
             lifetime_bot_clicks: u64::try_from(lifetime.1).unwrap_or(0),
             clicks,

@@ -12,7 +12,10 @@
 //! - 2: `batch` and `clicks`, with `format` = 2 (or, written before the
 //!   field existed, without it).
 //! - 3: as 2, and a line may end with the redirect rule that answered.
-//! - 4: as 3, and a referrer, browser, device or country may be
+//! - 4: as 3; visits to codes that do not exist are counted under a
+//!   domain's [`orphan_key`] (`~`, `host/~`), the line's third field being
+//!   the requested path ([`path_token`]) rather than a referrer; and a
+//!   referrer, browser, device or country may be
 //!   [`NOT_RECORDED`]: the visitor asked not to be tracked (`DNT: 1`,
 //!   `Sec-GPC: 1`) or the operator turned that dimension off; the bot flag
 //!   became the traffic class (0 a person, 1 a crawler, 2 a link previewer,
@@ -52,6 +55,37 @@ pub const DIRECT: &str = "-";
 /// The bucket of referrers past the per-code bound, and of hosts that are
 /// not host names.
 pub const OTHER: &str = "other";
+/// The code visits to codes that do not exist are counted under, on the
+/// default domain (on another, `host/~`): `~` is in no code.
+pub const ORPHANS: &str = "~";
+
+/// The key a domain's visits to codes that do not exist are counted under.
+pub fn orphan_key(host: Option<&str>) -> String {
+    crate::domains::link_key(host, ORPHANS)
+}
+
+/// Whether `key` is an [`orphan_key`].
+pub fn is_orphan_key(key: &str) -> bool {
+    let (host, code) = crate::domains::split_key(key);
+    code == ORPHANS && host.is_none_or(crate::domains::is_host_shaped)
+}
+
+/// A requested path as it is counted: itself when it is at most
+/// [`MAX_VALUE_LEN`] bytes of the characters a URL path holds unescaped
+/// (RFC 3986 `pchar` and `/`, `%` included), else [`OTHER`]. The query is
+/// never part of it.
+pub fn path_token(path: &str) -> &str {
+    if is_path_token(path) { path } else { OTHER }
+}
+
+fn is_path_token(value: &str) -> bool {
+    value.starts_with('/')
+        && value.len() <= MAX_VALUE_LEN
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(&byte))
+}
+
 /// A dimension's value that was not recorded: the click counts in the
 /// link's totals and in no row of that dimension.
 pub const NOT_RECORDED: &str = "*";
@@ -214,15 +248,22 @@ fn parse_line(line: &str) -> Result<ClickLine, &'static str> {
     if fields.next().is_some() {
         return Err("too many fields");
     }
-    // A link on a registered domain is counted under its key, `host/code`.
-    if !crate::domains::is_link_key(code) {
+    // A link on a registered domain is counted under its key, `host/code`;
+    // visits to codes that do not exist under the domain's orphan key, with
+    // the path where the referrer is.
+    let orphan = is_orphan_key(code);
+    if !orphan && !crate::domains::is_link_key(code) {
         return Err("malformed code");
     }
     let minute: i64 = minute.parse().map_err(|_| "malformed minute")?;
     if !(0..=i64::from(i32::MAX)).contains(&minute) {
         return Err("minute out of range");
     }
-    if !is_referrer_token(referrer) {
+    if orphan {
+        if !(is_path_token(referrer) || referrer == OTHER) {
+            return Err("malformed path");
+        }
+    } else if !is_referrer_token(referrer) {
         return Err("malformed referrer");
     }
     for value in [browser, device, country] {
@@ -401,6 +442,28 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn visits_to_codes_that_do_not_exist_carry_their_path() {
+        let lines = parse_batch(
+            "~ 29000000 /wp-login.php * * * 3 7\ngo.example/~ 29000000 /Nope_1 * * * 0 1\n~ 29000000 other * * * 0 1",
+        )
+        .expect("well-formed");
+        assert_eq!(lines[0].code, ORPHANS);
+        assert_eq!(lines[0].referrer, "/wp-login.php");
+        assert_eq!(lines[1].code, orphan_key(Some("go.example")));
+        for bad in [
+            "~ 29000000 wp-login.php * * * 0 1",
+            "~ 29000000 /a%20b<c * * * 0 1",
+            "Go.example/~ 29000000 /a * * * 0 1",
+            "~~ 29000000 /a * * * 0 1",
+        ] {
+            assert!(parse_batch(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(path_token("/.env"), "/.env");
+        assert_eq!(path_token("/a\"b"), OTHER);
+        assert_eq!(path_token(&format!("/{}", "a".repeat(64))), OTHER);
     }
 
     #[test]

@@ -35,14 +35,17 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
 /// full.
 pub fn is_link_key(key: &str) -> bool {
     let (host, code) = split_key(key);
-    crate::is_link_shaped(code)
-        && host.is_none_or(|host| {
-            (1..=MAX_HOST_LEN).contains(&host.len())
-                && host.contains('.')
-                && host.bytes().all(|byte| {
-                    byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-.".contains(&byte)
-                })
-        })
+    crate::is_link_shaped(code) && host.is_none_or(is_host_shaped)
+}
+
+/// Whether `host` looks like a host [`normalize_host`] leaves (lower-case
+/// ASCII letters, digits, `-` and `.`, at least one dot).
+pub fn is_host_shaped(host: &str) -> bool {
+    (1..=MAX_HOST_LEN).contains(&host.len())
+        && host.contains('.')
+        && host
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"-.".contains(&byte))
 }
 
 /// A host name as domains are registered and looked up: lower case, no

@@ -851,6 +851,36 @@ impl LinkService {
         })
         .await
     }
+
+    /// Visits to codes that do not exist (and to paths that are no code) on
+    /// `domain` (`""`: the default one) over the range `input` names, manage
+    /// scope (they are every key's): counted by who made them (`classes`)
+    /// and by the path asked for (`paths`), nothing else of the visitor.
+    pub async fn orphan_visits(
+        &self,
+        call: &Call,
+        domain: &str,
+        input: Result<StatsInput, WriterError>,
+    ) -> Result<LinkStats, WriterError> {
+        measured("orphan_visits", async {
+            self.state.owner(call, Scope::Manage, 1).await?;
+            let key = self.state.orphan_key(domain).await?;
+            let query = self.state.stats_query(input?)?;
+            self.state.key_stats(&key, query).await
+        })
+        .await
+    }
+
+    /// Deletes the counts of visits to codes that do not exist on `domain`
+    /// (manage scope); how many rollup rows went.
+    pub async fn purge_orphan_visits(&self, call: &Call, domain: &str) -> Result<u64, WriterError> {
+        measured("purge_orphan_visits", async {
+            self.state.owner(call, Scope::Manage, 1).await?;
+            let key = self.state.orphan_key(domain).await?;
+            Ok(self.state.clicks_store.purge(&key).await?)
+        })
+        .await
+    }
 }
 
 /// Runs one operation, counting its outcome and timing it.
@@ -912,6 +942,17 @@ impl State {
 
     /// Refuses a link on a domain that is not registered (read again before
     /// refusing: another writer may have registered it a moment ago).
+    /// The key visits to codes that do not exist on `domain` are counted
+    /// under: `""` the default domain, else a registered one.
+    async fn orphan_key(&self, domain: &str) -> Result<String, WriterError> {
+        if domain.trim().is_empty() {
+            return Ok(tinyurl_domain::clicks::ORPHANS.to_owned());
+        }
+        let host = crate::input::domain(domain)?;
+        self.check_domain(Some(&host)).await?;
+        Ok(tinyurl_domain::clicks::orphan_key(Some(&host)))
+    }
+
     async fn check_domain(&self, domain: Option<&str>) -> Result<(), WriterError> {
         let Some(host) = domain else {
             return Ok(());
@@ -1108,17 +1149,29 @@ impl State {
         input: StatsInput,
     ) -> Result<LinkStats, WriterError> {
         let code = code_argument(code)?;
-        let query = StatsQuery::parse(
+        let query = self.stats_query(input)?;
+        // Owner-scoped like GetLink: another key's link is not found.
+        if self.store.get(owner, code).await?.is_none() {
+            return Err(WriterError::NotFound(code.to_owned()));
+        }
+        self.key_stats(code, query).await
+    }
+
+    /// The range and granularity `input` asks for, within the rollups kept.
+    fn stats_query(&self, input: StatsInput) -> Result<StatsQuery, WriterError> {
+        Ok(StatsQuery::parse(
             input.from,
             input.to,
             input.granularity,
             SystemTime::now(),
             self.minute_retention,
-        )?;
-        // Owner-scoped like GetLink: another key's link is not found.
-        if self.store.get(owner, code).await?.is_none() {
-            return Err(WriterError::NotFound(code.to_owned()));
-        }
+        )?)
+    }
+
+    /// The statistics of whatever is counted under `key` (a link's key or an
+    /// orphan key) over `query`.
+    async fn key_stats(&self, key: &str, query: StatsQuery) -> Result<LinkStats, WriterError> {
+        let code = key;
         let (table, first, end) = query.buckets();
         let rows = self
             .clicks_store

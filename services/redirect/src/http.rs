@@ -27,6 +27,8 @@ use crate::entry::{Destination, Entry, Link, Protected, location_with_query};
 use crate::l2::SharedCache;
 use crate::pages;
 use crate::resolve::{Resolution, Resolver};
+use tinyurl_domain::clicks::{ORPHANS, orphan_key};
+use tinyurl_domain::domains::split_key;
 
 /// What one serving thread's handlers share.
 pub struct Shared {
@@ -166,6 +168,13 @@ async fn respond(
     };
     let Some(page) = route(request.uri.path()) else {
         shared.metrics.malformed.increment(1);
+        match shared.domains.scope(&request.headers) {
+            crate::domains::Scope::Default => count_orphan(shared, request, None),
+            crate::domains::Scope::Domain(domain) => {
+                count_orphan(shared, request, Some(&domain.host));
+            }
+            crate::domains::Scope::Refused => {}
+        }
         return not_found(false);
     };
     if post && !matches!(page, Page::Redirect(_)) {
@@ -205,7 +214,7 @@ async fn respond(
             return answer_capped(shared, code, asked, &entry, cap).await;
         }
         if let Entry::Missing = *entry
-            && let Some(page) = domain_not_found(shared, &scope)
+            && let Some(page) = domain_not_found(shared, &scope, request)
         {
             return page;
         }
@@ -256,7 +265,7 @@ async fn respond(
         return method_not_allowed();
     }
     if is_missing(&resolution)
-        && let Some(page) = domain_not_found(shared, &scope)
+        && let Some(page) = domain_not_found(shared, &scope, request)
     {
         return page;
     }
@@ -265,12 +274,17 @@ async fn respond(
 
 /// A registered domain's own page for codes it does not have: a redirect
 /// there, re-asked every time (the code may be created any moment).
-fn domain_not_found(shared: &Shared, scope: &crate::domains::Scope) -> Option<Response> {
+fn domain_not_found(
+    shared: &Shared,
+    scope: &crate::domains::Scope,
+    request: &Parts,
+) -> Option<Response> {
     let crate::domains::Scope::Domain(domain) = scope else {
         return None;
     };
     let location = domain.not_found.clone()?;
     shared.metrics.not_found.increment(1);
+    count_orphan(shared, request, Some(&domain.host));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::FOUND;
     response.headers_mut().insert(LOCATION, location);
@@ -477,6 +491,7 @@ fn answer(
         Resolution::Entry(entry) => entry,
         Resolution::Unconfirmed => {
             shared.metrics.not_found.increment(1);
+            count_orphan(shared, request, split_key(code).0);
             return not_found(true);
         }
         Resolution::Unavailable => {
@@ -493,6 +508,7 @@ fn answer(
         }
         Entry::Missing => {
             shared.metrics.not_found.increment(1);
+            count_orphan(shared, request, split_key(code).0);
             return not_found(false);
         }
     };
@@ -573,6 +589,23 @@ fn too_many_misses(wait: std::time::Duration) -> Response {
         response.headers_mut().insert(RETRY_AFTER, value);
     }
     response
+}
+
+/// Counts a GET for a code that does not exist (or a path that is no code)
+/// on the domain `host` names (`None`: the default one): a visit its owner
+/// may want to know of (a mistyped or printed link, a scanner).
+fn count_orphan(shared: &Shared, request: &Parts, host: Option<&str>) {
+    if request.method != Method::GET {
+        return;
+    }
+    let Some(clicks) = shared.clicks.as_ref() else {
+        return;
+    };
+    let path = request.uri.path();
+    match host {
+        None => clicks.record_orphan(ORPHANS, path, &request.headers),
+        Some(host) => clicks.record_orphan(&orphan_key(Some(host)), path, &request.headers),
+    }
 }
 
 fn not_found(unconfirmed: bool) -> Response {

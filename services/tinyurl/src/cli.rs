@@ -6,7 +6,7 @@ use tinyurl_links::input::RuleInput;
 
 use crate::bulk::{ExportArgs, ImportArgs};
 use crate::client::Connection;
-use crate::stats::StatsArgs;
+use crate::stats::{OrphanArgs, StatsArgs};
 use crate::up::UpArgs;
 use tinyurl_proto::v1::{RedirectRule, Utm};
 
@@ -233,6 +233,9 @@ pub enum Command {
     },
     /// Click statistics of a link: a summary and a chart (`--json` for scripts).
     Stats(StatsArgs),
+    /// Visits to codes that do not exist on a domain (manage key): by who
+    /// made them and the paths asked for; `--purge` deletes them.
+    Orphans(OrphanArgs),
     /// Create links from a CSV file (docs/api.md has the columns).
     Import(ImportArgs),
     /// Write every link as CSV.
@@ -262,6 +265,7 @@ impl Command {
             Self::Tags { .. } => "tags",
             Self::Domains { .. } => "domains",
             Self::Stats(_) => "stats",
+            Self::Orphans(_) => "orphans",
             Self::Import(_) => "import",
             Self::Export(_) => "export",
             Self::Admin(command) => command.name(),

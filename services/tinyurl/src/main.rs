@@ -209,6 +209,24 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Orphans(args) if args.purge => {
+            let rows = tinyurl::stats::purge_orphans(connection, &args).await?;
+            if json {
+                out!("{}", serde_json::json!({ "rows": rows }));
+            } else {
+                out!("deleted {rows} rollup rows");
+            }
+            Ok(())
+        }
+        Command::Orphans(args) => {
+            let stats = tinyurl::stats::fetch_orphans(connection, &args).await?;
+            if json {
+                out!("{}", tinyurl::stats::to_json(&stats)?);
+            } else {
+                out_raw!("{}", tinyurl::stats::render(&stats));
+            }
+            Ok(())
+        }
         Command::Import(args) => import(connection, &args, json).await,
         Command::Export(args) => {
             let exported = bulk::export(connection, &args).await?;

@@ -30,6 +30,22 @@ pub struct StatsArgs {
     pub by: Option<By>,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrphanArgs {
+    /// A registered domain's host [default: the default domain].
+    #[arg(long, default_value = "")]
+    pub domain: String,
+    /// How far back: a duration (90m, 36h, 7d).
+    #[arg(long, default_value = "7d")]
+    pub since: String,
+    /// Bucket size [default: hour up to 2 days, day beyond].
+    #[arg(long, value_enum)]
+    pub by: Option<By>,
+    /// Delete the domain's counts instead of showing them.
+    #[arg(long)]
+    pub purge: bool,
+}
+
 /// The JSON form: the statistics with times as RFC 3339 text.
 #[derive(Debug, serde::Serialize)]
 struct StatsView {
@@ -49,6 +65,7 @@ struct StatsView {
     bots: Vec<CountView>,
     rules: Vec<CountView>,
     classes: Vec<CountView>,
+    paths: Vec<CountView>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -116,33 +133,76 @@ impl From<&LinkStats> for StatsView {
             bots: counts(&stats.bots),
             rules: counts(&stats.rules),
             classes: counts(&stats.classes),
+            paths: counts(&stats.paths),
         }
     }
 }
 
 /// Asks the writer for the statistics `args` describe.
 pub async fn fetch(connection: &Connection, args: &StatsArgs) -> Result<LinkStats, Failure> {
-    let since = humantime::parse_duration(args.since.trim()).map_err(|_| {
-        Failure::usage(format!(
-            "--since {:?}: not a duration (90m, 36h, 7d)",
-            args.since
-        ))
-    })?;
+    let (from, to, granularity) = range(&args.since, args.by)?;
+    let request = GetLinkStatsRequest {
+        code: args.code.clone(),
+        from: Some(from),
+        to: Some(to),
+        granularity,
+    };
+    client::call(connection, connection.links()?.get_link_stats(request)).await
+}
+
+/// Visits to codes that do not exist on the domain `args` names, labelled
+/// for [`render`].
+pub async fn fetch_orphans(
+    connection: &Connection,
+    args: &OrphanArgs,
+) -> Result<LinkStats, Failure> {
+    let (from, to, granularity) = range(&args.since, args.by)?;
+    let request = tinyurl_proto::v1::GetOrphanVisitsRequest {
+        domain: args.domain.clone(),
+        from: Some(from),
+        to: Some(to),
+        granularity,
+    };
+    let mut stats =
+        client::call(connection, connection.links()?.get_orphan_visits(request)).await?;
+    stats.code = if args.domain.is_empty() {
+        "unknown codes".to_owned()
+    } else {
+        format!("unknown codes on {}", args.domain)
+    };
+    Ok(stats)
+}
+
+/// Deletes the counts of visits to codes that do not exist on the domain
+/// `args` names; how many rollup rows went.
+pub async fn purge_orphans(connection: &Connection, args: &OrphanArgs) -> Result<u64, Failure> {
+    let request = tinyurl_proto::v1::PurgeOrphanVisitsRequest {
+        domain: args.domain.clone(),
+    };
+    let purged = client::call(connection, connection.links()?.purge_orphan_visits(request)).await?;
+    Ok(purged.rows)
+}
+
+/// The range `--since` reaches back to now, and the bucket `--by` asks for.
+fn range(
+    since: &str,
+    by: Option<By>,
+) -> Result<(prost_types::Timestamp, prost_types::Timestamp, i32), Failure> {
+    let back = humantime::parse_duration(since.trim())
+        .map_err(|_| Failure::usage(format!("--since {since:?}: not a duration (90m, 36h, 7d)")))?;
     let now = SystemTime::now();
-    let from = now.checked_sub(since).unwrap_or(UNIX_EPOCH);
-    let granularity = match args.by {
+    let from = now.checked_sub(back).unwrap_or(UNIX_EPOCH);
+    let granularity = match by {
         None => StatsGranularity::Unspecified,
         Some(By::Minute) => StatsGranularity::Minute,
         Some(By::Hour) => StatsGranularity::Hour,
         Some(By::Day) => StatsGranularity::Day,
     };
-    let request = GetLinkStatsRequest {
-        code: args.code.clone(),
-        from: Some(client::timestamp(from)),
-        to: Some(client::timestamp(now)),
-        granularity: granularity.into(),
-    };
-    client::call(connection, connection.links()?.get_link_stats(request)).await
+    Ok((
+        client::timestamp(from),
+        client::timestamp(now),
+        granularity.into(),
+    ))
 }
 
 pub fn to_json(stats: &LinkStats) -> Result<String, Failure> {
@@ -205,6 +265,7 @@ pub fn render(stats: &LinkStats) -> String {
     ]
     .into_iter()
     .chain((!view.rules.is_empty()).then_some(("rules", &view.rules)))
+    .chain((!view.paths.is_empty()).then_some(("paths", &view.paths)))
     {
         let listed = if counts.is_empty() {
             "(none)".to_owned()

@@ -506,54 +506,100 @@ impl Links for LinksService {
     ) -> Answer<tinyurl_proto::v1::LinkStats> {
         let call = self.call(&request);
         let message = request.into_inner();
-        let input = (|| {
-            let time = |value: Option<prost_types::Timestamp>, field| {
-                value.map(|value| timestamp(value, field)).transpose()
-            };
-            Ok(StatsInput {
-                from: time(message.from, "from")?,
-                to: time(message.to, "to")?,
-                granularity: message.granularity,
-            })
-        })();
+        let input = stats_input(message.from, message.to, message.granularity);
         let stats = self
             .links
             .stats(&call, &message.code, input)
             .await
             .map_err(status)?;
-        let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
-        let counts = |counts: Vec<(String, u64)>| {
-            counts
-                .into_iter()
-                .map(|(value, clicks)| StatsCount { value, clicks })
-                .collect()
-        };
-        Ok(tonic::Response::new(tinyurl_proto::v1::LinkStats {
-            code: message.code,
-            lifetime_clicks: stats.lifetime_clicks,
-            lifetime_bot_clicks: stats.lifetime_bot_clicks,
-            from: Some(at(stats.query.from)),
-            to: Some(at(stats.query.to)),
-            granularity: stats.query.granularity.number(),
-            clicks: stats.clicks,
-            bot_clicks: stats.bot_clicks,
-            series: stats
-                .series
-                .iter()
-                .map(|point| StatsPoint {
-                    start: Some(at(point.start)),
-                    clicks: point.clicks,
-                    bot_clicks: point.bot_clicks,
-                })
-                .collect(),
-            referrers: counts(stats.referrers),
-            countries: counts(stats.countries),
-            browsers: counts(stats.browsers),
-            devices: counts(stats.devices),
-            bots: counts(stats.bots),
-            rules: counts(stats.rules),
-            classes: counts(stats.classes),
-        }))
+        Ok(tonic::Response::new(stats_message(message.code, stats)))
+    }
+
+    async fn get_orphan_visits(
+        &self,
+        request: tonic::Request<tinyurl_proto::v1::GetOrphanVisitsRequest>,
+    ) -> Answer<tinyurl_proto::v1::LinkStats> {
+        let call = self.call(&request);
+        let message = request.into_inner();
+        let input = stats_input(message.from, message.to, message.granularity);
+        let stats = self
+            .links
+            .orphan_visits(&call, &message.domain, input)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(stats_message(String::new(), stats)))
+    }
+
+    async fn purge_orphan_visits(
+        &self,
+        request: tonic::Request<tinyurl_proto::v1::PurgeOrphanVisitsRequest>,
+    ) -> Answer<tinyurl_proto::v1::PurgeOrphanVisitsResponse> {
+        let call = self.call(&request);
+        let rows = self
+            .links
+            .purge_orphan_visits(&call, &request.get_ref().domain)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(
+            tinyurl_proto::v1::PurgeOrphanVisitsResponse { rows },
+        ))
+    }
+}
+
+/// A statistics request's range and granularity, or why they are refused.
+fn stats_input(
+    from: Option<prost_types::Timestamp>,
+    to: Option<prost_types::Timestamp>,
+    granularity: i32,
+) -> Result<StatsInput, WriterError> {
+    let time = |value: Option<prost_types::Timestamp>, field| {
+        value.map(|value| timestamp(value, field)).transpose()
+    };
+    Ok(StatsInput {
+        from: time(from, "from")?,
+        to: time(to, "to")?,
+        granularity,
+    })
+}
+
+/// Statistics as the API answers them.
+fn stats_message(
+    code: String,
+    stats: tinyurl_analytics::LinkStats,
+) -> tinyurl_proto::v1::LinkStats {
+    let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
+    let counts = |counts: Vec<(String, u64)>| {
+        counts
+            .into_iter()
+            .map(|(value, clicks)| StatsCount { value, clicks })
+            .collect()
+    };
+    tinyurl_proto::v1::LinkStats {
+        code,
+        lifetime_clicks: stats.lifetime_clicks,
+        lifetime_bot_clicks: stats.lifetime_bot_clicks,
+        from: Some(at(stats.query.from)),
+        to: Some(at(stats.query.to)),
+        granularity: stats.query.granularity.number(),
+        clicks: stats.clicks,
+        bot_clicks: stats.bot_clicks,
+        series: stats
+            .series
+            .iter()
+            .map(|point| StatsPoint {
+                start: Some(at(point.start)),
+                clicks: point.clicks,
+                bot_clicks: point.bot_clicks,
+            })
+            .collect(),
+        referrers: counts(stats.referrers),
+        countries: counts(stats.countries),
+        browsers: counts(stats.browsers),
+        devices: counts(stats.devices),
+        bots: counts(stats.bots),
+        rules: counts(stats.rules),
+        classes: counts(stats.classes),
+        paths: counts(stats.paths),
     }
 }
 

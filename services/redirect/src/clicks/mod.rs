@@ -26,8 +26,8 @@ use axum::http::HeaderMap;
 use axum::http::header::{REFERER, USER_AGENT};
 use foldhash::fast::FixedState;
 use tinyurl_domain::clicks::{
-    DIRECT, MAX_VALUE_LEN, NOT_RECORDED, OTHER, Referrer, UNKNOWN_COUNTRY, minute_of, push_line,
-    referrer_host,
+    DIRECT, MAX_VALUE_LEN, NOT_RECORDED, OTHER, Referrer, UNKNOWN_COUNTRY, minute_of, path_token,
+    push_line, referrer_host,
 };
 
 use tinyurl_runtime::memory::ClickBatch;
@@ -43,6 +43,9 @@ const SHARDS: usize = 16;
 const LINES_PER_BATCH: usize = 1_000;
 /// Distinct referrer hosts counted per code per flush; the rest are "other".
 const MAX_REFERRERS_PER_CODE: usize = 20;
+/// Distinct paths of visits to codes that do not exist counted per domain
+/// per flush (as many as the rollups keep per bucket); the rest are "other".
+const MAX_PATHS_PER_DOMAIN: usize = 100;
 
 /// How clicks are classified.
 #[derive(Default)]
@@ -189,6 +192,9 @@ struct Counted {
     rule: Option<u8>,
     /// Counted in the totals only (the visitor asked not to be tracked).
     private: bool,
+    /// For a visit to a code that does not exist: the path asked for
+    /// (`code` is then the domain's orphan key).
+    path: Option<Box<str>>,
     count: u64,
 }
 
@@ -210,6 +216,7 @@ struct KeyView<'a> {
     country: [u8; 2],
     rule: Option<u8>,
     private: bool,
+    path: Option<&'a str>,
 }
 
 impl KeyView<'_> {
@@ -226,6 +233,7 @@ impl KeyView<'_> {
         self.country.hash(&mut state);
         self.rule.hash(&mut state);
         self.private.hash(&mut state);
+        self.path.hash(&mut state);
         state.finish()
     }
 
@@ -242,6 +250,7 @@ impl KeyView<'_> {
             && self.country == counted.country
             && self.rule == counted.rule
             && self.private == counted.private
+            && self.path == counted.path.as_deref()
             && *counted.code == *self.code
     }
 
@@ -258,6 +267,7 @@ impl KeyView<'_> {
             country: self.country,
             rule: self.rule,
             private: self.private,
+            path: self.path.map(Into::into),
             count: 1,
         }
     }
@@ -330,8 +340,32 @@ impl Clicks {
             country,
             rule,
             private,
+            path: None,
         };
-        let code_hash = self.hasher.hash_one(code);
+        self.add(key);
+    }
+
+    /// Counts one visit to a code that does not exist on the domain whose
+    /// orphan key is `key`: by minute, path (bounded like values) and class,
+    /// nothing else of the visitor.
+    pub fn record_orphan(&self, key: &str, path: &str, headers: &HeaderMap) {
+        let agent = self
+            .agents
+            .key(headers.get(USER_AGENT).map(|value| value.as_bytes()));
+        self.add(KeyView {
+            code: key,
+            minute: minute_of(SystemTime::now()),
+            referrer: Referrer::Direct,
+            agent,
+            country: UNKNOWN,
+            rule: None,
+            private: false,
+            path: Some(path_token(path)),
+        });
+    }
+
+    fn add(&self, key: KeyView<'_>) {
+        let code_hash = self.hasher.hash_one(key.code);
         let Ok(mut shard) = self.shards[(code_hash as usize) % SHARDS].lock() else {
             self.dropped.increment(1);
             return;
@@ -344,15 +378,32 @@ impl Clicks {
         if shard.bump(hash, &key) {
             return;
         }
-        if let Referrer::Host(host) = key.referrer {
-            let host_hash = self.hasher.hash_one(host);
+        // Referrer hosts, or the paths of visits to codes that do not
+        // exist, are bounded per code per flush.
+        let value = match (key.path, key.referrer) {
+            (Some(path), _) => Some(path),
+            (None, Referrer::Host(host)) => Some(host),
+            (None, _) => None,
+        };
+        if let Some(value) = value {
+            let value_hash = self.hasher.hash_one(value);
             let seen = shard.referrers.entry(code_hash).or_default();
-            if seen.contains(&host_hash) {
-                // Known host, new combination of the other dimensions.
-            } else if seen.len() < MAX_REFERRERS_PER_CODE {
-                seen.push(host_hash);
+            if seen.contains(&value_hash) {
+                // Known value, new combination of the other dimensions.
+            } else if seen.len()
+                < if key.path.is_some() {
+                    MAX_PATHS_PER_DOMAIN
+                } else {
+                    MAX_REFERRERS_PER_CODE
+                }
+            {
+                seen.push(value_hash);
             } else {
-                key.referrer = Referrer::Other;
+                if key.path.is_some() {
+                    key.path = Some(OTHER);
+                } else {
+                    key.referrer = Referrer::Other;
+                }
                 hash = key.hash(&self.hasher);
                 if shard.bump(hash, &key) {
                     return;
@@ -401,6 +452,24 @@ impl Clicks {
                 let class = self.agents.class(counted.agent);
                 // The bot flag is kept either way: it splits the totals.
                 let kept = !counted.private;
+                if let Some(path) = &counted.path {
+                    // Of a visit to a code that does not exist: the path
+                    // where a referrer would be, nothing of the visitor.
+                    push_line(
+                        &mut lines,
+                        &counted.code,
+                        i64::from(counted.minute),
+                        path,
+                        NOT_RECORDED,
+                        NOT_RECORDED,
+                        NOT_RECORDED,
+                        class.class,
+                        counted.count,
+                        None,
+                    );
+                    clicks += counted.count;
+                    continue;
+                }
                 let referrer = match &counted.referrer {
                     StoredReferrer::Direct => DIRECT,
                     StoredReferrer::Other => OTHER,

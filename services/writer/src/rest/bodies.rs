@@ -441,6 +441,38 @@ pub struct StatsQueryParams {
     pub granularity: Option<String>,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OrphanQueryParams {
+    /// A registered domain's host; default: the default domain.
+    pub domain: Option<String>,
+    /// Start of the range (RFC 3339); default: 7 days before `to`.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// End of the range (RFC 3339); default: now.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+    /// `minute`, `hour` or `day`; default: by the range's length.
+    #[param(pattern = "^(minute|hour|day)$")]
+    pub granularity: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DomainQueryParams {
+    /// A registered domain's host; default: the default domain.
+    pub domain: Option<String>,
+}
+
+/// What a purge deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurgedBody {
+    /// Rollup rows deleted.
+    pub rows: u64,
+}
+
 /// A value and its clicks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CountBody {
@@ -485,6 +517,10 @@ pub struct StatsBody {
     /// a preview; `monitor`: uptime monitors and scanners), most first;
     /// only those with clicks.
     pub classes: Vec<CountBody>,
+    /// For visits to codes that do not exist (`/api/v1/orphan-visits`): the
+    /// paths asked for, most first (`other` past the bound, last); empty for
+    /// a link.
+    pub paths: Vec<CountBody>,
 }
 
 pub(super) fn rfc3339(at: SystemTime) -> String {
@@ -593,5 +629,6 @@ pub(super) fn stats_body(code: String, stats: LinkStats) -> StatsBody {
         bots: counts(stats.bots),
         rules: counts(stats.rules),
         classes: counts(stats.classes),
+        paths: counts(stats.paths),
     }
 }

@@ -9,9 +9,10 @@ use http::{HeaderMap, StatusCode, header};
 
 use super::bodies::{
     AddDomainBody, BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody, DomainBody,
-    DomainList, LinkBody, LinkPage, ListQuery, RenameTagBody, RuleBody, StatsBody,
-    StatsQueryParams, TagBody, TagChange, TagList, UpdateLinkBody, UtmBody, domain_body, link_body,
-    link_path, redirect_status, stats_body, tag_body, time,
+    DomainList, DomainQueryParams, LinkBody, LinkPage, ListQuery, OrphanQueryParams, PurgedBody,
+    RenameTagBody, RuleBody, StatsBody, StatsQueryParams, TagBody, TagChange, TagList,
+    UpdateLinkBody, UtmBody, domain_body, link_body, link_path, redirect_status, stats_body,
+    tag_body, time,
 };
 use super::extract::{Caller, JsonBody, LinkCode, TagName, create_input, decoded, query};
 use super::{ApiError, Problem};
@@ -271,26 +272,92 @@ pub(super) async fn link_stats(
     params: Result<Query<StatsQueryParams>, QueryRejection>,
 ) -> Result<axum::Json<StatsBody>, ApiError> {
     let input = query(params).and_then(|params| {
-        Ok(StatsInput {
-            from: time(params.from.as_deref(), "from")?,
-            to: time(params.to.as_deref(), "to")?,
-            granularity: match params.granularity.as_deref() {
-                None => 0,
-                Some("minute") => Granularity::Minute.number(),
-                Some("hour") => Granularity::Hour.number(),
-                Some("day") => Granularity::Day.number(),
-                Some(other) => {
-                    return Err(ApiError::invalid(
-                        "granularity",
-                        format!("granularity {other:?} is not one of minute, hour, day"),
-                    ));
-                }
-            },
-        })
+        stats_input(
+            params.from.as_deref(),
+            params.to.as_deref(),
+            params.granularity.as_deref(),
+        )
     });
     let input = decoded(input)?;
     let stats = links.stats(&call, &code, input).await?;
     Ok(axum::Json(stats_body(code, stats)))
+}
+
+/// A statistics range and granularity as the query string gives them.
+fn stats_input(
+    from: Option<&str>,
+    to: Option<&str>,
+    granularity: Option<&str>,
+) -> Result<StatsInput, ApiError> {
+    Ok(StatsInput {
+        from: time(from, "from")?,
+        to: time(to, "to")?,
+        granularity: match granularity {
+            None => 0,
+            Some("minute") => Granularity::Minute.number(),
+            Some("hour") => Granularity::Hour.number(),
+            Some("day") => Granularity::Day.number(),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "granularity",
+                    format!("granularity {other:?} is not one of minute, hour, day"),
+                ));
+            }
+        },
+    })
+}
+
+/// Visits to codes that do not exist (and paths that are no code) on a
+/// domain (manage scope): by who made them and by the path asked for.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orphan-visits",
+    tag = "domains",
+    params(OrphanQueryParams),
+    responses((status = 200, description = "Visits in the range, by time, class and path", body = StatsBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn orphan_visits(
+    State(links): Links,
+    Caller(call): Caller,
+    params: Result<Query<OrphanQueryParams>, QueryRejection>,
+) -> Result<axum::Json<StatsBody>, ApiError> {
+    let params = query(params);
+    let domain = params
+        .as_ref()
+        .ok()
+        .and_then(|params| params.domain.clone())
+        .unwrap_or_default();
+    let input = params.and_then(|params| {
+        stats_input(
+            params.from.as_deref(),
+            params.to.as_deref(),
+            params.granularity.as_deref(),
+        )
+    });
+    let input = decoded(input)?;
+    let stats = links.orphan_visits(&call, &domain, input).await?;
+    Ok(axum::Json(stats_body(String::new(), stats)))
+}
+
+/// Delete a domain's counts of visits to codes that do not exist (manage
+/// scope).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orphan-visits",
+    tag = "domains",
+    params(DomainQueryParams),
+    responses((status = 200, description = "Deleted", body = PurgedBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn purge_orphan_visits(
+    State(links): Links,
+    Caller(call): Caller,
+    params: Result<Query<DomainQueryParams>, QueryRejection>,
+) -> Result<axum::Json<PurgedBody>, ApiError> {
+    let domain = query(params)?.domain.unwrap_or_default();
+    let rows = links.purge_orphan_visits(&call, &domain).await?;
+    Ok(axum::Json(PurgedBody { rows }))
 }
 
 /// The key's tags, by name, each with its links and their lifetime clicks.

@@ -25,7 +25,8 @@ use utoipa::OpenApi as _;
 
 use self::handlers::{
     add_domain, batch_create_links, create_link, delete_link, delete_tag, get_link, get_tag,
-    link_stats, list_domains, list_links, list_tags, remove_domain, rename_tag, update_link,
+    link_stats, list_domains, list_links, list_tags, orphan_visits, purge_orphan_visits,
+    remove_domain, rename_tag, update_link,
 };
 use self::openapi::ApiDoc;
 use self::problem::{method_not_allowed, not_found};
@@ -55,6 +56,10 @@ pub fn router(links: Arc<LinkService>, cors_origins: &[HeaderValue]) -> Router {
         .route(
             "/api/v1/domains/{host}",
             axum::routing::delete(remove_domain),
+        )
+        .route(
+            "/api/v1/orphan-visits",
+            get(orphan_visits).delete(purge_orphan_visits),
         )
         .route("/api/v1/openapi.json", get(serve_openapi))
         .method_not_allowed_fallback(method_not_allowed)
