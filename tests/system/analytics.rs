@@ -717,6 +717,123 @@ async fn clicks_on_a_registered_domain_are_counted() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A link's rollups as rows, humans and bots of a value on one row, the
+/// dimensions asked for only.
+#[tokio::test]
+async fn stats_export_as_rows() -> anyhow::Result<()> {
+    use tinyurl_proto::v1::ExportLinkStatsRequest;
+    let system = System::start(&[]).await?;
+    let redirect = system.start_redirect(FAST_CLICKS).await?;
+    let code = create(&system, "https://example.com/exported").await?;
+    click(
+        &redirect,
+        &code,
+        &[("User-Agent", CHROME), ("Referer", "https://news.example/")],
+    )
+    .await?;
+    click(&redirect, &code, &[("User-Agent", CHROME)]).await?;
+    click(&redirect, &code, &[("User-Agent", GOOGLEBOT)]).await?;
+    let system_ref = &system;
+    wait_until("the clicks", Duration::from_secs(30), || {
+        let code = code.clone();
+        async move {
+            let stats = stats(system_ref, &code).await?;
+            Ok(stats.lifetime_clicks + stats.lifetime_bot_clicks == 3)
+        }
+    })
+    .await?;
+    let export = |dimensions: &[&str], granularity: StatsGranularity| {
+        let request = system.authed(ExportLinkStatsRequest {
+            code: code.clone(),
+            granularity: granularity.into(),
+            dimensions: dimensions.iter().map(|name| (*name).to_owned()).collect(),
+            ..ExportLinkStatsRequest::default()
+        });
+        async move {
+            anyhow::Ok(
+                system_ref
+                    .links()?
+                    .export_link_stats(request)
+                    .await?
+                    .into_inner(),
+            )
+        }
+    };
+    // Summed over the buckets: the clicks may straddle an hour or a day.
+    let summed = |exported: &tinyurl_proto::v1::ExportLinkStatsResponse| {
+        let mut summed: std::collections::BTreeMap<(String, String), (u64, u64)> =
+            std::collections::BTreeMap::new();
+        for row in &exported.rows {
+            let sum = summed
+                .entry((row.dimension.clone(), row.value.clone()))
+                .or_default();
+            sum.0 += row.clicks;
+            sum.1 += row.bot_clicks;
+        }
+        summed
+    };
+    let expected = |rows: &[(&str, &str, u64, u64)]| {
+        rows.iter()
+            .map(|(dimension, value, clicks, bots)| {
+                (
+                    ((*dimension).to_owned(), (*value).to_owned()),
+                    (*clicks, *bots),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let all = export(&[], StatsGranularity::Day).await?;
+    anyhow::ensure!(
+        summed(&all)
+            == expected(&[
+                ("total", "", 2, 1),
+                ("referrer", "-", 1, 1),
+                ("referrer", "news.example", 1, 0),
+                ("country", "unknown", 2, 1),
+                ("browser", "chrome", 2, 0),
+                ("browser", "googlebot", 0, 1),
+                ("device", "bot", 0, 1),
+                ("device", "desktop", 2, 0),
+                ("class", "crawler", 0, 1),
+            ]),
+        "{:?}",
+        all.rows
+    );
+    anyhow::ensure!(
+        all.rows.first().map(|row| row.dimension.as_str()) == Some("total")
+            && all
+                .rows
+                .iter()
+                .all(|row| row.start.is_some_and(|start| start.seconds % 86_400 == 0)),
+        "by bucket, the total first, days: {:?}",
+        all.rows
+    );
+    let referrers = export(&["referrer"], StatsGranularity::Hour).await?;
+    anyhow::ensure!(
+        summed(&referrers)
+            == expected(&[("referrer", "-", 1, 1), ("referrer", "news.example", 1, 0)]),
+        "{:?}",
+        referrers.rows
+    );
+    anyhow::ensure!(
+        referrers
+            .rows
+            .iter()
+            .all(|row| row.start.is_some_and(|start| start.seconds % 3_600 == 0)),
+        "hours: {:?}",
+        referrers.rows
+    );
+    let refused = export(&["ip"], StatsGranularity::Day).await;
+    anyhow::ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|error| error.to_string().contains("dimensions")
+                || error.to_string().contains("is not one of")),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
 /// Visits to codes that do not exist (and to paths that are no code),
 /// counted per domain with the paths asked for, bounded; the scanner
 /// throttle still answers an address that keeps missing; purgeable.

@@ -493,6 +493,34 @@ async fn stats_of_an_unclicked_link_then_delete_for_good() -> anyhow::Result<()>
     )
     .await?;
     assert_eq!(problem(&bad_granularity, 400)?["field"], "granularity");
+    // As CSV: the header row alone; a dimension that does not exist named.
+    let csv = get(rest, &format!("/api/v1/links/{code}/stats/export"), key).await?;
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(csv.text(), "start,dimension,value,clicks,bot_clicks\n");
+    let bad_dimension = get(
+        rest,
+        &format!("/api/v1/links/{code}/stats/export?dimensions=referrer,ip"),
+        key,
+    )
+    .await?;
+    assert_eq!(problem(&bad_dimension, 400)?["field"], "dimensions");
+    // Visits to codes that do not exist: none yet, and a domain that is not
+    // registered is named.
+    let orphans = json_of(&get(rest, "/api/v1/orphan-visits", key).await?)?;
+    assert_eq!(orphans["paths"], json!([]));
+    let unregistered = get(rest, "/api/v1/orphan-visits?domain=no.example", key).await?;
+    assert_eq!(problem(&unregistered, 400)?["field"], "domain");
+    let purged = call(
+        rest,
+        "DELETE",
+        "/api/v1/orphan-visits",
+        Some(key),
+        None,
+        &[],
+    )
+    .await?;
+    assert_eq!(json_of(&purged)?["rows"], json!(0));
 
     // Delete: 204, then 404, and the code is never handed out again.
     let deleted = call(rest, "DELETE", &path, Some(key), None, &[]).await?;

@@ -18,7 +18,7 @@ pub use tinyurl_domain::clicks::{OTHER, minute_of};
 pub use self::error::AnalyticsError;
 pub use self::postgres::PostgresRollups;
 pub use self::sqlite::SqliteRollups;
-pub use self::stats::{Granularity, LinkStats, StatsQuery};
+pub use self::stats::{ExportRow, Granularity, LinkStats, StatsQuery};
 
 /// A rollup dimension, as stored (`dimension` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,24 +44,47 @@ pub enum Dimension {
 pub const TARGET_RULE: &str = "target";
 
 impl Dimension {
+    pub const ALL: [Self; 8] = [
+        Self::Total,
+        Self::Referrer,
+        Self::Country,
+        Self::Browser,
+        Self::Device,
+        Self::Rule,
+        Self::Class,
+        Self::Path,
+    ];
+
+    /// Its name in exports and their requests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Total => "total",
+            Self::Referrer => "referrer",
+            Self::Country => "country",
+            Self::Browser => "browser",
+            Self::Device => "device",
+            Self::Rule => "rule",
+            Self::Class => "class",
+            Self::Path => "path",
+        }
+    }
+
+    /// The dimension `name` names.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|dimension| dimension.name() == name)
+    }
+
     /// The dimension a stored number stands for; another number means the
     /// schema and this code disagree.
     pub fn from_stored(raw: i16) -> Result<Self, AnalyticsError> {
-        [
-            Self::Total,
-            Self::Referrer,
-            Self::Country,
-            Self::Browser,
-            Self::Device,
-            Self::Rule,
-            Self::Class,
-            Self::Path,
-        ]
-        .into_iter()
-        .find(|dimension| *dimension as i16 == raw)
-        .ok_or_else(|| {
-            AnalyticsError::Unexpected(anyhow::anyhow!("unknown rollup dimension {raw}"))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|dimension| *dimension as i16 == raw)
+            .ok_or_else(|| {
+                AnalyticsError::Unexpected(anyhow::anyhow!("unknown rollup dimension {raw}"))
+            })
     }
 }
 
@@ -351,6 +374,19 @@ pub trait ClickStore: Send + Sync + 'static {
         first: i32,
         end: i32,
         top: usize,
+    ) -> Result<Vec<RollupRow>, AnalyticsError>;
+
+    /// Every rollup row of `code` with `first <= bucket < end`, summed per
+    /// `step` buckets (each row's bucket the first of its step), dimension,
+    /// value and bot, in that order; at most `limit`. Day rows include the
+    /// minutes not rolled up yet.
+    async fn export(
+        &self,
+        code: &str,
+        table: RollupTable,
+        range: (i32, i32),
+        step: i32,
+        limit: i64,
     ) -> Result<Vec<RollupRow>, AnalyticsError>;
 
     /// Lifetime (human, bot) clicks of `code`.

@@ -106,6 +106,24 @@ fn read_days() -> String {
     )
 }
 
+/// [`ClickStore::export`]'s rows of `{rows}`: every row, summed per step.
+const EXPORT: &str = "
+WITH rows AS ({rows})
+SELECT bucket / $4 * $4, dimension, value, bot, sum(clicks)::int8 FROM rows
+ GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT $5";
+
+const EXPORT_MINUTES: &str = "
+SELECT minute AS bucket, dimension, value, bot, clicks FROM click_minutes
+ WHERE code = $1 AND minute >= $2 AND minute < $3";
+
+const EXPORT_DAYS: &str = "
+SELECT day AS bucket, dimension, value, bot, clicks FROM click_days
+ WHERE code = $1 AND day >= $2 AND day < $3
+UNION ALL
+SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
+ WHERE code = $1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
+   AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440";
+
 /// One roll-up window: the minutes after the mark up to `$2`, summed by
 /// day, in key order.
 const ROLL_UP_WINDOW: &str = "
@@ -379,6 +397,45 @@ impl ClickStore for PostgresRollups {
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
             rows.iter()
+                .map(|row| {
+                    let dimension: i16 = row.try_get(1).map_err(AnalyticsError::from_postgres)?;
+                    Ok(RollupRow {
+                        bucket: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
+                        dimension: Dimension::from_stored(dimension)?,
+                        value: row.try_get(2).map_err(AnalyticsError::from_postgres)?,
+                        bot: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
+                        clicks: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn export(
+        &self,
+        code: &str,
+        table: RollupTable,
+        (first, end): (i32, i32),
+        step: i32,
+        limit: i64,
+    ) -> Result<Vec<RollupRow>, AnalyticsError> {
+        let rows = match table {
+            RollupTable::Minutes => EXPORT_MINUTES,
+            RollupTable::Days => EXPORT_DAYS,
+        };
+        let sql = EXPORT.replace("{rows}", rows);
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(&sql)
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            client
+                .query(&statement, &[&code, &first, &end, &step, &limit])
+                .await
+                .map_err(AnalyticsError::from_postgres)?
+                .iter()
                 .map(|row| {
                     let dimension: i16 = row.try_get(1).map_err(AnalyticsError::from_postgres)?;
                     Ok(RollupRow {

@@ -233,20 +233,7 @@ impl ClickStore for SqliteRollups {
         let top = i64::try_from(top).unwrap_or(i64::MAX);
         // As in Postgres: days include the minutes not rolled up yet, read in
         // one statement (one snapshot).
-        let rows_cte = match table {
-            RollupTable::Minutes => {
-                "SELECT minute AS bucket, dimension, value, bot, clicks FROM click_minutes
-                  WHERE code = ?1 AND minute >= ?2 AND minute < ?3"
-            }
-            RollupTable::Days => {
-                "SELECT day AS bucket, dimension, value, bot, clicks FROM click_days
-                  WHERE code = ?1 AND day >= ?2 AND day < ?3
-                 UNION ALL
-                 SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
-                  WHERE code = ?1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
-                    AND minute >= ?2 * 1440 AND minute < ?3 * 1440"
-            }
-        };
+        let rows_cte = rows_of(table);
         let sql = format!(
             "WITH rows AS ({rows_cte})
              SELECT bucket, 0, '', bot, sum(clicks) FROM rows
@@ -267,6 +254,51 @@ impl ClickStore for SqliteRollups {
             .run(move |connection| {
                 let mut statement = connection.prepare_cached(&sql)?;
                 let rows = statement.query_map((&code, first, end, top), |row| {
+                    Ok((
+                        row.get::<_, i32>(0)?,
+                        row.get::<_, i16>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, bool>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(AnalyticsError::from_sqlite)?;
+        rows.into_iter()
+            .map(|(bucket, dimension, value, bot, clicks)| {
+                Ok(RollupRow {
+                    bucket,
+                    dimension: Dimension::from_stored(dimension)?,
+                    value,
+                    bot,
+                    clicks,
+                })
+            })
+            .collect()
+    }
+
+    async fn export(
+        &self,
+        code: &str,
+        table: RollupTable,
+        (first, end): (i32, i32),
+        step: i32,
+        limit: i64,
+    ) -> Result<Vec<RollupRow>, AnalyticsError> {
+        let code = code.to_owned();
+        let sql = format!(
+            "WITH rows AS ({})
+             SELECT bucket / ?4 * ?4, dimension, value, bot, sum(clicks) FROM rows
+              GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT ?5",
+            rows_of(table)
+        );
+        let rows = self
+            .db
+            .run(move |connection| {
+                let mut statement = connection.prepare_cached(&sql)?;
+                let rows = statement.query_map((&code, first, end, step, limit), |row| {
                     Ok((
                         row.get::<_, i32>(0)?,
                         row.get::<_, i16>(1)?,
@@ -361,5 +393,25 @@ impl ClickStore for SqliteRollups {
             })
             .await
             .map_err(AnalyticsError::from_sqlite)
+    }
+}
+
+/// The rollup rows of `?1` with `?2 <= bucket < ?3` in `table` (as `bucket,
+/// dimension, value, bot, clicks`): days include the minutes not rolled up
+/// yet.
+fn rows_of(table: RollupTable) -> &'static str {
+    match table {
+        RollupTable::Minutes => {
+            "SELECT minute AS bucket, dimension, value, bot, clicks FROM click_minutes
+              WHERE code = ?1 AND minute >= ?2 AND minute < ?3"
+        }
+        RollupTable::Days => {
+            "SELECT day AS bucket, dimension, value, bot, clicks FROM click_days
+              WHERE code = ?1 AND day >= ?2 AND day < ?3
+             UNION ALL
+             SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
+              WHERE code = ?1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
+                AND minute >= ?2 * 1440 AND minute < ?3 * 1440"
+        }
     }
 }

@@ -151,6 +151,62 @@ pub struct Point {
     pub bot_clicks: u64,
 }
 
+/// Rows an export answers at most; a range that holds more is refused.
+pub const MAX_EXPORT_ROWS: usize = 100_000;
+
+/// One row of an export: a bucket's clicks of one value of one dimension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRow {
+    /// The bucket's start, in seconds since the Unix epoch.
+    pub start: i64,
+    pub dimension: Dimension,
+    /// Empty for [`Dimension::Total`].
+    pub value: String,
+    pub clicks: u64,
+    pub bot_clicks: u64,
+}
+
+impl ExportRow {
+    /// `rows` (as [`crate::ClickStore::export`] answers them, in order) of
+    /// `query` as export rows of the `dimensions` asked for: humans and bots
+    /// of a value on one row.
+    pub fn of(query: &StatsQuery, rows: &[RollupRow], dimensions: &[Dimension]) -> Vec<Self> {
+        let width = match query.granularity {
+            Granularity::Day => 86_400,
+            Granularity::Minute | Granularity::Hour => 60,
+        };
+        let mut out: Vec<Self> = Vec::new();
+        for row in rows
+            .iter()
+            .filter(|row| dimensions.contains(&row.dimension))
+        {
+            let start = i64::from(row.bucket) * width;
+            let count = u64::try_from(row.clicks).unwrap_or(0);
+            let continues = out.last().is_some_and(|last| {
+                last.start == start && last.dimension == row.dimension && last.value == row.value
+            });
+            if !continues {
+                out.push(Self {
+                    start,
+                    dimension: row.dimension,
+                    value: row.value.clone(),
+                    clicks: 0,
+                    bot_clicks: 0,
+                });
+            }
+            let Some(target) = out.last_mut() else {
+                continue;
+            };
+            if row.bot {
+                target.bot_clicks += count;
+            } else {
+                target.clicks += count;
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkStats {
     pub query: StatsQuery,

@@ -25,7 +25,8 @@ use crate::sessions::{SessionTimeouts, SessionToken};
 use crate::store::{
     LinkChanges, LinkOrder, LinkSearch, LinkStore, SearchCursor, StoredLink, TagSummary,
 };
-use tinyurl_analytics::{ClickStore, LinkStats, StatsQuery};
+use tinyurl_analytics::stats::MAX_EXPORT_ROWS;
+use tinyurl_analytics::{ClickStore, Dimension, ExportRow, Granularity, LinkStats, StatsQuery};
 
 /// Group commits of single creates in flight at once: two, so one group's
 /// cache write overlaps the next group's INSERT. More would split the queue
@@ -852,6 +853,50 @@ impl LinkService {
         .await
     }
 
+    /// Every bucket's clicks of one of the caller's links, by dimension and
+    /// value (`dimensions` by name; none: all), over the range `input`
+    /// names: the rollups as rows, for a spreadsheet. At most
+    /// [`tinyurl_analytics::stats::MAX_EXPORT_ROWS`]; a range that holds
+    /// more is refused.
+    pub async fn export_stats(
+        &self,
+        call: &Call,
+        code: &str,
+        input: Result<StatsInput, WriterError>,
+        dimensions: &[String],
+    ) -> Result<Vec<ExportRow>, WriterError> {
+        measured("export_stats", async {
+            let owner = self.state.owner(call, Scope::Read, 1).await?;
+            let code = code_argument(code)?;
+            let query = self.state.stats_query(input?)?;
+            let dimensions = export_dimensions(dimensions)?;
+            if self.state.store.get(owner, code).await?.is_none() {
+                return Err(WriterError::NotFound(code.to_owned()));
+            }
+            let (table, first, end) = query.buckets();
+            let step = match query.granularity {
+                Granularity::Hour => 60,
+                Granularity::Minute | Granularity::Day => 1,
+            };
+            let limit = MAX_EXPORT_ROWS + 1;
+            let rows = self
+                .state
+                .clicks_store
+                .export(code, table, (first, end), step, limit as i64)
+                .await?;
+            if rows.len() >= limit {
+                return Err(WriterError::invalid(
+                    "from",
+                    format!(
+                        "the range holds more than {MAX_EXPORT_ROWS} rows: narrow it, use a coarser granularity or fewer dimensions"
+                    ),
+                ));
+            }
+            Ok(ExportRow::of(&query, &rows, &dimensions))
+        })
+        .await
+    }
+
     /// Visits to codes that do not exist (and to paths that are no code) on
     /// `domain` (`""`: the default one) over the range `input` names, manage
     /// scope (they are every key's): counted by who made them (`classes`)
@@ -881,6 +926,29 @@ impl LinkService {
         })
         .await
     }
+}
+
+/// The dimensions an export asks for by name; none: every one.
+fn export_dimensions(names: &[String]) -> Result<Vec<Dimension>, WriterError> {
+    if names.iter().all(|name| name.trim().is_empty()) {
+        return Ok(Dimension::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            Dimension::named(name).ok_or_else(|| {
+                WriterError::invalid(
+                    "dimensions",
+                    format!(
+                        "{name:?} is not one of {}",
+                        Dimension::ALL.map(Dimension::name).join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Runs one operation, counting its outcome and timing it.

@@ -200,6 +200,10 @@ async fn command(cli: Cli) -> Result<(), Failure> {
         Command::List { limit, tag } => list(connection, limit, tag, json).await,
         Command::Tags { command } => tags(connection, command, json).await,
         Command::Domains { command } => domains(connection, command, json).await,
+        Command::Stats(args) if args.csv => {
+            out_raw!("{}", tinyurl::stats::export_csv(connection, &args).await?);
+            Ok(())
+        }
         Command::Stats(args) => {
             let stats = tinyurl::stats::fetch(connection, &args).await?;
             if json {

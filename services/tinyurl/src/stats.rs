@@ -28,6 +28,14 @@ pub struct StatsArgs {
     /// Bucket size [default: hour up to 2 days, day beyond].
     #[arg(long, value_enum)]
     pub by: Option<By>,
+    /// The rollups as CSV rows (`start,dimension,value,clicks,bot_clicks`)
+    /// instead of a summary.
+    #[arg(long)]
+    pub csv: bool,
+    /// With --csv: the dimensions, comma-separated, of total, referrer,
+    /// country, browser, device, rule, class, path [default: all].
+    #[arg(long, value_delimiter = ',', requires = "csv")]
+    pub dimensions: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -148,6 +156,37 @@ pub async fn fetch(connection: &Connection, args: &StatsArgs) -> Result<LinkStat
         granularity,
     };
     client::call(connection, connection.links()?.get_link_stats(request)).await
+}
+
+/// The link's rollups as CSV, with a header row.
+pub async fn export_csv(connection: &Connection, args: &StatsArgs) -> Result<String, Failure> {
+    let (from, to, granularity) = range(&args.since, args.by)?;
+    let request = tinyurl_proto::v1::ExportLinkStatsRequest {
+        code: args.code.clone(),
+        from: Some(from),
+        to: Some(to),
+        granularity,
+        dimensions: args.dimensions.clone(),
+    };
+    let exported = client::call(connection, connection.links()?.export_link_stats(request)).await?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let written = (|| -> Result<Vec<u8>, csv::Error> {
+        writer.write_record(["start", "dimension", "value", "clicks", "bot_clicks"])?;
+        for row in &exported.rows {
+            writer.write_record([
+                rfc3339(row.start.as_ref()).as_str(),
+                row.dimension.as_str(),
+                row.value.as_str(),
+                &row.clicks.to_string(),
+                &row.bot_clicks.to_string(),
+            ])?;
+        }
+        writer
+            .into_inner()
+            .map_err(|error| error.into_error().into())
+    })();
+    let bytes = written.map_err(|error| Failure::from(anyhow::Error::from(error)))?;
+    String::from_utf8(bytes).map_err(|error| Failure::from(anyhow::Error::from(error)))
 }
 
 /// Visits to codes that do not exist on the domain `args` names, labelled

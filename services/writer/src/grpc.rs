@@ -515,6 +515,37 @@ impl Links for LinksService {
         Ok(tonic::Response::new(stats_message(message.code, stats)))
     }
 
+    async fn export_link_stats(
+        &self,
+        request: tonic::Request<tinyurl_proto::v1::ExportLinkStatsRequest>,
+    ) -> Answer<tinyurl_proto::v1::ExportLinkStatsResponse> {
+        let call = self.call(&request);
+        let message = request.into_inner();
+        let input = stats_input(message.from, message.to, message.granularity);
+        let rows = self
+            .links
+            .export_stats(&call, &message.code, input, &message.dimensions)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(
+            tinyurl_proto::v1::ExportLinkStatsResponse {
+                rows: rows
+                    .into_iter()
+                    .map(|row| tinyurl_proto::v1::StatsRow {
+                        start: Some(prost_types::Timestamp {
+                            seconds: row.start,
+                            nanos: 0,
+                        }),
+                        dimension: row.dimension.name().to_owned(),
+                        value: row.value,
+                        clicks: row.clicks,
+                        bot_clicks: row.bot_clicks,
+                    })
+                    .collect(),
+            },
+        ))
+    }
+
     async fn get_orphan_visits(
         &self,
         request: tonic::Request<tinyurl_proto::v1::GetOrphanVisitsRequest>,

@@ -444,6 +444,24 @@ pub struct StatsQueryParams {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
+pub struct ExportQueryParams {
+    /// Start of the range (RFC 3339); default: 7 days before `to`.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// End of the range (RFC 3339); default: now.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+    /// `minute`, `hour` or `day`; default: by the range's length.
+    #[param(pattern = "^(minute|hour|day)$")]
+    pub granularity: Option<String>,
+    /// Comma-separated, of `total`, `referrer`, `country`, `browser`,
+    /// `device`, `rule`, `class`, `path`; default: all.
+    pub dimensions: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OrphanQueryParams {
     /// A registered domain's host; default: the default domain.
     pub domain: Option<String>,

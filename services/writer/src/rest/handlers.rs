@@ -9,10 +9,10 @@ use http::{HeaderMap, StatusCode, header};
 
 use super::bodies::{
     AddDomainBody, BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody, DomainBody,
-    DomainList, DomainQueryParams, LinkBody, LinkPage, ListQuery, OrphanQueryParams, PurgedBody,
-    RenameTagBody, RuleBody, StatsBody, StatsQueryParams, TagBody, TagChange, TagList,
-    UpdateLinkBody, UtmBody, domain_body, link_body, link_path, redirect_status, stats_body,
-    tag_body, time,
+    DomainList, DomainQueryParams, ExportQueryParams, LinkBody, LinkPage, ListQuery,
+    OrphanQueryParams, PurgedBody, RenameTagBody, RuleBody, StatsBody, StatsQueryParams, TagBody,
+    TagChange, TagList, UpdateLinkBody, UtmBody, domain_body, link_body, link_path,
+    redirect_status, stats_body, tag_body, time,
 };
 use super::extract::{Caller, JsonBody, LinkCode, TagName, create_input, decoded, query};
 use super::{ApiError, Problem};
@@ -281,6 +281,74 @@ pub(super) async fn link_stats(
     let input = decoded(input)?;
     let stats = links.stats(&call, &code, input).await?;
     Ok(axum::Json(stats_body(code, stats)))
+}
+
+/// A link's rollups as CSV: `start,dimension,value,clicks,bot_clicks`, a row
+/// per bucket, dimension and value (`total` with an empty value: the
+/// bucket's clicks), by bucket, dimension and value.
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{code}/stats/export",
+    tag = "links",
+    params(("code" = String, Path, description = "The short code or alias"), ExportQueryParams),
+    responses((status = 200, description = "The rows, with a header row", body = String,
+               content_type = "text/csv")),
+    security(("api_key" = [])),
+)]
+pub(super) async fn export_link_stats(
+    State(links): Links,
+    Caller(call): Caller,
+    LinkCode(code): LinkCode,
+    params: Result<Query<ExportQueryParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = query(params);
+    let dimensions: Vec<String> = params
+        .as_ref()
+        .ok()
+        .and_then(|params| params.dimensions.as_deref())
+        .map(|names| names.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let input = params.and_then(|params| {
+        stats_input(
+            params.from.as_deref(),
+            params.to.as_deref(),
+            params.granularity.as_deref(),
+        )
+    });
+    let input = decoded(input)?;
+    let rows = links.export_stats(&call, &code, input, &dimensions).await?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let written = (|| -> Result<Vec<u8>, csv::Error> {
+        writer.write_record(["start", "dimension", "value", "clicks", "bot_clicks"])?;
+        for row in &rows {
+            let start = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(row.start.max(0) as u64),
+            )
+            .to_string();
+            writer.write_record([
+                start.as_str(),
+                row.dimension.name(),
+                row.value.as_str(),
+                &row.clicks.to_string(),
+                &row.bot_clicks.to_string(),
+            ])?;
+        }
+        writer
+            .into_inner()
+            .map_err(|error| error.into_error().into())
+    })();
+    let body = written.map_err(|error| ApiError::from(WriterError::Unexpected(error.into())))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"stats.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// A statistics range and granularity as the query string gives them.
