@@ -743,10 +743,14 @@ async fn stats_export_as_rows() -> anyhow::Result<()> {
     })
     .await?;
     let export = |dimensions: &[&str], granularity: StatsGranularity| {
+        // A day back: minute rollups (hours) are kept a week, and a
+        // default range of a week reaches past that.
+        let from = SystemTime::now() - Duration::from_secs(86_400);
         let request = system.authed(ExportLinkStatsRequest {
             code: code.clone(),
             granularity: granularity.into(),
             dimensions: dimensions.iter().map(|name| (*name).to_owned()).collect(),
+            from: Some(prost_types::Timestamp::from(from)),
             ..ExportLinkStatsRequest::default()
         });
         async move {

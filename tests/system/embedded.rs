@@ -572,6 +572,39 @@ async fn stats_count_every_folded_click_once_across_a_kill_and_restart() -> anyh
         .count();
     ensure!(dotted >= 8, "a chart of bars: {text}");
     ensure!(text.contains("referrers  - 500"), "{text}");
+    // The same as CSV rows, on the embedded store: the total and the
+    // referrer, summed over the minutes.
+    let csv = system.cli(
+        &key,
+        &[
+            "stats",
+            &code,
+            "--since",
+            "1h",
+            "--by",
+            "minute",
+            "--csv",
+            "--dimensions",
+            "total,referrer",
+        ],
+    )?;
+    ensure!(csv.status.success(), "{}", stderr(&csv));
+    let csv = stdout(&csv);
+    let mut lines = csv.lines();
+    ensure!(
+        lines.next() == Some("start,dimension,value,clicks,bot_clicks"),
+        "{csv}"
+    );
+    let mut sums = std::collections::HashMap::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        ensure!(fields.len() == 5, "{line}");
+        *sums.entry((fields[1], fields[2])).or_insert(0u64) += fields[3].parse::<u64>()?;
+    }
+    ensure!(
+        sums == std::collections::HashMap::from([(("total", ""), 500), (("referrer", "-"), 500)]),
+        "{csv}"
+    );
     // A reader that goes away (`tinyurl stats … | head -n 1`) ends the client
     // quietly: here the pipe is closed before the client writes anything.
     let mut closed_early = system
