@@ -1993,6 +1993,96 @@ async fn console_search_sqlite() -> anyhow::Result<()> {
     search_contract(Arc::new(store)).await
 }
 
+/// Forgetting a link's clicks, then a key's: the rollups, the totals and the
+/// key's figures lose exactly them (clicks rolled up and after the mark
+/// alike), another key's stay.
+async fn forget_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
+    use tinyurl_links::store::{LinkOrder, LinkSearch};
+    let owner = api_key(store.as_ref(), "forgetful").await?;
+    let other = api_key(store.as_ref(), "mindful").await?;
+    for (key, code) in [(owner, "forget1"), (owner, "forget2"), (other, "keep001")] {
+        ok!(store.insert(key, &[new_link(code, None, None)]));
+    }
+    let now = i64::from(minute_of(SystemTime::now()));
+    let rolled = Fold::of(&[
+        click("forget1", now, "-", false, 5),
+        click("forget1", now, "-", true, 1),
+        click("forget2", now, "-", false, 3),
+        click("keep001", now, "-", false, 7),
+    ]);
+    ensure!(store.clicks().fold("forget-1", &rolled, VALUES).await? == Folded::Now);
+    let through = minute_of(SystemTime::now()) + 1;
+    store.clicks().roll_up_days(through, VALUES).await?;
+    let after_mark = Fold::of(&[
+        click("forget1", i64::from(through) + 5, "-", false, 2),
+        click("forget2", i64::from(through) + 5, "-", false, 1),
+    ]);
+    ensure!(store.clicks().fold("forget-2", &after_mark, VALUES).await? == Folded::Now);
+    let today = minute_of(SystemTime::now()) / 1440;
+    let week = |store: Arc<dyn LinkStore>, key| async move {
+        anyhow::Ok(ok!(store.owner_overview(key, [today, today - 6])).clicks[1])
+    };
+    ensure!(week(Arc::clone(&store), owner).await? == (11, 1));
+
+    let forgotten = store
+        .clicks()
+        .forget(owner.0, Some(&["forget1".to_owned()]))
+        .await?;
+    ensure!(forgotten > 0);
+    ensure!(store.clicks().totals("forget1").await? == (0, 0));
+    ensure!(store.clicks().totals("forget2").await? == (4, 0));
+    let (table, first, end) = (tinyurl_analytics::RollupTable::Days, today - 6, today + 2);
+    ensure!(
+        store
+            .clicks()
+            .export("forget1", table, (first, end), 1, 100)
+            .await?
+            .is_empty(),
+        "no rollup row left"
+    );
+    ensure!(week(Arc::clone(&store), owner).await? == (4, 0));
+    let clicked = ok!(store.search(
+        owner,
+        &LinkSearch {
+            order: LinkOrder::MostClicked,
+            ..LinkSearch::default()
+        },
+        10,
+        None
+    ));
+    let order: Vec<(String, i64)> = clicked
+        .iter()
+        .map(|(link, clicks)| (link.code.clone(), *clicks))
+        .collect();
+    ensure!(
+        order == [("forget2".to_owned(), 4), ("forget1".to_owned(), 0)],
+        "{order:?}"
+    );
+
+    ensure!(store.clicks().forget(owner.0, None).await? > 0);
+    ensure!(store.clicks().totals("forget2").await? == (0, 0));
+    ensure!(week(Arc::clone(&store), owner).await? == (0, 0));
+    ensure!(store.clicks().totals("keep001").await? == (7, 0));
+    ensure!(week(Arc::clone(&store), other).await? == (7, 0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn forget_clicks_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
+    store.migrate().await?;
+    forget_contract(Arc::new(store)).await
+}
+
+#[tokio::test]
+async fn forget_clicks_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    forget_contract(Arc::new(store)).await
+}
+
 /// Tags: written with the link (keyed or not, one or a batch), replaced,
 /// read back sorted, filtered by, summed, renamed (merging), deleted, gone
 /// with their link, and each owner's apart.

@@ -505,6 +505,19 @@ async fn stats_of_an_unclicked_link_then_delete_for_good() -> anyhow::Result<()>
     )
     .await?;
     assert_eq!(problem(&bad_dimension, 400)?["field"], "dimensions");
+    // Its click data forgotten, and the key's (nothing to forget yet).
+    let forgotten = call(
+        rest,
+        "DELETE",
+        &format!("/api/v1/links/{code}/stats"),
+        Some(key),
+        None,
+        &[],
+    )
+    .await?;
+    assert_eq!(json_of(&forgotten)?["rows"], json!(0));
+    let forgotten = call(rest, "DELETE", "/api/v1/stats", Some(key), None, &[]).await?;
+    assert_eq!(json_of(&forgotten)?["rows"], json!(0));
     // Visits to codes that do not exist: none yet, and a domain that is not
     // registered is named.
     let orphans = json_of(&get(rest, "/api/v1/orphan-visits", key).await?)?;

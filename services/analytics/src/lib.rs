@@ -397,6 +397,14 @@ pub trait ClickStore: Send + Sync + 'static {
     /// keys): a key's day totals and ranks are not touched.
     async fn purge(&self, code: &str) -> Result<u64, AnalyticsError>;
 
+    /// Deletes the click data of `owner`'s links `codes` (every one of its
+    /// links, deleted ones included, when `None`): rollup rows, totals,
+    /// ranks, and their share of the owner's day totals, in one transaction
+    /// that no fold or roll-up runs beside; how many rows went. Clicks still
+    /// on their way (in a redirect's memory or the stream) are counted when
+    /// they arrive.
+    async fn forget(&self, owner: i64, codes: Option<&[String]>) -> Result<u64, AnalyticsError>;
+
     /// Deletes up to `limit` minute rows older than `minute` (never one not
     /// rolled up into days yet), day rows older than `day`, and batch ids
     /// folded before `batches_before`; how many rows went. Called

@@ -496,6 +496,72 @@ impl ClickStore for PostgresRollups {
         .await
     }
 
+    async fn forget(&self, owner: i64, codes: Option<&[String]>) -> Result<u64, AnalyticsError> {
+        let work = async {
+            let mut client = self.client().await?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            // A key's data can be large: the roll-up's bound, not a request's.
+            transaction
+                .batch_execute(&format!(
+                    "SET LOCAL statement_timeout = {}",
+                    ROLL_UP_TIMEOUT.as_millis()
+                ))
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            // Folds and the roll-up wait: the day totals taken off are
+            // exactly the ones added.
+            rollup_mark(&transaction, "FOR UPDATE").await?;
+            let codes: Vec<String> = match codes {
+                Some(codes) => codes.to_vec(),
+                None => transaction
+                    .query("SELECT code FROM links WHERE owner_key_id = $1", &[&owner])
+                    .await
+                    .map_err(AnalyticsError::from_postgres)?
+                    .iter()
+                    .map(|row| row.try_get(0))
+                    .collect::<Result<_, _>>()
+                    .map_err(AnalyticsError::from_postgres)?,
+            };
+            let mut rows = transaction
+                .execute(
+                    "UPDATE owner_click_days o SET clicks = o.clicks - d.clicks
+                       FROM (SELECT day, bot, sum(clicks)::int8 AS clicks FROM click_days
+                              WHERE code = ANY($2) AND dimension = 0 GROUP BY day, bot) d
+                      WHERE o.owner_key_id = $1 AND o.day = d.day AND o.bot = d.bot",
+                    &[&owner, &codes],
+                )
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            rows += transaction
+                .execute(
+                    "DELETE FROM click_ranks WHERE owner_key_id = $1 AND code = ANY($2)",
+                    &[&owner, &codes],
+                )
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            for table in ["click_minutes", "click_days", "click_totals"] {
+                rows += transaction
+                    .execute(
+                        &format!("DELETE FROM {table} WHERE code = ANY($1)"),
+                        &[&codes],
+                    )
+                    .await
+                    .map_err(AnalyticsError::from_postgres)?;
+            }
+            transaction
+                .commit()
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            Ok(rows)
+        };
+        tokio::time::timeout(ROLL_UP_TIMEOUT, work)
+            .await
+            .map_err(|_| tinyurl_runtime::StoreError::timed_out(ROLL_UP_TIMEOUT))?
+    }
+
     async fn prune(
         &self,
         minute: i32,

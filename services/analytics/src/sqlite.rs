@@ -360,6 +360,33 @@ impl ClickStore for SqliteRollups {
             .map_err(AnalyticsError::from_sqlite)
     }
 
+    async fn forget(&self, owner: i64, codes: Option<&[String]>) -> Result<u64, AnalyticsError> {
+        let codes = codes.map(<[String]>::to_vec);
+        self.db
+            .run(move |connection| {
+                let transaction =
+                    connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let codes: Vec<String> = match codes {
+                    Some(codes) => codes,
+                    None => transaction
+                        .prepare("SELECT code FROM links WHERE owner_key_id = ?1")?
+                        .query_map([owner], |row| row.get(0))?
+                        .collect::<rusqlite::Result<_>>()?,
+                };
+                let mut rows = 0;
+                for code in &codes {
+                    for table in ["click_minutes", "click_days", "click_totals"] {
+                        rows += transaction
+                            .execute(&format!("DELETE FROM {table} WHERE code = ?1"), [code])?;
+                    }
+                }
+                transaction.commit()?;
+                Ok(rows as u64)
+            })
+            .await
+            .map_err(AnalyticsError::from_sqlite)
+    }
+
     async fn prune(
         &self,
         minute: i32,

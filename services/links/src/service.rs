@@ -897,6 +897,32 @@ impl LinkService {
         .await
     }
 
+    /// Deletes the click data of one of the caller's links (`Some`), or of
+    /// every link of the caller's key, deleted ones included (`None`):
+    /// rollups, totals, ranks and their share of the key's day totals
+    /// (manage scope); how many rows went.
+    pub async fn forget_clicks(&self, call: &Call, code: Option<&str>) -> Result<u64, WriterError> {
+        measured("forget_clicks", async {
+            let owner = self.state.owner(call, Scope::Manage, 1).await?;
+            let codes = match code {
+                Some(code) => {
+                    let code = code_argument(code)?;
+                    if self.state.store.get(owner, code).await?.is_none() {
+                        return Err(WriterError::NotFound(code.to_owned()));
+                    }
+                    Some(vec![code.to_owned()])
+                }
+                None => None,
+            };
+            Ok(self
+                .state
+                .clicks_store
+                .forget(owner.0, codes.as_deref())
+                .await?)
+        })
+        .await
+    }
+
     /// Visits to codes that do not exist (and to paths that are no code) on
     /// `domain` (`""`: the default one) over the range `input` names, manage
     /// scope (they are every key's): counted by who made them (`classes`)

@@ -233,6 +233,15 @@ pub enum Command {
     },
     /// Click statistics of a link: a summary and a chart (`--json` for scripts).
     Stats(StatsArgs),
+    /// Delete the click data of a link, or with --all of every link of the
+    /// key (manage key).
+    ForgetClicks {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        code: Option<String>,
+        /// Every link of the key, deleted ones included.
+        #[arg(long)]
+        all: bool,
+    },
     /// Visits to codes that do not exist on a domain (manage key): by who
     /// made them and the paths asked for; `--purge` deletes them.
     Orphans(OrphanArgs),
@@ -266,6 +275,7 @@ impl Command {
             Self::Domains { .. } => "domains",
             Self::Stats(_) => "stats",
             Self::Orphans(_) => "orphans",
+            Self::ForgetClicks { .. } => "forget-clicks",
             Self::Import(_) => "import",
             Self::Export(_) => "export",
             Self::Admin(command) => command.name(),

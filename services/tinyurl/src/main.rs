@@ -213,6 +213,19 @@ async fn command(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::ForgetClicks { code, .. } => {
+            let request = tinyurl_proto::v1::ForgetClicksRequest {
+                code: code.unwrap_or_default(),
+            };
+            let forgotten =
+                client::call(connection, connection.links()?.forget_clicks(request)).await?;
+            if json {
+                out!("{}", serde_json::json!({ "rows": forgotten.rows }));
+            } else {
+                out!("deleted {} rows of click data", forgotten.rows);
+            }
+            Ok(())
+        }
         Command::Orphans(args) if args.purge => {
             let rows = tinyurl::stats::purge_orphans(connection, &args).await?;
             if json {

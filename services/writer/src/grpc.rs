@@ -546,6 +546,23 @@ impl Links for LinksService {
         ))
     }
 
+    async fn forget_clicks(
+        &self,
+        request: tonic::Request<tinyurl_proto::v1::ForgetClicksRequest>,
+    ) -> Answer<tinyurl_proto::v1::ForgetClicksResponse> {
+        let call = self.call(&request);
+        let code = request.get_ref().code.as_str();
+        let code = (!code.is_empty()).then_some(code);
+        let rows = self
+            .links
+            .forget_clicks(&call, code)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(
+            tinyurl_proto::v1::ForgetClicksResponse { rows },
+        ))
+    }
+
     async fn get_orphan_visits(
         &self,
         request: tonic::Request<tinyurl_proto::v1::GetOrphanVisitsRequest>,

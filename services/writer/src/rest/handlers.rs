@@ -351,6 +351,41 @@ pub(super) async fn export_link_stats(
         .into_response())
 }
 
+/// Delete the click data of one of the key's links (manage scope).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/links/{code}/stats",
+    tag = "links",
+    params(("code" = String, Path, description = "The short code or alias")),
+    responses((status = 200, description = "Deleted", body = PurgedBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn forget_link_clicks(
+    State(links): Links,
+    Caller(call): Caller,
+    LinkCode(code): LinkCode,
+) -> Result<axum::Json<PurgedBody>, ApiError> {
+    let rows = links.forget_clicks(&call, Some(&code)).await?;
+    Ok(axum::Json(PurgedBody { rows }))
+}
+
+/// Delete the click data of every link of the key, deleted ones included
+/// (manage scope).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/stats",
+    tag = "links",
+    responses((status = 200, description = "Deleted", body = PurgedBody)),
+    security(("api_key" = [])),
+)]
+pub(super) async fn forget_key_clicks(
+    State(links): Links,
+    Caller(call): Caller,
+) -> Result<axum::Json<PurgedBody>, ApiError> {
+    let rows = links.forget_clicks(&call, None).await?;
+    Ok(axum::Json(PurgedBody { rows }))
+}
+
 /// A statistics range and granularity as the query string gives them.
 fn stats_input(
     from: Option<&str>,

@@ -25,8 +25,8 @@ use utoipa::OpenApi as _;
 
 use self::handlers::{
     add_domain, batch_create_links, create_link, delete_link, delete_tag, export_link_stats,
-    get_link, get_tag, link_stats, list_domains, list_links, list_tags, orphan_visits,
-    purge_orphan_visits, remove_domain, rename_tag, update_link,
+    forget_key_clicks, forget_link_clicks, get_link, get_tag, link_stats, list_domains, list_links,
+    list_tags, orphan_visits, purge_orphan_visits, remove_domain, rename_tag, update_link,
 };
 use self::openapi::ApiDoc;
 use self::problem::{method_not_allowed, not_found};
@@ -46,7 +46,11 @@ pub fn router(links: Arc<LinkService>, cors_origins: &[HeaderValue]) -> Router {
             "/api/v1/links/{code}",
             get(get_link).patch(update_link).delete(delete_link),
         )
-        .route("/api/v1/links/{code}/stats", get(link_stats))
+        .route(
+            "/api/v1/links/{code}/stats",
+            get(link_stats).delete(forget_link_clicks),
+        )
+        .route("/api/v1/stats", axum::routing::delete(forget_key_clicks))
         .route("/api/v1/links/{code}/stats/export", get(export_link_stats))
         .route("/api/v1/tags", get(list_tags))
         .route(

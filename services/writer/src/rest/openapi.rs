@@ -6,10 +6,10 @@ use utoipa::OpenApi;
 use super::Problem;
 use super::handlers::{
     __path_add_domain, __path_batch_create_links, __path_create_link, __path_delete_link,
-    __path_delete_tag, __path_export_link_stats, __path_get_link, __path_get_tag,
-    __path_link_stats, __path_list_domains, __path_list_links, __path_list_tags,
-    __path_orphan_visits, __path_purge_orphan_visits, __path_remove_domain, __path_rename_tag,
-    __path_update_link,
+    __path_delete_tag, __path_export_link_stats, __path_forget_key_clicks,
+    __path_forget_link_clicks, __path_get_link, __path_get_tag, __path_link_stats,
+    __path_list_domains, __path_list_links, __path_list_tags, __path_orphan_visits,
+    __path_purge_orphan_visits, __path_remove_domain, __path_rename_tag, __path_update_link,
 };
 
 #[derive(OpenApi)]
@@ -20,7 +20,7 @@ use super::handlers::{
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(create_link, batch_create_links, get_link, update_link, delete_link, list_links, link_stats,
-          export_link_stats,
+          export_link_stats, forget_link_clicks, forget_key_clicks,
           list_tags, get_tag, rename_tag, delete_tag, add_domain, list_domains, remove_domain,
           orphan_visits, purge_orphan_visits),
     components(schemas(Problem)),
