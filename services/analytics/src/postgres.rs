@@ -161,6 +161,48 @@ async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, A
         .map_err(AnalyticsError::from_postgres)
 }
 
+/// A rollup row as the reads select it: bucket, dimension, value, bot,
+/// clicks.
+fn rollup_row(row: &tokio_postgres::Row) -> Result<RollupRow, AnalyticsError> {
+    let dimension: i16 = row.try_get(1).map_err(AnalyticsError::from_postgres)?;
+    Ok(RollupRow {
+        bucket: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
+        dimension: Dimension::from_stored(dimension)?,
+        value: row.try_get(2).map_err(AnalyticsError::from_postgres)?,
+        bot: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
+        clicks: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
+    })
+}
+
+/// A transaction for upkeep (the roll-up, forgetting clicks), bounded by
+/// [`ROLL_UP_TIMEOUT`] on the server: the connection's own
+/// `statement_timeout` is a request's.
+async fn upkeep_transaction(
+    client: &mut deadpool_postgres::Object,
+) -> Result<Transaction<'_>, AnalyticsError> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(AnalyticsError::from_postgres)?;
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            ROLL_UP_TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(AnalyticsError::from_postgres)?;
+    Ok(transaction)
+}
+
+/// `work` bounded by [`ROLL_UP_TIMEOUT`] on the client.
+async fn upkeep_bounded<T>(
+    work: impl std::future::Future<Output = Result<T, AnalyticsError>>,
+) -> Result<T, AnalyticsError> {
+    tokio::time::timeout(ROLL_UP_TIMEOUT, work)
+        .await
+        .map_err(|_| tinyurl_runtime::StoreError::timed_out(ROLL_UP_TIMEOUT))?
+}
+
 /// Adds day rows (of any dimension; only the totals are read) to the keys'
 /// day totals and the links' ranks ([`UPSERT_OWNER_DAYS`]), in the caller's
 /// transaction, which holds the roll-up mark.
@@ -310,17 +352,7 @@ impl ClickStore for PostgresRollups {
     async fn roll_up_days(&self, through: i32, values: usize) -> Result<RolledUp, AnalyticsError> {
         let work = async {
             let mut client = self.client().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(AnalyticsError::from_postgres)?;
-            transaction
-                .batch_execute(&format!(
-                    "SET LOCAL statement_timeout = {}",
-                    ROLL_UP_TIMEOUT.as_millis()
-                ))
-                .await
-                .map_err(AnalyticsError::from_postgres)?;
+            let transaction = upkeep_transaction(&mut client).await?;
             let rolled_through = rollup_mark(&transaction, "FOR UPDATE").await?;
             if through <= rolled_through {
                 return Ok(RolledUp {
@@ -368,9 +400,7 @@ impl ClickStore for PostgresRollups {
                 caught_up: until == through,
             })
         };
-        tokio::time::timeout(ROLL_UP_TIMEOUT, work)
-            .await
-            .map_err(|_| tinyurl_runtime::StoreError::timed_out(ROLL_UP_TIMEOUT))?
+        upkeep_bounded(work).await
     }
 
     async fn rollups(
@@ -396,18 +426,7 @@ impl ClickStore for PostgresRollups {
                 .query(&statement, &[&code, &first, &end, &top])
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
-            rows.iter()
-                .map(|row| {
-                    let dimension: i16 = row.try_get(1).map_err(AnalyticsError::from_postgres)?;
-                    Ok(RollupRow {
-                        bucket: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
-                        dimension: Dimension::from_stored(dimension)?,
-                        value: row.try_get(2).map_err(AnalyticsError::from_postgres)?,
-                        bot: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
-                        clicks: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(rollup_row).collect()
         })
         .await
     }
@@ -436,16 +455,7 @@ impl ClickStore for PostgresRollups {
                 .await
                 .map_err(AnalyticsError::from_postgres)?
                 .iter()
-                .map(|row| {
-                    let dimension: i16 = row.try_get(1).map_err(AnalyticsError::from_postgres)?;
-                    Ok(RollupRow {
-                        bucket: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
-                        dimension: Dimension::from_stored(dimension)?,
-                        value: row.try_get(2).map_err(AnalyticsError::from_postgres)?,
-                        bot: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
-                        clicks: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
-                    })
-                })
+                .map(rollup_row)
                 .collect()
         })
         .await
@@ -499,18 +509,8 @@ impl ClickStore for PostgresRollups {
     async fn forget(&self, owner: i64, codes: Option<&[String]>) -> Result<u64, AnalyticsError> {
         let work = async {
             let mut client = self.client().await?;
-            let transaction = client
-                .transaction()
-                .await
-                .map_err(AnalyticsError::from_postgres)?;
             // A key's data can be large: the roll-up's bound, not a request's.
-            transaction
-                .batch_execute(&format!(
-                    "SET LOCAL statement_timeout = {}",
-                    ROLL_UP_TIMEOUT.as_millis()
-                ))
-                .await
-                .map_err(AnalyticsError::from_postgres)?;
+            let transaction = upkeep_transaction(&mut client).await?;
             // Folds and the roll-up wait: the day totals taken off are
             // exactly the ones added.
             rollup_mark(&transaction, "FOR UPDATE").await?;
@@ -557,9 +557,7 @@ impl ClickStore for PostgresRollups {
                 .map_err(AnalyticsError::from_postgres)?;
             Ok(rows)
         };
-        tokio::time::timeout(ROLL_UP_TIMEOUT, work)
-            .await
-            .map_err(|_| tinyurl_runtime::StoreError::timed_out(ROLL_UP_TIMEOUT))?
+        upkeep_bounded(work).await
     }
 
     async fn prune(

@@ -253,30 +253,12 @@ impl ClickStore for SqliteRollups {
             .db
             .run(move |connection| {
                 let mut statement = connection.prepare_cached(&sql)?;
-                let rows = statement.query_map((&code, first, end, top), |row| {
-                    Ok((
-                        row.get::<_, i32>(0)?,
-                        row.get::<_, i16>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, bool>(3)?,
-                        row.get::<_, i64>(4)?,
-                    ))
-                })?;
+                let rows = statement.query_map((&code, first, end, top), stored_row)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await
             .map_err(AnalyticsError::from_sqlite)?;
-        rows.into_iter()
-            .map(|(bucket, dimension, value, bot, clicks)| {
-                Ok(RollupRow {
-                    bucket,
-                    dimension: Dimension::from_stored(dimension)?,
-                    value,
-                    bot,
-                    clicks,
-                })
-            })
-            .collect()
+        rows.into_iter().map(StoredRow::into_row).collect()
     }
 
     async fn export(
@@ -298,30 +280,12 @@ impl ClickStore for SqliteRollups {
             .db
             .run(move |connection| {
                 let mut statement = connection.prepare_cached(&sql)?;
-                let rows = statement.query_map((&code, first, end, step, limit), |row| {
-                    Ok((
-                        row.get::<_, i32>(0)?,
-                        row.get::<_, i16>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, bool>(3)?,
-                        row.get::<_, i64>(4)?,
-                    ))
-                })?;
+                let rows = statement.query_map((&code, first, end, step, limit), stored_row)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await
             .map_err(AnalyticsError::from_sqlite)?;
-        rows.into_iter()
-            .map(|(bucket, dimension, value, bot, clicks)| {
-                Ok(RollupRow {
-                    bucket,
-                    dimension: Dimension::from_stored(dimension)?,
-                    value,
-                    bot,
-                    clicks,
-                })
-            })
-            .collect()
+        rows.into_iter().map(StoredRow::into_row).collect()
     }
 
     async fn totals(&self, code: &str) -> Result<(i64, i64), AnalyticsError> {
@@ -420,6 +384,33 @@ impl ClickStore for SqliteRollups {
             })
             .await
             .map_err(AnalyticsError::from_sqlite)
+    }
+}
+
+/// A rollup row as the reads select it (bucket, dimension, value, bot,
+/// clicks), its dimension still a number.
+struct StoredRow(i32, i16, String, bool, i64);
+
+fn stored_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow(
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+impl StoredRow {
+    fn into_row(self) -> Result<RollupRow, AnalyticsError> {
+        let Self(bucket, dimension, value, bot, clicks) = self;
+        Ok(RollupRow {
+            bucket,
+            dimension: Dimension::from_stored(dimension)?,
+            value,
+            bot,
+            clicks,
+        })
     }
 }
 

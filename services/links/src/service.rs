@@ -870,9 +870,7 @@ impl LinkService {
             let code = code_argument(code)?;
             let query = self.state.stats_query(input?)?;
             let dimensions = export_dimensions(dimensions)?;
-            if self.state.store.get(owner, code).await?.is_none() {
-                return Err(WriterError::NotFound(code.to_owned()));
-            }
+            self.state.owned(owner, code).await?;
             let (table, first, end) = query.buckets();
             let step = match query.granularity {
                 Granularity::Hour => 60,
@@ -907,9 +905,7 @@ impl LinkService {
             let codes = match code {
                 Some(code) => {
                     let code = code_argument(code)?;
-                    if self.state.store.get(owner, code).await?.is_none() {
-                        return Err(WriterError::NotFound(code.to_owned()));
-                    }
+                    self.state.owned(owner, code).await?;
                     Some(vec![code.to_owned()])
                 }
                 None => None,
@@ -1244,11 +1240,17 @@ impl State {
     ) -> Result<LinkStats, WriterError> {
         let code = code_argument(code)?;
         let query = self.stats_query(input)?;
-        // Owner-scoped like GetLink: another key's link is not found.
+        self.owned(owner, code).await?;
+        self.key_stats(code, query).await
+    }
+
+    /// Refuses `code` unless it is one of `owner`'s links: owner-scoped like
+    /// GetLink, another key's link is not found.
+    async fn owned(&self, owner: OwnerId, code: &str) -> Result<(), WriterError> {
         if self.store.get(owner, code).await?.is_none() {
             return Err(WriterError::NotFound(code.to_owned()));
         }
-        self.key_stats(code, query).await
+        Ok(())
     }
 
     /// The range and granularity `input` asks for, within the rollups kept.
@@ -1264,8 +1266,7 @@ impl State {
 
     /// The statistics of whatever is counted under `key` (a link's key or an
     /// orphan key) over `query`.
-    async fn key_stats(&self, key: &str, query: StatsQuery) -> Result<LinkStats, WriterError> {
-        let code = key;
+    async fn key_stats(&self, code: &str, query: StatsQuery) -> Result<LinkStats, WriterError> {
         let (table, first, end) = query.buckets();
         let rows = self
             .clicks_store
