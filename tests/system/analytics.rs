@@ -799,6 +799,9 @@ async fn stats_export_as_rows() -> anyhow::Result<()> {
                 ("device", "bot", 0, 1),
                 ("device", "desktop", 2, 0),
                 ("class", "crawler", 0, 1),
+                // The day's unique visitors: both people's clicks came from
+                // one address with one browser.
+                ("visitors", "", 1, 0),
             ]),
         "{:?}",
         all.rows
@@ -1368,5 +1371,358 @@ async fn stats_say_which_rule_answered() -> anyhow::Result<()> {
     )
     .await?;
     anyhow::ensure!(stats(system, plain).await?.rules.is_empty());
+    Ok(())
+}
+
+/// Where Debian's `faketime` package puts the library that shifts a
+/// process's clock (`LD_PRELOAD`): how a test has a redirect live tomorrow.
+fn libfaketime() -> anyhow::Result<String> {
+    for dir in std::fs::read_dir("/usr/lib")?.flatten() {
+        let candidate = dir.path().join("faketime/libfaketime.so.1");
+        if candidate.is_file() {
+            return Ok(candidate.to_string_lossy().into_owned());
+        }
+    }
+    anyhow::bail!(
+        "libfaketime.so.1 not found: install Debian's faketime package (scripts/test does)"
+    )
+}
+
+/// A visitor's User-Agent: a person's browser, one of several, in many
+/// versions.
+fn browser_of(visitor: u32) -> String {
+    let version = 100 + visitor % 31;
+    match visitor % 4 {
+        0 => format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{version}.0.{}.0 Safari/537.36",
+            visitor % 997
+        ),
+        1 => format!(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:{version}.0) Gecko/20100101 Firefox/{version}.0"
+        ),
+        2 => format!(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_{} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.{} Mobile/15E148 Safari/604.1",
+            visitor % 7,
+            visitor % 5
+        ),
+        _ => format!(
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{version}.0.0.0 Safari/537.36 Edg/{version}.0.{}.0",
+            visitor % 89
+        ),
+    }
+}
+
+/// Visitor `visitor`'s address, as the trusted proxy forwards it.
+fn address_of(visitor: u32) -> Ipv4Addr {
+    Ipv4Addr::new(
+        100,
+        64 + (visitor >> 16) as u8,
+        (visitor >> 8) as u8,
+        visitor as u8,
+    )
+}
+
+/// One visit: which redirect, which visitor, extra request headers.
+type Visit = (usize, u32, &'static [(&'static str, &'static str)]);
+
+/// Sends every visit, 32 at a time, each from its visitor's address through
+/// the trusted proxy.
+async fn visit(
+    redirects: &[&ServiceProcess],
+    code: &str,
+    visits: Vec<Visit>,
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(visits)
+        .map(|(redirect, visitor, extra)| async move {
+            let address = address_of(visitor).to_string();
+            let agent = browser_of(visitor);
+            let mut headers = vec![
+                ("User-Agent", agent.as_str()),
+                ("X-Forwarded-For", address.as_str()),
+            ];
+            headers.extend_from_slice(extra);
+            click(redirects[redirect], code, &headers).await
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Every key in Redis with its value as `DUMP` gives it (binary-safe).
+async fn redis_dump(url: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    use fred::prelude::*;
+    let client = Builder::from_config(Config::from_url(url)?).build()?;
+    client.init().await?;
+    let keys: Vec<String> = client.custom(fred::cmd!("KEYS"), vec!["*"]).await?;
+    let mut dumped = Vec::new();
+    for key in keys {
+        let value: fred::types::Value = client.dump(key.as_str()).await?;
+        dumped.push((
+            key,
+            value.as_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+        ));
+    }
+    client.quit().await?;
+    Ok(dumped)
+}
+
+/// Every row of every table of the database, as text.
+async fn postgres_dump(url: &str) -> anyhow::Result<String> {
+    let db = tinyurl_harness::postgres::connect(url).await?;
+    let tables: Vec<String> = db
+        .query(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut text = String::new();
+    for table in tables {
+        for row in db
+            .query(&format!("SELECT t::text FROM {table} t"), &[])
+            .await?
+        {
+            text.push_str(row.get::<_, &str>(0));
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
+
+/// 10,000 people, each visiting one link 1–5 times over two redirect
+/// processes (a person's visits alternate between them) while two writers
+/// fold the batches, are counted as 10,000 unique visitors within 2%;
+/// visits from bots and from people asking not to be tracked are not
+/// visitors. The same people the next day (two redirects whose clock is a
+/// day ahead) are that day's visitors again. Neither an address nor a hash
+/// of one is anywhere in Postgres or Redis, and the key that makes the
+/// day's hashes ends with the day.
+#[tokio::test]
+async fn unique_visitors_are_estimated_within_two_percent_and_kept_by_day() -> anyhow::Result<()> {
+    const PEOPLE: u32 = 10_000;
+    // The first day's visits must all fall in one UTC day: a start in the
+    // last five minutes of one waits for the next.
+    let now = SystemTime::now();
+    if let Some(left) =
+        tinyurl_domain::visitors::until_day_ends(tinyurl_domain::visitors::day_of(now), now)
+        && left < Duration::from_secs(300)
+    {
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+    }
+    let system = System::start(&[]).await?;
+    let _second_writer = system.setup.start(&[]).await?;
+    let proxied = [FAST_CLICKS[0], ("TINYURL_TRUSTED_PROXIES", "127.0.0.0/8")];
+    let redirects = [
+        system.start_redirect(&proxied).await?,
+        system.start_redirect(&proxied).await?,
+    ];
+    let code = create(&system, "https://example.com/uniques").await?;
+    system.wait_replicated(&code).await?;
+
+    let mut visits = Vec::new();
+    let mut people_visits = 0u64;
+    for visitor in 0..PEOPLE {
+        let times = 1 + (visitor.wrapping_mul(7919) % 5);
+        for time in 0..times {
+            visits.push(((visitor + time) as usize % 2, visitor, &[][..]));
+            people_visits += 1;
+        }
+    }
+    // Not visitors: people who ask not to be tracked, and bots.
+    const ASKING: &[(&str, &str)] = &[("DNT", "1")];
+    const PRIVATE: &[(&str, &str)] = &[("Sec-GPC", "1")];
+    for visitor in PEOPLE..PEOPLE + 200 {
+        visits.push((0, visitor, ASKING));
+        visits.push((1, visitor, PRIVATE));
+        people_visits += 2;
+    }
+    visit(&[&redirects[0], &redirects[1]], &code, visits).await?;
+    let mut bots = 0u64;
+    for index in 0..100u32 {
+        let address = address_of(PEOPLE + 1_000 + index).to_string();
+        click(
+            &redirects[(index % 2) as usize],
+            &code,
+            &[("User-Agent", GOOGLEBOT), ("X-Forwarded-For", &address)],
+        )
+        .await?;
+        bots += 1;
+    }
+
+    let system_ref = &system;
+    let code_ref = &code;
+    wait_until(
+        "every click to be folded",
+        Duration::from_secs(60),
+        || async move {
+            let seen = stats(system_ref, code_ref).await?;
+            Ok((seen.lifetime_clicks, seen.lifetime_bot_clicks) == (people_visits, bots))
+        },
+    )
+    .await?;
+    let today = tinyurl_domain::visitors::day_of(SystemTime::now());
+    let seen = stats(&system, &code).await?;
+    let error = (seen.visitors as f64 - f64::from(PEOPLE)).abs() / f64::from(PEOPLE);
+    println!(
+        "{} unique visitors counted for {PEOPLE} people ({people_visits} visits, {bots} from bots): {:.2}% off",
+        seen.visitors,
+        error * 100.0
+    );
+    anyhow::ensure!(error <= 0.02, "visitors {} for {PEOPLE}", seen.visitors);
+    anyhow::ensure!(
+        seen.daily_visitors.len() == 1 && seen.daily_visitors[0].visitors == seen.visitors,
+        "one day of visitors: {:?}",
+        seen.daily_visitors
+    );
+
+    // What was kept: the day's key lives no longer than the day, and no
+    // address, digest or visitor hash is stored anywhere.
+    let key_name = tinyurl_domain::visitors::day_key_name(today);
+    let stored_key = match command(system.redis.port(), &["GET", &key_name]).await? {
+        Reply::Bulk(Some(stored)) => stored,
+        other => anyhow::bail!("{key_name}: {other:?}"),
+    };
+    let day_key = tinyurl_domain::visitors::decode_day_key(&stored_key)
+        .context("the day key is 32 hex digits")?;
+    let left = match command(system.redis.port(), &["PTTL", &key_name]).await? {
+        Reply::Integer(left) => left,
+        other => anyhow::bail!("PTTL {key_name}: {other:?}"),
+    };
+    let until_midnight = tinyurl_domain::visitors::until_day_ends(today, SystemTime::now())
+        .context("still today")?;
+    anyhow::ensure!(
+        left > 0 && u128::try_from(left)? <= until_midnight.as_millis() + 1_000,
+        "the day key expires at midnight: {left} ms left, {until_midnight:?} to midnight"
+    );
+    let mut secrets: Vec<[u8; 8]> = Vec::new();
+    let mut addresses = Vec::new();
+    for visitor in 0..PEOPLE {
+        let address = address_of(visitor);
+        let digest = tinyurl_domain::visitors::digest(
+            std::net::IpAddr::V4(address),
+            browser_of(visitor).as_bytes(),
+            &code,
+        );
+        let hash = tinyurl_domain::visitors::visitor_hash(&day_key, digest);
+        for value in [digest, hash] {
+            secrets.push(value.to_be_bytes());
+            secrets.push(value.to_le_bytes());
+        }
+        addresses.push(address.to_string());
+    }
+    let secret_set: std::collections::HashSet<[u8; 8]> = secrets.iter().copied().collect();
+    let dumped = redis_dump(&system.redis.url()).await?;
+    let sketch = tinyurl_domain::visitors::sketch_name(today, &code);
+    anyhow::ensure!(
+        dumped.iter().any(|(key, _)| *key == sketch),
+        "the link day's sketch is in Redis: {:?}",
+        dumped.iter().map(|(key, _)| key).collect::<Vec<_>>()
+    );
+    for (key, value) in &dumped {
+        let found = value.windows(8).any(|window| {
+            window
+                .try_into()
+                .is_ok_and(|bytes: [u8; 8]| secret_set.contains(&bytes))
+        });
+        anyhow::ensure!(!found, "Redis key {key} holds a visitor's hash");
+        let text = String::from_utf8_lossy(value);
+        anyhow::ensure!(
+            !addresses
+                .iter()
+                .any(|address| text.contains(address.as_str())),
+            "Redis key {key} holds an address"
+        );
+    }
+    let rows = postgres_dump(&system.database.primary_url).await?;
+    anyhow::ensure!(rows.contains(&code), "the dump has the link");
+    for (visitor, address) in addresses.iter().enumerate() {
+        anyhow::ensure!(!rows.contains(address.as_str()), "Postgres holds {address}");
+        let digest = u64::from_be_bytes(secrets[visitor * 4]);
+        let hash = u64::from_be_bytes(secrets[visitor * 4 + 2]);
+        for value in [digest, hash] {
+            for shown in [
+                format!("{value:016x}"),
+                value.to_string(),
+                (value as i64).to_string(),
+            ] {
+                anyhow::ensure!(!rows.contains(&shown), "Postgres holds a visitor's hash");
+            }
+        }
+    }
+
+    // The next day: the same people through two redirects a day ahead, once
+    // each, are that day's visitors, counted again.
+    let faketime = libfaketime()?;
+    let mut tomorrow_env = proxied.to_vec();
+    tomorrow_env.extend([
+        ("LD_PRELOAD", faketime.as_str()),
+        ("FAKETIME", "+1d"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]);
+    let tomorrow = [
+        system.start_redirect(&tomorrow_env).await?,
+        system.start_redirect(&tomorrow_env).await?,
+    ];
+    let visits = (0..PEOPLE)
+        .map(|visitor| ((visitor % 2) as usize, visitor, &[][..]))
+        .collect();
+    visit(&[&tomorrow[0], &tomorrow[1]], &code, visits).await?;
+    let two_days = || async {
+        let request = GetLinkStatsRequest {
+            code: code.clone(),
+            granularity: StatsGranularity::Day.into(),
+            from: Some(prost_types::Timestamp {
+                seconds: i64::from(today) * 86_400,
+                nanos: 0,
+            }),
+            to: Some(prost_types::Timestamp {
+                seconds: (i64::from(today) + 2) * 86_400,
+                nanos: 0,
+            }),
+        };
+        anyhow::Ok(
+            system
+                .links()?
+                .get_link_stats(system.authed(request))
+                .await?
+                .into_inner(),
+        )
+    };
+    let total = people_visits + u64::from(PEOPLE);
+    wait_until(
+        "the next day's clicks to be folded",
+        Duration::from_secs(60),
+        || async { Ok(two_days().await?.lifetime_clicks == total) },
+    )
+    .await?;
+    let seen = two_days().await?;
+    let days: Vec<(i64, u64)> = seen
+        .daily_visitors
+        .iter()
+        .map(|day| {
+            (
+                day.day.as_ref().map_or(0, |at| at.seconds) / 86_400,
+                day.visitors,
+            )
+        })
+        .collect();
+    println!("visitors by day: {days:?}");
+    anyhow::ensure!(days.len() == 2, "two days of visitors: {days:?}");
+    anyhow::ensure!(days[0].0 == i64::from(today) && days[1].0 == i64::from(today) + 1);
+    for (_, visitors) in &days {
+        let error = (*visitors as f64 - f64::from(PEOPLE)).abs() / f64::from(PEOPLE);
+        anyhow::ensure!(error <= 0.02, "{days:?}");
+    }
+    anyhow::ensure!(seen.visitors == days[0].1 + days[1].1, "{seen:?}");
+    // Tomorrow's key is another key, made by the redirects living in it.
+    let tomorrow_key = tinyurl_domain::visitors::day_key_name(today + 1);
+    match command(system.redis.port(), &["GET", &tomorrow_key]).await? {
+        Reply::Bulk(Some(stored)) => anyhow::ensure!(stored != stored_key, "a new key"),
+        other => anyhow::bail!("{tomorrow_key}: {other:?}"),
+    }
     Ok(())
 }

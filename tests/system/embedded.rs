@@ -511,6 +511,68 @@ fn lifetime_clicks(system: &Embedded, key: &str, code: &str) -> anyhow::Result<u
         .with_context(|| format!("no lifetime_clicks in {stats}"))
 }
 
+/// The embedded store counts unique visitors too (sketches and the day's key
+/// in the process's memory): ten people, each three times, are ten; a
+/// person asking not to be tracked is a click only.
+#[tokio::test]
+async fn unique_visitors_on_the_embedded_store() -> anyhow::Result<()> {
+    use tinyurl_harness::services::http_request_with;
+    let dir = ScratchDir::new("embedded-visitors", None)?;
+    let system = Embedded::start(dir.path()).await?;
+    let key = system
+        .printed_key
+        .clone()
+        .context("a fresh start prints an API key")?;
+    let shortened = system.cli(&key, &["--json", "shorten", "https://example.com/people"])?;
+    ensure!(shortened.status.success(), "{}", stderr(&shortened));
+    let code = serde_json::from_slice::<serde_json::Value>(&shortened.stdout)?["code"]
+        .as_str()
+        .context("a code")?
+        .to_owned();
+    let path = format!("/{code}");
+    for _ in 0..3 {
+        for person in 0..10 {
+            let agent = format!(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.0.0 Safari/537.36",
+                110 + person
+            );
+            let response =
+                http_request_with(system.http, "GET", &path, &[("User-Agent", &agent)]).await?;
+            ensure!(response.status == 302);
+        }
+    }
+    let asking = [
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0",
+        ),
+        ("DNT", "1"),
+    ];
+    ensure!(
+        http_request_with(system.http, "GET", &path, &asking)
+            .await?
+            .status
+            == 302
+    );
+    wait_until("31 clicks folded", Duration::from_secs(30), || async {
+        Ok(lifetime_clicks(&system, &key, &code)? >= 31)
+    })
+    .await?;
+    let output = system.cli(&key, &["--json", "stats", &code])?;
+    ensure!(output.status.success(), "{}", stderr(&output));
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(stats["lifetime_clicks"] == 31, "{stats}");
+    ensure!(stats["visitors"] == 10, "ten people: {stats}");
+    ensure!(stats["daily_visitors"][0]["visitors"] == 10, "{stats}");
+    let text = system.cli(&key, &["stats", &code])?;
+    ensure!(
+        stdout(&text).contains("10 unique visitors"),
+        "{}",
+        stdout(&text)
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn stats_count_every_folded_click_once_across_a_kill_and_restart() -> anyhow::Result<()> {
     let dir = ScratchDir::new("embedded-stats", None)?;

@@ -26,8 +26,9 @@ use tinyurl_domain::clicks::{
     BATCH_FIELD, BATCH_FORMAT, CLICKS_FIELD, CLICKS_GROUP, CLICKS_STREAM, DEAD_LETTER_STREAM,
     FORMAT_FIELD, PREVIOUS_BATCH_FORMAT, parse_batch,
 };
+use tinyurl_domain::visitors::{VISITORS_FIELD, parse_link_days, sketch_name};
 use tinyurl_runtime::Stopping;
-use tinyurl_runtime::memory::ClickBatch;
+use tinyurl_runtime::memory::{ClickBatch, MemoryCache};
 use tokio::sync::mpsc;
 
 use super::{ClickStore, Fold, Folded, MINUTES_PER_DAY, minute_of};
@@ -107,6 +108,62 @@ impl Metrics {
     }
 }
 
+/// Where the redirects add visitors: the link days' sketches, counted when
+/// a batch naming them is folded ([`tinyurl_domain::visitors`]).
+pub enum Sketches {
+    Redis(Client, Duration),
+    Memory(Arc<MemoryCache>),
+}
+
+impl Sketches {
+    /// The visitors of the link days `field` (a batch's `visitors`) names,
+    /// as their sketches count them now; those without any left out. A
+    /// malformed field is logged and ignored: the batch's clicks still
+    /// count.
+    async fn count(&self, field: Option<&str>) -> Result<Vec<(String, i32, i64)>, AnalyticsError> {
+        let Some(field) = field.filter(|field| !field.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let Some(link_days) = parse_link_days(field) else {
+            tracing::warn!("ignoring a malformed {VISITORS_FIELD} field of a click batch");
+            return Ok(Vec::new());
+        };
+        let counts: Vec<i64> = match self {
+            Self::Memory(cache) => link_days
+                .iter()
+                .map(|(day, link)| {
+                    i64::try_from(cache.count_visitors(link, *day)).unwrap_or(i64::MAX)
+                })
+                .collect(),
+            Self::Redis(client, timeout) => {
+                let pipeline = client
+                    .with_options(&tinyurl_runtime::redis::command_options(*timeout))
+                    .pipeline();
+                for (day, link) in &link_days {
+                    pipeline
+                        .pfcount::<Value, _>(sketch_name(*day, link))
+                        .await
+                        .map_err(redis_unavailable)?;
+                }
+                pipeline
+                    .all::<Vec<i64>>()
+                    .await
+                    .map_err(redis_unavailable)?
+            }
+        };
+        Ok(link_days
+            .into_iter()
+            .zip(counts)
+            .filter(|(_, count)| *count > 0)
+            .map(|((day, link), count)| (link, day, count))
+            .collect())
+    }
+}
+
+fn redis_unavailable(error: Error) -> AnalyticsError {
+    AnalyticsError::Unavailable(format!("cannot count visitors: {error}"))
+}
+
 /// Whether `batch_id` is one a redirect writes (and safe to log).
 fn valid_batch_id(batch_id: &str) -> bool {
     !batch_id.is_empty()
@@ -118,13 +175,16 @@ fn valid_batch_id(batch_id: &str) -> bool {
 
 /// Folds one batch; `Ok(false)` for a corrupt one (counted and logged here;
 /// the caller acknowledges it all the same).
+#[allow(clippy::too_many_arguments)]
 async fn fold_batch(
     store: &dyn ClickStore,
+    sketches: &Sketches,
     values: usize,
     metrics: &Metrics,
     entry: &str,
     batch_id: Option<&str>,
     lines: Option<&str>,
+    visitors: Option<&str>,
 ) -> Result<bool, AnalyticsError> {
     let (Some(batch_id), Some(lines)) = (batch_id, lines) else {
         metrics.corrupt.increment(1);
@@ -147,7 +207,9 @@ async fn fold_batch(
             return Ok(false);
         }
     };
-    let fold = Fold::of(&parsed);
+    // Counted after the batch was read, so after every visitor added
+    // before it was appended.
+    let fold = Fold::of(&parsed).with_visitors(sketches.count(visitors).await?);
     let started = std::time::Instant::now();
     let folded = store.fold(batch_id, &fold, values).await?;
     metrics.fold_seconds.record(started.elapsed().as_secs_f64());
@@ -173,11 +235,13 @@ async fn fold_batch(
 /// On stop, folds what is already queued.
 pub async fn consume_memory(
     mut reader: mpsc::Receiver<ClickBatch>,
+    cache: Arc<MemoryCache>,
     store: Arc<dyn ClickStore>,
     values: usize,
     stopping: Stopping,
 ) {
     let metrics = Metrics::new();
+    let sketches = Sketches::Memory(cache);
     loop {
         let batch = tokio::select! {
             batch = reader.recv() => batch,
@@ -190,11 +254,13 @@ pub async fn consume_memory(
         loop {
             let folded = fold_batch(
                 store.as_ref(),
+                &sketches,
                 values,
                 &metrics,
                 "in-process",
                 Some(&batch.id),
                 Some(&batch.lines),
+                Some(&batch.visitors),
             )
             .await;
             match folded {

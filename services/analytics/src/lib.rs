@@ -38,13 +38,17 @@ pub enum Dimension {
     /// The path asked for: rows only under the orphan keys (visits to codes
     /// that do not exist, [`tinyurl_domain::clicks::orphan_key`]).
     Path = 7,
+    /// A link's unique visitors of a day (day rows only, value empty, never
+    /// bots): the largest count its sketch has given, set rather than
+    /// added ([`tinyurl_domain::visitors`]).
+    Visitors = 8,
 }
 
 /// The [`Dimension::Rule`] value of a visit no rule answered.
 pub const TARGET_RULE: &str = "target";
 
 impl Dimension {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Total,
         Self::Referrer,
         Self::Country,
@@ -53,6 +57,7 @@ impl Dimension {
         Self::Rule,
         Self::Class,
         Self::Path,
+        Self::Visitors,
     ];
 
     /// Its name in exports and their requests.
@@ -66,6 +71,7 @@ impl Dimension {
             Self::Rule => "rule",
             Self::Class => "class",
             Self::Path => "path",
+            Self::Visitors => "visitors",
         }
     }
 
@@ -207,6 +213,9 @@ pub struct Fold {
     /// Per code: (human clicks, bot clicks).
     pub totals: Vec<(String, i64, i64)>,
     pub clicks: u64,
+    /// Link days' unique visitors as their sketches count them now, sorted
+    /// by (code, day): each stored count becomes the larger of the two.
+    pub visitors: Vec<(String, i32, i64)>,
 }
 
 impl Fold {
@@ -265,7 +274,23 @@ impl Fold {
                 .map(|(code, (humans, bots))| (code.to_owned(), humans, bots))
                 .collect(),
             clicks,
+            visitors: Vec::new(),
         }
+    }
+
+    /// With the visitor counts `counted` (any order, a link day more than
+    /// once: the largest is kept).
+    pub fn with_visitors(mut self, counted: Vec<(String, i32, i64)>) -> Self {
+        let mut visitors: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for (code, day, count) in counted {
+            let kept = visitors.entry((code, day)).or_default();
+            *kept = (*kept).max(count);
+        }
+        self.visitors = visitors
+            .into_iter()
+            .map(|((code, day), count)| (code, day, count))
+            .collect();
+        self
     }
 
     /// Day rows for the minutes at or before `rolled_through`: clicks that
@@ -391,6 +416,15 @@ pub trait ClickStore: Send + Sync + 'static {
 
     /// Lifetime (human, bot) clicks of `code`.
     async fn totals(&self, code: &str) -> Result<(i64, i64), AnalyticsError>;
+
+    /// The unique visitors of `code` on each day with `first <= day < end`
+    /// that had any, in day order.
+    async fn visitors(
+        &self,
+        code: &str,
+        first: i32,
+        end: i32,
+    ) -> Result<Vec<(i32, i64)>, AnalyticsError>;
 
     /// Deletes every rollup row and the totals of `code`, in one
     /// transaction; how many rows went. For keys no link owns (the orphan

@@ -28,6 +28,16 @@ ON CONFLICT (code)
 DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks,
               bot_clicks = stored.bot_clicks + EXCLUDED.bot_clicks";
 
+/// Link days' unique visitors: the larger of the stored count and the
+/// sketch's count now (two consumers may count one sketch in either order),
+/// a row untouched when it holds the larger already.
+const UPSERT_VISITORS: &str = "
+INSERT INTO click_days AS stored (code, day, dimension, value, bot, clicks)
+SELECT code, day, 8, '', false, visitors
+  FROM UNNEST($1::text[], $2::int4[], $3::int8[]) AS v(code, day, visitors)
+ON CONFLICT (code, day, dimension, value, bot)
+DO UPDATE SET clicks = EXCLUDED.clicks WHERE stored.clicks < EXCLUDED.clicks";
+
 /// The day rows' totals (dimension 0) added to what each key's links have
 /// had: clicks per key per day, and each link's human clicks, ranked per key
 /// (the console's overview and its most-clicked order read these rather than
@@ -66,7 +76,7 @@ SELECT 0, dimension, CASE WHEN rank <= $4 THEN value ELSE 'other' END, bot, sum(
   FROM (SELECT dimension, value, bot, sum(clicks) AS clicks,
                row_number() OVER (PARTITION BY dimension, bot
                                   ORDER BY value = 'other', sum(clicks) DESC, value) AS rank
-          FROM {rows} WHERE dimension > 0
+          FROM {rows} WHERE dimension > 0 AND dimension <> 8
          GROUP BY dimension, value, bot) ranked
  GROUP BY 2, 3, 4";
 
@@ -265,6 +275,20 @@ async fn add_fold(
         .execute(&totals, &[&codes, &humans, &bots])
         .await
         .map_err(AnalyticsError::from_postgres)?;
+    if !fold.visitors.is_empty() {
+        let codes: Vec<&str> = fold
+            .visitors
+            .iter()
+            .map(|(code, _, _)| code.as_str())
+            .collect();
+        let days: Vec<i32> = fold.visitors.iter().map(|(_, day, _)| *day).collect();
+        let counts: Vec<i64> = fold.visitors.iter().map(|(_, _, count)| *count).collect();
+        let visitors = prepared(transaction, UPSERT_VISITORS).await?;
+        transaction
+            .execute(&visitors, &[&codes, &days, &counts])
+            .await
+            .map_err(AnalyticsError::from_postgres)?;
+    }
     Ok(())
 }
 
@@ -479,6 +503,34 @@ impl ClickStore for PostgresRollups {
                     row.try_get(1).map_err(AnalyticsError::from_postgres)?,
                 )),
             }
+        })
+        .await
+    }
+
+    async fn visitors(
+        &self,
+        code: &str,
+        first: i32,
+        end: i32,
+    ) -> Result<Vec<(i32, i64)>, AnalyticsError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT day, clicks FROM click_days
+                      WHERE code = $1 AND day >= $2 AND day < $3 AND dimension = 8
+                      ORDER BY day",
+                )
+                .await
+                .map_err(AnalyticsError::from_postgres)?;
+            client
+                .query(&statement, &[&code, &first, &end])
+                .await
+                .map_err(AnalyticsError::from_postgres)?
+                .iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<_, tokio_postgres::Error>>()
+                .map_err(AnalyticsError::from_postgres)
         })
         .await
     }

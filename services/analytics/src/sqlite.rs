@@ -161,6 +161,18 @@ impl ClickStore for SqliteRollups {
                         statement.execute((code, humans, bots))?;
                     }
                 }
+                {
+                    // As in Postgres: the larger count is kept.
+                    let mut statement = transaction.prepare_cached(
+                        "INSERT INTO click_days (code, day, dimension, value, bot, clicks)
+                         VALUES (?1, ?2, 8, '', 0, ?3)
+                         ON CONFLICT (code, day, dimension, value, bot)
+                         DO UPDATE SET clicks = max(clicks, excluded.clicks)",
+                    )?;
+                    for (code, day, count) in &fold.visitors {
+                        statement.execute((code, day, count))?;
+                    }
+                }
                 transaction.commit()?;
                 Ok(Folded::Now)
             })
@@ -245,7 +257,7 @@ impl ClickStore for SqliteRollups {
                             row_number() OVER (PARTITION BY dimension, bot
                                                ORDER BY value = 'other', sum(clicks) DESC, value)
                                 AS rank
-                       FROM rows WHERE dimension > 0
+                       FROM rows WHERE dimension > 0 AND dimension <> 8
                       GROUP BY dimension, value, bot)
               GROUP BY dimension, shown, bot"
         );
@@ -301,6 +313,28 @@ impl ClickStore for SqliteRollups {
                     Err(rusqlite::Error::QueryReturnedNoRows) => Ok((0, 0)),
                     other => other,
                 }
+            })
+            .await
+            .map_err(AnalyticsError::from_sqlite)
+    }
+
+    async fn visitors(
+        &self,
+        code: &str,
+        first: i32,
+        end: i32,
+    ) -> Result<Vec<(i32, i64)>, AnalyticsError> {
+        let code = code.to_owned();
+        self.db
+            .run(move |connection| {
+                let mut statement = connection.prepare_cached(
+                    "SELECT day, clicks FROM click_days
+                      WHERE code = ?1 AND day >= ?2 AND day < ?3 AND dimension = 8
+                      ORDER BY day",
+                )?;
+                let rows = statement
+                    .query_map((&code, first, end), |row| Ok((row.get(0)?, row.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await
             .map_err(AnalyticsError::from_sqlite)

@@ -132,6 +132,13 @@ impl StatsQuery {
         let bucket = |at: i64| i32::try_from(at / width).unwrap_or(i32::MAX);
         (table, bucket(self.from), bucket(self.to))
     }
+
+    /// The days `[first, end)` the range touches: unique visitors are
+    /// counted per whole day.
+    pub fn days(&self) -> (i32, i32) {
+        let day = |at: i64| i32::try_from(at.div_euclid(86_400)).unwrap_or(i32::MAX);
+        (day(self.from), day(self.to + 86_399))
+    }
 }
 
 /// Seconds since the Unix epoch; before it is refused (no clicks are).
@@ -229,6 +236,12 @@ pub struct LinkStats {
     /// For a link with redirect rules: the human clicks each rule answered
     /// (`1`…) and the link's own target answered ([`crate::TARGET_RULE`]).
     pub rules: Vec<(String, u64)>,
+    /// Unique visitors (people) of the days the range touches, summed: a
+    /// person visiting on two days is two ([`tinyurl_domain::visitors`]).
+    pub visitors: u64,
+    /// Those days' unique visitors, each day with any: (day's start in
+    /// seconds since the Unix epoch, visitors).
+    pub daily_visitors: Vec<(i64, u64)>,
 }
 
 impl LinkStats {
@@ -333,7 +346,20 @@ impl LinkStats {
             devices: top(Dimension::Device, false),
             bots: top(Dimension::Browser, true),
             rules: top(Dimension::Rule, false),
+            visitors: 0,
+            daily_visitors: Vec::new(),
         }
+    }
+
+    /// With the unique visitors of the range's days
+    /// ([`crate::ClickStore::visitors`]).
+    pub fn with_visitors(mut self, days: &[(i32, i64)]) -> Self {
+        self.daily_visitors = days
+            .iter()
+            .map(|(day, count)| (i64::from(*day) * 86_400, u64::try_from(*count).unwrap_or(0)))
+            .collect();
+        self.visitors = self.daily_visitors.iter().map(|(_, count)| count).sum();
+        self
     }
 }
 

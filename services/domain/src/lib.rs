@@ -11,6 +11,7 @@ pub mod protect;
 pub mod qr;
 pub mod status;
 pub mod target;
+pub mod visitors;
 
 pub use alias::{Alias, AliasError, is_link_shaped};
 pub use cached::CachedLink;

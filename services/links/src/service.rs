@@ -1273,6 +1273,8 @@ impl State {
             .rollups(code, table, first, end, tinyurl_analytics::stats::TOP)
             .await?;
         let lifetime = self.clicks_store.totals(code).await?;
-        Ok(LinkStats::assemble(query, lifetime, &rows))
+        let (first_day, end_day) = query.days();
+        let visitors = self.clicks_store.visitors(code, first_day, end_day).await?;
+        Ok(LinkStats::assemble(query, lifetime, &rows).with_visitors(&visitors))
     }
 }

@@ -338,6 +338,7 @@ fn click_sink(config: &Config, cache: &CacheTier) -> anyhow::Result<Option<Click
             max_entries: config.clicks_stream_max_entries,
             max_age: config.clicks_stream_max_age,
         },
+        day_keys: crate::clicks::DayKeys::default(),
     }))
 }
 

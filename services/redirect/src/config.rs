@@ -122,6 +122,11 @@ pub const CLICKS_HONOR_DNT: Setting<bool> = Setting::value(
     true,
     "a visit sent with `DNT: 1` or `Sec-GPC: 1` counts in its link's totals and in no dimension (no referrer, country, browser or device)",
 );
+pub const CLICKS_UNIQUE_VISITORS: Setting<bool> = Setting::value(
+    "TINYURL_CLICKS_UNIQUE_VISITORS",
+    true,
+    "count each link's unique visitors per day (people only, not those asking not to be tracked) from a hash of address, User-Agent and link under a key that changes daily and is never stored past its day",
+);
 pub const CLICKS_DIMENSIONS: Setting<crate::clicks::Dimensions> = Setting {
     name: "TINYURL_CLICKS_DIMENSIONS",
     meaning: "the dimensions clicks are counted by, comma-separated, of referrer, country, browser and device (`none`: totals only); one left out is never read from a request",
@@ -220,6 +225,7 @@ pub const SETTINGS: Table = &[
     &CLICKS_REDIS_URL,
     &CLICKS_HONOR_DNT,
     &CLICKS_DIMENSIONS,
+    &CLICKS_UNIQUE_VISITORS,
     &CLICKS_FLUSH,
     &CLICKS_MAX_CODES,
     &CLICKS_STREAM_MAX_ENTRIES,
@@ -312,6 +318,7 @@ impl Config {
             clicks_privacy: crate::clicks::Privacy {
                 honor_do_not_track: env.read(&CLICKS_HONOR_DNT)?,
                 dimensions: env.read(&CLICKS_DIMENSIONS)?,
+                unique_visitors: env.read(&CLICKS_UNIQUE_VISITORS)?,
             },
             clicks_flush: env.read(&CLICKS_FLUSH)?,
             clicks_max_codes: env.read(&CLICKS_MAX_CODES)?,

@@ -24,6 +24,22 @@ const CLICK_STREAM_BATCHES: usize = 1024;
 pub struct ClickBatch {
     pub id: String,
     pub lines: String,
+    /// The link days whose visitors were added before the batch was sent,
+    /// as in the Redis stream's `visitors` field (`day link` lines).
+    pub visitors: String,
+}
+
+/// A link day's visitors: a HyperLogLog of 2^14 registers (0.8% standard
+/// error, as Redis's), fed with hashes that are already uniform.
+pub type VisitorSketch = cardinality_estimator::CardinalityEstimator<u64, wyhash::WyHash, 14, 6>;
+
+/// The embedded deployment's visitor sketches and day keys, in memory only.
+#[derive(Default)]
+struct Visitors {
+    /// Day → its key: the newest few days (a key is never handed out for a
+    /// day that is over, see [`MemoryCache::day_key`]).
+    keys: Vec<(i32, [u8; 16])>,
+    sketches: std::collections::HashMap<(String, i32), VisitorSketch>,
 }
 
 pub struct MemoryCache {
@@ -33,6 +49,7 @@ pub struct MemoryCache {
     click_reader: Mutex<Option<mpsc::Receiver<ClickBatch>>>,
     /// Visits used by capped links, by code (see [`Self::spend_visit`]).
     visits: Mutex<std::collections::HashMap<String, u64>>,
+    visitors: Mutex<Visitors>,
 }
 
 impl MemoryCache {
@@ -45,6 +62,7 @@ impl MemoryCache {
             clicks,
             click_reader: Mutex::new(Some(click_reader)),
             visits: Mutex::new(std::collections::HashMap::new()),
+            visitors: Mutex::default(),
         })
     }
 
@@ -85,6 +103,46 @@ impl MemoryCache {
             Err(poisoned) => poisoned.into_inner(),
         };
         visits.get(code).copied().unwrap_or(0)
+    }
+
+    fn visitors(&self) -> std::sync::MutexGuard<'_, Visitors> {
+        self.visitors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Day `day`'s visitor key: the one already held, or `candidate`, now
+    /// held. Days before `oldest_open` are over: their keys and the sketches
+    /// of the days before them are dropped (a sketch outlives its day by one
+    /// day, for batches still on their way).
+    pub fn day_key(&self, day: i32, oldest_open: i32, candidate: [u8; 16]) -> [u8; 16] {
+        let mut visitors = self.visitors();
+        visitors.keys.retain(|(kept, _)| *kept >= oldest_open);
+        visitors
+            .sketches
+            .retain(|(_, kept), _| *kept >= oldest_open - 1);
+        if let Some((_, key)) = visitors.keys.iter().find(|(kept, _)| *kept == day) {
+            return *key;
+        }
+        visitors.keys.push((day, candidate));
+        candidate
+    }
+
+    /// `PFADD`: adds visitor hashes to `link`'s sketch of `day`.
+    pub fn add_visitors(&self, link: &str, day: i32, hashes: &[u64]) {
+        let mut visitors = self.visitors();
+        let sketch = visitors.sketches.entry((link.to_owned(), day)).or_default();
+        for hash in hashes {
+            sketch.insert_hash(*hash);
+        }
+    }
+
+    /// `PFCOUNT`: the visitors of `link` on `day` (0 without a sketch).
+    pub fn count_visitors(&self, link: &str, day: i32) -> u64 {
+        self.visitors()
+            .sketches
+            .get(&(link.to_owned(), day))
+            .map_or(0, |sketch| sketch.estimate() as u64)
     }
 
     pub fn delete(&self, key: &str) {

@@ -33,7 +33,7 @@ pub struct StatsArgs {
     #[arg(long)]
     pub csv: bool,
     /// With --csv: the dimensions, comma-separated, of total, referrer,
-    /// country, browser, device, rule, class, path [default: all].
+    /// country, browser, device, rule, class, path, visitors [default: all].
     #[arg(long, value_delimiter = ',', requires = "csv")]
     pub dimensions: Vec<String>,
 }
@@ -74,6 +74,14 @@ struct StatsView {
     rules: Vec<CountView>,
     classes: Vec<CountView>,
     paths: Vec<CountView>,
+    visitors: u64,
+    daily_visitors: Vec<DayVisitorsView>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DayVisitorsView {
+    day: String,
+    visitors: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -142,6 +150,15 @@ impl From<&LinkStats> for StatsView {
             rules: counts(&stats.rules),
             classes: counts(&stats.classes),
             paths: counts(&stats.paths),
+            visitors: stats.visitors,
+            daily_visitors: stats
+                .daily_visitors
+                .iter()
+                .map(|day| DayVisitorsView {
+                    day: rfc3339(day.day.as_ref()),
+                    visitors: day.visitors,
+                })
+                .collect(),
         }
     }
 }
@@ -262,6 +279,18 @@ pub fn render(stats: &LinkStats) -> String {
         view.lifetime_clicks,
         view.lifetime_bot_clicks
     );
+    if view.visitors > 0 {
+        let days = view
+            .daily_visitors
+            .iter()
+            .map(|day| format!("{} {}", day.day.get(..10).unwrap_or(&day.day), day.visitors))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        out.push_str(&format!(
+            "{} unique visitors (each day's summed): {days}\n",
+            view.visitors
+        ));
+    }
     if !view.series.is_empty() {
         // A bar spans from its point to the next: a closing point at zero
         // lets the last bucket show.

@@ -159,7 +159,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tinyurl_writer::app::Backend {
             store: data.store,
             clicks: match shared_cache.take_click_reader() {
-                Some(reader) => tinyurl_writer::app::ClickSource::Memory(reader),
+                Some(reader) => {
+                    tinyurl_writer::app::ClickSource::Memory(reader, Arc::clone(&shared_cache))
+                }
                 None => tinyurl_writer::app::ClickSource::None,
             },
             cache: Arc::new(MemoryLinkCache::new(shared_cache, cache_ttl)),

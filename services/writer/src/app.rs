@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use tinyurl_domain::{CodeCodec, TargetPolicy};
 use tinyurl_proto::v1::links_server::LinksServer;
 use tinyurl_runtime::lifecycle;
-use tinyurl_runtime::memory::ClickBatch;
+use tinyurl_runtime::memory::{ClickBatch, MemoryCache};
 use tinyurl_runtime::{AdminServer, Readiness, Stopping};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -42,7 +42,7 @@ pub enum ClickSource {
     /// The Redis stream, as one consumer of the writers' group.
     Redis(SecretString),
     /// The embedded deployment's in-process stream.
-    Memory(mpsc::Receiver<ClickBatch>),
+    Memory(mpsc::Receiver<ClickBatch>, Arc<MemoryCache>),
 }
 
 /// Finished minutes are rolled up into days this often.
@@ -249,9 +249,10 @@ impl App {
                     stopping.clone(),
                 )));
             }
-            ClickSource::Memory(reader) => {
+            ClickSource::Memory(reader, cache) => {
                 tasks.push(tokio::spawn(consumer::consume_memory(
                     reader,
+                    cache,
                     Arc::clone(&store),
                     settings.values_per_bucket,
                     stopping.clone(),

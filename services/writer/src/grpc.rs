@@ -648,6 +648,15 @@ fn stats_message(
         rules: counts(stats.rules),
         classes: counts(stats.classes),
         paths: counts(stats.paths),
+        visitors: stats.visitors,
+        daily_visitors: stats
+            .daily_visitors
+            .iter()
+            .map(|(day, visitors)| tinyurl_proto::v1::DayVisitors {
+                day: Some(at(*day)),
+                visitors: *visitors,
+            })
+            .collect(),
     }
 }
 

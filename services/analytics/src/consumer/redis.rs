@@ -11,6 +11,7 @@ pub struct RedisConsumer {
     timeout: Duration,
     name: String,
     store: Arc<dyn ClickStore>,
+    sketches: Sketches,
     settings: ConsumerSettings,
     metrics: Metrics,
     /// Failed folds per entry, for those that failed; an entry leaves when
@@ -29,6 +30,7 @@ impl RedisConsumer {
         settings: ConsumerSettings,
     ) -> Self {
         Self {
+            sketches: Sketches::Redis(client.clone(), timeout),
             client,
             timeout,
             // The host (the pod's name in Kubernetes) for operators reading
@@ -323,11 +325,13 @@ impl RedisConsumer {
             };
             let folded = fold_batch(
                 self.store.as_ref(),
+                &self.sketches,
                 self.settings.values_per_bucket,
                 &self.metrics,
                 &id,
                 batch_id.as_deref(),
                 text_field(&fields, CLICKS_FIELD).as_deref(),
+                text_field(&fields, VISITORS_FIELD).as_deref(),
             )
             .await;
             if let Err(error) = folded {
@@ -377,6 +381,7 @@ impl RedisConsumer {
         let mut ids = Vec::with_capacity(entries.len());
         let mut batch_ids = Vec::with_capacity(entries.len());
         let mut lines = Vec::new();
+        let mut link_days = String::new();
         for (id, fields) in entries {
             let Ok(Some(batch_id)) = batch_id_of(id, fields) else {
                 return None;
@@ -385,10 +390,23 @@ impl RedisConsumer {
                 return None;
             }
             lines.extend(parse_batch(&text_field(fields, CLICKS_FIELD)?).ok()?);
+            if let Some(visitors) = text_field(fields, VISITORS_FIELD) {
+                link_days.push_str(&visitors);
+            }
             ids.push(id.clone());
             batch_ids.push(batch_id);
         }
-        let fold = Fold::of(&lines);
+        let visitors = match self.sketches.count(Some(&link_days)).await {
+            Ok(visitors) => visitors,
+            Err(error) => {
+                tracing::debug!(
+                    error = error.public_message(),
+                    "cannot count visitors; folding the batches one by one"
+                );
+                return None;
+            }
+        };
+        let fold = Fold::of(&lines).with_visitors(visitors);
         let batch_ids: Vec<&str> = batch_ids.iter().map(String::as_str).collect();
         let started = Instant::now();
         let folded = self

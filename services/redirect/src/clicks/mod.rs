@@ -30,11 +30,16 @@ use tinyurl_domain::clicks::{
     push_line, referrer_host,
 };
 
+use tinyurl_domain::clicks::TrafficClass;
+use tinyurl_domain::visitors::{digest, push_link_day};
 use tinyurl_runtime::memory::ClickBatch;
+
+/// Minutes in a day: a click's minute → its day.
+const MINUTES_PER_DAY: i32 = 24 * 60;
 
 pub use self::agent::{AgentKey, Agents};
 pub use self::origin::Countries;
-pub use self::sink::{ClickSink, StreamBounds};
+pub use self::sink::{ClickSink, DayKeys, StreamBounds};
 pub use tinyurl_runtime::proxies::TrustedProxies;
 
 const SHARDS: usize = 16;
@@ -46,6 +51,9 @@ const MAX_REFERRERS_PER_CODE: usize = 20;
 /// Distinct paths of visits to codes that do not exist counted per domain
 /// per flush (as many as the rollups keep per bucket); the rest are "other".
 const MAX_PATHS_PER_DOMAIN: usize = 100;
+/// Visit digests held, counting and unsent (16 bytes each with the agent):
+/// past it a visit still counts as a click but not as a visitor.
+const MAX_VISITORS_HELD: usize = 1_000_000;
 
 /// How clicks are classified.
 #[derive(Default)]
@@ -64,6 +72,9 @@ pub struct Privacy {
     /// (humans or bots) and in no dimension.
     pub honor_do_not_track: bool,
     pub dimensions: Dimensions,
+    /// Each link's unique visitors are counted per day
+    /// ([`tinyurl_domain::visitors`]).
+    pub unique_visitors: bool,
 }
 
 impl Default for Privacy {
@@ -71,6 +82,7 @@ impl Default for Privacy {
         Self {
             honor_do_not_track: true,
             dimensions: Dimensions::ALL,
+            unique_visitors: true,
         }
     }
 }
@@ -156,6 +168,9 @@ pub struct Clicks {
     held: AtomicUsize,
     max_keys: usize,
     dropped: metrics::Counter,
+    /// Visit digests held across the shards and the unsent batches.
+    visitors_held: AtomicUsize,
+    visitors_dropped: metrics::Counter,
 }
 
 #[derive(Default)]
@@ -164,6 +179,24 @@ struct Shard {
     counts: HashMap<u64, Vec<Counted>>,
     /// Referrer host hashes seen per code hash, for the per-code bound.
     referrers: HashMap<u64, Vec<u64>>,
+    /// The visits of each link day since the last flush, by code hash.
+    visitors: HashMap<u64, Vec<DayVisits>>,
+}
+
+/// The distinct visits to one link on one day: digest → the visitor's
+/// agent (only people's visits are sent, which is known at the flush).
+struct DayVisits {
+    code: Box<str>,
+    day: i32,
+    digests: HashMap<u64, AgentKey>,
+}
+
+/// The visitors of one link day a batch carries: digests of people's
+/// visits, turned into visitor hashes when the batch is sent.
+pub struct LinkDayVisitors {
+    pub link: Box<str>,
+    pub day: i32,
+    pub digests: Vec<u64>,
 }
 
 impl Shard {
@@ -276,6 +309,9 @@ impl KeyView<'_> {
 /// A batch formed from drained counts, kept until the stream takes it.
 pub struct PendingBatch {
     pub batch: ClickBatch,
+    /// Added to their sketches before the batch is appended (the batch's
+    /// `visitors` field names them).
+    pub visitors: Vec<LinkDayVisitors>,
     line_count: usize,
     clicks: u64,
 }
@@ -294,6 +330,8 @@ impl Clicks {
             held: AtomicUsize::new(0),
             max_keys: settings.max_keys,
             dropped: metrics::counter!("redirect_clicks_dropped_total"),
+            visitors_held: AtomicUsize::new(0),
+            visitors_dropped: metrics::counter!("redirect_visitors_dropped_total"),
         }
     }
 
@@ -320,18 +358,25 @@ impl Clicks {
             }
             other => other,
         };
-        let agent = self
-            .agents
-            .key(headers.get(USER_AGENT).map(|value| value.as_bytes()));
-        let country = match (&self.countries, peer) {
-            (Some(countries), Some(peer)) if dimensions.country && !private => {
-                let forwarded = headers.get("x-forwarded-for").map(|value| value.as_bytes());
-                countries
-                    .country(self.trusted_proxies.client(peer, forwarded))
-                    .unwrap_or(UNKNOWN)
+        let user_agent = headers.get(USER_AGENT).map(|value| value.as_bytes());
+        let agent = self.agents.key(user_agent);
+        let wants_country = dimensions.country && !private && self.countries.is_some();
+        let wants_visitor = self.privacy.unique_visitors && !private;
+        let client = peer.filter(|_| wants_country || wants_visitor).map(|peer| {
+            let forwarded = headers.get("x-forwarded-for").map(|value| value.as_bytes());
+            self.trusted_proxies.client(peer, forwarded)
+        });
+        let country = match (&self.countries, client) {
+            (Some(countries), Some(client)) if wants_country => {
+                countries.country(client).unwrap_or(UNKNOWN)
             }
             _ => UNKNOWN,
         };
+        // The address goes no further than this digest, which goes no
+        // further than this process's memory.
+        let visitor = client
+            .filter(|_| wants_visitor)
+            .map(|client| digest(client, user_agent.unwrap_or_default(), code));
         let key = KeyView {
             code,
             minute,
@@ -342,7 +387,7 @@ impl Clicks {
             private,
             path: None,
         };
-        self.add(key);
+        self.add(key, visitor);
     }
 
     /// Counts one visit to a code that does not exist on the domain whose
@@ -352,31 +397,77 @@ impl Clicks {
         let agent = self
             .agents
             .key(headers.get(USER_AGENT).map(|value| value.as_bytes()));
-        self.add(KeyView {
-            code: key,
-            minute: minute_of(SystemTime::now()),
-            referrer: Referrer::Direct,
-            agent,
-            country: UNKNOWN,
-            rule: None,
-            private: false,
-            path: Some(path_token(path)),
-        });
+        self.add(
+            KeyView {
+                code: key,
+                minute: minute_of(SystemTime::now()),
+                referrer: Referrer::Direct,
+                agent,
+                country: UNKNOWN,
+                rule: None,
+                private: false,
+                path: Some(path_token(path)),
+            },
+            None,
+        );
     }
 
-    fn add(&self, key: KeyView<'_>) {
+    /// Counts the click of `key`, and `visitor` (its digest) among its link
+    /// day's visitors.
+    fn add(&self, key: KeyView<'_>, visitor: Option<u64>) {
         let code_hash = self.hasher.hash_one(key.code);
         let Ok(mut shard) = self.shards[(code_hash as usize) % SHARDS].lock() else {
             self.dropped.increment(1);
             return;
         };
-        self.count(&mut shard, code_hash, key);
+        let (code, day, agent) = (key.code, key.minute / MINUTES_PER_DAY, key.agent);
+        if self.count(&mut shard, code_hash, key)
+            && let Some(digest) = visitor
+        {
+            self.add_visitor(&mut shard, code_hash, (code, day), digest, agent);
+        }
     }
 
-    fn count(&self, shard: &mut Shard, code_hash: u64, mut key: KeyView<'_>) {
+    fn add_visitor(
+        &self,
+        shard: &mut Shard,
+        code_hash: u64,
+        (code, day): (&str, i32),
+        digest: u64,
+        agent: AgentKey,
+    ) {
+        let days = shard.visitors.entry(code_hash).or_default();
+        let index = match days
+            .iter()
+            .position(|visits| visits.day == day && *visits.code == *code)
+        {
+            Some(index) => index,
+            None => {
+                days.push(DayVisits {
+                    code: code.into(),
+                    day,
+                    digests: HashMap::new(),
+                });
+                days.len() - 1
+            }
+        };
+        let digests = &mut days[index].digests;
+        if digests.contains_key(&digest) {
+            return;
+        }
+        if self.visitors_held.fetch_add(1, Ordering::Relaxed) >= MAX_VISITORS_HELD {
+            self.visitors_held.fetch_sub(1, Ordering::Relaxed);
+            self.visitors_dropped.increment(1);
+            return;
+        }
+        digests.insert(digest, agent);
+    }
+
+    /// Counts the click; false when it was dropped (past the bound).
+    fn count(&self, shard: &mut Shard, code_hash: u64, mut key: KeyView<'_>) -> bool {
         let mut hash = key.hash(&self.hasher);
         if shard.bump(hash, &key) {
-            return;
+            return true;
         }
         // Referrer hosts, or the paths of visits to codes that do not
         // exist, are bounded per code per flush.
@@ -406,32 +497,38 @@ impl Clicks {
                 }
                 hash = key.hash(&self.hasher);
                 if shard.bump(hash, &key) {
-                    return;
+                    return true;
                 }
             }
         }
         if self.held.fetch_add(1, Ordering::Relaxed) >= self.max_keys {
             self.held.fetch_sub(1, Ordering::Relaxed);
             self.dropped.increment(1);
-            return;
+            return false;
         }
         shard.counts.entry(hash).or_default().push(key.to_counted());
+        true
     }
 
-    /// Takes every count out of the shards.
-    fn drain(&self) -> Vec<Counted> {
+    /// Takes every count and every visit out of the shards.
+    fn drain(&self) -> (Vec<Counted>, Vec<DayVisits>) {
         let mut drained = Vec::new();
+        let mut visits = Vec::new();
         for shard in &self.shards {
-            let taken = match shard.lock() {
+            let (counts, visitors) = match shard.lock() {
                 Ok(mut shard) => {
                     shard.referrers.clear();
-                    std::mem::take(&mut shard.counts)
+                    (
+                        std::mem::take(&mut shard.counts),
+                        std::mem::take(&mut shard.visitors),
+                    )
                 }
                 Err(_) => continue,
             };
-            drained.extend(taken.into_values().flatten());
+            drained.extend(counts.into_values().flatten());
+            visits.extend(visitors.into_values().flatten());
         }
-        drained
+        (drained, visits)
     }
 
     /// Drains the counts into batches of at most [`LINES_PER_BATCH`] lines,
@@ -441,14 +538,44 @@ impl Clicks {
     /// would miss one registered in between, and its click would be sent as
     /// "other" (a bot counted as a person).
     fn take_batches(&self) -> Vec<PendingBatch> {
-        let drained = self.drain();
+        let (drained, visits) = self.drain();
         self.agents.classify_pending();
+        // Each link day's people, with the batch that holds the link's first
+        // line that day (a batch names the link days it carries).
+        let mut visitors: HashMap<i32, HashMap<Box<str>, Vec<u64>>> = HashMap::new();
+        for visits in visits {
+            let held = visits.digests.len();
+            let digests: Vec<u64> = visits
+                .digests
+                .into_iter()
+                .filter(|(_, agent)| self.agents.class(*agent).class == TrafficClass::Human)
+                .map(|(digest, _)| digest)
+                .collect();
+            self.visitors_held
+                .fetch_sub(held - digests.len(), Ordering::Relaxed);
+            if !digests.is_empty() {
+                visitors
+                    .entry(visits.day)
+                    .or_default()
+                    .insert(visits.code, digests);
+            }
+        }
         let mut batches = Vec::with_capacity(drained.len().div_ceil(LINES_PER_BATCH));
         for chunk in drained.chunks(LINES_PER_BATCH) {
             let mut lines = String::with_capacity(chunk.len() * 64);
             let mut clicks = 0;
+            let mut carried = Vec::new();
+            let mut link_days = String::new();
             let dimensions = self.privacy.dimensions;
             for counted in chunk {
+                let day = counted.minute / MINUTES_PER_DAY;
+                if let Some((link, digests)) = visitors
+                    .get_mut(&day)
+                    .and_then(|links| links.remove_entry(&*counted.code))
+                {
+                    push_link_day(&mut link_days, day, &link);
+                    carried.push(LinkDayVisitors { link, day, digests });
+                }
                 let class = self.agents.class(counted.agent);
                 // The bot flag is kept either way: it splits the totals.
                 let kept = !counted.private;
@@ -497,10 +624,23 @@ impl Clicks {
                 batch: ClickBatch {
                     id: uuid::Uuid::new_v4().simple().to_string(),
                     lines,
+                    visitors: link_days,
                 },
+                visitors: carried,
                 line_count: chunk.len(),
                 clicks,
             });
+        }
+        // A link day with visitors always has a line; none is left, but the
+        // count of what is held must not drift if one were.
+        let left: usize = visitors
+            .values()
+            .flat_map(HashMap::values)
+            .map(Vec::len)
+            .sum();
+        if left > 0 {
+            self.visitors_held.fetch_sub(left, Ordering::Relaxed);
+            self.visitors_dropped.increment(left as u64);
         }
         batches
     }
@@ -541,6 +681,10 @@ impl Clicks {
                     flushed.increment(batch.clicks);
                     batches_sent.increment(1);
                     self.held.fetch_sub(batch.line_count, Ordering::Relaxed);
+                    self.visitors_held.fetch_sub(
+                        batch.visitors.iter().map(|day| day.digests.len()).sum(),
+                        Ordering::Relaxed,
+                    );
                 }
             }
             if stopping {
@@ -705,6 +849,7 @@ mod tests {
             privacy: Privacy {
                 honor_do_not_track: false,
                 dimensions: Dimensions::parse("browser").expect("a dimension"),
+                unique_visitors: true,
             },
             ..ClickSettings::default()
         });
@@ -726,6 +871,68 @@ mod tests {
                 lines[0].5
             ),
             (NOT_RECORDED, "chrome", NOT_RECORDED, NOT_RECORDED, 2)
+        );
+    }
+
+    #[test]
+    fn batches_carry_each_link_days_people_once() {
+        let clicks = Clicks::new(ClickSettings {
+            max_keys: 100,
+            ..ClickSettings::default()
+        });
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0 Safari/537.36";
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+        let one: IpAddr = "203.0.113.1".parse().expect("an address");
+        let two: IpAddr = "203.0.113.2".parse().expect("an address");
+        for _ in 0..3 {
+            clicks.record("aaa", &headers(None, chrome), Some(one), None);
+        }
+        clicks.record("aaa", &headers(None, firefox), Some(one), None);
+        clicks.record("aaa", &headers(None, chrome), Some(two), None);
+        clicks.record("bbb", &headers(None, chrome), Some(one), None);
+        // Not a visitor: a bot, one asking not to be tracked, no address.
+        clicks.record("bbb", &headers(None, "curl/8.5.0"), Some(two), None);
+        let mut asking = headers(None, chrome);
+        asking.insert("dnt", axum::http::HeaderValue::from_static("1"));
+        clicks.record("bbb", &asking, Some(two), None);
+        clicks.record("ccc", &headers(None, chrome), None, None);
+        clicks.record_orphan("~", "/nothing", &headers(None, chrome));
+
+        let batches = clicks.take_batches();
+        let mut carried: Vec<(String, usize)> = batches
+            .iter()
+            .flat_map(|batch| &batch.visitors)
+            .map(|visitors| (visitors.link.to_string(), visitors.digests.len()))
+            .collect();
+        carried.sort();
+        assert_eq!(carried, [("aaa".to_owned(), 3), ("bbb".to_owned(), 1)]);
+        let today = minute_of(SystemTime::now()) / MINUTES_PER_DAY;
+        let named: Vec<&str> = batches
+            .iter()
+            .map(|batch| batch.batch.visitors.as_str())
+            .collect();
+        let named = named.concat();
+        for link in ["aaa", "bbb"] {
+            assert!(named.contains(&format!("{today} {link}\n")), "{named:?}");
+        }
+        // Held until sent: then nothing is.
+        assert_eq!(clicks.visitors_held.load(Ordering::Relaxed), 4);
+
+        // Turned off: no digest at all.
+        let off = Clicks::new(ClickSettings {
+            max_keys: 100,
+            privacy: Privacy {
+                unique_visitors: false,
+                ..Privacy::default()
+            },
+            ..ClickSettings::default()
+        });
+        off.record("aaa", &headers(None, chrome), Some(one), None);
+        let batches = off.take_batches();
+        assert!(
+            batches
+                .iter()
+                .all(|batch| batch.visitors.is_empty() && batch.batch.visitors.is_empty())
         );
     }
 
