@@ -352,7 +352,9 @@ fn host_matches(host: &str, domain: &str) -> bool {
             && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain))
 }
 
-fn is_private_ip(address: IpAddr) -> bool {
+/// Whether `address` reaches inside a network (private, loopback,
+/// link-local, carrier-grade NAT, multicast…) rather than the internet.
+pub fn is_private_ip(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => is_private_v4(v4),
         IpAddr::V6(v6) => {

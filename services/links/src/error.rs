@@ -25,6 +25,8 @@ pub enum WriterError {
     TagNotFound(String),
     #[error("no domain {0} is registered")]
     DomainNotFound(String),
+    #[error("no webhook endpoint {0} for this API key")]
+    WebhookNotFound(i64),
     /// A domain with live links cannot be removed.
     #[error("domain {0} has links; delete them first")]
     DomainInUse(String),
@@ -53,6 +55,9 @@ pub enum WriterError {
     /// A dependency is down; the message is safe to show.
     #[error("{0}")]
     Unavailable(String),
+    /// This deployment cannot do what was asked; the message says why.
+    #[error("{0}")]
+    NotSupported(String),
     /// A key this writer does not know met the spent lookup budget: it
     /// could not be authenticated now, and counts against its address like
     /// a refused key.
@@ -104,10 +109,13 @@ impl WriterError {
             Self::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::AlreadyExists(_) => ErrorKind::AlreadyExists,
-            Self::NotFound(_) | Self::TagNotFound(_) | Self::DomainNotFound(_) => {
-                ErrorKind::NotFound
+            Self::NotFound(_)
+            | Self::TagNotFound(_)
+            | Self::DomainNotFound(_)
+            | Self::WebhookNotFound(_) => ErrorKind::NotFound,
+            Self::IdempotencyKeyReused(_) | Self::DomainInUse(_) | Self::NotSupported(_) => {
+                ErrorKind::FailedPrecondition
             }
-            Self::IdempotencyKeyReused(_) | Self::DomainInUse(_) => ErrorKind::FailedPrecondition,
             Self::RateLimited { .. }
             | Self::TooManyFailures { .. }
             | Self::QuotaExhausted { .. } => ErrorKind::ResourceExhausted,

@@ -25,6 +25,7 @@ pub mod rate;
 mod service;
 pub mod sessions;
 pub mod store;
+pub mod webhooks;
 
 pub use self::error::WriterError;
 pub use self::service::{

@@ -97,6 +97,8 @@ pub struct SignedIn {
     pub scope: Scope,
 }
 
+mod webhooks;
+
 pub struct LinkService {
     state: Arc<State>,
     batcher: CreateBatcher<State>,
@@ -129,6 +131,9 @@ pub struct State {
     /// The registered short domains' hosts and when they were read: links
     /// must not lead to them, and links are made only on them.
     pub short_hosts: std::sync::RwLock<(Option<Instant>, Arc<std::collections::HashSet<String>>)>,
+    /// Webhook endpoints may be on private, loopback and link-local
+    /// addresses (internal deployments and tests).
+    pub webhooks_allow_private: bool,
 }
 
 /// How long the writer trusts the short domains it read.

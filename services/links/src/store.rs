@@ -224,7 +224,9 @@ pub fn stored_options_forms(
 /// The same database holds the click rollups: [`Self::clicks`] reads and
 /// folds them.
 #[async_trait::async_trait]
-pub trait LinkStore: KeyStore + HostStore + SessionStore + TagStore + DomainStore {
+pub trait LinkStore:
+    KeyStore + HostStore + SessionStore + TagStore + DomainStore + crate::webhooks::WebhookStore
+{
     /// The click rollups in this store's database.
     fn clicks(&self) -> Arc<dyn ClickStore>;
 

@@ -76,6 +76,7 @@ impl Rules {
             proxies: tinyurl_runtime::proxies::TrustedProxies::NONE,
             link_secret: tinyurl_links::link_secret(b"a code secret for the rules tests"),
             short_hosts: Default::default(),
+            webhooks_allow_private: false,
         });
         Ok(Self {
             links: LinkService::new(state),

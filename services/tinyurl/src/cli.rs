@@ -163,6 +163,36 @@ pub enum DomainsCommand {
     Remove { host: String },
 }
 
+/// `webhooks`: endpoints told when the key's links change (a manage key;
+/// the split deployment).
+#[derive(Subcommand)]
+pub enum WebhooksCommand {
+    /// Every endpoint of the key (the default).
+    List,
+    /// Register an endpoint; prints its secret (shown only now and on a
+    /// rotation).
+    Add {
+        url: String,
+        /// The events, comma-separated, of link.created, link.updated,
+        /// link.deleted, link.blocked [default: all].
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+    /// Remove an endpoint with its waiting messages and delivery log.
+    Remove { id: i64 },
+    /// Enable an endpoint disabled after a day of failures.
+    Enable { id: i64 },
+    /// Give an endpoint a new secret; the old one signs too for 24 hours.
+    Rotate { id: i64 },
+    /// An endpoint's newest delivery attempts.
+    Deliveries {
+        id: i64,
+        /// How many, 1 to 500.
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+    },
+}
+
 /// The store the administration commands work on unless told: the one
 /// `tinyurl up` makes by default.
 pub const DEFAULT_STORE: &str = "sqlite:./tinyurl.db";
@@ -231,6 +261,12 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<DomainsCommand>,
     },
+    /// Webhook endpoints (`webhooks list`, `add`, `remove`, `enable`,
+    /// `rotate`, `deliveries`).
+    Webhooks {
+        #[command(subcommand)]
+        command: Option<WebhooksCommand>,
+    },
     /// Click statistics of a link: a summary and a chart (`--json` for scripts).
     Stats(StatsArgs),
     /// Delete the click data of a link, or with --all of every link of the
@@ -273,6 +309,7 @@ impl Command {
             Self::List { .. } => "list",
             Self::Tags { .. } => "tags",
             Self::Domains { .. } => "domains",
+            Self::Webhooks { .. } => "webhooks",
             Self::Stats(_) => "stats",
             Self::Orphans(_) => "orphans",
             Self::ForgetClicks { .. } => "forget-clicks",

@@ -200,6 +200,7 @@ async fn command(cli: Cli) -> Result<(), Failure> {
         Command::List { limit, tag } => list(connection, limit, tag, json).await,
         Command::Tags { command } => tags(connection, command, json).await,
         Command::Domains { command } => domains(connection, command, json).await,
+        Command::Webhooks { command } => webhooks(connection, command, json).await,
         Command::Stats(args) if args.csv => {
             out_raw!("{}", tinyurl::stats::export_csv(connection, &args).await?);
             Ok(())
@@ -367,6 +368,138 @@ async fn list(
 /// `tags`: the key's tags with their links and clicks, one tag's, or a
 /// rename or delete across the key's links.
 /// `domains`: list, add or remove the installation's short domains.
+async fn webhooks(
+    connection: &Connection,
+    command: Option<tinyurl::cli::WebhooksCommand>,
+    json: bool,
+) -> Result<(), Failure> {
+    use tinyurl::cli::WebhooksCommand;
+    use tinyurl_proto::v1 as proto;
+    let mut links = connection.links()?;
+    let seconds = |at: &Option<prost_types::Timestamp>| at.as_ref().map(|at| at.seconds);
+    let as_json = |webhook: &proto::Webhook| {
+        serde_json::json!({
+            "id": webhook.id,
+            "url": webhook.url,
+            "events": webhook.events,
+            "secret": (!webhook.secret.is_empty()).then_some(&webhook.secret),
+            "enabled": webhook.enabled,
+            "failing_since": seconds(&webhook.failing_since),
+            "pending": webhook.pending,
+        })
+    };
+    let render = |webhook: &proto::Webhook| {
+        let mut line = format!(
+            "{}\t{}\t{}\t{}\t{} pending",
+            webhook.id,
+            webhook.url,
+            webhook.events.join(","),
+            if webhook.enabled {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            webhook.pending
+        );
+        if !webhook.secret.is_empty() {
+            line.push_str(&format!("\nsecret {}", webhook.secret));
+        }
+        line
+    };
+    let shown = |webhook: proto::Webhook| {
+        if json {
+            out!("{}", as_json(&webhook));
+        } else {
+            out!("{}", render(&webhook));
+        }
+    };
+    match command.unwrap_or(WebhooksCommand::List) {
+        WebhooksCommand::List => {
+            let listed = client::call(
+                connection,
+                links.list_webhooks(proto::ListWebhooksRequest {}),
+            )
+            .await?;
+            if json {
+                out!(
+                    "{}",
+                    serde_json::Value::Array(listed.webhooks.iter().map(as_json).collect())
+                );
+            } else {
+                for webhook in &listed.webhooks {
+                    out!("{}", render(webhook));
+                }
+            }
+        }
+        WebhooksCommand::Add { url, events } => {
+            let request = proto::CreateWebhookRequest { url, events };
+            shown(client::call(connection, links.create_webhook(request)).await?);
+        }
+        WebhooksCommand::Remove { id } => {
+            let request = proto::DeleteWebhookRequest { id };
+            client::call(connection, links.delete_webhook(request)).await?;
+            if json {
+                out!("{}", serde_json::json!({ "removed": id }));
+            } else {
+                out!("removed {id}");
+            }
+        }
+        WebhooksCommand::Enable { id } => {
+            let request = proto::EnableWebhookRequest { id };
+            shown(client::call(connection, links.enable_webhook(request)).await?);
+        }
+        WebhooksCommand::Rotate { id } => {
+            let request = proto::RotateWebhookSecretRequest { id };
+            shown(client::call(connection, links.rotate_webhook_secret(request)).await?);
+        }
+        WebhooksCommand::Deliveries { id, limit } => {
+            let request = proto::ListWebhookDeliveriesRequest { id, limit };
+            let listed = client::call(connection, links.list_webhook_deliveries(request)).await?;
+            if json {
+                let rows: Vec<serde_json::Value> = listed
+                    .deliveries
+                    .iter()
+                    .map(|delivery| {
+                        serde_json::json!({
+                            "message_id": delivery.message_id,
+                            "event_type": delivery.event_type,
+                            "attempt": delivery.attempt,
+                            "status": (delivery.status != 0).then_some(delivery.status),
+                            "error": (!delivery.error.is_empty()).then_some(&delivery.error),
+                            "latency_ms": delivery.latency_ms,
+                            "delivered": delivery.delivered,
+                            "at": seconds(&delivery.at),
+                        })
+                    })
+                    .collect();
+                out!("{}", serde_json::Value::Array(rows));
+                return Ok(());
+            }
+            for delivery in &listed.deliveries {
+                let status = if delivery.status == 0 {
+                    "-".to_owned()
+                } else {
+                    delivery.status.to_string()
+                };
+                out!(
+                    "{}\t{}\tattempt {}\t{}\t{} ms\t{}",
+                    delivery.message_id,
+                    delivery.event_type,
+                    delivery.attempt,
+                    status,
+                    delivery.latency_ms,
+                    if delivery.delivered {
+                        "delivered"
+                    } else {
+                        delivery.error.as_str()
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn domains(
     connection: &Connection,
     command: Option<tinyurl::cli::DomainsCommand>,

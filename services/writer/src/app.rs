@@ -199,6 +199,7 @@ impl App {
             limits,
             link_secret: tinyurl_links::link_secret(config.code_secret.expose_secret().as_bytes()),
             short_hosts: Default::default(),
+            webhooks_allow_private: config.webhooks.allow_private,
         });
         Ok(Self {
             blocklist_bytes,
@@ -320,6 +321,18 @@ impl App {
                 self.config.console_sessions,
                 stopping.clone(),
             )));
+        }
+        if self.config.webhooks_deliver && self.state.store.supports_webhooks() {
+            let store = Arc::clone(&self.state.store);
+            let settings = self.config.webhooks;
+            let stopping = stopping.clone();
+            followers.push(tokio::spawn(async move {
+                if let Err(error) =
+                    tinyurl_links::webhooks::deliver::run(store, settings, stopping).await
+                {
+                    tracing::error!(error = format!("{error:#}"), "webhook delivery stopped");
+                }
+            }));
         }
         followers.extend(tls.map(|tls| tokio::spawn(tls.watch(stopping.clone()))));
         let admin = tokio::spawn(self.admin.run(stopping.clone().wait()));

@@ -53,6 +53,9 @@ pub struct Config {
     pub idalloc_timeout: Duration,
     pub lease_horizon: Duration,
     pub clicks_consumer: bool,
+    /// Whether this writer sends webhook messages, and how.
+    pub webhooks_deliver: bool,
+    pub webhooks: tinyurl_links::webhooks::deliver::DeliverySettings,
     pub clicks_redis_url: Option<SecretString>,
     pub clicks_minute_retention: Duration,
     /// `None` keeps day rollups forever.
@@ -156,6 +159,14 @@ impl Config {
             idalloc_timeout: env.read(&IDALLOC_TIMEOUT)?,
             lease_horizon: env.read(&LEASE_HORIZON)?,
             clicks_consumer: env.read(&CLICKS_CONSUMER)?,
+            webhooks_deliver: env.read(&WEBHOOKS_DELIVER)?,
+            webhooks: tinyurl_links::webhooks::deliver::DeliverySettings {
+                timeout: env.read(&WEBHOOK_TIMEOUT)?,
+                retry_base: env.read(&WEBHOOK_RETRY_BASE)?,
+                retry_max: env.read(&WEBHOOK_RETRY_MAX)?,
+                disable_after: env.read(&WEBHOOK_DISABLE_AFTER)?,
+                allow_private: env.read(&WEBHOOKS_ALLOW_PRIVATE)?,
+            },
             clicks_redis_url: env.read(&CLICKS_REDIS_URL)?,
             clicks_minute_retention: env.read(&CLICKS_MINUTE_RETENTION)?,
             clicks_day_retention: env.read(&CLICKS_DAY_RETENTION)?,

@@ -592,6 +592,121 @@ impl Links for LinksService {
             tinyurl_proto::v1::PurgeOrphanVisitsResponse { rows },
         ))
     }
+
+    async fn create_webhook(
+        &self,
+        request: tonic::Request<proto::CreateWebhookRequest>,
+    ) -> Answer<proto::Webhook> {
+        let message = request.get_ref();
+        let created = self
+            .links
+            .create_webhook(&self.call(&request), &message.url, &message.events)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(webhook_message(&created, true)))
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: tonic::Request<proto::ListWebhooksRequest>,
+    ) -> Answer<proto::ListWebhooksResponse> {
+        let webhooks = self
+            .links
+            .webhooks(&self.call(&request))
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(proto::ListWebhooksResponse {
+            webhooks: webhooks
+                .iter()
+                .map(|webhook| webhook_message(webhook, false))
+                .collect(),
+        }))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: tonic::Request<proto::DeleteWebhookRequest>,
+    ) -> Answer<proto::DeleteWebhookResponse> {
+        self.links
+            .delete_webhook(&self.call(&request), request.get_ref().id)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(proto::DeleteWebhookResponse {}))
+    }
+
+    async fn enable_webhook(
+        &self,
+        request: tonic::Request<proto::EnableWebhookRequest>,
+    ) -> Answer<proto::Webhook> {
+        let enabled = self
+            .links
+            .enable_webhook(&self.call(&request), request.get_ref().id)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(webhook_message(&enabled, false)))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: tonic::Request<proto::RotateWebhookSecretRequest>,
+    ) -> Answer<proto::Webhook> {
+        let rotated = self
+            .links
+            .rotate_webhook_secret(&self.call(&request), request.get_ref().id)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(webhook_message(&rotated, true)))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: tonic::Request<proto::ListWebhookDeliveriesRequest>,
+    ) -> Answer<proto::ListWebhookDeliveriesResponse> {
+        let message = request.get_ref();
+        let limit = (message.limit != 0).then_some(i64::from(message.limit));
+        let deliveries = self
+            .links
+            .webhook_deliveries(&self.call(&request), message.id, limit)
+            .await
+            .map_err(status)?;
+        Ok(tonic::Response::new(proto::ListWebhookDeliveriesResponse {
+            deliveries: deliveries
+                .iter()
+                .map(|delivery| proto::WebhookDelivery {
+                    message_id: delivery.message_id.clone(),
+                    event_type: delivery.event_type.clone(),
+                    attempt: delivery.attempt,
+                    status: delivery.status.map_or(0, u32::from),
+                    error: delivery.error.clone().unwrap_or_default(),
+                    latency_ms: u32::try_from(delivery.latency.as_millis()).unwrap_or(u32::MAX),
+                    delivered: delivery.delivered,
+                    at: Some(prost_types::Timestamp::from(delivery.at)),
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// An endpoint as the API answers it; the secret only when `with_secret`.
+fn webhook_message(
+    webhook: &tinyurl_links::webhooks::StoredWebhook,
+    with_secret: bool,
+) -> proto::Webhook {
+    proto::Webhook {
+        id: webhook.id,
+        url: webhook.url.clone(),
+        events: webhook.events.clone(),
+        secret: if with_secret {
+            webhook.secret.clone()
+        } else {
+            String::new()
+        },
+        enabled: webhook.disabled_at.is_none(),
+        created_at: Some(prost_types::Timestamp::from(webhook.created_at)),
+        disabled_at: webhook.disabled_at.map(prost_types::Timestamp::from),
+        failing_since: webhook.failing_since.map(prost_types::Timestamp::from),
+        pending: webhook.pending,
+    }
 }
 
 /// A statistics request's range and granularity, or why they are refused.

@@ -267,6 +267,36 @@ pub const CLICKS_CONSUMER: Setting<bool> = Setting::value(
     true,
     "fold click batches from the click stream into the analytics rollups",
 );
+pub const WEBHOOKS_DELIVER: Setting<bool> = Setting::value(
+    "TINYURL_WEBHOOKS_DELIVER",
+    true,
+    "send webhook messages from the outbox (every writer may; the split deployment's Postgres store only)",
+);
+pub const WEBHOOKS_ALLOW_PRIVATE: Setting<bool> = Setting::value(
+    "TINYURL_WEBHOOKS_ALLOW_PRIVATE",
+    false,
+    "webhook endpoints may be on private, loopback and link-local addresses (tests and internal use); otherwise such an endpoint is refused when registered and never connected to",
+);
+pub const WEBHOOK_TIMEOUT: Setting<Duration> = Setting::millis(
+    "TINYURL_WEBHOOK_TIMEOUT_MS",
+    Duration::from_secs(10),
+    "bound on one webhook delivery (connect, send, answer)",
+);
+pub const WEBHOOK_RETRY_BASE: Setting<Duration> = Setting::millis(
+    "TINYURL_WEBHOOK_RETRY_BASE_MS",
+    Duration::from_secs(5),
+    "wait after a webhook delivery's first failure, doubled after each next one (with a fifth of jitter either way)",
+);
+pub const WEBHOOK_RETRY_MAX: Setting<Duration> = Setting::millis(
+    "TINYURL_WEBHOOK_RETRY_MAX_MS",
+    Duration::from_secs(3600),
+    "longest wait between two attempts at a webhook message",
+);
+pub const WEBHOOK_DISABLE_AFTER: Setting<Duration> = Setting::human(
+    "TINYURL_WEBHOOK_DISABLE_AFTER",
+    Duration::from_secs(24 * 3600),
+    "a webhook endpoint that has failed this long without a success is disabled (its messages wait until its owner enables it)",
+);
 pub const CLICKS_REDIS_URL: Setting<Option<SecretString>> = Setting::optional_secret(
     "TINYURL_CLICKS_REDIS_URL",
     "TINYURL_REDIS_URL",
@@ -374,6 +404,12 @@ pub const SETTINGS: Table = &[
     &CLICKS_DAY_RETENTION,
     &CLICKS_VALUES_PER_BUCKET,
     &CLICKS_CLAIM_IDLE,
+    &WEBHOOKS_DELIVER,
+    &WEBHOOKS_ALLOW_PRIVATE,
+    &WEBHOOK_TIMEOUT,
+    &WEBHOOK_RETRY_BASE,
+    &WEBHOOK_RETRY_MAX,
+    &WEBHOOK_DISABLE_AFTER,
     &IDEMPOTENCY_RETENTION,
     &MIGRATE,
     &LINK_PARTITIONS,

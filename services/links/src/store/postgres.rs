@@ -30,6 +30,7 @@ mod links;
 mod online;
 mod sessions;
 mod tags;
+mod webhooks;
 
 pub use online::{OnlineMigration, OnlineReport};
 

@@ -139,3 +139,6 @@ impl SqliteLinkStore {
             .map_err(WriterError::from_sqlite)
     }
 }
+
+/// No webhooks in the embedded deployment yet: every call says so.
+impl crate::webhooks::WebhookStore for SqliteLinkStore {}

@@ -388,6 +388,114 @@ pub struct AddDomainBody {
     pub not_found_url: Option<String>,
 }
 
+/// A webhook endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookBody {
+    pub id: i64,
+    #[schema(example = "https://hooks.example/tinyurl")]
+    pub url: String,
+    /// Of `link.created`, `link.updated`, `link.deleted`, `link.blocked`.
+    pub events: Vec<String>,
+    /// `whsec_` and the base64 of the signing key (Standard Webhooks): only
+    /// in the answers of a registration and a rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// False once it failed for a day without a success
+    /// (`TINYURL_WEBHOOK_DISABLE_AFTER`); `POST …/enable` turns it on.
+    pub enabled: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub disabled_at: Option<String>,
+    /// When its current run of failures began; null after a success.
+    #[schema(format = DateTime)]
+    pub failing_since: Option<String>,
+    /// Messages waiting to be delivered to it.
+    pub pending: i64,
+}
+
+/// An endpoint to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookBody {
+    /// An http(s) URL, checked as a link's target is: no private or
+    /// loopback address unless the operator allows them.
+    #[schema(format = "uri", max_length = 2048)]
+    pub url: String,
+    /// The events it is told of; absent or empty: all of them.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// The key's webhook endpoints.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookBody>,
+}
+
+/// One attempt at delivering a message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryBody {
+    /// The message's `webhook-id`: the same on every attempt at it.
+    pub message_id: String,
+    pub event_type: String,
+    /// From 1.
+    pub attempt: i32,
+    /// The endpoint's HTTP status; null when it did not answer.
+    pub status: Option<u16>,
+    /// Why the attempt failed; null when it was delivered.
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    pub delivered: bool,
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+/// An endpoint's newest delivery attempts, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryBody>,
+}
+
+/// How many delivery attempts to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryQueryParams {
+    /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+pub(super) fn webhook_body(
+    webhook: &tinyurl_links::webhooks::StoredWebhook,
+    with_secret: bool,
+) -> WebhookBody {
+    WebhookBody {
+        id: webhook.id,
+        url: webhook.url.clone(),
+        events: webhook.events.clone(),
+        secret: with_secret.then(|| webhook.secret.clone()),
+        enabled: webhook.disabled_at.is_none(),
+        created_at: rfc3339(webhook.created_at),
+        disabled_at: webhook.disabled_at.map(rfc3339),
+        failing_since: webhook.failing_since.map(rfc3339),
+        pending: webhook.pending,
+    }
+}
+
+pub(super) fn delivery_body(delivery: &tinyurl_links::webhooks::WebhookDelivery) -> DeliveryBody {
+    DeliveryBody {
+        message_id: delivery.message_id.clone(),
+        event_type: delivery.event_type.clone(),
+        attempt: delivery.attempt,
+        status: delivery.status,
+        error: delivery.error.clone(),
+        latency_ms: u64::try_from(delivery.latency.as_millis()).unwrap_or(u64::MAX),
+        delivered: delivery.delivered,
+        at: rfc3339(delivery.at),
+    }
+}
+
 /// The registered domains.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DomainList {

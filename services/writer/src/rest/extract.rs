@@ -113,6 +113,24 @@ impl<S: Send + Sync> FromRequestParts<S> for TagName {
     }
 }
 
+/// The `{id}` of a webhook endpoint's path.
+pub(super) struct WebhookId(pub(super) i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for WebhookId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|error| ApiError::invalid("id", error.body_text()))
+            .and_then(|Path(id)| {
+                id.parse()
+                    .map(Self)
+                    .map_err(|_| ApiError::invalid("id", format!("{id:?} is not an endpoint id")))
+            })
+    }
+}
+
 /// The `{code}` of the path.
 pub(super) struct LinkCode(pub(super) String);
 

@@ -8,13 +8,16 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 
 use super::bodies::{
-    AddDomainBody, BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody, DomainBody,
-    DomainList, DomainQueryParams, ExportQueryParams, LinkBody, LinkPage, ListQuery,
-    OrphanQueryParams, PurgedBody, RenameTagBody, RuleBody, StatsBody, StatsQueryParams, TagBody,
-    TagChange, TagList, UpdateLinkBody, UtmBody, domain_body, link_body, link_path,
-    redirect_status, stats_body, tag_body, time,
+    AddDomainBody, BatchCreateBody, BatchCreateResponse, BatchResult, CreateLinkBody,
+    CreateWebhookBody, DeliveryList, DeliveryQueryParams, DomainBody, DomainList,
+    DomainQueryParams, ExportQueryParams, LinkBody, LinkPage, ListQuery, OrphanQueryParams,
+    PurgedBody, RenameTagBody, RuleBody, StatsBody, StatsQueryParams, TagBody, TagChange, TagList,
+    UpdateLinkBody, UtmBody, WebhookBody, WebhookList, delivery_body, domain_body, link_body,
+    link_path, redirect_status, stats_body, tag_body, time, webhook_body,
 };
-use super::extract::{Caller, JsonBody, LinkCode, TagName, create_input, decoded, query};
+use super::extract::{
+    Caller, JsonBody, LinkCode, TagName, WebhookId, create_input, decoded, query,
+};
 use super::{ApiError, Problem};
 use tinyurl_analytics::Granularity;
 use tinyurl_links::error::WriterError;
@@ -597,6 +600,155 @@ pub(super) async fn remove_domain(
 ) -> Result<StatusCode, ApiError> {
     links.remove_domain(&call, &host).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Register a webhook endpoint (manage scope): it is told when the key's
+/// links are created, updated, deleted or blocked, at least once, signed
+/// per the Standard Webhooks specification. The answer holds its secret,
+/// shown only here and on a rotation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    request_body = CreateWebhookBody,
+    responses(
+        (status = 201, description = "Registered", body = WebhookBody),
+        (status = 422, description = "This deployment has no webhooks (the embedded store)",
+         body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])),
+)]
+pub(super) async fn create_webhook(
+    State(links): Links,
+    Caller(call): Caller,
+    body: Result<JsonBody<CreateWebhookBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = body?;
+    let created = links.create_webhook(&call, &body.url, &body.events).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(webhook_body(&created, true)),
+    )
+        .into_response())
+}
+
+/// The key's webhook endpoints.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    tag = "webhooks",
+    responses(
+        (status = 200, description = "The endpoints", body = WebhookList),
+        (status = 422, description = "This deployment has no webhooks (the embedded store)",
+         body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])),
+)]
+pub(super) async fn list_webhooks(
+    State(links): Links,
+    Caller(call): Caller,
+) -> Result<axum::Json<WebhookList>, ApiError> {
+    let webhooks = links.webhooks(&call).await?;
+    Ok(axum::Json(WebhookList {
+        webhooks: webhooks
+            .iter()
+            .map(|webhook| webhook_body(webhook, false))
+            .collect(),
+    }))
+}
+
+/// Remove a webhook endpoint with its waiting messages and delivery log.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 422, description = "This deployment has no webhooks (the embedded store)",
+         body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])),
+)]
+pub(super) async fn delete_webhook(
+    State(links): Links,
+    Caller(call): Caller,
+    WebhookId(id): WebhookId,
+) -> Result<StatusCode, ApiError> {
+    links.delete_webhook(&call, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Enable an endpoint disabled after a day of failures; its waiting
+/// messages are sent at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{id}/enable",
+    tag = "webhooks",
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "Enabled", body = WebhookBody),
+        (status = 422, description = "This deployment has no webhooks (the embedded store)",
+         body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])),
+)]
+pub(super) async fn enable_webhook(
+    State(links): Links,
+    Caller(call): Caller,
+    WebhookId(id): WebhookId,
+) -> Result<axum::Json<WebhookBody>, ApiError> {
+    let enabled = links.enable_webhook(&call, id).await?;
+    Ok(axum::Json(webhook_body(&enabled, false)))
+}
+
+/// Give an endpoint a new secret (in the answer); the old one keeps
+/// signing beside it for 24 hours.
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "Rotated", body = WebhookBody),
+        (status = 422, description = "This deployment has no webhooks (the embedded store)",
+         body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])),
+)]
+pub(super) async fn rotate_webhook_secret(
+    State(links): Links,
+    Caller(call): Caller,
+    WebhookId(id): WebhookId,
+) -> Result<axum::Json<WebhookBody>, ApiError> {
+    let rotated = links.rotate_webhook_secret(&call, id).await?;
+    Ok(axum::Json(webhook_body(&rotated, true)))
+}
+
+/// An endpoint's newest delivery attempts: status, latency, attempt.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    params(("id" = i64, Path, description = "The endpoint's id"), DeliveryQueryParams),
+    responses(
+        (status = 200, description = "Newest first", body = DeliveryList),
+        (status = 422, description = "This deployment has no webhooks (the embedded store)",
+         body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])),
+)]
+pub(super) async fn webhook_deliveries(
+    State(links): Links,
+    Caller(call): Caller,
+    WebhookId(id): WebhookId,
+    params: Result<Query<DeliveryQueryParams>, QueryRejection>,
+) -> Result<axum::Json<DeliveryList>, ApiError> {
+    let params = query(params)?;
+    let deliveries = links.webhook_deliveries(&call, id, params.limit).await?;
+    Ok(axum::Json(DeliveryList {
+        deliveries: deliveries.iter().map(delivery_body).collect(),
+    }))
 }
 
 /// A create's UTM fields and rules, as sent.

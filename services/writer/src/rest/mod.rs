@@ -24,9 +24,11 @@ use http::{HeaderName, HeaderValue, header};
 use utoipa::OpenApi as _;
 
 use self::handlers::{
-    add_domain, batch_create_links, create_link, delete_link, delete_tag, export_link_stats,
-    forget_key_clicks, forget_link_clicks, get_link, get_tag, link_stats, list_domains, list_links,
-    list_tags, orphan_visits, purge_orphan_visits, remove_domain, rename_tag, update_link,
+    add_domain, batch_create_links, create_link, create_webhook, delete_link, delete_tag,
+    delete_webhook, enable_webhook, export_link_stats, forget_key_clicks, forget_link_clicks,
+    get_link, get_tag, link_stats, list_domains, list_links, list_tags, list_webhooks,
+    orphan_visits, purge_orphan_visits, remove_domain, rename_tag, rotate_webhook_secret,
+    update_link, webhook_deliveries,
 };
 use self::openapi::ApiDoc;
 use self::problem::{method_not_allowed, not_found};
@@ -62,6 +64,17 @@ pub fn router(links: Arc<LinkService>, cors_origins: &[HeaderValue]) -> Router {
             "/api/v1/domains/{host}",
             axum::routing::delete(remove_domain),
         )
+        .route("/api/v1/webhooks", post(create_webhook).get(list_webhooks))
+        .route(
+            "/api/v1/webhooks/{id}",
+            axum::routing::delete(delete_webhook),
+        )
+        .route("/api/v1/webhooks/{id}/enable", post(enable_webhook))
+        .route(
+            "/api/v1/webhooks/{id}/rotate-secret",
+            post(rotate_webhook_secret),
+        )
+        .route("/api/v1/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route(
             "/api/v1/orphan-visits",
             get(orphan_visits).delete(purge_orphan_visits),

@@ -5,11 +5,12 @@ use utoipa::OpenApi;
 
 use super::Problem;
 use super::handlers::{
-    __path_add_domain, __path_batch_create_links, __path_create_link, __path_delete_link,
-    __path_delete_tag, __path_export_link_stats, __path_forget_key_clicks,
-    __path_forget_link_clicks, __path_get_link, __path_get_tag, __path_link_stats,
-    __path_list_domains, __path_list_links, __path_list_tags, __path_orphan_visits,
-    __path_purge_orphan_visits, __path_remove_domain, __path_rename_tag, __path_update_link,
+    __path_add_domain, __path_batch_create_links, __path_create_link, __path_create_webhook,
+    __path_delete_link, __path_delete_tag, __path_delete_webhook, __path_enable_webhook,
+    __path_export_link_stats, __path_forget_key_clicks, __path_forget_link_clicks, __path_get_link,
+    __path_get_tag, __path_link_stats, __path_list_domains, __path_list_links, __path_list_tags,
+    __path_list_webhooks, __path_orphan_visits, __path_purge_orphan_visits, __path_remove_domain,
+    __path_rename_tag, __path_rotate_webhook_secret, __path_update_link, __path_webhook_deliveries,
 };
 
 #[derive(OpenApi)]
@@ -22,12 +23,14 @@ use super::handlers::{
     paths(create_link, batch_create_links, get_link, update_link, delete_link, list_links, link_stats,
           export_link_stats, forget_link_clicks, forget_key_clicks,
           list_tags, get_tag, rename_tag, delete_tag, add_domain, list_domains, remove_domain,
-          orphan_visits, purge_orphan_visits),
+          orphan_visits, purge_orphan_visits, create_webhook, list_webhooks, delete_webhook,
+          enable_webhook, rotate_webhook_secret, webhook_deliveries),
     components(schemas(Problem)),
     modifiers(&Conventions),
     tags((name = "links", description = "Short links"),
          (name = "tags", description = "The tags of a key's links"),
-         (name = "domains", description = "Short domains besides the default one")),
+         (name = "domains", description = "Short domains besides the default one"),
+         (name = "webhooks", description = "Endpoints told when the key's links change")),
 )]
 pub struct ApiDoc;
 

@@ -14,7 +14,7 @@ BEGIN
             links, link_idempotency, api_keys, api_key_retirements, blocked_hosts,
             click_minutes, click_days, click_totals, click_batches, click_rollup_mark,
             console_sessions, link_tags, link_options, domains, owner_click_days,
-            click_ranks
+            click_ranks, webhook_endpoints, webhook_messages, webhook_deliveries
             TO tinyurl_writer;
         -- To check at start that the schema is new enough (TINYURL_MIGRATE=false).
         GRANT SELECT ON writer_schema_history TO tinyurl_writer;
