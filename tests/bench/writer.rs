@@ -37,7 +37,8 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
     concurrency: Vec<usize>,
     /// Which cases to run: `single` (CreateLink and its reference), `batch`
-    /// (BatchCreateLinks and its reference).
+    /// (BatchCreateLinks and its reference), `webhook` (CreateLink by a key
+    /// with a dead webhook endpoint, against CreateLink by one without).
     #[arg(long, value_delimiter = ',', default_values = ["single", "batch"])]
     cases: Vec<Case>,
 }
@@ -46,6 +47,7 @@ struct Args {
 enum Case {
     Single,
     Batch,
+    Webhook,
 }
 
 const BATCH: usize = 100;
@@ -57,6 +59,10 @@ enum Variant {
     RestCreate,
     PgbenchBatch,
     BatchCreateLinks,
+    /// CreateLink by a key without webhooks, then by one whose endpoint is
+    /// dead (every delivery refused and retried meanwhile).
+    CreateNoWebhook,
+    CreateDeadWebhook,
 }
 
 impl Variant {
@@ -67,6 +73,8 @@ impl Variant {
             Self::RestCreate => "writer REST POST /api/v1/links",
             Self::PgbenchBatch => "pgbench 100-row INSERT (reference)",
             Self::BatchCreateLinks => "writer BatchCreateLinks ×100",
+            Self::CreateNoWebhook => "writer CreateLink, no webhook (reference)",
+            Self::CreateDeadWebhook => "writer CreateLink, a dead webhook endpoint",
         }
     }
 
@@ -74,6 +82,7 @@ impl Variant {
         match self {
             Self::PgbenchSingle | Self::CreateLink | Self::RestCreate => Case::Single,
             Self::PgbenchBatch | Self::BatchCreateLinks => Case::Batch,
+            Self::CreateNoWebhook | Self::CreateDeadWebhook => Case::Webhook,
         }
     }
 
@@ -81,6 +90,7 @@ impl Variant {
         match self {
             Self::PgbenchSingle | Self::CreateLink | Self::RestCreate => Self::PgbenchSingle,
             Self::PgbenchBatch | Self::BatchCreateLinks => Self::PgbenchBatch,
+            Self::CreateNoWebhook | Self::CreateDeadWebhook => Self::CreateNoWebhook,
         }
     }
 }
@@ -102,9 +112,33 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(1)
         .to_string();
     let (writer, rest) = setup
-        .start_with_rest(&[("RUST_LOG", "warn"), ("TINYURL_DB_POOL_SIZE", &pool_size)])
+        .start_with_rest(&[
+            ("RUST_LOG", "warn"),
+            ("TINYURL_DB_POOL_SIZE", &pool_size),
+            // The dead endpoint is on loopback.
+            ("TINYURL_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ])
         .await?;
     let key = Arc::new(setup.create_api_key("bench")?);
+    // A key whose every link change is a message to an endpoint nothing
+    // listens on: each delivery is refused, logged and retried.
+    let hooked = Arc::new(setup.create_api_key("bench-webhook")?);
+    if args.cases.contains(&Case::Webhook) {
+        let dead = tinyurl_harness::process::free_port()?;
+        let mut request = tonic::Request::new(tinyurl_proto::v1::CreateWebhookRequest {
+            url: format!("http://127.0.0.1:{dead}/dead"),
+            events: Vec::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {hooked}").parse()?);
+        let channel = tonic::transport::Channel::from_shared(writer.endpoint())?
+            .connect()
+            .await?;
+        tinyurl_proto::v1::links_client::LinksClient::new(channel)
+            .create_webhook(request)
+            .await?;
+    }
     let scripts = tempdir()?;
     let single_script = scripts.join("single.sql");
     let batch_script = scripts.join("batch.sql");
@@ -131,6 +165,8 @@ async fn main() -> anyhow::Result<()> {
                 Variant::RestCreate,
                 Variant::PgbenchBatch,
                 Variant::BatchCreateLinks,
+                Variant::CreateNoWebhook,
+                Variant::CreateDeadWebhook,
             ];
             for variant in variants
                 .into_iter()
@@ -161,6 +197,12 @@ async fn main() -> anyhow::Result<()> {
                     Variant::RestCreate => run_rest(rest, &key, concurrency, duration).await?,
                     Variant::BatchCreateLinks => {
                         run_writer(&writer.endpoint(), &key, concurrency, duration, BATCH).await?
+                    }
+                    Variant::CreateNoWebhook => {
+                        run_writer(&writer.endpoint(), &key, concurrency, duration, 1).await?
+                    }
+                    Variant::CreateDeadWebhook => {
+                        run_writer(&writer.endpoint(), &hooked, concurrency, duration, 1).await?
                     }
                 };
                 match totals.iter_mut().find(|(existing, _)| *existing == variant) {

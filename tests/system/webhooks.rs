@@ -210,7 +210,7 @@ async fn every_event_arrives_signed_through_an_outage_errors_and_a_killed_writer
         "{endpoint:?}"
     );
     anyhow::ensure!(
-        endpoint.events.len() == 4,
+        endpoint.events.len() == 5,
         "all events by default: {endpoint:?}"
     );
 
@@ -384,6 +384,202 @@ async fn every_event_arrives_signed_through_an_outage_errors_and_a_killed_writer
         }
     })
     .await?;
+    receiver.down();
+    Ok(())
+}
+
+/// Clicks are told as `link.clicked`, one message per link and minute of a
+/// folded batch, their counts adding up to the clicks; an endpoint failing
+/// past `TINYURL_WEBHOOK_DISABLE_AFTER` is disabled and its messages wait;
+/// enabled again, they arrive; after a rotation a message verifies under
+/// the new secret and, for a day, the old.
+#[tokio::test]
+async fn clicks_are_told_and_a_failing_endpoint_is_disabled_until_enabled() -> anyhow::Result<()> {
+    let python = python()?;
+    let system = System::start(&[
+        ("TINYURL_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ("TINYURL_WEBHOOK_RETRY_BASE_MS", "200"),
+        ("TINYURL_WEBHOOK_RETRY_MAX_MS", "500"),
+        ("TINYURL_WEBHOOK_DISABLE_AFTER", "3s"),
+    ])
+    .await?;
+    let redirect = system
+        .start_redirect(&[("TINYURL_CLICKS_FLUSH_MS", "200")])
+        .await?;
+    let mut receiver = Receiver::new()?;
+    receiver
+        .up(Mode::Answering {
+            slow_every: u64::MAX,
+        })
+        .await?;
+    let mut links = system.links()?;
+    let endpoint = links
+        .create_webhook(system.authed(CreateWebhookRequest {
+            url: format!("http://{}/clicks", receiver.addr),
+            events: vec!["link.clicked".to_owned()],
+        }))
+        .await?
+        .into_inner();
+    let refused = links
+        .create_webhook(system.authed(CreateWebhookRequest {
+            url: format!("http://{}/clicks", receiver.addr),
+            events: vec!["link.visited".to_owned()],
+        }))
+        .await;
+    anyhow::ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|status| status.code() == tonic::Code::InvalidArgument),
+        "{refused:?}"
+    );
+    let code = links
+        .create_link(system.authed(CreateLinkRequest {
+            target_url: "https://example.com/clicked".to_owned(),
+            ..CreateLinkRequest::default()
+        }))
+        .await?
+        .into_inner()
+        .code;
+    system.wait_replicated(&code).await?;
+    let click = |times: usize| {
+        let code = code.clone();
+        let addr = redirect.listen_addr();
+        async move {
+            for _ in 0..times {
+                let response = tinyurl_harness::services::http_request_with(
+                    addr,
+                    "GET",
+                    &format!("/{code}"),
+                    &[(
+                        "User-Agent",
+                        "Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0",
+                    )],
+                )
+                .await?;
+                anyhow::ensure!(response.status == 302);
+            }
+            anyhow::Ok(())
+        }
+    };
+    // Clicks told, and nothing but clicks (this endpoint asked for those).
+    let clicked = |receiver: &Receiver| -> anyhow::Result<(u64, BTreeSet<String>)> {
+        let mut clicks = 0;
+        let mut ids = BTreeSet::new();
+        for request in receiver.received() {
+            let message: serde_json::Value = serde_json::from_str(&request.body)?;
+            anyhow::ensure!(message["type"] == "link.clicked", "{message}");
+            anyhow::ensure!(message["data"]["code"] == code.as_str(), "{message}");
+            if request.status == 200 && ids.insert(request.id.clone()) {
+                clicks += message["data"]["clicks"].as_u64().context("clicks")?;
+            }
+        }
+        Ok((clicks, ids))
+    };
+    click(5).await?;
+    wait_until("five clicks told", Duration::from_secs(30), || async {
+        Ok(clicked(&receiver)?.0 == 5)
+    })
+    .await?;
+
+    // Dead past the allowance: disabled, its messages waiting.
+    receiver.down();
+    click(3).await?;
+    let listed = || {
+        let mut links = links.clone();
+        let request = system.authed(ListWebhooksRequest {});
+        async move {
+            anyhow::Ok(
+                links
+                    .list_webhooks(request)
+                    .await?
+                    .into_inner()
+                    .webhooks
+                    .into_iter()
+                    .next()
+                    .context("the endpoint")?,
+            )
+        }
+    };
+    wait_until("the endpoint disabled", Duration::from_secs(30), || async {
+        let webhook = listed().await?;
+        Ok(!webhook.enabled && webhook.disabled_at.is_some() && webhook.pending > 0)
+    })
+    .await?;
+    let waiting = listed().await?.pending;
+    receiver
+        .up(Mode::Answering {
+            slow_every: u64::MAX,
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    anyhow::ensure!(clicked(&receiver)?.0 == 5, "nothing sent while disabled");
+    let log = links
+        .list_webhook_deliveries(system.authed(ListWebhookDeliveriesRequest {
+            id: endpoint.id,
+            limit: 0,
+        }))
+        .await?
+        .into_inner()
+        .deliveries;
+    anyhow::ensure!(
+        log.iter()
+            .any(|row| !row.delivered && row.status == 0 && row.error.contains("connect")),
+        "refused connections logged: {log:?}"
+    );
+
+    // A rotation, then enabled: the waiting messages arrive, signed twice.
+    let rotated = links
+        .rotate_webhook_secret(
+            system.authed(tinyurl_proto::v1::RotateWebhookSecretRequest { id: endpoint.id }),
+        )
+        .await?
+        .into_inner();
+    anyhow::ensure!(rotated.secret.starts_with("whsec_") && rotated.secret != endpoint.secret);
+    let enabled = links
+        .enable_webhook(system.authed(tinyurl_proto::v1::EnableWebhookRequest { id: endpoint.id }))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        enabled.enabled && enabled.failing_since.is_none(),
+        "{enabled:?}"
+    );
+    wait_until("all eight clicks told", Duration::from_secs(30), || async {
+        Ok(clicked(&receiver)?.0 == 8)
+    })
+    .await?;
+    println!("{waiting} messages waited while the endpoint was disabled");
+    let after: Vec<Received> = receiver
+        .received()
+        .into_iter()
+        .filter(|request| request.signature.contains(' '))
+        .collect();
+    anyhow::ensure!(!after.is_empty(), "two signatures after the rotation");
+    let scratch = ScratchDir::new("webhook-rotation", None)?;
+    let recorded = scratch.path().join("rotated.jsonl");
+    let mut lines = String::new();
+    for request in &after {
+        lines.push_str(&serde_json::to_string(&serde_json::json!({
+            "id": request.id,
+            "timestamp": request.timestamp,
+            "signature": request.signature,
+            "body": request.body,
+        }))?);
+        lines.push('\n');
+    }
+    std::fs::write(&recorded, lines)?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/webhooks/verify.py");
+    for secret in [&rotated.secret, &endpoint.secret] {
+        let verified = std::process::Command::new(&python)
+            .arg(script)
+            .arg(secret)
+            .arg(&recorded)
+            .output()?;
+        anyhow::ensure!(
+            verified.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+    }
     receiver.down();
     Ok(())
 }

@@ -13,7 +13,8 @@ CREATE TABLE webhook_endpoints (
     id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     owner_key_id    bigint      NOT NULL REFERENCES api_keys (id),
     url             text        NOT NULL,
-    -- Of link.created, link.updated, link.deleted, link.blocked.
+    -- Of link.created, link.updated, link.deleted, link.blocked,
+    -- link.clicked (written by the click fold).
     events          text[]      NOT NULL,
     -- `whsec_` and the base64 of the key (Standard Webhooks).
     secret          text        NOT NULL,

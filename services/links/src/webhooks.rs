@@ -19,11 +19,14 @@ use hmac::{KeyInit as _, Mac as _};
 use crate::error::WriterError;
 
 /// The events an endpoint may ask for.
-pub const EVENTS: [&str; 4] = [
+pub const EVENTS: [&str; 5] = [
     "link.created",
     "link.updated",
     "link.deleted",
     "link.blocked",
+    // A link's clicks of one minute (one message per link per minute of a
+    // folded batch), written by the click fold.
+    "link.clicked",
 ];
 
 /// Endpoints per API key.
@@ -310,11 +313,11 @@ mod tests {
 
     #[test]
     fn events_are_checked() {
-        assert_eq!(events(&[]).expect("all").len(), 4);
+        assert_eq!(events(&[]).expect("all").len(), 5);
         assert_eq!(
             events(&["link.created".to_owned(), "link.created".to_owned()]).expect("one"),
             ["link.created"]
         );
-        assert!(events(&["link.clicked".to_owned()]).is_err());
+        assert!(events(&["link.visited".to_owned()]).is_err());
     }
 }

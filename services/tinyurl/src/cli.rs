@@ -174,7 +174,7 @@ pub enum WebhooksCommand {
     Add {
         url: String,
         /// The events, comma-separated, of link.created, link.updated,
-        /// link.deleted, link.blocked [default: all].
+        /// link.deleted, link.blocked, link.clicked [default: all].
         #[arg(long, value_delimiter = ',')]
         events: Vec<String>,
     },

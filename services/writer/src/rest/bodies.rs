@@ -394,7 +394,8 @@ pub struct WebhookBody {
     pub id: i64,
     #[schema(example = "https://hooks.example/tinyurl")]
     pub url: String,
-    /// Of `link.created`, `link.updated`, `link.deleted`, `link.blocked`.
+    /// Of `link.created`, `link.updated`, `link.deleted`, `link.blocked`,
+    /// `link.clicked`.
     pub events: Vec<String>,
     /// `whsec_` and the base64 of the signing key (Standard Webhooks): only
     /// in the answers of a registration and a rotation.

@@ -603,7 +603,7 @@ pub(super) async fn remove_domain(
 }
 
 /// Register a webhook endpoint (manage scope): it is told when the key's
-/// links are created, updated, deleted or blocked, at least once, signed
+/// links are created, updated, deleted, blocked or clicked, at least once, signed
 /// per the Standard Webhooks specification. The answer holds its secret,
 /// shown only here and on a rotation.
 #[utoipa::path(
