@@ -207,6 +207,9 @@ async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
     .await?;
     ensure!(browser.count("svg.chart rect.human").await? >= 1);
     ensure!(browser.count("svg.chart rect.bot").await? >= 1);
+    // The three people's clicks came from one address and browser.
+    let visitors = text_of(&browser, "#visitors").await?;
+    ensure!(visitors.starts_with("1 unique visitors"), "{visitors}");
     let page_text = text_of(&browser, "main").await?;
     ensure!(page_text.contains("news.example"), "the referrer is listed");
 

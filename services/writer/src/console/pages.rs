@@ -790,6 +790,10 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                         strong { (stats.bot_clicks) } " bot clicks in this range; "
                         (stats.lifetime_clicks) " human and " (stats.lifetime_bot_clicks) " bot in all."
                     }
+                    p #visitors {
+                        strong { (stats.visitors) }
+                        " unique visitors on the days of this range (people, each day counted apart)."
+                    }
                     (chart::clicks(&stats.series, stats.query.granularity))
                     p.legend.muted { span.human {} " humans " span.bot {} " bots" }
                     p.muted { "Referrers, countries, browsers, devices and rules count human clicks." }
