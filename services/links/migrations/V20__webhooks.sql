@@ -26,7 +26,13 @@ CREATE TABLE webhook_endpoints (
     -- without a success; its owner enables it again.
     disabled_at     timestamptz,
     -- When the current run of failures began; NULL after a success.
-    failing_since   timestamptz
+    failing_since   timestamptz,
+    -- Failed rounds in a row, and when the endpoint may be tried again: a
+    -- dead endpoint is tried once per backoff interval, not once per new
+    -- message, so it costs the writers (and the creates beside them) next
+    -- to nothing.
+    failures        integer     NOT NULL DEFAULT 0,
+    retry_at        timestamptz
 );
 CREATE INDEX webhook_endpoints_owner ON webhook_endpoints (owner_key_id);
 
@@ -47,8 +53,10 @@ CREATE TABLE webhook_messages (
     -- endpoint disabled, to infinity until it is enabled again.
     next_attempt_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX webhook_messages_due ON webhook_messages (next_attempt_at, id);
-CREATE INDEX webhook_messages_endpoint ON webhook_messages (endpoint_id);
+-- Claims go endpoint by endpoint (those not waiting out a backoff), so the
+-- backlog of a dead endpoint is never scanned; one index serves that,
+-- the counts per endpoint and the cascade of a deleted endpoint.
+CREATE INDEX webhook_messages_due ON webhook_messages (endpoint_id, next_attempt_at, id);
 
 CREATE TABLE webhook_deliveries (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -177,14 +177,16 @@ pub trait WebhookStore: Send + Sync + 'static {
     }
 
     /// Records attempts: logged; a delivered message leaves the outbox and
-    /// its endpoint's failures end; a failed one waits its retry, and an
-    /// endpoint failing for `disable_after` is disabled.
+    /// its endpoint's failures end; a failed one waits its retry, its
+    /// endpoint is not tried again before its own backoff (so a dead one is
+    /// probed once per interval, not once per new message), and an endpoint
+    /// failing for the settings' `disable_after` is disabled.
     async fn finish_webhook_attempts(
         &self,
         outcomes: &[AttemptOutcome],
-        disable_after: Duration,
+        settings: &deliver::DeliverySettings,
     ) -> Result<(), WriterError> {
-        let _ = (outcomes, disable_after);
+        let _ = (outcomes, settings);
         Err(not_supported())
     }
 

@@ -159,18 +159,14 @@ pub async fn run(
         }
         // Unrecorded, the messages are sent again when their lease ends:
         // duplicates (same webhook-id), never a loss.
-        let mut recorded = store
-            .finish_webhook_attempts(&outcomes, settings.disable_after)
-            .await;
+        let mut recorded = store.finish_webhook_attempts(&outcomes, &settings).await;
         for _ in 0..3 {
             if recorded.is_ok() || stopping.is_stopping() {
                 break;
             }
             errors.increment(1);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            recorded = store
-                .finish_webhook_attempts(&outcomes, settings.disable_after)
-                .await;
+            recorded = store.finish_webhook_attempts(&outcomes, &settings).await;
         }
         if let Err(error) = recorded {
             tracing::warn!(

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::webhooks::deliver::DeliverySettings;
 use crate::webhooks::{
     AttemptOutcome, OutboundMessage, StoredWebhook, WebhookDelivery, WebhookStore,
 };
@@ -152,7 +153,8 @@ impl WebhookStore for PostgresLinkStore {
     ) -> Result<Option<StoredWebhook>, WriterError> {
         self.changed_webhook(
             "WITH enabled AS (
-                 UPDATE webhook_endpoints SET disabled_at = NULL, failing_since = NULL
+                 UPDATE webhook_endpoints
+                    SET disabled_at = NULL, failing_since = NULL, failures = 0, retry_at = NULL
                   WHERE id = $1 AND owner_key_id = $2 RETURNING id
              ), due AS (
                  UPDATE webhook_messages SET next_attempt_at = now()
@@ -243,17 +245,25 @@ impl WebhookStore for PostgresLinkStore {
     ) -> Result<Vec<OutboundMessage>, WriterError> {
         let lease = millis(lease);
         self.bounded(async {
-            // SKIP LOCKED: writers claiming at once take different messages.
+            // Endpoint by endpoint, skipping those waiting out a backoff
+            // (their backlog is never read); SKIP LOCKED: writers claiming
+            // at once take different messages.
             let rows = self
                 .client()
                 .await?
                 .query(
-                    "WITH due AS (
-                         SELECT m.id FROM webhook_messages m
-                          WHERE m.next_attempt_at <= now()
-                          ORDER BY m.next_attempt_at, m.id
-                          LIMIT $1
-                          FOR UPDATE SKIP LOCKED
+                    "WITH ready AS (
+                         SELECT id FROM webhook_endpoints
+                          WHERE disabled_at IS NULL AND (retry_at IS NULL OR retry_at <= now())
+                     ), due AS (
+                         SELECT d.id FROM ready r CROSS JOIN LATERAL (
+                             SELECT m.id FROM webhook_messages m
+                              WHERE m.endpoint_id = r.id AND m.next_attempt_at <= now()
+                              ORDER BY m.next_attempt_at, m.id
+                              LIMIT $1
+                              FOR UPDATE SKIP LOCKED
+                         ) d
+                         LIMIT $1
                      )
                      UPDATE webhook_messages m
                         SET next_attempt_at = now() + $2::int8 * interval '1 millisecond'
@@ -289,8 +299,10 @@ impl WebhookStore for PostgresLinkStore {
     async fn finish_webhook_attempts(
         &self,
         outcomes: &[AttemptOutcome],
-        disable_after: Duration,
+        settings: &DeliverySettings,
     ) -> Result<(), WriterError> {
+        let disable_after = settings.disable_after;
+        let (retry_base, retry_max) = (millis(settings.retry_base), millis(settings.retry_max));
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -379,6 +391,15 @@ impl WebhookStore for PostgresLinkStore {
                          UPDATE webhook_endpoints e
                             SET failing_since = CASE WHEN r.any_delivered THEN NULL
                                                      ELSE coalesce(e.failing_since, now()) END,
+                                failures = CASE WHEN r.any_delivered THEN 0
+                                                ELSE e.failures + 1 END,
+                                -- The endpoint's own backoff: base × 2^failures,
+                                -- at most the cap, ± a fifth.
+                                retry_at = CASE WHEN r.any_delivered THEN NULL
+                                    ELSE now() + least($4::int8::float8 * power(2, least(e.failures, 30)),
+                                                       $5::int8::float8)
+                                                 * (0.8 + random() * 0.4)
+                                                 * interval '1 millisecond' END,
                                 disabled_at = CASE
                                     WHEN NOT r.any_delivered AND e.disabled_at IS NULL
                                          AND e.failing_since < now() - $3::int8 * interval '1 millisecond'
@@ -388,7 +409,7 @@ impl WebhookStore for PostgresLinkStore {
                      )
                      UPDATE webhook_messages m SET next_attempt_at = 'infinity'
                        FROM updated u WHERE m.endpoint_id = u.id AND u.disabled",
-                    &[&endpoints, &delivered, &disable_after],
+                    &[&endpoints, &delivered, &disable_after, &retry_base, &retry_max],
                 )
                 .await
                 .map_err(WriterError::from_postgres)?;
