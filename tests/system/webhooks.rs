@@ -168,6 +168,45 @@ fn python() -> anyhow::Result<String> {
     )
 }
 
+/// The requests as a file the reference library reads (one JSON object a
+/// line), and a check of them under one secret: what `verify.py` printed
+/// (how many it verified) and whether it verified every one.
+struct Recorded {
+    _scratch: ScratchDir,
+    path: std::path::PathBuf,
+}
+
+impl Recorded {
+    fn write(requests: &[Received]) -> anyhow::Result<Self> {
+        let scratch = ScratchDir::new("webhooks", None)?;
+        let path = scratch.path().join("received.jsonl");
+        let mut lines = String::new();
+        for request in requests {
+            lines.push_str(&serde_json::to_string(&serde_json::json!({
+                "id": request.id,
+                "timestamp": request.timestamp,
+                "signature": request.signature,
+                "body": request.body,
+            }))?);
+            lines.push('\n');
+        }
+        std::fs::write(&path, lines)?;
+        Ok(Self {
+            _scratch: scratch,
+            path,
+        })
+    }
+
+    fn verify(&self, python: &str, secret: &str) -> anyhow::Result<std::process::Output> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/webhooks/verify.py");
+        Ok(std::process::Command::new(python)
+            .arg(script)
+            .arg(secret)
+            .arg(&self.path)
+            .output()?)
+    }
+}
+
 /// (event type, link code) of a message body.
 fn event_of(body: &str) -> anyhow::Result<(String, String)> {
     let message: serde_json::Value = serde_json::from_str(body)?;
@@ -325,25 +364,8 @@ async fn every_event_arrives_signed_through_an_outage_errors_and_a_killed_writer
     );
 
     // The reference library verifies every request (signature and time).
-    let scratch = ScratchDir::new("webhooks", None)?;
-    let recorded = scratch.path().join("received.jsonl");
-    let mut lines = String::new();
-    for request in &received {
-        lines.push_str(&serde_json::to_string(&serde_json::json!({
-            "id": request.id,
-            "timestamp": request.timestamp,
-            "signature": request.signature,
-            "body": request.body,
-        }))?);
-        lines.push('\n');
-    }
-    std::fs::write(&recorded, lines)?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/webhooks/verify.py");
-    let verified = std::process::Command::new(&python)
-        .arg(script)
-        .arg(&endpoint.secret)
-        .arg(&recorded)
-        .output()?;
+    let recorded = Recorded::write(&received)?;
+    let verified = recorded.verify(&python, &endpoint.secret)?;
     anyhow::ensure!(
         verified.status.success(),
         "standardwebhooks refused a request: {}",
@@ -355,11 +377,7 @@ async fn every_event_arrives_signed_through_an_outage_errors_and_a_killed_writer
         String::from_utf8_lossy(&verified.stdout)
     );
     // A wrong secret is refused by the same check.
-    let refused = std::process::Command::new(&python)
-        .arg(script)
-        .arg("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        .arg(&recorded)
-        .output()?;
+    let refused = recorded.verify(&python, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
     anyhow::ensure!(!refused.status.success(), "another secret must not verify");
 
     // The delivery log tells the story; nothing is left waiting.
@@ -554,26 +572,9 @@ async fn clicks_are_told_and_a_failing_endpoint_is_disabled_until_enabled() -> a
         .filter(|request| request.signature.contains(' '))
         .collect();
     anyhow::ensure!(!after.is_empty(), "two signatures after the rotation");
-    let scratch = ScratchDir::new("webhook-rotation", None)?;
-    let recorded = scratch.path().join("rotated.jsonl");
-    let mut lines = String::new();
-    for request in &after {
-        lines.push_str(&serde_json::to_string(&serde_json::json!({
-            "id": request.id,
-            "timestamp": request.timestamp,
-            "signature": request.signature,
-            "body": request.body,
-        }))?);
-        lines.push('\n');
-    }
-    std::fs::write(&recorded, lines)?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/webhooks/verify.py");
+    let recorded = Recorded::write(&after)?;
     for secret in [&rotated.secret, &endpoint.secret] {
-        let verified = std::process::Command::new(&python)
-            .arg(script)
-            .arg(secret)
-            .arg(&recorded)
-            .output()?;
+        let verified = recorded.verify(&python, secret)?;
         anyhow::ensure!(
             verified.status.success(),
             "{}",
