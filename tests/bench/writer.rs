@@ -37,8 +37,9 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
     concurrency: Vec<usize>,
     /// Which cases to run: `single` (CreateLink and its reference), `batch`
-    /// (BatchCreateLinks and its reference), `webhook` (CreateLink by a key
-    /// with a dead webhook endpoint, against CreateLink by one without).
+    /// (BatchCreateLinks and its reference), `webhook` (CreateLink by keys
+    /// with a webhook endpoint that answers at once, one that answers after
+    /// 2 s and one nothing listens on, against CreateLink by one without).
     #[arg(long, value_delimiter = ',', default_values = ["single", "batch"])]
     cases: Vec<Case>,
 }
@@ -59,9 +60,12 @@ enum Variant {
     RestCreate,
     PgbenchBatch,
     BatchCreateLinks,
-    /// CreateLink by a key without webhooks, then by one whose endpoint is
-    /// dead (every delivery refused and retried meanwhile).
+    /// CreateLink by a key without webhooks, then by keys whose endpoint
+    /// answers at once, answers after 2 s, or is dead (every delivery
+    /// refused and retried meanwhile).
     CreateNoWebhook,
+    CreateLiveWebhook,
+    CreateSlowWebhook,
     CreateDeadWebhook,
 }
 
@@ -74,6 +78,8 @@ impl Variant {
             Self::PgbenchBatch => "pgbench 100-row INSERT (reference)",
             Self::BatchCreateLinks => "writer BatchCreateLinks ×100",
             Self::CreateNoWebhook => "writer CreateLink, no webhook (reference)",
+            Self::CreateLiveWebhook => "writer CreateLink, a webhook endpoint answering",
+            Self::CreateSlowWebhook => "writer CreateLink, a webhook endpoint taking 2 s",
             Self::CreateDeadWebhook => "writer CreateLink, a dead webhook endpoint",
         }
     }
@@ -82,7 +88,10 @@ impl Variant {
         match self {
             Self::PgbenchSingle | Self::CreateLink | Self::RestCreate => Case::Single,
             Self::PgbenchBatch | Self::BatchCreateLinks => Case::Batch,
-            Self::CreateNoWebhook | Self::CreateDeadWebhook => Case::Webhook,
+            Self::CreateNoWebhook
+            | Self::CreateLiveWebhook
+            | Self::CreateSlowWebhook
+            | Self::CreateDeadWebhook => Case::Webhook,
         }
     }
 
@@ -90,7 +99,10 @@ impl Variant {
         match self {
             Self::PgbenchSingle | Self::CreateLink | Self::RestCreate => Self::PgbenchSingle,
             Self::PgbenchBatch | Self::BatchCreateLinks => Self::PgbenchBatch,
-            Self::CreateNoWebhook | Self::CreateDeadWebhook => Self::CreateNoWebhook,
+            Self::CreateNoWebhook
+            | Self::CreateLiveWebhook
+            | Self::CreateSlowWebhook
+            | Self::CreateDeadWebhook => Self::CreateNoWebhook,
         }
     }
 }
@@ -120,24 +132,40 @@ async fn main() -> anyhow::Result<()> {
         ])
         .await?;
     let key = Arc::new(setup.create_api_key("bench")?);
-    // A key whose every link change is a message to an endpoint nothing
-    // listens on: each delivery is refused, logged and retried.
-    let hooked = Arc::new(setup.create_api_key("bench-webhook")?);
+    // Keys whose every link change is a message to an endpoint: one that
+    // answers at once, one that takes 2 s, and one nothing listens on (each
+    // delivery refused, logged and retried).
+    let live = Arc::new(setup.create_api_key("bench-webhook-live")?);
+    let slow = Arc::new(setup.create_api_key("bench-webhook-slow")?);
+    let dead = Arc::new(setup.create_api_key("bench-webhook-dead")?);
     if args.cases.contains(&Case::Webhook) {
-        let dead = tinyurl_harness::process::free_port()?;
-        let mut request = tonic::Request::new(tinyurl_proto::v1::CreateWebhookRequest {
-            url: format!("http://127.0.0.1:{dead}/dead"),
-            events: Vec::new(),
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {hooked}").parse()?);
+        let dead_port = tinyurl_harness::process::free_port()?;
+        let endpoints = [
+            (
+                &live,
+                format!("http://{}/live", endpoint(Duration::ZERO).await?),
+            ),
+            (
+                &slow,
+                format!("http://{}/slow", endpoint(Duration::from_secs(2)).await?),
+            ),
+            (&dead, format!("http://127.0.0.1:{dead_port}/dead")),
+        ];
         let channel = tonic::transport::Channel::from_shared(writer.endpoint())?
             .connect()
             .await?;
-        tinyurl_proto::v1::links_client::LinksClient::new(channel)
-            .create_webhook(request)
-            .await?;
+        for (hooked, url) in endpoints {
+            let mut request = tonic::Request::new(tinyurl_proto::v1::CreateWebhookRequest {
+                url,
+                events: Vec::new(),
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {hooked}").parse()?);
+            tinyurl_proto::v1::links_client::LinksClient::new(channel.clone())
+                .create_webhook(request)
+                .await?;
+        }
     }
     let scripts = tempdir()?;
     let single_script = scripts.join("single.sql");
@@ -166,6 +194,8 @@ async fn main() -> anyhow::Result<()> {
                 Variant::PgbenchBatch,
                 Variant::BatchCreateLinks,
                 Variant::CreateNoWebhook,
+                Variant::CreateLiveWebhook,
+                Variant::CreateSlowWebhook,
                 Variant::CreateDeadWebhook,
             ];
             for variant in variants
@@ -201,8 +231,14 @@ async fn main() -> anyhow::Result<()> {
                     Variant::CreateNoWebhook => {
                         run_writer(&writer.endpoint(), &key, concurrency, duration, 1).await?
                     }
+                    Variant::CreateLiveWebhook => {
+                        run_writer(&writer.endpoint(), &live, concurrency, duration, 1).await?
+                    }
+                    Variant::CreateSlowWebhook => {
+                        run_writer(&writer.endpoint(), &slow, concurrency, duration, 1).await?
+                    }
                     Variant::CreateDeadWebhook => {
-                        run_writer(&writer.endpoint(), &hooked, concurrency, duration, 1).await?
+                        run_writer(&writer.endpoint(), &dead, concurrency, duration, 1).await?
                     }
                 };
                 match totals.iter_mut().find(|(existing, _)| *existing == variant) {
@@ -239,6 +275,29 @@ async fn main() -> anyhow::Result<()> {
     drop(writer);
     let _ = std::fs::remove_dir_all(&scripts);
     Ok(())
+}
+
+/// A webhook endpoint on loopback answering every request 204 after
+/// `delay`; its address.
+async fn endpoint(delay: Duration) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| async move {
+                    tokio::time::sleep(delay).await;
+                    let mut response = hyper::Response::new(String::new());
+                    *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 /// A pgbench script inserting `rows` rows with random unique-enough codes

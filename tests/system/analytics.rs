@@ -588,6 +588,214 @@ async fn puts_each_request_in_its_dimensions() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Statistics read for one traffic class: people, link previewers,
+/// crawlers and monitors on one link; each class alone over gRPC, REST and
+/// the console has every figure and breakdown of its own clicks, `bot`
+/// every kind of bot, and the default view stays people's breakdowns with
+/// bots apart.
+#[tokio::test]
+async fn stats_are_read_for_one_class_at_a_time() -> anyhow::Result<()> {
+    const SLACK: &str = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)";
+    const UPTIME: &str = "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)";
+    let system = System::start(&[]).await?;
+    let redirect = system.start_redirect(FAST_CLICKS).await?;
+    let (_rest_writer, rest) = system.setup.start_with_rest(&[]).await?;
+    let code = create(&system, "https://example.com/classes").await?;
+    let people = [("User-Agent", CHROME), ("Referer", "https://news.example/")];
+    let slack = [("User-Agent", SLACK), ("Referer", "https://app.slack.com/")];
+    for _ in 0..3 {
+        click(&redirect, &code, &people).await?;
+    }
+    for _ in 0..2 {
+        click(&redirect, &code, &slack).await?;
+    }
+    click(&redirect, &code, &[("User-Agent", GOOGLEBOT)]).await?;
+    click(&redirect, &code, &[("User-Agent", UPTIME)]).await?;
+    let system_ref = &system;
+    wait_until("the clicks", Duration::from_secs(30), || {
+        let code = code.clone();
+        async move {
+            let stats = stats(system_ref, &code).await?;
+            Ok(stats.lifetime_clicks + stats.lifetime_bot_clicks == 7)
+        }
+    })
+    .await?;
+    let read = |classes: &[&str]| {
+        let request = system.authed(GetLinkStatsRequest {
+            code: code.clone(),
+            granularity: StatsGranularity::Day.into(),
+            classes: classes.iter().map(|name| (*name).to_owned()).collect(),
+            ..GetLinkStatsRequest::default()
+        });
+        async move {
+            let mut links = system_ref
+                .links()
+                .map_err(|error| tonic::Status::internal(error.to_string()))?;
+            links
+                .get_link_stats(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let one = |pairs: &[(&str, u64)]| -> HashMap<String, u64> {
+        pairs
+            .iter()
+            .map(|(value, clicks)| ((*value).to_owned(), *clicks))
+            .collect()
+    };
+    let series = |stats: &LinkStats| -> (u64, u64) {
+        stats.series.iter().fold((0, 0), |(humans, bots), point| {
+            (humans + point.clicks, bots + point.bot_clicks)
+        })
+    };
+
+    let everyone = read(&[]).await?;
+    anyhow::ensure!(
+        (everyone.clicks, everyone.bot_clicks) == (3, 4),
+        "{everyone:?}"
+    );
+    anyhow::ensure!(
+        counts(&everyone.referrers) == one(&[("news.example", 3)]),
+        "the default view's breakdowns are people's: {everyone:?}"
+    );
+    anyhow::ensure!(
+        counts(&everyone.classes)
+            == one(&[
+                ("human", 3),
+                ("previewer", 2),
+                ("crawler", 1),
+                ("monitor", 1)
+            ]),
+        "{everyone:?}"
+    );
+
+    let previewers = read(&["previewer"]).await?;
+    anyhow::ensure!(
+        (previewers.clicks, previewers.bot_clicks) == (0, 2) && series(&previewers) == (0, 2),
+        "{previewers:?}"
+    );
+    anyhow::ensure!(
+        counts(&previewers.referrers) == one(&[("app.slack.com", 2)])
+            && counts(&previewers.browsers) == one(&[("slack", 2)])
+            && counts(&previewers.bots) == one(&[("slack", 2)])
+            && counts(&previewers.classes) == one(&[("previewer", 2)]),
+        "previewers alone, every breakdown theirs: {previewers:?}"
+    );
+    anyhow::ensure!(
+        previewers.visitors == 0,
+        "unique visitors are people: {previewers:?}"
+    );
+
+    let people_only = read(&["human"]).await?;
+    anyhow::ensure!(
+        (people_only.clicks, people_only.bot_clicks) == (3, 0)
+            && counts(&people_only.referrers) == one(&[("news.example", 3)])
+            && people_only.bots.is_empty()
+            && people_only.visitors == 1,
+        "{people_only:?}"
+    );
+    let bots = read(&["bot"]).await?;
+    anyhow::ensure!(
+        (bots.clicks, bots.bot_clicks) == (0, 4)
+            && counts(&bots.referrers) == one(&[("app.slack.com", 2), ("-", 2)]),
+        "{bots:?}"
+    );
+    let two = read(&["monitor,crawler"]).await?;
+    anyhow::ensure!(
+        two.bot_clicks == 2 && counts(&two.bots) == one(&[("googlebot", 1), ("uptimerobot", 1)]),
+        "{two:?}"
+    );
+    let refused = read(&["robots"]).await;
+    anyhow::ensure!(
+        refused.as_ref().is_err_and(|error| {
+            error.code() == tonic::Code::InvalidArgument
+                && error.get_details_bad_request().is_some_and(|details| {
+                    details
+                        .field_violations
+                        .iter()
+                        .any(|violation| violation.field == "classes")
+                })
+        }),
+        "an unknown class is refused: {refused:?}"
+    );
+
+    // REST: the same filter as a comma-separated query parameter.
+    let bearer = format!("Bearer {}", system.api_key);
+    let rest_get = |path: String| {
+        let bearer = bearer.clone();
+        async move {
+            tinyurl_harness::services::http_send(
+                rest,
+                "GET",
+                &path,
+                &[("Authorization", bearer.as_str())],
+                None,
+            )
+            .await
+        }
+    };
+    let answer = rest_get(format!(
+        "/api/v1/links/{code}/stats?granularity=day&classes=previewer,monitor"
+    ))
+    .await?;
+    anyhow::ensure!(answer.status == 200, "{}", answer.text());
+    let body: serde_json::Value = serde_json::from_slice(&answer.body)?;
+    anyhow::ensure!(
+        body["clicks"] == 0 && body["bot_clicks"] == 3,
+        "REST previewers and monitors: {body}"
+    );
+    let refused = rest_get(format!("/api/v1/links/{code}/stats?classes=robots")).await?;
+    anyhow::ensure!(refused.status == 400, "{}", refused.text());
+
+    // The console: signed in, the link's page for previewers alone.
+    let signed = tinyurl_harness::services::http_send(
+        rest,
+        "POST",
+        "/console/sign-in",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        Some(format!("key={}", system.api_key).as_bytes()),
+    )
+    .await?;
+    let cookie = signed
+        .header("set-cookie")
+        .and_then(|set| set.split(';').next())
+        .context("a session cookie")?
+        .to_owned();
+    let page = tinyurl_harness::services::http_send(
+        rest,
+        "GET",
+        &format!("/console/links/{code}?range=24h&class=previewer"),
+        &[("Cookie", cookie.as_str())],
+        None,
+    )
+    .await?;
+    let text = page.text();
+    anyhow::ensure!(page.status == 200, "{}: {text}", page.status);
+    anyhow::ensure!(
+        text.contains("Every figure here counts link previewers only.")
+            && text.contains("app.slack.com")
+            && !text.contains("news.example"),
+        "the console's previewers: {text}"
+    );
+    let page = tinyurl_harness::services::http_send(
+        rest,
+        "GET",
+        &format!("/console/links/{code}"),
+        &[("Cookie", cookie.as_str())],
+        None,
+    )
+    .await?;
+    let text = page.text();
+    anyhow::ensure!(
+        text.contains("count human clicks") && text.contains("news.example"),
+        "the console's default view: {text}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn visitors_who_ask_not_to_be_tracked_count_in_the_totals_only() -> anyhow::Result<()> {
     let system = System::start(&[]).await?;
@@ -1110,6 +1318,7 @@ async fn refuses_bad_stats_requests_and_skips_corrupt_batches() -> anyhow::Resul
                 from,
                 to,
                 granularity,
+                classes: Vec::new(),
             }))
             .await
             .expect_err("a bad request");
@@ -1684,6 +1893,7 @@ async fn unique_visitors_are_estimated_within_two_percent_and_kept_by_day() -> a
                 seconds: (i64::from(today) + 2) * 86_400,
                 nanos: 0,
             }),
+            classes: Vec::new(),
         };
         anyhow::Ok(
             system

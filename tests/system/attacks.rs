@@ -472,7 +472,7 @@ async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Re
                         "SELECT coalesce(max(n), 0), coalesce(sum(n), 0)::int8 FROM (
                              SELECT count(*) AS n FROM {table}
                               WHERE code = $1 AND dimension = 1
-                              GROUP BY {bucket}, bot) groups"
+                              GROUP BY {bucket}, class) groups"
                     ),
                     &[&code],
                 )

@@ -609,6 +609,11 @@ const VALUES: usize = DEFAULT_VALUES_PER_BUCKET;
 /// A top list long enough for every value.
 const ALL: usize = usize::MAX;
 
+/// The `class` values of every row (the default view's).
+fn every_class() -> Vec<i16> {
+    tinyurl_analytics::ClassFilter::default().codes()
+}
+
 fn click(code: &str, minute: i64, referrer: &str, bot: bool, count: u64) -> ClickLine {
     ClickLine {
         code: code.to_owned(),
@@ -645,7 +650,7 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     };
     let days_total = |store: Arc<dyn ClickStore>, code: &'static str| async move {
         let rows = store
-            .rollups(code, RollupTable::Days, 0, i32::MAX, ALL)
+            .rollups(code, RollupTable::Days, (0, i32::MAX), ALL, &every_class())
             .await?;
         anyhow::Ok(total(&rows, false))
     };
@@ -667,7 +672,13 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     ensure!(store.totals("aaa").await? == (12, 2));
 
     let recent = store
-        .rollups("aaa", RollupTable::Minutes, soon - 5, soon + 1, ALL)
+        .rollups(
+            "aaa",
+            RollupTable::Minutes,
+            (soon - 5, soon + 1),
+            ALL,
+            &every_class(),
+        )
         .await?;
     ensure!(
         total(&recent, false) == 7 && total(&recent, true) == 2,
@@ -679,6 +690,40 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
         .map(|row| (row.value.as_str(), row.clicks))
         .collect();
     ensure!(referrers == [("a.example", 7)], "{referrers:?}");
+    // One class alone: the crawler's rows only; previewers have none.
+    for (classes, expected) in [
+        (&["crawler"][..], (0, 2)),
+        (&["previewer", "human"][..], (7, 0)),
+    ] {
+        let codes = tinyurl_analytics::ClassFilter::parse(classes)?.codes();
+        let rows = store
+            .rollups(
+                "aaa",
+                RollupTable::Minutes,
+                (soon - 5, soon + 1),
+                ALL,
+                &codes,
+            )
+            .await?;
+        ensure!(
+            (total(&rows, false), total(&rows, true)) == expected,
+            "{classes:?}: {rows:?}"
+        );
+        let exported = store
+            .export(
+                "aaa",
+                RollupTable::Minutes,
+                (soon - 5, soon + 1),
+                1,
+                1_000,
+                &codes,
+            )
+            .await?;
+        ensure!(
+            (total(&exported, false), total(&exported, true)) == expected,
+            "export of {classes:?}: {exported:?}"
+        );
+    }
     // Days before the roll-up: the late minute's day rows plus the minutes
     // not rolled up yet.
     ensure!(days_total(Arc::clone(&store), "aaa").await? == 12);
@@ -703,7 +748,13 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     ensure!(days_total(Arc::clone(&store), "aaa").await? == 12);
     let day = (soon / MINUTES_PER_DAY, soon / MINUTES_PER_DAY + 1);
     let today = store
-        .rollups("aaa", RollupTable::Days, day.0, day.1, ALL)
+        .rollups(
+            "aaa",
+            RollupTable::Days,
+            (day.0, day.1),
+            ALL,
+            &every_class(),
+        )
         .await?;
     ensure!(
         total(&today, false) == 7 && total(&today, true) == 2,
@@ -714,7 +765,13 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     ensure!(store.fold("batch-3", &late, VALUES).await? == Folded::Now);
     ensure!(days_total(Arc::clone(&store), "aaa").await? == 18);
     let minutes = store
-        .rollups("aaa", RollupTable::Minutes, soon, soon + 1, ALL)
+        .rollups(
+            "aaa",
+            RollupTable::Minutes,
+            (soon, soon + 1),
+            ALL,
+            &every_class(),
+        )
         .await?;
     ensure!(total(&minutes, false) == 13, "{minutes:?}");
     // One roll-up call takes at most a slice of minutes.
@@ -747,11 +804,17 @@ async fn click_store_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> 
     }
     ensure!(pruned >= 5 + 4, "minute rows and batch ids: {pruned}");
     let kept = store
-        .rollups("ccc", RollupTable::Minutes, unrolled, unrolled + 1, ALL)
+        .rollups(
+            "ccc",
+            RollupTable::Minutes,
+            (unrolled, unrolled + 1),
+            ALL,
+            &every_class(),
+        )
         .await?;
     ensure!(total(&kept, false) == 1, "not rolled up, so kept: {kept:?}");
     let gone = store
-        .rollups("aaa", RollupTable::Minutes, 0, far, ALL)
+        .rollups("aaa", RollupTable::Minutes, (0, far), ALL, &every_class())
         .await?;
     ensure!(gone.is_empty(), "{gone:?}");
     ensure!(
@@ -810,7 +873,13 @@ async fn fold_together_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()
     );
     ensure!(store.totals("tog").await? == (10, 0));
     let minutes = store
-        .rollups("tog", RollupTable::Minutes, now - 1, now + 1, ALL)
+        .rollups(
+            "tog",
+            RollupTable::Minutes,
+            (now - 1, now + 1),
+            ALL,
+            &every_class(),
+        )
         .await?;
     let referrers: std::collections::BTreeMap<&str, i64> = minutes
         .iter()
@@ -874,7 +943,13 @@ async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()>
     ensure!(store.fold("values-1", &Fold::of(&lines), BOUND).await? == Folded::Now);
     let minute = referrers(
         &store
-            .rollups("vvv", RollupTable::Minutes, base, base + 1, ALL)
+            .rollups(
+                "vvv",
+                RollupTable::Minutes,
+                (base, base + 1),
+                ALL,
+                &every_class(),
+            )
             .await?,
     );
     ensure!(named(&minute) == BOUND && sum(&minute) == 36, "{minute:?}");
@@ -891,7 +966,13 @@ async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()>
     ensure!(store.fold("values-2", &more, BOUND).await? == Folded::Now);
     let minute = referrers(
         &store
-            .rollups("vvv", RollupTable::Minutes, base, base + 1, ALL)
+            .rollups(
+                "vvv",
+                RollupTable::Minutes,
+                (base, base + 1),
+                ALL,
+                &every_class(),
+            )
             .await?,
     );
     ensure!(named(&minute) == BOUND && sum(&minute) == 87, "{minute:?}");
@@ -925,7 +1006,13 @@ async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()>
     }
     let minute = referrers(
         &store
-            .rollups("vvv", RollupTable::Minutes, busy, busy + 1, ALL)
+            .rollups(
+                "vvv",
+                RollupTable::Minutes,
+                (busy, busy + 1),
+                ALL,
+                &every_class(),
+            )
             .await?,
     );
     ensure!(named(&minute) == BOUND && sum(&minute) == 32, "{minute:?}");
@@ -935,7 +1022,13 @@ async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()>
     while !store.roll_up_days(busy + 1, BOUND).await?.caught_up {}
     let days = referrers(
         &store
-            .rollups("vvv", RollupTable::Days, day, day + 1, ALL)
+            .rollups(
+                "vvv",
+                RollupTable::Days,
+                (day, day + 1),
+                ALL,
+                &every_class(),
+            )
             .await?,
     );
     ensure!(named(&days) == BOUND && sum(&days) == 87 + 32, "{days:?}");
@@ -954,14 +1047,26 @@ async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()>
     ensure!(store.fold("values-late", &late, BOUND).await? == Folded::Now);
     let days = referrers(
         &store
-            .rollups("vvv", RollupTable::Days, day, day + 1, ALL)
+            .rollups(
+                "vvv",
+                RollupTable::Days,
+                (day, day + 1),
+                ALL,
+                &every_class(),
+            )
             .await?,
     );
     ensure!(named(&days) == BOUND && sum(&days) == 219, "{days:?}");
     ensure!(!days.contains_key("late.example"));
     let minute = referrers(
         &store
-            .rollups("vvv", RollupTable::Minutes, base + 2, base + 3, ALL)
+            .rollups(
+                "vvv",
+                RollupTable::Minutes,
+                (base + 2, base + 3),
+                ALL,
+                &every_class(),
+            )
             .await?,
     );
     ensure!(
@@ -972,7 +1077,7 @@ async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()>
     // A stats read: the top two and everything else as one "other" row.
     let top = referrers(
         &store
-            .rollups("vvv", RollupTable::Days, day, day + 1, 2)
+            .rollups("vvv", RollupTable::Days, (day, day + 1), 2, &every_class())
             .await?,
     );
     ensure!(named(&top) == 2 && sum(&top) == 219, "{top:?}");
@@ -990,7 +1095,13 @@ async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()>
     ensure!(
         sum(&referrers(
             &store
-                .rollups("vvv", RollupTable::Days, day, day + 1, ALL)
+                .rollups(
+                    "vvv",
+                    RollupTable::Days,
+                    (day, day + 1),
+                    ALL,
+                    &every_class()
+                )
                 .await?
         )) == 219
     );
@@ -1000,7 +1111,13 @@ async fn click_values_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()>
         > 0
     {}
     let gone = store
-        .rollups("vvv", RollupTable::Days, day, day + 1, ALL)
+        .rollups(
+            "vvv",
+            RollupTable::Days,
+            (day, day + 1),
+            ALL,
+            &every_class(),
+        )
         .await?;
     // Only the minutes not rolled up yet remain in the day's answer.
     ensure!(sum(&referrers(&gone)) == 0, "{gone:?}");
@@ -1219,6 +1336,127 @@ async fn migration_to_partitioned_links_keeps_everything() -> anyhow::Result<()>
         order == ["Gen0001", "alias-1", "Off0001", "Old0001"],
         "newest first: {order:?}"
     );
+    Ok(())
+}
+
+/// Rollups folded under V20 (a bot flag) read after V21 (a class per row):
+/// every click is still counted; a bot total is split by the class rows of
+/// its bucket, what they do not cover (bots folded before classes existed)
+/// stays a bot of no recorded kind, as do the other dimensions' bot rows;
+/// and the default view answers what it answered before.
+#[tokio::test]
+async fn migration_to_click_classes_keeps_every_click() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let url: secrecy::SecretString = database.primary_url.clone().into();
+    let store = PostgresLinkStore::connect(&url, 2, TIMEOUT)?;
+    store.migrate_to(Some(20)).await?;
+    let db = tinyurl_harness::postgres::connect(&database.primary_url).await?;
+    let minute = minute_of(SystemTime::now()) - 30;
+    let day = minute.div_euclid(MINUTES_PER_DAY) - 3;
+    // Minute `minute`: 4 people, 6 bots (3 previewer, 2 crawler, 1 of no
+    // recorded kind). Day `day`: 5 people, 7 bots, 2 of them monitors.
+    db.batch_execute(&format!(
+        "INSERT INTO click_minutes (code, minute, dimension, value, bot, clicks) VALUES
+           ('mig', {minute}, 0, '', false, 4), ('mig', {minute}, 0, '', true, 6),
+           ('mig', {minute}, 6, 'previewer', true, 3), ('mig', {minute}, 6, 'crawler', true, 2),
+           ('mig', {minute}, 2, 'DE', false, 4), ('mig', {minute}, 2, 'US', true, 6),
+           ('mig', {minute}, 3, 'slack', true, 3);
+         INSERT INTO click_days (code, day, dimension, value, bot, clicks) VALUES
+           ('mig', {day}, 0, '', false, 5), ('mig', {day}, 0, '', true, 7),
+           ('mig', {day}, 6, 'monitor', true, 2), ('mig', {day}, 1, 'a.example', false, 5),
+           ('mig', {day}, 8, '', false, 5);
+         UPDATE click_rollup_mark SET rolled_through = {minute} - 60;"
+    ))
+    .await?;
+    store.migrate().await?;
+
+    let rows = |table: &'static str, bucket: &'static str| {
+        let db = &db;
+        async move {
+            let rows = db
+                .query(
+                    &format!(
+                        "SELECT dimension, value, class, clicks FROM {table}
+                          WHERE code = 'mig' ORDER BY {bucket}, dimension, value, class"
+                    ),
+                    &[],
+                )
+                .await?;
+            anyhow::Ok(
+                rows.iter()
+                    .map(|row| {
+                        (
+                            row.get::<_, i16>(0),
+                            row.get::<_, String>(1),
+                            row.get::<_, i16>(2),
+                            row.get::<_, i64>(3),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let row = |dimension: i16, value: &str, class: i16, clicks: i64| {
+        (dimension, value.to_owned(), class, clicks)
+    };
+    let minutes = rows("click_minutes", "minute").await?;
+    ensure!(
+        minutes
+            == [
+                row(0, "", -1, 1),
+                row(0, "", 0, 4),
+                row(0, "", 1, 2),
+                row(0, "", 2, 3),
+                row(2, "DE", 0, 4),
+                row(2, "US", -1, 6),
+                row(3, "slack", -1, 3),
+                row(6, "crawler", 1, 2),
+                row(6, "previewer", 2, 3),
+            ],
+        "minutes: {minutes:?}"
+    );
+    let days = rows("click_days", "day").await?;
+    ensure!(
+        days == [
+            row(0, "", -1, 5),
+            row(0, "", 0, 5),
+            row(0, "", 3, 2),
+            row(1, "a.example", 0, 5),
+            row(6, "monitor", 3, 2),
+            row(8, "", 0, 5),
+        ],
+        "days: {days:?}"
+    );
+
+    // Read back through the store as statistics are.
+    let clicks = store.clicks();
+    let total = |rows: &[RollupRow], bot: bool| -> i64 {
+        rows.iter()
+            .filter(|row| row.dimension == Dimension::Total && row.bot == bot)
+            .map(|row| row.clicks)
+            .sum()
+    };
+    let every = ok!(clicks.rollups(
+        "mig",
+        RollupTable::Minutes,
+        (minute, minute + 1),
+        ALL,
+        &every_class()
+    ));
+    ensure!((total(&every, false), total(&every, true)) == (4, 6));
+    let previewers = tinyurl_analytics::ClassFilter::parse(&["previewer"])?.codes();
+    let only = ok!(clicks.rollups(
+        "mig",
+        RollupTable::Minutes,
+        (minute, minute + 1),
+        ALL,
+        &previewers
+    ));
+    ensure!((total(&only, false), total(&only, true)) == (0, 3));
+    let bots = tinyurl_analytics::ClassFilter::parse(&["bot"])?.codes();
+    let days_read = ok!(clicks.rollups("mig", RollupTable::Days, (day, day + 1), ALL, &bots));
+    ensure!(total(&days_read, true) == 7, "{days_read:?}");
     Ok(())
 }
 
@@ -2035,7 +2273,7 @@ async fn forget_contract(store: Arc<dyn LinkStore>) -> anyhow::Result<()> {
     ensure!(
         store
             .clicks()
-            .export("forget1", table, (first, end), 1, 100)
+            .export("forget1", table, (first, end), 1, 100, &every_class())
             .await?
             .is_empty(),
         "no rollup row left"

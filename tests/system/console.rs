@@ -5,7 +5,7 @@
 //! through the REST API. The browser itself drives it in `console_browser`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, ensure};
 use tinyurl_harness::services::{self, HttpResponse, http_send};
@@ -584,6 +584,91 @@ async fn scopes_decide_what_the_console_offers_and_allows() -> anyhow::Result<()
         .await?;
     expect(&create, 403, "a create with a read key")?;
     ensure!(create.text().contains("scope is read"), "{}", create.text());
+    Ok(())
+}
+
+/// The visits to codes that do not exist, for a manage key: people and
+/// bots, the paths asked for, one class alone, and a purge that needs its
+/// box ticked; a read key is refused.
+#[tokio::test]
+async fn unknown_codes_are_shown_by_class_and_purged() -> anyhow::Result<()> {
+    let stack = stack().await?;
+    let (_writer, rest) = stack.setup.start_with_rest(&[]).await?;
+    // As a fold writes them: under the default domain's orphan key `~`,
+    // 3 people and 2 crawlers, the paths with them.
+    let minute = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() / 60 - 5;
+    let db = tinyurl_harness::postgres::connect(&stack.database.primary_url).await?;
+    db.batch_execute(&format!(
+        "INSERT INTO click_minutes (code, minute, dimension, value, class, clicks) VALUES
+           ('~', {minute}, 0, '', 0, 3), ('~', {minute}, 0, '', 1, 2),
+           ('~', {minute}, 7, '/old-sale', 0, 3), ('~', {minute}, 7, '/wp-login.php', 1, 2),
+           ('~', {minute}, 6, 'crawler', 1, 2)"
+    ))
+    .await?;
+    let key = stack.setup.create_api_key("manager")?;
+    let mut browser = Browser::new(rest);
+    expect(&browser.sign_in(&key).await?, 303, "sign-in")?;
+    let page = browser.get("/console/orphan-visits").await?;
+    expect(&page, 200, "the page")?;
+    let text = page.text();
+    ensure!(
+        text.contains("<strong>3</strong> by people and <strong>2</strong> by bots")
+            && text.contains("/old-sale")
+            && text.contains("/wp-login.php"),
+        "{text}"
+    );
+    let crawlers = browser
+        .get("/console/orphan-visits?range=24h&class=crawler")
+        .await?;
+    let text = crawlers.text();
+    ensure!(
+        text.contains("<strong>0</strong> by people and <strong>2</strong> by bots")
+            && text.contains("/wp-login.php")
+            && !text.contains("/old-sale"),
+        "crawlers alone: {text}"
+    );
+    let csrf = browser.csrf().await?;
+    let unticked = browser
+        .post(
+            "/console/orphan-visits/purge",
+            &[("csrf", &csrf), ("domain", "")],
+        )
+        .await?;
+    expect(&unticked, 400, "a purge without its box")?;
+    let purged = browser
+        .post(
+            "/console/orphan-visits/purge",
+            &[("csrf", &csrf), ("domain", ""), ("confirm", "yes")],
+        )
+        .await?;
+    expect(&purged, 303, "the purge")?;
+    let location = purged.header("location").context("a location")?.to_owned();
+    let after = browser.get(&location).await?;
+    let text = after.text();
+    ensure!(
+        text.contains("Purged: 5 rollup rows deleted.")
+            && text.contains("<strong>0</strong> by people and <strong>0</strong> by bots"),
+        "{text}"
+    );
+
+    let reader = stack
+        .setup
+        .create_api_key_with(&["--name", "reader", "--scope", "read"])?;
+    let mut reading = Browser::new(rest);
+    expect(&reading.sign_in(&reader).await?, 303, "sign-in")?;
+    ensure!(
+        !reading
+            .get("/console/links")
+            .await?
+            .text()
+            .contains("/console/orphan-visits"),
+        "no link for a read key"
+    );
+    expect(
+        &reading.get("/console/orphan-visits").await?,
+        403,
+        "the page for a read key",
+    )?;
     Ok(())
 }
 

@@ -269,6 +269,7 @@ async fn a_person_manages_a_link_in_the_browser() -> anyhow::Result<()> {
         "/links/in-browser",
         "/links/new",
         "/import",
+        "/orphan-visits",
         "/keys",
         "/blocklist",
     ] {
@@ -571,6 +572,7 @@ fn screens(code: &str) -> Vec<(&'static str, String)> {
         ("new-link", "/console/links/new".to_owned()),
         ("link", format!("/console/links/{code}")),
         ("import", "/console/import".to_owned()),
+        ("unknown-codes", "/console/orphan-visits".to_owned()),
         ("keys", "/console/keys".to_owned()),
         ("blocklist", "/console/blocklist".to_owned()),
     ]

@@ -103,7 +103,8 @@ pub struct RollupKey {
     pub dimension: Dimension,
     /// Empty for [`Dimension::Total`].
     pub value: String,
-    pub bot: bool,
+    /// Who clicked: a [`TrafficClass::code`], or [`UNRECORDED_BOT`].
+    pub class: i16,
 }
 
 impl RollupKey {
@@ -112,19 +113,108 @@ impl RollupKey {
             code: self.code.clone(),
             bucket: self.bucket,
             dimension: self.dimension,
-            bot: self.bot,
+            class: self.class,
         }
     }
 }
 
 /// The rows whose values one bound counts: one dimension of one code in one
-/// bucket, humans and bots apart.
+/// bucket, each class apart.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValueGroup {
     pub code: String,
     pub bucket: i32,
     pub dimension: Dimension,
-    pub bot: bool,
+    pub class: i16,
+}
+
+/// The `class` of the bot rows folded before rollups kept the kind of bot
+/// (migration V21): counted for bots at large, for no one kind.
+pub const UNRECORDED_BOT: i16 = -1;
+
+/// Which classes a statistics read counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassFilter {
+    /// `None`: every class, the breakdowns counting people only and bots
+    /// apart (the default view).
+    only: Option<Vec<i16>>,
+}
+
+impl ClassFilter {
+    /// Names a request may use: the classes, and `bot` for every kind of bot
+    /// (those folded before the kind was kept included).
+    pub const NAMES: [&'static str; 5] = ["human", "crawler", "previewer", "monitor", "bot"];
+
+    /// `names` as a request gives them (each may also be a comma-separated
+    /// list); none: the default view.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, AnalyticsError> {
+        let mut codes: Vec<i16> = Vec::new();
+        for name in names
+            .iter()
+            .flat_map(|names| names.as_ref().split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
+            if name == "bot" {
+                codes.extend(
+                    TrafficClass::ALL
+                        .into_iter()
+                        .filter(|class| *class != TrafficClass::Human)
+                        .map(TrafficClass::code),
+                );
+                codes.push(UNRECORDED_BOT);
+            } else if let Some(class) = TrafficClass::named(name) {
+                codes.push(class.code());
+            } else {
+                return Err(AnalyticsError::invalid(
+                    "classes",
+                    format!("class {name:?} is not one of {}", Self::NAMES.join(", ")),
+                ));
+            }
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        Ok(Self {
+            only: (!codes.is_empty()).then_some(codes),
+        })
+    }
+
+    /// Only the classes `classes`.
+    pub fn only(classes: &[TrafficClass]) -> Self {
+        let mut codes: Vec<i16> = classes.iter().map(|class| class.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        Self { only: Some(codes) }
+    }
+
+    /// Whether it is the default view (no class named).
+    pub fn is_default(&self) -> bool {
+        self.only.is_none()
+    }
+
+    /// The `class` values of the rows it counts.
+    pub fn codes(&self) -> Vec<i16> {
+        match &self.only {
+            Some(codes) => codes.clone(),
+            None => TrafficClass::ALL
+                .into_iter()
+                .map(TrafficClass::code)
+                .chain([UNRECORDED_BOT])
+                .collect(),
+        }
+    }
+
+    /// The class names it was given, for an answer (empty: the default).
+    pub fn names(&self) -> Vec<&'static str> {
+        let Some(codes) = &self.only else {
+            return Vec::new();
+        };
+        TrafficClass::ALL
+            .into_iter()
+            .filter(|class| codes.contains(&class.code()))
+            .map(TrafficClass::as_str)
+            .collect()
+    }
 }
 
 /// Minutes in a day bucket.
@@ -255,7 +345,7 @@ impl Fold {
                     bucket: minute,
                     dimension,
                     value: value.to_owned(),
-                    bot: line.bot(),
+                    class: line.class.code(),
                 };
                 let sum = minutes.entry(key).or_default();
                 *sum = sum.saturating_add(count);
@@ -390,21 +480,22 @@ pub trait ClickStore: Send + Sync + 'static {
     /// Rollup rows of `code` with `first <= bucket < end`, summed: the
     /// series rows ([`Dimension::Total`]) by bucket, the breakdowns over the
     /// whole range, the `top` values of each (dimension, bot) by clicks and
-    /// the rest summed into one [`OTHER`] row. Day rows include the minutes
-    /// not rolled up yet.
+    /// the rest summed into one [`OTHER`] row; only rows of the classes
+    /// `classes` ([`ClassFilter::codes`]). Day rows include the minutes not
+    /// rolled up yet.
     async fn rollups(
         &self,
         code: &str,
         table: RollupTable,
-        first: i32,
-        end: i32,
+        (first, end): (i32, i32),
         top: usize,
+        classes: &[i16],
     ) -> Result<Vec<RollupRow>, AnalyticsError>;
 
     /// Every rollup row of `code` with `first <= bucket < end`, summed per
     /// `step` buckets (each row's bucket the first of its step), dimension,
-    /// value and bot, in that order; at most `limit`. Day rows include the
-    /// minutes not rolled up yet.
+    /// value and bot, in that order; at most `limit`; only rows of the
+    /// classes `classes`. Day rows include the minutes not rolled up yet.
     async fn export(
         &self,
         code: &str,
@@ -412,6 +503,7 @@ pub trait ClickStore: Send + Sync + 'static {
         range: (i32, i32),
         step: i32,
         limit: i64,
+        classes: &[i16],
     ) -> Result<Vec<RollupRow>, AnalyticsError>;
 
     /// Lifetime (human, bot) clicks of `code`.
@@ -509,7 +601,7 @@ mod tests {
             fold.minutes
                 .iter()
                 .filter(|(key, _)| key.dimension == dimension)
-                .map(|(key, clicks)| (key.value.clone(), key.bot, *clicks))
+                .map(|(key, clicks)| (key.value.clone(), key.class != 0, *clicks))
                 .collect()
         };
         assert_eq!(
@@ -546,7 +638,7 @@ mod tests {
         let rows: Vec<(Dimension, &str, bool, i64)> = fold
             .minutes
             .iter()
-            .map(|(key, clicks)| (key.dimension, key.value.as_str(), key.bot, *clicks))
+            .map(|(key, clicks)| (key.dimension, key.value.as_str(), key.class != 0, *clicks))
             .collect();
         assert_eq!(
             rows,
@@ -578,8 +670,43 @@ mod tests {
             .map(|(key, clicks)| (key.value.as_str(), *clicks))
             .collect();
         assert_eq!(classes, [("monitor", 1), ("previewer", 2)]);
+        // Every row carries its class, so each can be read alone.
+        let totals: Vec<(i16, i64)> = fold
+            .minutes
+            .iter()
+            .filter(|(key, _)| key.dimension == Dimension::Total)
+            .map(|(key, clicks)| (key.class, *clicks))
+            .collect();
+        assert_eq!(totals, [(0, 4), (2, 2), (3, 1)]);
         assert_eq!(fold.totals, [("p".to_owned(), 4, 3)]);
         assert_eq!(Dimension::from_stored(6).ok(), Some(Dimension::Class));
+    }
+
+    #[test]
+    fn class_filters_name_classes_or_every_bot() {
+        let codes = |names: &[&str]| ClassFilter::parse(names).map(|filter| filter.codes());
+        assert_eq!(codes(&["previewer"]).ok(), Some(vec![2]));
+        assert_eq!(codes(&["monitor,human", "human"]).ok(), Some(vec![0, 3]));
+        assert_eq!(
+            codes(&["bot"]).ok(),
+            Some(vec![UNRECORDED_BOT, 1, 2, 3]),
+            "bots folded before their kind was kept are bots too"
+        );
+        let default = ClassFilter::parse::<&str>(&[]).expect("no names");
+        assert!(default.is_default());
+        assert_eq!(default.codes(), [0, 1, 2, 3, UNRECORDED_BOT]);
+        assert_eq!(
+            ClassFilter::parse(&["robot"])
+                .err()
+                .and_then(|error| error.field()),
+            Some("classes")
+        );
+        assert_eq!(
+            ClassFilter::parse(&["crawler", "human"])
+                .map(|filter| filter.names())
+                .ok(),
+            Some(vec!["human", "crawler"])
+        );
     }
 
     #[test]
@@ -597,7 +724,7 @@ mod tests {
             bucket: minute as i32,
             dimension: Dimension::Referrer,
             value: "old.example".to_owned(),
-            bot: false,
+            class: 0,
         };
         let stored = StoredValues {
             counts: HashMap::from([(old.group(), 2)]),
@@ -646,7 +773,7 @@ mod tests {
             fold.minutes
                 .iter()
                 .filter(|(key, _)| {
-                    key.code == "a" && key.dimension == Dimension::Total && key.bot == bot
+                    key.code == "a" && key.dimension == Dimension::Total && (key.class != 0) == bot
                 })
                 .map(|(_, clicks)| *clicks)
                 .sum()

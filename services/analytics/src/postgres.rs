@@ -33,10 +33,10 @@ DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks,
 /// sketch's count now (two consumers may count one sketch in either order),
 /// a row untouched when it holds the larger already.
 const UPSERT_VISITORS: &str = "
-INSERT INTO click_days AS stored (code, day, dimension, value, bot, clicks)
-SELECT code, day, 8, '', false, visitors
+INSERT INTO click_days AS stored (code, day, dimension, value, class, clicks)
+SELECT code, day, 8, '', 0, visitors
   FROM UNNEST($1::text[], $2::int4[], $3::int8[]) AS v(code, day, visitors)
-ON CONFLICT (code, day, dimension, value, bot)
+ON CONFLICT (code, day, dimension, value, class)
 DO UPDATE SET clicks = EXCLUDED.clicks WHERE stored.clicks < EXCLUDED.clicks";
 
 /// A `link.clicked` webhook message per link and minute of a fold, for
@@ -107,8 +107,8 @@ SELECT 0, dimension, CASE WHEN rank <= $4 THEN value ELSE 'other' END, bot, sum(
 fn read_minutes() -> String {
     format!(
         "WITH rows AS (
-             SELECT minute, dimension, value, bot, clicks FROM click_minutes
-              WHERE code = $1 AND minute >= $2 AND minute < $3
+             SELECT minute, dimension, value, class <> 0 AS bot, clicks FROM click_minutes
+              WHERE code = $1 AND minute >= $2 AND minute < $3 AND class = ANY ($5::int2[])
          )
          SELECT minute, 0::int2, ''::text, bot, sum(clicks)::int8 FROM rows
           WHERE dimension = 0 GROUP BY minute, bot
@@ -123,12 +123,13 @@ fn read_minutes() -> String {
 fn read_days() -> String {
     format!(
         "WITH rows AS (
-             SELECT day, dimension, value, bot, clicks FROM click_days
-              WHERE code = $1 AND day >= $2 AND day < $3
+             SELECT day, dimension, value, class <> 0 AS bot, clicks FROM click_days
+              WHERE code = $1 AND day >= $2 AND day < $3 AND class = ANY ($5::int2[])
              UNION ALL
-             SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
+             SELECT minute / 1440, dimension, value, class <> 0, clicks FROM click_minutes
               WHERE code = $1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
                 AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440
+                AND class = ANY ($5::int2[])
          )
          SELECT day, 0::int2, ''::text, bot, sum(clicks)::int8 FROM rows
           WHERE dimension = 0 GROUP BY day, bot
@@ -144,24 +145,25 @@ SELECT bucket / $4 * $4, dimension, value, bot, sum(clicks)::int8 FROM rows
  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT $5";
 
 const EXPORT_MINUTES: &str = "
-SELECT minute AS bucket, dimension, value, bot, clicks FROM click_minutes
- WHERE code = $1 AND minute >= $2 AND minute < $3";
+SELECT minute AS bucket, dimension, value, class <> 0 AS bot, clicks FROM click_minutes
+ WHERE code = $1 AND minute >= $2 AND minute < $3 AND class = ANY ($6::int2[])";
 
 const EXPORT_DAYS: &str = "
-SELECT day AS bucket, dimension, value, bot, clicks FROM click_days
- WHERE code = $1 AND day >= $2 AND day < $3
+SELECT day AS bucket, dimension, value, class <> 0 AS bot, clicks FROM click_days
+ WHERE code = $1 AND day >= $2 AND day < $3 AND class = ANY ($6::int2[])
 UNION ALL
-SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
+SELECT minute / 1440, dimension, value, class <> 0, clicks FROM click_minutes
  WHERE code = $1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
-   AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440";
+   AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440
+   AND class = ANY ($6::int2[])";
 
 /// One roll-up window: the minutes after the mark up to `$2`, summed by
 /// day, in key order.
 const ROLL_UP_WINDOW: &str = "
-SELECT code, minute / 1440, dimension, value, bot, sum(clicks)::int8 FROM click_minutes
+SELECT code, minute / 1440, dimension, value, class, sum(clicks)::int8 FROM click_minutes
  WHERE minute > $1 AND minute <= $2
- GROUP BY code, minute / 1440, dimension, value, bot
- ORDER BY code, minute / 1440, dimension, value, bot";
+ GROUP BY code, minute / 1440, dimension, value, class
+ ORDER BY code, minute / 1440, dimension, value, class";
 
 /// `sql` as a statement prepared on the transaction's connection, kept by
 /// the pool with the connection: a fold runs the same few statements over
@@ -250,7 +252,7 @@ async fn add_owner_days(
     }
     let codes: Vec<&str> = totals.iter().map(|(key, _)| key.code.as_str()).collect();
     let buckets: Vec<i32> = totals.iter().map(|(key, _)| key.bucket).collect();
-    let bots: Vec<bool> = totals.iter().map(|(key, _)| key.bot).collect();
+    let bots: Vec<bool> = totals.iter().map(|(key, _)| key.class != 0).collect();
     let clicks: Vec<i64> = totals.iter().map(|(_, clicks)| *clicks).collect();
     for sql in [UPSERT_OWNER_DAYS, UPSERT_RANKS] {
         let statement = prepared(transaction, sql).await?;
@@ -325,7 +327,7 @@ async fn enqueue_clicked(transaction: &Transaction<'_>, fold: &Fold) -> Result<(
         .filter(|(key, _)| key.dimension == Dimension::Total && !is_orphan_key(&key.code))
     {
         let counts = minutes.entry((key.code.as_str(), key.bucket)).or_default();
-        if key.bot {
+        if key.class != 0 {
             counts.1 += clicks;
         } else {
             counts.0 += clicks;
@@ -454,7 +456,7 @@ impl ClickStore for PostgresRollups {
                             bucket: row.try_get(1).map_err(AnalyticsError::from_postgres)?,
                             dimension: Dimension::from_stored(dimension)?,
                             value: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
-                            bot: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
+                            class: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
                         },
                         row.try_get(5).map_err(AnalyticsError::from_postgres)?,
                     ))
@@ -485,9 +487,9 @@ impl ClickStore for PostgresRollups {
         &self,
         code: &str,
         table: RollupTable,
-        first: i32,
-        end: i32,
+        (first, end): (i32, i32),
         top: usize,
+        classes: &[i16],
     ) -> Result<Vec<RollupRow>, AnalyticsError> {
         let top = i64::try_from(top).unwrap_or(i64::MAX);
         self.bounded(async {
@@ -501,7 +503,7 @@ impl ClickStore for PostgresRollups {
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
             let rows = client
-                .query(&statement, &[&code, &first, &end, &top])
+                .query(&statement, &[&code, &first, &end, &top, &classes])
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
             rows.iter().map(rollup_row).collect()
@@ -516,6 +518,7 @@ impl ClickStore for PostgresRollups {
         (first, end): (i32, i32),
         step: i32,
         limit: i64,
+        classes: &[i16],
     ) -> Result<Vec<RollupRow>, AnalyticsError> {
         let rows = match table {
             RollupTable::Minutes => EXPORT_MINUTES,
@@ -529,7 +532,7 @@ impl ClickStore for PostgresRollups {
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
             client
-                .query(&statement, &[&code, &first, &end, &step, &limit])
+                .query(&statement, &[&code, &first, &end, &step, &limit, &classes])
                 .await
                 .map_err(AnalyticsError::from_postgres)?
                 .iter()
@@ -634,8 +637,9 @@ impl ClickStore for PostgresRollups {
             let mut rows = transaction
                 .execute(
                     "UPDATE owner_click_days o SET clicks = o.clicks - d.clicks
-                       FROM (SELECT day, bot, sum(clicks)::int8 AS clicks FROM click_days
-                              WHERE code = ANY($2) AND dimension = 0 GROUP BY day, bot) d
+                       FROM (SELECT day, class <> 0 AS bot, sum(clicks)::int8 AS clicks
+                               FROM click_days WHERE code = ANY($2) AND dimension = 0
+                              GROUP BY 1, 2) d
                       WHERE o.owner_key_id = $1 AND o.day = d.day AND o.bot = d.bot",
                     &[&owner, &codes],
                 )

@@ -33,9 +33,9 @@ fn upsert_rollups(
 ) -> rusqlite::Result<()> {
     let (name, bucket) = names(table);
     let mut statement = transaction.prepare_cached(&format!(
-        "INSERT INTO {name} (code, {bucket}, dimension, value, bot, clicks)
+        "INSERT INTO {name} (code, {bucket}, dimension, value, class, clicks)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (code, {bucket}, dimension, value, bot)
+         ON CONFLICT (code, {bucket}, dimension, value, class)
          DO UPDATE SET clicks = clicks + excluded.clicks"
     ))?;
     for (key, clicks) in rows {
@@ -44,7 +44,7 @@ fn upsert_rollups(
             key.bucket,
             key.dimension as i16,
             &key.value,
-            key.bot,
+            key.class,
             clicks,
         ))?;
     }
@@ -61,11 +61,11 @@ fn stored_values(
     let (name, bucket) = names(table);
     let mut count = transaction.prepare_cached(&format!(
         "SELECT count(*) FROM {name}
-          WHERE code = ?1 AND {bucket} = ?2 AND dimension = ?3 AND bot = ?4 AND value <> ?5"
+          WHERE code = ?1 AND {bucket} = ?2 AND dimension = ?3 AND class = ?4 AND value <> ?5"
     ))?;
     let mut present = transaction.prepare_cached(&format!(
         "SELECT 1 FROM {name}
-          WHERE code = ?1 AND {bucket} = ?2 AND dimension = ?3 AND value = ?4 AND bot = ?5"
+          WHERE code = ?1 AND {bucket} = ?2 AND dimension = ?3 AND value = ?4 AND class = ?5"
     ))?;
     let mut stored = StoredValues::default();
     for (key, _) in rows
@@ -74,7 +74,13 @@ fn stored_values(
     {
         if let std::collections::hash_map::Entry::Vacant(slot) = stored.counts.entry(key.group()) {
             let named: i64 = count.query_row(
-                (&key.code, key.bucket, key.dimension as i16, key.bot, OTHER),
+                (
+                    &key.code,
+                    key.bucket,
+                    key.dimension as i16,
+                    key.class,
+                    OTHER,
+                ),
                 |row| row.get(0),
             )?;
             slot.insert(usize::try_from(named).unwrap_or(usize::MAX));
@@ -84,7 +90,7 @@ fn stored_values(
             key.bucket,
             key.dimension as i16,
             &key.value,
-            key.bot,
+            key.class,
         ))? {
             stored.present.insert(key.clone());
         }
@@ -164,9 +170,9 @@ impl ClickStore for SqliteRollups {
                 {
                     // As in Postgres: the larger count is kept.
                     let mut statement = transaction.prepare_cached(
-                        "INSERT INTO click_days (code, day, dimension, value, bot, clicks)
+                        "INSERT INTO click_days (code, day, dimension, value, class, clicks)
                          VALUES (?1, ?2, 8, '', 0, ?3)
-                         ON CONFLICT (code, day, dimension, value, bot)
+                         ON CONFLICT (code, day, dimension, value, class)
                          DO UPDATE SET clicks = max(clicks, excluded.clicks)",
                     )?;
                     for (code, day, count) in &fold.visitors {
@@ -195,10 +201,10 @@ impl ClickStore for SqliteRollups {
                 let until = through.min(rolled_through.saturating_add(ROLL_UP_SLICE_MINUTES));
                 let window = {
                     let mut statement = transaction.prepare_cached(
-                        "SELECT code, minute / 1440, dimension, value, bot, sum(clicks)
+                        "SELECT code, minute / 1440, dimension, value, class, sum(clicks)
                            FROM click_minutes WHERE minute > ?1 AND minute <= ?2
-                          GROUP BY code, minute / 1440, dimension, value, bot
-                          ORDER BY code, minute / 1440, dimension, value, bot",
+                          GROUP BY code, minute / 1440, dimension, value, class
+                          ORDER BY code, minute / 1440, dimension, value, class",
                     )?;
                     let rows = statement.query_map((rolled_through, until), |row| {
                         let dimension = Dimension::from_stored(row.get(2)?).map_err(|error| {
@@ -214,7 +220,7 @@ impl ClickStore for SqliteRollups {
                                 bucket: row.get(1)?,
                                 dimension,
                                 value: row.get(3)?,
-                                bot: row.get(4)?,
+                                class: row.get(4)?,
                             },
                             row.get::<_, i64>(5)?,
                         ))
@@ -237,15 +243,15 @@ impl ClickStore for SqliteRollups {
         &self,
         code: &str,
         table: RollupTable,
-        first: i32,
-        end: i32,
+        (first, end): (i32, i32),
         top: usize,
+        classes: &[i16],
     ) -> Result<Vec<RollupRow>, AnalyticsError> {
         let code = code.to_owned();
         let top = i64::try_from(top).unwrap_or(i64::MAX);
         // As in Postgres: days include the minutes not rolled up yet, read in
         // one statement (one snapshot).
-        let rows_cte = rows_of(table);
+        let rows_cte = rows_of(table, classes);
         let sql = format!(
             "WITH rows AS ({rows_cte})
              SELECT bucket, 0, '', bot, sum(clicks) FROM rows
@@ -280,13 +286,14 @@ impl ClickStore for SqliteRollups {
         (first, end): (i32, i32),
         step: i32,
         limit: i64,
+        classes: &[i16],
     ) -> Result<Vec<RollupRow>, AnalyticsError> {
         let code = code.to_owned();
         let sql = format!(
             "WITH rows AS ({})
              SELECT bucket / ?4 * ?4, dimension, value, bot, sum(clicks) FROM rows
               GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT ?5",
-            rows_of(table)
+            rows_of(table, classes)
         );
         let rows = self
             .db
@@ -396,16 +403,16 @@ impl ClickStore for SqliteRollups {
         self.db
             .run(move |connection| {
                 let minutes = connection.execute(
-                    "DELETE FROM click_minutes WHERE (code, minute, dimension, value, bot) IN (
-                         SELECT code, minute, dimension, value, bot FROM click_minutes
+                    "DELETE FROM click_minutes WHERE (code, minute, dimension, value, class) IN (
+                         SELECT code, minute, dimension, value, class FROM click_minutes
                           WHERE minute < ?1
                             AND minute <= (SELECT rolled_through FROM click_rollup_mark)
                           LIMIT ?2)",
                     (minute, limit),
                 )?;
                 let days = connection.execute(
-                    "DELETE FROM click_days WHERE (code, day, dimension, value, bot) IN (
-                         SELECT code, day, dimension, value, bot FROM click_days
+                    "DELETE FROM click_days WHERE (code, day, dimension, value, class) IN (
+                         SELECT code, day, dimension, value, class FROM click_days
                           WHERE day < ?1 LIMIT ?2)",
                     (day, limit),
                 )?;
@@ -448,22 +455,29 @@ impl StoredRow {
     }
 }
 
-/// The rollup rows of `?1` with `?2 <= bucket < ?3` in `table` (as `bucket,
-/// dimension, value, bot, clicks`): days include the minutes not rolled up
-/// yet.
-fn rows_of(table: RollupTable) -> &'static str {
+/// The rollup rows of `?1` with `?2 <= bucket < ?3` in `table` of the
+/// classes `classes` (as `bucket, dimension, value, bot, clicks`): days
+/// include the minutes not rolled up yet.
+fn rows_of(table: RollupTable, classes: &[i16]) -> String {
+    // Numbers only, so written into the statement (one per filter seen,
+    // each cached).
+    let classes = classes
+        .iter()
+        .map(i16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     match table {
-        RollupTable::Minutes => {
-            "SELECT minute AS bucket, dimension, value, bot, clicks FROM click_minutes
-              WHERE code = ?1 AND minute >= ?2 AND minute < ?3"
-        }
-        RollupTable::Days => {
-            "SELECT day AS bucket, dimension, value, bot, clicks FROM click_days
-              WHERE code = ?1 AND day >= ?2 AND day < ?3
+        RollupTable::Minutes => format!(
+            "SELECT minute AS bucket, dimension, value, class <> 0 AS bot, clicks FROM click_minutes
+              WHERE code = ?1 AND minute >= ?2 AND minute < ?3 AND class IN ({classes})"
+        ),
+        RollupTable::Days => format!(
+            "SELECT day AS bucket, dimension, value, class <> 0 AS bot, clicks FROM click_days
+              WHERE code = ?1 AND day >= ?2 AND day < ?3 AND class IN ({classes})
              UNION ALL
-             SELECT minute / 1440, dimension, value, bot, clicks FROM click_minutes
+             SELECT minute / 1440, dimension, value, class <> 0, clicks FROM click_minutes
               WHERE code = ?1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
-                AND minute >= ?2 * 1440 AND minute < ?3 * 1440"
-        }
+                AND minute >= ?2 * 1440 AND minute < ?3 * 1440 AND class IN ({classes})"
+        ),
     }
 }

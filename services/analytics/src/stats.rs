@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Dimension, OTHER, RollupRow, RollupTable};
+use super::{ClassFilter, Dimension, OTHER, RollupRow, RollupTable};
 use crate::error::AnalyticsError;
 
 /// Longest series answered, in buckets (a week of minutes fits).
@@ -245,8 +245,16 @@ pub struct LinkStats {
 }
 
 impl LinkStats {
-    /// Assembles the answer from the rows [`StatsQuery::buckets`] named.
-    pub fn assemble(query: StatsQuery, lifetime: (i64, i64), rows: &[RollupRow]) -> Self {
+    /// Assembles the answer from the rows [`StatsQuery::buckets`] named,
+    /// read for `filter`: in the default view the breakdowns count people
+    /// and bots are apart; with classes named, the rows are theirs alone and
+    /// every breakdown counts them all.
+    pub fn assemble(
+        query: StatsQuery,
+        lifetime: (i64, i64),
+        rows: &[RollupRow],
+        filter: &ClassFilter,
+    ) -> Self {
         let step = query.granularity.seconds();
         let bucket_seconds = match query.granularity {
             Granularity::Day => 86_400,
@@ -291,10 +299,16 @@ impl LinkStats {
         // entry at the end (the store sends at most TOP named values and
         // one "other"; the tail is folded here too, so the answer is the
         // same whatever the store sent).
-        let mut top = |dimension: Dimension, bot: bool| -> Vec<(String, u64)> {
+        let top = |dimension: Dimension, bots: &[bool]| -> Vec<(String, u64)> {
             let mut other = 0u64;
+            let mut merged: HashMap<&str, u64> = HashMap::new();
+            for bot in bots {
+                for (value, count) in breakdowns.get(&(dimension, *bot)).into_iter().flatten() {
+                    *merged.entry(value).or_default() += count;
+                }
+            }
             let mut counts: Vec<(String, u64)> = Vec::new();
-            for (value, count) in breakdowns.remove(&(dimension, bot)).unwrap_or_default() {
+            for (value, count) in merged {
                 if value == OTHER {
                     other += count;
                 } else {
@@ -310,24 +324,16 @@ impl LinkStats {
             }
             counts
         };
-        let paths = {
-            let mut merged: HashMap<String, u64> = HashMap::new();
-            for bot in [false, true] {
-                for (path, count) in top(Dimension::Path, bot) {
-                    *merged.entry(path).or_default() += count;
-                }
-            }
-            let mut paths: Vec<(String, u64)> = merged.into_iter().collect();
-            // "other" last, the rest by clicks.
-            paths.sort_by(|left, right| {
-                (left.0 == OTHER)
-                    .cmp(&(right.0 == OTHER))
-                    .then_with(|| right.1.cmp(&left.1))
-                    .then_with(|| left.0.cmp(&right.0))
-            });
-            paths
+        // People's and bots' together ("other" last, as every list).
+        let paths = top(Dimension::Path, &[false, true]);
+        // Who the breakdowns count: people in the default view, everyone
+        // read when classes are named.
+        let counted: &[bool] = if filter.is_default() {
+            &[false]
+        } else {
+            &[false, true]
         };
-        let mut classes = top(Dimension::Class, true);
+        let mut classes = top(Dimension::Class, &[true]);
         if clicks > 0 {
             classes.insert(0, (crate::TrafficClass::Human.as_str().to_owned(), clicks));
         }
@@ -340,12 +346,12 @@ impl LinkStats {
             clicks,
             bot_clicks,
             series,
-            referrers: top(Dimension::Referrer, false),
-            countries: top(Dimension::Country, false),
-            browsers: top(Dimension::Browser, false),
-            devices: top(Dimension::Device, false),
-            bots: top(Dimension::Browser, true),
-            rules: top(Dimension::Rule, false),
+            referrers: top(Dimension::Referrer, counted),
+            countries: top(Dimension::Country, counted),
+            browsers: top(Dimension::Browser, counted),
+            devices: top(Dimension::Device, counted),
+            bots: top(Dimension::Browser, &[true]),
+            rules: top(Dimension::Rule, counted),
             visitors: 0,
             daily_visitors: Vec::new(),
         }
@@ -454,7 +460,7 @@ mod tests {
             row(150, Dimension::Referrer, "a.com", false, 1),
             row(62, Dimension::Browser, "googlebot", true, 1),
         ];
-        let stats = LinkStats::assemble(query, (10, 4), &rows);
+        let stats = LinkStats::assemble(query, (10, 4), &rows, &ClassFilter::default());
         assert_eq!(stats.series.len(), 2);
         assert_eq!((stats.series[0].clicks, stats.series[0].bot_clicks), (3, 1));
         assert_eq!(stats.series[1].clicks, 2);
@@ -465,6 +471,46 @@ mod tests {
         );
         assert_eq!(stats.bots, [("googlebot".to_owned(), 1)]);
         assert_eq!(stats.lifetime_clicks, 10);
+    }
+
+    #[test]
+    fn a_class_filter_counts_its_classes_in_every_breakdown() {
+        let query = StatsQuery {
+            from: 0,
+            to: 3600,
+            granularity: Granularity::Hour,
+        };
+        let row = |dimension, value: &str, bot, clicks| RollupRow {
+            bucket: 1,
+            dimension,
+            value: value.to_owned(),
+            bot,
+            clicks,
+        };
+        // As a store answers for `previewer, human`.
+        let rows = [
+            row(Dimension::Total, "", false, 2),
+            row(Dimension::Total, "", true, 5),
+            row(Dimension::Country, "DE", false, 2),
+            row(Dimension::Country, "US", true, 5),
+            row(Dimension::Browser, "slack", true, 5),
+            row(Dimension::Class, "previewer", true, 5),
+        ];
+        let filter = ClassFilter::parse(&["previewer", "human"]).expect("classes");
+        let stats = LinkStats::assemble(query, (0, 0), &rows, &filter);
+        assert_eq!((stats.clicks, stats.bot_clicks), (2, 5));
+        assert_eq!(
+            stats.countries,
+            [("US".to_owned(), 5), ("DE".to_owned(), 2)]
+        );
+        assert_eq!(stats.bots, [("slack".to_owned(), 5)]);
+        assert_eq!(
+            stats.classes,
+            [("human".to_owned(), 2), ("previewer".to_owned(), 5)]
+        );
+        // The default view: people only in the breakdowns.
+        let stats = LinkStats::assemble(query, (0, 0), &rows, &ClassFilter::default());
+        assert_eq!(stats.countries, [("DE".to_owned(), 2)]);
     }
 
     #[test]
@@ -490,7 +536,7 @@ mod tests {
             bot: false,
             clicks: 1_000,
         });
-        let stats = LinkStats::assemble(query, (0, 0), &rows);
+        let stats = LinkStats::assemble(query, (0, 0), &rows, &ClassFilter::default());
         assert_eq!(stats.referrers.len(), TOP + 1);
         assert_eq!(stats.referrers[0], ("site00.example".to_owned(), 100));
         // "other" comes last whatever its size: the stored one plus the

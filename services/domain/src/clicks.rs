@@ -158,6 +158,16 @@ impl TrafficClass {
         }
     }
 
+    /// Its number in a rollup row's `class` column: its line digit.
+    pub fn code(self) -> i16 {
+        i16::from(self.digit())
+    }
+
+    /// The class whose [`Self::as_str`] is `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|class| class.as_str() == name)
+    }
+
     fn from_digit(digit: &str) -> Option<Self> {
         Self::ALL
             .into_iter()

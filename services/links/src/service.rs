@@ -26,7 +26,9 @@ use crate::store::{
     LinkChanges, LinkOrder, LinkSearch, LinkStore, SearchCursor, StoredLink, TagSummary,
 };
 use tinyurl_analytics::stats::MAX_EXPORT_ROWS;
-use tinyurl_analytics::{ClickStore, Dimension, ExportRow, Granularity, LinkStats, StatsQuery};
+use tinyurl_analytics::{
+    ClassFilter, ClickStore, Dimension, ExportRow, Granularity, LinkStats, StatsQuery, TrafficClass,
+};
 
 /// Group commits of single creates in flight at once: two, so one group's
 /// cache write overlaps the next group's INSERT. More would split the queue
@@ -47,12 +49,15 @@ pub struct Call {
 }
 
 /// A time range and granularity of statistics, as asked.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StatsInput {
     pub from: Option<SystemTime>,
     pub to: Option<SystemTime>,
     /// The protobuf enum number; 0 chooses by range.
     pub granularity: i32,
+    /// Class names to read alone ([`ClassFilter::parse`]); none: the
+    /// default view.
+    pub classes: Vec<String>,
 }
 
 /// A search of the caller's links (see [`LinkSearch`]), a page at a time.
@@ -873,7 +878,7 @@ impl LinkService {
         measured("export_stats", async {
             let owner = self.state.owner(call, Scope::Read, 1).await?;
             let code = code_argument(code)?;
-            let query = self.state.stats_query(input?)?;
+            let (query, classes) = self.state.stats_query(input?)?;
             let dimensions = export_dimensions(dimensions)?;
             self.state.owned(owner, code).await?;
             let (table, first, end) = query.buckets();
@@ -885,7 +890,14 @@ impl LinkService {
             let rows = self
                 .state
                 .clicks_store
-                .export(code, table, (first, end), step, limit as i64)
+                .export(
+                    code,
+                    table,
+                    (first, end),
+                    step,
+                    limit as i64,
+                    &classes.codes(),
+                )
                 .await?;
             if rows.len() >= limit {
                 return Err(WriterError::invalid(
@@ -937,8 +949,8 @@ impl LinkService {
         measured("orphan_visits", async {
             self.state.owner(call, Scope::Manage, 1).await?;
             let key = self.state.orphan_key(domain).await?;
-            let query = self.state.stats_query(input?)?;
-            self.state.key_stats(&key, query).await
+            let (query, classes) = self.state.stats_query(input?)?;
+            self.state.key_stats(&key, query, &classes).await
         })
         .await
     }
@@ -1244,9 +1256,9 @@ impl State {
         input: StatsInput,
     ) -> Result<LinkStats, WriterError> {
         let code = code_argument(code)?;
-        let query = self.stats_query(input)?;
+        let (query, classes) = self.stats_query(input)?;
         self.owned(owner, code).await?;
-        self.key_stats(code, query).await
+        self.key_stats(code, query, &classes).await
     }
 
     /// Refuses `code` unless it is one of `owner`'s links: owner-scoped like
@@ -1258,28 +1270,47 @@ impl State {
         Ok(())
     }
 
-    /// The range and granularity `input` asks for, within the rollups kept.
-    fn stats_query(&self, input: StatsInput) -> Result<StatsQuery, WriterError> {
-        Ok(StatsQuery::parse(
+    /// The range and granularity `input` asks for, within the rollups kept,
+    /// and the classes it reads.
+    fn stats_query(&self, input: StatsInput) -> Result<(StatsQuery, ClassFilter), WriterError> {
+        let classes = ClassFilter::parse(&input.classes)?;
+        let query = StatsQuery::parse(
             input.from,
             input.to,
             input.granularity,
             SystemTime::now(),
             self.minute_retention,
-        )?)
+        )?;
+        Ok((query, classes))
     }
 
     /// The statistics of whatever is counted under `key` (a link's key or an
-    /// orphan key) over `query`.
-    async fn key_stats(&self, code: &str, query: StatsQuery) -> Result<LinkStats, WriterError> {
+    /// orphan key) over `query`, of the classes `classes`.
+    async fn key_stats(
+        &self,
+        code: &str,
+        query: StatsQuery,
+        classes: &ClassFilter,
+    ) -> Result<LinkStats, WriterError> {
         let (table, first, end) = query.buckets();
         let rows = self
             .clicks_store
-            .rollups(code, table, first, end, tinyurl_analytics::stats::TOP)
+            .rollups(
+                code,
+                table,
+                (first, end),
+                tinyurl_analytics::stats::TOP,
+                &classes.codes(),
+            )
             .await?;
         let lifetime = self.clicks_store.totals(code).await?;
         let (first_day, end_day) = query.days();
-        let visitors = self.clicks_store.visitors(code, first_day, end_day).await?;
-        Ok(LinkStats::assemble(query, lifetime, &rows).with_visitors(&visitors))
+        // Unique visitors are people: none when people are not read.
+        let visitors = if classes.codes().contains(&TrafficClass::Human.code()) {
+            self.clicks_store.visitors(code, first_day, end_day).await?
+        } else {
+            Vec::new()
+        };
+        Ok(LinkStats::assemble(query, lifetime, &rows, classes).with_visitors(&visitors))
     }
 }

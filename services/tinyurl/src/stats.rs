@@ -36,6 +36,12 @@ pub struct StatsArgs {
     /// country, browser, device, rule, class, path, visitors [default: all].
     #[arg(long, value_delimiter = ',', requires = "csv")]
     pub dimensions: Vec<String>,
+    /// Read only these traffic classes, comma-separated: human, crawler,
+    /// previewer, monitor, bot (every kind of bot); every figure and
+    /// breakdown then counts them alone [default: all, the breakdowns
+    /// people's].
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -52,6 +58,12 @@ pub struct OrphanArgs {
     /// Delete the domain's counts instead of showing them.
     #[arg(long)]
     pub purge: bool,
+    /// Read only these traffic classes, comma-separated: human, crawler,
+    /// previewer, monitor, bot (every kind of bot); every figure and
+    /// breakdown then counts them alone [default: all, the breakdowns
+    /// people's].
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
 }
 
 /// The JSON form: the statistics with times as RFC 3339 text.
@@ -171,6 +183,7 @@ pub async fn fetch(connection: &Connection, args: &StatsArgs) -> Result<LinkStat
         from: Some(from),
         to: Some(to),
         granularity,
+        classes: args.classes.clone(),
     };
     client::call(connection, connection.links()?.get_link_stats(request)).await
 }
@@ -184,6 +197,7 @@ pub async fn export_csv(connection: &Connection, args: &StatsArgs) -> Result<Str
         to: Some(to),
         granularity,
         dimensions: args.dimensions.clone(),
+        classes: args.classes.clone(),
     };
     let exported = client::call(connection, connection.links()?.export_link_stats(request)).await?;
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -218,6 +232,7 @@ pub async fn fetch_orphans(
         from: Some(from),
         to: Some(to),
         granularity,
+        classes: args.classes.clone(),
     };
     let mut stats =
         client::call(connection, connection.links()?.get_orphan_visits(request)).await?;

@@ -506,7 +506,12 @@ impl Links for LinksService {
     ) -> Answer<tinyurl_proto::v1::LinkStats> {
         let call = self.call(&request);
         let message = request.into_inner();
-        let input = stats_input(message.from, message.to, message.granularity);
+        let input = stats_input(
+            message.from,
+            message.to,
+            message.granularity,
+            message.classes,
+        );
         let stats = self
             .links
             .stats(&call, &message.code, input)
@@ -521,7 +526,12 @@ impl Links for LinksService {
     ) -> Answer<tinyurl_proto::v1::ExportLinkStatsResponse> {
         let call = self.call(&request);
         let message = request.into_inner();
-        let input = stats_input(message.from, message.to, message.granularity);
+        let input = stats_input(
+            message.from,
+            message.to,
+            message.granularity,
+            message.classes,
+        );
         let rows = self
             .links
             .export_stats(&call, &message.code, input, &message.dimensions)
@@ -569,7 +579,12 @@ impl Links for LinksService {
     ) -> Answer<tinyurl_proto::v1::LinkStats> {
         let call = self.call(&request);
         let message = request.into_inner();
-        let input = stats_input(message.from, message.to, message.granularity);
+        let input = stats_input(
+            message.from,
+            message.to,
+            message.granularity,
+            message.classes,
+        );
         let stats = self
             .links
             .orphan_visits(&call, &message.domain, input)
@@ -714,6 +729,7 @@ fn stats_input(
     from: Option<prost_types::Timestamp>,
     to: Option<prost_types::Timestamp>,
     granularity: i32,
+    classes: Vec<String>,
 ) -> Result<StatsInput, WriterError> {
     let time = |value: Option<prost_types::Timestamp>, field| {
         value.map(|value| timestamp(value, field)).transpose()
@@ -722,6 +738,7 @@ fn stats_input(
         from: time(from, "from")?,
         to: time(to, "to")?,
         granularity,
+        classes,
     })
 }
 

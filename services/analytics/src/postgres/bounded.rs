@@ -7,9 +7,9 @@ use super::*;
 /// Adds a fold's rows to one rollup table (`{table}` and `{bucket}` are
 /// trusted names); rows arrive sorted, so locks are taken in key order.
 pub(super) const UPSERT_ROLLUP: &str = "
-INSERT INTO {table} AS stored (code, {bucket}, dimension, value, bot, clicks)
-SELECT * FROM UNNEST($1::text[], $2::int4[], $3::int2[], $4::text[], $5::bool[], $6::int8[])
-ON CONFLICT (code, {bucket}, dimension, value, bot)
+INSERT INTO {table} AS stored (code, {bucket}, dimension, value, class, clicks)
+SELECT * FROM UNNEST($1::text[], $2::int4[], $3::int2[], $4::text[], $5::int2[], $6::int8[])
+ON CONFLICT (code, {bucket}, dimension, value, class)
 DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks";
 
 /// Locks groups (code, lock bucket) for the transaction, in one order for
@@ -22,19 +22,19 @@ SELECT pg_advisory_xact_lock(hashtext(code), bucket)
 
 /// Named values stored per group of the (code, bucket)s given.
 pub(super) const STORED_COUNTS: &str = "
-SELECT code, {bucket}, dimension, bot, count(*) FROM {table}
+SELECT code, {bucket}, dimension, class, count(*) FROM {table}
  WHERE (code, {bucket}) IN (SELECT DISTINCT g.code, g.bucket
                               FROM UNNEST($1::text[], $2::int4[]) AS g(code, bucket))
    AND dimension > 0 AND value <> $3
- GROUP BY code, {bucket}, dimension, bot";
+ GROUP BY code, {bucket}, dimension, class";
 
 /// Which of the keys given are stored.
 pub(super) const STORED_KEYS: &str = "
-SELECT t.code, t.{bucket}, t.dimension, t.value, t.bot FROM {table} t
-  JOIN UNNEST($1::text[], $2::int4[], $3::int2[], $4::text[], $5::bool[])
-       AS w(code, bucket, dimension, value, bot)
+SELECT t.code, t.{bucket}, t.dimension, t.value, t.class FROM {table} t
+  JOIN UNNEST($1::text[], $2::int4[], $3::int2[], $4::text[], $5::int2[])
+       AS w(code, bucket, dimension, value, class)
     ON t.code = w.code AND t.{bucket} = w.bucket AND t.dimension = w.dimension
-   AND t.value = w.value AND t.bot = w.bot";
+   AND t.value = w.value AND t.class = w.class";
 
 pub(super) fn table_sql(template: &str, table: RollupTable) -> String {
     let (name, bucket) = match table {
@@ -103,7 +103,7 @@ pub(super) async fn stored_values(
     let buckets: Vec<i32> = named.iter().map(|key| key.bucket).collect();
     let dimensions: Vec<i16> = named.iter().map(|key| key.dimension as i16).collect();
     let values: Vec<&str> = named.iter().map(|key| key.value.as_str()).collect();
-    let bots: Vec<bool> = named.iter().map(|key| key.bot).collect();
+    let classes: Vec<i16> = named.iter().map(|key| key.class).collect();
     let counts = prepared(transaction, &table_sql(STORED_COUNTS, table)).await?;
     for row in transaction
         .query(&counts, &[&codes, &buckets, &OTHER])
@@ -117,14 +117,14 @@ pub(super) async fn stored_values(
                 code: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
                 bucket: row.try_get(1).map_err(AnalyticsError::from_postgres)?,
                 dimension: Dimension::from_stored(dimension)?,
-                bot: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
+                class: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
             },
             usize::try_from(count).unwrap_or(usize::MAX),
         );
     }
     let keys = prepared(transaction, &table_sql(STORED_KEYS, table)).await?;
     for row in transaction
-        .query(&keys, &[&codes, &buckets, &dimensions, &values, &bots])
+        .query(&keys, &[&codes, &buckets, &dimensions, &values, &classes])
         .await
         .map_err(AnalyticsError::from_postgres)?
     {
@@ -134,7 +134,7 @@ pub(super) async fn stored_values(
             bucket: row.try_get(1).map_err(AnalyticsError::from_postgres)?,
             dimension: Dimension::from_stored(dimension)?,
             value: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
-            bot: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
+            class: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
         });
     }
     Ok(stored)
@@ -165,13 +165,13 @@ pub(super) async fn upsert_rollups(
     let buckets: Vec<i32> = rows.iter().map(|(key, _)| key.bucket).collect();
     let dimensions: Vec<i16> = rows.iter().map(|(key, _)| key.dimension as i16).collect();
     let values: Vec<&str> = rows.iter().map(|(key, _)| key.value.as_str()).collect();
-    let bots: Vec<bool> = rows.iter().map(|(key, _)| key.bot).collect();
+    let classes: Vec<i16> = rows.iter().map(|(key, _)| key.class).collect();
     let clicks: Vec<i64> = rows.iter().map(|(_, clicks)| *clicks).collect();
     let statement = prepared(transaction, &table_sql(UPSERT_ROLLUP, table)).await?;
     transaction
         .execute(
             &statement,
-            &[&codes, &buckets, &dimensions, &values, &bots, &clicks],
+            &[&codes, &buckets, &dimensions, &values, &classes, &clicks],
         )
         .await
         .map_err(AnalyticsError::from_postgres)?;

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
+use tinyurl_analytics::LinkStats;
 use tinyurl_domain::RedirectStatus;
 use tinyurl_links::auth::{Scope, bearer};
 use tinyurl_links::error::WriterError;
@@ -521,6 +522,9 @@ pub(super) struct LinkParams {
     to: String,
     /// `minute`, `hour`, `day`, or empty to choose by the range.
     granularity: String,
+    /// A traffic class to show alone (`human`, `previewer`, `crawler`,
+    /// `monitor`, `bot`); empty: everyone.
+    class: String,
     created: Option<String>,
     saved: Option<String>,
 }
@@ -549,6 +553,35 @@ impl<'a> Window<'a> {
     }
 }
 
+/// The statistics `fetch` answers over the preset range `name` (by its
+/// name as shown) for `classes`: over days when minute rollups are kept for
+/// less than the range.
+pub(super) async fn preset_stats<F, Fut>(
+    name: Option<&str>,
+    classes: &[String],
+    fetch: F,
+) -> (&'static str, Result<LinkStats, WriterError>)
+where
+    F: Fn(StatsInput) -> Fut,
+    Fut: std::future::Future<Output = Result<LinkStats, WriterError>>,
+{
+    let (range_name, span, granularity) = range(name);
+    let now = SystemTime::now();
+    let over = |granularity| {
+        fetch(StatsInput {
+            from: now.checked_sub(span),
+            to: Some(now),
+            granularity,
+            classes: classes.to_vec(),
+        })
+    };
+    let stats = match over(granularity).await {
+        Err(WriterError::InvalidField { field: "from", .. }) => over(DAY).await,
+        other => other,
+    };
+    (range_name, stats)
+}
+
 /// The start of a UTC day written `YYYY-MM-DD`.
 fn day_start(raw: &str, field: &'static str) -> Result<SystemTime, WriterError> {
     humantime::parse_rfc3339_weak(&format!("{}T00:00:00Z", raw.trim()))
@@ -575,6 +608,7 @@ fn days_input(from: &str, to: &str, granularity: &str) -> Result<StatsInput, Wri
         from: Some(from),
         to: Some(to),
         granularity,
+        classes: Vec::new(),
     })
 }
 
@@ -609,6 +643,7 @@ pub(super) async fn link_page(
         &signed,
         &code,
         &Window::of(&params),
+        &params.class,
         notice,
         None,
     ))
@@ -621,34 +656,25 @@ async fn render_link(
     signed: &Signed,
     code: &str,
     window: &Window<'_>,
+    class: &str,
     notice: Option<&str>,
     error: Option<(StatusCode, FormError)>,
 ) -> Response {
+    let classes: Vec<String> = if class.is_empty() {
+        Vec::new()
+    } else {
+        vec![class.to_owned()]
+    };
     let link = match console.links.get(&signed.call, code).await {
         Ok(link) => link,
         Err(error) => return service_error_page(&error),
     };
     let (range_name, stats) = match window {
         Window::Preset(name) => {
-            let (range_name, span, granularity) = range(*name);
-            let now = SystemTime::now();
-            let stats_over = |granularity| {
-                console.links.stats(
-                    &signed.call,
-                    code,
-                    Ok(StatsInput {
-                        from: now.checked_sub(span),
-                        to: Some(now),
-                        granularity,
-                    }),
-                )
-            };
-            let stats = match stats_over(granularity).await {
-                // Minute rollups kept for less than the range: days instead.
-                Err(WriterError::InvalidField { field: "from", .. }) => stats_over(DAY).await,
-                other => other,
-            };
-            (range_name, stats)
+            preset_stats(*name, &classes, |input| {
+                console.links.stats(&signed.call, code, Ok(input))
+            })
+            .await
         }
         Window::Days {
             from,
@@ -658,7 +684,14 @@ async fn render_link(
             "",
             console
                 .links
-                .stats(&signed.call, code, days_input(from, to, granularity))
+                .stats(
+                    &signed.call,
+                    code,
+                    days_input(from, to, granularity).map(|input| StatsInput {
+                        classes: classes.clone(),
+                        ..input
+                    }),
+                )
                 .await,
         ),
     };
@@ -683,6 +716,7 @@ async fn render_link(
         stats: stats.as_ref().map_err(Clone::clone),
         range: range_name,
         days,
+        class,
         notice,
         error: error.as_ref(),
     };
@@ -830,6 +864,7 @@ async fn changed(
                 signed,
                 code,
                 &Window::Preset(None),
+                "",
                 None,
                 Some((status, form_error(&error))),
             ))
@@ -891,6 +926,7 @@ pub(super) async fn delete(
             &signed,
             &code,
             &Window::Preset(None),
+            "",
             None,
             Some((StatusCode::BAD_REQUEST, error)),
         ))

@@ -16,6 +16,7 @@ mod assets;
 mod chart;
 mod handlers;
 mod import;
+mod orphans;
 mod pages;
 
 use std::net::IpAddr;
@@ -110,6 +111,8 @@ pub fn router(links: Arc<LinkService>, settings: ConsoleSettings) -> Router {
             "/console/blocklist",
             get(admin::blocklist_page).post(admin::change_host),
         )
+        .route("/console/orphan-visits", get(orphans::orphans_page))
+        .route("/console/orphan-visits/purge", post(orphans::purge))
         .route("/console/assets/{name}", get(assets::serve))
         .route("/console/{*rest}", get(handlers::not_found))
         .layer(axum::middleware::from_fn(guard))

@@ -43,6 +43,9 @@ fn layout(title: &str, nav: Option<&Nav>, content: Markup) -> Markup {
                                 a href="/console/links/new" { "New link" }
                                 a href="/console/import" { "Import" }
                             }
+                            @if nav.scope >= Scope::Manage {
+                                a href="/console/orphan-visits" { "Unknown codes" }
+                            }
                             @if nav.scope >= Scope::Admin {
                                 a href="/console/keys" { "Keys" }
                                 a href="/console/blocklist" { "Blocklist" }
@@ -652,10 +655,38 @@ pub(super) struct LinkView<'a> {
     pub range: &'a str,
     /// Chosen days: from, to, granularity (as asked).
     pub days: Option<(&'a str, &'a str, &'a str)>,
+    /// The traffic class shown alone; empty: everyone.
+    pub class: &'a str,
     pub notice: Option<&'a str>,
     pub error: Option<&'a FormError>,
     /// A capped link's visits used, when they could be read.
     pub visits_used: Option<u64>,
+}
+
+/// Whose clicks the stats can be shown for: everyone (people in the
+/// breakdowns, bots apart), or one class alone.
+pub(super) const CLASS_VIEWS: [(&str, &str); 6] = [
+    ("", "everyone"),
+    ("human", "people"),
+    ("previewer", "link previewers"),
+    ("crawler", "crawlers"),
+    ("monitor", "monitors"),
+    ("bot", "all bots"),
+];
+
+/// The query string of a link page's window with `class` shown.
+fn window_query(view: &LinkView<'_>, class: &str) -> String {
+    let mut query = match view.days {
+        Some((from, to, granularity)) => {
+            format!("from={from}&to={to}&granularity={granularity}")
+        }
+        None => format!("range={}", view.range),
+    };
+    if !class.is_empty() {
+        query.push_str("&class=");
+        query.push_str(class);
+    }
+    query
 }
 
 /// The ranges the stats can be shown over.
@@ -765,7 +796,16 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                     @if range == view.range {
                         strong aria-current="true" { (label) }
                     } @else {
-                        a href=(format!("/console/links/{code}?range={range}")) { (label) }
+                        a href=(format!("/console/links/{code}?range={range}{}", if view.class.is_empty() { String::new() } else { format!("&class={}", view.class) })) { (label) }
+                    }
+                }
+            }
+            nav.row #who aria-label="Whose clicks" {
+                @for (class, label) in CLASS_VIEWS {
+                    @if class == view.class {
+                        strong aria-current="true" { (label) }
+                    } @else {
+                        a href=(format!("/console/links/{code}?{}", window_query(view, class))) { (label) }
                     }
                 }
             }
@@ -780,6 +820,9 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                             option value=(value) selected[value == granularity] { (label) }
                         }
                     }
+                }
+                @if !view.class.is_empty() {
+                    input type="hidden" name="class" value=(view.class);
                 }
                 button.plain type="submit" { "Show days" }
             }
@@ -796,7 +839,14 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                     }
                     (chart::clicks(&stats.series, stats.query.granularity))
                     p.legend.muted { span.human {} " humans " span.bot {} " bots" }
-                    p.muted { "Referrers, countries, browsers, devices and rules count human clicks." }
+                    @match CLASS_VIEWS.iter().find(|(class, _)| *class == view.class) {
+                        Some(("", _)) | None => {
+                            p.muted #breakdowns-count { "Referrers, countries, browsers, devices and rules count human clicks." }
+                        }
+                        Some((_, label)) => {
+                            p.muted #breakdowns-count { "Every figure here counts " (label) " only." }
+                        }
+                    }
                     div.grid2 {
                         (counts("Referrers", &stats.referrers))
                         (counts("Countries", &stats.countries))
@@ -1083,6 +1133,109 @@ pub(super) fn blocklist(
                 input type="hidden" name="csrf" value=(nav.csrf);
                 label { "Host" input type="text" name="host" required placeholder="bad.example or *.bad.example" spellcheck="false"; }
                 button.danger type="submit" name="action" value="block" { "Block" }
+            }
+        },
+    )
+}
+
+/// The page of visits to codes that do not exist on one domain.
+pub(super) struct OrphanView<'a> {
+    /// Empty: the default domain.
+    pub domain: &'a str,
+    /// The registered domains.
+    pub domains: &'a [String],
+    pub range: &'a str,
+    /// The traffic class shown alone; empty: everyone.
+    pub class: &'a str,
+    pub stats: Result<&'a LinkStats, String>,
+    pub notice: Option<&'a str>,
+}
+
+pub(super) fn orphans(nav: &Nav, view: &OrphanView<'_>) -> Markup {
+    let query = |range: &str, class: &str| {
+        let mut query = format!("range={range}");
+        if !view.domain.is_empty() {
+            query.push_str("&domain=");
+            query.push_str(view.domain);
+        }
+        if !class.is_empty() {
+            query.push_str("&class=");
+            query.push_str(class);
+        }
+        query
+    };
+    let shown = if view.domain.is_empty() {
+        "the default domain"
+    } else {
+        view.domain
+    };
+    layout(
+        "Unknown codes",
+        Some(nav),
+        html! {
+            h1 { "Visits to codes that do not exist" }
+            @if let Some(notice) = view.notice { p.notice role="status" #orphans-notice { (notice) } }
+            p.muted {
+                "Requests on " strong { (shown) } " for a code that was never created (or a path that is "
+                "no code): counted by who made them and by the path asked for, nothing else of the visitor."
+            }
+            @if !view.domains.is_empty() {
+                form.row method="get" action="/console/orphan-visits" {
+                    label {
+                        "Domain "
+                        select name="domain" {
+                            option value="" selected[view.domain.is_empty()] { "default" }
+                            @for host in view.domains {
+                                option value=(host) selected[host == view.domain] { (host) }
+                            }
+                        }
+                    }
+                    input type="hidden" name="range" value=(view.range);
+                    button.plain type="submit" { "Show" }
+                }
+            }
+            nav.row aria-label="Range" {
+                @for (range, label) in RANGES {
+                    @if range == view.range {
+                        strong aria-current="true" { (label) }
+                    } @else {
+                        a href=(format!("/console/orphan-visits?{}", query(range, view.class))) { (label) }
+                    }
+                }
+            }
+            nav.row #who aria-label="Whose visits" {
+                @for (class, label) in CLASS_VIEWS {
+                    @if class == view.class {
+                        strong aria-current="true" { (label) }
+                    } @else {
+                        a href=(format!("/console/orphan-visits?{}", query(view.range, class))) { (label) }
+                    }
+                }
+            }
+            @match &view.stats {
+                Ok(stats) => {
+                    p #orphan-totals {
+                        strong { (stats.clicks) } " by people and "
+                        strong { (stats.bot_clicks) } " by bots in this range."
+                    }
+                    (chart::clicks(&stats.series, stats.query.granularity))
+                    p.legend.muted { span.human {} " humans " span.bot {} " bots" }
+                    div.grid2 {
+                        (counts("Paths asked for", &stats.paths))
+                        (counts("Who: people, crawlers, link previewers, monitors", &stats.classes))
+                    }
+                }
+                Err(message) => { p.alert role="alert" { (message) } }
+            }
+            h2 { "Purge" }
+            form.stack method="post" action="/console/orphan-visits/purge" {
+                input type="hidden" name="csrf" value=(nav.csrf);
+                input type="hidden" name="domain" value=(view.domain);
+                label.check {
+                    input type="checkbox" name="confirm" value="yes";
+                    "Delete every count of these visits on " (shown)
+                }
+                button.danger type="submit" { "Purge" }
             }
         },
     )

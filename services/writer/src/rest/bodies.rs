@@ -548,6 +548,16 @@ pub struct StatsQueryParams {
     /// `minute`, `hour` or `day`; default: by the range's length.
     #[param(pattern = "^(minute|hour|day)$")]
     pub granularity: Option<String>,
+    /// Comma-separated traffic classes to read alone: `human`, `crawler`,
+    /// `previewer`, `monitor`, or `bot` (every kind of bot, and bot clicks
+    /// folded before the kind was kept). Then every figure counts them alone
+    /// (`clicks` their people, `bot_clicks` their bots) and every breakdown
+    /// counts them all, bots included. Default: everything, the breakdowns
+    /// counting people only.
+    #[param(
+        pattern = "^(human|crawler|previewer|monitor|bot)(,(human|crawler|previewer|monitor|bot))*$"
+    )]
+    pub classes: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -567,6 +577,16 @@ pub struct ExportQueryParams {
     /// `device`, `rule`, `class`, `path`, `visitors` (day rows: the day's
     /// unique visitors as `clicks`); default: all.
     pub dimensions: Option<String>,
+    /// Comma-separated traffic classes to read alone: `human`, `crawler`,
+    /// `previewer`, `monitor`, or `bot` (every kind of bot, and bot clicks
+    /// folded before the kind was kept). Then every figure counts them alone
+    /// (`clicks` their people, `bot_clicks` their bots) and every breakdown
+    /// counts them all, bots included. Default: everything, the breakdowns
+    /// counting people only.
+    #[param(
+        pattern = "^(human|crawler|previewer|monitor|bot)(,(human|crawler|previewer|monitor|bot))*$"
+    )]
+    pub classes: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -584,6 +604,16 @@ pub struct OrphanQueryParams {
     /// `minute`, `hour` or `day`; default: by the range's length.
     #[param(pattern = "^(minute|hour|day)$")]
     pub granularity: Option<String>,
+    /// Comma-separated traffic classes to read alone: `human`, `crawler`,
+    /// `previewer`, `monitor`, or `bot` (every kind of bot, and bot clicks
+    /// folded before the kind was kept). Then every figure counts them alone
+    /// (`clicks` their people, `bot_clicks` their bots) and every breakdown
+    /// counts them all, bots included. Default: everything, the breakdowns
+    /// counting people only.
+    #[param(
+        pattern = "^(human|crawler|previewer|monitor|bot)(,(human|crawler|previewer|monitor|bot))*$"
+    )]
+    pub classes: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

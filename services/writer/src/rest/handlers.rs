@@ -279,6 +279,7 @@ pub(super) async fn link_stats(
             params.from.as_deref(),
             params.to.as_deref(),
             params.granularity.as_deref(),
+            params.classes.as_deref(),
         )
     });
     let input = decoded(input)?;
@@ -316,6 +317,7 @@ pub(super) async fn export_link_stats(
             params.from.as_deref(),
             params.to.as_deref(),
             params.granularity.as_deref(),
+            params.classes.as_deref(),
         )
     });
     let input = decoded(input)?;
@@ -394,8 +396,12 @@ fn stats_input(
     from: Option<&str>,
     to: Option<&str>,
     granularity: Option<&str>,
+    classes: Option<&str>,
 ) -> Result<StatsInput, ApiError> {
     Ok(StatsInput {
+        classes: classes
+            .map(|names| vec![names.to_owned()])
+            .unwrap_or_default(),
         from: time(from, "from")?,
         to: time(to, "to")?,
         granularity: match granularity {
@@ -439,6 +445,7 @@ pub(super) async fn orphan_visits(
             params.from.as_deref(),
             params.to.as_deref(),
             params.granularity.as_deref(),
+            params.classes.as_deref(),
         )
     });
     let input = decoded(input)?;

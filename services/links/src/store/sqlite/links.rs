@@ -444,10 +444,10 @@ impl LinkStore for SqliteLinkStore {
                 )?;
                 connection.query_row(
                     "WITH rows AS (
-                         SELECT code, day, bot, clicks FROM click_days
+                         SELECT code, day, class <> 0 AS bot, clicks FROM click_days
                           WHERE dimension = 0 AND day >= min(?2, ?3)
                          UNION ALL
-                         SELECT code, minute / 1440 AS day, bot, clicks FROM click_minutes
+                         SELECT code, minute / 1440 AS day, class <> 0 AS bot, clicks FROM click_minutes
                           WHERE dimension = 0
                             AND minute > (SELECT rolled_through FROM click_rollup_mark)
                             AND minute >= min(?2, ?3) * 1440
