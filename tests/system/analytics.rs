@@ -280,7 +280,7 @@ async fn every_click_folded_or_dropped(
     let expected = Load::TOTAL - dropped as u64;
     wait_until(
         "every click to be folded",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async move {
             let mut folded = 0;
             for code in codes {
@@ -1906,7 +1906,7 @@ async fn unique_visitors_are_estimated_within_two_percent_and_kept_by_day() -> a
     let total = people_visits + u64::from(PEOPLE);
     wait_until(
         "the next day's clicks to be folded",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async { Ok(two_days().await?.lifetime_clicks == total) },
     )
     .await?;

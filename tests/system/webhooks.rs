@@ -584,3 +584,228 @@ async fn clicks_are_told_and_a_failing_endpoint_is_disabled_until_enabled() -> a
     receiver.down();
     Ok(())
 }
+
+/// Starts `up` again; again once more when a port it picked for itself
+/// was taken meanwhile (it picks its inner services' ports when it starts).
+async fn restart(up: &mut tinyurl_harness::embedded::Embedded) -> anyhow::Result<()> {
+    for _ in 0..2 {
+        match up.start_again().await {
+            Err(error) if error.to_string().contains("Address already in use") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+    up.start_again().await
+}
+
+/// `tinyurl up` on its embedded store delivers from the same outbox: events
+/// made while the receiver fails survive a SIGKILL of the process and
+/// arrive after the restart, each under one `webhook-id`, clicks as
+/// `link.clicked`, every request verified by the reference library, the
+/// failures in the log.
+#[tokio::test]
+async fn the_embedded_store_delivers_every_event_through_failures_and_a_kill() -> anyhow::Result<()>
+{
+    let python = python()?;
+    let dir = ScratchDir::new("webhooks-embedded", None)?;
+    let mut up = tinyurl_harness::embedded::Embedded::start(dir.path()).await?;
+    let key = up.printed_key.clone().context("the first key")?;
+    up.stop()?;
+    for (name, value) in [
+        ("TINYURL_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ("TINYURL_WEBHOOK_RETRY_BASE_MS", "200"),
+        ("TINYURL_WEBHOOK_RETRY_MAX_MS", "1000"),
+    ] {
+        up.set_env(name, value);
+    }
+    restart(&mut up).await?;
+    let grpc = format!("http://{}", up.grpc);
+    let client = || -> anyhow::Result<_> {
+        let channel = tonic::transport::Channel::from_shared(grpc.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(20))
+            .connect_lazy();
+        Ok(tinyurl_proto::v1::links_client::LinksClient::new(channel))
+    };
+    let mut receiver = Receiver::new()?;
+    receiver.up(Mode::Failing).await?;
+    let endpoint = client()?
+        .create_webhook(tinyurl_harness::services::authed(
+            CreateWebhookRequest {
+                // By name: `up` serves on 127.0.0.1 itself, and a target that
+                // names its own host is refused as a loop.
+                url: format!("http://localhost:{}/embedded", receiver.addr.port()),
+                events: Vec::new(),
+            },
+            &key,
+        ))
+        .await?
+        .into_inner();
+
+    let mut codes = Vec::new();
+    for index in 0..3 {
+        codes.push(
+            client()?
+                .create_link(tinyurl_harness::services::authed(
+                    CreateLinkRequest {
+                        target_url: format!("https://example.com/embedded/{index}"),
+                        ..CreateLinkRequest::default()
+                    },
+                    &key,
+                ))
+                .await?
+                .into_inner()
+                .code,
+        );
+    }
+    client()?
+        .update_link(tinyurl_harness::services::authed(
+            UpdateLinkRequest {
+                code: codes[1].clone(),
+                target_url: Some("https://example.com/embedded/changed".to_owned()),
+                ..UpdateLinkRequest::default()
+            },
+            &key,
+        ))
+        .await?;
+    client()?
+        .delete_link(tinyurl_harness::services::authed(
+            DeleteLinkRequest {
+                code: codes[2].clone(),
+            },
+            &key,
+        ))
+        .await?;
+    for _ in 0..2 {
+        let response = tinyurl_harness::services::http_request_with(
+            up.http,
+            "GET",
+            &format!("/{}", codes[0]),
+            &[(
+                "User-Agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0",
+            )],
+        )
+        .await?;
+        anyhow::ensure!(response.status == 302, "{}", response.status);
+    }
+    wait_until("failed attempts", Duration::from_secs(30), || async {
+        Ok(receiver.received().len() >= 3)
+    })
+    .await?;
+    // The clicks folded (a kill loses those still in the redirect's memory),
+    // their message written beside them.
+    wait_until("the clicks folded", Duration::from_secs(30), || async {
+        let stats = client()?
+            .get_link_stats(tinyurl_harness::services::authed(
+                tinyurl_proto::v1::GetLinkStatsRequest {
+                    code: codes[0].clone(),
+                    ..Default::default()
+                },
+                &key,
+            ))
+            .await?
+            .into_inner();
+        Ok(stats.lifetime_clicks == 2)
+    })
+    .await?;
+    // Killed with messages waiting (and maybe some in flight): the outbox is
+    // in the data file.
+    up.kill()?;
+    receiver.set(Mode::Answering {
+        slow_every: u64::MAX,
+    });
+    restart(&mut up).await?;
+
+    let expected: BTreeSet<(String, String)> = [
+        ("link.created", &codes[0]),
+        ("link.created", &codes[1]),
+        ("link.created", &codes[2]),
+        ("link.updated", &codes[1]),
+        ("link.deleted", &codes[2]),
+    ]
+    .into_iter()
+    .map(|(kind, code)| (kind.to_owned(), code.clone()))
+    .collect();
+    let delivered = |receiver: &Receiver| -> anyhow::Result<(BTreeSet<(String, String)>, u64)> {
+        let mut events = BTreeSet::new();
+        let mut clicks = 0;
+        let mut ids = BTreeSet::new();
+        for request in receiver.received() {
+            if request.status != 200 || !ids.insert(request.id.clone()) {
+                continue;
+            }
+            let event = event_of(&request.body)?;
+            if event.0 == "link.clicked" {
+                let message: serde_json::Value = serde_json::from_str(&request.body)?;
+                clicks += message["data"]["clicks"].as_u64().context("clicks")?;
+            } else {
+                anyhow::ensure!(events.insert(event.clone()), "{event:?} twice");
+            }
+        }
+        Ok((events, clicks))
+    };
+    let arrived = wait_until("every event delivered", Duration::from_secs(60), || async {
+        let (events, clicks) = delivered(&receiver)?;
+        Ok(events == expected && clicks == 2)
+    })
+    .await;
+    if let Err(error) = arrived {
+        let statuses: Vec<u16> = receiver
+            .received()
+            .iter()
+            .map(|request| request.status)
+            .collect();
+        anyhow::bail!(
+            "{error}: delivered {:?}, expected {expected:?}; answered {statuses:?}; log of up: {}",
+            delivered(&receiver)?,
+            std::fs::read_to_string(up.log_path()).unwrap_or_default()
+        );
+    }
+    // Each id carries one event, however often it was sent.
+    let mut bodies: BTreeMap<String, String> = BTreeMap::new();
+    for request in receiver.received() {
+        let body = bodies
+            .entry(request.id.clone())
+            .or_insert_with(|| request.body.clone());
+        anyhow::ensure!(*body == request.body, "{} sent with two bodies", request.id);
+    }
+    let recorded = Recorded::write(&receiver.received())?;
+    let checked = recorded.verify(&python, &endpoint.secret)?;
+    anyhow::ensure!(
+        checked.status.success(),
+        "verify.py: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let log = client()?
+        .list_webhook_deliveries(tinyurl_harness::services::authed(
+            ListWebhookDeliveriesRequest {
+                id: endpoint.id,
+                limit: 500,
+            },
+            &key,
+        ))
+        .await?
+        .into_inner()
+        .deliveries;
+    anyhow::ensure!(
+        log.iter().any(|row| row.status == 500 && !row.delivered)
+            && log.iter().any(|row| row.status == 200 && row.delivered),
+        "the log holds the failures and the deliveries: {log:?}"
+    );
+    let listed = client()?
+        .list_webhooks(tinyurl_harness::services::authed(
+            ListWebhooksRequest {},
+            &key,
+        ))
+        .await?
+        .into_inner()
+        .webhooks;
+    anyhow::ensure!(
+        listed.len() == 1 && listed[0].pending == 0 && listed[0].enabled,
+        "{listed:?}"
+    );
+    Ok(())
+}

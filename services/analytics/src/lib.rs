@@ -383,6 +383,28 @@ impl Fold {
         self
     }
 
+    /// Each link's (not an orphan key's) human and bot clicks per minute, by
+    /// (code, minute): what `link.clicked` webhook messages tell.
+    pub fn clicked(&self) -> Vec<(&str, i32, i64, i64)> {
+        let mut minutes: BTreeMap<(&str, i32), (i64, i64)> = BTreeMap::new();
+        for (key, clicks) in self
+            .minutes
+            .iter()
+            .filter(|(key, _)| key.dimension == Dimension::Total && !is_orphan_key(&key.code))
+        {
+            let counts = minutes.entry((key.code.as_str(), key.bucket)).or_default();
+            if key.class == TrafficClass::Human.code() {
+                counts.0 = counts.0.saturating_add(*clicks);
+            } else {
+                counts.1 = counts.1.saturating_add(*clicks);
+            }
+        }
+        minutes
+            .into_iter()
+            .map(|((code, minute), (humans, bots))| (code, minute, humans, bots))
+            .collect()
+    }
+
     /// Day rows for the minutes at or before `rolled_through`: clicks that
     /// arrive after their minute was rolled up into days (a batch held back
     /// while Redis was down) go to the day rollups directly. Sorted by key.

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::{Pool, Transaction};
 
 use crate::error::AnalyticsError;
-use tinyurl_domain::clicks::is_orphan_key;
 mod bounded;
 
 use self::bounded::{add_bounded, lock_groups};
@@ -317,29 +316,16 @@ async fn add_fold(
 }
 
 /// [`ENQUEUE_CLICKED`] for the links (not the orphan keys) of `fold`: each
-/// link's human and bot clicks per minute.
+/// link's human and bot clicks per minute ([`Fold::clicked`]).
 async fn enqueue_clicked(transaction: &Transaction<'_>, fold: &Fold) -> Result<(), AnalyticsError> {
-    let mut minutes: std::collections::BTreeMap<(&str, i32), (i64, i64)> =
-        std::collections::BTreeMap::new();
-    for (key, clicks) in fold
-        .minutes
-        .iter()
-        .filter(|(key, _)| key.dimension == Dimension::Total && !is_orphan_key(&key.code))
-    {
-        let counts = minutes.entry((key.code.as_str(), key.bucket)).or_default();
-        if key.class != 0 {
-            counts.1 += clicks;
-        } else {
-            counts.0 += clicks;
-        }
-    }
-    if minutes.is_empty() {
+    let clicked = fold.clicked();
+    if clicked.is_empty() {
         return Ok(());
     }
-    let codes: Vec<&str> = minutes.keys().map(|(code, _)| *code).collect();
-    let buckets: Vec<i32> = minutes.keys().map(|(_, minute)| *minute).collect();
-    let humans: Vec<i64> = minutes.values().map(|(humans, _)| *humans).collect();
-    let bots: Vec<i64> = minutes.values().map(|(_, bots)| *bots).collect();
+    let codes: Vec<&str> = clicked.iter().map(|(code, ..)| *code).collect();
+    let buckets: Vec<i32> = clicked.iter().map(|(_, minute, ..)| *minute).collect();
+    let humans: Vec<i64> = clicked.iter().map(|(_, _, humans, _)| *humans).collect();
+    let bots: Vec<i64> = clicked.iter().map(|(.., bots)| *bots).collect();
     let statement = prepared(transaction, ENQUEUE_CLICKED).await?;
     transaction
         .execute(&statement, &[&codes, &buckets, &humans, &bots])

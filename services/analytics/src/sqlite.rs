@@ -98,6 +98,41 @@ fn stored_values(
     Ok(stored)
 }
 
+/// `link.clicked` webhook messages for the links of `fold`, in its
+/// transaction: one per link and minute ([`Fold::clicked`]) for each enabled
+/// endpoint of the link's owner that asked for them (as in Postgres; the
+/// endpoints are the links migration V20's). One probe when no one asks.
+fn enqueue_clicked(transaction: &rusqlite::Transaction<'_>, fold: &Fold) -> rusqlite::Result<()> {
+    let asked: bool = transaction
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM webhook_endpoints e, json_each(e.events) ev
+                             WHERE e.disabled_at IS NULL AND ev.value = 'link.clicked')",
+        )?
+        .query_row([], |row| row.get(0))?;
+    if !asked {
+        return Ok(());
+    }
+    let mut enqueue = transaction.prepare_cached(
+        "INSERT INTO webhook_messages (message_id, endpoint_id, event_type, payload, created_at,
+                                      next_attempt_at)
+         SELECT 'msg_' || lower(hex(randomblob(16))), e.id, 'link.clicked',
+                json_object('type', 'link.clicked',
+                            'timestamp', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                            'data', json_object('code', l.code,
+                                                'minute', strftime('%Y-%m-%dT%H:%M:%SZ', ?2 * 60, 'unixepoch'),
+                                                'clicks', ?3, 'bot_clicks', ?4)),
+                ?5, ?5
+           FROM links l JOIN webhook_endpoints e ON e.owner_key_id = l.owner_key_id
+          WHERE l.code = ?1 AND e.disabled_at IS NULL
+            AND EXISTS (SELECT 1 FROM json_each(e.events) WHERE value = 'link.clicked')",
+    )?;
+    let now = to_micros(SystemTime::now());
+    for (code, minute, humans, bots) in fold.clicked() {
+        enqueue.execute((code, minute, humans, bots, now))?;
+    }
+    Ok(())
+}
+
 /// `rows` bounded against what `table` holds, then added to it; how many
 /// rows were written.
 fn add_bounded(
@@ -179,6 +214,7 @@ impl ClickStore for SqliteRollups {
                         statement.execute((code, day, count))?;
                     }
                 }
+                enqueue_clicked(&transaction, &fold)?;
                 transaction.commit()?;
                 Ok(Folded::Now)
             })

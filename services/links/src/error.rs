@@ -55,9 +55,6 @@ pub enum WriterError {
     /// A dependency is down; the message is safe to show.
     #[error("{0}")]
     Unavailable(String),
-    /// This deployment cannot do what was asked; the message says why.
-    #[error("{0}")]
-    NotSupported(String),
     /// A key this writer does not know met the spent lookup budget: it
     /// could not be authenticated now, and counts against its address like
     /// a refused key.
@@ -113,9 +110,7 @@ impl WriterError {
             | Self::TagNotFound(_)
             | Self::DomainNotFound(_)
             | Self::WebhookNotFound(_) => ErrorKind::NotFound,
-            Self::IdempotencyKeyReused(_) | Self::DomainInUse(_) | Self::NotSupported(_) => {
-                ErrorKind::FailedPrecondition
-            }
+            Self::IdempotencyKeyReused(_) | Self::DomainInUse(_) => ErrorKind::FailedPrecondition,
             Self::RateLimited { .. }
             | Self::TooManyFailures { .. }
             | Self::QuotaExhausted { .. } => ErrorKind::ResourceExhausted,

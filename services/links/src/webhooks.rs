@@ -1,7 +1,7 @@
 //! Webhooks: what an API key's endpoints are told when its links change.
 //!
 //! The messages are written by the store in the transaction that changes a
-//! link (Postgres triggers, migration V20), so none is lost and none is
+//! link (triggers: the migrations V20 of Postgres and of SQLite), so none is lost and none is
 //! sent for a change that was rolled back. [`deliver`] sends them from the
 //! outbox: at least once, signed per the Standard Webhooks specification,
 //! retried with exponential backoff and jitter, and an endpoint that has
@@ -98,48 +98,30 @@ pub struct AttemptOutcome {
     pub retry_in: Option<Duration>,
 }
 
-/// The endpoints' store: implemented by the Postgres store (whose triggers
-/// fill the outbox); the embedded store has no webhooks yet.
+/// The endpoints' store: both link stores, whose triggers fill the outbox.
 #[async_trait::async_trait]
 pub trait WebhookStore: Send + Sync + 'static {
-    /// Whether this store delivers webhooks at all.
-    fn supports_webhooks(&self) -> bool {
-        false
-    }
-
     async fn create_webhook(
         &self,
         owner: i64,
         url: &str,
         events: &[String],
         secret: &str,
-    ) -> Result<StoredWebhook, WriterError> {
-        let _ = (owner, url, events, secret);
-        Err(not_supported())
-    }
+    ) -> Result<StoredWebhook, WriterError>;
 
     /// The owner's endpoints, oldest first.
-    async fn webhooks(&self, owner: i64) -> Result<Vec<StoredWebhook>, WriterError> {
-        let _ = owner;
-        Err(not_supported())
-    }
+    async fn webhooks(&self, owner: i64) -> Result<Vec<StoredWebhook>, WriterError>;
 
     /// Deletes an endpoint with its pending messages and log; false when the
     /// owner has no such endpoint.
-    async fn delete_webhook(&self, owner: i64, id: i64) -> Result<bool, WriterError> {
-        let _ = (owner, id);
-        Err(not_supported())
-    }
+    async fn delete_webhook(&self, owner: i64, id: i64) -> Result<bool, WriterError>;
 
     /// Enables an endpoint and makes its pending messages due now.
     async fn enable_webhook(
         &self,
         owner: i64,
         id: i64,
-    ) -> Result<Option<StoredWebhook>, WriterError> {
-        let _ = (owner, id);
-        Err(not_supported())
-    }
+    ) -> Result<Option<StoredWebhook>, WriterError>;
 
     /// Replaces the secret; the old one keeps signing for `keep_previous`.
     async fn rotate_webhook_secret(
@@ -148,10 +130,7 @@ pub trait WebhookStore: Send + Sync + 'static {
         id: i64,
         secret: &str,
         keep_previous: Duration,
-    ) -> Result<Option<StoredWebhook>, WriterError> {
-        let _ = (owner, id, secret, keep_previous);
-        Err(not_supported())
-    }
+    ) -> Result<Option<StoredWebhook>, WriterError>;
 
     /// The newest `limit` attempts at the endpoint's messages, newest
     /// first; `None` when the owner has no such endpoint.
@@ -160,10 +139,7 @@ pub trait WebhookStore: Send + Sync + 'static {
         owner: i64,
         id: i64,
         limit: i64,
-    ) -> Result<Option<Vec<WebhookDelivery>>, WriterError> {
-        let _ = (owner, id, limit);
-        Err(not_supported())
-    }
+    ) -> Result<Option<Vec<WebhookDelivery>>, WriterError>;
 
     /// Takes up to `limit` due messages of enabled endpoints for `lease`
     /// (another writer takes them after it, if this one died).
@@ -171,10 +147,7 @@ pub trait WebhookStore: Send + Sync + 'static {
         &self,
         limit: i64,
         lease: Duration,
-    ) -> Result<Vec<OutboundMessage>, WriterError> {
-        let _ = (limit, lease);
-        Err(not_supported())
-    }
+    ) -> Result<Vec<OutboundMessage>, WriterError>;
 
     /// Records attempts: logged; a delivered message leaves the outbox and
     /// its endpoint's failures end; a failed one waits its retry, its
@@ -185,27 +158,11 @@ pub trait WebhookStore: Send + Sync + 'static {
         &self,
         outcomes: &[AttemptOutcome],
         settings: &deliver::DeliverySettings,
-    ) -> Result<(), WriterError> {
-        let _ = (outcomes, settings);
-        Err(not_supported())
-    }
+    ) -> Result<(), WriterError>;
 
     /// Deletes up to `limit` log rows older than `age`; how many went.
-    async fn prune_webhook_deliveries(
-        &self,
-        age: Duration,
-        limit: i64,
-    ) -> Result<u64, WriterError> {
-        let _ = (age, limit);
-        Err(not_supported())
-    }
-}
-
-fn not_supported() -> WriterError {
-    WriterError::NotSupported(
-        "webhooks need the split deployment's Postgres store; the embedded store has none yet"
-            .to_owned(),
-    )
+    async fn prune_webhook_deliveries(&self, age: Duration, limit: i64)
+    -> Result<u64, WriterError>;
 }
 
 /// A new endpoint secret: `whsec_` and the base64 of 24 random bytes.

@@ -84,6 +84,12 @@ pub const WRITER_SETTINGS: Table = &[
     &writer::CLICKS_DAY_RETENTION,
     &writer::CLICKS_VALUES_PER_BUCKET,
     &writer::IDEMPOTENCY_RETENTION,
+    &writer::WEBHOOKS_DELIVER,
+    &writer::WEBHOOKS_ALLOW_PRIVATE,
+    &writer::WEBHOOK_TIMEOUT,
+    &writer::WEBHOOK_RETRY_BASE,
+    &writer::WEBHOOK_RETRY_MAX,
+    &writer::WEBHOOK_DISABLE_AFTER,
 ];
 pub const REDIRECT_SETTINGS: Table = &[
     &redirect::SCANNER_404_PER_MINUTE,

@@ -322,7 +322,7 @@ impl App {
                 stopping.clone(),
             )));
         }
-        if self.config.webhooks_deliver && self.state.store.supports_webhooks() {
+        if self.config.webhooks_deliver {
             let store = Arc::clone(&self.state.store);
             let settings = self.config.webhooks;
             let stopping = stopping.clone();

@@ -27,6 +27,7 @@ mod keys;
 mod links;
 mod sessions;
 mod tags;
+mod webhooks;
 
 mod embedded {
     refinery::embed_migrations!("migrations-sqlite");
@@ -139,6 +140,3 @@ impl SqliteLinkStore {
             .map_err(WriterError::from_sqlite)
     }
 }
-
-/// No webhooks in the embedded deployment yet: every call says so.
-impl crate::webhooks::WebhookStore for SqliteLinkStore {}

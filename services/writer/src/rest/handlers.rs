@@ -620,8 +620,6 @@ pub(super) async fn remove_domain(
     request_body = CreateWebhookBody,
     responses(
         (status = 201, description = "Registered", body = WebhookBody),
-        (status = 422, description = "This deployment has no webhooks (the embedded store)",
-         body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -646,8 +644,6 @@ pub(super) async fn create_webhook(
     tag = "webhooks",
     responses(
         (status = 200, description = "The endpoints", body = WebhookList),
-        (status = 422, description = "This deployment has no webhooks (the embedded store)",
-         body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -672,8 +668,6 @@ pub(super) async fn list_webhooks(
     params(("id" = i64, Path, description = "The endpoint's id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 422, description = "This deployment has no webhooks (the embedded store)",
-         body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -695,8 +689,6 @@ pub(super) async fn delete_webhook(
     params(("id" = i64, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "Enabled", body = WebhookBody),
-        (status = 422, description = "This deployment has no webhooks (the embedded store)",
-         body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -718,8 +710,6 @@ pub(super) async fn enable_webhook(
     params(("id" = i64, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "Rotated", body = WebhookBody),
-        (status = 422, description = "This deployment has no webhooks (the embedded store)",
-         body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]
@@ -740,8 +730,6 @@ pub(super) async fn rotate_webhook_secret(
     params(("id" = i64, Path, description = "The endpoint's id"), DeliveryQueryParams),
     responses(
         (status = 200, description = "Newest first", body = DeliveryList),
-        (status = 422, description = "This deployment has no webhooks (the embedded store)",
-         body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])),
 )]

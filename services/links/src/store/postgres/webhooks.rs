@@ -74,10 +74,6 @@ impl PostgresLinkStore {
 
 #[async_trait::async_trait]
 impl WebhookStore for PostgresLinkStore {
-    fn supports_webhooks(&self) -> bool {
-        true
-    }
-
     async fn create_webhook(
         &self,
         owner: i64,
