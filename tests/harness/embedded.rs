@@ -79,7 +79,18 @@ impl Embedded {
 
     /// Starts `up` again on the same ports and data.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
-        let port = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
+        // The inner services' ports, none of the fixed ones: right after a
+        // stop those are free, and the next free port is often one of them
+        // (then `up` cannot bind it twice).
+        let fixed = [self.http, self.grpc, self.rest, self.redirect_admin].map(|addr| addr.port());
+        let port = || -> anyhow::Result<String> {
+            loop {
+                let port = free_port()?;
+                if !fixed.contains(&port) {
+                    return Ok(format!("127.0.0.1:{port}"));
+                }
+            }
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -585,20 +585,6 @@ async fn clicks_are_told_and_a_failing_endpoint_is_disabled_until_enabled() -> a
     Ok(())
 }
 
-/// Starts `up` again; again once more when a port it picked for itself
-/// was taken meanwhile (it picks its inner services' ports when it starts).
-async fn restart(up: &mut tinyurl_harness::embedded::Embedded) -> anyhow::Result<()> {
-    for _ in 0..2 {
-        match up.start_again().await {
-            Err(error) if error.to_string().contains("Address already in use") => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            other => return other,
-        }
-    }
-    up.start_again().await
-}
-
 /// `tinyurl up` on its embedded store delivers from the same outbox: events
 /// made while the receiver fails survive a SIGKILL of the process and
 /// arrive after the restart, each under one `webhook-id`, clicks as
@@ -619,7 +605,7 @@ async fn the_embedded_store_delivers_every_event_through_failures_and_a_kill() -
     ] {
         up.set_env(name, value);
     }
-    restart(&mut up).await?;
+    up.start_again().await?;
     let grpc = format!("http://{}", up.grpc);
     let client = || -> anyhow::Result<_> {
         let channel = tonic::transport::Channel::from_shared(grpc.clone())?
@@ -716,7 +702,7 @@ async fn the_embedded_store_delivers_every_event_through_failures_and_a_kill() -
     receiver.set(Mode::Answering {
         slow_every: u64::MAX,
     });
-    restart(&mut up).await?;
+    up.start_again().await?;
 
     let expected: BTreeSet<(String, String)> = [
         ("link.created", &codes[0]),
