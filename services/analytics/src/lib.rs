@@ -179,17 +179,16 @@ impl ClassFilter {
         })
     }
 
-    /// Only the classes `classes`.
-    pub fn only(classes: &[TrafficClass]) -> Self {
-        let mut codes: Vec<i16> = classes.iter().map(|class| class.code()).collect();
-        codes.sort_unstable();
-        codes.dedup();
-        Self { only: Some(codes) }
-    }
-
     /// Whether it is the default view (no class named).
     pub fn is_default(&self) -> bool {
         self.only.is_none()
+    }
+
+    /// Whether it counts `class`'s clicks.
+    pub fn includes(&self, class: TrafficClass) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|codes| codes.contains(&class.code()))
     }
 
     /// The `class` values of the rows it counts.
@@ -714,8 +713,13 @@ mod tests {
             Some(vec![UNRECORDED_BOT, 1, 2, 3]),
             "bots folded before their kind was kept are bots too"
         );
-        let default = ClassFilter::parse::<&str>(&[]).expect("no names");
-        assert!(default.is_default());
+        let default = ClassFilter::parse::<&str>(&[""]).expect("an empty name");
+        assert!(default.is_default() && default.includes(TrafficClass::Monitor));
+        let previewers = ClassFilter::parse(&["previewer"]).expect("a class");
+        assert!(
+            previewers.includes(TrafficClass::Previewer)
+                && !previewers.includes(TrafficClass::Human)
+        );
         assert_eq!(default.codes(), [0, 1, 2, 3, UNRECORDED_BOT]);
         assert_eq!(
             ClassFilter::parse(&["robot"])

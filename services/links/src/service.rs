@@ -1306,7 +1306,7 @@ impl State {
         let lifetime = self.clicks_store.totals(code).await?;
         let (first_day, end_day) = query.days();
         // Unique visitors are people: none when people are not read.
-        let visitors = if classes.codes().contains(&TrafficClass::Human.code()) {
+        let visitors = if classes.includes(TrafficClass::Human) {
             self.clicks_store.visitors(code, first_day, end_day).await?
         } else {
             Vec::new()

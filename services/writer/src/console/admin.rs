@@ -15,18 +15,9 @@ use serde::Deserialize;
 use tinyurl_links::auth::Scope;
 use tinyurl_links::keys::parse_rate;
 
-use super::handlers::{form, scope_page};
+use super::handlers::form;
 use super::pages;
 use super::{Refused, Shared, Signed, html, see_other};
-
-/// Refuses a key below `admin` with the scope page.
-fn admin(signed: &Signed) -> Result<(), Refused> {
-    if signed.may(Scope::Admin) {
-        Ok(())
-    } else {
-        Err(Refused::from(scope_page(Scope::Admin, signed.scope)))
-    }
-}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -59,7 +50,7 @@ pub(super) async fn keys_page(
     signed: Signed,
     Query(params): Query<DoneParams>,
 ) -> Result<Response, Refused> {
-    admin(&signed)?;
+    signed.require(Scope::Admin)?;
     let keys = console.links.api_keys(&signed.call).await?;
     Ok(html(
         StatusCode::OK,
@@ -83,7 +74,7 @@ pub(super) async fn create_key(
 ) -> Result<Response, Refused> {
     let body = form(body)?;
     signed.check_csrf(&body.csrf)?;
-    admin(&signed)?;
+    signed.require(Scope::Admin)?;
     let refused = async |error: tinyurl_links::error::WriterError| {
         let keys = console
             .links
@@ -151,7 +142,7 @@ pub(super) async fn rotate_key(
 ) -> Result<Response, Refused> {
     let body = form(body)?;
     signed.check_csrf(&body.csrf)?;
-    admin(&signed)?;
+    signed.require(Scope::Admin)?;
     let grace = grace(&body.grace);
     let key = console
         .links
@@ -178,7 +169,7 @@ pub(super) async fn revoke_key(
 ) -> Result<Response, Refused> {
     let body = form(body)?;
     signed.check_csrf(&body.csrf)?;
-    admin(&signed)?;
+    signed.require(Scope::Admin)?;
     if body.confirm.is_none() {
         return Err(Refused::from(super::error_page(
             StatusCode::BAD_REQUEST,
@@ -197,7 +188,7 @@ pub(super) async fn set_key_rate(
 ) -> Result<Response, Refused> {
     let body = form(body)?;
     signed.check_csrf(&body.csrf)?;
-    admin(&signed)?;
+    signed.require(Scope::Admin)?;
     let rate = parse_rate(&body.rate)?;
     console
         .links
@@ -211,7 +202,7 @@ pub(super) async fn blocklist_page(
     signed: Signed,
     Query(params): Query<DoneParams>,
 ) -> Result<Response, Refused> {
-    admin(&signed)?;
+    signed.require(Scope::Admin)?;
     let entries = console.links.blocked_hosts(&signed.call).await?;
     Ok(html(
         StatusCode::OK,
@@ -234,7 +225,7 @@ pub(super) async fn change_host(
 ) -> Result<Response, Refused> {
     let body = form(body)?;
     signed.check_csrf(&body.csrf)?;
-    admin(&signed)?;
+    signed.require(Scope::Admin)?;
     let block = body.action != "unblock";
     match console
         .links

@@ -660,11 +660,8 @@ async fn render_link(
     notice: Option<&str>,
     error: Option<(StatusCode, FormError)>,
 ) -> Response {
-    let classes: Vec<String> = if class.is_empty() {
-        Vec::new()
-    } else {
-        vec![class.to_owned()]
-    };
+    // An empty name is no class: the default view.
+    let classes = vec![class.to_owned()];
     let link = match console.links.get(&signed.call, code).await {
         Ok(link) => link,
         Err(error) => return service_error_page(&error),

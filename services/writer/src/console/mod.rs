@@ -287,6 +287,15 @@ impl Signed {
     fn may(&self, scope: Scope) -> bool {
         self.scope >= scope
     }
+
+    /// Refuses a key below `scope` with the page that says so.
+    fn require(&self, scope: Scope) -> Result<(), Refused> {
+        if self.may(scope) {
+            Ok(())
+        } else {
+            Err(Refused::from(handlers::scope_page(scope, self.scope)))
+        }
+    }
 }
 
 impl FromRequestParts<Shared> for Signed {

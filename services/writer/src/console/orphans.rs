@@ -9,19 +9,9 @@ use http::StatusCode;
 use serde::Deserialize;
 use tinyurl_links::auth::Scope;
 
-use super::handlers::{form, preset_stats, scope_page};
+use super::handlers::{form, preset_stats};
 use super::pages::{self, OrphanView};
 use super::{Refused, Shared, Signed, html, see_other};
-
-/// Refuses a key below `manage` (orphan visits are every key's) with the
-/// scope page.
-fn manage(signed: &Signed) -> Result<(), Refused> {
-    if signed.may(Scope::Manage) {
-        Ok(())
-    } else {
-        Err(Refused::from(scope_page(Scope::Manage, signed.scope)))
-    }
-}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -40,7 +30,8 @@ pub(super) async fn orphans_page(
     signed: Signed,
     Query(params): Query<OrphanParams>,
 ) -> Result<Response, Refused> {
-    manage(&signed)?;
+    // Orphan visits are every key's.
+    signed.require(Scope::Manage)?;
     let domains: Vec<String> = console
         .links
         .domains(&signed.call)
@@ -48,11 +39,8 @@ pub(super) async fn orphans_page(
         .into_iter()
         .map(|domain| domain.host)
         .collect();
-    let classes: Vec<String> = if params.class.is_empty() {
-        Vec::new()
-    } else {
-        vec![params.class.clone()]
-    };
+    // An empty name is no class: the default view.
+    let classes = vec![params.class.clone()];
     let (range_name, stats) = preset_stats(params.range.as_deref(), &classes, |input| {
         console
             .links
@@ -96,7 +84,7 @@ pub(super) async fn purge(
 ) -> Result<Response, Refused> {
     let body = form(body)?;
     signed.check_csrf(&body.csrf)?;
-    manage(&signed)?;
+    signed.require(Scope::Manage)?;
     if body.confirm.is_none() {
         return Err(Refused::from(super::error_page(
             StatusCode::BAD_REQUEST,

@@ -674,19 +674,24 @@ pub(super) const CLASS_VIEWS: [(&str, &str); 6] = [
     ("bot", "all bots"),
 ];
 
+/// The query parameter that shows `class` alone (none for everyone).
+fn class_param(class: &str) -> String {
+    if class.is_empty() {
+        String::new()
+    } else {
+        format!("&class={class}")
+    }
+}
+
 /// The query string of a link page's window with `class` shown.
 fn window_query(view: &LinkView<'_>, class: &str) -> String {
-    let mut query = match view.days {
+    let window = match view.days {
         Some((from, to, granularity)) => {
             format!("from={from}&to={to}&granularity={granularity}")
         }
         None => format!("range={}", view.range),
     };
-    if !class.is_empty() {
-        query.push_str("&class=");
-        query.push_str(class);
-    }
-    query
+    window + &class_param(class)
 }
 
 /// The ranges the stats can be shown over.
@@ -796,7 +801,7 @@ pub(super) fn link(nav: &Nav, view: &LinkView<'_>) -> Markup {
                     @if range == view.range {
                         strong aria-current="true" { (label) }
                     } @else {
-                        a href=(format!("/console/links/{code}?range={range}{}", if view.class.is_empty() { String::new() } else { format!("&class={}", view.class) })) { (label) }
+                        a href=(format!("/console/links/{code}?range={range}{}", class_param(view.class))) { (label) }
                     }
                 }
             }
@@ -1153,16 +1158,12 @@ pub(super) struct OrphanView<'a> {
 
 pub(super) fn orphans(nav: &Nav, view: &OrphanView<'_>) -> Markup {
     let query = |range: &str, class: &str| {
-        let mut query = format!("range={range}");
-        if !view.domain.is_empty() {
-            query.push_str("&domain=");
-            query.push_str(view.domain);
-        }
-        if !class.is_empty() {
-            query.push_str("&class=");
-            query.push_str(class);
-        }
-        query
+        let domain = if view.domain.is_empty() {
+            String::new()
+        } else {
+            format!("&domain={}", view.domain)
+        };
+        format!("range={range}{domain}{}", class_param(class))
     };
     let shown = if view.domain.is_empty() {
         "the default domain"

@@ -232,8 +232,9 @@ impl WebhookStore for SqliteLinkStore {
                 let transaction =
                     connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let at = now();
-                // Endpoint by endpoint, skipping those waiting out a backoff
-                // (their backlog is never read).
+                // Only endpoints not waiting out a backoff: their messages are
+                // reached through the (endpoint, due) index, a gated backlog
+                // is not read.
                 let claimed = {
                     let mut statement = transaction.prepare_cached(
                         "SELECT m.id, m.message_id, m.endpoint_id, e.url, e.secret,
