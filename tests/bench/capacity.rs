@@ -67,6 +67,10 @@ struct Args {
     /// evicted or expired, codes never cached) and the replica must.
     #[arg(long, default_value_t = 0.01)]
     database_share: f64,
+    /// Print the primary's statements of the fold phase, dearest first
+    /// (from `pg_stat_statements`): where the consumer's database time goes.
+    #[arg(long)]
+    statements: bool,
 }
 
 /// What one phase cost: its operations, wall seconds, CPU seconds per
@@ -522,6 +526,9 @@ async fn measure(args: &Args) -> anyhow::Result<Run> {
             ))
         })
         .await?;
+    if args.statements {
+        system.reset_statements().await?;
+    }
     let fold = meter
         .phase(|| async {
             system.writer.thaw()?;
@@ -539,6 +546,9 @@ async fn measure(args: &Args) -> anyhow::Result<Run> {
     );
     record(&mut run, ZIPF, zipf_phase);
     record(&mut run, FOLD, fold);
+    if args.statements {
+        system.print_statements().await?;
+    }
 
     let (bytes_per_link, links, bytes_per_rollup_row, target_bytes) = system.bytes().await?;
     run.bytes_per_link = bytes_per_link;
@@ -684,14 +694,18 @@ impl System {
         ))
     }
 
-    /// `count` codes of the links created (by the benchmark's key).
-    async fn codes(&self, count: usize) -> anyhow::Result<Vec<String>> {
-        let client = self
-            .stack
+    /// A connection to the primary's database.
+    async fn primary(&self) -> anyhow::Result<tokio_postgres::Client> {
+        self.stack
             .cluster
             .primary
             .connect(&self.stack.database.name)
-            .await?;
+            .await
+    }
+
+    /// `count` codes of the links created (by the benchmark's key).
+    async fn codes(&self, count: usize) -> anyhow::Result<Vec<String>> {
+        let client = self.primary().await?;
         let rows = client
             .query(
                 "SELECT code FROM links ORDER BY created_at, code LIMIT $1",
@@ -742,16 +756,49 @@ impl System {
         }
     }
 
+    /// Forgets the primary's statement statistics (creating the extension
+    /// the server preloads).
+    async fn reset_statements(&self) -> anyhow::Result<()> {
+        let client = self.primary().await?;
+        client
+            .batch_execute(
+                "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+                 SELECT pg_stat_statements_reset();",
+            )
+            .await
+            .context("cannot reset pg_stat_statements")
+    }
+
+    /// The primary's statements since [`Self::reset_statements`], by time
+    /// spent executing them.
+    async fn print_statements(&self) -> anyhow::Result<()> {
+        let client = self.primary().await?;
+        let rows = client
+            .query(
+                "SELECT total_exec_time, calls, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 110)
+                   FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15",
+                &[],
+            )
+            .await
+            .context("cannot read pg_stat_statements")?;
+        eprintln!("{:>10} {:>8} {:>9}  statement", "ms", "calls", "rows");
+        for row in rows {
+            let (ms, calls, count, query): (f64, i64, i64, String) = (
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            );
+            eprintln!("{ms:>10.0} {calls:>8} {count:>9}  {query}");
+        }
+        Ok(())
+    }
+
     /// (bytes per link, links, bytes per minute-rollup row, average target
     /// length),
     /// after `VACUUM` as the storage benchmark measures.
     async fn bytes(&self) -> anyhow::Result<(f64, f64, f64, f64)> {
-        let client = self
-            .stack
-            .cluster
-            .primary
-            .connect(&self.stack.database.name)
-            .await?;
+        let client = self.primary().await?;
         for table in ["links", "click_minutes"] {
             client
                 .batch_execute(&format!("VACUUM ANALYZE {table}"))

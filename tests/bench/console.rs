@@ -92,12 +92,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
              FROM links WHERE hashtext(code) % 5 = 0 AND target_url IS NOT NULL;
          -- In minute order, as folds write them (the retention's BRIN
          -- index relies on it).
-         INSERT INTO click_minutes (code, minute, dimension, value, class, clicks)
-             SELECT l.code, {now_minute} - m, d,
-                    CASE WHEN d = 0 THEN '' ELSE 'value-' || (m % 12) END, 0, 1 + m % 9
+         INSERT INTO click_minutes (code, minute, class, clicks, counts)
+             SELECT l.code, {now_minute} - m, 0, 1 + m % 9,
+                    (SELECT jsonb_object_agg(d, jsonb_build_object('value-' || (m % 12), 1 + m % 9))
+                       FROM generate_series(1, 4) d)
              FROM (SELECT code FROM links WHERE target_url IS NOT NULL
                    ORDER BY created_at DESC LIMIT 1000) l,
-                  generate_series(0, 1439, 7) m, generate_series(0, 4) d
+                  generate_series(0, 1439, 7) m
              ORDER BY {now_minute} - m;
          -- The roll-up runs every minute two minutes behind: the last
          -- minutes' rows are still to be rolled up.
@@ -107,7 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
          -- ranks (the lifetime totals less the minutes after the mark).
          INSERT INTO click_days (code, day, dimension, value, class, clicks)
              SELECT code, minute / 1440, dimension, value, class, sum(clicks)
-             FROM click_minutes
+             FROM click_minute_rows
              WHERE minute <= (SELECT rolled_through FROM click_rollup_mark)
              GROUP BY code, minute / 1440, dimension, value, class;
          INSERT INTO owner_click_days (owner_key_id, day, bot, clicks)
@@ -116,7 +117,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
              WHERE d.dimension = 0 GROUP BY 1, 2, 3;
          INSERT INTO click_totals AS t (code, clicks, bot_clicks)
              SELECT code, sum(clicks), 0 FROM click_minutes
-             WHERE dimension = 0 AND class = 0
+             WHERE class = 0
                AND minute > (SELECT rolled_through FROM click_rollup_mark)
              GROUP BY code
              ON CONFLICT (code) DO UPDATE SET clicks = t.clicks + EXCLUDED.clicks;
@@ -124,7 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
              SELECT l.owner_key_id, l.code, l.created_at, t.clicks - COALESCE(recent.clicks, 0)
              FROM click_totals t JOIN links l ON l.code = t.code
              LEFT JOIN (SELECT code, sum(clicks) AS clicks FROM click_minutes
-                        WHERE dimension = 0 AND class = 0
+                        WHERE class = 0
                           AND minute > (SELECT rolled_through FROM click_rollup_mark)
                         GROUP BY code) recent ON recent.code = t.code
              WHERE t.clicks > COALESCE(recent.clicks, 0);
@@ -138,7 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let clicks: i64 = db
         .query_one(
             "SELECT (SELECT sum(clicks) FROM click_totals)::bigint
-                  + (SELECT sum(clicks) FROM click_minutes WHERE dimension = 0)::bigint",
+                  + (SELECT sum(clicks) FROM click_minutes)::bigint",
             &[],
         )
         .await?

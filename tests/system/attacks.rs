@@ -480,7 +480,7 @@ async fn a_hundred_thousand_made_up_referrers_leave_bounded_rows() -> anyhow::Re
             anyhow::Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
         }
     };
-    let (minute_widest, minute_rows) = widest("click_minutes", "minute").await?;
+    let (minute_widest, minute_rows) = widest("click_minute_rows", "minute").await?;
     let (day_widest, day_rows) = widest("click_days", "day").await?;
     let bound = DEFAULT_VALUES_PER_BUCKET as i64 + 1;
 

@@ -599,10 +599,9 @@ async fn unknown_codes_are_shown_by_class_and_purged() -> anyhow::Result<()> {
     let minute = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() / 60 - 5;
     let db = tinyurl_harness::postgres::connect(&stack.database.primary_url).await?;
     db.batch_execute(&format!(
-        "INSERT INTO click_minutes (code, minute, dimension, value, class, clicks) VALUES
-           ('~', {minute}, 0, '', 0, 3), ('~', {minute}, 0, '', 1, 2),
-           ('~', {minute}, 7, '/old-sale', 0, 3), ('~', {minute}, 7, '/wp-login.php', 1, 2),
-           ('~', {minute}, 6, 'crawler', 1, 2)"
+        r#"INSERT INTO click_minutes (code, minute, class, clicks, counts) VALUES
+           ('~', {minute}, 0, 3, '{{"7": {{"/old-sale": 3}}}}'),
+           ('~', {minute}, 1, 2, '{{"7": {{"/wp-login.php": 2}}, "6": {{"crawler": 2}}}}')"#
     ))
     .await?;
     let key = stack.setup.create_api_key("manager")?;

@@ -1,7 +1,10 @@
 //! The Postgres side of click analytics: a batch's rollups and its id in one
-//! transaction, each table in one `UNNEST` upsert, each group's values
-//! bounded under a lock on the group.
+//! transaction, each table in one `UNNEST` upsert. A minute row carries its
+//! breakdowns (migration V23) and bounds their values in its own upsert;
+//! day rows are a row per value, each group's values bounded under a lock
+//! on the group.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Pool, Transaction};
@@ -14,6 +17,97 @@ use crate::{
     ClickStore, Dimension, Fold, Folded, OTHER, ROLL_UP_SLICE_MINUTES, RolledUp, RollupKey,
     RollupRow, RollupTable, StoredValues, ValueGroup, bound_values,
 };
+
+/// A fold's minute rows, one per (code, minute, class) with its breakdowns
+/// (`click_counts_add` in migration V23 adds them to a stored row, bounding
+/// each dimension's named values under the row's lock).
+const UPSERT_MINUTES: &str = "
+INSERT INTO click_minutes AS stored (code, minute, class, clicks, counts)
+SELECT code, minute, class, clicks, counts::jsonb
+  FROM UNNEST($1::text[], $2::int4[], $3::int2[], $4::int8[], $5::text[])
+       AS m(code, minute, class, clicks, counts)
+ON CONFLICT (code, minute, class)
+DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks,
+              counts = CASE WHEN EXCLUDED.counts = '{}' THEN stored.counts
+                            ELSE click_counts_add(stored.counts, EXCLUDED.counts, $6) END";
+
+/// One `click_minutes` row of a fold: its key, total and breakdowns as
+/// JSON (`{"1": {"a.example": 2}, "2": {"DE": 2}}`).
+#[derive(Debug, PartialEq, Eq)]
+struct MinuteCounts {
+    code: String,
+    minute: i32,
+    class: i16,
+    clicks: i64,
+    counts: String,
+}
+
+/// `rows` (a fold's minute rows, a row per value) as `click_minutes` rows,
+/// in key order (the order their locks are taken in), each dimension's
+/// named values bounded within the fold; the upsert bounds them again
+/// against what is stored.
+fn minute_counts(rows: &[(RollupKey, i64)], values: usize) -> Vec<MinuteCounts> {
+    type Breakdowns = BTreeMap<i16, BTreeMap<String, i64>>;
+    let mut minutes: BTreeMap<(String, i32, i16), (i64, Breakdowns)> = BTreeMap::new();
+    for (key, clicks) in bound_values(rows, &StoredValues::default(), values) {
+        let RollupKey {
+            code,
+            bucket,
+            dimension,
+            value,
+            class,
+        } = key;
+        let (total, breakdowns) = minutes.entry((code, bucket, class)).or_default();
+        if dimension == Dimension::Total {
+            *total = total.saturating_add(clicks);
+        } else {
+            breakdowns
+                .entry(dimension as i16)
+                .or_default()
+                .insert(value, clicks);
+        }
+    }
+    minutes
+        .into_iter()
+        .map(
+            |((code, minute, class), (clicks, breakdowns))| MinuteCounts {
+                code,
+                minute,
+                class,
+                clicks,
+                // Maps of strings and numbers always serialize.
+                counts: serde_json::to_string(&breakdowns).unwrap_or_else(|_| "{}".to_owned()),
+            },
+        )
+        .collect()
+}
+
+/// [`UPSERT_MINUTES`] of `rows`.
+async fn upsert_minutes(
+    transaction: &Transaction<'_>,
+    rows: &[(RollupKey, i64)],
+    values: usize,
+) -> Result<(), AnalyticsError> {
+    let minutes = minute_counts(rows, values);
+    if minutes.is_empty() {
+        return Ok(());
+    }
+    let codes: Vec<&str> = minutes.iter().map(|row| row.code.as_str()).collect();
+    let buckets: Vec<i32> = minutes.iter().map(|row| row.minute).collect();
+    let classes: Vec<i16> = minutes.iter().map(|row| row.class).collect();
+    let clicks: Vec<i64> = minutes.iter().map(|row| row.clicks).collect();
+    let counts: Vec<&str> = minutes.iter().map(|row| row.counts.as_str()).collect();
+    let bound = i32::try_from(values).unwrap_or(i32::MAX);
+    let statement = prepared(transaction, UPSERT_MINUTES).await?;
+    transaction
+        .execute(
+            &statement,
+            &[&codes, &buckets, &classes, &clicks, &counts, &bound],
+        )
+        .await
+        .map_err(AnalyticsError::from_postgres)?;
+    Ok(())
+}
 
 /// The bound on one roll-up transaction, on both sides: the client stops
 /// waiting and the server cancels the statement. Background upkeep, so far
@@ -106,7 +200,7 @@ SELECT 0, dimension, CASE WHEN rank <= $4 THEN value ELSE 'other' END, bot, sum(
 fn read_minutes() -> String {
     format!(
         "WITH rows AS (
-             SELECT minute, dimension, value, class <> 0 AS bot, clicks FROM click_minutes
+             SELECT minute, dimension, value, class <> 0 AS bot, clicks FROM click_minute_rows
               WHERE code = $1 AND minute >= $2 AND minute < $3 AND class = ANY ($5::int2[])
          )
          SELECT minute, 0::int2, ''::text, bot, sum(clicks)::int8 FROM rows
@@ -125,7 +219,7 @@ fn read_days() -> String {
              SELECT day, dimension, value, class <> 0 AS bot, clicks FROM click_days
               WHERE code = $1 AND day >= $2 AND day < $3 AND class = ANY ($5::int2[])
              UNION ALL
-             SELECT minute / 1440, dimension, value, class <> 0, clicks FROM click_minutes
+             SELECT minute / 1440, dimension, value, class <> 0, clicks FROM click_minute_rows
               WHERE code = $1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
                 AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440
                 AND class = ANY ($5::int2[])
@@ -144,14 +238,14 @@ SELECT bucket / $4 * $4, dimension, value, bot, sum(clicks)::int8 FROM rows
  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT $5";
 
 const EXPORT_MINUTES: &str = "
-SELECT minute AS bucket, dimension, value, class <> 0 AS bot, clicks FROM click_minutes
+SELECT minute AS bucket, dimension, value, class <> 0 AS bot, clicks FROM click_minute_rows
  WHERE code = $1 AND minute >= $2 AND minute < $3 AND class = ANY ($6::int2[])";
 
 const EXPORT_DAYS: &str = "
 SELECT day AS bucket, dimension, value, class <> 0 AS bot, clicks FROM click_days
  WHERE code = $1 AND day >= $2 AND day < $3 AND class = ANY ($6::int2[])
 UNION ALL
-SELECT minute / 1440, dimension, value, class <> 0, clicks FROM click_minutes
+SELECT minute / 1440, dimension, value, class <> 0, clicks FROM click_minute_rows
  WHERE code = $1 AND minute > (SELECT rolled_through FROM click_rollup_mark)
    AND minute >= $2::int8 * 1440 AND minute < $3::int8 * 1440
    AND class = ANY ($6::int2[])";
@@ -159,7 +253,7 @@ SELECT minute / 1440, dimension, value, class <> 0, clicks FROM click_minutes
 /// One roll-up window: the minutes after the mark up to `$2`, summed by
 /// day, in key order.
 const ROLL_UP_WINDOW: &str = "
-SELECT code, minute / 1440, dimension, value, class, sum(clicks)::int8 FROM click_minutes
+SELECT code, minute / 1440, dimension, value, class, sum(clicks)::int8 FROM click_minute_rows
  WHERE minute > $1 AND minute <= $2
  GROUP BY code, minute / 1440, dimension, value, class
  ORDER BY code, minute / 1440, dimension, value, class";
@@ -191,6 +285,31 @@ async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, A
         .await
         .and_then(|row| row.try_get(0))
         .map_err(AnalyticsError::from_postgres)
+}
+
+/// Deletes the minute rows `filter` (on `$1`) selects; how many rows they
+/// were in the days' shape (a total and a row per value, as
+/// `click_minute_rows` reads them), so the count an owner is told does not
+/// depend on how a store keeps its minutes.
+async fn delete_minutes(
+    transaction: &Transaction<'_>,
+    filter: &str,
+    parameter: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Result<u64, AnalyticsError> {
+    let deleted: i64 = transaction
+        .query_one(
+            &format!(
+                "WITH gone AS (DELETE FROM click_minutes WHERE {filter} RETURNING counts)
+                 SELECT coalesce(sum(1 + (SELECT count(*) FROM jsonb_each(counts) d,
+                                                               jsonb_each(d.value) v)), 0)::int8
+                   FROM gone"
+            ),
+            &[parameter],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(AnalyticsError::from_postgres)?;
+    Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
 /// A rollup row as the reads select it: bucket, dimension, value, bot,
@@ -274,15 +393,9 @@ async fn add_fold(
     // it).
     let rolled_through = rollup_mark(transaction, "FOR SHARE").await?;
     let late_days = fold.late_days(rolled_through);
-    lock_groups(
-        transaction,
-        &[
-            (RollupTable::Minutes, &fold.minutes),
-            (RollupTable::Days, &late_days),
-        ],
-    )
-    .await?;
-    add_bounded(transaction, RollupTable::Minutes, &fold.minutes, values).await?;
+    // Day groups are locked before any minute row, in every fold.
+    lock_groups(transaction, &[(RollupTable::Days, &late_days)]).await?;
+    upsert_minutes(transaction, &fold.minutes, values).await?;
     add_bounded(transaction, RollupTable::Days, &late_days, values).await?;
     add_owner_days(transaction, &late_days).await?;
     let codes: Vec<&str> = fold
@@ -585,8 +698,8 @@ impl ClickStore for PostgresRollups {
                 .transaction()
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
-            let mut rows = 0;
-            for table in ["click_minutes", "click_days", "click_totals"] {
+            let mut rows = delete_minutes(&transaction, "code = $1", &code).await?;
+            for table in ["click_days", "click_totals"] {
                 rows += transaction
                     .execute(&format!("DELETE FROM {table} WHERE code = $1"), &[&code])
                     .await
@@ -638,7 +751,8 @@ impl ClickStore for PostgresRollups {
                 )
                 .await
                 .map_err(AnalyticsError::from_postgres)?;
-            for table in ["click_minutes", "click_days", "click_totals"] {
+            rows += delete_minutes(&transaction, "code = ANY($1)", &codes).await?;
+            for table in ["click_days", "click_totals"] {
                 rows += transaction
                     .execute(
                         &format!("DELETE FROM {table} WHERE code = ANY($1)"),
@@ -707,5 +821,55 @@ impl ClickStore for PostgresRollups {
             Ok(minutes + days + owner_days + batches)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: &str, minute: i32, dimension: Dimension, value: &str, class: i16) -> RollupKey {
+        RollupKey {
+            code: code.to_owned(),
+            bucket: minute,
+            dimension,
+            value: value.to_owned(),
+            class,
+        }
+    }
+
+    #[test]
+    fn a_minute_row_carries_its_breakdowns_bounded_within_the_fold() {
+        let rows = vec![
+            (key("a", 7, Dimension::Total, "", 0), 6),
+            (key("a", 7, Dimension::Referrer, "x.example", 0), 3),
+            (key("a", 7, Dimension::Referrer, "y.example", 0), 2),
+            (key("a", 7, Dimension::Referrer, "z.example", 0), 1),
+            (key("a", 7, Dimension::Country, "DE", 0), 6),
+            (key("a", 7, Dimension::Total, "", 2), 1),
+            (key("a", 7, Dimension::Class, "previewer", 2), 1),
+            (key("b", 7, Dimension::Total, "", 0), 1),
+        ];
+        let minutes = minute_counts(&rows, 2);
+        let row = |code: &str, class: i16, clicks: i64, counts: &str| MinuteCounts {
+            code: code.to_owned(),
+            minute: 7,
+            class,
+            clicks,
+            counts: counts.to_owned(),
+        };
+        assert_eq!(
+            minutes,
+            [
+                row(
+                    "a",
+                    0,
+                    6,
+                    r#"{"1":{"other":1,"x.example":3,"y.example":2},"2":{"DE":6}}"#
+                ),
+                row("a", 2, 1, r#"{"6":{"previewer":1}}"#),
+                row("b", 0, 1, "{}"),
+            ]
+        );
     }
 }

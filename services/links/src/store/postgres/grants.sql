@@ -16,6 +16,7 @@ BEGIN
             console_sessions, link_tags, link_options, domains, owner_click_days,
             click_ranks, webhook_endpoints, webhook_messages, webhook_deliveries
             TO tinyurl_writer;
+        GRANT SELECT ON click_minute_rows TO tinyurl_writer;
         -- To check at start that the schema is new enough (TINYURL_MIGRATE=false).
         GRANT SELECT ON writer_schema_history TO tinyurl_writer;
     END IF;

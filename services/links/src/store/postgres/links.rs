@@ -549,7 +549,7 @@ impl LinkStore for PostgresLinkStore {
                     "WITH recent AS MATERIALIZED (
                          SELECT code, minute / 1440 AS day, class <> 0 AS bot, sum(clicks) AS clicks
                            FROM click_minutes
-                          WHERE dimension = 0 AND minute > $4::int4
+                          WHERE minute > $4::int4
                           GROUP BY 1, 2, 3
                      ),
                      rows AS (
@@ -709,7 +709,7 @@ impl PostgresLinkStore {
         let clicked = format!(
             "WITH recent AS MATERIALIZED (
                  SELECT code, sum(clicks)::int8 AS clicks FROM click_minutes
-                  WHERE minute > ${mark_at}::int4 AND dimension = 0 AND class = 0
+                  WHERE minute > ${mark_at}::int4 AND class = 0
                   GROUP BY code
              ),
              candidates AS MATERIALIZED (
@@ -746,7 +746,7 @@ impl PostgresLinkStore {
                                  WHERE k.owner_key_id = $1 AND k.code = links.code AND k.clicks > 0)
                 AND NOT EXISTS (SELECT FROM click_minutes m
                                  WHERE m.code = links.code AND m.minute > ${}::int4
-                                   AND m.dimension = 0 AND m.class = 0)
+                                   AND m.class = 0)
               ORDER BY created_at DESC, code DESC LIMIT $2",
             unclicked_params.len() + 1
         );
