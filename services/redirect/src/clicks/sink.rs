@@ -169,6 +169,12 @@ async fn day_key(
 /// (`PFADD`), each kept [`SKETCH_KEPT_AFTER_DAY`] past its day. Visitors of
 /// a day already over are not counted: its key is gone (a held batch
 /// reaching Redis after midnight), and a new one would count them again.
+///
+/// A sketch's expiry is set only when its `PFADD` changed it: one that did
+/// not change was not created either (a new sketch always changes), so it
+/// already has the expiry its creator set. Visitors seen before (the same
+/// people coming back to a busy link every flush) then cost one command per
+/// link day instead of two.
 async fn add_visitors_redis(
     client: &Client,
     options: &Options,
@@ -177,7 +183,7 @@ async fn add_visitors_redis(
 ) -> Result<(), Error> {
     let now = SystemTime::now();
     let pipeline = client.with_options(options).pipeline();
-    let mut added = 0;
+    let mut sketches = Vec::new();
     for visitors in batches.iter().flat_map(|batch| &batch.visitors) {
         let Some(left) = until_day_ends(visitors.day, now) else {
             metrics::counter!("redirect_visitors_dropped_total")
@@ -193,20 +199,32 @@ async fn add_visitors_redis(
         pipeline
             .pfadd::<Value, _, _>(name.as_str(), elements)
             .await?;
-        let kept = left + SKETCH_KEPT_AFTER_DAY;
-        pipeline
+        sketches.push((name, left + SKETCH_KEPT_AFTER_DAY));
+    }
+    if sketches.is_empty() {
+        return Ok(());
+    }
+    let changed: Vec<Value> = pipeline.all().await?;
+    let expire = client.with_options(options).pipeline();
+    let mut expiring = 0;
+    for ((name, kept), changed) in sketches.iter().zip(changed) {
+        // Anything but a plain 0 (an error, an unexpected answer) sets it.
+        if changed.as_i64() == Some(0) {
+            continue;
+        }
+        expire
             .pexpire::<Value, _>(
                 name.as_str(),
                 i64::try_from(kept.as_millis()).unwrap_or(i64::MAX),
                 None,
             )
             .await?;
-        added += 1;
+        expiring += 1;
     }
-    if added == 0 {
+    if expiring == 0 {
         return Ok(());
     }
-    pipeline.all::<Vec<Value>>().await.map(drop)
+    expire.all::<Vec<Value>>().await.map(drop)
 }
 
 /// A batch's stream fields; `visitors` only when it names a link day.
