@@ -28,6 +28,7 @@ SELECT code, minute, class, clicks, counts::jsonb
        AS m(code, minute, class, clicks, counts)
 ON CONFLICT (code, minute, class)
 DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks,
+              -- A row with no breakdowns (nothing recorded) skips the call.
               counts = CASE WHEN EXCLUDED.counts = '{}' THEN stored.counts
                             ELSE click_counts_add(stored.counts, EXCLUDED.counts, $6) END";
 
@@ -98,14 +99,12 @@ async fn upsert_minutes(
     let clicks: Vec<i64> = minutes.iter().map(|row| row.clicks).collect();
     let counts: Vec<&str> = minutes.iter().map(|row| row.counts.as_str()).collect();
     let bound = i32::try_from(values).unwrap_or(i32::MAX);
-    let statement = prepared(transaction, UPSERT_MINUTES).await?;
-    transaction
-        .execute(
-            &statement,
-            &[&codes, &buckets, &classes, &clicks, &counts, &bound],
-        )
-        .await
-        .map_err(AnalyticsError::from_postgres)?;
+    execute(
+        transaction,
+        UPSERT_MINUTES,
+        &[&codes, &buckets, &classes, &clicks, &counts, &bound],
+    )
+    .await?;
     Ok(())
 }
 
@@ -272,6 +271,19 @@ async fn prepared(
         .map_err(AnalyticsError::from_postgres)
 }
 
+/// `sql` run [`prepared`] in the transaction with `params`; rows affected.
+async fn execute(
+    transaction: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, AnalyticsError> {
+    let statement = prepared(transaction, sql).await?;
+    transaction
+        .execute(&statement, params)
+        .await
+        .map_err(AnalyticsError::from_postgres)
+}
+
 /// The roll-up mark, locked as `lock` says (`FOR SHARE` by folds, `FOR
 /// UPDATE` by the roll-up) until the transaction ends.
 async fn rollup_mark(transaction: &Transaction<'_>, lock: &str) -> Result<i32, AnalyticsError> {
@@ -373,11 +385,7 @@ async fn add_owner_days(
     let bots: Vec<bool> = totals.iter().map(|(key, _)| key.class != 0).collect();
     let clicks: Vec<i64> = totals.iter().map(|(_, clicks)| *clicks).collect();
     for sql in [UPSERT_OWNER_DAYS, UPSERT_RANKS] {
-        let statement = prepared(transaction, sql).await?;
-        transaction
-            .execute(&statement, &[&codes, &buckets, &bots, &clicks])
-            .await
-            .map_err(AnalyticsError::from_postgres)?;
+        execute(transaction, sql, &[&codes, &buckets, &bots, &clicks]).await?;
     }
     Ok(())
 }
@@ -394,9 +402,9 @@ async fn add_fold(
     let rolled_through = rollup_mark(transaction, "FOR SHARE").await?;
     let late_days = fold.late_days(rolled_through);
     // Day groups are locked before any minute row, in every fold.
-    lock_groups(transaction, &[(RollupTable::Days, &late_days)]).await?;
+    lock_groups(transaction, &late_days).await?;
     upsert_minutes(transaction, &fold.minutes, values).await?;
-    add_bounded(transaction, RollupTable::Days, &late_days, values).await?;
+    add_bounded(transaction, &late_days, values).await?;
     add_owner_days(transaction, &late_days).await?;
     let codes: Vec<&str> = fold
         .totals
@@ -405,11 +413,7 @@ async fn add_fold(
         .collect();
     let humans: Vec<i64> = fold.totals.iter().map(|(_, humans, _)| *humans).collect();
     let bots: Vec<i64> = fold.totals.iter().map(|(_, _, bots)| *bots).collect();
-    let totals = prepared(transaction, UPSERT_TOTALS).await?;
-    transaction
-        .execute(&totals, &[&codes, &humans, &bots])
-        .await
-        .map_err(AnalyticsError::from_postgres)?;
+    execute(transaction, UPSERT_TOTALS, &[&codes, &humans, &bots]).await?;
     enqueue_clicked(transaction, fold).await?;
     if !fold.visitors.is_empty() {
         let codes: Vec<&str> = fold
@@ -419,11 +423,7 @@ async fn add_fold(
             .collect();
         let days: Vec<i32> = fold.visitors.iter().map(|(_, day, _)| *day).collect();
         let counts: Vec<i64> = fold.visitors.iter().map(|(_, _, count)| *count).collect();
-        let visitors = prepared(transaction, UPSERT_VISITORS).await?;
-        transaction
-            .execute(&visitors, &[&codes, &days, &counts])
-            .await
-            .map_err(AnalyticsError::from_postgres)?;
+        execute(transaction, UPSERT_VISITORS, &[&codes, &days, &counts]).await?;
     }
     Ok(())
 }
@@ -439,11 +439,12 @@ async fn enqueue_clicked(transaction: &Transaction<'_>, fold: &Fold) -> Result<(
     let buckets: Vec<i32> = clicked.iter().map(|(_, minute, ..)| *minute).collect();
     let humans: Vec<i64> = clicked.iter().map(|(_, _, humans, _)| *humans).collect();
     let bots: Vec<i64> = clicked.iter().map(|(.., bots)| *bots).collect();
-    let statement = prepared(transaction, ENQUEUE_CLICKED).await?;
-    transaction
-        .execute(&statement, &[&codes, &buckets, &humans, &bots])
-        .await
-        .map_err(AnalyticsError::from_postgres)?;
+    execute(
+        transaction,
+        ENQUEUE_CLICKED,
+        &[&codes, &buckets, &humans, &bots],
+    )
+    .await?;
     Ok(())
 }
 
@@ -561,7 +562,7 @@ impl ClickStore for PostgresRollups {
                     ))
                 })
                 .collect::<Result<Vec<(RollupKey, i64)>, AnalyticsError>>()?;
-            let rows = add_bounded(&transaction, RollupTable::Days, &window, values).await?;
+            let rows = add_bounded(&transaction, &window, values).await?;
             add_owner_days(&transaction, &window).await?;
             transaction
                 .execute(

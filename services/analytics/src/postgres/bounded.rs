@@ -1,15 +1,16 @@
-//! Rollup rows added with each group's named values bounded: the groups
+//! Day rollup rows added with each group's named values bounded: the groups
 //! locked in one order, what they hold read, the rows bounded against it
-//! ([`bound_values`]) and upserted in one `UNNEST` statement per table.
+//! ([`bound_values`]) and upserted in one `UNNEST` statement. (Minute rows
+//! bound their values in their own upsert, migration V23.)
 
 use super::*;
 
-/// Adds a fold's rows to one rollup table (`{table}` and `{bucket}` are
-/// trusted names); rows arrive sorted, so locks are taken in key order.
-pub(super) const UPSERT_ROLLUP: &str = "
-INSERT INTO {table} AS stored (code, {bucket}, dimension, value, class, clicks)
+/// Adds rows to the day rollups; rows arrive sorted, so locks are taken in
+/// key order.
+pub(super) const UPSERT_DAYS: &str = "
+INSERT INTO click_days AS stored (code, day, dimension, value, class, clicks)
 SELECT * FROM UNNEST($1::text[], $2::int4[], $3::int2[], $4::text[], $5::int2[], $6::int8[])
-ON CONFLICT (code, {bucket}, dimension, value, class)
+ON CONFLICT (code, day, dimension, value, class)
 DO UPDATE SET clicks = stored.clicks + EXCLUDED.clicks";
 
 /// Locks groups (code, lock bucket) for the transaction, in one order for
@@ -20,74 +21,51 @@ SELECT pg_advisory_xact_lock(hashtext(code), bucket)
   FROM (SELECT DISTINCT code, bucket FROM UNNEST($1::text[], $2::int4[]) AS g(code, bucket)) groups
  ORDER BY hashtext(code), bucket";
 
-/// Named values stored per group of the (code, bucket)s given.
+/// Named values stored per group of the (code, day)s given.
 pub(super) const STORED_COUNTS: &str = "
-SELECT code, {bucket}, dimension, class, count(*) FROM {table}
- WHERE (code, {bucket}) IN (SELECT DISTINCT g.code, g.bucket
-                              FROM UNNEST($1::text[], $2::int4[]) AS g(code, bucket))
+SELECT code, day, dimension, class, count(*) FROM click_days
+ WHERE (code, day) IN (SELECT DISTINCT g.code, g.day
+                         FROM UNNEST($1::text[], $2::int4[]) AS g(code, day))
    AND dimension > 0 AND value <> $3
- GROUP BY code, {bucket}, dimension, class";
+ GROUP BY code, day, dimension, class";
 
 /// Which of the keys given are stored.
 pub(super) const STORED_KEYS: &str = "
-SELECT t.code, t.{bucket}, t.dimension, t.value, t.class FROM {table} t
+SELECT t.code, t.day, t.dimension, t.value, t.class FROM click_days t
   JOIN UNNEST($1::text[], $2::int4[], $3::int2[], $4::text[], $5::int2[])
-       AS w(code, bucket, dimension, value, class)
-    ON t.code = w.code AND t.{bucket} = w.bucket AND t.dimension = w.dimension
+       AS w(code, day, dimension, value, class)
+    ON t.code = w.code AND t.day = w.day AND t.dimension = w.dimension
    AND t.value = w.value AND t.class = w.class";
 
-pub(super) fn table_sql(template: &str, table: RollupTable) -> String {
-    let (name, bucket) = match table {
-        RollupTable::Minutes => ("click_minutes", "minute"),
-        RollupTable::Days => ("click_days", "day"),
-    };
-    template
-        .replace("{table}", name)
-        .replace("{bucket}", bucket)
+/// The lock bucket of a day group: below zero, the key minute groups were
+/// locked under before V23 being the minute itself, so writers of either
+/// version folding one day's late minutes still exclude each other.
+fn lock_bucket(day: i32) -> i32 {
+    -1 - day
 }
 
-/// The lock bucket of a group: minutes as they are, days below zero, so a
-/// minute and a day never share a lock.
-pub(super) fn lock_bucket(table: RollupTable, bucket: i32) -> i32 {
-    match table {
-        RollupTable::Minutes => bucket,
-        RollupTable::Days => -1 - bucket,
-    }
-}
-
-/// Locks every group the rows of both tables add to until the transaction
-/// ends: the bound is read and written under it, so writers folding the
-/// same minute at once cannot each fill the room the other saw.
+/// Locks every day group `days` add to until the transaction ends: the
+/// bound is read and written under it, so writers folding one day at once
+/// cannot each fill the room the other saw.
 pub(super) async fn lock_groups(
     transaction: &Transaction<'_>,
-    tables: &[(RollupTable, &[(RollupKey, i64)])],
+    days: &[(RollupKey, i64)],
 ) -> Result<(), AnalyticsError> {
-    let mut codes = Vec::new();
-    let mut buckets = Vec::new();
-    for (table, rows) in tables {
-        for (key, _) in rows
-            .iter()
-            .filter(|(key, _)| key.dimension != Dimension::Total)
-        {
-            codes.push(key.code.as_str());
-            buckets.push(lock_bucket(*table, key.bucket));
-        }
-    }
+    let (codes, buckets): (Vec<&str>, Vec<i32>) = days
+        .iter()
+        .filter(|(key, _)| key.dimension != Dimension::Total)
+        .map(|(key, _)| (key.code.as_str(), lock_bucket(key.bucket)))
+        .unzip();
     if codes.is_empty() {
         return Ok(());
     }
-    let lock = prepared(transaction, LOCK_GROUPS).await?;
-    transaction
-        .execute(&lock, &[&codes, &buckets])
-        .await
-        .map_err(AnalyticsError::from_postgres)?;
+    execute(transaction, LOCK_GROUPS, &[&codes, &buckets]).await?;
     Ok(())
 }
 
-/// What `table` holds of the groups `rows` add to.
-pub(super) async fn stored_values(
+/// What the day rollups hold of the groups `rows` add to.
+async fn stored_values(
     transaction: &Transaction<'_>,
-    table: RollupTable,
     rows: &[(RollupKey, i64)],
 ) -> Result<StoredValues, AnalyticsError> {
     let named: Vec<&RollupKey> = rows
@@ -104,7 +82,7 @@ pub(super) async fn stored_values(
     let dimensions: Vec<i16> = named.iter().map(|key| key.dimension as i16).collect();
     let values: Vec<&str> = named.iter().map(|key| key.value.as_str()).collect();
     let classes: Vec<i16> = named.iter().map(|key| key.class).collect();
-    let counts = prepared(transaction, &table_sql(STORED_COUNTS, table)).await?;
+    let counts = prepared(transaction, STORED_COUNTS).await?;
     for row in transaction
         .query(&counts, &[&codes, &buckets, &OTHER])
         .await
@@ -122,7 +100,7 @@ pub(super) async fn stored_values(
             usize::try_from(count).unwrap_or(usize::MAX),
         );
     }
-    let keys = prepared(transaction, &table_sql(STORED_KEYS, table)).await?;
+    let keys = prepared(transaction, STORED_KEYS).await?;
     for row in transaction
         .query(&keys, &[&codes, &buckets, &dimensions, &values, &classes])
         .await
@@ -140,40 +118,32 @@ pub(super) async fn stored_values(
     Ok(stored)
 }
 
-/// `rows` bounded against what `table` holds, then added to it.
+/// `rows` bounded against what the day rollups hold, then added to them;
+/// how many rows were written.
 pub(super) async fn add_bounded(
     transaction: &Transaction<'_>,
-    table: RollupTable,
     rows: &[(RollupKey, i64)],
     values: usize,
 ) -> Result<u64, AnalyticsError> {
-    let stored = stored_values(transaction, table, rows).await?;
+    let stored = stored_values(transaction, rows).await?;
     let bounded = bound_values(rows, &stored, values);
-    upsert_rollups(transaction, table, &bounded).await?;
-    Ok(bounded.len() as u64)
-}
-
-pub(super) async fn upsert_rollups(
-    transaction: &Transaction<'_>,
-    table: RollupTable,
-    rows: &[(RollupKey, i64)],
-) -> Result<(), AnalyticsError> {
-    if rows.is_empty() {
-        return Ok(());
+    if bounded.is_empty() {
+        return Ok(0);
     }
-    let codes: Vec<&str> = rows.iter().map(|(key, _)| key.code.as_str()).collect();
-    let buckets: Vec<i32> = rows.iter().map(|(key, _)| key.bucket).collect();
-    let dimensions: Vec<i16> = rows.iter().map(|(key, _)| key.dimension as i16).collect();
-    let values: Vec<&str> = rows.iter().map(|(key, _)| key.value.as_str()).collect();
-    let classes: Vec<i16> = rows.iter().map(|(key, _)| key.class).collect();
-    let clicks: Vec<i64> = rows.iter().map(|(_, clicks)| *clicks).collect();
-    let statement = prepared(transaction, &table_sql(UPSERT_ROLLUP, table)).await?;
-    transaction
-        .execute(
-            &statement,
-            &[&codes, &buckets, &dimensions, &values, &classes, &clicks],
-        )
-        .await
-        .map_err(AnalyticsError::from_postgres)?;
-    Ok(())
+    let codes: Vec<&str> = bounded.iter().map(|(key, _)| key.code.as_str()).collect();
+    let buckets: Vec<i32> = bounded.iter().map(|(key, _)| key.bucket).collect();
+    let dimensions: Vec<i16> = bounded
+        .iter()
+        .map(|(key, _)| key.dimension as i16)
+        .collect();
+    let values: Vec<&str> = bounded.iter().map(|(key, _)| key.value.as_str()).collect();
+    let classes: Vec<i16> = bounded.iter().map(|(key, _)| key.class).collect();
+    let clicks: Vec<i64> = bounded.iter().map(|(_, clicks)| *clicks).collect();
+    execute(
+        transaction,
+        UPSERT_DAYS,
+        &[&codes, &buckets, &dimensions, &values, &classes, &clicks],
+    )
+    .await?;
+    Ok(bounded.len() as u64)
 }
