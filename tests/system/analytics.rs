@@ -1269,6 +1269,61 @@ async fn a_click_is_visible_within_the_flush_interval_plus_a_little() -> anyhow:
     Ok(())
 }
 
+/// `admin roll-up --all` puts the minutes folded so far into the day
+/// rollups at once (the writers' own roll-up waits for minutes to finish),
+/// with every click; a second run finds nothing left to roll.
+#[tokio::test]
+async fn an_operator_rolls_up_the_minutes_folded_so_far() -> anyhow::Result<()> {
+    let system = System::start(&[]).await?;
+    let redirect = system.start_redirect(FAST_CLICKS).await?;
+    let code = create(&system, "https://example.com/days").await?;
+    for browser in [CHROME, CHROME, IPHONE] {
+        click(&redirect, &code, &[("User-Agent", browser)]).await?;
+    }
+    wait_until("the clicks to be folded", Duration::from_secs(30), || {
+        let (system, code) = (&system, code.clone());
+        async move { Ok(stats(system, &code).await?.lifetime_clicks >= 3) }
+    })
+    .await?;
+    let db = tinyurl_harness::postgres::connect(&system.database.primary_url).await?;
+    let day_clicks = || async {
+        let row = db
+            .query_one(
+                "SELECT coalesce(sum(clicks), 0)::int8 FROM click_days WHERE code = $1 AND dimension = 0",
+                &[&code],
+            )
+            .await?;
+        anyhow::Ok(row.get::<_, i64>(0))
+    };
+    assert_eq!(day_clicks().await?, 0, "not rolled up before the command");
+
+    let rolled = system.setup.command(&["roll-up", "--all"])?;
+    let said = String::from_utf8_lossy(&rolled.stdout);
+    assert!(
+        rolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    assert!(said.contains("rolled up into days"), "{said}");
+    assert!(!said.contains(": 0 day rows"), "{said}");
+    assert_eq!(day_clicks().await?, 3);
+    let by_browser: i64 = db
+        .query_one(
+            "SELECT count(*) FROM click_days WHERE code = $1 AND dimension <> 0",
+            &[&code],
+        )
+        .await?
+        .get(0);
+    assert!(by_browser > 0, "the day rows carry the breakdowns too");
+
+    let again = system.setup.command(&["roll-up", "--all"])?;
+    assert!(again.status.success());
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(said.contains(": 0 day rows written"), "{said}");
+    assert_eq!(day_clicks().await?, 3);
+    Ok(())
+}
+
 #[tokio::test]
 async fn refuses_bad_stats_requests_and_skips_corrupt_batches() -> anyhow::Result<()> {
     let system = System::start(&[]).await?;

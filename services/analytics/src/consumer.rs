@@ -37,7 +37,7 @@ use crate::error::AnalyticsError;
 mod maintain;
 mod redis;
 
-pub use self::maintain::maintain_rollups;
+pub use self::maintain::{finished_minutes, maintain_rollups, roll_up};
 pub use self::redis::{RedisConsumer, report_lag};
 
 /// Entries read per `XREADGROUP`.

@@ -3,6 +3,9 @@
 //! directly. One set of commands, one way of printing their results, one
 //! way of ending with a failure (the exit code of its kind and its reason).
 
+use std::num::NonZeroUsize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use crate::blocklist;
 use crate::cache::{LinkCache, RedisLinkCache};
 use crate::error::WriterError;
@@ -25,6 +28,11 @@ pub enum AdminCommand {
     /// Lift a block made by block-host: links to the host go back to what
     /// their owners chose.
     UnblockHost(HostArgs),
+    /// Roll finished click minutes up into the day rollups now, as every
+    /// writer does once a minute (after a backlog was folded, before reading
+    /// days). `--all` takes the current minute too: clicks folded for it
+    /// afterwards go to its day directly.
+    RollUp(RollUpArgs),
 }
 
 /// Which store a command works on.
@@ -57,12 +65,29 @@ pub struct HostArgs {
     pub store: StoreArg,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollUpArgs {
+    /// Up to the current minute, not only the finished ones.
+    #[arg(long)]
+    pub all: bool,
+    /// Distinct values kept per link and day, as the writers keep them.
+    #[arg(
+        long,
+        env = "TINYURL_CLICKS_VALUES_PER_BUCKET",
+        default_value_t = NonZeroUsize::new(tinyurl_analytics::DEFAULT_VALUES_PER_BUCKET).unwrap_or(NonZeroUsize::MIN)
+    )]
+    pub values_per_bucket: NonZeroUsize,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
 impl AdminCommand {
     pub fn name(&self) -> &'static str {
         match self {
             Self::ApiKey(_) => "api-key",
             Self::BlockHost(_) => "block-host",
             Self::UnblockHost(_) => "unblock-host",
+            Self::RollUp(_) => "roll-up",
         }
     }
 
@@ -71,14 +96,15 @@ impl AdminCommand {
         match self {
             Self::ApiKey(KeyArgs { store, .. })
             | Self::BlockHost(HostArgs { store, .. })
-            | Self::UnblockHost(HostArgs { store, .. }) => store.database_url.as_deref(),
+            | Self::UnblockHost(HostArgs { store, .. })
+            | Self::RollUp(RollUpArgs { store, .. }) => store.database_url.as_deref(),
         }
     }
 
     /// Whether the command changes links, so their cached copies must be
     /// told (a cache to announce through is worth connecting).
     pub fn changes_links(&self) -> bool {
-        !matches!(self, Self::ApiKey(_))
+        !matches!(self, Self::ApiKey(_) | Self::RollUp(_))
     }
 
     /// The cache this command announces changed links through: `redis`
@@ -114,6 +140,7 @@ impl AdminCommand {
             Self::ApiKey(KeyArgs { command, .. }) => return keys::run(store, command, json).await,
             Self::BlockHost(HostArgs { host, .. }) => (host, true),
             Self::UnblockHost(HostArgs { host, .. }) => (host, false),
+            Self::RollUp(args) => return roll_up(store, &args, json).await,
         };
         let (entry, links) = blocklist::change(store, cache, &host, block).await?;
         let verb = blocklist::verb(block);
@@ -130,6 +157,43 @@ impl AdminCommand {
             stderr: String::new(),
         })
     }
+}
+
+/// `roll-up`: the minutes up to now (`--all`) or the finished ones, in
+/// slices as the writers take them.
+async fn roll_up(
+    store: &dyn LinkStore,
+    args: &RollUpArgs,
+    json: bool,
+) -> Result<Report, WriterError> {
+    let now = SystemTime::now();
+    let through = if args.all {
+        tinyurl_analytics::minute_of(now)
+    } else {
+        tinyurl_analytics::consumer::finished_minutes(now)
+    };
+    let mut rows = 0;
+    tinyurl_analytics::consumer::roll_up(
+        store.clicks().as_ref(),
+        through,
+        args.values_per_bucket.get(),
+        || false,
+        |slice| rows += slice,
+    )
+    .await?;
+    // The minute's end: everything before it is in the day rollups.
+    let until =
+        UNIX_EPOCH + Duration::from_secs((i64::from(through) + 1).max(0).unsigned_abs() * 60);
+    let until = humantime::format_rfc3339_seconds(until).to_string();
+    let stdout = if json {
+        serde_json::json!({ "rolled_up_until": until, "day_rows": rows }).to_string()
+    } else {
+        format!("clicks before {until} rolled up into days: {rows} day rows written")
+    };
+    Ok(Report {
+        stdout,
+        stderr: String::new(),
+    })
 }
 
 /// A failed command as both command lines end it.

@@ -681,7 +681,7 @@ async fn import(connection: &Connection, args: &ImportArgs, json: bool) -> Resul
     Ok(())
 }
 
-/// `api-key`, `block-host` or `unblock-host` on the store directly
+/// `api-key`, `block-host`, `unblock-host` or `roll-up` on the store directly
 /// (`--database-url`, else the `tinyurl up` default), announcing changed
 /// links through Redis when TINYURL_REDIS_URL is set (a running `tinyurl
 /// up` sees the stored list change by itself).

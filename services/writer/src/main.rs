@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `api-key`, `block-host` or `unblock-host` on this writer's store (or
+/// `api-key`, `block-host`, `unblock-host` or `roll-up` on this writer's store (or
 /// the one `--database-url` names), announcing changed links through its
 /// Redis; a refusal ends with the exit code of its kind, as `tinyurl`'s.
 async fn administer(mut config: Config, command: AdminCommand) -> anyhow::Result<ExitCode> {

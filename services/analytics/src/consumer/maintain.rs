@@ -8,6 +8,32 @@ use super::*;
 /// itself).
 const ROLL_UP_GRACE_MINUTES: i32 = 2;
 
+/// The last minute the periodic roll-up takes at `now`: the finished
+/// minutes, less the grace.
+pub fn finished_minutes(now: SystemTime) -> i32 {
+    minute_of(now) - ROLL_UP_GRACE_MINUTES
+}
+
+/// Rolls every minute up to `through` into days, a slice per transaction,
+/// until caught up or `stop()` says so; `rolled` is told each slice's day
+/// rows as it commits (a later failure does not take them back).
+pub async fn roll_up(
+    store: &dyn ClickStore,
+    through: i32,
+    values: usize,
+    stop: impl Fn() -> bool,
+    mut rolled: impl FnMut(u64),
+) -> Result<(), AnalyticsError> {
+    while !stop() {
+        let done = store.roll_up_days(through, values).await?;
+        rolled(done.rows);
+        if done.caught_up {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// The periodic upkeep of the rollups, on every writer (the stores make
 /// concurrent runs safe): every `maintain_every`, roll finished minutes up
 /// into days; every `prune_every`, delete minute rollups past their
@@ -27,25 +53,18 @@ pub async fn maintain_rollups(
         .clone()
         .every(settings.maintain_every, || async {
             let now = SystemTime::now();
-            let through = minute_of(now) - ROLL_UP_GRACE_MINUTES;
             let started = Instant::now();
-            while !stopping.is_stopping() {
-                match store
-                    .roll_up_days(through, settings.values_per_bucket)
-                    .await
-                {
-                    Ok(done) => {
-                        rolled.increment(done.rows);
-                        if done.caught_up {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        errors.increment(1);
-                        tracing::warn!(error = error.public_message(), "click roll-up failed");
-                        break;
-                    }
-                }
+            let done = roll_up(
+                store.as_ref(),
+                finished_minutes(now),
+                settings.values_per_bucket,
+                || stopping.is_stopping(),
+                |rows| rolled.increment(rows),
+            )
+            .await;
+            if let Err(error) = done {
+                errors.increment(1);
+                tracing::warn!(error = error.public_message(), "click roll-up failed");
             }
             rolling_up.record(started.elapsed().as_secs_f64());
             let prune_due = match last_prune.lock() {
