@@ -7,7 +7,9 @@
 //! `BatchCreateLinks`; redirects answered from L1, from Redis and from the
 //! replica; and the clicks of a Zipf workload folded by the writer's
 //! consumer while nothing else runs (the writer is stopped with SIGSTOP while
-//! the clicks are made, then let go). For every phase it records the CPU
+//! the clicks are made, then let go), then the roll-up of their minutes into
+//! days, run at a set point by the writer's `roll-up` command rather than
+//! whenever the writer's once-a-minute timer falls. For every phase it records the CPU
 //! seconds each process used (Postgres with its backends), the Redis
 //! commands and the Postgres transactions, row writes and WAL bytes, so the
 //! figures are per core of the component that did the work rather than per
@@ -31,7 +33,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use tinyurl_harness::process::{ScratchDir, cpu_seconds_tree, find_binary};
+use tinyurl_harness::process::{
+    ScratchDir, cpu_seconds_tree, find_binary, reaped_children_cpu_seconds,
+};
 use tinyurl_harness::services::{ServiceProcess, metric, start_redirect};
 use tinyurl_harness::system::PUBLIC_BASE_URL;
 use tinyurl_harness::{PgServer, Stack};
@@ -67,11 +71,15 @@ struct Args {
     /// evicted or expired, codes never cached) and the replica must.
     #[arg(long, default_value_t = 0.01)]
     database_share: f64,
-    /// Print the primary's statements of the fold phase, dearest first
+    /// Print the primary's statements of the fold and roll-up phases, dearest first
     /// (from `pg_stat_statements`): where the consumer's database time goes.
     #[arg(long)]
     statements: bool,
 }
+
+/// The least CPU seconds of a component in a phase that a figure is made
+/// of: the kernel counts in 0.01 s ticks.
+const MEASURABLE_CPU: f64 = 0.05;
 
 /// What one phase cost: its operations, wall seconds, CPU seconds per
 /// component, Redis commands and Postgres activity.
@@ -96,7 +104,7 @@ impl Phase {
     /// little CPU to measure (under 0.05 s at the kernel's 0.01 s ticks).
     fn per_core(&self, component: &str) -> f64 {
         let cpu = self.cpu(component);
-        if cpu < 0.05 {
+        if cpu < MEASURABLE_CPU {
             return f64::NAN;
         }
         self.operations / cpu
@@ -105,6 +113,15 @@ impl Phase {
     /// CPU seconds of `component` per operation.
     fn cost(&self, component: &str) -> f64 {
         self.cpu(component) / self.operations.max(1.0)
+    }
+
+    /// [`Self::cost`] as a figure: NaN when the component used too little
+    /// CPU to measure, as [`Self::per_core`].
+    fn measured_cost(&self, component: &str) -> f64 {
+        if self.cpu(component) < MEASURABLE_CPU {
+            return f64::NAN;
+        }
+        self.cost(component)
     }
 
     fn redis_per_op(&self, filter: impl Fn(&str) -> bool) -> f64 {
@@ -185,6 +202,12 @@ impl Run {
             .get(name)
             .with_context(|| format!("the run has no {name} phase"))
     }
+
+    /// The roll-up phase; all zeros in runs made before it was measured on
+    /// its own (their fold phase held a roll-up or not, by chance).
+    fn roll_up(&self) -> Phase {
+        self.phases.get(ROLL_UP).cloned().unwrap_or_default()
+    }
 }
 
 const CREATE_GRPC: &str = "create-grpc";
@@ -196,6 +219,7 @@ const REDIRECT_REPLICA: &str = "redirect-replica";
 const NGINX: &str = "nginx";
 const ZIPF: &str = "redirect-zipf";
 const FOLD: &str = "fold";
+const ROLL_UP: &str = "roll-up";
 
 /// Postgres flushes a backend's statistics at most once a second and an
 /// idle backend's within ten: wait this long before reading them.
@@ -503,8 +527,19 @@ async fn measure(args: &Args) -> anyhow::Result<Run> {
         Duration::from_secs(5),
     )?;
     system.drain_clicks().await?;
+    // Every minute so far into days, and the Zipf clicks in a minute of
+    // their own: the writer's periodic roll-up (of minutes two old) then has
+    // nothing to do until after the fold phase, and the roll-up of the
+    // Zipf minutes is measured as its own phase.
+    system.roll_up()?;
+    let into_minute = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs()
+        % 60;
+    tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
     let writer_admin = system.writer.admin_addr();
     let folded_before = metric(writer_admin, "writer_clicks_folded_total", &[]).await?;
+    let rolled_before = metric(writer_admin, "writer_click_day_rows_rolled_total", &[]).await?;
     system.writer.freeze()?;
     let admin = system.zipf.admin_addr();
     let zipf_phase = meter
@@ -544,10 +579,39 @@ async fn measure(args: &Args) -> anyhow::Result<Run> {
         fold.operations,
         zipf_phase.operations
     );
+    let rolled =
+        metric(writer_admin, "writer_click_day_rows_rolled_total", &[]).await? - rolled_before;
+    anyhow::ensure!(
+        rolled == 0.0,
+        "the writer's own roll-up wrote {rolled} day rows during the fold phase \
+         (the Zipf and fold phases took over two minutes: fewer --seconds or --rounds)"
+    );
+    if args.statements {
+        system.print_statements(FOLD).await?;
+        system.reset_statements().await?;
+    }
+    let mut day_rows = 0.0;
+    let mut command_cpu = 0.0;
+    let mut roll_up = meter
+        .phase(|| async {
+            let before = reaped_children_cpu_seconds();
+            day_rows = system.roll_up()?;
+            command_cpu = reaped_children_cpu_seconds() - before;
+            Ok((
+                fold.operations,
+                BTreeMap::from([("day_rows".to_owned(), day_rows)]),
+            ))
+        })
+        .await?;
+    // The same code as the writer's periodic roll-up, run by the writer's
+    // binary as a command: its CPU is the writer's part.
+    *roll_up.cpu.entry("writer".to_owned()).or_default() += command_cpu;
+    anyhow::ensure!(day_rows > 0.0, "the roll-up phase rolled up nothing");
     record(&mut run, ZIPF, zipf_phase);
     record(&mut run, FOLD, fold);
+    record(&mut run, ROLL_UP, roll_up);
     if args.statements {
-        system.print_statements().await?;
+        system.print_statements(ROLL_UP).await?;
     }
 
     let (bytes_per_link, links, bytes_per_rollup_row, target_bytes) = system.bytes().await?;
@@ -756,6 +820,21 @@ impl System {
         }
     }
 
+    /// Rolls every minute folded so far up into days with the writer's
+    /// `roll-up --all` command; the day rows it wrote.
+    fn roll_up(&self) -> anyhow::Result<f64> {
+        let output = self.stack.setup.command(&["roll-up", "--all"])?;
+        let said = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(
+            output.status.success(),
+            "roll-up failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        said.rsplit_once(": ")
+            .and_then(|(_, rows)| rows.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("roll-up said {said:?}"))
+    }
+
     /// Forgets the primary's statement statistics (creating the extension
     /// the server preloads).
     async fn reset_statements(&self) -> anyhow::Result<()> {
@@ -770,8 +849,8 @@ impl System {
     }
 
     /// The primary's statements since [`Self::reset_statements`], by time
-    /// spent executing them.
-    async fn print_statements(&self) -> anyhow::Result<()> {
+    /// spent executing them, under the phase's name.
+    async fn print_statements(&self, phase: &str) -> anyhow::Result<()> {
         let client = self.primary().await?;
         let rows = client
             .query(
@@ -781,6 +860,7 @@ impl System {
             )
             .await
             .context("cannot read pg_stat_statements")?;
+        eprintln!("the {phase} phase's statements on the primary:");
         eprintln!("{:>10} {:>8} {:>9}  statement", "ms", "calls", "rows");
         for row in rows {
             let (ms, calls, count, query): (f64, i64, i64, String) = (
@@ -901,6 +981,7 @@ fn figures(run: &Run) -> anyhow::Result<Vec<Figure>> {
         run.phase(CREATE_BATCH)?,
     );
     let (zipf, fold) = (run.phase(ZIPF)?, run.phase(FOLD)?);
+    let roll_up = run.roll_up();
     let stream = |name: &str| name.starts_with('x');
     Ok(vec![
         figure(
@@ -990,7 +1071,7 @@ fn figures(run: &Run) -> anyhow::Result<Vec<Figure>> {
         ),
         figure(
             "idalloc CPU seconds per million creates",
-            1e6 * grpc.cost("idalloc"),
+            1e6 * grpc.measured_cost("idalloc"),
             "s",
         ),
         figure("Redis commands per create", grpc.redis_per_op(|_| true), ""),
@@ -1057,6 +1138,26 @@ fn figures(run: &Run) -> anyhow::Result<Vec<Figure>> {
             1e6 * fold.cost("postgres-primary"),
             "ms",
         ),
+        figure(
+            "roll-up CPU per 1,000 clicks (writer)",
+            1e6 * roll_up.cost("writer"),
+            "ms",
+        ),
+        figure(
+            "roll-up CPU per 1,000 clicks (primary)",
+            1e6 * roll_up.cost("postgres-primary"),
+            "ms",
+        ),
+        figure(
+            "Postgres row writes per click rolled up",
+            roll_up.primary.rows_written / roll_up.operations.max(1.0),
+            "",
+        ),
+        figure(
+            "WAL bytes per click rolled up",
+            roll_up.primary.wal_bytes / roll_up.operations.max(1.0),
+            "B",
+        ),
         figure("average target URL length", run.target_bytes, "B"),
         figure(
             "bytes per link (table and indexes)",
@@ -1090,7 +1191,11 @@ fn render(run: &Run, database_share: f64) -> anyhow::Result<String> {
             "| {} | {} {} |",
             figure.label,
             human(figure.value),
-            figure.unit
+            if figure.value.is_nan() {
+                ""
+            } else {
+                figure.unit
+            }
         )?;
     }
     let (zipf, fold, grpc, replica) = (
@@ -1099,6 +1204,7 @@ fn render(run: &Run, database_share: f64) -> anyhow::Result<String> {
         run.phase(CREATE_GRPC)?,
         run.phase(REDIRECT_REPLICA)?,
     );
+    let roll_up = run.roll_up();
     let hit = value(&figures, "Zipf L1 hit ratio");
     let replay_per_core = value(
         &figures,
@@ -1113,22 +1219,24 @@ fn render(run: &Run, database_share: f64) -> anyhow::Result<String> {
     )?;
     writeln!(
         out,
-        "| redirects/s | redirect cores (pods) | Redis cores (shards) | consumer cores (writer pods) | primary cores for folds | replica cores (replicas) | WAL MB/s | replay busy | first limit |"
+        "| redirects/s | redirect cores (pods) | Redis cores (shards) | consumer cores (writer pods) | primary cores for clicks | replica cores (replicas) | WAL MB/s | replay busy | first limit |"
     )?;
     writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
     for rate in [10_000.0, 100_000.0, 1_000_000.0] {
         let database = rate * database_share;
         let redirect = rate * zipf.cost("redirect") + database * replica.cost("redirect");
         let redis = rate * (zipf.cost("redis") + fold.cost("redis"));
-        let consumer = rate * fold.cost("writer");
-        let primary = rate * fold.cost("postgres-primary");
-        let wal = rate * fold.primary.wal_bytes / fold.operations.max(1.0);
+        let consumer = rate * (fold.cost("writer") + roll_up.cost("writer"));
+        let primary = rate * (fold.cost("postgres-primary") + roll_up.cost("postgres-primary"));
+        let wal = rate
+            * (fold.primary.wal_bytes / fold.operations.max(1.0)
+                + roll_up.primary.wal_bytes / roll_up.operations.max(1.0));
         let replay = wal / replay_per_core / (REPLAY_CORES * UTILISATION);
         let replicas = database * replica.cost("postgres-replica");
         let primary_busy = primary / (PRIMARY_CORES * UTILISATION);
         let limit = first_limit(
             &[
-                ("the primary (click folds)", primary_busy),
+                ("the primary (clicks)", primary_busy),
                 ("WAL replay on each replica", replay),
             ],
             &[
@@ -1266,15 +1374,20 @@ fn compare(first: &Run, second: &Run) -> anyhow::Result<String> {
     let mut out = String::from("| figure | first | second | difference |\n|---|---:|---:|---:|\n");
     let mut worst = 0.0_f64;
     for (a, b) in first.iter().zip(&second) {
-        let difference = (b.value - a.value) / a.value.abs().max(f64::MIN_POSITIVE);
-        worst = worst.max(difference.abs());
+        // A figure too small to measure in either run has no difference.
+        let difference = if a.value.is_nan() || b.value.is_nan() {
+            "not compared".to_owned()
+        } else {
+            let difference = (b.value - a.value) / a.value.abs().max(f64::MIN_POSITIVE);
+            worst = worst.max(difference.abs());
+            format!("{:+.1}%", difference * 100.0)
+        };
         writeln!(
             out,
-            "| {} | {} | {} | {:+.1}% |",
+            "| {} | {} | {} | {difference} |",
             a.label,
             human(a.value),
             human(b.value),
-            difference * 100.0
         )?;
     }
     writeln!(out, "\nlargest difference: {:.1}%", worst * 100.0)?;

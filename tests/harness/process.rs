@@ -133,6 +133,25 @@ pub fn signal_tree(child: &Child, signal: Signal) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU seconds of this process's children that it has waited for: a
+/// command's cost, read before and after running it.
+pub fn reaped_children_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // After the name: state (3), ppid, ... cutime (16), cstime (17).
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
+        .and_then(|fields| {
+            fields
+                .get(13..15)
+                .map(|both| both.iter().filter_map(|f| f.parse::<u64>().ok()).sum())
+        })
+        .unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
 /// CPU seconds used so far by `root` and its direct children (Postgres
 /// backends are the postmaster's), the children it has already reaped
 /// included. `/proc` counts in USER_HZ, 100 per second on Linux.
