@@ -2,7 +2,9 @@
 //! same run on the same machine, with wrk at fixed connections and duration.
 //!
 //! Variants: (a) a hot code served from L1, clicks counted for analytics;
-//! (o) the same with analytics off; (b) L1 off, every request a Redis GET;
+//! (o) the same with analytics off; (h) and (f) the L1 and Redis paths'
+//! floors (hyper answering from a map, or after one Redis GET: `floor.rs`);
+//! (b) L1 off, every request a Redis GET;
 //! (c) Zipf(s = 1.0) over `--links` links with L1 sized to 1% of them, with
 //! the writer's analytics consumer folding every click (its stream lag and
 //! fold rate are reported); (u) `tinyurl up`, the embedded system, serving a
@@ -62,20 +64,24 @@ struct Args {
     #[arg(long)]
     server_threads: Option<usize>,
     /// Variants to run: a (L1 hit), o (L1 hit, analytics off), b (L1 off),
-    /// q (L1 off, analytics off), f (the Redis path's floor), c (Zipf),
+    /// q (L1 off, analytics off), f (the Redis path's floor), h (the L1
+    /// path's floor), c (Zipf),
     /// u (`tinyurl up`), r (L1 hit of a link with rules), v (L1 hit of a
     /// capped link).
-    #[arg(long, value_delimiter = ',', default_value = "a,o,b,q,f,c,u,r,v")]
+    #[arg(long, value_delimiter = ',', default_value = "a,o,h,b,q,f,c,u,r,v")]
     variants: Vec<char>,
     /// Links created for the Zipf workload.
     #[arg(long, default_value_t = 1_000_000)]
     links: usize,
     /// Serve the Redis path's floor (see `floor.rs`) on this address
-    /// instead of benchmarking: variant (f) runs this binary so.
+    /// instead of benchmarking: variants (f) and (h) run this binary so.
     #[arg(long, hide = true, requires = "floor_redis")]
     serve_floor: Option<SocketAddr>,
     #[arg(long, hide = true)]
     floor_redis: Option<String>,
+    /// The floor keeps what it looked up (the L1 path's floor).
+    #[arg(long, hide = true)]
+    floor_memory: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -85,6 +91,7 @@ enum Variant {
     Redis,
     RedisNoAnalytics,
     Floor,
+    L1Floor,
     Zipf,
     Embedded,
     Rules,
@@ -100,6 +107,7 @@ impl Variant {
             Self::Redis => 'b',
             Self::RedisNoAnalytics => 'q',
             Self::Floor => 'f',
+            Self::L1Floor => 'h',
             Self::Zipf => 'c',
             Self::Embedded => 'u',
             Self::Rules => 'r',
@@ -114,6 +122,7 @@ impl Variant {
             Self::Redis => "(b) L1 off, Redis GET",
             Self::RedisNoAnalytics => "(q) L1 off, Redis GET, analytics off",
             Self::Floor => "(f) floor: hyper + one fred GET",
+            Self::L1Floor => "(h) L1 floor: hyper + a per-thread map",
             Self::Zipf => "(c) Zipf 1M, L1 1%",
             Self::Embedded => "(u) tinyurl up, L1 hit",
             Self::Rules => "(r) L1 hit, 3 rules + UTM",
@@ -126,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let (Some(addr), Some(redis)) = (args.serve_floor, &args.floor_redis) {
         let threads = args.server_threads.unwrap_or(1);
-        return floor::serve(addr, redis, threads);
+        return floor::serve(addr, redis, threads, args.floor_memory);
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -146,7 +155,7 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
     let split_variants = args
         .variants
         .iter()
-        .any(|letter| "aobqfcrv".contains(*letter));
+        .any(|letter| "aohbqfcrv".contains(*letter));
     let split = if split_variants {
         Some(SplitSystem::start(&args, server_threads, scratch.path()).await?)
     } else {
@@ -177,6 +186,7 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
         for variant in [
             Variant::L1,
             Variant::L1NoAnalytics,
+            Variant::L1Floor,
             Variant::Redis,
             Variant::RedisNoAnalytics,
             Variant::Floor,
@@ -219,6 +229,12 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
                     None,
                     split.hot_path(),
                     split.redis.admin_addr(),
+                ),
+                (Variant::L1Floor, Some(split), _) => (
+                    split.l1_floor.addr,
+                    None,
+                    split.hot_path(),
+                    split.l1.admin_addr(),
                 ),
                 (Variant::Zipf, Some(split), _) => (
                     split.zipf.listen_addr(),
@@ -339,6 +355,7 @@ struct SplitSystem {
     redis: ServiceProcess,
     redis_quiet: ServiceProcess,
     floor: Floor,
+    l1_floor: Floor,
     zipf: ServiceProcess,
     zipf_script: PathBuf,
 }
@@ -381,7 +398,8 @@ impl SplitSystem {
                 ("TINYURL_CLICKS_ENABLED", "false"),
             ]))
             .await?;
-        let floor = Floor::start(&system.redis.url(), server_threads)?;
+        let floor = Floor::start(&system.redis.url(), server_threads, false)?;
+        let l1_floor = Floor::start(&system.redis.url(), server_threads, true)?;
         let mut zipf_env = env(&[]);
         zipf_env.push(("TINYURL_L1_CAPACITY", &zipf_l1));
         let zipf = system.start_redirect(&zipf_env).await?;
@@ -396,6 +414,7 @@ impl SplitSystem {
             redis.listen_addr(),
             redis_quiet.listen_addr(),
             floor.addr,
+            l1_floor.addr,
         ] {
             let status = http_request(addr, "GET", &format!("/{hot}")).await?.status;
             anyhow::ensure!(status == 302, "warm-up answered {status}");
@@ -424,6 +443,7 @@ impl SplitSystem {
             redis,
             redis_quiet,
             floor,
+            l1_floor,
             zipf,
             zipf_script,
         })
@@ -468,16 +488,20 @@ async fn ruled_link(system: &System) -> anyhow::Result<String> {
     Ok(link.code)
 }
 
-/// This binary serving the Redis path's floor ([`floor`]).
+/// This binary serving the Redis or the L1 path's floor ([`floor`]).
 struct Floor {
     child: std::process::Child,
     addr: SocketAddr,
 }
 
 impl Floor {
-    fn start(redis_url: &str, threads: usize) -> anyhow::Result<Self> {
+    fn start(redis_url: &str, threads: usize, memory: bool) -> anyhow::Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], tinyurl_harness::free_port()?));
-        let child = std::process::Command::new(std::env::current_exe()?)
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        if memory {
+            command.arg("--floor-memory");
+        }
+        let child = command
             .arg("--serve-floor")
             .arg(addr.to_string())
             .arg("--floor-redis")
