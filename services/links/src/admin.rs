@@ -241,7 +241,7 @@ mod tests {
             .get_subcommands()
             .map(clap::Command::get_name)
             .collect();
-        assert_eq!(names, ["api-key", "block-host", "unblock-host"]);
+        assert_eq!(names, ["api-key", "block-host", "unblock-host", "roll-up"]);
         let block = AdminCommand::BlockHost(HostArgs {
             host: "bad.example".to_owned(),
             store: StoreArg {
@@ -251,5 +251,13 @@ mod tests {
         assert_eq!(block.name(), "block-host");
         assert_eq!(block.database_url(), Some("sqlite:x.db"));
         assert!(block.changes_links());
+        let roll_up = AdminCommand::RollUp(RollUpArgs {
+            all: true,
+            values_per_bucket: NonZeroUsize::MIN,
+            store: StoreArg { database_url: None },
+        });
+        assert_eq!(roll_up.name(), "roll-up");
+        assert_eq!(roll_up.database_url(), None);
+        assert!(!roll_up.changes_links(), "nothing to announce");
     }
 }
