@@ -133,23 +133,25 @@ pub fn signal_tree(child: &Child, signal: Signal) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sum of the clock-tick fields `fields` of `/proc/<process>/stat`,
+/// counted from the first field after the name (the state is 0: utime is
+/// 11, stime 12, cutime 13, cstime 14).
+fn stat_ticks(process: &str, fields: std::ops::Range<usize>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).ok()?;
+    let after_name: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(
+        after_name
+            .get(fields)?
+            .iter()
+            .filter_map(|field| field.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 /// CPU seconds of this process's children that it has waited for: a
 /// command's cost, read before and after running it.
 pub fn reaped_children_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // After the name: state (3), ppid, ... cutime (16), cstime (17).
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
-        .and_then(|fields| {
-            fields
-                .get(13..15)
-                .map(|both| both.iter().filter_map(|f| f.parse::<u64>().ok()).sum())
-        })
-        .unwrap_or(0);
-    ticks as f64 / 100.0
+    stat_ticks("self", 13..15).unwrap_or(0) as f64 / 100.0
 }
 
 /// CPU seconds used so far by `root` and its direct children (Postgres
@@ -161,18 +163,7 @@ pub fn cpu_seconds_tree(root: u32) -> f64 {
     };
     let ticks: u64 = std::iter::once(parent)
         .chain(children_of(parent))
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // After the name: state (3), ppid, ... utime (14), stime, cutime, cstime.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            Some(
-                fields
-                    .get(11..15)?
-                    .iter()
-                    .filter_map(|field| field.parse::<u64>().ok())
-                    .sum::<u64>(),
-            )
-        })
+        .filter_map(|pid| stat_ticks(&pid.to_string(), 11..15))
         .sum();
     ticks as f64 / 100.0
 }
