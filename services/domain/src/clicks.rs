@@ -323,48 +323,74 @@ fn is_label_token(value: &str) -> bool {
 /// is not an absolute http(s) URL), [`OTHER`] when the host is not a plain
 /// host name or IP address.
 pub fn referrer_host(header: Option<&[u8]>) -> Referrer<'_> {
+    // Byte by byte rather than with `str` patterns: this runs on every
+    // counted redirect, and the delimiters are all ASCII, which never occur
+    // inside a multi-byte UTF-8 sequence, so the answer is the same.
     let Some(header) = header else {
         return Referrer::Direct;
     };
-    let Ok(header) = std::str::from_utf8(header) else {
+    if !header.is_ascii() && std::str::from_utf8(header).is_err() {
         return Referrer::Other;
+    }
+    let Some(scheme_end) = find_scheme_end(header) else {
+        return Referrer::Direct;
     };
-    let rest = match header.split_once("://") {
-        Some((scheme, rest))
-            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
-        {
-            rest
-        }
-        _ => return Referrer::Direct,
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
-    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+    let scheme = &header[..scheme_end];
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return Referrer::Direct;
+    }
+    let rest = &header[scheme_end + 3..];
+    let authority = rest
+        .iter()
+        .position(|byte| matches!(byte, b'/' | b'?' | b'#'))
+        .map_or(rest, |end| &rest[..end]);
+    let host_port = authority
+        .iter()
+        .rposition(|byte| *byte == b'@')
+        .map_or(authority, |at| &authority[at + 1..]);
+    if let Some(bracketed) = host_port.strip_prefix(b"[") {
         // An IPv6 literal keeps its colons; it is not a host name token.
-        return if bracketed.contains(']') {
+        return if bracketed.contains(&b']') {
             Referrer::Other
         } else {
             Referrer::Direct
         };
-    } else {
-        host_port.split(':').next().unwrap_or_default()
-    };
-    let host = host.trim_end_matches('.');
-    let host = match host.get(..4) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("www.") => &host[4..],
-        _ => host,
-    };
+    }
+    let mut host = host_port
+        .iter()
+        .position(|byte| *byte == b':')
+        .map_or(host_port, |colon| &host_port[..colon]);
+    while let [rest @ .., b'.'] = host {
+        host = rest;
+    }
+    if host.len() >= 4 && host[..4].eq_ignore_ascii_case(b"www.") {
+        host = &host[4..];
+    }
     if host.is_empty() {
         return Referrer::Direct;
     }
     if host.len() > MAX_VALUE_LEN
         || !host
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-.".contains(&byte))
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-.".contains(byte))
     {
         return Referrer::Other;
     }
-    Referrer::Host(host)
+    // All ASCII by the check above.
+    std::str::from_utf8(host).map_or(Referrer::Other, Referrer::Host)
+}
+
+/// Where the first `://` of `header` starts.
+fn find_scheme_end(header: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(offset) = header[from..].iter().position(|byte| *byte == b':') {
+        let colon = from + offset;
+        if header[colon + 1..].starts_with(b"//") {
+            return Some(colon);
+        }
+        from = colon + 1;
+    }
+    None
 }
 
 /// A request's referrer dimension, before lowercasing (done once per
@@ -565,5 +591,82 @@ mod tests {
             Referrer::Other
         );
         assert_eq!(referrer_host(Some(b"https://\xff.com/")), Referrer::Other);
+    }
+
+    /// [`referrer_host`] as it was written first, with `str` patterns: the
+    /// byte-by-byte one must answer the same for every header.
+    fn referrer_host_by_str(header: Option<&[u8]>) -> Referrer<'_> {
+        let Some(header) = header else {
+            return Referrer::Direct;
+        };
+        let Ok(header) = std::str::from_utf8(header) else {
+            return Referrer::Other;
+        };
+        let rest = match header.split_once("://") {
+            Some((scheme, rest))
+                if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+            {
+                rest
+            }
+            _ => return Referrer::Direct,
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host_port = authority.rsplit('@').next().unwrap_or_default();
+        let host = if let Some(bracketed) = host_port.strip_prefix('[') {
+            return if bracketed.contains(']') {
+                Referrer::Other
+            } else {
+                Referrer::Direct
+            };
+        } else {
+            host_port.split(':').next().unwrap_or_default()
+        };
+        let host = host.trim_end_matches('.');
+        let host = match host.get(..4) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("www.") => &host[4..],
+            _ => host,
+        };
+        if host.is_empty() {
+            return Referrer::Direct;
+        }
+        if host.len() > MAX_VALUE_LEN
+            || !host
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-.".contains(&byte))
+        {
+            return Referrer::Other;
+        }
+        Referrer::Host(host)
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_048))]
+        #[test]
+        fn referrer_hosts_read_by_bytes_as_by_str(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "a", "Z9", "ex-ample", ".", "-", ":", "/", "?", "#", "@", "[", "]",
+                        "www.", "WwW.", "://", "http", "https", " ", "_", "\u{e9}", "\u{20ac}",
+                    ])
+                    .prop_map(|piece| piece.as_bytes().to_vec()),
+                    proptest::num::u8::ANY.prop_map(|byte| vec![byte]),
+                ],
+                0..16,
+            ),
+            prefix in proptest::sample::select(vec![
+                "", "http://", "HTTPS://", "https://www.", "ftp://", "http:/", "https://a@",
+                "http://[", "https://wWw.", "http:://", "https://u:p@",
+            ]),
+        ) {
+            let mut raw = prefix.as_bytes().to_vec();
+            raw.extend(pieces.concat());
+            proptest::prop_assert_eq!(
+                referrer_host(Some(&raw)),
+                referrer_host_by_str(Some(&raw))
+            );
+        }
     }
 }

@@ -22,8 +22,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use axum::http::HeaderMap;
 use axum::http::header::{REFERER, USER_AGENT};
+use axum::http::{HeaderMap, HeaderName};
 use foldhash::fast::FixedState;
 use tinyurl_domain::clicks::{
     DIRECT, MAX_VALUE_LEN, NOT_RECORDED, OTHER, Referrer, UNKNOWN_COUNTRY, minute_of, path_token,
@@ -148,11 +148,17 @@ fn recorded(on: bool, value: &str) -> &str {
     if on { value } else { NOT_RECORDED }
 }
 
+/// Header names read on every counted redirect, as constants: a name
+/// given as a string is parsed on every lookup.
+const DNT: HeaderName = HeaderName::from_static("dnt");
+const SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Whether the request asks not to be tracked: `DNT: 1` or `Sec-GPC: 1`.
 fn asks_not_to_be_tracked(headers: &HeaderMap) -> bool {
-    ["dnt", "sec-gpc"].iter().any(|name| {
+    [DNT, SEC_GPC].iter().any(|name| {
         headers
-            .get(*name)
+            .get(name)
             .is_some_and(|value| value.as_bytes() == b"1")
     })
 }
@@ -173,14 +179,19 @@ pub struct Clicks {
     visitors_dropped: metrics::Counter,
 }
 
+/// The shards' maps, keyed by hashes already taken: foldhash with a seed of
+/// each map's own spreads them (std's SipHash cost more than the rest of a
+/// lookup), and the seed keeps crafted keys from piling into one bucket.
+type ByHash<V> = HashMap<u64, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Shard {
     /// By the hash of the whole key; a collision shares the vector.
-    counts: HashMap<u64, Vec<Counted>>,
+    counts: ByHash<Vec<Counted>>,
     /// Referrer host hashes seen per code hash, for the per-code bound.
-    referrers: HashMap<u64, Vec<u64>>,
+    referrers: ByHash<Vec<u64>>,
     /// The visits of each link day since the last flush, by code hash.
-    visitors: HashMap<u64, Vec<DayVisits>>,
+    visitors: ByHash<Vec<DayVisits>>,
 }
 
 /// The distinct visits to one link on one day: digest → the visitor's
@@ -188,7 +199,7 @@ struct Shard {
 struct DayVisits {
     code: Box<str>,
     day: i32,
-    digests: HashMap<u64, AgentKey>,
+    digests: ByHash<AgentKey>,
 }
 
 /// The visitors of one link day a batch carries: digests of people's
@@ -363,7 +374,7 @@ impl Clicks {
         let wants_country = dimensions.country && !private && self.countries.is_some();
         let wants_visitor = self.privacy.unique_visitors && !private;
         let client = peer.filter(|_| wants_country || wants_visitor).map(|peer| {
-            let forwarded = headers.get("x-forwarded-for").map(|value| value.as_bytes());
+            let forwarded = headers.get(X_FORWARDED_FOR).map(|value| value.as_bytes());
             self.trusted_proxies.client(peer, forwarded)
         });
         let country = match (&self.countries, client) {
@@ -446,7 +457,7 @@ impl Clicks {
                 days.push(DayVisits {
                     code: code.into(),
                     day,
-                    digests: HashMap::new(),
+                    digests: ByHash::default(),
                 });
                 days.len() - 1
             }
@@ -536,8 +547,9 @@ impl Clicks {
     /// order: a request registers its agent before it counts its click, so
     /// every agent of a drained click is pending by now; classifying first
     /// would miss one registered in between, and its click would be sent as
-    /// "other" (a bot counted as a person).
-    fn take_batches(&self) -> Vec<PendingBatch> {
+    /// "other" (a bot counted as a person). Public for `bench-clicks`, which
+    /// measures the flusher's share of the click path.
+    pub fn take_batches(&self) -> Vec<PendingBatch> {
         let (drained, visits) = self.drain();
         self.agents.classify_pending();
         // Each link day's people, with the batch that holds the link's first
