@@ -33,7 +33,7 @@ use clap::Parser;
 use nginx::Nginx;
 use tinyurl_harness::ServiceProcess;
 use tinyurl_harness::embedded::Embedded;
-use tinyurl_harness::process::{ScratchDir, find_binary};
+use tinyurl_harness::process::{ScratchDir, cpu_seconds_tree, find_binary};
 use tinyurl_harness::services::{http_request, metric};
 use tinyurl_harness::system::System;
 use tinyurl_proto::v1::{BatchCreateLinksRequest, CreateLinkRequest, batch_create_links_result};
@@ -179,9 +179,9 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
     let mut table = String::new();
     writeln!(
         table,
-        "| conns | variant | req/s | p50 / p99 / p99.9 ms | nginx req/s | nginx p50 / p99 / p99.9 ms | ratio | p99 ÷ nginx p99 | notes |"
+        "| conns | variant | req/s | p50 / p99 / p99.9 ms | nginx req/s | nginx p50 / p99 / p99.9 ms | ratio | p99 ÷ nginx p99 | server CPU µs/req (nginx) | per-core ratio | notes |"
     )?;
-    writeln!(table, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     for &connections in &args.connections {
         for variant in [
             Variant::L1,
@@ -198,30 +198,34 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
             if !args.variants.contains(&variant.letter()) {
                 continue;
             }
-            let (target, script, path, admin) = match (variant, &split, &embedded) {
+            let (target, script, path, admin, server) = match (variant, &split, &embedded) {
                 (Variant::L1, Some(split), _) => (
                     split.l1.listen_addr(),
                     None,
                     split.hot_path(),
                     split.l1.admin_addr(),
+                    split.l1.pid(),
                 ),
                 (Variant::L1NoAnalytics, Some(split), _) => (
                     split.quiet.listen_addr(),
                     None,
                     split.hot_path(),
                     split.quiet.admin_addr(),
+                    split.quiet.pid(),
                 ),
                 (Variant::Redis, Some(split), _) => (
                     split.redis.listen_addr(),
                     None,
                     split.hot_path(),
                     split.redis.admin_addr(),
+                    split.redis.pid(),
                 ),
                 (Variant::RedisNoAnalytics, Some(split), _) => (
                     split.redis_quiet.listen_addr(),
                     None,
                     split.hot_path(),
                     split.redis_quiet.admin_addr(),
+                    split.redis_quiet.pid(),
                 ),
                 // The floor has no admin listener: its L1 counts are not read.
                 (Variant::Floor, Some(split), _) => (
@@ -229,36 +233,42 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
                     None,
                     split.hot_path(),
                     split.redis.admin_addr(),
+                    Some(split.floor.child.id()),
                 ),
                 (Variant::L1Floor, Some(split), _) => (
                     split.l1_floor.addr,
                     None,
                     split.hot_path(),
                     split.l1.admin_addr(),
+                    Some(split.l1_floor.child.id()),
                 ),
                 (Variant::Zipf, Some(split), _) => (
                     split.zipf.listen_addr(),
                     Some(split.zipf_script.as_path()),
                     split.hot_path(),
                     split.zipf.admin_addr(),
+                    split.zipf.pid(),
                 ),
                 (Variant::Rules, Some(split), _) => (
                     split.l1.listen_addr(),
                     None,
                     format!("/{}", split.ruled),
                     split.l1.admin_addr(),
+                    split.l1.pid(),
                 ),
                 (Variant::Capped, Some(split), _) => (
                     split.l1.listen_addr(),
                     None,
                     format!("/{}", split.capped),
                     split.l1.admin_addr(),
+                    split.l1.pid(),
                 ),
                 (Variant::Embedded, _, Some(embedded)) => (
                     embedded.system.http,
                     None,
                     embedded.hot_path.clone(),
                     embedded.admin,
+                    embedded.system.pid(),
                 ),
                 _ => bail!("variant {} has no system", variant.letter()),
             };
@@ -285,11 +295,19 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            references.push(wrk.run(nginx.addr, &path, script, connections, wrk.duration)?);
+            let nginx_pid = Some(nginx.child.id());
+            let run = |addr, pid| CpuRun::measure(&wrk, pid, addr, &path, script, connections);
+            references.push(run(nginx.addr, nginx_pid)?);
             for _ in 0..args.rounds {
-                runs.push(wrk.run(target, &path, script, connections, wrk.duration)?);
-                references.push(wrk.run(nginx.addr, &path, script, connections, wrk.duration)?);
+                runs.push(run(target, server)?);
+                references.push(run(nginx.addr, nginx_pid)?);
             }
+            let cpu = CpuRun::micros_per_request(&runs);
+            let nginx_cpu = CpuRun::micros_per_request(&references);
+            let (runs, references): (Vec<_>, Vec<_>) = (
+                runs.into_iter().map(|run| run.run).collect(),
+                references.into_iter().map(|run| run.run).collect(),
+            );
             let hits_after = l1_counts(admin).await?;
             let variant_rate = mean(runs.iter().map(|run| run.requests_per_second));
             let nginx_rate = mean(references.iter().map(|run| run.requests_per_second));
@@ -320,8 +338,15 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
             if errors > 0 {
                 write!(notes, " {errors} non-3xx answers")?;
             }
+            let (cpu_column, per_core) = match (cpu, nginx_cpu) {
+                (Some(cpu), Some(nginx_cpu)) => (
+                    format!("{cpu:.2} ({nginx_cpu:.2})"),
+                    format!("{:.2}×", nginx_cpu / cpu),
+                ),
+                _ => ("—".to_owned(), "—".to_owned()),
+            };
             let row = format!(
-                "| {connections} | {} | {variant_rate:.0} | {p50:.2} / {p99:.2} / {p999:.2} | {nginx_rate:.0} | {nginx_p50:.2} / {nginx_p99:.2} / {nginx_p999:.2} | {:.2}× | {:.2}× | {notes} |",
+                "| {connections} | {} | {variant_rate:.0} | {p50:.2} / {p99:.2} / {p999:.2} | {nginx_rate:.0} | {nginx_p50:.2} / {nginx_p99:.2} / {nginx_p999:.2} | {:.2}× | {:.2}× | {cpu_column} | {per_core} | {notes} |",
                 variant.label(),
                 variant_rate / nginx_rate,
                 p99 / nginx_p99.max(f64::MIN_POSITIVE),
@@ -339,6 +364,47 @@ async fn benchmark(args: Args) -> anyhow::Result<()> {
     );
     drop(nginx);
     Ok(())
+}
+
+/// A wrk run with the CPU its server used meanwhile.
+struct CpuRun {
+    run: wrk::WrkRun,
+    /// CPU seconds of the server's process and its children during the
+    /// run; `None` when its process is not known.
+    cpu_seconds: Option<f64>,
+}
+
+impl CpuRun {
+    fn measure(
+        wrk: &Wrk,
+        server: Option<u32>,
+        addr: SocketAddr,
+        path: &str,
+        script: Option<&Path>,
+        connections: usize,
+    ) -> anyhow::Result<Self> {
+        let before = server.map(cpu_seconds_tree);
+        let run = wrk.run(addr, path, script, connections, wrk.duration)?;
+        let cpu_seconds = server
+            .map(cpu_seconds_tree)
+            .zip(before)
+            .map(|(after, before)| after - before);
+        Ok(Self { run, cpu_seconds })
+    }
+
+    /// The server's CPU per request over `runs`, in microseconds: unlike
+    /// throughput on a machine the load generator shares, it does not move
+    /// with how the scheduler places wrk and the server, so it compares two
+    /// servers' own cost more steadily.
+    fn micros_per_request(runs: &[Self]) -> Option<f64> {
+        let mut cpu = 0.0;
+        let mut requests = 0;
+        for run in runs {
+            cpu += run.cpu_seconds?;
+            requests += run.run.requests;
+        }
+        (requests > 0).then(|| cpu * 1e6 / requests as f64)
+    }
 }
 
 /// The split system with its three redirect processes and the Zipf script.

@@ -9,6 +9,8 @@ use anyhow::{Context as _, bail};
 
 #[derive(Debug, Clone, Default)]
 pub struct WrkRun {
+    /// Requests completed in the run.
+    pub requests: u64,
     pub requests_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -86,7 +88,11 @@ impl Wrk {
 fn parse_wrk(text: &str) -> anyhow::Result<WrkRun> {
     let mut run = WrkRun::default();
     for line in text.lines().map(str::trim) {
-        if let Some(rate) = line.strip_prefix("Requests/sec:") {
+        if let Some((count, _)) = line.split_once(" requests in ")
+            && let Ok(count) = count.trim().parse()
+        {
+            run.requests = count;
+        } else if let Some(rate) = line.strip_prefix("Requests/sec:") {
             run.requests_per_second = rate.trim().parse()?;
         } else if let Some(value) = line.strip_prefix("50%") {
             run.p50_ms = millis(value.trim())?;

@@ -38,6 +38,11 @@ pub struct Embedded {
 }
 
 impl Embedded {
+    /// The `tinyurl up` process's id (`None` once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Runs `tinyurl up` in `dir` on free ports and waits until it says it
     /// is ready.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
