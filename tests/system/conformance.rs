@@ -903,6 +903,107 @@ async fn click_store_sqlite() -> anyhow::Result<()> {
     click_store_contract(store.clicks()).await
 }
 
+/// A roll-up window larger than what the Postgres store fetches and adds at
+/// a time (50,000 rows): every link's day rows come out as its minutes went
+/// in, none lost or counted twice where one share ends and the next begins,
+/// and the mark moves past them.
+async fn roll_up_in_shares_contract(store: Arc<dyn ClickStore>) -> anyhow::Result<()> {
+    const LINKS: usize = 5_000;
+    // After the mark (the minute the database was migrated).
+    let minute = minute_of(SystemTime::now()) + 2;
+    let code = |index: usize| format!("share{index:05}");
+    let referrer = |index: usize| {
+        if index.is_multiple_of(3) {
+            "a.example"
+        } else {
+            "b.example"
+        }
+    };
+    let human = |index: usize| 1 + (index % 7) as u64;
+    let lines: Vec<ClickLine> = (0..LINKS)
+        .flat_map(|index| {
+            [
+                click(
+                    &code(index),
+                    i64::from(minute),
+                    referrer(index),
+                    false,
+                    human(index),
+                ),
+                click(&code(index), i64::from(minute), "-", true, 2),
+            ]
+        })
+        .collect();
+    // Eleven rows a link in the days' shape (a total and four values for
+    // people, and the bots' class besides): 55,000 in the window.
+    for (batch, chunk) in lines.chunks(2_000).enumerate() {
+        let folded = store
+            .fold(&format!("shares-{batch}"), &Fold::of(chunk), VALUES)
+            .await?;
+        ensure!(folded == Folded::Now);
+    }
+    while !store.roll_up_days(minute + 1, VALUES).await?.caught_up {}
+    let day = minute / MINUTES_PER_DAY;
+    for index in 0..LINKS {
+        let rows = store
+            .rollups(
+                &code(index),
+                RollupTable::Days,
+                (day, day + 1),
+                ALL,
+                &every_class(),
+            )
+            .await?;
+        let mut seen: Vec<(Dimension, &str, bool, i64)> = rows
+            .iter()
+            .map(|row| (row.dimension, row.value.as_str(), row.bot, row.clicks))
+            .collect();
+        seen.sort();
+        let people = i64::try_from(human(index))?;
+        let mut expected = vec![
+            (Dimension::Total, "", false, people),
+            (Dimension::Total, "", true, 2),
+            (Dimension::Referrer, referrer(index), false, people),
+            (Dimension::Referrer, "-", true, 2),
+            (Dimension::Country, "NL", false, people),
+            (Dimension::Country, "NL", true, 2),
+            (Dimension::Browser, "firefox", false, people),
+            (Dimension::Browser, "googlebot", true, 2),
+            (Dimension::Device, "bot", true, 2),
+            (Dimension::Device, "desktop", false, people),
+            (Dimension::Class, "crawler", true, 2),
+        ];
+        expected.sort();
+        ensure!(seen == expected, "{}: {seen:?}", code(index));
+    }
+    // Rolled up, not read from the minutes beside the days: nothing is left
+    // after the mark.
+    ensure!(
+        store.roll_up_days(minute + 1, VALUES).await?
+            == RolledUp {
+                rows: 0,
+                caught_up: true
+            }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn roll_up_in_shares_postgres() -> anyhow::Result<()> {
+    let mut cluster = PgCluster::start().await?;
+    let database = cluster.create_database().await?;
+    let store = PostgresLinkStore::connect(&database.primary_url.clone().into(), 4, TIMEOUT)?;
+    store.migrate().await?;
+    roll_up_in_shares_contract(store.clicks()).await
+}
+
+#[tokio::test]
+async fn roll_up_in_shares_sqlite() -> anyhow::Result<()> {
+    let dir = ScratchDir::new("conformance", None)?;
+    let store = SqliteLinkStore::open(&sqlite_file(&dir), TIMEOUT).await?;
+    roll_up_in_shares_contract(store.clicks()).await
+}
+
 /// Distinct values bounded per group: a fold keeps the heaviest new values
 /// that fit beside the stored ones and adds the rest to "other" (so no click
 /// is lost), in minutes, in late day rows and in the roll-up; writers

@@ -261,6 +261,26 @@ SELECT code, minute / 1440, dimension, value, class, sum(clicks)::int8 FROM clic
  GROUP BY code, minute / 1440, dimension, value, class
  ORDER BY code, minute / 1440, dimension, value, class";
 
+/// Rows of a roll-up window fetched at a time: about 8 MB of keys held, and
+/// few enough shares that their bound reads (each a join to the day rows)
+/// stay a small part of a busy slice's work.
+const ROLL_UP_FETCH_ROWS: i32 = 50_000;
+
+/// A [`ROLL_UP_WINDOW`] row.
+fn window_row(row: &tokio_postgres::Row) -> Result<(RollupKey, i64), AnalyticsError> {
+    let dimension: i16 = row.try_get(2).map_err(AnalyticsError::from_postgres)?;
+    Ok((
+        RollupKey {
+            code: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
+            bucket: row.try_get(1).map_err(AnalyticsError::from_postgres)?,
+            dimension: Dimension::from_stored(dimension)?,
+            value: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
+            class: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
+        },
+        row.try_get(5).map_err(AnalyticsError::from_postgres)?,
+    ))
+}
+
 /// `sql` as a statement prepared on the transaction's connection, kept by
 /// the pool with the connection: a fold runs the same few statements over
 /// and over, so they are parsed and planned once per connection instead of
@@ -549,28 +569,52 @@ impl ClickStore for PostgresRollups {
             }
             let until = through.min(rolled_through.saturating_add(ROLL_UP_SLICE_MINUTES));
             // The mark locked FOR UPDATE keeps every fold out, so the day
-            // groups need no locks of their own here.
-            let window = transaction
-                .query(ROLL_UP_WINDOW, &[&rolled_through, &until])
+            // groups need no locks of their own here. The window is read
+            // through a portal and added to the days a run of whole links
+            // at a time (a day group's values are all one link's, so its
+            // bound sees them together): a writer holds a share of a slice,
+            // not the slice, so a busy one (a catch-up after an outage)
+            // cannot take it past its memory limit. The keys' totals are
+            // added to the owners' days once, at the end: that statement
+            // joins the links, and once per share it scanned them again.
+            let statement = prepared(&transaction, ROLL_UP_WINDOW).await?;
+            let portal = transaction
+                .bind(&statement, &[&rolled_through, &until])
                 .await
-                .map_err(AnalyticsError::from_postgres)?
-                .iter()
-                .map(|row| {
-                    let dimension: i16 = row.try_get(2).map_err(AnalyticsError::from_postgres)?;
-                    Ok((
-                        RollupKey {
-                            code: row.try_get(0).map_err(AnalyticsError::from_postgres)?,
-                            bucket: row.try_get(1).map_err(AnalyticsError::from_postgres)?,
-                            dimension: Dimension::from_stored(dimension)?,
-                            value: row.try_get(3).map_err(AnalyticsError::from_postgres)?,
-                            class: row.try_get(4).map_err(AnalyticsError::from_postgres)?,
-                        },
-                        row.try_get(5).map_err(AnalyticsError::from_postgres)?,
-                    ))
-                })
-                .collect::<Result<Vec<(RollupKey, i64)>, AnalyticsError>>()?;
-            let rows = add_bounded(&transaction, &window, values).await?;
-            add_owner_days(&transaction, &window).await?;
+                .map_err(AnalyticsError::from_postgres)?;
+            let mut rows = 0;
+            let mut held: Vec<(RollupKey, i64)> = Vec::new();
+            let mut totals: Vec<(RollupKey, i64)> = Vec::new();
+            loop {
+                let fetched = transaction
+                    .query_portal(&portal, ROLL_UP_FETCH_ROWS)
+                    .await
+                    .map_err(AnalyticsError::from_postgres)?;
+                let last = fetched.len() < ROLL_UP_FETCH_ROWS as usize;
+                for row in &fetched {
+                    held.push(window_row(row)?);
+                }
+                drop(fetched);
+                // The last link held may go on in the next share.
+                let whole = match held.last() {
+                    Some(_) if last => held.len(),
+                    Some((newest, _)) => held.partition_point(|(key, _)| key.code < newest.code),
+                    None => 0,
+                };
+                if whole > 0 {
+                    let share: Vec<(RollupKey, i64)> = held.drain(..whole).collect();
+                    rows += add_bounded(&transaction, &share, values).await?;
+                    totals.extend(
+                        share
+                            .into_iter()
+                            .filter(|(key, _)| key.dimension == Dimension::Total),
+                    );
+                }
+                if last {
+                    break;
+                }
+            }
+            add_owner_days(&transaction, &totals).await?;
             transaction
                 .execute(
                     "UPDATE click_rollup_mark SET rolled_through = $1",
